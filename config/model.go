@@ -1,0 +1,606 @@
+// Package config holds meshd's configuration model: the App Mesh resource objects
+// (mesh, virtual nodes, virtual services, virtual routers, routes, virtual gateways,
+// gateway routes) with their API field names unchanged, plus a few extensions that
+// are marked as such in their doc comments and in docs/config-reference.md.
+//
+// The model is plain data. Parse turns bytes into a *Config (strictly: an unknown
+// field is an error naming its path and line), Validate reports every semantic error
+// with its field path, and the router / proxy packages compile a validated Config
+// into immutable runtime values. Nothing in this package is mutated after Parse
+// returns; callers share *Config values freely across goroutines.
+package config
+
+import "time"
+
+// Config is one whole mesh as meshd reads it from a file or the control endpoint.
+// Each list holds resource objects exactly as `aws appmesh describe-*` prints them
+// (the inner object, e.g. the value of "virtualNode"), or as written for
+// `create-* --cli-input-json`.
+type Config struct {
+	Mesh            Mesh             `json:"mesh"`
+	VirtualNodes    []VirtualNode    `json:"virtualNodes,omitempty"`
+	VirtualServices []VirtualService `json:"virtualServices,omitempty"`
+	VirtualRouters  []VirtualRouter  `json:"virtualRouters,omitempty"`
+	Routes          []Route          `json:"routes,omitempty"`
+	VirtualGateways []VirtualGateway `json:"virtualGateways,omitempty"`
+	GatewayRoutes   []GatewayRoute   `json:"gatewayRoutes,omitempty"`
+}
+
+// ResourceMeta holds the fields App Mesh prints around every resource's spec. They are
+// accepted so describe-* output pastes in unchanged, and otherwise ignored.
+type ResourceMeta struct {
+	MeshName      string `json:"meshName,omitempty"`
+	MeshOwner     string `json:"meshOwner,omitempty"`
+	ResourceOwner string `json:"resourceOwner,omitempty"`
+	Arn           string `json:"arn,omitempty"`
+	Metadata      any    `json:"metadata,omitempty"`
+	Status        any    `json:"status,omitempty"`
+}
+
+// Mesh is the mesh resource.
+type Mesh struct {
+	MeshName string   `json:"meshName"`
+	Spec     MeshSpec `json:"spec"`
+	ResourceMeta
+}
+
+type MeshSpec struct {
+	// EgressFilter decides what happens to egress traffic that matches no backend.
+	// Zero value: DROP_ALL (App Mesh's default).
+	EgressFilter     *EgressFilter         `json:"egressFilter,omitempty"`
+	ServiceDiscovery *MeshServiceDiscovery `json:"serviceDiscovery,omitempty"`
+}
+
+type EgressFilter struct {
+	Type string `json:"type"` // ALLOW_ALL | DROP_ALL
+}
+
+type MeshServiceDiscovery struct {
+	IPPreference string `json:"ipPreference,omitempty"` // IPv6_PREFERRED | IPv4_PREFERRED | IPv4_ONLY | IPv6_ONLY
+}
+
+const (
+	EgressAllowAll = "ALLOW_ALL"
+	EgressDropAll  = "DROP_ALL"
+)
+
+// Duration is App Mesh's {unit, value} duration. Unit is "ms" or "s".
+type Duration struct {
+	Unit  string `json:"unit"`
+	Value int64  `json:"value"`
+}
+
+// D converts d to a time.Duration; a nil d is 0 (meaning "not set").
+func (d *Duration) D() time.Duration {
+	if d == nil {
+		return 0
+	}
+	switch d.Unit {
+	case "s":
+		return time.Duration(d.Value) * time.Second
+	default: // "ms"; Validate rejects every other unit
+		return time.Duration(d.Value) * time.Millisecond
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Virtual nodes
+
+type VirtualNode struct {
+	VirtualNodeName string          `json:"virtualNodeName"`
+	Spec            VirtualNodeSpec `json:"spec"`
+	ResourceMeta
+}
+
+type VirtualNodeSpec struct {
+	Listeners        []Listener        `json:"listeners,omitempty"`
+	ServiceDiscovery *ServiceDiscovery `json:"serviceDiscovery,omitempty"`
+	Backends         []Backend         `json:"backends,omitempty"`
+	BackendDefaults  *BackendDefaults  `json:"backendDefaults,omitempty"`
+	Logging          *Logging          `json:"logging,omitempty"`
+
+	// LoadBalancing is a meshd extension: how requests to this node's endpoints are
+	// spread. Nil means least-request with power of two choices.
+	LoadBalancing *LoadBalancing `json:"loadBalancing,omitempty"`
+}
+
+// LoadBalancing (extension).
+type LoadBalancing struct {
+	// Policy: LEAST_REQUEST (default), ROUND_ROBIN or RANDOM.
+	Policy string `json:"policy,omitempty"`
+}
+
+const (
+	LBLeastRequest = "LEAST_REQUEST"
+	LBRoundRobin   = "ROUND_ROBIN"
+	LBRandom       = "RANDOM"
+)
+
+type Listener struct {
+	PortMapping      PortMapping       `json:"portMapping"`
+	ConnectionPool   *ConnectionPool   `json:"connectionPool,omitempty"`
+	HealthCheck      *HealthCheck      `json:"healthCheck,omitempty"`
+	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
+	Timeout          *ListenerTimeout  `json:"timeout,omitempty"`
+	TLS              *ListenerTLS      `json:"tls,omitempty"`
+}
+
+type PortMapping struct {
+	Port     int    `json:"port"`
+	Protocol string `json:"protocol"` // http | http2 | grpc | tcp
+}
+
+const (
+	ProtoHTTP  = "http"
+	ProtoHTTP2 = "http2"
+	ProtoGRPC  = "grpc"
+	ProtoTCP   = "tcp"
+)
+
+type ConnectionPool struct {
+	HTTP  *HTTPConnectionPool  `json:"http,omitempty"`
+	HTTP2 *HTTP2ConnectionPool `json:"http2,omitempty"`
+	GRPC  *HTTP2ConnectionPool `json:"grpc,omitempty"`
+	TCP   *TCPConnectionPool   `json:"tcp,omitempty"`
+}
+
+type HTTPConnectionPool struct {
+	MaxConnections     int `json:"maxConnections"`
+	MaxPendingRequests int `json:"maxPendingRequests,omitempty"`
+}
+
+type HTTP2ConnectionPool struct {
+	MaxRequests int `json:"maxRequests"`
+}
+
+type TCPConnectionPool struct {
+	MaxConnections int `json:"maxConnections"`
+}
+
+type HealthCheck struct {
+	Protocol           string `json:"protocol"`
+	Path               string `json:"path,omitempty"`
+	Port               int    `json:"port,omitempty"`
+	IntervalMillis     int64  `json:"intervalMillis"`
+	TimeoutMillis      int64  `json:"timeoutMillis"`
+	HealthyThreshold   int    `json:"healthyThreshold"`
+	UnhealthyThreshold int    `json:"unhealthyThreshold"`
+}
+
+type OutlierDetection struct {
+	MaxServerErrors      int64     `json:"maxServerErrors"`
+	Interval             *Duration `json:"interval"`
+	BaseEjectionDuration *Duration `json:"baseEjectionDuration"`
+	MaxEjectionPercent   int       `json:"maxEjectionPercent"`
+}
+
+type ListenerTimeout struct {
+	HTTP  *HTTPTimeout `json:"http,omitempty"`
+	HTTP2 *HTTPTimeout `json:"http2,omitempty"`
+	GRPC  *HTTPTimeout `json:"grpc,omitempty"`
+	TCP   *TCPTimeout  `json:"tcp,omitempty"`
+}
+
+type HTTPTimeout struct {
+	PerRequest *Duration `json:"perRequest,omitempty"`
+	Idle       *Duration `json:"idle,omitempty"`
+}
+
+type TCPTimeout struct {
+	Idle *Duration `json:"idle,omitempty"`
+}
+
+type ListenerTLS struct {
+	Mode        string                 `json:"mode"` // STRICT | PERMISSIVE | DISABLED
+	Certificate *ListenerTLSCert       `json:"certificate,omitempty"`
+	Validation  *ListenerTLSValidation `json:"validation,omitempty"`
+}
+
+type ListenerTLSCert struct {
+	ACM  *TLSACMCertificate  `json:"acm,omitempty"`
+	File *TLSFileCertificate `json:"file,omitempty"`
+	SDS  *TLSSDS             `json:"sds,omitempty"`
+}
+
+type TLSACMCertificate struct {
+	CertificateArn string `json:"certificateArn"`
+}
+
+type TLSFileCertificate struct {
+	CertificateChain string `json:"certificateChain"`
+	PrivateKey       string `json:"privateKey"`
+}
+
+type TLSSDS struct {
+	SecretName string `json:"secretName"`
+}
+
+type ListenerTLSValidation struct {
+	Trust                   *TLSValidationTrust `json:"trust,omitempty"`
+	SubjectAlternativeNames *SubjectAltNames    `json:"subjectAlternativeNames,omitempty"`
+}
+
+type TLSValidationTrust struct {
+	ACM  *TLSACMTrust  `json:"acm,omitempty"`
+	File *TLSFileTrust `json:"file,omitempty"`
+	SDS  *TLSSDS       `json:"sds,omitempty"`
+}
+
+type TLSACMTrust struct {
+	CertificateAuthorityArns []string `json:"certificateAuthorityArns"`
+}
+
+type TLSFileTrust struct {
+	CertificateChain string `json:"certificateChain"`
+}
+
+type SubjectAltNames struct {
+	Match SubjectAltNamesMatch `json:"match"`
+}
+
+type SubjectAltNamesMatch struct {
+	Exact []string `json:"exact"`
+}
+
+type ServiceDiscovery struct {
+	DNS         *DNSServiceDiscovery      `json:"dns,omitempty"`
+	AWSCloudMap *CloudMapServiceDiscovery `json:"awsCloudMap,omitempty"`
+	// Static is a meshd extension for hosts without DNS: a fixed endpoint list.
+	Static *StaticServiceDiscovery `json:"static,omitempty"`
+}
+
+type DNSServiceDiscovery struct {
+	Hostname     string `json:"hostname"`
+	IPPreference string `json:"ipPreference,omitempty"`
+	ResponseType string `json:"responseType,omitempty"` // LOADBALANCER | ENDPOINTS
+}
+
+type CloudMapServiceDiscovery struct {
+	NamespaceName string              `json:"namespaceName"`
+	ServiceName   string              `json:"serviceName"`
+	Attributes    []CloudMapAttribute `json:"attributes,omitempty"`
+	IPPreference  string              `json:"ipPreference,omitempty"`
+}
+
+type CloudMapAttribute struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// StaticServiceDiscovery (extension).
+type StaticServiceDiscovery struct {
+	// Endpoints are "host:port" strings, or {address, weight} objects. An endpoint
+	// without a port takes the listener's port.
+	Endpoints []StaticEndpoint `json:"endpoints"`
+}
+
+// StaticEndpoint is written either as a plain "host:port" string (weight 1) or as
+// {address: "host:port", weight: N}.
+type StaticEndpoint struct {
+	Address string `json:"address"`
+	Weight  int    `json:"weight,omitempty"` // 0 means 1
+}
+
+type Backend struct {
+	VirtualService *VirtualServiceBackend `json:"virtualService,omitempty"`
+}
+
+type VirtualServiceBackend struct {
+	VirtualServiceName string        `json:"virtualServiceName"`
+	ClientPolicy       *ClientPolicy `json:"clientPolicy,omitempty"`
+}
+
+type BackendDefaults struct {
+	ClientPolicy *ClientPolicy `json:"clientPolicy,omitempty"`
+}
+
+type ClientPolicy struct {
+	TLS *ClientTLS `json:"tls,omitempty"`
+}
+
+type ClientTLS struct {
+	Enforce     *bool               `json:"enforce,omitempty"`
+	Ports       []int               `json:"ports,omitempty"`
+	Certificate *ClientTLSCert      `json:"certificate,omitempty"`
+	Validation  ClientTLSValidation `json:"validation"`
+}
+
+type ClientTLSCert struct {
+	File *TLSFileCertificate `json:"file,omitempty"`
+	SDS  *TLSSDS             `json:"sds,omitempty"`
+}
+
+type ClientTLSValidation struct {
+	Trust                   TLSValidationTrust `json:"trust"`
+	SubjectAlternativeNames *SubjectAltNames   `json:"subjectAlternativeNames,omitempty"`
+}
+
+type Logging struct {
+	AccessLog *AccessLog `json:"accessLog,omitempty"`
+}
+
+type AccessLog struct {
+	File *FileAccessLog `json:"file,omitempty"`
+}
+
+type FileAccessLog struct {
+	Path   string           `json:"path"`
+	Format *AccessLogFormat `json:"format,omitempty"`
+}
+
+type AccessLogFormat struct {
+	JSON []JSONFormatField `json:"json,omitempty"`
+	Text string            `json:"text,omitempty"`
+}
+
+type JSONFormatField struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// ---------------------------------------------------------------------------
+// Virtual services and routers
+
+type VirtualService struct {
+	VirtualServiceName string             `json:"virtualServiceName"`
+	Spec               VirtualServiceSpec `json:"spec"`
+	ResourceMeta
+}
+
+type VirtualServiceSpec struct {
+	Provider *VirtualServiceProvider `json:"provider,omitempty"`
+}
+
+type VirtualServiceProvider struct {
+	VirtualNode   *VirtualNodeRef   `json:"virtualNode,omitempty"`
+	VirtualRouter *VirtualRouterRef `json:"virtualRouter,omitempty"`
+}
+
+type VirtualNodeRef struct {
+	VirtualNodeName string `json:"virtualNodeName"`
+}
+
+type VirtualRouterRef struct {
+	VirtualRouterName string `json:"virtualRouterName"`
+}
+
+type VirtualRouter struct {
+	VirtualRouterName string            `json:"virtualRouterName"`
+	Spec              VirtualRouterSpec `json:"spec"`
+	ResourceMeta
+}
+
+type VirtualRouterSpec struct {
+	Listeners []RouterListener `json:"listeners,omitempty"`
+}
+
+type RouterListener struct {
+	PortMapping PortMapping `json:"portMapping"`
+}
+
+// ---------------------------------------------------------------------------
+// Routes
+
+type Route struct {
+	RouteName         string    `json:"routeName"`
+	VirtualRouterName string    `json:"virtualRouterName"`
+	Spec              RouteSpec `json:"spec"`
+	ResourceMeta
+}
+
+type RouteSpec struct {
+	// Priority: 0 is highest, 1000 lowest. Routes without a priority are tried after
+	// every route that has one, in file order.
+	Priority   *int       `json:"priority,omitempty"`
+	HTTPRoute  *HTTPRoute `json:"httpRoute,omitempty"`
+	HTTP2Route *HTTPRoute `json:"http2Route,omitempty"`
+	GRPCRoute  *GRPCRoute `json:"grpcRoute,omitempty"`
+	TCPRoute   *TCPRoute  `json:"tcpRoute,omitempty"`
+}
+
+type HTTPRoute struct {
+	Match       HTTPRouteMatch   `json:"match"`
+	Action      RouteAction      `json:"action"`
+	RetryPolicy *HTTPRetryPolicy `json:"retryPolicy,omitempty"`
+	Timeout     *HTTPTimeout     `json:"timeout,omitempty"`
+}
+
+type HTTPRouteMatch struct {
+	Prefix          string           `json:"prefix,omitempty"`
+	Path            *PathMatch       `json:"path,omitempty"`
+	Headers         []HeaderMatch    `json:"headers,omitempty"`
+	Method          string           `json:"method,omitempty"`
+	Scheme          string           `json:"scheme,omitempty"` // http | https
+	QueryParameters []QueryParameter `json:"queryParameters,omitempty"`
+	Port            int              `json:"port,omitempty"`
+}
+
+type PathMatch struct {
+	Exact string `json:"exact,omitempty"`
+	Regex string `json:"regex,omitempty"`
+}
+
+// HeaderMatch matches one request header (or, in a grpcRoute, one metadata entry).
+type HeaderMatch struct {
+	Name   string             `json:"name"`
+	Invert bool               `json:"invert,omitempty"`
+	Match  *HeaderMatchMethod `json:"match,omitempty"` // nil: the header is present
+}
+
+type HeaderMatchMethod struct {
+	Exact  string      `json:"exact,omitempty"`
+	Prefix string      `json:"prefix,omitempty"`
+	Suffix string      `json:"suffix,omitempty"`
+	Regex  string      `json:"regex,omitempty"`
+	Range  *MatchRange `json:"range,omitempty"`
+}
+
+// MatchRange matches an integer header value v with Start <= v < End.
+type MatchRange struct {
+	Start int64 `json:"start"`
+	End   int64 `json:"end"`
+}
+
+type QueryParameter struct {
+	Name  string               `json:"name"`
+	Match *QueryParameterMatch `json:"match,omitempty"` // nil: the parameter is present
+}
+
+type QueryParameterMatch struct {
+	Exact string `json:"exact"`
+}
+
+type RouteAction struct {
+	WeightedTargets []WeightedTarget `json:"weightedTargets"`
+}
+
+type WeightedTarget struct {
+	VirtualNode string `json:"virtualNode"`
+	Weight      int    `json:"weight"`
+	Port        int    `json:"port,omitempty"` // which of the node's listeners; 0: its only one
+}
+
+type HTTPRetryPolicy struct {
+	MaxRetries      int64     `json:"maxRetries"`
+	PerRetryTimeout *Duration `json:"perRetryTimeout"`
+	HTTPRetryEvents []string  `json:"httpRetryEvents,omitempty"`
+	TCPRetryEvents  []string  `json:"tcpRetryEvents,omitempty"`
+}
+
+type GRPCRoute struct {
+	Match       GRPCRouteMatch   `json:"match"`
+	Action      RouteAction      `json:"action"`
+	RetryPolicy *GRPCRetryPolicy `json:"retryPolicy,omitempty"`
+	Timeout     *HTTPTimeout     `json:"timeout,omitempty"`
+}
+
+type GRPCRouteMatch struct {
+	ServiceName string        `json:"serviceName,omitempty"`
+	MethodName  string        `json:"methodName,omitempty"`
+	Metadata    []HeaderMatch `json:"metadata,omitempty"`
+	Port        int           `json:"port,omitempty"`
+}
+
+type GRPCRetryPolicy struct {
+	MaxRetries      int64     `json:"maxRetries"`
+	PerRetryTimeout *Duration `json:"perRetryTimeout"`
+	GRPCRetryEvents []string  `json:"grpcRetryEvents,omitempty"`
+	HTTPRetryEvents []string  `json:"httpRetryEvents,omitempty"`
+	TCPRetryEvents  []string  `json:"tcpRetryEvents,omitempty"`
+}
+
+type TCPRoute struct {
+	Action  RouteAction    `json:"action"`
+	Timeout *TCPTimeout    `json:"timeout,omitempty"`
+	Match   *TCPRouteMatch `json:"match,omitempty"`
+}
+
+type TCPRouteMatch struct {
+	Port int `json:"port,omitempty"`
+}
+
+// ---------------------------------------------------------------------------
+// Virtual gateways and gateway routes (parsed and kept; served by the gateway work)
+
+type VirtualGateway struct {
+	VirtualGatewayName string             `json:"virtualGatewayName"`
+	Spec               VirtualGatewaySpec `json:"spec"`
+	ResourceMeta
+}
+
+type VirtualGatewaySpec struct {
+	Listeners       []GatewayListener `json:"listeners"`
+	BackendDefaults *BackendDefaults  `json:"backendDefaults,omitempty"`
+	Logging         *Logging          `json:"logging,omitempty"`
+}
+
+type GatewayListener struct {
+	PortMapping    PortMapping     `json:"portMapping"`
+	ConnectionPool *ConnectionPool `json:"connectionPool,omitempty"`
+	HealthCheck    *HealthCheck    `json:"healthCheck,omitempty"`
+	TLS            *ListenerTLS    `json:"tls,omitempty"`
+}
+
+type GatewayRoute struct {
+	GatewayRouteName   string           `json:"gatewayRouteName"`
+	VirtualGatewayName string           `json:"virtualGatewayName"`
+	Spec               GatewayRouteSpec `json:"spec"`
+	ResourceMeta
+}
+
+type GatewayRouteSpec struct {
+	Priority   *int              `json:"priority,omitempty"`
+	HTTPRoute  *GatewayHTTPRoute `json:"httpRoute,omitempty"`
+	HTTP2Route *GatewayHTTPRoute `json:"http2Route,omitempty"`
+	GRPCRoute  *GatewayGRPCRoute `json:"grpcRoute,omitempty"`
+}
+
+type GatewayHTTPRoute struct {
+	Match  GatewayHTTPRouteMatch  `json:"match"`
+	Action GatewayHTTPRouteAction `json:"action"`
+}
+
+type GatewayHTTPRouteMatch struct {
+	Prefix          string           `json:"prefix,omitempty"`
+	Path            *PathMatch       `json:"path,omitempty"`
+	Headers         []HeaderMatch    `json:"headers,omitempty"`
+	Method          string           `json:"method,omitempty"`
+	Hostname        *HostnameMatch   `json:"hostname,omitempty"`
+	QueryParameters []QueryParameter `json:"queryParameters,omitempty"`
+	Port            int              `json:"port,omitempty"`
+}
+
+type HostnameMatch struct {
+	Exact  string `json:"exact,omitempty"`
+	Suffix string `json:"suffix,omitempty"`
+}
+
+type GatewayHTTPRouteAction struct {
+	Target  GatewayTarget       `json:"target"`
+	Rewrite *GatewayHTTPRewrite `json:"rewrite,omitempty"`
+}
+
+type GatewayTarget struct {
+	VirtualService VirtualServiceRef `json:"virtualService"`
+	Port           int               `json:"port,omitempty"`
+}
+
+type VirtualServiceRef struct {
+	VirtualServiceName string `json:"virtualServiceName"`
+}
+
+type GatewayHTTPRewrite struct {
+	Prefix   *GatewayPrefixRewrite   `json:"prefix,omitempty"`
+	Path     *GatewayPathRewrite     `json:"path,omitempty"`
+	Hostname *GatewayHostnameRewrite `json:"hostname,omitempty"`
+}
+
+type GatewayPrefixRewrite struct {
+	DefaultPrefix string `json:"defaultPrefix,omitempty"` // ENABLED | DISABLED
+	Value         string `json:"value,omitempty"`
+}
+
+type GatewayPathRewrite struct {
+	Exact string `json:"exact"`
+}
+
+type GatewayHostnameRewrite struct {
+	DefaultTargetHostname string `json:"defaultTargetHostname"` // ENABLED | DISABLED
+}
+
+type GatewayGRPCRoute struct {
+	Match  GatewayGRPCRouteMatch `json:"match"`
+	Action GatewayGRPCAction     `json:"action"`
+}
+
+type GatewayGRPCRouteMatch struct {
+	ServiceName string         `json:"serviceName,omitempty"`
+	Hostname    *HostnameMatch `json:"hostname,omitempty"`
+	Metadata    []HeaderMatch  `json:"metadata,omitempty"`
+	Port        int            `json:"port,omitempty"`
+}
+
+type GatewayGRPCAction struct {
+	Target  GatewayTarget           `json:"target"`
+	Rewrite *GatewayHostnameRewrite `json:"rewrite,omitempty"`
+}
