@@ -1,0 +1,1131 @@
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Limits App Mesh enforces (and meshd with it).
+const (
+	maxNameLen         = 255
+	maxWeightedTargets = 10
+	maxMatchEntries    = 10 // headers, metadata, queryParameters per match
+	maxPriority        = 1000
+	maxTargetWeight    = 100
+	maxEndpointWeight  = 1000 // static endpoints (extension)
+)
+
+// Validate checks c against App Mesh's rules and meshd's own, and returns nil or an
+// *Errors holding every problem, each naming its field path and offending value.
+// It does not modify c and is safe to call concurrently.
+func (c *Config) Validate() error {
+	v := &validator{c: c}
+	v.index()
+	v.mesh()
+	for i := range c.VirtualNodes {
+		v.virtualNode(fmt.Sprintf("virtualNodes[%d]", i), &c.VirtualNodes[i])
+	}
+	for i := range c.VirtualServices {
+		v.virtualService(fmt.Sprintf("virtualServices[%d]", i), &c.VirtualServices[i])
+	}
+	for i := range c.VirtualRouters {
+		v.virtualRouter(fmt.Sprintf("virtualRouters[%d]", i), &c.VirtualRouters[i])
+	}
+	for i := range c.Routes {
+		v.route(fmt.Sprintf("routes[%d]", i), &c.Routes[i])
+	}
+	for i := range c.VirtualGateways {
+		v.virtualGateway(fmt.Sprintf("virtualGateways[%d]", i), &c.VirtualGateways[i])
+	}
+	for i := range c.GatewayRoutes {
+		v.gatewayRoute(fmt.Sprintf("gatewayRoutes[%d]", i), &c.GatewayRoutes[i])
+	}
+	v.targetsNeedDiscovery()
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return &Errors{List: v.errs}
+}
+
+// VirtualNode returns the virtual node named name, or nil. The result points into c.
+func (c *Config) VirtualNode(name string) *VirtualNode {
+	for i := range c.VirtualNodes {
+		if c.VirtualNodes[i].VirtualNodeName == name {
+			return &c.VirtualNodes[i]
+		}
+	}
+	return nil
+}
+
+// VirtualService returns the virtual service named name, or nil.
+func (c *Config) VirtualService(name string) *VirtualService {
+	for i := range c.VirtualServices {
+		if c.VirtualServices[i].VirtualServiceName == name {
+			return &c.VirtualServices[i]
+		}
+	}
+	return nil
+}
+
+// VirtualRouter returns the virtual router named name, or nil.
+func (c *Config) VirtualRouter(name string) *VirtualRouter {
+	for i := range c.VirtualRouters {
+		if c.VirtualRouters[i].VirtualRouterName == name {
+			return &c.VirtualRouters[i]
+		}
+	}
+	return nil
+}
+
+// VirtualGateway returns the virtual gateway named name, or nil.
+func (c *Config) VirtualGateway(name string) *VirtualGateway {
+	for i := range c.VirtualGateways {
+		if c.VirtualGateways[i].VirtualGatewayName == name {
+			return &c.VirtualGateways[i]
+		}
+	}
+	return nil
+}
+
+// RoutesFor returns the routes of the virtual router named router, in file order
+// (the order that breaks ties between equal or absent priorities).
+func (c *Config) RoutesFor(router string) []*Route {
+	var out []*Route
+	for i := range c.Routes {
+		if c.Routes[i].VirtualRouterName == router {
+			out = append(out, &c.Routes[i])
+		}
+	}
+	return out
+}
+
+// GatewayRoutesFor returns the gateway routes of the virtual gateway named gateway,
+// in file order.
+func (c *Config) GatewayRoutesFor(gateway string) []*GatewayRoute {
+	var out []*GatewayRoute
+	for i := range c.GatewayRoutes {
+		if c.GatewayRoutes[i].VirtualGatewayName == gateway {
+			out = append(out, &c.GatewayRoutes[i])
+		}
+	}
+	return out
+}
+
+// Digest is a short stable hash of c's canonical JSON (the form /config prints),
+// used as the config version: equal configs have equal digests.
+func (c *Config) Digest() string {
+	b, err := json.Marshal(c)
+	if err != nil {
+		// The model is plain data (strings, ints, slices, and any values that
+		// came from JSON-compatible YAML), so Marshal cannot fail on a parsed
+		// config; a hand-built one with, say, a channel in Metadata still gets a
+		// digest, of its Go representation.
+		b = fmt.Appendf(nil, "%#v", c)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+type validator struct {
+	c    *Config
+	errs []FieldError
+
+	nodes    map[string]*VirtualNode
+	services map[string]*VirtualService
+	routers  map[string]*VirtualRouter
+	gateways map[string]*VirtualGateway
+	// targeted records nodes that receive traffic (route targets, service
+	// providers), with the path of the first reference, for the serviceDiscovery rule.
+	targeted     map[string]string
+	targetedList []string
+}
+
+func (v *validator) add(path string, value any, format string, args ...any) {
+	val := ""
+	if value != nil {
+		val = fmt.Sprint(value)
+	}
+	v.errs = append(v.errs, FieldError{Path: path, Value: val, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) index() {
+	v.nodes = map[string]*VirtualNode{}
+	v.services = map[string]*VirtualService{}
+	v.routers = map[string]*VirtualRouter{}
+	v.gateways = map[string]*VirtualGateway{}
+	v.targeted = map[string]string{}
+	for i := range v.c.VirtualNodes {
+		n := &v.c.VirtualNodes[i]
+		register(v, fmt.Sprintf("virtualNodes[%d].virtualNodeName", i), n.VirtualNodeName, v.nodes, n)
+	}
+	for i := range v.c.VirtualServices {
+		s := &v.c.VirtualServices[i]
+		register(v, fmt.Sprintf("virtualServices[%d].virtualServiceName", i), s.VirtualServiceName, v.services, s)
+	}
+	for i := range v.c.VirtualRouters {
+		r := &v.c.VirtualRouters[i]
+		register(v, fmt.Sprintf("virtualRouters[%d].virtualRouterName", i), r.VirtualRouterName, v.routers, r)
+	}
+	for i := range v.c.VirtualGateways {
+		g := &v.c.VirtualGateways[i]
+		register(v, fmt.Sprintf("virtualGateways[%d].virtualGatewayName", i), g.VirtualGatewayName, v.gateways, g)
+	}
+	type key struct{ parent, name string }
+	routes := map[key]bool{}
+	for i := range v.c.Routes {
+		r := &v.c.Routes[i]
+		path := fmt.Sprintf("routes[%d].routeName", i)
+		if v.checkName(path, r.RouteName) {
+			k := key{r.VirtualRouterName, r.RouteName}
+			if routes[k] {
+				v.add(path, r.RouteName, "duplicate routeName in virtual router %q", r.VirtualRouterName)
+			}
+			routes[k] = true
+		}
+	}
+	groutes := map[key]bool{}
+	for i := range v.c.GatewayRoutes {
+		r := &v.c.GatewayRoutes[i]
+		path := fmt.Sprintf("gatewayRoutes[%d].gatewayRouteName", i)
+		if v.checkName(path, r.GatewayRouteName) {
+			k := key{r.VirtualGatewayName, r.GatewayRouteName}
+			if groutes[k] {
+				v.add(path, r.GatewayRouteName, "duplicate gatewayRouteName in virtual gateway %q", r.VirtualGatewayName)
+			}
+			groutes[k] = true
+		}
+	}
+}
+
+// register records a resource under its name, reporting empty and duplicate names.
+func register[T any](v *validator, path, name string, seen map[string]*T, res *T) {
+	if !v.checkName(path, name) {
+		return
+	}
+	if _, dup := seen[name]; dup {
+		v.add(path, name, "duplicate name")
+		return
+	}
+	seen[name] = res
+}
+
+func (v *validator) checkName(path, n string) bool {
+	switch {
+	case n == "":
+		v.add(path, nil, "name is required")
+		return false
+	case len(n) > maxNameLen:
+		v.add(path, n, "name is longer than %d characters", maxNameLen)
+		return false
+	}
+	return true
+}
+
+func (v *validator) meshName(path string, m ResourceMeta) {
+	if m.MeshName != "" && v.c.Mesh.MeshName != "" && m.MeshName != v.c.Mesh.MeshName {
+		v.add(path+".meshName", m.MeshName, "does not match mesh.meshName %q", v.c.Mesh.MeshName)
+	}
+}
+
+func oneOf(s string, allowed ...string) bool { return slices.Contains(allowed, s) }
+
+func (v *validator) enum(path, s string, allowed ...string) {
+	if !oneOf(s, allowed...) {
+		v.add(path, s, "must be one of %s", strings.Join(allowed, ", "))
+	}
+}
+
+func (v *validator) optEnum(path, s string, allowed ...string) {
+	if s != "" {
+		v.enum(path, s, allowed...)
+	}
+}
+
+func count(set ...bool) int {
+	n := 0
+	for _, b := range set {
+		if b {
+			n++
+		}
+	}
+	return n
+}
+
+// ---------------------------------------------------------------------------
+// Mesh
+
+func (v *validator) mesh() {
+	m := &v.c.Mesh
+	v.checkName("mesh.meshName", m.MeshName)
+	if f := m.Spec.EgressFilter; f != nil {
+		v.enum("mesh.spec.egressFilter.type", f.Type, EgressAllowAll, EgressDropAll)
+	}
+	if sd := m.Spec.ServiceDiscovery; sd != nil {
+		v.optEnum("mesh.spec.serviceDiscovery.ipPreference", sd.IPPreference, ipPreferences...)
+	}
+}
+
+var ipPreferences = []string{"IPv6_PREFERRED", "IPv4_PREFERRED", "IPv4_ONLY", "IPv6_ONLY"}
+
+// ---------------------------------------------------------------------------
+// Virtual nodes
+
+var listenerProtocols = []string{ProtoHTTP, ProtoHTTP2, ProtoGRPC, ProtoTCP}
+
+func (v *validator) virtualNode(path string, n *VirtualNode) {
+	v.meshName(path, n.ResourceMeta)
+	spec := path + ".spec"
+	ports := map[int]bool{}
+	for i, l := range n.Spec.Listeners {
+		lp := fmt.Sprintf("%s.listeners[%d]", spec, i)
+		v.portMapping(lp+".portMapping", l.PortMapping, listenerProtocols)
+		if ports[l.PortMapping.Port] {
+			v.add(lp+".portMapping.port", l.PortMapping.Port, "port is used by another listener of this node")
+		}
+		ports[l.PortMapping.Port] = true
+		proto := l.PortMapping.Protocol
+		if l.ConnectionPool != nil {
+			v.connectionPool(lp+".connectionPool", l.ConnectionPool, proto)
+		}
+		if l.HealthCheck != nil {
+			v.healthCheck(lp+".healthCheck", l.HealthCheck)
+		}
+		if l.OutlierDetection != nil {
+			v.outlierDetection(lp+".outlierDetection", l.OutlierDetection)
+		}
+		if l.Timeout != nil {
+			v.listenerTimeout(lp+".timeout", l.Timeout, proto)
+		}
+		if l.TLS != nil {
+			v.listenerTLS(lp+".tls", l.TLS)
+		}
+	}
+	if sd := n.Spec.ServiceDiscovery; sd != nil {
+		v.serviceDiscovery(spec+".serviceDiscovery", sd)
+	}
+	for i, b := range n.Spec.Backends {
+		bp := fmt.Sprintf("%s.backends[%d]", spec, i)
+		if b.VirtualService == nil {
+			v.add(bp+".virtualService", nil, "is required")
+			continue
+		}
+		vsName := b.VirtualService.VirtualServiceName
+		switch {
+		case vsName == "":
+			v.add(bp+".virtualService.virtualServiceName", nil, "is required")
+		case v.services[vsName] == nil:
+			v.add(bp+".virtualService.virtualServiceName", vsName, "virtual service %q is not defined", vsName)
+		}
+		if cp := b.VirtualService.ClientPolicy; cp != nil {
+			v.clientPolicy(bp+".virtualService.clientPolicy", cp)
+		}
+	}
+	if bd := n.Spec.BackendDefaults; bd != nil && bd.ClientPolicy != nil {
+		v.clientPolicy(spec+".backendDefaults.clientPolicy", bd.ClientPolicy)
+	}
+	if lg := n.Spec.Logging; lg != nil {
+		v.logging(spec+".logging", lg)
+	}
+	if lb := n.Spec.LoadBalancing; lb != nil {
+		v.optEnum(spec+".loadBalancing.policy", lb.Policy, LBLeastRequest, LBRoundRobin, LBRandom)
+	}
+}
+
+func (v *validator) portMapping(path string, pm PortMapping, protocols []string) {
+	v.port(path+".port", pm.Port)
+	v.enum(path+".protocol", pm.Protocol, protocols...)
+}
+
+func (v *validator) port(path string, p int) {
+	if p < 1 || p > 65535 {
+		v.add(path, p, "port must be 1..65535")
+	}
+}
+
+func (v *validator) optPort(path string, p int) {
+	if p != 0 {
+		v.port(path, p)
+	}
+}
+
+// connectionPool allows exactly the block of the listener's protocol, because Envoy
+// (and App Mesh) apply only that one; a mismatched block would silently do nothing.
+func (v *validator) connectionPool(path string, cp *ConnectionPool, proto string) {
+	set := map[string]bool{
+		ProtoHTTP: cp.HTTP != nil, ProtoHTTP2: cp.HTTP2 != nil,
+		ProtoGRPC: cp.GRPC != nil, ProtoTCP: cp.TCP != nil,
+	}
+	for _, p := range listenerProtocols {
+		if set[p] && p != proto {
+			v.add(path+"."+p, nil, "connection pool block %q does not fit listener protocol %q", p, proto)
+		}
+	}
+	if count(set[ProtoHTTP], set[ProtoHTTP2], set[ProtoGRPC], set[ProtoTCP]) == 0 {
+		v.add(path, nil, "needs the %q block of the listener's protocol", proto)
+	}
+	if cp.HTTP != nil {
+		v.atLeast(path+".http.maxConnections", int64(cp.HTTP.MaxConnections), 1)
+		if cp.HTTP.MaxPendingRequests != 0 {
+			v.atLeast(path+".http.maxPendingRequests", int64(cp.HTTP.MaxPendingRequests), 1)
+		}
+	}
+	if cp.HTTP2 != nil {
+		v.atLeast(path+".http2.maxRequests", int64(cp.HTTP2.MaxRequests), 1)
+	}
+	if cp.GRPC != nil {
+		v.atLeast(path+".grpc.maxRequests", int64(cp.GRPC.MaxRequests), 1)
+	}
+	if cp.TCP != nil {
+		v.atLeast(path+".tcp.maxConnections", int64(cp.TCP.MaxConnections), 1)
+	}
+}
+
+func (v *validator) atLeast(path string, n, lo int64) {
+	if n < lo {
+		v.add(path, n, "must be at least %d", lo)
+	}
+}
+
+func (v *validator) between(path string, n, lo, hi int64) {
+	if n < lo || n > hi {
+		v.add(path, n, "must be %d..%d", lo, hi)
+	}
+}
+
+func (v *validator) healthCheck(path string, hc *HealthCheck) {
+	v.enum(path+".protocol", hc.Protocol, listenerProtocols...)
+	if (hc.Protocol == ProtoHTTP || hc.Protocol == ProtoHTTP2) && hc.Path == "" {
+		v.add(path+".path", nil, "is required for protocol %s", hc.Protocol)
+	}
+	v.optPort(path+".port", hc.Port)
+	v.between(path+".intervalMillis", hc.IntervalMillis, 5000, 300000)
+	v.between(path+".timeoutMillis", hc.TimeoutMillis, 2000, 60000)
+	v.between(path+".healthyThreshold", int64(hc.HealthyThreshold), 2, 10)
+	v.between(path+".unhealthyThreshold", int64(hc.UnhealthyThreshold), 2, 10)
+}
+
+func (v *validator) outlierDetection(path string, od *OutlierDetection) {
+	v.atLeast(path+".maxServerErrors", od.MaxServerErrors, 1)
+	v.between(path+".maxEjectionPercent", int64(od.MaxEjectionPercent), 0, 100)
+	v.requiredDuration(path+".interval", od.Interval)
+	v.requiredDuration(path+".baseEjectionDuration", od.BaseEjectionDuration)
+}
+
+func (v *validator) requiredDuration(path string, d *Duration) {
+	if d == nil {
+		v.add(path, nil, "is required")
+		return
+	}
+	v.duration(path, d)
+}
+
+func (v *validator) duration(path string, d *Duration) {
+	if d == nil {
+		return
+	}
+	v.enum(path+".unit", d.Unit, "ms", "s")
+	if d.Value < 0 {
+		v.add(path+".value", d.Value, "must not be negative")
+	}
+}
+
+func (v *validator) httpTimeout(path string, t *HTTPTimeout) {
+	if t == nil {
+		return
+	}
+	v.duration(path+".perRequest", t.PerRequest)
+	v.duration(path+".idle", t.Idle)
+}
+
+func (v *validator) listenerTimeout(path string, t *ListenerTimeout, proto string) {
+	blocks := []struct {
+		proto string
+		set   bool
+	}{{ProtoHTTP, t.HTTP != nil}, {ProtoHTTP2, t.HTTP2 != nil}, {ProtoGRPC, t.GRPC != nil}, {ProtoTCP, t.TCP != nil}}
+	for _, b := range blocks {
+		if b.set && b.proto != proto {
+			v.add(path+"."+b.proto, nil, "timeout block %q does not fit listener protocol %q", b.proto, proto)
+		}
+	}
+	v.httpTimeout(path+".http", t.HTTP)
+	v.httpTimeout(path+".http2", t.HTTP2)
+	v.httpTimeout(path+".grpc", t.GRPC)
+	if t.TCP != nil {
+		v.duration(path+".tcp.idle", t.TCP.Idle)
+	}
+}
+
+func (v *validator) listenerTLS(path string, t *ListenerTLS) {
+	v.enum(path+".mode", t.Mode, "STRICT", "PERMISSIVE", "DISABLED")
+	if t.Certificate == nil {
+		if t.Mode != "DISABLED" {
+			v.add(path+".certificate", nil, "is required when mode is %s", t.Mode)
+		}
+	} else {
+		c := t.Certificate
+		cp := path + ".certificate"
+		if count(c.ACM != nil, c.File != nil, c.SDS != nil) != 1 {
+			v.add(cp, nil, "set exactly one of acm, file, sds")
+		}
+		if c.ACM != nil && c.ACM.CertificateArn == "" {
+			v.add(cp+".acm.certificateArn", nil, "is required")
+		}
+		v.fileCert(cp+".file", c.File)
+		v.sds(cp+".sds", c.SDS)
+	}
+	if val := t.Validation; val != nil {
+		if val.Trust == nil {
+			v.add(path+".validation.trust", nil, "is required")
+		} else {
+			v.trust(path+".validation.trust", val.Trust)
+		}
+		v.sans(path+".validation.subjectAlternativeNames", val.SubjectAlternativeNames)
+	}
+}
+
+func (v *validator) fileCert(path string, f *TLSFileCertificate) {
+	if f == nil {
+		return
+	}
+	if f.CertificateChain == "" {
+		v.add(path+".certificateChain", nil, "is required")
+	}
+	if f.PrivateKey == "" {
+		v.add(path+".privateKey", nil, "is required")
+	}
+}
+
+func (v *validator) sds(path string, s *TLSSDS) {
+	if s != nil && s.SecretName == "" {
+		v.add(path+".secretName", nil, "is required")
+	}
+}
+
+func (v *validator) trust(path string, t *TLSValidationTrust) {
+	if count(t.ACM != nil, t.File != nil, t.SDS != nil) != 1 {
+		v.add(path, nil, "set exactly one of acm, file, sds")
+	}
+	if t.ACM != nil && len(t.ACM.CertificateAuthorityArns) == 0 {
+		v.add(path+".acm.certificateAuthorityArns", nil, "needs at least one ARN")
+	}
+	if t.File != nil && t.File.CertificateChain == "" {
+		v.add(path+".file.certificateChain", nil, "is required")
+	}
+	v.sds(path+".sds", t.SDS)
+}
+
+func (v *validator) sans(path string, s *SubjectAltNames) {
+	if s != nil && len(s.Match.Exact) == 0 {
+		v.add(path+".match.exact", nil, "needs at least one name")
+	}
+}
+
+func (v *validator) clientPolicy(path string, cp *ClientPolicy) {
+	t := cp.TLS
+	if t == nil {
+		return
+	}
+	tp := path + ".tls"
+	for i, p := range t.Ports {
+		v.port(fmt.Sprintf("%s.ports[%d]", tp, i), p)
+	}
+	if c := t.Certificate; c != nil {
+		if count(c.File != nil, c.SDS != nil) != 1 {
+			v.add(tp+".certificate", nil, "set exactly one of file, sds")
+		}
+		v.fileCert(tp+".certificate.file", c.File)
+		v.sds(tp+".certificate.sds", c.SDS)
+	}
+	v.trust(tp+".validation.trust", &t.Validation.Trust)
+	v.sans(tp+".validation.subjectAlternativeNames", t.Validation.SubjectAlternativeNames)
+}
+
+func (v *validator) logging(path string, lg *Logging) {
+	if lg.AccessLog == nil || lg.AccessLog.File == nil {
+		return
+	}
+	f := lg.AccessLog.File
+	fp := path + ".accessLog.file"
+	if f.Path == "" {
+		v.add(fp+".path", nil, "is required")
+	}
+	if f.Format != nil {
+		if count(len(f.Format.JSON) > 0, f.Format.Text != "") != 1 {
+			v.add(fp+".format", nil, "set exactly one of json, text")
+		}
+		for i, jf := range f.Format.JSON {
+			if jf.Key == "" {
+				v.add(fmt.Sprintf("%s.format.json[%d].key", fp, i), nil, "is required")
+			}
+		}
+	}
+}
+
+func (v *validator) serviceDiscovery(path string, sd *ServiceDiscovery) {
+	if count(sd.DNS != nil, sd.AWSCloudMap != nil, sd.Static != nil) != 1 {
+		v.add(path, nil, "set exactly one of dns, awsCloudMap, static")
+	}
+	if d := sd.DNS; d != nil {
+		if d.Hostname == "" {
+			v.add(path+".dns.hostname", nil, "is required")
+		}
+		v.optEnum(path+".dns.ipPreference", d.IPPreference, ipPreferences...)
+		v.optEnum(path+".dns.responseType", d.ResponseType, "LOADBALANCER", "ENDPOINTS")
+	}
+	if cm := sd.AWSCloudMap; cm != nil {
+		// Parsed and checked for shape only: resolving it needs AWS, and the
+		// runtime reports that, so a file shared with real App Mesh still validates.
+		if cm.NamespaceName == "" {
+			v.add(path+".awsCloudMap.namespaceName", nil, "is required")
+		}
+		if cm.ServiceName == "" {
+			v.add(path+".awsCloudMap.serviceName", nil, "is required")
+		}
+		for i, a := range cm.Attributes {
+			if a.Key == "" {
+				v.add(fmt.Sprintf("%s.awsCloudMap.attributes[%d].key", path, i), nil, "is required")
+			}
+		}
+		v.optEnum(path+".awsCloudMap.ipPreference", cm.IPPreference, ipPreferences...)
+	}
+	if st := sd.Static; st != nil {
+		if len(st.Endpoints) == 0 {
+			v.add(path+".static.endpoints", nil, "needs at least one endpoint")
+		}
+		for i, ep := range st.Endpoints {
+			epp := fmt.Sprintf("%s.static.endpoints[%d]", path, i)
+			if err := checkHostPort(ep.Address); err != nil {
+				v.add(epp+".address", ep.Address, "%v", err)
+			}
+			if ep.Weight < 0 || ep.Weight > maxEndpointWeight {
+				v.add(epp+".weight", ep.Weight, "must be 0..%d", maxEndpointWeight)
+			}
+		}
+	}
+}
+
+// checkHostPort accepts "host", "host:port", "[v6]:port" and a bare IPv6 address.
+func checkHostPort(addr string) error {
+	if addr == "" {
+		return fmt.Errorf("address is required")
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		if net.ParseIP(addr) != nil {
+			return nil
+		}
+		if strings.Contains(addr, ":") {
+			return fmt.Errorf("not a host[:port] address: %w", err)
+		}
+		host = addr
+	} else {
+		p, perr := strconv.Atoi(port)
+		if perr != nil || p < 1 || p > 65535 {
+			return fmt.Errorf("port %q must be 1..65535", port)
+		}
+	}
+	if host == "" {
+		return fmt.Errorf("host is empty")
+	}
+	if net.ParseIP(host) != nil {
+		return nil
+	}
+	for _, r := range host {
+		ok := r == '.' || r == '-' || r == '_' ||
+			(r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')
+		if !ok {
+			return fmt.Errorf("host %q is neither an IP address nor a DNS name", host)
+		}
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------------------
+// Virtual services and routers
+
+func (v *validator) virtualService(path string, s *VirtualService) {
+	v.meshName(path, s.ResourceMeta)
+	p := s.Spec.Provider
+	if p == nil {
+		return // App Mesh allows a service without a provider; it has no traffic to route.
+	}
+	pp := path + ".spec.provider"
+	if count(p.VirtualNode != nil, p.VirtualRouter != nil) != 1 {
+		v.add(pp, nil, "set exactly one of virtualNode, virtualRouter")
+	}
+	if p.VirtualNode != nil {
+		n := p.VirtualNode.VirtualNodeName
+		np := pp + ".virtualNode.virtualNodeName"
+		switch {
+		case n == "":
+			v.add(np, nil, "is required")
+		case v.nodes[n] == nil:
+			v.add(np, n, "virtual node %q is not defined", n)
+		default:
+			v.target(n, np)
+		}
+	}
+	if p.VirtualRouter != nil {
+		r := p.VirtualRouter.VirtualRouterName
+		rp := pp + ".virtualRouter.virtualRouterName"
+		switch {
+		case r == "":
+			v.add(rp, nil, "is required")
+		case v.routers[r] == nil:
+			v.add(rp, r, "virtual router %q is not defined", r)
+		}
+	}
+}
+
+func (v *validator) target(node, path string) {
+	if _, ok := v.targeted[node]; !ok {
+		v.targeted[node] = path
+		v.targetedList = append(v.targetedList, node)
+	}
+}
+
+// targetsNeedDiscovery reports nodes that receive traffic but have no way to find
+// their endpoints.
+func (v *validator) targetsNeedDiscovery() {
+	for _, name := range v.targetedList {
+		for i := range v.c.VirtualNodes {
+			n := &v.c.VirtualNodes[i]
+			if n.VirtualNodeName == name && n.Spec.ServiceDiscovery == nil {
+				v.add(fmt.Sprintf("virtualNodes[%d].spec.serviceDiscovery", i), nil,
+					"is required: the node receives traffic (%s)", v.targeted[name])
+				break
+			}
+		}
+	}
+}
+
+func (v *validator) virtualRouter(path string, r *VirtualRouter) {
+	v.meshName(path, r.ResourceMeta)
+	if len(r.Spec.Listeners) == 0 {
+		v.add(path+".spec.listeners", nil, "needs at least one listener (its protocol decides which routes fit)")
+	}
+	ports := map[int]bool{}
+	for i, l := range r.Spec.Listeners {
+		lp := fmt.Sprintf("%s.spec.listeners[%d].portMapping", path, i)
+		v.portMapping(lp, l.PortMapping, listenerProtocols)
+		if ports[l.PortMapping.Port] {
+			v.add(lp+".port", l.PortMapping.Port, "port is used by another listener of this router")
+		}
+		ports[l.PortMapping.Port] = true
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Routes
+
+var httpMethods = []string{"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+
+func (v *validator) route(path string, r *Route) {
+	v.meshName(path, r.ResourceMeta)
+	var router *VirtualRouter
+	switch rn := r.VirtualRouterName; {
+	case rn == "":
+		v.add(path+".virtualRouterName", nil, "is required")
+	case v.routers[rn] == nil:
+		v.add(path+".virtualRouterName", rn, "virtual router %q is not defined", rn)
+	default:
+		router = v.routers[rn]
+	}
+	spec := path + ".spec"
+	if p := r.Spec.Priority; p != nil {
+		v.between(spec+".priority", int64(*p), 0, maxPriority)
+	}
+	s := &r.Spec
+	if count(s.HTTPRoute != nil, s.HTTP2Route != nil, s.GRPCRoute != nil, s.TCPRoute != nil) != 1 {
+		v.add(spec, nil, "set exactly one of httpRoute, http2Route, grpcRoute, tcpRoute")
+	}
+	if h := s.HTTPRoute; h != nil {
+		v.httpRoute(spec+".httpRoute", h, router, ProtoHTTP)
+	}
+	if h := s.HTTP2Route; h != nil {
+		v.httpRoute(spec+".http2Route", h, router, ProtoHTTP2)
+	}
+	if g := s.GRPCRoute; g != nil {
+		v.grpcRoute(spec+".grpcRoute", g, router)
+	}
+	if t := s.TCPRoute; t != nil {
+		tp := spec + ".tcpRoute"
+		port := 0
+		if t.Match != nil {
+			port = t.Match.Port
+		}
+		v.routerListener(tp+".match.port", port, router, ProtoTCP)
+		v.action(tp+".action", &t.Action)
+		if t.Timeout != nil {
+			v.duration(tp+".timeout.idle", t.Timeout.Idle)
+		}
+	}
+}
+
+// routerListener checks that a route of type proto can be served by router: match.port,
+// when set, names one of its listeners; a router with several listeners needs it; and
+// the chosen listener's protocol is proto (App Mesh: httpRoute→http, http2Route→http2,
+// grpcRoute→grpc, tcpRoute→tcp).
+func (v *validator) routerListener(portPath string, port int, router *VirtualRouter, proto string) {
+	if port != 0 {
+		v.port(portPath, port)
+	}
+	if router == nil {
+		return
+	}
+	ls := router.Spec.Listeners
+	var chosen *PortMapping
+	switch {
+	case port != 0:
+		for i := range ls {
+			if ls[i].PortMapping.Port == port {
+				chosen = &ls[i].PortMapping
+			}
+		}
+		if chosen == nil {
+			v.add(portPath, port, "virtual router %q has no listener on port %d", router.VirtualRouterName, port)
+			return
+		}
+	case len(ls) == 1:
+		chosen = &ls[0].PortMapping
+	case len(ls) > 1:
+		v.add(portPath, nil, "is required: virtual router %q has %d listeners", router.VirtualRouterName, len(ls))
+		return
+	default:
+		return // the router's own error covers a router without listeners
+	}
+	if chosen.Protocol != proto {
+		v.add(portPath[:strings.LastIndex(portPath, ".match.port")], nil,
+			"a %s route does not fit virtual router %q listener port %d with protocol %q",
+			proto, router.VirtualRouterName, chosen.Port, chosen.Protocol)
+	}
+}
+
+func (v *validator) httpRoute(path string, h *HTTPRoute, router *VirtualRouter, proto string) {
+	m := &h.Match
+	mp := path + ".match"
+	v.routerListener(mp+".port", m.Port, router, proto)
+	// App Mesh's multiple-listener walkthrough routes on port alone, so a match
+	// may leave out both prefix and path when it names a port; it then matches
+	// every path.
+	if m.Prefix != "" && m.Path != nil {
+		v.add(mp, nil, "set only one of prefix, path")
+	} else if m.Prefix == "" && m.Path == nil && m.Port == 0 {
+		v.add(mp, nil, "set one of prefix, path (use prefix \"/\" to match every path)")
+	}
+	if m.Prefix != "" && !strings.HasPrefix(m.Prefix, "/") {
+		v.add(mp+".prefix", m.Prefix, "must start with \"/\"")
+	}
+	v.pathMatch(mp+".path", m.Path)
+	v.headers(mp+".headers", m.Headers)
+	v.optEnum(mp+".method", m.Method, httpMethods...)
+	v.optEnum(mp+".scheme", m.Scheme, "http", "https")
+	v.queryParams(mp+".queryParameters", m.QueryParameters)
+	v.action(path+".action", &h.Action)
+	if rp := h.RetryPolicy; rp != nil {
+		rpp := path + ".retryPolicy"
+		v.retryCommon(rpp, rp.MaxRetries, rp.PerRetryTimeout)
+		v.events(rpp+".httpRetryEvents", rp.HTTPRetryEvents, httpRetryEvents)
+		v.events(rpp+".tcpRetryEvents", rp.TCPRetryEvents, tcpRetryEvents)
+	}
+	v.httpTimeout(path+".timeout", h.Timeout)
+}
+
+var (
+	httpRetryEvents = []string{"server-error", "gateway-error", "client-error", "stream-error"}
+	grpcRetryEvents = []string{"cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"}
+	tcpRetryEvents  = []string{"connection-error"}
+)
+
+func (v *validator) retryCommon(path string, maxRetries int64, perRetry *Duration) {
+	if maxRetries < 0 {
+		v.add(path+".maxRetries", maxRetries, "must not be negative")
+	}
+	v.requiredDuration(path+".perRetryTimeout", perRetry)
+}
+
+func (v *validator) events(path string, evs []string, allowed []string) {
+	for i, e := range evs {
+		v.enum(fmt.Sprintf("%s[%d]", path, i), e, allowed...)
+	}
+}
+
+func (v *validator) pathMatch(path string, p *PathMatch) {
+	if p == nil {
+		return
+	}
+	if count(p.Exact != "", p.Regex != "") != 1 {
+		v.add(path, nil, "set exactly one of exact, regex")
+	}
+	if p.Exact != "" && !strings.HasPrefix(p.Exact, "/") {
+		v.add(path+".exact", p.Exact, "must start with \"/\"")
+	}
+	v.regex(path+".regex", p.Regex)
+}
+
+func (v *validator) regex(path, re string) {
+	if re == "" {
+		return
+	}
+	if _, err := regexp.Compile(re); err != nil {
+		v.add(path, re, "invalid regular expression (RE2 syntax): %v", err)
+	}
+}
+
+func (v *validator) headers(path string, hs []HeaderMatch) {
+	if len(hs) > maxMatchEntries {
+		v.add(path, len(hs), "at most %d entries", maxMatchEntries)
+	}
+	for i := range hs {
+		h := &hs[i]
+		hp := fmt.Sprintf("%s[%d]", path, i)
+		if h.Name == "" {
+			v.add(hp+".name", nil, "is required")
+		}
+		m := h.Match
+		if m == nil {
+			continue
+		}
+		if count(m.Exact != "", m.Prefix != "", m.Suffix != "", m.Regex != "", m.Range != nil) != 1 {
+			v.add(hp+".match", nil, "set exactly one of exact, prefix, suffix, regex, range")
+		}
+		v.regex(hp+".match.regex", m.Regex)
+		if r := m.Range; r != nil && r.Start >= r.End {
+			v.add(hp+".match.range", fmt.Sprintf("start %d, end %d", r.Start, r.End), "start must be less than end")
+		}
+	}
+}
+
+func (v *validator) queryParams(path string, qs []QueryParameter) {
+	if len(qs) > maxMatchEntries {
+		v.add(path, len(qs), "at most %d entries", maxMatchEntries)
+	}
+	for i, q := range qs {
+		if q.Name == "" {
+			v.add(fmt.Sprintf("%s[%d].name", path, i), nil, "is required")
+		}
+	}
+}
+
+func (v *validator) action(path string, a *RouteAction) {
+	wt := a.WeightedTargets
+	wp := path + ".weightedTargets"
+	if len(wt) < 1 || len(wt) > maxWeightedTargets {
+		v.add(wp, len(wt), "needs 1..%d weighted targets", maxWeightedTargets)
+	}
+	positive := false
+	for i, t := range wt {
+		tp := fmt.Sprintf("%s[%d]", wp, i)
+		if t.Weight < 0 || t.Weight > maxTargetWeight {
+			v.add(tp+".weight", t.Weight, "must be 0..%d", maxTargetWeight)
+		}
+		if t.Weight > 0 {
+			positive = true
+		}
+		v.optPort(tp+".port", t.Port)
+		node := v.nodes[t.VirtualNode]
+		switch {
+		case t.VirtualNode == "":
+			v.add(tp+".virtualNode", nil, "is required")
+			continue
+		case node == nil:
+			v.add(tp+".virtualNode", t.VirtualNode, "virtual node %q is not defined", t.VirtualNode)
+			continue
+		}
+		v.target(t.VirtualNode, tp+".virtualNode")
+		ls := node.Spec.Listeners
+		if t.Port != 0 {
+			found := false
+			for _, l := range ls {
+				found = found || l.PortMapping.Port == t.Port
+			}
+			if !found {
+				v.add(tp+".port", t.Port, "virtual node %q has no listener on port %d", t.VirtualNode, t.Port)
+			}
+		} else if len(ls) > 1 {
+			v.add(tp+".port", nil, "is required: virtual node %q has %d listeners", t.VirtualNode, len(ls))
+		}
+	}
+	if len(wt) > 0 && !positive {
+		v.add(wp, nil, "at least one target needs a weight above 0")
+	}
+}
+
+func (v *validator) grpcRoute(path string, g *GRPCRoute, router *VirtualRouter) {
+	m := &g.Match
+	mp := path + ".match"
+	v.routerListener(mp+".port", m.Port, router, ProtoGRPC)
+	if m.MethodName != "" && m.ServiceName == "" {
+		v.add(mp+".methodName", m.MethodName, "requires serviceName")
+	}
+	v.headers(mp+".metadata", m.Metadata)
+	v.action(path+".action", &g.Action)
+	if rp := g.RetryPolicy; rp != nil {
+		rpp := path + ".retryPolicy"
+		v.retryCommon(rpp, rp.MaxRetries, rp.PerRetryTimeout)
+		v.events(rpp+".grpcRetryEvents", rp.GRPCRetryEvents, grpcRetryEvents)
+		v.events(rpp+".httpRetryEvents", rp.HTTPRetryEvents, httpRetryEvents)
+		v.events(rpp+".tcpRetryEvents", rp.TCPRetryEvents, tcpRetryEvents)
+	}
+	v.httpTimeout(path+".timeout", g.Timeout)
+}
+
+// ---------------------------------------------------------------------------
+// Virtual gateways and gateway routes
+
+var gatewayProtocols = []string{ProtoHTTP, ProtoHTTP2, ProtoGRPC}
+
+func (v *validator) virtualGateway(path string, g *VirtualGateway) {
+	v.meshName(path, g.ResourceMeta)
+	spec := path + ".spec"
+	if len(g.Spec.Listeners) == 0 {
+		v.add(spec+".listeners", nil, "needs at least one listener")
+	}
+	ports := map[int]bool{}
+	for i, l := range g.Spec.Listeners {
+		lp := fmt.Sprintf("%s.listeners[%d]", spec, i)
+		v.portMapping(lp+".portMapping", l.PortMapping, gatewayProtocols)
+		if ports[l.PortMapping.Port] {
+			v.add(lp+".portMapping.port", l.PortMapping.Port, "port is used by another listener of this gateway")
+		}
+		ports[l.PortMapping.Port] = true
+		if l.ConnectionPool != nil {
+			v.connectionPool(lp+".connectionPool", l.ConnectionPool, l.PortMapping.Protocol)
+		}
+		if l.HealthCheck != nil {
+			v.healthCheck(lp+".healthCheck", l.HealthCheck)
+		}
+		if l.TLS != nil {
+			v.listenerTLS(lp+".tls", l.TLS)
+		}
+	}
+	if bd := g.Spec.BackendDefaults; bd != nil && bd.ClientPolicy != nil {
+		v.clientPolicy(spec+".backendDefaults.clientPolicy", bd.ClientPolicy)
+	}
+	if lg := g.Spec.Logging; lg != nil {
+		v.logging(spec+".logging", lg)
+	}
+}
+
+func (v *validator) gatewayRoute(path string, r *GatewayRoute) {
+	v.meshName(path, r.ResourceMeta)
+	var gw *VirtualGateway
+	switch gn := r.VirtualGatewayName; {
+	case gn == "":
+		v.add(path+".virtualGatewayName", nil, "is required")
+	case v.gateways[gn] == nil:
+		v.add(path+".virtualGatewayName", gn, "virtual gateway %q is not defined", gn)
+	default:
+		gw = v.gateways[gn]
+	}
+	spec := path + ".spec"
+	s := &r.Spec
+	if p := s.Priority; p != nil {
+		v.between(spec+".priority", int64(*p), 0, maxPriority)
+	}
+	if count(s.HTTPRoute != nil, s.HTTP2Route != nil, s.GRPCRoute != nil) != 1 {
+		v.add(spec, nil, "set exactly one of httpRoute, http2Route, grpcRoute")
+	}
+	for _, h := range []struct {
+		name  string
+		proto string
+		r     *GatewayHTTPRoute
+	}{{"httpRoute", ProtoHTTP, s.HTTPRoute}, {"http2Route", ProtoHTTP2, s.HTTP2Route}} {
+		if h.r == nil {
+			continue
+		}
+		hp := spec + "." + h.name
+		m := &h.r.Match
+		mp := hp + ".match"
+		v.gatewayListener(mp+".port", m.Port, gw, h.proto)
+		if m.Prefix != "" && m.Path != nil {
+			v.add(mp, nil, "set only one of prefix, path")
+		}
+		if m.Prefix != "" && !strings.HasPrefix(m.Prefix, "/") {
+			v.add(mp+".prefix", m.Prefix, "must start with \"/\"")
+		}
+		v.pathMatch(mp+".path", m.Path)
+		v.headers(mp+".headers", m.Headers)
+		v.optEnum(mp+".method", m.Method, httpMethods...)
+		v.hostname(mp+".hostname", m.Hostname)
+		v.queryParams(mp+".queryParameters", m.QueryParameters)
+		v.gatewayTarget(hp+".action.target", &h.r.Action.Target)
+		if rw := h.r.Action.Rewrite; rw != nil {
+			rp := hp + ".action.rewrite"
+			if rw.Prefix != nil {
+				v.optEnum(rp+".prefix.defaultPrefix", rw.Prefix.DefaultPrefix, "ENABLED", "DISABLED")
+				if rw.Prefix.Value != "" && !strings.HasPrefix(rw.Prefix.Value, "/") {
+					v.add(rp+".prefix.value", rw.Prefix.Value, "must start with \"/\"")
+				}
+			}
+			if rw.Path != nil && !strings.HasPrefix(rw.Path.Exact, "/") {
+				v.add(rp+".path.exact", rw.Path.Exact, "must start with \"/\"")
+			}
+			if rw.Hostname != nil {
+				v.enum(rp+".hostname.defaultTargetHostname", rw.Hostname.DefaultTargetHostname, "ENABLED", "DISABLED")
+			}
+		}
+	}
+	if g := s.GRPCRoute; g != nil {
+		gp := spec + ".grpcRoute"
+		m := &g.Match
+		v.gatewayListener(gp+".match.port", m.Port, gw, ProtoGRPC)
+		v.hostname(gp+".match.hostname", m.Hostname)
+		v.headers(gp+".match.metadata", m.Metadata)
+		v.gatewayTarget(gp+".action.target", &g.Action.Target)
+		if rw := g.Action.Rewrite; rw != nil {
+			v.enum(gp+".action.rewrite.defaultTargetHostname", rw.DefaultTargetHostname, "ENABLED", "DISABLED")
+		}
+	}
+}
+
+// gatewayListener checks a gateway route against its gateway's listeners: match.port,
+// when set, must name one; and some listener it can arrive on must speak proto.
+func (v *validator) gatewayListener(portPath string, port int, gw *VirtualGateway, proto string) {
+	if port != 0 {
+		v.port(portPath, port)
+	}
+	if gw == nil {
+		return
+	}
+	fits, found := false, false
+	for _, l := range gw.Spec.Listeners {
+		if port != 0 && l.PortMapping.Port != port {
+			continue
+		}
+		found = true
+		fits = fits || l.PortMapping.Protocol == proto
+	}
+	switch {
+	case port != 0 && !found:
+		v.add(portPath, port, "virtual gateway %q has no listener on port %d", gw.VirtualGatewayName, port)
+	case found && !fits:
+		v.add(portPath[:strings.LastIndex(portPath, ".match.port")], nil,
+			"a %s route does not fit any listener protocol of virtual gateway %q", proto, gw.VirtualGatewayName)
+	}
+}
+
+func (v *validator) hostname(path string, h *HostnameMatch) {
+	if h != nil && count(h.Exact != "", h.Suffix != "") != 1 {
+		v.add(path, nil, "set exactly one of exact, suffix")
+	}
+}
+
+func (v *validator) gatewayTarget(path string, t *GatewayTarget) {
+	n := t.VirtualService.VirtualServiceName
+	np := path + ".virtualService.virtualServiceName"
+	switch {
+	case n == "":
+		v.add(np, nil, "is required")
+	case v.services[n] == nil:
+		v.add(np, n, "virtual service %q is not defined", n)
+	}
+	v.optPort(path+".port", t.Port)
+}
