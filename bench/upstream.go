@@ -1,0 +1,300 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// UpstreamConfig configures the built-in upstream.
+type UpstreamConfig struct {
+	BodySize int // response body bytes
+	// Stall, when set, is asked before answering the n-th request (from 1) how long
+	// to hold it; tests use it to make one request slow.
+	Stall func(n uint64) time.Duration
+}
+
+// h2Preface is the HTTP/2 client connection preface (RFC 9113 §3.4).
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// ServeUpstream serves a fixed response on ln until ctx ends, then closes ln and
+// every connection and returns once all its goroutines have exited. HTTP/1.1 is
+// answered by a lean hand-written responder (keep-alive, pipelining,
+// Content-Length and chunked request bodies); a connection that opens with the
+// HTTP/2 preface is served as h2c by x/net/http2. The response is 200 with a body of
+// cfg.BodySize bytes whatever the request.
+func ServeUpstream(ctx context.Context, ln net.Listener, cfg UpstreamConfig) error {
+	u := &upstream{cfg: cfg, conns: map[net.Conn]struct{}{}, h2: &http2.Server{}}
+	body := bytes.Repeat([]byte{'x'}, cfg.BodySize)
+	u.resp = fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", cfg.BodySize, body)
+	u.body = body
+	u.handler = http.HandlerFunc(u.serveH2)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var err error
+	for {
+		c, aerr := ln.Accept()
+		if aerr != nil {
+			if ctx.Err() == nil {
+				err = fmt.Errorf("upstream accept on %s: %w", ln.Addr(), aerr)
+			}
+			break
+		}
+		u.mu.Lock()
+		u.conns[c] = struct{}{}
+		u.mu.Unlock()
+		u.wg.Add(1)
+		go func() {
+			defer u.wg.Done()
+			defer func() {
+				u.mu.Lock()
+				delete(u.conns, c)
+				u.mu.Unlock()
+				c.Close()
+			}()
+			u.serveConn(ctx, c)
+		}()
+	}
+	cancel()
+	ln.Close()
+	u.mu.Lock()
+	for c := range u.conns {
+		c.Close()
+	}
+	u.mu.Unlock()
+	u.wg.Wait()
+	return err
+}
+
+type upstream struct {
+	cfg     UpstreamConfig
+	resp    []byte
+	body    []byte
+	h2      *http2.Server
+	handler http.Handler
+	n       atomic.Uint64
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+}
+
+// bufConn reads through a bufio.Reader that may already hold bytes of the stream.
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (u *upstream) stall(ctx context.Context) {
+	if u.cfg.Stall == nil {
+		return
+	}
+	if d := u.cfg.Stall(u.n.Add(1)); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+	}
+}
+
+func (u *upstream) serveH2(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	u.stall(r.Context())
+	w.Header().Set("Content-Type", "text/plain")
+	w.Header().Set("Content-Length", strconv.Itoa(len(u.body)))
+	_, _ = w.Write(u.body)
+}
+
+func (u *upstream) serveConn(ctx context.Context, c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	br := bufio.NewReaderSize(c, 16<<10)
+	if p, err := br.Peek(3); err == nil && string(p) == "PRI" {
+		if p, err := br.Peek(len(h2Preface)); err == nil && string(p) == h2Preface {
+			u.h2.ServeConn(bufConn{Conn: c, r: br}, &http2.ServeConnOpts{Context: ctx, Handler: u.handler})
+			return
+		}
+	}
+	bw := bufio.NewWriterSize(c, 16<<10)
+	for {
+		keep, err := readRequest(br)
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+			}
+			return
+		}
+		u.stall(ctx)
+		if _, err := bw.Write(u.resp); err != nil {
+			return
+		}
+		// Flush only when no pipelined request is waiting, so pipelined responses
+		// share one write.
+		if br.Buffered() == 0 || !keep {
+			if err := bw.Flush(); err != nil {
+				return
+			}
+		}
+		if !keep {
+			return
+		}
+	}
+}
+
+var errBadRequest = errors.New("malformed request")
+
+// readRequest reads one request head and discards its body. keep reports whether
+// the connection stays open after the response.
+func readRequest(br *bufio.Reader) (keep bool, err error) {
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		if len(line) == 0 && errors.Is(err, io.EOF) {
+			return false, io.EOF
+		}
+		return false, fmt.Errorf("request line: %w", err)
+	}
+	sp := bytes.LastIndexByte(line, ' ')
+	if sp < 0 || !bytes.HasPrefix(line[sp+1:], []byte("HTTP/1.")) {
+		return false, fmt.Errorf("request line %q: %w", line, errBadRequest)
+	}
+	keep = len(line) > sp+8 && line[sp+8] == '1'
+	contentLength := int64(0)
+	chunked := false
+	for {
+		h, err := br.ReadSlice('\n')
+		if err != nil {
+			return false, fmt.Errorf("header: %w", err)
+		}
+		h = bytes.TrimRight(h, "\r\n")
+		if len(h) == 0 {
+			break
+		}
+		colon := bytes.IndexByte(h, ':')
+		if colon <= 0 {
+			return false, fmt.Errorf("header %q: %w", h, errBadRequest)
+		}
+		name, val := h[:colon], bytes.TrimSpace(h[colon+1:])
+		switch {
+		case asciiEqualFold(name, "content-length"):
+			n, perr := strconv.ParseInt(string(val), 10, 64)
+			if perr != nil || n < 0 {
+				return false, fmt.Errorf("content-length %q: %w", val, errBadRequest)
+			}
+			contentLength = n
+		case asciiEqualFold(name, "transfer-encoding"):
+			chunked = asciiEqualFold(val, "chunked")
+		case asciiEqualFold(name, "connection"):
+			if asciiEqualFold(val, "close") {
+				keep = false
+			} else if asciiEqualFold(val, "keep-alive") {
+				keep = true
+			}
+		}
+	}
+	if chunked {
+		if err := discardChunked(br); err != nil {
+			return false, err
+		}
+	} else if contentLength > 0 {
+		if _, err := br.Discard(int(contentLength)); err != nil {
+			return false, fmt.Errorf("body: %w", err)
+		}
+	}
+	return keep, nil
+}
+
+// ServeHTTPUtil runs the baseline a Go user would write: httputil.ReverseProxy to
+// upstream (host:port), with a keep-alive pool sized for benchmarks and h2c accepted
+// downstream. It serves until ctx ends.
+func ServeHTTPUtil(ctx context.Context, ln net.Listener, upstream string) error {
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: upstream})
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = 0
+	tr.MaxIdleConnsPerHost = 1024
+	rp.Transport = tr
+	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 30 * time.Second}
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	srv.Protocols = &protos
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+		srv.Close()
+		<-errc
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("httputil proxy on %s: %w", ln.Addr(), err)
+	}
+}
+
+// RunInternal runs a hidden subcommand of the calling binary: the processes under
+// test that the harness starts by re-executing itself (Plan.Self).
+//
+//	upstream --listen ADDR --body-size N
+//	httputil --listen ADDR --upstream HOST:PORT
+//
+// It prints "listening ADDR" on stdout once ready, serves until ctx ends and returns
+// the process exit code.
+func RunInternal(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if len(args) == 0 {
+		log.Error("internal: want a subcommand: upstream or httputil")
+		return 2
+	}
+	fs := flag.NewFlagSet("internal "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:0", "listen address")
+	bodySize := fs.Int("body-size", 63, "response body bytes (upstream)")
+	up := fs.String("upstream", "", "upstream host:port (httputil)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		log.Error("listen", "addr", *listen, "err", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "listening %s\n", ln.Addr())
+	switch args[0] {
+	case "upstream":
+		err = ServeUpstream(ctx, ln, UpstreamConfig{BodySize: *bodySize})
+	case "httputil":
+		if *up == "" {
+			log.Error("httputil: --upstream is required")
+			return 2
+		}
+		err = ServeHTTPUtil(ctx, ln, *up)
+	default:
+		ln.Close()
+		log.Error("internal: unknown subcommand", "name", args[0])
+		return 2
+	}
+	if err != nil {
+		log.Error("internal "+args[0], "err", err)
+		return 1
+	}
+	return 0
+}
