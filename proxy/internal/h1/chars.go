@@ -1,0 +1,131 @@
+package h1
+
+// Character classes from RFC 9110 §5.6.2 (token), §5.5 (field values) and RFC 3986 (URI
+// components), as lookup tables so the per-byte checks on the hot path are one load.
+
+var tcharTable = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// regNameTable: RFC 3986 reg-name without pct-encoded (unreserved / sub-delims). Real host
+// names are never percent-encoded, and a '%' in a host is where URL parsers disagree.
+var regNameTable = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "-._~!$&'()*+,;=" {
+		t[c] = true
+	}
+	return t
+}()
+
+func isTchar(c byte) bool { return tcharTable[c] }
+
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !tcharTable[s[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// isFieldVchar: field-vchar = VCHAR / obs-text, plus SP and HTAB inside a value
+// (RFC 9110 §5.5). Everything else (NUL, CR, LF, other CTLs, DEL) is rejected.
+func isFieldValueByte(c byte) bool {
+	return c == '\t' || (c >= ' ' && c != 0x7f)
+}
+
+func isHex(c byte) bool {
+	return ('0' <= c && c <= '9') || ('a' <= c && c <= 'f') || ('A' <= c && c <= 'F')
+}
+
+func unhex(c byte) int64 {
+	switch {
+	case '0' <= c && c <= '9':
+		return int64(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int64(c-'a') + 10
+	default:
+		return int64(c-'A') + 10
+	}
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// equalFoldLower reports whether s equals the lower-case ASCII string l, ignoring case in s.
+func equalFoldLower(s, l string) bool {
+	if len(s) != len(l) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if lower(s[i]) != l[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// trimOWS removes OWS (SP / HTAB) from both ends (RFC 9110 §5.6.3).
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// nextListElem splits the first element off a comma-separated list (RFC 9110 §5.6.1),
+// trimming OWS around it. ok is false when the list is exhausted.
+func nextListElem(list string) (elem, rest string, ok bool) {
+	if list == "" {
+		return "", "", false
+	}
+	for i := 0; i < len(list); i++ {
+		if list[i] == ',' {
+			return trimOWS(list[:i]), list[i+1:], true
+		}
+	}
+	return trimOWS(list), "", true
+}
+
+// listHasToken reports whether the comma-separated list contains tok (lower case),
+// case-insensitively.
+func listHasToken(list, tok string) bool {
+	for {
+		elem, rest, ok := nextListElem(list)
+		if !ok {
+			return false
+		}
+		if equalFoldLower(elem, tok) {
+			return true
+		}
+		list = rest
+	}
+}

@@ -1,0 +1,292 @@
+package h1
+
+import (
+	"bufio"
+	"net/http"
+)
+
+// Field classes the writers treat specially. Hop-by-hop fields are those RFC 9110 §7.6.1
+// says a proxy must not forward: Connection and every field it names, plus the fields that
+// are hop-by-hop by definition (Keep-Alive, Proxy-Connection, TE, Transfer-Encoding, Upgrade).
+// Proxy-Authorization / Proxy-Authenticate are consumed by the first proxy (RFC 9110 §11.7)
+// and dropped like net/http/httputil.ReverseProxy does, so credentials meant for meshd never
+// leak upstream.
+type fieldClass uint8
+
+const (
+	fcOther fieldClass = iota
+	fcHost
+	fcContentLength
+	fcTransferEncoding
+	fcConnection
+	fcHop // Keep-Alive, Proxy-Connection, Proxy-Authorization, Proxy-Authenticate
+	fcTE
+	fcTrailer
+	fcUpgrade
+)
+
+func classify(name string) fieldClass {
+	switch len(name) {
+	case 2:
+		if equalFoldLower(name, "te") {
+			return fcTE
+		}
+	case 4:
+		if equalFoldLower(name, "host") {
+			return fcHost
+		}
+	case 7:
+		if equalFoldLower(name, "upgrade") {
+			return fcUpgrade
+		}
+		if equalFoldLower(name, "trailer") {
+			return fcTrailer
+		}
+	case 10:
+		if equalFoldLower(name, "connection") {
+			return fcConnection
+		}
+		if equalFoldLower(name, "keep-alive") {
+			return fcHop
+		}
+	case 14:
+		if equalFoldLower(name, "content-length") {
+			return fcContentLength
+		}
+	case 16:
+		if equalFoldLower(name, "proxy-connection") {
+			return fcHop
+		}
+	case 17:
+		if equalFoldLower(name, "transfer-encoding") {
+			return fcTransferEncoding
+		}
+	case 18:
+		if equalFoldLower(name, "proxy-authenticate") {
+			return fcHop
+		}
+	case 19:
+		if equalFoldLower(name, "proxy-authorization") {
+			return fcHop
+		}
+	}
+	return fcOther
+}
+
+// isFramingOrHopField reports fields that must never appear in a forwarded trailer section.
+func isFramingOrHopField(name string) bool { return classify(name) != fcOther }
+
+// namedInConnection reports whether a Connection field in hs lists name (RFC 9110 §7.6.1:
+// such fields are hop-by-hop and removed by a proxy).
+func namedInConnection(hs []Header, name string) bool {
+	for i := range hs {
+		if classify(hs[i].Name) != fcConnection {
+			continue
+		}
+		for list := hs[i].Value; ; {
+			elem, rest, ok := nextListElem(list)
+			if !ok {
+				break
+			}
+			if len(elem) == len(name) && equalFoldASCII(elem, name) {
+				return true
+			}
+			list = rest
+		}
+	}
+	return false
+}
+
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if lower(a[i]) != lower(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func hasConnection(hs []Header) bool {
+	for i := range hs {
+		if classify(hs[i].Name) == fcConnection {
+			return true
+		}
+	}
+	return false
+}
+
+func writeField(w *bufio.Writer, name, value string) {
+	// bufio.Writer errors are sticky: the writers check only the last write.
+	_, _ = w.WriteString(name)
+	_, _ = w.WriteString(": ")
+	_, _ = w.WriteString(value)
+	_, _ = w.WriteString("\r\n")
+}
+
+func writeExtraAndEnd(w *bufio.Writer, extra []Header, chunked bool, contentLength int64) error {
+	for i := range extra {
+		writeField(w, extra[i].Name, extra[i].Value)
+	}
+	if chunked {
+		_, _ = w.WriteString("Transfer-Encoding: chunked\r\n")
+	} else if contentLength >= 0 {
+		_, _ = w.WriteString("Content-Length: ")
+		_ = writeInt(w, contentLength, 10)
+		_, _ = w.WriteString("\r\n")
+	}
+	_, err := w.WriteString("\r\n")
+	return err
+}
+
+// WriteRequestHead writes req's head to w as an HTTP/1.1 request for an upstream: the
+// request-line with target (req.Target when target is ""), the Host field with req.Host
+// (where the Host field was received, first if it was not), the end-to-end fields of
+// req.Headers in order, "TE: trailers" if the client sent a TE listing trailers (RFC 9110
+// §10.1.4), then extra, then the framing field the body needs: Transfer-Encoding: chunked
+// when req.Chunked, Content-Length when req.ContentLength >= 0, none otherwise.
+//
+// Dropped from req.Headers: Connection, Keep-Alive, Proxy-Connection, TE, Transfer-Encoding,
+// Content-Length (re-generated from the parsed framing), Upgrade, Proxy-Authorization,
+// Trailer unless the body is chunked (it announces trailers, which are forwarded only in a
+// chunked body; RFC 9110 §6.6.2 makes it end-to-end otherwise), and every field named in a
+// Connection field. With keepUpgrade (a WebSocket or other protocol switch the caller has
+// decided to relay) Upgrade is kept and "Connection: upgrade" written.
+//
+// extra must hold valid field lines (token names, values without CR/LF/NUL); the writer does
+// not re-check them, and must not contain Host or framing fields. To ask the upstream to
+// close, pass Connection: close in extra. Nothing is flushed. The only error is w's.
+func WriteRequestHead(w *bufio.Writer, req *Request, target string, extra []Header, keepUpgrade bool) error {
+	if target == "" {
+		target = req.Target
+	}
+	_, _ = w.WriteString(req.Method)
+	_ = w.WriteByte(' ')
+	_, _ = w.WriteString(target)
+	_, _ = w.WriteString(" HTTP/1.1\r\n")
+	if !req.hasHost {
+		writeField(w, "Host", req.Host)
+	}
+	conn := hasConnection(req.Headers)
+	teTrailers := false
+	for i := range req.Headers {
+		h := &req.Headers[i]
+		switch classify(h.Name) {
+		case fcHost:
+			if req.hasHost {
+				writeField(w, h.Name, req.Host)
+			}
+			continue
+		case fcTE:
+			teTrailers = teTrailers || listHasToken(h.Value, "trailers")
+			continue
+		case fcTrailer:
+			if !req.Chunked {
+				continue
+			}
+		case fcUpgrade:
+			if !keepUpgrade {
+				continue
+			}
+			writeField(w, h.Name, h.Value)
+			continue
+		case fcContentLength, fcTransferEncoding, fcConnection, fcHop:
+			continue
+		}
+		if conn && namedInConnection(req.Headers, h.Name) {
+			continue
+		}
+		writeField(w, h.Name, h.Value)
+	}
+	if teTrailers {
+		_, _ = w.WriteString("TE: trailers\r\n")
+	}
+	if keepUpgrade {
+		_, _ = w.WriteString("Connection: upgrade\r\n")
+	}
+	return writeExtraAndEnd(w, extra, req.Chunked, req.ContentLength)
+}
+
+// WriteResponseHead writes resp's head to w as an HTTP/1.1 response for a client: the
+// status-line with resp's status and reason, the end-to-end fields of resp.Headers (the same
+// hop-by-hop set as WriteRequestHead, with Proxy-Authenticate for Proxy-Authorization),
+// "Connection: upgrade" and the Upgrade field when keepUpgrade (a 101 being relayed),
+// otherwise "Connection: close" when close is set or the body is delimited by close, then
+// extra, then the framing field: for NoBody responses the received Content-Length if one is
+// kept (304, HEAD; see Response.ContentLength), else Transfer-Encoding: chunked or
+// Content-Length, and none for a read-until-close body (the caller must then close the client
+// connection after the body).
+//
+// To relay a chunked body to an HTTP/1.0 client, write a copy of resp with Chunked false and
+// close set, and copy the body with BodyCopy.Dechunk. For 1xx heads pass close false. extra
+// follows WriteRequestHead's rules. Nothing is flushed. The only error is w's.
+func WriteResponseHead(w *bufio.Writer, resp *Response, extra []Header, keepUpgrade bool, close bool) error {
+	_, _ = w.WriteString("HTTP/1.1 ")
+	_ = writeInt(w, int64(resp.Status), 10)
+	_ = w.WriteByte(' ')
+	_, _ = w.WriteString(resp.Reason)
+	_, _ = w.WriteString("\r\n")
+	conn := hasConnection(resp.Headers)
+	for i := range resp.Headers {
+		h := &resp.Headers[i]
+		switch classify(h.Name) {
+		case fcTrailer:
+			if !resp.Chunked {
+				continue
+			}
+		case fcUpgrade:
+			if keepUpgrade {
+				writeField(w, h.Name, h.Value)
+			}
+			continue
+		case fcContentLength, fcTransferEncoding, fcConnection, fcHop, fcTE:
+			continue
+		}
+		if conn && namedInConnection(resp.Headers, h.Name) {
+			continue
+		}
+		writeField(w, h.Name, h.Value)
+	}
+	switch {
+	case keepUpgrade:
+		_, _ = w.WriteString("Connection: upgrade\r\n")
+	case close || resp.UntilClose():
+		_, _ = w.WriteString("Connection: close\r\n")
+	}
+	if resp.NoBody {
+		return writeExtraAndEnd(w, extra, false, resp.ContentLength)
+	}
+	return writeExtraAndEnd(w, extra, resp.Chunked, resp.ContentLength)
+}
+
+// WriteSimpleResponse writes a complete locally generated response (meshd's own 400, 404,
+// 502, 503, ...): status-line with the standard reason phrase, headers verbatim (valid field
+// lines, no framing fields), Content-Length: len(body) unless the status forbids a body
+// (1xx, 204, 304; body is then not written), Connection: close when close is set, and body.
+// Nothing is flushed. The only error is w's.
+func WriteSimpleResponse(w *bufio.Writer, status int, headers []Header, body []byte, close bool) error {
+	_, _ = w.WriteString("HTTP/1.1 ")
+	_ = writeInt(w, int64(status), 10)
+	_ = w.WriteByte(' ')
+	_, _ = w.WriteString(http.StatusText(status))
+	_, _ = w.WriteString("\r\n")
+	for i := range headers {
+		writeField(w, headers[i].Name, headers[i].Value)
+	}
+	if close {
+		_, _ = w.WriteString("Connection: close\r\n")
+	}
+	noBody := status < 200 || status == 204 || status == 304
+	cl := int64(len(body))
+	if noBody {
+		cl = -1
+	}
+	err := writeExtraAndEnd(w, nil, false, cl)
+	if noBody || err != nil {
+		return err
+	}
+	_, err = w.Write(body)
+	return err
+}
