@@ -102,10 +102,6 @@ func (m *matcher) match(r *Request, path, query string) bool {
 			if path != m.path {
 				return false
 			}
-		case pathRegex:
-			if !m.pathRe.MatchString(path) {
-				return false
-			}
 		}
 		if m.method != "" && r.Method != m.method {
 			return false
@@ -115,6 +111,10 @@ func (m *matcher) match(r *Request, path, query string) bool {
 		}
 	}
 	if m.port != 0 && r.Port != m.port {
+		return false
+	}
+	// The regex runs after the cheap string and port tests have had their chance to fail.
+	if m.pathKind == pathRegex && !m.pathRe.MatchString(path) {
 		return false
 	}
 	for i := range m.headers {
