@@ -24,6 +24,11 @@ const MaxConfigSize = 16 << 20
 // nodes keeps the decoder linear in what it actually builds.
 const maxNodeVisits = 1 << 20
 
+// maxParseErrors stops decoding once this many problems are known: a file that is
+// wrong in more places than that is the wrong file, and listing every one of, say,
+// a million aliased copies helps no one.
+const maxParseErrors = 200
+
 // FieldError is one problem found by Parse or Validate.
 type FieldError struct {
 	// Path is the field path in the model's JSON names, e.g.
@@ -195,6 +200,14 @@ func wrapperKey(t reflect.Type) (string, bool) {
 }
 
 func (d *decoder) fail(n *yaml.Node, path, value, format string, args ...any) {
+	if d.aborted {
+		return
+	}
+	if len(d.errs) == maxParseErrors {
+		d.aborted = true
+		d.errs = append(d.errs, FieldError{Msg: fmt.Sprintf("too many errors (more than %d); stopping", maxParseErrors)})
+		return
+	}
 	fe := FieldError{Path: path, Value: value, Msg: fmt.Sprintf(format, args...)}
 	if n != nil {
 		fe.Line = n.Line
@@ -238,8 +251,8 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	}
 	d.visits++
 	if d.visits > maxNodeVisits {
-		d.aborted = true
 		d.fail(n, path, "", "document too large or too deeply aliased (more than %d nodes)", maxNodeVisits)
+		d.aborted = true
 		return
 	}
 	if n.Kind == yaml.AliasNode {
@@ -414,8 +427,8 @@ func (d *decoder) decodeMerge(src *yaml.Node, v reflect.Value, path string, info
 	}
 	d.visits++
 	if d.visits > maxNodeVisits {
-		d.aborted = true
 		d.fail(src, path, "", "document too large or too deeply aliased (more than %d nodes)", maxNodeVisits)
+		d.aborted = true
 		return
 	}
 	for src.Kind == yaml.AliasNode && src.Alias != nil {
