@@ -362,7 +362,9 @@ func TestParseLimits(t *testing.T) {
 	// A billion-laughs style document: anchors hidden in the ignored metadata, each
 	// list level repeating the alias of the level below. 100^3 listeners' names from
 	// a few kilobytes must stop at the node budget instead of being built.
-	rep := func(alias string) string { return "[" + strings.TrimSuffix(strings.Repeat(alias+", ", 100), ", ") + "]" }
+	rep := func(alias string) string {
+		return "[" + strings.TrimSuffix(strings.Repeat(alias+", ", 100), ", ") + "]"
+	}
 	doc := "mesh:\n  meshName: m\n  metadata:\n" +
 		"    s: &s san\n" +
 		"    l: &l {portMapping: {port: 80, protocol: http}, tls: {mode: STRICT, validation: {subjectAlternativeNames: {match: {exact: " + rep("*s") + "}}}}}\n" +
