@@ -2,7 +2,6 @@ package h1
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 )
@@ -42,7 +41,7 @@ func (r *Reader) ReadRequest(req *Request) error {
 	for empty := 0; ; empty++ {
 		start := len(req.buf)
 		var err error
-		req.buf, err = r.readLine(req.buf, r.lim.MaxHeaderBytes, 414, "request-line")
+		req.buf, err = r.readLine(req.buf, r.lim.MaxHeaderBytes, 414, 400, "request-line")
 		if err != nil {
 			if err == io.EOF && len(req.buf) == 0 {
 				return io.EOF
@@ -56,6 +55,7 @@ func (r *Reader) ReadRequest(req *Request) error {
 		if empty == maxEmptyLines {
 			return &Error{400, "too many empty lines before request-line"}
 		}
+		req.buf = req.buf[:start]
 	}
 	lineEnd := len(req.buf)
 	if err := r.readFields(&req.msgBuf, 431, 400); err != nil {
@@ -185,7 +185,7 @@ func (req *Request) parse(line []byte) error {
 func (r *Reader) ReadResponse(resp *Response, reqMethod string) error {
 	resp.Reset()
 	var err error
-	resp.buf, err = r.readLine(resp.buf, r.lim.MaxHeaderBytes, 502, "status-line")
+	resp.buf, err = r.readLine(resp.buf, r.lim.MaxHeaderBytes, 502, 502, "status-line")
 	if err != nil {
 		if err == io.EOF && len(resp.buf) == 0 {
 			return io.EOF
@@ -321,12 +321,12 @@ func parseVersion(v string) (major, minor int, err *Error) {
 }
 
 // readLine appends one CRLF-terminated line (CRLF included) to buf. A line longer than max
-// bytes gets an *Error with tooLong status. RFC 9112 §2.2 lets a recipient accept a bare LF
+// bytes gets an *Error with tooLong status, a line not ending in CRLF one with bad status. RFC 9112 §2.2 lets a recipient accept a bare LF
 // as a line terminator; meshd does not, because a proxy that accepts LF-only lines and a
 // backend that does not (or the reverse) disagree about where fields and chunks end, the
 // root of several smuggling attacks. A bare CR anywhere is rejected by the per-element
 // byte checks (RFC 9112 §2.2 allows only rejection or replacement by SP).
-func (r *Reader) readLine(buf []byte, max, tooLong int, what string) ([]byte, error) {
+func (r *Reader) readLine(buf []byte, max, tooLong, bad int, what string) ([]byte, error) {
 	start := len(buf)
 	for {
 		frag, err := r.br.ReadSlice('\n')
@@ -337,7 +337,7 @@ func (r *Reader) readLine(buf []byte, max, tooLong int, what string) ([]byte, er
 		switch {
 		case err == nil:
 			if n := len(buf); n-start < 2 || buf[n-2] != '\r' {
-				return buf, &Error{400, what + " terminated by bare LF"}
+				return buf, &Error{bad, what + " terminated by bare LF"}
 			}
 			return buf, nil
 		case err == bufio.ErrBufferFull:
@@ -361,13 +361,9 @@ func (r *Reader) readFields(m *msgBuf, tooLarge, bad int) error {
 	for {
 		start := len(m.buf)
 		var err error
-		m.buf, err = r.readLine(m.buf, budget, tooLarge, "header section")
+		m.buf, err = r.readLine(m.buf, budget, tooLarge, bad, "header section")
 		if err != nil {
-			var he *Error
-			if errors.As(err, &he) && he.Status == 400 {
-				he.Status = bad
-			}
-			return err
+			return eofUnexpected(err)
 		}
 		budget -= len(m.buf) - start
 		line := m.buf[start : len(m.buf)-2]
@@ -492,14 +488,16 @@ func (fs *fieldStats) checkChunked(hs []Header, unsupported int) *Error {
 			continue
 		}
 		v := hs[i].Value
-		if v == "" {
-			return &Error{bad, "empty Transfer-Encoding"}
-		}
-		for {
-			elem, rest, ok := nextListElem(v)
-			if !ok {
-				break
+		for more := true; more; {
+			elem := v
+			more = false
+			for j := 0; j < len(v); j++ {
+				if v[j] == ',' {
+					elem, v, more = v[:j], v[j+1:], true
+					break
+				}
 			}
+			elem = trimOWS(elem)
 			switch {
 			case !isToken(elem):
 				return &Error{bad, "malformed Transfer-Encoding " + quote(hs[i].Value)}
@@ -508,7 +506,6 @@ func (fs *fieldStats) checkChunked(hs []Header, unsupported int) *Error {
 			default:
 				return &Error{unsupported, "unsupported transfer coding " + quote(elem)}
 			}
-			v = rest
 		}
 	}
 	if chunked != 1 {
