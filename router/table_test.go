@@ -145,7 +145,7 @@ func TestVirtualNodeProvider(t *testing.T) {
 		t.Fatalf("direct.local = %+v", multi)
 	}
 	for _, c := range []struct {
-		req              Request
+		req            Request
 		route, cluster string
 	}{
 		{Request{Path: "/", Port: 7001}, "provider:multi:7001", "multi:7001"},
@@ -321,6 +321,7 @@ func TestCompileErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Compile succeeded: %+v", tb)
 			}
+			t.Log(err)
 			for _, w := range c.wantErr {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not contain %q", err, w)
