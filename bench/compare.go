@@ -1,0 +1,357 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Phase is one load shape every scenario is measured under.
+type Phase struct {
+	Name        string
+	Rate        float64 // req/s; 0 = closed-loop max throughput
+	Connections int
+	Duration    time.Duration // measured, per round
+	Warmup      time.Duration // per round, before each measurement
+}
+
+// Plan is one invocation of the harness.
+type Plan struct {
+	// Scenarios to run side by side (see AllScenarios); ignored when Target is set.
+	Scenarios []string
+	// Target, when set, is a URL measured instead of the scenarios.
+	Target string
+	Phases []Phase
+	// Rounds interleaves scenarios A B … A B … so that drift of the machine spreads
+	// evenly over them; results are merged across rounds.
+	Rounds   int
+	Proto    Proto
+	ReqBody  int
+	RespBody int
+	Timeout  time.Duration // per request
+
+	// Self is the binary whose hidden `internal` subcommands (RunInternal) serve the
+	// upstream and the httputil proxy; SelfEnv is added to their environment.
+	Self    string
+	SelfEnv []string
+	// Meshd is the meshd binary ("" = look for one with FindMeshd).
+	Meshd string
+	// CPU lists to pin the load generator, the proxies and the upstream to ("" = none).
+	CPUsLoad, CPUsProxy, CPUsUpstream string
+	// WorkDir receives generated configs; a temporary directory when empty.
+	WorkDir string
+
+	// Progress receives a live progress line; TTY selects carriage-return updates.
+	Progress    io.Writer
+	ProgressTTY bool
+	Log         *slog.Logger
+}
+
+// Compare starts the upstream and every scenario, measures them under each phase in
+// interleaved rounds and returns the report. Scenarios that cannot run are listed in
+// Report.Skipped. All child processes are stopped before it returns, also when ctx
+// ends (Ctrl-C).
+func Compare(ctx context.Context, plan Plan) (*Report, error) {
+	if plan.Rounds <= 0 {
+		plan.Rounds = 1
+	}
+	if plan.Proto == "" {
+		plan.Proto = H1
+	}
+	if plan.Log == nil {
+		plan.Log = slog.New(slog.DiscardHandler)
+	}
+	if len(plan.Phases) == 0 {
+		return nil, errors.New("plan has no phases")
+	}
+	for _, ph := range plan.Phases {
+		if ph.Connections <= 0 || ph.Duration <= 0 {
+			return nil, fmt.Errorf("phase %q: connections %d and duration %v must be > 0", ph.Name, ph.Connections, ph.Duration)
+		}
+	}
+	rep := &Report{Harness: "meshbench", Started: time.Now().UTC(), Machine: ReadMachine(), Proto: string(plan.Proto),
+		Rounds: plan.Rounds, RespBody: plan.RespBody, ReqBody: plan.ReqBody,
+		Pinning: pinningText(plan)}
+	if plan.CPUsLoad != "" {
+		if err := PinSelf(plan.CPUsLoad); err != nil {
+			return nil, fmt.Errorf("pin load generator: %w", err)
+		}
+	}
+	dir := plan.WorkDir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "meshbench-")
+		if err != nil {
+			return nil, fmt.Errorf("work dir: %w", err)
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("work dir %s: %w", dir, err)
+	}
+
+	var insts []*instance
+	defer func() {
+		for _, in := range insts {
+			in.stop()
+		}
+	}()
+	var upstream *Proc
+	if plan.Target != "" {
+		in, err := targetInstance(plan.Target)
+		if err != nil {
+			return nil, err
+		}
+		insts = append(insts, in)
+	} else {
+		if plan.Self == "" {
+			return nil, errors.New("plan.Self: the harness binary is needed to run the upstream")
+		}
+		up, err := StartProc(ProcSpec{Name: "upstream", Argv: []string{plan.Self, "internal", "upstream", "--listen", "127.0.0.1:0",
+			"--body-size", strconv.Itoa(plan.RespBody)}, Env: plan.SelfEnv, CPUs: plan.CPUsUpstream})
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = up.Stop() }()
+		upAddr, err := up.WaitListening(ctx, startTimeout)
+		if err != nil {
+			return nil, err
+		}
+		upstream = up
+		e := &env{self: plan.Self, selfEnv: plan.SelfEnv, proto: plan.Proto, upstream: upAddr, dir: dir,
+			cpusProxy: plan.CPUsProxy, log: plan.Log}
+		if wants(plan.Scenarios, ScenarioMeshd, ScenarioMeshd2Hop) {
+			if p, err := FindMeshd(plan.Meshd); err != nil {
+				e.meshdWhy = err.Error()
+			} else {
+				e.meshd = p
+			}
+		}
+		for _, name := range plan.Scenarios {
+			in, err := startScenario(ctx, name, e)
+			if err == nil {
+				err = smoke(ctx, plan, in)
+				if err != nil {
+					in.stop()
+				}
+			}
+			var skip *SkipError
+			switch {
+			case err == nil:
+				insts = append(insts, in)
+			case ctx.Err() != nil:
+				return nil, ctx.Err()
+			case errors.As(err, &skip):
+				rep.Skipped = append(rep.Skipped, Skip{Scenario: name, Reason: skip.Reason})
+				plan.Log.Info("scenario skipped", "scenario", name, "reason", skip.Reason)
+			default:
+				rep.Skipped = append(rep.Skipped, Skip{Scenario: name, Reason: "failed to start: " + err.Error()})
+				plan.Log.Warn("scenario failed to start", "scenario", name, "err", err)
+			}
+		}
+	}
+	if len(insts) == 0 {
+		return rep, errors.New("no scenario could run")
+	}
+
+	prog := newProgress(plan.Progress, plan.ProgressTTY)
+	defer prog.stop()
+
+	type key struct{ phase, inst int }
+	acc := map[key]*PhaseResult{}
+	total := plan.Rounds * len(plan.Phases) * len(insts)
+	step := 0
+	for round := range plan.Rounds {
+		for pi, ph := range plan.Phases {
+			for ii, in := range insts {
+				step++
+				k := key{pi, ii}
+				pr := acc[k]
+				if pr == nil {
+					pr = newPhaseResult(plan, ph, in)
+					acc[k] = pr
+				}
+				label := fmt.Sprintf("[%d/%d] round %d/%d %s %s", step, total, round+1, plan.Rounds, ph.Name, in.name)
+				res, cpu, err := measure(ctx, plan, ph, in, upstream, prog, label)
+				if err != nil {
+					return nil, err
+				}
+				pr.add(res, cpu)
+			}
+		}
+	}
+	prog.stop()
+	for pi := range plan.Phases {
+		var direct *PhaseResult
+		for ii := range insts {
+			if pr := acc[key{pi, ii}]; pr.Scenario == ScenarioDirect {
+				direct = pr
+			}
+		}
+		for ii, in := range insts {
+			pr := acc[key{pi, ii}]
+			for _, p := range in.proxies {
+				if st, err := ReadProcTree(p.PID()); err == nil {
+					pr.ProxyPeakRSSBytes = max(pr.ProxyPeakRSSBytes, st.HWM)
+					pr.ProxyPeakRSSTotal += st.HWM
+				}
+			}
+			pr.finish(direct)
+			rep.Results = append(rep.Results, pr)
+		}
+	}
+	return rep, nil
+}
+
+func wants(list []string, names ...string) bool {
+	for _, l := range list {
+		for _, n := range names {
+			if l == n {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func pinningText(plan Plan) string {
+	if plan.CPUsLoad == "" && plan.CPUsProxy == "" && plan.CPUsUpstream == "" {
+		return "none"
+	}
+	or := func(s string) string {
+		if s == "" {
+			return "any"
+		}
+		return s
+	}
+	return fmt.Sprintf("load generator cpus %s, proxies cpus %s, upstream cpus %s", or(plan.CPUsLoad), or(plan.CPUsProxy), or(plan.CPUsUpstream))
+}
+
+func targetInstance(raw string) (*instance, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("--target %q: %w", raw, err)
+	}
+	if u.Scheme != "http" {
+		return nil, fmt.Errorf("--target %q: scheme %q not supported (http only; h2c via --proto h2c)", raw, u.Scheme)
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr += ":80"
+	}
+	path := u.RequestURI()
+	return &instance{name: ScenarioTarget, addr: addr, host: u.Host, path: path}, nil
+}
+
+// smoke sends one request so that a scenario that answers wrongly is reported as
+// failed rather than measured.
+func smoke(ctx context.Context, plan Plan, in *instance) error {
+	r := newRequester(plan.Proto, target{addr: in.addr, host: in.host, path: pathOr(in.path), reqBody: plan.ReqBody})
+	defer r.close()
+	status, err := r.do(ctx, time.Now().Add(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("%s: first request: %w", in.name, err)
+	}
+	if status != 200 {
+		return fmt.Errorf("%s: first request: status %d", in.name, status)
+	}
+	return nil
+}
+
+func pathOr(p string) string {
+	if p == "" {
+		return "/"
+	}
+	return p
+}
+
+// cpuWindow is CPU time spent during one measured window.
+type cpuWindow struct {
+	proxy, upstream, loadgen time.Duration
+}
+
+func measure(ctx context.Context, plan Plan, ph Phase, in *instance, upstream *Proc, prog *progress, label string) (*Result, cpuWindow, error) {
+	var cpu cpuWindow
+	var mu sync.Mutex
+	read := func() cpuWindow {
+		var w cpuWindow
+		for _, p := range in.proxies {
+			if st, err := ReadProcTree(p.PID()); err == nil {
+				w.proxy += st.CPU
+			}
+		}
+		if upstream != nil {
+			if st, err := ReadProcTree(upstream.PID()); err == nil {
+				w.upstream = st.CPU
+			}
+		}
+		if c, _, err := readStat(os.Getpid()); err == nil {
+			w.loadgen = c
+		}
+		return w
+	}
+	var before cpuWindow
+	live := &Live{}
+	prog.set(label, live, ph)
+	spec := LoadSpec{Addr: in.addr, Host: in.host, Path: in.path, Proto: plan.Proto, Connections: ph.Connections,
+		Rate: ph.Rate, Duration: ph.Duration, Warmup: ph.Warmup, ReqBody: plan.ReqBody, Timeout: plan.Timeout, Live: live,
+		AtMeasure: func(start bool) {
+			w := read()
+			mu.Lock()
+			defer mu.Unlock()
+			if start {
+				before = w
+				return
+			}
+			cpu = cpuWindow{proxy: w.proxy - before.proxy, upstream: w.upstream - before.upstream, loadgen: w.loadgen - before.loadgen}
+		}}
+	res, err := Run(ctx, spec)
+	prog.done(label, res)
+	if err != nil {
+		return nil, cpu, fmt.Errorf("%s: %w", label, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return res, cpu, nil
+}
+
+func newPhaseResult(plan Plan, ph Phase, in *instance) *PhaseResult {
+	qps := "max"
+	if ph.Rate > 0 {
+		qps = strconv.FormatFloat(ph.Rate, 'f', -1, 64)
+	}
+	u := "http://" + in.addr + pathOr(in.path)
+	if plan.Target != "" {
+		u = plan.Target
+	}
+	return &PhaseResult{RunType: "HTTP", Labels: in.name + " " + ph.Name, StartTime: time.Now().UTC(),
+		RequestedQPS: qps, RequestedDuration: (ph.Duration * time.Duration(plan.Rounds)).String(), NumThreads: ph.Connections,
+		URL: u, Version: "meshbench", Scenario: in.name, Phase: ph.Name, Proto: string(plan.Proto),
+		Rate: ph.Rate, Connections: ph.Connections, Proxies: len(in.proxies),
+		res: newResult(ph.Rate > 0)}
+}
+
+// ReadMachine describes the machine for the report.
+func ReadMachine() Machine {
+	m := Machine{Cores: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	return m
+}

@@ -1,0 +1,353 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ProcSpec says how to start one process under test.
+type ProcSpec struct {
+	Name string
+	Argv []string
+	Env  []string // added to the harness's environment
+	Dir  string
+	CPUs string // CPU list ("1", "0-1,3") to pin to; empty: no pinning
+}
+
+// Proc is a running child process. Stop must be called; the harness calls it on
+// every exit path, and children also get SIGKILL if the harness thread that started
+// them dies (Pdeathsig).
+type Proc struct {
+	Name  string
+	cmd   *exec.Cmd
+	done  chan struct{}
+	err   error
+	out   *tailBuffer
+	lines chan string
+}
+
+// StartProc starts spec; its combined output is kept (the last 8 KiB) for error
+// messages, and lines "listening ADDR" are delivered to WaitListening.
+func StartProc(spec ProcSpec) (*Proc, error) {
+	argv := spec.Argv
+	var set *unix.CPUSet
+	if spec.CPUs != "" {
+		s, err := ParseCPUList(spec.CPUs)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", spec.Name, err)
+		}
+		set = &s
+		if ts, err := exec.LookPath("taskset"); err == nil {
+			// Through taskset the process is pinned before its first instruction.
+			argv = append([]string{ts, "-c", spec.CPUs}, argv...)
+			set = nil
+		}
+	}
+	p := &Proc{Name: spec.Name, done: make(chan struct{}), out: &tailBuffer{max: 8 << 10}, lines: make(chan string, 4)}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), spec.Env...)
+	cmd.Dir = spec.Dir
+	cmd.Stdout = &lineWatcher{p: p}
+	cmd.Stderr = p.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s (%s): %w", spec.Name, strings.Join(argv, " "), err)
+	}
+	p.cmd = cmd
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	if set != nil {
+		if err := pinTasks(cmd.Process.Pid, *set); err != nil {
+			_ = p.Stop()
+			return nil, fmt.Errorf("pin %s to %s: %w", spec.Name, spec.CPUs, err)
+		}
+	}
+	return p, nil
+}
+
+// PID is the child's process id.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
+// Output returns the tail of the process's output.
+func (p *Proc) Output() string { return p.out.String() }
+
+// WaitListening returns the address from the child's first "listening ADDR" line.
+func (p *Proc) WaitListening(ctx context.Context, timeout time.Duration) (string, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case l := <-p.lines:
+		return l, nil
+	case <-p.done:
+		return "", fmt.Errorf("%s exited before listening (%v): %s", p.Name, p.err, p.Output())
+	case <-t.C:
+		return "", fmt.Errorf("%s not listening after %v: %s", p.Name, timeout, p.Output())
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// WaitReady polls check every 20 ms until it succeeds, the process exits, or timeout.
+func (p *Proc) WaitReady(ctx context.Context, timeout time.Duration, check func() error) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var last error
+	for {
+		if last = check(); last == nil {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-p.done:
+			return fmt.Errorf("%s exited (%v): %s", p.Name, p.err, p.Output())
+		case <-deadline.C:
+			return fmt.Errorf("%s not ready after %v: %w; output: %s", p.Name, timeout, last, p.Output())
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Stop sends SIGTERM, then SIGKILL after 3 s, and reaps the process.
+func (p *Proc) Stop() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(3 * time.Second)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-t.C:
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+	return nil
+}
+
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.TrimSpace(string(t.b))
+}
+
+// lineWatcher receives the child's stdout (from exec's copying goroutine).
+type lineWatcher struct {
+	p       *Proc
+	partial []byte
+}
+
+func (w *lineWatcher) Write(b []byte) (int, error) {
+	_, _ = w.p.out.Write(b)
+	w.partial = append(w.partial, b...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			break
+		}
+		line := strings.TrimSpace(string(w.partial[:i]))
+		w.partial = w.partial[i+1:]
+		if addr, ok := strings.CutPrefix(line, "listening "); ok {
+			select {
+			case w.p.lines <- addr:
+			default:
+			}
+		}
+	}
+	return len(b), nil
+}
+
+// ProcStat is what /proc says about a process tree.
+type ProcStat struct {
+	CPU   time.Duration // utime+stime of the process and its live descendants
+	HWM   uint64        // sum of VmHWM (peak RSS) in bytes
+	Procs int
+}
+
+// clkTck is USER_HZ, which Linux fixes at 100 for /proc/PID/stat on every
+// architecture Go supports.
+const clkTck = 100
+
+// ReadProcTree reads CPU time and peak RSS of pid and all its descendants (nginx's
+// workers, taskset's child) from /proc.
+func ReadProcTree(pid int) (ProcStat, error) {
+	pids := []int{pid}
+	children := map[int][]int{}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return ProcStat{}, fmt.Errorf("read /proc: %w", err)
+	}
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if _, ppid, err := readStat(n); err == nil {
+			children[ppid] = append(children[ppid], n)
+		}
+	}
+	for i := 0; i < len(pids); i++ {
+		pids = append(pids, children[pids[i]]...)
+	}
+	var st ProcStat
+	for _, q := range pids {
+		cpu, _, err := readStat(q)
+		if err != nil {
+			if q == pid {
+				return ProcStat{}, err
+			}
+			continue
+		}
+		st.CPU += cpu
+		st.HWM += readHWM(q)
+		st.Procs++
+	}
+	return st, nil
+}
+
+func readStat(pid int) (cpu time.Duration, ppid int, err error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, 0, fmt.Errorf("read stat of pid %d: %w", pid, err)
+	}
+	// The command name may hold spaces and parentheses; fields start after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("stat of pid %d: no ')'", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, 0, fmt.Errorf("stat of pid %d: %d fields", pid, len(f))
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	stt, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, 0, fmt.Errorf("stat of pid %d: %w", pid, err)
+	}
+	return time.Duration(ut+stt) * time.Second / clkTck, ppid, nil
+}
+
+func readHWM(pid int) uint64 {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				kb, _ := strconv.ParseUint(f[0], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+// ParseCPUList parses a taskset-style CPU list such as "0", "0-1" or "0,2-3".
+func ParseCPUList(s string) (unix.CPUSet, error) {
+	var set unix.CPUSet
+	set.Zero()
+	for part := range strings.SplitSeq(s, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil || a < 0 {
+			return set, fmt.Errorf("cpu list %q: bad cpu %q", s, lo)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				return set, fmt.Errorf("cpu list %q: bad range %q", s, part)
+			}
+		}
+		for c := a; c <= b; c++ {
+			set.Set(c)
+		}
+	}
+	return set, nil
+}
+
+// pinTasks sets the affinity of every thread of pid; threads created later inherit it.
+func pinTasks(pid int, set unix.CPUSet) error {
+	ents, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "task"))
+	if err != nil {
+		return fmt.Errorf("list threads of %d: %w", pid, err)
+	}
+	for _, e := range ents {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("sched_setaffinity(%d): %w", tid, err)
+		}
+	}
+	return nil
+}
+
+// PinSelf pins every thread of the calling process (the load generator) to cpus.
+func PinSelf(cpus string) error {
+	set, err := ParseCPUList(cpus)
+	if err != nil {
+		return err
+	}
+	return pinTasks(os.Getpid(), set)
+}
+
+// freePort returns a loopback port that was free a moment ago; the race with other
+// programs taking it is accepted for peers that cannot report their own port.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// dialCheck succeeds once addr accepts TCP connections.
+func dialCheck(addr string) func() error {
+	return func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+}

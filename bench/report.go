@@ -1,0 +1,404 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is the outcome of one Compare. Its JSON form is report.json.
+type Report struct {
+	Harness  string         `json:"harness"`
+	Started  time.Time      `json:"started"`
+	Machine  Machine        `json:"machine"`
+	Pinning  string         `json:"pinning"`
+	Proto    string         `json:"proto"`
+	Rounds   int            `json:"rounds"`
+	ReqBody  int            `json:"requestBodyBytes"`
+	RespBody int            `json:"responseBodyBytes"`
+	Results  []*PhaseResult `json:"results"`
+	Skipped  []Skip         `json:"skipped,omitempty"`
+}
+
+// Machine identifies where a report was measured.
+type Machine struct {
+	CPUModel  string `json:"cpuModel"`
+	Cores     int    `json:"cores"`
+	Kernel    string `json:"kernel"`
+	OS        string `json:"os"`
+	GoVersion string `json:"goVersion"`
+}
+
+// Skip names a scenario that did not run and why.
+type Skip struct {
+	Scenario string `json:"scenario"`
+	Reason   string `json:"reason"`
+}
+
+// PhaseResult is one scenario under one phase, merged over all rounds. The first
+// block of fields has fortio's names and units (seconds in histograms, ActualDuration
+// in ns) so tools that read fortio JSON read these; the rest are the harness's own.
+type PhaseResult struct {
+	RunType                  string
+	Labels                   string
+	StartTime                time.Time
+	RequestedQPS             string
+	RequestedDuration        string
+	ActualQPS                float64
+	ActualDuration           int64
+	NumThreads               int
+	Version                  string
+	URL                      string
+	DurationHistogram        FortioHistogram
+	ServiceDurationHistogram *FortioHistogram `json:",omitempty"`
+	RetCodes                 map[string]uint64
+	Errors                   map[string]uint64
+
+	Scenario    string  `json:"scenario"`
+	Phase       string  `json:"phase"`
+	Proto       string  `json:"proto"`
+	Rate        float64 `json:"requestedRate"`
+	Connections int     `json:"connections"`
+	OpenLoop    bool    `json:"openLoop"`
+	// LatencyFrom says where latency is counted from: "scheduled" (open loop,
+	// coordinated omission corrected) or "sent" (closed loop).
+	LatencyFrom string    `json:"latencyFrom"`
+	RoundQPS    []float64 `json:"roundQPS"`
+	P50US       float64   `json:"p50_us"`
+	P90US       float64   `json:"p90_us"`
+	P99US       float64   `json:"p99_us"`
+	P999US      float64   `json:"p999_us"`
+	MaxUS       float64   `json:"max_us"`
+	// AddedP50US / AddedP99US are this scenario's percentiles minus direct's in the
+	// same phase; absent when direct did not run.
+	AddedP50US *float64 `json:"added_p50_us,omitempty"`
+	AddedP99US *float64 `json:"added_p99_us,omitempty"`
+	ErrorCount uint64   `json:"errorCount"`
+	Requests   uint64   `json:"requests"`
+	// Proxies is how many proxy processes the scenario has (2 for meshd-2hop).
+	Proxies int `json:"proxies"`
+	// CPU of all the scenario's proxy processes during the measured windows.
+	ProxyCPUSeconds    float64 `json:"proxyCPUSeconds"`
+	ProxyCPUPerRequest float64 `json:"proxyCPU_us_per_request"`
+	UpstreamCPUPerReq  float64 `json:"upstreamCPU_us_per_request"`
+	LoadgenCPUPerReq   float64 `json:"loadgenCPU_us_per_request"`
+	ProxyPeakRSSBytes  uint64  `json:"proxyPeakRSSBytes"`      // largest VmHWM of one proxy (per sidecar)
+	ProxyPeakRSSTotal  uint64  `json:"proxyPeakRSSTotalBytes"` // sum over the scenario's proxies
+
+	res *Result
+	cpu cpuWindow
+}
+
+// FortioHistogram is fortio's histogram JSON shape; durations are in seconds.
+type FortioHistogram struct {
+	Count       uint64
+	Min         float64
+	Max         float64
+	Sum         float64
+	Avg         float64
+	StdDev      float64
+	Data        []FortioBucket
+	Percentiles []FortioPercentile
+}
+
+// FortioBucket is one histogram bucket; Percent is cumulative.
+type FortioBucket struct {
+	Start   float64
+	End     float64
+	Percent float64
+	Count   uint64
+}
+
+// FortioPercentile is one percentile value in seconds.
+type FortioPercentile struct {
+	Percentile float64
+	Value      float64
+}
+
+// ReportPercentiles are the percentiles listed in JSON histograms.
+var reportPercentiles = [...]float64{50, 75, 90, 99, 99.9}
+
+func fortioHistogram(h *Histogram) FortioHistogram {
+	f := FortioHistogram{Count: h.Count(), Min: h.Min().Seconds(), Max: h.Max().Seconds(),
+		Avg: h.Mean().Seconds(), StdDev: h.StdDev().Seconds()}
+	f.Sum = f.Avg * float64(f.Count)
+	var cum uint64
+	for _, b := range h.Buckets() {
+		cum += b.Count
+		f.Data = append(f.Data, FortioBucket{Start: b.Lo.Seconds(), End: b.Hi.Seconds(),
+			Percent: 100 * float64(cum) / float64(max(f.Count, 1)), Count: b.Count})
+	}
+	for _, p := range reportPercentiles {
+		f.Percentiles = append(f.Percentiles, FortioPercentile{Percentile: p, Value: h.Percentile(p).Seconds()})
+	}
+	return f
+}
+
+// Histogram returns the merged latency histogram (nil for a report read from JSON).
+func (p *PhaseResult) Histogram() *Histogram {
+	if p.res == nil {
+		return nil
+	}
+	return p.res.Latency
+}
+
+func (p *PhaseResult) add(r *Result, cpu cpuWindow) {
+	p.res.Merge(r)
+	p.RoundQPS = append(p.RoundQPS, r.Rate())
+	p.cpu.proxy += cpu.proxy
+	p.cpu.upstream += cpu.upstream
+	p.cpu.loadgen += cpu.loadgen
+}
+
+func us(d time.Duration) float64 { return float64(d) / 1e3 }
+
+func (p *PhaseResult) finish(direct *PhaseResult) {
+	r := p.res
+	p.OpenLoop = r.Open
+	p.LatencyFrom = "sent"
+	if r.Open {
+		p.LatencyFrom = "scheduled"
+		s := fortioHistogram(r.Service)
+		p.ServiceDurationHistogram = &s
+	}
+	p.ActualQPS = r.Rate()
+	p.ActualDuration = int64(r.Elapsed)
+	p.DurationHistogram = fortioHistogram(r.Latency)
+	p.RetCodes = map[string]uint64{}
+	for c, n := range r.RetCodes {
+		p.RetCodes[strconv.Itoa(c)] = n
+	}
+	p.Errors = maps.Clone(r.Errors)
+	p.ErrorCount = r.ErrorCount()
+	p.Requests = r.Responses()
+	h := r.Latency
+	p.P50US, p.P90US, p.P99US, p.P999US = us(h.Percentile(50)), us(h.Percentile(90)), us(h.Percentile(99)), us(h.Percentile(99.9))
+	p.MaxUS = us(h.Max())
+	if direct != nil && direct != p && direct.res.Latency.Count() > 0 {
+		a50 := p.P50US - us(direct.res.Latency.Percentile(50))
+		a99 := p.P99US - us(direct.res.Latency.Percentile(99))
+		p.AddedP50US, p.AddedP99US = &a50, &a99
+	}
+	if p.Requests > 0 {
+		n := float64(p.Requests)
+		p.ProxyCPUSeconds = p.cpu.proxy.Seconds()
+		p.ProxyCPUPerRequest = us(p.cpu.proxy) / n
+		p.UpstreamCPUPerReq = us(p.cpu.upstream) / n
+		p.LoadgenCPUPerReq = us(p.cpu.loadgen) / n
+	}
+}
+
+// WriteJSON writes rep as indented JSON.
+func WriteJSON(w io.Writer, rep *Report) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(rep); err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	return nil
+}
+
+func ms(v float64) string { return strconv.FormatFloat(v/1000, 'f', 3, 64) }
+
+func signedMS(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%+.3f", *v/1000)
+}
+
+// WriteTable writes the human-readable report: machine, one table per phase, ratios
+// against haproxy, skipped scenarios. markdown selects Markdown tables.
+func WriteTable(w io.Writer, rep *Report, markdown bool) error {
+	m := rep.Machine
+	bw := &errWriter{w: w}
+	if markdown {
+		bw.printf("# meshbench report\n\n")
+	}
+	bw.printf("Machine: %s, %d cores, kernel %s, %s, %s\n", m.CPUModel, m.Cores, m.Kernel, m.OS, m.GoVersion)
+	bw.printf("Started %s; protocol %s; request body %d B, response body %d B; %d round(s) interleaved; pinning: %s\n",
+		rep.Started.Format(time.RFC3339), rep.Proto, rep.ReqBody, rep.RespBody, rep.Rounds, rep.Pinning)
+	bw.printf("Latency in ms; open-loop phases count it from the scheduled send time (coordinated omission corrected).\n")
+	bw.printf("CPU µs/req is utime+stime of the scenario's proxy processes over the measured windows ÷ responses; RSS is the largest peak (VmHWM) of one proxy.\n")
+	for _, phase := range phaseOrder(rep) {
+		rows := phaseRows(rep, phase)
+		if len(rows) == 0 {
+			continue
+		}
+		first := rows[0]
+		shape := fmt.Sprintf("max throughput, closed loop, %d connections", first.Connections)
+		if first.OpenLoop {
+			shape = fmt.Sprintf("%g req/s open loop, %d connections", first.Rate, first.Connections)
+		}
+		header := []string{"scenario", "req/s", "p50", "p90", "p99", "p99.9", "max", "+p50", "+p99", "CPU µs/req", "RSS MiB", "errors"}
+		var lines [][]string
+		for _, r := range rows {
+			cpu, rss := "-", "-"
+			if r.Proxies > 0 {
+				cpu = strconv.FormatFloat(r.ProxyCPUPerRequest, 'f', 1, 64)
+				rss = strconv.FormatFloat(float64(r.ProxyPeakRSSBytes)/(1<<20), 'f', 1, 64)
+			}
+			lines = append(lines, []string{r.Scenario, strconv.FormatFloat(r.ActualQPS, 'f', 0, 64),
+				ms(r.P50US), ms(r.P90US), ms(r.P99US), ms(r.P999US), ms(r.MaxUS),
+				signedMS(r.AddedP50US), signedMS(r.AddedP99US), cpu, rss, errText(r)})
+		}
+		bw.printf("\n")
+		if markdown {
+			bw.printf("## %s (%s)\n\n", phase, shape)
+			bw.printf("| %s |\n|%s\n", strings.Join(header, " | "), strings.Repeat("---|", len(header)))
+			for _, l := range lines {
+				bw.printf("| %s |\n", strings.Join(l, " | "))
+			}
+		} else {
+			bw.printf("%s (%s)\n", phase, shape)
+			tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', tabwriter.AlignRight)
+			for _, l := range append([][]string{header}, lines...) {
+				fmt.Fprintf(tw, "%s\t\n", strings.Join(l, "\t"))
+			}
+			if err := tw.Flush(); err != nil {
+				return fmt.Errorf("write table: %w", err)
+			}
+		}
+		if ratios := haproxyRatios(rows); len(ratios) > 0 {
+			bw.printf("\nRatios vs haproxy (x / haproxy; below 1 is better except req/s):\n")
+			for _, l := range ratios {
+				if markdown {
+					bw.printf("- %s\n", l)
+				} else {
+					bw.printf("  %s\n", l)
+				}
+			}
+		}
+	}
+	if len(rep.Skipped) > 0 {
+		bw.printf("\nSkipped:\n")
+		for _, s := range rep.Skipped {
+			bw.printf("- %s: %s\n", s.Scenario, s.Reason)
+		}
+	}
+	return bw.err
+}
+
+func errText(r *PhaseResult) string {
+	if r.ErrorCount == 0 {
+		return "0"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(r.Errors)) {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, r.Errors[k]))
+	}
+	return strings.Join(parts, ",")
+}
+
+func phaseOrder(rep *Report) []string {
+	var out []string
+	for _, r := range rep.Results {
+		if !slices.Contains(out, r.Phase) {
+			out = append(out, r.Phase)
+		}
+	}
+	return out
+}
+
+func phaseRows(rep *Report, phase string) []*PhaseResult {
+	var rows []*PhaseResult
+	for _, r := range rep.Results {
+		if r.Phase == phase {
+			rows = append(rows, r)
+		}
+	}
+	return rows
+}
+
+func haproxyRatios(rows []*PhaseResult) []string {
+	var hp *PhaseResult
+	for _, r := range rows {
+		if r.Scenario == ScenarioHAProxy {
+			hp = r
+		}
+	}
+	if hp == nil {
+		return nil
+	}
+	ratio := func(a, b float64) string {
+		if b <= 0 {
+			return "-"
+		}
+		return strconv.FormatFloat(a/b, 'f', 2, 64)
+	}
+	addRatio := func(a, b *float64) string {
+		if a == nil || b == nil {
+			return "-"
+		}
+		return ratio(*a, *b)
+	}
+	var out []string
+	for _, r := range rows {
+		if r == hp || r.Proxies == 0 {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s: req/s %s, CPU/req %s, added p50 %s, added p99 %s, RSS %s", r.Scenario,
+			ratio(r.ActualQPS, hp.ActualQPS), ratio(r.ProxyCPUPerRequest, hp.ProxyCPUPerRequest),
+			addRatio(r.AddedP50US, hp.AddedP50US), addRatio(r.AddedP99US, hp.AddedP99US),
+			ratio(float64(r.ProxyPeakRSSBytes), float64(hp.ProxyPeakRSSBytes))))
+	}
+	return out
+}
+
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	n, err := e.w.Write(p)
+	e.err = err
+	return n, err
+}
+
+func (e *errWriter) printf(format string, a ...any) { fmt.Fprintf(e, format, a...) }
+
+// WriteReport writes report.json, report.md, latency.svg/png and sweep.svg/png into
+// dir (created if needed) and returns the files written.
+func WriteReport(dir string, rep *Report) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("report dir %s: %w", dir, err)
+	}
+	var files []string
+	write := func(name string, fn func(io.Writer) error) error {
+		p := filepath.Join(dir, name)
+		f, err := os.Create(p)
+		if err != nil {
+			return fmt.Errorf("create %s: %w", p, err)
+		}
+		if err := fn(f); err != nil {
+			f.Close()
+			return fmt.Errorf("write %s: %w", p, err)
+		}
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("close %s: %w", p, err)
+		}
+		files = append(files, p)
+		return nil
+	}
+	if err := write("report.json", func(w io.Writer) error { return WriteJSON(w, rep) }); err != nil {
+		return files, err
+	}
+	if err := write("report.md", func(w io.Writer) error { return WriteTable(w, rep, true) }); err != nil {
+		return files, err
+	}
+	plots, err := writePlots(dir, rep)
+	files = append(files, plots...)
+	return files, err
+}

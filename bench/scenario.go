@@ -1,0 +1,264 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Scenario names.
+const (
+	ScenarioDirect    = "direct"
+	ScenarioMeshd     = "meshd"
+	ScenarioMeshd2Hop = "meshd-2hop"
+	ScenarioHTTPUtil  = "go-httputil"
+	ScenarioHAProxy   = "haproxy"
+	ScenarioNginx     = "nginx"
+	ScenarioEnvoy     = "envoy"
+	ScenarioTarget    = "target" // an external URL (--target)
+)
+
+// AllScenarios lists every scenario the harness knows, in report order.
+func AllScenarios() []string {
+	return []string{ScenarioDirect, ScenarioMeshd, ScenarioMeshd2Hop, ScenarioHTTPUtil,
+		ScenarioHAProxy, ScenarioNginx, ScenarioEnvoy}
+}
+
+// SkipError says a scenario could not run here (e.g. its binary is missing).
+type SkipError struct{ Reason string }
+
+func (e *SkipError) Error() string { return "skipped: " + e.Reason }
+
+// instance is one started scenario: where the load goes and which processes are the
+// proxies whose cost is reported.
+type instance struct {
+	name    string
+	addr    string
+	host    string
+	path    string
+	proxies []*Proc
+}
+
+func (in *instance) stop() {
+	for i := len(in.proxies) - 1; i >= 0; i-- {
+		_ = in.proxies[i].Stop()
+	}
+}
+
+// env is what starting a scenario needs.
+type env struct {
+	self      string
+	selfEnv   []string
+	proto     Proto
+	upstream  string // host:port of the built-in upstream
+	dir       string // configs and peer state
+	cpusProxy string
+	meshd     string // path, or "" when not found
+	meshdWhy  string // why meshd is not available
+	log       *slog.Logger
+}
+
+const startTimeout = 15 * time.Second
+
+func startScenario(ctx context.Context, name string, e *env) (*instance, error) {
+	switch name {
+	case ScenarioDirect:
+		return &instance{name: name, addr: e.upstream, host: e.upstream}, nil
+	case ScenarioHTTPUtil:
+		p, err := StartProc(ProcSpec{Name: name, Argv: []string{e.self, "internal", "httputil", "--listen", "127.0.0.1:0", "--upstream", e.upstream},
+			Env: e.selfEnv, CPUs: e.cpusProxy})
+		if err != nil {
+			return nil, err
+		}
+		addr, err := p.WaitListening(ctx, startTimeout)
+		if err != nil {
+			_ = p.Stop()
+			return nil, err
+		}
+		return &instance{name: name, addr: addr, host: addr, proxies: []*Proc{p}}, nil
+	case ScenarioHAProxy:
+		return startPeer(ctx, name, e, "haproxy", func(dir string, port int) ([]string, error) {
+			cfg, err := writeFile(dir, "haproxy.cfg", HAProxyConfig(port, e.upstream, e.proto))
+			if err != nil {
+				return nil, err
+			}
+			return []string{"-db", "-f", cfg}, nil
+		})
+	case ScenarioNginx:
+		return startPeer(ctx, name, e, "nginx", func(dir string, port int) ([]string, error) {
+			cfg, err := writeFile(dir, "nginx.conf", NginxConfig(dir, port, e.upstream, e.proto))
+			if err != nil {
+				return nil, err
+			}
+			return []string{"-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", cfg}, nil
+		})
+	case ScenarioEnvoy:
+		return startPeer(ctx, name, e, "envoy", func(dir string, port int) ([]string, error) {
+			yaml, err := EnvoyConfig(port, e.upstream)
+			if err != nil {
+				return nil, err
+			}
+			cfg, err := writeFile(dir, "envoy.yaml", yaml)
+			if err != nil {
+				return nil, err
+			}
+			return []string{"-c", cfg, "--concurrency", "1", "--log-level", "warn", "--disable-hot-restart"}, nil
+		})
+	case ScenarioMeshd, ScenarioMeshd2Hop:
+		return startMeshd(ctx, name, e)
+	}
+	return nil, fmt.Errorf("scenario %q: unknown (known: %s)", name, strings.Join(AllScenarios(), ", "))
+}
+
+func startPeer(ctx context.Context, name string, e *env, bin string, args func(dir string, port int) ([]string, error)) (*instance, error) {
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return nil, &SkipError{Reason: bin + " not found on PATH"}
+	}
+	dir := filepath.Join(e.dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	// nginx started as root runs its worker as nobody, which must reach the temp dirs.
+	_ = os.Chmod(e.dir, 0o755)
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	a, err := args(dir, port)
+	if err != nil {
+		return nil, fmt.Errorf("%s config: %w", name, err)
+	}
+	p, err := StartProc(ProcSpec{Name: name, Argv: append([]string{path}, a...), Dir: dir, CPUs: e.cpusProxy})
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	if err := p.WaitReady(ctx, startTimeout, dialCheck(addr)); err != nil {
+		_ = p.Stop()
+		return nil, err
+	}
+	return &instance{name: name, addr: addr, host: addr, proxies: []*Proc{p}}, nil
+}
+
+// FindMeshd returns the meshd binary to benchmark: explicit if set, else meshd
+// beside the running executable, else meshd on PATH.
+func FindMeshd(explicit string) (string, error) {
+	if explicit != "" {
+		if _, err := os.Stat(explicit); err != nil {
+			return "", fmt.Errorf("--meshd %s: %w", explicit, err)
+		}
+		return explicit, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "meshd")
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("meshd")
+	if err != nil {
+		return "", errors.New("no meshd beside meshbench nor on PATH (build it with `go build -o . ./cmd/meshd` or pass --meshd)")
+	}
+	return p, nil
+}
+
+// MeshdHost is the virtual service name the meshd scenarios address.
+const MeshdHost = "upstream.bench.local"
+
+// MeshdConfig returns the App Mesh-shaped config of the meshd scenarios: node
+// "client" may call upstream.bench.local, served by node "upstream" whose listener
+// is the built-in upstream's port and whose endpoint is endpoint (the upstream
+// itself for one hop, the second sidecar's ingress for two).
+func MeshdConfig(upstreamPort int, endpoint string) string {
+	return fmt.Sprintf(`mesh: {meshName: bench, spec: {egressFilter: {type: DROP_ALL}}}
+virtualNodes:
+  - virtualNodeName: client
+    spec:
+      listeners: [{portMapping: {port: 18080, protocol: http}}]
+      serviceDiscovery: {static: {endpoints: ["127.0.0.1:18080"]}}
+      backends: [{virtualService: {virtualServiceName: %s}}]
+  - virtualNodeName: upstream
+    spec:
+      listeners: [{portMapping: {port: %d, protocol: http}}]
+      serviceDiscovery: {static: {endpoints: [%q]}}
+virtualServices:
+  - virtualServiceName: %s
+    spec: {provider: {virtualNode: {virtualNodeName: upstream}}}
+`, MeshdHost, upstreamPort, endpoint, MeshdHost)
+}
+
+func startMeshd(ctx context.Context, name string, e *env) (*instance, error) {
+	if e.meshd == "" {
+		return nil, &SkipError{Reason: e.meshdWhy}
+	}
+	_, upPortS, _ := strings.Cut(e.upstream, ":")
+	upPort, err := strconv.Atoi(upPortS)
+	if err != nil {
+		return nil, fmt.Errorf("upstream address %q: %w", e.upstream, err)
+	}
+	dir := filepath.Join(e.dir, name)
+	ports := make([]int, 6)
+	for i := range ports {
+		if ports[i], err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	endpoint := e.upstream
+	twoHop := name == ScenarioMeshd2Hop
+	if twoHop {
+		endpoint = "127.0.0.1:" + strconv.Itoa(ports[3]) // ingress of sidecar 2
+	}
+	cfg, err := writeFile(dir, "mesh.yaml", MeshdConfig(upPort, endpoint))
+	if err != nil {
+		return nil, err
+	}
+	in := &instance{name: name, host: MeshdHost, addr: "127.0.0.1:" + strconv.Itoa(ports[2])}
+	type sidecar struct {
+		node                   string
+		admin, ingress, egress int
+	}
+	cars := []sidecar{{"client", ports[0], ports[1], ports[2]}}
+	if twoHop {
+		cars = append(cars, sidecar{"upstream", ports[5], ports[3], ports[4]})
+	}
+	for _, sc := range cars {
+		admin := "127.0.0.1:" + strconv.Itoa(sc.admin)
+		p, err := StartProc(ProcSpec{Name: name + "/" + sc.node, Dir: dir, CPUs: e.cpusProxy, Argv: []string{e.meshd, "run", "-c", cfg,
+			"--node", sc.node, "--admin-addr", admin,
+			"--ingress-port", strconv.Itoa(sc.ingress), "--egress-port", strconv.Itoa(sc.egress)}})
+		if err != nil {
+			in.stop()
+			return nil, err
+		}
+		in.proxies = append(in.proxies, p)
+		if err := p.WaitReady(ctx, startTimeout, httpReady("http://"+admin+"/ready")); err != nil {
+			in.stop()
+			return nil, err
+		}
+	}
+	return in, nil
+}
+
+func httpReady(url string) func() error {
+	c := &http.Client{Timeout: time.Second}
+	return func() error {
+		resp, err := c.Get(url)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", url, resp.Status)
+		}
+		return nil
+	}
+}

@@ -1,0 +1,188 @@
+// Command meshbench measures what a sidecar costs per hop (added latency, CPU per
+// request, memory) side by side with the proxies users would pick instead, or
+// measures any HTTP URL (--target).
+//
+//	meshbench                      # ~30 s default comparison, report in ./bench-report-<time>/
+//	meshbench --target URL         # open-loop and max-throughput load on one URL
+//	meshbench --sweep              # rates × connections for every scenario
+//
+// `meshbench internal ...` is used by the harness itself to run its upstream and the
+// httputil baseline as separate processes.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/meshd/meshd/bench"
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "internal" {
+		return bench.RunInternal(ctx, args[1:], stdout, stderr)
+	}
+	fs := flag.NewFlagSet("meshbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		target    = fs.String("target", "", "measure this http:// URL instead of the built-in scenarios")
+		scenarios = fs.String("scenarios", strings.Join(bench.AllScenarios(), ","), "comma-separated scenarios to compare")
+		protoS    = fs.String("proto", "h1", "protocol from the load generator: h1 (HTTP/1.1 keep-alive) or h2c")
+		rate      = fs.Float64("rate", 1000, "fixed-rate phase: total req/s, open loop (0 disables the phase)")
+		conns     = fs.Int("connections", 8, "fixed-rate phase: connections")
+		maxConns  = fs.Int("max-connections", 50, "max-throughput phase (closed loop): connections (0 disables the phase)")
+		duration  = fs.Duration("duration", time.Second, "measured time per scenario, phase and round")
+		warmup    = fs.Duration("warmup", 250*time.Millisecond, "unmeasured load before each measurement")
+		rounds    = fs.Int("rounds", 2, "interleaved rounds (A B … A B …)")
+		reqBody   = fs.Int("req-body", 0, "request body bytes (POST when > 0)")
+		respBody  = fs.Int("resp-body", 63, "response body bytes of the built-in upstream")
+		timeout   = fs.Duration("timeout", 5*time.Second, "per-request timeout")
+		sweep     = fs.Bool("sweep", false, "sweep mode: every rate in --sweep-rates × every count in --sweep-connections, plus max throughput")
+		sweepR    = fs.String("sweep-rates", "500,1000,2000,4000,8000,16000", "sweep mode: req/s list")
+		sweepC    = fs.String("sweep-connections", "8,50", "sweep mode: connections list")
+		cpus      = fs.String("cpus", "", "pin LOAD:PROXY:UPSTREAM to CPU lists, e.g. 0:1:1 or 0-1:2:3 (empty part = not pinned)")
+		meshd     = fs.String("meshd", "", "meshd binary (default: beside meshbench, else on PATH)")
+		out       = fs.String("out", "", "report directory (default ./bench-report-<timestamp>)")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: meshbench [flags]\n\nWith no flags: a ~30 s comparison of %s.\n\n", strings.Join(bench.AllScenarios(), ", "))
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "meshbench: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	proto, err := bench.ParseProto(*protoS)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshbench: --proto: %v\n", err)
+		return 2
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(stderr, "meshbench: find own executable: %v\n", err)
+		return 1
+	}
+	plan := bench.Plan{Target: *target, Rounds: *rounds, Proto: proto, ReqBody: *reqBody, RespBody: *respBody,
+		Timeout: *timeout, Self: self, Meshd: *meshd, Progress: stderr, ProgressTTY: isTerminal(os.Stderr), Log: log}
+	for s := range strings.SplitSeq(*scenarios, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			plan.Scenarios = append(plan.Scenarios, s)
+		}
+	}
+	if *cpus != "" {
+		parts := strings.Split(*cpus, ":")
+		if len(parts) != 3 {
+			fmt.Fprintf(stderr, "meshbench: --cpus %q: want LOAD:PROXY:UPSTREAM, e.g. 0:1:1\n", *cpus)
+			return 2
+		}
+		plan.CPUsLoad, plan.CPUsProxy, plan.CPUsUpstream = parts[0], parts[1], parts[2]
+	}
+	if *sweep {
+		rates, err := floats(*sweepR)
+		if err != nil {
+			fmt.Fprintf(stderr, "meshbench: --sweep-rates: %v\n", err)
+			return 2
+		}
+		cl, err := floats(*sweepC)
+		if err != nil {
+			fmt.Fprintf(stderr, "meshbench: --sweep-connections: %v\n", err)
+			return 2
+		}
+		for _, c := range cl {
+			for _, r := range rates {
+				plan.Phases = append(plan.Phases, bench.Phase{Name: fmt.Sprintf("%g/s-c%d", r, int(c)), Rate: r, Connections: int(c), Duration: *duration, Warmup: *warmup})
+			}
+			plan.Phases = append(plan.Phases, bench.Phase{Name: fmt.Sprintf("max-c%d", int(c)), Connections: int(c), Duration: *duration, Warmup: *warmup})
+		}
+	} else {
+		if *rate > 0 {
+			plan.Phases = append(plan.Phases, bench.Phase{Name: fmt.Sprintf("fixed-%g", *rate), Rate: *rate, Connections: *conns, Duration: *duration, Warmup: *warmup})
+		}
+		if *maxConns > 0 {
+			plan.Phases = append(plan.Phases, bench.Phase{Name: "max", Connections: *maxConns, Duration: *duration, Warmup: *warmup})
+		}
+	}
+	dir := *out
+	if dir == "" {
+		dir = "bench-report-" + time.Now().Format("20060102-150405")
+	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	plan.WorkDir = filepath.Join(dir, "configs")
+
+	rep, err := bench.Compare(ctx, plan)
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(stderr, "meshbench: interrupted; all processes under test stopped")
+			return 130
+		}
+		fmt.Fprintf(stderr, "meshbench: %v\n", err)
+		if rep != nil {
+			for _, s := range rep.Skipped {
+				fmt.Fprintf(stderr, "  %s: %s\n", s.Scenario, s.Reason)
+			}
+		}
+		return 1
+	}
+	if err := bench.WriteTable(stdout, rep, false); err != nil {
+		fmt.Fprintf(stderr, "meshbench: %v\n", err)
+		return 1
+	}
+	files, err := bench.WriteReport(dir, rep)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshbench: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "\nReport written to %s/ (", dir)
+	for i, f := range files {
+		if i > 0 {
+			fmt.Fprint(stdout, ", ")
+		}
+		fmt.Fprint(stdout, filepath.Base(f))
+	}
+	fmt.Fprintln(stdout, ", configs/)")
+	return 0
+}
+
+func floats(s string) ([]float64, error) {
+	var out []float64
+	for p := range strings.SplitSeq(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("%q: want positive numbers separated by commas", s)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
