@@ -1,0 +1,283 @@
+// Package balancer holds each cluster's endpoint set and picks an endpoint per request.
+//
+// The control plane (Update, and later health and ejection changes) is serialized per
+// cluster and builds a new immutable picker that it publishes with an atomic.Pointer.
+// The data plane (Pick, Done) loads that picker once per request and never blocks,
+// locks or allocates; what it mutates are per-endpoint atomic counters.
+package balancer
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshd/meshd/discovery"
+)
+
+// Policy is how a cluster spreads requests over its endpoints. The values are the
+// strings of the config extension virtualNode.spec.loadBalancing.policy.
+type Policy string
+
+const (
+	// LeastRequest is power of two choices on in-flight requests, weighted with Envoy's
+	// effective weight weight/(active+1). It is the default.
+	LeastRequest Policy = "LEAST_REQUEST"
+	// RoundRobin is smooth weighted round robin.
+	RoundRobin Policy = "ROUND_ROBIN"
+	// Random is weighted random.
+	Random Policy = "RANDOM"
+)
+
+// ParsePolicy checks a configured policy string; "" means LeastRequest. Config
+// validation calls it so that NewCluster never sees an unknown policy.
+func ParsePolicy(s string) (Policy, error) {
+	switch p := Policy(s); p {
+	case "":
+		return LeastRequest, nil
+	case LeastRequest, RoundRobin, Random:
+		return p, nil
+	}
+	return "", fmt.Errorf("loadBalancing.policy %q: want one of %s, %s, %s", s, LeastRequest, RoundRobin, Random)
+}
+
+// ErrNoEndpoints is returned by Pick when the cluster has no endpoint to offer.
+var ErrNoEndpoints = errors.New("balancer: no endpoints")
+
+// Endpoint is one upstream address as the balancer tracks it. A *Endpoint lives as long
+// as its address stays in the cluster's set: Updates that keep the address keep the
+// pointer, its counters and Meta.
+type Endpoint struct {
+	// Address is "ip:port"; it never changes.
+	Address string
+	// Meta is owner data (the proxy hangs its connection pool here). It is set by
+	// Options.OnAdd before the endpoint is first published and is stable for the
+	// endpoint's life, so readers need no synchronization.
+	Meta any
+
+	weight   atomic.Uint32
+	inFlight atomic.Int64
+	requests atomic.Uint64
+	failures atomic.Uint64
+}
+
+// Weight is the endpoint's current weight (at least 1). It is a method, not a field,
+// because an Update may change the weight of an address that stays while other
+// goroutines read it.
+func (e *Endpoint) Weight() uint32 { return e.weight.Load() }
+
+// InFlight is the number of picks of e whose Done has not been called yet.
+func (e *Endpoint) InFlight() int64 { return e.inFlight.Load() }
+
+// available is the one availability predicate: the control plane builds pickers over
+// the endpoints for which it holds. Health checks, outlier ejection and the panic
+// threshold plug in here and in buildPicker, not in the pickers.
+func (e *Endpoint) available() bool { return true }
+
+// Options configure a Cluster. The zero value is least-request with the default RNG.
+type Options struct {
+	// Policy is the picking policy; "" means LeastRequest, and an unknown value also
+	// falls back to LeastRequest (validate with ParsePolicy first).
+	Policy Policy
+	// Rand is the randomness source; nil means math/rand/v2's Uint64 (lock-free,
+	// per-P). It is called from Pick, so it must be safe for concurrent use when
+	// Pick is called concurrently; tests inject a seeded generator.
+	Rand func() uint64
+	// OnAdd is called from Update, serialized, for each new address before it is
+	// published; it may set e.Meta. It must not call back into the Cluster's Update.
+	OnAdd func(*Endpoint)
+	// OnRemove is called from Update, serialized, after an address has left the
+	// published set, so the owner can drain what it hung on Meta. Picks made before
+	// the removal may still be in flight and call Done later.
+	OnRemove func(*Endpoint)
+}
+
+// Cluster is one upstream cluster's endpoint set and picker. Pick, Done, Snapshot and
+// Len may be called from any goroutine at any time; Update calls are serialized
+// internally and may run concurrently with all of them.
+type Cluster struct {
+	name   string
+	policy Policy
+	rand   func() uint64
+	onAdd  func(*Endpoint)
+	onRm   func(*Endpoint)
+
+	// cursor is the round-robin position. It lives in the cluster, not the picker, so
+	// an Update does not restart the rotation at the first endpoint.
+	cursor atomic.Uint64
+	picker atomic.Pointer[picker]
+
+	mu     sync.Mutex           // serializes Update
+	byAddr map[string]*Endpoint // the current set; owned by Update under mu
+}
+
+// NewCluster returns an empty cluster; Pick fails with ErrNoEndpoints until the first
+// Update.
+func NewCluster(name string, opts Options) *Cluster {
+	c := &Cluster{
+		name:   name,
+		policy: opts.Policy,
+		rand:   opts.Rand,
+		onAdd:  opts.OnAdd,
+		onRm:   opts.OnRemove,
+		byAddr: map[string]*Endpoint{},
+	}
+	if c.policy != RoundRobin && c.policy != Random {
+		c.policy = LeastRequest
+	}
+	if c.rand == nil {
+		c.rand = rand.Uint64
+	}
+	// A random start keeps many proxies that load the same config from sending their
+	// first requests to the same endpoint in lockstep.
+	c.cursor.Store(c.rand())
+	c.picker.Store(&picker{})
+	return c
+}
+
+// Name is the cluster name routes refer to.
+func (c *Cluster) Name() string { return c.name }
+
+// Policy is the policy in effect (after defaulting).
+func (c *Cluster) Policy() Policy { return c.policy }
+
+// Update replaces the endpoint set with eps, a complete set as discovery produces it.
+// Endpoints whose address stays keep their *Endpoint (in-flight count, totals, Meta)
+// and take the new weight; a weight of 0 counts as 1; of duplicate addresses the first
+// wins. OnAdd runs for each new address before the new set is published, OnRemove for
+// each address that left after it is published, each exactly once per change and in a
+// deterministic order (OnAdd in eps order, OnRemove by address).
+func (c *Cluster) Update(eps []discovery.Endpoint) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+
+	next := make(map[string]*Endpoint, len(eps))
+	var added []*Endpoint
+	for _, de := range eps {
+		if _, dup := next[de.Address]; dup {
+			continue
+		}
+		e := c.byAddr[de.Address]
+		if e == nil {
+			e = &Endpoint{Address: de.Address}
+			added = append(added, e)
+		}
+		e.weight.Store(max(de.Weight, 1))
+		next[de.Address] = e
+	}
+	var removed []*Endpoint
+	for addr, e := range c.byAddr {
+		if next[addr] == nil {
+			removed = append(removed, e)
+		}
+	}
+	slices.SortFunc(removed, func(a, b *Endpoint) int { return strings.Compare(a.Address, b.Address) })
+
+	if c.onAdd != nil {
+		for _, e := range added {
+			c.onAdd(e)
+		}
+	}
+	c.byAddr = next
+	c.picker.Store(buildPicker(next, c.policy))
+	if c.onRm != nil {
+		for _, e := range removed {
+			c.onRm(e)
+		}
+	}
+}
+
+// PickInfo is what a caller tells Pick about the request.
+type PickInfo struct {
+	// Avoid asks for another endpoint than this one (a retry after it failed), when
+	// the set offers another; otherwise it is picked anyway.
+	Avoid *Endpoint
+}
+
+// Result is one successful pick. Its Done must be called exactly once.
+type Result struct {
+	Endpoint *Endpoint
+}
+
+// DoneInfo is how a picked request ended.
+type DoneInfo struct {
+	// Err is a local failure (connect, reset, timeout); nil if a response came back.
+	Err error
+	// Status is the HTTP status of the response, 0 for none (opaque TCP).
+	Status int
+	// Latency is the time from pick to the end of the response.
+	Latency time.Duration
+}
+
+// failed is whether the request counts as a failure: a local error or a 5xx, the two
+// origins Envoy's outlier detection counts.
+func (d DoneInfo) failed() bool { return d.Err != nil || d.Status >= 500 }
+
+// Done records the end of the request: it releases the in-flight slot Pick took and
+// adds to the endpoint's request and failure totals. It must be called exactly once per
+// successful Pick, from any goroutine; it never blocks. Done on the zero Result (from a
+// failed Pick) does nothing.
+func (r Result) Done(d DoneInfo) {
+	e := r.Endpoint
+	if e == nil {
+		return
+	}
+	e.inFlight.Add(-1)
+	e.requests.Add(1)
+	if d.failed() {
+		e.failures.Add(1)
+	}
+}
+
+// Pick chooses an endpoint for one request by the cluster's policy among the available
+// endpoints of the current set, and counts the request in flight on it. It fails only
+// with ErrNoEndpoints. It never blocks, locks or allocates.
+func (c *Cluster) Pick(info PickInfo) (Result, error) {
+	p := c.picker.Load()
+	if len(p.eps) == 0 {
+		return Result{}, ErrNoEndpoints
+	}
+	var e *Endpoint
+	switch c.policy {
+	case RoundRobin:
+		e = p.roundRobin(c.cursor.Add(1), info.Avoid)
+	case Random:
+		e = p.random(c.rand, info.Avoid)
+	default:
+		e = p.leastRequest(c.rand(), info.Avoid)
+	}
+	e.inFlight.Add(1)
+	return Result{Endpoint: e}, nil
+}
+
+// EndpointStatus is one endpoint's state for the admin /clusters page.
+type EndpointStatus struct {
+	Address            string
+	Weight             uint32
+	InFlight           int64
+	Requests, Failures uint64
+}
+
+// Snapshot lists the current endpoints, sorted by address. The counters are read one
+// by one, not as one atomic picture.
+func (c *Cluster) Snapshot() []EndpointStatus {
+	p := c.picker.Load()
+	out := make([]EndpointStatus, len(p.all))
+	for i, e := range p.all {
+		out[i] = EndpointStatus{
+			Address:  e.Address,
+			Weight:   e.Weight(),
+			InFlight: e.InFlight(),
+			Requests: e.requests.Load(),
+			Failures: e.failures.Load(),
+		}
+	}
+	return out
+}
+
+// Len is the number of endpoints in the current set, available or not.
+func (c *Cluster) Len() int { return len(c.picker.Load().all) }
