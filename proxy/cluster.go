@@ -1,0 +1,401 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshd/meshd/balancer"
+	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/proxy/internal/h1"
+	"github.com/meshd/meshd/router"
+	"golang.org/x/net/http2"
+)
+
+// Upstream I/O buffer sizes. 16 KiB each holds a typical request or response head and a
+// small body in one read, and keeps a pooled connection at ~32 KiB of buffers (Envoy's
+// per-connection guidance, ANCHORS.md).
+const (
+	upstreamReadBuf  = 16 << 10
+	upstreamWriteBuf = 16 << 10
+	// maxIdlePerEndpoint bounds the idle keep-alive connections kept per endpoint.
+	maxIdlePerEndpoint = 64
+	// maxIdleAge closes pooled connections that sat unused this long: servers commonly
+	// time keep-alive connections out after 60-120 s, and reusing one the server is
+	// closing costs a failed exchange.
+	maxIdleAge = 50 * time.Second
+)
+
+var (
+	errOverflow    = errors.New("upstream connection pool full")
+	errClusterGone = errors.New("cluster removed by a config reload")
+)
+
+// cluster is the proxy's runtime view of one upstream cluster: its balancer, its
+// connection limits, and (hung on each balancer endpoint) the keep-alive pools.
+type cluster struct {
+	ref router.ClusterRef
+	bal *balancer.Cluster
+	h2  bool // upstream speaks HTTP/2 (listener protocol http2 or grpc)
+
+	dialer         *net.Dialer
+	connectTimeout time.Duration
+
+	// Listener timeouts of the target node; a route's own timeout takes precedence.
+	perRequest time.Duration
+	idle       time.Duration
+	streamIdle time.Duration // used when idle is not configured
+
+	// HTTP/1.1 limits (connectionPool.http): slots bounds concurrently used upstream
+	// connections; nil means unlimited. maxPending bounds requests waiting for a slot.
+	slots      chan struct{}
+	maxPending int64
+	pending    atomic.Int64
+	// HTTP/2 limit (connectionPool.http2/grpc maxRequests); nil means unlimited.
+	streams chan struct{}
+
+	openConns atomic.Int64
+	closed    atomic.Bool
+
+	poolsMu sync.Mutex
+	pools   map[*endpointPool]struct{} // every endpoint's pool, for close
+
+	rt http.RoundTripper // net/http path (h2 upstreams, and h2 downstream to h1 upstreams)
+}
+
+func newCluster(ref router.ClusterRef, opts compileOptions) *cluster {
+	c := &cluster{
+		ref:            ref,
+		h2:             ref.Protocol == config.ProtoHTTP2 || ref.Protocol == config.ProtoGRPC,
+		dialer:         opts.dialer,
+		connectTimeout: opts.connectTimeout,
+		streamIdle:     opts.streamIdle,
+		pools:          make(map[*endpointPool]struct{}),
+	}
+	if l := ref.Listener; l != nil {
+		if t := l.Timeout; t != nil {
+			var ht *config.HTTPTimeout
+			switch ref.Protocol {
+			case config.ProtoHTTP:
+				ht = t.HTTP
+			case config.ProtoHTTP2:
+				ht = t.HTTP2
+			case config.ProtoGRPC:
+				ht = t.GRPC
+			}
+			if ht != nil {
+				c.perRequest = ht.PerRequest.D()
+				c.idle = ht.Idle.D()
+			}
+		}
+		if p := l.ConnectionPool; p != nil {
+			if p.HTTP != nil && p.HTTP.MaxConnections > 0 {
+				c.slots = make(chan struct{}, p.HTTP.MaxConnections)
+				c.maxPending = int64(p.HTTP.MaxPendingRequests)
+			}
+			h2p := p.HTTP2
+			if h2p == nil {
+				h2p = p.GRPC
+			}
+			if h2p != nil && h2p.MaxRequests > 0 {
+				c.streams = make(chan struct{}, h2p.MaxRequests)
+			}
+		}
+	}
+	c.bal = balancer.NewCluster(ref.Name, balancer.Options{
+		Policy: balancer.Policy(ref.LBPolicy),
+		OnAdd: func(ep *balancer.Endpoint) {
+			p := &endpointPool{addr: ep.Address, cl: c, ep: ep}
+			ep.Meta = p
+			c.poolsMu.Lock()
+			c.pools[p] = struct{}{}
+			c.poolsMu.Unlock()
+		},
+		OnRemove: func(ep *balancer.Endpoint) {
+			if p, ok := ep.Meta.(*endpointPool); ok {
+				c.poolsMu.Lock()
+				delete(c.pools, p)
+				c.poolsMu.Unlock()
+				p.closeIdle()
+			}
+		},
+	})
+	c.rt = c.newRoundTripper()
+	return c
+}
+
+func (c *cluster) dial(ctx context.Context, addr string) (net.Conn, error) {
+	if c.connectTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.connectTimeout)
+		defer cancel()
+	}
+	conn, err := c.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, &upstreamError{kind: errConnect, err: fmt.Errorf("connect to %s: %w", addr, err)}
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	return conn, nil
+}
+
+// newRoundTripper builds the net/http transport used off the HTTP/1.1 fast path.
+func (c *cluster) newRoundTripper() http.RoundTripper {
+	if c.h2 {
+		return &http2.Transport{
+			AllowHTTP: true,
+			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+				return c.dial(ctx, addr)
+			},
+			StrictMaxConcurrentStreams: false,
+			ReadIdleTimeout:            30 * time.Second,
+			PingTimeout:                15 * time.Second,
+		}
+	}
+	return &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return c.dial(ctx, addr)
+		},
+		MaxIdleConnsPerHost: maxIdlePerEndpoint,
+		IdleConnTimeout:     maxIdleAge,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+	}
+}
+
+// acquireSlot enforces connectionPool.http: it returns at once when a slot is free,
+// waits (bounded by ctx) when the pending queue has room, and fails with errOverflow
+// otherwise. release must be called exactly once after a nil error.
+func (c *cluster) acquireSlot(ctx context.Context) error {
+	if c.slots == nil {
+		return nil
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	if c.pending.Add(1) > c.maxPending {
+		c.pending.Add(-1)
+		return &upstreamError{kind: errOverflowKind, err: fmt.Errorf("cluster %s: maxConnections %d and maxPendingRequests %d reached: %w",
+			c.ref.Name, cap(c.slots), c.maxPending, errOverflow), limit: "maxPendingRequests"}
+	}
+	defer c.pending.Add(-1)
+	wait := c.connectTimeout
+	if wait <= 0 {
+		wait = 5 * time.Second
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return &upstreamError{kind: errOverflowKind, err: fmt.Errorf("cluster %s: no connection slot within %v (maxConnections %d): %w",
+			c.ref.Name, wait, cap(c.slots), errOverflow), limit: "maxConnections"}
+	}
+}
+
+func (c *cluster) releaseSlot() {
+	if c.slots != nil {
+		<-c.slots
+	}
+}
+
+// acquireStream enforces maxRequests on HTTP/2 clusters; it never queues.
+func (c *cluster) acquireStream() error {
+	if c.streams == nil {
+		return nil
+	}
+	select {
+	case c.streams <- struct{}{}:
+		return nil
+	default:
+		return &upstreamError{kind: errOverflowKind, err: fmt.Errorf("cluster %s: maxRequests %d reached: %w",
+			c.ref.Name, cap(c.streams), errOverflow), limit: "maxRequests"}
+	}
+}
+
+func (c *cluster) releaseStream() {
+	if c.streams != nil {
+		<-c.streams
+	}
+}
+
+// close stops the cluster from pooling: idle connections close now, busy ones when
+// they are returned.
+func (c *cluster) close() {
+	if c.closed.Swap(true) {
+		return
+	}
+	c.poolsMu.Lock()
+	pools := make([]*endpointPool, 0, len(c.pools))
+	for p := range c.pools {
+		pools = append(pools, p)
+	}
+	c.poolsMu.Unlock()
+	for _, p := range pools {
+		p.closeIdle()
+	}
+	switch rt := c.rt.(type) {
+	case *http.Transport:
+		rt.CloseIdleConnections()
+	case *http2.Transport:
+		rt.CloseIdleConnections()
+	}
+}
+
+// endpointPool keeps idle HTTP/1.1 keep-alive connections to one endpoint. The lock
+// is held only to push or pop a slice element.
+type endpointPool struct {
+	addr string
+	cl   *cluster
+	ep   *balancer.Endpoint
+
+	mu     sync.Mutex
+	idle   []*upConn
+	closed bool
+}
+
+// upConn is one upstream HTTP/1.1 connection with its buffers.
+type upConn struct {
+	conn     net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	rd       *h1.Reader
+	pool     *endpointPool
+	lastUsed time.Time
+	reused   bool // served an exchange before: a failure may be a stale keep-alive
+	timer    deadlineTimer
+}
+
+func (u *upConn) Read(p []byte) (int, error) {
+	u.timer.refresh(u.conn)
+	return u.conn.Read(p)
+}
+
+func (u *upConn) Write(p []byte) (int, error) {
+	u.timer.refresh(u.conn)
+	return u.conn.Write(p)
+}
+
+// setHardDeadline bounds the current exchange (the per-request timeout); the zero
+// time removes the bound.
+func (u *upConn) setHardDeadline(t time.Time) {
+	u.timer.hard = t
+	u.timer.set = time.Time{}
+}
+
+// deadlineTimer keeps a connection's deadline at min(hard, last activity + idle). It
+// moves the deadline at most once a second: a deadline update on every read and write
+// would cost a runtime timer operation each time.
+type deadlineTimer struct {
+	idle time.Duration // 0: no idle bound
+	hard time.Time     // zero: no absolute bound
+	set  time.Time     // the deadline currently applied; zero forces the next refresh
+}
+
+func (t *deadlineTimer) refresh(c net.Conn) {
+	if t.idle <= 0 && t.hard.IsZero() {
+		if !t.set.IsZero() {
+			t.set = time.Time{}
+			_ = c.SetDeadline(time.Time{})
+		}
+		return
+	}
+	now := time.Now()
+	if !t.set.IsZero() && t.set.Sub(now) >= t.idle-time.Second && (t.hard.IsZero() || !t.set.After(t.hard)) {
+		return
+	}
+	d := t.hard
+	if t.idle > 0 {
+		if di := now.Add(t.idle); d.IsZero() || di.Before(d) {
+			d = di
+		}
+	}
+	if !d.Equal(t.set) {
+		t.set = d
+		_ = c.SetDeadline(d)
+	}
+}
+
+func (p *endpointPool) get(ctx context.Context) (*upConn, error) {
+	now := time.Now()
+	p.mu.Lock()
+	for n := len(p.idle); n > 0; n = len(p.idle) {
+		u := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		if now.Sub(u.lastUsed) < maxIdleAge {
+			p.mu.Unlock()
+			return u, nil
+		}
+		p.mu.Unlock()
+		p.discard(u)
+		p.mu.Lock()
+	}
+	p.mu.Unlock()
+	conn, err := p.cl.dial(ctx, p.addr)
+	if err != nil {
+		return nil, err
+	}
+	p.cl.openConns.Add(1)
+	u := &upConn{conn: conn, pool: p}
+	u.timer.idle = p.cl.idle
+	if u.timer.idle == 0 {
+		u.timer.idle = p.cl.streamIdle
+	}
+	u.br = bufio.NewReaderSize(u, upstreamReadBuf)
+	u.bw = bufio.NewWriterSize(u, upstreamWriteBuf)
+	return u, nil
+}
+
+// put returns a healthy connection after a complete exchange.
+func (p *endpointPool) put(u *upConn) {
+	u.lastUsed = time.Now()
+	u.reused = true
+	if !u.timer.hard.IsZero() {
+		u.setHardDeadline(time.Time{})
+	}
+	p.mu.Lock()
+	if p.closed || p.cl.closed.Load() || len(p.idle) >= maxIdlePerEndpoint {
+		p.mu.Unlock()
+		p.discard(u)
+		return
+	}
+	p.idle = append(p.idle, u)
+	p.mu.Unlock()
+}
+
+// discard closes a connection that must not be reused.
+func (p *endpointPool) discard(u *upConn) {
+	_ = u.conn.Close()
+	p.cl.openConns.Add(-1)
+}
+
+func (p *endpointPool) closeIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.closed = true
+	p.mu.Unlock()
+	for _, u := range idle {
+		p.discard(u)
+	}
+}
+
+func (p *endpointPool) idleCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
+}

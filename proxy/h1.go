@@ -1,0 +1,545 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http/httputil"
+		"sync"
+	"time"
+	"unsafe"
+
+	"github.com/meshd/meshd/balancer"
+	"github.com/meshd/meshd/proxy/internal/h1"
+	"github.com/meshd/meshd/router"
+)
+
+const (
+	downstreamReadBuf  = 16 << 10
+	downstreamWriteBuf = 16 << 10
+)
+
+var noDeadline time.Time
+
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, downstreamReadBuf) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, downstreamWriteBuf) }}
+)
+
+func getReader(r io.Reader) *bufio.Reader {
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+func putReader(br *bufio.Reader) { br.Reset(nil); readerPool.Put(br) }
+
+func getWriter(w io.Writer) *bufio.Writer {
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(w)
+	return bw
+}
+
+func putWriter(bw *bufio.Writer) { bw.Reset(nil); writerPool.Put(bw) }
+
+// randUint64 is the per-request random source for weighted target picks: math/rand/v2's
+// global generator is lock-free and per-P, so it costs no contention.
+func randUint64() uint64 { return rand.Uint64() }
+
+// h1conn is the state of one downstream HTTP/1.1 connection. Everything in it is reused
+// across the connection's requests, so the steady state allocates nothing.
+type h1conn struct {
+	s    *Server
+	kind listenerKind
+	tc   *trackedConn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	rd   *h1.Reader
+
+	req  h1.Request
+	resp h1.Response
+	rr   router.Request
+
+	up      *upConn // upstream connection kept from the previous exchange
+	extra   []h1.Header
+	scratch []byte
+	client  string // the peer IP, for x-forwarded-for
+	local   int    // the local port this connection was addressed to (ingress)
+	ids     *rand.PCG
+}
+
+var limits = h1.Limits{MaxHeaderBytes: 60 << 10, MaxHeaders: 100}
+
+func (s *Server) serveH1(tc *trackedConn, br *bufio.Reader, kind listenerKind) {
+	c := &h1conn{s: s, kind: kind, tc: tc, br: br, bw: getWriter(tc)}
+	defer putWriter(c.bw)
+	c.rd = h1.NewReader(br, limits)
+	c.extra = make([]h1.Header, 0, 4)
+	c.scratch = make([]byte, 0, 1024)
+	c.ids = rand.NewPCG(rand.Uint64(), rand.Uint64())
+	if ta, ok := tc.RemoteAddr().(*net.TCPAddr); ok {
+		c.client = ta.IP.String()
+	}
+	if kind == kindIngress {
+		c.local = originalPort(tc.Conn)
+	}
+	defer c.releaseUp()
+	for {
+		tc.state.Store(connIdle)
+		if s.draining.Load() {
+			return
+		}
+		tc.setIdle(s.opts.KeepAliveIdle)
+		err := c.rd.ReadRequest(&c.req)
+		tc.state.Store(connActive)
+		if err != nil {
+			var he *h1.Error
+			if errors.As(err, &he) {
+				c.localReply(he.Status, codeBadRequest, "meshd: "+he.Msg+"\n", true)
+			}
+			return
+		}
+		tc.setIdle(s.opts.StreamIdle)
+		if !c.handle() {
+			return
+		}
+	}
+}
+
+// releaseUp returns the kept upstream connection to its pool.
+func (c *h1conn) releaseUp() {
+	if c.up != nil {
+		c.up.pool.put(c.up)
+		c.up = nil
+	}
+}
+
+// localReply answers with a response meshd generated itself. It reports whether the
+// connection can be kept.
+func (c *h1conn) localReply(status int, code, msg string, closeConn bool) bool {
+	hdr := [...]h1.Header{{Name: HeaderError, Value: code}, {Name: "Content-Type", Value: "text/plain; charset=utf-8"}}
+	closeConn = closeConn || c.req.Close || c.s.draining.Load()
+	if err := h1.WriteSimpleResponse(c.bw, status, hdr[:], []byte(msg), closeConn); err != nil {
+		return false
+	}
+	if err := c.bw.Flush(); err != nil {
+		return false
+	}
+	return !closeConn
+}
+
+// handle serves one request; false means close the downstream connection.
+func (c *h1conn) handle() bool {
+	req := &c.req
+	snap := c.s.snap.Load()
+
+	target := req.Target
+	authority := req.Host
+	scheme := "http"
+	if len(target) > 0 && target[0] != '/' && target != "*" && req.Method != "CONNECT" {
+		sch, auth, path, ok := h1.SplitAbsoluteTarget(target)
+		if !ok {
+			return c.localReply(400, codeBadRequest, "meshd: malformed request target\n", true)
+		}
+		scheme, authority, target = sch, auth, path
+	}
+	if req.Method == "CONNECT" {
+		return c.localReply(405, codeBadRequest, "meshd: CONNECT is not supported\n", true)
+	}
+	c.rr = router.Request{Authority: authority, Method: req.Method, Path: target, Scheme: scheme, Header: req}
+	if ct, ok := req.Get("content-type"); ok && len(ct) >= 16 && ct[:16] == "application/grpc" {
+		c.rr.GRPC = true
+	}
+	d := c.s.resolve(snap, c.kind, &c.rr, c.local)
+	if d.route == nil {
+		return c.drainBodyThenReply(d.status, d.code, d.msg)
+	}
+	if req.ExpectContinue {
+		// Answer 100 Continue ourselves and drop Expect: relaying it would leave the
+		// client waiting for an interim response while meshd waits for the body.
+		req.Headers = deleteHeader(req.Headers, "expect")
+		if _, err := c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+			return false
+		}
+		if err := c.bw.Flush(); err != nil {
+			return false
+		}
+	}
+	if d.cluster.h2 {
+		return c.forwardRoundTrip(d, target, scheme)
+	}
+	return c.forward(d, target)
+}
+
+// drainBodyThenReply answers a local error; a request body that is small is read and
+// dropped so the connection can be kept, a larger one closes it.
+func (c *h1conn) drainBodyThenReply(status int, code, msg string) bool {
+	if !c.req.HasBody() {
+		return c.localReply(status, code, msg, false)
+	}
+	if !c.req.Chunked && c.req.ContentLength <= int64(c.br.Size()) {
+		if _, err := c.br.Discard(int(c.req.ContentLength)); err == nil {
+			return c.localReply(status, code, msg, false)
+		}
+	}
+	return c.localReply(status, code, msg, true)
+}
+
+func deleteHeader(hs []h1.Header, lower string) []h1.Header {
+	out := hs[:0]
+	for _, h := range hs {
+		if !equalFoldASCII(h.Name, lower) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+func equalFoldASCII(s, lower string) bool {
+	if len(s) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if b != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// str views b as a string without copying; the caller keeps b unchanged while the
+// string is in use (until the next request reuses scratch).
+func str(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// buildForwardHeaders sets x-forwarded-for (appended), x-forwarded-proto (kept if
+// present) and x-request-id (kept if present, generated otherwise). Values are built in
+// c.scratch, which is sized so that appends never move it within one request.
+func (c *h1conn) buildForwardHeaders(scheme string) {
+	c.extra = c.extra[:0]
+	c.scratch = c.scratch[:0]
+	req := &c.req
+	xff := -1
+	haveProto, haveID := false, false
+	for i := range req.Headers {
+		switch n := req.Headers[i].Name; {
+		case equalFoldASCII(n, "x-forwarded-for"):
+			if xff < 0 {
+				xff = i
+			}
+		case equalFoldASCII(n, "x-forwarded-proto"):
+			haveProto = true
+		case equalFoldASCII(n, "x-request-id"):
+			haveID = true
+		}
+	}
+	if c.client != "" {
+		if xff >= 0 {
+			need := len(req.Headers[xff].Value) + 2 + len(c.client)
+			if need > cap(c.scratch) {
+				c.scratch = make([]byte, 0, need+64)
+			}
+			start := len(c.scratch)
+			c.scratch = append(c.scratch, req.Headers[xff].Value...)
+			c.scratch = append(c.scratch, ", "...)
+			c.scratch = append(c.scratch, c.client...)
+			req.Headers[xff].Value = str(c.scratch[start:])
+		} else {
+			c.extra = append(c.extra, h1.Header{Name: "X-Forwarded-For", Value: c.client})
+		}
+	}
+	if !haveProto {
+		c.extra = append(c.extra, h1.Header{Name: "X-Forwarded-Proto", Value: scheme})
+	}
+	if !haveID {
+		if cap(c.scratch)-len(c.scratch) < 36 {
+			c.scratch = make([]byte, 0, 64)
+		}
+		start := len(c.scratch)
+		c.scratch = appendUUID(c.scratch, c.ids.Uint64(), c.ids.Uint64())
+		c.extra = append(c.extra, h1.Header{Name: "X-Request-Id", Value: str(c.scratch[start:])})
+	}
+}
+
+// appendUUID formats a random (version 4) UUID.
+func appendUUID(b []byte, hi, lo uint64) []byte {
+	const hex = "0123456789abcdef"
+	hi = (hi &^ (0xf << 12)) | (4 << 12)
+	lo = (lo &^ (0x3 << 62)) | (0x2 << 62)
+	var raw [16]byte
+	for i := 0; i < 8; i++ {
+		raw[i] = byte(hi >> (56 - 8*i))
+		raw[8+i] = byte(lo >> (56 - 8*i))
+	}
+	for i, v := range raw {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b = append(b, '-')
+		}
+		b = append(b, hex[v>>4], hex[v&0xf])
+	}
+	return b
+}
+
+// takeConn reuses the connection kept from the previous exchange when the balancer
+// picked the same endpoint, and otherwise gets one from the endpoint's pool.
+func (c *h1conn) takeConn(p *endpointPool) (*upConn, error) {
+	if u := c.up; u != nil {
+		c.up = nil
+		if u.pool == p {
+			return u, nil
+		}
+		u.pool.put(u)
+	}
+	return p.get(context.Background())
+}
+
+// forward relays one request over HTTP/1.1 to the picked endpoint and the response
+// back: the hot path. It reports whether the downstream connection can be kept.
+func (c *h1conn) forward(d decision, target string) bool {
+	req := &c.req
+	cl := d.cluster
+	timeout := d.route.PerRequestTimeout
+	if timeout == 0 {
+		timeout = cl.perRequest
+	}
+	if err := cl.acquireSlot(context.Background()); err != nil {
+		return c.failReply(err)
+	}
+	defer cl.releaseSlot()
+	res, err := pickEndpoint(cl, nil)
+	if err != nil {
+		return c.failReply(err)
+	}
+	pool := res.Endpoint.Meta.(*endpointPool)
+	start := time.Now()
+	c.buildForwardHeaders(c.rr.Scheme)
+	upgrade := req.Upgrade != ""
+
+	// A body that fits in the read buffer is peeked, not consumed, so the exchange can be
+	// replayed on a fresh connection when a kept-alive one turns out to be closed.
+	var body []byte
+	replayable := !req.HasBody()
+	if !req.Chunked && req.ContentLength > 0 && req.ContentLength <= int64(c.br.Size()) {
+		if b, err := c.br.Peek(int(req.ContentLength)); err == nil {
+			body, replayable = b, true
+		} else {
+			res.Done(balancer.DoneInfo{Err: err})
+			return false
+		}
+	}
+
+	var u *upConn
+	for attempt := 0; ; attempt++ {
+		u, err = c.takeConn(pool)
+		if err != nil {
+			res.Done(balancer.DoneInfo{Err: err, Latency: time.Since(start)})
+			return c.failReply(err)
+		}
+		if timeout > 0 {
+			u.setHardDeadline(start.Add(timeout))
+		}
+		err = c.writeRequest(u, target, body, upgrade)
+		if err == nil {
+			err = u.readResponse(&c.resp, req.Method)
+		}
+		if err == nil {
+			break
+		}
+		reused := u.reused
+		pool.discard(u)
+		if reused && replayable && attempt == 0 && !isTimeout(err) {
+			continue // a stale keep-alive connection: the request never reached the app
+		}
+		res.Done(balancer.DoneInfo{Err: err, Latency: time.Since(start)})
+		keep := c.failReply(wrapReset(err))
+		// When part of a streamed request body was consumed the downstream framing is
+		// lost and the connection must close.
+		return keep && replayable
+	}
+	if body != nil {
+		_, _ = c.br.Discard(len(body))
+	}
+
+	// Interim responses: 101 switches protocols, other 1xx are relayed.
+	resp := &c.resp
+	for resp.Status >= 100 && resp.Status < 200 && resp.Status != 101 {
+		if err := h1.WriteResponseHead(c.bw, resp, nil, false, false); err != nil {
+			pool.discard(u)
+			res.Done(balancer.DoneInfo{Err: err})
+			return false
+		}
+		if err := u.readResponse(resp, req.Method); err != nil {
+			pool.discard(u)
+			res.Done(balancer.DoneInfo{Err: err})
+			c.failReply(wrapReset(err))
+			return false
+		}
+	}
+	if resp.Status == 101 {
+		res.Done(balancer.DoneInfo{Status: 101, Latency: time.Since(start)})
+		return c.tunnel(u)
+	}
+
+	closeDown := req.Close || c.s.draining.Load()
+	untilClose := !resp.NoBody && !resp.Chunked && resp.ContentLength < 0
+	dechunk := resp.Chunked && req.Minor == 0 // an HTTP/1.0 client cannot read chunked
+	if untilClose || dechunk {
+		closeDown = true
+	}
+	if err := h1.WriteResponseHead(c.bw, respForClient(resp, dechunk), nil, false, closeDown); err != nil {
+		pool.discard(u)
+		res.Done(balancer.DoneInfo{Err: err})
+		return false
+	}
+	if !resp.NoBody {
+		var err error
+		if dechunk {
+			_, err = io.Copy(c.bw, httputil.NewChunkedReader(u.br))
+		} else {
+			_, err = copyResponseBody(c.bw, u.br, resp, untilClose)
+		}
+		if err != nil && !(untilClose && errors.Is(err, io.EOF)) {
+			pool.discard(u)
+			res.Done(balancer.DoneInfo{Err: err, Status: resp.Status, Latency: time.Since(start)})
+			return false // mid-body failure: closing is the only honest signal left
+		}
+	}
+	flushErr := c.bw.Flush()
+	res.Done(balancer.DoneInfo{Status: resp.Status, Latency: time.Since(start)})
+	if resp.Close || untilClose || dechunk {
+		pool.discard(u)
+	} else if cl.slots != nil || flushErr != nil || closeDown {
+		pool.put(u) // limited pools share connections rather than keep them per downstream
+	} else {
+		c.up = u
+	}
+	return flushErr == nil && !closeDown
+}
+
+// respForClient adjusts framing for an HTTP/1.0 client of a chunked response: the body
+// is sent de-chunked and delimited by closing the connection.
+func respForClient(resp *h1.Response, dechunk bool) *h1.Response {
+	if !dechunk {
+		return resp
+	}
+	cp := *resp
+	cp.Chunked = false
+	cp.ContentLength = -1
+	return &cp
+}
+
+func wrapReset(err error) error {
+	var ue *upstreamError
+	if errors.As(err, &ue) {
+		return err
+	}
+	if isTimeout(err) {
+		return &upstreamError{kind: errTimeout, err: err}
+	}
+	var he *h1.Error
+	if errors.As(err, &he) {
+		return &upstreamError{kind: errProtocol, err: err}
+	}
+	return &upstreamError{kind: errReset, err: err}
+}
+
+func (c *h1conn) writeRequest(u *upConn, target string, body []byte, upgrade bool) error {
+	req := &c.req
+	if err := h1.WriteRequestHead(u.bw, req, target, c.extra, upgrade); err != nil {
+		return err
+	}
+	if body != nil {
+		if _, err := u.bw.Write(body); err != nil {
+			return err
+		}
+	} else if req.HasBody() {
+		if _, err := h1.CopyBody(u.bw, c.br, req.ContentLength, req.Chunked, false); err != nil {
+			return err
+		}
+	}
+	return u.bw.Flush()
+}
+
+func (u *upConn) readResponse(resp *h1.Response, method string) error {
+	if u.rd == nil {
+		u.rd = h1.NewReader(u.br, limits)
+	}
+	return u.rd.ReadResponse(resp, method)
+}
+
+// failReply answers an upstream failure with meshd's status and code.
+func (c *h1conn) failReply(err error) bool {
+	status, code := classify(err)
+	if code == codeOverflow {
+		hdr := [...]h1.Header{{Name: HeaderError, Value: code}, {Name: HeaderLimit, Value: overflowLimit(err)},
+			{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}
+		msg := "meshd: " + err.Error() + "\n"
+		closeConn := c.req.Close || c.req.HasBody()
+		if h1.WriteSimpleResponse(c.bw, status, hdr[:], []byte(msg), closeConn) != nil || c.bw.Flush() != nil {
+			return false
+		}
+		return !closeConn
+	}
+	c.s.log.Debug("upstream failure", "status", status, "code", code, "err", err)
+	return c.localReply(status, code, "meshd: "+err.Error()+"\n", c.req.HasBody())
+}
+
+// tunnel relays bytes both ways after a 101 Switching Protocols (WebSocket and other
+// upgrades), propagating half-closes. An open tunnel may idle (TCP keep-alive finds dead
+// peers); once one direction has ended, the other gets StreamIdle to finish.
+func (c *h1conn) tunnel(u *upConn) bool {
+	if err := h1.WriteResponseHead(c.bw, &c.resp, nil, true, false); err != nil {
+		u.pool.discard(u)
+		return false
+	}
+	if err := c.bw.Flush(); err != nil {
+		u.pool.discard(u)
+		return false
+	}
+	c.tc.timer = deadlineTimer{}
+	u.timer = deadlineTimer{}
+	_ = c.tc.Conn.SetDeadline(noDeadline)
+	_ = u.conn.SetDeadline(noDeadline)
+	done := make(chan struct{}, 2)
+	go func() {
+		_, _ = io.Copy(u.conn, c.br) // client → upstream, including bytes already buffered
+		closeWrite(u.conn)
+		done <- struct{}{}
+	}()
+	go func() {
+		_, _ = io.Copy(c.tc.Conn, u.br) // upstream → client
+		closeWrite(c.tc.Conn)
+		done <- struct{}{}
+	}()
+	<-done
+	grace := time.Now().Add(c.s.opts.StreamIdle)
+	_ = c.tc.Conn.SetDeadline(grace)
+	_ = u.conn.SetDeadline(grace)
+	<-done
+	u.pool.discard(u)
+	return false
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		return
+	}
+	_ = c.Close()
+}
+
+// copyResponseBody relays a response body. Bodies of unknown length (chunked or until
+// close) are flushed whenever the upstream has nothing more buffered, so streams
+// (server-sent events, long polls) are not held back; sized bodies flush once at the end.
+func copyResponseBody(dst *bufio.Writer, src *bufio.Reader, resp *h1.Response, untilClose bool) (int64, error) {
+	if resp.Chunked || untilClose {
+		return h1.CopyBodyFlush(dst, src, resp.ContentLength, resp.Chunked, untilClose)
+	}
+	return h1.CopyBody(dst, src, resp.ContentLength, false, false)
+}

@@ -1,0 +1,173 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net"
+	"os"
+
+	"github.com/meshd/meshd/balancer"
+	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/router"
+)
+
+// http2Preface is the client connection preface (RFC 9113 §3.4).
+var http2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+// serveConn sniffs the first bytes and hands the connection to the HTTP/1.1 or the
+// HTTP/2 (prior knowledge) server. It owns tc and closes it.
+func (s *Server) serveConn(tc *trackedConn, kind listenerKind) {
+	defer s.untrack(tc)
+	defer tc.Close()
+	if t, ok := tc.Conn.(*net.TCPConn); ok {
+		_ = t.SetNoDelay(true)
+	}
+	tc.setIdle(s.opts.KeepAliveIdle)
+	br := getReader(tc)
+	defer putReader(br)
+	isH2, err := sniffH2(br)
+	if err != nil {
+		return
+	}
+	if isH2 {
+		// The HTTP/2 server drains with GOAWAY; the idle wake-up must not touch it.
+		tc.state.Store(connActive)
+		tc.setIdle(0)
+		_ = tc.Conn.SetDeadline(noDeadline)
+		s.serveH2(tc, br, kind)
+		return
+	}
+	s.serveH1(tc, br, kind)
+}
+
+// sniffH2 reads just enough to tell the HTTP/2 preface from an HTTP/1.x request,
+// without waiting for bytes a short HTTP/1.0 request would never send.
+func sniffH2(br *bufio.Reader) (bool, error) {
+	n := 1
+	for {
+		b, err := br.Peek(n)
+		if len(b) > 0 && !bytes.HasPrefix(http2Preface, b[:min(len(b), len(http2Preface))]) {
+			return false, nil
+		}
+		if len(b) >= len(http2Preface) {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		n = max(br.Buffered(), n) + 1
+	}
+}
+
+// decision is the outcome of routing one request.
+type decision struct {
+	route   *router.Route
+	cluster *cluster
+	// on failure:
+	status int
+	code   string
+	msg    string
+}
+
+// resolve routes one request on snap. localPort is the ingress port the connection was
+// addressed to (0 when unknown).
+func (s *Server) resolve(snap *Snapshot, kind listenerKind, rr *router.Request, localPort int) decision {
+	var svc *router.Service
+	if kind == kindIngress {
+		if localPort == 0 {
+			localPort = snap.localNodePort
+		}
+		svc = snap.Table.Ingress(localPort)
+		if svc == nil {
+			return decision{status: 404, code: codeNoListener,
+				msg: "meshd: node " + snap.Node + " has no listener on port " + portString(localPort) + "\n"}
+		}
+	} else {
+		host, port := splitHostPort(rr.Authority)
+		if port != 0 {
+			rr.Port = port
+		} else if rr.Port == 0 {
+			rr.Port = 80
+		}
+		svc = snap.Table.Egress(host, rr.Port)
+		if svc == nil {
+			if snap.egressAllowAll && host != "" {
+				return s.passthroughDecision(host, rr.Port)
+			}
+			return decision{status: 404, code: codeEgressDenied,
+				msg: "meshd: " + host + " is not a backend of node " + snap.Node + " and the mesh egressFilter is DROP_ALL\n"}
+		}
+	}
+	rt := svc.Match(rr)
+	if rt == nil {
+		return decision{status: 404, code: codeNoRoute,
+			msg: "meshd: no route matched " + rr.Method + " " + rr.Path + " in service " + svc.Name + "\n"}
+	}
+	t := rt.PickTarget(randUint64())
+	if t == nil {
+		return decision{status: 503, code: codeNoEndpoint, msg: "meshd: route " + rt.Name + " has no target with weight > 0\n"}
+	}
+	c := snap.clusters[t.Cluster]
+	if c == nil {
+		return decision{status: 503, code: codeNoEndpoint, msg: "meshd: cluster " + t.Cluster + " is not built\n"}
+	}
+	return decision{route: rt, cluster: c}
+}
+
+// passthroughDecision forwards to a destination outside the mesh (egressFilter
+// ALLOW_ALL). Each host:port gets a small cluster of its own so keep-alive works.
+func (s *Server) passthroughDecision(host string, port int) decision {
+	addr := net.JoinHostPort(host, portString(port))
+	if s.isSelf(host, port) {
+		return decision{status: 508, code: codeLoop, msg: "meshd: " + addr + " is meshd itself\n"}
+	}
+	s.passMu.Lock()
+	c := s.passthrough[addr]
+	if c == nil {
+		c = newCluster(router.ClusterRef{Name: "passthrough:" + addr, Protocol: "http"}, s.compileOptions())
+		c.bal.Update([]discovery.Endpoint{{Address: addr, Weight: 1}})
+		// A bounded map: beyond it, destinations still work but are not pooled.
+		if len(s.passthrough) < 1024 {
+			s.passthrough[addr] = c
+		}
+	}
+	s.passMu.Unlock()
+	return decision{route: passthroughRoute, cluster: c}
+}
+
+var passthroughRoute = &router.Route{Name: "passthrough", Service: "passthrough", Kind: "http"}
+
+// isSelf reports whether host:port is one of meshd's own listeners, which an
+// ALLOW_ALL passthrough must never connect to (it would loop until file descriptors run out).
+func (s *Server) isSelf(host string, port int) bool {
+	for _, l := range []net.Listener{s.ingress, s.egress} {
+		if l == nil {
+			continue
+		}
+		ta, ok := l.Addr().(*net.TCPAddr)
+		if !ok || ta.Port != port {
+			continue
+		}
+		if host == "localhost" {
+			return true
+		}
+		ip := net.ParseIP(host)
+		if ip != nil && (ip.IsLoopback() || ip.IsUnspecified() || ta.IP.Equal(ip)) {
+			return true
+		}
+	}
+	return false
+}
+
+func pickEndpoint(c *cluster, avoid *balancer.Endpoint) (balancer.Result, error) {
+	res, err := c.bal.Pick(balancer.PickInfo{Avoid: avoid})
+	if err != nil {
+		return res, &upstreamError{kind: errNoEndpoint, err: err}
+	}
+	return res, nil
+}
+
+func isClosedConn(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded)
+}

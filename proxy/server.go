@@ -1,0 +1,442 @@
+// Package proxy is meshd's data plane: listeners (ingress, egress, admin), protocol
+// sniffing, HTTP/1.1 and HTTP/2 forwarding, upstream connection pools, and the
+// compiled config snapshot with its atomic swap.
+//
+// Concurrency: one goroutine per downstream connection (plus, for HTTP/2, the x/net
+// server's per-stream goroutines). Each request loads the current *Snapshot once and
+// finishes on it; Apply compiles a new one off the hot path and swaps it atomically.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/telemetry"
+	"golang.org/x/net/http2"
+)
+
+// Options configures a Server. Zero values mean the documented defaults.
+type Options struct {
+	// Node is the virtual node this sidecar serves. Required.
+	Node string
+	// IngressAddr is where redirected inbound traffic arrives. Default ":15000".
+	IngressAddr string
+	// EgressAddr is where the app's outbound traffic arrives (iptables REDIRECT or
+	// HTTP_PROXY). Default "127.0.0.1:15001": loopback only, so meshd is never an open
+	// proxy for the network.
+	EgressAddr string
+	// AdminAddr serves /ready, /config, /clusters, /server_info. Default "127.0.0.1:9901";
+	// "off" disables it.
+	AdminAddr string
+	// ConnectTimeout bounds each upstream TCP connect, and the wait for a connection
+	// slot when connectionPool limits are reached. Default 5s.
+	ConnectTimeout time.Duration
+	// DrainTimeout bounds how long Shutdown waits for in-flight requests. Default 20s
+	// (App Mesh's LISTENER_DRAIN_WAIT_TIME_S).
+	DrainTimeout time.Duration
+	// KeepAliveIdle closes a downstream connection idle between requests this long.
+	// Default 1h (Envoy's HTTP connection manager default).
+	KeepAliveIdle time.Duration
+	// StreamIdle aborts a request whose downstream or upstream sends nothing this long
+	// while a request is in progress and no route/listener idle timeout is set. Default 5m.
+	StreamIdle time.Duration
+	// Resolver resolves dns service discovery hostnames. Default net.DefaultResolver.
+	Resolver discovery.Resolver
+	Logger   *slog.Logger
+	// Version is reported by /server_info.
+	Version string
+}
+
+func (o *Options) setDefaults() {
+	if o.IngressAddr == "" {
+		o.IngressAddr = ":15000"
+	}
+	if o.EgressAddr == "" {
+		o.EgressAddr = "127.0.0.1:15001"
+	}
+	if o.AdminAddr == "" {
+		o.AdminAddr = "127.0.0.1:9901"
+	}
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = 5 * time.Second
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = 20 * time.Second
+	}
+	if o.KeepAliveIdle == 0 {
+		o.KeepAliveIdle = time.Hour
+	}
+	if o.StreamIdle == 0 {
+		o.StreamIdle = 5 * time.Minute
+	}
+	if o.Resolver == nil {
+		o.Resolver = net.DefaultResolver
+	}
+	o.Logger = telemetry.OrDiscard(o.Logger)
+}
+
+type listenerKind uint8
+
+const (
+	kindIngress listenerKind = iota + 1
+	kindEgress
+)
+
+func (k listenerKind) String() string {
+	if k == kindIngress {
+		return "ingress"
+	}
+	return "egress"
+}
+
+// Server is one meshd sidecar. Create it with New, Apply a config, Start it, and
+// Shutdown it; all methods are safe for concurrent use.
+type Server struct {
+	opts   Options
+	log    *slog.Logger
+	dialer *net.Dialer
+
+	snap    atomic.Pointer[Snapshot]
+	applyMu sync.Mutex
+	started time.Time
+
+	ready    atomic.Bool
+	draining atomic.Bool
+
+	ingress, egress net.Listener
+	admin           *http.Server
+	adminLn         net.Listener
+
+	h2     *http2.Server
+	h2base *http.Server // carries graceful shutdown to the HTTP/2 connections
+
+	connMu sync.Mutex
+	conns  map[*trackedConn]struct{}
+	connWG sync.WaitGroup
+	loopWG sync.WaitGroup
+
+	passMu      sync.Mutex
+	passthrough map[string]*cluster // ALLOW_ALL egress destinations, by host:port
+}
+
+// New returns a Server that has no config yet: Apply one before Start.
+func New(opts Options) (*Server, error) {
+	if opts.Node == "" {
+		return nil, errors.New("proxy: Options.Node is required (the virtual node this sidecar serves)")
+	}
+	opts.setDefaults()
+	s := &Server{
+		opts:        opts,
+		log:         opts.Logger,
+		dialer:      &net.Dialer{KeepAlive: 30 * time.Second},
+		conns:       make(map[*trackedConn]struct{}),
+		passthrough: make(map[string]*cluster),
+		h2base:      &http.Server{},
+	}
+	s.h2 = &http2.Server{
+		MaxConcurrentStreams: 250,
+		IdleTimeout:          opts.KeepAliveIdle,
+		MaxReadFrameSize:     1 << 20,
+	}
+	if err := http2.ConfigureServer(s.h2base, s.h2); err != nil {
+		return nil, fmt.Errorf("proxy: configure http2 server: %w", err)
+	}
+	return s, nil
+}
+
+// Snapshot returns the config snapshot in force, or nil before the first Apply.
+func (s *Server) Snapshot() *Snapshot { return s.snap.Load() }
+
+// Apply validates and compiles cfg and swaps it in. On any error the snapshot in force
+// keeps serving and the error (a *config.Errors for validation failures) is returned.
+func (s *Server) Apply(ctx context.Context, cfg *config.Config, source string) (*Snapshot, error) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	prev := s.snap.Load()
+	next, err := compile(ctx, cfg, s.opts.Node, source, prev, s.compileOptions())
+	if err != nil {
+		s.log.Warn("config rejected; the previous config keeps serving", "source", source, "err", err)
+		return nil, err
+	}
+	s.snap.Store(next)
+	prev.retire(next)
+	s.log.Info("config applied", "version", next.Version, "source", source, "clusters", len(next.clusters))
+	return next, nil
+}
+
+// Start binds the ingress, egress and admin listeners and starts serving. A config must
+// have been applied. Binding errors are returned and nothing is left running.
+func (s *Server) Start() error {
+	if s.snap.Load() == nil {
+		return errors.New("proxy: Start before any config was applied")
+	}
+	s.started = time.Now()
+	var err error
+	if s.ingress, err = net.Listen("tcp", s.opts.IngressAddr); err != nil {
+		return fmt.Errorf("ingress listener %s: %w", s.opts.IngressAddr, err)
+	}
+	if s.egress, err = net.Listen("tcp", s.opts.EgressAddr); err != nil {
+		_ = s.ingress.Close()
+		return fmt.Errorf("egress listener %s: %w", s.opts.EgressAddr, err)
+	}
+	if s.opts.AdminAddr != "off" {
+		if s.adminLn, err = net.Listen("tcp", s.opts.AdminAddr); err != nil {
+			_ = s.ingress.Close()
+			_ = s.egress.Close()
+			return fmt.Errorf("admin listener %s: %w", s.opts.AdminAddr, err)
+		}
+		s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		s.loopWG.Add(1)
+		go func() {
+			defer s.loopWG.Done()
+			if err := s.admin.Serve(s.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("admin listener stopped", "err", err)
+			}
+		}()
+	}
+	s.loopWG.Add(2)
+	go s.acceptLoop(s.ingress, kindIngress)
+	go s.acceptLoop(s.egress, kindEgress)
+	s.ready.Store(true)
+	s.log.Info("meshd listening", "node", s.opts.Node, "ingress", s.ingress.Addr().String(),
+		"egress", s.egress.Addr().String(), "admin", s.AdminAddr())
+	return nil
+}
+
+// IngressAddr, EgressAddr and AdminAddr report the bound addresses (useful with port 0).
+func (s *Server) IngressAddr() string { return addrString(s.ingress) }
+func (s *Server) EgressAddr() string  { return addrString(s.egress) }
+func (s *Server) AdminAddr() string   { return addrString(s.adminLn) }
+
+func addrString(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
+}
+
+// Ready reports whether the server has a config, is listening, and is not draining.
+func (s *Server) Ready() bool { return s.ready.Load() && !s.draining.Load() }
+
+// Shutdown drains: /ready fails, listeners stop accepting, idle connections close,
+// in-flight requests finish (their connections then close), and after ctx or the
+// drain timeout whatever remains is closed. The admin listener closes last.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	if s.ingress != nil {
+		_ = s.ingress.Close()
+	}
+	if s.egress != nil {
+		_ = s.egress.Close()
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.DrainTimeout)
+	defer cancel()
+	// HTTP/2 connections get GOAWAY and finish their open streams.
+	go func() { _ = s.h2base.Shutdown(ctx) }()
+	s.connMu.Lock()
+	for c := range s.conns {
+		c.wakeIfIdle()
+	}
+	s.connMu.Unlock()
+
+	done := make(chan struct{})
+	go func() { s.connWG.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("drain: %d connections still open after the drain timeout: %w", s.openConns(), ctx.Err())
+		s.connMu.Lock()
+		for c := range s.conns {
+			_ = c.Close()
+		}
+		s.connMu.Unlock()
+		<-done
+	}
+	if s.admin != nil {
+		_ = s.admin.Close()
+	}
+	s.loopWG.Wait()
+	if snap := s.snap.Load(); snap != nil {
+		snap.retire(nil)
+	}
+	s.passMu.Lock()
+	for _, c := range s.passthrough {
+		c.close()
+	}
+	s.passMu.Unlock()
+	return err
+}
+
+func (s *Server) compileOptions() compileOptions {
+	return compileOptions{
+		resolver:       s.opts.Resolver,
+		connectTimeout: s.opts.ConnectTimeout,
+		streamIdle:     s.opts.StreamIdle,
+		dialer:         s.dialer,
+	}
+}
+
+func (s *Server) openConns() int {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	return len(s.conns)
+}
+
+func (s *Server) acceptLoop(ln net.Listener, kind listenerKind) {
+	defer s.loopWG.Done()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.draining.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and similar: back off instead of spinning, keep serving.
+			if backoff == 0 {
+				backoff = 5 * time.Millisecond
+			} else if backoff < time.Second {
+				backoff *= 2
+			}
+			s.log.Error("accept failed", "listener", kind.String(), "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		tc := s.track(c)
+		if tc == nil {
+			_ = c.Close()
+			continue
+		}
+		go s.serveConn(tc, kind)
+	}
+}
+
+// trackedConn is a downstream connection the server can wake or close when draining.
+type trackedConn struct {
+	net.Conn
+	s     *Server
+	state atomic.Int32 // connIdle or connActive
+	timer deadlineTimer
+}
+
+const (
+	connIdle int32 = iota
+	connActive
+)
+
+// Read and Write keep the deadline at last activity + idle, so a stalled peer is cut off.
+func (c *trackedConn) Read(p []byte) (int, error) {
+	c.timer.refresh(c.Conn)
+	return c.Conn.Read(p)
+}
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	c.timer.refresh(c.Conn)
+	return c.Conn.Write(p)
+}
+
+// setIdle switches the timeout (keep-alive idle between requests, stream idle within
+// one) and forces the next Read or Write to apply it.
+func (c *trackedConn) setIdle(d time.Duration) {
+	c.timer.idle = d
+	c.timer.set = time.Time{}
+}
+
+// wakeIfIdle makes a connection that waits for its next request give up now. It shuts
+// the read side rather than moving the deadline, which the connection's own goroutine
+// may be refreshing at the same moment.
+func (c *trackedConn) wakeIfIdle() {
+	if c.state.Load() != connIdle {
+		return
+	}
+	if cr, ok := c.Conn.(interface{ CloseRead() error }); ok {
+		_ = cr.CloseRead()
+		return
+	}
+	_ = c.Conn.Close()
+}
+
+func (s *Server) track(c net.Conn) *trackedConn {
+	tc := &trackedConn{Conn: c, s: s}
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.draining.Load() {
+		return nil
+	}
+	s.conns[tc] = struct{}{}
+	s.connWG.Add(1)
+	return tc
+}
+
+func (s *Server) untrack(tc *trackedConn) {
+	s.connMu.Lock()
+	delete(s.conns, tc)
+	s.connMu.Unlock()
+	s.connWG.Done()
+}
+
+// splitHostPort splits "host[:port]" without allocating; port is 0 when absent or
+// malformed. IPv6 literals keep their brackets off.
+func splitHostPort(hostport string) (host string, port int) {
+	host = hostport
+	if len(host) > 0 && host[0] == '[' {
+		end := -1
+		for i := 1; i < len(host); i++ {
+			if host[i] == ']' {
+				end = i
+				break
+			}
+		}
+		if end < 0 {
+			return hostport, 0
+		}
+		rest := host[end+1:]
+		host = host[1:end]
+		if len(rest) > 1 && rest[0] == ':' {
+			port = atoiPort(rest[1:])
+		}
+		return host, port
+	}
+	for i := len(host) - 1; i >= 0; i-- {
+		if host[i] == ':' {
+			// More than one colon without brackets: an IPv6 literal with no port.
+			for j := 0; j < i; j++ {
+				if host[j] == ':' {
+					return hostport, 0
+				}
+			}
+			return host[:i], atoiPort(host[i+1:])
+		}
+	}
+	return host, 0
+}
+
+func atoiPort(s string) int {
+	if len(s) == 0 || len(s) > 5 {
+		return 0
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	if n > 65535 {
+		return 0
+	}
+	return n
+}
+
+func portString(p int) string { return strconv.Itoa(p) }

@@ -1,0 +1,122 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"reflect"
+	"time"
+
+	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/router"
+)
+
+// Snapshot is everything one request needs, compiled from one config and never
+// mutated after Compile returns. The server publishes it with an atomic pointer; a
+// request loads it once and finishes on it even if a newer one is swapped in.
+type Snapshot struct {
+	Config    *config.Config
+	Version   string
+	Node      string
+	Source    string
+	AppliedAt time.Time
+	Table     *router.Table
+
+	clusters       map[string]*cluster
+	egressAllowAll bool
+	// localNodePort is the node's only listener port, used by the ingress listener when a
+	// connection arrived without an original destination (no iptables redirect).
+	localNodePort int
+}
+
+// compileOptions carries what compile needs from the server.
+type compileOptions struct {
+	resolver       discovery.Resolver
+	connectTimeout time.Duration
+	streamIdle     time.Duration
+	dialer         *net.Dialer
+}
+
+// compile turns a validated config into a Snapshot for node. Clusters whose definition
+// did not change are carried over from prev (with their connection pools, in-flight
+// counts and counters); their endpoint sets are refreshed.
+func compile(ctx context.Context, cfg *config.Config, node, source string, prev *Snapshot, opts compileOptions) (*Snapshot, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var vn *config.VirtualNode
+	for i := range cfg.VirtualNodes {
+		if cfg.VirtualNodes[i].VirtualNodeName == node {
+			vn = &cfg.VirtualNodes[i]
+		}
+	}
+	if vn == nil {
+		return nil, fmt.Errorf("node %q: no virtual node of that name in the config", node)
+	}
+	table, err := router.Compile(cfg, node)
+	if err != nil {
+		return nil, fmt.Errorf("compile routes for node %q: %w", node, err)
+	}
+	s := &Snapshot{
+		Config:    cfg,
+		Version:   cfg.Digest(),
+		Node:      node,
+		Source:    source,
+		AppliedAt: time.Now(),
+		Table:     table,
+		clusters:  make(map[string]*cluster),
+	}
+	if f := cfg.Mesh.Spec.EgressFilter; f != nil && f.Type == config.EgressAllowAll {
+		s.egressAllowAll = true
+	}
+	if len(vn.Spec.Listeners) == 1 {
+		s.localNodePort = vn.Spec.Listeners[0].PortMapping.Port
+	}
+	for _, ref := range table.Clusters() {
+		eps, err := resolveEndpoints(ctx, ref, opts.resolver)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", ref.Name, err)
+		}
+		var c *cluster
+		if prev != nil {
+			if old := prev.clusters[ref.Name]; old != nil && sameClusterDef(old.ref, ref) {
+				c = old
+			}
+		}
+		if c == nil {
+			c = newCluster(ref, opts)
+		}
+		c.bal.Update(eps)
+		s.clusters[ref.Name] = c
+	}
+	return s, nil
+}
+
+func resolveEndpoints(ctx context.Context, ref router.ClusterRef, r discovery.Resolver) ([]discovery.Endpoint, error) {
+	if ref.Local {
+		return []discovery.Endpoint{{Address: net.JoinHostPort("127.0.0.1", fmt.Sprint(ref.Port)), Weight: 1}}, nil
+	}
+	return discovery.Resolve(ctx, ref.Discovery, ref.Port, r)
+}
+
+// sameClusterDef reports whether a cluster can be carried over unchanged: same target,
+// protocol, balancing and listener settings. Endpoints may differ; they are updated.
+func sameClusterDef(a, b router.ClusterRef) bool {
+	return a.Name == b.Name && a.Node == b.Node && a.Port == b.Port && a.Protocol == b.Protocol &&
+		a.Local == b.Local && a.LBPolicy == b.LBPolicy && reflect.DeepEqual(a.Listener, b.Listener)
+}
+
+// retire releases what old holds that next no longer uses: clusters that were not
+// carried over close their idle upstream connections. Connections in use finish their
+// request and are closed when returned.
+func (old *Snapshot) retire(next *Snapshot) {
+	if old == nil {
+		return
+	}
+	for name, c := range old.clusters {
+		if next == nil || next.clusters[name] != c {
+			c.close()
+		}
+	}
+}
