@@ -293,7 +293,9 @@ func measure(ctx context.Context, plan Plan, ph Phase, in *instance, upstream *P
 				w.upstream = st.CPU
 			}
 		}
-		if c, _, err := readStat(os.Getpid()); err == nil {
+		if c, ok := readSchedstat(os.Getpid()); ok {
+			w.loadgen = c
+		} else if c, _, err := readStat(os.Getpid()); err == nil {
 			w.loadgen = c
 		}
 		return w

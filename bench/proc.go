@@ -194,8 +194,10 @@ func (w *lineWatcher) Write(b []byte) (int, error) {
 
 // ProcStat is what /proc says about a process tree.
 type ProcStat struct {
-	CPU   time.Duration // utime+stime of the process and its live descendants
-	HWM   uint64        // sum of VmHWM (peak RSS) in bytes
+	// CPU is the on-CPU time of the process and its live descendants: utime+stime,
+	// or the exact per-thread schedstat sum where the kernel provides it.
+	CPU   time.Duration
+	HWM   uint64 // sum of VmHWM (peak RSS) in bytes
 	Procs int
 }
 
@@ -233,6 +235,9 @@ func ReadProcTree(pid int) (ProcStat, error) {
 			}
 			continue
 		}
+		if precise, ok := readSchedstat(q); ok {
+			cpu = precise
+		}
 		st.CPU += cpu
 		st.HWM += readHWM(q)
 		st.Procs++
@@ -261,6 +266,36 @@ func readStat(pid int) (cpu time.Duration, ppid int, err error) {
 		return 0, 0, fmt.Errorf("stat of pid %d: %w", pid, err)
 	}
 	return time.Duration(ut+stt) * time.Second / clkTck, ppid, nil
+}
+
+// readSchedstat sums the on-CPU time of pid's live threads from
+// /proc/PID/task/TID/schedstat, in nanoseconds. /proc/PID/stat counts in 10 ms ticks,
+// which at 1000 req/s over a one-second window is ±10 µs per request; schedstat is
+// exact. It misses threads that exited, which the proxies measured here (Go runtimes,
+// single-threaded haproxy and nginx workers) do not do while serving.
+func readSchedstat(pid int) (time.Duration, bool) {
+	dir := filepath.Join("/proc", strconv.Itoa(pid), "task")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, false
+	}
+	var sum time.Duration
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "schedstat"))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			return 0, false
+		}
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		sum += time.Duration(ns)
+	}
+	return sum, sum > 0
 }
 
 func readHWM(pid int) uint64 {

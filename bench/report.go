@@ -227,7 +227,7 @@ func WriteTable(w io.Writer, rep *Report, markdown bool) error {
 	bw.printf("Started %s; protocol %s; request body %d B, response body %d B; %d round(s) interleaved; pinning: %s\n",
 		rep.Started.Format(time.RFC3339), rep.Proto, rep.ReqBody, rep.RespBody, rep.Rounds, rep.Pinning)
 	bw.printf("Latency in ms; open-loop phases count it from the scheduled send time (coordinated omission corrected).\n")
-	bw.printf("CPU µs/req is utime+stime of the scenario's proxy processes over the measured windows ÷ responses; RSS is the largest peak (VmHWM) of one proxy.\n")
+	bw.printf("CPU µs/req is the on-CPU time (/proc schedstat, else utime+stime) of the scenario's proxy processes over the measured windows ÷ responses; RSS is the largest peak (VmHWM) of one proxy.\n")
 	for _, phase := range phaseOrder(rep) {
 		rows := phaseRows(rep, phase)
 		if len(rows) == 0 {
@@ -329,8 +329,8 @@ func haproxyRatios(rows []*PhaseResult) []string {
 		return nil
 	}
 	ratio := func(a, b float64) string {
-		if b <= 0 {
-			return "-"
+		if a <= 0 || b <= 0 {
+			return "-" // a ratio of noise-level (negative) added latencies means nothing
 		}
 		return strconv.FormatFloat(a/b, 'f', 2, 64)
 	}
