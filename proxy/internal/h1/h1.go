@@ -104,7 +104,8 @@ type Request struct {
 	// Headers are the field lines in wire order, names as received.
 	Headers []Header
 	// Host is the request's authority: the target's authority for absolute-form targets
-	// (RFC 9112 §3.2.2: the Host field is then ignored), otherwise the Host field value.
+	// (RFC 9112 §3.2.2: the Host field is then ignored) and for CONNECT's authority-form,
+	// otherwise the Host field value.
 	// "" only for an HTTP/1.0 request without Host (or an explicitly empty Host field).
 	// WriteRequestHead writes this value as the Host field, so a caller may rewrite it.
 	Host string

@@ -113,9 +113,10 @@ func (req *Request) parse(line []byte) error {
 	}
 	req.hasHost = fs.hostCount == 1
 	req.Host = fs.host
-	if form == absoluteForm {
+	if form == absoluteForm || form == authorityForm {
 		// RFC 9112 §3.2.2: the target's authority overrides the Host field, so routing
-		// and the upstream see the same host.
+		// and the upstream see the same host; for CONNECT the target is the authority
+		// being asked for (RFC 9110 §9.3.6).
 		req.Host = authority
 	}
 
