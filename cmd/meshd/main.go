@@ -203,6 +203,10 @@ func serve(cfg *config.Config, source string, opts proxy.Options, logger *slog.L
 		logger.Error("cannot start", "err", err)
 		return 1
 	}
+	// Signals are caught before listening, so a SIGTERM that follows /ready drains.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	ctx := context.Background()
 	if _, err := srv.Apply(ctx, cfg, source); err != nil {
 		logger.Error("config rejected", "err", err)
@@ -215,9 +219,6 @@ func serve(cfg *config.Config, source string, opts proxy.Options, logger *slog.L
 	if ready != nil {
 		ready(srv)
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
 			if reload == nil {

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/config"
+)
+
+func TestVersionAndUsage(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "meshd ") {
+		t.Fatalf("version: code %d, out %q", code, out.String())
+	}
+	out.Reset()
+	if code := run([]string{"frobnicate"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown command "frobnicate"`) {
+		t.Fatalf("unknown command: code %d, stderr %q", code, errb.String())
+	}
+	if code := run(nil, &out, &errb); code != 2 {
+		t.Fatalf("no args: code %d", code)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	good := filepath.Join("..", "..", "config", "testdata", "shop.yaml")
+	var out, errb bytes.Buffer
+	if code := run([]string{"validate", "-c", good, "--node", "frontend"}, &out, &errb); code != 0 {
+		t.Fatalf("valid config: code %d, out %q, err %q", code, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "valid (mesh shop") {
+		t.Fatalf("valid config output: %q", out.String())
+	}
+
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	writeFile(t, bad, `mesh: {meshName: shop}
+virtualNodes:
+  - virtualNodeName: a
+    spec:
+      listeners: [{portMapping: {port: 70000, protocol: http}}]
+      serviceDiscovery: {static: {endpoints: ["127.0.0.1:1"]}}
+virtualRouters:
+  - virtualRouterName: r
+    spec: {listeners: [{portMapping: {port: 80, protocol: http}}]}
+routes:
+  - routeName: x
+    virtualRouterName: r
+    spec:
+      httpRoute:
+        match: {prefix: /}
+        action: {weightedTargets: [{virtualNode: missing, weight: 101}]}
+`)
+	out.Reset()
+	if code := run([]string{"validate", "-c", bad}, &out, &errb); code != 1 {
+		t.Fatalf("invalid config: code %d, out %q", code, out.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	want := []string{
+		"virtualNodes[0].spec.listeners[0].portMapping.port",
+		`weightedTargets[0].virtualNode`,
+		`weightedTargets[0].weight`,
+	}
+	for _, w := range want {
+		found := false
+		for _, l := range lines {
+			if strings.Contains(l, w) && strings.HasPrefix(l, bad+": ") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("validate output lacks a line for %s:\n%s", w, out.String())
+		}
+	}
+	if len(lines) < len(want) {
+		t.Errorf("want every error on its own line, got %d lines", len(lines))
+	}
+
+	unknown := filepath.Join(t.TempDir(), "unknown.yaml")
+	writeFile(t, unknown, "mesh: {meshName: shop, spec: {egresFilter: {type: DROP_ALL}}}\n")
+	out.Reset()
+	if code := run([]string{"validate", "-c", unknown}, &out, &errb); code != 1 || !strings.Contains(out.String(), "mesh.spec.egresFilter") {
+		t.Fatalf("unknown field: code %d, out %q", code, out.String())
+	}
+}
+
+func TestDemoMeshValidates(t *testing.T) {
+	raw, err := renderDemo(demoPorts{Frontend: 18080, V1: 19001, V2: 19002})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(raw)
+	if err != nil {
+		t.Fatalf("embedded demo mesh: %v", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("embedded demo mesh: %v", err)
+	}
+}
+
+func TestNodeFromEnv(t *testing.T) {
+	t.Setenv("MESHD_NODE", "")
+	t.Setenv("APPMESH_VIRTUAL_NODE_NAME", "mesh/shop/virtualNode/frontend")
+	if got := nodeFromEnv(); got != "frontend" {
+		t.Fatalf("nodeFromEnv = %q", got)
+	}
+}
+
+// TestRunBinary builds meshd, runs it on a real config as a process, sends a request
+// through it, and checks that SIGTERM drains and exits 0: the README's promise.
+func TestRunBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the meshd binary; skipped with -short")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "meshd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	app, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "app saw %s", r.Host)
+	})}
+	go func() { _ = srv.Serve(app) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	appPort := app.Addr().(*net.TCPAddr).Port
+
+	cfgPath := filepath.Join(dir, "mesh.yaml")
+	writeFile(t, cfgPath, fmt.Sprintf(`mesh: {meshName: m, spec: {egressFilter: {type: DROP_ALL}}}
+virtualNodes:
+  - virtualNodeName: client
+    spec:
+      listeners: [{portMapping: {port: 1234, protocol: http}}]
+      serviceDiscovery: {static: {endpoints: ["127.0.0.1:1234"]}}
+      backends: [{virtualService: {virtualServiceName: app.local}}]
+  - virtualNodeName: app
+    spec:
+      listeners: [{portMapping: {port: %d, protocol: http}}]
+      serviceDiscovery: {static: {endpoints: ["127.0.0.1:%d"]}}
+virtualServices:
+  - virtualServiceName: app.local
+    spec: {provider: {virtualNode: {virtualNodeName: app}}}
+`, appPort, appPort))
+	egress, ingress, admin := freePort(t), freePort(t), freePort(t)
+	cmd := exec.Command(bin, "run", "-c", cfgPath, "--node", "client",
+		"--egress-port", fmt.Sprint(egress), "--ingress-port", fmt.Sprint(ingress),
+		"--ingress-bind", "127.0.0.1", "--admin-addr", fmt.Sprintf("127.0.0.1:%d", admin))
+	var logs syncBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+
+	adminURL := fmt.Sprintf("http://127.0.0.1:%d", admin)
+	waitReady(t, adminURL+"/ready")
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/x", egress), nil)
+	req.Host = "app.local"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "app saw app.local" {
+		t.Fatalf("through meshd: %d %q", resp.StatusCode, body)
+	}
+	info, err := http.Get(adminURL + "/server_info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ib, _ := io.ReadAll(info.Body)
+	info.Body.Close()
+	if !strings.Contains(string(ib), `"state": "LIVE"`) {
+		t.Fatalf("/server_info: %s", ib)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("meshd exited with %v; logs:\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("meshd did not exit within 30s of SIGTERM")
+	}
+	if l := logs.String(); !strings.Contains(l, "draining") || !strings.Contains(l, "stopped") {
+		t.Fatalf("logs lack the drain: %s", l)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the exec copier and the test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func waitReady(t *testing.T, url string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond): // polling interval for an external process
+		}
+	}
+	t.Fatalf("%s never answered 200", url)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func writeFile(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
