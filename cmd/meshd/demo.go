@@ -131,5 +131,3 @@ Try:
 Ctrl-C stops it.
 `, p.Frontend, p.V1, p.V2, eg, eg, eg, eg, in, eg, srv.AdminAddr(), srv.AdminAddr())
 }
-
-
