@@ -157,7 +157,9 @@ func (h *Histogram) Percentile(p float64) time.Duration {
 		return 0
 	}
 	p = min(max(p, 0), 100)
-	target := uint64(math.Ceil(p / 100 * float64(h.n)))
+	// The epsilon keeps float error (99.9/100·1000 = 999.0000000000001) from
+	// moving to the next value.
+	target := uint64(math.Ceil(p/100*float64(h.n) - 1e-9))
 	target = max(target, 1)
 	var cum uint64
 	for i, c := range h.counts {

@@ -1,0 +1,32 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+	"testing"
+)
+
+// internalEnv makes the test binary act as `meshbench internal ...` so that Compare
+// can start the upstream and the httputil proxy as separate processes in tests.
+const internalEnv = "MESHBENCH_TEST_INTERNAL"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(internalEnv) == "1" && len(os.Args) > 2 && os.Args[1] == "internal" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		code := RunInternal(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+func selfPlan(t *testing.T) Plan {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Plan{Self: exe, SelfEnv: []string{internalEnv + "=1"}, RespBody: 63, Rounds: 1}
+}
