@@ -19,10 +19,15 @@ import (
 // exhausting memory in the YAML parser.
 const MaxConfigSize = 16 << 20
 
-// maxNodeVisits bounds the work of decoding one document. YAML aliases let a small
-// file describe an exponentially large tree ("billion laughs"); counting visited
-// nodes keeps the decoder linear in what it actually builds.
-const maxNodeVisits = 1 << 20
+// YAML aliases let a small file describe an exponentially large tree ("billion
+// laughs"). The decoder counts the nodes it visits and stops at a budget that grows
+// with the input: every node costs at least one byte of source, so an alias-free
+// document never gets near it, while reusing anchors a handful of times still fits.
+const (
+	visitsPerByte = 8
+	minNodeVisits = 10_000
+	maxNodeVisits = 1 << 22
+)
 
 // maxParseErrors stops decoding once this many problems are known: a file that is
 // wrong in more places than that is the wrong file, and listing every one of, say,
@@ -148,7 +153,7 @@ func Parse(data []byte) (*Config, error) {
 	if root.ShortTag() == "!!null" {
 		return nil, &Errors{List: []FieldError{{Line: root.Line, Msg: "config is empty"}}}
 	}
-	d := &decoder{fields: map[reflect.Type]*structInfo{}}
+	d := &decoder{fields: map[reflect.Type]*structInfo{}, budget: min(maxNodeVisits, minNodeVisits+visitsPerByte*len(data))}
 	var c Config
 	d.decode(root, reflect.ValueOf(&c).Elem(), "")
 	if len(d.errs) > 0 {
@@ -162,6 +167,7 @@ func Parse(data []byte) (*Config, error) {
 type decoder struct {
 	errs   []FieldError
 	visits int
+	budget int // visits allowed for this document
 	fields map[reflect.Type]*structInfo
 	// aborted is set once the visit budget is spent, so the error is reported once.
 	aborted bool
@@ -250,8 +256,8 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	d.visits++
-	if d.visits > maxNodeVisits {
-		d.fail(n, path, "", "document too large or too deeply aliased (more than %d nodes)", maxNodeVisits)
+	if d.visits > d.budget {
+		d.fail(n, path, "", "document too large or too deeply aliased (more than %d nodes)", d.budget)
 		d.aborted = true
 		return
 	}
@@ -426,8 +432,8 @@ func (d *decoder) decodeMerge(src *yaml.Node, v reflect.Value, path string, info
 		return
 	}
 	d.visits++
-	if d.visits > maxNodeVisits {
-		d.fail(src, path, "", "document too large or too deeply aliased (more than %d nodes)", maxNodeVisits)
+	if d.visits > d.budget {
+		d.fail(src, path, "", "document too large or too deeply aliased (more than %d nodes)", d.budget)
 		d.aborted = true
 		return
 	}

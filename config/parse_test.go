@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -469,4 +470,59 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip changed the config:\n%+v\n%+v", c, c2)
 		}
 	})
+}
+
+// largeMesh is an alias-free config with n nodes, each the target of one route.
+func largeMesh(n int) []byte {
+	var b strings.Builder
+	b.WriteString("mesh: {meshName: big}\nvirtualRouters: [{virtualRouterName: r, spec: {listeners: [{portMapping: {port: 80, protocol: http}}]}}]\nvirtualNodes:\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "  - virtualNodeName: n%d\n    spec:\n      listeners: [{portMapping: {port: 8080, protocol: http}}]\n      serviceDiscovery: {static: {endpoints: [\"10.0.%d.%d:8080\", {address: \"10.1.%d.%d:8080\", weight: 2}]}}\n", i, i/250, i%250, i/250, i%250)
+	}
+	b.WriteString("routes:\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "  - routeName: rt%d\n    virtualRouterName: r\n    spec: {priority: %d, httpRoute: {match: {prefix: /n%d}, action: {weightedTargets: [{virtualNode: n%d, weight: 1}]}}}\n", i, i%1001, i, i)
+	}
+	return []byte(b.String())
+}
+
+func TestParseLargeMesh(t *testing.T) {
+	c, err := Parse(largeMesh(5000))
+	if err != nil {
+		t.Fatalf("a large alias-free mesh must stay within the node budget: %.300v", err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("%.300v", err)
+	}
+	if len(c.VirtualNodes) != 5000 || len(c.RoutesFor("r")) != 5000 {
+		t.Fatalf("got %d nodes, %d routes", len(c.VirtualNodes), len(c.RoutesFor("r")))
+	}
+}
+
+func BenchmarkParseShop(b *testing.B) {
+	data, err := os.ReadFile("testdata/shop.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Parse(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkParseValidate1000(b *testing.B) {
+	data := largeMesh(1000)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := Parse(data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Validate(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
