@@ -106,7 +106,7 @@ func validAuthority(s string, requirePort bool) bool {
 	if s == "" {
 		return !requirePort
 	}
-	host, port := s, ""
+	port := ""
 	hasPort := false
 	if s[0] == '[' {
 		end := -1
@@ -125,7 +125,6 @@ func validAuthority(s string, requirePort bool) bool {
 				return false
 			}
 		}
-		host = s[:end+1]
 		switch {
 		case end+1 == len(s):
 		case s[end+1] == ':':
@@ -134,6 +133,7 @@ func validAuthority(s string, requirePort bool) bool {
 			return false
 		}
 	} else {
+		host := s
 		for i := 0; i < len(s); i++ {
 			if s[i] == ':' {
 				host, port, hasPort = s[:i], s[i+1:], true

@@ -109,10 +109,23 @@ func equalFoldASCII(a, b string) bool {
 	return true
 }
 
-func hasConnection(hs []Header) bool {
+// connectionNamesFields reports whether a Connection field lists anything beyond close,
+// keep-alive and upgrade, whose named fields the writers drop anyway; the common case then
+// skips the per-field namedInConnection scan.
+func connectionNamesFields(hs []Header) bool {
 	for i := range hs {
-		if classify(hs[i].Name) == fcConnection {
-			return true
+		if classify(hs[i].Name) != fcConnection {
+			continue
+		}
+		for list := hs[i].Value; ; {
+			elem, rest, ok := nextListElem(list)
+			if !ok {
+				break
+			}
+			if elem != "" && !equalFoldLower(elem, "close") && !equalFoldLower(elem, "keep-alive") && !equalFoldLower(elem, "upgrade") {
+				return true
+			}
+			list = rest
 		}
 	}
 	return false
@@ -169,7 +182,7 @@ func WriteRequestHead(w *bufio.Writer, req *Request, target string, extra []Head
 	if !req.hasHost {
 		writeField(w, "Host", req.Host)
 	}
-	conn := hasConnection(req.Headers)
+	conn := connectionNamesFields(req.Headers)
 	teTrailers := false
 	for i := range req.Headers {
 		h := &req.Headers[i]
@@ -228,7 +241,7 @@ func WriteResponseHead(w *bufio.Writer, resp *Response, extra []Header, keepUpgr
 	_ = w.WriteByte(' ')
 	_, _ = w.WriteString(resp.Reason)
 	_, _ = w.WriteString("\r\n")
-	conn := hasConnection(resp.Headers)
+	conn := connectionNamesFields(resp.Headers)
 	for i := range resp.Headers {
 		h := &resp.Headers[i]
 		switch classify(h.Name) {
