@@ -42,6 +42,7 @@ func ServeUpstream(ctx context.Context, ln net.Listener, cfg UpstreamConfig) err
 	u := &upstream{cfg: cfg, conns: map[net.Conn]struct{}{}, h2: &http2.Server{}}
 	body := bytes.Repeat([]byte{'x'}, cfg.BodySize)
 	u.resp = fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", cfg.BodySize, body)
+	u.respClose = fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", cfg.BodySize, body)
 	u.body = body
 	u.handler = http.HandlerFunc(u.serveH2)
 	ctx, cancel := context.WithCancel(ctx)
@@ -84,15 +85,17 @@ func ServeUpstream(ctx context.Context, ln net.Listener, cfg UpstreamConfig) err
 }
 
 type upstream struct {
-	cfg     UpstreamConfig
-	resp    []byte
-	body    []byte
-	h2      *http2.Server
-	handler http.Handler
-	n       atomic.Uint64
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
+	cfg  UpstreamConfig
+	resp []byte
+	// respClose tells the client the connection ends (RFC 9112 §9.6).
+	respClose []byte
+	body      []byte
+	h2        *http2.Server
+	handler   http.Handler
+	n         atomic.Uint64
+	wg        sync.WaitGroup
+	mu        sync.Mutex
+	conns     map[net.Conn]struct{}
 }
 
 // bufConn reads through a bufio.Reader that may already hold bytes of the stream.
@@ -146,7 +149,11 @@ func (u *upstream) serveConn(ctx context.Context, c net.Conn) {
 			return
 		}
 		u.stall(ctx)
-		if _, err := bw.Write(u.resp); err != nil {
+		resp := u.resp
+		if !keep {
+			resp = u.respClose
+		}
+		if _, err := bw.Write(resp); err != nil {
 			return
 		}
 		// Flush only when no pipelined request is waiting, so pipelined responses

@@ -1,0 +1,362 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestPeerConfigsValidate(t *testing.T) {
+	ctx := context.Background()
+	for _, proto := range []Proto{H1, H2C} {
+		t.Run("haproxy/"+string(proto), func(t *testing.T) {
+			bin, err := exec.LookPath("haproxy")
+			if err != nil {
+				t.Skip("haproxy not installed (apt-get install haproxy): config not validated")
+			}
+			p, err := writeFile(t.TempDir(), "haproxy.cfg", HAProxyConfig(18081, "127.0.0.1:18082", proto))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ValidateHAProxy(ctx, bin, p); err != nil {
+				t.Error(err)
+			}
+		})
+		t.Run("nginx/"+string(proto), func(t *testing.T) {
+			bin, err := exec.LookPath("nginx")
+			if err != nil {
+				t.Skip("nginx not installed (apt-get install nginx-light): config not validated")
+			}
+			dir := t.TempDir()
+			p, err := writeFile(dir, "nginx.conf", NginxConfig(dir, 18081, "127.0.0.1:18082", proto))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ValidateNginx(ctx, bin, dir, p); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Run("envoy", func(t *testing.T) {
+		y, err := EnvoyConfig(18081, "127.0.0.1:18082")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(y, "port_value: 18081") || !strings.Contains(y, "port_value: 18082") {
+			t.Errorf("envoy config lacks the ports:\n%s", y)
+		}
+		bin, err := exec.LookPath("envoy")
+		if err != nil {
+			t.Skip("envoy not installed: config not validated")
+		}
+		p, err := writeFile(t.TempDir(), "envoy.yaml", y)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ValidateEnvoy(ctx, bin, p); err != nil {
+			t.Error(err)
+		}
+	})
+	t.Run("validator reports failure", func(t *testing.T) {
+		bin, err := exec.LookPath("haproxy")
+		if err != nil {
+			t.Skip("haproxy not installed")
+		}
+		p, err := writeFile(t.TempDir(), "bad.cfg", "frontend x\n    bind nonsense:port:here\n")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ValidateHAProxy(ctx, bin, p); err == nil {
+			t.Error("a broken config passed haproxy -c")
+		}
+	})
+}
+
+// buildMeshd builds cmd/meshd for the meshd scenarios, or says why it cannot.
+func buildMeshd(t *testing.T) (string, string) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "meshd")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	b, err := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/meshd/meshd/cmd/meshd").CombinedOutput()
+	if err != nil {
+		return "", "meshd scenarios skipped: go build ./cmd/meshd failed: " + err.Error() + ": " + strings.TrimSpace(string(b))
+	}
+	return out, ""
+}
+
+// A short real run of every scenario available here, with the processes under
+// test started as the harness starts them.
+func TestCompareRealRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts proxies; skipped in -short")
+	}
+	meshd, why := buildMeshd(t)
+	plan := selfPlan(t)
+	plan.Scenarios = AllScenarios()
+	plan.Meshd = meshd
+	if meshd == "" {
+		t.Log(why)
+		plan.Scenarios = slices.DeleteFunc(plan.Scenarios, func(s string) bool { return strings.HasPrefix(s, "meshd") })
+	}
+	plan.Phases = []Phase{{Name: "fixed-200", Rate: 200, Connections: 4, Duration: time.Second, Warmup: 100 * time.Millisecond}}
+	var progress bytes.Buffer
+	plan.Progress = &progress
+	rep, err := Compare(context.Background(), plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]*PhaseResult{}
+	for _, r := range rep.Results {
+		byName[r.Scenario] = r
+	}
+	skipped := map[string]string{}
+	for _, s := range rep.Skipped {
+		skipped[s.Scenario] = s.Reason
+	}
+	for _, name := range AllScenarios() {
+		t.Run(name, func(t *testing.T) {
+			r := byName[name]
+			if r == nil {
+				if strings.HasPrefix(name, "meshd") && meshd == "" {
+					t.Skip(why)
+				}
+				if reason := skipped[name]; strings.Contains(reason, "not found on PATH") {
+					t.Skip(reason)
+				}
+				t.Fatalf("no result; skipped because: %q", skipped[name])
+			}
+			if r.ErrorCount != 0 || r.Requests != 200 {
+				t.Errorf("requests %d errors %v, want 200 and none", r.Requests, r.Errors)
+			}
+			if r.P50US <= 0 || r.P99US < r.P50US || r.MaxUS < r.P99US {
+				t.Errorf("percentiles p50 %v p99 %v max %v", r.P50US, r.P99US, r.MaxUS)
+			}
+			if name == ScenarioDirect {
+				if r.Proxies != 0 || r.AddedP50US != nil {
+					t.Errorf("direct has proxies %d / added latency", r.Proxies)
+				}
+				return
+			}
+			if r.Proxies == 0 || r.ProxyCPUPerRequest <= 0 || r.ProxyPeakRSSBytes < 1<<20 {
+				t.Errorf("proxies %d CPU/req %v µs RSS %d B: want measured values", r.Proxies, r.ProxyCPUPerRequest, r.ProxyPeakRSSBytes)
+			}
+			if r.AddedP50US == nil {
+				t.Error("no added latency vs direct")
+			}
+			if name == ScenarioMeshd2Hop && r.Proxies != 2 {
+				t.Errorf("meshd-2hop has %d proxies, want 2", r.Proxies)
+			}
+		})
+	}
+	if !strings.Contains(progress.String(), "fixed-200 direct") {
+		t.Errorf("no progress lines: %q", progress.String())
+	}
+
+	dir := t.TempDir()
+	files, err := WriteReport(dir, rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"report.json", "report.md", "latency-fixed-200.svg", "latency-fixed-200.png"} {
+		if !slices.Contains(files, filepath.Join(dir, want)) {
+			t.Errorf("report files %v lack %s", files, want)
+		}
+	}
+	var decoded struct {
+		Machine Machine
+		Results []struct {
+			Labels            string
+			ActualQPS         float64
+			RequestedQPS      string
+			DurationHistogram struct {
+				Count       uint64
+				Percentiles []struct{ Percentile, Value float64 }
+			}
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &decoded); err != nil {
+		t.Fatal(err)
+	}
+	if decoded.Machine.Cores == 0 || decoded.Machine.Kernel == "" || len(decoded.Results) != len(rep.Results) {
+		t.Errorf("report.json machine %+v, %d results", decoded.Machine, len(decoded.Results))
+	}
+	for _, r := range decoded.Results {
+		if r.RequestedQPS != "200" || r.DurationHistogram.Count != 200 || len(r.DurationHistogram.Percentiles) != 5 {
+			t.Errorf("fortio fields of %s: qps %q count %d percentiles %d", r.Labels, r.RequestedQPS, r.DurationHistogram.Count, len(r.DurationHistogram.Percentiles))
+		}
+	}
+	md, _ := os.ReadFile(filepath.Join(dir, "report.md"))
+	if !strings.Contains(string(md), "| direct |") || !strings.Contains(string(md), rep.Machine.Kernel) {
+		t.Errorf("report.md lacks the table or machine:\n%s", md)
+	}
+}
+
+func TestCompareRealRunH2C(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts proxies; skipped in -short")
+	}
+	plan := selfPlan(t)
+	plan.Proto = H2C
+	plan.Scenarios = []string{ScenarioDirect, ScenarioHTTPUtil, ScenarioHAProxy, ScenarioNginx}
+	plan.Phases = []Phase{{Name: "h2c", Rate: 100, Connections: 2, Duration: 500 * time.Millisecond}}
+	rep, err := Compare(context.Background(), plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rep.Results {
+		if r.ErrorCount != 0 || r.Requests != 50 {
+			t.Errorf("%s over h2c: requests %d errors %v", r.Scenario, r.Requests, r.Errors)
+		}
+	}
+	for _, s := range rep.Skipped {
+		if !strings.Contains(s.Reason, "not found on PATH") {
+			t.Errorf("%s failed: %s", s.Scenario, s.Reason)
+		}
+	}
+}
+
+// --target measures any URL, path and query included, in both loop modes.
+func TestCompareTarget(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RequestURI() != "/svc/hello?x=1" {
+			http.Error(w, "wrong path "+r.URL.RequestURI(), http.StatusNotFound)
+			return
+		}
+		hits.Add(1)
+		w.Write([]byte("hi"))
+	}))
+	defer srv.Close()
+	plan := Plan{Target: srv.URL + "/svc/hello?x=1", Rounds: 2, Phases: []Phase{
+		{Name: "fixed-100", Rate: 100, Connections: 2, Duration: 300 * time.Millisecond},
+		{Name: "max", Connections: 2, Duration: 200 * time.Millisecond},
+	}}
+	rep, err := Compare(context.Background(), plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Results) != 2 {
+		t.Fatalf("%d results, want 2", len(rep.Results))
+	}
+	fixed, maxr := rep.Results[0], rep.Results[1]
+	if fixed.Requests != 60 || fixed.ErrorCount != 0 || !fixed.OpenLoop || fixed.URL != plan.Target {
+		t.Errorf("fixed phase: %d requests, errors %v, open %v, url %s", fixed.Requests, fixed.Errors, fixed.OpenLoop, fixed.URL)
+	}
+	if maxr.Requests < 100 || maxr.ErrorCount != 0 || maxr.OpenLoop || len(maxr.RoundQPS) != 2 {
+		t.Errorf("max phase: %d requests, errors %v, rounds %v", maxr.Requests, maxr.Errors, maxr.RoundQPS)
+	}
+	if hits.Load() < int64(fixed.Requests+maxr.Requests) {
+		t.Errorf("server saw %d requests", hits.Load())
+	}
+	var table bytes.Buffer
+	if err := WriteTable(&table, rep, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Machine:", "fixed-100 (100 req/s open loop, 2 connections)", "max (max throughput", "target"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
+	}
+	files, err := WriteReport(t.TempDir(), rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(files, func(f string) bool { return filepath.Base(f) == "sweep.svg" }) {
+		t.Errorf("no sweep plot among %v", files)
+	}
+
+	if _, err := Compare(context.Background(), Plan{Target: "https://example.invalid/", Phases: plan.Phases}); err == nil {
+		t.Error("https target accepted")
+	}
+}
+
+func TestParseCPUList(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    []int
+		wantErr bool
+	}{
+		{"0", []int{0}, false},
+		{"0-2", []int{0, 1, 2}, false},
+		{"1,3-4", []int{1, 3, 4}, false},
+		{"", nil, true},
+		{"2-1", nil, true},
+		{"a", nil, true},
+	}
+	for _, tc := range tests {
+		set, err := ParseCPUList(tc.in)
+		if (err != nil) != tc.wantErr {
+			t.Errorf("ParseCPUList(%q) err %v", tc.in, err)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		var got []int
+		for c := range 64 {
+			if set.IsSet(c) {
+				got = append(got, c)
+			}
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("ParseCPUList(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestReadProcTreeAndPinning(t *testing.T) {
+	st, err := ReadProcTree(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.CPU <= 0 || st.HWM < 1<<20 || st.Procs < 1 {
+		t.Errorf("own process: %+v", st)
+	}
+	p, err := StartProc(ProcSpec{Name: "sleep", Argv: []string{"sleep", "30"}, CPUs: "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	// Through taskset the pinning happens before exec: wait until sleep runs.
+	comm := filepath.Join("/proc", itoa(p.PID()), "comm")
+	if err := p.WaitReady(context.Background(), 5*time.Second, func() error {
+		if b, _ := os.ReadFile(comm); strings.TrimSpace(string(b)) != "sleep" {
+			return fmt.Errorf("comm %q", b)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join("/proc", itoa(p.PID()), "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "Cpus_allowed_list:\t0\n") {
+		t.Errorf("child not pinned to cpu 0:\n%s", b)
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadProcTree(p.PID()); err == nil {
+		t.Error("stopped process still readable (not reaped)")
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
