@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,8 +13,6 @@ import (
 	"strconv"
 	"syscall"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // Proto is the protocol the load generator speaks to its target.
@@ -63,12 +60,11 @@ type target struct {
 	host    string
 	path    string
 	reqBody int
-	dialTO  time.Duration
 }
 
 func newRequester(proto Proto, t target) requester {
 	if proto == H2C {
-		return &h2Requester{t: t, tr: &http2.Transport{AllowHTTP: true}}
+		return newH2Requester(t)
 	}
 	method := "GET"
 	var b bytes.Buffer
@@ -291,10 +287,18 @@ func errorKind(err error) string {
 // knowledge), so that Connections means TCP connections in both protocols.
 type h2Requester struct {
 	t    target
-	tr   *http2.Transport
-	conn net.Conn
-	cc   *http2.ClientConn
+	tr   *http.Transport
+	cc   *http.ClientConn
+	url  string
 	body []byte
+}
+
+func newH2Requester(t target) *h2Requester {
+	r := &h2Requester{t: t, tr: h2cTransport(), url: "http://" + t.host + t.path}
+	if t.reqBody > 0 {
+		r.body = bytes.Repeat([]byte{'x'}, t.reqBody)
+	}
+	return r
 }
 
 func (r *h2Requester) close() {
@@ -302,63 +306,53 @@ func (r *h2Requester) close() {
 		r.cc.Close()
 		r.cc = nil
 	}
-	if r.conn != nil {
-		r.conn.Close()
-		r.conn = nil
-	}
+	r.tr.CloseIdleConnections()
 }
 
 func (r *h2Requester) do(ctx context.Context, deadline time.Time) (int, error) {
-	if r.cc == nil || !r.cc.CanTakeNewRequest() {
-		r.close()
-		d := net.Dialer{Deadline: deadline}
-		c, err := d.DialContext(ctx, "tcp", r.t.addr)
-		if err != nil {
-			return 0, &reqError{kind: ErrConnect, err: err}
-		}
-		cc, err := r.tr.NewClientConn(c)
-		if err != nil {
-			c.Close()
-			return 0, &reqError{kind: ErrConnect, err: err}
-		}
-		r.conn, r.cc = c, cc
-		if r.t.reqBody > 0 && r.body == nil {
-			r.body = bytes.Repeat([]byte{'x'}, r.t.reqBody)
-		}
-	}
 	rctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
+	if r.cc == nil || r.cc.Err() != nil {
+		if r.cc != nil {
+			r.cc.Close()
+		}
+		cc, err := r.tr.NewClientConn(rctx, "http", r.t.addr)
+		if err != nil {
+			r.cc = nil
+			return 0, &reqError{kind: ErrConnect, err: err}
+		}
+		r.cc = cc
+	}
 	method := http.MethodGet
 	var body io.Reader
 	if r.body != nil {
 		method = http.MethodPost
 		body = bytes.NewReader(r.body)
 	}
-	req, err := http.NewRequestWithContext(rctx, method, "http://"+r.t.host+r.t.path, body)
+	req, err := http.NewRequestWithContext(rctx, method, r.url, body)
 	if err != nil {
 		return 0, &reqError{kind: ErrProtocol, err: err}
 	}
-	if r.body != nil {
-		req.ContentLength = int64(len(r.body))
-	}
 	resp, err := r.cc.RoundTrip(req)
 	if err != nil {
-		r.close()
+		r.cc.Close()
+		r.cc = nil
 		return 0, classify(ErrRead, err)
 	}
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		r.close()
+		r.cc.Close()
+		r.cc = nil
 		return resp.StatusCode, classify(ErrRead, err)
 	}
 	return resp.StatusCode, nil
 }
 
-// h2cTransport returns an http2.Transport that dials cleartext, for one-off checks.
-func h2cTransport() *http2.Transport {
-	return &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, network, addr)
-	}}
+// h2cTransport returns a Transport that speaks HTTP/2 prior knowledge over
+// cleartext and nothing else.
+func h2cTransport() *http.Transport {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Transport{Protocols: &p, DisableCompression: true, MaxIdleConnsPerHost: 1}
 }

@@ -17,8 +17,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // UpstreamConfig configures the built-in upstream.
@@ -39,14 +37,29 @@ const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 // HTTP/2 preface is served as h2c by x/net/http2. The response is 200 with a body of
 // cfg.BodySize bytes whatever the request.
 func ServeUpstream(ctx context.Context, ln net.Listener, cfg UpstreamConfig) error {
-	u := &upstream{cfg: cfg, conns: map[net.Conn]struct{}{}, h2: &http2.Server{}}
+	u := &upstream{cfg: cfg, conns: map[net.Conn]struct{}{}}
 	body := bytes.Repeat([]byte{'x'}, cfg.BodySize)
 	u.resp = fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", cfg.BodySize, body)
 	u.respClose = fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", cfg.BodySize, body)
 	u.body = body
-	u.handler = http.HandlerFunc(u.serveH2)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Connections that open with the HTTP/2 preface go to a stdlib server through
+	// h2ln; the HTTP/1.1 fast path stays hand-written.
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	h2srv := &http.Server{Handler: http.HandlerFunc(u.serveH2), Protocols: &protos,
+		BaseContext: func(net.Listener) context.Context { return ctx }}
+	u.h2ln = &connListener{addr: ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}
+	h2done := make(chan struct{})
+	go func() {
+		defer close(h2done)
+		_ = h2srv.Serve(u.h2ln)
+	}()
+	defer func() {
+		h2srv.Close()
+		<-h2done
+	}()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var err error
@@ -90,8 +103,7 @@ type upstream struct {
 	// respClose tells the client the connection ends (RFC 9112 §9.6).
 	respClose []byte
 	body      []byte
-	h2        *http2.Server
-	handler   http.Handler
+	h2ln      *connListener
 	n         atomic.Uint64
 	wg        sync.WaitGroup
 	mu        sync.Mutex
@@ -135,7 +147,7 @@ func (u *upstream) serveConn(ctx context.Context, c net.Conn) {
 	br := bufio.NewReaderSize(c, 16<<10)
 	if p, err := br.Peek(3); err == nil && string(p) == "PRI" {
 		if p, err := br.Peek(len(h2Preface)); err == nil && string(p) == h2Preface {
-			u.h2.ServeConn(bufConn{Conn: c, r: br}, &http2.ServeConnOpts{Context: ctx, Handler: u.handler})
+			u.h2ln.handOff(ctx, bufConn{Conn: c, r: br})
 			return
 		}
 	}
@@ -167,6 +179,58 @@ func (u *upstream) serveConn(ctx context.Context, c net.Conn) {
 			return
 		}
 	}
+}
+
+// connListener feeds connections accepted elsewhere to an http.Server.
+type connListener struct {
+	addr  net.Addr
+	conns chan net.Conn
+	once  sync.Once
+	done  chan struct{}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return l.addr }
+
+// handOff gives c to the h2 server and blocks until the connection is closed, so
+// that the caller's connection bookkeeping (close on shutdown) still covers it.
+func (l *connListener) handOff(ctx context.Context, c bufConn) {
+	cc := &closeNotifyConn{bufConn: c, closed: make(chan struct{})}
+	select {
+	case l.conns <- cc:
+	case <-l.done:
+		return
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-cc.closed:
+	case <-ctx.Done():
+	}
+}
+
+type closeNotifyConn struct {
+	bufConn
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (c *closeNotifyConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.bufConn.Close()
 }
 
 var errBadRequest = errors.New("malformed request")
