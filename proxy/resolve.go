@@ -56,7 +56,10 @@ func sniffH2(br *bufio.Reader) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		n = max(br.Buffered(), n) + 1
+		// Look at everything already buffered but never ask for more than the preface:
+		// Peek beyond what the client sent blocks until it sends more, and a complete
+		// short request (POST/PUT/PATCH share the preface's leading 'P') sends nothing more.
+		n = min(max(br.Buffered(), n+1), len(http2Preface))
 	}
 }
 
