@@ -8,7 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http/httputil"
-		"sync"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -417,6 +417,10 @@ func (c *h1conn) forward(d decision, target string) bool {
 	} else if cl.slots != nil || flushErr != nil || closeDown {
 		pool.put(u) // limited pools share connections rather than keep them per downstream
 	} else {
+		// Kept for this downstream connection's next request: like a pooled one, a
+		// failure on it may be a stale keep-alive the server closed meanwhile.
+		u.reused = true
+		u.lastUsed = time.Now()
 		c.up = u
 	}
 	return flushErr == nil && !closeDown
