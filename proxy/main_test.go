@@ -170,7 +170,7 @@ func dialRaw(t *testing.T, addr string) *rawConn {
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	t.Cleanup(func() { _ = c.Close() })
 	return &rawConn{Conn: c, br: bufio.NewReader(c)}
 }

@@ -260,10 +260,10 @@ func HTTPClient(t testing.TB, addr string) *http.Client {
 		},
 		DisableCompression:    true,
 		MaxIdleConnsPerHost:   16,
-		ResponseHeaderTimeout: 30 * time.Second,
+		ResponseHeaderTimeout: 10 * time.Second,
 	}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 60 * time.Second,
+	return &http.Client{Transport: tr, Timeout: 20 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
@@ -278,7 +278,7 @@ func H2CClient(t testing.TB, addr string) *http.Client {
 		},
 	}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
+	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
 }
 
 // StartRaw accepts TCP connections on 127.0.0.1:0 and runs handle on each in its own
