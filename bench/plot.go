@@ -114,30 +114,46 @@ func writeSweep(dir string, rep *Report, scen []string) ([]string, error) {
 		conns    int
 		rows     []*PhaseResult
 	}
-	var all []*series
-	for _, r := range rep.Results {
-		if r.Requests == 0 {
-			continue
+	group := func(byConns bool) []*series {
+		var all []*series
+		for _, r := range rep.Results {
+			if r.Requests == 0 {
+				continue
+			}
+			conns := 0
+			if byConns {
+				conns = r.Connections
+			}
+			i := slices.IndexFunc(all, func(s *series) bool { return s.scenario == r.Scenario && s.conns == conns })
+			if i < 0 {
+				all = append(all, &series{scenario: r.Scenario, conns: conns})
+				i = len(all) - 1
+			}
+			all[i].rows = append(all[i].rows, r)
 		}
-		i := slices.IndexFunc(all, func(s *series) bool { return s.scenario == r.Scenario && s.conns == r.Connections })
-		if i < 0 {
-			all = append(all, &series{scenario: r.Scenario, conns: r.Connections})
-			i = len(all) - 1
-		}
-		all[i].rows = append(all[i].rows, r)
+		return all
 	}
-	byScenario := map[string]int{}
+	longest := func(all []*series) int {
+		n := 0
+		for _, s := range all {
+			n = max(n, len(s.rows))
+		}
+		return n
+	}
+	// A sweep has several rates per connection count: one line per scenario and
+	// count. Otherwise (the default run: a fixed rate on few connections and max
+	// throughput on many) one line per scenario joins its phases.
+	all := group(true)
+	distinct := map[string]bool{}
 	for _, s := range all {
-		byScenario[s.scenario] += len(s.rows)
+		distinct[s.scenario] = true
 	}
-	if slices.Max(append([]int{0}, mapValues(byScenario)...)) < 2 {
+	multiConn := longest(all) >= 2 && len(distinct) < len(all)
+	if longest(all) < 2 {
+		all = group(false)
+	}
+	if longest(all) < 2 {
 		return nil, nil
-	}
-	multiConn := false
-	for _, s := range all {
-		if s.conns != all[0].conns {
-			multiConn = true
-		}
 	}
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("Latency vs achieved rate (%s): p99 solid, p50 dashed", rep.Proto)
@@ -148,7 +164,7 @@ func writeSweep(dir string, rep *Report, scen []string) ([]string, error) {
 	p.Legend.Top = true
 	p.Legend.Left = true
 	p.Add(plotter.NewGrid())
-	for _, s := range all {
+	for si, s := range all {
 		// Order by offered load; closed-loop (max) points go last.
 		slices.SortFunc(s.rows, func(a, b *PhaseResult) int {
 			ka, kb := a.Rate, b.Rate
@@ -174,6 +190,7 @@ func writeSweep(dir string, rep *Report, scen []string) ([]string, error) {
 		c, _ := style(slices.Index(scen, s.scenario))
 		name := s.scenario
 		if multiConn {
+			c, _ = style(si)
 			name = fmt.Sprintf("%s c%d", s.scenario, s.conns)
 		}
 		l99, pts99, err := plotter.NewLinePoints(p99)
@@ -192,14 +209,6 @@ func writeSweep(dir string, rep *Report, scen []string) ([]string, error) {
 		p.Legend.Add(name, l99, pts99)
 	}
 	return savePlot(p, dir, "sweep")
-}
-
-func mapValues(m map[string]int) []int {
-	var out []int
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
 }
 
 func savePlot(p *plot.Plot, dir, base string) ([]string, error) {
