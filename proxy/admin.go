@@ -85,13 +85,16 @@ func (s *Server) handleConfig(w http.ResponseWriter, _ *http.Request) {
 }
 
 type clusterView struct {
-	Name            string                    `json:"name"`
-	Node            string                    `json:"node,omitempty"`
-	Port            int                       `json:"port,omitempty"`
-	Protocol        string                    `json:"protocol"`
-	Local           bool                      `json:"local,omitempty"`
-	LBPolicy        string                    `json:"lbPolicy"`
-	OpenConnections int64                     `json:"openConnections"`
+	Name            string `json:"name"`
+	Node            string `json:"node,omitempty"`
+	Port            int    `json:"port,omitempty"`
+	Protocol        string `json:"protocol"`
+	Local           bool   `json:"local,omitempty"`
+	LBPolicy        string `json:"lbPolicy"`
+	OpenConnections int64  `json:"openConnections"`
+	// PendingRequests are HTTP/1.1 requests waiting for a connectionPool slot
+	// (Envoy's upstream_rq_pending_active).
+	PendingRequests int64                     `json:"pendingRequests"`
 	Endpoints       []balancer.EndpointStatus `json:"endpoints"`
 }
 
@@ -109,7 +112,7 @@ func (s *Server) handleClusters(w http.ResponseWriter, _ *http.Request) {
 		}
 		out = append(out, clusterView{
 			Name: c.ref.Name, Node: c.ref.Node, Port: c.ref.Port, Protocol: c.ref.Protocol, Local: c.ref.Local,
-			LBPolicy: lb, OpenConnections: c.openConns.Load(), Endpoints: c.bal.Snapshot(),
+			LBPolicy: lb, OpenConnections: c.openConns.Load(), PendingRequests: c.pending.Load(), Endpoints: c.bal.Snapshot(),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
