@@ -53,8 +53,10 @@ func TestRetryBudgetAcquireRelease(t *testing.T) {
 		t.Fatal("4th retry admitted with 10 active")
 	}
 	// More traffic raises the budget: 25 active allow 5.
-	if !b.TryAcquireRetry(25) || !b.TryAcquireRetry(25) || b.TryAcquireRetry(25) {
-		t.Fatal("with 25 active want exactly 5 outstanding")
+	for i, want := range []bool{true, true, false} {
+		if got := b.TryAcquireRetry(25); got != want {
+			t.Fatalf("with 25 active, retry %d: %v, want %v (limit 5)", 4+i, got, want)
+		}
 	}
 	b.ReleaseRetry()
 	if b.Outstanding() != 4 {
