@@ -45,6 +45,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdValidate(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
+	case "iptables":
+		return cmdIptables(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "meshd", version)
 		return 0
@@ -65,6 +67,7 @@ Usage:
   meshd run -c FILE --node NAME [--admin-addr ADDR] [--ingress-port N] [--egress-port N]
   meshd validate -c FILE [--node NAME]
   meshd demo [--egress-port N] [--ingress-port N] [--admin-addr ADDR]
+  meshd iptables print|apply|clean [--app-ports LIST] [--ignored-uid N] [...]
   meshd version
 
 Run 'meshd COMMAND -h' for a command's flags and their environment variables.
