@@ -1,0 +1,231 @@
+package proxy_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/internal/testutil"
+	"github.com/meshd/meshd/proxy"
+)
+
+// heldUpstream answers 200 only once release is closed (or the request is cancelled);
+// each arriving request is announced on arrived.
+type heldUpstream struct {
+	*testutil.Upstream
+	arrived chan string
+	release chan struct{}
+}
+
+func startHeld(t *testing.T, capacity int) *heldUpstream {
+	t.Helper()
+	h := &heldUpstream{arrived: make(chan string, capacity), release: make(chan struct{})}
+	h.Upstream = testutil.StartHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.arrived <- r.URL.Path
+		select {
+		case <-h.release:
+			_, _ = io.WriteString(w, "released "+r.URL.Path)
+		case <-r.Context().Done():
+		}
+	}))
+	// Registered after the server, so it runs first: handlers return before Close waits.
+	t.Cleanup(h.releaseAll)
+	return h
+}
+
+func (h *heldUpstream) releaseAll() {
+	select {
+	case <-h.release:
+	default:
+		close(h.release)
+	}
+}
+
+// waitArrived waits for n requests to reach the upstream, bounded in time.
+func (h *heldUpstream) waitArrived(t *testing.T, n int) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for i := 0; i < n; i++ {
+		select {
+		case <-h.arrived:
+		case <-timeout:
+			t.Fatalf("%d of %d requests reached the upstream", i, n)
+		}
+	}
+}
+
+// asyncGet sends a GET in the background and reports its status (or error).
+func asyncGet(c *http.Client, url string) <-chan result {
+	ch := make(chan result, 1)
+	go func() {
+		resp, err := c.Get(url)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		ch <- result{status: resp.StatusCode, body: string(body), err: err, header: resp.Header}
+	}()
+	return ch
+}
+
+type result struct {
+	status int
+	body   string
+	header http.Header
+	err    error
+}
+
+func wait(t *testing.T, ch <-chan result) result {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(20 * time.Second):
+		t.Fatal("request did not complete")
+		return result{}
+	}
+}
+
+// eventually polls cond until it holds, for at most 10 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestRouteTimeout(t *testing.T) {
+	held := startHeld(t, 4)
+	srv, client := meshDef{services: []svcDef{{name: "slow.t.local", node: "slow", port: held.Port, routes: []string{
+		`{httpRoute: {match: {prefix: /}, action: {weightedTargets: [{virtualNode: slow, weight: 1}]}, timeout: {perRequest: {unit: ms, value: 200}}}}`,
+	}}}}.start(t)
+
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+	}{{"http1", client}, {"h2c", testutil.H2CClient(t, srv.EgressAddr())}} {
+		r := wait(t, asyncGet(c.client, "http://slow.t.local/block"))
+		if r.err != nil || r.status != 504 || r.header.Get(proxy.HeaderError) != "upstream_timeout" {
+			t.Fatalf("%s: status %d %q (%v), want 504 upstream_timeout", c.name, r.status, r.header.Get(proxy.HeaderError), r.err)
+		}
+	}
+}
+
+func TestConnectionPoolLimits(t *testing.T) {
+	held := startHeld(t, 4)
+	srv, client := meshDef{services: []svcDef{{name: "lim.t.local", node: "lim", port: held.Port,
+		listener: `connectionPool: {http: {maxConnections: 1, maxPendingRequests: 1}}`}}}.start(t)
+
+	first := asyncGet(client, "http://lim.t.local/first")
+	held.waitArrived(t, 1)
+	second := asyncGet(client, "http://lim.t.local/second")
+	eventually(t, "the second request to be pending", func() bool { return pending(t, srv, "lim") == 1 })
+
+	third := wait(t, asyncGet(client, "http://lim.t.local/third"))
+	if third.err != nil || third.status != 503 || third.header.Get(proxy.HeaderLimit) != "maxPendingRequests" {
+		t.Fatalf("third: status %d %s=%q (%v), want 503 with maxPendingRequests", third.status, proxy.HeaderLimit, third.header.Get(proxy.HeaderLimit), third.err)
+	}
+	held.releaseAll()
+	for name, ch := range map[string]<-chan result{"first": first, "second": second} {
+		if r := wait(t, ch); r.err != nil || r.status != 200 || r.body != "released /"+name {
+			t.Fatalf("%s: %d %q (%v)", name, r.status, r.body, r.err)
+		}
+	}
+	if n := held.Accepted(); n != 1 {
+		t.Fatalf("maxConnections 1 but the upstream accepted %d connections", n)
+	}
+}
+
+func pending(t *testing.T, srv *proxy.Server, cluster string) int64 {
+	t.Helper()
+	_, body := adminGet(t, srv, "/clusters")
+	var v struct {
+		Clusters []struct {
+			Name            string
+			PendingRequests int64
+		}
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatalf("/clusters: %v", err)
+	}
+	for _, c := range v.Clusters {
+		if c.Name == cluster {
+			return c.PendingRequests
+		}
+	}
+	t.Fatalf("/clusters has no %s: %s", cluster, body)
+	return 0
+}
+
+func TestGracefulDrain(t *testing.T) {
+	const n = 20
+	held := startHeld(t, n)
+	srv, client := meshDef{services: []svcDef{{name: "slow.t.local", node: "slow", port: held.Port}}}.start(t)
+	adminClient := testutil.HTTPClient(t, srv.AdminAddr())
+
+	results := make([]<-chan result, n)
+	for i := range results {
+		results[i] = asyncGet(client, fmt.Sprintf("http://slow.t.local/r%d", i))
+	}
+	held.waitArrived(t, n)
+
+	shutdown := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		shutdown <- srv.Shutdown(ctx)
+	}()
+
+	eventually(t, "/ready to fail while draining", func() bool {
+		resp, err := adminClient.Get("http://admin/ready")
+		if err != nil {
+			t.Fatalf("admin during drain: %v", err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+	eventually(t, "new connections to be refused", func() bool {
+		c, err := net.Dial("tcp", srv.EgressAddr())
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	})
+	select {
+	case err := <-shutdown:
+		t.Fatalf("Shutdown returned %v with %d requests in flight", err, n)
+	default:
+	}
+
+	held.releaseAll()
+	for i, ch := range results {
+		if r := wait(t, ch); r.err != nil || r.status != 200 {
+			t.Fatalf("request %d: status %d (%v)", i, r.status, r.err)
+		}
+	}
+	select {
+	case err := <-shutdown:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Shutdown did not return after the requests completed")
+	}
+	if c, err := net.Dial("tcp", srv.AdminAddr()); err == nil {
+		c.Close()
+		t.Fatal("admin still accepting after Shutdown")
+	}
+}
