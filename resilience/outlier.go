@@ -168,6 +168,8 @@ func (d *OutlierDetector) Update(hosts []string) {
 // Record feeds the result of one attempt to host, ended at now. It reports whether this
 // result ejected host, so the caller can ask the cluster's control goroutine to rebuild
 // its picker. Successes return at once without locking; Record allocates nothing.
+// Failures of an endpoint that is ejected (until Sweep returns it) are ignored: they come
+// from attempts that began before the ejection.
 func (d *OutlierDetector) Record(host string, r Result, now time.Time) (ejected bool) {
 	if d == nil || !r.Failed() {
 		return false
