@@ -180,6 +180,12 @@ func (c *h1conn) drainBodyThenReply(status int, code, msg string) bool {
 	if !c.req.HasBody() {
 		return c.localReply(status, code, msg, false)
 	}
+	if c.req.ExpectContinue {
+		// The client waits for 100 Continue before sending the body (RFC 9110 §10.1.1):
+		// reading it here would wait for the idle timeout. Answer now; since the client
+		// may send the body anyway, the connection's framing is unknown and it closes.
+		return c.localReply(status, code, msg, true)
+	}
 	if !c.req.Chunked && c.req.ContentLength <= int64(c.br.Size()) {
 		if _, err := c.br.Discard(int(c.req.ContentLength)); err == nil {
 			return c.localReply(status, code, msg, false)
