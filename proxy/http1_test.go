@@ -250,6 +250,17 @@ func TestBodies(t *testing.T) {
 		}
 	})
 
+	t.Run("expect 100-continue answered without a route", func(t *testing.T) {
+		// The client waits for 100 Continue before it sends the body: meshd must answer
+		// the 404 at once instead of waiting for a body that will not come.
+		c := dialRaw(t, eg)
+		c.send(t, "POST /echo HTTP/1.1\r\nHost: nowhere.t.local\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+		resp, _ := c.read(t, "POST")
+		if resp.StatusCode != 404 || resp.Header.Get(proxy.HeaderError) != "egress_denied" {
+			t.Fatalf("status %d %q, want 404 egress_denied", resp.StatusCode, resp.Header.Get(proxy.HeaderError))
+		}
+	})
+
 	t.Run("HTTP/1.0 keep-alive and close", func(t *testing.T) {
 		c := dialRaw(t, eg)
 		for i := 0; i < 2; i++ {

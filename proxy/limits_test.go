@@ -169,9 +169,19 @@ func pending(t *testing.T, srv *proxy.Server, cluster string) int64 {
 }
 
 func TestGracefulDrain(t *testing.T) {
+	t.Run("http1", func(t *testing.T) { testDrain(t, false) })
+	t.Run("h2c", func(t *testing.T) { testDrain(t, true) })
+}
+
+// testDrain holds 20 requests at the upstream, over 20 HTTP/1.1 connections or one
+// h2c connection, while meshd shuts down.
+func testDrain(t *testing.T, h2c bool) {
 	const n = 20
 	held := startHeld(t, n)
 	srv, client := meshDef{services: []svcDef{{name: "slow.t.local", node: "slow", port: held.Port}}}.start(t)
+	if h2c {
+		client = testutil.H2CClient(t, srv.EgressAddr())
+	}
 	adminClient := testutil.HTTPClient(t, srv.AdminAddr())
 
 	results := make([]<-chan result, n)
