@@ -32,6 +32,15 @@ func TestH2C(t *testing.T) {
 			`{http2Route: {match: {prefix: /}, action: {weightedTargets: [{virtualNode: h2, weight: 1}]}}}`}},
 	}}.start(t)
 	h2client := testutil.H2CClient(t, srv.EgressAddr())
+	resp, err := h2client.Get("http://h1.t.local/proto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("downstream spoke %s, want h2c", resp.Proto)
+	}
 
 	for _, tc := range []struct {
 		name, url, upstream, proto string

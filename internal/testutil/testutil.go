@@ -8,7 +8,6 @@ package testutil
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -21,7 +20,6 @@ import (
 
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/proxy"
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 )
 
@@ -197,36 +195,14 @@ func StartHTTP(t testing.TB, h http.Handler, configure ...func(*http.Server)) *U
 	return &Upstream{Listener: ln, Addr: ln.Addr().String(), Port: ln.Port()}
 }
 
-// StartH2C serves h over HTTP/2 with prior knowledge (h2c, no TLS, no upgrade) on
-// 127.0.0.1:0 until cleanup. Each connection is served by http2.Server.ServeConn;
-// cleanup closes them and waits for their goroutines.
+// StartH2C serves h over HTTP/2 with prior knowledge (h2c: no TLS, no upgrade) on
+// 127.0.0.1:0 until cleanup, using net/http's unencrypted HTTP/2 support.
 func StartH2C(t testing.TB, h http.Handler) *Upstream {
 	t.Helper()
-	ln := Listen(t)
-	h2 := &http2.Server{}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				h2.ServeConn(c, &http2.ServeConnOpts{Handler: h})
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		ln.CloseAll()
-		wg.Wait()
+	return StartHTTP(t, h, func(s *http.Server) {
+		s.Protocols = new(http.Protocols)
+		s.Protocols.SetUnencryptedHTTP2(true)
 	})
-	return &Upstream{Listener: ln, Addr: ln.Addr().String(), Port: ln.Port()}
 }
 
 // StartGRPC starts a grpc.Server on 127.0.0.1:0 after register has added its services;
@@ -267,16 +243,19 @@ func HTTPClient(t testing.TB, addr string) *http.Client {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
-// H2CClient returns an HTTP/2 prior-knowledge client that dials addr for every request.
+// H2CClient returns an HTTP/2 prior-knowledge (h2c) client that dials addr for every
+// request.
 func H2CClient(t testing.TB, addr string) *http.Client {
 	t.Helper()
-	tr := &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "tcp", addr)
 		},
+		Protocols:          new(http.Protocols),
+		DisableCompression: true,
 	}
+	tr.Protocols.SetUnencryptedHTTP2(true)
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
 }
