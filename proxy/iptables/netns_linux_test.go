@@ -197,15 +197,32 @@ func (n *testNet) natDump(t *testing.T, b Backend) string {
 	return out.String()
 }
 
+// backends returns the iptables backends whose binaries are installed and whose
+// kernel side works (some kernels are built without legacy xtables), probed in a
+// throwaway namespace so the host's tables are not touched.
 func backends(t *testing.T) []Backend {
+	t.Helper()
+	requireNetns(t)
+	probe := fmt.Sprintf("meshd-probe-%d-%d", os.Getpid(), nsSeq.Add(1))
+	sh(t, "ip", "netns", "add", probe)
+	defer exec.Command("ip", "netns", "del", probe).Run()
+	usable := func(b Backend) bool {
+		for _, bin := range []string{"iptables", "ip6tables"} {
+			if o, err := exec.Command("ip", "netns", "exec", probe, bin+"-"+string(b)+"-save", "-t", "nat").CombinedOutput(); err != nil {
+				t.Logf("backend %s not usable here (%s-%s-save: %v %s)", b, bin, b, err, strings.TrimSpace(string(o)))
+				return false
+			}
+		}
+		return true
+	}
 	var out []Backend
 	for _, b := range []Backend{BackendNFT, BackendLegacy} {
-		if _, err := exec.LookPath("iptables-" + string(b) + "-restore"); err == nil {
+		if usable(b) {
 			out = append(out, b)
 		}
 	}
 	if len(out) == 0 {
-		t.Skip("neither iptables-nft nor iptables-legacy is installed")
+		t.Fatal("neither the nf_tables nor the legacy iptables backend works here")
 	}
 	return out
 }
