@@ -3,9 +3,9 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -16,7 +16,6 @@ import (
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/proxy/internal/h1"
 	"github.com/meshd/meshd/router"
-	"golang.org/x/net/http2"
 )
 
 // Upstream I/O buffer sizes. 16 KiB each holds a typical request or response head and a
@@ -33,10 +32,7 @@ const (
 	maxIdleAge = 50 * time.Second
 )
 
-var (
-	errOverflow    = errors.New("upstream connection pool full")
-	errClusterGone = errors.New("cluster removed by a config reload")
-)
+var errOverflow = errors.New("upstream connection pool full")
 
 // cluster is the proxy's runtime view of one upstream cluster: its balancer, its
 // connection limits, and (hung on each balancer endpoint) the keep-alive pools.
@@ -99,6 +95,9 @@ func newCluster(ref router.ClusterRef, opts compileOptions) *cluster {
 			if p.HTTP != nil && p.HTTP.MaxConnections > 0 {
 				c.slots = make(chan struct{}, p.HTTP.MaxConnections)
 				c.maxPending = int64(p.HTTP.MaxPendingRequests)
+				if c.maxPending == 0 {
+					c.maxPending = math.MaxInt32 // App Mesh's default: unbounded queue
+				}
 			}
 			h2p := p.HTTP2
 			if h2p == nil {
@@ -150,14 +149,20 @@ func (c *cluster) dial(ctx context.Context, addr string) (net.Conn, error) {
 // newRoundTripper builds the net/http transport used off the HTTP/1.1 fast path.
 func (c *cluster) newRoundTripper() http.RoundTripper {
 	if c.h2 {
-		return &http2.Transport{
-			AllowHTTP: true,
-			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+		// HTTP/2 with prior knowledge over cleartext (h2c), net/http's own HTTP/2.
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		return &http.Transport{
+			Protocols: &p,
+			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 				return c.dial(ctx, addr)
 			},
-			StrictMaxConcurrentStreams: false,
-			ReadIdleTimeout:            30 * time.Second,
-			PingTimeout:                15 * time.Second,
+			DisableCompression: true,
+			IdleConnTimeout:    maxIdleAge,
+			HTTP2: &http.HTTP2Config{
+				SendPingTimeout: 30 * time.Second,
+				PingTimeout:     15 * time.Second,
+			},
 		}
 	}
 	return &http.Transport{
@@ -247,10 +252,7 @@ func (c *cluster) close() {
 	for _, p := range pools {
 		p.closeIdle()
 	}
-	switch rt := c.rt.(type) {
-	case *http.Transport:
-		rt.CloseIdleConnections()
-	case *http2.Transport:
+	if rt, ok := c.rt.(*http.Transport); ok {
 		rt.CloseIdleConnections()
 	}
 }
@@ -392,10 +394,4 @@ func (p *endpointPool) closeIdle() {
 	for _, u := range idle {
 		p.discard(u)
 	}
-}
-
-func (p *endpointPool) idleCount() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.idle)
 }

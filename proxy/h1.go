@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http/httputil"
 	"sync"
 	"time"
 	"unsafe"
@@ -310,10 +309,8 @@ func (c *h1conn) takeConn(p *endpointPool) (*upConn, error) {
 func (c *h1conn) forward(d decision, target string) bool {
 	req := &c.req
 	cl := d.cluster
-	timeout := d.route.PerRequestTimeout
-	if timeout == 0 {
-		timeout = cl.perRequest
-	}
+	timeout, idle := d.timeouts(c.s.opts.StreamIdle)
+	c.tc.setIdle(idle)
 	if err := cl.acquireSlot(context.Background()); err != nil {
 		return c.failReply(err)
 	}
@@ -347,6 +344,7 @@ func (c *h1conn) forward(d decision, target string) bool {
 			res.Done(balancer.DoneInfo{Err: err, Latency: time.Since(start)})
 			return c.failReply(err)
 		}
+		u.timer.idle = idle
 		if timeout > 0 {
 			u.setHardDeadline(start.Add(timeout))
 		}
@@ -406,7 +404,7 @@ func (c *h1conn) forward(d decision, target string) bool {
 	if !resp.NoBody {
 		var err error
 		if dechunk {
-			_, err = io.Copy(c.bw, httputil.NewChunkedReader(u.br))
+			_, err = h1.BodyCopy{Chunked: true, Dechunk: true}.Copy(c.bw, u.br)
 		} else {
 			_, err = copyResponseBody(c.bw, u.br, resp, untilClose)
 		}

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -12,40 +14,103 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/meshd/meshd/balancer"
 	"github.com/meshd/meshd/router"
 	"golang.org/x/net/http/httpguts"
-	"golang.org/x/net/http2"
 )
 
-// bufferedConn lets the HTTP/2 server read the bytes the sniffer already buffered.
+// bufferedConn lets the HTTP/2 server read the bytes the sniffer already buffered,
+// and tells serveConn when the server is done with the connection.
 type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
+	*trackedConn
+	r     *bufio.Reader
+	local int // ingress: the original destination port
+	once  sync.Once
+	done  chan struct{}
 }
 
 func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 
-// serveH2 serves an HTTP/2 prior-knowledge (h2c) connection. This path uses net/http
-// types: HTTP/2's framing, flow control and HPACK are x/net/http2's job.
-func (s *Server) serveH2(tc *trackedConn, br *bufio.Reader, kind listenerKind) {
-	local := 0
-	if kind == kindIngress {
-		local = originalPort(tc.Conn)
+func (b *bufferedConn) Close() error {
+	b.once.Do(func() { close(b.done) })
+	return b.trackedConn.Close()
+}
+
+// connListener hands sniffed HTTP/2 connections to a net/http server.
+type connListener struct {
+	ch     chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newConnListener() *connListener {
+	return &connListener{ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
 	}
-	s.h2.ServeConn(&bufferedConn{Conn: tc, r: br}, &http2.ServeConnOpts{
-		Context:    context.Background(),
-		BaseConfig: s.h2base,
-		Handler:    &h2handler{s: s, kind: kind, local: local},
-	})
+}
+
+func (l *connListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+type localPortKey struct{}
+
+// newH2Server builds the HTTP/2 prior-knowledge server of one listener kind. The
+// x/net/http2 server types are deprecated wrappers of this same code in net/http.
+func (s *Server) newH2Server(kind listenerKind) (*http.Server, *connListener) {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:     &h2handler{s: s, kind: kind},
+		Protocols:   &p,
+		IdleTimeout: s.opts.KeepAliveIdle,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: 250,
+			MaxReadFrameSize:     1 << 20,
+		},
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if bc, ok := c.(*bufferedConn); ok && bc.local != 0 {
+				return context.WithValue(ctx, localPortKey{}, bc.local)
+			}
+			return ctx
+		},
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	return srv, newConnListener()
+}
+
+// serveH2 hands an HTTP/2 prior-knowledge (h2c) connection to the listener kind's
+// net/http server and waits until that server is done with it.
+func (s *Server) serveH2(tc *trackedConn, br *bufio.Reader, kind listenerKind) {
+	bc := &bufferedConn{trackedConn: tc, r: br, done: make(chan struct{})}
+	ln := s.h2outL
+	if kind == kindIngress {
+		bc.local = originalPort(tc.Conn)
+		ln = s.h2inL
+	}
+	select {
+	case ln.ch <- bc:
+		<-bc.done
+	case <-ln.closed:
+	}
 }
 
 type h2handler struct {
-	s     *Server
-	kind  listenerKind
-	local int
+	s    *Server
+	kind listenerKind
 }
 
 // httpHeaderGetter adapts http.Header to the router's lookup.
@@ -73,13 +138,14 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		GRPC:      strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc"),
 		Header:    httpHeaderGetter(r.Header),
 	}
-	d := h.s.resolve(snap, h.kind, &rr, h.local)
+	local, _ := r.Context().Value(localPortKey{}).(int)
+	d := h.s.resolve(snap, h.kind, &rr, local)
 	if d.route == nil {
 		localHTTPError(w, d.status, d.code, "", d.msg)
 		return
 	}
 	out := newOutRequest(r.Context(), r.Method, rr.Path, r.Host, r.Header, r.Body, r.ContentLength, r.Trailer, scheme, r.RemoteAddr)
-	resp, res, cancel, err := roundTrip(d, out)
+	resp, res, cancel, err := roundTrip(d, out, h.s.opts.StreamIdle)
 	if err != nil {
 		status, code := classify(err)
 		localHTTPError(w, status, code, overflowLimit(err), "meshd: "+err.Error()+"\n")
@@ -94,24 +160,26 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // transport, applying the route/listener timeout and the HTTP/2 request limit. On
 // success the caller owns resp.Body, must call cancel when done with it and must call
 // res.Done (copyResponse does both).
-func roundTrip(d decision, out *http.Request) (*http.Response, balancer.Result, context.CancelFunc, error) {
+func roundTrip(d decision, out *http.Request, streamIdle time.Duration) (*http.Response, balancer.Result, context.CancelFunc, error) {
 	cl := d.cluster
-	timeout := d.route.PerRequestTimeout
-	if timeout == 0 {
-		timeout = cl.perRequest
-	}
-	ctx := out.Context()
-	cancel := context.CancelFunc(func() {})
+	timeout, idle := d.timeouts(streamIdle)
+	ctx, cancel := context.WithCancel(out.Context())
 	if timeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, timeout)
+		ctx, cancel = context.WithTimeout(out.Context(), timeout)
 	}
-	if err := cl.acquireStream(); err != nil {
+	acquire, release := cl.acquireStream, cl.releaseStream
+	if !cl.h2 {
+		// An HTTP/1.1 upstream reached from an HTTP/2 client: connectionPool.http applies.
+		acquire = func() error { return cl.acquireSlot(ctx) }
+		release = cl.releaseSlot
+	}
+	if err := acquire(); err != nil {
 		cancel()
 		return nil, balancer.Result{}, nil, err
 	}
 	res, err := pickEndpoint(cl, nil)
 	if err != nil {
-		cl.releaseStream()
+		release()
 		cancel()
 		return nil, res, nil, err
 	}
@@ -121,7 +189,7 @@ func roundTrip(d decision, out *http.Request) (*http.Response, balancer.Result, 
 	resp, err := cl.rt.RoundTrip(out)
 	if err != nil {
 		res.Done(balancer.DoneInfo{Err: err, Latency: time.Since(start)})
-		cl.releaseStream()
+		release()
 		cancel()
 		var ue *upstreamError
 		if !errors.As(err, &ue) {
@@ -133,8 +201,37 @@ func roundTrip(d decision, out *http.Request) (*http.Response, balancer.Result, 
 		}
 		return nil, res, nil, err
 	}
-	release := func() { cl.releaseStream(); cancel() }
-	return resp, res, release, nil
+	// The idle timeout cancels the exchange when the response body makes no progress.
+	resp.Body = newIdleBody(resp.Body, idle, cancel)
+	done := func() { release(); cancel() }
+	return resp, res, done, nil
+}
+
+// idleBody cancels an exchange whose body has not delivered a byte for idle.
+type idleBody struct {
+	io.ReadCloser
+	idle  time.Duration
+	timer *time.Timer
+}
+
+func newIdleBody(rc io.ReadCloser, idle time.Duration, cancel context.CancelFunc) io.ReadCloser {
+	if idle <= 0 {
+		return rc
+	}
+	return &idleBody{ReadCloser: rc, idle: idle, timer: time.AfterFunc(idle, cancel)}
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.timer.Reset(b.idle)
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.timer.Stop()
+	return b.ReadCloser.Close()
 }
 
 // newOutRequest builds the upstream request: hop-by-hop headers removed (RFC 9110
@@ -282,6 +379,60 @@ func localHTTPError(w http.ResponseWriter, status int, code, limit, msg string) 
 	_, _ = io.WriteString(w, msg)
 }
 
+// h1Body reads an HTTP/1.1 request body for net/http. For chunked bodies it also
+// consumes the trailer section (which httputil's chunked reader leaves unread), filling
+// the trailer keys that were declared.
+type h1Body struct {
+	r       io.Reader
+	br      *bufio.Reader
+	chunked bool
+	trailer http.Header
+	done    bool
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		if b.chunked {
+			if terr := readTrailers(b.br, b.trailer); terr != nil {
+				return n, terr
+			}
+		}
+		b.done = true
+	}
+	return n, err
+}
+
+func (b *h1Body) Close() error { return nil }
+
+// readTrailers consumes a chunked body's trailer section (RFC 9112 §7.1.2), keeping the
+// fields whose names were declared in want.
+func readTrailers(br *bufio.Reader, want http.Header) error {
+	for i := 0; ; i++ {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return fmt.Errorf("chunked trailer: %w", err)
+		}
+		if len(line) == 2 && line[0] == '\r' {
+			return nil
+		}
+		if i >= 100 || len(line) < 3 || line[len(line)-2] != '\r' {
+			return errors.New("chunked trailer: malformed or too many fields")
+		}
+		k, v, ok := strings.Cut(string(line[:len(line)-2]), ":")
+		if !ok || !httpguts.ValidHeaderFieldName(k) {
+			return errors.New("chunked trailer: malformed field")
+		}
+		ck := textproto.CanonicalMIMEHeaderKey(k)
+		if _, declared := want[ck]; declared {
+			want[ck] = append(want[ck], textproto.TrimString(v))
+		}
+	}
+}
+
 // forwardRoundTrip serves an HTTP/1.1 downstream request whose cluster speaks HTTP/2:
 // the request is converted to net/http form, sent through the cluster's HTTP/2
 // transport, and the response written back as HTTP/1.1 (chunked when its length is
@@ -293,25 +444,42 @@ func (c *h1conn) forwardRoundTrip(d decision, target, scheme string) bool {
 		hdr.Add(f.Name, f.Value)
 	}
 	var body io.ReadCloser = http.NoBody
+	var rb *h1Body
+	var trailer http.Header
 	cl := req.ContentLength
 	switch {
 	case req.Chunked:
-		body = io.NopCloser(httputil.NewChunkedReader(c.br))
-		cl = -1
+		// Trailer names announced by the client are declared up front: net/http sends
+		// request trailers only for keys present when the request starts.
+		for _, v := range hdr.Values("Trailer") {
+			for _, name := range strings.Split(v, ",") {
+				if name = textproto.TrimString(name); name != "" {
+					if trailer == nil {
+						trailer = http.Header{}
+					}
+					trailer[textproto.CanonicalMIMEHeaderKey(name)] = nil
+				}
+			}
+		}
+		rb = &h1Body{r: httputil.NewChunkedReader(c.br), br: c.br, chunked: true, trailer: trailer}
+		body, cl = rb, -1
 	case req.ContentLength > 0:
-		body = io.NopCloser(io.LimitReader(c.br, req.ContentLength))
+		rb = &h1Body{r: io.LimitReader(c.br, req.ContentLength)}
+		body = rb
 	default:
 		cl = 0
 	}
-	out := newOutRequest(context.Background(), req.Method, target, c.rr.Authority, hdr, body, cl, nil, scheme, c.tc.RemoteAddr().String())
-	resp, res, cancel, err := roundTrip(d, out)
+	out := newOutRequest(context.Background(), req.Method, target, c.rr.Authority, hdr, body, cl, trailer, scheme, c.tc.RemoteAddr().String())
+	resp, res, cancel, err := roundTrip(d, out, c.s.opts.StreamIdle)
 	if err != nil {
 		return c.failReply(err) && !req.HasBody()
 	}
 	defer cancel()
 	defer resp.Body.Close()
 	start := time.Now()
-	closeDown := req.Close || req.Minor == 0 || c.s.draining.Load()
+	// A request body the upstream did not read to its end leaves the downstream
+	// connection mid-message: it must close after this response.
+	closeDown := req.Close || req.Minor == 0 || c.s.draining.Load() || (rb != nil && !rb.done)
 	removeHopByHop(resp.Header)
 	bw := c.bw
 	bw.WriteString("HTTP/1.1 ")

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -206,6 +207,43 @@ func TestWebSocket(t *testing.T) {
 		var got string
 		if err := websocket.Message.Receive(ws, &got); err != nil || got != "echo:"+msg {
 			t.Fatalf("message %d: got %d bytes (%v), want %d", i, len(got), err, len(msg))
+		}
+	}
+}
+
+// TestH1ChunkedTrailersToH2 sends an HTTP/1.1 chunked request with a trailer to an
+// HTTP/2 upstream: the trailer must arrive, and the connection must stay in sync for
+// the next request (the trailer section is consumed, not parsed as a request).
+func TestH1ChunkedTrailersToH2(t *testing.T) {
+	h2 := testutil.StartH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, _ = io.WriteString(w, string(b)+"|"+r.Trailer.Get("X-Sum"))
+	}))
+	srv, _ := meshDef{services: []svcDef{
+		{name: "h2.t.local", node: "h2", port: h2.Port, proto: "http2", routes: []string{
+			`{http2Route: {match: {prefix: /}, action: {weightedTargets: [{virtualNode: h2, weight: 1}]}}}`}},
+	}}.start(t)
+	conn, err := net.Dial("tcp", srv.EgressAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = io.WriteString(conn, "POST /t HTTP/1.1\r\nHost: h2.t.local\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"+
+		"5\r\nhello\r\n0\r\nX-Sum: 42\r\n\r\n"+
+		"GET /second HTTP/1.1\r\nHost: h2.t.local\r\n\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	for i, want := range []string{"hello|42", "|"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != want {
+			t.Fatalf("response %d: %d %q, want 200 %q", i, resp.StatusCode, b, want)
 		}
 	}
 }

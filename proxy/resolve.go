@@ -3,9 +3,8 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"net"
-	"os"
+	"time"
 
 	"github.com/meshd/meshd/balancer"
 	"github.com/meshd/meshd/discovery"
@@ -71,6 +70,23 @@ type decision struct {
 	status int
 	code   string
 	msg    string
+}
+
+// timeouts returns the exchange's absolute timeout (route perRequest, else the target
+// listener's; 0 = none) and its idle timeout (route idle, else the listener's, else
+// streamIdle).
+func (d decision) timeouts(streamIdle time.Duration) (perRequest, idle time.Duration) {
+	perRequest, idle = d.route.PerRequestTimeout, d.route.IdleTimeout
+	if perRequest == 0 {
+		perRequest = d.cluster.perRequest
+	}
+	if idle == 0 {
+		idle = d.cluster.idle
+	}
+	if idle == 0 {
+		idle = streamIdle
+	}
+	return perRequest, idle
 }
 
 // resolve routes one request on snap. localPort is the ingress port the connection was
@@ -169,8 +185,4 @@ func pickEndpoint(c *cluster, avoid *balancer.Endpoint) (balancer.Result, error)
 		return res, &upstreamError{kind: errNoEndpoint, err: err}
 	}
 	return res, nil
-}
-
-func isClosedConn(err error) bool {
-	return errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded)
 }

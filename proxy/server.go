@@ -22,7 +22,6 @@ import (
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/telemetry"
-	"golang.org/x/net/http2"
 )
 
 // Options configures a Server. Zero values mean the documented defaults.
@@ -117,8 +116,10 @@ type Server struct {
 	admin           *http.Server
 	adminLn         net.Listener
 
-	h2     *http2.Server
-	h2base *http.Server // carries graceful shutdown to the HTTP/2 connections
+	// HTTP/2 (h2c prior knowledge) is served by net/http: one server per listener
+	// kind, fed the sniffed connections through an in-memory listener.
+	h2in, h2out   *http.Server
+	h2inL, h2outL *connListener
 
 	connMu sync.Mutex
 	conns  map[*trackedConn]struct{}
@@ -141,16 +142,9 @@ func New(opts Options) (*Server, error) {
 		dialer:      &net.Dialer{KeepAlive: 30 * time.Second},
 		conns:       make(map[*trackedConn]struct{}),
 		passthrough: make(map[string]*cluster),
-		h2base:      &http.Server{},
 	}
-	s.h2 = &http2.Server{
-		MaxConcurrentStreams: 250,
-		IdleTimeout:          opts.KeepAliveIdle,
-		MaxReadFrameSize:     1 << 20,
-	}
-	if err := http2.ConfigureServer(s.h2base, s.h2); err != nil {
-		return nil, fmt.Errorf("proxy: configure http2 server: %w", err)
-	}
+	s.h2in, s.h2inL = s.newH2Server(kindIngress)
+	s.h2out, s.h2outL = s.newH2Server(kindEgress)
 	return s, nil
 }
 
@@ -204,7 +198,16 @@ func (s *Server) Start() error {
 			}
 		}()
 	}
-	s.loopWG.Add(2)
+	s.loopWG.Add(4)
+	for _, h := range []struct {
+		srv *http.Server
+		ln  *connListener
+	}{{s.h2in, s.h2inL}, {s.h2out, s.h2outL}} {
+		go func() {
+			defer s.loopWG.Done()
+			_ = h.srv.Serve(h.ln)
+		}()
+	}
 	go s.acceptLoop(s.ingress, kindIngress)
 	go s.acceptLoop(s.egress, kindEgress)
 	s.ready.Store(true)
@@ -242,7 +245,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.DrainTimeout)
 	defer cancel()
 	// HTTP/2 connections get GOAWAY and finish their open streams.
-	go func() { _ = s.h2base.Shutdown(ctx) }()
+	var h2wg sync.WaitGroup
+	for _, srv := range []*http.Server{s.h2in, s.h2out} {
+		h2wg.Add(1)
+		go func() {
+			defer h2wg.Done()
+			_ = srv.Shutdown(ctx)
+		}()
+	}
+	defer h2wg.Wait()
 	s.connMu.Lock()
 	for c := range s.conns {
 		c.wakeIfIdle()
@@ -261,6 +272,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			_ = c.Close()
 		}
 		s.connMu.Unlock()
+		_ = s.h2in.Close()
+		_ = s.h2out.Close()
 		<-done
 	}
 	if s.admin != nil {
