@@ -34,6 +34,10 @@ type bufferedConn struct {
 
 func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 
+// Write bypasses trackedConn's deadline bookkeeping, which belongs to one goroutine:
+// HTTP/2 reads and writes on different goroutines, and its own timeouts apply.
+func (b *bufferedConn) Write(p []byte) (int, error) { return b.trackedConn.Conn.Write(p) }
+
 func (b *bufferedConn) Close() error {
 	b.once.Do(func() { close(b.done) })
 	return b.trackedConn.Close()

@@ -24,12 +24,14 @@ func (s *Server) serveConn(tc *trackedConn, kind listenerKind) {
 	}
 	tc.setIdle(s.opts.KeepAliveIdle)
 	br := getReader(tc)
-	defer putReader(br)
 	isH2, err := sniffH2(br)
 	if err != nil {
+		putReader(br)
 		return
 	}
 	if isH2 {
+		// The reader is not pooled afterwards: net/http's HTTP/2 frame reader may still be
+		// inside a Read on it after the connection is closed.
 		// The HTTP/2 server drains with GOAWAY; the idle wake-up must not touch it.
 		tc.state.Store(connActive)
 		tc.setIdle(0)
@@ -37,6 +39,7 @@ func (s *Server) serveConn(tc *trackedConn, kind listenerKind) {
 		s.serveH2(tc, br, kind)
 		return
 	}
+	defer putReader(br)
 	s.serveH1(tc, br, kind)
 }
 
