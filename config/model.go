@@ -123,6 +123,40 @@ type Listener struct {
 	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
 	Timeout          *ListenerTimeout  `json:"timeout,omitempty"`
 	TLS              *ListenerTLS      `json:"tls,omitempty"`
+
+	// CircuitBreaker is a meshd extension: a breaker per cluster that targets this
+	// listener. Nil means no breaker.
+	CircuitBreaker *CircuitBreaker `json:"circuitBreaker,omitempty"`
+	// RateLimit is a meshd extension: a local token bucket over every inbound request
+	// on this listener (enforced by the node's own sidecar). Nil means no limit.
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+}
+
+// CircuitBreaker (extension) configures the per-cluster breaker; see
+// docs/resilience.md. Zero fields take the documented defaults.
+type CircuitBreaker struct {
+	// ConsecutiveFailures trips the breaker after this many failures in a row. Default 5
+	// (used unless FailureRatio is set).
+	ConsecutiveFailures int64 `json:"consecutiveFailures,omitempty"`
+	// FailureRatio in (0, 1] trips it when failures/finished attempts within Interval
+	// reach it, once MinRequests attempts finished.
+	FailureRatio float64 `json:"failureRatio,omitempty"`
+	// MinRequests: default 20 (ratio mode).
+	MinRequests int64 `json:"minRequests,omitempty"`
+	// Interval is the rolling window; ratio mode default 10 s, consecutive mode none.
+	Interval *Duration `json:"interval,omitempty"`
+	// OpenDuration: time open before probing; default 30 s.
+	OpenDuration *Duration `json:"openDuration,omitempty"`
+	// HalfOpenRequests: probes at once while half-open; default 1.
+	HalfOpenRequests int64 `json:"halfOpenRequests,omitempty"`
+}
+
+// RateLimit (extension) is a local token bucket.
+type RateLimit struct {
+	// RequestsPerSecond is the sustained rate; > 0, fractions allowed. Required.
+	RequestsPerSecond float64 `json:"requestsPerSecond"`
+	// Burst: requests admitted at once; default ⌈RequestsPerSecond⌉.
+	Burst int64 `json:"burst,omitempty"`
 }
 
 type PortMapping struct {
@@ -165,6 +199,10 @@ type HealthCheck struct {
 	TimeoutMillis      int64  `json:"timeoutMillis"`
 	HealthyThreshold   int    `json:"healthyThreshold"`
 	UnhealthyThreshold int    `json:"unhealthyThreshold"`
+
+	// PanicThresholdPercent is a meshd extension: below this share of available
+	// endpoints the cluster spreads over all of them. Nil means 50; 0 disables panic mode.
+	PanicThresholdPercent *int `json:"panicThresholdPercent,omitempty"`
 }
 
 type OutlierDetection struct {
@@ -403,6 +441,9 @@ type HTTPRoute struct {
 	Action      RouteAction      `json:"action"`
 	RetryPolicy *HTTPRetryPolicy `json:"retryPolicy,omitempty"`
 	Timeout     *HTTPTimeout     `json:"timeout,omitempty"`
+	// RateLimit is a meshd extension: a local token bucket over requests matching this
+	// route. Nil means no limit.
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 }
 
 type HTTPRouteMatch struct {
@@ -472,6 +513,8 @@ type GRPCRoute struct {
 	Action      RouteAction      `json:"action"`
 	RetryPolicy *GRPCRetryPolicy `json:"retryPolicy,omitempty"`
 	Timeout     *HTTPTimeout     `json:"timeout,omitempty"`
+	// RateLimit (extension): as on httpRoute.
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 }
 
 type GRPCRouteMatch struct {

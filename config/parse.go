@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"reflect"
 	"strconv"
@@ -326,6 +327,19 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		v.SetInt(i)
+	case reflect.Float64:
+		// Extension fields (rateLimit.requestsPerSecond, circuitBreaker.failureRatio)
+		// take fractions; an integer literal is a number too.
+		if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!float" && n.ShortTag() != "!!int") {
+			d.fail(n, path, scalarValue(n), "cannot use %s as a number", describe(n))
+			return
+		}
+		var f float64
+		if err := n.Decode(&f); err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			d.fail(n, path, n.Value, "number %s is not finite", n.Value)
+			return
+		}
+		v.SetFloat(f)
 	case reflect.Bool:
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
 			d.fail(n, path, scalarValue(n), "cannot use %s as a boolean (true or false)", describe(n))

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net"
 	"regexp"
 	"slices"
@@ -306,6 +307,18 @@ func (v *validator) virtualNode(path string, n *VirtualNode) {
 		if l.TLS != nil {
 			v.listenerTLS(lp+".tls", l.TLS)
 		}
+		if l.CircuitBreaker != nil {
+			if proto == ProtoTCP {
+				v.add(lp+".circuitBreaker", nil, "applies to http, http2 and grpc listeners, not %q", proto)
+			}
+			v.circuitBreaker(lp+".circuitBreaker", l.CircuitBreaker)
+		}
+		if l.RateLimit != nil {
+			if proto == ProtoTCP {
+				v.add(lp+".rateLimit", nil, "applies to http, http2 and grpc listeners, not %q", proto)
+			}
+			v.rateLimit(lp+".rateLimit", l.RateLimit)
+		}
 	}
 	if sd := n.Spec.ServiceDiscovery; sd != nil {
 		v.serviceDiscovery(spec+".serviceDiscovery", sd)
@@ -409,6 +422,43 @@ func (v *validator) healthCheck(path string, hc *HealthCheck) {
 	v.between(path+".timeoutMillis", hc.TimeoutMillis, 2000, 60000)
 	v.between(path+".healthyThreshold", int64(hc.HealthyThreshold), 2, 10)
 	v.between(path+".unhealthyThreshold", int64(hc.UnhealthyThreshold), 2, 10)
+	if p := hc.PanicThresholdPercent; p != nil {
+		v.between(path+".panicThresholdPercent", int64(*p), 0, 100)
+	}
+}
+
+// circuitBreaker checks the meshd extension; the numbers mirror resilience.NewBreaker,
+// which the proxy calls with the same values.
+func (v *validator) circuitBreaker(path string, cb *CircuitBreaker) {
+	if cb.ConsecutiveFailures != 0 {
+		v.between(path+".consecutiveFailures", cb.ConsecutiveFailures, 1, math.MaxUint32)
+	}
+	if cb.FailureRatio != 0 && !(cb.FailureRatio > 0 && cb.FailureRatio <= 1) {
+		v.add(path+".failureRatio", cb.FailureRatio, "must be in (0, 1]")
+	}
+	if cb.FailureRatio != 0 && cb.ConsecutiveFailures != 0 {
+		v.add(path, nil, "set only one of consecutiveFailures, failureRatio")
+	}
+	if cb.MinRequests != 0 {
+		v.between(path+".minRequests", cb.MinRequests, 1, math.MaxUint32)
+		if cb.FailureRatio == 0 {
+			v.add(path+".minRequests", cb.MinRequests, "applies only with failureRatio")
+		}
+	}
+	if cb.HalfOpenRequests != 0 {
+		v.between(path+".halfOpenRequests", cb.HalfOpenRequests, 1, math.MaxUint32)
+	}
+	v.duration(path+".interval", cb.Interval)
+	v.duration(path+".openDuration", cb.OpenDuration)
+}
+
+func (v *validator) rateLimit(path string, rl *RateLimit) {
+	if !(rl.RequestsPerSecond > 0 && rl.RequestsPerSecond <= 1e9) {
+		v.add(path+".requestsPerSecond", rl.RequestsPerSecond, "must be in (0, 1e9]")
+	}
+	if rl.Burst < 0 || rl.Burst > 1<<30 {
+		v.add(path+".burst", rl.Burst, "must be 0..%d (0: one second's worth)", 1<<30)
+	}
 }
 
 func (v *validator) outlierDetection(path string, od *OutlierDetection) {
@@ -836,6 +886,9 @@ func (v *validator) httpRoute(path string, h *HTTPRoute, router *VirtualRouter, 
 		v.events(rpp+".tcpRetryEvents", rp.TCPRetryEvents, tcpRetryEvents)
 	}
 	v.httpTimeout(path+".timeout", h.Timeout)
+	if h.RateLimit != nil {
+		v.rateLimit(path+".rateLimit", h.RateLimit)
+	}
 }
 
 var (
@@ -975,6 +1028,9 @@ func (v *validator) grpcRoute(path string, g *GRPCRoute, router *VirtualRouter) 
 		v.events(rpp+".tcpRetryEvents", rp.TCPRetryEvents, tcpRetryEvents)
 	}
 	v.httpTimeout(path+".timeout", g.Timeout)
+	if g.RateLimit != nil {
+		v.rateLimit(path+".rateLimit", g.RateLimit)
+	}
 }
 
 // ---------------------------------------------------------------------------
