@@ -1,0 +1,139 @@
+package config
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/meshd/meshd/telemetry"
+)
+
+// DefaultPollInterval is PollSource's default interval.
+const DefaultPollInterval = 30 * time.Second
+
+// PollSource follows a config document kept at an http(s) URL, so a fleet of sidecars
+// can follow one config kept anywhere (S3, a git host's raw URL, any web server). Each
+// poll sends If-None-Match with the last ETag; a 304 costs the server nothing and
+// changes nothing here.
+//
+// The zero value is not usable: set URL. Fields must not change after the first call.
+type PollSource struct {
+	// URL is the document's http or https URL. Required.
+	URL string
+	// Interval is the time between polls. Default DefaultPollInterval.
+	Interval time.Duration
+	// Client sends the requests. Default: a client with a 30 s timeout.
+	Client *http.Client
+	// Header is added to every request (for example Authorization for a private bucket).
+	Header http.Header
+	Logger *slog.Logger
+
+	mu   sync.Mutex
+	etag string
+	body []byte
+	sum  [32]byte
+}
+
+func (s *PollSource) client() *http.Client {
+	if s.Client != nil {
+		return s.Client
+	}
+	return defaultPollClient
+}
+
+var defaultPollClient = &http.Client{Timeout: 30 * time.Second}
+
+func (s *PollSource) origin(etag string) string {
+	if etag == "" {
+		return "url:" + s.URL
+	}
+	return "url:" + s.URL + " etag " + etag
+}
+
+// Fetch returns the document at URL now. After a first success it sends If-None-Match,
+// and a 304 answer returns the document fetched before. Any status but 200 and 304 is
+// an error naming the URL and status.
+func (s *PollSource) Fetch(ctx context.Context) (Document, error) {
+	doc, _, err := s.poll(ctx)
+	return doc, err
+}
+
+// poll fetches once; changed reports a 200 whose body differs from the last one.
+func (s *PollSource) poll(ctx context.Context) (doc Document, changed bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
+	if err != nil {
+		return Document{}, false, fmt.Errorf("config url %s: %w", s.URL, err)
+	}
+	for k, vs := range s.Header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	s.mu.Lock()
+	etag, have := s.etag, s.body != nil
+	s.mu.Unlock()
+	if have && etag != "" {
+		req.Header.Set("If-None-Match", etag)
+	}
+	resp, err := s.client().Do(req)
+	if err != nil {
+		return Document{}, false, fmt.Errorf("config url %s: %w", s.URL, err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotModified && have:
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return Document{Data: s.body, Origin: s.origin(s.etag)}, false, nil
+	case resp.StatusCode != http.StatusOK:
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+		return Document{}, false, fmt.Errorf("config url %s: status %s", s.URL, resp.Status)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxConfigSize+1))
+	if err != nil {
+		return Document{}, false, fmt.Errorf("config url %s: read body: %w", s.URL, err)
+	}
+	newTag := resp.Header.Get("ETag")
+	sum := digestBytes(data)
+	s.mu.Lock()
+	changed = s.body == nil || sum != s.sum
+	s.etag, s.body, s.sum = newTag, data, sum
+	s.mu.Unlock()
+	return Document{Data: data, Origin: s.origin(newTag)}, changed, nil
+}
+
+// Watch polls every Interval until ctx is done and delivers each document whose bytes
+// differ from the last one fetched. A failed poll is logged and retried at the next
+// tick; the running config keeps serving.
+func (s *PollSource) Watch(ctx context.Context, deliver func(Document)) error {
+	iv := s.Interval
+	if iv <= 0 {
+		iv = DefaultPollInterval
+	}
+	log := telemetry.OrDiscard(s.Logger)
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		doc, changed, err := s.poll(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			log.Warn("config poll failed; keeping the running config", "url", s.URL, "err", err)
+			continue
+		}
+		if changed {
+			deliver(doc)
+		}
+	}
+}
