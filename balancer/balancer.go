@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/resilience"
 )
 
 // Policy is how a cluster spreads requests over its endpoints. The values are the
@@ -63,6 +64,12 @@ type Endpoint struct {
 	inFlight atomic.Int64
 	requests atomic.Uint64
 	failures atomic.Uint64
+
+	// Availability inputs, written by the control plane under the cluster's update lock
+	// (SetHealthy, SetEjected) and read by buildPicker and Snapshot. They survive
+	// Updates that keep the address.
+	unhealthy atomic.Bool
+	ejected   atomic.Bool
 }
 
 // Weight is the endpoint's current weight (at least 1). It is a method, not a field,
@@ -73,10 +80,16 @@ func (e *Endpoint) Weight() uint32 { return e.weight.Load() }
 // InFlight is the number of picks of e whose Done has not been called yet.
 func (e *Endpoint) InFlight() int64 { return e.inFlight.Load() }
 
-// available is the one availability predicate: the control plane builds pickers over
-// the endpoints for which it holds. Health checks, outlier ejection and the panic
-// threshold plug in here and in buildPicker, not in the pickers.
-func (e *Endpoint) available() bool { return true }
+// available is the one availability predicate: healthy by active checks and not
+// ejected by outlier detection. The control plane builds pickers over the endpoints for
+// which it holds, unless the cluster is in panic (buildPicker); the pickers never look.
+func (e *Endpoint) available() bool { return !e.unhealthy.Load() && !e.ejected.Load() }
+
+// Healthy reports whether active health checks pass (true when none are configured).
+func (e *Endpoint) Healthy() bool { return !e.unhealthy.Load() }
+
+// Ejected reports whether outlier detection has ejected e.
+func (e *Endpoint) Ejected() bool { return e.ejected.Load() }
 
 // Options configure a Cluster. The zero value is least-request with the default RNG.
 type Options struct {
@@ -94,6 +107,12 @@ type Options struct {
 	// published set, so the owner can drain what it hung on Meta. Picks made before
 	// the removal may still be in flight and call Done later.
 	OnRemove func(*Endpoint)
+	// PanicThresholdPercent: when fewer than this share of the endpoints are available,
+	// Pick ignores availability and spreads over all of them (Envoy's healthy panic
+	// threshold), rather than black-holing the service when health checks are broken
+	// or most endpoints are ejected. 0 means resilience.DefaultPanicThresholdPercent
+	// (50); a negative value disables panic mode.
+	PanicThresholdPercent int
 }
 
 // Cluster is one upstream cluster's endpoint set and picker. Pick, Done, Snapshot and
@@ -105,6 +124,7 @@ type Cluster struct {
 	rand   func() uint64
 	onAdd  func(*Endpoint)
 	onRm   func(*Endpoint)
+	panicT int // percent; ≤ 0 disables
 
 	// cursor is the round-robin position. It lives in the cluster, not the picker, so
 	// an Update does not restart the rotation at the first endpoint.
@@ -124,7 +144,11 @@ func NewCluster(name string, opts Options) *Cluster {
 		rand:   opts.Rand,
 		onAdd:  opts.OnAdd,
 		onRm:   opts.OnRemove,
+		panicT: opts.PanicThresholdPercent,
 		byAddr: map[string]*Endpoint{},
+	}
+	if c.panicT == 0 {
+		c.panicT = resilience.DefaultPanicThresholdPercent
 	}
 	if c.policy != RoundRobin && c.policy != Random {
 		c.policy = LeastRequest
@@ -183,13 +207,62 @@ func (c *Cluster) Update(eps []discovery.Endpoint) {
 		}
 	}
 	c.byAddr = next
-	c.picker.Store(buildPicker(next, c.policy))
+	c.picker.Store(buildPicker(next, c.policy, c.panicT))
 	if c.onRm != nil {
 		for _, e := range removed {
 			c.onRm(e)
 		}
 	}
 }
+
+// SetHealthy records the verdict of active health checks for addr and rebuilds the
+// picker when it changed. It reports whether addr is in the set and its state changed.
+// Control plane: serialized with Update; safe from any goroutine.
+func (c *Cluster) SetHealthy(addr string, healthy bool) bool {
+	return c.setFlag(addr, healthy, func(e *Endpoint) *atomic.Bool { return &e.unhealthy }, true)
+}
+
+// SetEjected records an outlier ejection (true) or return (false) of addr and rebuilds
+// the picker when it changed. It reports whether addr is in the set and changed.
+// Control plane: serialized with Update; safe from any goroutine.
+func (c *Cluster) SetEjected(addr string, ejected bool) bool {
+	return c.setFlag(addr, ejected, func(e *Endpoint) *atomic.Bool { return &e.ejected }, false)
+}
+
+func (c *Cluster) setFlag(addr string, v bool, flag func(*Endpoint) *atomic.Bool, invert bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.byAddr[addr]
+	if e == nil {
+		return false
+	}
+	if invert {
+		v = !v
+	}
+	if flag(e).Swap(v) == v {
+		return false
+	}
+	c.picker.Store(buildPicker(c.byAddr, c.policy, c.panicT))
+	return true
+}
+
+// Addresses lists the current endpoint addresses, sorted, for the control plane (health
+// checkers, outlier detection). The slice is fresh; the caller may keep it.
+func (c *Cluster) Addresses() []string {
+	p := c.picker.Load()
+	out := make([]string, len(p.all))
+	for i, e := range p.all {
+		out[i] = e.Address
+	}
+	return out
+}
+
+// Panic reports whether the current picker is in panic mode: too few endpoints are
+// available, so Pick spreads over all of them.
+func (c *Cluster) Panic() bool { return c.picker.Load().panic }
+
+// Available is the number of endpoints the availability predicate admits now.
+func (c *Cluster) Available() int { return c.picker.Load().available }
 
 // PickInfo is what a caller tells Pick about the request.
 type PickInfo struct {
@@ -254,12 +327,14 @@ func (c *Cluster) Pick(info PickInfo) (Result, error) {
 	return Result{Endpoint: e}, nil
 }
 
-// EndpointStatus is one endpoint's state for the admin /clusters page.
+// EndpointStatus is one endpoint's state for the admin /clusters page. Healthy is the
+// active health check verdict; Ejected is outlier detection's.
 type EndpointStatus struct {
 	Address            string
 	Weight             uint32
 	InFlight           int64
 	Requests, Failures uint64
+	Healthy, Ejected   bool
 }
 
 // Snapshot lists the current endpoints, sorted by address. The counters are read one
@@ -274,6 +349,8 @@ func (c *Cluster) Snapshot() []EndpointStatus {
 			InFlight: e.InFlight(),
 			Requests: e.requests.Load(),
 			Failures: e.failures.Load(),
+			Healthy:  e.Healthy(),
+			Ejected:  e.Ejected(),
 		}
 	}
 	return out
@@ -281,3 +358,14 @@ func (c *Cluster) Snapshot() []EndpointStatus {
 
 // Len is the number of endpoints in the current set, available or not.
 func (c *Cluster) Len() int { return len(c.picker.Load().all) }
+
+// InFlight is the number of requests in flight to the cluster (the sum over its current
+// endpoints). It walks the endpoint set, so it is for rare decisions (a retry asking the
+// retry budget), not for every request.
+func (c *Cluster) InFlight() int64 {
+	var n int64
+	for _, e := range c.picker.Load().all {
+		n += max(e.inFlight.Load(), 0)
+	}
+	return n
+}

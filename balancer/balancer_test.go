@@ -476,8 +476,8 @@ func TestUpdateKeepsIdentityAndCallsHooks(t *testing.T) {
 		t.Fatalf("surviving endpoint: same=%v meta=%v inflight=%d weight=%d", newB == oldB, newB.Meta, newB.InFlight(), newB.Weight())
 	}
 	want := []EndpointStatus{
-		{Address: b, Weight: 5, InFlight: 2, Requests: 3, Failures: 2},
-		{Address: cc, Weight: 2},
+		{Address: b, Weight: 5, InFlight: 2, Requests: 3, Failures: 2, Healthy: true},
+		{Address: cc, Weight: 2, Healthy: true},
 	}
 	if got := c.Snapshot(); !reflect.DeepEqual(got, want) || c.Len() != 2 {
 		t.Fatalf("Snapshot = %+v, want %+v", got, want)

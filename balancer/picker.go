@@ -2,6 +2,8 @@ package balancer
 
 import (
 	"math/bits"
+
+	"github.com/meshd/meshd/resilience"
 	"slices"
 	"strings"
 )
@@ -17,7 +19,10 @@ const maxSchedule = 1 << 16
 type picker struct {
 	all []*Endpoint // the whole set, sorted by address (Snapshot, Len)
 	eps []*Endpoint // the endpoints Pick chooses among, in the same order
-	w   []uint32    // weight of eps[i], as of this picker
+
+	available int      // endpoints of all that are available
+	panic     bool     // too few available: eps is all
+	w         []uint32 // weight of eps[i], as of this picker
 
 	uniform bool     // every weight in w is equal: pick by index alone
 	cum     []uint64 // cum[i] = w[0] + ... + w[i]; nil when uniform
@@ -26,15 +31,20 @@ type picker struct {
 }
 
 // buildPicker turns the current set into a picker. It runs under the cluster's update
-// lock, so it is the single place where availability is applied.
-func buildPicker(set map[string]*Endpoint, policy Policy) *picker {
+// lock, so it is the single place where availability and the panic threshold (percent;
+// ≤ 0 disables) are applied.
+func buildPicker(set map[string]*Endpoint, policy Policy, panicThreshold int) *picker {
 	p := &picker{all: make([]*Endpoint, 0, len(set))}
 	for _, e := range set {
 		p.all = append(p.all, e)
+		if e.available() {
+			p.available++
+		}
 	}
 	slices.SortFunc(p.all, func(a, b *Endpoint) int { return strings.Compare(a.Address, b.Address) })
+	p.panic = resilience.PanicMode(p.available, len(p.all), panicThreshold)
 	for _, e := range p.all {
-		if e.available() {
+		if p.panic || e.available() {
 			p.eps = append(p.eps, e)
 			p.w = append(p.w, e.Weight())
 		}
