@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/meshd/meshd/balancer"
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/proxy/internal/h1"
+	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/router"
 )
 
@@ -64,6 +66,22 @@ type cluster struct {
 	pools   map[*endpointPool]struct{} // every endpoint's pool, for close
 
 	rt http.RoundTripper // net/http path (h2 upstreams, and h2 downstream to h1 upstreams)
+
+	// Resilience: every decision is counted in counters (kept by cluster name across
+	// reloads). budget always exists; outlier, breaker and health are nil when the
+	// target listener does not configure them.
+	clock    resilience.Clock
+	log      *slog.Logger
+	counters *resilience.Counters
+	budget   *resilience.RetryBudget
+	outlier  *resilience.OutlierDetector
+	sweepEvery time.Duration
+	breaker  *resilience.Breaker
+	health   *healthChecker
+	// The control goroutine (outlier sweeps, health checks) exits when stop closes;
+	// close waits for it.
+	stop      chan struct{}
+	controlWG sync.WaitGroup
 }
 
 func newCluster(ref router.ClusterRef, opts compileOptions) *cluster {
@@ -74,7 +92,9 @@ func newCluster(ref router.ClusterRef, opts compileOptions) *cluster {
 		connectTimeout: opts.connectTimeout,
 		streamIdle:     opts.streamIdle,
 		pools:          make(map[*endpointPool]struct{}),
+		stop:           make(chan struct{}),
 	}
+	c.initResilience(opts)
 	if l := ref.Listener; l != nil {
 		if t := l.Timeout; t != nil {
 			var ht *config.HTTPTimeout
@@ -109,13 +129,16 @@ func newCluster(ref router.ClusterRef, opts compileOptions) *cluster {
 		}
 	}
 	c.bal = balancer.NewCluster(ref.Name, balancer.Options{
-		Policy: balancer.Policy(ref.LBPolicy),
+		Policy:                balancer.Policy(ref.LBPolicy),
+		PanicThresholdPercent: panicThreshold(ref.Listener),
 		OnAdd: func(ep *balancer.Endpoint) {
 			p := &endpointPool{addr: ep.Address, cl: c, ep: ep}
 			ep.Meta = p
 			c.poolsMu.Lock()
 			c.pools[p] = struct{}{}
 			c.poolsMu.Unlock()
+			c.outlier.Add(ep.Address)
+			c.health.add(ep)
 		},
 		OnRemove: func(ep *balancer.Endpoint) {
 			if p, ok := ep.Meta.(*endpointPool); ok {
@@ -124,9 +147,12 @@ func newCluster(ref router.ClusterRef, opts compileOptions) *cluster {
 				c.poolsMu.Unlock()
 				p.closeIdle()
 			}
+			c.outlier.Remove(ep.Address)
+			c.health.remove(ep)
 		},
 	})
 	c.rt = c.newRoundTripper()
+	c.startControl()
 	return c
 }
 
@@ -190,6 +216,7 @@ func (c *cluster) acquireSlot(ctx context.Context) error {
 	}
 	if c.pending.Add(1) > c.maxPending {
 		c.pending.Add(-1)
+		c.counters.OverflowMaxPendingRequests.Add(1)
 		return &upstreamError{kind: errOverflowKind, err: fmt.Errorf("cluster %s: maxConnections %d and maxPendingRequests %d reached: %w",
 			c.ref.Name, cap(c.slots), c.maxPending, errOverflow), limit: "maxPendingRequests"}
 	}
@@ -206,6 +233,7 @@ func (c *cluster) acquireSlot(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-t.C:
+		c.counters.OverflowMaxConnections.Add(1)
 		return &upstreamError{kind: errOverflowKind, err: fmt.Errorf("cluster %s: no connection slot within %v (maxConnections %d): %w",
 			c.ref.Name, wait, cap(c.slots), errOverflow), limit: "maxConnections"}
 	}
@@ -226,6 +254,7 @@ func (c *cluster) acquireStream() error {
 	case c.streams <- struct{}{}:
 		return nil
 	default:
+		c.counters.OverflowMaxRequests.Add(1)
 		return &upstreamError{kind: errOverflowKind, err: fmt.Errorf("cluster %s: maxRequests %d reached: %w",
 			c.ref.Name, cap(c.streams), errOverflow), limit: "maxRequests"}
 	}
@@ -243,6 +272,7 @@ func (c *cluster) close() {
 	if c.closed.Swap(true) {
 		return
 	}
+	c.closeResilience()
 	c.poolsMu.Lock()
 	pools := make([]*endpointPool, 0, len(c.pools))
 	for p := range c.pools {

@@ -3,8 +3,10 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"strings"
 )
 
 // errKind classifies a failed upstream exchange by origin (Envoy's Outlier::Result):
@@ -93,4 +95,25 @@ func overflowLimit(err error) string {
 		return ue.limit
 	}
 	return ""
+}
+
+// errorKind is err's origin class, 0 when err is not an upstreamError.
+func errorKind(err error) errKind {
+	var ue *upstreamError
+	if errors.As(err, &ue) {
+		return ue.kind
+	}
+	return 0
+}
+
+// isRefusedStream reports whether an HTTP/2 upstream refused the stream (RST_STREAM
+// REFUSED_STREAM, RFC 9113 §8.7: the request was not processed). net/http's HTTP/2
+// client keeps its stream error type unexported, so the code is matched by name.
+func isRefusedStream(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "REFUSED_STREAM")
+}
+
+// errBreakerOpen answers a request the cluster's circuit breaker refused.
+func errBreakerOpen(cluster string, err error) error {
+	return &upstreamError{kind: errOverflowKind, err: fmt.Errorf("cluster %s: %w", cluster, err), limit: limitCircuitBreaker}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshd/meshd/balancer"
 	"github.com/meshd/meshd/proxy/internal/h1"
+	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/router"
 )
 
@@ -156,6 +157,10 @@ func (c *h1conn) handle() bool {
 	if d.route == nil {
 		return c.drainBodyThenReply(d.status, d.code, d.msg)
 	}
+	rp := snap.res.policy(d.route)
+	if refused, wait := snap.res.rateLimited(c.ingressPort(snap), rp); refused {
+		return c.rateLimitReply(wait)
+	}
 	if req.ExpectContinue {
 		// Answer 100 Continue ourselves and drop Expect: relaying it would leave the
 		// client waiting for an interim response while meshd waits for the body.
@@ -170,7 +175,37 @@ func (c *h1conn) handle() bool {
 	if d.cluster.h2 {
 		return c.forwardRoundTrip(d, target, scheme)
 	}
-	return c.forward(d, target)
+	return c.forward(d, target, rp)
+}
+
+// ingressPort is the local listener port of an ingress connection, 0 for egress.
+func (c *h1conn) ingressPort(snap *Snapshot) int {
+	if c.kind != kindIngress {
+		return 0
+	}
+	if c.local != 0 {
+		return c.local
+	}
+	return snap.localNodePort
+}
+
+// rateLimitReply answers 429 with Retry-After; a small request body is dropped so the
+// connection can be kept, as drainBodyThenReply does.
+func (c *h1conn) rateLimitReply(wait time.Duration) bool {
+	closeConn := c.req.Close || c.s.draining.Load()
+	if c.req.HasBody() {
+		if c.req.ExpectContinue || c.req.Chunked || c.req.ContentLength > int64(c.br.Size()) {
+			closeConn = true
+		} else if _, err := c.br.Discard(int(c.req.ContentLength)); err != nil {
+			closeConn = true
+		}
+	}
+	hdr := [...]h1.Header{{Name: HeaderError, Value: codeRateLimited}, {Name: "Retry-After", Value: retryAfterValue(wait)},
+		{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}
+	if h1.WriteSimpleResponse(c.bw, 429, hdr[:], []byte("meshd: rate limit exceeded\n"), closeConn) != nil || c.bw.Flush() != nil {
+		return false
+	}
+	return !closeConn
 }
 
 // drainBodyThenReply answers a local error; a request body that is small is read and
@@ -304,67 +339,121 @@ func (c *h1conn) takeConn(p *endpointPool) (*upConn, error) {
 	return p.get(context.Background())
 }
 
-// forward relays one request over HTTP/1.1 to the picked endpoint and the response
-// back: the hot path. It reports whether the downstream connection can be kept.
-func (c *h1conn) forward(d decision, target string) bool {
+// forward relays one request over HTTP/1.1 to a picked endpoint and the response
+// back: the hot path. rp is the route's policy (nil: no retries). With a cluster
+// breaker, the whole request (retries included) runs as one breaker attempt: an open
+// breaker answers 503 at once. It reports whether the downstream connection can be kept.
+func (c *h1conn) forward(d decision, target string, rp *routePolicy) bool {
+	cl := d.cluster
+	if cl.breaker == nil {
+		keep, _ := c.forwardAttempts(d, target, rp)
+		return keep
+	}
+	var keep bool
+	// The closure escapes into gobreaker: one allocation, paid only by clusters that
+	// configure a breaker.
+	err := cl.breaker.Do(func() resilience.Outcome {
+		var o resilience.Outcome
+		keep, o = c.forwardAttempts(d, target, rp)
+		return o
+	})
+	if err != nil {
+		return c.failReply(errBreakerOpen(cl.ref.Name, err))
+	}
+	return keep
+}
+
+// forwardAttempts runs the attempts of one request: pick (avoiding the endpoint that
+// just failed), exchange, and on a retriable outcome that the policy, the retry budget
+// and the deadline allow, back off and go again. A request body that fits in the read
+// buffer is peeked, not consumed, so it can be replayed (the bounded buffer);
+// a larger or chunked one is retried only when nothing of it was sent. It reports
+// whether the downstream connection can be kept, and the outcome for the breaker.
+func (c *h1conn) forwardAttempts(d decision, target string, rp *routePolicy) (bool, resilience.Outcome) {
 	req := &c.req
 	cl := d.cluster
 	timeout, idle := d.timeouts(c.s.opts.StreamIdle)
 	c.tc.setIdle(idle)
 	if err := cl.acquireSlot(context.Background()); err != nil {
-		return c.failReply(err)
+		return c.failReply(err), resilience.Ignored
 	}
 	defer cl.releaseSlot()
-	res, err := pickEndpoint(cl, nil)
-	if err != nil {
-		return c.failReply(err)
-	}
-	pool := res.Endpoint.Meta.(*endpointPool)
 	start := time.Now()
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = start.Add(timeout)
+	}
 	c.buildForwardHeaders(c.rr.Scheme)
 	upgrade := req.Upgrade != ""
 
-	// A body that fits in the read buffer is peeked, not consumed, so the exchange can be
-	// replayed on a fresh connection when a kept-alive one turns out to be closed.
 	var body []byte
 	replayable := !req.HasBody()
 	if !req.Chunked && req.ContentLength > 0 && req.ContentLength <= int64(c.br.Size()) {
-		if b, err := c.br.Peek(int(req.ContentLength)); err == nil {
-			body, replayable = b, true
-		} else {
-			res.Done(balancer.DoneInfo{Err: err})
-			return false
+		b, err := c.br.Peek(int(req.ContentLength))
+		if err != nil {
+			return false, resilience.Ignored
 		}
+		body, replayable = b, true
 	}
 
-	var u *upConn
-	for attempt := 0; ; attempt++ {
-		u, err = c.takeConn(pool)
+	var rs retryState
+	if rp != nil && !upgrade {
+		rs.policy, rs.route = rp.retry, rp.counters
+	}
+	defer rs.release(cl)
+	var (
+		avoid *balancer.Endpoint
+		res   balancer.Result
+		pool  *endpointPool
+		u     *upConn
+	)
+	for {
+		var err error
+		res, err = pickEndpoint(cl, avoid)
 		if err != nil {
-			res.Done(balancer.DoneInfo{Err: err, Latency: time.Since(start)})
-			return c.failReply(err)
+			return c.failReply(err), resilience.Ignored
 		}
-		u.timer.idle = idle
-		if timeout > 0 {
-			u.setHardDeadline(start.Add(timeout))
+		pool = res.Endpoint.Meta.(*endpointPool)
+		attemptStart := time.Now()
+		hard, perTry := deadline, false
+		if rs.policy != nil {
+			if pt := rs.policy.PerRetryTimeout(); pt > 0 {
+				if t := attemptStart.Add(pt); hard.IsZero() || t.Before(hard) {
+					hard, perTry = t, true
+				}
+			}
 		}
-		err = c.writeRequest(u, target, body, upgrade)
-		if err == nil {
-			err = u.readResponse(&c.resp, req.Method)
+		var sent bool
+		u, sent, err = c.exchange(pool, target, body, upgrade, replayable, idle, hard)
+		if err != nil {
+			cl.attemptEnd(res, balancer.DoneInfo{Err: err, Latency: time.Since(attemptStart)}, true)
+			werr := wrapReset(err)
+			perTryExpired := perTry && isTimeout(err) && (deadline.IsZero() || time.Now().Before(deadline))
+			if retriableErr(rs.policy, werr, replayable || !sent, perTryExpired) {
+				if wait, ok := rs.plan(-1, deadline); ok && rs.next(cl) {
+					rs.sleep(wait)
+					avoid = res.Endpoint
+					continue
+				}
+			}
+			keep := c.failReply(werr)
+			// When part of a streamed request body was consumed the downstream framing is
+			// lost and the connection must close.
+			return keep && replayable, resilience.Failure
 		}
-		if err == nil {
+		resp := &c.resp
+		if rs.policy == nil || !replayable || !rs.policy.RetryOnStatus(resp.Status) {
 			break
 		}
-		reused := u.reused
-		pool.discard(u)
-		if reused && replayable && attempt == 0 && !isTimeout(err) {
-			continue // a stale keep-alive connection: the request never reached the app
+		v, ok := resp.Get("retry-after")
+		wait, ok := rs.plan(retryAfterOf(resp.Status, v, ok, time.Now()), deadline)
+		if !ok || !rs.next(cl) {
+			break // relay this response: no retry left, or no time to wait for one
 		}
-		res.Done(balancer.DoneInfo{Err: err, Latency: time.Since(start)})
-		keep := c.failReply(wrapReset(err))
-		// When part of a streamed request body was consumed the downstream framing is
-		// lost and the connection must close.
-		return keep && replayable
+		drainRetried(u, resp)
+		cl.attemptEnd(res, balancer.DoneInfo{Status: resp.Status, Latency: time.Since(attemptStart)}, true)
+		rs.sleep(wait)
+		avoid = res.Endpoint
 	}
 	if body != nil {
 		_, _ = c.br.Discard(len(body))
@@ -375,19 +464,19 @@ func (c *h1conn) forward(d decision, target string) bool {
 	for resp.Status >= 100 && resp.Status < 200 && resp.Status != 101 {
 		if err := h1.WriteResponseHead(c.bw, resp, nil, false, false); err != nil {
 			pool.discard(u)
-			res.Done(balancer.DoneInfo{Err: err})
-			return false
+			cl.attemptEnd(res, balancer.DoneInfo{Err: err}, false)
+			return false, resilience.Ignored
 		}
 		if err := u.readResponse(resp, req.Method); err != nil {
 			pool.discard(u)
-			res.Done(balancer.DoneInfo{Err: err})
+			cl.attemptEnd(res, balancer.DoneInfo{Err: err}, true)
 			c.failReply(wrapReset(err))
-			return false
+			return false, resilience.Failure
 		}
 	}
 	if resp.Status == 101 {
 		res.Done(balancer.DoneInfo{Status: 101, Latency: time.Since(start)})
-		return c.tunnel(u)
+		return c.tunnel(u), resilience.Success
 	}
 
 	closeDown := req.Close || c.s.draining.Load()
@@ -396,10 +485,11 @@ func (c *h1conn) forward(d decision, target string) bool {
 	if untilClose || dechunk {
 		closeDown = true
 	}
+	status := resp.Status
 	if err := h1.WriteResponseHead(c.bw, respForClient(resp, dechunk), nil, false, closeDown); err != nil {
 		pool.discard(u)
-		res.Done(balancer.DoneInfo{Err: err})
-		return false
+		cl.attemptEnd(res, balancer.DoneInfo{Err: err, Status: status}, false)
+		return false, resilience.Ignored
 	}
 	if !resp.NoBody {
 		var err error
@@ -410,12 +500,13 @@ func (c *h1conn) forward(d decision, target string) bool {
 		}
 		if err != nil && !(untilClose && errors.Is(err, io.EOF)) {
 			pool.discard(u)
-			res.Done(balancer.DoneInfo{Err: err, Status: resp.Status, Latency: time.Since(start)})
-			return false // mid-body failure: closing is the only honest signal left
+			blame := upstreamSide(err)
+			cl.attemptEnd(res, balancer.DoneInfo{Err: err, Status: status, Latency: time.Since(start)}, blame)
+			return false, breakerOutcome(status, err, blame) // mid-body failure: closing is the only honest signal left
 		}
 	}
 	flushErr := c.bw.Flush()
-	res.Done(balancer.DoneInfo{Status: resp.Status, Latency: time.Since(start)})
+	cl.attemptEnd(res, balancer.DoneInfo{Status: status, Latency: time.Since(start)}, true)
 	if resp.Close || untilClose || dechunk {
 		pool.discard(u)
 	} else if cl.slots != nil || flushErr != nil || closeDown {
@@ -427,7 +518,67 @@ func (c *h1conn) forward(d decision, target string) bool {
 		u.lastUsed = time.Now()
 		c.up = u
 	}
-	return flushErr == nil && !closeDown
+	return flushErr == nil && !closeDown, breakerOutcome(status, nil, true)
+}
+
+// exchange sends the request on a connection to pool's endpoint and reads the response
+// head. A kept-alive connection that turns out to be closed is replaced once, when the
+// body can be replayed (the request never reached the app). sent reports whether any
+// of the request was written, so a streamed body may have been consumed. hard bounds
+// the exchange (zero: none). On error the connection is already discarded.
+func (c *h1conn) exchange(pool *endpointPool, target string, body []byte, upgrade, replayable bool, idle time.Duration, hard time.Time) (u *upConn, sent bool, err error) {
+	for attempt := 0; ; attempt++ {
+		u, err = c.takeConn(pool)
+		if err != nil {
+			return nil, sent, err
+		}
+		u.timer.idle = idle
+		if !hard.IsZero() {
+			u.setHardDeadline(hard)
+		}
+		sent = true
+		err = c.writeRequest(u, target, body, upgrade)
+		if err == nil {
+			err = u.readResponse(&c.resp, c.req.Method)
+		}
+		if err == nil {
+			return u, sent, nil
+		}
+		reused := u.reused
+		pool.discard(u)
+		if reused && replayable && attempt == 0 && !isTimeout(err) {
+			continue // a stale keep-alive connection: the request never reached the app
+		}
+		return nil, sent, err
+	}
+}
+
+// drainRetried disposes of a response that is about to be retried: a small sized body
+// is read and dropped so the connection can be reused; anything else (chunked, until
+// close, large, Connection: close, a read error) closes the connection.
+func drainRetried(u *upConn, resp *h1.Response) {
+	switch {
+	case resp.Close:
+	case resp.NoBody || resp.ContentLength == 0:
+		u.pool.put(u)
+		return
+	case !resp.Chunked && resp.ContentLength > 0 && resp.ContentLength <= maxDrainBody:
+		if _, err := u.br.Discard(int(resp.ContentLength)); err == nil {
+			u.pool.put(u)
+			return
+		}
+	}
+	u.pool.discard(u)
+}
+
+// upstreamSide reports whether a body relay error came from the upstream (a read) rather
+// than the downstream client (a write), for outlier detection and the breaker.
+func upstreamSide(err error) bool {
+	var be *h1.BodyError
+	if errors.As(err, &be) {
+		return be.Op == "read"
+	}
+	return true // a malformed chunked body from the upstream (*h1.Error)
 }
 
 // respForClient adjusts framing for an HTTP/1.0 client of a chunked response: the body

@@ -21,6 +21,7 @@ import (
 
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/telemetry"
 )
 
@@ -54,6 +55,9 @@ type Options struct {
 	Logger   *slog.Logger
 	// Version is reported by /server_info.
 	Version string
+	// Clock tells time to resilience decisions (outlier ejection, health verdicts, rate
+	// limits); nil means the system clock. Tests inject a fake one.
+	Clock resilience.Clock
 }
 
 func (o *Options) setDefaults() {
@@ -297,6 +301,8 @@ func (s *Server) compileOptions() compileOptions {
 		connectTimeout: s.opts.ConnectTimeout,
 		streamIdle:     s.opts.StreamIdle,
 		dialer:         s.dialer,
+		clock:          s.opts.Clock,
+		log:            s.log,
 	}
 }
 

@@ -3,12 +3,14 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"reflect"
 	"time"
 
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/router"
 )
 
@@ -28,6 +30,8 @@ type Snapshot struct {
 	// localNodePort is the node's only listener port, used by the ingress listener when a
 	// connection arrived without an original destination (no iptables redirect).
 	localNodePort int
+	// res holds per-route retry policies, rate limits and counters (retry.go).
+	res *snapResilience
 }
 
 // compileOptions carries what compile needs from the server.
@@ -36,6 +40,11 @@ type compileOptions struct {
 	connectTimeout time.Duration
 	streamIdle     time.Duration
 	dialer         *net.Dialer
+	clock          resilience.Clock
+	log            *slog.Logger
+	// counters returns the counters a cluster of that name had in the previous
+	// snapshot (nil if none), so /stats survives reloads that rebuild a cluster.
+	counters func(name string) *resilience.Counters
 }
 
 // compile turns a validated config into a Snapshot for node. Clusters whose definition
@@ -66,6 +75,10 @@ func compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 		AppliedAt: time.Now(),
 		Table:     table,
 		clusters:  make(map[string]*cluster),
+	}
+	opts.counters = prev.clusterCounters
+	if s.res, err = compileResilience(cfg, vn, table, prev.resilienceTable(), opts.clock); err != nil {
+		return nil, err
 	}
 	if f := cfg.Mesh.Spec.EgressFilter; f != nil && f.Type == config.EgressAllowAll {
 		s.egressAllowAll = true

@@ -90,19 +90,35 @@ func (b *RetryBudget) Limit(active int64) int64 {
 // attempt ends; on false it must not retry and returns the failure it has. Counts
 // Retries, RetryBudgetExhausted or OverflowMaxRetries.
 func (b *RetryBudget) TryAcquireRetry(active int64) bool {
+	return b.TryAcquireRetryFor(active, nil)
+}
+
+// TryAcquireRetryFor is TryAcquireRetry that also counts the decision into route (the
+// counters of the route the request came in on; nil: none), so retries are visible per
+// cluster and per route.
+func (b *RetryBudget) TryAcquireRetryFor(active int64, route *Counters) bool {
 	lim := b.Limit(active)
 	for {
 		cur := b.outstanding.Load()
 		if cur >= lim {
 			if lim == b.max { // the absolute limit, not the budget, is what binds
 				b.counters.OverflowMaxRetries.Add(1)
+				if route != nil {
+					route.OverflowMaxRetries.Add(1)
+				}
 			} else {
 				b.counters.RetryBudgetExhausted.Add(1)
+				if route != nil {
+					route.RetryBudgetExhausted.Add(1)
+				}
 			}
 			return false
 		}
 		if b.outstanding.CompareAndSwap(cur, cur+1) {
 			b.counters.Retries.Add(1)
+			if route != nil {
+				route.Retries.Add(1)
+			}
 			return true
 		}
 	}

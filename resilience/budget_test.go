@@ -125,3 +125,29 @@ func TestRetryBudgetConcurrent(t *testing.T) {
 		t.Fatalf("outstanding reached %d, ended at %d", maxSeen, b.Outstanding())
 	}
 }
+
+func TestTryAcquireRetryForCountsRoute(t *testing.T) {
+	var cl, rt Counters
+	b, err := NewRetryBudget(BudgetConfig{MinRetryConcurrency: 1, MaxRetries: 5}, &cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b.TryAcquireRetryFor(1, &rt) {
+		t.Fatal("first retry refused")
+	}
+	if b.TryAcquireRetryFor(1, &rt) {
+		t.Fatal("second retry admitted past the floor of 1")
+	}
+	b.ReleaseRetry()
+	if got := rt.Snapshot(); got.Retries != 1 || got.RetryBudgetExhausted != 1 {
+		t.Errorf("route counters = %+v, want 1 retry and 1 exhausted", got)
+	}
+	if got := cl.Snapshot(); got.Retries != 1 || got.RetryBudgetExhausted != 1 {
+		t.Errorf("cluster counters = %+v", got)
+	}
+	b2, _ := NewRetryBudget(BudgetConfig{MinRetryConcurrency: 3, MaxRetries: 1}, nil)
+	b2.TryAcquireRetryFor(0, &rt)
+	if b2.TryAcquireRetryFor(0, &rt) || rt.OverflowMaxRetries.Load() != 1 {
+		t.Errorf("max-retries overflow not counted on the route: %+v", rt.Snapshot())
+	}
+}

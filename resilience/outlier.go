@@ -165,6 +165,36 @@ func (d *OutlierDetector) Update(hosts []string) {
 	}
 }
 
+// Add starts tracking host (in service) if it is not tracked yet; Remove forgets it,
+// ejected or not. They let a caller that learns endpoints one at a time (balancer
+// hooks) keep the set without building it whole for Update. Nil-safe.
+func (d *OutlierDetector) Add(host string) {
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.hosts[host] == nil {
+		d.hosts[host] = &hostState{}
+	}
+}
+
+// Remove forgets host; see Add.
+func (d *OutlierDetector) Remove(host string) {
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if h := d.hosts[host]; h != nil {
+		if h.ejected {
+			d.active--
+			d.counters.OutlierEjectionsActive.Add(-1)
+		}
+		delete(d.hosts, host)
+	}
+}
+
 // Record feeds the result of one attempt to host, ended at now. It reports whether this
 // result ejected host, so the caller can ask the cluster's control goroutine to rebuild
 // its picker. Successes return at once without locking; Record allocates nothing.

@@ -316,3 +316,31 @@ func TestOutlierNilDetector(t *testing.T) {
 		t.Fatal("nil detector did something")
 	}
 }
+
+func TestOutlierAddRemove(t *testing.T) {
+	var c Counters
+	d, err := NewOutlierDetector("c", OutlierConfig{MaxServerErrors: 1, Interval: time.Second, BaseEjectionDuration: time.Second, MaxEjectionPercent: 100}, &c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1000, 0)
+	if d.Record("a", Result{Status: 500}, now) {
+		t.Fatal("an unknown endpoint was ejected")
+	}
+	d.Add("a")
+	d.Add("a") // idempotent: keeps state
+	if !d.Record("a", Result{Status: 500}, now) || !d.Ejected("a", now) {
+		t.Fatal("a 5xx did not eject a tracked endpoint")
+	}
+	d.Add("a")
+	if !d.Ejected("a", now) {
+		t.Fatal("Add of a tracked endpoint reset its ejection")
+	}
+	d.Remove("a")
+	if d.Ejected("a", now) || c.OutlierEjectionsActive.Load() != 0 {
+		t.Fatalf("Remove kept state: ejected=%v active=%d", d.Ejected("a", now), c.OutlierEjectionsActive.Load())
+	}
+	var nilD *OutlierDetector
+	nilD.Add("x")
+	nilD.Remove("x")
+}
