@@ -26,6 +26,9 @@ const MaxConfigSize = 16 << 20
 // document never gets near it, while reusing anchors a handful of times still fits.
 const (
 	visitsPerByte = 8
+	// maxDepth bounds decode nesting: the model is under 20 levels deep, so anything
+	// past this is an alias cycle or a hostile document.
+	maxDepth      = 128
 	minNodeVisits = 10_000
 	maxNodeVisits = 1 << 22
 )
@@ -169,6 +172,7 @@ type decoder struct {
 	errs   []FieldError
 	visits int
 	budget int // visits allowed for this document
+	depth  int // current nesting of decode calls
 	fields map[reflect.Type]*structInfo
 	// aborted is set once the visit budget is spent, so the error is reported once.
 	aborted bool
@@ -252,14 +256,34 @@ func scalarValue(n *yaml.Node) string {
 	return ""
 }
 
-func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+// enter counts a visit and a nesting level; it reports false (and aborts the decode)
+// when the budget is spent or the nesting is deeper than any real config goes, which is
+// how an alias cycle (an anchor used inside itself) shows up. Without the depth bound a
+// 38-byte file would overflow the goroutine stack, which Go cannot recover from.
+func (d *decoder) enter(n *yaml.Node, path string) bool {
 	if d.aborted {
-		return
+		return false
 	}
 	d.visits++
+	d.depth++
 	if d.visits > d.budget {
 		d.fail(n, path, "", "document too large or too deeply aliased (more than %d nodes)", d.budget)
 		d.aborted = true
+		return false
+	}
+	if d.depth > maxDepth {
+		d.fail(n, path, "", "nesting deeper than %d levels (an alias that refers to itself?)", maxDepth)
+		d.aborted = true
+		return false
+	}
+	return true
+}
+
+func (d *decoder) leave() { d.depth-- }
+
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	defer d.leave()
+	if !d.enter(n, path) {
 		return
 	}
 	if n.Kind == yaml.AliasNode {
@@ -377,6 +401,10 @@ func (d *decoder) decodeString(n *yaml.Node, s *string, path string) bool {
 }
 
 func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
+	defer d.leave()
+	if !d.enter(n, path) {
+		return
+	}
 	if n.Kind != yaml.MappingNode {
 		d.fail(n, path, scalarValue(n), "cannot use %s as a mapping", describe(n))
 		return
@@ -442,13 +470,8 @@ func (d *decoder) decodeMapping(n *yaml.Node, v reflect.Value, path string, info
 }
 
 func (d *decoder) decodeMerge(src *yaml.Node, v reflect.Value, path string, info *structInfo, seen map[string]int) {
-	if d.aborted {
-		return
-	}
-	d.visits++
-	if d.visits > d.budget {
-		d.fail(src, path, "", "document too large or too deeply aliased (more than %d nodes)", d.budget)
-		d.aborted = true
+	defer d.leave()
+	if !d.enter(src, path) {
 		return
 	}
 	for src.Kind == yaml.AliasNode && src.Alias != nil {

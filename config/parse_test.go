@@ -526,3 +526,21 @@ func BenchmarkParseValidate1000(b *testing.B) {
 		}
 	}
 }
+
+// TestAliasCycles: an anchor used inside itself must be an error, not a stack overflow
+// (which would kill the process: Go cannot recover from one).
+func TestAliasCycles(t *testing.T) {
+	for name, doc := range map[string]string{
+		"wrapper":      "virtualNodes:\n  - &a {virtualNode: *a}\n",
+		"merge":        "mesh: &a {<<: *a}\n",
+		"merge padded": "mesh: &a {<<: *a}\n" + strings.Repeat("# padding comment line to grow the visit budget\n", 12000),
+		"nested":       "mesh: &a {spec: *a}\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse([]byte(doc))
+			if err == nil {
+				t.Fatal("want an error for an alias cycle")
+			}
+		})
+	}
+}
