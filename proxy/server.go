@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -58,6 +59,17 @@ type Options struct {
 	// Clock tells time to resilience decisions (outlier ejection, health verdicts, rate
 	// limits); nil means the system clock. Tests inject a fake one.
 	Clock resilience.Clock
+	// AdminToken, when set, is the bearer token the admin API requires for changing
+	// the config (PUT /config, POST /config/validate) and for reading it (/config,
+	// /config/history, /debug/route). It is required when AdminAddr is not a loopback
+	// address: New fails without one.
+	AdminToken string
+	// RequireIfMatch makes PUT /config answer 428 unless it carries If-Match, so no
+	// writer can overwrite a config it has not seen. Default: If-Match is optional.
+	RequireIfMatch bool
+	// PersistPath, when set, is where each applied config is written (atomically), so
+	// a restart while the config source is unreachable can come up serving it.
+	PersistPath string
 }
 
 func (o *Options) setDefaults() {
@@ -111,6 +123,7 @@ type Server struct {
 
 	snap    atomic.Pointer[Snapshot]
 	applyMu sync.Mutex
+	reload  reloadState // apply history and counters (reload.go)
 	started time.Time
 
 	ready    atomic.Bool
@@ -140,6 +153,9 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("proxy: Options.Node is required (the virtual node this sidecar serves)")
 	}
 	opts.setDefaults()
+	if err := checkAdminExposure(opts); err != nil {
+		return nil, err
+	}
 	s := &Server{
 		opts:        opts,
 		log:         opts.Logger,
@@ -155,21 +171,12 @@ func New(opts Options) (*Server, error) {
 // Snapshot returns the config snapshot in force, or nil before the first Apply.
 func (s *Server) Snapshot() *Snapshot { return s.snap.Load() }
 
-// Apply validates and compiles cfg and swaps it in. On any error the snapshot in force
-// keeps serving and the error (a *config.Errors for validation failures) is returned.
+// Apply validates and compiles cfg and swaps it in, through the same pipeline as
+// ApplyDocument (history, counters, persistence, listener drain). On any error the
+// snapshot in force keeps serving and a *RejectedError is returned (unwrapping to a
+// *config.Errors for validation failures).
 func (s *Server) Apply(ctx context.Context, cfg *config.Config, source string) (*Snapshot, error) {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-	prev := s.snap.Load()
-	next, err := compile(ctx, cfg, s.opts.Node, source, prev, s.compileOptions())
-	if err != nil {
-		s.log.Warn("config rejected; the previous config keeps serving", "source", source, "err", err)
-		return nil, err
-	}
-	s.snap.Store(next)
-	prev.retire(next)
-	s.log.Info("config applied", "version", next.Version, "source", source, "clusters", len(next.clusters))
-	return next, nil
+	return s.apply(ctx, cfg, ApplyRequest{Source: source})
 }
 
 // Start binds the ingress, egress and admin listeners and starts serving. A config must
@@ -347,6 +354,9 @@ type trackedConn struct {
 	s     *Server
 	state atomic.Int32 // connIdle or connActive
 	timer deadlineTimer
+	// drain is set when the listener the connection was addressed to went away in a
+	// reload: its next read between requests ends the connection (reload.go).
+	drain atomic.Bool
 }
 
 const (
@@ -356,6 +366,9 @@ const (
 
 // Read and Write keep the deadline at last activity + idle, so a stalled peer is cut off.
 func (c *trackedConn) Read(p []byte) (int, error) {
+	if c.drain.Load() && c.state.Load() == connIdle {
+		return 0, io.EOF
+	}
 	c.timer.refresh(c.Conn)
 	return c.Conn.Read(p)
 }

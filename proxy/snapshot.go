@@ -30,8 +30,26 @@ type Snapshot struct {
 	// localNodePort is the node's only listener port, used by the ingress listener when a
 	// connection arrived without an original destination (no iptables redirect).
 	localNodePort int
+	// carried are the clusters taken over from the previous snapshot with their new
+	// endpoint sets, applied by commit: until the swap, the serving snapshot's clusters
+	// stay exactly as they were, so a config rejected late changes nothing.
+	carried []carriedCluster
 	// res holds per-route retry policies, rate limits and counters (retry.go).
 	res *snapResilience
+}
+
+type carriedCluster struct {
+	c   *cluster
+	eps []discovery.Endpoint
+}
+
+// commit gives the carried clusters their new endpoint sets, right before the swap.
+// Endpoints that stay keep their pools, in-flight counts and health (balancer.Update).
+func (s *Snapshot) commit() {
+	for _, cc := range s.carried {
+		cc.c.bal.Update(cc.eps)
+	}
+	s.carried = nil
 }
 
 // compileOptions carries what compile needs from the server.
@@ -49,8 +67,9 @@ type compileOptions struct {
 
 // compile turns a validated config into a Snapshot for node. Clusters whose definition
 // did not change are carried over from prev (with their connection pools, in-flight
-// counts and counters); their endpoint sets are refreshed.
-func compile(ctx context.Context, cfg *config.Config, node, source string, prev *Snapshot, opts compileOptions) (*Snapshot, error) {
+// counts and counters); their endpoint sets are refreshed by commit. compile does not
+// change prev: on error, the clusters it built are closed and prev serves on untouched.
+func compile(ctx context.Context, cfg *config.Config, node, source string, prev *Snapshot, opts compileOptions) (_ *Snapshot, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -76,6 +95,11 @@ func compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 		Table:     table,
 		clusters:  make(map[string]*cluster),
 	}
+	defer func() {
+		if err != nil {
+			s.retire(prev) // closes what this compile built, never prev's clusters
+		}
+	}()
 	opts.counters = prev.clusterCounters
 	if s.res, err = compileResilience(cfg, vn, table, prev.resilienceTable(), opts.clock); err != nil {
 		return nil, err
@@ -99,8 +123,10 @@ func compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 		}
 		if c == nil {
 			c = newCluster(ref, opts)
+			c.bal.Update(eps)
+		} else {
+			s.carried = append(s.carried, carriedCluster{c: c, eps: eps})
 		}
-		c.bal.Update(eps)
 		s.clusters[ref.Name] = c
 	}
 	return s, nil
