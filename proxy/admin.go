@@ -15,7 +15,11 @@ func (s *Server) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ready", s.handleReady)
 	mux.HandleFunc("GET /server_info", s.handleServerInfo)
-	mux.HandleFunc("GET /config", s.handleConfig)
+	mux.HandleFunc("GET /config", s.guarded(s.handleConfig))
+	mux.HandleFunc("PUT /config", s.guarded(s.handlePutConfig))
+	mux.HandleFunc("POST /config/validate", s.guarded(s.handleValidateConfig))
+	mux.HandleFunc("GET /config/history", s.guarded(s.handleConfigHistory))
+	mux.HandleFunc("GET /debug/route", s.guarded(s.handleDebugRoute))
 	mux.HandleFunc("GET /clusters", s.handleClusters)
 	return mux
 }
@@ -69,19 +73,30 @@ type configView struct {
 	Source    string    `json:"source"`
 	AppliedAt time.Time `json:"appliedAt"`
 	Node      string    `json:"node"`
-	Config    any       `json:"config"`
+	// Reloads counts applies and rejections; LastRejected is the latest rejected
+	// attempt with its errors (the config shown is the one still in force).
+	Reloads      ReloadStats `json:"reloads"`
+	LastRejected *Attempt    `json:"lastRejected,omitempty"`
+	Config       any         `json:"config"`
 }
 
+// handleConfig answers the config in force with its version as the ETag, which a
+// writer sends back as If-Match on PUT /config.
 func (s *Server) handleConfig(w http.ResponseWriter, _ *http.Request) {
 	snap := s.snap.Load()
 	if snap == nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "no config applied yet"})
 		return
 	}
-	w.Header().Set("ETag", `"`+snap.Version+`"`)
-	writeJSON(w, http.StatusOK, configView{
-		Version: snap.Version, Source: snap.Source, AppliedAt: snap.AppliedAt, Node: snap.Node, Config: snap.Config,
-	})
+	view := configView{
+		Version: snap.Version, Source: snap.Source, AppliedAt: snap.AppliedAt, Node: snap.Node,
+		Reloads: s.ReloadStats(), Config: snap.Config,
+	}
+	if a, ok := s.LastRejected(); ok {
+		view.LastRejected = &a
+	}
+	w.Header().Set("ETag", ETag(snap.Version))
+	writeJSON(w, http.StatusOK, view)
 }
 
 type clusterView struct {
