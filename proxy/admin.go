@@ -111,6 +111,7 @@ type clusterView struct {
 	// (Envoy's upstream_rq_pending_active).
 	PendingRequests int64                     `json:"pendingRequests"`
 	Endpoints       []balancer.EndpointStatus `json:"endpoints"`
+	L4              *L4View                   `json:"l4,omitempty"` // opaque TCP / TLS passthrough (l4.go)
 }
 
 func (s *Server) handleClusters(w http.ResponseWriter, _ *http.Request) {
@@ -127,11 +128,11 @@ func (s *Server) handleClusters(w http.ResponseWriter, _ *http.Request) {
 		}
 		out = append(out, clusterView{
 			Name: c.ref.Name, Node: c.ref.Node, Port: c.ref.Port, Protocol: c.ref.Protocol, Local: c.ref.Local,
-			LBPolicy: lb, OpenConnections: c.openConns.Load(), PendingRequests: c.pending.Load(), Endpoints: c.bal.Snapshot(),
+			LBPolicy: lb, OpenConnections: c.openConns.Load(), PendingRequests: c.pending.Load(), Endpoints: c.bal.Snapshot(), L4: c.l4.view(),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	writeJSON(w, http.StatusOK, map[string]any{"version": snap.Version, "clusters": out})
+	writeJSON(w, http.StatusOK, map[string]any{"version": snap.Version, "clusters": out, "egressL4": s.l4.view()})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -60,6 +60,7 @@ type cluster struct {
 	streams chan struct{}
 
 	openConns atomic.Int64
+	l4        l4Stats // L4 connections (l4.go)
 	closed    atomic.Bool
 
 	poolsMu sync.Mutex

@@ -153,7 +153,7 @@ func (c *h1conn) handle() bool {
 	if ct, ok := req.Get("content-type"); ok && len(ct) >= 16 && ct[:16] == "application/grpc" {
 		c.rr.GRPC = true
 	}
-	d := c.s.resolve(snap, c.kind, &c.rr, c.local)
+	d := c.s.resolve(snap, c.kind, &c.rr, c.local, c.tc.orig)
 	if d.route == nil {
 		return c.drainBodyThenReply(d.status, d.code, d.msg)
 	}

@@ -86,6 +86,7 @@ func (s *Server) newH2Server(kind listenerKind) (*http.Server, *connListener) {
 			MaxReadFrameSize:     1 << 20,
 		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			ctx = withOrigDst(ctx, c)
 			if bc, ok := c.(*bufferedConn); ok && bc.local != 0 {
 				return context.WithValue(ctx, localPortKey{}, bc.local)
 			}
@@ -143,7 +144,7 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Header:    httpHeaderGetter(r.Header),
 	}
 	local, _ := r.Context().Value(localPortKey{}).(int)
-	d := h.s.resolve(snap, h.kind, &rr, local)
+	d := h.s.resolve(snap, h.kind, &rr, local, origDst(r.Context()))
 	if d.route == nil {
 		localHTTPError(w, d.status, d.code, "", d.msg)
 		return

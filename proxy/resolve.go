@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/meshd/meshd/balancer"
@@ -24,12 +25,16 @@ func (s *Server) serveConn(tc *trackedConn, kind listenerKind) {
 	}
 	tc.setIdle(s.opts.KeepAliveIdle)
 	br := getReader(tc)
-	isH2, err := sniffH2(br)
+	proto, sni, err := s.classifyConn(tc, br, kind)
 	if err != nil {
 		putReader(br)
 		return
 	}
-	if isH2 {
+	if proto == protoTLS || proto == protoOpaque {
+		s.serveL4(tc, br, kind, sni)
+		return
+	}
+	if proto == protoHTTP2 {
 		// The reader is not pooled afterwards: net/http's HTTP/2 frame reader may still be
 		// inside a Read on it after the connection is closed.
 		// The HTTP/2 server drains with GOAWAY; the idle wake-up must not touch it.
@@ -93,8 +98,10 @@ func (d decision) timeouts(streamIdle time.Duration) (perRequest, idle time.Dura
 }
 
 // resolve routes one request on snap. localPort is the ingress port the connection was
-// addressed to (0 when unknown).
-func (s *Server) resolve(snap *Snapshot, kind listenerKind, rr *router.Request, localPort int) decision {
+// addressed to (0 when unknown); orig is the connection's original destination (zero
+// when not redirected). Egress routes by Host first; a Host that names no backend falls
+// back to orig (l7ByDst), and ALLOW_ALL forwards to orig rather than to the Host.
+func (s *Server) resolve(snap *Snapshot, kind listenerKind, rr *router.Request, localPort int, orig netip.AddrPort) decision {
 	var svc *router.Service
 	if kind == kindIngress {
 		if localPort == 0 {
@@ -110,10 +117,18 @@ func (s *Server) resolve(snap *Snapshot, kind listenerKind, rr *router.Request, 
 		if port != 0 {
 			rr.Port = port
 		} else if rr.Port == 0 {
-			rr.Port = 80
+			if rr.Port = int(orig.Port()); rr.Port == 0 {
+				rr.Port = 80
+			}
 		}
 		svc = snap.Table.Egress(host, rr.Port)
+		if svc == nil && orig.IsValid() {
+			svc = l7ByDst(snap, host, orig)
+		}
 		if svc == nil {
+			if snap.egressAllowAll && orig.IsValid() {
+				return s.passthroughDecision(orig.Addr().String(), int(orig.Port()))
+			}
 			if snap.egressAllowAll && host != "" {
 				return s.passthroughDecision(host, rr.Port)
 			}
@@ -163,7 +178,7 @@ var passthroughRoute = &router.Route{Name: "passthrough", Service: "passthrough"
 // isSelf reports whether host:port is one of meshd's own listeners, which an
 // ALLOW_ALL passthrough must never connect to (it would loop until file descriptors run out).
 func (s *Server) isSelf(host string, port int) bool {
-	for _, l := range []net.Listener{s.ingress, s.egress} {
+	for _, l := range []net.Listener{s.ingress, s.egress, s.egress6} {
 		if l == nil {
 			continue
 		}

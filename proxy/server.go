@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -54,6 +55,17 @@ type Options struct {
 	// Resolver resolves dns service discovery hostnames. Default net.DefaultResolver.
 	Resolver discovery.Resolver
 	Logger   *slog.Logger
+	// EgressAddr6 is the IPv6 loopback egress listener that ip6tables REDIRECT
+	// targets. Default "[::1]:<egress port>" when EgressAddr is on 127.0.0.1; "off"
+	// disables it. Failing to bind it is logged, not fatal (the host may lack IPv6).
+	EgressAddr6 string
+	// SniffTimeout is how long an egress connection may stay silent before it is
+	// treated as a server-first protocol and relayed as opaque TCP. Default
+	// DefaultSniffTimeout (200ms).
+	SniffTimeout time.Duration
+	// OriginalDst reads a redirected connection's original destination. Default
+	// iptables.OriginalDst (SO_ORIGINAL_DST); tests substitute their own.
+	OriginalDst func(*net.TCPConn) (netip.AddrPort, error)
 	// Version is reported by /server_info.
 	Version string
 	// Clock tells time to resilience decisions (outlier ejection, health verdicts, rate
@@ -130,6 +142,8 @@ type Server struct {
 	draining atomic.Bool
 
 	ingress, egress net.Listener
+	egress6         net.Listener // IPv6 loopback egress (l4.go); nil when not bound
+	l4              l4Server     // egress L4 counters outside clusters (l4.go)
 	admin           *http.Server
 	adminLn         net.Listener
 
@@ -219,6 +233,7 @@ func (s *Server) Start() error {
 			_ = h.srv.Serve(h.ln)
 		}()
 	}
+	s.startEgress6()
 	go s.acceptLoop(s.ingress, kindIngress)
 	go s.acceptLoop(s.egress, kindEgress)
 	s.ready.Store(true)
@@ -252,6 +267,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if s.egress != nil {
 		_ = s.egress.Close()
+	}
+	if s.egress6 != nil {
+		_ = s.egress6.Close()
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.DrainTimeout)
 	defer cancel()
@@ -354,6 +372,7 @@ type trackedConn struct {
 	s     *Server
 	state atomic.Int32 // connIdle or connActive
 	timer deadlineTimer
+	orig  netip.AddrPort // original destination (iptables REDIRECT); zero if none
 	// drain is set when the listener the connection was addressed to went away in a
 	// reload: its next read between requests ends the connection (reload.go).
 	drain atomic.Bool
