@@ -867,3 +867,69 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d requests, %d in windows, zero failed, %d reloads", len(all), checked, reloads)
 }
+
+// TestRemovedListenerDrains: the node's listener moves from one port to another. An
+// ingress request in flight on the old listener finishes (200 from the old app) and its
+// connection then closes; an idle connection to the old listener is closed at once; a
+// new connection reaches the new listener's app.
+func TestRemovedListenerDrains(t *testing.T) {
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	oldApp := testutil.StartHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		w.Header().Set("X-Upstream", "old")
+		_, _ = io.WriteString(w, "old app")
+	}))
+	newApp := testutil.StartHTTP(t, echoHandler("new"))
+	f := startReload(t, proxy.Options{})
+	v := f.vars
+	v.Frontend = oldApp.Port
+	if _, err := f.srv.Apply(context.Background(), testutil.ParseConfig(t, f.render(t, v)), "old listener"); err != nil {
+		t.Fatal(err)
+	}
+
+	idle := dialRaw(t, f.srv.IngressAddr())
+	idle.send(t, "GET /warm HTTP/1.1\r\nHost: frontend\r\n\r\n")
+	if resp, body := idle.read(t, "GET"); resp.StatusCode != 200 || body != "old app" {
+		t.Fatalf("warm-up: %d %q", resp.StatusCode, body)
+	}
+	busy := dialRaw(t, f.srv.IngressAddr())
+	busy.send(t, "GET /slow HTTP/1.1\r\nHost: frontend\r\n\r\n")
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("slow request never reached the old app")
+	}
+
+	v.Frontend = newApp.Port
+	if _, err := f.srv.Apply(context.Background(), testutil.ParseConfig(t, f.render(t, v)), "new listener"); err != nil {
+		t.Fatal(err)
+	}
+	// The idle connection to the removed listener is closed without an answer.
+	idle.expectClosed(t)
+	// The new listener takes new connections.
+	fresh := dialRaw(t, f.srv.IngressAddr())
+	fresh.send(t, "GET /hello HTTP/1.1\r\nHost: frontend\r\n\r\n")
+	if resp, body := fresh.read(t, "GET"); resp.StatusCode != 200 || resp.Header.Get("X-Upstream") != "new" {
+		t.Fatalf("new connection: %d %q", resp.StatusCode, body)
+	}
+	// The request in flight on the removed listener finishes on the old app...
+	close(release)
+	if resp, body := busy.read(t, "GET"); resp.StatusCode != 200 || body != "old app" {
+		t.Fatalf("in-flight request on the removed listener: %d %q", resp.StatusCode, body)
+	}
+	// ...and then its connection closes instead of taking another request.
+	busy.expectClosed(t)
+	// The new listener's connection stays open for more.
+	fresh.send(t, "GET /again HTTP/1.1\r\nHost: frontend\r\n\r\n")
+	if resp, _ := fresh.read(t, "GET"); resp.StatusCode != 200 || resp.Header.Get("X-Upstream") != "new" {
+		t.Fatalf("second request on the new listener: %d", resp.StatusCode)
+	}
+}
