@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -64,7 +65,7 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `meshd: an App Mesh-compatible sidecar proxy
 
 Usage:
-  meshd run -c FILE --node NAME [--admin-addr ADDR] [--ingress-port N] [--egress-port N]
+  meshd run -c FILE|--config-url URL --node NAME [--admin-addr ADDR] [--ingress-port N] [--egress-port N]
   meshd validate -c FILE [--node NAME]
   meshd demo [--egress-port N] [--ingress-port N] [--admin-addr ADDR]
   meshd iptables print|apply|clean [--app-ports LIST] [--ignored-uid N] [...]
@@ -94,6 +95,18 @@ func envInt(def int, names ...string) int {
 		return def
 	}
 	return n
+}
+
+func envBool(def bool, names ...string) bool {
+	v := env("", names...)
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return def
+	}
+	return b
 }
 
 func envDuration(def time.Duration, names ...string) time.Duration {
@@ -134,6 +147,15 @@ type runFlags struct {
 	logFormat    string
 	drainTimeout time.Duration
 	connectTO    time.Duration
+
+	// Config sources and the control endpoint (docs/reload.md).
+	watch          bool
+	configURL      string
+	pollInterval   time.Duration
+	persist        string
+	adminTokenFile string
+	adminToken     string // from MESHD_ADMIN_TOKEN, or read from adminTokenFile
+	requireIfMatch bool
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {
@@ -148,6 +170,29 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logFormat, "log-format", env("text", "MESHD_LOG_FORMAT"), "text or json (env MESHD_LOG_FORMAT)")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", envDuration(20*time.Second, "MESHD_DRAIN_TIMEOUT", "LISTENER_DRAIN_WAIT_TIME_S"), "how long SIGTERM waits for in-flight requests (env MESHD_DRAIN_TIMEOUT)")
 	fs.DurationVar(&f.connectTO, "connect-timeout", envDuration(5*time.Second, "MESHD_CONNECT_TIMEOUT"), "upstream connect timeout (env MESHD_CONNECT_TIMEOUT)")
+	fs.BoolVar(&f.watch, "watch", envBool(true, "MESHD_WATCH"), "reload the -c file when it changes, renames and symlink swaps included (env MESHD_WATCH)")
+	fs.StringVar(&f.configURL, "config-url", env("", "MESHD_CONFIG_URL"), "poll the config from this http(s) URL instead of -c (env MESHD_CONFIG_URL)")
+	fs.DurationVar(&f.pollInterval, "poll-interval", envDuration(config.DefaultPollInterval, "MESHD_POLL_INTERVAL"), "how often --config-url is polled (env MESHD_POLL_INTERVAL)")
+	fs.StringVar(&f.persist, "persist", env("", "MESHD_PERSIST"), "write each applied config here; start from it when the config source fails (env MESHD_PERSIST)")
+	fs.StringVar(&f.adminTokenFile, "admin-token-file", env("", "MESHD_ADMIN_TOKEN_FILE"), "file holding the admin API bearer token; MESHD_ADMIN_TOKEN sets the token itself (env MESHD_ADMIN_TOKEN_FILE)")
+	f.adminToken = env("", "MESHD_ADMIN_TOKEN")
+	fs.BoolVar(&f.requireIfMatch, "require-if-match", envBool(false, "MESHD_REQUIRE_IF_MATCH"), "PUT /config must carry If-Match (env MESHD_REQUIRE_IF_MATCH)")
+}
+
+// loadToken reads --admin-token-file, which takes precedence over MESHD_ADMIN_TOKEN.
+func (f *runFlags) loadToken() error {
+	if f.adminTokenFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(f.adminTokenFile)
+	if err != nil {
+		return fmt.Errorf("--admin-token-file: %w", err)
+	}
+	f.adminToken = strings.TrimSpace(string(b))
+	if f.adminToken == "" {
+		return fmt.Errorf("--admin-token-file %s: the file is empty", f.adminTokenFile)
+	}
+	return nil
 }
 
 func (f *runFlags) options(logger *slog.Logger) proxy.Options {
@@ -160,6 +205,9 @@ func (f *runFlags) options(logger *slog.Logger) proxy.Options {
 		ConnectTimeout: f.connectTO,
 		Logger:         logger,
 		Version:        version,
+		AdminToken:     f.adminToken,
+		RequireIfMatch: f.requireIfMatch,
+		PersistPath:    f.persist,
 	}
 }
 
@@ -178,8 +226,8 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if f.configPath == "" || f.node == "" {
-		fmt.Fprintln(stderr, "meshd run: -c FILE and --node NAME are required (or MESHD_CONFIG and MESHD_NODE)")
+	if (f.configPath == "") == (f.configURL == "") || f.node == "" {
+		fmt.Fprintln(stderr, "meshd run: one of -c FILE or --config-url URL, and --node NAME, are required (or MESHD_CONFIG / MESHD_CONFIG_URL and MESHD_NODE)")
 		return 2
 	}
 	logger, err := telemetry.NewLogger(stderr, f.logLevel, f.logFormat)
@@ -187,20 +235,108 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "meshd run:", err)
 		return 2
 	}
-	cfg, err := config.ParseFile(f.configPath)
-	if err != nil {
-		fmt.Fprintf(stderr, "meshd run: %v\n", err)
-		return 1
+	if err := f.loadToken(); err != nil {
+		fmt.Fprintln(stderr, "meshd run:", err)
+		return 2
 	}
-	return serve(cfg, "file:"+f.configPath, f.options(logger), logger, func() (*config.Config, error) {
-		return config.ParseFile(f.configPath)
-	}, nil)
+	var src config.Source
+	watch := f.watch
+	if f.configURL != "" {
+		if !strings.HasPrefix(f.configURL, "http://") && !strings.HasPrefix(f.configURL, "https://") {
+			fmt.Fprintf(stderr, "meshd run: --config-url %q: want an http:// or https:// URL\n", f.configURL)
+			return 2
+		}
+		src = &config.PollSource{URL: f.configURL, Interval: f.pollInterval, Logger: logger}
+		watch = true // polling is the point of a URL source
+	} else {
+		src = &config.FileSource{Path: f.configPath, Logger: logger}
+	}
+	return serveWith(f.options(logger), logger, serveOpts{
+		initial: func(ctx context.Context, srv *proxy.Server) error {
+			return applyInitial(ctx, srv, src, f.persist, logger)
+		},
+		sighup: func(ctx context.Context, srv *proxy.Server) { applyFetched(ctx, srv, src, logger) },
+		source: src,
+		watch:  watch,
+	})
 }
 
-// serve runs a server until SIGINT/SIGTERM, reloading on SIGHUP with reload (when not
-// nil). ready, when set, is called once the listeners are bound.
+// applyInitial applies the source's document; when that fails (source unreachable, or
+// a config that is rejected) and a persisted last good config exists, it starts from
+// that one instead.
+func applyInitial(ctx context.Context, srv *proxy.Server, src config.Source, persist string, logger *slog.Logger) error {
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	doc, err := src.Fetch(fctx)
+	cancel()
+	if err == nil {
+		if _, err = srv.ApplyDocument(ctx, proxy.ApplyRequest{Data: doc.Data, Source: doc.Origin}); err == nil {
+			return nil
+		}
+	}
+	if persist == "" {
+		return err
+	}
+	data, perr := os.ReadFile(persist)
+	if perr != nil {
+		return fmt.Errorf("%w (and no persisted config to fall back on: %w)", err, perr)
+	}
+	logger.Warn("config source failed; starting from the persisted last good config", "err", err, "persisted", persist)
+	_, aerr := srv.ApplyDocument(ctx, proxy.ApplyRequest{Data: data, Source: "persisted:" + persist})
+	if aerr != nil {
+		return fmt.Errorf("%w; the persisted config too: %w", err, aerr)
+	}
+	return nil
+}
+
+// applyFetched re-reads the source (SIGHUP) and applies what it returns. Rejections
+// are logged and recorded by the apply pipeline; the running config keeps serving.
+func applyFetched(ctx context.Context, srv *proxy.Server, src config.Source, logger *slog.Logger) {
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	doc, err := src.Fetch(fctx)
+	if err != nil {
+		logger.Error("reload failed; the previous config keeps serving", "err", err)
+		return
+	}
+	_, _ = srv.ApplyDocument(ctx, proxy.ApplyRequest{Data: doc.Data, Source: doc.Origin})
+}
+
+// serve runs a server on cfg until SIGINT/SIGTERM, reloading on SIGHUP with reload
+// (when not nil). ready, when set, is called once the listeners are bound.
 func serve(cfg *config.Config, source string, opts proxy.Options, logger *slog.Logger,
 	reload func() (*config.Config, error), ready func(*proxy.Server)) int {
+	so := serveOpts{
+		initial: func(ctx context.Context, srv *proxy.Server) error {
+			_, err := srv.Apply(ctx, cfg, source)
+			return err
+		},
+		ready: ready,
+	}
+	if reload != nil {
+		so.sighup = func(ctx context.Context, srv *proxy.Server) {
+			next, err := reload()
+			if err != nil {
+				logger.Error("reload rejected; the previous config keeps serving", "err", err)
+				return
+			}
+			_, _ = srv.Apply(ctx, next, source)
+		}
+	}
+	return serveWith(opts, logger, so)
+}
+
+// serveOpts says where serveWith gets its config.
+type serveOpts struct {
+	initial func(context.Context, *proxy.Server) error // applies the first config
+	sighup  func(context.Context, *proxy.Server)       // reloads on SIGHUP; nil ignores it
+	source  config.Source                              // watched when watch is set
+	watch   bool
+	ready   func(*proxy.Server) // called once the listeners are bound
+}
+
+// serveWith runs a server until SIGINT/SIGTERM. The source's watcher runs in one
+// goroutine owned here: it is cancelled and joined before the server drains.
+func serveWith(opts proxy.Options, logger *slog.Logger, so serveOpts) int {
 	srv, err := proxy.New(opts)
 	if err != nil {
 		logger.Error("cannot start", "err", err)
@@ -210,8 +346,9 @@ func serve(cfg *config.Config, source string, opts proxy.Options, logger *slog.L
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	ctx := context.Background()
-	if _, err := srv.Apply(ctx, cfg, source); err != nil {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := so.initial(ctx, srv); err != nil {
 		logger.Error("config rejected", "err", err)
 		return 1
 	}
@@ -219,25 +356,33 @@ func serve(cfg *config.Config, source string, opts proxy.Options, logger *slog.L
 		logger.Error("cannot start", "err", err)
 		return 1
 	}
-	if ready != nil {
-		ready(srv)
+	var watchers sync.WaitGroup
+	if so.watch && so.source != nil {
+		watchers.Add(1)
+		go func() {
+			defer watchers.Done()
+			err := so.source.Watch(ctx, func(doc config.Document) {
+				_, _ = srv.ApplyDocument(ctx, proxy.ApplyRequest{Data: doc.Data, Source: doc.Origin})
+			})
+			if err != nil {
+				logger.Error("config watch failed; SIGHUP and PUT /config still reload", "err", err)
+			}
+		}()
+	}
+	if so.ready != nil {
+		so.ready(srv)
 	}
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
-			if reload == nil {
-				continue
-			}
-			next, err := reload()
-			if err == nil {
-				_, err = srv.Apply(ctx, next, source)
-			}
-			if err != nil {
-				logger.Error("reload rejected; the previous config keeps serving", "err", err)
+			if so.sighup != nil {
+				so.sighup(ctx, srv)
 			}
 			continue
 		}
+		cancel()
+		watchers.Wait()
 		logger.Info("draining", "signal", sig.String(), "timeout", opts.DrainTimeout)
-		if err := srv.Shutdown(ctx); err != nil {
+		if err := srv.Shutdown(context.Background()); err != nil {
 			logger.Warn("drain incomplete", "err", err)
 		}
 		logger.Info("stopped")
