@@ -21,6 +21,7 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("GET /config/history", s.guarded(s.handleConfigHistory))
 	mux.HandleFunc("GET /debug/route", s.guarded(s.handleDebugRoute))
 	mux.HandleFunc("GET /clusters", s.handleClusters)
+	mux.HandleFunc("GET /stats", s.handleStats)
 	return mux
 }
 
@@ -78,6 +79,8 @@ type configView struct {
 	Reloads      ReloadStats `json:"reloads"`
 	LastRejected *Attempt    `json:"lastRejected,omitempty"`
 	Config       any         `json:"config"`
+	// EffectiveRetryPolicies shows each route's retry policy, App Mesh's default included.
+	EffectiveRetryPolicies map[string]EffectiveRetryPolicy `json:"effectiveRetryPolicies"`
 }
 
 // handleConfig answers the config in force with its version as the ETag, which a
@@ -90,7 +93,7 @@ func (s *Server) handleConfig(w http.ResponseWriter, _ *http.Request) {
 	}
 	view := configView{
 		Version: snap.Version, Source: snap.Source, AppliedAt: snap.AppliedAt, Node: snap.Node,
-		Reloads: s.ReloadStats(), Config: snap.Config,
+		Reloads: s.ReloadStats(), Config: snap.Config, EffectiveRetryPolicies: snap.effectiveRetryPolicies(),
 	}
 	if a, ok := s.LastRejected(); ok {
 		view.LastRejected = &a
@@ -111,6 +114,7 @@ type clusterView struct {
 	// (Envoy's upstream_rq_pending_active).
 	PendingRequests int64                     `json:"pendingRequests"`
 	Endpoints       []balancer.EndpointStatus `json:"endpoints"`
+	Resilience      *ClusterResilienceView    `json:"resilience"`   // stats.go
 	L4              *L4View                   `json:"l4,omitempty"` // opaque TCP / TLS passthrough (l4.go)
 }
 
@@ -128,7 +132,8 @@ func (s *Server) handleClusters(w http.ResponseWriter, _ *http.Request) {
 		}
 		out = append(out, clusterView{
 			Name: c.ref.Name, Node: c.ref.Node, Port: c.ref.Port, Protocol: c.ref.Protocol, Local: c.ref.Local,
-			LBPolicy: lb, OpenConnections: c.openConns.Load(), PendingRequests: c.pending.Load(), Endpoints: c.bal.Snapshot(), L4: c.l4.view(),
+			LBPolicy: lb, OpenConnections: c.openConns.Load(), PendingRequests: c.pending.Load(), Endpoints: c.bal.Snapshot(),
+			Resilience: c.resilienceView(), L4: c.l4.view(),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

@@ -71,14 +71,14 @@ type cluster struct {
 	// Resilience: every decision is counted in counters (kept by cluster name across
 	// reloads). budget always exists; outlier, breaker and health are nil when the
 	// target listener does not configure them.
-	clock    resilience.Clock
-	log      *slog.Logger
-	counters *resilience.Counters
-	budget   *resilience.RetryBudget
-	outlier  *resilience.OutlierDetector
+	clock      resilience.Clock
+	log        *slog.Logger
+	counters   *resilience.Counters
+	budget     *resilience.RetryBudget
+	outlier    *resilience.OutlierDetector
 	sweepEvery time.Duration
-	breaker  *resilience.Breaker
-	health   *healthChecker
+	breaker    *resilience.Breaker
+	health     *healthChecker
 	// The control goroutine (outlier sweeps, health checks) exits when stop closes;
 	// close waits for it.
 	stop      chan struct{}

@@ -173,7 +173,7 @@ func (c *h1conn) handle() bool {
 		}
 	}
 	if d.cluster.h2 {
-		return c.forwardRoundTrip(d, target, scheme)
+		return c.forwardRoundTrip(snap, d, target, scheme)
 	}
 	return c.forward(d, target, rp)
 }

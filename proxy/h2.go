@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/balancer"
+	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/router"
 	"golang.org/x/net/http/httpguts"
 )
@@ -149,8 +150,21 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		localHTTPError(w, d.status, d.code, "", d.msg)
 		return
 	}
+	rp := snap.res.policy(d.route)
+	ingressPort := 0
+	if h.kind == kindIngress {
+		ingressPort = local
+		if ingressPort == 0 {
+			ingressPort = snap.localNodePort
+		}
+	}
+	if refused, wait := snap.res.rateLimited(ingressPort, rp); refused {
+		w.Header().Set("Retry-After", retryAfterValue(wait))
+		localHTTPError(w, http.StatusTooManyRequests, codeRateLimited, "", "meshd: rate limit exceeded\n")
+		return
+	}
 	out := newOutRequest(r.Context(), r.Method, rr.Path, r.Host, r.Header, r.Body, r.ContentLength, r.Trailer, scheme, r.RemoteAddr)
-	resp, res, cancel, err := roundTrip(d, out, h.s.opts.StreamIdle)
+	resp, res, cancel, err := roundTrip(d, out, h.s.opts.StreamIdle, rp, grpcTimeout(rr.GRPC, r.Header.Get("Grpc-Timeout")))
 	if err != nil {
 		status, code := classify(err)
 		localHTTPError(w, status, code, overflowLimit(err), "meshd: "+err.Error()+"\n")
@@ -158,19 +172,67 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer cancel()
 	start := time.Now()
-	copyResponse(w, resp, res, start)
+	copyResponse(w, resp, d.cluster, res, start)
+}
+
+// grpcTimeout is the deadline a gRPC client asked for in grpc-timeout; 0 when absent,
+// malformed (ignored, as grpc-go does) or not a gRPC request.
+func grpcTimeout(isGRPC bool, v string) time.Duration {
+	if !isGRPC || v == "" {
+		return 0
+	}
+	d, ok := resilience.ParseGRPCTimeout(v)
+	if !ok {
+		return 0
+	}
+	return d
 }
 
 // roundTrip sends out to an endpoint of d's cluster through the cluster's net/http
-// transport, applying the route/listener timeout and the HTTP/2 request limit. On
-// success the caller owns resp.Body, must call cancel when done with it and must call
-// res.Done (copyResponse does both).
-func roundTrip(d decision, out *http.Request, streamIdle time.Duration) (*http.Response, balancer.Result, context.CancelFunc, error) {
+// transport, applying the route/listener timeout (lowered by grpcTimeout when > 0), the
+// HTTP/2 request limit, the cluster breaker and the route's retry policy rp (nil: no
+// retries). On success the caller owns resp.Body, must call cancel when done with it
+// and must report the attempt's end with d.cluster.attemptEnd (copyResponse does both).
+func roundTrip(d decision, out *http.Request, streamIdle time.Duration, rp *routePolicy, grpcTimeout time.Duration) (*http.Response, balancer.Result, context.CancelFunc, error) {
+	cl := d.cluster
+	if cl.breaker == nil {
+		return roundTripAttempts(d, out, streamIdle, rp, grpcTimeout)
+	}
+	var (
+		resp *http.Response
+		res  balancer.Result
+		done context.CancelFunc
+		err  error
+	)
+	berr := cl.breaker.Do(func() resilience.Outcome {
+		resp, res, done, err = roundTripAttempts(d, out, streamIdle, rp, grpcTimeout)
+		if err != nil {
+			if errorKind(err) == errOverflowKind || errorKind(err) == errNoEndpoint {
+				return resilience.Ignored
+			}
+			return breakerOutcome(0, err, out.Context().Err() == nil)
+		}
+		return breakerOutcome(resp.StatusCode, nil, true)
+	})
+	if berr != nil {
+		return nil, balancer.Result{}, nil, errBreakerOpen(cl.ref.Name, berr)
+	}
+	return resp, res, done, err
+}
+
+func roundTripAttempts(d decision, out *http.Request, streamIdle time.Duration, rp *routePolicy, grpcTimeout time.Duration) (*http.Response, balancer.Result, context.CancelFunc, error) {
 	cl := d.cluster
 	timeout, idle := d.timeouts(streamIdle)
+	if grpcTimeout > 0 && (timeout == 0 || grpcTimeout < timeout) {
+		timeout = grpcTimeout // lowers the deadline, never raises it
+	}
 	ctx, cancel := context.WithCancel(out.Context())
 	if timeout > 0 {
 		ctx, cancel = context.WithTimeout(out.Context(), timeout)
+	}
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
 	}
 	acquire, release := cl.acquireStream, cl.releaseStream
 	if !cl.h2 {
@@ -182,35 +244,205 @@ func roundTrip(d decision, out *http.Request, streamIdle time.Duration) (*http.R
 		cancel()
 		return nil, balancer.Result{}, nil, err
 	}
-	res, err := pickEndpoint(cl, nil)
-	if err != nil {
-		release()
-		cancel()
-		return nil, res, nil, err
+	var rs retryState
+	if rp != nil && rp.retry.MaxRetries() > 0 {
+		rs.policy, rs.route = rp.retry, rp.counters
 	}
-	out = out.WithContext(ctx)
-	out.URL.Host = res.Endpoint.Address
-	start := time.Now()
-	resp, err := cl.rt.RoundTrip(out)
-	if err != nil {
-		res.Done(balancer.DoneInfo{Err: err, Latency: time.Since(start)})
-		release()
-		cancel()
-		var ue *upstreamError
-		if !errors.As(err, &ue) {
-			if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				err = &upstreamError{kind: errTimeout, err: err}
-			} else {
-				err = &upstreamError{kind: errReset, err: err}
+	var rb *replayBody
+	bodyless := out.Body == nil || out.Body == http.NoBody
+	if rs.policy != nil && !bodyless {
+		rb = &replayBody{src: out.Body, limit: maxReplayBody}
+	}
+	var avoid *balancer.Endpoint
+	for {
+		res, err := pickEndpoint(cl, avoid)
+		if err != nil {
+			rs.release(cl)
+			release()
+			cancel()
+			return nil, res, nil, err
+		}
+		actx, acancel := ctx, context.CancelFunc(func() {})
+		perTry := false
+		if rs.policy != nil && rs.policy.PerRetryTimeout() > 0 {
+			actx, acancel = context.WithTimeout(ctx, rs.policy.PerRetryTimeout())
+			perTry = true
+		}
+		req := out.WithContext(actx)
+		u := *out.URL
+		u.Host = res.Endpoint.Address
+		req.URL = &u
+		if rb != nil {
+			req.Body = rb.attempt()
+		}
+		start := time.Now()
+		resp, err := cl.rt.RoundTrip(req)
+		if err != nil {
+			gone := out.Context().Err() != nil // the client went away: not the endpoint's fault
+			cl.attemptEnd(res, balancer.DoneInfo{Err: err, Latency: time.Since(start)}, !gone)
+			perTryExpired := perTry && errors.Is(actx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
+			acancel()
+			var ue *upstreamError
+			if !errors.As(err, &ue) {
+				if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) || perTryExpired {
+					err = &upstreamError{kind: errTimeout, err: err}
+				} else {
+					err = &upstreamError{kind: errReset, err: err}
+				}
+			}
+			if !gone && retriableErr(rs.policy, err, bodyless || rb.replayable(), perTryExpired) {
+				if wait, ok := rs.plan(-1, deadline); ok && rs.next(cl) {
+					rs.sleep(wait)
+					avoid = res.Endpoint
+					continue
+				}
+			}
+			rs.release(cl)
+			release()
+			cancel()
+			return nil, res, nil, err
+		}
+		if rs.policy != nil && (bodyless || rb.replayable()) && retriableResponse(rs.policy, resp) {
+			ra := retryAfterOf(resp.StatusCode, resp.Header.Get("Retry-After"), resp.Header.Get("Retry-After") != "", time.Now())
+			if wait, ok := rs.plan(ra, deadline); ok && rs.next(cl) {
+				// Read a little of the body so the connection (HTTP/1.1) can be reused;
+				// net/http closes it when more is left.
+				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrainBody))
+				_ = resp.Body.Close()
+				cl.attemptEnd(res, balancer.DoneInfo{Status: resp.StatusCode, Latency: time.Since(start)}, true)
+				acancel()
+				rs.sleep(wait)
+				avoid = res.Endpoint
+				continue
 			}
 		}
-		return nil, res, nil, err
+		// The idle timeout cancels the exchange when the response body makes no progress.
+		resp.Body = newIdleBody(resp.Body, idle, cancel)
+		done := func() { rs.release(cl); release(); acancel(); cancel() }
+		return resp, res, done, nil
 	}
-	// The idle timeout cancels the exchange when the response body makes no progress.
-	resp.Body = newIdleBody(resp.Body, idle, cancel)
-	done := func() { release(); cancel() }
-	return resp, res, done, nil
 }
+
+// retriableResponse reports whether a response head may be retried under p: its HTTP
+// status, or for gRPC a grpc-status in the head (a trailers-only response, how servers
+// answer calls they reject at once). A grpc-status that arrives in trailers, after the
+// body started to flow to the client, cannot be retried.
+func retriableResponse(p *resilience.RetryPolicy, resp *http.Response) bool {
+	if p.RetryOnStatus(resp.StatusCode) {
+		return true
+	}
+	if v := resp.Header.Get("Grpc-Status"); v != "" {
+		if code, err := strconv.Atoi(v); err == nil {
+			return p.RetryOnGRPC(code)
+		}
+	}
+	return false
+}
+
+// replayBody keeps the first limit bytes of a request body so that a retry can send it
+// again (net/http's GetBody idea, bounded). Each attempt reads through its own
+// attemptBody; a newer attempt makes older ones fail, because net/http may still read
+// an abandoned attempt's body from its write goroutine after RoundTrip returned. Every
+// byte taken from src is recorded (until overflow), whichever attempt read it.
+type replayBody struct {
+	// srcMu serializes reads of src (an abandoned attempt may still be inside one);
+	// mu guards the rest and is never held across a read, so replayable never waits
+	// for the client to send more of a stream.
+	srcMu    sync.Mutex
+	mu       sync.Mutex
+	src      io.ReadCloser
+	buf      []byte
+	limit    int
+	overflow bool  // more than limit bytes were read: no replay
+	srcErr   error // src's sticky end (io.EOF) or failure
+	gen      int
+}
+
+var errStaleAttempt = errors.New("request body: superseded by a retry")
+
+// replayable reports whether a new attempt can send the whole body again. A nil rb (no
+// body kept) is not replayable.
+func (rb *replayBody) replayable() bool {
+	if rb == nil {
+		return false
+	}
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	return !rb.overflow
+}
+
+func (rb *replayBody) attempt() io.ReadCloser {
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	rb.gen++
+	return &attemptBody{rb: rb, gen: rb.gen}
+}
+
+type attemptBody struct {
+	rb  *replayBody
+	gen int
+	off int
+}
+
+// fromBuf serves what the buffer holds beyond a's offset; mu is held.
+func (a *attemptBody) fromBuf(p []byte) (int, bool) {
+	rb := a.rb
+	if rb.overflow || a.off >= len(rb.buf) {
+		return 0, false
+	}
+	n := copy(p, rb.buf[a.off:])
+	a.off += n
+	return n, true
+}
+
+func (a *attemptBody) Read(p []byte) (int, error) {
+	rb := a.rb
+	rb.mu.Lock()
+	if a.gen != rb.gen {
+		rb.mu.Unlock()
+		return 0, errStaleAttempt
+	}
+	if n, ok := a.fromBuf(p); ok {
+		rb.mu.Unlock()
+		return n, nil
+	}
+	rb.mu.Unlock()
+
+	rb.srcMu.Lock()
+	defer rb.srcMu.Unlock()
+	rb.mu.Lock()
+	// Another reader may have appended while this one waited for srcMu.
+	if n, ok := a.fromBuf(p); ok {
+		rb.mu.Unlock()
+		return n, nil
+	}
+	if err := rb.srcErr; err != nil {
+		rb.mu.Unlock()
+		return 0, err
+	}
+	rb.mu.Unlock()
+	n, err := rb.src.Read(p)
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	if n > 0 && !rb.overflow {
+		if len(rb.buf)+n <= rb.limit {
+			rb.buf = append(rb.buf, p[:n]...)
+			a.off += n
+		} else {
+			rb.overflow, rb.buf = true, nil
+		}
+	}
+	if err != nil {
+		rb.srcErr = err
+	}
+	if a.gen != rb.gen {
+		return 0, errStaleAttempt // the bytes are kept for the current attempt
+	}
+	return n, err
+}
+
+// Close leaves src open: the downstream request owns it.
+func (a *attemptBody) Close() error { return nil }
 
 // idleBody cancels an exchange whose body has not delivered a byte for idle.
 type idleBody struct {
@@ -319,7 +551,7 @@ func removeHopByHop(h http.Header) {
 
 // copyResponse streams resp to w: headers, body (flushed as it arrives, so gRPC and
 // server-sent events are not held back), then trailers.
-func copyResponse(w http.ResponseWriter, resp *http.Response, res balancer.Result, start time.Time) {
+func copyResponse(w http.ResponseWriter, resp *http.Response, cl *cluster, res balancer.Result, start time.Time) {
 	defer resp.Body.Close()
 	removeHopByHop(resp.Header)
 	dst := w.Header()
@@ -343,7 +575,10 @@ func copyResponse(w http.ResponseWriter, resp *http.Response, res balancer.Resul
 			dst[http.TrailerPrefix+k] = v
 		}
 	}
-	res.Done(balancer.DoneInfo{Err: err, Status: resp.StatusCode, Latency: time.Since(start)})
+	// A copy error is the upstream's when reading failed, the client's when writing did;
+	// copyFlush tells them apart.
+	var de *downstreamError
+	cl.attemptEnd(res, balancer.DoneInfo{Err: err, Status: resp.StatusCode, Latency: time.Since(start)}, !errors.As(err, &de))
 	if err != nil {
 		// Mid-body failure: abort the stream so the client sees an error, not a short body.
 		panic(http.ErrAbortHandler)
@@ -358,10 +593,10 @@ func copyFlush(w http.ResponseWriter, src io.Reader) error {
 		n, err := src.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return werr
+				return &downstreamError{werr}
 			}
 			if ferr := rc.Flush(); ferr != nil {
-				return ferr
+				return &downstreamError{ferr}
 			}
 		}
 		if err == io.EOF {
@@ -372,6 +607,13 @@ func copyFlush(w http.ResponseWriter, src io.Reader) error {
 		}
 	}
 }
+
+// downstreamError marks a failure writing to the client, which outlier detection and
+// the breaker do not hold against the endpoint.
+type downstreamError struct{ err error }
+
+func (e *downstreamError) Error() string { return "write to client: " + e.err.Error() }
+func (e *downstreamError) Unwrap() error { return e.err }
 
 func localHTTPError(w http.ResponseWriter, status int, code, limit, msg string) {
 	h := w.Header()
@@ -442,7 +684,7 @@ func readTrailers(br *bufio.Reader, want http.Header) error {
 // the request is converted to net/http form, sent through the cluster's HTTP/2
 // transport, and the response written back as HTTP/1.1 (chunked when its length is
 // unknown, trailers in the chunked trailer section).
-func (c *h1conn) forwardRoundTrip(d decision, target, scheme string) bool {
+func (c *h1conn) forwardRoundTrip(snap *Snapshot, d decision, target, scheme string) bool {
 	req := &c.req
 	hdr := make(http.Header, len(req.Headers))
 	for _, f := range req.Headers {
@@ -475,7 +717,7 @@ func (c *h1conn) forwardRoundTrip(d decision, target, scheme string) bool {
 		cl = 0
 	}
 	out := newOutRequest(context.Background(), req.Method, target, c.rr.Authority, hdr, body, cl, trailer, scheme, c.tc.RemoteAddr().String())
-	resp, res, cancel, err := roundTrip(d, out, c.s.opts.StreamIdle)
+	resp, res, cancel, err := roundTrip(d, out, c.s.opts.StreamIdle, snap.res.policy(d.route), grpcTimeout(c.rr.GRPC, hdr.Get("Grpc-Timeout")))
 	if err != nil {
 		return c.failReply(err) && !req.HasBody()
 	}
@@ -495,7 +737,7 @@ func (c *h1conn) forwardRoundTrip(d decision, target, scheme string) bool {
 	noBody := req.Method == "HEAD" || resp.StatusCode == 204 || resp.StatusCode == 304
 	chunked := !noBody && resp.ContentLength < 0 && req.Minor > 0
 	if err := resp.Header.Write(bw); err != nil {
-		res.Done(balancer.DoneInfo{Err: err})
+		d.cluster.attemptEnd(res, balancer.DoneInfo{Err: err}, false)
 		return false
 	}
 	switch {
@@ -528,6 +770,6 @@ func (c *h1conn) forwardRoundTrip(d decision, target, scheme string) bool {
 		}
 	}
 	flushErr := bw.Flush()
-	res.Done(balancer.DoneInfo{Err: copyErr, Status: resp.StatusCode, Latency: time.Since(start)})
+	d.cluster.attemptEnd(res, balancer.DoneInfo{Err: copyErr, Status: resp.StatusCode, Latency: time.Since(start)}, true)
 	return copyErr == nil && flushErr == nil && !closeDown
 }

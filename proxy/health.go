@@ -188,10 +188,10 @@ func newHealthChecker(c *cluster, cfg config.HealthCheck) *healthChecker {
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	if cfg.Protocol == config.ProtoHTTP || cfg.Protocol == config.ProtoHTTP2 {
 		tr := &http.Transport{
-			DialContext:        c.dialer.DialContext,
-			DisableCompression: true,
+			DialContext:         c.dialer.DialContext,
+			DisableCompression:  true,
 			MaxIdleConnsPerHost: 1,
-			IdleConnTimeout:    2 * h.interval,
+			IdleConnTimeout:     2 * h.interval,
 		}
 		if cfg.Protocol == config.ProtoHTTP2 {
 			var p http.Protocols
