@@ -235,6 +235,7 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "meshd run:", err)
 		return 2
 	}
+	warnIfNotExempt(logger, os.Geteuid(), os.Getegid())
 	if err := f.loadToken(); err != nil {
 		fmt.Fprintln(stderr, "meshd run:", err)
 		return 2
