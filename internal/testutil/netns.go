@@ -1,0 +1,154 @@
+//go:build linux
+
+package testutil
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// RequireNetns skips the test unless it runs as root with the ip and iptables tools;
+// with MESHD_REQUIRE_NETNS set (CI) a missing prerequisite fails the test instead.
+func RequireNetns(t testing.TB) {
+	t.Helper()
+	skip := func(reason string) {
+		if os.Getenv("MESHD_REQUIRE_NETNS") != "" {
+			t.Fatalf("MESHD_REQUIRE_NETNS is set but %s", reason)
+		}
+		t.Skip(reason)
+	}
+	if os.Geteuid() != 0 {
+		skip("needs root to create network namespaces and install iptables rules")
+	}
+	for _, bin := range []string{"ip", "iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			skip(bin + " is not installed (apt-get install iptables iproute2)")
+		}
+	}
+}
+
+// Sh runs a command and fails the test with its output when it fails.
+func Sh(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+var netnsSeq atomic.Int64
+
+// NetnsPair is an app namespace and a peer namespace joined by a veth pair, with
+// addresses that exist only inside them:
+// app 10.200.0.1/24 fd20::1/64 <-> peer 10.200.0.2/24 fd20::2/64.
+type NetnsPair struct {
+	App, Peer string
+}
+
+// Addresses of a NetnsPair.
+const (
+	NetnsAppIP   = "10.200.0.1"
+	NetnsPeerIP  = "10.200.0.2"
+	NetnsAppIP6  = "fd20::1"
+	NetnsPeerIP6 = "fd20::2"
+)
+
+// NewNetnsPair creates the namespaces (deleted at cleanup) after RequireNetns.
+func NewNetnsPair(t testing.TB) *NetnsPair {
+	t.Helper()
+	RequireNetns(t)
+	id := fmt.Sprintf("%d-%d", os.Getpid(), netnsSeq.Add(1))
+	n := &NetnsPair{App: "meshd-e2e-app-" + id, Peer: "meshd-e2e-peer-" + id}
+	for _, ns := range []string{n.App, n.Peer} {
+		Sh(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() {
+			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+				t.Errorf("ip netns del %s: %v %s", ns, err, out)
+			}
+		})
+	}
+	Sh(t, "ip", "-n", n.App, "link", "add", "va", "type", "veth", "peer", "name", "vp", "netns", n.Peer)
+	Sh(t, "ip", "-n", n.App, "addr", "add", NetnsAppIP+"/24", "dev", "va")
+	Sh(t, "ip", "-n", n.App, "addr", "add", NetnsAppIP6+"/64", "dev", "va", "nodad")
+	Sh(t, "ip", "-n", n.Peer, "addr", "add", NetnsPeerIP+"/24", "dev", "vp")
+	Sh(t, "ip", "-n", n.Peer, "addr", "add", NetnsPeerIP6+"/64", "dev", "vp", "nodad")
+	for _, ns := range []string{n.App, n.Peer} {
+		Sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	Sh(t, "ip", "-n", n.App, "link", "set", "va", "up")
+	Sh(t, "ip", "-n", n.Peer, "link", "set", "vp", "up")
+	return n
+}
+
+// InNetns runs fn on a fresh OS thread that joined network namespace ns and, when uid
+// or gid is not 0, took that (thread-only) identity. The thread is never unlocked, so
+// the runtime discards it afterwards. Sockets keep the namespace and owner they were
+// created with, so listeners and connections made in fn work from any goroutine.
+func InNetns(ns string, uid, gid int, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		f, err := os.Open("/var/run/netns/" + ns)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
+			return
+		}
+		// Raw syscalls change only this thread's credentials; syscall.Setuid would
+		// change every thread of the test binary.
+		if gid != 0 {
+			if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, ^uintptr(0), uintptr(gid), ^uintptr(0)); e != 0 {
+				errc <- fmt.Errorf("setresgid %d: %w", gid, e)
+				return
+			}
+		}
+		if uid != 0 {
+			if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), uintptr(uid), ^uintptr(0)); e != 0 {
+				errc <- fmt.Errorf("setresuid %d: %w", uid, e)
+				return
+			}
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// ListenIn opens a TCP listener in ns; it is closed at cleanup.
+func ListenIn(t testing.TB, ns, network, addr string) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	if err := InNetns(ns, 0, 0, func() (err error) {
+		ln, err = net.Listen(network, addr)
+		return err
+	}); err != nil {
+		t.Fatalf("listen %s %s in %s: %v", network, addr, ns, err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	return ln
+}
+
+// DialIn connects from ns as uid/gid (0: root) to addr.
+func DialIn(ctx context.Context, ns string, uid, gid int, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := InNetns(ns, uid, gid, func() (err error) {
+		d := net.Dialer{Timeout: 5 * time.Second}
+		c, err = d.DialContext(ctx, "tcp", addr)
+		return err
+	})
+	return c, err
+}
