@@ -1,0 +1,64 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestIfMatchHolds(t *testing.T) {
+	cur := &Snapshot{Version: "abc123"}
+	cases := []struct {
+		h    string
+		snap *Snapshot
+		want bool
+	}{
+		{`"abc123"`, cur, true},
+		{` "abc123" `, cur, true},
+		{`"x", "abc123"`, cur, true},
+		{`"x","abc123"`, cur, true},
+		{`*`, cur, true},
+		{`*`, nil, false},
+		{`"abc123"`, nil, false},
+		{`W/"abc123"`, cur, false}, // If-Match compares strongly (RFC 9110 §13.1.1)
+		{`abc123`, cur, false},
+		{`"abc12"`, cur, false},
+		{`"abc123`, cur, false},
+		{``, cur, false},
+	}
+	for _, c := range cases {
+		if got := ifMatchHolds(c.h, c.snap); got != c.want {
+			t.Errorf("ifMatchHolds(%q, %v) = %v, want %v", c.h, c.snap != nil, got, c.want)
+		}
+	}
+}
+
+func TestIsLoopbackAddr(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:9901": true, "127.1.2.3:1": true, "[::1]:9901": true, "localhost:9901": true,
+		":9901": false, "0.0.0.0:9901": false, "[::]:9901": false, "10.0.0.1:9901": false,
+		"example.com:9901": false, "127.0.0.1": false, "": false,
+	} {
+		if got := isLoopbackAddr(addr); got != want {
+			t.Errorf("isLoopbackAddr(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+// FuzzIfMatch: any header value either holds or not without panicking, a value that
+// does not mention the version (or *) never holds, and appending the version's ETag
+// to a list always makes it hold.
+func FuzzIfMatch(f *testing.F) {
+	for _, s := range []string{`"v1"`, `*`, `W/"v1"`, `"a", "b"`, ``, `,,,`} {
+		f.Add(s)
+	}
+	cur := &Snapshot{Version: "v1"}
+	f.Fuzz(func(t *testing.T, h string) {
+		got := ifMatchHolds(h, cur)
+		if got && !strings.Contains(h, `"v1"`) && strings.TrimSpace(h) != "*" {
+			t.Fatalf("%q holds without naming the version", h)
+		}
+		if !ifMatchHolds(h+`, "v1"`, cur) {
+			t.Fatalf("%q plus the current ETag does not hold", h)
+		}
+	})
+}
