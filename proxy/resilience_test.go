@@ -618,3 +618,40 @@ func TestRetryHTTP2ReplaysBody(t *testing.T) {
 		t.Errorf("retries = %d, want one per 503 (%d)", r, badHits.Load())
 	}
 }
+
+// TestIngressListenerRateLimit: a rateLimit on the node's own listener limits inbound
+// requests at ingress with 429 and Retry-After, counted per listener.
+func TestIngressListenerRateLimit(t *testing.T) {
+	clk := newFakeClock()
+	app, appUp := startCounting(t, 200)
+	y := fmt.Sprintf(`mesh: {meshName: t}
+virtualNodes:
+  - virtualNodeName: app
+    spec:
+      listeners: [{portMapping: {port: %d, protocol: http}, rateLimit: {requestsPerSecond: 1, burst: 1}}]
+      serviceDiscovery: {static: {endpoints: ["127.0.0.1:%d"]}}
+`, appUp.Port, appUp.Port)
+	srv := testutil.StartMeshdOpts(t, proxy.Options{Node: "app", Clock: clk}, y)
+	client := testutil.HTTPClient(t, srv.IngressAddr())
+	if resp := get(t, client, "http://app.local/"); resp.StatusCode != 200 {
+		t.Fatalf("first request: %d", resp.StatusCode)
+	}
+	resp := get(t, client, "http://app.local/")
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "1" {
+		t.Fatalf("second request: %d Retry-After=%q, want 429 and 1", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	clk.Advance(time.Second)
+	if resp := get(t, client, "http://app.local/"); resp.StatusCode != 200 {
+		t.Fatalf("after a second: %d", resp.StatusCode)
+	}
+	if app.hits.Load() != 2 {
+		t.Errorf("app got %d requests, want 2", app.hits.Load())
+	}
+	var st struct {
+		Listeners map[string]map[string]int64 `json:"listeners"`
+	}
+	adminJSON(t, srv, "/stats", &st)
+	if st.Listeners[fmt.Sprintf("ingress:%d", appUp.Port)]["rate_limited"] != 1 {
+		t.Errorf("listener stats = %+v", st.Listeners)
+	}
+}
