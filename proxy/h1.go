@@ -533,9 +533,9 @@ func (c *h1conn) exchange(pool *endpointPool, target string, body []byte, upgrad
 			return nil, sent, err
 		}
 		u.timer.idle = idle
-		if !hard.IsZero() {
-			u.setHardDeadline(hard)
-		}
+		// Always, zero included: a connection kept from this client's previous request
+		// (c.up) still carries that request's deadline, which pool.put would have cleared.
+		u.setHardDeadline(hard)
 		sent = true
 		err = c.writeRequest(u, target, body, upgrade)
 		if err == nil {
