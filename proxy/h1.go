@@ -259,13 +259,16 @@ func equalFoldASCII(s, lower string) bool {
 func str(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // buildForwardHeaders sets x-forwarded-for (appended), x-forwarded-proto (kept if
-// present) and x-request-id (kept if present, generated otherwise). Values are built in
-// c.scratch, which is sized so that appends never move it within one request.
+// present) and x-request-id (kept if present, generated otherwise). Repeated
+// X-Forwarded-For fields are merged into the first one (RFC 9110 §5.3) before the client
+// is appended, so the client's address is the last entry whatever it sent. Values are
+// built in c.scratch, which is sized so that appends never move it within one request;
+// only repeated X-Forwarded-For fields can make it grow.
 func (c *h1conn) buildForwardHeaders(scheme string) {
 	c.extra = c.extra[:0]
 	c.scratch = c.scratch[:0]
 	req := &c.req
-	xff := -1
+	xff, nxff, xffLen := -1, 0, 0
 	haveProto, haveID := false, false
 	for i := range req.Headers {
 		switch n := req.Headers[i].Name; {
@@ -273,6 +276,8 @@ func (c *h1conn) buildForwardHeaders(scheme string) {
 			if xff < 0 {
 				xff = i
 			}
+			nxff++
+			xffLen += len(req.Headers[i].Value) + 2
 		case equalFoldASCII(n, "x-forwarded-proto"):
 			haveProto = true
 		case equalFoldASCII(n, "x-request-id"):
@@ -281,15 +286,29 @@ func (c *h1conn) buildForwardHeaders(scheme string) {
 	}
 	if c.client != "" {
 		if xff >= 0 {
-			need := len(req.Headers[xff].Value) + 2 + len(c.client)
+			need := xffLen + len(c.client)
 			if need > cap(c.scratch) {
 				c.scratch = make([]byte, 0, need+64)
 			}
 			start := len(c.scratch)
-			c.scratch = append(c.scratch, req.Headers[xff].Value...)
-			c.scratch = append(c.scratch, ", "...)
+			for i := xff; i < len(req.Headers); i++ {
+				h := &req.Headers[i]
+				if h.Value == "" || (i > xff && !equalFoldASCII(h.Name, "x-forwarded-for")) {
+					continue
+				}
+				if len(c.scratch) > start {
+					c.scratch = append(c.scratch, ", "...)
+				}
+				c.scratch = append(c.scratch, h.Value...)
+			}
+			if len(c.scratch) > start {
+				c.scratch = append(c.scratch, ", "...)
+			}
 			c.scratch = append(c.scratch, c.client...)
 			req.Headers[xff].Value = str(c.scratch[start:])
+			if nxff > 1 {
+				req.Headers = removeFieldsAfter(req.Headers, xff, "x-forwarded-for")
+			}
 		} else {
 			c.extra = append(c.extra, h1.Header{Name: "X-Forwarded-For", Value: c.client})
 		}
@@ -305,6 +324,18 @@ func (c *h1conn) buildForwardHeaders(scheme string) {
 		c.scratch = appendUUID(c.scratch, c.ids.Uint64(), c.ids.Uint64())
 		c.extra = append(c.extra, h1.Header{Name: "X-Request-Id", Value: str(c.scratch[start:])})
 	}
+}
+
+// removeFieldsAfter removes, in place, the fields called lower that come after index
+// keep, preserving the order of the others.
+func removeFieldsAfter(hs []h1.Header, keep int, lower string) []h1.Header {
+	out := hs[:keep+1]
+	for _, h := range hs[keep+1:] {
+		if !equalFoldASCII(h.Name, lower) {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // appendUUID formats a random (version 4) UUID.
