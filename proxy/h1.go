@@ -259,7 +259,10 @@ func equalFoldASCII(s, lower string) bool {
 func str(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // buildForwardHeaders sets x-forwarded-for (appended), x-forwarded-proto (kept if
-// present) and x-request-id (kept if present, generated otherwise). Repeated
+// present on egress, where the app is trusted; replaced on ingress) and x-request-id
+// (kept if present, generated otherwise). Fields the client named in Connection are
+// removed first (RFC 9110 §7.6.1), so naming a forwarding header there cannot make the
+// writer drop the value meshd computed. Repeated
 // X-Forwarded-For fields are merged into the first one (RFC 9110 §5.3) before the client
 // is appended, so the client's address is the last entry whatever it sent. Values are
 // built in c.scratch, which is sized so that appends never move it within one request;
@@ -268,6 +271,9 @@ func (c *h1conn) buildForwardHeaders(scheme string) {
 	c.extra = c.extra[:0]
 	c.scratch = c.scratch[:0]
 	req := &c.req
+	if connectionNamesFields(req.Headers) {
+		req.Headers = stripConnectionNamed(req.Headers)
+	}
 	xff, nxff, xffLen := -1, 0, 0
 	haveProto, haveID := false, false
 	for i := range req.Headers {
@@ -313,6 +319,11 @@ func (c *h1conn) buildForwardHeaders(scheme string) {
 			c.extra = append(c.extra, h1.Header{Name: "X-Forwarded-For", Value: c.client})
 		}
 	}
+	if haveProto && c.kind == kindIngress {
+		// From the network, the scheme is what meshd saw, not what the peer claims.
+		req.Headers = deleteHeader(req.Headers, "x-forwarded-proto")
+		haveProto = false
+	}
 	if !haveProto {
 		c.extra = append(c.extra, h1.Header{Name: "X-Forwarded-Proto", Value: scheme})
 	}
@@ -324,6 +335,104 @@ func (c *h1conn) buildForwardHeaders(scheme string) {
 		c.scratch = appendUUID(c.scratch, c.ids.Uint64(), c.ids.Uint64())
 		c.extra = append(c.extra, h1.Header{Name: "X-Request-Id", Value: str(c.scratch[start:])})
 	}
+}
+
+// connectionNamesFields reports whether a Connection field lists a field name (anything
+// beyond close, keep-alive and upgrade), so the common request skips stripConnectionNamed.
+func connectionNamesFields(hs []h1.Header) bool {
+	for i := range hs {
+		if !equalFoldASCII(hs[i].Name, "connection") {
+			continue
+		}
+		for list := hs[i].Value; list != ""; {
+			var elem string
+			elem, list = nextToken(list)
+			if elem != "" && !equalFoldASCII(elem, "close") && !equalFoldASCII(elem, "keep-alive") && !equalFoldASCII(elem, "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// nextToken splits the first element off a comma-separated list, trimming OWS.
+func nextToken(list string) (elem, rest string) {
+	elem = list
+	for i := 0; i < len(list); i++ {
+		if list[i] == ',' {
+			elem, rest = list[:i], list[i+1:]
+			break
+		}
+	}
+	for len(elem) > 0 && (elem[0] == ' ' || elem[0] == '\t') {
+		elem = elem[1:]
+	}
+	for len(elem) > 0 && (elem[len(elem)-1] == ' ' || elem[len(elem)-1] == '\t') {
+		elem = elem[:len(elem)-1]
+	}
+	return elem, rest
+}
+
+// stripConnectionNamed removes, in place, the fields a Connection field names. Fields
+// the request writer handles itself (Host, framing, Connection, TE, Upgrade, Trailer)
+// stay for it to treat. Connection fields are always kept, so the region the compaction
+// has already overwritten still holds every Connection value the scan needs.
+func stripConnectionNamed(hs []h1.Header) []h1.Header {
+	out := hs[:0]
+	for _, h := range hs {
+		if !writerHandled(h.Name) && namedInConnection(hs, h.Name) {
+			continue
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+func writerHandled(name string) bool {
+	for _, n := range [...]string{"host", "content-length", "transfer-encoding", "connection", "te", "upgrade", "trailer"} {
+		if equalFoldASCII(name, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// namedInConnection reports whether a Connection field in hs lists name.
+func namedInConnection(hs []h1.Header, name string) bool {
+	for i := range hs {
+		if !equalFoldASCII(hs[i].Name, "connection") {
+			continue
+		}
+		for list := hs[i].Value; list != ""; {
+			var elem string
+			elem, list = nextToken(list)
+			if len(elem) == len(name) && equalFoldBoth(elem, name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// equalFoldBoth compares two ASCII strings case-insensitively (equalFoldASCII wants
+// its second argument in lower case).
+func equalFoldBoth(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // removeFieldsAfter removes, in place, the fields called lower that come after index

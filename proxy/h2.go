@@ -163,7 +163,7 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		localHTTPError(w, http.StatusTooManyRequests, codeRateLimited, "", "meshd: rate limit exceeded\n")
 		return
 	}
-	out := newOutRequest(r.Context(), r.Method, rr.Path, r.Host, r.Header, r.Body, r.ContentLength, r.Trailer, scheme, r.RemoteAddr)
+	out := newOutRequest(r.Context(), r.Method, rr.Path, r.Host, r.Header, r.Body, r.ContentLength, r.Trailer, scheme, r.RemoteAddr, h.kind == kindIngress)
 	resp, res, cancel, err := roundTrip(d, out, h.s.opts.StreamIdle, rp, grpcTimeout(rr.GRPC, r.Header.Get("Grpc-Timeout")))
 	if err != nil {
 		status, code := classify(err)
@@ -472,9 +472,11 @@ func (b *idleBody) Close() error {
 }
 
 // newOutRequest builds the upstream request: hop-by-hop headers removed (RFC 9110
-// §7.6.1), "te: trailers" kept for gRPC, x-forwarded-*/x-request-id set.
+// §7.6.1), "te: trailers" kept for gRPC, x-forwarded-*/x-request-id set. ingress
+// replaces a received x-forwarded-proto (the peer is not trusted to state the scheme);
+// on egress the app's is kept.
 func newOutRequest(ctx context.Context, method, pathQuery, host string, in http.Header, body io.ReadCloser,
-	contentLength int64, trailer http.Header, scheme, remoteAddr string) *http.Request {
+	contentLength int64, trailer http.Header, scheme, remoteAddr string, ingress bool) *http.Request {
 	hdr := make(http.Header, len(in)+3)
 	for k, v := range in {
 		hdr[k] = v
@@ -493,7 +495,7 @@ func newOutRequest(ctx context.Context, method, pathQuery, host string, in http.
 		}
 		hdr.Set("X-Forwarded-For", ip)
 	}
-	if hdr.Get("X-Forwarded-Proto") == "" {
+	if ingress || hdr.Get("X-Forwarded-Proto") == "" {
 		hdr.Set("X-Forwarded-Proto", scheme)
 	}
 	if hdr.Get("X-Request-Id") == "" {
@@ -716,7 +718,7 @@ func (c *h1conn) forwardRoundTrip(snap *Snapshot, d decision, target, scheme str
 	default:
 		cl = 0
 	}
-	out := newOutRequest(context.Background(), req.Method, target, c.rr.Authority, hdr, body, cl, trailer, scheme, c.tc.RemoteAddr().String())
+	out := newOutRequest(context.Background(), req.Method, target, c.rr.Authority, hdr, body, cl, trailer, scheme, c.tc.RemoteAddr().String(), c.kind == kindIngress)
 	resp, res, cancel, err := roundTrip(d, out, c.s.opts.StreamIdle, snap.res.policy(d.route), grpcTimeout(c.rr.GRPC, hdr.Get("Grpc-Timeout")))
 	if err != nil {
 		return c.failReply(err) && !req.HasBody()
