@@ -63,7 +63,8 @@ type h1conn struct {
 	resp h1.Response
 	rr   router.Request
 
-	up      *upConn // upstream connection kept from the previous exchange
+	hdrs    joinedHeaders // c.req as the router's header getter
+	up      *upConn       // upstream connection kept from the previous exchange
 	extra   []h1.Header
 	scratch []byte
 	client  string // the peer IP, for x-forwarded-for
@@ -77,6 +78,7 @@ func (s *Server) serveH1(tc *trackedConn, br *bufio.Reader, kind listenerKind) {
 	c := &h1conn{s: s, kind: kind, tc: tc, br: br, bw: getWriter(tc)}
 	defer putWriter(c.bw)
 	c.rd = h1.NewReader(br, limits)
+	c.hdrs.req = &c.req
 	c.extra = make([]h1.Header, 0, 4)
 	c.scratch = make([]byte, 0, 1024)
 	c.ids = rand.NewPCG(rand.Uint64(), rand.Uint64())
@@ -149,7 +151,7 @@ func (c *h1conn) handle() bool {
 	if req.Method == "CONNECT" {
 		return c.localReply(405, codeBadRequest, "meshd: CONNECT is not supported\n", true)
 	}
-	c.rr = router.Request{Authority: authority, Method: req.Method, Path: target, Scheme: scheme, Header: req}
+	c.rr = router.Request{Authority: authority, Method: req.Method, Path: target, Scheme: scheme, Header: &c.hdrs}
 	if ct, ok := req.Get("content-type"); ok && len(ct) >= 16 && ct[:16] == "application/grpc" {
 		c.rr.GRPC = true
 	}
@@ -176,6 +178,44 @@ func (c *h1conn) handle() bool {
 		return c.forwardRoundTrip(snap, d, target, scheme)
 	}
 	return c.forward(d, target, rp)
+}
+
+// joinedHeaders is the router's view of a request head: a router.HeaderJoiner, so a
+// header condition sees every value of a repeated field. Values are joined in buf, reused
+// across the connection's requests; a field sent once is returned as is, without copying.
+type joinedHeaders struct {
+	req *h1.Request
+	buf []byte
+}
+
+func (h *joinedHeaders) Get(name string) (string, bool) { return h.req.Get(name) }
+
+// GetJoined returns the values of every field called name (lower case) joined with ",".
+// The value is valid until the next GetJoined; the router does not retain it.
+func (h *joinedHeaders) GetJoined(name string) (string, bool) {
+	hs := h.req.Headers
+	first := -1
+	for i := range hs {
+		if !equalFoldASCII(hs[i].Name, name) {
+			continue
+		}
+		if first < 0 {
+			first = i
+			continue
+		}
+		h.buf = append(h.buf[:0], hs[first].Value...)
+		for j := i; j < len(hs); j++ {
+			if equalFoldASCII(hs[j].Name, name) {
+				h.buf = append(h.buf, ',')
+				h.buf = append(h.buf, hs[j].Value...)
+			}
+		}
+		return str(h.buf), true
+	}
+	if first < 0 {
+		return "", false
+	}
+	return hs[first].Value, true
 }
 
 // ingressPort is the local listener port of an ingress connection, 0 for egress.

@@ -130,6 +130,19 @@ func (h httpHeaderGetter) Get(name string) (string, bool) {
 	return v[0], true
 }
 
+// GetJoined makes httpHeaderGetter a router.HeaderJoiner: the values of a repeated
+// field joined with "," (allocating only then).
+func (h httpHeaderGetter) GetJoined(name string) (string, bool) {
+	v, ok := h[textproto.CanonicalMIMEHeaderKey(name)]
+	switch {
+	case !ok || len(v) == 0:
+		return "", false
+	case len(v) == 1:
+		return v[0], true
+	}
+	return strings.Join(v, ","), true
+}
+
 func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	snap := h.s.snap.Load()
 	scheme := "http"

@@ -130,12 +130,27 @@ func (m *matcher) match(r *Request, path, query string) bool {
 	return true
 }
 
+// HeaderJoiner is an optional capability of a HeaderGetter that can see every field
+// line of a repeated header: GetJoined returns their values joined with "," (name in
+// lower case; ok=false if absent). Header conditions use it when the getter has it, so
+// they see all values as Envoy does ("a" and "b" sent on two lines match exact "a,b"; a
+// condition cannot be satisfied or dodged by where a value sits). Implementations should
+// join only when a second field line exists, so the common request does not allocate.
+// As with Get, Match never retains the value.
+type HeaderJoiner interface {
+	GetJoined(name string) (value string, ok bool)
+}
+
 // match reports whether the header matcher holds. An absent header (or a nil getter)
-// counts as "not matching", which invert turns into a match, as in Envoy.
+// counts as "not matching", which invert turns into a match, as in Envoy. A repeated
+// header is matched on all its values joined with "," when the getter is a HeaderJoiner,
+// else on its first value.
 func (h *headerMatcher) match(hg HeaderGetter) bool {
 	var v string
 	ok := false
-	if hg != nil {
+	if j, isJoiner := hg.(HeaderJoiner); isJoiner {
+		v, ok = j.GetJoined(h.name)
+	} else if hg != nil {
 		v, ok = hg.Get(h.name)
 	}
 	res := false
