@@ -639,13 +639,22 @@ func (c *h1conn) forwardAttempts(d decision, target string, rp *routePolicy) (bo
 		_, _ = c.br.Discard(len(body))
 	}
 
-	// Interim responses: 101 switches protocols, other 1xx are relayed.
+	// Interim responses: 101 switches protocols, other 1xx are relayed to HTTP/1.1
+	// clients and flushed at once (103 Early Hints is useless once the final response
+	// is there); an HTTP/1.0 client must not get them (RFC 9110 §15.2), so they are
+	// dropped for it.
 	resp := &c.resp
 	for resp.Status >= 100 && resp.Status < 200 && resp.Status != 101 {
-		if err := h1.WriteResponseHead(c.bw, resp, nil, false, false); err != nil {
-			pool.discard(u)
-			cl.attemptEnd(res, balancer.DoneInfo{Err: err}, false)
-			return false, resilience.Ignored
+		if req.Minor > 0 {
+			err := h1.WriteResponseHead(c.bw, resp, nil, false, false)
+			if err == nil {
+				err = c.bw.Flush()
+			}
+			if err != nil {
+				pool.discard(u)
+				cl.attemptEnd(res, balancer.DoneInfo{Err: err}, false)
+				return false, resilience.Ignored
+			}
 		}
 		if err := u.readResponse(resp, req.Method); err != nil {
 			pool.discard(u)
@@ -655,6 +664,14 @@ func (c *h1conn) forwardAttempts(d decision, target string, rp *routePolicy) (bo
 		}
 	}
 	if resp.Status == 101 {
+		if !upgradeAsked(req.Upgrade, resp.Upgrade) {
+			// RFC 9110 §7.8: a server switches only to a protocol the client listed in
+			// Upgrade; anything else would hand the client bytes it cannot read.
+			pool.discard(u)
+			err := &upstreamError{kind: errProtocol, err: errors.New("upstream switched protocols to \"" + resp.Upgrade + "\" which the request did not ask for")}
+			cl.attemptEnd(res, balancer.DoneInfo{Err: err, Status: 101, Latency: time.Since(start)}, true)
+			return c.failReply(err) && !req.HasBody(), resilience.Failure
+		}
 		res.Done(balancer.DoneInfo{Status: 101, Latency: time.Since(start)})
 		return c.tunnel(u), resilience.Success
 	}
@@ -699,6 +716,23 @@ func (c *h1conn) forwardAttempts(d decision, target string, rp *routePolicy) (bo
 		c.up = u
 	}
 	return flushErr == nil && !closeDown, breakerOutcome(status, nil, true)
+}
+
+// upgradeAsked reports whether a 101's Upgrade protocol is one the request's Upgrade
+// field listed (both empty: not an upgrade the client asked for). Protocol names
+// compare case-insensitively, versions ("websocket/13") included.
+func upgradeAsked(requested, switched string) bool {
+	if requested == "" || switched == "" {
+		return false
+	}
+	for list := requested; list != ""; {
+		var elem string
+		elem, list = nextToken(list)
+		if elem != "" && equalFoldBoth(elem, switched) {
+			return true
+		}
+	}
+	return false
 }
 
 // exchange sends the request on a connection to pool's endpoint and reads the response
