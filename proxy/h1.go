@@ -699,7 +699,12 @@ func (c *h1conn) forwardAttempts(d decision, target string, rp *routePolicy) (bo
 			pool.discard(u)
 			blame := upstreamSide(err)
 			cl.attemptEnd(res, balancer.DoneInfo{Err: err, Status: status, Latency: time.Since(start)}, blame)
-			return false, breakerOutcome(status, err, blame) // mid-body failure: closing is the only honest signal left
+			if blame {
+				// Mid-body failure: an orderly close would end an until-close body (or a
+				// de-chunked one) as if complete, so the client gets a reset instead.
+				c.abortDown()
+			}
+			return false, breakerOutcome(status, err, blame)
 		}
 	}
 	flushErr := c.bw.Flush()
@@ -897,6 +902,17 @@ func (c *h1conn) tunnel(u *upConn) bool {
 	<-done
 	u.pool.discard(u)
 	return false
+}
+
+// abortDown resets the downstream connection (RST instead of FIN, as net/http's
+// ErrAbortHandler does), discarding what is still buffered for it: the only signal left
+// once a response's head is sent and its body cannot be completed. The connection's
+// serving goroutine then ends.
+func (c *h1conn) abortDown() {
+	if t, ok := c.tc.Conn.(*net.TCPConn); ok {
+		_ = t.SetLinger(0)
+	}
+	_ = c.tc.Conn.Close()
 }
 
 func closeWrite(c net.Conn) {

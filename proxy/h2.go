@@ -784,7 +784,14 @@ func (c *h1conn) forwardRoundTrip(snap *Snapshot, d decision, target, scheme str
 			_, copyErr = io.Copy(bw, resp.Body)
 		}
 	}
+	if copyErr != nil {
+		// The head is out and the body cannot be completed: reset, so that a body
+		// delimited by close (HTTP/1.0 client) does not look complete.
+		d.cluster.attemptEnd(res, balancer.DoneInfo{Err: copyErr, Status: resp.StatusCode, Latency: time.Since(start)}, true)
+		c.abortDown()
+		return false
+	}
 	flushErr := bw.Flush()
-	d.cluster.attemptEnd(res, balancer.DoneInfo{Err: copyErr, Status: resp.StatusCode, Latency: time.Since(start)}, true)
-	return copyErr == nil && flushErr == nil && !closeDown
+	d.cluster.attemptEnd(res, balancer.DoneInfo{Status: resp.StatusCode, Latency: time.Since(start)}, true)
+	return flushErr == nil && !closeDown
 }
