@@ -605,6 +605,13 @@ func (c *h1conn) forwardAttempts(d decision, target string, rp *routePolicy) (bo
 		}
 		var sent bool
 		u, sent, err = c.exchange(pool, target, body, upgrade, replayable, idle, hard)
+		var cbe *clientBodyError
+		if errors.As(err, &cbe) {
+			// The client failed, not the endpoint: no outlier or breaker charge, no retry.
+			cl.attemptEnd(res, balancer.DoneInfo{Latency: time.Since(attemptStart)}, false)
+			c.clientBodyReply(cbe)
+			return false, resilience.Ignored
+		}
 		if err != nil {
 			cl.attemptEnd(res, balancer.DoneInfo{Err: err, Latency: time.Since(attemptStart)}, true)
 			werr := wrapReset(err)
@@ -827,6 +834,27 @@ func wrapReset(err error) error {
 	return &upstreamError{kind: errReset, err: err}
 }
 
+// clientBodyError is a failure reading the request body from the downstream client
+// while it was being forwarded (the client stalled, closed, reset, or sent a malformed
+// chunked body): the client's doing, so it is never held against the endpoint.
+type clientBodyError struct{ err error }
+
+func (e *clientBodyError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e *clientBodyError) Unwrap() error { return e.err }
+
+// clientBodyReply answers a request whose body the client failed to deliver: 408 when
+// it stalled past the idle timeout, 400 otherwise. The connection closes: its framing
+// is lost.
+func (c *h1conn) clientBodyReply(e *clientBodyError) {
+	status := 400
+	if isTimeout(e.err) {
+		status = 408
+		c.tc.setIdle(c.s.opts.StreamIdle) // the expired deadline would fail the reply too
+	}
+	c.s.log.Debug("request body failed", "status", status, "err", e.err)
+	c.localReply(status, codeBadRequest, "meshd: "+e.Error()+"\n", true)
+}
+
 func (c *h1conn) writeRequest(u *upConn, target string, body []byte, upgrade bool) error {
 	req := &c.req
 	if err := h1.WriteRequestHead(u.bw, req, target, c.extra, upgrade); err != nil {
@@ -838,6 +866,11 @@ func (c *h1conn) writeRequest(u *upConn, target string, body []byte, upgrade boo
 		}
 	} else if req.HasBody() {
 		if _, err := h1.CopyBody(u.bw, c.br, req.ContentLength, req.Chunked, false); err != nil {
+			var be *h1.BodyError
+			var pe *h1.Error
+			if errors.As(err, &pe) || (errors.As(err, &be) && be.Op == "read") {
+				return &clientBodyError{err: err}
+			}
 			return err
 		}
 	}
