@@ -310,16 +310,23 @@ type upConn struct {
 	lastUsed time.Time
 	reused   bool // served an exchange before: a failure may be a stale keep-alive
 	timer    deadlineTimer
+	// Bytes read and written so far: exchange compares them across an attempt to tell a
+	// server that closed without a word from one that had started answering.
+	rx, tx int64
 }
 
 func (u *upConn) Read(p []byte) (int, error) {
 	u.timer.refresh(u.conn)
-	return u.conn.Read(p)
+	n, err := u.conn.Read(p)
+	u.rx += int64(n)
+	return n, err
 }
 
 func (u *upConn) Write(p []byte) (int, error) {
 	u.timer.refresh(u.conn)
-	return u.conn.Write(p)
+	n, err := u.conn.Write(p)
+	u.tx += int64(n)
+	return n, err
 }
 
 // setHardDeadline bounds the current exchange (the per-request timeout); the zero
@@ -378,6 +385,11 @@ func (p *endpointPool) get(ctx context.Context) (*upConn, error) {
 		p.mu.Lock()
 	}
 	p.mu.Unlock()
+	return p.dialNew(ctx)
+}
+
+// dialNew opens a new connection to the endpoint, bypassing the idle ones.
+func (p *endpointPool) dialNew(ctx context.Context) (*upConn, error) {
 	conn, err := p.cl.dial(ctx, p.addr)
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -748,13 +749,22 @@ func upgradeAsked(requested, switched string) bool {
 }
 
 // exchange sends the request on a connection to pool's endpoint and reads the response
-// head. A kept-alive connection that turns out to be closed is replaced once, when the
-// body can be replayed (the request never reached the app). sent reports whether any
-// of the request was written, so a streamed body may have been consumed. hard bounds
-// the exchange (zero: none). On error the connection is already discarded.
+// head. sent reports whether any of the request was written, so a streamed body may
+// have been consumed. hard bounds the exchange (zero: none). On error the connection is
+// already discarded.
+//
+// A kept-alive connection that turns out to have been closed by the server is replaced
+// once, without any retry policy, when the body can be replayed and the request provably
+// was not answered (see staleReplay). This is the stale keep-alive race every client
+// has, not a retry: configured retries are forwardAttempts' business.
 func (c *h1conn) exchange(pool *endpointPool, target string, body []byte, upgrade, replayable bool, idle time.Duration, hard time.Time) (u *upConn, sent bool, err error) {
 	for attempt := 0; ; attempt++ {
-		u, err = c.takeConn(pool)
+		if attempt == 0 {
+			u, err = c.takeConn(pool)
+		} else {
+			// A new connection: another idle one may be just as stale.
+			u, err = pool.dialNew(context.Background())
+		}
 		if err != nil {
 			return nil, sent, err
 		}
@@ -763,6 +773,7 @@ func (c *h1conn) exchange(pool *endpointPool, target string, body []byte, upgrad
 		// (c.up) still carries that request's deadline, which pool.put would have cleared.
 		u.setHardDeadline(hard)
 		sent = true
+		rx, tx, buffered := u.rx, u.tx, u.br.Buffered()
 		err = c.writeRequest(u, target, body, upgrade)
 		if err == nil {
 			err = u.readResponse(&c.resp, c.req.Method)
@@ -772,11 +783,44 @@ func (c *h1conn) exchange(pool *endpointPool, target string, body []byte, upgrad
 		}
 		reused := u.reused
 		pool.discard(u)
-		if reused && replayable && attempt == 0 && !isTimeout(err) {
-			continue // a stale keep-alive connection: the request never reached the app
+		if reused && replayable && attempt == 0 && c.staleReplay(err, u.tx == tx, u.rx == rx && buffered == 0) {
+			continue
 		}
 		return nil, sent, err
 	}
+}
+
+// staleReplay decides whether a request that failed on a reused connection may be sent
+// again on a new one without a retry policy. The server must have closed the connection
+// without answering: a clean EOF or a reset (ECONNRESET, EPIPE) with no byte of response
+// read. A partial or malformed response, or a timeout, shows the server was working on
+// the request. Then, as net/http does, the request is replayed when nothing of it was
+// written, or when its method is idempotent (RFC 9110 §9.2.2) or it carries an
+// Idempotency-Key: the server may have processed it before closing.
+func (c *h1conn) staleReplay(err error, wroteNothing, readNothing bool) bool {
+	var cbe *clientBodyError
+	if !readNothing || errors.As(err, &cbe) || isTimeout(err) {
+		return false
+	}
+	if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+		return false
+	}
+	return wroteNothing || idempotent(&c.req)
+}
+
+// idempotent reports whether req may be repeated without changing its effect: an
+// idempotent method (RFC 9110 §9.2.2) or an Idempotency-Key field (either spelling, as
+// net/http accepts).
+func idempotent(req *h1.Request) bool {
+	switch req.Method {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	if _, ok := req.Get("idempotency-key"); ok {
+		return true
+	}
+	_, ok := req.Get("x-idempotency-key")
+	return ok
 }
 
 // drainRetried disposes of a response that is about to be retried: a small sized body
