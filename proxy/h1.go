@@ -606,14 +606,13 @@ func (c *h1conn) forwardAttempts(d decision, target string, rp *routePolicy) (bo
 		}
 		var sent bool
 		u, sent, err = c.exchange(pool, target, body, upgrade, replayable, idle, hard)
-		var cbe *clientBodyError
-		if errors.As(err, &cbe) {
-			// The client failed, not the endpoint: no outlier or breaker charge, no retry.
-			cl.attemptEnd(res, balancer.DoneInfo{Latency: time.Since(attemptStart)}, false)
-			c.clientBodyReply(cbe)
-			return false, resilience.Ignored
-		}
 		if err != nil {
+			if cbe, ok := asClientBodyError(err); ok {
+				// The client failed, not the endpoint: no outlier or breaker charge, no retry.
+				cl.attemptEnd(res, balancer.DoneInfo{Latency: time.Since(attemptStart)}, false)
+				c.clientBodyReply(cbe)
+				return false, resilience.Ignored
+			}
 			cl.attemptEnd(res, balancer.DoneInfo{Err: err, Latency: time.Since(attemptStart)}, true)
 			werr := wrapReset(err)
 			perTryExpired := perTry && isTimeout(err) && (deadline.IsZero() || time.Now().Before(deadline))
@@ -798,8 +797,7 @@ func (c *h1conn) exchange(pool *endpointPool, target string, body []byte, upgrad
 // written, or when its method is idempotent (RFC 9110 §9.2.2) or it carries an
 // Idempotency-Key: the server may have processed it before closing.
 func (c *h1conn) staleReplay(err error, wroteNothing, readNothing bool) bool {
-	var cbe *clientBodyError
-	if !readNothing || errors.As(err, &cbe) || isTimeout(err) {
+	if _, fromClient := asClientBodyError(err); !readNothing || fromClient || isTimeout(err) {
 		return false
 	}
 	if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
@@ -885,6 +883,14 @@ type clientBodyError struct{ err error }
 
 func (e *clientBodyError) Error() string { return "reading the request body: " + e.err.Error() }
 func (e *clientBodyError) Unwrap() error { return e.err }
+
+// asClientBodyError finds a *clientBodyError in err's chain. Call it only with a
+// non-nil error: errors.As's target escapes, so it costs an allocation.
+func asClientBodyError(err error) (*clientBodyError, bool) {
+	var cbe *clientBodyError
+	ok := errors.As(err, &cbe)
+	return cbe, ok
+}
 
 // clientBodyReply answers a request whose body the client failed to deliver: 408 when
 // it stalled past the idle timeout, 400 otherwise. The connection closes: its framing
