@@ -331,9 +331,12 @@ func (u *upConn) Write(p []byte) (int, error) {
 
 // setHardDeadline bounds the current exchange (the per-request timeout); the zero
 // time removes the bound.
-func (u *upConn) setHardDeadline(t time.Time) {
-	u.timer.hard = t
-	u.timer.set = time.Time{}
+func (u *upConn) setHardDeadline(t time.Time) { u.timer.setHard(t) }
+
+// setHard sets the absolute bound (zero: none) and forces the next refresh to apply it.
+func (t *deadlineTimer) setHard(h time.Time) {
+	t.hard = h
+	t.set = time.Time{}
 }
 
 // deadlineTimer keeps a connection's deadline at min(hard, last activity + idle). It

@@ -73,6 +73,10 @@ type h1conn struct {
 	ids     *rand.PCG
 }
 
+// codeHeaderTimeout is the x-meshd-error of the 408 for a request head that took longer
+// than Options.HeaderTimeout.
+const codeHeaderTimeout = "request_header_timeout"
+
 var limits = h1.Limits{MaxHeaderBytes: 60 << 10, MaxHeaders: 100}
 
 func (s *Server) serveH1(tc *trackedConn, br *bufio.Reader, kind listenerKind) {
@@ -96,12 +100,22 @@ func (s *Server) serveH1(tc *trackedConn, br *bufio.Reader, kind listenerKind) {
 			return
 		}
 		tc.setIdle(s.opts.KeepAliveIdle)
+		// Between requests the connection may idle for KeepAliveIdle; once a head has
+		// started, it must end within HeaderTimeout however the bytes are paced.
+		if _, err := c.br.Peek(1); err != nil {
+			return
+		}
+		tc.timer.setHard(time.Now().Add(s.opts.HeaderTimeout))
 		err := c.rd.ReadRequest(&c.req)
+		tc.timer.setHard(time.Time{})
 		tc.state.Store(connActive)
 		if err != nil {
 			var he *h1.Error
 			if errors.As(err, &he) {
 				c.localReply(he.Status, codeBadRequest, "meshd: "+he.Msg+"\n", true)
+			} else if isTimeout(err) {
+				tc.setIdle(s.opts.StreamIdle) // a fresh deadline for the reply
+				c.localReply(408, codeHeaderTimeout, "meshd: request head not complete within "+s.opts.HeaderTimeout.String()+"\n", true)
 			}
 			return
 		}

@@ -52,6 +52,10 @@ type Options struct {
 	// StreamIdle aborts a request whose downstream or upstream sends nothing this long
 	// while a request is in progress and no route/listener idle timeout is set. Default 5m.
 	StreamIdle time.Duration
+	// HeaderTimeout bounds an HTTP/1.x request head from its first byte to its end, so a
+	// client trickling header bytes cannot hold a connection (slowloris); the wait for
+	// the first byte is KeepAliveIdle's. meshd answers 408 and closes. Default 30s.
+	HeaderTimeout time.Duration
 	// Resolver resolves dns service discovery hostnames. Default net.DefaultResolver.
 	Resolver discovery.Resolver
 	Logger   *slog.Logger
@@ -105,6 +109,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.StreamIdle == 0 {
 		o.StreamIdle = 5 * time.Minute
+	}
+	if o.HeaderTimeout == 0 {
+		o.HeaderTimeout = 30 * time.Second
 	}
 	if o.Resolver == nil {
 		o.Resolver = net.DefaultResolver
