@@ -1001,6 +1001,16 @@ func (c *h1conn) tunnel(u *upConn) bool {
 	return false
 }
 
+// shutRead makes a read of the downstream connection that another goroutine is blocked
+// in return, for good (the connection cannot serve another request afterwards).
+func (c *h1conn) shutRead() {
+	if cr, ok := c.tc.Conn.(interface{ CloseRead() error }); ok {
+		_ = cr.CloseRead()
+		return
+	}
+	_ = c.tc.Conn.Close()
+}
+
 // abortDown resets the downstream connection (RST instead of FIN, as net/http's
 // ErrAbortHandler does), discarding what is still buffered for it: the only signal left
 // once a response's head is sent and its body cannot be completed. The connection's

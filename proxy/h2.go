@@ -291,7 +291,9 @@ func roundTripAttempts(d decision, out *http.Request, streamIdle time.Duration, 
 		start := time.Now()
 		resp, err := cl.rt.RoundTrip(req)
 		if err != nil {
-			gone := out.Context().Err() != nil // the client went away: not the endpoint's fault
+			// The client went away or failed to deliver the body: not the endpoint's fault.
+			_, bodyFailed := asClientBodyError(err)
+			gone := out.Context().Err() != nil || bodyFailed
 			cl.attemptEnd(res, balancer.DoneInfo{Err: err, Latency: time.Since(start)}, !gone)
 			perTryExpired := perTry && errors.Is(actx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 			acancel()
@@ -644,31 +646,142 @@ func localHTTPError(w http.ResponseWriter, status int, code, limit, msg string) 
 // h1Body reads an HTTP/1.1 request body for net/http. For chunked bodies it also
 // consumes the trailer section (which httputil's chunked reader leaves unread), filling
 // the trailer keys that were declared.
+//
+// net/http reads it on a goroutine of its own, which may still be inside a Read of the
+// downstream connection (through the connection's pooled bufio.Reader) after RoundTrip
+// returned, even after the response was relayed. abort (and Close, which net/http calls
+// when it gives up on the body) makes such a read return and waits for it, so that the
+// downstream connection's reader is never used by two goroutines, or pooled while in
+// use. Read errors other than the body's end are the client's: *clientBodyError.
 type h1Body struct {
 	r       io.Reader
 	br      *bufio.Reader
 	chunked bool
 	trailer http.Header
-	done    bool
+	unblock func() // makes a read of the downstream connection return at once
+
+	mu      sync.Mutex
+	idle    sync.Cond // signalled when a read ends; L is &mu
+	reading bool      // a Read is inside r
+	done    bool      // the body was read to its end
+	closed  bool      // aborted: no more reads
+}
+
+var errBodyAborted = errors.New("request body: abandoned by the forwarder")
+
+func newH1Body(r io.Reader, br *bufio.Reader, chunked bool, trailer http.Header, unblock func()) *h1Body {
+	b := &h1Body{r: r, br: br, chunked: chunked, trailer: trailer, unblock: unblock}
+	b.idle.L = &b.mu
+	return b
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
-	if b.done {
+	b.mu.Lock()
+	switch {
+	case b.closed:
+		b.mu.Unlock()
+		return 0, errBodyAborted
+	case b.done:
+		b.mu.Unlock()
 		return 0, io.EOF
 	}
+	b.reading = true
+	b.mu.Unlock()
+
 	n, err := b.r.Read(p)
-	if err == io.EOF {
-		if b.chunked {
-			if terr := readTrailers(b.br, b.trailer); terr != nil {
-				return n, terr
-			}
+	if err == io.EOF && b.chunked {
+		if terr := readTrailers(b.br, b.trailer); terr != nil {
+			err = terr
 		}
+	}
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.reading = false
+	b.idle.Broadcast()
+	switch {
+	case b.closed:
+		return 0, errBodyAborted
+	case err == io.EOF:
 		b.done = true
+	case err != nil:
+		err = &clientBodyError{err: err}
 	}
 	return n, err
 }
 
-func (b *h1Body) Close() error { return nil }
+// finished reports whether the body was read to its end.
+func (b *h1Body) finished() bool {
+	if b == nil {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.done
+}
+
+// abort stops an unfinished body: later reads fail, and a read in progress is made to
+// return (the downstream connection's read side is shut, so it cannot serve another
+// request) and waited for. A nil or finished body is left alone. Safe from any goroutine.
+func (b *h1Body) abort() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return
+	}
+	b.closed = true
+	if b.reading {
+		b.unblock()
+		for b.reading {
+			b.idle.Wait()
+		}
+	}
+}
+
+// Close is net/http giving up on the body (or done with it): see abort.
+func (b *h1Body) Close() error {
+	b.abort()
+	return nil
+}
+
+// exactReader reads a Content-Length body: n bytes, then io.EOF; the client closing
+// before that is io.ErrUnexpectedEOF (io.LimitReader would report a clean end).
+type exactReader struct {
+	r io.Reader
+	n int64
+}
+
+func (e *exactReader) Read(p []byte) (int, error) {
+	if e.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > e.n {
+		p = p[:e.n]
+	}
+	n, err := e.r.Read(p)
+	e.n -= int64(n)
+	if err == io.EOF && e.n > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+// connWriter writes to a downstream connection without its trackedConn's deadline
+// bookkeeping (which belongs to the goroutine reading it), bounding each write by idle.
+type connWriter struct {
+	conn net.Conn
+	idle time.Duration
+}
+
+func (w connWriter) Write(p []byte) (int, error) {
+	if w.idle > 0 {
+		_ = w.conn.SetWriteDeadline(time.Now().Add(w.idle))
+	}
+	return w.conn.Write(p)
+}
 
 // readTrailers consumes a chunked body's trailer section (RFC 9112 §7.1.2), keeping the
 // fields whose names were declared in want.
@@ -723,10 +836,10 @@ func (c *h1conn) forwardRoundTrip(snap *Snapshot, d decision, target, scheme str
 				}
 			}
 		}
-		rb = &h1Body{r: httputil.NewChunkedReader(c.br), br: c.br, chunked: true, trailer: trailer}
+		rb = newH1Body(httputil.NewChunkedReader(c.br), c.br, true, trailer, c.shutRead)
 		body, cl = rb, -1
 	case req.ContentLength > 0:
-		rb = &h1Body{r: io.LimitReader(c.br, req.ContentLength)}
+		rb = newH1Body(&exactReader{r: c.br, n: req.ContentLength}, c.br, false, nil, c.shutRead)
 		body = rb
 	default:
 		cl = 0
@@ -734,14 +847,33 @@ func (c *h1conn) forwardRoundTrip(snap *Snapshot, d decision, target, scheme str
 	out := newOutRequest(context.Background(), req.Method, target, c.rr.Authority, hdr, body, cl, trailer, scheme, c.tc.RemoteAddr().String(), c.kind == kindIngress)
 	resp, res, cancel, err := roundTrip(d, out, c.s.opts.StreamIdle, snap.res.policy(d.route), grpcTimeout(c.rr.GRPC, hdr.Get("Grpc-Timeout")))
 	if err != nil {
+		// net/http may still be reading the body: stop it before this goroutine uses the
+		// connection again.
+		rb.abort()
+		if cbe, ok := asClientBodyError(err); ok {
+			c.clientBodyReply(cbe)
+			return false
+		}
 		return c.failReply(err) && !req.HasBody()
 	}
-	defer cancel()
-	defer resp.Body.Close()
-	start := time.Now()
 	// A request body the upstream did not read to its end leaves the downstream
-	// connection mid-message: it must close after this response.
-	closeDown := req.Close || req.Minor == 0 || c.s.draining.Load() || (rb != nil && !rb.done)
+	// connection mid-message: it must close after this response. Until it is aborted,
+	// net/http's goroutine may be reading the connection, so the response is written
+	// around the trackedConn (whose deadline bookkeeping is the reader's).
+	unfinished := !rb.finished()
+	if unfinished {
+		c.bw.Reset(connWriter{conn: c.tc.Conn, idle: c.s.opts.StreamIdle})
+	}
+	defer func() {
+		rb.abort() // before closing the response: net/http waits for the body writer
+		_ = resp.Body.Close()
+		cancel()
+		if unfinished {
+			c.bw.Reset(c.tc)
+		}
+	}()
+	start := time.Now()
+	closeDown := req.Close || req.Minor == 0 || c.s.draining.Load() || unfinished
 	removeHopByHop(resp.Header)
 	bw := c.bw
 	bw.WriteString("HTTP/1.1 ")

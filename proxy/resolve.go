@@ -44,8 +44,11 @@ func (s *Server) serveConn(tc *trackedConn, kind listenerKind) {
 		s.serveH2(tc, br, kind)
 		return
 	}
-	defer putReader(br)
 	s.serveH1(tc, br, kind)
+	// Close before pooling: no read of tc through br can be pending afterwards (an
+	// HTTP/2 upstream's body writer stops reading the request body first, h1Body.abort).
+	_ = tc.Close()
+	putReader(br)
 }
 
 // sniffH2 reads just enough to tell the HTTP/2 preface from an HTTP/1.x request,
