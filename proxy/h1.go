@@ -950,7 +950,7 @@ func (u *upConn) readResponse(resp *h1.Response, method string) error {
 
 // failReply answers an upstream failure with meshd's status and code.
 func (c *h1conn) failReply(err error) bool {
-	status, code := classify(err)
+	status, code := replyStatus(err)
 	if code == codeOverflow {
 		hdr := [...]h1.Header{{Name: HeaderError, Value: code}, {Name: HeaderLimit, Value: overflowLimit(err)},
 			{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}

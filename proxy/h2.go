@@ -179,7 +179,7 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out := newOutRequest(r.Context(), r.Method, rr.Path, r.Host, r.Header, r.Body, r.ContentLength, r.Trailer, scheme, r.RemoteAddr, h.kind == kindIngress)
 	resp, res, cancel, err := roundTrip(d, out, h.s.opts.StreamIdle, rp, grpcTimeout(rr.GRPC, r.Header.Get("Grpc-Timeout")))
 	if err != nil {
-		status, code := classify(err)
+		status, code := replyStatus(err)
 		localHTTPError(w, status, code, overflowLimit(err), "meshd: "+err.Error()+"\n")
 		return
 	}

@@ -394,7 +394,7 @@ func (s *Server) dialL4(d l4Decision, st *l4Stats) (net.Conn, balancer.Result, e
 	if d.cluster == nil {
 		dctx, cancel := context.WithTimeout(ctx, s.opts.ConnectTimeout)
 		defer cancel()
-		conn, err := s.dialer.DialContext(dctx, "tcp", d.direct.String())
+		conn, err := s.selfGuardDialer().DialContext(dctx, "tcp", d.direct.String())
 		if err != nil {
 			st.connectFailures.Add(1)
 			return nil, balancer.Result{}, fmt.Errorf("connect to original destination %s: %w", d.direct, err)

@@ -3,8 +3,11 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"syscall"
 	"time"
 
 	"github.com/meshd/meshd/balancer"
@@ -165,7 +168,9 @@ func (s *Server) passthroughDecision(host string, port int) decision {
 	s.passMu.Lock()
 	c := s.passthrough[addr]
 	if c == nil {
-		c = newCluster(router.ClusterRef{Name: "passthrough:" + addr, Protocol: "http"}, s.compileOptions())
+		opts := s.compileOptions()
+		opts.dialer = s.selfGuardDialer()
+		c = newCluster(router.ClusterRef{Name: "passthrough:" + addr, Protocol: "http"}, opts)
 		c.bal.Update([]discovery.Endpoint{{Address: addr, Weight: 1}})
 		// A bounded map: beyond it, destinations still work but are not pooled.
 		if len(s.passthrough) < 1024 {
@@ -198,6 +203,96 @@ func (s *Server) isSelf(host string, port int) bool {
 		}
 	}
 	return false
+}
+
+// errSelfLoop is the dial error for a passthrough destination that resolved to one of
+// meshd's own listeners.
+var errSelfLoop = errors.New("destination is one of meshd's own listeners")
+
+// selfGuardDialer is s's dialer with a Control hook that refuses to connect to any of
+// meshd's own listener addresses, checked on the address the name resolved to: names
+// isSelf cannot judge (any name that resolves to meshd) would otherwise loop back into
+// meshd, one connection per hop, until file descriptors run out. The refusal surfaces as
+// errSelfLoop, answered 508 (replyStatus).
+func (s *Server) selfGuardDialer() *net.Dialer {
+	d := *s.dialer
+	d.Control = func(_, address string, _ syscall.RawConn) error {
+		dst, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return nil
+		}
+		if isOwnAddr(s.listenerAddrs(), dst, localAddrs) {
+			return fmt.Errorf("%s: %w", address, errSelfLoop)
+		}
+		return nil
+	}
+	return &d
+}
+
+// listenerAddrs are the bound addresses of meshd's proxy listeners.
+func (s *Server) listenerAddrs() []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, l := range []net.Listener{s.ingress, s.egress, s.egress6} {
+		if l == nil {
+			continue
+		}
+		if ta, ok := l.Addr().(*net.TCPAddr); ok {
+			out = append(out, ta.AddrPort())
+		}
+	}
+	return out
+}
+
+// isOwnAddr reports whether dst reaches one of the listeners at own. A listener bound
+// to an unspecified address (0.0.0.0, ::) is reached on its port at any local address:
+// loopback, unspecified, or one of local()'s interface addresses (asked only then).
+func isOwnAddr(own []netip.AddrPort, dst netip.AddrPort, local func() []netip.Addr) bool {
+	ip := dst.Addr().Unmap()
+	for _, l := range own {
+		if l.Port() != dst.Port() {
+			continue
+		}
+		lip := l.Addr().Unmap()
+		if !lip.IsUnspecified() {
+			if lip == ip {
+				return true
+			}
+			continue
+		}
+		if ip.IsLoopback() || ip.IsUnspecified() {
+			return true
+		}
+		for _, a := range local() {
+			if a.Unmap() == ip {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// localAddrs lists the host's interface addresses.
+func localAddrs() []netip.Addr {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	out := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr())
+		}
+	}
+	return out
+}
+
+// replyStatus is the status and x-meshd-error code of a failed upstream exchange:
+// classify's, except that a refused self-loop is 508 loop_detected.
+func replyStatus(err error) (int, string) {
+	if errors.Is(err, errSelfLoop) {
+		return 508, codeLoop
+	}
+	return classify(err)
 }
 
 func pickEndpoint(c *cluster, avoid *balancer.Endpoint) (balancer.Result, error) {
