@@ -441,3 +441,86 @@ func (p *endpointPool) closeIdle() {
 		p.discard(u)
 	}
 }
+
+// reapIdle closes the idle connections that sat unused for maxAge at now. Without it a
+// connection the server closed stays in CLOSE_WAIT (and a descriptor stays open) until
+// the next get happens to pop it.
+func (p *endpointPool) reapIdle(now time.Time, maxAge time.Duration) {
+	p.mu.Lock()
+	keep := p.idle[:0]
+	var stale []*upConn
+	for _, u := range p.idle {
+		if now.Sub(u.lastUsed) >= maxAge {
+			stale = append(stale, u)
+		} else {
+			keep = append(keep, u)
+		}
+	}
+	clear(p.idle[len(keep):])
+	p.idle = keep
+	p.mu.Unlock()
+	for _, u := range stale {
+		p.discard(u)
+	}
+}
+
+// reapIdle runs reapIdle on every endpoint pool of c.
+func (c *cluster) reapIdle(now time.Time, maxAge time.Duration) {
+	c.poolsMu.Lock()
+	pools := make([]*endpointPool, 0, len(c.pools))
+	for p := range c.pools {
+		pools = append(pools, p)
+	}
+	c.poolsMu.Unlock()
+	for _, p := range pools {
+		p.reapIdle(now, maxAge)
+	}
+}
+
+// Defaults of idleReaper.
+const (
+	reapEvery = 10 * time.Second
+	reapAge   = maxIdleAge
+)
+
+// idleReaper is the Server's one goroutine that sweeps idle upstream connections out of
+// the endpoint pools (Server.Start starts it, Shutdown stops and joins it). every and
+// maxAge are set before start; zero means reapEvery and reapAge.
+type idleReaper struct {
+	every, maxAge time.Duration
+	stop          chan struct{}
+	done          chan struct{}
+}
+
+func (r *idleReaper) start(sweep func(now time.Time, maxAge time.Duration)) {
+	if r.every <= 0 {
+		r.every = reapEvery
+	}
+	if r.maxAge <= 0 {
+		r.maxAge = reapAge
+	}
+	r.stop, r.done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(r.done)
+		t := time.NewTicker(r.every)
+		defer t.Stop()
+		for {
+			select {
+			case <-r.stop:
+				return
+			case now := <-t.C:
+				sweep(now, r.maxAge)
+			}
+		}
+	}()
+}
+
+// halt stops the goroutine and waits for it; a reaper never started is left alone.
+func (r *idleReaper) halt() {
+	if r.stop == nil {
+		return
+	}
+	close(r.stop)
+	<-r.done
+	r.stop = nil
+}

@@ -3,10 +3,12 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"container/list"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"syscall"
 	"time"
 
@@ -165,20 +167,104 @@ func (s *Server) passthroughDecision(host string, port int) decision {
 	if s.isSelf(host, port) {
 		return decision{status: 508, code: codeLoop, msg: "meshd: " + addr + " is meshd itself\n"}
 	}
-	s.passMu.Lock()
-	c := s.passthrough[addr]
-	if c == nil {
+	c := s.passthrough.get(addr, func() *cluster {
 		opts := s.compileOptions()
 		opts.dialer = s.selfGuardDialer()
-		c = newCluster(router.ClusterRef{Name: "passthrough:" + addr, Protocol: "http"}, opts)
+		c := newCluster(router.ClusterRef{Name: "passthrough:" + addr, Protocol: "http"}, opts)
 		c.bal.Update([]discovery.Endpoint{{Address: addr, Weight: 1}})
-		// A bounded map: beyond it, destinations still work but are not pooled.
-		if len(s.passthrough) < 1024 {
-			s.passthrough[addr] = c
+		return c
+	})
+	return decision{route: passthroughRoute, cluster: c}
+}
+
+// maxPassthroughClusters bounds the passthrough clusters kept for keep-alive.
+const maxPassthroughClusters = 1024
+
+// passCache holds the passthrough clusters, one per destination host:port, as a bounded
+// LRU: the least recently used one is closed when a new destination would exceed max
+// (its idle connections close now, busy ones when their request ends), so the number
+// of upstream sockets stays bounded however many destinations the app talks to.
+// The zero value is ready (max 0 means maxPassthroughClusters); safe for concurrent use.
+type passCache struct {
+	mu  sync.Mutex
+	max int
+	m   map[string]*list.Element // of *passEntry
+	lru list.List                // front: most recently used
+}
+
+type passEntry struct {
+	addr string
+	c    *cluster
+}
+
+// get returns addr's cluster, building it with build when absent.
+func (p *passCache) get(addr string, build func() *cluster) *cluster {
+	p.mu.Lock()
+	if e, ok := p.m[addr]; ok {
+		p.lru.MoveToFront(e)
+		c := e.Value.(*passEntry).c
+		p.mu.Unlock()
+		return c
+	}
+	if p.m == nil {
+		p.m = make(map[string]*list.Element)
+	}
+	limit := p.max
+	if limit <= 0 {
+		limit = maxPassthroughClusters
+	}
+	c := build()
+	p.m[addr] = p.lru.PushFront(&passEntry{addr: addr, c: c})
+	var evicted *cluster
+	if p.lru.Len() > limit {
+		old := p.lru.Remove(p.lru.Back()).(*passEntry)
+		delete(p.m, old.addr)
+		evicted = old.c
+	}
+	p.mu.Unlock()
+	if evicted != nil {
+		evicted.close()
+	}
+	return c
+}
+
+// clusters returns the clusters held now.
+func (p *passCache) clusters() []*cluster {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*cluster, 0, p.lru.Len())
+	for e := p.lru.Front(); e != nil; e = e.Next() {
+		out = append(out, e.Value.(*passEntry).c)
+	}
+	return out
+}
+
+// closeAll closes and forgets every cluster (Shutdown).
+func (p *passCache) closeAll() {
+	p.mu.Lock()
+	cs := make([]*cluster, 0, p.lru.Len())
+	for e := p.lru.Front(); e != nil; e = e.Next() {
+		cs = append(cs, e.Value.(*passEntry).c)
+	}
+	p.lru.Init()
+	p.m = nil
+	p.mu.Unlock()
+	for _, c := range cs {
+		c.close()
+	}
+}
+
+// sweepIdle closes idle upstream connections older than maxAge at now, in the clusters
+// of the snapshot in force and the passthrough ones; the idle reaper calls it.
+func (s *Server) sweepIdle(now time.Time, maxAge time.Duration) {
+	if snap := s.snap.Load(); snap != nil {
+		for _, c := range snap.clusters {
+			c.reapIdle(now, maxAge)
 		}
 	}
-	s.passMu.Unlock()
-	return decision{route: passthroughRoute, cluster: c}
+	for _, c := range s.passthrough.clusters() {
+		c.reapIdle(now, maxAge)
+	}
 }
 
 var passthroughRoute = &router.Route{Name: "passthrough", Service: "passthrough", Kind: "http"}

@@ -164,8 +164,8 @@ type Server struct {
 	connWG sync.WaitGroup
 	loopWG sync.WaitGroup
 
-	passMu      sync.Mutex
-	passthrough map[string]*cluster // ALLOW_ALL egress destinations, by host:port
+	passthrough passCache  // ALLOW_ALL egress destinations, by host:port (resolve.go)
+	reaper      idleReaper // closes idle pooled upstream connections (cluster.go)
 }
 
 // New returns a Server that has no config yet: Apply one before Start.
@@ -178,11 +178,10 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		opts:        opts,
-		log:         opts.Logger,
-		dialer:      &net.Dialer{KeepAlive: 30 * time.Second},
-		conns:       make(map[*trackedConn]struct{}),
-		passthrough: make(map[string]*cluster),
+		opts:   opts,
+		log:    opts.Logger,
+		dialer: &net.Dialer{KeepAlive: 30 * time.Second},
+		conns:  make(map[*trackedConn]struct{}),
 	}
 	s.h2in, s.h2inL = s.newH2Server(kindIngress)
 	s.h2out, s.h2outL = s.newH2Server(kindEgress)
@@ -243,6 +242,7 @@ func (s *Server) Start() error {
 	s.startEgress6()
 	go s.acceptLoop(s.ingress, kindIngress)
 	go s.acceptLoop(s.egress, kindEgress)
+	s.reaper.start(s.sweepIdle)
 	s.ready.Store(true)
 	s.log.Info("meshd listening", "node", s.opts.Node, "ingress", s.ingress.Addr().String(),
 		"egress", s.egress.Addr().String(), "admin", s.AdminAddr())
@@ -319,11 +319,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if snap := s.snap.Load(); snap != nil {
 		snap.retire(nil)
 	}
-	s.passMu.Lock()
-	for _, c := range s.passthrough {
-		c.close()
-	}
-	s.passMu.Unlock()
+	s.reaper.halt()
+	s.passthrough.closeAll()
 	return err
 }
 
