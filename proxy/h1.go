@@ -91,7 +91,7 @@ func (s *Server) serveH1(tc *trackedConn, br *bufio.Reader, kind listenerKind) {
 		c.client = ta.IP.String()
 	}
 	if kind == kindIngress {
-		c.local = originalPort(tc.Conn)
+		c.local = int(tc.orig.Port())
 	}
 	defer c.releaseUp()
 	for {

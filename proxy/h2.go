@@ -104,7 +104,7 @@ func (s *Server) serveH2(tc *trackedConn, br *bufio.Reader, kind listenerKind) {
 	bc := &bufferedConn{trackedConn: tc, r: br, done: make(chan struct{})}
 	ln := s.h2outL
 	if kind == kindIngress {
-		bc.local = originalPort(tc.Conn)
+		bc.local = int(tc.orig.Port())
 		ln = s.h2inL
 	}
 	select {

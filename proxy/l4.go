@@ -123,15 +123,14 @@ func (s *Server) originalDst(c net.Conn) netip.AddrPort {
 }
 
 // classifyConn decides how serveConn serves a new connection: L7 (protoHTTP1 or
-// protoHTTP2) or L4 (protoTLS with sni, or protoOpaque). It reads the original
-// destination into tc.orig. Ingress uses the target listener's protocol: tcp is L4
-// without sniffing, anything else is HTTP (told apart from h2c by sniffH2). Egress
+// protoHTTP2) or L4 (protoTLS with sni, or protoOpaque), using the original
+// destination read when the connection was accepted (tc.orig). Ingress uses the target
+// listener's protocol: tcp is L4 without sniffing, anything else is HTTP (told apart from h2c by sniffH2). Egress
 // connections that were not redirected are HTTP as well (meshd as HTTP_PROXY). Redirected
 // egress connections are sniffed, except on ports that only tcp backends serve, where a
 // server-first protocol must not wait for the sniff timeout. It runs on the
 // connection's goroutine.
 func (s *Server) classifyConn(tc *trackedConn, br *bufio.Reader, kind listenerKind) (protocol, []byte, error) {
-	tc.orig = s.originalDst(tc.Conn)
 	snap := s.snap.Load()
 	if kind == kindIngress {
 		port := int(tc.orig.Port())

@@ -367,7 +367,7 @@ func (s *Server) drainRemovedListeners(prev, next *Snapshot) {
 		if la == nil || la.Port != ia.Port || !(ia.IP.IsUnspecified() || ia.IP.Equal(la.IP)) {
 			continue // an egress connection
 		}
-		port := originalPort(c.Conn)
+		port := int(c.orig.Port())
 		gone := false
 		if port == 0 {
 			gone = prev.localNodePort != next.localNodePort

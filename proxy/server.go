@@ -423,7 +423,9 @@ func (c *trackedConn) wakeIfIdle() {
 }
 
 func (s *Server) track(c net.Conn) *trackedConn {
-	tc := &trackedConn{Conn: c, s: s}
+	// The original destination is read before the connection is published, so the
+	// reload drain (another goroutine) may read tc.orig without a race.
+	tc := &trackedConn{Conn: c, s: s, orig: s.originalDst(c)}
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
 	if s.draining.Load() {
