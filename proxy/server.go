@@ -214,20 +214,10 @@ func (s *Server) Start() error {
 		_ = s.ingress.Close()
 		return fmt.Errorf("egress listener %s: %w", s.opts.EgressAddr, err)
 	}
-	if s.opts.AdminAddr != "off" {
-		if s.adminLn, err = net.Listen("tcp", s.opts.AdminAddr); err != nil {
-			_ = s.ingress.Close()
-			_ = s.egress.Close()
-			return fmt.Errorf("admin listener %s: %w", s.opts.AdminAddr, err)
-		}
-		s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
-		s.loopWG.Add(1)
-		go func() {
-			defer s.loopWG.Done()
-			if err := s.admin.Serve(s.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.log.Error("admin listener stopped", "err", err)
-			}
-		}()
+	if err := s.StartAdmin(); err != nil {
+		_ = s.ingress.Close()
+		_ = s.egress.Close()
+		return err
 	}
 	s.loopWG.Add(4)
 	for _, h := range []struct {
@@ -246,6 +236,30 @@ func (s *Server) Start() error {
 	s.ready.Store(true)
 	s.log.Info("meshd listening", "node", s.opts.Node, "ingress", s.ingress.Addr().String(),
 		"egress", s.egress.Addr().String(), "admin", s.AdminAddr())
+	return nil
+}
+
+// StartAdmin binds and serves the admin listener on its own, so that while meshd
+// fetches and applies its first config /ready already answers 503 and /server_info
+// says PRE_INITIALIZING, rather than the port refusing connections. Start calls it when
+// it has not run; calling it twice is harmless. Shutdown closes it.
+func (s *Server) StartAdmin() error {
+	if s.opts.AdminAddr == "off" || s.adminLn != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.opts.AdminAddr)
+	if err != nil {
+		return fmt.Errorf("admin listener %s: %w", s.opts.AdminAddr, err)
+	}
+	s.adminLn = ln
+	s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	s.loopWG.Add(1)
+	go func() {
+		defer s.loopWG.Done()
+		if err := s.admin.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("admin listener stopped", "err", err)
+		}
+	}()
 	return nil
 }
 

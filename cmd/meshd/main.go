@@ -349,8 +349,15 @@ func serveWith(opts proxy.Options, logger *slog.Logger, so serveOpts) int {
 	defer signal.Stop(sigs)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// The admin listener comes up first: /ready answers 503 until the config is applied
+	// and the data-plane listeners are bound.
+	if err := srv.StartAdmin(); err != nil {
+		logger.Error("cannot start", "err", err)
+		return 1
+	}
 	if err := so.initial(ctx, srv); err != nil {
 		logger.Error("config rejected", "err", err)
+		_ = srv.Shutdown(ctx)
 		return 1
 	}
 	if err := srv.Start(); err != nil {
