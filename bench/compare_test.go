@@ -84,7 +84,9 @@ func TestPeerConfigsValidate(t *testing.T) {
 	})
 }
 
-// buildMeshd builds cmd/meshd for the meshd scenarios, or says why it cannot.
+// buildMeshd builds cmd/meshd for the meshd scenarios. When the build fails it
+// fails the test if the environment variable CI is set (CI must measure meshd), and
+// otherwise returns "" and the reason, which the caller reports as a skip.
 func buildMeshd(t *testing.T) (string, string) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "meshd")
@@ -92,10 +94,17 @@ func buildMeshd(t *testing.T) (string, string) {
 	defer cancel()
 	b, err := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/meshd/meshd/cmd/meshd").CombinedOutput()
 	if err != nil {
-		return "", "meshd scenarios skipped: go build ./cmd/meshd failed: " + err.Error() + ": " + strings.TrimSpace(string(b))
+		why := "go build ./cmd/meshd failed: " + err.Error() + ": " + strings.TrimSpace(string(b))
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI is set, so the meshd scenarios must run: %s", why)
+		}
+		return "", "meshd scenarios skipped (they fail instead when CI is set): " + why
 	}
 	return out, ""
 }
+
+// isMeshd says whether a scenario runs meshd.
+func isMeshd(s string) bool { return s == ScenarioMeshd || s == ScenarioMeshd2Hop }
 
 // A short real run of every scenario available here, with the processes under
 // test started as the harness starts them.
@@ -109,7 +118,7 @@ func TestCompareRealRun(t *testing.T) {
 	plan.Meshd = meshd
 	if meshd == "" {
 		t.Log(why)
-		plan.Scenarios = slices.DeleteFunc(plan.Scenarios, func(s string) bool { return strings.HasPrefix(s, "meshd") })
+		plan.Scenarios = slices.DeleteFunc(plan.Scenarios, isMeshd)
 	}
 	plan.Phases = []Phase{{Name: "fixed-200", Rate: 200, Connections: 4, Duration: time.Second, Warmup: 100 * time.Millisecond}}
 	var progress bytes.Buffer
@@ -130,7 +139,7 @@ func TestCompareRealRun(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			r := byName[name]
 			if r == nil {
-				if strings.HasPrefix(name, "meshd") && meshd == "" {
+				if isMeshd(name) && meshd == "" {
 					t.Skip(why)
 				}
 				if reason := skipped[name]; strings.Contains(reason, "not found on PATH") {
@@ -212,15 +221,23 @@ func TestCompareRealRunH2C(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts proxies; skipped in -short")
 	}
+	meshd, why := buildMeshd(t)
 	plan := selfPlan(t)
 	plan.Proto = H2C
-	plan.Scenarios = []string{ScenarioDirect, ScenarioHTTPUtil, ScenarioHAProxy, ScenarioNginx}
+	plan.Meshd = meshd
+	plan.Scenarios = []string{ScenarioDirect, ScenarioMeshd, ScenarioMeshd2Hop, ScenarioHTTPUtil, ScenarioHAProxy, ScenarioNginx}
+	if meshd == "" {
+		t.Log(why)
+		plan.Scenarios = slices.DeleteFunc(plan.Scenarios, isMeshd)
+	}
 	plan.Phases = []Phase{{Name: "h2c", Rate: 100, Connections: 2, Duration: 500 * time.Millisecond}}
 	rep, err := Compare(context.Background(), plan)
 	if err != nil {
 		t.Fatal(err)
 	}
+	measured := map[string]*PhaseResult{}
 	for _, r := range rep.Results {
+		measured[r.Scenario] = r
 		if r.ErrorCount != 0 || r.Requests != 50 {
 			t.Errorf("%s over h2c: requests %d errors %v", r.Scenario, r.Requests, r.Errors)
 		}
@@ -228,6 +245,23 @@ func TestCompareRealRunH2C(t *testing.T) {
 	for _, s := range rep.Skipped {
 		if !strings.Contains(s.Reason, "not found on PATH") {
 			t.Errorf("%s failed: %s", s.Scenario, s.Reason)
+		}
+	}
+	if meshd == "" {
+		t.Skip(why)
+	}
+	for _, name := range []string{ScenarioMeshd, ScenarioMeshd2Hop} {
+		r := measured[name]
+		if r == nil {
+			t.Errorf("%s was not measured over h2c", name)
+			continue
+		}
+		wantProxies := 1
+		if name == ScenarioMeshd2Hop {
+			wantProxies = 2
+		}
+		if r.Proto != string(H2C) || r.Proxies != wantProxies || r.AddedP50US == nil {
+			t.Errorf("%s over h2c: proto %q, %d proxies, added p50 %v; want h2c, %d proxies, a value", name, r.Proto, r.Proxies, r.AddedP50US, wantProxies)
 		}
 	}
 }
