@@ -123,10 +123,7 @@ func TestRunBinary(t *testing.T) {
 		t.Skip("builds and runs the meshd binary; skipped with -short")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "meshd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := meshdBinary(t)
 	app, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

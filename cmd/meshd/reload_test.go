@@ -124,34 +124,6 @@ type meshdProc struct {
 	admin string
 }
 
-var buildOnce struct {
-	sync.Once
-	bin string
-	err error
-}
-
-// meshdBinary builds meshd once per test binary run into a directory the first
-// caller's test owns for the rest of the run (removed when that test's cleanup runs, so
-// callers use it only within TestReloadBinary).
-func meshdBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "meshd-reload-test-")
-		if err != nil {
-			buildOnce.err = err
-			return
-		}
-		buildOnce.bin = filepath.Join(dir, "meshd")
-		if out, err := exec.Command("go", "build", "-o", buildOnce.bin, ".").CombinedOutput(); err != nil {
-			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildOnce.err != nil {
-		t.Fatal(buildOnce.err)
-	}
-	return buildOnce.bin
-}
-
 func startMeshd(t *testing.T, bin string, env []string, args ...string) *meshdProc {
 	t.Helper()
 	egress, ingress, admin := freePort(t), freePort(t), freePort(t)
@@ -226,7 +198,6 @@ func TestReloadBinary(t *testing.T) {
 		t.Skip("builds and runs the meshd binary; skipped with -short")
 	}
 	bin := meshdBinary(t)
-	t.Cleanup(func() { _ = os.RemoveAll(filepath.Dir(bin)) })
 
 	t.Run("watched file: rename and symlink swap", func(t *testing.T) {
 		dir := t.TempDir()
