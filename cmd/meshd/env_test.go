@@ -1,0 +1,230 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"reflect"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/config"
+)
+
+// runFlagEnv lists every environment variable runFlags.register reads; each case
+// clears them all so that the machine's environment cannot leak in.
+var runFlagEnv = []string{
+	"MESHD_CONFIG", "MESHD_NODE", "APPMESH_VIRTUAL_NODE_NAME", "APPMESH_RESOURCE_ARN",
+	"MESHD_ADMIN_ADDR", "MESHD_INGRESS_PORT", "APPMESH_ENVOY_INGRESS_PORT",
+	"MESHD_EGRESS_PORT", "APPMESH_ENVOY_EGRESS_PORT", "MESHD_INGRESS_BIND", "MESHD_EGRESS_BIND",
+	"MESHD_LOG_LEVEL", "ENVOY_LOG_LEVEL", "MESHD_LOG_FORMAT",
+	"MESHD_DRAIN_TIMEOUT", "LISTENER_DRAIN_WAIT_TIME_S", "MESHD_CONNECT_TIMEOUT",
+	"MESHD_WATCH", "MESHD_CONFIG_URL", "MESHD_POLL_INTERVAL", "MESHD_PERSIST",
+	"MESHD_ADMIN_TOKEN_FILE", "MESHD_ADMIN_TOKEN", "MESHD_REQUIRE_IF_MATCH",
+}
+
+// parseRunFlags registers runFlags on a fresh FlagSet, as `meshd run` and `meshd
+// demo` do, and parses args.
+func parseRunFlags(t *testing.T, args ...string) runFlags {
+	t.Helper()
+	fs := flag.NewFlagSet("meshd run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var f runFlags
+	f.register(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatalf("parse %v: %v", args, err)
+	}
+	return f
+}
+
+func TestRunFlagDefaults(t *testing.T) {
+	for _, n := range runFlagEnv {
+		t.Setenv(n, "")
+	}
+	got := parseRunFlags(t)
+	want := runFlags{
+		adminAddr: "127.0.0.1:9901", ingressPort: 15000, egressPort: 15001,
+		ingressAddr: "0.0.0.0", egressAddr: "127.0.0.1", logLevel: "info", logFormat: "text",
+		drainTimeout: 20 * time.Second, connectTO: 5 * time.Second,
+		watch: true, pollInterval: config.DefaultPollInterval,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("defaults:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestRunFlagEnv checks that each environment variable sets its flag's default, that
+// App Mesh's names are accepted where meshd's are unset, that meshd's win over App
+// Mesh's, that an unparseable value keeps the default, and that a flag on the command
+// line overrides the environment.
+func TestRunFlagEnv(t *testing.T) {
+	for _, c := range runFlagEnvCases() {
+		t.Run(c.name, func(t *testing.T) {
+			for _, n := range runFlagEnv {
+				t.Setenv(n, "")
+			}
+			for k, v := range c.env {
+				t.Setenv(k, v)
+			}
+			if got := c.get(parseRunFlags(t, c.args...)); got != c.want {
+				t.Errorf("env %v, args %v: got %v, want %v", c.env, c.args, got, c.want)
+			}
+		})
+	}
+}
+
+type runFlagEnvCase struct {
+	name string
+	env  map[string]string
+	args []string
+	get  func(runFlags) any
+	want any
+}
+
+func runFlagEnvCases() []runFlagEnvCase {
+	return []runFlagEnvCase{
+		{"MESHD_CONFIG", map[string]string{"MESHD_CONFIG": "/etc/mesh.yaml"}, nil,
+			func(f runFlags) any { return f.configPath }, "/etc/mesh.yaml"},
+		{"-c over MESHD_CONFIG", map[string]string{"MESHD_CONFIG": "/etc/mesh.yaml"}, []string{"-c", "/tmp/x.yaml"},
+			func(f runFlags) any { return f.configPath }, "/tmp/x.yaml"},
+		{"MESHD_NODE", map[string]string{"MESHD_NODE": "frontend"}, nil,
+			func(f runFlags) any { return f.node }, "frontend"},
+		{"APPMESH_VIRTUAL_NODE_NAME", map[string]string{"APPMESH_VIRTUAL_NODE_NAME": "mesh/shop/virtualNode/backend-v1"}, nil,
+			func(f runFlags) any { return f.node }, "backend-v1"},
+		{"APPMESH_RESOURCE_ARN", map[string]string{"APPMESH_RESOURCE_ARN": "arn:aws:appmesh:eu-west-1:111122223333:mesh/shop/virtualNode/cart"}, nil,
+			func(f runFlags) any { return f.node }, "cart"},
+		{"MESHD_NODE over APPMESH_VIRTUAL_NODE_NAME", map[string]string{"MESHD_NODE": "a", "APPMESH_VIRTUAL_NODE_NAME": "mesh/shop/virtualNode/b"}, nil,
+			func(f runFlags) any { return f.node }, "a"},
+		{"--node over MESHD_NODE", map[string]string{"MESHD_NODE": "a"}, []string{"--node", "c"},
+			func(f runFlags) any { return f.node }, "c"},
+		{"MESHD_ADMIN_ADDR", map[string]string{"MESHD_ADMIN_ADDR": "off"}, nil,
+			func(f runFlags) any { return f.adminAddr }, "off"},
+		{"--admin-addr over MESHD_ADMIN_ADDR", map[string]string{"MESHD_ADMIN_ADDR": "off"}, []string{"--admin-addr", "127.0.0.1:1"},
+			func(f runFlags) any { return f.adminAddr }, "127.0.0.1:1"},
+		{"MESHD_INGRESS_PORT", map[string]string{"MESHD_INGRESS_PORT": "16000"}, nil,
+			func(f runFlags) any { return f.ingressPort }, 16000},
+		{"APPMESH_ENVOY_INGRESS_PORT", map[string]string{"APPMESH_ENVOY_INGRESS_PORT": "16001"}, nil,
+			func(f runFlags) any { return f.ingressPort }, 16001},
+		{"MESHD_INGRESS_PORT over APPMESH_ENVOY_INGRESS_PORT", map[string]string{"MESHD_INGRESS_PORT": "16000", "APPMESH_ENVOY_INGRESS_PORT": "16001"}, nil,
+			func(f runFlags) any { return f.ingressPort }, 16000},
+		{"unparseable MESHD_INGRESS_PORT keeps the default", map[string]string{"MESHD_INGRESS_PORT": "http"}, nil,
+			func(f runFlags) any { return f.ingressPort }, 15000},
+		{"--ingress-port over MESHD_INGRESS_PORT", map[string]string{"MESHD_INGRESS_PORT": "16000"}, []string{"--ingress-port", "17000"},
+			func(f runFlags) any { return f.ingressPort }, 17000},
+		{"MESHD_EGRESS_PORT", map[string]string{"MESHD_EGRESS_PORT": "16002"}, nil,
+			func(f runFlags) any { return f.egressPort }, 16002},
+		{"APPMESH_ENVOY_EGRESS_PORT", map[string]string{"APPMESH_ENVOY_EGRESS_PORT": "16003"}, nil,
+			func(f runFlags) any { return f.egressPort }, 16003},
+		{"--egress-port over APPMESH_ENVOY_EGRESS_PORT", map[string]string{"APPMESH_ENVOY_EGRESS_PORT": "16003"}, []string{"--egress-port", "17001"},
+			func(f runFlags) any { return f.egressPort }, 17001},
+		{"MESHD_INGRESS_BIND", map[string]string{"MESHD_INGRESS_BIND": "::1"}, nil,
+			func(f runFlags) any { return f.ingressAddr }, "::1"},
+		{"MESHD_EGRESS_BIND", map[string]string{"MESHD_EGRESS_BIND": "0.0.0.0"}, nil,
+			func(f runFlags) any { return f.egressAddr }, "0.0.0.0"},
+		{"MESHD_DRAIN_TIMEOUT", map[string]string{"MESHD_DRAIN_TIMEOUT": "3s"}, nil,
+			func(f runFlags) any { return f.drainTimeout }, 3 * time.Second},
+		{"LISTENER_DRAIN_WAIT_TIME_S is plain seconds", map[string]string{"LISTENER_DRAIN_WAIT_TIME_S": "7"}, nil,
+			func(f runFlags) any { return f.drainTimeout }, 7 * time.Second},
+		{"MESHD_DRAIN_TIMEOUT over LISTENER_DRAIN_WAIT_TIME_S", map[string]string{"MESHD_DRAIN_TIMEOUT": "3s", "LISTENER_DRAIN_WAIT_TIME_S": "7"}, nil,
+			func(f runFlags) any { return f.drainTimeout }, 3 * time.Second},
+		{"unparseable MESHD_DRAIN_TIMEOUT keeps the default", map[string]string{"MESHD_DRAIN_TIMEOUT": "soon"}, nil,
+			func(f runFlags) any { return f.drainTimeout }, 20 * time.Second},
+		{"--drain-timeout over MESHD_DRAIN_TIMEOUT", map[string]string{"MESHD_DRAIN_TIMEOUT": "3s"}, []string{"--drain-timeout", "1m"},
+			func(f runFlags) any { return f.drainTimeout }, time.Minute},
+		{"MESHD_CONNECT_TIMEOUT", map[string]string{"MESHD_CONNECT_TIMEOUT": "250ms"}, nil,
+			func(f runFlags) any { return f.connectTO }, 250 * time.Millisecond},
+		{"--connect-timeout over MESHD_CONNECT_TIMEOUT", map[string]string{"MESHD_CONNECT_TIMEOUT": "250ms"}, []string{"--connect-timeout", "2s"},
+			func(f runFlags) any { return f.connectTO }, 2 * time.Second},
+		{"MESHD_LOG_LEVEL", map[string]string{"MESHD_LOG_LEVEL": "debug"}, nil,
+			func(f runFlags) any { return f.logLevel }, "debug"},
+		{"ENVOY_LOG_LEVEL", map[string]string{"ENVOY_LOG_LEVEL": "warn"}, nil,
+			func(f runFlags) any { return f.logLevel }, "warn"},
+		{"MESHD_LOG_LEVEL over ENVOY_LOG_LEVEL", map[string]string{"MESHD_LOG_LEVEL": "debug", "ENVOY_LOG_LEVEL": "warn"}, nil,
+			func(f runFlags) any { return f.logLevel }, "debug"},
+		{"--log-level over MESHD_LOG_LEVEL", map[string]string{"MESHD_LOG_LEVEL": "debug"}, []string{"--log-level", "error"},
+			func(f runFlags) any { return f.logLevel }, "error"},
+		{"MESHD_LOG_FORMAT", map[string]string{"MESHD_LOG_FORMAT": "json"}, nil,
+			func(f runFlags) any { return f.logFormat }, "json"},
+		{"MESHD_WATCH", map[string]string{"MESHD_WATCH": "false"}, nil,
+			func(f runFlags) any { return f.watch }, false},
+		{"unparseable MESHD_WATCH keeps the default", map[string]string{"MESHD_WATCH": "sometimes"}, nil,
+			func(f runFlags) any { return f.watch }, true},
+		{"--watch over MESHD_WATCH", map[string]string{"MESHD_WATCH": "false"}, []string{"--watch=true"},
+			func(f runFlags) any { return f.watch }, true},
+		{"MESHD_CONFIG_URL", map[string]string{"MESHD_CONFIG_URL": "http://cfg.local/mesh.yaml"}, nil,
+			func(f runFlags) any { return f.configURL }, "http://cfg.local/mesh.yaml"},
+		{"--config-url over MESHD_CONFIG_URL", map[string]string{"MESHD_CONFIG_URL": "http://cfg.local/mesh.yaml"}, []string{"--config-url", "https://other/x"},
+			func(f runFlags) any { return f.configURL }, "https://other/x"},
+		{"MESHD_POLL_INTERVAL", map[string]string{"MESHD_POLL_INTERVAL": "45s"}, nil,
+			func(f runFlags) any { return f.pollInterval }, 45 * time.Second},
+		{"--poll-interval over MESHD_POLL_INTERVAL", map[string]string{"MESHD_POLL_INTERVAL": "45s"}, []string{"--poll-interval", "5s"},
+			func(f runFlags) any { return f.pollInterval }, 5 * time.Second},
+		{"MESHD_PERSIST", map[string]string{"MESHD_PERSIST": "/var/lib/meshd/last.yaml"}, nil,
+			func(f runFlags) any { return f.persist }, "/var/lib/meshd/last.yaml"},
+		{"--persist over MESHD_PERSIST", map[string]string{"MESHD_PERSIST": "/var/lib/meshd/last.yaml"}, []string{"--persist", "/tmp/p.yaml"},
+			func(f runFlags) any { return f.persist }, "/tmp/p.yaml"},
+		{"MESHD_ADMIN_TOKEN_FILE", map[string]string{"MESHD_ADMIN_TOKEN_FILE": "/run/secrets/token"}, nil,
+			func(f runFlags) any { return f.adminTokenFile }, "/run/secrets/token"},
+		{"--admin-token-file over MESHD_ADMIN_TOKEN_FILE", map[string]string{"MESHD_ADMIN_TOKEN_FILE": "/run/secrets/token"}, []string{"--admin-token-file", "/tmp/t"},
+			func(f runFlags) any { return f.adminTokenFile }, "/tmp/t"},
+		{"MESHD_ADMIN_TOKEN", map[string]string{"MESHD_ADMIN_TOKEN": "s3cret"}, nil,
+			func(f runFlags) any { return f.adminToken }, "s3cret"},
+		{"MESHD_REQUIRE_IF_MATCH", map[string]string{"MESHD_REQUIRE_IF_MATCH": "true"}, nil,
+			func(f runFlags) any { return f.requireIfMatch }, true},
+		{"--require-if-match over MESHD_REQUIRE_IF_MATCH", map[string]string{"MESHD_REQUIRE_IF_MATCH": "true"}, []string{"--require-if-match=false"},
+			func(f runFlags) any { return f.requireIfMatch }, false},
+	}
+}
+
+// TestRunFlagEnvCoverage keeps the table honest as flags are added: every "env X"
+// a flag's usage names is in runFlagEnv, and every variable there has a case.
+func TestRunFlagEnvCoverage(t *testing.T) {
+	fs := flag.NewFlagSet("meshd run", flag.ContinueOnError)
+	var f runFlags
+	f.register(fs)
+	listed := map[string]bool{}
+	for _, n := range runFlagEnv {
+		listed[n] = true
+	}
+	envName := regexp.MustCompile(`\benv ([A-Z][A-Z0-9_]+)`)
+	fs.VisitAll(func(fl *flag.Flag) {
+		m := envName.FindAllStringSubmatch(fl.Usage, -1)
+		if len(m) == 0 {
+			t.Errorf("flag -%s names no environment variable in its usage %q", fl.Name, fl.Usage)
+		}
+		for _, sm := range m {
+			if !listed[sm[1]] {
+				t.Errorf("flag -%s reads %s, which runFlagEnv does not list", fl.Name, sm[1])
+			}
+		}
+	})
+	tested := map[string]bool{}
+	for _, c := range runFlagEnvCases() {
+		for k := range c.env {
+			tested[k] = true
+		}
+	}
+	for _, n := range runFlagEnv {
+		if !tested[n] {
+			t.Errorf("%s has no case in TestRunFlagEnv", n)
+		}
+	}
+}
+
+// TestRunFlagTokenFile checks that --admin-token-file wins over MESHD_ADMIN_TOKEN
+// once loadToken reads it, as cmdRun does after parsing.
+func TestRunFlagTokenFile(t *testing.T) {
+	for _, n := range runFlagEnv {
+		t.Setenv(n, "")
+	}
+	path := t.TempDir() + "/token"
+	writeFile(t, path, "from-file\n")
+	t.Setenv("MESHD_ADMIN_TOKEN", "from-env")
+	f := parseRunFlags(t, "--admin-token-file", path)
+	if err := f.loadToken(); err != nil {
+		t.Fatal(err)
+	}
+	if f.adminToken != "from-file" {
+		t.Fatalf("token %q, want the file's", f.adminToken)
+	}
+}
