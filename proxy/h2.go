@@ -281,6 +281,14 @@ func roundTripAttempts(d decision, out *http.Request, streamIdle time.Duration, 
 			actx, acancel = context.WithTimeout(ctx, rs.policy.PerRetryTimeout())
 			perTry = true
 		}
+		// The idle timeout also bounds the wait for the response head (newIdleBody only
+		// covers the body): an upstream that accepts the request and then says nothing
+		// must not hold it for ever.
+		var hw *headWatch
+		if idle > 0 {
+			hw = newHeadWatch(actx, idle, acancel)
+			actx, acancel = hw.ctx, hw.cancelAll
+		}
 		req := out.WithContext(actx)
 		u := *out.URL
 		u.Host = res.Endpoint.Address
@@ -288,8 +296,15 @@ func roundTripAttempts(d decision, out *http.Request, streamIdle time.Duration, 
 		if rb != nil {
 			req.Body = rb.attempt()
 		}
+		if hw != nil && req.Body != nil && req.Body != http.NoBody {
+			req.Body = &activityBody{ReadCloser: req.Body, hw: hw}
+		}
 		start := time.Now()
 		resp, err := cl.rt.RoundTrip(req)
+		stalled := hw.stop()
+		if err != nil && stalled {
+			err = &upstreamError{kind: errTimeout, err: fmt.Errorf("no response head within the idle timeout %v: %w", idle, context.DeadlineExceeded)}
+		}
 		if err != nil {
 			// The client went away or failed to deliver the body: not the endpoint's fault.
 			_, bodyFailed := asClientBodyError(err)
@@ -464,6 +479,75 @@ type idleBody struct {
 	io.ReadCloser
 	idle  time.Duration
 	timer *time.Timer
+}
+
+// headWatch cancels an attempt whose response head does not arrive within idle of the
+// last sign of life (the request sent, or a request body read). stop ends the watch
+// when RoundTrip returns; after it, touches do nothing, so a request body still
+// streaming (gRPC bidi) cannot re-arm it.
+type headWatch struct {
+	ctx       context.Context
+	cancel    context.CancelFunc // the watch's own context
+	cancelAll context.CancelFunc // the watch's and the attempt's
+	idle      time.Duration
+	timer     *time.Timer
+
+	mu      sync.Mutex
+	stopped bool
+	stalled bool
+}
+
+func newHeadWatch(parent context.Context, idle time.Duration, parentCancel context.CancelFunc) *headWatch {
+	hw := &headWatch{idle: idle}
+	hw.ctx, hw.cancel = context.WithCancel(parent)
+	hw.cancelAll = func() { hw.cancel(); parentCancel() }
+	hw.timer = time.AfterFunc(idle, hw.fire)
+	return hw
+}
+
+func (hw *headWatch) fire() {
+	hw.mu.Lock()
+	if hw.stopped {
+		hw.mu.Unlock()
+		return
+	}
+	hw.stalled = true
+	hw.mu.Unlock()
+	hw.cancel()
+}
+
+func (hw *headWatch) touch() {
+	hw.mu.Lock()
+	if !hw.stopped {
+		hw.timer.Reset(hw.idle)
+	}
+	hw.mu.Unlock()
+}
+
+// stop ends the watch and reports whether it cancelled the attempt. A nil watch did not.
+func (hw *headWatch) stop() bool {
+	if hw == nil {
+		return false
+	}
+	hw.mu.Lock()
+	defer hw.mu.Unlock()
+	hw.stopped = true
+	hw.timer.Stop()
+	return hw.stalled
+}
+
+// activityBody is a request body whose reads count as activity for a headWatch.
+type activityBody struct {
+	io.ReadCloser
+	hw *headWatch
+}
+
+func (a *activityBody) Read(p []byte) (int, error) {
+	n, err := a.ReadCloser.Read(p)
+	if n > 0 {
+		a.hw.touch()
+	}
+	return n, err
 }
 
 func newIdleBody(rc io.ReadCloser, idle time.Duration, cancel context.CancelFunc) io.ReadCloser {
