@@ -1,0 +1,145 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshd/meshd/internal/testutil"
+)
+
+// TestPerRetryTimeoutMovesToGoodEndpoint: with one endpoint that never answers and one
+// that does, perRetryTimeout cuts the hanging attempt and the retry succeeds on the
+// other endpoint, over both forwarding paths.
+func TestPerRetryTimeoutMovesToGoodEndpoint(t *testing.T) {
+	hang := startHeld(t, 64)
+	good, goodUp := startCounting(t, 200)
+	route := `{match: {prefix: /}, action: {weightedTargets: [{virtualNode: svc, weight: 1}]}, retryPolicy: {maxRetries: 2, perRetryTimeout: {unit: ms, value: 200}, httpRetryEvents: [gateway-error]}}`
+	srv := testutil.StartMeshd(t, "app", resMesh([]int{hang.Port, goodUp.Port}, "", route))
+	const n = 8
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+	}{{"http1", testutil.HTTPClient(t, srv.EgressAddr())}, {"h2c", testutil.H2CClient(t, srv.EgressAddr())}} {
+		for i := range n {
+			start := time.Now()
+			if resp := get(t, c.client, "http://svc.t.local/"); resp.StatusCode != 200 {
+				t.Fatalf("%s request %d: %d (%s), want 200 via the good endpoint", c.name, i, resp.StatusCode, resp.Header.Get("x-meshd-error"))
+			}
+			if el := time.Since(start); el > 5*time.Second {
+				t.Fatalf("%s request %d took %v", c.name, i, el)
+			}
+		}
+	}
+	if good.hits.Load() != 2*n {
+		t.Errorf("good endpoint served %d, want %d", good.hits.Load(), 2*n)
+	}
+	hung := len(hang.arrived)
+	if hung == 0 {
+		t.Fatal("the hanging endpoint was never picked: the per-retry timeout was not exercised")
+	}
+	if r := readStats(t, srv).Clusters["svc"]["retries"]; r != int64(hung) {
+		t.Errorf("retries = %d, want one per hung attempt (%d)", r, hung)
+	}
+}
+
+// TestLargeBodyNotRetried: a request body beyond the replay bound (the 16 KiB read
+// buffer on the HTTP/1.1 path, 64 KiB on the net/http path) is sent once: a 5xx is
+// relayed, not retried. A small body under the same policy is retried, so the policy
+// itself is live.
+func TestLargeBodyNotRetried(t *testing.T) {
+	var hits atomic.Int64
+	up := testutil.StartHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		hits.Add(1)
+		w.WriteHeader(500)
+	}))
+	route := `{match: {prefix: /}, action: {weightedTargets: [{virtualNode: svc, weight: 1}]}, retryPolicy: {maxRetries: 2, perRetryTimeout: {unit: s, value: 5}, httpRetryEvents: [server-error]}}`
+	srv := testutil.StartMeshd(t, "app", resMesh([]int{up.Port}, "", route))
+	cases := []struct {
+		name     string
+		client   *http.Client
+		size     int
+		attempts int64
+	}{
+		{"http1 small", testutil.HTTPClient(t, srv.EgressAddr()), 1 << 10, 3},
+		{"http1 over 16KiB", testutil.HTTPClient(t, srv.EgressAddr()), 20 << 10, 1},
+		{"h2c small", testutil.H2CClient(t, srv.EgressAddr()), 1 << 10, 3},
+		{"h2c over 64KiB", testutil.H2CClient(t, srv.EgressAddr()), 70 << 10, 1},
+	}
+	for _, tc := range cases {
+		before := hits.Load()
+		resp, err := tc.client.Post("http://svc.t.local/", "application/octet-stream", bytes.NewReader(make([]byte, tc.size)))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 500 {
+			t.Fatalf("%s: status %d, want the upstream's 500", tc.name, resp.StatusCode)
+		}
+		if got := hits.Load() - before; got != tc.attempts {
+			t.Errorf("%s: upstream saw %d attempts, want %d", tc.name, got, tc.attempts)
+		}
+	}
+}
+
+// TestGRPCTimeoutHonoured: a gRPC call's grpc-timeout bounds meshd's upstream call: the
+// hanging upstream sees its request cancelled, and the client gets DeadlineExceeded.
+// The second case sends grpc-timeout with a client that enforces no deadline itself,
+// so only meshd can have cut the call.
+func TestGRPCTimeoutHonoured(t *testing.T) {
+	b, up := startBlockingGRPC(t)
+	y := strings.ReplaceAll(resMesh([]int{up.Port}, "", ""), "port: 8080, protocol: http}", "port: 8080, protocol: grpc}")
+	srv := testutil.StartMeshd(t, "app", y)
+
+	t.Run("grpc-go client", func(t *testing.T) {
+		before := b.cancelled.Load()
+		hc := healthpb.NewHealthClient(grpcDial(t, srv.EgressAddr(), "svc.t.local"))
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		if status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("Check: %v, want DeadlineExceeded", err)
+		}
+		eventually(t, "the upstream call to be cancelled", func() bool { return b.cancelled.Load() > before })
+	})
+
+	t.Run("deadline only in grpc-timeout", func(t *testing.T) {
+		before := b.cancelled.Load()
+		client := testutil.H2CClient(t, srv.EgressAddr())
+		req := newReq(t, "POST", "http://svc.t.local/grpc.health.v1.Health/Check", bytes.NewReader([]byte{0, 0, 0, 0, 0}))
+		req.Header.Set("Content-Type", "application/grpc")
+		req.Header.Set("Te", "trailers")
+		req.Header.Set("Grpc-Timeout", "300m")
+		start := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		el := time.Since(start)
+		gs := resp.Header.Get("Grpc-Status")
+		if gs == "" {
+			gs = resp.Trailer.Get("Grpc-Status")
+		}
+		if resp.StatusCode != 504 && gs != fmt.Sprint(int(codes.DeadlineExceeded)) {
+			t.Fatalf("status %d grpc-status %q, want 504 or DEADLINE_EXCEEDED", resp.StatusCode, gs)
+		}
+		if el > 5*time.Second {
+			t.Errorf("answered after %v, want about 300ms", el)
+		}
+		eventually(t, "the upstream call to be cancelled", func() bool { return b.cancelled.Load() > before })
+	})
+}
