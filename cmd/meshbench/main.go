@@ -40,6 +40,39 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "internal" {
 		return bench.RunInternal(ctx, args[1:], stdout, stderr)
 	}
+	plan, dir, err := parsePlan(args, stderr)
+	var fe flagError
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &fe):
+		return 2 // the FlagSet has printed the error and the usage
+	case err != nil:
+		fmt.Fprintf(stderr, "meshbench: %v\n", err)
+		return 2
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(stderr, "meshbench: find own executable: %v\n", err)
+		return 1
+	}
+	plan.Self = self
+	plan.Progress = stderr
+	f, isFile := stderr.(*os.File)
+	plan.ProgressTTY = isFile && isTerminal(f)
+	plan.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return execute(ctx, plan, dir, stdout, stderr)
+}
+
+// flagError is a command-line error the FlagSet has already reported.
+type flagError struct{ error }
+
+// parsePlan turns the command line into the plan to run and the report directory
+// (absolute; ./bench-report-<timestamp> by default). With no arguments it is the
+// default ~30 s comparison. Self, Progress and Log are left for the caller. Errors
+// are usage errors: flag.ErrHelp for -h, a flagError when the FlagSet has printed the
+// problem, otherwise an error naming the flag and its value.
+func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 	fs := flag.NewFlagSet("meshbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -68,27 +101,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return bench.Plan{}, "", err
 		}
-		return 2
+		return bench.Plan{}, "", flagError{err}
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "meshbench: unexpected argument %q\n", fs.Arg(0))
-		return 2
+		return bench.Plan{}, "", fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	proto, err := bench.ParseProto(*protoS)
 	if err != nil {
-		fmt.Fprintf(stderr, "meshbench: --proto: %v\n", err)
-		return 2
-	}
-	self, err := os.Executable()
-	if err != nil {
-		fmt.Fprintf(stderr, "meshbench: find own executable: %v\n", err)
-		return 1
+		return bench.Plan{}, "", fmt.Errorf("--proto: %w", err)
 	}
 	plan := bench.Plan{Target: *target, Rounds: *rounds, Proto: proto, ReqBody: *reqBody, RespBody: *respBody,
-		Timeout: *timeout, Self: self, Meshd: *meshd, Progress: stderr, ProgressTTY: isTerminal(os.Stderr), Log: log}
+		Timeout: *timeout, Meshd: *meshd}
 	for s := range strings.SplitSeq(*scenarios, ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			plan.Scenarios = append(plan.Scenarios, s)
@@ -97,21 +122,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *cpus != "" {
 		parts := strings.Split(*cpus, ":")
 		if len(parts) != 3 {
-			fmt.Fprintf(stderr, "meshbench: --cpus %q: want LOAD:PROXY:UPSTREAM, e.g. 0:1:1\n", *cpus)
-			return 2
+			return bench.Plan{}, "", fmt.Errorf("--cpus %q: want LOAD:PROXY:UPSTREAM, e.g. 0:1:1", *cpus)
 		}
 		plan.CPUsLoad, plan.CPUsProxy, plan.CPUsUpstream = parts[0], parts[1], parts[2]
 	}
 	if *sweep {
 		rates, err := floats(*sweepR)
 		if err != nil {
-			fmt.Fprintf(stderr, "meshbench: --sweep-rates: %v\n", err)
-			return 2
+			return bench.Plan{}, "", fmt.Errorf("--sweep-rates: %w", err)
 		}
 		cl, err := floats(*sweepC)
 		if err != nil {
-			fmt.Fprintf(stderr, "meshbench: --sweep-connections: %v\n", err)
-			return 2
+			return bench.Plan{}, "", fmt.Errorf("--sweep-connections: %w", err)
 		}
 		for _, c := range cl {
 			for _, r := range rates {
@@ -135,7 +157,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		dir = abs
 	}
 	plan.WorkDir = filepath.Join(dir, "configs")
+	return plan, dir, nil
+}
 
+// execute runs plan, prints the table to stdout and writes the report into dir.
+// It returns the exit code: 0, 1 on failure, 130 when ctx ended (Ctrl-C).
+func execute(ctx context.Context, plan bench.Plan, dir string, stdout, stderr io.Writer) int {
 	rep, err := bench.Compare(ctx, plan)
 	if err != nil {
 		if ctx.Err() != nil {

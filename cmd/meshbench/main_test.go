@@ -3,13 +3,41 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/meshd/meshd/bench"
 )
+
+// TestMain lets the test binary stand in for meshbench's own `internal` subcommands:
+// Compare starts the upstream and the httputil proxy as `<self> internal ...`, and
+// under `go test` self is this binary.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "internal" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+	// Under -race each re-executed child sleeps 1 s at exit (GORACE atexit_sleep_ms)
+	// and Compare stops them one by one; they inherit this setting.
+	if _, set := os.LookupEnv("GORACE"); !set {
+		_ = os.Setenv("GORACE", "atexit_sleep_ms=0")
+	}
+	os.Exit(m.Run())
+}
 
 func TestTargetRun(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
@@ -42,5 +70,211 @@ func TestFlagErrors(t *testing.T) {
 		if code := run(context.Background(), args, &out, &errb); code != 2 {
 			t.Errorf("run(%v) = %d, want 2 (stderr %q)", args, code, errb.String())
 		}
+	}
+}
+
+// TestDefaultPlan checks what `meshbench` with no arguments runs, without running it:
+// every scenario, a fixed-rate and a max-throughput phase, interleaved rounds, about
+// 30 s of measurement, and a report directory ./bench-report-<timestamp>.
+func TestDefaultPlan(t *testing.T) {
+	var stderr bytes.Buffer
+	plan, dir, err := parsePlan(nil, &stderr)
+	if err != nil {
+		t.Fatalf("parsePlan(no args): %v (%s)", err, stderr.String())
+	}
+	if !slices.Equal(plan.Scenarios, bench.AllScenarios()) || plan.Target != "" {
+		t.Errorf("scenarios %v target %q, want every scenario %v", plan.Scenarios, plan.Target, bench.AllScenarios())
+	}
+	want := []bench.Phase{
+		{Name: "fixed-1000", Rate: 1000, Connections: 8, Duration: time.Second, Warmup: 250 * time.Millisecond},
+		{Name: "max", Connections: 50, Duration: time.Second, Warmup: 250 * time.Millisecond},
+	}
+	if !slices.Equal(plan.Phases, want) {
+		t.Errorf("phases %+v, want %+v", plan.Phases, want)
+	}
+	if plan.Rounds != 2 || plan.Proto != bench.H1 || plan.RespBody != 63 || plan.ReqBody != 0 || plan.Timeout != 5*time.Second {
+		t.Errorf("rounds %d proto %q bodies %d/%d timeout %v", plan.Rounds, plan.Proto, plan.ReqBody, plan.RespBody, plan.Timeout)
+	}
+	var measured, loaded time.Duration
+	for _, ph := range plan.Phases {
+		n := time.Duration(plan.Rounds * len(plan.Scenarios))
+		measured += n * ph.Duration
+		loaded += n * (ph.Duration + ph.Warmup)
+	}
+	// The usage promises "a ~30 s comparison".
+	if measured < 24*time.Second || measured > 36*time.Second || loaded > 40*time.Second {
+		t.Errorf("default plan measures %v (%v with warm-up), want about 30 s", measured, loaded)
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Dir(dir) != cwd || !regexp.MustCompile(`^bench-report-\d{8}-\d{6}$`).MatchString(filepath.Base(dir)) {
+		t.Errorf("report dir %s, want ./bench-report-<timestamp> in %s", dir, cwd)
+	}
+	if plan.WorkDir != filepath.Join(dir, "configs") {
+		t.Errorf("work dir %s, want %s/configs", plan.WorkDir, dir)
+	}
+	if plan.CPUsLoad != "" || plan.CPUsProxy != "" || plan.CPUsUpstream != "" || plan.Meshd != "" {
+		t.Errorf("default plan pins or names a meshd: %+v", plan)
+	}
+}
+
+// TestDefaultRun executes the default plan with shortened durations and two of its
+// scenarios, and checks it writes the report where the default says and tells so.
+func TestDefaultRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes; skipped in -short")
+	}
+	t.Chdir(t.TempDir())
+	var stdout, stderr bytes.Buffer
+	plan, dir, err := parsePlan(nil, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan.Self, plan.Progress = self, &stderr
+	plan.Scenarios = []string{bench.ScenarioDirect, bench.ScenarioHTTPUtil}
+	plan.Rounds = 1
+	for i := range plan.Phases {
+		plan.Phases[i].Duration, plan.Phases[i].Warmup = 100*time.Millisecond, 0
+	}
+	if code := execute(context.Background(), plan, dir, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "Report written to "+dir+"/ (report.json, report.md,") {
+		t.Errorf("stdout does not name the report dir %s:\n%s", dir, stdout.String())
+	}
+	for _, f := range []string{"report.json", "report.md", "latency-fixed-1000.svg", "latency-max.png", "configs"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("report lacks %s: %v", f, err)
+		}
+	}
+}
+
+// TestSweep runs sweep mode: each rate × connections point and a max-throughput
+// point per connection count is measured for each scenario, listed in the report and
+// drawn in sweep.svg with one curve per scenario and connection count.
+func TestSweep(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes; skipped in -short")
+	}
+	dir := filepath.Join(t.TempDir(), "rep")
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"--sweep", "--sweep-rates", "200,400", "--sweep-connections", "2,4",
+		"--scenarios", "direct,go-httputil", "--duration", "100ms", "--warmup", "0s", "--rounds", "1", "--out", dir}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	scenarios := []string{"direct", "go-httputil"}
+	points := []struct {
+		phase string
+		rate  float64
+		conns int
+	}{{"200/s-c2", 200, 2}, {"400/s-c2", 400, 2}, {"max-c2", 0, 2}, {"200/s-c4", 200, 4}, {"400/s-c4", 400, 4}, {"max-c4", 0, 4}}
+
+	type point struct {
+		Scenario    string  `json:"scenario"`
+		Phase       string  `json:"phase"`
+		Rate        float64 `json:"requestedRate"`
+		Connections int     `json:"connections"`
+		Requests    uint64  `json:"requests"`
+	}
+	var rep struct {
+		Results []point `json:"results"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Results) != len(points)*len(scenarios) {
+		t.Errorf("report.json has %d results, want %d", len(rep.Results), len(points)*len(scenarios))
+	}
+	md, err := os.ReadFile(filepath.Join(dir, "report.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range points {
+		shape := fmt.Sprintf("%g req/s open loop, %d connections", p.rate, p.conns)
+		if p.rate == 0 {
+			shape = fmt.Sprintf("max throughput, closed loop, %d connections", p.conns)
+		}
+		heading := p.phase + " (" + shape + ")"
+		if !strings.Contains(string(md), "## "+heading) {
+			t.Errorf("report.md lacks the point %q", heading)
+		}
+		if !strings.Contains(stdout.String(), heading) {
+			t.Errorf("the table on stdout lacks the point %q", heading)
+		}
+		for _, s := range scenarios {
+			found := slices.ContainsFunc(rep.Results, func(r point) bool {
+				return r.Scenario == s && r.Phase == p.phase && r.Rate == p.rate && r.Connections == p.conns && r.Requests > 0
+			})
+			if !found {
+				t.Errorf("report.json lacks %s at %s", s, p.phase)
+			}
+		}
+	}
+	svg, err := os.ReadFile(filepath.Join(dir, "sweep.svg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "sweep.png")); err != nil {
+		t.Error(err)
+	}
+	for _, s := range scenarios {
+		for _, c := range []int{2, 4} {
+			name := fmt.Sprintf("%s c%d", s, c)
+			if n := strings.Count(string(svg), ">"+name+"<"); n != 1 {
+				t.Errorf("sweep.svg has %d legend entries %q, want one curve", n, name)
+			}
+		}
+	}
+}
+
+// progressLine is a finished measurement as the progress output reports it.
+var progressLine = regexp.MustCompile(`(?m)^\[(\d+)/(\d+)\] round (\d+)/(\d+) (\S+) (\S+): [\d.]+ req/s, p50 `)
+
+// TestInterleavedRounds checks from the progress lines that measured windows run
+// scenario A, B, A, B …: within a round each phase measures every scenario once, in
+// order, and the next round repeats the pattern.
+func TestInterleavedRounds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes; skipped in -short")
+	}
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"--scenarios", "direct,go-httputil", "--rounds", "3", "--rate", "200",
+		"--connections", "2", "--max-connections", "2", "--duration", "60ms", "--warmup", "0s",
+		"--out", filepath.Join(t.TempDir(), "rep")}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	type window struct {
+		step, round     int
+		phase, scenario string
+	}
+	var got, want []window
+	for _, m := range progressLine.FindAllStringSubmatch(stderr.String(), -1) {
+		step, _ := strconv.Atoi(m[1])
+		round, _ := strconv.Atoi(m[3])
+		got = append(got, window{step, round, m[5], m[6]})
+	}
+	step := 0
+	for round := 1; round <= 3; round++ {
+		for _, phase := range []string{"fixed-200", "max"} {
+			for _, s := range []string{"direct", "go-httputil"} {
+				step++
+				want = append(want, window{step, round, phase, s})
+			}
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("measured windows in order:\n got %v\nwant %v\nprogress:\n%s", got, want, stderr.String())
 	}
 }
