@@ -130,6 +130,24 @@ type Listener struct {
 	// RateLimit is a meshd extension: a local token bucket over every inbound request
 	// on this listener (enforced by the node's own sidecar). Nil means no limit.
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+	// RetryBudget is a meshd extension: the retry budget and max-retries limit of each
+	// cluster (in every client sidecar) that targets this listener. Nil means the
+	// defaults of docs/resilience.md.
+	RetryBudget *RetryBudget `json:"retryBudget,omitempty"`
+}
+
+// RetryBudget (extension) bounds the retries outstanding to one cluster at once, Envoy's
+// retry_budget and max_retries threshold. Zero fields take the documented defaults.
+type RetryBudget struct {
+	// BudgetPercent: retries may be at most this share of the cluster's active requests;
+	// (0, 100], default 20.
+	BudgetPercent float64 `json:"budgetPercent,omitempty"`
+	// MinRetryConcurrency: this many retries are always allowed at once, whatever the
+	// active requests; ≥ 1, default 3.
+	MinRetryConcurrency int64 `json:"minRetryConcurrency,omitempty"`
+	// MaxRetries: the absolute limit on outstanding retries, binding even when the
+	// budget would allow more; ≥ 1, default 2147483647 (no limit).
+	MaxRetries int64 `json:"maxRetries,omitempty"`
 }
 
 // CircuitBreaker (extension) configures the per-cluster breaker; see

@@ -319,6 +319,12 @@ func (v *validator) virtualNode(path string, n *VirtualNode) {
 			}
 			v.rateLimit(lp+".rateLimit", l.RateLimit)
 		}
+		if l.RetryBudget != nil {
+			if proto == ProtoTCP {
+				v.add(lp+".retryBudget", nil, "applies to http, http2 and grpc listeners, not %q", proto)
+			}
+			v.retryBudget(lp+".retryBudget", l.RetryBudget)
+		}
 	}
 	if sd := n.Spec.ServiceDiscovery; sd != nil {
 		v.serviceDiscovery(spec+".serviceDiscovery", sd)
@@ -450,6 +456,18 @@ func (v *validator) circuitBreaker(path string, cb *CircuitBreaker) {
 	}
 	v.duration(path+".interval", cb.Interval)
 	v.duration(path+".openDuration", cb.OpenDuration)
+}
+
+func (v *validator) retryBudget(path string, rb *RetryBudget) {
+	if rb.BudgetPercent != 0 && !(rb.BudgetPercent > 0 && rb.BudgetPercent <= 100) {
+		v.add(path+".budgetPercent", rb.BudgetPercent, "must be in (0, 100]")
+	}
+	if rb.MinRetryConcurrency != 0 {
+		v.between(path+".minRetryConcurrency", rb.MinRetryConcurrency, 1, math.MaxInt32)
+	}
+	if rb.MaxRetries != 0 {
+		v.between(path+".maxRetries", rb.MaxRetries, 1, math.MaxInt32)
+	}
 }
 
 func (v *validator) rateLimit(path string, rl *RateLimit) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -142,4 +143,100 @@ func TestGRPCTimeoutHonoured(t *testing.T) {
 		}
 		eventually(t, "the upstream call to be cancelled", func() bool { return b.cancelled.Load() > before })
 	})
+}
+
+// TestRetryBudgetConfigured: the listener's retryBudget extension sets the cluster's
+// budget. With n concurrent requests whose first attempt fails and whose retries are
+// held at the upstream, exactly the allowed number of retries is outstanding; the others
+// answer the failure at once, counted as overflow_max_retries (the absolute limit binds)
+// or retry_budget_exhausted (the budget binds).
+func TestRetryBudgetConfigured(t *testing.T) {
+	cases := []struct {
+		name         string
+		budget       string
+		n, admitted  int
+		counter      string
+		otherCounter string
+	}{
+		{"maxRetries binds", "retryBudget: {maxRetries: 1}", 4, 1, "overflow_max_retries", "retry_budget_exhausted"},
+		{"minRetryConcurrency raises the floor", "retryBudget: {minRetryConcurrency: 5}", 7, 5, "retry_budget_exhausted", "overflow_max_retries"},
+		{"maxRetries below the floor", "retryBudget: {minRetryConcurrency: 5, maxRetries: 2}", 5, 2, "overflow_max_retries", "retry_budget_exhausted"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			var seen sync.Map
+			var heldRetries atomic.Int64
+			up := testutil.StartHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if _, again := seen.LoadOrStore(r.Header.Get("X-Request-Id"), true); !again {
+					w.WriteHeader(503) // first attempt of each request
+					return
+				}
+				heldRetries.Add(1)
+				select { // retries wait, holding the budget
+				case <-release:
+				case <-r.Context().Done():
+				}
+				_, _ = io.WriteString(w, "ok")
+			}))
+			t.Cleanup(func() {
+				select {
+				case <-release:
+				default:
+					close(release)
+				}
+			})
+			srv := testutil.StartMeshd(t, "app", resMesh([]int{up.Port}, tc.budget, ""))
+			client := testutil.HTTPClient(t, srv.EgressAddr())
+			statuses := make(chan int, tc.n)
+			for i := range tc.n {
+				go func() {
+					req, _ := http.NewRequest("GET", "http://svc.t.local/", nil)
+					req.Header.Set("X-Request-Id", fmt.Sprintf("req-%d", i))
+					resp, err := client.Do(req)
+					if err != nil {
+						statuses <- 0
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					statuses <- resp.StatusCode
+				}()
+			}
+			timeout := time.After(10 * time.Second)
+			for range tc.n - tc.admitted {
+				select {
+				case s := <-statuses:
+					if s != 503 {
+						t.Fatalf("a request refused a retry answered %d, want the upstream's 503", s)
+					}
+				case <-timeout:
+					t.Fatal("requests refused a retry did not answer at once")
+				}
+			}
+			eventually(t, "the admitted retries at the upstream", func() bool { return heldRetries.Load() == int64(tc.admitted) })
+			st := readStats(t, srv).Clusters["svc"]
+			if st["retries"] != int64(tc.admitted) || st[tc.counter] != int64(tc.n-tc.admitted) || st[tc.otherCounter] != 0 {
+				t.Errorf("stats %+v, want %d retries and %d %s", st, tc.admitted, tc.n-tc.admitted, tc.counter)
+			}
+			var cl struct {
+				Clusters []struct {
+					Name       string
+					Resilience struct{ RetriesInFlight int64 }
+				}
+			}
+			adminJSON(t, srv, "/clusters", &cl)
+			for _, c := range cl.Clusters {
+				if c.Name == "svc" && c.Resilience.RetriesInFlight != int64(tc.admitted) {
+					t.Errorf("/clusters retriesInFlight = %d, want %d", c.Resilience.RetriesInFlight, tc.admitted)
+				}
+			}
+			close(release)
+			for range tc.admitted {
+				if s := <-statuses; s != 200 {
+					t.Errorf("an admitted retry answered %d, want 200", s)
+				}
+			}
+		})
+	}
 }

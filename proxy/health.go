@@ -34,8 +34,8 @@ func panicThreshold(l *config.Listener) int {
 	return -1
 }
 
-// initResilience builds the cluster's retry budget, outlier detector, breaker and health
-// checker from the target listener. Config validation guarantees the values are in
+// initResilience builds the cluster's retry budget (retryBudget extension, else the
+// defaults), outlier detector, breaker and health checker from the target listener. Config validation guarantees the values are in
 // range; a constructor error anyway (a programming error) is logged and the mechanism
 // left off rather than failing the whole config.
 func (c *cluster) initResilience(opts compileOptions) {
@@ -50,12 +50,23 @@ func (c *cluster) initResilience(opts compileOptions) {
 	if c.counters == nil {
 		c.counters = new(resilience.Counters)
 	}
-	b, err := resilience.NewRetryBudget(resilience.BudgetConfig{}, c.counters)
+	l := c.ref.Listener
+	var bc resilience.BudgetConfig
+	if l != nil && l.RetryBudget != nil {
+		bc = resilience.BudgetConfig{
+			BudgetPercent:       l.RetryBudget.BudgetPercent,
+			MinRetryConcurrency: l.RetryBudget.MinRetryConcurrency,
+			MaxRetries:          l.RetryBudget.MaxRetries,
+		}
+	}
+	b, err := resilience.NewRetryBudget(bc, c.counters)
 	if err != nil {
-		panic(err) // the zero BudgetConfig is the documented default and always valid
+		c.log.Error("retryBudget left at its defaults", "cluster", c.ref.Name, "err", err)
+		if b, err = resilience.NewRetryBudget(resilience.BudgetConfig{}, c.counters); err != nil {
+			panic(err) // the zero BudgetConfig is the documented default and always valid
+		}
 	}
 	c.budget = b
-	l := c.ref.Listener
 	if l == nil {
 		return
 	}
