@@ -484,7 +484,16 @@ func TestCircuitBreakerCycle(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // polls the real clock gobreaker reads (openDuration 200 ms)
 	}
-	st := readStats(t, srv).Clusters["svc"]
+	// The probe's response reaches the client from inside the breaker's attempt, a moment
+	// before the breaker records the success that closes it: wait for the close.
+	var st map[string]int64
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		st = readStats(t, srv).Clusters["svc"]
+		if st["breaker_closed"] == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if st["breaker_opened"] != 1 || st["breaker_half_opened"] != 1 || st["breaker_closed"] != 1 || st["breaker_rejected"] == 0 {
 		t.Errorf("breaker counters = %+v, want one open, half-open, close and some rejections", st)
 	}
