@@ -73,7 +73,9 @@ type Options struct {
 	// Version is reported by /server_info.
 	Version string
 	// Clock tells time to resilience decisions (outlier ejection, health verdicts, rate
-	// limits); nil means the system clock. Tests inject a fake one.
+	// limits); nil means the system clock. Tests inject a fake one; when it also
+	// implements TickerClock it drives the clusters' periodic outlier sweeps and health
+	// check rounds too.
 	Clock resilience.Clock
 	// AdminToken, when set, is the bearer token the admin API requires for changing
 	// the config (PUT /config, POST /config/validate) and for reading it (/config,
