@@ -11,3 +11,6 @@ func ClusterTimeouts(s *Server, name string) (perRequest, idle time.Duration) {
 	}
 	return c.perRequest, c.idle
 }
+
+// GRPCMessageEncode exposes the grpc-message encoder to the external tests.
+var GRPCMessageEncode = grpcMessageEncode

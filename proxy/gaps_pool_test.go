@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshd/meshd/internal/testutil"
@@ -152,12 +153,20 @@ func TestGRPCMaxRequestsOverflow(t *testing.T) {
 	waitSignal(t, b.arrived, "the first call at the upstream")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	// meshd answers HTTP 503 (not a trailers-only gRPC status), which grpc-go maps to
-	// UNAVAILABLE without exposing the response headers; the counter names the limit.
-	_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+	// meshd answers a gRPC request with a gRPC status (trailers-only), its reason in
+	// grpc-message and the limit in x-meshd-limit.
+	// A trailers-only response's fields reach grpc-go as trailer metadata.
+	var hdr metadata.MD
+	_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Trailer(&hdr))
 	cancel()
-	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "503") {
-		t.Fatalf("second call: %v, want UNAVAILABLE (HTTP 503) from the maxRequests overflow", err)
+	if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "maxRequests") {
+		t.Fatalf("second call: %v, want UNAVAILABLE naming maxRequests from the overflow", err)
+	}
+	if got := hdr.Get(proxy.HeaderLimit); len(got) != 1 || got[0] != "maxRequests" {
+		t.Errorf("x-meshd-limit = %q, want maxRequests", got)
+	}
+	if got := hdr.Get(proxy.HeaderError); len(got) != 1 || got[0] != "upstream_overflow" {
+		t.Errorf("x-meshd-error = %q, want upstream_overflow", got)
 	}
 	if n := readStats(t, srv).Clusters["svc"]["overflow_max_requests"]; n != 1 {
 		t.Errorf("overflow_max_requests = %d, want 1", n)

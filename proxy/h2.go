@@ -160,7 +160,7 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	local, _ := r.Context().Value(localPortKey{}).(int)
 	d := h.s.resolve(snap, h.kind, &rr, local, origDst(r.Context()))
 	if d.route == nil {
-		localHTTPError(w, d.status, d.code, "", d.msg)
+		localReply(w, rr.GRPC, d.status, d.code, "", d.msg)
 		return
 	}
 	rp := snap.res.policy(d.route)
@@ -173,14 +173,14 @@ func (h *h2handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if refused, wait := snap.res.rateLimited(ingressPort, rp); refused {
 		w.Header().Set("Retry-After", retryAfterValue(wait))
-		localHTTPError(w, http.StatusTooManyRequests, codeRateLimited, "", "meshd: rate limit exceeded\n")
+		localReply(w, rr.GRPC, http.StatusTooManyRequests, codeRateLimited, "", "meshd: rate limit exceeded\n")
 		return
 	}
 	out := newOutRequest(r.Context(), r.Method, rr.Path, r.Host, r.Header, r.Body, r.ContentLength, r.Trailer, scheme, r.RemoteAddr, h.kind == kindIngress)
 	resp, res, cancel, err := roundTrip(d, out, h.s.opts.StreamIdle, rp, grpcTimeout(rr.GRPC, r.Header.Get("Grpc-Timeout")))
 	if err != nil {
 		status, code := replyStatus(err)
-		localHTTPError(w, status, code, overflowLimit(err), "meshd: "+err.Error()+"\n")
+		localReply(w, rr.GRPC, status, code, overflowLimit(err), "meshd: "+err.Error()+"\n")
 		return
 	}
 	defer cancel()
@@ -715,6 +715,78 @@ type downstreamError struct{ err error }
 
 func (e *downstreamError) Error() string { return "write to client: " + e.err.Error() }
 func (e *downstreamError) Unwrap() error { return e.err }
+
+// localReply answers a request with an error meshd generated. A gRPC request gets a
+// gRPC-shaped answer (HTTP 200, trailers-only, grpc-status and grpc-message), as Envoy
+// gives, so every gRPC client sees a status code and meshd's reason instead of a bare
+// HTTP status it has to interpret; the x-meshd-* headers are there in both shapes.
+func localReply(w http.ResponseWriter, grpc bool, status int, code, limit, msg string) {
+	if !grpc {
+		localHTTPError(w, status, code, limit, msg)
+		return
+	}
+	h := w.Header()
+	h.Set(HeaderError, code)
+	if limit != "" {
+		h.Set(HeaderLimit, limit)
+	}
+	h.Set("Content-Type", "application/grpc")
+	h.Set("Grpc-Status", strconv.Itoa(grpcStatusFor(status, code)))
+	h.Set("Grpc-Message", grpcMessageEncode(strings.TrimSpace(msg)))
+	w.WriteHeader(http.StatusOK)
+}
+
+// gRPC status codes (google.golang.org/grpc/codes), without importing grpc into the
+// data plane for five constants.
+const (
+	grpcUnknown          = 2
+	grpcDeadlineExceeded = 4
+	grpcPermissionDenied = 7
+	grpcUnimplemented    = 12
+	grpcInternal         = 13
+	grpcUnavailable      = 14
+	grpcUnauthenticated  = 16
+)
+
+// grpcStatusFor maps meshd's HTTP status to a gRPC status per gRPC's "HTTP to gRPC
+// status code mapping" (doc/http-grpc-status-mapping.md), except that meshd's own
+// timeouts say DEADLINE_EXCEEDED, which is what happened.
+func grpcStatusFor(status int, code string) int {
+	if code == codeTimeout || code == codeHeaderTimeout {
+		return grpcDeadlineExceeded
+	}
+	switch status {
+	case 400:
+		return grpcInternal
+	case 401:
+		return grpcUnauthenticated
+	case 403:
+		return grpcPermissionDenied
+	case 404:
+		return grpcUnimplemented
+	case 429, 502, 503, 504:
+		return grpcUnavailable
+	}
+	return grpcUnknown
+}
+
+// grpcMessageEncode percent-encodes a grpc-message value (gRPC over HTTP/2 spec:
+// bytes outside printable ASCII, and '%', are sent as %XX).
+func grpcMessageEncode(msg string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c < 0x20 || c > 0x7e || c == '%' {
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&0xf])
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
 
 func localHTTPError(w http.ResponseWriter, status int, code, limit, msg string) {
 	h := w.Header()
