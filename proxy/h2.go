@@ -668,7 +668,7 @@ func copyResponse(w http.ResponseWriter, resp *http.Response, cl *cluster, res b
 		dst.Set("Trailer", strings.Join(keys, ", "))
 	}
 	w.WriteHeader(resp.StatusCode)
-	err := copyFlush(w, resp.Body)
+	err := copyFlush(w, resp.Body, resp.ContentLength < 0)
 	for k, v := range resp.Trailer {
 		if announced > 0 {
 			dst[k] = v
@@ -686,18 +686,29 @@ func copyResponse(w http.ResponseWriter, resp *http.Response, cl *cluster, res b
 	}
 }
 
-// copyFlush copies src to w, flushing whenever src has nothing more ready.
-func copyFlush(w http.ResponseWriter, src io.Reader) error {
+// copyBufPool holds the 32 KiB relay buffers of the net/http path: one per response
+// would be the path's largest allocation (and most of its GC work).
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyFlush copies src to w. A body of unknown length (gRPC, server-sent events, any
+// stream) is flushed after every read, so nothing is held back; a body of known length
+// is flushed once, when the handler returns, so its HEADERS and DATA frames leave in
+// one write instead of one write each (net/http's ReverseProxy makes the same split).
+func copyFlush(w http.ResponseWriter, src io.Reader, stream bool) error {
 	rc := http.NewResponseController(w)
-	buf := make([]byte, 32<<10)
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := *bp
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return &downstreamError{werr}
 			}
-			if ferr := rc.Flush(); ferr != nil {
-				return &downstreamError{ferr}
+			if stream {
+				if ferr := rc.Flush(); ferr != nil {
+					return &downstreamError{ferr}
+				}
 			}
 		}
 		if err == io.EOF {
