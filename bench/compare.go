@@ -30,7 +30,10 @@ type Plan struct {
 	Scenarios []string
 	// Target, when set, is a URL measured instead of the scenarios.
 	Target string
-	Phases []Phase
+	// TargetHost, when set, is sent as the Host (h2c: :authority) instead of the
+	// target URL's, e.g. to reach a virtual service through a meshd egress port.
+	TargetHost string
+	Phases     []Phase
 	// Rounds interleaves scenarios A B … A B … so that drift of the machine spreads
 	// evenly over them; results are merged across rounds.
 	Rounds   int
@@ -109,6 +112,9 @@ func Compare(ctx context.Context, plan Plan) (*Report, error) {
 		in, err := targetInstance(plan.Target)
 		if err != nil {
 			return nil, err
+		}
+		if plan.TargetHost != "" {
+			in.host = plan.TargetHost
 		}
 		insts = append(insts, in)
 	} else {

@@ -394,3 +394,28 @@ func TestReadProcTreeAndPinning(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestCompareTargetHost: --host replaces the Host the target URL would send, as a
+// virtual service name must be sent to a meshd egress port.
+func TestCompareTargetHost(t *testing.T) {
+	var wrong atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host != "svc.mesh.local" {
+			wrong.Add(1)
+			http.Error(w, "wrong host "+r.Host, http.StatusNotFound)
+			return
+		}
+		w.Write([]byte("hi"))
+	}))
+	defer srv.Close()
+	plan := Plan{Target: srv.URL + "/", TargetHost: "svc.mesh.local", Rounds: 1, Phases: []Phase{
+		{Name: "fixed-100", Rate: 100, Connections: 1, Duration: 200 * time.Millisecond},
+	}}
+	rep, err := Compare(context.Background(), plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rep.Results[0]; r.Requests == 0 || r.ErrorCount != 0 || wrong.Load() != 0 {
+		t.Fatalf("%d requests, errors %v, %d with the wrong Host", r.Requests, r.Errors, wrong.Load())
+	}
+}

@@ -77,6 +77,7 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 	fs.SetOutput(stderr)
 	var (
 		target    = fs.String("target", "", "measure this http:// URL instead of the built-in scenarios")
+		host      = fs.String("host", "", "with --target: the Host header to send (e.g. a virtual service name at a meshd egress port)")
 		scenarios = fs.String("scenarios", strings.Join(bench.AllScenarios(), ","), "comma-separated scenarios to compare")
 		protoS    = fs.String("proto", "h1", "protocol from the load generator: h1 (HTTP/1.1 keep-alive) or h2c")
 		rate      = fs.Float64("rate", 1000, "fixed-rate phase: total req/s, open loop (0 disables the phase)")
@@ -112,7 +113,7 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 	if err != nil {
 		return bench.Plan{}, "", fmt.Errorf("--proto: %w", err)
 	}
-	plan := bench.Plan{Target: *target, Rounds: *rounds, Proto: proto, ReqBody: *reqBody, RespBody: *respBody,
+	plan := bench.Plan{Target: *target, TargetHost: *host, Rounds: *rounds, Proto: proto, ReqBody: *reqBody, RespBody: *respBody,
 		Timeout: *timeout, Meshd: *meshd}
 	for s := range strings.SplitSeq(*scenarios, ",") {
 		if s = strings.TrimSpace(s); s != "" {
