@@ -333,19 +333,20 @@ func (u *upConn) Write(p []byte) (int, error) {
 // time removes the bound.
 func (u *upConn) setHardDeadline(t time.Time) { u.timer.setHard(t) }
 
-// setHard sets the absolute bound (zero: none) and forces the next refresh to apply it.
-func (t *deadlineTimer) setHard(h time.Time) {
-	t.hard = h
-	t.set = time.Time{}
-}
+// setHard sets the absolute bound (zero: none); the next Read or Write applies it.
+func (t *deadlineTimer) setHard(h time.Time) { t.hard = h }
 
-// deadlineTimer keeps a connection's deadline at min(hard, last activity + idle). It
-// moves the deadline at most once a second: a deadline update on every read and write
-// would cost a runtime timer operation each time.
+// deadlineTimer keeps a connection's deadline at min(hard, last activity + idle).
+// Moving a deadline costs a runtime timer operation under the poll descriptor's lock,
+// so refresh moves it only when it must: when none is set, when the one set is later
+// than wanted (a shorter bound took effect), or when activity has pushed the wanted one
+// a second (a quarter of a shorter idle bound) or more past it. A parameter change costs nothing until the next Read or
+// Write, and one that leaves the wanted deadline where it was costs nothing at all (the
+// common case: a head that arrives whole never touches the header timeout's deadline).
 type deadlineTimer struct {
 	idle time.Duration // 0: no idle bound
 	hard time.Time     // zero: no absolute bound
-	set  time.Time     // the deadline currently applied; zero forces the next refresh
+	set  time.Time     // the deadline currently applied; zero: none
 }
 
 func (t *deadlineTimer) refresh(c net.Conn) {
@@ -356,19 +357,23 @@ func (t *deadlineTimer) refresh(c net.Conn) {
 		}
 		return
 	}
-	now := time.Now()
-	if !t.set.IsZero() && t.set.Sub(now) >= t.idle-time.Second && (t.hard.IsZero() || !t.set.After(t.hard)) {
-		return
-	}
-	d := t.hard
+	want := t.hard
 	if t.idle > 0 {
-		if di := now.Add(t.idle); d.IsZero() || di.Before(d) {
-			d = di
+		if d := time.Now().Add(t.idle); want.IsZero() || d.Before(want) {
+			want = d
 		}
 	}
-	if !d.Equal(t.set) {
-		t.set = d
-		_ = c.SetDeadline(d)
+	// The slack is a second, or a quarter of a shorter idle bound so that activity keeps
+	// a sub-second idle deadline from firing.
+	slack := time.Second
+	if t.idle > 0 && t.idle/4 < slack {
+		slack = t.idle / 4
+	}
+	// An absolute bound is applied exactly: a per-request timeout must not inherit the
+	// previous request's deadline on a kept connection.
+	if t.set.IsZero() || t.set.After(want) || (want.Equal(t.hard) && !t.set.Equal(want)) || want.Sub(t.set) >= slack {
+		t.set = want
+		_ = c.SetDeadline(want)
 	}
 }
 

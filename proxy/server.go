@@ -418,11 +418,8 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 }
 
 // setIdle switches the timeout (keep-alive idle between requests, stream idle within
-// one) and forces the next Read or Write to apply it.
-func (c *trackedConn) setIdle(d time.Duration) {
-	c.timer.idle = d
-	c.timer.set = time.Time{}
-}
+// one); the next Read or Write applies it.
+func (c *trackedConn) setIdle(d time.Duration) { c.timer.idle = d }
 
 // wakeIfIdle makes a connection that waits for its next request give up now. It shuts
 // the read side rather than moving the deadline, which the connection's own goroutine
