@@ -169,8 +169,11 @@ func (c *cluster) sweepOutliers() {
 
 // closeResilience stops what the cluster's resilience state owns (the control
 // goroutine, health check connections) and takes its ejections out of the active gauge,
-// so counters carried to a successor cluster stay right.
+// so counters carried to a successor cluster stay right. The health checker is
+// cancelled first: a round in progress would otherwise hold the control goroutine (and
+// so this call, which runs under the apply lock) for up to timeoutMillis.
 func (c *cluster) closeResilience() {
+	c.health.cancelChecks()
 	close(c.stop)
 	c.controlWG.Wait()
 	c.health.close()
@@ -260,6 +263,15 @@ func (h *healthChecker) remove(ep *balancer.Endpoint) {
 	}
 }
 
+// cancelChecks ends the checks of a round in progress (they fail fast) and keeps later
+// rounds from starting. Safe from any goroutine; close does it too.
+func (h *healthChecker) cancelChecks() {
+	if h == nil {
+		return
+	}
+	h.cancel()
+}
+
 func (h *healthChecker) close() {
 	if h == nil {
 		return
@@ -311,6 +323,9 @@ func (h *healthChecker) round() {
 		}(&jobs[i])
 	}
 	wg.Wait()
+	if h.ctx.Err() != nil { // cancelled by close: the failures are ours, not the endpoints'
+		return
+	}
 	for _, j := range jobs {
 		h.mu.Lock()
 		if h.eps[j.ep] != j.st { // removed meanwhile
