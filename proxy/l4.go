@@ -430,10 +430,14 @@ var errL4Idle = errors.New("l4 connection idle timeout")
 // joins before returning. A direction that reaches EOF half-closes its destination
 // (CloseWrite) and the other keeps going; an error in either closes both connections.
 // With both connections *net.TCPConn, ReadFrom splices in the kernel. The idle timeout
-// is enforced with read deadlines moved at most once per tick (≥1 s unless idle itself
-// is shorter): a direction that wakes finds whether anything moved either way since.
+// is enforced with read deadlines moved at most once per tick (≥1 s unless idle/2 is
+// shorter): a direction that wakes finds whether anything moved either way since. A busy
+// direction records its progress only when its copy returns at a tick, so the last
+// record can be up to a tick old; the tick is at most idle/2 so that a silent direction
+// never mistakes that lag for idleness (a connection idle both ways closes after
+// between idle and idle+tick).
 func relay(down, up net.Conn, idle time.Duration, st *l4Stats) error {
-	r := &relayState{idle: idle, tick: min(idle, max(time.Second, idle/8))}
+	r := &relayState{idle: idle, tick: min(idle/2, max(time.Second, idle/8))}
 	r.last.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
 	var upErr error
