@@ -34,8 +34,9 @@ type PollSource struct {
 
 	mu   sync.Mutex
 	etag string
-	body []byte
-	sum  [32]byte
+	body []byte // the last 200's body, returned again on a 304
+
+	settled settledDoc
 }
 
 func (s *PollSource) client() *http.Client {
@@ -58,15 +59,17 @@ func (s *PollSource) origin(etag string) string {
 // and a 304 answer returns the document fetched before. Any status but 200 and 304 is
 // an error naming the URL and status.
 func (s *PollSource) Fetch(ctx context.Context) (Document, error) {
-	doc, _, err := s.poll(ctx)
-	return doc, err
+	return s.poll(ctx)
 }
 
-// poll fetches once; changed reports a 200 whose body differs from the last one.
-func (s *PollSource) poll(ctx context.Context) (doc Document, changed bool, err error) {
+// Applied records doc as settled (see Source).
+func (s *PollSource) Applied(doc Document) { s.settled.record(doc.Data) }
+
+// poll fetches once.
+func (s *PollSource) poll(ctx context.Context) (Document, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
 	if err != nil {
-		return Document{}, false, fmt.Errorf("config url %s: %w", s.URL, err)
+		return Document{}, fmt.Errorf("config url %s: %w", s.URL, err)
 	}
 	for k, vs := range s.Header {
 		for _, v := range vs {
@@ -81,7 +84,7 @@ func (s *PollSource) poll(ctx context.Context) (doc Document, changed bool, err 
 	}
 	resp, err := s.client().Do(req)
 	if err != nil {
-		return Document{}, false, fmt.Errorf("config url %s: %w", s.URL, err)
+		return Document{}, fmt.Errorf("config url %s: %w", s.URL, err)
 	}
 	defer resp.Body.Close()
 	switch {
@@ -89,28 +92,27 @@ func (s *PollSource) poll(ctx context.Context) (doc Document, changed bool, err 
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return Document{Data: s.body, Origin: s.origin(s.etag)}, false, nil
+		return Document{Data: s.body, Origin: s.origin(s.etag)}, nil
 	case resp.StatusCode != http.StatusOK:
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-		return Document{}, false, fmt.Errorf("config url %s: status %s", s.URL, resp.Status)
+		return Document{}, fmt.Errorf("config url %s: status %s", s.URL, resp.Status)
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxConfigSize+1))
 	if err != nil {
-		return Document{}, false, fmt.Errorf("config url %s: read body: %w", s.URL, err)
+		return Document{}, fmt.Errorf("config url %s: read body: %w", s.URL, err)
 	}
 	newTag := resp.Header.Get("ETag")
-	sum := digestBytes(data)
 	s.mu.Lock()
-	changed = s.body == nil || sum != s.sum
-	s.etag, s.body, s.sum = newTag, data, sum
+	s.etag, s.body = newTag, data
 	s.mu.Unlock()
-	return Document{Data: data, Origin: s.origin(newTag)}, changed, nil
+	return Document{Data: data, Origin: s.origin(newTag)}, nil
 }
 
 // Watch polls every Interval until ctx is done and delivers each document whose bytes
-// differ from the last one fetched. A failed poll is logged and retried at the next
-// tick; the running config keeps serving.
-func (s *PollSource) Watch(ctx context.Context, deliver func(Document)) error {
+// differ from the settled document. A failed poll is logged and retried at the next
+// tick; the running config keeps serving. A delivery deliver does not accept is
+// retried as Source describes (by polling again, early, as well as at every tick).
+func (s *PollSource) Watch(ctx context.Context, deliver func(Document) error) error {
 	iv := s.Interval
 	if iv <= 0 {
 		iv = DefaultPollInterval
@@ -118,13 +120,19 @@ func (s *PollSource) Watch(ctx context.Context, deliver func(Document)) error {
 	log := telemetry.OrDiscard(s.Logger)
 	t := time.NewTicker(iv)
 	defer t.Stop()
+	retry := newRetryTimer()
+	defer retry.settled()
+	if !s.settled.any() {
+		retry.failed() // the document at start was never applied: try it again
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-retry.C():
 		}
-		doc, changed, err := s.poll(ctx)
+		doc, err := s.poll(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -132,8 +140,8 @@ func (s *PollSource) Watch(ctx context.Context, deliver func(Document)) error {
 			log.Warn("config poll failed; keeping the running config", "url", s.URL, "err", err)
 			continue
 		}
-		if changed {
-			deliver(doc)
+		if after, err := offer(doc, &s.settled, retry, deliver); err != nil {
+			log.Warn("config document not applied; trying it again", "url", s.URL, "in", after, "err", err)
 		}
 	}
 }

@@ -91,13 +91,15 @@ func TestPollSourceWatch(t *testing.T) {
 	d, ts := startDocServer(t, "v1")
 	defer ts.Client().CloseIdleConnections()
 	src := &PollSource{URL: ts.URL, Client: ts.Client(), Interval: 5 * time.Millisecond}
-	if _, err := src.Fetch(context.Background()); err != nil {
+	doc, err := src.Fetch(context.Background())
+	if err != nil {
 		t.Fatal(err)
 	}
+	src.Applied(doc)
 	ctx, cancel := context.WithCancel(context.Background())
 	docs := make(chan Document, 8)
 	done := make(chan error, 1)
-	go func() { done <- src.Watch(ctx, func(doc Document) { docs <- doc }) }()
+	go func() { done <- src.Watch(ctx, func(doc Document) error { docs <- doc; return nil }) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -41,9 +40,7 @@ type FileSource struct {
 	Debounce time.Duration
 	Logger   *slog.Logger
 
-	mu   sync.Mutex
-	last [32]byte // digest of the last document fetched or delivered
-	seen bool
+	settled settledDoc
 }
 
 func (s *FileSource) origin() string { return "file:" + s.Path }
@@ -54,11 +51,11 @@ func (s *FileSource) Fetch(_ context.Context) (Document, error) {
 	if err != nil {
 		return Document{}, err
 	}
-	s.mu.Lock()
-	s.last, s.seen = digestBytes(data), true
-	s.mu.Unlock()
 	return Document{Data: data, Origin: s.origin()}, nil
 }
+
+// Applied records doc as settled (see Source).
+func (s *FileSource) Applied(doc Document) { s.settled.record(doc.Data) }
 
 func readConfigFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
@@ -75,8 +72,10 @@ func readConfigFile(path string) ([]byte, error) {
 }
 
 // Watch watches the file's directory with fsnotify until ctx is done. It returns an
-// error only if the watch cannot be set up (no such directory, inotify limits).
-func (s *FileSource) Watch(ctx context.Context, deliver func(Document)) error {
+// error only if the watch cannot be set up (no such directory, inotify limits). A
+// delivery deliver does not accept is retried as Source describes; an unreadable file
+// is not (the event that brings the new file is).
+func (s *FileSource) Watch(ctx context.Context, deliver func(Document) error) error {
 	abs, err := filepath.Abs(s.Path)
 	if err != nil {
 		return fmt.Errorf("watch config %s: %w", s.Path, err)
@@ -149,7 +148,7 @@ func (fw *fileWatch) relevant(ev fsnotify.Event) bool {
 
 // loop debounces events and reads the file after each quiet period. It is separate
 // from Watch so tests can drive it with their own event channels under testing/synctest.
-func (fw *fileWatch) loop(ctx context.Context, events <-chan fsnotify.Event, errs <-chan error, deliver func(Document)) error {
+func (fw *fileWatch) loop(ctx context.Context, events <-chan fsnotify.Event, errs <-chan error, deliver func(Document) error) error {
 	d := fw.src.Debounce
 	if d <= 0 {
 		d = DefaultDebounce
@@ -157,6 +156,11 @@ func (fw *fileWatch) loop(ctx context.Context, events <-chan fsnotify.Event, err
 	timer := time.NewTimer(d)
 	timer.Stop()
 	defer timer.Stop()
+	retry := newRetryTimer()
+	defer retry.settled()
+	if !fw.src.settled.any() {
+		retry.failed() // the file in place at start was never applied: try it again
+	}
 	var (
 		pending bool
 		first   time.Time // first event of the current burst
@@ -191,14 +195,16 @@ func (fw *fileWatch) loop(ctx context.Context, events <-chan fsnotify.Event, err
 			}
 		case <-timer.C:
 			pending = false
-			fw.check(deliver)
+			fw.check(deliver, retry)
 			fw.rewatch()
+		case <-retry.C():
+			fw.check(deliver, retry)
 		}
 	}
 }
 
-// check reads the file and delivers it if it differs from the last document.
-func (fw *fileWatch) check(deliver func(Document)) {
+// check reads the file and delivers it if it differs from the settled document.
+func (fw *fileWatch) check(deliver func(Document) error, retry *retryTimer) {
 	data, err := readConfigFile(fw.abs)
 	if err != nil {
 		// Between a remove and a create, or a dangling symlink mid-swap: the next event
@@ -206,14 +212,7 @@ func (fw *fileWatch) check(deliver func(Document)) {
 		fw.log.Warn("config file unreadable; keeping the running config", "path", fw.abs, "err", err)
 		return
 	}
-	sum := digestBytes(data)
-	s := fw.src
-	s.mu.Lock()
-	same := s.seen && sum == s.last
-	s.last, s.seen = sum, true
-	s.mu.Unlock()
-	if same {
-		return
+	if after, err := offer(Document{Data: data, Origin: fw.src.origin()}, &fw.src.settled, retry, deliver); err != nil {
+		fw.log.Warn("config file not applied; trying it again", "path", fw.abs, "in", after, "err", err)
 	}
-	deliver(Document{Data: data, Origin: s.origin()})
 }

@@ -27,7 +27,7 @@ func watchFile(t *testing.T, src Source) <-chan Document {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := src.Watch(ctx, func(d Document) { docs <- d })
+		err := src.Watch(ctx, func(d Document) error { docs <- d; return nil })
 		started <- err
 	}()
 	t.Cleanup(func() {
@@ -200,9 +200,11 @@ func TestFileSourceWatch(t *testing.T) {
 			path := filepath.Join(dir, "mesh.yaml")
 			tc.setup(t, dir, path)
 			src := &FileSource{Path: path, Debounce: 20 * time.Millisecond}
-			if doc, err := src.Fetch(context.Background()); err != nil || string(doc.Data) != "v0" {
+			doc, err := src.Fetch(context.Background())
+			if err != nil || string(doc.Data) != "v0" {
 				t.Fatalf("Fetch = %q, %v", doc.Data, err)
 			}
+			src.Applied(doc)
 			docs := watchFile(t, src)
 			// The watch is in place some time after Watch starts: replace (with fresh
 			// content each time) until a replacement shows.
@@ -237,9 +239,11 @@ func TestFileSourceDebounce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const d = 100 * time.Millisecond
 		src := &FileSource{Path: path, Debounce: d}
-		if _, err := src.Fetch(context.Background()); err != nil {
+		doc, err := src.Fetch(context.Background())
+		if err != nil {
 			t.Fatal(err)
 		}
+		src.Applied(doc)
 		fw := &fileWatch{src: src, abs: path, dir: dir, log: telemetry.OrDiscard(nil)}
 		events := make(chan fsnotify.Event)
 		errs := make(chan error)
@@ -248,10 +252,11 @@ func TestFileSourceDebounce(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() {
-			done <- fw.loop(ctx, events, errs, func(doc Document) {
+			done <- fw.loop(ctx, events, errs, func(doc Document) error {
 				mu.Lock()
 				got = append(got, string(doc.Data))
 				mu.Unlock()
+				return nil
 			})
 		}()
 		delivered := func() []string {
@@ -325,7 +330,7 @@ func TestFileSourceDebounce(t *testing.T) {
 
 func TestFileSourceWatchMissingDir(t *testing.T) {
 	src := &FileSource{Path: filepath.Join(t.TempDir(), "nope", "mesh.yaml")}
-	err := src.Watch(context.Background(), func(Document) {})
+	err := src.Watch(context.Background(), func(Document) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "nope") {
 		t.Fatalf("Watch on a missing directory: %v", err)
 	}

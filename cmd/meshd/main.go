@@ -264,13 +264,15 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 
 // applyInitial applies the source's document; when that fails (source unreachable, or
 // a config that is rejected) and a persisted last good config exists, it starts from
-// that one instead.
+// that one instead. The source's document is then not in force, so the source's
+// watcher tries it again (see config.Source).
 func applyInitial(ctx context.Context, srv *proxy.Server, src config.Source, persist string, logger *slog.Logger) error {
 	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	doc, err := src.Fetch(fctx)
 	cancel()
 	if err == nil {
 		if _, err = srv.ApplyDocument(ctx, proxy.ApplyRequest{Data: doc.Data, Source: doc.Origin}); err == nil {
+			src.Applied(doc)
 			return nil
 		}
 	}
@@ -299,7 +301,25 @@ func applyFetched(ctx context.Context, srv *proxy.Server, src config.Source, log
 		logger.Error("reload failed; the previous config keeps serving", "err", err)
 		return
 	}
-	_, _ = srv.ApplyDocument(ctx, proxy.ApplyRequest{Data: doc.Data, Source: doc.Origin})
+	if _, err := srv.ApplyDocument(ctx, proxy.ApplyRequest{Data: doc.Data, Source: doc.Origin}); err == nil {
+		src.Applied(doc)
+	}
+}
+
+// sourceDeliver is the deliver function of a source's watcher: it applies the document
+// and returns an error (so the source tries the same bytes again later) only when the
+// rejection came at the compile stage, where a transient failure such as an endpoint's
+// DNS lookup rejects the config. Parse and validation errors are settled: the same
+// bytes would fail the same way.
+func sourceDeliver(ctx context.Context, srv *proxy.Server) func(config.Document) error {
+	return func(doc config.Document) error {
+		_, err := srv.ApplyDocument(ctx, proxy.ApplyRequest{Data: doc.Data, Source: doc.Origin})
+		var rej *proxy.RejectedError
+		if errors.As(err, &rej) && rej.Stage == proxy.StageCompile {
+			return err
+		}
+		return nil
+	}
 }
 
 // serve runs a server on cfg until SIGINT/SIGTERM, reloading on SIGHUP with reload
@@ -369,9 +389,7 @@ func serveWith(opts proxy.Options, logger *slog.Logger, so serveOpts) int {
 		watchers.Add(1)
 		go func() {
 			defer watchers.Done()
-			err := so.source.Watch(ctx, func(doc config.Document) {
-				_, _ = srv.ApplyDocument(ctx, proxy.ApplyRequest{Data: doc.Data, Source: doc.Origin})
-			})
+			err := so.source.Watch(ctx, sourceDeliver(ctx, srv))
 			if err != nil {
 				logger.Error("config watch failed; SIGHUP and PUT /config still reload", "err", err)
 			}
