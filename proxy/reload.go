@@ -70,6 +70,10 @@ func (e *RejectedError) Unwrap() error { return e.Err }
 // named a version that is not the one in force (HTTP 412).
 var ErrVersionMismatch = errors.New("config version mismatch")
 
+// ErrShutdown is wrapped by the error of an apply that would have swapped its config in
+// after Server.Shutdown had retired the config in force (StageCompile).
+var ErrShutdown = errors.New("server shut down")
+
 // ReloadStats counts apply outcomes since the server was created.
 type ReloadStats struct {
 	Applied  uint64 `json:"applied"`
@@ -159,7 +163,9 @@ type ApplyRequest struct {
 // *RejectedError (wrapping a *config.Errors for parse and validation failures, or
 // ErrVersionMismatch for a failed If-Match). Every attempt is logged, counted and
 // recorded in History. Applies are serialized; ApplyDocument may block on DNS
-// resolution of endpoints for as long as ctx allows. Safe for concurrent use.
+// resolution of endpoints for as long as ctx allows. Safe for concurrent use, also
+// with Shutdown: an apply that reaches the swap after Shutdown retired the config in
+// force is rejected (ErrShutdown) and closes what it built.
 func (s *Server) ApplyDocument(ctx context.Context, req ApplyRequest) (*Snapshot, error) {
 	return s.apply(ctx, nil, req)
 }
@@ -210,9 +216,16 @@ func (s *Server) apply(ctx context.Context, cfg *config.Config, req ApplyRequest
 		s.reload.record(att)
 		return next, nil
 	}
+	s.swapMu.Lock()
+	if s.shut { // Shutdown retired prev already: nothing would ever close next's clusters
+		s.swapMu.Unlock()
+		next.retire(prev)
+		return reject(StageCompile, ErrShutdown)
+	}
 	next.commit()
 	s.snap.Store(next)
 	prev.retire(next)
+	s.swapMu.Unlock()
 	s.drainRemovedListeners(prev, next)
 	s.reload.applied.Add(1)
 	att.Result = ResultApplied

@@ -144,6 +144,12 @@ type Server struct {
 
 	snap    atomic.Pointer[Snapshot]
 	applyMu sync.Mutex
+	// swapMu orders an apply's swap against Shutdown's final retire: shut is set and the
+	// snapshot in force retired under it, and an apply stores its snapshot under it only
+	// while shut is false, so no snapshot is stored after Shutdown retired the last one.
+	// It is not applyMu so that Shutdown does not wait for an apply's compile (DNS).
+	swapMu  sync.Mutex
+	shut    bool
 	reload  reloadState // apply history and counters (reload.go)
 	started time.Time
 
@@ -332,9 +338,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		_ = s.admin.Close()
 	}
 	s.loopWG.Wait()
+	s.swapMu.Lock()
+	s.shut = true
 	if snap := s.snap.Load(); snap != nil {
 		snap.retire(nil)
 	}
+	s.swapMu.Unlock()
 	s.reaper.halt()
 	s.passthrough.closeAll()
 	return err
