@@ -60,7 +60,7 @@ type cluster struct {
 	streams chan struct{}
 
 	openConns atomic.Int64
-	l4        l4Stats // L4 connections (l4.go)
+	l4        *l4Stats // L4 connections (l4.go); carried to a successor of the same name
 	closed    atomic.Bool
 
 	poolsMu sync.Mutex

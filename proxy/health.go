@@ -50,6 +50,12 @@ func (c *cluster) initResilience(opts compileOptions) {
 	if c.counters == nil {
 		c.counters = new(resilience.Counters)
 	}
+	if opts.l4Stats != nil {
+		c.l4 = opts.l4Stats(c.ref.Name)
+	}
+	if c.l4 == nil {
+		c.l4 = new(l4Stats)
+	}
 	l := c.ref.Listener
 	var bc resilience.BudgetConfig
 	if l != nil && l.RetryBudget != nil {

@@ -45,6 +45,18 @@ type l4Stats struct {
 	bytesReceived   atomic.Int64 // upstream to downstream
 }
 
+// clusterL4Stats returns the L4 counters of s's cluster name, nil if none (compile's
+// l4Stats option).
+func (s *Snapshot) clusterL4Stats(name string) *l4Stats {
+	if s == nil {
+		return nil
+	}
+	if c := s.clusters[name]; c != nil {
+		return c.l4
+	}
+	return nil
+}
+
 // L4View is the /clusters view of a cluster's L4 counters (Envoy's upstream_cx_*).
 type L4View struct {
 	Accepted        int64 `json:"accepted"`
@@ -338,7 +350,7 @@ func (s *Server) serveL4(tc *trackedConn, br *bufio.Reader, kind listenerKind, s
 	}
 	st := &s.l4.passthrough
 	if d.cluster != nil {
-		st = &d.cluster.l4
+		st = d.cluster.l4
 	}
 	active := st.active.Add(1)
 	defer st.active.Add(-1)

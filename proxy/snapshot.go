@@ -63,6 +63,10 @@ type compileOptions struct {
 	// counters returns the counters a cluster of that name had in the previous
 	// snapshot (nil if none), so /stats survives reloads that rebuild a cluster.
 	counters func(name string) *resilience.Counters
+	// l4Stats likewise returns that cluster's L4 counters: its active gauge is what
+	// connectionPool.tcp.maxConnections limits, and connections opened before a reload
+	// that rebuilt the cluster still count against the limit.
+	l4Stats func(name string) *l4Stats
 }
 
 // compile turns a validated config into a Snapshot for node. Clusters whose definition
@@ -101,6 +105,7 @@ func compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 		}
 	}()
 	opts.counters = prev.clusterCounters
+	opts.l4Stats = prev.clusterL4Stats
 	if s.res, err = compileResilience(cfg, vn, table, prev.resilienceTable(), opts.clock); err != nil {
 		return nil, err
 	}
