@@ -213,6 +213,7 @@ type healthChecker struct {
 type hcState struct {
 	passes, fails int
 	conn          *grpc.ClientConn // grpc checks: one connection per endpoint, reused
+	removed       bool             // remove dropped it: a check must not store a conn
 }
 
 func newHealthChecker(c *cluster, cfg config.HealthCheck) *healthChecker {
@@ -260,7 +261,7 @@ func (h *healthChecker) remove(ep *balancer.Endpoint) {
 	h.mu.Lock()
 	var conn *grpc.ClientConn
 	if st := h.eps[ep]; st != nil {
-		conn = st.conn
+		conn, st.conn, st.removed = st.conn, nil, true
 	}
 	delete(h.eps, ep)
 	h.mu.Unlock()
@@ -394,7 +395,13 @@ func (h *healthChecker) check(addr string, st *hcState) error {
 				return fmt.Errorf("health check %s: %w", addr, err)
 			}
 			h.mu.Lock()
-			st.conn = conn
+			if st.removed {
+				// The endpoint went while the round ran: this check is its last, and
+				// nothing else would close the connection.
+				defer conn.Close()
+			} else {
+				st.conn = conn
+			}
 			h.mu.Unlock()
 		}
 		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
