@@ -278,8 +278,16 @@ func TestReloadBinary(t *testing.T) {
 		doc = reloadCfg(7004)
 		mu.Unlock()
 		p.waitVersion(t, digestOf(t, reloadCfg(7004)))
-		if b, err := os.ReadFile(persist); err != nil || string(b) != reloadCfg(7004) {
-			t.Fatalf("persisted %q, %v", b, err)
+		// The file is written right after the swap that /config already shows.
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			b, err := os.ReadFile(persist)
+			if err == nil && string(b) == reloadCfg(7004) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("persisted %q, %v", b, err)
+			}
+			time.Sleep(10 * time.Millisecond) // polls a file an external process writes
 		}
 
 		// A second sidecar starting while the config URL is down comes up on the
