@@ -93,7 +93,13 @@ func (s *Server) handleDebugRoute(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "header " + strconv.Quote(kv) + ": want name:value"})
 			return
 		}
-		in.Headers[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(v)
+		// A repeated name is matched as the live path matches a repeated header: every
+		// value, joined with ",".
+		name, val := strings.ToLower(strings.TrimSpace(k)), strings.TrimSpace(v)
+		if prev, seen := in.Headers[name]; seen {
+			val = prev + "," + val
+		}
+		in.Headers[name] = val
 	}
 	in.GRPC = strings.HasPrefix(in.Headers["content-type"], "application/grpc")
 	out := routeDebug{Version: snap.Version, Listener: q.Get("listener")}

@@ -933,3 +933,16 @@ func TestRemovedListenerDrains(t *testing.T) {
 		t.Fatalf("second request on the new listener: %d", resp.StatusCode)
 	}
 }
+
+// TestDebugRouteRepeatedHeader: a header named twice in the query is matched as the live
+// path matches a repeated header, every value joined with ",".
+func TestDebugRouteRepeatedHeader(t *testing.T) {
+	f := startReload(t, proxy.Options{})
+	status, _, body := f.adminDo(t, "GET", "/debug/route?host=backend.shop.local&header=x-a:1&header=X-A:2", "")
+	d := decode[struct {
+		Request struct{ Headers map[string]string }
+	}](t, body)
+	if status != 200 || d.Request.Headers["x-a"] != "1,2" {
+		t.Fatalf("debug route with a repeated header: %d %s", status, body)
+	}
+}
