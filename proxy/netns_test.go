@@ -22,6 +22,8 @@ import (
 	"github.com/meshd/meshd/internal/testutil"
 	"github.com/meshd/meshd/proxy"
 	"github.com/meshd/meshd/proxy/iptables"
+
+	"github.com/meshd/meshd/internal/netnstest"
 )
 
 // These tests run meshd behind real iptables rules in network namespaces they create:
@@ -257,7 +259,7 @@ func natDump(t *testing.T, ns string) string {
 	t.Helper()
 	var b strings.Builder
 	for _, bin := range []string{"iptables-save", "ip6tables-save"} {
-		for line := range strings.Lines(testutil.Sh(t, "ip", "netns", "exec", ns, bin, "-t", "nat")) {
+		for line := range strings.Lines(netnstest.Sh(t, "ip", "netns", "exec", ns, bin, "-t", "nat")) {
 			if !strings.HasPrefix(line, "#") {
 				b.WriteString(line)
 			}

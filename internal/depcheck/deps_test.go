@@ -17,24 +17,25 @@ const module = "github.com/meshd/meshd"
 // allowed lists, for each package, the meshd packages it may import directly.
 // Subpackages (e.g. proxy/internal/h1) belong to their top-level package's row.
 var allowed = map[string][]string{
-	"telemetry":         {},
-	"config":            {"telemetry"},
-	"resilience":        {"telemetry"},
-	"tls":               {"telemetry"},
-	"discovery":         {"config", "telemetry"},
-	"router":            {"config", "telemetry"},
-	"balancer":          {"discovery", "resilience", "telemetry"},
-	"proxy":             {"config", "discovery", "router", "balancer", "resilience", "tls", "telemetry"},
-	"bench":             {},
-	"cmd":               {"*"},
-	"internal/testutil": {"*"},
-	"internal/depcheck": {},
+	"telemetry":          {},
+	"config":             {"telemetry"},
+	"resilience":         {"telemetry"},
+	"tls":                {"telemetry"},
+	"discovery":          {"config", "telemetry"},
+	"router":             {"config", "telemetry"},
+	"balancer":           {"discovery", "resilience", "telemetry"},
+	"proxy":              {"config", "discovery", "router", "balancer", "resilience", "tls", "telemetry"},
+	"bench":              {},
+	"cmd":                {"*"},
+	"internal/testutil":  {"*"},
+	"internal/depcheck":  {},
+	"internal/netnstest": {},
 }
 
 // top maps an import path to its row in the table.
 func top(path string) string {
 	rel := strings.TrimPrefix(strings.TrimPrefix(path, module), "/")
-	for _, two := range []string{"internal/testutil", "internal/depcheck"} {
+	for _, two := range []string{"internal/testutil", "internal/depcheck", "internal/netnstest"} {
 		if rel == two || strings.HasPrefix(rel, two+"/") {
 			return two
 		}

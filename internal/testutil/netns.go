@@ -9,43 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/meshd/meshd/internal/netnstest"
 )
-
-// RequireNetns skips the test unless it runs as root with the ip and iptables tools;
-// with MESHD_REQUIRE_NETNS set (CI) a missing prerequisite fails the test instead.
-func RequireNetns(t testing.TB) {
-	t.Helper()
-	skip := func(reason string) {
-		if os.Getenv("MESHD_REQUIRE_NETNS") != "" {
-			t.Fatalf("MESHD_REQUIRE_NETNS is set but %s", reason)
-		}
-		t.Skip(reason)
-	}
-	if os.Geteuid() != 0 {
-		skip("needs root to create network namespaces and install iptables rules")
-	}
-	for _, bin := range []string{"ip", "iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			skip(bin + " is not installed (apt-get install iptables iproute2)")
-		}
-	}
-}
-
-// Sh runs a command and fails the test with its output when it fails.
-func Sh(t testing.TB, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 var netnsSeq atomic.Int64
 
@@ -64,30 +35,30 @@ const (
 	NetnsPeerIP6 = "fd20::2"
 )
 
-// NewNetnsPair creates the namespaces (deleted at cleanup) after RequireNetns.
+// NewNetnsPair creates the namespaces (deleted at cleanup) after netnstest.RequireNetns.
 func NewNetnsPair(t testing.TB) *NetnsPair {
 	t.Helper()
-	RequireNetns(t)
+	netnstest.RequireNetns(t)
 	id := fmt.Sprintf("%d-%d", os.Getpid(), netnsSeq.Add(1))
 	n := &NetnsPair{App: "meshd-e2e-app-" + id, Peer: "meshd-e2e-peer-" + id}
 	for _, ns := range []string{n.App, n.Peer} {
-		Sh(t, "ip", "netns", "add", ns)
+		netnstest.Sh(t, "ip", "netns", "add", ns)
 		t.Cleanup(func() {
 			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
 				t.Errorf("ip netns del %s: %v %s", ns, err, out)
 			}
 		})
 	}
-	Sh(t, "ip", "-n", n.App, "link", "add", "va", "type", "veth", "peer", "name", "vp", "netns", n.Peer)
-	Sh(t, "ip", "-n", n.App, "addr", "add", NetnsAppIP+"/24", "dev", "va")
-	Sh(t, "ip", "-n", n.App, "addr", "add", NetnsAppIP6+"/64", "dev", "va", "nodad")
-	Sh(t, "ip", "-n", n.Peer, "addr", "add", NetnsPeerIP+"/24", "dev", "vp")
-	Sh(t, "ip", "-n", n.Peer, "addr", "add", NetnsPeerIP6+"/64", "dev", "vp", "nodad")
+	netnstest.Sh(t, "ip", "-n", n.App, "link", "add", "va", "type", "veth", "peer", "name", "vp", "netns", n.Peer)
+	netnstest.Sh(t, "ip", "-n", n.App, "addr", "add", NetnsAppIP+"/24", "dev", "va")
+	netnstest.Sh(t, "ip", "-n", n.App, "addr", "add", NetnsAppIP6+"/64", "dev", "va", "nodad")
+	netnstest.Sh(t, "ip", "-n", n.Peer, "addr", "add", NetnsPeerIP+"/24", "dev", "vp")
+	netnstest.Sh(t, "ip", "-n", n.Peer, "addr", "add", NetnsPeerIP6+"/64", "dev", "vp", "nodad")
 	for _, ns := range []string{n.App, n.Peer} {
-		Sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		netnstest.Sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	}
-	Sh(t, "ip", "-n", n.App, "link", "set", "va", "up")
-	Sh(t, "ip", "-n", n.Peer, "link", "set", "vp", "up")
+	netnstest.Sh(t, "ip", "-n", n.App, "link", "set", "va", "up")
+	netnstest.Sh(t, "ip", "-n", n.Peer, "link", "set", "vp", "up")
 	return n
 }
 

@@ -18,30 +18,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/meshd/meshd/internal/netnstest"
 )
 
 // These tests create their own network namespaces (ip netns), join them with a veth
 // pair, install rules with the real iptables binaries inside the app namespace and send
 // real TCP connections through them. They need root; CI runs them as root and sets
 // MESHD_REQUIRE_NETNS=1 so that a missing prerequisite fails instead of skipping.
-
-func requireNetns(t *testing.T) {
-	t.Helper()
-	skip := func(reason string) {
-		if os.Getenv("MESHD_REQUIRE_NETNS") != "" {
-			t.Fatalf("MESHD_REQUIRE_NETNS is set but %s", reason)
-		}
-		t.Skip(reason)
-	}
-	if os.Geteuid() != 0 {
-		skip("needs root to create network namespaces and install iptables rules")
-	}
-	for _, bin := range []string{"ip", "iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			skip(bin + " is not installed (apt-get install iptables iproute2)")
-		}
-	}
-}
 
 var nsSeq atomic.Int64
 
@@ -53,41 +37,32 @@ type testNet struct {
 	appRunner Exec
 }
 
-func sh(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 func newTestNet(t *testing.T) *testNet {
 	t.Helper()
-	requireNetns(t)
+	netnstest.RequireNetns(t)
 	id := fmt.Sprintf("%d-%d", os.Getpid(), nsSeq.Add(1))
 	n := &testNet{app: "meshd-app-" + id, peer: "meshd-peer-" + id}
 	n.appRunner = Exec{Prefix: []string{"ip", "netns", "exec", n.app}}
 	for _, ns := range []string{n.app, n.peer} {
-		sh(t, "ip", "netns", "add", ns)
+		netnstest.Sh(t, "ip", "netns", "add", ns)
 		t.Cleanup(func() {
 			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
 				t.Errorf("ip netns del %s: %v %s", ns, err, out)
 			}
 		})
 	}
-	sh(t, "ip", "-n", n.app, "link", "add", "va", "type", "veth", "peer", "name", "vp", "netns", n.peer)
-	sh(t, "ip", "-n", n.app, "addr", "add", "10.77.0.1/24", "dev", "va")
-	sh(t, "ip", "-n", n.app, "addr", "add", "fd77::1/64", "dev", "va", "nodad")
-	sh(t, "ip", "-n", n.peer, "addr", "add", "10.77.0.2/24", "dev", "vp")
-	sh(t, "ip", "-n", n.peer, "addr", "add", "10.77.0.3/24", "dev", "vp")
-	sh(t, "ip", "-n", n.peer, "addr", "add", "fd77::2/64", "dev", "vp", "nodad")
-	sh(t, "ip", "-n", n.peer, "addr", "add", "fd77::3/64", "dev", "vp", "nodad")
+	netnstest.Sh(t, "ip", "-n", n.app, "link", "add", "va", "type", "veth", "peer", "name", "vp", "netns", n.peer)
+	netnstest.Sh(t, "ip", "-n", n.app, "addr", "add", "10.77.0.1/24", "dev", "va")
+	netnstest.Sh(t, "ip", "-n", n.app, "addr", "add", "fd77::1/64", "dev", "va", "nodad")
+	netnstest.Sh(t, "ip", "-n", n.peer, "addr", "add", "10.77.0.2/24", "dev", "vp")
+	netnstest.Sh(t, "ip", "-n", n.peer, "addr", "add", "10.77.0.3/24", "dev", "vp")
+	netnstest.Sh(t, "ip", "-n", n.peer, "addr", "add", "fd77::2/64", "dev", "vp", "nodad")
+	netnstest.Sh(t, "ip", "-n", n.peer, "addr", "add", "fd77::3/64", "dev", "vp", "nodad")
 	for _, ns := range []string{n.app, n.peer} {
-		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		netnstest.Sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	}
-	sh(t, "ip", "-n", n.app, "link", "set", "va", "up")
-	sh(t, "ip", "-n", n.peer, "link", "set", "vp", "up")
+	netnstest.Sh(t, "ip", "-n", n.app, "link", "set", "va", "up")
+	netnstest.Sh(t, "ip", "-n", n.peer, "link", "set", "vp", "up")
 	return n
 }
 
@@ -187,7 +162,7 @@ func (n *testNet) natDump(t *testing.T, b Backend) string {
 	t.Helper()
 	var out strings.Builder
 	for _, bin := range []string{"iptables", "ip6tables"} {
-		dump := sh(t, "ip", "netns", "exec", n.app, bin+"-"+string(b)+"-save", "-t", "nat")
+		dump := netnstest.Sh(t, "ip", "netns", "exec", n.app, bin+"-"+string(b)+"-save", "-t", "nat")
 		for line := range strings.Lines(dump) {
 			if !strings.HasPrefix(line, "#") {
 				out.WriteString(line)
@@ -202,9 +177,9 @@ func (n *testNet) natDump(t *testing.T, b Backend) string {
 // throwaway namespace so the host's tables are not touched.
 func backends(t *testing.T) []Backend {
 	t.Helper()
-	requireNetns(t)
+	netnstest.RequireNetns(t)
 	probe := fmt.Sprintf("meshd-probe-%d-%d", os.Getpid(), nsSeq.Add(1))
-	sh(t, "ip", "netns", "add", probe)
+	netnstest.Sh(t, "ip", "netns", "add", probe)
 	defer exec.Command("ip", "netns", "del", probe).Run()
 	usable := func(b Backend) bool {
 		for _, bin := range []string{"iptables", "ip6tables"} {
