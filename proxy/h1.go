@@ -134,11 +134,18 @@ func (c *h1conn) releaseUp() {
 	}
 }
 
+// closing reports whether this response must be the connection's last: the client
+// asked, the server drains, or a reload removed the listener the connection came to.
+// The response then says Connection: close.
+func (c *h1conn) closing() bool {
+	return c.req.Close || c.s.draining.Load() || c.tc.drain.Load()
+}
+
 // localReply answers with a response meshd generated itself. It reports whether the
 // connection can be kept.
 func (c *h1conn) localReply(status int, code, msg string, closeConn bool) bool {
 	hdr := [...]h1.Header{{Name: HeaderError, Value: code}, {Name: "Content-Type", Value: "text/plain; charset=utf-8"}}
-	closeConn = closeConn || c.req.Close || c.s.draining.Load()
+	closeConn = closeConn || c.closing()
 	if err := h1.WriteSimpleResponse(c.bw, status, hdr[:], []byte(msg), closeConn); err != nil {
 		return false
 	}
@@ -247,7 +254,7 @@ func (c *h1conn) ingressPort(snap *Snapshot) int {
 // rateLimitReply answers 429 with Retry-After; a small request body is dropped so the
 // connection can be kept, as drainBodyThenReply does.
 func (c *h1conn) rateLimitReply(wait time.Duration) bool {
-	closeConn := c.req.Close || c.s.draining.Load()
+	closeConn := c.closing()
 	if c.req.HasBody() {
 		if c.req.ExpectContinue || c.req.Chunked || c.req.ContentLength > int64(c.br.Size()) {
 			closeConn = true
@@ -697,7 +704,7 @@ func (c *h1conn) forwardAttempts(d decision, target string, rp *routePolicy) (bo
 		return c.tunnel(u), resilience.Success
 	}
 
-	closeDown := req.Close || c.s.draining.Load()
+	closeDown := c.closing()
 	untilClose := !resp.NoBody && !resp.Chunked && resp.ContentLength < 0
 	dechunk := resp.Chunked && req.Minor == 0 // an HTTP/1.0 client cannot read chunked
 	if untilClose || dechunk {

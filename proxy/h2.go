@@ -1040,7 +1040,7 @@ func (c *h1conn) forwardRoundTrip(snap *Snapshot, d decision, target, scheme str
 		}
 	}()
 	start := time.Now()
-	closeDown := req.Close || req.Minor == 0 || c.s.draining.Load() || unfinished
+	closeDown := c.closing() || req.Minor == 0 || unfinished
 	removeHopByHop(resp.Header)
 	bw := c.bw
 	bw.WriteString("HTTP/1.1 ")

@@ -922,8 +922,8 @@ func TestRemovedListenerDrains(t *testing.T) {
 	}
 	// The request in flight on the removed listener finishes on the old app...
 	close(release)
-	if resp, body := busy.read(t, "GET"); resp.StatusCode != 200 || body != "old app" {
-		t.Fatalf("in-flight request on the removed listener: %d %q", resp.StatusCode, body)
+	if resp, body := busy.read(t, "GET"); resp.StatusCode != 200 || body != "old app" || !resp.Close {
+		t.Fatalf("in-flight request on the removed listener: %d %q close=%v, want 200 with Connection: close", resp.StatusCode, body, resp.Close)
 	}
 	// ...and then its connection closes instead of taking another request.
 	busy.expectClosed(t)
