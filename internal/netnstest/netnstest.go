@@ -7,10 +7,14 @@
 package netnstest
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // RequireNetns skips the test unless it runs as root with the ip and iptables tools;
@@ -41,4 +45,41 @@ func Sh(t testing.TB, args ...string) string {
 		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// InNetns runs fn on a fresh OS thread that joined network namespace ns and, when uid
+// or gid is not 0, took that (thread-only) identity. The thread is never unlocked, so
+// the runtime discards it afterwards. Sockets keep the namespace and owner they were
+// created with, so listeners and connections made in fn work from any goroutine.
+func InNetns(ns string, uid, gid int, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		f, err := os.Open("/var/run/netns/" + ns)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
+			return
+		}
+		// Raw syscalls change only this thread's credentials; syscall.Setuid would
+		// change every thread of the test binary.
+		if gid != 0 {
+			if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, ^uintptr(0), uintptr(gid), ^uintptr(0)); e != 0 {
+				errc <- fmt.Errorf("setresgid %d: %w", gid, e)
+				return
+			}
+		}
+		if uid != 0 {
+			if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), uintptr(uid), ^uintptr(0)); e != 0 {
+				errc <- fmt.Errorf("setresuid %d: %w", uid, e)
+				return
+			}
+		}
+		errc <- fn()
+	}()
+	return <-errc
 }

@@ -8,12 +8,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/meshd/meshd/internal/netnstest"
 )
@@ -62,48 +59,11 @@ func NewNetnsPair(t testing.TB) *NetnsPair {
 	return n
 }
 
-// InNetns runs fn on a fresh OS thread that joined network namespace ns and, when uid
-// or gid is not 0, took that (thread-only) identity. The thread is never unlocked, so
-// the runtime discards it afterwards. Sockets keep the namespace and owner they were
-// created with, so listeners and connections made in fn work from any goroutine.
-func InNetns(ns string, uid, gid int, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		f, err := os.Open("/var/run/netns/" + ns)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		// Raw syscalls change only this thread's credentials; syscall.Setuid would
-		// change every thread of the test binary.
-		if gid != 0 {
-			if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, ^uintptr(0), uintptr(gid), ^uintptr(0)); e != 0 {
-				errc <- fmt.Errorf("setresgid %d: %w", gid, e)
-				return
-			}
-		}
-		if uid != 0 {
-			if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), uintptr(uid), ^uintptr(0)); e != 0 {
-				errc <- fmt.Errorf("setresuid %d: %w", uid, e)
-				return
-			}
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
 // ListenIn opens a TCP listener in ns; it is closed at cleanup.
 func ListenIn(t testing.TB, ns, network, addr string) net.Listener {
 	t.Helper()
 	var ln net.Listener
-	if err := InNetns(ns, 0, 0, func() (err error) {
+	if err := netnstest.InNetns(ns, 0, 0, func() (err error) {
 		ln, err = net.Listen(network, addr)
 		return err
 	}); err != nil {
@@ -116,7 +76,7 @@ func ListenIn(t testing.TB, ns, network, addr string) net.Listener {
 // DialIn connects from ns as uid/gid (0: root) to addr.
 func DialIn(ctx context.Context, ns string, uid, gid int, addr string) (net.Conn, error) {
 	var c net.Conn
-	err := InNetns(ns, uid, gid, func() (err error) {
+	err := netnstest.InNetns(ns, uid, gid, func() (err error) {
 		d := net.Dialer{Timeout: 5 * time.Second}
 		c, err = d.DialContext(ctx, "tcp", addr)
 		return err

@@ -10,14 +10,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/meshd/meshd/internal/netnstest"
 )
@@ -69,49 +66,12 @@ func newTestNet(t *testing.T) *testNet {
 // creds are per-thread credentials for a dialing goroutine; zero means root.
 type creds struct{ uid, gid int }
 
-// inNS runs fn on a fresh OS thread that has joined network namespace ns (and taken
-// creds, if any). The thread is never unlocked, so the runtime discards it when fn
-// returns instead of reusing a thread in the wrong namespace or with the wrong identity.
-// Sockets keep the namespace and owner they were created with.
-func inNS(ns string, c creds, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		f, err := os.Open("/var/run/netns/" + ns)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		// Raw syscalls change only this thread's credentials; Go's Setuid would change
-		// every thread of the test binary.
-		if c.gid != 0 {
-			if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, ^uintptr(0), uintptr(c.gid), ^uintptr(0)); e != 0 {
-				errc <- fmt.Errorf("setresgid %d: %w", c.gid, e)
-				return
-			}
-		}
-		if c.uid != 0 {
-			if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), uintptr(c.uid), ^uintptr(0)); e != 0 {
-				errc <- fmt.Errorf("setresuid %d: %w", c.uid, e)
-				return
-			}
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
 // serve listens in ns and answers every connection with "name original-destination\n".
 // It stops and is joined at test cleanup.
 func serve(t *testing.T, ns, network, addr, name string) {
 	t.Helper()
 	var ln net.Listener
-	if err := inNS(ns, creds{}, func() (err error) {
+	if err := netnstest.InNetns(ns, 0, 0, func() (err error) {
 		ln, err = net.Listen(network, addr)
 		return err
 	}); err != nil {
@@ -141,7 +101,7 @@ func serve(t *testing.T, ns, network, addr, name string) {
 // dial connects from ns as c to addr and returns the answering listener's line.
 func dial(ns string, c creds, addr string) (string, error) {
 	var line string
-	err := inNS(ns, c, func() error {
+	err := netnstest.InNetns(ns, c.uid, c.gid, func() error {
 		d := net.Dialer{Timeout: 3 * time.Second}
 		conn, err := d.Dial("tcp", addr)
 		if err != nil {
