@@ -15,7 +15,7 @@ import (
 
 	"github.com/meshd/meshd/balancer"
 	"github.com/meshd/meshd/config"
-	"github.com/meshd/meshd/proxy/internal/h1"
+	"github.com/meshd/meshd/internal/h1"
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/router"
 )

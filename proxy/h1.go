@@ -13,7 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/meshd/meshd/balancer"
-	"github.com/meshd/meshd/proxy/internal/h1"
+	"github.com/meshd/meshd/internal/h1"
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/router"
 )

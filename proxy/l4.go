@@ -17,7 +17,7 @@ import (
 
 	"github.com/meshd/meshd/balancer"
 	"github.com/meshd/meshd/config"
-	"github.com/meshd/meshd/proxy/iptables"
+	"github.com/meshd/meshd/proxy/intercept"
 	"github.com/meshd/meshd/router"
 )
 
@@ -119,7 +119,7 @@ func (s *Server) originalDst(c net.Conn) netip.AddrPort {
 	}
 	lookup := s.opts.OriginalDst
 	if lookup == nil {
-		lookup = iptables.OriginalDst
+		lookup = intercept.OriginalDst
 	}
 	ap, err := lookup(tcp)
 	if err != nil || !ap.IsValid() {

@@ -21,7 +21,7 @@ import (
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/internal/testutil"
 	"github.com/meshd/meshd/proxy"
-	"github.com/meshd/meshd/proxy/iptables"
+	"github.com/meshd/meshd/proxy/intercept"
 
 	"github.com/meshd/meshd/internal/netnstest"
 )
@@ -33,7 +33,7 @@ import (
 
 const (
 	childEnv       = "MESHD_NETNS_CHILD_CONFIG"
-	meshdUID       = iptables.DefaultIgnoredUID
+	meshdUID       = intercept.DefaultIgnoredUID
 	netnsAppPort   = 8080
 	netnsWebPort   = 80
 	netnsDBPort    = 5000
@@ -278,16 +278,16 @@ func TestNetnsTransparentInterception(t *testing.T) {
 	serveTCPEchoIn(t, n.Peer, "0.0.0.0:5000", "db")
 	serveEchoIn(t, n.App, "0.0.0.0:8080", "app")
 
-	runner := iptables.Exec{Prefix: []string{"ip", "netns", "exec", n.App}}
+	runner := intercept.Exec{Prefix: []string{"ip", "netns", "exec", n.App}}
 	// A foreign rule that clean must keep.
 	foreign := "*nat\n-A OUTPUT -d 10.9.9.9/32 -p tcp -j RETURN\nCOMMIT\n"
 	if _, err := runner.Run(ctx, []byte(foreign), "iptables-restore", "--noflush"); err != nil {
 		t.Fatal(err)
 	}
 	before := natDump(t, n.App)
-	cfg := iptables.Defaults()
+	cfg := intercept.Defaults()
 	cfg.AppPorts = []int{netnsAppPort}
-	if err := iptables.Apply(ctx, runner, cfg, iptables.Options{IPv6: iptables.IPv6On}); err != nil {
+	if err := intercept.Apply(ctx, runner, cfg, intercept.Options{IPv6: intercept.IPv6On}); err != nil {
 		t.Fatal(err)
 	}
 	egress6 := startNetnsMeshd(t, n)
@@ -365,7 +365,7 @@ func TestNetnsTransparentInterception(t *testing.T) {
 		}
 	})
 
-	if err := iptables.Clean(ctx, runner, iptables.Options{IPv6: iptables.IPv6On}); err != nil {
+	if err := intercept.Clean(ctx, runner, intercept.Options{IPv6: intercept.IPv6On}); err != nil {
 		t.Fatal(err)
 	}
 	after := natDump(t, n.App)

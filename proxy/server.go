@@ -68,7 +68,7 @@ type Options struct {
 	// DefaultSniffTimeout (200ms).
 	SniffTimeout time.Duration
 	// OriginalDst reads a redirected connection's original destination. Default
-	// iptables.OriginalDst (SO_ORIGINAL_DST); tests substitute their own.
+	// intercept.OriginalDst (SO_ORIGINAL_DST); tests substitute their own.
 	OriginalDst func(*net.TCPConn) (netip.AddrPort, error)
 	// Version is reported by /server_info.
 	Version string

@@ -12,7 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshd/meshd/config"
-	"github.com/meshd/meshd/proxy/iptables"
+	"github.com/meshd/meshd/proxy/intercept"
 	"github.com/meshd/meshd/router"
 )
 
@@ -84,11 +84,11 @@ func TestDeployECSTaskDefinition(t *testing.T) {
 			t.Errorf("proxyConfiguration %s = %q, want %q (meshd's defaults)", want.name, props[want.name], want.value)
 		}
 	}
-	appPorts, err := iptables.ParsePorts(props["AppPorts"])
+	appPorts, err := intercept.ParsePorts(props["AppPorts"])
 	if err != nil || len(appPorts) == 0 {
 		t.Errorf("proxyConfiguration AppPorts %q: %v", props["AppPorts"], err)
 	}
-	if _, err := iptables.ParsePrefixes(props["EgressIgnoredIPs"]); err != nil {
+	if _, err := intercept.ParsePrefixes(props["EgressIgnoredIPs"]); err != nil {
 		t.Errorf("EgressIgnoredIPs: %v", err)
 	}
 
@@ -234,8 +234,8 @@ func TestDeployKubernetes(t *testing.T) {
 		if cmd := strings.Join(append(strs(get(sidecar, "command")), strs(get(sidecar, "args"))...), " "); cmd != "meshd run" {
 			t.Errorf("sidecar runs %q, want meshd run", cmd)
 		}
-		if uid, _ := get(sidecar, "securityContext", "runAsUser").(float64); uid != iptables.DefaultIgnoredUID {
-			t.Errorf("sidecar runAsUser %v, want %d (the UID the rules exempt)", uid, iptables.DefaultIgnoredUID)
+		if uid, _ := get(sidecar, "securityContext", "runAsUser").(float64); uid != intercept.DefaultIgnoredUID {
+			t.Errorf("sidecar runAsUser %v, want %d (the UID the rules exempt)", uid, intercept.DefaultIgnoredUID)
 		}
 		if caps := strs(get(sidecar, "securityContext", "capabilities", "add")); len(caps) > 0 {
 			t.Errorf("the sidecar needs no capabilities, has %v", caps)

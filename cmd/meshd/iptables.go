@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/meshd/meshd/proxy/iptables"
+	"github.com/meshd/meshd/proxy/intercept"
 	"github.com/meshd/meshd/telemetry"
 )
 
@@ -68,9 +68,9 @@ func iptablesMain(args []string, stdout, stderr io.Writer, lookup func(string) (
 	fs := flag.NewFlagSet("meshd iptables "+verb, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	defaults := map[string]string{
-		"proxy-ingress-port": strconv.Itoa(iptables.DefaultIngressPort),
-		"proxy-egress-port":  strconv.Itoa(iptables.DefaultEgressPort),
-		"ignored-uid":        strconv.Itoa(iptables.DefaultIgnoredUID),
+		"proxy-ingress-port": strconv.Itoa(intercept.DefaultIngressPort),
+		"proxy-egress-port":  strconv.Itoa(intercept.DefaultEgressPort),
+		"ignored-uid":        strconv.Itoa(intercept.DefaultIgnoredUID),
 		"ignore-ssh":         "true",
 		"ignore-metadata":    "true",
 		"ipv6":               "auto",
@@ -134,7 +134,7 @@ func iptablesMain(args []string, stdout, stderr io.Writer, lookup func(string) (
 		return 2
 	}
 	opts.Logger = logger
-	var runner iptables.Exec
+	var runner intercept.Exec
 	if ns := get("netns").value; ns != "" {
 		runner.Prefix = []string{"ip", "netns", "exec", ns}
 	}
@@ -143,9 +143,9 @@ func iptablesMain(args []string, stdout, stderr io.Writer, lookup func(string) (
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if verb == "apply" {
-		err = iptables.Apply(ctx, runner, cfg, opts)
+		err = intercept.Apply(ctx, runner, cfg, opts)
 	} else {
-		err = iptables.Clean(ctx, runner, opts)
+		err = intercept.Clean(ctx, runner, opts)
 	}
 	if err != nil {
 		logger.Error("iptables "+verb+" failed", "err", err)
@@ -156,15 +156,15 @@ func iptablesMain(args []string, stdout, stderr io.Writer, lookup func(string) (
 
 // iptablesConfig turns the settings into a validated config, naming the flag, its
 // environment variable and the value in every error.
-func iptablesConfig(get func(string) iptablesFlag) (iptables.Config, iptables.Options, error) {
+func iptablesConfig(get func(string) iptablesFlag) (intercept.Config, intercept.Options, error) {
 	var (
-		cfg  iptables.Config
-		opts iptables.Options
+		cfg  intercept.Config
+		opts intercept.Options
 		errs []error
 	)
 	ports := func(name string) []int {
 		f := get(name)
-		ps, err := iptables.ParsePorts(f.value)
+		ps, err := intercept.ParsePorts(f.value)
 		if err != nil {
 			errs = append(errs, f.errorf("%v", err))
 		}
@@ -180,7 +180,7 @@ func iptablesConfig(get func(string) iptablesFlag) (iptables.Config, iptables.Op
 	}
 	ids := func(name string) []int {
 		f := get(name)
-		v, err := iptables.ParseIDs(f.value)
+		v, err := intercept.ParseIDs(f.value)
 		if err != nil {
 			errs = append(errs, f.errorf("%v", err))
 		}
@@ -201,23 +201,23 @@ func iptablesConfig(get func(string) iptablesFlag) (iptables.Config, iptables.Op
 	cfg.IgnoredGIDs = ids("ignored-gid")
 	cfg.EgressIgnoredPorts = ports("egress-ignored-ports")
 	ipsFlag := get("egress-ignored-ips")
-	ips, err := iptables.ParsePrefixes(ipsFlag.value)
+	ips, err := intercept.ParsePrefixes(ipsFlag.value)
 	if err != nil {
 		errs = append(errs, ipsFlag.errorf("%v", err))
 	}
 	cfg.EgressIgnoredIPs = ips
 	if boolean("ignore-ssh") {
-		cfg.EgressIgnoredPorts = append(cfg.EgressIgnoredPorts, iptables.SSHPort)
+		cfg.EgressIgnoredPorts = append(cfg.EgressIgnoredPorts, intercept.SSHPort)
 	}
 	if boolean("ignore-metadata") {
-		cfg.EgressIgnoredIPs = append(cfg.EgressIgnoredIPs, iptables.MetadataIPs()...)
+		cfg.EgressIgnoredIPs = append(cfg.EgressIgnoredIPs, intercept.MetadataIPs()...)
 	}
 	v6Flag := get("ipv6")
-	if opts.IPv6, err = iptables.ParseIPv6Mode(v6Flag.value); err != nil {
+	if opts.IPv6, err = intercept.ParseIPv6Mode(v6Flag.value); err != nil {
 		errs = append(errs, v6Flag.errorf("want auto, on or off"))
 	}
 	backendFlag := get("backend")
-	if opts.Backend, err = iptables.ParseBackend(backendFlag.value); err != nil {
+	if opts.Backend, err = intercept.ParseBackend(backendFlag.value); err != nil {
 		errs = append(errs, backendFlag.errorf("want auto, nft or legacy"))
 	}
 	if len(errs) == 0 {
@@ -226,7 +226,7 @@ func iptablesConfig(get func(string) iptablesFlag) (iptables.Config, iptables.Op
 	return cfg, opts, errors.Join(errs...)
 }
 
-// configFieldFlag maps iptables.Config field names, which Validate's errors start with,
+// configFieldFlag maps intercept.Config field names, which Validate's errors start with,
 // to the flags users set.
 var configFieldFlag = map[string]string{
 	"AppPorts":           "app-ports",
@@ -262,18 +262,18 @@ func flagNames(err error) []error {
 	return out
 }
 
-func iptablesPrint(cfg iptables.Config, opts iptables.Options, family string, stdout, stderr io.Writer) int {
+func iptablesPrint(cfg intercept.Config, opts intercept.Options, family string, stdout, stderr io.Writer) int {
 	switch family {
 	case "4", "ipv4":
-		fmt.Fprint(stdout, iptables.Rules(cfg, iptables.IPv4))
+		fmt.Fprint(stdout, intercept.Rules(cfg, intercept.IPv4))
 	case "6", "ipv6":
-		fmt.Fprint(stdout, iptables.Rules(cfg, iptables.IPv6))
+		fmt.Fprint(stdout, intercept.Rules(cfg, intercept.IPv6))
 	case "":
 		fmt.Fprintln(stdout, "# IPv4: iptables-restore --noflush")
-		fmt.Fprint(stdout, iptables.Rules(cfg, iptables.IPv4))
-		if opts.IPv6 != iptables.IPv6Off {
+		fmt.Fprint(stdout, intercept.Rules(cfg, intercept.IPv4))
+		if opts.IPv6 != intercept.IPv6Off {
 			fmt.Fprintln(stdout, "# IPv6: ip6tables-restore --noflush")
-			fmt.Fprint(stdout, iptables.Rules(cfg, iptables.IPv6))
+			fmt.Fprint(stdout, intercept.Rules(cfg, intercept.IPv6))
 		}
 	default:
 		fmt.Fprintf(stderr, "meshd iptables print: --family=%q: want 4 or 6\n", family)

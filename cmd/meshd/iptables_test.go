@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meshd/meshd/proxy/iptables"
+	"github.com/meshd/meshd/proxy/intercept"
 )
 
 func envMap(m map[string]string) func(string) (string, bool) {
@@ -20,17 +20,17 @@ func envMap(m map[string]string) func(string) (string, bool) {
 }
 
 func TestIptablesPrint(t *testing.T) {
-	metadata := iptables.MetadataIPs()
+	metadata := intercept.MetadataIPs()
 	tests := []struct {
 		name string
 		args []string
 		env  map[string]string
-		want iptables.Config
+		want intercept.Config
 	}{
 		{
 			name: "defaults",
 			args: []string{"--app-ports", "8080"},
-			want: iptables.Config{AppPorts: []int{8080}, IngressPort: 15000, EgressPort: 15001, IgnoredUIDs: []int{1337},
+			want: intercept.Config{AppPorts: []int{8080}, IngressPort: 15000, EgressPort: 15001, IgnoredUIDs: []int{1337},
 				EgressIgnoredPorts: []int{22}, EgressIgnoredIPs: metadata},
 		},
 		{
@@ -40,7 +40,7 @@ func TestIptablesPrint(t *testing.T) {
 				"APPMESH_IGNORE_UID": "1000", "APPMESH_IGNORE_GID": "2000", "APPMESH_EGRESS_IGNORED_IP": "10.0.0.0/8,fd00::1",
 				"APPMESH_EGRESS_IGNORED_PORTS": "5432", "MESHD_IGNORE_SSH": "false", "MESHD_IGNORE_METADATA": "false",
 			},
-			want: iptables.Config{AppPorts: []int{9080, 9443}, IngressPort: 16000, EgressPort: 16001, IgnoredUIDs: []int{1000},
+			want: intercept.Config{AppPorts: []int{9080, 9443}, IngressPort: 16000, EgressPort: 16001, IgnoredUIDs: []int{1000},
 				IgnoredGIDs: []int{2000}, EgressIgnoredPorts: []int{5432},
 				EgressIgnoredIPs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::1/128")}},
 		},
@@ -48,7 +48,7 @@ func TestIptablesPrint(t *testing.T) {
 			name: "flags override environment; meshd's port names win over App Mesh's",
 			args: []string{"--app-ports", "80", "--ignore-ssh=false"},
 			env:  map[string]string{"APPMESH_APP_PORTS": "9080", "MESHD_INGRESS_PORT": "17000", "APPMESH_ENVOY_INGRESS_PORT": "16000"},
-			want: iptables.Config{AppPorts: []int{80}, IngressPort: 17000, EgressPort: 15001, IgnoredUIDs: []int{1337},
+			want: intercept.Config{AppPorts: []int{80}, IngressPort: 17000, EgressPort: 15001, IgnoredUIDs: []int{1337},
 				EgressIgnoredIPs: metadata},
 		},
 	}
@@ -58,15 +58,15 @@ func TestIptablesPrint(t *testing.T) {
 			if code := iptablesMain(append([]string{"print"}, tt.args...), &out, &errb, envMap(tt.env)); code != 0 {
 				t.Fatalf("code %d, stderr %s", code, errb.String())
 			}
-			want := "# IPv4: iptables-restore --noflush\n" + iptables.Rules(tt.want, iptables.IPv4) +
-				"# IPv6: ip6tables-restore --noflush\n" + iptables.Rules(tt.want, iptables.IPv6)
+			want := "# IPv4: iptables-restore --noflush\n" + intercept.Rules(tt.want, intercept.IPv4) +
+				"# IPv6: ip6tables-restore --noflush\n" + intercept.Rules(tt.want, intercept.IPv6)
 			if out.String() != want {
 				t.Errorf("print:\n%s\nwant\n%s", out.String(), want)
 			}
-			for _, fam := range []iptables.Family{iptables.IPv4, iptables.IPv6} {
+			for _, fam := range []intercept.Family{intercept.IPv4, intercept.IPv6} {
 				out.Reset()
 				args := append([]string{"print", "--family", fmt.Sprint(int(fam))}, tt.args...)
-				if code := iptablesMain(args, &out, &errb, envMap(tt.env)); code != 0 || out.String() != iptables.Rules(tt.want, fam) {
+				if code := iptablesMain(args, &out, &errb, envMap(tt.env)); code != 0 || out.String() != intercept.Rules(tt.want, fam) {
 					t.Errorf("print --family %d: code %d\n%s", fam, code, out.String())
 				}
 			}
@@ -110,7 +110,7 @@ func TestIptablesErrors(t *testing.T) {
 
 // TestIptablesApplyCleanInNetns runs the command end to end against the real iptables
 // binaries inside a network namespace it creates. Root only; the namespace-level
-// behaviour (interception, foreign rules) is tested in proxy/iptables.
+// behaviour (interception, foreign rules) is tested in proxy/intercept.
 func TestIptablesApplyCleanInNetns(t *testing.T) {
 	if os.Geteuid() != 0 {
 		if os.Getenv("MESHD_REQUIRE_NETNS") != "" {

@@ -9,7 +9,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/meshd/meshd/proxy/iptables"
+	"github.com/meshd/meshd/proxy/intercept"
 )
 
 // warnIfNotExempt logs a warning when meshd, running as uid/gid, is not exempt from
@@ -19,7 +19,7 @@ import (
 func warnIfNotExempt(logger *slog.Logger, uid, gid int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err := iptables.CheckOwner(ctx, iptables.Exec{}, iptables.BackendAuto, uid, gid)
+	err := intercept.CheckOwner(ctx, intercept.Exec{}, intercept.BackendAuto, uid, gid)
 	if msg := ownerWarning(err, uid, gid, os.Getenv); msg != "" {
 		logger.Warn(msg, "uid", uid, "gid", gid, "err", err)
 	}
@@ -35,9 +35,9 @@ func ownerWarning(err error, uid, gid int, getenv func(string) string) string {
 	switch {
 	case err == nil:
 		return ""
-	case errors.Is(err, iptables.ErrNotExempt):
+	case errors.Is(err, intercept.ErrNotExempt):
 		return "meshd is not exempt from the egress interception rules: its upstream connections will loop back into its egress listener; run meshd as an ignored UID/GID (--ignored-uid, APPMESH_IGNORE_UID; see docs/interception.md)"
-	case !errors.Is(err, iptables.ErrRulesUnreadable):
+	case !errors.Is(err, intercept.ErrRulesUnreadable):
 		return ""
 	}
 	intercepting := false
@@ -49,13 +49,13 @@ func ownerWarning(err error, uid, gid int, getenv func(string) string) string {
 	if !intercepting {
 		return ""
 	}
-	uids, uerr := iptables.ParseIDs(getenv("APPMESH_IGNORE_UID"))
-	gids, gerr := iptables.ParseIDs(getenv("APPMESH_IGNORE_GID"))
+	uids, uerr := intercept.ParseIDs(getenv("APPMESH_IGNORE_UID"))
+	gids, gerr := intercept.ParseIDs(getenv("APPMESH_IGNORE_GID"))
 	if uerr != nil || gerr != nil {
 		return fmt.Sprintf("cannot check that meshd is exempt from egress interception: %v", errors.Join(uerr, gerr))
 	}
 	if len(uids) == 0 && len(gids) == 0 {
-		uids = []int{iptables.DefaultIgnoredUID}
+		uids = []int{intercept.DefaultIgnoredUID}
 	}
 	if slices.Contains(uids, uid) || slices.Contains(gids, gid) {
 		return ""

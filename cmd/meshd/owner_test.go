@@ -5,12 +5,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meshd/meshd/proxy/iptables"
+	"github.com/meshd/meshd/proxy/intercept"
 )
 
 func TestOwnerWarning(t *testing.T) {
-	unreadable := fmt.Errorf("%w: iptables-save: permission denied", iptables.ErrRulesUnreadable)
-	notExempt := fmt.Errorf("%w: running as uid 0", iptables.ErrNotExempt)
+	unreadable := fmt.Errorf("%w: iptables-save: permission denied", intercept.ErrRulesUnreadable)
+	notExempt := fmt.Errorf("%w: running as uid 0", intercept.ErrNotExempt)
 	cases := []struct {
 		name     string
 		err      error

@@ -2,7 +2,7 @@
 
 // Package netnstest holds the prerequisites check and command helper shared by the
 // root-only network-namespace tests. It imports nothing from meshd, so the tests of
-// any package (proxy/iptables included, which internal/testutil cannot serve: that
+// any package (proxy/intercept included, which internal/testutil cannot serve: that
 // imports proxy) can use it.
 package netnstest
 

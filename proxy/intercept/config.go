@@ -7,7 +7,7 @@
 // remove exactly its own rules. Rules are installed atomically with iptables-restore
 // --noflush, for IPv4 (iptables) and IPv6 (ip6tables), with either the nf_tables or the
 // legacy backend.
-package iptables
+package intercept
 
 import (
 	"errors"

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package iptables
+package intercept
 
 import (
 	"errors"
