@@ -54,10 +54,10 @@ func TestPerRetryTimeoutMovesToGoodEndpoint(t *testing.T) {
 	}
 }
 
-// TestLargeBodyNotRetried: a request body beyond the replay bound (the 16 KiB read
-// buffer on the HTTP/1.1 path, 64 KiB on the net/http path) is sent once: a 5xx is
-// relayed, not retried. A small body under the same policy is retried, so the policy
-// itself is live.
+// TestLargeBodyNotRetried: a request body beyond the replay bound (64 KiB by default,
+// the same for every protocol) is sent once: a 5xx is relayed, not retried. A body
+// within it, small or larger than the HTTP/1.1 read buffer, is retried under the same
+// policy, so the policy itself is live.
 func TestLargeBodyNotRetried(t *testing.T) {
 	var hits atomic.Int64
 	up := testutil.StartHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -74,7 +74,10 @@ func TestLargeBodyNotRetried(t *testing.T) {
 		attempts int64
 	}{
 		{"http1 small", testutil.HTTPClient(t, srv.EgressAddr()), 1 << 10, 3},
-		{"http1 over 16KiB", testutil.HTTPClient(t, srv.EgressAddr()), 20 << 10, 1},
+		// One replay bound for every protocol (64 KiB by default): a 20 KiB body, larger
+		// than the HTTP/1.1 read buffer, is retried over HTTP/1.1 as over HTTP/2.
+		{"http1 over 16KiB", testutil.HTTPClient(t, srv.EgressAddr()), 20 << 10, 3},
+		{"http1 over 64KiB", testutil.HTTPClient(t, srv.EgressAddr()), 70 << 10, 1},
 		{"h2c small", testutil.H2CClient(t, srv.EgressAddr()), 1 << 10, 3},
 		{"h2c over 64KiB", testutil.H2CClient(t, srv.EgressAddr()), 70 << 10, 1},
 	}

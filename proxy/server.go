@@ -1,17 +1,20 @@
-// Package proxy is meshd's data plane: listeners (ingress, egress, admin), protocol
-// sniffing, HTTP/1.1 and HTTP/2 forwarding, upstream connection pools, and the
-// compiled config snapshot with its atomic swap.
+// Package proxy is meshd's data plane, composed: it binds the listeners (ingress,
+// egress, its IPv6 twin, admin), tells each new connection's protocol from its first
+// bytes, and hands it to a protocol front end (proxy/http1, proxy/http2, proxy/l4), all
+// of which route through the one pipeline in proxy/forward over the snapshot that
+// proxy/state holds and the clusters of proxy/upstream. docs/ARCHITECTURE.md walks one
+// request through these rooms.
 //
-// Concurrency: one goroutine per downstream connection (plus, for HTTP/2, the x/net
-// server's per-stream goroutines). Each request loads the current *Snapshot once and
-// finishes on it; Apply compiles a new one off the hot path and swaps it atomically.
+// Concurrency: one goroutine per downstream connection (plus, for HTTP/2, net/http's
+// per-stream goroutines). Each request loads the current snapshot once and finishes on
+// it; an apply compiles a new one off the request path and swaps it atomically.
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,10 +22,19 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/proxy/admin"
+	"github.com/meshd/meshd/proxy/forward"
+	"github.com/meshd/meshd/proxy/http1"
+	"github.com/meshd/meshd/proxy/http2"
+	"github.com/meshd/meshd/proxy/l4"
+	"github.com/meshd/meshd/proxy/listen"
+	"github.com/meshd/meshd/proxy/state"
+	"github.com/meshd/meshd/proxy/upstream"
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/telemetry"
 )
@@ -88,6 +100,15 @@ type Options struct {
 	// PersistPath, when set, is where each applied config is written (atomically), so
 	// a restart while the config source is unreachable can come up serving it.
 	PersistPath string
+	// MaxReplayBody bounds the request body kept so that a retry can send it again, for
+	// every protocol; a larger body is retried only when none of it was sent. Default
+	// 64 KiB.
+	MaxReplayBody int
+	// DrainGrace is how long Shutdown keeps accepting and serving as usual after /ready
+	// started failing (Envoy's drain sequence): an app still calling out while it shuts
+	// down is not refused, and load balancers see the failing readiness first. Then the
+	// listeners close and in-flight requests drain. Default 0 (no grace).
+	DrainGrace time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -121,20 +142,6 @@ func (o *Options) setDefaults() {
 	o.Logger = telemetry.OrDiscard(o.Logger)
 }
 
-type listenerKind uint8
-
-const (
-	kindIngress listenerKind = iota + 1
-	kindEgress
-)
-
-func (k listenerKind) String() string {
-	if k == kindIngress {
-		return "ingress"
-	}
-	return "egress"
-}
-
 // Server is one meshd sidecar. Create it with New, Apply a config, Start it, and
 // Shutdown it; all methods are safe for concurrent use.
 type Server struct {
@@ -142,38 +149,29 @@ type Server struct {
 	log    *slog.Logger
 	dialer *net.Dialer
 
-	snap    atomic.Pointer[Snapshot]
-	applyMu sync.Mutex
-	// swapMu orders an apply's swap against Shutdown's final retire: shut is set and the
-	// snapshot in force retired under it, and an apply stores its snapshot under it only
-	// while shut is false, so no snapshot is stored after Shutdown retired the last one.
-	// It is not applyMu so that Shutdown does not wait for an apply's compile (DNS).
-	swapMu  sync.Mutex
-	shut    bool
-	reload  reloadState // apply history and counters (reload.go)
-	started time.Time
+	state state.Holder
+	env   forward.Env
+	pass  forward.Passthrough
+	l4    l4.Server
+	h2in  *http2.Server
+	h2out *http2.Server
+	api   admin.API
 
+	started  atomic.Pointer[time.Time]
 	ready    atomic.Bool
-	draining atomic.Bool
+	unready  atomic.Bool // Shutdown began: /ready fails (the drain grace may still serve)
+	draining atomic.Bool // listeners closed: connections finish their request and close
 
 	ingress, egress net.Listener
-	egress6         net.Listener // IPv6 loopback egress (l4.go); nil when not bound
-	l4              l4Server     // egress L4 counters outside clusters (l4.go)
-	admin           *http.Server
+	egress6         net.Listener // IPv6 loopback egress; nil when not bound
+	adminSrv        *http.Server
 	adminLn         net.Listener
 
-	// HTTP/2 (h2c prior knowledge) is served by net/http: one server per listener
-	// kind, fed the sniffed connections through an in-memory listener.
-	h2in, h2out   *http.Server
-	h2inL, h2outL *connListener
-
-	connMu sync.Mutex
-	conns  map[*trackedConn]struct{}
-	connWG sync.WaitGroup
+	conns  listen.Tracker
+	ctx    context.Context // ends when Shutdown closes the listeners
+	cancel context.CancelFunc
 	loopWG sync.WaitGroup
-
-	passthrough passCache  // ALLOW_ALL egress destinations, by host:port (resolve.go)
-	reaper      idleReaper // closes idle pooled upstream connections (cluster.go)
+	reaper upstream.Reaper // closes idle pooled upstream connections
 }
 
 // New returns a Server that has no config yet: Apply one before Start.
@@ -185,35 +183,91 @@ func New(opts Options) (*Server, error) {
 	if err := checkAdminExposure(opts); err != nil {
 		return nil, err
 	}
-	s := &Server{
-		opts:   opts,
-		log:    opts.Logger,
-		dialer: &net.Dialer{KeepAlive: 30 * time.Second},
-		conns:  make(map[*trackedConn]struct{}),
+	if opts.MaxReplayBody < 0 {
+		return nil, fmt.Errorf("proxy: Options.MaxReplayBody %d: want >= 0 (0: the default %d)", opts.MaxReplayBody, forward.DefaultMaxReplayBody)
 	}
-	s.h2in, s.h2inL = s.newH2Server(kindIngress)
-	s.h2out, s.h2outL = s.newH2Server(kindEgress)
+	s := &Server{opts: opts, log: opts.Logger, dialer: &net.Dialer{KeepAlive: 30 * time.Second}}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	cluster := upstream.Options{
+		ConnectTimeout: opts.ConnectTimeout,
+		StreamIdle:     opts.StreamIdle,
+		Dialer:         s.dialer,
+		Clock:          opts.Clock,
+		Log:            s.log,
+	}
+	s.state = state.Holder{
+		Node:        opts.Node,
+		Options:     state.Options{Resolver: opts.Resolver, Cluster: cluster},
+		Log:         s.log,
+		PersistPath: opts.PersistPath,
+		OnSwap:      s.drainRemovedListeners,
+	}
+	passOpts := cluster
+	passOpts.Dialer = s.selfGuardDialer()
+	s.pass = forward.Passthrough{Options: passOpts, IsSelf: s.isSelf}
+	s.env = forward.Env{
+		State:         &s.state,
+		Passthrough:   &s.pass,
+		KeepAliveIdle: opts.KeepAliveIdle,
+		StreamIdle:    opts.StreamIdle,
+		HeaderTimeout: opts.HeaderTimeout,
+		MaxReplayBody: opts.MaxReplayBody,
+		Draining:      &s.draining,
+		Log:           s.log,
+	}
+	s.l4 = l4.Server{Env: &s.env, ConnectTimeout: opts.ConnectTimeout, Dialer: passOpts.Dialer}
+	s.h2in = http2.New(&s.env, forward.Ingress)
+	s.h2out = http2.New(&s.env, forward.Egress)
+	s.api = admin.API{
+		State: &s.state, Node: opts.Node, Version: opts.Version, Token: opts.AdminToken,
+		RequireIfMatch: opts.RequireIfMatch, L4: &s.l4,
+		Ready:    s.Ready,
+		Draining: s.unready.Load,
+		Started: func() time.Time {
+			if t := s.started.Load(); t != nil {
+				return *t
+			}
+			return time.Time{}
+		},
+	}
 	return s, nil
 }
 
 // Snapshot returns the config snapshot in force, or nil before the first Apply.
-func (s *Server) Snapshot() *Snapshot { return s.snap.Load() }
+func (s *Server) Snapshot() *Snapshot { return s.state.Load() }
 
 // Apply validates and compiles cfg and swaps it in, through the same pipeline as
 // ApplyDocument (history, counters, persistence, listener drain). On any error the
 // snapshot in force keeps serving and a *RejectedError is returned (unwrapping to a
 // *config.Errors for validation failures).
 func (s *Server) Apply(ctx context.Context, cfg *config.Config, source string) (*Snapshot, error) {
-	return s.apply(ctx, cfg, ApplyRequest{Source: source})
+	return s.state.Apply(ctx, cfg, ApplyRequest{Source: source})
 }
+
+// ApplyDocument runs the apply pipeline on a document (see state.Holder.ApplyDocument):
+// precondition, parse, validate, compile, swap. On any failure the config in force keeps
+// serving and a *RejectedError is returned.
+func (s *Server) ApplyDocument(ctx context.Context, req ApplyRequest) (*Snapshot, error) {
+	return s.state.ApplyDocument(ctx, req)
+}
+
+// History returns the last HistorySize apply attempts, newest first.
+func (s *Server) History() []Attempt { return s.state.History() }
+
+// LastRejected returns the most recent rejected (non-dry-run) attempt, if any.
+func (s *Server) LastRejected() (Attempt, bool) { return s.state.LastRejected() }
+
+// ReloadStats returns the apply counters.
+func (s *Server) ReloadStats() ReloadStats { return s.state.ReloadStats() }
 
 // Start binds the ingress, egress and admin listeners and starts serving. A config must
 // have been applied. Binding errors are returned and nothing is left running.
 func (s *Server) Start() error {
-	if s.snap.Load() == nil {
+	if s.state.Load() == nil {
 		return errors.New("proxy: Start before any config was applied")
 	}
-	s.started = time.Now()
+	now := time.Now()
+	s.started.Store(&now)
 	var err error
 	if s.ingress, err = net.Listen("tcp", s.opts.IngressAddr); err != nil {
 		return fmt.Errorf("ingress listener %s: %w", s.opts.IngressAddr, err)
@@ -227,24 +281,32 @@ func (s *Server) Start() error {
 		_ = s.egress.Close()
 		return err
 	}
-	s.loopWG.Add(4)
-	for _, h := range []struct {
-		srv *http.Server
-		ln  *connListener
-	}{{s.h2in, s.h2inL}, {s.h2out, s.h2outL}} {
+	s.loopWG.Add(2)
+	for _, h := range []*http2.Server{s.h2in, s.h2out} {
 		go func() {
 			defer s.loopWG.Done()
-			_ = h.srv.Serve(h.ln)
+			h.Serve()
 		}()
 	}
 	s.startEgress6()
-	go s.acceptLoop(s.ingress, kindIngress)
-	go s.acceptLoop(s.egress, kindEgress)
-	s.reaper.start(s.sweepIdle)
+	s.accept(s.ingress, forward.Ingress)
+	s.accept(s.egress, forward.Egress)
+	s.reaper.Start(s.sweepIdle)
 	s.ready.Store(true)
 	s.log.Info("meshd listening", "node", s.opts.Node, "ingress", s.ingress.Addr().String(),
 		"egress", s.egress.Addr().String(), "admin", s.AdminAddr())
 	return nil
+}
+
+// accept runs ln's accept loop on a goroutine that Shutdown joins.
+func (s *Server) accept(ln net.Listener, kind forward.Kind) {
+	s.loopWG.Add(1)
+	go func() {
+		defer s.loopWG.Done()
+		listen.AcceptLoop(s.ctx, ln, kind.String(), &s.conns,
+			func(c net.Conn) netip.AddrPort { return listen.OriginalDst(c, s.opts.OriginalDst) },
+			func(tc *listen.Conn) { s.serveConn(tc, kind) }, s.log, nil)
+	}()
 }
 
 // StartAdmin binds and serves the admin listener on its own, so that while meshd
@@ -260,11 +322,11 @@ func (s *Server) StartAdmin() error {
 		return fmt.Errorf("admin listener %s: %w", s.opts.AdminAddr, err)
 	}
 	s.adminLn = ln
-	s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	s.adminSrv = &http.Server{Handler: s.api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	s.loopWG.Add(1)
 	go func() {
 		defer s.loopWG.Done()
-		if err := s.admin.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.adminSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("admin listener stopped", "err", err)
 		}
 	}()
@@ -276,6 +338,9 @@ func (s *Server) IngressAddr() string { return addrString(s.ingress) }
 func (s *Server) EgressAddr() string  { return addrString(s.egress) }
 func (s *Server) AdminAddr() string   { return addrString(s.adminLn) }
 
+// EgressAddr6 reports the bound IPv6 egress address, "" when there is none.
+func (s *Server) EgressAddr6() string { return addrString(s.egress6) }
+
 func addrString(l net.Listener) string {
 	if l == nil {
 		return ""
@@ -283,239 +348,404 @@ func addrString(l net.Listener) string {
 	return l.Addr().String()
 }
 
-// Ready reports whether the server has a config, is listening, and is not draining.
-func (s *Server) Ready() bool { return s.ready.Load() && !s.draining.Load() }
+// Ready reports whether the server has a config, is listening, and is not shutting down.
+func (s *Server) Ready() bool { return s.ready.Load() && !s.unready.Load() }
 
-// Shutdown drains: /ready fails, listeners stop accepting, idle connections close,
-// in-flight requests finish (their connections then close), and after ctx or the
-// drain timeout whatever remains is closed. The admin listener closes last.
+// Shutdown drains, as Envoy does: /ready fails at once; for Options.DrainGrace (bounded
+// by ctx) the listeners keep accepting and serving as usual; then they stop accepting,
+// idle connections close, in-flight requests finish (their connections then close),
+// and after ctx or the drain timeout whatever remains is closed. The admin listener
+// closes last.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.unready.Store(true)
+	if g := s.opts.DrainGrace; g > 0 && s.ingress != nil {
+		s.log.Info("draining: /ready fails; listeners keep serving for the grace", "grace", g)
+		t := time.NewTimer(g)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
 	s.draining.Store(true)
-	if s.ingress != nil {
-		_ = s.ingress.Close()
-	}
-	if s.egress != nil {
-		_ = s.egress.Close()
-	}
-	if s.egress6 != nil {
-		_ = s.egress6.Close()
+	s.cancel()
+	for _, l := range []net.Listener{s.ingress, s.egress, s.egress6} {
+		if l != nil {
+			_ = l.Close()
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.DrainTimeout)
 	defer cancel()
 	// HTTP/2 connections get GOAWAY and finish their open streams.
 	var h2wg sync.WaitGroup
-	for _, srv := range []*http.Server{s.h2in, s.h2out} {
-		h2wg.Add(1)
-		go func() {
-			defer h2wg.Done()
-			_ = srv.Shutdown(ctx)
-		}()
+	for _, srv := range []*http2.Server{s.h2in, s.h2out} {
+		h2wg.Go(func() { _ = srv.Shutdown(ctx) })
 	}
 	defer h2wg.Wait()
-	s.connMu.Lock()
-	for c := range s.conns {
-		c.wakeIfIdle()
-	}
-	s.connMu.Unlock()
-
-	done := make(chan struct{})
-	go func() { s.connWG.Wait(); close(done) }()
+	s.conns.Close()
+	done := s.conns.Wait()
 	var err error
 	select {
 	case <-done:
 	case <-ctx.Done():
-		err = fmt.Errorf("drain: %d connections still open after the drain timeout: %w", s.openConns(), ctx.Err())
-		s.connMu.Lock()
-		for c := range s.conns {
-			_ = c.Close()
-		}
-		s.connMu.Unlock()
+		err = fmt.Errorf("drain: %d connections still open after the drain timeout: %w", s.conns.Len(), ctx.Err())
+		s.conns.Each(func(c *listen.Conn) { _ = c.Close() })
 		_ = s.h2in.Close()
 		_ = s.h2out.Close()
 		<-done
 	}
-	if s.admin != nil {
-		_ = s.admin.Close()
+	if s.adminSrv != nil {
+		_ = s.adminSrv.Close()
 	}
 	s.loopWG.Wait()
-	s.swapMu.Lock()
-	s.shut = true
-	if snap := s.snap.Load(); snap != nil {
-		snap.retire(nil)
-	}
-	s.swapMu.Unlock()
-	s.reaper.halt()
-	s.passthrough.closeAll()
+	s.state.Shutdown()
+	s.reaper.Halt()
+	s.pass.Cache.CloseAll()
 	return err
 }
 
-func (s *Server) compileOptions() compileOptions {
-	return compileOptions{
-		resolver:       s.opts.Resolver,
-		connectTimeout: s.opts.ConnectTimeout,
-		streamIdle:     s.opts.StreamIdle,
-		dialer:         s.dialer,
-		clock:          s.opts.Clock,
-		log:            s.log,
+// serveConn tells the connection's protocol from its first bytes and hands it to the
+// front end that serves it. It owns tc and closes it.
+func (s *Server) serveConn(tc *listen.Conn, kind forward.Kind) {
+	defer s.conns.Untrack(tc)
+	defer tc.Close()
+	if t, ok := tc.Conn.(*net.TCPConn); ok {
+		_ = t.SetNoDelay(true)
 	}
-}
-
-func (s *Server) openConns() int {
-	s.connMu.Lock()
-	defer s.connMu.Unlock()
-	return len(s.conns)
-}
-
-func (s *Server) acceptLoop(ln net.Listener, kind listenerKind) {
-	defer s.loopWG.Done()
-	var backoff time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if s.draining.Load() || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Out of file descriptors and similar: back off instead of spinning, keep serving.
-			if backoff == 0 {
-				backoff = 5 * time.Millisecond
-			} else if backoff < time.Second {
-				backoff *= 2
-			}
-			s.log.Error("accept failed", "listener", kind.String(), "err", err, "retry_in", backoff)
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
-		tc := s.track(c)
-		if tc == nil {
-			_ = c.Close()
-			continue
-		}
-		go s.serveConn(tc, kind)
-	}
-}
-
-// trackedConn is a downstream connection the server can wake or close when draining.
-type trackedConn struct {
-	net.Conn
-	s     *Server
-	state atomic.Int32 // connIdle or connActive
-	timer deadlineTimer
-	orig  netip.AddrPort // original destination (iptables REDIRECT); zero if none
-	// drain is set when the listener the connection was addressed to went away in a
-	// reload: its next read between requests ends the connection (reload.go).
-	drain atomic.Bool
-}
-
-const (
-	connIdle int32 = iota
-	connActive
-)
-
-// Read and Write keep the deadline at last activity + idle, so a stalled peer is cut off.
-func (c *trackedConn) Read(p []byte) (int, error) {
-	if c.drain.Load() && c.state.Load() == connIdle {
-		return 0, io.EOF
-	}
-	c.timer.refresh(c.Conn)
-	return c.Conn.Read(p)
-}
-
-func (c *trackedConn) Write(p []byte) (int, error) {
-	c.timer.refresh(c.Conn)
-	return c.Conn.Write(p)
-}
-
-// setIdle switches the timeout (keep-alive idle between requests, stream idle within
-// one); the next Read or Write applies it.
-func (c *trackedConn) setIdle(d time.Duration) { c.timer.idle = d }
-
-// wakeIfIdle makes a connection that waits for its next request give up now. It shuts
-// the read side rather than moving the deadline, which the connection's own goroutine
-// may be refreshing at the same moment.
-func (c *trackedConn) wakeIfIdle() {
-	if c.state.Load() != connIdle {
+	tc.SetIdleTimeout(s.opts.KeepAliveIdle)
+	br := listen.GetReader(tc)
+	proto, sni, err := s.classifyConn(tc, br, kind)
+	if err != nil {
+		listen.PutReader(br)
 		return
 	}
-	if cr, ok := c.Conn.(interface{ CloseRead() error }); ok {
-		_ = cr.CloseRead()
+	switch proto {
+	case listen.TLS, listen.Opaque:
+		s.l4.Serve(tc, br, kind, sni)
+	case listen.HTTP2:
+		// The HTTP/2 server drains with GOAWAY; the idle wake-up must not touch it, and
+		// its own timeouts apply. The reader is not pooled afterwards (http2.ServeConn).
+		tc.SetBusy(true)
+		tc.SetIdleTimeout(0)
+		_ = tc.Conn.SetDeadline(time.Time{})
+		if kind == forward.Ingress {
+			s.h2in.ServeConn(tc, br)
+		} else {
+			s.h2out.ServeConn(tc, br)
+		}
+	default:
+		http1.Serve(&s.env, tc, br, kind)
+		// Close before pooling: no read of tc through br can be pending afterwards (an
+		// HTTP/2 upstream's body writer stops reading the request body first).
+		_ = tc.Close()
+		listen.PutReader(br)
+	}
+}
+
+// classifyConn decides how serveConn serves a new connection: L7 (HTTP1 or HTTP2) or L4
+// (TLS with sni, or Opaque), using the original destination read at accept. Ingress
+// uses the target listener's protocol: tcp is L4 without sniffing, anything else is HTTP
+// (told apart from h2c by SniffH2). Egress connections that were not redirected are
+// HTTP as well (meshd as HTTP_PROXY). Redirected egress connections are sniffed, except
+// on ports that only tcp backends serve, where a server-first protocol must not wait for
+// the sniff timeout.
+func (s *Server) classifyConn(tc *listen.Conn, br *bufio.Reader, kind forward.Kind) (listen.Protocol, []byte, error) {
+	snap := s.state.Load()
+	if kind == forward.Ingress {
+		port := snap.IngressPort(int(tc.Orig.Port()))
+		if svc := snap.Table.Ingress(port); svc != nil && svc.Protocol == config.ProtoTCP {
+			return listen.Opaque, nil, nil
+		}
+		return sniffHTTP(br)
+	}
+	if !tc.Orig.IsValid() {
+		// Not redirected: an app using meshd as its HTTP proxy (HTTP_PROXY). There is no
+		// destination to relay opaque bytes to, so the HTTP server answers whatever comes.
+		return sniffHTTP(br)
+	}
+	if l4.TCPOnlyPort(snap, int(tc.Orig.Port())) {
+		return listen.Opaque, nil, nil
+	}
+	// The timer's idle deadline is applied first, so that the Conn reads below keep the
+	// shorter sniff deadline instead of replacing it.
+	tc.Timer.Refresh(tc.Conn)
+	timeout := s.opts.sniffTimeout()
+	p, sni, err := listen.Sniff(br, func() { _ = tc.Conn.SetReadDeadline(time.Now().Add(timeout)) })
+	tc.SetIdleTimeout(s.opts.KeepAliveIdle) // the next Read or Write re-applies the idle deadline
+	tc.Timer.Forget()
+	_ = tc.Conn.SetReadDeadline(time.Time{})
+	return p, sni, err
+}
+
+func sniffHTTP(br *bufio.Reader) (listen.Protocol, []byte, error) {
+	isH2, err := listen.SniffH2(br)
+	if isH2 {
+		return listen.HTTP2, nil, err
+	}
+	return listen.HTTP1, nil, err
+}
+
+// sniffTimeout is Options.SniffTimeout with its default.
+func (o *Options) sniffTimeout() time.Duration {
+	if o.SniffTimeout > 0 {
+		return o.SniffTimeout
+	}
+	return DefaultSniffTimeout
+}
+
+// sweepIdle closes idle upstream connections older than maxAge at now, in the clusters
+// of the snapshot in force and the passthrough ones; the idle reaper calls it.
+func (s *Server) sweepIdle(now time.Time, maxAge time.Duration) {
+	if snap := s.state.Load(); snap != nil {
+		for _, c := range snap.Clusters() {
+			c.ReapIdle(now, maxAge)
+		}
+	}
+	s.pass.Cache.ReapIdle(now, maxAge)
+}
+
+// drainRemovedListeners closes, once their current request is done, the ingress
+// connections addressed to a node listener that next no longer has. meshd's ingress
+// is one socket for every node listener (iptables redirects each app port to it), so
+// "removing a listener" cannot close a socket: instead each open connection to the
+// removed port is marked draining. An idle one is woken and closed now; a busy one
+// finishes its request on the snapshot it loaded and is closed when it would wait for
+// the next (its last response says Connection: close). New connections to the port get
+// 404 no_listener from the new snapshot. A connection without an original destination
+// (no iptables) was served by the node's only listener and drains when that changes.
+//
+// HTTP/2 connections are not closed (net/http offers no per-connection GOAWAY); their
+// in-flight streams finish and new streams get 404 no_listener.
+func (s *Server) drainRemovedListeners(prev, next *Snapshot) {
+	if prev == nil || s.ingress == nil {
 		return
 	}
-	_ = c.Conn.Close()
-}
-
-func (s *Server) track(c net.Conn) *trackedConn {
-	// The original destination is read before the connection is published, so the
-	// reload drain (another goroutine) may read tc.orig without a race.
-	tc := &trackedConn{Conn: c, s: s, orig: s.originalDst(c)}
-	s.connMu.Lock()
-	defer s.connMu.Unlock()
-	if s.draining.Load() {
-		return nil
-	}
-	s.conns[tc] = struct{}{}
-	s.connWG.Add(1)
-	return tc
-}
-
-func (s *Server) untrack(tc *trackedConn) {
-	s.connMu.Lock()
-	delete(s.conns, tc)
-	s.connMu.Unlock()
-	s.connWG.Done()
-}
-
-// splitHostPort splits "host[:port]" without allocating; port is 0 when absent or
-// malformed. IPv6 literals keep their brackets off.
-func splitHostPort(hostport string) (host string, port int) {
-	host = hostport
-	if len(host) > 0 && host[0] == '[' {
-		end := -1
-		for i := 1; i < len(host); i++ {
-			if host[i] == ']' {
-				end = i
-				break
-			}
-		}
-		if end < 0 {
-			return hostport, 0
-		}
-		rest := host[end+1:]
-		host = host[1:end]
-		if len(rest) > 1 && rest[0] == ':' {
-			port = atoiPort(rest[1:])
-		}
-		return host, port
-	}
-	for i := len(host) - 1; i >= 0; i-- {
-		if host[i] == ':' {
-			// More than one colon without brackets: an IPv6 literal with no port.
-			for j := 0; j < i; j++ {
-				if host[j] == ':' {
-					return hostport, 0
-				}
-			}
-			return host[:i], atoiPort(host[i+1:])
+	before, after := prev.NodeListenerPorts(), next.NodeListenerPorts()
+	removed := false
+	for p := range before {
+		if !after[p] {
+			removed = true
 		}
 	}
-	return host, 0
-}
-
-func atoiPort(s string) int {
-	if len(s) == 0 || len(s) > 5 {
-		return 0
+	if !removed && prev.IngressPort(0) == next.IngressPort(0) {
+		return
+	}
+	ia, _ := s.ingress.Addr().(*net.TCPAddr)
+	if ia == nil {
+		return
 	}
 	n := 0
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return 0
+	s.conns.Each(func(c *listen.Conn) {
+		la, _ := c.LocalAddr().(*net.TCPAddr)
+		if la == nil || la.Port != ia.Port || !(ia.IP.IsUnspecified() || ia.IP.Equal(la.IP)) {
+			return // an egress connection
 		}
-		n = n*10 + int(s[i]-'0')
+		port := int(c.Orig.Port())
+		gone := false
+		if port == 0 {
+			gone = prev.IngressPort(0) != next.IngressPort(0)
+		} else {
+			gone = before[port] && !after[port]
+		}
+		if gone {
+			c.Drain.Store(true)
+			c.WakeIfIdle()
+			n++
+		}
+	})
+	if n > 0 {
+		s.log.Info("draining connections of removed listeners", "connections", n)
 	}
-	if n > 65535 {
-		return 0
-	}
-	return n
 }
 
-func portString(p int) string { return strconv.Itoa(p) }
+// startEgress6 binds the IPv6 loopback egress listener that ip6tables REDIRECT targets
+// ([::1]:<egress port>), when Options.EgressAddr6 asks for it or by default when the
+// egress listener is on 127.0.0.1. A bind failure is logged: without IPv6 there is no
+// IPv6 traffic to catch. Start calls it before any accept loop runs.
+func (s *Server) startEgress6() {
+	addr := s.opts.EgressAddr6
+	if addr == "off" {
+		return
+	}
+	if addr == "" {
+		ta, ok := s.egress.Addr().(*net.TCPAddr)
+		if !ok || !ta.IP.Equal(net.IPv4(127, 0, 0, 1)) {
+			return
+		}
+		addr = net.JoinHostPort("::1", strconv.Itoa(ta.Port))
+	}
+	ln, err := net.Listen("tcp6", addr)
+	if err != nil {
+		s.log.Warn("IPv6 egress listener not bound; IPv6 connections redirected by ip6tables will fail", "addr", addr, "err", err)
+		return
+	}
+	s.egress6 = ln
+	s.accept(ln, forward.Egress)
+}
+
+// isSelf reports whether host:port is one of meshd's own listeners, which an ALLOW_ALL
+// passthrough must never connect to (it would loop until file descriptors run out).
+func (s *Server) isSelf(host string, port int) bool {
+	for _, l := range []net.Listener{s.ingress, s.egress, s.egress6} {
+		if l == nil {
+			continue
+		}
+		ta, ok := l.Addr().(*net.TCPAddr)
+		if !ok || ta.Port != port {
+			continue
+		}
+		if host == "localhost" {
+			return true
+		}
+		ip := net.ParseIP(host)
+		if ip != nil && (ip.IsLoopback() || ip.IsUnspecified() || ta.IP.Equal(ip)) {
+			return true
+		}
+	}
+	return false
+}
+
+// selfGuardDialer is s's dialer with a Control hook that refuses to connect to any of
+// meshd's own listener addresses, checked on the address the name resolved to: names
+// isSelf cannot judge (any name that resolves to meshd) would otherwise loop back into
+// meshd, one connection per hop, until file descriptors run out. The refusal surfaces
+// as upstream.ErrSelfLoop, answered 508 (forward.Status).
+func (s *Server) selfGuardDialer() *net.Dialer {
+	d := *s.dialer
+	d.Control = func(_, address string, _ syscall.RawConn) error {
+		dst, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return nil
+		}
+		if isOwnAddr(s.listenerAddrs(), dst, localAddrs) {
+			return fmt.Errorf("%s: %w", address, upstream.ErrSelfLoop)
+		}
+		return nil
+	}
+	return &d
+}
+
+// listenerAddrs are the bound addresses of meshd's proxy listeners.
+func (s *Server) listenerAddrs() []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, l := range []net.Listener{s.ingress, s.egress, s.egress6} {
+		if l == nil {
+			continue
+		}
+		if ta, ok := l.Addr().(*net.TCPAddr); ok {
+			out = append(out, ta.AddrPort())
+		}
+	}
+	return out
+}
+
+// isOwnAddr reports whether dst reaches one of the listeners at own. A listener bound
+// to an unspecified address (0.0.0.0, ::) is reached on its port at any local address:
+// loopback, unspecified, or one of local()'s interface addresses (asked only then).
+func isOwnAddr(own []netip.AddrPort, dst netip.AddrPort, local func() []netip.Addr) bool {
+	ip := dst.Addr().Unmap()
+	for _, l := range own {
+		if l.Port() != dst.Port() {
+			continue
+		}
+		lip := l.Addr().Unmap()
+		if !lip.IsUnspecified() {
+			if lip == ip {
+				return true
+			}
+			continue
+		}
+		if ip.IsLoopback() || ip.IsUnspecified() {
+			return true
+		}
+		for _, a := range local() {
+			if a.Unmap() == ip {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// localAddrs lists the host's interface addresses.
+func localAddrs() []netip.Addr {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	out := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr())
+		}
+	}
+	return out
+}
+
+// checkAdminExposure refuses an admin listener reachable from other hosts without a
+// token: PUT /config on it would let anyone on the network reroute the node's traffic.
+func checkAdminExposure(o Options) error {
+	if o.AdminAddr == "off" || o.AdminToken != "" || isLoopbackAddr(o.AdminAddr) {
+		return nil
+	}
+	return fmt.Errorf("proxy: admin address %q is not a loopback address, so the admin API needs a token: "+
+		"set Options.AdminToken (meshd run: --admin-token-file or MESHD_ADMIN_TOKEN), or bind the admin listener to 127.0.0.1", o.AdminAddr)
+}
+
+// isLoopbackAddr reports whether host:port binds only loopback interfaces. An empty
+// host (all interfaces) and names other than "localhost" are not loopback.
+func isLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// The types and values below keep the package's API as it was before the data plane
+// was split into rooms; they are the rooms' own.
+type (
+	Snapshot      = state.Snapshot
+	Attempt       = state.Attempt
+	ConfigError   = state.ConfigError
+	RejectedError = state.RejectedError
+	ReloadStats   = state.ReloadStats
+	ApplyRequest  = state.ApplyRequest
+	L4View        = upstream.L4View
+	EgressL4View  = l4.EgressL4View
+	// TickerClock is an optional capability of Options.Clock (upstream.TickerClock).
+	TickerClock = upstream.TickerClock
+)
+
+const (
+	HistorySize       = state.HistorySize
+	StagePrecondition = state.StagePrecondition
+	StageParse        = state.StageParse
+	StageValidate     = state.StageValidate
+	StageCompile      = state.StageCompile
+	ResultApplied     = state.ResultApplied
+	ResultRejected    = state.ResultRejected
+	ResultValid       = state.ResultValid
+	// HeaderError names the header on every response meshd generates itself.
+	HeaderError = forward.HeaderError
+	// HeaderLimit names the connection-pool limit that made meshd answer 503.
+	HeaderLimit = forward.HeaderLimit
+	// DefaultSniffTimeout is how long an egress connection may stay silent before meshd
+	// treats it as a server-first protocol (MySQL, SMTP, ...) and relays it as opaque TCP.
+	DefaultSniffTimeout = listen.DefaultSniffTimeout
+)
+
+var (
+	ErrVersionMismatch = state.ErrVersionMismatch
+	ErrShutdown        = state.ErrShutdown
+)
+
+// ETag is the HTTP entity tag of a config version.
+func ETag(version string) string { return state.ETag(version) }
+
+// WriteFileAtomic replaces path with data atomically (state.WriteFileAtomic).
+func WriteFileAtomic(path string, data []byte) error { return state.WriteFileAtomic(path, data) }

@@ -81,12 +81,35 @@ func Compile(cfg *config.Config, node string) (*Table, error) {
 		}
 		t.ingress[port] = c.ingressService(node, l)
 	}
+	t.numberRoutes()
 	t.clusters = make([]ClusterRef, 0, len(c.clusters))
 	for _, cr := range c.clusters {
 		t.clusters = append(t.clusters, cr)
 	}
 	slices.SortFunc(t.clusters, func(a, b ClusterRef) int { return strings.Compare(a.Name, b.Name) })
 	return t, nil
+}
+
+// numberRoutes gives every route its ID and lists it in t.routes: egress services in
+// backend order, then the ingress listeners by ascending port.
+func (t *Table) numberRoutes() {
+	add := func(s *Service) {
+		for _, rt := range s.Routes {
+			rt.ID = len(t.routes)
+			t.routes = append(t.routes, rt)
+		}
+	}
+	for _, s := range t.services {
+		add(s)
+	}
+	ports := make([]int, 0, len(t.ingress))
+	for p := range t.ingress {
+		ports = append(ports, p)
+	}
+	slices.Sort(ports)
+	for _, p := range ports {
+		add(t.ingress[p])
+	}
 }
 
 // service compiles one virtual service from its provider.
@@ -264,7 +287,7 @@ func (c *compiler) route(svc string, cr *config.Route) (*Route, error) {
 			return nil, err
 		}
 		rt.m.kind = kind
-		action, rt.HTTPRetry = &h.Action, h.RetryPolicy
+		action, rt.HTTPRetry, rt.RateLimit = &h.Action, h.RetryPolicy, h.RateLimit
 		if h.Timeout != nil {
 			rt.PerRequestTimeout, rt.IdleTimeout = h.Timeout.PerRequest.D(), h.Timeout.Idle.D()
 		}
@@ -274,7 +297,7 @@ func (c *compiler) route(svc string, cr *config.Route) (*Route, error) {
 		if rt.m, err = compileGRPCMatch(&g.Match, field+".match"); err != nil {
 			return nil, err
 		}
-		action, rt.GRPCRetry = &g.Action, g.RetryPolicy
+		action, rt.GRPCRetry, rt.RateLimit = &g.Action, g.RetryPolicy, g.RateLimit
 		if g.Timeout != nil {
 			rt.PerRequestTimeout, rt.IdleTimeout = g.Timeout.PerRequest.D(), g.Timeout.Idle.D()
 		}

@@ -51,6 +51,7 @@ type Table struct {
 	ingress     map[int]*Service
 	clusters    []ClusterRef
 	egressPorts []int
+	routes      []*Route // every route, egress and ingress; routes[i].ID == i
 }
 
 // Service is a routable virtual service (egress) or one of the node's own listeners
@@ -77,6 +78,15 @@ type Route struct {
 
 	HTTPRetry *config.HTTPRetryPolicy // nil if none
 	GRPCRetry *config.GRPCRetryPolicy // nil if none
+	// RateLimit is the route's rateLimit extension; nil if none (synthetic routes never
+	// have one).
+	RateLimit *config.RateLimit
+
+	// ID numbers the table's routes densely from 0 (egress services in backend order,
+	// then ingress listeners by port), so whoever builds per-route runtime state for a
+	// table (retry policies, token buckets, counters) keeps it in a slice indexed by ID
+	// instead of a map keyed by route.
+	ID int
 
 	m      matcher
 	cum    []uint64 // cumulative target weights; cum[len-1] is the total
@@ -151,6 +161,10 @@ func (t *Table) Services() []*Service { return t.services }
 // Clusters returns every cluster referenced by any route, egress and ingress,
 // deduplicated and sorted by name. The slice is shared: callers must not modify it.
 func (t *Table) Clusters() []ClusterRef { return t.clusters }
+
+// Routes returns every route of the table, egress and ingress, indexed by Route.ID. The
+// slice is shared: callers must not modify it.
+func (t *Table) Routes() []*Route { return t.routes }
 
 // EgressPorts lists, ascending and deduplicated, the virtual-router listener ports (and
 // provider-node listener ports) this node's backends serve on. The slice is shared.

@@ -1,0 +1,364 @@
+package forward
+
+import (
+	"math/rand/v2"
+	"net/http"
+	"net/textproto"
+	"strings"
+	"unsafe"
+
+	"github.com/meshd/meshd/internal/h1"
+	"golang.org/x/net/http/httpguts"
+)
+
+// This file holds the forwarding-header rules of every L7 path, in one place: what meshd
+// adds to a request it forwards (X-Forwarded-For appended, X-Forwarded-Proto, X-Request-Id)
+// and what it removes (hop-by-hop fields, RFC 9110 §7.6.1). The HTTP/1.1 fast path works on
+// the codec's h1.Header slice without allocating (H1Forwarding); the net/http paths work on
+// http.Header (HTTPForwarding). Both apply the same rules, and TestForwardingRulesAgree
+// holds them to it. The HTTP/1.1 codec's writer drops the hop-by-hop fields of an h1
+// request itself (internal/h1/write.go), with the same list as hopHeaders below.
+//
+// The rules:
+//   - X-Forwarded-For: the client's address is appended; repeated fields are merged into
+//     one (RFC 9110 §5.3), so the client's address is always the last entry.
+//   - X-Forwarded-Proto: on ingress, the scheme meshd saw (the network peer is not trusted
+//     to state it); on egress, the app's value is kept when present.
+//   - X-Request-Id: kept when present, generated (a random UUID) otherwise.
+//   - Fields the client names in Connection are removed first, so naming a forwarding
+//     header there cannot drop the value meshd computed.
+
+// DeleteHeader removes, in place, every field called lower.
+func DeleteHeader(hs []h1.Header, lower string) []h1.Header {
+	out := hs[:0]
+	for _, h := range hs {
+		if !EqualFoldASCII(h.Name, lower) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// EqualFoldASCII compares s with lower, which must be lower case, ignoring ASCII case.
+func EqualFoldASCII(s, lower string) bool {
+	if len(s) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if b != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Str views b as a string without copying; the caller keeps b unchanged while the
+// string is in use (until the next request reuses scratch).
+func Str(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// Values are built in scratch, which is sized so that appends never move it within
+// one request (the strings handed out alias it); only repeated X-Forwarded-For fields
+// can make it grow.
+// H1Forwarding applies the forwarding rules to the HTTP/1.1 requests of one downstream
+// connection. It is reused across the connection's requests, so the steady state
+// allocates nothing; Extra holds the fields to add after the request's own, valid until
+// the next Apply.
+type H1Forwarding struct {
+	Extra   []h1.Header
+	scratch []byte
+	ids     *rand.PCG
+}
+
+// NewH1Forwarding returns a forwarder with its buffers sized for the common request.
+func NewH1Forwarding() *H1Forwarding {
+	return &H1Forwarding{
+		Extra:   make([]h1.Header, 0, 4),
+		scratch: make([]byte, 0, 1024),
+		ids:     rand.NewPCG(rand.Uint64(), rand.Uint64()),
+	}
+}
+
+// Apply rewrites req's fields and fills Extra. client is the peer IP ("" when unknown).
+func (c *H1Forwarding) Apply(req *h1.Request, client string, ingress bool, scheme string) {
+	c.Extra = c.Extra[:0]
+	c.scratch = c.scratch[:0]
+	if connectionNamesFields(req.Headers) {
+		req.Headers = stripConnectionNamed(req.Headers)
+	}
+	xff, nxff, xffLen := -1, 0, 0
+	haveProto, haveID := false, false
+	for i := range req.Headers {
+		switch n := req.Headers[i].Name; {
+		case EqualFoldASCII(n, "x-forwarded-for"):
+			if xff < 0 {
+				xff = i
+			}
+			nxff++
+			xffLen += len(req.Headers[i].Value) + 2
+		case EqualFoldASCII(n, "x-forwarded-proto"):
+			haveProto = true
+		case EqualFoldASCII(n, "x-request-id"):
+			haveID = true
+		}
+	}
+	if client != "" {
+		if xff >= 0 {
+			need := xffLen + len(client)
+			if need > cap(c.scratch) {
+				c.scratch = make([]byte, 0, need+64)
+			}
+			start := len(c.scratch)
+			for i := xff; i < len(req.Headers); i++ {
+				h := &req.Headers[i]
+				if h.Value == "" || (i > xff && !EqualFoldASCII(h.Name, "x-forwarded-for")) {
+					continue
+				}
+				if len(c.scratch) > start {
+					c.scratch = append(c.scratch, ", "...)
+				}
+				c.scratch = append(c.scratch, h.Value...)
+			}
+			if len(c.scratch) > start {
+				c.scratch = append(c.scratch, ", "...)
+			}
+			c.scratch = append(c.scratch, client...)
+			req.Headers[xff].Value = Str(c.scratch[start:])
+			if nxff > 1 {
+				req.Headers = removeFieldsAfter(req.Headers, xff, "x-forwarded-for")
+			}
+		} else {
+			c.Extra = append(c.Extra, h1.Header{Name: "X-Forwarded-For", Value: client})
+		}
+	}
+	if haveProto && ingress {
+		// From the network, the scheme is what meshd saw, not what the peer claims.
+		req.Headers = DeleteHeader(req.Headers, "x-forwarded-proto")
+		haveProto = false
+	}
+	if !haveProto {
+		c.Extra = append(c.Extra, h1.Header{Name: "X-Forwarded-Proto", Value: scheme})
+	}
+	if !haveID {
+		if cap(c.scratch)-len(c.scratch) < 36 {
+			c.scratch = make([]byte, 0, 64)
+		}
+		start := len(c.scratch)
+		c.scratch = appendUUID(c.scratch, c.ids.Uint64(), c.ids.Uint64())
+		c.Extra = append(c.Extra, h1.Header{Name: "X-Request-Id", Value: Str(c.scratch[start:])})
+	}
+}
+
+// connectionNamesFields reports whether a Connection field lists a field name (anything
+// beyond close, keep-alive and upgrade), so the common request skips stripConnectionNamed.
+func connectionNamesFields(hs []h1.Header) bool {
+	for i := range hs {
+		if !EqualFoldASCII(hs[i].Name, "connection") {
+			continue
+		}
+		for list := hs[i].Value; list != ""; {
+			var elem string
+			elem, list = NextToken(list)
+			if elem != "" && !EqualFoldASCII(elem, "close") && !EqualFoldASCII(elem, "keep-alive") && !EqualFoldASCII(elem, "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// NextToken splits the first element off a comma-separated list, trimming OWS.
+func NextToken(list string) (elem, rest string) {
+	elem = list
+	for i := 0; i < len(list); i++ {
+		if list[i] == ',' {
+			elem, rest = list[:i], list[i+1:]
+			break
+		}
+	}
+	for len(elem) > 0 && (elem[0] == ' ' || elem[0] == '\t') {
+		elem = elem[1:]
+	}
+	for len(elem) > 0 && (elem[len(elem)-1] == ' ' || elem[len(elem)-1] == '\t') {
+		elem = elem[:len(elem)-1]
+	}
+	return elem, rest
+}
+
+// stripConnectionNamed removes, in place, the fields a Connection field names. Fields
+// the request writer handles itself (Host, framing, Connection, TE, Upgrade, Trailer)
+// stay for it to treat. Connection fields are always kept, so the region the compaction
+// has already overwritten still holds every Connection value the scan needs.
+func stripConnectionNamed(hs []h1.Header) []h1.Header {
+	out := hs[:0]
+	for _, h := range hs {
+		if !writerHandled(h.Name) && namedInConnection(hs, h.Name) {
+			continue
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+func writerHandled(name string) bool {
+	for _, n := range [...]string{"host", "content-length", "transfer-encoding", "connection", "te", "upgrade", "trailer"} {
+		if EqualFoldASCII(name, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// namedInConnection reports whether a Connection field in hs lists name.
+func namedInConnection(hs []h1.Header, name string) bool {
+	for i := range hs {
+		if !EqualFoldASCII(hs[i].Name, "connection") {
+			continue
+		}
+		for list := hs[i].Value; list != ""; {
+			var elem string
+			elem, list = NextToken(list)
+			if len(elem) == len(name) && EqualFoldBoth(elem, name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// EqualFoldBoth compares two ASCII strings case-insensitively (EqualFoldASCII wants
+// its second argument in lower case).
+func EqualFoldBoth(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// removeFieldsAfter removes, in place, the fields called lower that come after index
+// keep, preserving the order of the others.
+func removeFieldsAfter(hs []h1.Header, keep int, lower string) []h1.Header {
+	out := hs[:keep+1]
+	for _, h := range hs[keep+1:] {
+		if !EqualFoldASCII(h.Name, lower) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// appendUUID formats a random (version 4) UUID.
+func appendUUID(b []byte, hi, lo uint64) []byte {
+	const hex = "0123456789abcdef"
+	hi = (hi &^ (0xf << 12)) | (4 << 12)
+	lo = (lo &^ (0x3 << 62)) | (0x2 << 62)
+	var raw [16]byte
+	for i := 0; i < 8; i++ {
+		raw[i] = byte(hi >> (56 - 8*i))
+		raw[8+i] = byte(lo >> (56 - 8*i))
+	}
+	for i, v := range raw {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b = append(b, '-')
+		}
+		b = append(b, hex[v>>4], hex[v&0xf])
+	}
+	return b
+}
+
+// hopHeaders are the connection-specific headers of RFC 9110 §7.6.1 plus the legacy
+// ones proxies strip (Proxy-Connection, Keep-Alive).
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// RemoveHopByHop deletes the hop-by-hop fields of h and those its Connection fields name.
+func RemoveHopByHop(h http.Header) {
+	for _, f := range h.Values("Connection") {
+		for _, name := range strings.Split(f, ",") {
+			if name = textproto.TrimString(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, name := range hopHeaders {
+		h.Del(name)
+	}
+}
+
+// HTTPForwarding applies the forwarding rules to a request held as an http.Header (the
+// HTTP/2 front end, and the HTTP/1.1 front end when the upstream speaks HTTP/2). in is
+// the received header; the returned one is a copy with hop-by-hop fields removed,
+// "TE: trailers" kept (gRPC needs it), and the forwarding fields set. client is the peer
+// IP ("" when unknown).
+func HTTPForwarding(in http.Header, client string, ingress bool, scheme string) http.Header {
+	hdr := make(http.Header, len(in)+3)
+	for k, v := range in {
+		hdr[k] = v
+	}
+	RemoveHopByHop(hdr)
+	for _, v := range in.Values("Te") {
+		if httpguts.HeaderValuesContainsToken([]string{v}, "trailers") {
+			hdr.Set("Te", "trailers")
+		}
+	}
+	if client != "" {
+		var b strings.Builder
+		for _, v := range hdr.Values("X-Forwarded-For") {
+			if v != "" {
+				b.WriteString(v)
+				b.WriteString(", ")
+			}
+		}
+		b.WriteString(client)
+		hdr.Set("X-Forwarded-For", b.String())
+	}
+	if ingress || hdr.Get("X-Forwarded-Proto") == "" {
+		hdr.Set("X-Forwarded-Proto", scheme)
+	}
+	if hdr.Get("X-Request-Id") == "" {
+		var b [36]byte
+		hdr.Set("X-Request-Id", string(appendUUID(b[:0], rand.Uint64(), rand.Uint64())))
+	}
+	return hdr
+}
+
+// H1ToHTTP builds the http.Header of an HTTP/1.1 request forwarded to an HTTP/2
+// upstream: its fields after H1Forwarding.Apply, plus extra (the forwarding fields
+// Apply computed), minus the hop-by-hop fields, with "TE: trailers" kept. The
+// forwarding rules are therefore applied once, by H1Forwarding, whatever protocol the
+// upstream speaks.
+func H1ToHTTP(hs []h1.Header, extra []h1.Header) http.Header {
+	hdr := make(http.Header, len(hs)+len(extra))
+	teTrailers := false
+	for _, f := range hs {
+		if EqualFoldASCII(f.Name, "te") {
+			teTrailers = teTrailers || httpguts.HeaderValuesContainsToken([]string{f.Value}, "trailers")
+		}
+		hdr.Add(f.Name, f.Value)
+	}
+	RemoveHopByHop(hdr)
+	for _, f := range extra {
+		hdr.Set(f.Name, f.Value)
+	}
+	if teTrailers {
+		hdr.Set("Te", "trailers")
+	}
+	return hdr
+}

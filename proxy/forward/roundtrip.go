@@ -1,0 +1,389 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshd/meshd/balancer"
+	"github.com/meshd/meshd/proxy/upstream"
+)
+
+// RoundTrip is the Exchanger over a cluster's net/http transport: HTTP/2 upstreams
+// (h2c prior knowledge), and HTTP/1.1 upstreams reached from an HTTP/2 client. The HTTP/2
+// front end uses it, and so does the HTTP/1.1 front end when the upstream speaks HTTP/2.
+//
+// A request body is kept for a retry up to MaxReplay bytes as it streams (replayBody);
+// the idle timeout bounds the wait for the response head (headWatch) and, after it, the
+// gaps in the response body (idleBody). After Do succeeded, Response is the response to
+// relay and Close must be called when the relay is done.
+type RoundTrip struct {
+	// Out is the upstream request, its header already through HTTPForwarding. Its
+	// context is the client's: when it ends, the attempt fails as a *ClientError.
+	Out       *http.Request
+	Cluster   *upstream.Cluster
+	Idle      time.Duration
+	MaxReplay int
+
+	rb       *replayBody
+	bodyless bool
+	resp     *http.Response
+	actx     context.Context    // the final attempt's
+	cancel   context.CancelFunc // the current attempt's
+	idleBody *idleBody
+}
+
+// NewRoundTrip prepares out for the pipeline.
+func NewRoundTrip(out *http.Request, cl *upstream.Cluster, idle time.Duration, maxReplay int) *RoundTrip {
+	rt := &RoundTrip{Out: out, Cluster: cl, Idle: idle, MaxReplay: maxReplay}
+	rt.bodyless = out.Body == nil || out.Body == http.NoBody
+	if !rt.bodyless {
+		if maxReplay <= 0 {
+			maxReplay = DefaultMaxReplayBody
+		}
+		rt.rb = &replayBody{src: out.Body, limit: maxReplay}
+	}
+	return rt
+}
+
+// Exchange implements Exchanger.
+func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, error) {
+	parent := r.Out.Context()
+	actx, acancel := context.WithCancel(parent)
+	if !deadline.IsZero() {
+		actx, acancel = context.WithDeadline(parent, deadline)
+	}
+	// The idle timeout also bounds the wait for the response head (idleBody only covers
+	// the body): an upstream that accepts the request and then says nothing must not
+	// hold it for ever.
+	var hw *headWatch
+	if r.Idle > 0 {
+		hw = newHeadWatch(actx, r.Idle, acancel)
+		actx, acancel = hw.ctx, hw.cancelAll
+	}
+	req := r.Out.WithContext(actx)
+	u := *r.Out.URL
+	u.Host = res.Endpoint.Address
+	req.URL = &u
+	if r.rb != nil {
+		req.Body = r.rb.attempt()
+	}
+	if hw != nil && req.Body != nil && req.Body != http.NoBody {
+		req.Body = &activityBody{ReadCloser: req.Body, hw: hw}
+	}
+	resp, err := r.Cluster.RoundTripper().RoundTrip(req)
+	stalled := hw.stop()
+	if err != nil {
+		deadlineHit := errors.Is(actx.Err(), context.DeadlineExceeded)
+		acancel()
+		var ce *ClientError
+		switch {
+		case errors.As(err, &ce):
+			return 0, err
+		case parent.Err() != nil:
+			return 0, &ClientError{Err: fmt.Errorf("client went away: %w", parent.Err())}
+		case stalled:
+			return 0, &upstream.Error{Kind: upstream.Timeout, Err: fmt.Errorf("no response head within the idle timeout %v: %w", r.Idle, context.DeadlineExceeded)}
+		case deadlineHit:
+			return 0, &upstream.Error{Kind: upstream.Timeout, Err: err}
+		}
+		return 0, err
+	}
+	// The idle timeout cancels the exchange when the response body makes no progress.
+	if r.Idle > 0 {
+		r.idleBody = &idleBody{ReadCloser: resp.Body, idle: r.Idle}
+		r.idleBody.timer = time.AfterFunc(r.Idle, r.idleBody.fire(acancel))
+		resp.Body = r.idleBody
+	}
+	r.resp, r.actx, r.cancel = resp, actx, acancel
+	return resp.StatusCode, nil
+}
+
+// Replayable implements Exchanger.
+func (r *RoundTrip) Replayable() bool { return r.bodyless || r.rb.replayable() }
+
+// Header implements Exchanger.
+func (r *RoundTrip) Header(name string) (string, bool) {
+	v := r.resp.Header.Values(name)
+	if len(v) == 0 {
+		return "", false
+	}
+	return v[0], true
+}
+
+// Discard implements Exchanger: a little of the body is read so the connection
+// (HTTP/1.1) can be reused; net/http closes it when more is left.
+func (r *RoundTrip) Discard() {
+	_, _ = io.Copy(io.Discard, io.LimitReader(r.resp.Body, MaxDrainBody))
+	r.Close()
+}
+
+// Wait implements Exchanger: the wait ends early when the client goes away.
+func (r *RoundTrip) Wait(d time.Duration) bool { return Sleep(r.Out.Context(), d) }
+
+// TimedOut reports whether meshd's own timeout ended the final attempt: the request's
+// deadline (or the per-try one) passed, or the response body idled past the idle
+// timeout. A relay that failed then is meshd's timeout, not an upstream failure.
+func (r *RoundTrip) TimedOut() bool {
+	if r.actx != nil && errors.Is(r.actx.Err(), context.DeadlineExceeded) {
+		return true
+	}
+	return r.idleBody != nil && r.idleBody.fired.Load()
+}
+
+// Response is the final response head and its body, after Do succeeded.
+func (r *RoundTrip) Response() *http.Response { return r.resp }
+
+// Close releases the final attempt (its body and context). Safe to call twice.
+func (r *RoundTrip) Close() {
+	if r.resp != nil {
+		_ = r.resp.Body.Close()
+		r.resp = nil
+	}
+	if r.cancel != nil {
+		r.cancel()
+		r.cancel = nil
+	}
+}
+
+// OutRequest builds the upstream request of a net/http path: pathQuery split into the
+// URL, an empty body as http.NoBody. hdr is the forwarded header (HTTPForwarding).
+func OutRequest(ctx context.Context, method, pathQuery, host string, hdr http.Header, body io.ReadCloser,
+	contentLength int64, trailer http.Header) *http.Request {
+	u := &url.URL{Scheme: "http"}
+	if i := strings.IndexByte(pathQuery, '?'); i >= 0 {
+		u.RawQuery = pathQuery[i+1:]
+		pathQuery = pathQuery[:i]
+	}
+	if p, err := url.PathUnescape(pathQuery); err == nil {
+		u.Path = p
+		u.RawPath = pathQuery
+	} else {
+		u.Path = pathQuery
+	}
+	if body == nil || contentLength == 0 {
+		body = http.NoBody
+	}
+	return (&http.Request{
+		Method:        method,
+		URL:           u,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        hdr,
+		Body:          body,
+		ContentLength: contentLength,
+		Host:          host,
+		Trailer:       trailer,
+	}).WithContext(ctx)
+}
+
+// replayBody keeps the first limit bytes of a request body so that a retry can send it
+// again (net/http's GetBody idea, bounded). Each attempt reads through its own
+// attemptBody; a newer attempt makes older ones fail, because net/http may still read
+// an abandoned attempt's body from its write goroutine after RoundTrip returned. Every
+// byte taken from src is recorded (until overflow), whichever attempt read it.
+type replayBody struct {
+	// srcMu serializes reads of src (an abandoned attempt may still be inside one);
+	// mu guards the rest and is never held across a read, so replayable never waits
+	// for the client to send more of a stream.
+	srcMu    sync.Mutex
+	mu       sync.Mutex
+	src      io.ReadCloser
+	buf      []byte
+	limit    int
+	overflow bool  // more than limit bytes were read: no replay
+	srcErr   error // src's sticky end (io.EOF) or failure
+	gen      int
+}
+
+var errStaleAttempt = errors.New("request body: superseded by a retry")
+
+// replayable reports whether a new attempt can send the whole body again. A nil rb (no
+// body kept) is not replayable.
+func (rb *replayBody) replayable() bool {
+	if rb == nil {
+		return false
+	}
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	return !rb.overflow
+}
+
+func (rb *replayBody) attempt() io.ReadCloser {
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	rb.gen++
+	return &attemptBody{rb: rb, gen: rb.gen}
+}
+
+type attemptBody struct {
+	rb  *replayBody
+	gen int
+	off int
+}
+
+// fromBuf serves what the buffer holds beyond a's offset; mu is held.
+func (a *attemptBody) fromBuf(p []byte) (int, bool) {
+	rb := a.rb
+	if rb.overflow || a.off >= len(rb.buf) {
+		return 0, false
+	}
+	n := copy(p, rb.buf[a.off:])
+	a.off += n
+	return n, true
+}
+
+func (a *attemptBody) Read(p []byte) (int, error) {
+	rb := a.rb
+	rb.mu.Lock()
+	if a.gen != rb.gen {
+		rb.mu.Unlock()
+		return 0, errStaleAttempt
+	}
+	if n, ok := a.fromBuf(p); ok {
+		rb.mu.Unlock()
+		return n, nil
+	}
+	rb.mu.Unlock()
+
+	rb.srcMu.Lock()
+	defer rb.srcMu.Unlock()
+	rb.mu.Lock()
+	// Another reader may have appended while this one waited for srcMu.
+	if n, ok := a.fromBuf(p); ok {
+		rb.mu.Unlock()
+		return n, nil
+	}
+	if err := rb.srcErr; err != nil {
+		rb.mu.Unlock()
+		return 0, err
+	}
+	rb.mu.Unlock()
+	n, err := rb.src.Read(p)
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	if n > 0 && !rb.overflow {
+		if len(rb.buf)+n <= rb.limit {
+			rb.buf = append(rb.buf, p[:n]...)
+			a.off += n
+		} else {
+			rb.overflow, rb.buf = true, nil
+		}
+	}
+	if err != nil {
+		rb.srcErr = err
+	}
+	if a.gen != rb.gen {
+		return 0, errStaleAttempt // the bytes are kept for the current attempt
+	}
+	return n, err
+}
+
+// Close leaves src open: the downstream request owns it.
+func (a *attemptBody) Close() error { return nil }
+
+// idleBody cancels an exchange whose body has not delivered a byte for idle.
+type idleBody struct {
+	io.ReadCloser
+	idle  time.Duration
+	timer *time.Timer
+	fired atomic.Bool
+}
+
+// headWatch cancels an attempt whose response head does not arrive within idle of the
+// last sign of life (the request sent, or a request body read). stop ends the watch
+// when RoundTrip returns; after it, touches do nothing, so a request body still
+// streaming (gRPC bidi) cannot re-arm it.
+type headWatch struct {
+	ctx       context.Context
+	cancel    context.CancelFunc // the watch's own context
+	cancelAll context.CancelFunc // the watch's and the attempt's
+	idle      time.Duration
+	timer     *time.Timer
+
+	mu      sync.Mutex
+	stopped bool
+	stalled bool
+}
+
+func newHeadWatch(parent context.Context, idle time.Duration, parentCancel context.CancelFunc) *headWatch {
+	hw := &headWatch{idle: idle}
+	hw.ctx, hw.cancel = context.WithCancel(parent)
+	hw.cancelAll = func() { hw.cancel(); parentCancel() }
+	hw.timer = time.AfterFunc(idle, hw.fire)
+	return hw
+}
+
+func (hw *headWatch) fire() {
+	hw.mu.Lock()
+	if hw.stopped {
+		hw.mu.Unlock()
+		return
+	}
+	hw.stalled = true
+	hw.mu.Unlock()
+	hw.cancel()
+}
+
+func (hw *headWatch) touch() {
+	hw.mu.Lock()
+	if !hw.stopped {
+		hw.timer.Reset(hw.idle)
+	}
+	hw.mu.Unlock()
+}
+
+// stop ends the watch and reports whether it cancelled the attempt. A nil watch did not.
+func (hw *headWatch) stop() bool {
+	if hw == nil {
+		return false
+	}
+	hw.mu.Lock()
+	defer hw.mu.Unlock()
+	hw.stopped = true
+	hw.timer.Stop()
+	return hw.stalled
+}
+
+// activityBody is a request body whose reads count as activity for a headWatch.
+type activityBody struct {
+	io.ReadCloser
+	hw *headWatch
+}
+
+func (a *activityBody) Read(p []byte) (int, error) {
+	n, err := a.ReadCloser.Read(p)
+	if n > 0 {
+		a.hw.touch()
+	}
+	return n, err
+}
+
+// fire returns the timer's function: it records that the idle timeout cut the body.
+func (b *idleBody) fire(cancel context.CancelFunc) func() {
+	return func() {
+		b.fired.Store(true)
+		cancel()
+	}
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.timer.Reset(b.idle)
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.timer.Stop()
+	return b.ReadCloser.Close()
+}

@@ -1,0 +1,786 @@
+// Package http1 is the HTTP/1.1 front end: meshd's fast path. A downstream connection's
+// requests are parsed by the strict zero-allocation codec (internal/h1) into structs
+// reused across requests, resolved and sent through the forward pipeline with this
+// package's exchanger (pooled upstream HTTP/1.1 connections, connection deadlines rather
+// than contexts), and the response relayed back. Requests to an HTTP/2 upstream go
+// through net/http's transport instead (bridge.go).
+package http1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/meshd/meshd/balancer"
+	"github.com/meshd/meshd/internal/h1"
+	"github.com/meshd/meshd/proxy/forward"
+	"github.com/meshd/meshd/proxy/internal/deadline"
+	"github.com/meshd/meshd/proxy/listen"
+	"github.com/meshd/meshd/proxy/upstream"
+	"github.com/meshd/meshd/router"
+)
+
+const (
+	downstreamWriteBuf = 16 << 10
+)
+
+// Limits bounds a request head (and, on the upstream side, a response head).
+var Limits = h1.Limits{MaxHeaderBytes: 60 << 10, MaxHeaders: 100}
+
+// h1conn is the state of one downstream HTTP/1.1 connection. Everything in it is reused
+// across the connection's requests, so the steady state allocates nothing. It is the
+// forward.Exchanger of its requests to HTTP/1.1 upstreams.
+type h1conn struct {
+	env  *forward.Env
+	kind forward.Kind
+	tc   *listen.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	rd   *h1.Reader
+
+	req  h1.Request
+	resp h1.Response
+	rr   router.Request
+
+	hdrs   joinedHeaders // c.req as the router's header getter
+	fwd    *forward.H1Forwarding
+	up     *upstream.Conn // upstream connection kept from the previous exchange
+	client string         // the peer IP, for x-forwarded-for
+	local  int            // the local port this connection was addressed to (ingress)
+
+	// The request in flight, for the Exchanger methods.
+	x struct {
+		target     string
+		body       []byte // the request body kept for a replay (nil: none or streamed)
+		replayable bool   // the body can be sent again (none, or kept in body)
+		upgrade    bool
+		idle       time.Duration
+		sent       bool           // some of the request was written in the last attempt
+		u          *upstream.Conn // the last attempt's connection, holding its response head
+	}
+	bodyBuf *[]byte // pooled buffer holding x.body when it did not fit the read buffer
+}
+
+// Serve serves the HTTP/1.1 requests of tc (br holds what the sniffer read) until the
+// client closes, a request says close, the server drains or an error ends the
+// connection. The caller closes tc.
+func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kind) {
+	c := &h1conn{env: env, kind: kind, tc: tc, br: br, bw: getWriter(tc)}
+	defer putWriter(c.bw)
+	c.rd = h1.NewReader(br, Limits)
+	c.hdrs.req = &c.req
+	c.fwd = forward.NewH1Forwarding()
+	if ta, ok := tc.RemoteAddr().(*net.TCPAddr); ok {
+		c.client = ta.IP.String()
+	}
+	if kind == forward.Ingress {
+		c.local = int(tc.Orig.Port())
+	}
+	defer c.releaseUp()
+	for {
+		tc.SetBusy(false)
+		if env.Draining.Load() {
+			return
+		}
+		tc.SetIdleTimeout(env.KeepAliveIdle)
+		// Between requests the connection may idle for KeepAliveIdle; once a head has
+		// started, it must end within HeaderTimeout however the bytes are paced.
+		if _, err := c.br.Peek(1); err != nil {
+			return
+		}
+		tc.Timer.SetHard(time.Now().Add(env.HeaderTimeout))
+		err := c.rd.ReadRequest(&c.req)
+		tc.Timer.SetHard(time.Time{})
+		tc.SetBusy(true)
+		if err != nil {
+			var he *h1.Error
+			if errors.As(err, &he) {
+				c.localReply(he.Status, forward.CodeBadRequest, "meshd: "+he.Msg+"\n", true)
+			} else if upstream.IsTimeout(err) {
+				tc.SetIdleTimeout(env.StreamIdle) // a fresh deadline for the reply
+				c.localReply(408, forward.CodeHeaderTimeout, "meshd: request head not complete within "+env.HeaderTimeout.String()+"\n", true)
+			}
+			return
+		}
+		tc.SetIdleTimeout(env.StreamIdle)
+		if !c.handle() {
+			return
+		}
+	}
+}
+
+// releaseUp returns the kept upstream connection to its pool.
+func (c *h1conn) releaseUp() {
+	if c.up != nil {
+		c.up.Pool.Put(c.up)
+		c.up = nil
+	}
+}
+
+// handle serves one request; false means close the downstream connection.
+func (c *h1conn) handle() bool {
+	req := &c.req
+	snap := c.env.State.Load()
+
+	target := req.Target
+	authority := req.Host
+	scheme := "http"
+	if len(target) > 0 && target[0] != '/' && target != "*" && req.Method != "CONNECT" {
+		sch, auth, path, ok := h1.SplitAbsoluteTarget(target)
+		if !ok {
+			return c.localReply(400, forward.CodeBadRequest, "meshd: malformed request target\n", true)
+		}
+		scheme, authority, target = sch, auth, path
+	}
+	if req.Method == "CONNECT" {
+		return c.localReply(405, forward.CodeBadRequest, "meshd: CONNECT is not supported\n", true)
+	}
+	c.rr = router.Request{Authority: authority, Method: req.Method, Path: target, Scheme: scheme, Header: &c.hdrs}
+	if ct, ok := req.Get("content-type"); ok && len(ct) >= 16 && ct[:16] == "application/grpc" {
+		c.rr.GRPC = true
+	}
+	d := forward.Resolve(snap, c.env.Passthrough, c.kind, &c.rr, c.local, c.tc.Orig, rand.Uint64())
+	if d.Failed() {
+		return c.drainBodyThenReply(d.Status, d.Code, d.Msg)
+	}
+	if ok, wait := d.Admit(snap); !ok {
+		return c.rateLimitReply(wait)
+	}
+	if req.ExpectContinue {
+		// Answer 100 Continue ourselves and drop Expect: relaying it would leave the
+		// client waiting for an interim response while meshd waits for the body.
+		req.Headers = forward.DeleteHeader(req.Headers, "expect")
+		if _, err := c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+			return false
+		}
+		if err := c.bw.Flush(); err != nil {
+			return false
+		}
+	}
+	// The forwarding rules apply once, whatever the upstream speaks.
+	c.fwd.Apply(req, c.client, c.kind == forward.Ingress, scheme)
+	if d.Cluster.HTTP2() {
+		return c.bridge(snap, &d, target)
+	}
+	return c.forward(&d, target)
+}
+
+// bodyPool holds the buffers of request bodies larger than the read buffer but within
+// the replay bound (of the default size; a larger configured bound allocates).
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, forward.DefaultMaxReplayBody); return &b }}
+
+// keepBody makes a sized request body replayable when it fits the replay bound: one
+// that fits the read buffer is peeked, not consumed, until the exchange is done; a
+// larger one is read into a pooled buffer first. Chunked and larger bodies stream (and
+// are retried only when none of them was sent). It reports false when the client failed
+// to deliver the body (answered already).
+func (c *h1conn) keepBody() bool {
+	req := &c.req
+	c.x.body, c.x.replayable = nil, !req.HasBody()
+	if req.Chunked || req.ContentLength <= 0 {
+		return true
+	}
+	n := int(req.ContentLength)
+	if n <= c.br.Size() {
+		b, err := c.br.Peek(n)
+		if err != nil {
+			c.clientBodyReply(&forward.ClientError{Err: err})
+			return false
+		}
+		c.x.body, c.x.replayable = b, true
+		return true
+	}
+	if int64(n) > int64(c.env.ReplayBound()) {
+		return true
+	}
+	if n <= forward.DefaultMaxReplayBody {
+		c.bodyBuf = bodyPool.Get().(*[]byte)
+	} else {
+		b := make([]byte, n)
+		c.bodyBuf = &b
+	}
+	b := (*c.bodyBuf)[:n]
+	if _, err := io.ReadFull(c.br, b); err != nil {
+		c.putBody()
+		c.clientBodyReply(&forward.ClientError{Err: err})
+		return false
+	}
+	c.x.body, c.x.replayable = b, true
+	return true
+}
+
+// putBody returns a pooled body buffer.
+func (c *h1conn) putBody() {
+	if c.bodyBuf != nil {
+		if cap(*c.bodyBuf) == forward.DefaultMaxReplayBody {
+			bodyPool.Put(c.bodyBuf)
+		}
+		c.bodyBuf = nil
+	}
+}
+
+// forward relays one request to an HTTP/1.1 upstream through the pipeline and the
+// response back: the hot path. It reports whether the downstream connection can be kept.
+func (c *h1conn) forward(d *forward.Decision, target string) bool {
+	req := &c.req
+	call, idle := forward.NewCall(d, c.env.StreamIdle, 0)
+	c.tc.SetIdleTimeout(idle)
+	c.x.target, c.x.idle, c.x.upgrade, c.x.sent, c.x.u = target, idle, req.Upgrade != "", false, nil
+	call.NoRetry = c.x.upgrade
+	if !c.keepBody() {
+		return false
+	}
+	defer c.putBody()
+	peeked := c.bodyBuf == nil && c.x.body != nil
+
+	fl, err := forward.Do(&call, c)
+	if err != nil {
+		if ce, ok := forward.AsClientError(err); ok {
+			c.clientBodyReply(ce)
+			return false
+		}
+		// When part of a streamed request body was consumed the downstream framing is
+		// lost and the connection must close (failReply closes whenever there is a body).
+		return c.failReply(err)
+	}
+	if peeked {
+		_, _ = c.br.Discard(len(c.x.body))
+	}
+	return c.relay(&fl, c.x.u)
+}
+
+// Exchange implements forward.Exchanger: one attempt on a connection to the picked
+// endpoint, up to the response head.
+func (c *h1conn) Exchange(res balancer.Result, hard time.Time) (int, error) {
+	pool := res.Endpoint.Meta.(*upstream.Pool)
+	u, sent, err := c.exchange(pool, c.x.target, c.x.body, c.x.upgrade, c.x.replayable, c.x.idle, hard)
+	c.x.sent = c.x.sent || sent
+	c.x.u = u
+	if err != nil {
+		return 0, err
+	}
+	return c.resp.Status, nil
+}
+
+// Replayable implements forward.Exchanger.
+func (c *h1conn) Replayable() bool { return c.x.replayable || !c.x.sent }
+
+// Header implements forward.Exchanger.
+func (c *h1conn) Header(name string) (string, bool) { return c.resp.Get(name) }
+
+// Discard implements forward.Exchanger.
+func (c *h1conn) Discard() {
+	drainRetried(c.x.u, &c.resp)
+	c.x.u = nil
+}
+
+// Wait implements forward.Exchanger: it waits d for the next attempt and reports false
+// as soon as the client closes or resets its connection. Nothing is read: the kernel is
+// asked to peek (MSG_PEEK) when the socket turns readable, so buffered request bytes and
+// a peeked request body stay where they are.
+func (c *h1conn) Wait(d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	end := time.Now().Add(d)
+	tcp, ok := c.tc.Conn.(*net.TCPConn)
+	if !ok {
+		return forward.Sleep(nil, d)
+	}
+	rc, err := tcp.SyscallConn()
+	if err != nil {
+		return forward.Sleep(nil, d)
+	}
+	_ = tcp.SetReadDeadline(end)
+	defer c.tc.Timer.Forget() // the connection's own deadline is applied again on next use
+	gone, more := false, false
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
+			return false // not readable yet: wait (bounded by the read deadline)
+		case rerr != nil || n == 0:
+			gone = true // reset, or the client closed (EOF)
+		default:
+			more = true // pipelined bytes: the client is there
+		}
+		return true
+	})
+	_ = tcp.SetReadDeadline(time.Time{})
+	if gone {
+		return false
+	}
+	if err == nil && more {
+		return forward.Sleep(nil, time.Until(end))
+	}
+	return true // the deadline ended the wait
+}
+
+// relay sends the response the final attempt got (its head read on u) to the client:
+// interim responses, a protocol switch, or the response with its body.
+func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
+	req := &c.req
+	pool := u.Pool
+	start := fl.Start
+	// Interim responses: 101 switches protocols, other 1xx are relayed to HTTP/1.1
+	// clients and flushed at once (103 Early Hints is useless once the final response
+	// is there); an HTTP/1.0 client must not get them (RFC 9110 §15.2), so they are
+	// dropped for it.
+	resp := &c.resp
+	for resp.Status >= 100 && resp.Status < 200 && resp.Status != 101 {
+		if req.Minor > 0 {
+			err := h1.WriteResponseHead(c.bw, resp, nil, false, false)
+			if err == nil {
+				err = c.bw.Flush()
+			}
+			if err != nil {
+				pool.Discard(u)
+				fl.End(balancer.DoneInfo{Err: err}, false)
+				return false
+			}
+		}
+		if err := readResponse(u, resp, req.Method); err != nil {
+			pool.Discard(u)
+			fl.End(balancer.DoneInfo{Err: err}, true)
+			c.failReply(upstream.Wrap(err, isMalformed))
+			return false
+		}
+	}
+	if resp.Status == 101 {
+		if !upgradeAsked(req.Upgrade, resp.Upgrade) {
+			// RFC 9110 §7.8: a server switches only to a protocol the client listed in
+			// Upgrade; anything else would hand the client bytes it cannot read.
+			pool.Discard(u)
+			err := &upstream.Error{Kind: upstream.Protocol, Err: errors.New("upstream switched protocols to \"" + resp.Upgrade + "\" which the request did not ask for")}
+			fl.End(balancer.DoneInfo{Err: err, Status: 101, Latency: time.Since(start)}, true)
+			return c.failReply(err) && !req.HasBody()
+		}
+		fl.End(balancer.DoneInfo{Status: 101, Latency: time.Since(start)}, true)
+		return c.tunnel(u)
+	}
+
+	closeDown := c.closing()
+	untilClose := !resp.NoBody && !resp.Chunked && resp.ContentLength < 0
+	dechunk := resp.Chunked && req.Minor == 0 // an HTTP/1.0 client cannot read chunked
+	if untilClose || dechunk {
+		closeDown = true
+	}
+	status := resp.Status
+	if err := h1.WriteResponseHead(c.bw, respForClient(resp, dechunk), nil, false, closeDown); err != nil {
+		pool.Discard(u)
+		fl.End(balancer.DoneInfo{Err: err, Status: status}, false)
+		return false
+	}
+	if !resp.NoBody {
+		var err error
+		if dechunk {
+			_, err = h1.BodyCopy{Chunked: true, Dechunk: true}.Copy(c.bw, u.BR)
+		} else {
+			_, err = copyResponseBody(c.bw, u.BR, resp, untilClose)
+		}
+		if err != nil && !(untilClose && errors.Is(err, io.EOF)) {
+			pool.Discard(u)
+			blame := upstreamSide(err)
+			fl.End(balancer.DoneInfo{Err: err, Status: status, Latency: time.Since(start)}, blame)
+			if blame {
+				// Mid-body failure: an orderly close would end an until-close body (or a
+				// de-chunked one) as if complete, so the client gets a reset instead.
+				c.tc.Abort()
+			}
+			return false
+		}
+	}
+	flushErr := c.bw.Flush()
+	fl.End(balancer.DoneInfo{Status: status, Latency: time.Since(start)}, true)
+	switch {
+	case resp.Close || untilClose || dechunk:
+		pool.Discard(u)
+	case pool.Cluster().Shared() || flushErr != nil || closeDown:
+		pool.Put(u) // limited pools share connections rather than keep them per downstream
+	default:
+		// Kept for this downstream connection's next request: like a pooled one, a
+		// failure on it may be a stale keep-alive the server closed meanwhile.
+		u.Reused = true
+		u.LastUsed = time.Now()
+		c.up = u
+	}
+	return flushErr == nil && !closeDown
+}
+
+// isMalformed reports a response the codec refused.
+func isMalformed(err error) bool {
+	var he *h1.Error
+	return errors.As(err, &he)
+}
+
+var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, downstreamWriteBuf) }}
+
+func getWriter(w io.Writer) *bufio.Writer {
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(w)
+	return bw
+}
+
+func putWriter(bw *bufio.Writer) { bw.Reset(nil); writerPool.Put(bw) }
+
+// closing reports whether this response must be the connection's last: the client
+// asked, the server drains, or a reload removed the listener the connection came to.
+// The response then says Connection: close.
+func (c *h1conn) closing() bool {
+	return c.req.Close || c.env.Draining.Load() || c.tc.Drain.Load()
+}
+
+// localReply answers with a response meshd generated itself. It reports whether the
+// connection can be kept.
+func (c *h1conn) localReply(status int, code, msg string, closeConn bool) bool {
+	hdr := [...]h1.Header{{Name: forward.HeaderError, Value: code}, {Name: "Content-Type", Value: "text/plain; charset=utf-8"}}
+	closeConn = closeConn || c.closing()
+	if err := h1.WriteSimpleResponse(c.bw, status, hdr[:], []byte(msg), closeConn); err != nil {
+		return false
+	}
+	if err := c.bw.Flush(); err != nil {
+		return false
+	}
+	return !closeConn
+}
+
+// joinedHeaders is the router's view of a request head: a router.HeaderJoiner, so a
+// header condition sees every value of a repeated field. Values are joined in buf, reused
+// across the connection's requests; a field sent once is returned as is, without copying.
+type joinedHeaders struct {
+	req *h1.Request
+	buf []byte
+}
+
+func (h *joinedHeaders) Get(name string) (string, bool) { return h.req.Get(name) }
+
+// GetJoined returns the values of every field called name (lower case) joined with ",".
+// The value is valid until the next GetJoined; the router does not retain it.
+func (h *joinedHeaders) GetJoined(name string) (string, bool) {
+	hs := h.req.Headers
+	first := -1
+	for i := range hs {
+		if !forward.EqualFoldASCII(hs[i].Name, name) {
+			continue
+		}
+		if first < 0 {
+			first = i
+			continue
+		}
+		h.buf = append(h.buf[:0], hs[first].Value...)
+		for j := i; j < len(hs); j++ {
+			if forward.EqualFoldASCII(hs[j].Name, name) {
+				h.buf = append(h.buf, ',')
+				h.buf = append(h.buf, hs[j].Value...)
+			}
+		}
+		return forward.Str(h.buf), true
+	}
+	if first < 0 {
+		return "", false
+	}
+	return hs[first].Value, true
+}
+
+// rateLimitReply answers 429 with Retry-After; a small request body is dropped so the
+// connection can be kept, as drainBodyThenReply does.
+func (c *h1conn) rateLimitReply(wait time.Duration) bool {
+	closeConn := c.closing()
+	if c.req.HasBody() {
+		if c.req.ExpectContinue || c.req.Chunked || c.req.ContentLength > int64(c.br.Size()) {
+			closeConn = true
+		} else if _, err := c.br.Discard(int(c.req.ContentLength)); err != nil {
+			closeConn = true
+		}
+	}
+	hdr := [...]h1.Header{{Name: forward.HeaderError, Value: forward.CodeRateLimited}, {Name: "Retry-After", Value: forward.RetryAfterValue(wait)},
+		{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}
+	if h1.WriteSimpleResponse(c.bw, 429, hdr[:], []byte("meshd: rate limit exceeded\n"), closeConn) != nil || c.bw.Flush() != nil {
+		return false
+	}
+	return !closeConn
+}
+
+// drainBodyThenReply answers a local error; a request body that is small is read and
+// dropped so the connection can be kept, a larger one closes it.
+func (c *h1conn) drainBodyThenReply(status int, code, msg string) bool {
+	if !c.req.HasBody() {
+		return c.localReply(status, code, msg, false)
+	}
+	if c.req.ExpectContinue {
+		// The client waits for 100 Continue before sending the body (RFC 9110 §10.1.1):
+		// reading it here would wait for the idle timeout. Answer now; since the client
+		// may send the body anyway, the connection's framing is unknown and it closes.
+		return c.localReply(status, code, msg, true)
+	}
+	if !c.req.Chunked && c.req.ContentLength <= int64(c.br.Size()) {
+		if _, err := c.br.Discard(int(c.req.ContentLength)); err == nil {
+			return c.localReply(status, code, msg, false)
+		}
+	}
+	return c.localReply(status, code, msg, true)
+}
+
+// takeConn reuses the connection kept from the previous exchange when the balancer
+// picked the same endpoint, and otherwise gets one from the endpoint's pool.
+func (c *h1conn) takeConn(p *upstream.Pool) (*upstream.Conn, error) {
+	if u := c.up; u != nil {
+		c.up = nil
+		if u.Pool == p {
+			return u, nil
+		}
+		u.Pool.Put(u)
+	}
+	return p.Get(context.Background())
+}
+
+// upgradeAsked reports whether a 101's Upgrade protocol is one the request's Upgrade
+// field listed (both empty: not an upgrade the client asked for). Protocol names
+// compare case-insensitively, versions ("websocket/13") included.
+func upgradeAsked(requested, switched string) bool {
+	if requested == "" || switched == "" {
+		return false
+	}
+	for list := requested; list != ""; {
+		var elem string
+		elem, list = forward.NextToken(list)
+		if elem != "" && forward.EqualFoldBoth(elem, switched) {
+			return true
+		}
+	}
+	return false
+}
+
+// exchange sends the request on a connection to pool's endpoint and reads the response
+// head. sent reports whether any of the request was written, so a streamed body may
+// have been consumed. hard bounds the exchange (zero: none). On error the connection is
+// already discarded.
+//
+// A kept-alive connection that turns out to have been closed by the server is replaced
+// once, without any retry policy, when the body can be replayed and the request provably
+// was not answered (see staleReplay). This is the stale keep-alive race every client
+// has, not a retry: configured retries are forwardAttempts' business.
+func (c *h1conn) exchange(pool *upstream.Pool, target string, body []byte, upgrade, replayable bool, idle time.Duration, hard time.Time) (u *upstream.Conn, sent bool, err error) {
+	for attempt := 0; ; attempt++ {
+		if attempt == 0 {
+			u, err = c.takeConn(pool)
+		} else {
+			// A new connection: another idle one may be just as stale.
+			u, err = pool.DialNew(context.Background())
+		}
+		if err != nil {
+			return nil, sent, err
+		}
+		u.Timer.Idle = idle
+		// Always, zero included: a connection kept from this client's previous request
+		// (c.up) still carries that request's deadline, which pool.put would have cleared.
+		u.SetHardDeadline(hard)
+		sent = true
+		rx, tx, buffered := u.RX, u.TX, u.BR.Buffered()
+		err = c.writeRequest(u, target, body, upgrade)
+		if err == nil {
+			err = readResponse(u, &c.resp, c.req.Method)
+		}
+		if err == nil {
+			return u, sent, nil
+		}
+		reused := u.Reused
+		pool.Discard(u)
+		if reused && replayable && attempt == 0 && c.staleReplay(err, u.TX == tx, u.RX == rx && buffered == 0) {
+			continue
+		}
+		return nil, sent, err
+	}
+}
+
+// staleReplay decides whether a request that failed on a reused connection may be sent
+// again on a new one without a retry policy. The server must have closed the connection
+// without answering: a clean EOF or a reset (ECONNRESET, EPIPE) with no byte of response
+// read. A partial or malformed response, or a timeout, shows the server was working on
+// the request. Then, as net/http does, the request is replayed when nothing of it was
+// written, or when its method is idempotent (RFC 9110 §9.2.2) or it carries an
+// Idempotency-Key: the server may have processed it before closing.
+func (c *h1conn) staleReplay(err error, wroteNothing, readNothing bool) bool {
+	if _, fromClient := forward.AsClientError(err); !readNothing || fromClient || upstream.IsTimeout(err) {
+		return false
+	}
+	if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+		return false
+	}
+	return wroteNothing || idempotent(&c.req)
+}
+
+// idempotent reports whether req may be repeated without changing its effect: an
+// idempotent method (RFC 9110 §9.2.2) or an Idempotency-Key field (either spelling, as
+// net/http accepts).
+func idempotent(req *h1.Request) bool {
+	switch req.Method {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	if _, ok := req.Get("idempotency-key"); ok {
+		return true
+	}
+	_, ok := req.Get("x-idempotency-key")
+	return ok
+}
+
+// drainRetried disposes of a response that is about to be retried: a small sized body
+// is read and dropped so the connection can be reused; anything else (chunked, until
+// close, large, Connection: close, a read error) closes the connection.
+func drainRetried(u *upstream.Conn, resp *h1.Response) {
+	switch {
+	case resp.Close:
+	case resp.NoBody || resp.ContentLength == 0:
+		u.Pool.Put(u)
+		return
+	case !resp.Chunked && resp.ContentLength > 0 && resp.ContentLength <= forward.MaxDrainBody:
+		if _, err := u.BR.Discard(int(resp.ContentLength)); err == nil {
+			u.Pool.Put(u)
+			return
+		}
+	}
+	u.Pool.Discard(u)
+}
+
+// upstreamSide reports whether a body relay error came from the upstream (a read) rather
+// than the downstream client (a write), for outlier detection and the breaker.
+func upstreamSide(err error) bool {
+	var be *h1.BodyError
+	if errors.As(err, &be) {
+		return be.Op == "read"
+	}
+	return true // a malformed chunked body from the upstream (*h1.Error)
+}
+
+// respForClient adjusts framing for an HTTP/1.0 client of a chunked response: the body
+// is sent de-chunked and delimited by closing the connection.
+func respForClient(resp *h1.Response, dechunk bool) *h1.Response {
+	if !dechunk {
+		return resp
+	}
+	cp := *resp
+	cp.Chunked = false
+	cp.ContentLength = -1
+	return &cp
+}
+
+// clientBodyReply answers a request whose body the client failed to deliver: 408 when
+// it stalled past the idle timeout, 400 otherwise. The connection closes: its framing
+// is lost.
+func (c *h1conn) clientBodyReply(e *forward.ClientError) {
+	status := 400
+	if upstream.IsTimeout(e.Err) {
+		status = 408
+		c.tc.SetIdleTimeout(c.env.StreamIdle) // the expired deadline would fail the reply too
+	}
+	c.env.Log.Debug("request body failed", "status", status, "err", e.Err)
+	c.localReply(status, forward.CodeBadRequest, "meshd: "+e.Error()+"\n", true)
+}
+
+func (c *h1conn) writeRequest(u *upstream.Conn, target string, body []byte, upgrade bool) error {
+	req := &c.req
+	if err := h1.WriteRequestHead(u.BW, req, target, c.fwd.Extra, upgrade); err != nil {
+		return err
+	}
+	if body != nil {
+		if _, err := u.BW.Write(body); err != nil {
+			return err
+		}
+	} else if req.HasBody() {
+		if _, err := h1.CopyBody(u.BW, c.br, req.ContentLength, req.Chunked, false); err != nil {
+			var be *h1.BodyError
+			var pe *h1.Error
+			if errors.As(err, &pe) || (errors.As(err, &be) && be.Op == "read") {
+				return &forward.ClientError{Err: err}
+			}
+			return err
+		}
+	}
+	return u.BW.Flush()
+}
+
+func readResponse(u *upstream.Conn, resp *h1.Response, method string) error {
+	if u.RD == nil {
+		u.RD = h1.NewReader(u.BR, Limits)
+	}
+	return u.RD.ReadResponse(resp, method)
+}
+
+// failReply answers an upstream failure with meshd's status and code.
+func (c *h1conn) failReply(err error) bool {
+	status, code := forward.Status(err)
+	if code == forward.CodeOverflow {
+		hdr := [...]h1.Header{{Name: forward.HeaderError, Value: code}, {Name: forward.HeaderLimit, Value: upstream.LimitOf(err)},
+			{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}
+		msg := "meshd: " + err.Error() + "\n"
+		closeConn := c.req.Close || c.req.HasBody()
+		if h1.WriteSimpleResponse(c.bw, status, hdr[:], []byte(msg), closeConn) != nil || c.bw.Flush() != nil {
+			return false
+		}
+		return !closeConn
+	}
+	c.env.Log.Debug("upstream failure", "status", status, "code", code, "err", err)
+	return c.localReply(status, code, "meshd: "+err.Error()+"\n", c.req.HasBody())
+}
+
+// tunnel relays bytes both ways after a 101 Switching Protocols (WebSocket and other
+// upgrades), propagating half-closes. An open tunnel may idle (TCP keep-alive finds dead
+// peers); once one direction has ended, the other gets StreamIdle to finish.
+func (c *h1conn) tunnel(u *upstream.Conn) bool {
+	if err := h1.WriteResponseHead(c.bw, &c.resp, nil, true, false); err != nil {
+		u.Pool.Discard(u)
+		return false
+	}
+	if err := c.bw.Flush(); err != nil {
+		u.Pool.Discard(u)
+		return false
+	}
+	c.tc.Timer = deadline.Timer{}
+	u.Timer = deadline.Timer{}
+	_ = c.tc.Conn.SetDeadline(time.Time{})
+	_ = u.NetConn.SetDeadline(time.Time{})
+	done := make(chan struct{}, 2)
+	go func() {
+		_, _ = io.Copy(u.NetConn, c.br) // client → upstream, including bytes already buffered
+		closeWrite(u.NetConn)
+		done <- struct{}{}
+	}()
+	go func() {
+		_, _ = io.Copy(c.tc.Conn, u.BR) // upstream → client
+		closeWrite(c.tc.Conn)
+		done <- struct{}{}
+	}()
+	<-done
+	grace := time.Now().Add(c.env.StreamIdle)
+	_ = c.tc.Conn.SetDeadline(grace)
+	_ = u.NetConn.SetDeadline(grace)
+	<-done
+	u.Pool.Discard(u)
+	return false
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		return
+	}
+	_ = c.Close()
+}
+
+// copyResponseBody relays a response body. Bodies of unknown length (chunked or until
+// close) are flushed whenever the upstream has nothing more buffered, so streams
+// (server-sent events, long polls) are not held back; sized bodies flush once at the end.
+func copyResponseBody(dst *bufio.Writer, src *bufio.Reader, resp *h1.Response, untilClose bool) (int64, error) {
+	if resp.Chunked || untilClose {
+		return h1.CopyBodyFlush(dst, src, resp.ContentLength, resp.Chunked, untilClose)
+	}
+	return h1.CopyBody(dst, src, resp.ContentLength, false, false)
+}

@@ -1,0 +1,327 @@
+// Package http2 is the HTTP/2 front end: h2c (prior knowledge) connections handed over
+// by the listener after sniffing, served by net/http's HTTP/2 server (one per listener
+// kind), each request resolved and sent through the forward pipeline over net/http's
+// transport (forward.RoundTrip), and the response streamed back with its trailers.
+package http2
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/textproto"
+	"strings"
+	"sync"
+	"time"
+
+	"math/rand/v2"
+
+	"github.com/meshd/meshd/balancer"
+	"github.com/meshd/meshd/proxy/forward"
+	"github.com/meshd/meshd/proxy/listen"
+	"github.com/meshd/meshd/proxy/upstream"
+	"github.com/meshd/meshd/router"
+	"strconv"
+)
+
+// bufferedConn lets the HTTP/2 server read the bytes the sniffer already buffered,
+// and tells serveConn when the server is done with the connection.
+type bufferedConn struct {
+	*listen.Conn
+	r     *bufio.Reader
+	local int // ingress: the original destination port
+	once  sync.Once
+	done  chan struct{}
+}
+
+func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// Write bypasses trackedConn's deadline bookkeeping, which belongs to one goroutine:
+// HTTP/2 reads and writes on different goroutines, and its own timeouts apply.
+func (b *bufferedConn) Write(p []byte) (int, error) { return b.Conn.Conn.Write(p) }
+
+func (b *bufferedConn) Close() error {
+	b.once.Do(func() { close(b.done) })
+	return b.Conn.Close()
+}
+
+// connListener hands sniffed HTTP/2 connections to a net/http server.
+type connListener struct {
+	ch     chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newConnListener() *connListener {
+	return &connListener{ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+type connKey struct{}
+
+// Server serves the HTTP/2 connections of one listener kind.
+type Server struct {
+	env  *forward.Env
+	kind forward.Kind
+	srv  *http.Server
+	ln   *connListener
+}
+
+// New builds the HTTP/2 prior-knowledge server of one listener kind. The x/net/http2
+// server types are deprecated wrappers of this same code in net/http.
+func New(env *forward.Env, kind forward.Kind) *Server {
+	s := &Server{env: env, kind: kind, ln: newConnListener()}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	s.srv = &http.Server{
+		Handler:     s,
+		Protocols:   &p,
+		IdleTimeout: env.KeepAliveIdle,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: 250,
+			MaxReadFrameSize:     1 << 20,
+		},
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if bc, ok := c.(*bufferedConn); ok {
+				return context.WithValue(ctx, connKey{}, bc)
+			}
+			return ctx
+		},
+		ErrorLog: slog.NewLogLogger(env.Log.Handler(), slog.LevelDebug),
+	}
+	return s
+}
+
+// Serve runs the server until Close or Shutdown; the owner runs it on a goroutine.
+func (s *Server) Serve() { _ = s.srv.Serve(s.ln) }
+
+// Shutdown sends GOAWAY on every connection and waits (bounded by ctx) for their open
+// streams to finish.
+func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+
+// Close closes every connection at once.
+func (s *Server) Close() error { return s.srv.Close() }
+
+// ServeConn hands an h2c connection (br holds the bytes the sniffer read) to the server
+// and waits until the server is done with it. br is not pooled afterwards: net/http's
+// frame reader may still be inside a Read on it after the connection is closed.
+func (s *Server) ServeConn(tc *listen.Conn, br *bufio.Reader) {
+	bc := &bufferedConn{Conn: tc, r: br, done: make(chan struct{})}
+	select {
+	case s.ln.ch <- bc:
+		<-bc.done
+	case <-s.ln.closed:
+	}
+}
+
+// httpHeaderGetter adapts http.Header to the router's lookup.
+type httpHeaderGetter http.Header
+
+func (h httpHeaderGetter) Get(name string) (string, bool) {
+	v, ok := h[textproto.CanonicalMIMEHeaderKey(name)]
+	if !ok || len(v) == 0 {
+		return "", false
+	}
+	return v[0], true
+}
+
+// GetJoined makes httpHeaderGetter a router.HeaderJoiner: the values of a repeated
+// field joined with "," (allocating only then).
+func (h httpHeaderGetter) GetJoined(name string) (string, bool) {
+	v, ok := h[textproto.CanonicalMIMEHeaderKey(name)]
+	switch {
+	case !ok || len(v) == 0:
+		return "", false
+	case len(v) == 1:
+		return v[0], true
+	}
+	return strings.Join(v, ","), true
+}
+
+// ServeHTTP resolves one request, runs it through the forward pipeline and streams
+// the response back.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	env := s.env
+	snap := env.State.Load()
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	rr := router.Request{
+		Authority: r.Host,
+		Method:    r.Method,
+		Path:      r.URL.RequestURI(),
+		Scheme:    scheme,
+		GRPC:      strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc"),
+		Header:    httpHeaderGetter(r.Header),
+	}
+	var local int
+	var orig netip.AddrPort
+	if bc, ok := r.Context().Value(connKey{}).(*bufferedConn); ok {
+		orig = bc.Orig
+		if s.kind == forward.Ingress {
+			local = int(orig.Port())
+		}
+	}
+	d := forward.Resolve(snap, env.Passthrough, s.kind, &rr, local, orig, rand.Uint64())
+	if d.Failed() {
+		LocalReply(w, rr.GRPC, d.Status, d.Code, "", d.Msg)
+		return
+	}
+	if ok, wait := d.Admit(snap); !ok {
+		w.Header().Set("Retry-After", forward.RetryAfterValue(wait))
+		LocalReply(w, rr.GRPC, http.StatusTooManyRequests, forward.CodeRateLimited, "", "meshd: rate limit exceeded\n")
+		return
+	}
+	client, _, _ := net.SplitHostPort(r.RemoteAddr)
+	hdr := forward.HTTPForwarding(r.Header, client, s.kind == forward.Ingress, scheme)
+	out := forward.OutRequest(r.Context(), r.Method, rr.Path, r.Host, hdr, r.Body, r.ContentLength, r.Trailer)
+	call, idle := forward.NewCall(&d, env.StreamIdle, forward.GRPCTimeout(rr.GRPC, r.Header.Get("Grpc-Timeout")))
+	call.Ctx = r.Context()
+	x := forward.NewRoundTrip(out, d.Cluster, idle, env.ReplayBound())
+	fl, err := forward.Do(&call, x)
+	if err != nil {
+		status, code := forward.Status(err)
+		if ce, ok := forward.AsClientError(err); ok {
+			status, code = forward.ClientStatus(ce), forward.CodeBadRequest
+		}
+		LocalReply(w, rr.GRPC, status, code, upstream.LimitOf(err), "meshd: "+err.Error()+"\n")
+		return
+	}
+	defer x.Close()
+	CopyResponse(w, x, &fl, rr.GRPC)
+}
+
+// CopyResponse streams the final response of x to w: headers, body (flushed as it
+// arrives when its length is unknown, so gRPC and server-sent events are not held
+// back), then trailers, and reports the attempt's end. A body that fails midway is
+// aborted (RST_STREAM) so the client sees an error rather than a short body; but when
+// meshd's own timeout cut a gRPC call, the stream ends with trailers carrying
+// DEADLINE_EXCEEDED, which is what happened, as gRPC clients expect.
+func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Flight, grpc bool) {
+	resp := x.Response()
+	forward.RemoveHopByHop(resp.Header)
+	dst := w.Header()
+	for k, v := range resp.Header {
+		dst[k] = v
+	}
+	announced := len(resp.Trailer)
+	if announced > 0 {
+		keys := make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			keys = append(keys, k)
+		}
+		dst.Set("Trailer", strings.Join(keys, ", "))
+	}
+	w.WriteHeader(resp.StatusCode)
+	err := copyFlush(w, resp.Body, resp.ContentLength < 0)
+	if err != nil && grpc && x.TimedOut() {
+		var de *forward.DownstreamError
+		if !errors.As(err, &de) {
+			fl.End(balancer.DoneInfo{Err: err, Status: resp.StatusCode, Latency: time.Since(fl.Start)}, true)
+			dst[http.TrailerPrefix+"Grpc-Status"] = []string{strconv.Itoa(forward.GRPCDeadlineExceeded)}
+			dst[http.TrailerPrefix+"Grpc-Message"] = []string{forward.GRPCMessageEncode("meshd: upstream_timeout: " + err.Error())}
+			dst[http.TrailerPrefix+forward.HeaderError] = []string{forward.CodeTimeout}
+			return
+		}
+	}
+	for k, v := range resp.Trailer {
+		if announced > 0 {
+			dst[k] = v
+		} else {
+			dst[http.TrailerPrefix+k] = v
+		}
+	}
+	// A copy error is the upstream's when reading failed, the client's when writing did;
+	// copyFlush tells them apart.
+	var de *forward.DownstreamError
+	fl.End(balancer.DoneInfo{Err: err, Status: resp.StatusCode, Latency: time.Since(fl.Start)}, !errors.As(err, &de))
+	if err != nil {
+		// Mid-body failure: abort the stream so the client sees an error, not a short body.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// copyBufPool holds the 32 KiB relay buffers of the net/http path: one per response
+// would be the path's largest allocation (and most of its GC work).
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyFlush copies src to w. A body of unknown length (gRPC, server-sent events, any
+// stream) is flushed after every read, so nothing is held back; a body of known length
+// is flushed once, when the handler returns, so its HEADERS and DATA frames leave in
+// one write instead of one write each (net/http's ReverseProxy makes the same split).
+func copyFlush(w http.ResponseWriter, src io.Reader, stream bool) error {
+	rc := http.NewResponseController(w)
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return &forward.DownstreamError{Err: werr}
+			}
+			if stream {
+				if ferr := rc.Flush(); ferr != nil {
+					return &forward.DownstreamError{Err: ferr}
+				}
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// LocalReply answers a request with an error meshd generated. A gRPC request gets a
+// gRPC-shaped answer (HTTP 200, trailers-only, grpc-status and grpc-message), as Envoy
+// gives, so every gRPC client sees a status code and meshd's reason instead of a bare
+// HTTP status it has to interpret; the x-meshd-* headers are there in both shapes.
+func LocalReply(w http.ResponseWriter, grpc bool, status int, code, limit, msg string) {
+	if !grpc {
+		localHTTPError(w, status, code, limit, msg)
+		return
+	}
+	h := w.Header()
+	h.Set(forward.HeaderError, code)
+	if limit != "" {
+		h.Set(forward.HeaderLimit, limit)
+	}
+	h.Set("Content-Type", "application/grpc")
+	h.Set("Grpc-Status", forward.GRPCStatusString(status, code))
+	h.Set("Grpc-Message", forward.GRPCMessageEncode(strings.TrimSpace(msg)))
+	w.WriteHeader(http.StatusOK)
+}
+
+func localHTTPError(w http.ResponseWriter, status int, code, limit, msg string) {
+	h := w.Header()
+	h.Set(forward.HeaderError, code)
+	if limit != "" {
+		h.Set(forward.HeaderLimit, limit)
+	}
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, msg)
+}

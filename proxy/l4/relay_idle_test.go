@@ -1,0 +1,89 @@
+package l4
+
+import (
+	"errors"
+	"github.com/meshd/meshd/proxy/upstream"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// loopbackPair is a connected pair of TCP connections on 127.0.0.1, closed at cleanup.
+func loopbackPair(t *testing.T) (a, b net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() { c, err := ln.Accept(); ch <- res{c, err} }()
+	a, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { _ = a.Close(); _ = r.c.Close() })
+	return a, r.c
+}
+
+// A relay whose traffic flows one way only is not idle: with an idle timeout at or
+// below the 1 s tick floor, the silent direction used to wake at the same moment as the
+// busy one and, not yet seeing its progress, close a connection that was streaming.
+func TestRelayOneWayStreamIsNotIdle(t *testing.T) {
+	for _, idle := range []time.Duration{300 * time.Millisecond, time.Second} {
+		t.Run(idle.String(), func(t *testing.T) {
+			client, down := loopbackPair(t)
+			up, server := loopbackPair(t)
+			var st upstream.L4Stats
+			relayDone := make(chan error, 1)
+			go func() { relayDone <- relay(down, up, idle, &st) }()
+			var wg sync.WaitGroup
+			var got int64
+			wg.Go(func() { got, _ = io.Copy(io.Discard, client) }) // the client only reads
+
+			// The upstream streams 1 KiB every 5 ms for three idle periods.
+			const chunk = 1024
+			chunks := int(3 * idle / (5 * time.Millisecond))
+			pace := time.NewTicker(5 * time.Millisecond)
+			buf := make([]byte, chunk)
+			for i := range chunks {
+				<-pace.C
+				if _, err := server.Write(buf); err != nil {
+					pace.Stop()
+					t.Fatalf("upstream write %d of %d: %v (relay ended: %v)", i+1, chunks, err, <-relayDone)
+				}
+				select {
+				case err := <-relayDone:
+					pace.Stop()
+					t.Fatalf("relay ended after %d of %d chunks while the upstream was streaming: %v", i+1, chunks, err)
+				default:
+				}
+			}
+			pace.Stop()
+
+			// Silent both ways now: the idle timeout must still fire.
+			select {
+			case err := <-relayDone:
+				if !errors.Is(err, errL4Idle) {
+					t.Fatalf("relay ended with %v, want the idle timeout", err)
+				}
+			case <-time.After(idle + 10*time.Second):
+				t.Fatal("relay did not time out once the stream stopped")
+			}
+			wg.Wait()
+			if want := int64(chunks * chunk); got != want || st.BytesReceived.Load() != want {
+				t.Fatalf("client got %d bytes, relay counted %d, want %d", got, st.BytesReceived.Load(), want)
+			}
+		})
+	}
+}

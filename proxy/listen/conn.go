@@ -1,0 +1,238 @@
+package listen
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshd/meshd/proxy/intercept"
+	"github.com/meshd/meshd/proxy/internal/deadline"
+)
+
+// Conn is a downstream connection the server can wake or close when draining. Its Read
+// and Write keep the deadline at last activity + the idle bound in force (Timer), so a
+// stalled peer is cut off; they belong to the connection's serving goroutine.
+type Conn struct {
+	net.Conn
+	Timer deadline.Timer
+	// Orig is the original destination (iptables REDIRECT); zero if none. It is read at
+	// accept, before the connection is published, so other goroutines may read it.
+	Orig netip.AddrPort
+	// Drain is set when the listener the connection was addressed to went away in a
+	// reload: its next read between requests ends the connection.
+	Drain atomic.Bool
+
+	state atomic.Int32 // idle or active
+}
+
+const (
+	idle int32 = iota
+	active
+)
+
+// Read returns io.EOF at once on a connection told to drain while idle between requests.
+func (c *Conn) Read(p []byte) (int, error) {
+	if c.Drain.Load() && c.state.Load() == idle {
+		return 0, io.EOF
+	}
+	c.Timer.Refresh(c.Conn)
+	return c.Conn.Read(p)
+}
+
+func (c *Conn) Write(p []byte) (int, error) {
+	c.Timer.Refresh(c.Conn)
+	return c.Conn.Write(p)
+}
+
+// SetIdleTimeout switches the idle bound (keep-alive idle between requests, stream idle
+// within one); the next Read or Write applies it.
+func (c *Conn) SetIdleTimeout(d time.Duration) { c.Timer.Idle = d }
+
+// SetBusy marks the connection as serving a request (true) or waiting for the next one
+// (false): only a waiting connection is woken by a drain.
+func (c *Conn) SetBusy(busy bool) {
+	if busy {
+		c.state.Store(active)
+	} else {
+		c.state.Store(idle)
+	}
+}
+
+// WakeIfIdle makes a connection that waits for its next request give up now. It shuts
+// the read side rather than moving the deadline, which the connection's own goroutine
+// may be refreshing at the same moment.
+func (c *Conn) WakeIfIdle() {
+	if c.state.Load() != idle {
+		return
+	}
+	if cr, ok := c.Conn.(interface{ CloseRead() error }); ok {
+		_ = cr.CloseRead()
+		return
+	}
+	_ = c.Conn.Close()
+}
+
+// ShutRead makes a read of the connection that another goroutine is blocked in return,
+// for good (the connection cannot serve another request afterwards).
+func (c *Conn) ShutRead() {
+	if cr, ok := c.Conn.(interface{ CloseRead() error }); ok {
+		_ = cr.CloseRead()
+		return
+	}
+	_ = c.Conn.Close()
+}
+
+// Abort resets the connection (RST instead of FIN, as net/http's ErrAbortHandler does),
+// discarding what is still buffered for it: the only signal left once a response's head
+// is sent and its body cannot be completed.
+func (c *Conn) Abort() {
+	if t, ok := c.Conn.(*net.TCPConn); ok {
+		_ = t.SetLinger(0)
+	}
+	_ = c.Conn.Close()
+}
+
+// Tracker is the set of open downstream connections, which a drain walks. The zero
+// value is ready; safe for concurrent use.
+type Tracker struct {
+	mu     sync.Mutex
+	conns  map[*Conn]struct{}
+	wg     sync.WaitGroup
+	closed bool
+}
+
+// Track publishes c; false when the tracker is closed (draining): close c instead.
+func (t *Tracker) Track(c *Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	if t.conns == nil {
+		t.conns = make(map[*Conn]struct{})
+	}
+	t.conns[c] = struct{}{}
+	t.wg.Add(1)
+	return true
+}
+
+// Untrack removes c once its serving goroutine is done with it.
+func (t *Tracker) Untrack(c *Conn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
+	t.wg.Done()
+}
+
+// Close refuses later Track calls and wakes every idle connection.
+func (t *Tracker) Close() {
+	t.mu.Lock()
+	t.closed = true
+	for c := range t.conns {
+		c.WakeIfIdle()
+	}
+	t.mu.Unlock()
+}
+
+// Each calls f for every open connection, under the tracker's lock (f must not block).
+func (t *Tracker) Each(f func(*Conn)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.conns {
+		f(c)
+	}
+}
+
+// Len counts the open connections.
+func (t *Tracker) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.conns)
+}
+
+// Wait returns a channel closed when every tracked connection was untracked.
+func (t *Tracker) Wait() <-chan struct{} {
+	done := make(chan struct{})
+	go func() { t.wg.Wait(); close(done) }()
+	return done
+}
+
+// OriginalDst returns the original destination of a redirected connection, or the zero
+// AddrPort when the connection was not redirected (its destination is the listener
+// itself) or it cannot be read. lookup nil means the kernel's (SO_ORIGINAL_DST).
+func OriginalDst(c net.Conn, lookup func(*net.TCPConn) (netip.AddrPort, error)) netip.AddrPort {
+	tcp, ok := c.(*net.TCPConn)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	if lookup == nil {
+		lookup = intercept.OriginalDst
+	}
+	ap, err := lookup(tcp)
+	if err != nil || !ap.IsValid() {
+		return netip.AddrPort{}
+	}
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if la, ok := tcp.LocalAddr().(*net.TCPAddr); ok {
+		if l := la.AddrPort(); l.Port() == ap.Port() && l.Addr().Unmap() == ap.Addr() {
+			return netip.AddrPort{}
+		}
+	}
+	return ap
+}
+
+// Sleeper waits out an accept back-off; tests replace it (nil: time.Sleep under ctx).
+type Sleeper func(ctx context.Context, d time.Duration)
+
+// AcceptLoop accepts connections from ln until it is closed (or ctx is done), wrapping
+// each in a Conn (original destination read by origDst) tracked by t and served by
+// serve on a goroutine of its own. A failing Accept (out of file descriptors and the
+// like) is retried with a back-off from 5 ms doubling to 1 s, so the process keeps
+// serving instead of spinning. It returns when ln is closed.
+func AcceptLoop(ctx context.Context, ln net.Listener, name string, t *Tracker, origDst func(net.Conn) netip.AddrPort,
+	serve func(*Conn), log *slog.Logger, sleep Sleeper) {
+	if sleep == nil {
+		sleep = func(ctx context.Context, d time.Duration) {
+			tm := time.NewTimer(d)
+			defer tm.Stop()
+			select {
+			case <-tm.C:
+			case <-ctx.Done():
+			}
+		}
+	}
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = acceptBackoff(backoff)
+			log.Error("accept failed", "listener", name, "err", err, "retry_in", backoff)
+			sleep(ctx, backoff)
+			continue
+		}
+		backoff = 0
+		tc := &Conn{Conn: c, Orig: origDst(c)}
+		if !t.Track(tc) {
+			_ = c.Close()
+			continue
+		}
+		go serve(tc)
+	}
+}
+
+// acceptBackoff is the wait after a failed Accept that followed a wait of prev.
+func acceptBackoff(prev time.Duration) time.Duration {
+	if prev == 0 {
+		return 5 * time.Millisecond
+	}
+	return min(2*prev, time.Second)
+}

@@ -1,0 +1,49 @@
+package state
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestIfMatchHolds(t *testing.T) {
+	cur := &Snapshot{Version: "abc123"}
+	cases := []struct {
+		h    string
+		snap *Snapshot
+		want bool
+	}{
+		{`"abc123"`, cur, true},
+		{` "abc123" `, cur, true},
+		{`"x", "abc123"`, cur, true},
+		{`"x","abc123"`, cur, true},
+		{`*`, cur, true},
+		{`*`, nil, false},
+		{`"abc123"`, nil, false},
+		{`W/"abc123"`, cur, false}, // If-Match compares strongly (RFC 9110 §13.1.1)
+		{`abc123`, cur, false},
+		{`"abc12"`, cur, false},
+		{`"abc123`, cur, false},
+		{``, cur, false},
+	}
+	for _, c := range cases {
+		if got := ifMatchHolds(c.h, c.snap); got != c.want {
+			t.Errorf("ifMatchHolds(%q, %v) = %v, want %v", c.h, c.snap != nil, got, c.want)
+		}
+	}
+}
+
+func FuzzIfMatch(f *testing.F) {
+	for _, s := range []string{`"v1"`, `*`, `W/"v1"`, `"a", "b"`, ``, `,,,`} {
+		f.Add(s)
+	}
+	cur := &Snapshot{Version: "v1"}
+	f.Fuzz(func(t *testing.T, h string) {
+		got := ifMatchHolds(h, cur)
+		if got && !strings.Contains(h, `"v1"`) && strings.TrimSpace(h) != "*" {
+			t.Fatalf("%q holds without naming the version", h)
+		}
+		if !ifMatchHolds(h+`, "v1"`, cur) {
+			t.Fatalf("%q plus the current ETag does not hold", h)
+		}
+	})
+}

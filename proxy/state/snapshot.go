@@ -1,0 +1,239 @@
+// Package state turns a config into what the data plane serves: compile(config, node,
+// previous) builds an immutable Snapshot (the routing table, the clusters, each route's
+// compiled policy), and a Holder publishes it with an atomic swap through the apply
+// pipeline (preconditions, parse, validate, compile, swap, history, persistence).
+//
+// A request loads the Snapshot in force once and finishes on it; a reload builds the
+// next one off the request path, carrying over by name what must survive it (clusters
+// with their pools, health and ejections; route and listener counters; token buckets).
+package state
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"reflect"
+	"time"
+
+	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/proxy/upstream"
+	"github.com/meshd/meshd/resilience"
+	"github.com/meshd/meshd/router"
+)
+
+// Snapshot is everything one request needs, compiled from one config and never mutated
+// after Compile returns (the atomics inside counters and balancers aside). Its exported
+// fields are read-only.
+type Snapshot struct {
+	Config    *config.Config
+	Version   string
+	Node      string
+	Source    string
+	AppliedAt time.Time
+	Table     *router.Table
+
+	clusters map[string]*upstream.Cluster
+	// policies holds each route's compiled policy, indexed by router.Route.ID.
+	policies  []*RoutePolicy
+	listeners map[int]*ListenerLimit // ingress listener rate limits by port
+	clock     resilience.Clock
+
+	egressAllowAll bool
+	// localNodePort is the node's only listener port, used by the ingress listener when a
+	// connection arrived without an original destination (no iptables redirect); 0 when
+	// the node has several listeners (or none).
+	localNodePort int
+	// carried are the clusters taken over from the previous snapshot with their new
+	// endpoint sets, applied by commit: until the swap, the serving snapshot's clusters
+	// stay exactly as they were, so a config rejected late changes nothing.
+	carried []carriedCluster
+}
+
+type carriedCluster struct {
+	c   *upstream.Cluster
+	eps []discovery.Endpoint
+}
+
+// Cluster returns the cluster called name, nil if the snapshot has none.
+func (s *Snapshot) Cluster(name string) *upstream.Cluster { return s.clusters[name] }
+
+// Clusters returns the snapshot's clusters by name. The map is shared: read only.
+func (s *Snapshot) Clusters() map[string]*upstream.Cluster { return s.clusters }
+
+// Policy returns rt's compiled policy; nil for a route outside the table (passthrough),
+// which is neither retried nor limited.
+func (s *Snapshot) Policy(rt *router.Route) *RoutePolicy {
+	if rt.ID < len(s.policies) && s.Table.Routes()[rt.ID] == rt {
+		return s.policies[rt.ID]
+	}
+	return nil
+}
+
+// Policies lists every route's policy, in route ID order (admin views).
+func (s *Snapshot) Policies() []*RoutePolicy { return s.policies }
+
+// ListenerLimits are the ingress listeners' rate limits by port (admin views).
+func (s *Snapshot) ListenerLimits() map[int]*ListenerLimit { return s.listeners }
+
+// EgressAllowAll reports whether the mesh's egressFilter is ALLOW_ALL.
+func (s *Snapshot) EgressAllowAll() bool { return s.egressAllowAll }
+
+// IngressPort is the node listener an ingress connection was addressed to: its
+// original destination port (local), else the node's only listener; 0 when neither
+// says. It is the one place the rule lives.
+func (s *Snapshot) IngressPort(local int) int {
+	if local != 0 {
+		return local
+	}
+	return s.localNodePort
+}
+
+// Options carries what Compile needs from the server.
+type Options struct {
+	Resolver discovery.Resolver
+	Cluster  upstream.Options
+}
+
+// Compile turns cfg into a Snapshot for node. Clusters whose definition did not change
+// are carried over from prev (with their connection pools, in-flight counts and
+// counters); their endpoint sets are refreshed by commit at the swap. Compile does not
+// change prev: on error, the clusters it built are closed and prev serves on untouched.
+// It may block on DNS for as long as ctx allows.
+func Compile(ctx context.Context, cfg *config.Config, node, source string, prev *Snapshot, opts Options) (_ *Snapshot, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	vn := cfg.VirtualNode(node)
+	if vn == nil {
+		return nil, fmt.Errorf("node %q: no virtual node of that name in the config", node)
+	}
+	table, err := router.Compile(cfg, node)
+	if err != nil {
+		return nil, fmt.Errorf("compile routes for node %q: %w", node, err)
+	}
+	clock := opts.Cluster.Clock
+	if clock == nil {
+		clock = resilience.SystemClock{}
+	}
+	s := &Snapshot{
+		Config:    cfg,
+		Version:   cfg.Digest(),
+		Node:      node,
+		Source:    source,
+		AppliedAt: time.Now(),
+		Table:     table,
+		clusters:  make(map[string]*upstream.Cluster),
+		clock:     clock,
+	}
+	defer func() {
+		if err != nil {
+			s.Retire(prev) // closes what this compile built, never prev's clusters
+		}
+	}()
+	if err := s.compilePolicies(vn, prev); err != nil {
+		return nil, err
+	}
+	if f := cfg.Mesh.Spec.EgressFilter; f != nil && f.Type == config.EgressAllowAll {
+		s.egressAllowAll = true
+	}
+	if len(vn.Spec.Listeners) == 1 {
+		s.localNodePort = vn.Spec.Listeners[0].PortMapping.Port
+	}
+	copts := opts.Cluster
+	copts.Counters = prev.clusterCounters
+	copts.L4Stats = prev.clusterL4Stats
+	for _, ref := range table.Clusters() {
+		eps, err := resolveEndpoints(ctx, ref, opts.Resolver)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", ref.Name, err)
+		}
+		var c *upstream.Cluster
+		if prev != nil {
+			if old := prev.clusters[ref.Name]; old != nil && sameClusterDef(old.Ref(), ref) {
+				c = old
+			}
+		}
+		if c == nil {
+			c = upstream.New(ref, copts)
+			c.Balancer().Update(eps)
+		} else {
+			s.carried = append(s.carried, carriedCluster{c: c, eps: eps})
+		}
+		s.clusters[ref.Name] = c
+	}
+	return s, nil
+}
+
+func resolveEndpoints(ctx context.Context, ref router.ClusterRef, r discovery.Resolver) ([]discovery.Endpoint, error) {
+	if ref.Local {
+		return []discovery.Endpoint{{Address: net.JoinHostPort("127.0.0.1", fmt.Sprint(ref.Port)), Weight: 1}}, nil
+	}
+	return discovery.Resolve(ctx, ref.Discovery, ref.Port, r)
+}
+
+// sameClusterDef reports whether a cluster can be carried over unchanged: same target,
+// protocol, balancing and listener settings. Endpoints may differ; they are updated.
+func sameClusterDef(a, b router.ClusterRef) bool {
+	return a.Name == b.Name && a.Node == b.Node && a.Port == b.Port && a.Protocol == b.Protocol &&
+		a.Local == b.Local && a.LBPolicy == b.LBPolicy && reflect.DeepEqual(a.Listener, b.Listener)
+}
+
+// commit gives the carried clusters their new endpoint sets, right before the swap.
+// Endpoints that stay keep their pools, in-flight counts and health (balancer.Update).
+func (s *Snapshot) commit() {
+	for _, cc := range s.carried {
+		cc.c.Balancer().Update(cc.eps)
+	}
+	s.carried = nil
+}
+
+// Retire releases what s holds that next no longer uses: clusters that were not carried
+// over close their idle upstream connections. Connections in use finish their request
+// and are closed when returned. A nil s does nothing; a nil next retires everything.
+func (s *Snapshot) Retire(next *Snapshot) {
+	if s == nil {
+		return
+	}
+	for name, c := range s.clusters {
+		if next == nil || next.clusters[name] != c {
+			c.Close()
+		}
+	}
+}
+
+// clusterCounters returns the counters of s's cluster name, nil if s has none.
+func (s *Snapshot) clusterCounters(name string) *resilience.Counters {
+	if s == nil {
+		return nil
+	}
+	if c := s.clusters[name]; c != nil {
+		return c.Counters()
+	}
+	return nil
+}
+
+// clusterL4Stats returns the L4 counters of s's cluster name, nil if none.
+func (s *Snapshot) clusterL4Stats(name string) *upstream.L4Stats {
+	if s == nil {
+		return nil
+	}
+	if c := s.clusters[name]; c != nil {
+		return c.L4()
+	}
+	return nil
+}
+
+// NodeListenerPorts lists the node's listener ports in s.
+func (s *Snapshot) NodeListenerPorts() map[int]bool {
+	ports := map[int]bool{}
+	if s == nil || s.Config == nil {
+		return ports
+	}
+	if vn := s.Config.VirtualNode(s.Node); vn != nil {
+		for _, l := range vn.Spec.Listeners {
+			ports[l.PortMapping.Port] = true
+		}
+	}
+	return ports
+}

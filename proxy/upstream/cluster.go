@@ -1,0 +1,489 @@
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshd/meshd/balancer"
+	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/internal/h1"
+	"github.com/meshd/meshd/proxy/internal/deadline"
+	"github.com/meshd/meshd/resilience"
+	"github.com/meshd/meshd/router"
+)
+
+// Upstream I/O buffer sizes. 16 KiB each holds a typical request or response head and a
+// small body in one read, and keeps a pooled connection at ~32 KiB of buffers (Envoy's
+// per-connection guidance, ANCHORS.md).
+const (
+	upstreamReadBuf  = 16 << 10
+	upstreamWriteBuf = 16 << 10
+	// maxIdlePerEndpoint bounds the idle keep-alive connections kept per endpoint.
+	maxIdlePerEndpoint = 64
+	// maxIdleAge closes pooled connections that sat unused this long: servers commonly
+	// time keep-alive connections out after 60-120 s, and reusing one the server is
+	// closing costs a failed exchange.
+	maxIdleAge = 50 * time.Second
+)
+
+// cluster is the proxy's runtime view of one upstream cluster: its balancer, its
+// connection limits, and (hung on each balancer endpoint) the keep-alive pools.
+type Cluster struct {
+	ref router.ClusterRef
+	bal *balancer.Cluster
+	h2  bool // upstream speaks HTTP/2 (listener protocol http2 or grpc)
+
+	dialer         *net.Dialer
+	connectTimeout time.Duration
+
+	// Listener timeouts of the target node; a route's own timeout takes precedence.
+	perRequest time.Duration
+	idle       time.Duration
+	streamIdle time.Duration // used when idle is not configured
+
+	// HTTP/1.1 limits (connectionPool.http): slots bounds concurrently used upstream
+	// connections; nil means unlimited. maxPending bounds requests waiting for a slot.
+	slots      chan struct{}
+	maxPending int64
+	pending    atomic.Int64
+	// HTTP/2 limit (connectionPool.http2/grpc maxRequests); nil means unlimited.
+	streams chan struct{}
+
+	openConns atomic.Int64
+	l4        *L4Stats // L4 connections (l4.go); carried to a successor of the same name
+	closed    atomic.Bool
+
+	poolsMu sync.Mutex
+	pools   map[*Pool]struct{} // every endpoint's pool, for close
+
+	rt http.RoundTripper // net/http path (h2 upstreams, and h2 downstream to h1 upstreams)
+
+	// Resilience: every decision is counted in counters (kept by cluster name across
+	// reloads). budget always exists; outlier, breaker and health are nil when the
+	// target listener does not configure them.
+	clock      resilience.Clock
+	log        *slog.Logger
+	counters   *resilience.Counters
+	budget     *resilience.RetryBudget
+	outlier    *resilience.OutlierDetector
+	sweepEvery time.Duration
+	breaker    *resilience.Breaker
+	health     *healthChecker
+	// The control goroutine (outlier sweeps, health checks) exits when stop closes;
+	// close waits for it.
+	stop      chan struct{}
+	controlWG sync.WaitGroup
+}
+
+func New(ref router.ClusterRef, opts Options) *Cluster {
+	c := &Cluster{
+		ref:            ref,
+		h2:             ref.Protocol == config.ProtoHTTP2 || ref.Protocol == config.ProtoGRPC,
+		dialer:         opts.Dialer,
+		connectTimeout: opts.ConnectTimeout,
+		streamIdle:     opts.StreamIdle,
+		pools:          make(map[*Pool]struct{}),
+		stop:           make(chan struct{}),
+	}
+	c.initResilience(opts)
+	if l := ref.Listener; l != nil {
+		if t := l.Timeout; t != nil {
+			var ht *config.HTTPTimeout
+			switch ref.Protocol {
+			case config.ProtoHTTP:
+				ht = t.HTTP
+			case config.ProtoHTTP2:
+				ht = t.HTTP2
+			case config.ProtoGRPC:
+				ht = t.GRPC
+			}
+			if ht != nil {
+				c.perRequest = ht.PerRequest.D()
+				c.idle = ht.Idle.D()
+			}
+		}
+		if p := l.ConnectionPool; p != nil {
+			if p.HTTP != nil && p.HTTP.MaxConnections > 0 {
+				c.slots = make(chan struct{}, p.HTTP.MaxConnections)
+				c.maxPending = int64(p.HTTP.MaxPendingRequests)
+				if c.maxPending == 0 {
+					c.maxPending = math.MaxInt32 // App Mesh's default: unbounded queue
+				}
+			}
+			h2p := p.HTTP2
+			if h2p == nil {
+				h2p = p.GRPC
+			}
+			if h2p != nil && h2p.MaxRequests > 0 {
+				c.streams = make(chan struct{}, h2p.MaxRequests)
+			}
+		}
+	}
+	c.bal = balancer.NewCluster(ref.Name, balancer.Options{
+		Policy:                balancer.Policy(ref.LBPolicy),
+		PanicThresholdPercent: panicThreshold(ref.Listener),
+		OnAdd: func(ep *balancer.Endpoint) {
+			p := &Pool{addr: ep.Address, cl: c, ep: ep}
+			ep.Meta = p
+			c.poolsMu.Lock()
+			c.pools[p] = struct{}{}
+			c.poolsMu.Unlock()
+			c.outlier.Add(ep.Address)
+			c.health.add(ep)
+		},
+		OnRemove: func(ep *balancer.Endpoint) {
+			if p, ok := ep.Meta.(*Pool); ok {
+				c.poolsMu.Lock()
+				delete(c.pools, p)
+				c.poolsMu.Unlock()
+				p.closeIdle()
+			}
+			c.outlier.Remove(ep.Address)
+			c.health.remove(ep)
+		},
+	})
+	c.rt = c.newRoundTripper()
+	c.startControl()
+	return c
+}
+
+func (c *Cluster) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	if c.connectTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.connectTimeout)
+		defer cancel()
+	}
+	conn, err := c.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, &Error{Kind: Connect, Err: fmt.Errorf("connect to %s: %w", addr, err)}
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	return conn, nil
+}
+
+// newRoundTripper builds the net/http transport used off the HTTP/1.1 fast path.
+func (c *Cluster) newRoundTripper() http.RoundTripper {
+	if c.h2 {
+		// HTTP/2 with prior knowledge over cleartext (h2c), net/http's own HTTP/2.
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		return &http.Transport{
+			Protocols: &p,
+			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+				return c.Dial(ctx, addr)
+			},
+			DisableCompression: true,
+			IdleConnTimeout:    maxIdleAge,
+			HTTP2: &http.HTTP2Config{
+				SendPingTimeout: 30 * time.Second,
+				PingTimeout:     15 * time.Second,
+			},
+		}
+	}
+	return &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return c.Dial(ctx, addr)
+		},
+		MaxIdleConnsPerHost: maxIdlePerEndpoint,
+		IdleConnTimeout:     maxIdleAge,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+	}
+}
+
+// acquireSlot enforces connectionPool.http: it returns at once when a slot is free,
+// waits (bounded by ctx) when the pending queue has room, and fails with ErrOverflow
+// otherwise. release must be called exactly once after a nil error.
+func (c *Cluster) AcquireSlot(ctx context.Context) error {
+	if c.slots == nil {
+		return nil
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	if c.pending.Add(1) > c.maxPending {
+		c.pending.Add(-1)
+		c.counters.OverflowMaxPendingRequests.Add(1)
+		return &Error{Kind: Overflow, Err: fmt.Errorf("cluster %s: maxConnections %d and maxPendingRequests %d reached: %w",
+			c.ref.Name, cap(c.slots), c.maxPending, ErrOverflow), Limit: "maxPendingRequests"}
+	}
+	defer c.pending.Add(-1)
+	wait := c.connectTimeout
+	if wait <= 0 {
+		wait = 5 * time.Second
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		c.counters.OverflowMaxConnections.Add(1)
+		return &Error{Kind: Overflow, Err: fmt.Errorf("cluster %s: no connection slot within %v (maxConnections %d): %w",
+			c.ref.Name, wait, cap(c.slots), ErrOverflow), Limit: "maxConnections"}
+	}
+}
+
+func (c *Cluster) ReleaseSlot() {
+	if c.slots != nil {
+		<-c.slots
+	}
+}
+
+// acquireStream enforces maxRequests on HTTP/2 clusters; it never queues.
+func (c *Cluster) AcquireStream() error {
+	if c.streams == nil {
+		return nil
+	}
+	select {
+	case c.streams <- struct{}{}:
+		return nil
+	default:
+		c.counters.OverflowMaxRequests.Add(1)
+		return &Error{Kind: Overflow, Err: fmt.Errorf("cluster %s: maxRequests %d reached: %w",
+			c.ref.Name, cap(c.streams), ErrOverflow), Limit: "maxRequests"}
+	}
+}
+
+func (c *Cluster) ReleaseStream() {
+	if c.streams != nil {
+		<-c.streams
+	}
+}
+
+// close stops the cluster from pooling: idle connections close now, busy ones when
+// they are returned.
+func (c *Cluster) Close() {
+	if c.closed.Swap(true) {
+		return
+	}
+	c.closeResilience()
+	c.poolsMu.Lock()
+	pools := make([]*Pool, 0, len(c.pools))
+	for p := range c.pools {
+		pools = append(pools, p)
+	}
+	c.poolsMu.Unlock()
+	for _, p := range pools {
+		p.closeIdle()
+	}
+	if rt, ok := c.rt.(*http.Transport); ok {
+		rt.CloseIdleConnections()
+	}
+}
+
+// Pool keeps idle HTTP/1.1 keep-alive connections to one endpoint. The lock
+// is held only to push or pop a slice element.
+type Pool struct {
+	addr string
+	cl   *Cluster
+	ep   *balancer.Endpoint
+
+	mu     sync.Mutex
+	idle   []*Conn
+	closed bool
+}
+
+// Conn is one upstream HTTP/1.1 connection with its buffers.
+type Conn struct {
+	NetConn net.Conn
+	BR      *bufio.Reader
+	BW      *bufio.Writer
+	// RD is the response reader over BR, made on first use by the HTTP/1.1 front end.
+	RD       *h1.Reader
+	Pool     *Pool
+	LastUsed time.Time
+	// Reused is set once the connection served an exchange: a failure on it may be a
+	// stale keep-alive the server closed meanwhile.
+	Reused bool
+	Timer  deadline.Timer
+	// Bytes read and written so far: the HTTP/1.1 front end compares them across an
+	// attempt to tell a server that closed without a word from one that had started
+	// answering.
+	RX, TX int64
+}
+
+func (u *Conn) Read(p []byte) (int, error) {
+	u.Timer.Refresh(u.NetConn)
+	n, err := u.NetConn.Read(p)
+	u.RX += int64(n)
+	return n, err
+}
+
+func (u *Conn) Write(p []byte) (int, error) {
+	u.Timer.Refresh(u.NetConn)
+	n, err := u.NetConn.Write(p)
+	u.TX += int64(n)
+	return n, err
+}
+
+// setHardDeadline bounds the current exchange (the per-request timeout); the zero
+// time removes the bound.
+func (u *Conn) SetHardDeadline(t time.Time) { u.Timer.SetHard(t) }
+
+func (p *Pool) Get(ctx context.Context) (*Conn, error) {
+	now := time.Now()
+	p.mu.Lock()
+	for n := len(p.idle); n > 0; n = len(p.idle) {
+		u := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		if now.Sub(u.LastUsed) < maxIdleAge {
+			p.mu.Unlock()
+			return u, nil
+		}
+		p.mu.Unlock()
+		p.Discard(u)
+		p.mu.Lock()
+	}
+	p.mu.Unlock()
+	return p.DialNew(ctx)
+}
+
+// dialNew opens a new connection to the endpoint, bypassing the idle ones.
+func (p *Pool) DialNew(ctx context.Context) (*Conn, error) {
+	conn, err := p.cl.Dial(ctx, p.addr)
+	if err != nil {
+		return nil, err
+	}
+	p.cl.openConns.Add(1)
+	u := &Conn{NetConn: conn, Pool: p}
+	u.Timer.Idle = p.cl.idle
+	if u.Timer.Idle == 0 {
+		u.Timer.Idle = p.cl.streamIdle
+	}
+	u.BR = bufio.NewReaderSize(u, upstreamReadBuf)
+	u.BW = bufio.NewWriterSize(u, upstreamWriteBuf)
+	return u, nil
+}
+
+// put returns a healthy connection after a complete exchange.
+func (p *Pool) Put(u *Conn) {
+	u.LastUsed = time.Now()
+	u.Reused = true
+	if !u.Timer.Hard().IsZero() {
+		u.SetHardDeadline(time.Time{})
+	}
+	p.mu.Lock()
+	if p.closed || p.cl.closed.Load() || len(p.idle) >= maxIdlePerEndpoint {
+		p.mu.Unlock()
+		p.Discard(u)
+		return
+	}
+	p.idle = append(p.idle, u)
+	p.mu.Unlock()
+}
+
+// discard closes a connection that must not be reused.
+func (p *Pool) Discard(u *Conn) {
+	_ = u.NetConn.Close()
+	p.cl.openConns.Add(-1)
+}
+
+func (p *Pool) closeIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.closed = true
+	p.mu.Unlock()
+	for _, u := range idle {
+		p.Discard(u)
+	}
+}
+
+// reapIdle closes the idle connections that sat unused for maxAge at now. Without it a
+// connection the server closed stays in CLOSE_WAIT (and a descriptor stays open) until
+// the next get happens to pop it.
+func (p *Pool) reapIdle(now time.Time, maxAge time.Duration) {
+	p.mu.Lock()
+	keep := p.idle[:0]
+	var stale []*Conn
+	for _, u := range p.idle {
+		if now.Sub(u.LastUsed) >= maxAge {
+			stale = append(stale, u)
+		} else {
+			keep = append(keep, u)
+		}
+	}
+	clear(p.idle[len(keep):])
+	p.idle = keep
+	p.mu.Unlock()
+	for _, u := range stale {
+		p.Discard(u)
+	}
+}
+
+// reapIdle runs reapIdle on every endpoint pool of c.
+func (c *Cluster) ReapIdle(now time.Time, maxAge time.Duration) {
+	c.poolsMu.Lock()
+	pools := make([]*Pool, 0, len(c.pools))
+	for p := range c.pools {
+		pools = append(pools, p)
+	}
+	c.poolsMu.Unlock()
+	for _, p := range pools {
+		p.reapIdle(now, maxAge)
+	}
+}
+
+// Defaults of Reaper.
+const (
+	reapEvery = 10 * time.Second
+	reapAge   = maxIdleAge
+)
+
+// Reaper is the Server's one goroutine that sweeps idle upstream connections out of
+// the endpoint pools (Server.Start starts it, Shutdown stops and joins it). Every and
+// MaxAge are set before Start; zero means reapEvery and reapAge.
+type Reaper struct {
+	Every, MaxAge time.Duration
+	stop          chan struct{}
+	done          chan struct{}
+}
+
+func (r *Reaper) Start(sweep func(now time.Time, maxAge time.Duration)) {
+	if r.Every <= 0 {
+		r.Every = reapEvery
+	}
+	if r.MaxAge <= 0 {
+		r.MaxAge = reapAge
+	}
+	r.stop, r.done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(r.done)
+		t := time.NewTicker(r.Every)
+		defer t.Stop()
+		for {
+			select {
+			case <-r.stop:
+				return
+			case now := <-t.C:
+				sweep(now, r.MaxAge)
+			}
+		}
+	}()
+}
+
+// halt stops the goroutine and waits for it; a reaper never started is left alone.
+func (r *Reaper) Halt() {
+	if r.stop == nil {
+		return
+	}
+	close(r.stop)
+	<-r.done
+	r.stop = nil
+}

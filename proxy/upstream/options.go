@@ -1,0 +1,27 @@
+package upstream
+
+import (
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/meshd/meshd/resilience"
+)
+
+// Options carries what a cluster needs from the server that builds it.
+type Options struct {
+	ConnectTimeout time.Duration
+	// StreamIdle is the idle timeout of an exchange when neither route nor listener sets one.
+	StreamIdle time.Duration
+	Dialer     *net.Dialer
+	// Clock tells time to resilience decisions; a TickerClock drives the periodic work too.
+	Clock resilience.Clock
+	Log   *slog.Logger
+	// Counters returns the counters a cluster of that name had in the previous
+	// snapshot (nil if none), so /stats survives reloads that rebuild a cluster.
+	Counters func(name string) *resilience.Counters
+	// L4Stats likewise returns that cluster's L4 counters: its active gauge is what
+	// connectionPool.tcp.maxConnections limits, and connections opened before a reload
+	// that rebuilt the cluster still count against the limit.
+	L4Stats func(name string) *L4Stats
+}
