@@ -308,4 +308,3 @@ func readTrailers(br *bufio.Reader, want http.Header) error {
 		}
 	}
 }
-

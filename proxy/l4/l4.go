@@ -60,7 +60,7 @@ type Server struct {
 type EgressL4View struct {
 	// Dropped counts egress connections meshd closed because they matched no backend
 	// and the egressFilter is DROP_ALL (or there was no original destination to go to).
-	Dropped     int64   `json:"dropped"`
+	Dropped     int64            `json:"dropped"`
 	Passthrough *upstream.L4View `json:"passthrough,omitempty"`
 }
 
@@ -358,4 +358,3 @@ func readFrom(dst, src net.Conn) (int64, error) {
 	}
 	return io.Copy(dst, src)
 }
-

@@ -39,4 +39,3 @@ func TestPassthroughLRU(t *testing.T) {
 		t.Fatal("a was least recently used after 3 and 2 and must have been evicted")
 	}
 }
-
