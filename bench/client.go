@@ -206,54 +206,6 @@ func readResponse(br *bufio.Reader) (status int, keep bool, err error) {
 	return status, keep, nil
 }
 
-func discardChunked(br *bufio.Reader) error {
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			return classify(ErrRead, err)
-		}
-		line = bytes.TrimRight(line, "\r\n")
-		if i := bytes.IndexByte(line, ';'); i >= 0 {
-			line = line[:i]
-		}
-		n, err := strconv.ParseUint(string(bytes.TrimSpace(line)), 16, 63)
-		if err != nil {
-			return &reqError{kind: ErrProtocol, err: fmt.Errorf("chunk size %q: %w", line, errBadResponse)}
-		}
-		if n == 0 {
-			// Trailers, then the empty line.
-			for {
-				t, err := br.ReadSlice('\n')
-				if err != nil {
-					return classify(ErrRead, err)
-				}
-				if len(bytes.TrimRight(t, "\r\n")) == 0 {
-					return nil
-				}
-			}
-		}
-		if _, err := br.Discard(int(n) + 2); err != nil {
-			return classify(ErrRead, err)
-		}
-	}
-}
-
-func asciiEqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range len(b) {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != s[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // reqError carries the error kind reported in Result.Errors.
 type reqError struct {
 	kind string
