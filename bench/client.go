@@ -10,9 +10,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/meshd/meshd/internal/h1"
 )
 
 // Proto is the protocol the load generator speaks to its target.
@@ -77,18 +78,27 @@ func newRequester(proto Proto, t target) requester {
 	}
 	b.WriteString("\r\n")
 	b.Write(bytes.Repeat([]byte{'x'}, t.reqBody))
-	return &h1Requester{t: t, req: b.Bytes()}
+	return &h1Requester{t: t, method: method, req: b.Bytes()}
 }
 
-// h1Requester is a lean HTTP/1.1 client over one keep-alive connection. It parses
-// just enough of the response (status line, Content-Length, chunked, Connection:
-// close) to find its end; net/http's Transport would cost more CPU than some of the
-// proxies under test.
+// h1Limits are the proxy's limits for message heads (proxy/h1.go), so that a response
+// meshd would refuse from an upstream is refused here too.
+var h1Limits = h1.Limits{MaxHeaderBytes: 60 << 10, MaxHeaders: 100}
+
+// h1Requester is a lean HTTP/1.1 client over one keep-alive connection. Responses are
+// parsed by internal/h1, the proxy's codec, and their bodies discarded; net/http's
+// Transport would cost more CPU than some of the proxies under test. Its reader,
+// response and sink are reused across requests and connections, so the steady state
+// allocates nothing.
 type h1Requester struct {
-	t    target
-	req  []byte
-	conn net.Conn
-	br   *bufio.Reader
+	t      target
+	method string
+	req    []byte
+	conn   net.Conn
+	br     *bufio.Reader
+	rd     *h1.Reader
+	resp   h1.Response
+	sink   *bufio.Writer // response bodies go here, to io.Discard
 }
 
 func (r *h1Requester) close() {
@@ -96,6 +106,19 @@ func (r *h1Requester) close() {
 		r.conn.Close()
 		r.conn = nil
 	}
+}
+
+// attach makes the requester read responses from src (its connection).
+func (r *h1Requester) attach(src io.Reader) {
+	if r.br == nil {
+		r.br = bufio.NewReaderSize(src, 16<<10)
+		r.rd = h1.NewReader(r.br, h1Limits)
+		// io.Discard never fails and writes larger than the buffer bypass it, so a
+		// small buffer is enough.
+		r.sink = bufio.NewWriterSize(io.Discard, 256)
+		return
+	}
+	r.br.Reset(src)
 }
 
 func (r *h1Requester) do(ctx context.Context, deadline time.Time) (int, error) {
@@ -109,18 +132,14 @@ func (r *h1Requester) do(ctx context.Context, deadline time.Time) (int, error) {
 			_ = tc.SetNoDelay(true)
 		}
 		r.conn = c
-		if r.br == nil {
-			r.br = bufio.NewReaderSize(c, 16<<10)
-		} else {
-			r.br.Reset(c)
-		}
+		r.attach(c)
 	}
 	_ = r.conn.SetDeadline(deadline)
 	if _, err := r.conn.Write(r.req); err != nil {
 		r.close()
 		return 0, classify(ErrWrite, err)
 	}
-	status, keep, err := readResponse(r.br)
+	status, keep, err := r.readResponse()
 	if err != nil {
 		r.close()
 		return status, err
@@ -131,127 +150,45 @@ func (r *h1Requester) do(ctx context.Context, deadline time.Time) (int, error) {
 	return status, nil
 }
 
-var errBadResponse = errors.New("malformed response")
+var errUnaskedUpgrade = errors.New("101 Switching Protocols to a request that asked for no upgrade")
 
-// readResponse reads one HTTP/1.1 response from br and discards its body. keep is
-// false when the server asked to close the connection.
-func readResponse(br *bufio.Reader) (status int, keep bool, err error) {
-	line, err := br.ReadSlice('\n')
-	if err != nil {
-		return 0, false, classify(ErrRead, err)
-	}
-	// "HTTP/1.1 200 OK\r\n"
-	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
-		return 0, false, &reqError{kind: ErrProtocol, err: fmt.Errorf("status line %q: %w", line, errBadResponse)}
-	}
-	for _, c := range line[9:12] {
-		if c < '0' || c > '9' {
-			return 0, false, &reqError{kind: ErrProtocol, err: fmt.Errorf("status line %q: %w", line, errBadResponse)}
-		}
-		status = status*10 + int(c-'0')
-	}
-	keep = line[7] == '1'
-	contentLength := int64(-1)
-	chunked := false
+// readResponse reads the response to r.method and discards its body. Interim 1xx
+// responses are skipped, as the proxy does. keep is false when the connection cannot
+// be reused: Connection: close, HTTP/1.0 without keep-alive, or a body delimited by
+// close.
+func (r *h1Requester) readResponse() (status int, keep bool, err error) {
+	resp := &r.resp
 	for {
-		h, err := br.ReadSlice('\n')
-		if err != nil {
-			return status, false, classify(ErrRead, err)
+		if err := r.rd.ReadResponse(resp, r.method); err != nil {
+			return resp.Status, false, h1Error(err)
 		}
-		h = bytes.TrimRight(h, "\r\n")
-		if len(h) == 0 {
+		if resp.Status >= 200 {
 			break
 		}
-		colon := bytes.IndexByte(h, ':')
-		if colon <= 0 {
-			return status, false, &reqError{kind: ErrProtocol, err: fmt.Errorf("header %q: %w", h, errBadResponse)}
-		}
-		name, val := h[:colon], bytes.TrimSpace(h[colon+1:])
-		switch {
-		case asciiEqualFold(name, "content-length"):
-			n, perr := strconv.ParseInt(string(val), 10, 64)
-			if perr != nil || n < 0 {
-				return status, false, &reqError{kind: ErrProtocol, err: fmt.Errorf("content-length %q: %w", val, errBadResponse)}
-			}
-			contentLength = n
-		case asciiEqualFold(name, "transfer-encoding"):
-			chunked = asciiEqualFold(val, "chunked")
-		case asciiEqualFold(name, "connection"):
-			if asciiEqualFold(val, "close") {
-				keep = false
-			} else if asciiEqualFold(val, "keep-alive") {
-				keep = true
-			}
+		if resp.Status == 101 {
+			return resp.Status, false, &reqError{kind: ErrProtocol, err: errUnaskedUpgrade}
 		}
 	}
-	if status < 200 || status == 204 || status == 304 {
-		return status, keep, nil
+	if !resp.NoBody {
+		// The body is validated like the proxy's; only its payload reaches the sink
+		// (Dechunk, DropTrailers): no chunk framing is re-encoded just to be discarded.
+		body := h1.BodyCopy{ContentLength: resp.ContentLength, Chunked: resp.Chunked, UntilClose: resp.UntilClose(),
+			Dechunk: true, DropTrailers: true}
+		if _, err := body.Copy(r.sink, r.br); err != nil {
+			return resp.Status, false, h1Error(err)
+		}
 	}
-	switch {
-	case chunked:
-		if err := discardChunked(br); err != nil {
-			return status, false, err
-		}
-	case contentLength >= 0:
-		if _, err := br.Discard(int(contentLength)); err != nil {
-			return status, false, classify(ErrRead, err)
-		}
-	default:
-		// Body delimited by close: read to EOF.
-		if _, err := io.Copy(io.Discard, br); err != nil {
-			return status, false, classify(ErrRead, err)
-		}
-		keep = false
-	}
-	return status, keep, nil
+	return resp.Status, !resp.Close, nil
 }
 
-func discardChunked(br *bufio.Reader) error {
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			return classify(ErrRead, err)
-		}
-		line = bytes.TrimRight(line, "\r\n")
-		if i := bytes.IndexByte(line, ';'); i >= 0 {
-			line = line[:i]
-		}
-		n, err := strconv.ParseUint(string(bytes.TrimSpace(line)), 16, 63)
-		if err != nil {
-			return &reqError{kind: ErrProtocol, err: fmt.Errorf("chunk size %q: %w", line, errBadResponse)}
-		}
-		if n == 0 {
-			// Trailers, then the empty line.
-			for {
-				t, err := br.ReadSlice('\n')
-				if err != nil {
-					return classify(ErrRead, err)
-				}
-				if len(bytes.TrimRight(t, "\r\n")) == 0 {
-					return nil
-				}
-			}
-		}
-		if _, err := br.Discard(int(n) + 2); err != nil {
-			return classify(ErrRead, err)
-		}
+// h1Error classifies an error from internal/h1: protocol violations (*h1.Error) are
+// ErrProtocol, anything else is a failed read of the response.
+func h1Error(err error) error {
+	var pe *h1.Error
+	if errors.As(err, &pe) {
+		return &reqError{kind: ErrProtocol, err: err}
 	}
-}
-
-func asciiEqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range len(b) {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != s[i] {
-			return false
-		}
-	}
-	return true
+	return classify(ErrRead, err)
 }
 
 // reqError carries the error kind reported in Result.Errors.

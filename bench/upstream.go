@@ -295,6 +295,55 @@ func readRequest(br *bufio.Reader) (keep bool, err error) {
 	return keep, nil
 }
 
+// discardChunked discards a chunked body, trailers included.
+func discardChunked(br *bufio.Reader) error {
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return fmt.Errorf("chunked body: %w", err)
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if i := bytes.IndexByte(line, ';'); i >= 0 {
+			line = line[:i]
+		}
+		n, err := strconv.ParseUint(string(bytes.TrimSpace(line)), 16, 63)
+		if err != nil {
+			return fmt.Errorf("chunk size %q: %w", line, errBadRequest)
+		}
+		if n == 0 {
+			// Trailers, then the empty line.
+			for {
+				t, err := br.ReadSlice('\n')
+				if err != nil {
+					return fmt.Errorf("chunked body: %w", err)
+				}
+				if len(bytes.TrimRight(t, "\r\n")) == 0 {
+					return nil
+				}
+			}
+		}
+		if _, err := br.Discard(int(n) + 2); err != nil {
+			return fmt.Errorf("chunked body: %w", err)
+		}
+	}
+}
+
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // ServeHTTPUtil runs the baseline a Go user would write: httputil.ReverseProxy to
 // upstream (host:port), with a keep-alive pool sized for benchmarks and h2c accepted
 // downstream. It serves until ctx ends.
