@@ -12,16 +12,19 @@ func TestRetryBudgetLimit(t *testing.T) {
 		active int64
 		want   int64
 	}{
-		{"floor when idle", BudgetConfig{}, 0, 3},
-		{"floor beats 20% of 10", BudgetConfig{}, 10, 3},
-		{"20% of 15 is the floor", BudgetConfig{}, 15, 3},
-		{"20% of 20", BudgetConfig{}, 20, 4},
+		{"floor when idle", BudgetConfig{}, 0, 32},
+		{"floor beats 20% of 10", BudgetConfig{}, 10, 32},
+		{"20% of 160 is the floor", BudgetConfig{}, 160, 32},
+		{"20% of 165", BudgetConfig{}, 165, 33},
 		{"20% of 1000", BudgetConfig{}, 1000, 200},
 		{"20% of 1234 rounds down", BudgetConfig{}, 1234, 246},
+		{"Envoy's floor of 3 when idle", BudgetConfig{MinRetryConcurrency: 3}, 0, 3},
+		{"Envoy's floor beats 20% of 15", BudgetConfig{MinRetryConcurrency: 3}, 15, 3},
+		{"20% of 20 beats Envoy's floor", BudgetConfig{MinRetryConcurrency: 3}, 20, 4},
 		{"fractional percent", BudgetConfig{BudgetPercent: 12.5, MinRetryConcurrency: 1}, 80, 10},
 		{"50% of 30", BudgetConfig{BudgetPercent: 50, MinRetryConcurrency: 1}, 30, 15},
 		{"absolute limit binds", BudgetConfig{MaxRetries: 5}, 1000, 5},
-		{"negative active is the floor", BudgetConfig{}, -7, 3},
+		{"negative active is the floor", BudgetConfig{}, -7, 32},
 		{"huge active no overflow", BudgetConfig{BudgetPercent: 100}, 1 << 60, 1<<31 - 1},
 	}
 	for _, tt := range tests {
@@ -39,7 +42,7 @@ func TestRetryBudgetLimit(t *testing.T) {
 
 func TestRetryBudgetAcquireRelease(t *testing.T) {
 	var c Counters
-	b, err := NewRetryBudget(BudgetConfig{}, &c)
+	b, err := NewRetryBudget(BudgetConfig{MinRetryConcurrency: 3}, &c)
 	if err != nil {
 		t.Fatal(err)
 	}
