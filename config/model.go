@@ -143,7 +143,8 @@ type RetryBudget struct {
 	// (0, 100], default 20.
 	BudgetPercent float64 `json:"budgetPercent,omitempty"`
 	// MinRetryConcurrency: this many retries are always allowed at once, whatever the
-	// active requests; ≥ 1, default 3.
+	// active requests; ≥ 1, default 32 (Envoy's is 3; see
+	// resilience.DefaultMinRetryConcurrency).
 	MinRetryConcurrency int64 `json:"minRetryConcurrency,omitempty"`
 	// MaxRetries: the absolute limit on outstanding retries, binding even when the
 	// budget would allow more; ≥ 1, default 2147483647 (no limit).

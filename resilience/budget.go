@@ -6,12 +6,36 @@ import (
 	"sync/atomic"
 )
 
-// Retry budget defaults, Envoy's retry_budget: retries may be at most 20% of active
-// requests, but 3 concurrent retries are always allowed. DefaultMaxRetriesLimit is App
-// Mesh's hidden circuit-breaker threshold (2^31-1), i.e. no absolute limit.
+// Retry budget defaults. DefaultMaxRetriesLimit is App Mesh's hidden circuit-breaker
+// threshold (max_retries 2^31-1), i.e. no absolute limit.
 const (
-	DefaultBudgetPercent       = 20.0
-	DefaultMinRetryConcurrency = 3
+	// DefaultBudgetPercent is Envoy's retry_budget default (budget_percent 20): once
+	// the cluster is busy enough that the share exceeds the floor, at most a fifth of
+	// the attempts in flight to it may be retries.
+	DefaultBudgetPercent = 20.0
+	// DefaultMinRetryConcurrency is 32, not Envoy's min_retry_concurrency 3.
+	//
+	// App Mesh configured Envoy with no retry budget and a max_retries threshold of
+	// 2^31-1, so it never refused a retry that the route's maxRetries allowed; meshd
+	// must not fail requests App Mesh would have retried. Envoy's floor of 3 does: a
+	// request has at most one attempt in flight, so N concurrent requests need up to
+	// N retry slots, and the active count the share is taken of is sampled when a
+	// retry starts, without the retrying request itself or requests waiting out a
+	// backoff, so at small concurrency 20% of it rounds to 0 or 1 and the floor alone
+	// decides. With a floor of 3, four or more concurrent clients of an endpoint
+	// failing every other request saw about half their requests fail with
+	// retry_budget_exhausted.
+	//
+	// With a floor of 32, a cluster with at most 32 concurrent requests is never
+	// refused a retry (the budget is invisible, as in App Mesh), however badly it
+	// fails. Between 32 and 160 active requests a fully failing cluster carries at
+	// most 32 outstanding retries, and from 160 (5 × 32) on the 20% share binds: at
+	// 500 active requests all failing, at most 100 retries are outstanding, so a
+	// failing cluster at scale still cannot start a retry storm. A larger floor would
+	// push the point where the 20% bound takes over (5 × floor) past the hundreds of
+	// concurrent requests where a storm matters; a smaller one refuses retries at
+	// concurrency levels an ordinary sidecar sees.
+	DefaultMinRetryConcurrency = 32
 	DefaultMaxRetriesLimit     = math.MaxInt32
 )
 
@@ -86,9 +110,10 @@ func (b *RetryBudget) Limit(active int64) int64 {
 }
 
 // TryAcquireRetry asks to start one retry while active requests are in flight to the
-// cluster. On true the caller must call ReleaseRetry exactly once when that retry
-// attempt ends; on false it must not retry and returns the failure it has. Counts
-// Retries, RetryBudgetExhausted or OverflowMaxRetries.
+// cluster. Ask when the retry's attempt is about to start, after any backoff: a retry
+// holds its slot only while its attempt runs. On true the caller must call ReleaseRetry
+// exactly once when that retry attempt ends; on false it must not retry and returns the
+// failure it has. Counts Retries, RetryBudgetExhausted or OverflowMaxRetries.
 func (b *RetryBudget) TryAcquireRetry(active int64) bool {
 	return b.TryAcquireRetryFor(active, nil)
 }
