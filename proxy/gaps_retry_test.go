@@ -162,7 +162,7 @@ func TestRetryBudgetConfigured(t *testing.T) {
 		otherCounter string
 	}{
 		{"maxRetries binds", "retryBudget: {maxRetries: 1}", 4, 1, "overflow_max_retries", "retry_budget_exhausted"},
-		{"minRetryConcurrency raises the floor", "retryBudget: {minRetryConcurrency: 5}", 7, 5, "retry_budget_exhausted", "overflow_max_retries"},
+		{"minRetryConcurrency sets the floor", "retryBudget: {minRetryConcurrency: 5}", 7, 5, "retry_budget_exhausted", "overflow_max_retries"},
 		{"maxRetries below the floor", "retryBudget: {minRetryConcurrency: 5, maxRetries: 2}", 5, 2, "overflow_max_retries", "retry_budget_exhausted"},
 	}
 	for _, tc := range cases {

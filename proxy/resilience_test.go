@@ -281,9 +281,10 @@ func TestRetryPolicyEventsAndBody(t *testing.T) {
 	}
 }
 
-// TestRetryBudgetStopsRetries: with one endpoint and ten concurrent failing requests,
-// only the budget's floor of three retries is made; the other seven answer at once with
-// the failure and are counted as retry_budget_exhausted.
+// TestRetryBudgetStopsRetries: with one endpoint, a budget floor of three
+// (retryBudget.minRetryConcurrency, Envoy's default) and ten concurrent failing
+// requests, only three retries are made; the other seven answer at once with the
+// failure and are counted as retry_budget_exhausted.
 func TestRetryBudgetStopsRetries(t *testing.T) {
 	release := make(chan struct{})
 	var seen sync.Map
@@ -295,7 +296,7 @@ func TestRetryBudgetStopsRetries(t *testing.T) {
 		<-release // retries wait, holding the budget
 		_, _ = io.WriteString(w, "ok")
 	}))
-	srv := testutil.StartMeshd(t, "app", resMesh([]int{up.Port}, "", ""))
+	srv := testutil.StartMeshd(t, "app", resMesh([]int{up.Port}, "retryBudget: {minRetryConcurrency: 3}", ""))
 	const n = 10
 	type result struct{ status int }
 	results := make(chan result, n)
