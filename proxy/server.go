@@ -356,9 +356,13 @@ func (s *Server) Ready() bool { return s.ready.Load() && !s.unready.Load() }
 // idle connections close, in-flight requests finish (their connections then close),
 // and after ctx or the drain timeout whatever remains is closed. The admin listener
 // closes last.
-func (s *Server) Shutdown(ctx context.Context) error {
+func (s *Server) Shutdown(ctx context.Context) error { return s.Drain(ctx, s.opts.DrainGrace) }
+
+// Drain is Shutdown with the given grace instead of Options.DrainGrace (meshd run skips
+// the grace on SIGINT, an interactive stop). ctx ending cuts the grace short too.
+func (s *Server) Drain(ctx context.Context, grace time.Duration) error {
 	s.unready.Store(true)
-	if g := s.opts.DrainGrace; g > 0 && s.ingress != nil {
+	if g := grace; g > 0 && s.ingress != nil {
 		s.log.Info("draining: /ready fails; listeners keep serving for the grace", "grace", g)
 		t := time.NewTimer(g)
 		select {

@@ -146,6 +146,7 @@ type runFlags struct {
 	logLevel     string
 	logFormat    string
 	drainTimeout time.Duration
+	drainGrace   time.Duration
 	connectTO    time.Duration
 
 	// Config sources and the control endpoint (docs/reload.md).
@@ -169,6 +170,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logLevel, "log-level", env("info", "MESHD_LOG_LEVEL", "ENVOY_LOG_LEVEL"), "debug, info, warn or error (env MESHD_LOG_LEVEL)")
 	fs.StringVar(&f.logFormat, "log-format", env("text", "MESHD_LOG_FORMAT"), "text or json (env MESHD_LOG_FORMAT)")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", envDuration(20*time.Second, "MESHD_DRAIN_TIMEOUT", "LISTENER_DRAIN_WAIT_TIME_S"), "how long SIGTERM waits for in-flight requests (env MESHD_DRAIN_TIMEOUT)")
+	fs.DurationVar(&f.drainGrace, "drain-grace", envDuration(3*time.Second, "MESHD_DRAIN_GRACE"), "after SIGTERM, how long /ready fails while the listeners keep serving, before they close and in-flight requests drain (env MESHD_DRAIN_GRACE; SIGINT skips it)")
 	fs.DurationVar(&f.connectTO, "connect-timeout", envDuration(5*time.Second, "MESHD_CONNECT_TIMEOUT"), "upstream connect timeout (env MESHD_CONNECT_TIMEOUT)")
 	fs.BoolVar(&f.watch, "watch", envBool(true, "MESHD_WATCH"), "reload the -c file when it changes, renames and symlink swaps included (env MESHD_WATCH)")
 	fs.StringVar(&f.configURL, "config-url", env("", "MESHD_CONFIG_URL"), "poll the config from this http(s) URL instead of -c (env MESHD_CONFIG_URL)")
@@ -202,6 +204,7 @@ func (f *runFlags) options(logger *slog.Logger) proxy.Options {
 		EgressAddr:     joinHostPort(f.egressAddr, f.egressPort),
 		AdminAddr:      f.adminAddr,
 		DrainTimeout:   f.drainTimeout,
+		DrainGrace:     f.drainGrace,
 		ConnectTimeout: f.connectTO,
 		Logger:         logger,
 		Version:        version,
@@ -407,8 +410,15 @@ func serveWith(opts proxy.Options, logger *slog.Logger, so serveOpts) int {
 		}
 		cancel()
 		watchers.Wait()
-		logger.Info("draining", "signal", sig.String(), "timeout", opts.DrainTimeout)
-		if err := srv.Shutdown(context.Background()); err != nil {
+		// SIGTERM (the orchestrator stopping the task) gets Envoy's drain sequence:
+		// readiness fails first, the listeners serve on for the grace; an interactive
+		// SIGINT drains at once.
+		grace := opts.DrainGrace
+		if sig == syscall.SIGINT {
+			grace = 0
+		}
+		logger.Info("draining", "signal", sig.String(), "grace", grace, "timeout", opts.DrainTimeout)
+		if err := srv.Drain(context.Background(), grace); err != nil {
 			logger.Warn("drain incomplete", "err", err)
 		}
 		logger.Info("stopped")

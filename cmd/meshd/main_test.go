@@ -117,7 +117,9 @@ func TestNodeFromEnv(t *testing.T) {
 }
 
 // TestRunBinary builds meshd, runs it on a real config as a process, sends a request
-// through it, and checks that SIGTERM drains and exits 0: the README's promise.
+// through it, and checks that SIGTERM drains and exits 0: the README's promise. The
+// drain follows Envoy's sequence: /ready fails at once while the listeners keep
+// serving for --drain-grace, so an app still calling out is not refused.
 func TestRunBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the meshd binary; skipped with -short")
@@ -154,7 +156,7 @@ virtualServices:
 	egress, ingress, admin := freePort(t), freePort(t), freePort(t)
 	cmd := exec.Command(bin, "run", "-c", cfgPath, "--node", "client",
 		"--egress-port", fmt.Sprint(egress), "--ingress-port", fmt.Sprint(ingress),
-		"--ingress-bind", "127.0.0.1", "--admin-addr", fmt.Sprintf("127.0.0.1:%d", admin))
+		"--ingress-bind", "127.0.0.1", "--admin-addr", fmt.Sprintf("127.0.0.1:%d", admin), "--drain-grace", "2s")
 	var logs syncBuffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
@@ -187,6 +189,28 @@ virtualServices:
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
+	}
+	// Within the grace: readiness fails, yet a new connection is still served.
+	for deadline := time.Now().Add(time.Second); ; {
+		r, err := http.Get(adminURL + "/ready")
+		if err == nil {
+			r.Body.Close()
+			if r.StatusCode == http.StatusServiceUnavailable {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/ready did not fail within 1s of SIGTERM (last: %v)", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	late, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+	if err != nil {
+		t.Fatalf("a request during the drain grace was refused: %v", err)
+	}
+	late.Body.Close()
+	if late.StatusCode != 200 {
+		t.Fatalf("a request during the drain grace: %d", late.StatusCode)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()

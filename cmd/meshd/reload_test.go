@@ -129,7 +129,7 @@ func startMeshd(t *testing.T, bin string, env []string, args ...string) *meshdPr
 	egress, ingress, admin := freePort(t), freePort(t), freePort(t)
 	p := &meshdProc{logs: &syncBuffer{}, admin: fmt.Sprintf("http://127.0.0.1:%d", admin)}
 	args = append([]string{"run", "--node", "client", "--egress-port", fmt.Sprint(egress), "--ingress-port", fmt.Sprint(ingress),
-		"--ingress-bind", "127.0.0.1", "--admin-addr", fmt.Sprintf("127.0.0.1:%d", admin)}, args...)
+		"--ingress-bind", "127.0.0.1", "--admin-addr", fmt.Sprintf("127.0.0.1:%d", admin), "--drain-grace", "0"}, args...)
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stderr = p.logs
