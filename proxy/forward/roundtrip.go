@@ -128,14 +128,23 @@ func (r *RoundTrip) Discard() {
 // Wait implements Exchanger: the wait ends early when the client goes away.
 func (r *RoundTrip) Wait(d time.Duration) bool { return Sleep(r.Out.Context(), d) }
 
-// TimedOut reports whether meshd's own timeout ended the final attempt: the request's
-// deadline (or the per-try one) passed, or the response body idled past the idle
-// timeout. A relay that failed then is meshd's timeout, not an upstream failure.
-func (r *RoundTrip) TimedOut() bool {
+// TimeoutCause reports which of meshd's own timeouts ended the final attempt, nil when
+// none did: the request's deadline (or the per-try one) passed, or the response body
+// idled past the idle timeout. A relay that failed then failed because of meshd's
+// timeout, not the upstream. The cause is named here because the error the body's Read
+// returned does not say it: the idle timeout cuts the body by cancelling the attempt's
+// context, so that Read fails with a bare "context canceled", like a client going away.
+func (r *RoundTrip) TimeoutCause() error {
+	// actx.Err() records whichever ended the attempt first: DeadlineExceeded for the
+	// deadline, Canceled for the idle timer (or the client), so the deadline is checked
+	// first and the idle timer's flag only decides between the Canceled ones.
 	if r.actx != nil && errors.Is(r.actx.Err(), context.DeadlineExceeded) {
-		return true
+		return fmt.Errorf("the request timeout passed mid-response: %w", context.DeadlineExceeded)
 	}
-	return r.idleBody != nil && r.idleBody.fired.Load()
+	if r.idleBody != nil && r.idleBody.fired.Load() {
+		return fmt.Errorf("no response data within the idle timeout %v: %w", r.Idle, context.DeadlineExceeded)
+	}
+	return nil
 }
 
 // Response is the final response head and its body, after Do succeeded.

@@ -234,12 +234,14 @@ func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Fligh
 	}
 	w.WriteHeader(resp.StatusCode)
 	err := copyFlush(w, resp.Body, resp.ContentLength < 0)
-	if err != nil && grpc && x.TimedOut() {
+	if err != nil && grpc {
 		var de *forward.DownstreamError
-		if !errors.As(err, &de) {
+		if cause := x.TimeoutCause(); cause != nil && !errors.As(err, &de) {
 			fl.End(balancer.DoneInfo{Err: err, Status: resp.StatusCode, Latency: time.Since(fl.Start)}, true)
+			// The message names the timeout (cause), not the Read error: after the idle
+			// timer cut the attempt that is a bare "context canceled".
 			dst[http.TrailerPrefix+"Grpc-Status"] = []string{strconv.Itoa(forward.GRPCDeadlineExceeded)}
-			dst[http.TrailerPrefix+"Grpc-Message"] = []string{forward.GRPCMessageEncode("meshd: upstream_timeout: " + err.Error())}
+			dst[http.TrailerPrefix+"Grpc-Message"] = []string{forward.GRPCMessageEncode("meshd: upstream_timeout: " + cause.Error())}
 			dst[http.TrailerPrefix+forward.HeaderError] = []string{forward.CodeTimeout}
 			return
 		}
