@@ -1,104 +1,416 @@
 // Package depcheck keeps the package dependency rule of docs/ARCHITECTURE.md true, the
-// way the Go tree's go/build/deps_test.go does for the standard library: every import
-// edge between meshd packages must be one the table allows.
+// way the Go tree's go/build/deps_test.go does for the standard library. It runs
+// `go list` over the module and checks every import of every meshd package against
+// that package's row in the rules table below:
+//
+//   - Every package `go list ./...` reports has a row of its own, keyed by its import
+//     path relative to the module (proxy/forward is not proxy), and every row names a
+//     package that exists.
+//   - Non-test code (.Imports) may import the standard library (a path whose first
+//     element has no dot), the meshd packages in its row's deps, and the third-party
+//     modules in its row's mods. A third-party import belongs to the module from
+//     `go list -m all` whose path is its longest prefix.
+//   - Test code (.TestImports and .XTestImports) may import all of that, the package
+//     itself (external tests), the row's test extras, and, in every package, the test
+//     helpers internal/testutil and internal/netnstest and the test-only modules in
+//     testModules (goleak, gRPC, x/net).
+//   - The rows are in layered order: a row's deps and test extras name only rows above
+//     it, so lower rows never import higher rows. cmd/meshd and cmd/meshbench are
+//     composition roots and may import any meshd package ("*").
+//
+// TestArchitectureRules additionally asserts, by name, the rules the docs state in
+// prose, against both the table and the meshd-to-meshd imports go list reports (code
+// and tests): router and balancer never import each other; no front end (proxy/http1,
+// proxy/http2, proxy/l4) imports another; nothing under proxy/ but package proxy
+// imports proxy/admin; no package imports a meshd package with "_test" in its path or
+// one under cmd/.
+//
+// When a test here fails because an import is new and intended, add it to the
+// package's row here and to the table in docs/ARCHITECTURE.md, in the same commit.
 package depcheck
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 )
 
 const module = "github.com/meshd/meshd"
 
-// allowed lists, for each package, the meshd packages it may import directly.
-// Subpackages (e.g. proxy/internal/h1) belong to their top-level package's row.
-var allowed = map[string][]string{
-	"telemetry":          {},
-	"config":             {"telemetry"},
-	"resilience":         {"telemetry"},
-	"tls":                {"telemetry"},
-	"discovery":          {"config", "telemetry"},
-	"router":             {"config", "telemetry"},
-	"balancer":           {"discovery", "resilience", "telemetry"},
-	"proxy":              {"internal/h1", "config", "discovery", "router", "balancer", "resilience", "tls", "telemetry"},
-	"bench":              {"internal/h1"}, // bench shares the proxy's HTTP/1.1 codec, so both parse responses identically
-	"cmd":                {"*"},
-	"internal/testutil":  {"*"},
-	"internal/depcheck":  {},
-	"internal/netnstest": {},
-	"internal/h1":        {},
+// A rule is one row of the dependency table. deps, mods and test are space-separated
+// lists: meshd packages (relative to the module; "*" for any), third-party module
+// paths, and extra meshd packages or modules that only the package's _test.go files may
+// import. A name whose first element has a dot is a module, any other a meshd package.
+type rule struct {
+	pkg, deps, mods, test string
 }
 
-// top maps an import path to its row in the table.
-func top(path string) string {
-	rel := strings.TrimPrefix(strings.TrimPrefix(path, module), "/")
-	for _, two := range []string{"internal/testutil", "internal/depcheck", "internal/netnstest", "internal/h1"} {
-		if rel == two || strings.HasPrefix(rel, two+"/") {
-			return two
-		}
-	}
-	if i := strings.IndexByte(rel, '/'); i >= 0 {
-		return rel[:i]
-	}
-	return rel
+// rules is the dependency table, in layered order: a row may only depend on rows above
+// it. It allows exactly the imports in use, so a new edge is a decision made here and in
+// docs/ARCHITECTURE.md, not an accident.
+var rules = []rule{
+	{pkg: "telemetry"},
+	{pkg: "config", deps: "telemetry", mods: "github.com/fsnotify/fsnotify go.yaml.in/yaml/v3"},
+	{pkg: "resilience", deps: "telemetry", mods: "github.com/sony/gobreaker/v2"},
+	// discovery: the DNS tests run a real DNS server.
+	{pkg: "discovery", deps: "config", test: "github.com/miekg/dns"},
+	{pkg: "router", deps: "config"},
+	{pkg: "balancer", deps: "discovery resilience"},
+	{pkg: "internal/h1"},
+	{pkg: "proxy/internal/deadline"},
+	{pkg: "proxy/intercept", mods: "golang.org/x/sys"},
+	// proxy/upstream: gRPC for active health checks.
+	{pkg: "proxy/upstream", deps: "balancer config internal/h1 proxy/internal/deadline resilience router telemetry", mods: "google.golang.org/grpc"},
+	{pkg: "proxy/state", deps: "config discovery proxy/upstream resilience router"},
+	{pkg: "proxy/forward", deps: "balancer config discovery internal/h1 proxy/state proxy/upstream resilience router", mods: "golang.org/x/net"},
+	{pkg: "proxy/listen", deps: "proxy/intercept proxy/internal/deadline"},
+	// The front ends (frontEnds): they share forward, listen, state and upstream but never import each other.
+	{pkg: "proxy/http1", deps: "balancer internal/h1 proxy/forward proxy/internal/deadline proxy/listen proxy/state proxy/upstream router", mods: "golang.org/x/net"},
+	{pkg: "proxy/http2", deps: "balancer proxy/forward proxy/listen proxy/upstream router"},
+	{pkg: "proxy/l4", deps: "balancer config proxy/forward proxy/listen proxy/state proxy/upstream router"},
+	{pkg: "proxy/admin", deps: "balancer config proxy/forward proxy/l4 proxy/state proxy/upstream resilience router"},
+	// proxy: the netns tests install the interception rules.
+	{pkg: "proxy", deps: "config discovery proxy/admin proxy/forward proxy/http1 proxy/http2 proxy/l4 proxy/listen proxy/state proxy/upstream resilience telemetry", test: "proxy/intercept"},
+	// bench: the proxy's HTTP/1.1 codec, so both parse responses alike.
+	{pkg: "bench", deps: "internal/h1", mods: "golang.org/x/sys gonum.org/v1/plot"},
+	// Test-only packages: only test code imports them (and internal/testutil imports netnstest).
+	{pkg: "internal/netnstest", mods: "golang.org/x/sys"},
+	{pkg: "internal/testutil", deps: "config internal/netnstest proxy", mods: "google.golang.org/grpc"},
+	{pkg: "internal/depcheck"},
+	// Composition roots.
+	{pkg: "cmd/meshbench", deps: "*", mods: "golang.org/x/sys"},
+	// cmd/meshd: the deploy tests parse the Kubernetes manifests.
+	{pkg: "cmd/meshd", deps: "*", test: "sigs.k8s.io/yaml"},
 }
+
+// Test code in every package may also import these.
+var (
+	testPackages = []string{"internal/testutil", "internal/netnstest"}
+	testModules  = []string{"go.uber.org/goleak", "google.golang.org/grpc", "golang.org/x/net"}
+)
+
+// frontEnds serve downstream connections; each is a peer of the others, never a user.
+var frontEnds = []string{"proxy/http1", "proxy/http2", "proxy/l4"}
 
 type pkg struct {
-	ImportPath string
-	Imports    []string
+	ImportPath   string
+	Imports      []string
+	TestImports  []string
+	XTestImports []string
 }
 
-func TestDependencyRule(t *testing.T) {
-	out, err := exec.Command("go", "list", "-json", module+"/...").Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
+// rel is path relative to the module, and whether path is in the module at all.
+func rel(path string) (string, bool) {
+	if path == module {
+		return ".", true
 	}
-	dec := json.NewDecoder(strings.NewReader(string(out)))
-	var bad []string
-	seen := 0
+	if r, ok := strings.CutPrefix(path, module+"/"); ok {
+		return r, true
+	}
+	return "", false
+}
+
+// isStd reports whether path is a standard library import: no dot in its first element.
+func isStd(path string) bool {
+	first, _, _ := strings.Cut(path, "/")
+	return !strings.Contains(first, ".")
+}
+
+// isPackageName reports whether a name in a row's lists is a meshd package (relative to
+// the module) rather than "*" or a module path.
+func isPackageName(name string) bool {
+	return name != "*" && isStd(name)
+}
+
+type graph struct {
+	pkgs    []pkg
+	modules []string // from go list -m all, longest first
+}
+
+// moduleOf returns the module of a third-party import path: the longest module path
+// that is the import path or a prefix of it ending at a path element.
+func (g *graph) moduleOf(path string) (string, bool) {
+	for _, m := range g.modules {
+		if path == m || strings.HasPrefix(path, m+"/") {
+			return m, true
+		}
+	}
+	return "", false
+}
+
+var load = sync.OnceValues(func() (*graph, error) {
+	out, err := goCmd("list", "-json=ImportPath,Imports,TestImports,XTestImports", module+"/...")
+	if err != nil {
+		return nil, err
+	}
+	g := new(graph)
+	dec := json.NewDecoder(bytes.NewReader(out))
 	for {
 		var p pkg
 		if err := dec.Decode(&p); err == io.EOF {
 			break
 		} else if err != nil {
-			t.Fatalf("decode go list output: %v", err)
+			return nil, fmt.Errorf("decode go list output: %v", err)
 		}
-		seen++
-		from := top(p.ImportPath)
-		rules, ok := allowed[from]
+		g.pkgs = append(g.pkgs, p)
+	}
+	if len(g.pkgs) < 5 {
+		return nil, fmt.Errorf("go list reported only %d packages; the test is not looking at the module", len(g.pkgs))
+	}
+	mods, err := goCmd("list", "-m", "-f", "{{.Path}}", "all")
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range strings.Fields(string(mods)) {
+		if m != module {
+			g.modules = append(g.modules, m)
+		}
+	}
+	sort.Slice(g.modules, func(i, j int) bool { return len(g.modules[i]) > len(g.modules[j]) })
+	return g, nil
+})
+
+func goCmd(args ...string) ([]byte, error) {
+	out, err := exec.Command("go", args...).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return nil, fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, ee.Stderr)
+		}
+		return nil, fmt.Errorf("go %s: %v", strings.Join(args, " "), err)
+	}
+	return out, nil
+}
+
+func loadGraph(t *testing.T) *graph {
+	t.Helper()
+	g, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// table indexes rules by package, checking that the table is well formed: one row per
+// package, rows in layered order, known modules.
+func table(t *testing.T, g *graph) map[string]rule {
+	t.Helper()
+	rows := make(map[string]rule)
+	for _, r := range rules {
+		if _, dup := rows[r.pkg]; dup {
+			t.Errorf("rules: %s has two rows", r.pkg)
+		}
+		for _, d := range append(strings.Fields(r.deps), strings.Fields(r.test)...) {
+			if !isPackageName(d) {
+				continue // "*", or a module (checked below)
+			}
+			if _, above := rows[d]; !above {
+				t.Errorf("rules: %s lists %s, which has no row above it (rows are in layered order: lower rows never import higher rows)", r.pkg, d)
+			}
+		}
+		for _, m := range strings.Fields(r.mods) {
+			if isPackageName(m) || m == "*" {
+				t.Errorf("rules: %s lists %s among its modules, which is not a module path", r.pkg, m)
+			}
+		}
+		for _, m := range append(strings.Fields(r.mods), strings.Fields(r.test)...) {
+			if isPackageName(m) || m == "*" {
+				continue
+			}
+			if got, ok := g.moduleOf(m); !ok || got != m {
+				t.Errorf("rules: %s lists %s, which is not a module in go list -m all", r.pkg, m)
+			}
+		}
+		rows[r.pkg] = r
+	}
+	return rows
+}
+
+// allows reports whether code in row r may import path; test selects the test rule.
+func (g *graph) allows(r rule, path string, test bool) bool {
+	if isStd(path) {
+		return true
+	}
+	if to, ok := rel(path); ok {
+		if to == r.pkg && test {
+			return true // an external test imports the package it tests
+		}
+		deps := strings.Fields(r.deps)
+		if slices.Contains(deps, "*") || slices.Contains(deps, to) {
+			return true
+		}
+		return test && (slices.Contains(strings.Fields(r.test), to) || slices.Contains(testPackages, to))
+	}
+	m, ok := g.moduleOf(path)
+	if !ok {
+		return false
+	}
+	if slices.Contains(strings.Fields(r.mods), m) {
+		return true
+	}
+	return test && (slices.Contains(strings.Fields(r.test), m) || slices.Contains(testModules, m))
+}
+
+func TestDependencyRule(t *testing.T) {
+	g := loadGraph(t)
+	rows := table(t, g)
+	const fix = "if the import is intended, add it to the row in internal/depcheck/deps_test.go and in docs/ARCHITECTURE.md"
+	var bad []string
+	listed := make(map[string]bool)
+	for _, p := range g.pkgs {
+		from, ok := rel(p.ImportPath)
 		if !ok {
-			bad = append(bad, p.ImportPath+": package has no row in the dependency table (add one to docs/ARCHITECTURE.md and this test)")
+			t.Fatalf("go list reported %s, outside module %s", p.ImportPath, module)
+		}
+		listed[from] = true
+		r, ok := rows[from]
+		if !ok {
+			bad = append(bad, fmt.Sprintf("%s: package has no row in the dependency table; add a row for %q (its meshd imports and third-party modules) to rules in internal/depcheck/deps_test.go and to the table in docs/ARCHITECTURE.md", p.ImportPath, from))
 			continue
 		}
 		for _, imp := range p.Imports {
-			if !strings.HasPrefix(imp, module+"/") {
-				continue
+			if !g.allows(r, imp, false) {
+				bad = append(bad, fmt.Sprintf("%s imports %s, which its row does not allow (%s); %s", from, display(g, imp), describe(r), fix))
 			}
-			to := top(imp)
-			if to == from || contains(rules, "*") || contains(rules, to) {
-				continue
+		}
+		for _, imp := range slices.Concat(p.TestImports, p.XTestImports) {
+			if !g.allows(r, imp, true) {
+				bad = append(bad, fmt.Sprintf("%s's tests import %s, which its row does not allow (%s; tests may also import %s and modules %s); %s", from, display(g, imp), describe(r), strings.Join(testPackages, ", "), strings.Join(testModules, ", "), fix))
 			}
-			bad = append(bad, p.ImportPath+" imports "+imp+" ("+from+" may import only "+strings.Join(rules, ", ")+")")
+		}
+		logUnused(t, g, r, p)
+	}
+	for _, r := range rules {
+		if !listed[r.pkg] {
+			bad = append(bad, fmt.Sprintf("rules: %s has a row but go list reports no such package; remove the row here and in docs/ARCHITECTURE.md", r.pkg))
 		}
 	}
-	if seen < 5 {
-		t.Fatalf("go list reported only %d packages; the test is not looking at the module", seen)
-	}
-	sort.Strings(bad)
-	for _, b := range bad {
+	slices.Sort(bad)
+	for _, b := range slices.Compact(bad) {
 		t.Error(b)
 	}
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
+// display names an import for a message: meshd packages relative to the module,
+// third-party ones with their module.
+func display(g *graph, path string) string {
+	if r, ok := rel(path); ok {
+		return r
+	}
+	if m, ok := g.moduleOf(path); ok && m != path {
+		return path + " (module " + m + ")"
+	}
+	return path
+}
+
+func describe(r rule) string {
+	s := func(list string) string {
+		if list == "" {
+			return "none"
+		}
+		return strings.Join(strings.Fields(list), ", ")
+	}
+	d := fmt.Sprintf("%s may import meshd packages: %s; third-party modules: %s", r.pkg, s(r.deps), s(r.mods))
+	if r.test != "" {
+		d += "; in tests also: " + s(r.test)
+	}
+	return d
+}
+
+// logUnused notes, in -v output, allowances no import uses any more, so the table can
+// be tightened; they are not errors, so that removing an import never breaks the build.
+func logUnused(t *testing.T, g *graph, r rule, p pkg) {
+	used := make(map[string]bool)
+	note := func(imports []string) {
+		for _, imp := range imports {
+			if to, ok := rel(imp); ok {
+				used[to] = true
+			} else if m, ok := g.moduleOf(imp); ok {
+				used[m] = true
+			}
 		}
 	}
-	return false
+	note(p.Imports)
+	for _, d := range append(strings.Fields(r.deps), strings.Fields(r.mods)...) {
+		if d != "*" && !used[d] {
+			t.Logf("%s: row allows %s, which its code does not import", r.pkg, d)
+		}
+	}
+	note(p.TestImports)
+	note(p.XTestImports)
+	for _, d := range strings.Fields(r.test) {
+		if !used[d] {
+			t.Logf("%s: row allows %s in tests, which its tests do not import", r.pkg, d)
+		}
+	}
+}
+
+// TestArchitectureRules checks, by name, the rules docs/ARCHITECTURE.md states in prose,
+// both in the table (so no one widens a row past them) and in what go list reports
+// (non-test and test imports alike).
+func TestArchitectureRules(t *testing.T) {
+	g := loadGraph(t)
+
+	// Every direct edge between meshd packages: those go list reports (code and tests)
+	// and those the table allows.
+	type edge struct{ from, to, where string }
+	var edges []edge
+	for _, p := range g.pkgs {
+		from, _ := rel(p.ImportPath)
+		seen := make(map[string]bool)
+		for _, imp := range slices.Concat(p.Imports, p.TestImports, p.XTestImports) {
+			if to, ok := rel(imp); ok && to != from && !seen[to] {
+				seen[to] = true
+				edges = append(edges, edge{from, to, "go list"})
+			}
+		}
+	}
+	for _, r := range rules {
+		for _, d := range append(strings.Fields(r.deps), strings.Fields(r.test)...) {
+			if isPackageName(d) {
+				edges = append(edges, edge{r.pkg, d, "the rules table"})
+			}
+		}
+	}
+
+	check := func(name string, forbidden func(from, to string) bool) {
+		t.Run(name, func(t *testing.T) {
+			for _, e := range edges {
+				if forbidden(e.from, e.to) {
+					t.Errorf("%s imports %s (per %s), breaking the rule %q of docs/ARCHITECTURE.md", e.from, e.to, e.where, name)
+				}
+			}
+		})
+	}
+
+	check("router and balancer never import each other", func(from, to string) bool {
+		return (from == "router" && to == "balancer") || (from == "balancer" && to == "router")
+	})
+	check("no front end imports another", func(from, to string) bool {
+		return slices.Contains(frontEnds, from) && slices.Contains(frontEnds, to)
+	})
+	check("only package proxy imports proxy/admin", func(from, to string) bool {
+		return to == "proxy/admin" && strings.HasPrefix(from, "proxy/")
+	})
+	check("no package imports a _test package", func(from, to string) bool {
+		return strings.Contains(to, "_test")
+	})
+	check("no package imports cmd/", func(from, to string) bool {
+		return to == "cmd" || strings.HasPrefix(to, "cmd/")
+	})
+
+	// The packages named above must exist for the rules to mean anything.
+	for _, name := range append(slices.Clone(frontEnds), "router", "balancer", "proxy/admin") {
+		if !slices.ContainsFunc(rules, func(r rule) bool { return r.pkg == name }) {
+			t.Errorf("rules: no row for %s, which TestArchitectureRules names", name)
+		}
+	}
 }
