@@ -18,7 +18,7 @@ import (
 	"github.com/meshd/meshd/proxy"
 )
 
-// tickClock is a fake clock whose tickers (proxy.TickerClock) fire when Advance moves
+// tickClock is a fake resilience.Clock whose tickers fire when Advance moves
 // the time past their next tick, so the clusters' control goroutines run on it.
 type tickClock struct {
 	mu      sync.Mutex

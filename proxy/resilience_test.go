@@ -14,12 +14,14 @@ import (
 
 	"github.com/meshd/meshd/internal/testutil"
 	"github.com/meshd/meshd/proxy"
+	"github.com/meshd/meshd/resilience"
 )
 
 // fakeClock is the resilience clock the tests move by hand.
 type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
+	resilience.SystemClock // real tickers: these tests move Now, not the periodic work
+	mu                     sync.Mutex
+	t                      time.Time
 }
 
 func newFakeClock() *fakeClock { return &fakeClock{t: time.Unix(1_700_000_000, 0)} }

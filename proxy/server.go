@@ -85,9 +85,8 @@ type Options struct {
 	// Version is reported by /server_info.
 	Version string
 	// Clock tells time to resilience decisions (outlier ejection, health verdicts, rate
-	// limits); nil means the system clock. Tests inject a fake one; when it also
-	// implements TickerClock it drives the clusters' periodic outlier sweeps and health
-	// check rounds too.
+	// limits) and makes the tickers of the clusters' periodic outlier sweeps and health
+	// check rounds; nil means the system clock. Tests inject a fake one.
 	Clock resilience.Clock
 	// AdminToken, when set, is the bearer token the admin API requires for changing
 	// the config (PUT /config, POST /config/validate) and for reading it (/config,
@@ -305,7 +304,7 @@ func (s *Server) accept(ln net.Listener, kind forward.Kind) {
 		defer s.loopWG.Done()
 		listen.AcceptLoop(s.ctx, ln, kind.String(), &s.conns,
 			func(c net.Conn) netip.AddrPort { return listen.OriginalDst(c, s.opts.OriginalDst) },
-			func(tc *listen.Conn) { s.serveConn(tc, kind) }, s.log, nil)
+			func(tc *listen.Conn) { s.serveConn(tc, kind) }, s.log)
 	}()
 }
 
@@ -721,8 +720,6 @@ type (
 	ApplyRequest  = state.ApplyRequest
 	L4View        = upstream.L4View
 	EgressL4View  = l4.EgressL4View
-	// TickerClock is an optional capability of Options.Clock (upstream.TickerClock).
-	TickerClock = upstream.TickerClock
 )
 
 const (

@@ -8,7 +8,10 @@ import (
 )
 
 // fakeClock is the tests' Clock: time moves only when the test says so.
-type fakeClock struct{ t time.Time }
+type fakeClock struct {
+	SystemClock // its tickers; the tests move Now by hand
+	t           time.Time
+}
 
 func newFakeClock() *fakeClock               { return &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
 func (c *fakeClock) Now() time.Time          { return c.t }

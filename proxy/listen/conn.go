@@ -187,26 +187,13 @@ func OriginalDst(c net.Conn, lookup func(*net.TCPConn) (netip.AddrPort, error)) 
 	return ap
 }
 
-// Sleeper waits out an accept back-off; tests replace it (nil: time.Sleep under ctx).
-type Sleeper func(ctx context.Context, d time.Duration)
-
 // AcceptLoop accepts connections from ln until it is closed (or ctx is done), wrapping
 // each in a Conn (original destination read by origDst) tracked by t and served by
 // serve on a goroutine of its own. A failing Accept (out of file descriptors and the
 // like) is retried with a back-off from 5 ms doubling to 1 s, so the process keeps
 // serving instead of spinning. It returns when ln is closed.
 func AcceptLoop(ctx context.Context, ln net.Listener, name string, t *Tracker, origDst func(net.Conn) netip.AddrPort,
-	serve func(*Conn), log *slog.Logger, sleep Sleeper) {
-	if sleep == nil {
-		sleep = func(ctx context.Context, d time.Duration) {
-			tm := time.NewTimer(d)
-			defer tm.Stop()
-			select {
-			case <-tm.C:
-			case <-ctx.Done():
-			}
-		}
-	}
+	serve func(*Conn), log *slog.Logger) {
 	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
@@ -216,7 +203,12 @@ func AcceptLoop(ctx context.Context, ln net.Listener, name string, t *Tracker, o
 			}
 			backoff = acceptBackoff(backoff)
 			log.Error("accept failed", "listener", name, "err", err, "retry_in", backoff)
-			sleep(ctx, backoff)
+			tm := time.NewTimer(backoff)
+			select {
+			case <-tm.C:
+			case <-ctx.Done():
+				tm.Stop()
+			}
 			continue
 		}
 		backoff = 0

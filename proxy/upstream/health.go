@@ -122,12 +122,12 @@ func (c *Cluster) startControl() {
 		defer c.controlWG.Done()
 		var sweep, check <-chan time.Time
 		if c.outlier != nil {
-			ch, stop := newTicker(c.clock, c.sweepEvery)
+			ch, stop := c.clock.NewTicker(c.sweepEvery)
 			defer stop()
 			sweep = ch
 		}
 		if c.health != nil {
-			ch, stop := newTicker(c.clock, c.health.interval)
+			ch, stop := c.clock.NewTicker(c.health.interval)
 			defer stop()
 			check = ch
 		}
@@ -142,24 +142,6 @@ func (c *Cluster) startControl() {
 			}
 		}
 	}()
-}
-
-// TickerClock is an optional capability of Options.Clock: a clock that makes its own
-// tickers drives the clusters' periodic work (outlier sweeps, health check rounds) as
-// well as their decisions, so a fake clock moves both. NewTicker returns a channel that
-// receives the clock's time every d (dropping ticks a slow receiver misses, as
-// time.Ticker does) and a stop function; it is called from the control goroutine.
-type TickerClock interface {
-	NewTicker(d time.Duration) (<-chan time.Time, func())
-}
-
-// newTicker is a ticker from clk when it is a TickerClock, else a real one.
-func newTicker(clk resilience.Clock, d time.Duration) (<-chan time.Time, func()) {
-	if tc, ok := clk.(TickerClock); ok {
-		return tc.NewTicker(d)
-	}
-	t := time.NewTicker(d)
-	return t.C, t.Stop
 }
 
 // sweepOutliers returns endpoints whose ejection is over to the balancer. Called by the
