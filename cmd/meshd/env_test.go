@@ -18,7 +18,7 @@ var runFlagEnv = []string{
 	"MESHD_ADMIN_ADDR", "MESHD_INGRESS_PORT", "APPMESH_ENVOY_INGRESS_PORT",
 	"MESHD_EGRESS_PORT", "APPMESH_ENVOY_EGRESS_PORT", "MESHD_INGRESS_BIND", "MESHD_EGRESS_BIND",
 	"MESHD_LOG_LEVEL", "ENVOY_LOG_LEVEL", "MESHD_LOG_FORMAT",
-	"MESHD_DRAIN_TIMEOUT", "LISTENER_DRAIN_WAIT_TIME_S", "MESHD_DRAIN_GRACE", "MESHD_CONNECT_TIMEOUT",
+	"MESHD_DRAIN_TIMEOUT", "LISTENER_DRAIN_WAIT_TIME_S", "MESHD_DRAIN_GRACE", "MESHD_MAX_REPLAY_BODY", "MESHD_CONNECT_TIMEOUT",
 	"MESHD_WATCH", "MESHD_CONFIG_URL", "MESHD_POLL_INTERVAL", "MESHD_PERSIST",
 	"MESHD_ADMIN_TOKEN_FILE", "MESHD_ADMIN_TOKEN", "MESHD_REQUIRE_IF_MATCH",
 }
@@ -45,7 +45,7 @@ func TestRunFlagDefaults(t *testing.T) {
 	want := runFlags{
 		adminAddr: "127.0.0.1:9901", ingressPort: 15000, egressPort: 15001,
 		ingressAddr: "0.0.0.0", egressAddr: "127.0.0.1", logLevel: "info", logFormat: "text",
-		drainTimeout: 20 * time.Second, drainGrace: 3 * time.Second, connectTO: 5 * time.Second,
+		drainTimeout: 20 * time.Second, drainGrace: 3 * time.Second, connectTO: 5 * time.Second, maxReplay: 65536,
 		watch: true, pollInterval: config.DefaultPollInterval,
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -131,6 +131,10 @@ func runFlagEnvCases() []runFlagEnvCase {
 			func(f runFlags) any { return f.drainTimeout }, 20 * time.Second},
 		{"--drain-timeout over MESHD_DRAIN_TIMEOUT", map[string]string{"MESHD_DRAIN_TIMEOUT": "3s"}, []string{"--drain-timeout", "1m"},
 			func(f runFlags) any { return f.drainTimeout }, time.Minute},
+		{"MESHD_MAX_REPLAY_BODY", map[string]string{"MESHD_MAX_REPLAY_BODY": "1024"}, nil,
+			func(f runFlags) any { return f.maxReplay }, 1024},
+		{"--max-replay-body over MESHD_MAX_REPLAY_BODY", map[string]string{"MESHD_MAX_REPLAY_BODY": "1024"}, []string{"--max-replay-body", "0"},
+			func(f runFlags) any { return f.maxReplay }, 0},
 		{"MESHD_DRAIN_GRACE", map[string]string{"MESHD_DRAIN_GRACE": "500ms"}, nil,
 			func(f runFlags) any { return f.drainGrace }, 500 * time.Millisecond},
 		{"--drain-grace over MESHD_DRAIN_GRACE", map[string]string{"MESHD_DRAIN_GRACE": "500ms"}, []string{"--drain-grace", "0"},

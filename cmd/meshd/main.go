@@ -148,6 +148,7 @@ type runFlags struct {
 	drainTimeout time.Duration
 	drainGrace   time.Duration
 	connectTO    time.Duration
+	maxReplay    int
 
 	// Config sources and the control endpoint (docs/reload.md).
 	watch          bool
@@ -171,6 +172,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logFormat, "log-format", env("text", "MESHD_LOG_FORMAT"), "text or json (env MESHD_LOG_FORMAT)")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", envDuration(20*time.Second, "MESHD_DRAIN_TIMEOUT", "LISTENER_DRAIN_WAIT_TIME_S"), "how long SIGTERM waits for in-flight requests (env MESHD_DRAIN_TIMEOUT)")
 	fs.DurationVar(&f.drainGrace, "drain-grace", envDuration(3*time.Second, "MESHD_DRAIN_GRACE"), "after SIGTERM, how long /ready fails while the listeners keep serving, before they close and in-flight requests drain (env MESHD_DRAIN_GRACE; SIGINT skips it)")
+	fs.IntVar(&f.maxReplay, "max-replay-body", envInt(65536, "MESHD_MAX_REPLAY_BODY"), "bytes of a request body kept so a retry can send it again, for every protocol; larger bodies are retried only when none of them was sent (env MESHD_MAX_REPLAY_BODY)")
 	fs.DurationVar(&f.connectTO, "connect-timeout", envDuration(5*time.Second, "MESHD_CONNECT_TIMEOUT"), "upstream connect timeout (env MESHD_CONNECT_TIMEOUT)")
 	fs.BoolVar(&f.watch, "watch", envBool(true, "MESHD_WATCH"), "reload the -c file when it changes, renames and symlink swaps included (env MESHD_WATCH)")
 	fs.StringVar(&f.configURL, "config-url", env("", "MESHD_CONFIG_URL"), "poll the config from this http(s) URL instead of -c (env MESHD_CONFIG_URL)")
@@ -205,6 +207,7 @@ func (f *runFlags) options(logger *slog.Logger) proxy.Options {
 		AdminAddr:      f.adminAddr,
 		DrainTimeout:   f.drainTimeout,
 		DrainGrace:     f.drainGrace,
+		MaxReplayBody:  f.maxReplay,
 		ConnectTimeout: f.connectTO,
 		Logger:         logger,
 		Version:        version,

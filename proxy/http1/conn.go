@@ -186,6 +186,9 @@ func (c *h1conn) keepBody() bool {
 	if req.Chunked || req.ContentLength <= 0 {
 		return true
 	}
+	if req.ContentLength > int64(c.env.ReplayBound()) {
+		return true
+	}
 	n := int(req.ContentLength)
 	if n <= c.br.Size() {
 		b, err := c.br.Peek(n)
@@ -194,9 +197,6 @@ func (c *h1conn) keepBody() bool {
 			return false
 		}
 		c.x.body, c.x.replayable = b, true
-		return true
-	}
-	if int64(n) > int64(c.env.ReplayBound()) {
 		return true
 	}
 	if n <= forward.DefaultMaxReplayBody {
