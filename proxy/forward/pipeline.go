@@ -319,17 +319,13 @@ func isMalformed(err error) bool {
 	return errors.As(err, &he)
 }
 
-// Sleep waits d, or until ctx is done (false). A nil ctx only waits.
+// Sleep waits d, or until ctx is done (false).
 func Sleep(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
-		return ctx == nil || ctx.Err() == nil
+		return ctx.Err() == nil
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
-	if ctx == nil {
-		<-t.C
-		return true
-	}
 	select {
 	case <-t.C:
 		return true

@@ -291,11 +291,11 @@ func (c *h1conn) Wait(d time.Duration) bool {
 	end := time.Now().Add(d)
 	tcp, ok := c.tc.Conn.(*net.TCPConn)
 	if !ok {
-		return forward.Sleep(nil, d)
+		return forward.Sleep(context.Background(), d)
 	}
 	rc, err := tcp.SyscallConn()
 	if err != nil {
-		return forward.Sleep(nil, d)
+		return forward.Sleep(context.Background(), d)
 	}
 	_ = tcp.SetReadDeadline(end)
 	defer c.tc.Timer.Forget() // the connection's own deadline is applied again on next use
@@ -318,7 +318,7 @@ func (c *h1conn) Wait(d time.Duration) bool {
 		return false
 	}
 	if err == nil && more {
-		return forward.Sleep(nil, time.Until(end))
+		return forward.Sleep(context.Background(), time.Until(end))
 	}
 	return true // the deadline ended the wait
 }

@@ -33,7 +33,6 @@ import (
 type bufferedConn struct {
 	*listen.Conn
 	r     *bufio.Reader
-	local int // ingress: the original destination port
 	once  sync.Once
 	done  chan struct{}
 }
