@@ -32,9 +32,9 @@ import (
 // and tells serveConn when the server is done with the connection.
 type bufferedConn struct {
 	*listen.Conn
-	r     *bufio.Reader
-	once  sync.Once
-	done  chan struct{}
+	r    *bufio.Reader
+	once sync.Once
+	done chan struct{}
 }
 
 func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
