@@ -81,7 +81,7 @@ func newRequester(proto Proto, t target) requester {
 	return &h1Requester{t: t, method: method, req: b.Bytes()}
 }
 
-// h1Limits are the proxy's limits for message heads (proxy/h1.go), so that a response
+// h1Limits are the proxy's limits for message heads (proxy/http1.Limits), so that a response
 // meshd would refuse from an upstream is refused here too.
 var h1Limits = h1.Limits{MaxHeaderBytes: 60 << 10, MaxHeaders: 100}
 
