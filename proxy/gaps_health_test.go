@@ -400,8 +400,8 @@ virtualServices:
 		AppliedAt time.Time
 	}
 	adminJSON(t, srv, "/config", &cv)
-	if cv.Source != "reload-test" || cv.Version != srv.Snapshot().Version {
-		t.Errorf("/config source %q version %q, want reload-test and %q", cv.Source, cv.Version, srv.Snapshot().Version)
+	if cv.Source != "reload-test" || cv.Version != srv.Snapshot().Version() {
+		t.Errorf("/config source %q version %q, want reload-test and %q", cv.Source, cv.Version, srv.Snapshot().Version())
 	}
 	if cv.AppliedAt.Before(before.Truncate(time.Second)) || cv.AppliedAt.After(after.Add(time.Second)) {
 		t.Errorf("/config appliedAt %v, want within the Apply call [%v, %v]", cv.AppliedAt, before, after)

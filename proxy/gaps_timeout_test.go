@@ -180,7 +180,7 @@ func TestNoHiddenDefaultTimeout(t *testing.T) {
 	srv := testutil.StartMeshd(t, "app", resMesh([]int{up.Port}, "", fmt.Sprintf(svcRoute, "")))
 	snap := srv.Snapshot()
 	var routes int
-	for _, svc := range snap.Table.Services() {
+	for _, svc := range snap.Table().Services() {
 		for _, rt := range svc.Routes {
 			routes++
 			if rt.PerRequestTimeout != 0 || rt.IdleTimeout != 0 {

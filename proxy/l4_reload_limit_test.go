@@ -25,14 +25,14 @@ func TestL4MaxConnectionsHoldsAcrossReload(t *testing.T) {
 	if _, err := io.ReadFull(first, make([]byte, 1)); err != nil {
 		t.Fatal(err)
 	}
-	before := srv.Snapshot().Version
+	before := srv.Snapshot().Version()
 
 	m.AListener += ", timeout: {tcp: {idle: {unit: s, value: 600}}}" // rebuilds db-a
 	yaml := testutil.Render(t, l4MeshTmpl, m)
 	if _, err := srv.Apply(context.Background(), testutil.ParseConfig(t, yaml), "t"); err != nil {
 		t.Fatal(err)
 	}
-	if srv.Snapshot().Version == before {
+	if srv.Snapshot().Version() == before {
 		t.Fatal("the reload did not change the config")
 	}
 	waitL4(t, srv, func(p clustersPage) bool { return p.l4("db-a").Active == 1 })

@@ -279,8 +279,8 @@ func TestAdmin(t *testing.T) {
 	if err := json.Unmarshal(body, &cv); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("/config: %d %s (%v)", resp.StatusCode, body, err)
 	}
-	if cv.Version == "" || cv.Version != srv.Snapshot().Version || resp.Header.Get("ETag") != `"`+cv.Version+`"` || cv.Config.Mesh.MeshName != "t" {
-		t.Fatalf("/config: version %q ETag %q mesh %q, want version %q in both and mesh t", cv.Version, resp.Header.Get("ETag"), cv.Config.Mesh.MeshName, srv.Snapshot().Version)
+	if cv.Version == "" || cv.Version != srv.Snapshot().Version() || resp.Header.Get("ETag") != `"`+cv.Version+`"` || cv.Config.Mesh.MeshName != "t" {
+		t.Fatalf("/config: version %q ETag %q mesh %q, want version %q in both and mesh t", cv.Version, resp.Header.Get("ETag"), cv.Config.Mesh.MeshName, srv.Snapshot().Version())
 	}
 
 	// One request held at the upstream shows as in flight.
@@ -374,7 +374,7 @@ func TestReload(t *testing.T) {
 	}
 
 	// A config that fails validation is rejected; the old one keeps serving.
-	before := m.srv.Snapshot().Version
+	before := m.srv.Snapshot().Version()
 	bad := strings.Replace(testutil.Render(t, canaryMesh, m.ports), "virtualNode: backend-v2, weight: 1}", "virtualNode: backend-v9, weight: 1}", 1)
 	cfg, err := config.Parse([]byte(bad))
 	if err == nil {
@@ -383,7 +383,7 @@ func TestReload(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "backend-v9") {
 		t.Fatalf("bad config: err %v, want a validation error naming backend-v9", err)
 	}
-	if m.srv.Snapshot().Version != before {
+	if m.srv.Snapshot().Version() != before {
 		t.Fatal("a rejected config replaced the snapshot")
 	}
 	if got := send(10); got["v2"] != 10 {

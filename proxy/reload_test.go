@@ -157,7 +157,7 @@ func TestConfigAPI(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("GET /config: %d %s", status, body)
 	}
-	v0 := f.srv.Snapshot().Version
+	v0 := f.srv.Snapshot().Version()
 	if hdr.Get("ETag") != `"`+v0+`"` {
 		t.Fatalf("ETag %q, want %q", hdr.Get("ETag"), v0)
 	}
@@ -171,22 +171,22 @@ func TestConfigAPI(t *testing.T) {
 		if status != 200 || ans.Result != "applied" || ans.Version == v0 || hdr.Get("ETag") != `"`+ans.Version+`"` {
 			t.Fatalf("PUT: %d %s (ETag %s)", status, body, hdr.Get("ETag"))
 		}
-		if got := f.srv.Snapshot(); got.Version != ans.Version || !strings.HasPrefix(got.Source, "admin:PUT /config from 127.0.0.1") {
-			t.Fatalf("snapshot %s from %q, want %s from admin", got.Version, got.Source, ans.Version)
+		if got := f.srv.Snapshot(); got.Version() != ans.Version || !strings.HasPrefix(got.Source(), "admin:PUT /config from 127.0.0.1") {
+			t.Fatalf("snapshot %s from %q, want %s from admin", got.Version(), got.Source(), ans.Version)
 		}
 		want := testutil.ParseConfig(t, yml).Digest()
 		if ans.Version != want {
 			t.Fatalf("version %s, want the config digest %s", ans.Version, want)
 		}
 	})
-	v1 := f.srv.Snapshot().Version
+	v1 := f.srv.Snapshot().Version()
 	t.Run("PUT with a stale ETag is 412", func(t *testing.T) {
 		status, hdr, body := f.adminDo(t, "PUT", "/config", f.render(t, f.vars), "If-Match", `"`+v0+`"`)
 		ans := decode[putAnswer](t, body)
 		if status != 412 || ans.Stage != "precondition" || ans.Version != v1 || hdr.Get("ETag") != `"`+v1+`"` {
 			t.Fatalf("stale PUT: %d %s", status, body)
 		}
-		if f.srv.Snapshot().Version != v1 {
+		if f.srv.Snapshot().Version() != v1 {
 			t.Fatal("a stale PUT changed the config")
 		}
 	})
@@ -220,7 +220,7 @@ func TestConfigAPI(t *testing.T) {
 		if !strings.Contains(joined, "spec.priority") || !strings.Contains(joined, "weightedTargets[1].virtualNode") {
 			t.Fatalf("error paths %q lack the priority and the bad target", paths)
 		}
-		if f.srv.Snapshot().Version != v1 {
+		if f.srv.Snapshot().Version() != v1 {
 			t.Fatal("an invalid config replaced the snapshot")
 		}
 	})
@@ -247,7 +247,7 @@ func TestConfigAPI(t *testing.T) {
 		if status != 200 || ans.Result != "valid" || ans.Version == "" || ans.Version == v1 {
 			t.Fatalf("validate: %d %s", status, body)
 		}
-		if f.srv.Snapshot().Version != v1 {
+		if f.srv.Snapshot().Version() != v1 {
 			t.Fatal("validate applied the config")
 		}
 		status, _, body = f.adminDo(t, "POST", "/config/validate", "mesh: {meshName: x}\nvirtualNodes: 3\n")
@@ -323,7 +323,7 @@ func TestRequireIfMatch(t *testing.T) {
 	if status, _, body := f.adminDo(t, "PUT", "/config", yml); status != 428 {
 		t.Fatalf("PUT without If-Match: %d %s", status, body)
 	}
-	if status, _, body := f.adminDo(t, "PUT", "/config", yml, "If-Match", `"`+f.srv.Snapshot().Version+`"`); status != 200 {
+	if status, _, body := f.adminDo(t, "PUT", "/config", yml, "If-Match", `"`+f.srv.Snapshot().Version()+`"`); status != 200 {
 		t.Fatalf("PUT with If-Match: %d %s", status, body)
 	}
 }
@@ -332,7 +332,7 @@ func TestRequireIfMatch(t *testing.T) {
 // it; exactly one wins, every other one gets 412 and the winner's config serves.
 func TestConcurrentPutsStaleETag(t *testing.T) {
 	f := startReload(t, proxy.Options{})
-	etag := `"` + f.srv.Snapshot().Version + `"`
+	etag := `"` + f.srv.Snapshot().Version() + `"`
 	const writers = 8
 	var (
 		wg       sync.WaitGroup
@@ -373,8 +373,8 @@ func TestConcurrentPutsStaleETag(t *testing.T) {
 	if statuses[200] != 1 || statuses[412] != writers-1 {
 		t.Fatalf("statuses %v, want one 200 and %d 412", statuses, writers-1)
 	}
-	if f.srv.Snapshot().Version != winner {
-		t.Fatalf("serving %s, the winner applied %s", f.srv.Snapshot().Version, winner)
+	if f.srv.Snapshot().Version() != winner {
+		t.Fatalf("serving %s, the winner applied %s", f.srv.Snapshot().Version(), winner)
 	}
 }
 
@@ -442,7 +442,7 @@ func TestPersist(t *testing.T) {
 	if err != nil {
 		t.Fatalf("initial config not persisted: %v", err)
 	}
-	if cfg, err := config.Parse(b); err != nil || cfg.Digest() != f.srv.Snapshot().Version {
+	if cfg, err := config.Parse(b); err != nil || cfg.Digest() != f.srv.Snapshot().Version() {
 		t.Fatalf("persisted config does not parse back to the version in force: %v", err)
 	}
 	// A PUT is persisted as sent, byte for byte.

@@ -456,7 +456,7 @@ func (s *Server) classifyConn(tc *listen.Conn, br *bufio.Reader, kind forward.Ki
 	snap := s.state.Load()
 	if kind == forward.Ingress {
 		port := snap.IngressPort(int(tc.Orig.Port()))
-		if svc := snap.Table.Ingress(port); svc != nil && svc.Protocol == config.ProtoTCP {
+		if svc := snap.Table().Ingress(port); svc != nil && svc.Protocol == config.ProtoTCP {
 			return listen.Opaque, nil, nil
 		}
 		return sniffHTTP(br)

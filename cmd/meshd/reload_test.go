@@ -86,7 +86,7 @@ func TestApplyInitialFallsBackToPersisted(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := srv.Snapshot().Source; got != c.wantSource {
+			if got := srv.Snapshot().Source(); got != c.wantSource {
 				t.Fatalf("serving from %q, want %q", got, c.wantSource)
 			}
 		})

@@ -45,7 +45,7 @@ func TestWatcherRetriesConfigRejectedByTransientDNS(t *testing.T) {
 	if err := applyInitial(context.Background(), srv, src, persisted, log); err != nil {
 		t.Fatal(err)
 	}
-	if got := srv.Snapshot().Source; got != "persisted:"+persisted {
+	if got := srv.Snapshot().Source(); got != "persisted:"+persisted {
 		t.Fatalf("serving from %q, want the persisted config", got)
 	}
 
@@ -71,7 +71,7 @@ func TestWatcherRetriesConfigRejectedByTransientDNS(t *testing.T) {
 	// The watcher's own retry (after config.RetryMin) is rejected too while DNS fails.
 	waitUntil(t, "a retry of the file rejected at compile", func() bool { return fileRejections() >= 2 })
 	res.ok.Store(true)
-	waitUntil(t, "the file's config applied", func() bool { return srv.Snapshot().Source == "file:"+path })
+	waitUntil(t, "the file's config applied", func() bool { return srv.Snapshot().Source() == "file:"+path })
 }
 
 // waitUntil polls cond every few milliseconds for at most 20 s (retries back off from

@@ -99,7 +99,7 @@ type serverInfo struct {
 func (s *API) handleServerInfo(w http.ResponseWriter, _ *http.Request) {
 	info := serverInfo{State: s.state(), Version: s.Version, Node: s.Node}
 	if snap := s.State.Load(); snap != nil {
-		info.ConfigVersion = snap.Version
+		info.ConfigVersion = snap.Version()
 	}
 	if started := s.Started(); !started.IsZero() {
 		info.UptimeSeconds = int64(time.Since(started).Seconds())
@@ -130,13 +130,13 @@ func (s *API) handleConfig(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	view := configView{
-		Version: snap.Version, Source: snap.Source, AppliedAt: snap.AppliedAt, Node: snap.Node,
-		Reloads: s.State.ReloadStats(), Config: snap.Config, EffectiveRetryPolicies: effectiveRetryPolicies(snap),
+		Version: snap.Version(), Source: snap.Source(), AppliedAt: snap.AppliedAt(), Node: snap.Node(),
+		Reloads: s.State.ReloadStats(), Config: snap.Config(), EffectiveRetryPolicies: effectiveRetryPolicies(snap),
 	}
 	if a, ok := s.State.LastRejected(); ok {
 		view.LastRejected = &a
 	}
-	w.Header().Set("ETag", state.ETag(snap.Version))
+	w.Header().Set("ETag", state.ETag(snap.Version()))
 	writeJSON(w, http.StatusOK, view)
 }
 
@@ -176,7 +176,7 @@ func (s *API) handleClusters(w http.ResponseWriter, _ *http.Request) {
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	writeJSON(w, http.StatusOK, map[string]any{"version": snap.Version, "clusters": out, "egressL4": s.L4.View()})
+	writeJSON(w, http.StatusOK, map[string]any{"version": snap.Version(), "clusters": out, "egressL4": s.L4.View()})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -206,7 +206,7 @@ func (s *API) handleStats(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	v := statsView{
-		Version:  snap.Version,
+		Version:  snap.Version(),
 		Clusters: make(map[string]resilience.CountersSnapshot, len(snap.Clusters())),
 		Routes:   map[string]resilience.CountersSnapshot{},
 	}
@@ -354,8 +354,8 @@ func (s *API) handlePutConfig(w http.ResponseWriter, r *http.Request) {
 		s.writeRejection(w, err)
 		return
 	}
-	w.Header().Set("ETag", state.ETag(snap.Version))
-	writeJSON(w, http.StatusOK, applyAnswer{Version: snap.Version, Result: state.ResultApplied, Source: snap.Source, AppliedAt: snap.AppliedAt})
+	w.Header().Set("ETag", state.ETag(snap.Version()))
+	writeJSON(w, http.StatusOK, applyAnswer{Version: snap.Version(), Result: state.ResultApplied, Source: snap.Source(), AppliedAt: snap.AppliedAt()})
 }
 
 // handleValidateConfig is a dry run of PUT /config: 200 with the version the config
@@ -370,7 +370,7 @@ func (s *API) handleValidateConfig(w http.ResponseWriter, r *http.Request) {
 		s.writeRejection(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, applyAnswer{Version: snap.Version, Result: state.ResultValid})
+	writeJSON(w, http.StatusOK, applyAnswer{Version: snap.Version(), Result: state.ResultValid})
 }
 
 func (s *API) writeRejection(w http.ResponseWriter, err error) {
@@ -384,8 +384,8 @@ func (s *API) writeRejection(w http.ResponseWriter, err error) {
 	if errors.Is(err, state.ErrVersionMismatch) {
 		status = http.StatusPreconditionFailed
 		if snap := s.State.Load(); snap != nil {
-			ans.Version = snap.Version
-			w.Header().Set("ETag", state.ETag(snap.Version))
+			ans.Version = snap.Version()
+			w.Header().Set("ETag", state.ETag(snap.Version()))
 		}
 	}
 	writeJSON(w, status, ans)
@@ -503,7 +503,7 @@ func (s *API) handleDebugRoute(w http.ResponseWriter, r *http.Request) {
 		in.Headers[name] = val
 	}
 	in.GRPC = strings.HasPrefix(in.Headers["content-type"], "application/grpc")
-	out := routeDebug{Version: snap.Version, Listener: q.Get("listener")}
+	out := routeDebug{Version: snap.Version(), Listener: q.Get("listener")}
 	if out.Listener == "" {
 		out.Listener = "egress"
 	}

@@ -115,10 +115,10 @@ func Resolve(snap *state.Snapshot, pt *Passthrough, kind Kind, rr *router.Reques
 	if kind == Ingress {
 		ingressPort = snap.IngressPort(local)
 		rr.Port = ingressPort
-		svc = snap.Table.Ingress(ingressPort)
+		svc = snap.Table().Ingress(ingressPort)
 		if svc == nil {
 			return Decision{Status: 404, Code: CodeNoListener,
-				Msg: "meshd: node " + snap.Node + " has no listener on port " + strconv.Itoa(ingressPort) + "\n"}
+				Msg: "meshd: node " + snap.Node() + " has no listener on port " + strconv.Itoa(ingressPort) + "\n"}
 		}
 	} else {
 		host, port := SplitHostPort(rr.Authority)
@@ -129,7 +129,7 @@ func Resolve(snap *state.Snapshot, pt *Passthrough, kind Kind, rr *router.Reques
 				rr.Port = 80
 			}
 		}
-		svc = snap.Table.Egress(host, rr.Port)
+		svc = snap.Table().Egress(host, rr.Port)
 		if svc == nil && orig.IsValid() {
 			svc = l7ByDst(snap, host, orig)
 		}
@@ -141,7 +141,7 @@ func Resolve(snap *state.Snapshot, pt *Passthrough, kind Kind, rr *router.Reques
 				return pt.decide(host, rr.Port)
 			}
 			return Decision{Status: 404, Code: CodeEgressDenied,
-				Msg: "meshd: " + host + " is not a backend of node " + snap.Node + " and the mesh egressFilter is DROP_ALL\n"}
+				Msg: "meshd: " + host + " is not a backend of node " + snap.Node() + " and the mesh egressFilter is DROP_ALL\n"}
 		}
 	}
 	rt := svc.Match(rr)
@@ -194,7 +194,7 @@ func EgressByDst(snap *state.Snapshot, dst netip.AddrPort, tcp, byPort bool) *ro
 	var buf [64]byte
 	addr := dst.AppendTo(buf[:0])
 	port := int(dst.Port())
-	for _, svc := range snap.Table.Services() {
+	for _, svc := range snap.Table().Services() {
 		if (svc.Protocol == config.ProtoTCP) != tcp || svc.Protocol == "" {
 			continue
 		}
@@ -212,7 +212,7 @@ func EgressByDst(snap *state.Snapshot, dst netip.AddrPort, tcp, byPort bool) *ro
 	if !byPort {
 		return nil
 	}
-	for _, svc := range snap.Table.Services() {
+	for _, svc := range snap.Table().Services() {
 		if (svc.Protocol == config.ProtoTCP) != tcp || svc.Protocol == "" || !slices.Contains(svc.Ports, port) {
 			continue
 		}

@@ -73,7 +73,7 @@ func (l *Server) View() EgressL4View {
 // backend of another protocol.
 func TCPOnlyPort(snap *state.Snapshot, port int) bool {
 	tcp := false
-	for _, svc := range snap.Table.Services() {
+	for _, svc := range snap.Table().Services() {
 		if !slices.Contains(svc.Ports, port) {
 			continue
 		}
@@ -102,13 +102,13 @@ func (s *Server) decideL4(snap *state.Snapshot, kind forward.Kind, orig netip.Ad
 	var rt *router.Route
 	if kind == forward.Ingress {
 		port = snap.IngressPort(port)
-		rt = snap.Table.Ingress(port).MatchTCP(port)
+		rt = snap.Table().Ingress(port).MatchTCP(port)
 		if rt == nil {
-			return l4Decision{reason: "node " + snap.Node + " has no tcp listener on port " + strconv.Itoa(port)}
+			return l4Decision{reason: "node " + snap.Node() + " has no tcp listener on port " + strconv.Itoa(port)}
 		}
 	} else {
 		if sni != "" {
-			if svc := snap.Table.Egress(sni, port); svc != nil {
+			if svc := snap.Table().Egress(sni, port); svc != nil {
 				if rt = svc.MatchTCP(port); rt == nil {
 					// TLS passthrough to an HTTP service: the route a bare GET / would take.
 					rt = svc.Match(&router.Request{Authority: sni, Method: "GET", Path: "/", Scheme: "https", Port: port})
@@ -123,7 +123,7 @@ func (s *Server) decideL4(snap *state.Snapshot, kind forward.Kind, orig netip.Ad
 			case !orig.IsValid():
 				return l4Decision{reason: "no original destination (not redirected by iptables) and no backend named by SNI"}
 			case !snap.EgressAllowAll():
-				return l4Decision{reason: orig.String() + " is not a backend of node " + snap.Node + " and the mesh egressFilter is DROP_ALL"}
+				return l4Decision{reason: orig.String() + " is not a backend of node " + snap.Node() + " and the mesh egressFilter is DROP_ALL"}
 			case s.Env.Passthrough.IsSelf(orig.Addr().String(), port):
 				return l4Decision{reason: orig.String() + " is meshd itself"}
 			}

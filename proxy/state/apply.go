@@ -230,7 +230,7 @@ func (s *Holder) Apply(ctx context.Context, cfg *config.Config, req ApplyRequest
 	if req.IfMatch != "" && !ifMatchHolds(req.IfMatch, prev) {
 		current := ""
 		if prev != nil {
-			current = prev.Version
+			current = prev.version
 		}
 		return reject(StagePrecondition, fmt.Errorf("%w: If-Match %s, version in force %q", ErrVersionMismatch, req.IfMatch, current))
 	}
@@ -272,7 +272,7 @@ func (s *Holder) Apply(ctx context.Context, cfg *config.Config, req ApplyRequest
 	s.hist.applied.Add(1)
 	att.Result = ResultApplied
 	s.hist.record(att)
-	s.Log.Info("config applied", "version", next.Version, "source", req.Source, "clusters", len(next.clusters))
+	s.Log.Info("config applied", "version", next.version, "source", req.Source, "clusters", len(next.clusters))
 	if s.PersistPath != "" {
 		s.persist(cfg, raw)
 	}
@@ -307,7 +307,7 @@ func ifMatchHolds(h string, cur *Snapshot) bool {
 	if cur == nil {
 		return false
 	}
-	want := ETag(cur.Version)
+	want := ETag(cur.version)
 	for _, tag := range strings.Split(h, ",") {
 		if strings.TrimSpace(tag) == want {
 			return true

@@ -6,7 +6,7 @@ import (
 )
 
 func TestIfMatchHolds(t *testing.T) {
-	cur := &Snapshot{Version: "abc123"}
+	cur := &Snapshot{version: "abc123"}
 	cases := []struct {
 		h    string
 		snap *Snapshot
@@ -36,7 +36,7 @@ func FuzzIfMatch(f *testing.F) {
 	for _, s := range []string{`"v1"`, `*`, `W/"v1"`, `"a", "b"`, ``, `,,,`} {
 		f.Add(s)
 	}
-	cur := &Snapshot{Version: "v1"}
+	cur := &Snapshot{version: "v1"}
 	f.Fuzz(func(t *testing.T, h string) {
 		got := ifMatchHolds(h, cur)
 		if got && !strings.Contains(h, `"v1"`) && strings.TrimSpace(h) != "*" {

@@ -45,10 +45,10 @@ func (s *Snapshot) compilePolicies(vn *config.VirtualNode, prev *Snapshot) error
 		}
 	}
 	now := s.clock.Now()
-	routes := s.Table.Routes()
+	routes := s.table.Routes()
 	ingress := make([]bool, len(routes))
 	for _, l := range vn.Spec.Listeners {
-		if svc := s.Table.Ingress(l.PortMapping.Port); svc != nil {
+		if svc := s.table.Ingress(l.PortMapping.Port); svc != nil {
 			for _, rt := range svc.Routes {
 				ingress[rt.ID] = true
 			}
@@ -67,7 +67,7 @@ func (s *Snapshot) compilePolicies(vn *config.VirtualNode, prev *Snapshot) error
 	}
 	s.listeners = map[int]*ListenerLimit{}
 	for _, l := range vn.Spec.Listeners {
-		if l.RateLimit == nil || s.Table.Ingress(l.PortMapping.Port) == nil {
+		if l.RateLimit == nil || s.table.Ingress(l.PortMapping.Port) == nil {
 			continue
 		}
 		ll := &ListenerLimit{cfg: *l.RateLimit, Counters: new(resilience.Counters)}

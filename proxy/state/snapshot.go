@@ -23,15 +23,15 @@ import (
 )
 
 // Snapshot is everything one request needs, compiled from one config and never mutated
-// after Compile returns (the atomics inside counters and balancers aside). Its exported
-// fields are read-only.
+// after Compile returns (the atomics inside counters and balancers aside). Callers see
+// it through methods only, so nothing they hold can change it.
 type Snapshot struct {
-	Config    *config.Config
-	Version   string
-	Node      string
-	Source    string
-	AppliedAt time.Time
-	Table     *router.Table
+	config    *config.Config
+	version   string
+	node      string
+	source    string
+	appliedAt time.Time
+	table     *router.Table
 
 	clusters map[string]*upstream.Cluster
 	// policies holds each route's compiled policy, indexed by router.Route.ID.
@@ -55,6 +55,24 @@ type carriedCluster struct {
 	eps []discovery.Endpoint
 }
 
+// Config is the config the snapshot was compiled from. Read only: it is shared.
+func (s *Snapshot) Config() *config.Config { return s.config }
+
+// Version is the config's digest, the ETag of the admin API.
+func (s *Snapshot) Version() string { return s.version }
+
+// Node is the virtual node the snapshot serves.
+func (s *Snapshot) Node() string { return s.node }
+
+// Source says where the config came from (file:PATH, url:URL, admin:...).
+func (s *Snapshot) Source() string { return s.source }
+
+// AppliedAt is when the snapshot was compiled.
+func (s *Snapshot) AppliedAt() time.Time { return s.appliedAt }
+
+// Table is the snapshot's routing table (immutable).
+func (s *Snapshot) Table() *router.Table { return s.table }
+
 // Cluster returns the cluster called name, nil if the snapshot has none.
 func (s *Snapshot) Cluster(name string) *upstream.Cluster { return s.clusters[name] }
 
@@ -64,7 +82,7 @@ func (s *Snapshot) Clusters() map[string]*upstream.Cluster { return s.clusters }
 // Policy returns rt's compiled policy; nil for a route outside the table (passthrough),
 // which is neither retried nor limited.
 func (s *Snapshot) Policy(rt *router.Route) *RoutePolicy {
-	if rt.ID < len(s.policies) && s.Table.Routes()[rt.ID] == rt {
+	if rt.ID < len(s.policies) && s.table.Routes()[rt.ID] == rt {
 		return s.policies[rt.ID]
 	}
 	return nil
@@ -117,12 +135,12 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 		clock = resilience.SystemClock{}
 	}
 	s := &Snapshot{
-		Config:    cfg,
-		Version:   cfg.Digest(),
-		Node:      node,
-		Source:    source,
-		AppliedAt: time.Now(),
-		Table:     table,
+		config:    cfg,
+		version:   cfg.Digest(),
+		node:      node,
+		source:    source,
+		appliedAt: time.Now(),
+		table:     table,
 		clusters:  make(map[string]*upstream.Cluster),
 		clock:     clock,
 	}
@@ -227,10 +245,10 @@ func (s *Snapshot) clusterL4Stats(name string) *upstream.L4Stats {
 // NodeListenerPorts lists the node's listener ports in s.
 func (s *Snapshot) NodeListenerPorts() map[int]bool {
 	ports := map[int]bool{}
-	if s == nil || s.Config == nil {
+	if s == nil || s.config == nil {
 		return ports
 	}
-	if vn := s.Config.VirtualNode(s.Node); vn != nil {
+	if vn := s.config.VirtualNode(s.node); vn != nil {
 		for _, l := range vn.Spec.Listeners {
 			ports[l.PortMapping.Port] = true
 		}
