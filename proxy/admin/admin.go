@@ -215,13 +215,13 @@ func (s *API) handleStats(w http.ResponseWriter, _ *http.Request) {
 	}
 	for _, p := range snap.Policies() {
 		if p != nil {
-			v.Routes[p.Key] = p.Counters.Snapshot()
+			v.Routes[p.Key()] = p.Counters().Snapshot()
 		}
 	}
 	if ls := snap.ListenerLimits(); len(ls) > 0 {
 		v.Listeners = make(map[string]resilience.CountersSnapshot, len(ls))
 		for port, ll := range ls {
-			v.Listeners["ingress:"+strconv.Itoa(port)] = ll.Counters.Snapshot()
+			v.Listeners["ingress:"+strconv.Itoa(port)] = ll.Counters().Snapshot()
 		}
 	}
 	writeJSON(w, http.StatusOK, v)
@@ -262,7 +262,7 @@ func effectiveRetryPolicies(s *state.Snapshot) map[string]EffectiveRetryPolicy {
 	out := make(map[string]EffectiveRetryPolicy, len(s.Policies()))
 	for _, p := range s.Policies() {
 		if p != nil {
-			out[p.Key] = EffectiveRetryPolicy{RetryView: p.Retry.View(), Default: p.Default}
+			out[p.Key()] = EffectiveRetryPolicy{RetryView: p.Retry().View(), Default: p.Default()}
 		}
 	}
 	return out

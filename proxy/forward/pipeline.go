@@ -167,8 +167,8 @@ func attempts(c *Call, x Exchanger) (Flight, error) {
 	cl := d.Cluster
 	var policy *resilience.RetryPolicy
 	var route *resilience.Counters
-	if d.Policy != nil && !c.NoRetry && d.Policy.Retry.MaxRetries() > 0 {
-		policy, route = d.Policy.Retry, d.Policy.Counters
+	if d.Policy != nil && !c.NoRetry && d.Policy.Retry().MaxRetries() > 0 {
+		policy, route = d.Policy.Retry(), d.Policy.Counters()
 	}
 	var (
 		avoid   *balancer.Endpoint

@@ -63,7 +63,7 @@ func testCall(t *testing.T, rb *config.RetryBudget, retry *resilience.RetryPolic
 	cl := upstream.New(router.ClusterRef{Name: "svc", Protocol: "http", Listener: &config.Listener{RetryBudget: rb}}, upstream.Options{})
 	cl.Balancer().Update([]discovery.Endpoint{{Address: "192.0.2.1:80", Weight: 1}, {Address: "192.0.2.2:80", Weight: 1}})
 	t.Cleanup(cl.Close)
-	d := Decision{Route: &router.Route{Name: "r"}, Cluster: cl, Policy: &state.RoutePolicy{Key: "svc/r", Retry: retry, Counters: new(resilience.Counters)}}
+	d := Decision{Route: &router.Route{Name: "r"}, Cluster: cl, Policy: state.NewRoutePolicy("svc/r", retry)}
 	return &Call{Decision: d, Deadline: deadline}, cl
 }
 
@@ -189,7 +189,7 @@ func TestRetryBudgetRefusalRelaysAnswer(t *testing.T) {
 			t.Fatalf("got %d %v, want the upstream's 503", fl.Status, err)
 		}
 		fl.End(balancer.DoneInfo{Status: 503}, true)
-		if got := call.Decision.Policy.Counters.Snapshot().RetryBudgetExhausted; got != 1 {
+		if got := call.Decision.Policy.Counters().Snapshot().RetryBudgetExhausted; got != 1 {
 			t.Errorf("route retry_budget_exhausted = %d, want 1", got)
 		}
 		cl.Budget().ReleaseRetry()

@@ -13,23 +13,41 @@ import (
 // RoutePolicy is what a route adds to forwarding: its compiled retry policy, its rate
 // limit and its counters. Immutable after Compile except for the atomics inside.
 type RoutePolicy struct {
-	// Key is "<service>/<route>", stable across reloads: counters and buckets carry
-	// over by it, and /stats names routes with it.
-	Key      string
-	Retry    *resilience.RetryPolicy
-	Limit    *resilience.TokenBucket // nil: no route rate limit
-	Counters *resilience.Counters
-	// Default marks App Mesh's hidden default retry policy (the route set none).
-	Default  bool
-	limitCfg *config.RateLimit
+	key       string
+	retry     *resilience.RetryPolicy
+	limit     *resilience.TokenBucket // nil: no route rate limit
+	counters  *resilience.Counters
+	isDefault bool
+	limitCfg  *config.RateLimit
 }
+
+// NewRoutePolicy is a policy with no rate limit, for tests of the pipeline.
+func NewRoutePolicy(key string, retry *resilience.RetryPolicy) *RoutePolicy {
+	return &RoutePolicy{key: key, retry: retry, counters: new(resilience.Counters)}
+}
+
+// Key is "<service>/<route>", stable across reloads: counters and buckets carry over by
+// it, and /stats names routes with it.
+func (p *RoutePolicy) Key() string { return p.key }
+
+// Retry is the route's compiled retry policy (never nil).
+func (p *RoutePolicy) Retry() *resilience.RetryPolicy { return p.retry }
+
+// Counters are the route's resilience counters.
+func (p *RoutePolicy) Counters() *resilience.Counters { return p.counters }
+
+// Default reports App Mesh's hidden default retry policy (the route set none).
+func (p *RoutePolicy) Default() bool { return p.isDefault }
 
 // ListenerLimit is the rate limit of one of the local node's listeners (ingress).
 type ListenerLimit struct {
-	Bucket   *resilience.TokenBucket
-	Counters *resilience.Counters
+	bucket   *resilience.TokenBucket
+	counters *resilience.Counters
 	cfg      config.RateLimit
 }
+
+// Counters are the listener's rate-limit counters.
+func (l *ListenerLimit) Counters() *resilience.Counters { return l.counters }
 
 // compilePolicies compiles every route's policy and the ingress listeners' limits.
 // Counters of routes and listeners, and token buckets whose config did not change, are
@@ -40,7 +58,7 @@ func (s *Snapshot) compilePolicies(vn *config.VirtualNode, prev *Snapshot) error
 	if prev != nil {
 		for _, p := range prev.policies {
 			if p != nil {
-				old[p.Key] = p
+				old[p.key] = p
 			}
 		}
 	}
@@ -70,21 +88,21 @@ func (s *Snapshot) compilePolicies(vn *config.VirtualNode, prev *Snapshot) error
 		if l.RateLimit == nil || s.table.Ingress(l.PortMapping.Port) == nil {
 			continue
 		}
-		ll := &ListenerLimit{cfg: *l.RateLimit, Counters: new(resilience.Counters)}
+		ll := &ListenerLimit{cfg: *l.RateLimit, counters: new(resilience.Counters)}
 		if prev != nil {
 			if o := prev.listeners[l.PortMapping.Port]; o != nil {
-				ll.Counters = o.Counters
+				ll.counters = o.counters
 				if o.cfg == ll.cfg {
-					ll.Bucket = o.Bucket
+					ll.bucket = o.bucket
 				}
 			}
 		}
-		if ll.Bucket == nil {
-			b, err := resilience.NewTokenBucket(resilience.RateLimitConfig{RequestsPerSecond: l.RateLimit.RequestsPerSecond, Burst: l.RateLimit.Burst}, now, ll.Counters)
+		if ll.bucket == nil {
+			b, err := resilience.NewTokenBucket(resilience.RateLimitConfig{RequestsPerSecond: l.RateLimit.RequestsPerSecond, Burst: l.RateLimit.Burst}, now, ll.counters)
 			if err != nil {
 				return fmt.Errorf("listener %d: %w", l.PortMapping.Port, err)
 			}
-			ll.Bucket = b
+			ll.bucket = b
 		}
 		s.listeners[l.PortMapping.Port] = ll
 	}
@@ -95,9 +113,9 @@ func (s *Snapshot) compilePolicies(vn *config.VirtualNode, prev *Snapshot) error
 // none; none at all for the node's own ingress routes, which lead to the local app) and
 // rate limit.
 func compileRoutePolicy(rt *router.Route, ingress bool, old *RoutePolicy, now time.Time) (*RoutePolicy, error) {
-	p := &RoutePolicy{Key: rt.Service + "/" + rt.Name, Counters: new(resilience.Counters)}
+	p := &RoutePolicy{key: rt.Service + "/" + rt.Name, counters: new(resilience.Counters)}
 	if old != nil {
-		p.Counters = old.Counters
+		p.counters = old.counters
 	}
 	var in *resilience.RetryInput
 	switch {
@@ -111,26 +129,26 @@ func compileRoutePolicy(rt *router.Route, ingress bool, old *RoutePolicy, now ti
 	}
 	switch {
 	case ingress:
-		p.Retry = resilience.NoRetryPolicy()
+		p.retry = resilience.NoRetryPolicy()
 	case in == nil:
-		p.Retry, p.Default = resilience.DefaultRetryPolicy(), true
+		p.retry, p.isDefault = resilience.DefaultRetryPolicy(), true
 	default:
 		rp, err := resilience.CompileRetryPolicy(*in)
 		if err != nil {
-			return nil, fmt.Errorf("route %s: retryPolicy.%w", p.Key, err)
+			return nil, fmt.Errorf("route %s: retryPolicy.%w", p.key, err)
 		}
-		p.Retry = rp
+		p.retry = rp
 	}
 	p.limitCfg = rt.RateLimit
 	if p.limitCfg != nil {
-		if old != nil && old.Limit != nil && reflect.DeepEqual(old.limitCfg, p.limitCfg) {
-			p.Limit = old.Limit
+		if old != nil && old.limit != nil && reflect.DeepEqual(old.limitCfg, p.limitCfg) {
+			p.limit = old.limit
 		} else {
-			b, err := resilience.NewTokenBucket(resilience.RateLimitConfig{RequestsPerSecond: p.limitCfg.RequestsPerSecond, Burst: p.limitCfg.Burst}, now, p.Counters)
+			b, err := resilience.NewTokenBucket(resilience.RateLimitConfig{RequestsPerSecond: p.limitCfg.RequestsPerSecond, Burst: p.limitCfg.Burst}, now, p.counters)
 			if err != nil {
-				return nil, fmt.Errorf("route %s: %w", p.Key, err)
+				return nil, fmt.Errorf("route %s: %w", p.key, err)
 			}
-			p.Limit = b
+			p.limit = b
 		}
 	}
 	return p, nil
@@ -144,16 +162,16 @@ func (s *Snapshot) Admit(ingressPort int, p *RoutePolicy) (ok bool, retryAfter t
 	if ingressPort != 0 && len(s.listeners) > 0 {
 		if ll := s.listeners[ingressPort]; ll != nil {
 			now = s.clock.Now()
-			if ok, wait := ll.Bucket.Allow(now); !ok {
+			if ok, wait := ll.bucket.Allow(now); !ok {
 				return false, wait
 			}
 		}
 	}
-	if p != nil && p.Limit != nil {
+	if p != nil && p.limit != nil {
 		if now.IsZero() {
 			now = s.clock.Now()
 		}
-		if ok, wait := p.Limit.Allow(now); !ok {
+		if ok, wait := p.limit.Allow(now); !ok {
 			return false, wait
 		}
 	}
