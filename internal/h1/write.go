@@ -73,6 +73,19 @@ func classify(name string) fieldClass {
 	return fcOther
 }
 
+// HopByHop reports whether a field is hop-by-hop (RFC 9110 §7.6.1): Connection, TE,
+// Trailer, Transfer-Encoding, Upgrade, Keep-Alive, Proxy-Connection and the
+// Proxy-Authenticate/-Authorization pair. It is the one list meshd strips, whether the
+// request goes out through this package's writers or through net/http (proxy/forward).
+// Fields a Connection field names are hop-by-hop too; that is the caller's to check.
+func HopByHop(name string) bool {
+	switch classify(name) {
+	case fcOther, fcHost, fcContentLength:
+		return false
+	}
+	return true
+}
+
 // isFramingOrHopField reports fields that must never appear in a forwarded trailer section.
 func isFramingOrHopField(name string) bool { return classify(name) != fcOther }
 

@@ -17,7 +17,7 @@ import (
 // the codec's h1.Header slice without allocating (H1Forwarding); the net/http paths work on
 // http.Header (HTTPForwarding). Both apply the same rules, and TestForwardingRulesAgree
 // holds them to it. The HTTP/1.1 codec's writer drops the hop-by-hop fields of an h1
-// request itself (internal/h1/write.go), with the same list as hopHeaders below.
+// request itself (internal/h1/write.go); both use h1.HopByHop, the one list.
 //
 // The rules:
 //   - X-Forwarded-For: the client's address is appended; repeated fields are merged into
@@ -281,13 +281,6 @@ func appendUUID(b []byte, hi, lo uint64) []byte {
 	return b
 }
 
-// hopHeaders are the connection-specific headers of RFC 9110 §7.6.1 plus the legacy
-// ones proxies strip (Proxy-Connection, Keep-Alive).
-var hopHeaders = []string{
-	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
-
 // RemoveHopByHop deletes the hop-by-hop fields of h and those its Connection fields name.
 func RemoveHopByHop(h http.Header) {
 	for _, f := range h.Values("Connection") {
@@ -297,8 +290,10 @@ func RemoveHopByHop(h http.Header) {
 			}
 		}
 	}
-	for _, name := range hopHeaders {
-		h.Del(name)
+	for k := range h {
+		if h1.HopByHop(k) {
+			delete(h, k)
+		}
 	}
 }
 

@@ -1,0 +1,81 @@
+package forward
+
+import (
+	"bufio"
+	"net/http"
+	"net/textproto"
+	"strings"
+	"testing"
+
+	"github.com/meshd/meshd/internal/h1"
+)
+
+// TestForwardingRulesAgree holds the two representations of the forwarding rules to
+// one behaviour: an HTTP/1.1 request forwarded to an HTTP/2 upstream (H1Forwarding then
+// H1ToHTTP) carries the same fields as the same request arriving over HTTP/2
+// (HTTPForwarding), for every rule of headers.go.
+func TestForwardingRulesAgree(t *testing.T) {
+	cases := []struct {
+		name    string
+		fields  string // raw header lines, CRLF-separated, after Host
+		ingress bool
+		check   map[string]string // field → value both must have ("" : absent); "*" any non-empty
+	}{
+		{"plain egress", "", false, map[string]string{
+			"X-Forwarded-For": "10.1.2.3", "X-Forwarded-Proto": "http", "X-Request-Id": "*"}},
+		{"xff appended, repeated fields merged", "X-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\n", false, map[string]string{
+			"X-Forwarded-For": "1.1.1.1, 2.2.2.2, 10.1.2.3"}},
+		{"egress keeps the app's proto", "X-Forwarded-Proto: https\r\n", false, map[string]string{"X-Forwarded-Proto": "https"}},
+		{"ingress replaces the peer's proto", "X-Forwarded-Proto: https\r\n", true, map[string]string{"X-Forwarded-Proto": "http"}},
+		{"request id kept", "X-Request-Id: abc\r\n", false, map[string]string{"X-Request-Id": "abc"}},
+		{"hop-by-hop removed", "Connection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nProxy-Authorization: Basic x\r\nUpgrade: h2c\r\n", false,
+			map[string]string{"Connection": "", "X-Secret": "", "Keep-Alive": "", "Proxy-Authorization": "", "Upgrade": ""}},
+		{"naming a forwarding header in Connection cannot drop meshd's value", "Connection: X-Forwarded-For\r\nX-Forwarded-For: 9.9.9.9\r\n", false,
+			map[string]string{"X-Forwarded-For": "10.1.2.3"}},
+		{"TE: trailers kept, other TE dropped", "TE: trailers, gzip\r\n", false, map[string]string{"Te": "trailers"}},
+		{"other TE dropped", "TE: gzip\r\n", false, map[string]string{"Te": ""}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := "GET / HTTP/1.1\r\nHost: svc\r\n" + tc.fields + "\r\n"
+			var req h1.Request
+			if err := h1.NewReader(bufio.NewReader(strings.NewReader(raw)), h1.Limits{}).ReadRequest(&req); err != nil {
+				t.Fatal(err)
+			}
+			f := NewH1Forwarding()
+			f.Apply(&req, "10.1.2.3", tc.ingress, "http")
+			fromH1 := H1ToHTTP(req.Headers, f.Extra)
+
+			in, err := textproto.NewReader(bufio.NewReader(strings.NewReader(tc.fields + "\r\n"))).ReadMIMEHeader()
+			if err != nil {
+				t.Fatal(err)
+			}
+			fromH2 := HTTPForwarding(http.Header(in), "10.1.2.3", tc.ingress, "http")
+			for k, want := range tc.check {
+				for side, h := range map[string]http.Header{"http1": fromH1, "http2": fromH2} {
+					got := strings.Join(h.Values(k), ",")
+					switch {
+					case want == "*" && got == "":
+						t.Errorf("%s: %s missing", side, k)
+					case want != "*" && got != want:
+						t.Errorf("%s: %s = %q, want %q", side, k, got, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestHopByHopOneList: the net/http path strips exactly the fields the codec's writer
+// strips (h1.HopByHop), not a list of its own.
+func TestHopByHopOneList(t *testing.T) {
+	h := http.Header{}
+	for _, k := range []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Type", "X-Custom"} {
+		h.Set(k, "v")
+	}
+	RemoveHopByHop(h)
+	if len(h) != 2 || h.Get("Content-Type") == "" || h.Get("X-Custom") == "" {
+		t.Fatalf("left %v, want Content-Type and X-Custom only", h)
+	}
+}
