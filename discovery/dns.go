@@ -81,6 +81,19 @@ func checkIPPreference(p string) error {
 // any address of it and falls back to the other family otherwise; "" keeps both.
 // netip.Addr.Compare orders IPv4 before IPv6, which gives "IPv4 first" for "".
 func endpointsFor(addrs []netip.Addr, pref string, port int) []Endpoint {
+	keep := slices.Clone(keepFamilies(addrs, pref))
+	slices.SortFunc(keep, netip.Addr.Compare)
+	keep = slices.Compact(keep)
+	eps := make([]Endpoint, len(keep))
+	for i, a := range keep {
+		eps[i] = Endpoint{Address: join(a, port), Weight: 1}
+	}
+	return eps
+}
+
+// keepFamilies applies an ipPreference to addrs, keeping the answer's order (a logical
+// DNS cluster uses the first address the answer gives).
+func keepFamilies(addrs []netip.Addr, pref string) []netip.Addr {
 	var v4, v6 []netip.Addr
 	for _, a := range addrs {
 		if a.Is4() {
@@ -89,30 +102,21 @@ func endpointsFor(addrs []netip.Addr, pref string, port int) []Endpoint {
 			v6 = append(v6, a)
 		}
 	}
-	var keep []netip.Addr
 	switch pref {
 	case IPv4Only:
-		keep = v4
+		return v4
 	case IPv6Only:
-		keep = v6
+		return v6
 	case IPv4Preferred:
-		keep = v4
-		if len(keep) == 0 {
-			keep = v6
+		if len(v4) == 0 {
+			return v6
 		}
+		return v4
 	case IPv6Preferred:
-		keep = v6
-		if len(keep) == 0 {
-			keep = v4
+		if len(v6) == 0 {
+			return v4
 		}
-	default:
-		keep = append(v4, v6...)
+		return v6
 	}
-	slices.SortFunc(keep, netip.Addr.Compare)
-	keep = slices.Compact(keep)
-	eps := make([]Endpoint, len(keep))
-	for i, a := range keep {
-		eps[i] = Endpoint{Address: join(a, port), Weight: 1}
-	}
-	return eps
+	return addrs
 }
