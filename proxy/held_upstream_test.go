@@ -105,23 +105,6 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func TestRouteTimeout(t *testing.T) {
-	held := startHeld(t, 4)
-	srv, client := meshDef{services: []svcDef{{name: "slow.t.local", node: "slow", port: held.Port, routes: []string{
-		`{httpRoute: {match: {prefix: /}, action: {weightedTargets: [{virtualNode: slow, weight: 1}]}, timeout: {perRequest: {unit: ms, value: 200}}}}`,
-	}}}}.start(t)
-
-	for _, c := range []struct {
-		name   string
-		client *http.Client
-	}{{"http1", client}, {"h2c", testutil.H2CClient(t, srv.EgressAddr())}} {
-		r := wait(t, asyncGet(c.client, "http://slow.t.local/block"))
-		if r.err != nil || r.status != 504 || r.header.Get(proxy.HeaderError) != "upstream_timeout" {
-			t.Fatalf("%s: status %d %q (%v), want 504 upstream_timeout", c.name, r.status, r.header.Get(proxy.HeaderError), r.err)
-		}
-	}
-}
-
 func TestConnectionPoolLimits(t *testing.T) {
 	held := startHeld(t, 4)
 	srv, client := meshDef{services: []svcDef{{name: "lim.t.local", node: "lim", port: held.Port,
