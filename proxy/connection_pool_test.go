@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -66,22 +64,6 @@ func pending(t *testing.T, srv *proxy.Server, cluster string) int64 {
 	}
 	t.Fatalf("/clusters has no %s: %s", cluster, body)
 	return 0
-}
-
-// startHeldH2C is startHeld over h2c.
-func startHeldH2C(t *testing.T, capacity int) *heldUpstream {
-	t.Helper()
-	h := &heldUpstream{arrived: make(chan string, capacity), release: make(chan struct{})}
-	h.Upstream = testutil.StartH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.arrived <- r.URL.Path
-		select {
-		case <-h.release:
-			_, _ = io.WriteString(w, "released "+r.URL.Path)
-		case <-r.Context().Done():
-		}
-	}))
-	t.Cleanup(h.releaseAll)
-	return h
 }
 
 // TestH2MaxRequestsOverflow: connectionPool.http2.maxRequests bounds concurrent streams

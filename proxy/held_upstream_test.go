@@ -33,6 +33,22 @@ func startHeld(t *testing.T, capacity int) *heldUpstream {
 	return h
 }
 
+// startHeldH2C is startHeld over h2c.
+func startHeldH2C(t *testing.T, capacity int) *heldUpstream {
+	t.Helper()
+	h := &heldUpstream{arrived: make(chan string, capacity), release: make(chan struct{})}
+	h.Upstream = testutil.StartH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.arrived <- r.URL.Path
+		select {
+		case <-h.release:
+			_, _ = io.WriteString(w, "released "+r.URL.Path)
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(h.releaseAll)
+	return h
+}
+
 func (h *heldUpstream) releaseAll() {
 	select {
 	case <-h.release:
