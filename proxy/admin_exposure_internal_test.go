@@ -13,7 +13,3 @@ func TestIsLoopbackAddr(t *testing.T) {
 		}
 	}
 }
-
-// FuzzIfMatch: any header value either holds or not without panicking, a value that
-// does not mention the version (or *) never holds, and appending the version's ETag
-// to a list always makes it hold.

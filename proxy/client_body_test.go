@@ -12,7 +12,8 @@ import (
 
 // TestClientBodyFailureNotBlamedOnUpstream: a client that stops sending its request body
 // (here: closes after part of it) or sends a malformed chunked body gets a 400 from meshd,
-// and the endpoint is not charged: outlier detection does not eject it (review finding 3).
+// and the endpoint is not charged: the failure is the client's, so outlier detection does
+// not count it against the endpoint or eject it.
 func TestClientBodyFailureNotBlamedOnUpstream(t *testing.T) {
 	a := testutil.StartHTTP(t, echoHandler("a"))
 	b := testutil.StartHTTP(t, echoHandler("b"))

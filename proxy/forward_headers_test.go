@@ -27,8 +27,8 @@ func forwardedHeaders(t *testing.T, addr, raw string) http.Header {
 }
 
 // TestXForwardedForRepeated: repeated X-Forwarded-For fields are merged into one and the
-// client address appended once, last, on both forwarding paths (review finding 4): a
-// client must not be able to make a spoofed address the rightmost entry.
+// client address appended once, last, on both forwarding paths: a client must not be
+// able to make a spoofed address the rightmost entry.
 func TestXForwardedForRepeated(t *testing.T) {
 	h1up := testutil.StartHTTP(t, echoHandler("echo"))
 	h2up := testutil.StartH2C(t, echoHandler("echo2"))
@@ -58,7 +58,8 @@ func TestXForwardedForRepeated(t *testing.T) {
 
 // TestForwardingHeadersSurviveConnection: a client cannot remove meshd's forwarding
 // headers by naming them in Connection, and on ingress a client-sent X-Forwarded-Proto is
-// replaced (review finding 5).
+// replaced: the upstream relies on these headers to learn who the client is and how it
+// connected, so a client must not be able to strip or forge them.
 func TestForwardingHeadersSurviveConnection(t *testing.T) {
 	h1up := testutil.StartHTTP(t, echoHandler("echo"))
 	h2up := testutil.StartH2C(t, echoHandler("echo2"))

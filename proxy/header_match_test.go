@@ -7,7 +7,9 @@ import (
 )
 
 // TestHeaderMatchRepeated: a route's header condition sees every value of a repeated
-// request header joined with "," (review finding 13), on the HTTP/1.1 and HTTP/2 paths.
+// request header joined with "," (RFC 9110 §5.3 lets a recipient combine field lines
+// that way, and Envoy matches the joined value), not just the first field line, on the
+// HTTP/1.1 and HTTP/2 paths.
 func TestHeaderMatchRepeated(t *testing.T) {
 	joined := testutil.StartHTTP(t, echoHandler("joined"))
 	other := testutil.StartHTTP(t, echoHandler("other"))

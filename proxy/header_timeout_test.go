@@ -10,8 +10,9 @@ import (
 )
 
 // TestHeaderTimeout: a request head must be complete within HeaderTimeout of its first
-// byte, however the client paces it (slowloris), and meshd answers 408 and closes
-// (review finding 10). The wait for the first byte is still the keep-alive idle time.
+// byte, however the client paces it (slowloris), and meshd answers 408 and closes, so a
+// client trickling a head cannot hold a connection and its buffers indefinitely. The
+// wait for the first byte is still the keep-alive idle time.
 func TestHeaderTimeout(t *testing.T) {
 	up := testutil.StartHTTP(t, echoHandler("echo"))
 	yaml := meshDef{services: []svcDef{{name: "echo.t.local", node: "echo", port: up.Port}}}.yaml()

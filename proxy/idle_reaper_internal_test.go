@@ -14,8 +14,8 @@ import (
 )
 
 // TestIdleReaper: the Server's reaper goroutine closes pooled upstream connections that
-// sat idle for the maximum age, so a connection the server closed does not linger
-// (review finding 9). It is started by Start and joined by Shutdown (goleak).
+// sat idle for the maximum age, so a connection the upstream server closed does not
+// linger in the pool. It is started by Start and joined by Shutdown (goleak).
 func TestIdleReaper(t *testing.T) {
 	closed := make(chan struct{}, 4)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

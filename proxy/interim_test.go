@@ -12,9 +12,9 @@ import (
 	"github.com/meshd/meshd/proxy"
 )
 
-// TestInterimResponses covers RFC 9110's rules for 1xx relayed by meshd (review finding
-// 11): a 101 the client did not ask for is a 502, 1xx never reach an HTTP/1.0 client,
-// and an interim head is flushed at once rather than held until the final response.
+// TestInterimResponses covers RFC 9110's rules for 1xx relayed by meshd: a 101 the
+// client did not ask for is a 502, 1xx never reach an HTTP/1.0 client, and an interim
+// head is flushed at once rather than held until the final response.
 func TestInterimResponses(t *testing.T) {
 	sawEarlyHints := make(chan struct{}, 1)
 	raw := testutil.StartRaw(t, func(c net.Conn) {

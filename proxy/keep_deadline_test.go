@@ -10,8 +10,8 @@ import (
 
 // TestKeptConnDropsPreviousDeadline: a request on a route with a per-request timeout
 // must not leave its absolute deadline on the upstream connection kept for the next
-// request of the same client connection (review finding 7): the next request, on a
-// route without a timeout, must succeed even after the first one's deadline passed.
+// request of the same client connection: the next request, on a route without a
+// timeout, must succeed even after the first one's deadline passed.
 func TestKeptConnDropsPreviousDeadline(t *testing.T) {
 	up := testutil.StartHTTP(t, echoHandler("svc"))
 	srv, _ := meshDef{services: []svcDef{{name: "svc.t.local", node: "svc", port: up.Port, routes: []string{

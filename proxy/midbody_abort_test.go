@@ -16,7 +16,7 @@ import (
 // TestMidBodyFailureResetsClient: when the upstream fails in the middle of a body whose
 // end the client learns only from the connection closing (read until close, or a chunked
 // body de-chunked for an HTTP/1.0 client), meshd resets the client connection instead of
-// closing it cleanly, so the truncated body cannot look complete (review finding 12).
+// closing it cleanly, so the truncated body cannot look complete.
 func TestMidBodyFailureResetsClient(t *testing.T) {
 	port := tcpServer(t, func(c *net.TCPConn) {
 		req, err := http.ReadRequest(bufio.NewReader(c))

@@ -12,10 +12,9 @@ import (
 
 // TestPassthroughLoopByName: with ALLOW_ALL, a destination that is meshd itself under a
 // name the literal check does not recognise ("LocalHost", which the hosts file resolves
-// case-insensitively to 127.0.0.1) is
-// refused when the dial resolves it to one of meshd's own listener addresses, and
-// answered 508 loop_detected instead of relaying into itself hop after hop (review
-// finding 8).
+// case-insensitively to 127.0.0.1) is refused when the dial resolves it to one of
+// meshd's own listener addresses, and answered 508 loop_detected instead of relaying
+// into itself hop after hop.
 func TestPassthroughLoopByName(t *testing.T) {
 	srv, client := meshDef{egress: "ALLOW_ALL"}.start(t)
 	h2c := testutil.H2CClient(t, srv.EgressAddr())

@@ -15,9 +15,9 @@ import (
 // TestStaleKeepAliveReplay: when a kept-alive upstream connection fails after the whole
 // request was written, meshd resends it on a new connection by itself only if the
 // upstream provably did not answer (clean EOF or reset before any response byte) and
-// the method is idempotent or the request carries Idempotency-Key (RFC 9110 §9.2.2;
-// review finding 6). The route's retryPolicy names no reset event, so no configured
-// retry muddles the picture.
+// the method is idempotent or the request carries Idempotency-Key (RFC 9110 §9.2.2),
+// so a non-idempotent request the upstream may have acted on is never sent twice. The
+// route's retryPolicy names no reset event, so no configured retry muddles the picture.
 func TestStaleKeepAliveReplay(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string]int{} // "METHOD /path" → requests the upstream read

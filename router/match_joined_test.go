@@ -22,7 +22,8 @@ func (h multiHeaders) GetJoined(name string) (string, bool) {
 }
 
 // TestMatchRepeatedHeader: a header condition sees every value of a repeated header,
-// joined with "," as Envoy does (review finding 13), not just the first field line.
+// joined with "," as Envoy does (RFC 9110 §5.3 lets a recipient combine field lines
+// that way), not just the first field line.
 func TestMatchRepeatedHeader(t *testing.T) {
 	h := func(kv ...string) Request { return Request{Path: "/", Header: multiHeaders(kv)} }
 	runMatch(t, []string{

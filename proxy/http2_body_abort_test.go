@@ -17,7 +17,8 @@ import (
 // to an HTTP/2 cluster whose server answers without reading it. net/http's HTTP/2 client
 // may still be inside a read of the body from meshd's pooled downstream buffer when the
 // response is done; the buffer must not go back to the pool (and be reset, or handed to
-// another connection) while that read is pending (review finding 2). Run with -race.
+// another connection) while that read is pending, or the late read would land in a
+// buffer another connection now owns. Run with -race.
 func TestH1BodyToH2UpstreamAnsweredEarly(t *testing.T) {
 	up := testutil.StartH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "early")
@@ -53,8 +54,9 @@ func TestH1BodyToH2UpstreamAnsweredEarly(t *testing.T) {
 }
 
 // TestH1BodyToH2ClientFails: an HTTP/1.1 client that stops sending the body of a request
-// for an HTTP/2 cluster gets meshd's 400, and the endpoint is not charged (the HTTP/2
-// path's side of review finding 3).
+// for an HTTP/2 cluster gets meshd's 400, and the endpoint is not charged: as on the
+// HTTP/1.1 path (TestClientBodyFailureNotBlamedOnUpstream), a client's failure does not
+// count towards ejecting the endpoint.
 func TestH1BodyToH2ClientFails(t *testing.T) {
 	up := testutil.StartH2C(t, echoHandler("h2"))
 	od := "outlierDetection: {maxServerErrors: 1, interval: {unit: s, value: 10}, baseEjectionDuration: {unit: s, value: 30}, maxEjectionPercent: 100}"

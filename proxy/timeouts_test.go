@@ -2,6 +2,8 @@ package proxy_test
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +13,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/meshd/meshd/internal/testutil"
 	"github.com/meshd/meshd/proxy"
@@ -219,6 +225,73 @@ func TestNoHiddenDefaultTimeout(t *testing.T) {
 			if v, ok := l["timeout"]; ok {
 				t.Errorf("/config shows a listener timeout %s the config did not set", v)
 			}
+		}
+	}
+}
+
+// TestGRPCTimeoutHonoured: a gRPC call's grpc-timeout bounds meshd's upstream call: the
+// hanging upstream sees its request cancelled, and the client gets DeadlineExceeded.
+// The second case sends grpc-timeout with a client that enforces no deadline itself,
+// so only meshd can have cut the call.
+func TestGRPCTimeoutHonoured(t *testing.T) {
+	b, up := startBlockingGRPC(t)
+	y := strings.ReplaceAll(resMesh([]int{up.Port}, "", ""), "port: 8080, protocol: http}", "port: 8080, protocol: grpc}")
+	srv := testutil.StartMeshd(t, "app", y)
+
+	t.Run("grpc-go client", func(t *testing.T) {
+		before := b.cancelled.Load()
+		hc := healthpb.NewHealthClient(grpcDial(t, srv.EgressAddr(), "svc.t.local"))
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		if status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("Check: %v, want DeadlineExceeded", err)
+		}
+		eventually(t, "the upstream call to be cancelled", func() bool { return b.cancelled.Load() > before })
+	})
+
+	t.Run("deadline only in grpc-timeout", func(t *testing.T) {
+		before := b.cancelled.Load()
+		client := testutil.H2CClient(t, srv.EgressAddr())
+		req := newReq(t, "POST", "http://svc.t.local/grpc.health.v1.Health/Check", bytes.NewReader([]byte{0, 0, 0, 0, 0}))
+		req.Header.Set("Content-Type", "application/grpc")
+		req.Header.Set("Te", "trailers")
+		req.Header.Set("Grpc-Timeout", "300m")
+		start := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		el := time.Since(start)
+		gs := resp.Header.Get("Grpc-Status")
+		if gs == "" {
+			gs = resp.Trailer.Get("Grpc-Status")
+		}
+		if resp.StatusCode != 504 && gs != fmt.Sprint(int(codes.DeadlineExceeded)) {
+			t.Fatalf("status %d grpc-status %q, want 504 or DEADLINE_EXCEEDED", resp.StatusCode, gs)
+		}
+		if el > 5*time.Second {
+			t.Errorf("answered after %v, want about 300ms", el)
+		}
+		eventually(t, "the upstream call to be cancelled", func() bool { return b.cancelled.Load() > before })
+	})
+}
+
+func TestRouteTimeout(t *testing.T) {
+	held := startHeld(t, 4)
+	srv, client := meshDef{services: []svcDef{{name: "slow.t.local", node: "slow", port: held.Port, routes: []string{
+		`{httpRoute: {match: {prefix: /}, action: {weightedTargets: [{virtualNode: slow, weight: 1}]}, timeout: {perRequest: {unit: ms, value: 200}}}}`,
+	}}}}.start(t)
+
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+	}{{"http1", client}, {"h2c", testutil.H2CClient(t, srv.EgressAddr())}} {
+		r := wait(t, asyncGet(c.client, "http://slow.t.local/block"))
+		if r.err != nil || r.status != 504 || r.header.Get(proxy.HeaderError) != "upstream_timeout" {
+			t.Fatalf("%s: status %d %q (%v), want 504 upstream_timeout", c.name, r.status, r.header.Get(proxy.HeaderError), r.err)
 		}
 	}
 }

@@ -2,9 +2,8 @@ package proxy_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -20,20 +19,51 @@ import (
 	"github.com/meshd/meshd/proxy"
 )
 
-// startHeldH2C is startHeld over h2c.
-func startHeldH2C(t *testing.T, capacity int) *heldUpstream {
-	t.Helper()
-	h := &heldUpstream{arrived: make(chan string, capacity), release: make(chan struct{})}
-	h.Upstream = testutil.StartH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.arrived <- r.URL.Path
-		select {
-		case <-h.release:
-			_, _ = io.WriteString(w, "released "+r.URL.Path)
-		case <-r.Context().Done():
+func TestConnectionPoolLimits(t *testing.T) {
+	held := startHeld(t, 4)
+	srv, client := meshDef{services: []svcDef{{name: "lim.t.local", node: "lim", port: held.Port,
+		listener: `connectionPool: {http: {maxConnections: 1, maxPendingRequests: 1}}`}}}.start(t)
+
+	first := asyncGet(client, "http://lim.t.local/first")
+	held.waitArrived(t, 1)
+	second := asyncGet(client, "http://lim.t.local/second")
+	eventually(t, "the second request to be pending", func() bool { return pending(t, srv, "lim") == 1 })
+
+	third := wait(t, asyncGet(client, "http://lim.t.local/third"))
+	if third.err != nil || third.status != 503 || third.header.Get(proxy.HeaderLimit) != "maxPendingRequests" {
+		t.Fatalf("third: status %d %s=%q (%v), want 503 with maxPendingRequests", third.status, proxy.HeaderLimit, third.header.Get(proxy.HeaderLimit), third.err)
+	}
+	held.releaseAll()
+	for name, ch := range map[string]<-chan result{"first": first, "second": second} {
+		if r := wait(t, ch); r.err != nil || r.status != 200 || r.body != "released /"+name {
+			t.Fatalf("%s: %d %q (%v)", name, r.status, r.body, r.err)
 		}
-	}))
-	t.Cleanup(h.releaseAll)
-	return h
+	}
+	if n := held.Accepted(); n != 1 {
+		t.Fatalf("maxConnections 1 but the upstream accepted %d connections", n)
+	}
+}
+
+// pending is cluster's pendingRequests as /clusters reports it.
+func pending(t *testing.T, srv *proxy.Server, cluster string) int64 {
+	t.Helper()
+	_, body := adminGet(t, srv, "/clusters")
+	var v struct {
+		Clusters []struct {
+			Name            string
+			PendingRequests int64
+		}
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatalf("/clusters: %v", err)
+	}
+	for _, c := range v.Clusters {
+		if c.Name == cluster {
+			return c.PendingRequests
+		}
+	}
+	t.Fatalf("/clusters has no %s: %s", cluster, body)
+	return 0
 }
 
 // TestH2MaxRequestsOverflow: connectionPool.http2.maxRequests bounds concurrent streams
