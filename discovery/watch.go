@@ -80,11 +80,11 @@ const (
 
 // WatchOptions configures a Registry. Zero values mean the defaults above.
 type WatchOptions struct {
-	DNS                   DNS
-	MinTTL, MaxTTL        time.Duration
-	NXDomainGrace         time.Duration
-	LookupTimeout         time.Duration
-	Log                   *slog.Logger
+	DNS            DNS
+	MinTTL, MaxTTL time.Duration
+	NXDomainGrace  time.Duration
+	LookupTimeout  time.Duration
+	Log            *slog.Logger
 	// Rand returns uniform bits for the jitter; nil means math/rand/v2.
 	Rand func() uint64
 }

@@ -88,7 +88,6 @@ func addrs(eps []Endpoint) []string {
 	return out
 }
 
-
 // TestWatchFollowsTTLWithinBounds: re-resolution follows the answer's TTL clamped to
 // [MinTTL, MaxTTL], and a change of address reaches the subscriber as a complete set.
 func TestWatchFollowsTTLWithinBounds(t *testing.T) {
