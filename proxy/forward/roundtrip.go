@@ -40,6 +40,9 @@ type RoundTrip struct {
 	idleBody *idleBody
 }
 
+// deadlineSlack is how close to an attempt's deadline a failure counts as the deadline.
+const deadlineSlack = 20 * time.Millisecond
+
 // NewRoundTrip prepares out for the pipeline.
 func NewRoundTrip(out *http.Request, cl *upstream.Cluster, idle time.Duration, maxReplay int) *RoundTrip {
 	rt := &RoundTrip{Out: out, Cluster: cl, Idle: idle, MaxReplay: maxReplay}
@@ -91,7 +94,10 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 			return 0, &ClientError{Err: fmt.Errorf("client went away: %w", parent.Err())}
 		case stalled:
 			return 0, &upstream.Error{Kind: upstream.Timeout, Err: fmt.Errorf("no response head within the idle timeout %v: %w", r.Idle, context.DeadlineExceeded)}
-		case deadlineHit:
+		case deadlineHit || (!deadline.IsZero() && time.Until(deadline) <= deadlineSlack):
+			// An upstream given the same deadline (a gRPC call's grpc-timeout travels with
+			// it) may give up a moment before meshd's own timer fires, resetting the
+			// stream; that is the deadline too, not an upstream failure.
 			return 0, &upstream.Error{Kind: upstream.Timeout, Err: err}
 		}
 		return 0, err
