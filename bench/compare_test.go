@@ -495,3 +495,33 @@ func TestCompareTargetHost(t *testing.T) {
 		t.Fatalf("%d requests, errors %v, %d with the wrong Host", r.Requests, r.Errors, wrong.Load())
 	}
 }
+
+// The meshd binaries run in their scenario's config directory, so a relative --meshd
+// or --baseline-meshd is made absolute; a missing one is an error naming the flag.
+func TestMeshdBinaryPaths(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	cwd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("meshd-before", []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join(cwd, "meshd-before")
+	if p, err := FindMeshd("meshd-before"); err != nil || p != want {
+		t.Errorf("FindMeshd(meshd-before) = %q, %v; want %q", p, err, want)
+	}
+	if p, err := CheckBaselineMeshd("./meshd-before"); err != nil || p != want {
+		t.Errorf("CheckBaselineMeshd(./meshd-before) = %q, %v; want %q", p, err, want)
+	}
+	for path, wantErr := range map[string]string{
+		"":        "needs " + BaselineMeshdFlag + " PATH",
+		"missing": BaselineMeshdFlag + " missing: stat missing: ",
+		".":       BaselineMeshdFlag + " .: is a directory",
+	} {
+		if _, err := CheckBaselineMeshd(path); err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("CheckBaselineMeshd(%q) = %v, want an error containing %q", path, err, wantErr)
+		}
+	}
+}

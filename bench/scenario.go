@@ -170,8 +170,8 @@ func startPeer(ctx context.Context, name string, e *env, bin string, args func(d
 	return &instance{name: name, addr: addr, host: addr, proxies: []*Proc{p}}, nil
 }
 
-// FindMeshd returns the meshd binary to benchmark: explicit if set, else meshd
-// beside the running executable, else meshd on PATH.
+// FindMeshd returns the meshd binary to benchmark: explicit if set (made absolute),
+// else meshd beside the running executable, else meshd on PATH.
 func FindMeshd(explicit string) (string, error) {
 	if explicit != "" {
 		return checkBinary("--meshd", explicit)
@@ -189,8 +189,8 @@ func FindMeshd(explicit string) (string, error) {
 	return p, nil
 }
 
-// CheckBaselineMeshd checks that path, the binary of ScenarioMeshdBaseline, exists;
-// the error names the flag as FindMeshd's does.
+// CheckBaselineMeshd checks that path, the binary of ScenarioMeshdBaseline, exists
+// and returns it absolute; the error names the flag as FindMeshd's does.
 func CheckBaselineMeshd(path string) (string, error) {
 	if path == "" {
 		return "", errors.New("no baseline meshd binary: " + ScenarioMeshdBaseline + " needs " + BaselineMeshdFlag + " PATH (Plan.BaselineMeshd)")
@@ -198,6 +198,8 @@ func CheckBaselineMeshd(path string) (string, error) {
 	return checkBinary(BaselineMeshdFlag, path)
 }
 
+// checkBinary checks that the binary path given by flag exists and returns it
+// absolute: the meshd scenarios run in their own config directories.
 func checkBinary(flag, path string) (string, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -206,7 +208,11 @@ func checkBinary(flag, path string) (string, error) {
 	if st.IsDir() {
 		return "", fmt.Errorf("%s %s: is a directory, want the binary", flag, path)
 	}
-	return path, nil
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w", flag, path, err)
+	}
+	return abs, nil
 }
 
 // MeshdHost is the virtual service name the meshd scenarios address.
