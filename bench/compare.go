@@ -48,6 +48,10 @@ type Plan struct {
 	SelfEnv []string
 	// Meshd is the meshd binary ("" = look for one with FindMeshd).
 	Meshd string
+	// BaselineMeshd is the meshd binary of ScenarioMeshdBaseline, typically the build
+	// before a change while Meshd is the build after it. Without it that scenario is
+	// skipped.
+	BaselineMeshd string
 	// CPU lists to pin the load generator, the proxies and the upstream to ("" = none).
 	CPUsLoad, CPUsProxy, CPUsUpstream string
 	// WorkDir receives generated configs; a temporary directory when empty.
@@ -139,6 +143,15 @@ func Compare(ctx context.Context, plan Plan) (*Report, error) {
 				e.meshdWhy = err.Error()
 			} else {
 				e.meshd = p
+				rep.MeshdBinary = p
+			}
+		}
+		if wants(plan.Scenarios, ScenarioMeshdBaseline) {
+			if p, err := CheckBaselineMeshd(plan.BaselineMeshd); err != nil {
+				e.baselineWhy = err.Error()
+			} else {
+				e.baseline = p
+				rep.BaselineMeshdBinary = p
 			}
 		}
 		for _, name := range plan.Scenarios {

@@ -89,6 +89,10 @@ func TestPeerConfigsValidate(t *testing.T) {
 // otherwise returns "" and the reason, which the caller reports as a skip.
 func buildMeshd(t *testing.T) (string, string) {
 	t.Helper()
+	// Compare stops each meshd with SIGTERM, after which it serves on for its drain
+	// grace (3 s) before draining; the meshd children inherit this and stop at once,
+	// so each meshd scenario does not add 3 s to the test.
+	t.Setenv("MESHD_DRAIN_GRACE", "0s")
 	out := filepath.Join(t.TempDir(), "meshd")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -104,18 +108,22 @@ func buildMeshd(t *testing.T) (string, string) {
 }
 
 // isMeshd says whether a scenario runs meshd.
-func isMeshd(s string) bool { return s == ScenarioMeshd || s == ScenarioMeshd2Hop }
+func isMeshd(s string) bool {
+	return s == ScenarioMeshd || s == ScenarioMeshd2Hop || s == ScenarioMeshdBaseline
+}
 
 // A short real run of every scenario available here, with the processes under
-// test started as the harness starts them.
+// test started as the harness starts them. The one meshd build serves as both meshd
+// and meshd-baseline.
 func TestCompareRealRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts proxies; skipped in -short")
 	}
 	meshd, why := buildMeshd(t)
 	plan := selfPlan(t)
-	plan.Scenarios = AllScenarios()
-	plan.Meshd = meshd
+	plan.Scenarios = DefaultScenarios(true)
+	plan.Meshd, plan.BaselineMeshd = meshd, meshd
+	plan.WorkDir = t.TempDir()
 	if meshd == "" {
 		t.Log(why)
 		plan.Scenarios = slices.DeleteFunc(plan.Scenarios, isMeshd)
@@ -135,7 +143,7 @@ func TestCompareRealRun(t *testing.T) {
 	for _, s := range rep.Skipped {
 		skipped[s.Scenario] = s.Reason
 	}
-	for _, name := range AllScenarios() {
+	for _, name := range DefaultScenarios(true) {
 		t.Run(name, func(t *testing.T) {
 			r := byName[name]
 			if r == nil {
@@ -168,7 +176,21 @@ func TestCompareRealRun(t *testing.T) {
 			if name == ScenarioMeshd2Hop && r.Proxies != 2 {
 				t.Errorf("meshd-2hop has %d proxies, want 2", r.Proxies)
 			}
+			if name == ScenarioMeshdBaseline && r.Proxies != 1 {
+				t.Errorf("meshd-baseline has %d proxies, want 1 as meshd", r.Proxies)
+			}
 		})
+	}
+	if meshd != "" {
+		// meshd-baseline is the meshd scenario: the same config, another binary.
+		a, errA := os.ReadFile(filepath.Join(plan.WorkDir, ScenarioMeshd, "mesh.yaml"))
+		b, errB := os.ReadFile(filepath.Join(plan.WorkDir, ScenarioMeshdBaseline, "mesh.yaml"))
+		if errA != nil || errB != nil || !bytes.Equal(a, b) {
+			t.Errorf("meshd and meshd-baseline configs differ (%v, %v):\n%s\n---\n%s", errA, errB, a, b)
+		}
+		if rep.MeshdBinary != meshd || rep.BaselineMeshdBinary != meshd {
+			t.Errorf("report names binaries %q and %q, want %q", rep.MeshdBinary, rep.BaselineMeshdBinary, meshd)
+		}
 	}
 	if !strings.Contains(progress.String(), "fixed-200 direct") {
 		t.Errorf("no progress lines: %q", progress.String())
@@ -215,6 +237,60 @@ func TestCompareRealRun(t *testing.T) {
 	if !strings.Contains(string(md), "| direct |") || !strings.Contains(string(md), rep.Machine.Kernel) {
 		t.Errorf("report.md lacks the table or machine:\n%s", md)
 	}
+	if meshd == "" {
+		return
+	}
+	// meshd-baseline is labelled in every report file, and compared with haproxy as
+	// any scenario is when haproxy ran.
+	var wantMD []string
+	for _, name := range []string{ScenarioMeshd, ScenarioMeshdBaseline} {
+		wantMD = append(wantMD, "| "+name+" | ")
+		if byName[ScenarioHAProxy] != nil {
+			wantMD = append(wantMD, "- "+name+": req/s ")
+		}
+	}
+	wantMD = append(wantMD, "meshd binaries: meshd = "+meshd+", meshd-baseline = "+meshd)
+	for _, want := range wantMD {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report.md lacks %q:\n%s", want, md)
+		}
+	}
+	if !strings.Contains(string(b), `"scenario": "meshd-baseline"`) || !strings.Contains(string(b), `"baselineMeshdBinary": "`+meshd+`"`) {
+		t.Errorf("report.json lacks meshd-baseline or its binary")
+	}
+	svg, err := os.ReadFile(filepath.Join(dir, "latency-fixed-200.svg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{ScenarioMeshd, ScenarioMeshdBaseline} {
+		if n := strings.Count(string(svg), ">"+name+"<"); n != 1 {
+			t.Errorf("latency-fixed-200.svg has %d legend entries %q, want 1", n, name)
+		}
+	}
+}
+
+// Without a baseline binary meshd-baseline is skipped with a reason naming the flag,
+// and the other scenarios run.
+func TestCompareBaselineWithoutBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the upstream; skipped in -short")
+	}
+	plan := selfPlan(t)
+	plan.Scenarios = []string{ScenarioDirect, ScenarioMeshdBaseline}
+	plan.Phases = []Phase{{Name: "fixed-100", Rate: 100, Connections: 1, Duration: 100 * time.Millisecond}}
+	rep, err := Compare(context.Background(), plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Results) != 1 || rep.Results[0].Scenario != ScenarioDirect || rep.Results[0].Requests == 0 {
+		t.Errorf("results %+v, want direct measured", rep.Results)
+	}
+	if len(rep.Skipped) != 1 || rep.Skipped[0].Scenario != ScenarioMeshdBaseline || !strings.Contains(rep.Skipped[0].Reason, BaselineMeshdFlag) {
+		t.Errorf("skipped %+v, want meshd-baseline with a reason naming %s", rep.Skipped, BaselineMeshdFlag)
+	}
+	if rep.BaselineMeshdBinary != "" {
+		t.Errorf("report names a baseline binary %q", rep.BaselineMeshdBinary)
+	}
 }
 
 func TestCompareRealRunH2C(t *testing.T) {
@@ -224,8 +300,8 @@ func TestCompareRealRunH2C(t *testing.T) {
 	meshd, why := buildMeshd(t)
 	plan := selfPlan(t)
 	plan.Proto = H2C
-	plan.Meshd = meshd
-	plan.Scenarios = []string{ScenarioDirect, ScenarioMeshd, ScenarioMeshd2Hop, ScenarioHTTPUtil, ScenarioHAProxy, ScenarioNginx}
+	plan.Meshd, plan.BaselineMeshd = meshd, meshd
+	plan.Scenarios = []string{ScenarioDirect, ScenarioMeshd, ScenarioMeshdBaseline, ScenarioMeshd2Hop, ScenarioHTTPUtil, ScenarioHAProxy, ScenarioNginx}
 	if meshd == "" {
 		t.Log(why)
 		plan.Scenarios = slices.DeleteFunc(plan.Scenarios, isMeshd)
@@ -250,7 +326,7 @@ func TestCompareRealRunH2C(t *testing.T) {
 	if meshd == "" {
 		t.Skip(why)
 	}
-	for _, name := range []string{ScenarioMeshd, ScenarioMeshd2Hop} {
+	for _, name := range []string{ScenarioMeshd, ScenarioMeshdBaseline, ScenarioMeshd2Hop} {
 		r := measured[name]
 		if r == nil {
 			t.Errorf("%s was not measured over h2c", name)
@@ -417,5 +493,35 @@ func TestCompareTargetHost(t *testing.T) {
 	}
 	if r := rep.Results[0]; r.Requests == 0 || r.ErrorCount != 0 || wrong.Load() != 0 {
 		t.Fatalf("%d requests, errors %v, %d with the wrong Host", r.Requests, r.Errors, wrong.Load())
+	}
+}
+
+// The meshd binaries run in their scenario's config directory, so a relative --meshd
+// or --baseline-meshd is made absolute; a missing one is an error naming the flag.
+func TestMeshdBinaryPaths(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	cwd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("meshd-before", []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join(cwd, "meshd-before")
+	if p, err := FindMeshd("meshd-before"); err != nil || p != want {
+		t.Errorf("FindMeshd(meshd-before) = %q, %v; want %q", p, err, want)
+	}
+	if p, err := CheckBaselineMeshd("./meshd-before"); err != nil || p != want {
+		t.Errorf("CheckBaselineMeshd(./meshd-before) = %q, %v; want %q", p, err, want)
+	}
+	for path, wantErr := range map[string]string{
+		"":        "needs " + BaselineMeshdFlag + " PATH",
+		"missing": BaselineMeshdFlag + " missing: stat missing: ",
+		".":       BaselineMeshdFlag + " .: is a directory",
+	} {
+		if _, err := CheckBaselineMeshd(path); err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("CheckBaselineMeshd(%q) = %v, want an error containing %q", path, err, wantErr)
+		}
 	}
 }

@@ -16,16 +16,20 @@ import (
 
 // Report is the outcome of one Compare. Its JSON form is report.json.
 type Report struct {
-	Harness  string         `json:"harness"`
-	Started  time.Time      `json:"started"`
-	Machine  Machine        `json:"machine"`
-	Pinning  string         `json:"pinning"`
-	Proto    string         `json:"proto"`
-	Rounds   int            `json:"rounds"`
-	ReqBody  int            `json:"requestBodyBytes"`
-	RespBody int            `json:"responseBodyBytes"`
-	Results  []*PhaseResult `json:"results"`
-	Skipped  []Skip         `json:"skipped,omitempty"`
+	Harness  string    `json:"harness"`
+	Started  time.Time `json:"started"`
+	Machine  Machine   `json:"machine"`
+	Pinning  string    `json:"pinning"`
+	Proto    string    `json:"proto"`
+	Rounds   int       `json:"rounds"`
+	ReqBody  int       `json:"requestBodyBytes"`
+	RespBody int       `json:"responseBodyBytes"`
+	// MeshdBinary and BaselineMeshdBinary are the binaries the meshd scenarios and
+	// ScenarioMeshdBaseline were started with; empty when not among the scenarios.
+	MeshdBinary         string         `json:"meshdBinary,omitempty"`
+	BaselineMeshdBinary string         `json:"baselineMeshdBinary,omitempty"`
+	Results             []*PhaseResult `json:"results"`
+	Skipped             []Skip         `json:"skipped,omitempty"`
 }
 
 // Machine identifies where a report was measured.
@@ -226,6 +230,9 @@ func WriteTable(w io.Writer, rep *Report, markdown bool) error {
 	bw.printf("Machine: %s, %d cores, kernel %s, %s, %s\n", m.CPUModel, m.Cores, m.Kernel, m.OS, m.GoVersion)
 	bw.printf("Started %s; protocol %s; request body %d B, response body %d B; %d round(s) interleaved; pinning: %s\n",
 		rep.Started.Format(time.RFC3339), rep.Proto, rep.ReqBody, rep.RespBody, rep.Rounds, rep.Pinning)
+	if rep.BaselineMeshdBinary != "" {
+		bw.printf("meshd binaries: %s = %s, %s = %s\n", ScenarioMeshd, orNone(rep.MeshdBinary), ScenarioMeshdBaseline, rep.BaselineMeshdBinary)
+	}
 	bw.printf("Latency in ms; open-loop phases count it from the scheduled send time (coordinated omission corrected).\n")
 	bw.printf("CPU µs/req is the on-CPU time (/proc schedstat, else utime+stime) of the scenario's proxy processes over the measured windows ÷ responses; RSS is the largest peak (VmHWM) of one proxy.\n")
 	for _, phase := range phaseOrder(rep) {
@@ -285,6 +292,13 @@ func WriteTable(w io.Writer, rep *Report, markdown bool) error {
 		}
 	}
 	return bw.err
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
 }
 
 func errText(r *PhaseResult) string {

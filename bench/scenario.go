@@ -19,17 +19,35 @@ const (
 	ScenarioDirect    = "direct"
 	ScenarioMeshd     = "meshd"
 	ScenarioMeshd2Hop = "meshd-2hop"
-	ScenarioHTTPUtil  = "go-httputil"
-	ScenarioHAProxy   = "haproxy"
-	ScenarioNginx     = "nginx"
-	ScenarioEnvoy     = "envoy"
-	ScenarioTarget    = "target" // an external URL (--target)
+	// ScenarioMeshdBaseline is the meshd scenario (same config, CPU pinning and
+	// protocols) run with a second meshd build, Plan.BaselineMeshd (--baseline-meshd),
+	// so that a change's before and after are measured in one interleaved run.
+	ScenarioMeshdBaseline = "meshd-baseline"
+	ScenarioHTTPUtil      = "go-httputil"
+	ScenarioHAProxy       = "haproxy"
+	ScenarioNginx         = "nginx"
+	ScenarioEnvoy         = "envoy"
+	ScenarioTarget        = "target" // an external URL (--target)
 )
 
-// AllScenarios lists every scenario the harness knows, in report order.
-func AllScenarios() []string {
-	return []string{ScenarioDirect, ScenarioMeshd, ScenarioMeshd2Hop, ScenarioHTTPUtil,
-		ScenarioHAProxy, ScenarioNginx, ScenarioEnvoy}
+// BaselineMeshdFlag is the command-line flag that sets Plan.BaselineMeshd and so
+// enables ScenarioMeshdBaseline.
+const BaselineMeshdFlag = "--baseline-meshd"
+
+// AllScenarios lists, in report order, every scenario the harness runs by default:
+// all it knows except ScenarioMeshdBaseline, which needs a second meshd binary (see
+// DefaultScenarios).
+func AllScenarios() []string { return DefaultScenarios(false) }
+
+// DefaultScenarios is the scenario list when none is chosen: AllScenarios, plus
+// ScenarioMeshdBaseline right after ScenarioMeshd when withBaseline (a baseline meshd
+// binary is given). DefaultScenarios(true) is every scenario the harness knows.
+func DefaultScenarios(withBaseline bool) []string {
+	list := []string{ScenarioDirect, ScenarioMeshd}
+	if withBaseline {
+		list = append(list, ScenarioMeshdBaseline)
+	}
+	return append(list, ScenarioMeshd2Hop, ScenarioHTTPUtil, ScenarioHAProxy, ScenarioNginx, ScenarioEnvoy)
 }
 
 // SkipError says a scenario could not run here (e.g. its binary is missing).
@@ -63,7 +81,10 @@ type env struct {
 	cpusProxy string
 	meshd     string // path, or "" when not found
 	meshdWhy  string // why meshd is not available
-	log       *slog.Logger
+	// baseline and baselineWhy are the same for ScenarioMeshdBaseline's binary.
+	baseline    string
+	baselineWhy string
+	log         *slog.Logger
 }
 
 const startTimeout = 15 * time.Second
@@ -112,10 +133,10 @@ func startScenario(ctx context.Context, name string, e *env) (*instance, error) 
 			}
 			return []string{"-c", cfg, "--concurrency", "1", "--log-level", "warn", "--disable-hot-restart"}, nil
 		})
-	case ScenarioMeshd, ScenarioMeshd2Hop:
+	case ScenarioMeshd, ScenarioMeshd2Hop, ScenarioMeshdBaseline:
 		return startMeshd(ctx, name, e)
 	}
-	return nil, fmt.Errorf("scenario %q: unknown (known: %s)", name, strings.Join(AllScenarios(), ", "))
+	return nil, fmt.Errorf("scenario %q: unknown (known: %s)", name, strings.Join(DefaultScenarios(true), ", "))
 }
 
 func startPeer(ctx context.Context, name string, e *env, bin string, args func(dir string, port int) ([]string, error)) (*instance, error) {
@@ -149,14 +170,11 @@ func startPeer(ctx context.Context, name string, e *env, bin string, args func(d
 	return &instance{name: name, addr: addr, host: addr, proxies: []*Proc{p}}, nil
 }
 
-// FindMeshd returns the meshd binary to benchmark: explicit if set, else meshd
-// beside the running executable, else meshd on PATH.
+// FindMeshd returns the meshd binary to benchmark: explicit if set (made absolute),
+// else meshd beside the running executable, else meshd on PATH.
 func FindMeshd(explicit string) (string, error) {
 	if explicit != "" {
-		if _, err := os.Stat(explicit); err != nil {
-			return "", fmt.Errorf("--meshd %s: %w", explicit, err)
-		}
-		return explicit, nil
+		return checkBinary("--meshd", explicit)
 	}
 	if exe, err := os.Executable(); err == nil {
 		p := filepath.Join(filepath.Dir(exe), "meshd")
@@ -169,6 +187,32 @@ func FindMeshd(explicit string) (string, error) {
 		return "", errors.New("no meshd beside meshbench nor on PATH (build it with `go build -o . ./cmd/meshd` or pass --meshd)")
 	}
 	return p, nil
+}
+
+// CheckBaselineMeshd checks that path, the binary of ScenarioMeshdBaseline, exists
+// and returns it absolute; the error names the flag as FindMeshd's does.
+func CheckBaselineMeshd(path string) (string, error) {
+	if path == "" {
+		return "", errors.New("no baseline meshd binary: " + ScenarioMeshdBaseline + " needs " + BaselineMeshdFlag + " PATH (Plan.BaselineMeshd)")
+	}
+	return checkBinary(BaselineMeshdFlag, path)
+}
+
+// checkBinary checks that the binary path given by flag exists and returns it
+// absolute: the meshd scenarios run in their own config directories.
+func checkBinary(flag, path string) (string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w", flag, path, err)
+	}
+	if st.IsDir() {
+		return "", fmt.Errorf("%s %s: is a directory, want the binary", flag, path)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w", flag, path, err)
+	}
+	return abs, nil
 }
 
 // MeshdHost is the virtual service name the meshd scenarios address.
@@ -196,9 +240,15 @@ virtualServices:
 `, MeshdHost, upstreamPort, endpoint, MeshdHost)
 }
 
+// startMeshd starts the meshd scenarios: meshd and meshd-baseline (one sidecar, the
+// same config and pinning, different binaries) and meshd-2hop.
 func startMeshd(ctx context.Context, name string, e *env) (*instance, error) {
-	if e.meshd == "" {
-		return nil, &SkipError{Reason: e.meshdWhy}
+	bin, why := e.meshd, e.meshdWhy
+	if name == ScenarioMeshdBaseline {
+		bin, why = e.baseline, e.baselineWhy
+	}
+	if bin == "" {
+		return nil, &SkipError{Reason: why}
 	}
 	_, upPortS, _ := strings.Cut(e.upstream, ":")
 	upPort, err := strconv.Atoi(upPortS)
@@ -232,7 +282,7 @@ func startMeshd(ctx context.Context, name string, e *env) (*instance, error) {
 	}
 	for _, sc := range cars {
 		admin := "127.0.0.1:" + strconv.Itoa(sc.admin)
-		p, err := StartProc(ProcSpec{Name: name + "/" + sc.node, Dir: dir, CPUs: e.cpusProxy, Argv: []string{e.meshd, "run", "-c", cfg,
+		p, err := StartProc(ProcSpec{Name: name + "/" + sc.node, Dir: dir, CPUs: e.cpusProxy, Argv: []string{bin, "run", "-c", cfg,
 			"--node", sc.node, "--admin-addr", admin,
 			"--ingress-port", strconv.Itoa(sc.ingress), "--egress-port", strconv.Itoa(sc.egress)}})
 		if err != nil {

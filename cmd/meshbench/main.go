@@ -5,6 +5,7 @@
 //	meshbench                      # ~30 s default comparison, report in ./bench-report-<time>/
 //	meshbench --target URL         # open-loop and max-throughput load on one URL
 //	meshbench --sweep              # rates × connections for every scenario
+//	meshbench --meshd new --baseline-meshd old   # adds meshd-baseline (old) after meshd (new)
 //
 // `meshbench internal ...` is used by the harness itself to run its upstream and the
 // httputil baseline as separate processes.
@@ -20,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -75,10 +77,15 @@ type flagError struct{ error }
 func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 	fs := flag.NewFlagSet("meshbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	baselineFlag := strings.TrimPrefix(bench.BaselineMeshdFlag, "--")
+	scenariosHelp := "comma-separated scenarios to compare; " + bench.ScenarioMeshdBaseline + " needs " + bench.BaselineMeshdFlag +
+		", which also adds it to this default right after " + bench.ScenarioMeshd
+	baselineHelp := "a second meshd binary (e.g. the build before a change), run as scenario " + bench.ScenarioMeshdBaseline +
+		": the meshd scenario (same config and pinning) with this binary, interleaved with the others"
 	var (
 		target    = fs.String("target", "", "measure this http:// URL instead of the built-in scenarios")
 		host      = fs.String("host", "", "with --target: the Host header to send (e.g. a virtual service name at a meshd egress port)")
-		scenarios = fs.String("scenarios", strings.Join(bench.AllScenarios(), ","), "comma-separated scenarios to compare")
+		scenarios = fs.String("scenarios", strings.Join(bench.AllScenarios(), ","), scenariosHelp)
 		protoS    = fs.String("proto", "h1", "protocol from the load generator: h1 (HTTP/1.1 keep-alive) or h2c")
 		rate      = fs.Float64("rate", 1000, "fixed-rate phase: total req/s, open loop (0 disables the phase)")
 		conns     = fs.Int("connections", 8, "fixed-rate phase: connections")
@@ -94,10 +101,14 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 		sweepC    = fs.String("sweep-connections", "8,50", "sweep mode: connections list")
 		cpus      = fs.String("cpus", "", "pin LOAD:PROXY:UPSTREAM to CPU lists, e.g. 0:1:1 or 0-1:2:3 (empty part = not pinned)")
 		meshd     = fs.String("meshd", "", "meshd binary (default: beside meshbench, else on PATH)")
+		baseline  = fs.String(baselineFlag, "", baselineHelp)
 		out       = fs.String("out", "", "report directory (default ./bench-report-<timestamp>)")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: meshbench [flags]\n\nWith no flags: a ~30 s comparison of %s.\n\n", strings.Join(bench.AllScenarios(), ", "))
+		fmt.Fprintf(stderr, "usage: meshbench [flags]\n\nWith no flags: a ~30 s comparison of %s.\n", strings.Join(bench.AllScenarios(), ", "))
+		fmt.Fprintf(stderr, "Before/after of a meshd change, as ratios to haproxy in one interleaved run:\n"+
+			"  meshbench --cpus 0:1:1 --meshd bin/meshd %s /tmp/meshd-before --scenarios %s,%s,%s\n\n",
+			bench.BaselineMeshdFlag, bench.ScenarioMeshdBaseline, bench.ScenarioMeshd, bench.ScenarioHAProxy)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -114,11 +125,25 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 		return bench.Plan{}, "", fmt.Errorf("--proto: %w", err)
 	}
 	plan := bench.Plan{Target: *target, TargetHost: *host, Rounds: *rounds, Proto: proto, ReqBody: *reqBody, RespBody: *respBody,
-		Timeout: *timeout, Meshd: *meshd}
-	for s := range strings.SplitSeq(*scenarios, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			plan.Scenarios = append(plan.Scenarios, s)
+		Timeout: *timeout, Meshd: *meshd, BaselineMeshd: *baseline}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "scenarios" })
+	if explicit {
+		for s := range strings.SplitSeq(*scenarios, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				plan.Scenarios = append(plan.Scenarios, s)
+			}
 		}
+	} else {
+		plan.Scenarios = bench.DefaultScenarios(*baseline != "")
+	}
+	if *baseline != "" {
+		if _, err := bench.CheckBaselineMeshd(*baseline); err != nil {
+			return bench.Plan{}, "", err
+		}
+	} else if slices.Contains(plan.Scenarios, bench.ScenarioMeshdBaseline) {
+		return bench.Plan{}, "", fmt.Errorf("--scenarios %s: %s needs %s PATH (the meshd binary to compare with --meshd's)",
+			*scenarios, bench.ScenarioMeshdBaseline, bench.BaselineMeshdFlag)
 	}
 	if *cpus != "" {
 		parts := strings.Split(*cpus, ":")

@@ -115,8 +115,82 @@ func TestDefaultPlan(t *testing.T) {
 	if plan.WorkDir != filepath.Join(dir, "configs") {
 		t.Errorf("work dir %s, want %s/configs", plan.WorkDir, dir)
 	}
-	if plan.CPUsLoad != "" || plan.CPUsProxy != "" || plan.CPUsUpstream != "" || plan.Meshd != "" {
+	if plan.CPUsLoad != "" || plan.CPUsProxy != "" || plan.CPUsUpstream != "" || plan.Meshd != "" || plan.BaselineMeshd != "" {
 		t.Errorf("default plan pins or names a meshd: %+v", plan)
+	}
+}
+
+// TestBaselineMeshdFlag: --baseline-meshd adds meshd-baseline right after meshd to
+// the default scenarios and leaves an explicit --scenarios as given; naming
+// meshd-baseline without the flag, or giving the flag a path that is not a file, is
+// a usage error naming the flag.
+func TestBaselineMeshdFlag(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "meshd-before")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	parse := func(args ...string) (bench.Plan, error) {
+		t.Helper()
+		var stderr bytes.Buffer
+		plan, _, err := parsePlan(args, &stderr)
+		return plan, err
+	}
+
+	plan, err := parse("--baseline-meshd", bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"direct", "meshd", "meshd-baseline", "meshd-2hop", "go-httputil", "haproxy", "nginx", "envoy"}
+	if !slices.Equal(plan.Scenarios, want) || plan.BaselineMeshd != bin {
+		t.Errorf("with --baseline-meshd: scenarios %v baseline %q, want %v and %q", plan.Scenarios, plan.BaselineMeshd, want, bin)
+	}
+	if !slices.Equal(plan.Scenarios, bench.DefaultScenarios(true)) {
+		t.Errorf("scenarios %v, want bench.DefaultScenarios(true) %v", plan.Scenarios, bench.DefaultScenarios(true))
+	}
+
+	plan, err = parse("--meshd", bin, "--baseline-meshd", bin, "--scenarios", "meshd-baseline,meshd,haproxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"meshd-baseline", "meshd", "haproxy"}; !slices.Equal(plan.Scenarios, want) || plan.Meshd != bin {
+		t.Errorf("explicit --scenarios: %v (meshd %q), want %v as given", plan.Scenarios, plan.Meshd, want)
+	}
+	// The flag alone does not add the scenario to an explicit list.
+	if plan, err = parse("--baseline-meshd", bin, "--scenarios", "meshd,haproxy"); err != nil || slices.Contains(plan.Scenarios, "meshd-baseline") {
+		t.Errorf("--scenarios meshd,haproxy with the flag: %v, %v", plan.Scenarios, err)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--scenarios", "meshd-baseline,meshd,haproxy"}, "meshd-baseline needs --baseline-meshd PATH"},
+		{[]string{"--baseline-meshd", filepath.Join(dir, "missing")}, "--baseline-meshd " + filepath.Join(dir, "missing") + ": stat "},
+		{[]string{"--baseline-meshd", dir}, "--baseline-meshd " + dir + ": is a directory"},
+	} {
+		_, err := parse(tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("parsePlan(%v) = %v, want an error containing %q", tc.args, err, tc.want)
+		}
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), tc.args, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("run(%v) = %d, stderr %q; want 2 and the error", tc.args, code, stderr.String())
+		}
+	}
+	// The same kind of error as --meshd's (which is reported when Compare looks for meshd).
+	if _, err := bench.FindMeshd(filepath.Join(dir, "missing")); err == nil || !strings.HasPrefix(err.Error(), "--meshd "+filepath.Join(dir, "missing")+": stat ") {
+		t.Errorf("FindMeshd(missing) = %v", err)
+	}
+
+	var help bytes.Buffer
+	if _, _, err := parsePlan([]string{"-h"}, &help); err == nil {
+		t.Fatal("-h: no flag.ErrHelp")
+	}
+	for _, want := range []string{"-baseline-meshd", "--meshd bin/meshd --baseline-meshd /tmp/meshd-before --scenarios meshd-baseline,meshd,haproxy"} {
+		if !strings.Contains(help.String(), want) {
+			t.Errorf("--help lacks %q:\n%s", want, help.String())
+		}
 	}
 }
 
