@@ -282,7 +282,10 @@ func startMeshd(ctx context.Context, name string, e *env) (*instance, error) {
 	}
 	for _, sc := range cars {
 		admin := "127.0.0.1:" + strconv.Itoa(sc.admin)
-		p, err := StartProc(ProcSpec{Name: name + "/" + sc.node, Dir: dir, CPUs: e.cpusProxy, Argv: []string{bin, "run", "-c", cfg,
+		// The drain grace (readiness fails while listeners serve on) is for orchestrators;
+		// a benchmark stopping its sidecar wants it gone at once. An environment variable,
+		// not a flag, so a baseline meshd from before the flag existed starts as well.
+		p, err := StartProc(ProcSpec{Name: name + "/" + sc.node, Dir: dir, CPUs: e.cpusProxy, Env: []string{"MESHD_DRAIN_GRACE=0s"}, Argv: []string{bin, "run", "-c", cfg,
 			"--node", sc.node, "--admin-addr", admin,
 			"--ingress-port", strconv.Itoa(sc.ingress), "--egress-port", strconv.Itoa(sc.egress)}})
 		if err != nil {
