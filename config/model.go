@@ -57,6 +57,10 @@ type EgressFilter struct {
 
 type MeshServiceDiscovery struct {
 	IPPreference string `json:"ipPreference,omitempty"` // IPv6_PREFERRED | IPv4_PREFERRED | IPv4_ONLY | IPv6_ONLY
+	// DNSResolvers is a meshd extension: the DNS servers ("ip" or "ip:port") that resolve
+	// service discovery names instead of /etc/resolv.conf's. meshd run --dns-resolver
+	// overrides it.
+	DNSResolvers []string `json:"dnsResolvers,omitempty"`
 }
 
 const (
@@ -310,6 +314,10 @@ type DNSServiceDiscovery struct {
 	Hostname     string `json:"hostname"`
 	IPPreference string `json:"ipPreference,omitempty"`
 	ResponseType string `json:"responseType,omitempty"` // LOADBALANCER | ENDPOINTS
+	// RecordType is a meshd extension: A (A/AAAA records at the listener port, the
+	// default) or SRV (each record's target at its own port and weight, as Cloud Map and
+	// Consul DNS serve them).
+	RecordType string `json:"recordType,omitempty"`
 }
 
 type CloudMapServiceDiscovery struct {

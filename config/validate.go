@@ -270,6 +270,11 @@ func (v *validator) mesh() {
 	}
 	if sd := m.Spec.ServiceDiscovery; sd != nil {
 		v.optEnum("mesh.spec.serviceDiscovery.ipPreference", sd.IPPreference, ipPreferences...)
+		for i, r := range sd.DNSResolvers {
+			if err := checkResolver(r); err != nil {
+				v.add(fmt.Sprintf("mesh.spec.serviceDiscovery.dnsResolvers[%d]", i), r, "%v", err)
+			}
+		}
 	}
 }
 
@@ -646,10 +651,14 @@ func (v *validator) serviceDiscovery(path string, sd *ServiceDiscovery) {
 		}
 		v.optEnum(path+".dns.ipPreference", d.IPPreference, ipPreferences...)
 		v.optEnum(path+".dns.responseType", d.ResponseType, "LOADBALANCER", "ENDPOINTS")
+		v.optEnum(path+".dns.recordType", d.RecordType, "A", "SRV")
+		if d.RecordType == "SRV" && d.ResponseType == "LOADBALANCER" {
+			v.add(path+".dns.responseType", d.ResponseType, "LOADBALANCER (one address) cannot be combined with recordType SRV (every record is an endpoint); drop one")
+		}
 	}
 	if cm := sd.AWSCloudMap; cm != nil {
-		// Parsed and checked for shape only: resolving it needs AWS, and the
-		// runtime reports that, so a file shared with real App Mesh still validates.
+		// Resolved through the namespace's DNS (<serviceName>.<namespaceName>); attribute
+		// filtering needs the Cloud Map API, which meshd warns about at start.
 		if cm.NamespaceName == "" {
 			v.add(path+".awsCloudMap.namespaceName", nil, "is required")
 		}
@@ -677,6 +686,21 @@ func (v *validator) serviceDiscovery(path string, sd *ServiceDiscovery) {
 			}
 		}
 	}
+}
+
+// checkResolver accepts a DNS server address: an IP, or ip:port.
+func checkResolver(s string) error {
+	if net.ParseIP(strings.Trim(s, "[]")) != nil {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || net.ParseIP(host) == nil {
+		return fmt.Errorf("want an IP address or ip:port")
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("port %q must be 1..65535", port)
+	}
+	return nil
 }
 
 // checkHostPort accepts "host", "host:port", "[v6]:port" and a bare IPv6 address.

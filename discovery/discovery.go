@@ -1,13 +1,13 @@
-// Package discovery turns a virtual node's serviceDiscovery into endpoint sets.
-//
-// Every source produces complete sets, never deltas: the consumer (balancer.Cluster.Update)
-// replaces what it had with what it is given, so a lost or repeated set cannot leave stale
-// endpoints behind. A Source is asked once per resolution; live sources (a DNS watcher that
-// re-resolves on TTL) call the same Endpoints method on a schedule and push each result.
+// Package discovery turns a virtual node's serviceDiscovery into endpoint sets and keeps
+// them current: PlanFor says which endpoints are fixed (static IPs) and which names to
+// follow (dns, awsCloudMap through its DNS namespace, static hostnames); a Registry
+// follows each name with a DNS client on github.com/miekg/dns (Client), re-resolving on
+// the answer's TTL, and pushes complete sets, never deltas: the consumer
+// (balancer.Cluster.Update) replaces what it had with what it is given, so a lost or
+// repeated set cannot leave stale endpoints behind.
 package discovery
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -27,23 +27,8 @@ type Endpoint struct {
 	Weight  uint32
 }
 
-// Source produces the complete current endpoint set of one node. Endpoints may block on
-// I/O (DNS) and honours ctx; an error means "no new set", and a caller that already
-// holds a set should keep it (Envoy keeps the last good hosts on resolution failure).
-type Source interface {
-	Endpoints(ctx context.Context) ([]Endpoint, error)
-}
-
-// Resolver is the one-method name lookup seam; *net.Resolver satisfies it.
-type Resolver interface {
-	LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error)
-}
-
 // ErrNoAddresses means a DNS name resolved, but to no address the ipPreference allows.
 var ErrNoAddresses = errors.New("no usable addresses")
-
-// ErrUnsupported means the configured discovery kind needs APIs meshd does not call.
-var ErrUnsupported = errors.New("unsupported service discovery")
 
 // IP preferences, as App Mesh spells them (serviceDiscovery.dns.ipPreference).
 const (
@@ -53,50 +38,8 @@ const (
 	IPv6Preferred = "IPv6_PREFERRED"
 )
 
-// NewSource builds the Source for a node's serviceDiscovery at the given listener port.
-// Static and DNS are supported; awsCloudMap returns ErrUnsupported. Configuration
-// errors (nil sd, no kind set, empty hostname, unknown ipPreference, bad static
-// address, port out of range) are reported here, once, rather than on every resolution.
-// A nil r means net.DefaultResolver.
-func NewSource(sd *config.ServiceDiscovery, port int, r Resolver) (Source, error) {
-	if sd == nil {
-		return nil, errors.New("serviceDiscovery: not set")
-	}
-	switch {
-	case sd.Static != nil:
-		eps, err := Static(sd.Static, port)
-		if err != nil {
-			return nil, err
-		}
-		return staticSource(eps), nil
-	case sd.DNS != nil:
-		return newDNSSource(sd.DNS, port, r)
-	case sd.AWSCloudMap != nil:
-		return nil, fmt.Errorf("serviceDiscovery.awsCloudMap (namespace %q, service %q): %w: Cloud Map needs AWS APIs meshd does not call; use serviceDiscovery.dns or serviceDiscovery.static",
-			sd.AWSCloudMap.NamespaceName, sd.AWSCloudMap.ServiceName, ErrUnsupported)
-	default:
-		return nil, errors.New("serviceDiscovery: none of dns, awsCloudMap, static is set")
-	}
-}
-
-// Resolve produces the complete endpoint set for a node's serviceDiscovery at the given
-// listener port: it builds the Source and asks it once. See NewSource for the errors.
-func Resolve(ctx context.Context, sd *config.ServiceDiscovery, port int, r Resolver) ([]Endpoint, error) {
-	src, err := NewSource(sd, port, r)
-	if err != nil {
-		return nil, err
-	}
-	return src.Endpoints(ctx)
-}
-
-type staticSource []Endpoint
-
-// Endpoints returns a copy so that callers may keep or change the slice they get.
-func (s staticSource) Endpoints(context.Context) ([]Endpoint, error) {
-	return append([]Endpoint(nil), s...), nil
-}
-
-// Static turns the static extension into endpoints, in configuration order. Each address
+// Static turns the static extension into endpoints, in configuration order, when every
+// address is an IP literal (PlanFor follows the others as names). Each address
 // must be an IP literal, optionally with a port ("10.0.0.1", "10.0.0.1:80", "::1",
 // "[::1]:80"); an address without a port gets defaultPort. Host names are rejected:
 // names belong in serviceDiscovery.dns, which re-resolves them. A weight of 0 means 1.

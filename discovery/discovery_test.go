@@ -1,8 +1,6 @@
 package discovery
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -109,57 +107,65 @@ func TestStaticErrors(t *testing.T) {
 	}
 }
 
-func TestResolveKinds(t *testing.T) {
-	ctx := context.Background()
-
-	got, err := Resolve(ctx, &config.ServiceDiscovery{Static: static(config.StaticEndpoint{Address: "10.0.0.1"})}, 9080, nil)
-	if err != nil || !reflect.DeepEqual(got, []Endpoint{{"10.0.0.1:9080", 1}}) {
-		t.Fatalf("static: %v, %v", got, err)
-	}
-
+func TestPlanFor(t *testing.T) {
+	ep := func(a string, w uint32) Endpoint { return Endpoint{Address: a, Weight: w} }
 	tests := []struct {
-		name string
-		sd   *config.ServiceDiscovery
-		port int
-		is   error
-		want string
+		name     string
+		sd       *config.ServiceDiscovery
+		meshPref string
+		want     Plan
+		warn     string
 	}{
-		{"nil", nil, 80, nil, "serviceDiscovery: not set"},
-		{"no kind", &config.ServiceDiscovery{}, 80, nil, "none of dns, awsCloudMap, static"},
-		{"cloud map", &config.ServiceDiscovery{AWSCloudMap: &config.CloudMapServiceDiscovery{NamespaceName: "ns", ServiceName: "svc"}}, 80,
-			ErrUnsupported, `serviceDiscovery.awsCloudMap (namespace "ns", service "svc")`},
-		{"dns empty hostname", &config.ServiceDiscovery{DNS: &config.DNSServiceDiscovery{}}, 80, nil, "serviceDiscovery.dns.hostname: empty"},
-		{"dns bad preference", &config.ServiceDiscovery{DNS: &config.DNSServiceDiscovery{Hostname: "a.test", IPPreference: "IPV4"}}, 80,
-			nil, `serviceDiscovery.dns.ipPreference "IPV4"`},
-		{"dns bad port", &config.ServiceDiscovery{DNS: &config.DNSServiceDiscovery{Hostname: "a.test"}}, 0, nil, "listener port 0"},
-		{"static bad", &config.ServiceDiscovery{Static: static(config.StaticEndpoint{Address: "x"})}, 80, nil, `endpoints[0].address "x"`},
+		{"static IPs are fixed", &config.ServiceDiscovery{Static: static(config.StaticEndpoint{Address: "10.0.0.1"}, config.StaticEndpoint{Address: "10.0.0.2:81", Weight: 3})}, "",
+			Plan{Fixed: []Endpoint{ep("10.0.0.1:9080", 1), ep("10.0.0.2:81", 3)}}, ""},
+		{"static hostnames are followed", &config.ServiceDiscovery{Static: static(config.StaticEndpoint{Address: "10.0.0.1"}, config.StaticEndpoint{Address: "db.internal:5432", Weight: 2}, config.StaticEndpoint{Address: "cache"})}, IPv4Only,
+			Plan{Fixed: []Endpoint{ep("10.0.0.1:9080", 1)}, Names: []Spec{
+				{Name: "db.internal", Record: RecordA, Port: 5432, IPPreference: IPv4Only, Weight: 2},
+				{Name: "cache", Record: RecordA, Port: 9080, IPPreference: IPv4Only, Weight: 1}}}, ""},
+		{"dns endpoints, mesh preference as fallback", &config.ServiceDiscovery{DNS: &config.DNSServiceDiscovery{Hostname: "svc.ns"}}, IPv6Preferred,
+			Plan{Names: []Spec{{Name: "svc.ns", Record: RecordA, Port: 9080, IPPreference: IPv6Preferred}}}, ""},
+		{"dns node preference wins", &config.ServiceDiscovery{DNS: &config.DNSServiceDiscovery{Hostname: "svc.ns", IPPreference: IPv4Only}}, IPv6Preferred,
+			Plan{Names: []Spec{{Name: "svc.ns", Record: RecordA, Port: 9080, IPPreference: IPv4Only}}}, ""},
+		{"dns loadbalancer is logical", &config.ServiceDiscovery{DNS: &config.DNSServiceDiscovery{Hostname: "lb.ns", ResponseType: "LOADBALANCER"}}, "",
+			Plan{Names: []Spec{{Name: "lb.ns", Record: RecordA, Port: 9080, Logical: true}}}, ""},
+		{"dns SRV", &config.ServiceDiscovery{DNS: &config.DNSServiceDiscovery{Hostname: "_http._tcp.svc", RecordType: "SRV"}}, "",
+			Plan{Names: []Spec{{Name: "_http._tcp.svc", Record: RecordSRV}}}, ""},
+		{"cloud map through its DNS namespace", &config.ServiceDiscovery{AWSCloudMap: &config.CloudMapServiceDiscovery{NamespaceName: "shop.local", ServiceName: "cart",
+			Attributes: []config.CloudMapAttribute{{Key: "stage", Value: "canary"}}}}, "",
+			Plan{Names: []Spec{{Name: "cart.shop.local", Record: RecordSRVOrA, Port: 9080}}}, "stage=canary"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Resolve(ctx, tt.sd, tt.port, nil)
-			if err == nil {
-				t.Fatalf("Resolve = %v, want error", got)
+			got, err := PlanFor(tt.sd, 9080, tt.meshPref)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if tt.is != nil && !errors.Is(err, tt.is) {
-				t.Errorf("error %v is not %v", err, tt.is)
+			if !got.Equal(tt.want) {
+				t.Fatalf("plan %+v, want %+v", got, tt.want)
 			}
-			if !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("error %q does not contain %q", err, tt.want)
+			if tt.warn == "" && len(got.Warnings) > 0 || tt.warn != "" && (len(got.Warnings) != 1 || !strings.Contains(got.Warnings[0], tt.warn)) {
+				t.Errorf("warnings %q, want one naming %q", got.Warnings, tt.warn)
 			}
 		})
 	}
-}
-
-func TestStaticSourceReturnsCopies(t *testing.T) {
-	src, err := NewSource(&config.ServiceDiscovery{Static: static(config.StaticEndpoint{Address: "10.0.0.1:1"})}, 80, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, _ := src.Endpoints(context.Background())
-	a[0].Address = "changed"
-	b, _ := src.Endpoints(context.Background())
-	if b[0].Address != "10.0.0.1:1" {
-		t.Fatalf("second set saw the caller's change: %v", b)
+	for _, bad := range []struct {
+		name string
+		sd   *config.ServiceDiscovery
+		port int
+		want string
+	}{
+		{"nil", nil, 80, "serviceDiscovery: not set"},
+		{"no kind", &config.ServiceDiscovery{}, 80, "none of dns, awsCloudMap, static"},
+		{"dns empty hostname", &config.ServiceDiscovery{DNS: &config.DNSServiceDiscovery{}}, 80, "serviceDiscovery.dns.hostname: empty"},
+		{"dns bad preference", &config.ServiceDiscovery{DNS: &config.DNSServiceDiscovery{Hostname: "a.test", IPPreference: "IPV4"}}, 80, `serviceDiscovery.dns.ipPreference "IPV4"`},
+		{"dns bad port", &config.ServiceDiscovery{DNS: &config.DNSServiceDiscovery{Hostname: "a.test"}}, 0, "listener port 0"},
+		{"static bad", &config.ServiceDiscovery{Static: static(config.StaticEndpoint{Address: "a b:1"})}, 80, `endpoints[0].address "a b:1"`},
+	} {
+		t.Run(bad.name, func(t *testing.T) {
+			if _, err := PlanFor(bad.sd, bad.port, ""); err == nil || !strings.Contains(err.Error(), bad.want) {
+				t.Fatalf("error %v, want one containing %q", err, bad.want)
+			}
+		})
 	}
 }
 

@@ -1,68 +1,10 @@
 package discovery
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
-
-	"github.com/meshd/meshd/config"
 )
-
-// dnsSource resolves one hostname through a Resolver on every Endpoints call. It keeps
-// no state between calls, so it is safe for concurrent use if its Resolver is.
-type dnsSource struct {
-	host string
-	port int
-	pref string
-	r    Resolver
-}
-
-func newDNSSource(d *config.DNSServiceDiscovery, port int, r Resolver) (*dnsSource, error) {
-	if d.Hostname == "" {
-		return nil, errors.New("serviceDiscovery.dns.hostname: empty")
-	}
-	if err := checkIPPreference(d.IPPreference); err != nil {
-		return nil, fmt.Errorf("serviceDiscovery.dns.ipPreference %q: %w", d.IPPreference, err)
-	}
-	if err := checkPort(port); err != nil {
-		return nil, fmt.Errorf("serviceDiscovery.dns (hostname %q): listener port %w", d.Hostname, err)
-	}
-	if r == nil {
-		r = net.DefaultResolver
-	}
-	return &dnsSource{host: d.Hostname, port: port, pref: d.IPPreference, r: r}, nil
-}
-
-// Endpoints looks the hostname up and returns one endpoint (weight 1) per address the
-// ipPreference allows, sorted (IPv4 before IPv6) and deduplicated. A lookup failure is
-// wrapped with the hostname; a name with no allowed address yields ErrNoAddresses.
-func (s *dnsSource) Endpoints(ctx context.Context) ([]Endpoint, error) {
-	ips, err := s.r.LookupIPAddr(ctx, s.host)
-	if err != nil {
-		return nil, fmt.Errorf("serviceDiscovery.dns.hostname %q: lookup: %w", s.host, err)
-	}
-	addrs := make([]netip.Addr, 0, len(ips))
-	for _, ip := range ips {
-		a, ok := netip.AddrFromSlice(ip.IP)
-		if !ok {
-			continue
-		}
-		addrs = append(addrs, a.Unmap().WithZone(ip.Zone))
-	}
-	eps := endpointsFor(addrs, s.pref, s.port)
-	if len(eps) == 0 {
-		pref := s.pref
-		if pref == "" {
-			pref = "any family"
-		}
-		return nil, fmt.Errorf("serviceDiscovery.dns.hostname %q: %d addresses, none allowed by ipPreference %s: %w",
-			s.host, len(ips), pref, ErrNoAddresses)
-	}
-	return eps, nil
-}
 
 func checkIPPreference(p string) error {
 	switch p {

@@ -28,3 +28,15 @@ func (c *Client) LookupIP(ctx context.Context, name, pref string) ([]netip.Addr,
 func (c *Client) LookupSRV(ctx context.Context, name string) ([]SRV, time.Duration, error) {
 	return nil, 0, errors.New("stub")
 }
+
+type ClientConfig struct {
+	Servers  []string
+	Search   []string
+	Ndots    int
+	Timeout  time.Duration
+	Attempts int
+}
+
+func ClientConfigFromFile(path string) (ClientConfig, error) { return ClientConfig{}, nil }
+func ClientConfigFor(servers []string) (ClientConfig, error) { return ClientConfig{Servers: servers}, nil }
+func NewClient(cfg ClientConfig) *Client                    { return &Client{} }

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -68,9 +69,23 @@ type Options struct {
 	// client trickling header bytes cannot hold a connection (slowloris); the wait for
 	// the first byte is KeepAliveIdle's. meshd answers 408 and closes. Default 30s.
 	HeaderTimeout time.Duration
-	// Resolver resolves dns service discovery hostnames. Default net.DefaultResolver.
-	Resolver discovery.Resolver
-	Logger   *slog.Logger
+	// DNS resolves the names service discovery follows (dns, awsCloudMap, static
+	// hostnames). Default: a miekg/dns client on DNSResolvers, else on the config's
+	// mesh.spec.serviceDiscovery.dnsResolvers, else on /etc/resolv.conf. Tests set their own.
+	DNS discovery.DNS
+	// DNSResolvers ("ip" or "ip:port") override the config's resolvers and
+	// /etc/resolv.conf (meshd run --dns-resolver).
+	DNSResolvers []string
+	// ResolvConf is the resolver configuration file. Default "/etc/resolv.conf".
+	ResolvConf string
+	// DNSMinTTL and DNSMaxTTL bound the re-resolution interval a name's TTL asks for;
+	// DNSNXDomainGrace is how long a name that stopped existing keeps its endpoints.
+	// Defaults: discovery.DefaultMinTTL (5s), DefaultMaxTTL (60s), DefaultNXDomainGrace (30s).
+	DNSMinTTL, DNSMaxTTL, DNSNXDomainGrace time.Duration
+	// FirstResolveWait bounds how long an apply waits for the first answers of the
+	// names new clusters follow. Default 2s.
+	FirstResolveWait time.Duration
+	Logger           *slog.Logger
 	// EgressAddr6 is the IPv6 loopback egress listener that ip6tables REDIRECT
 	// targets. Default "[::1]:<egress port>" when EgressAddr is on 127.0.0.1; "off"
 	// disables it. Failing to bind it is logged, not fatal (the host may lack IPv6).
@@ -135,8 +150,8 @@ func (o *Options) setDefaults() {
 	if o.HeaderTimeout == 0 {
 		o.HeaderTimeout = 30 * time.Second
 	}
-	if o.Resolver == nil {
-		o.Resolver = net.DefaultResolver
+	if o.ResolvConf == "" {
+		o.ResolvConf = "/etc/resolv.conf"
 	}
 	o.Logger = telemetry.OrDiscard(o.Logger)
 }
@@ -171,6 +186,10 @@ type Server struct {
 	cancel context.CancelFunc
 	loopWG sync.WaitGroup
 	reaper upstream.Reaper // closes idle pooled upstream connections
+
+	// DNS watcher registries by resolver set (registryFor).
+	regMu      sync.Mutex
+	registries map[string]*discovery.Registry
 }
 
 // New returns a Server that has no config yet: Apply one before Start.
@@ -196,7 +215,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.state = state.Holder{
 		Node:        opts.Node,
-		Options:     state.Options{Resolver: opts.Resolver, Cluster: cluster},
+		Options:     state.Options{Registry: s.registryFor, FirstResolveWait: opts.FirstResolveWait, Cluster: cluster},
 		Log:         s.log,
 		PersistPath: opts.PersistPath,
 		OnSwap:      s.drainRemovedListeners,
@@ -404,7 +423,52 @@ func (s *Server) Drain(ctx context.Context, grace time.Duration) error {
 	s.state.Shutdown()
 	s.reaper.Halt()
 	s.pass.Cache.CloseAll()
+	s.regMu.Lock()
+	for _, r := range s.registries {
+		r.Close()
+	}
+	s.registries = nil
+	s.regMu.Unlock()
 	return err
+}
+
+// registryFor returns the DNS watcher registry for a config's resolvers (none:
+// /etc/resolv.conf), made on first use and kept until Shutdown. Options.DNS and
+// Options.DNSResolvers win over the config's resolvers.
+func (s *Server) registryFor(configured []string) *discovery.Registry {
+	servers := configured
+	if len(s.opts.DNSResolvers) > 0 || s.opts.DNS != nil {
+		servers = s.opts.DNSResolvers
+	}
+	key := strings.Join(servers, ",")
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	if r := s.registries[key]; r != nil {
+		return r
+	}
+	dns := s.opts.DNS
+	if dns == nil {
+		var cfg discovery.ClientConfig
+		var err error
+		if len(servers) > 0 {
+			cfg, err = discovery.ClientConfigFor(servers)
+		} else if cfg, err = discovery.ClientConfigFromFile(s.opts.ResolvConf); err != nil {
+			s.log.Warn("no usable resolver configuration; DNS names are asked of 127.0.0.1:53", "file", s.opts.ResolvConf, "err", err)
+			cfg, err = discovery.ClientConfigFor([]string{"127.0.0.1:53"})
+		}
+		if err != nil { // validated config and flags: a programming error
+			s.log.Error("DNS resolvers unusable; asking 127.0.0.1:53", "resolvers", servers, "err", err)
+			cfg, _ = discovery.ClientConfigFor([]string{"127.0.0.1:53"})
+		}
+		dns = discovery.NewClient(cfg)
+	}
+	r := discovery.NewRegistry(discovery.WatchOptions{DNS: dns, MinTTL: s.opts.DNSMinTTL, MaxTTL: s.opts.DNSMaxTTL,
+		NXDomainGrace: s.opts.DNSNXDomainGrace, Log: s.log})
+	if s.registries == nil {
+		s.registries = map[string]*discovery.Registry{}
+	}
+	s.registries[key] = r
+	return r
 }
 
 // serveConn tells the connection's protocol from its first bytes and hands it to the

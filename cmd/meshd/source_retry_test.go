@@ -2,40 +2,45 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
-	"net"
+	"net/netip"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy"
 )
 
-// flakyResolver fails every lookup (a temporary DNS failure) until ok is set.
-type flakyResolver struct{ ok atomic.Bool }
+// flakyDNS fails every lookup (a temporary DNS failure) until ok is set.
+type flakyDNS struct{ ok atomic.Bool }
 
-func (r *flakyResolver) LookupIPAddr(_ context.Context, host string) ([]net.IPAddr, error) {
+func (r *flakyDNS) LookupIP(_ context.Context, host, _ string) ([]netip.Addr, time.Duration, error) {
 	if !r.ok.Load() {
-		return nil, &net.DNSError{Err: "temporary failure in name resolution", Name: host, IsTemporary: true}
+		return nil, 0, errors.New("read udp 127.0.0.1:53: i/o timeout")
 	}
-	return []net.IPAddr{{IP: net.IPv4(127, 0, 0, 1)}}, nil
+	return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, time.Minute, nil
 }
 
-// A config rejected at start only because its endpoints' DNS lookup failed leaves
-// meshd on the persisted config; the file's watcher then retries the same file, with
-// no file event, and applies it once DNS answers.
-func TestWatcherRetriesConfigRejectedByTransientDNS(t *testing.T) {
+func (r *flakyDNS) LookupSRV(context.Context, string) ([]discovery.SRV, time.Duration, error) {
+	return nil, 0, discovery.ErrNXDomain
+}
+
+// A backend name that does not resolve at start does not keep meshd from starting on
+// the config it was given (not the persisted one, not an exit): the config applies, the
+// cluster stays empty while DNS fails, and fills once DNS answers, with no reload.
+func TestUnresolvedNameDoesNotStopStart(t *testing.T) {
 	dir := t.TempDir()
 	persisted := filepath.Join(dir, "last-good.yaml")
 	writeFile(t, persisted, reloadCfg(7000))
 	path := filepath.Join(dir, "mesh.yaml")
 	writeFile(t, path, strings.Replace(reloadCfg(7001), `static: {endpoints: ["127.0.0.1:7001"]}`, `dns: {hostname: app.internal}`, 1))
-	res := &flakyResolver{}
-	srv, err := proxy.New(proxy.Options{Node: "client", AdminAddr: "off", Resolver: res})
+	res := &flakyDNS{}
+	srv, err := proxy.New(proxy.Options{Node: "client", AdminAddr: "off", DNS: res, FirstResolveWait: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,33 +50,23 @@ func TestWatcherRetriesConfigRejectedByTransientDNS(t *testing.T) {
 	if err := applyInitial(context.Background(), srv, src, persisted, log); err != nil {
 		t.Fatal(err)
 	}
-	if got := srv.Snapshot().Source(); got != "persisted:"+persisted {
-		t.Fatalf("serving from %q, want the persisted config", got)
+	if got := srv.Snapshot().Source(); got != "file:"+path {
+		t.Fatalf("serving from %q, want the file's config", got)
 	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := src.Watch(ctx, sourceDeliver(ctx, srv)); err != nil {
-			t.Errorf("Watch: %v", err)
-		}
-	})
-	defer wg.Wait()
-	defer cancel()
-
-	fileRejections := func() int {
+	endpoints := func() int {
 		n := 0
-		for _, a := range srv.History() {
-			if a.Source == "file:"+path && a.Result == proxy.ResultRejected && a.Stage == proxy.StageCompile {
-				n++
+		for _, c := range srv.Snapshot().Clusters() {
+			if c.Ref().Node == "app" {
+				n += c.Balancer().Len()
 			}
 		}
 		return n
 	}
-	// The watcher's own retry (after config.RetryMin) is rejected too while DNS fails.
-	waitUntil(t, "a retry of the file rejected at compile", func() bool { return fileRejections() >= 2 })
+	if n := endpoints(); n != 0 {
+		t.Fatalf("%d endpoints while DNS fails", n)
+	}
 	res.ok.Store(true)
-	waitUntil(t, "the file's config applied", func() bool { return srv.Snapshot().Source() == "file:"+path })
+	waitUntil(t, "the name's endpoint", func() bool { return endpoints() == 1 })
 }
 
 // waitUntil polls cond every few milliseconds for at most 20 s (retries back off from

@@ -68,15 +68,15 @@ var rules = []rule{
 	{pkg: "proxy/internal/deadline"},
 	{pkg: "proxy/intercept", mods: "golang.org/x/sys"},
 	// proxy/upstream: gRPC for active health checks.
-	{pkg: "proxy/upstream", deps: "balancer config internal/h1 proxy/internal/deadline resilience router telemetry", mods: "google.golang.org/grpc"},
-	{pkg: "proxy/state", deps: "config discovery proxy/upstream resilience router"},
+	{pkg: "proxy/upstream", deps: "balancer config discovery internal/h1 proxy/internal/deadline resilience router telemetry", mods: "google.golang.org/grpc"},
+	{pkg: "proxy/state", deps: "config discovery proxy/upstream resilience router telemetry"},
 	{pkg: "proxy/forward", deps: "balancer config discovery internal/h1 proxy/state proxy/upstream resilience router", mods: "golang.org/x/net"},
 	{pkg: "proxy/listen", deps: "proxy/intercept proxy/internal/deadline"},
 	// The front ends (frontEnds): they share forward, listen, state and upstream but never import each other.
 	{pkg: "proxy/http1", deps: "balancer internal/h1 proxy/forward proxy/internal/deadline proxy/listen proxy/state proxy/upstream router", mods: "golang.org/x/net"},
 	{pkg: "proxy/http2", deps: "balancer proxy/forward proxy/listen proxy/upstream router"},
 	{pkg: "proxy/l4", deps: "balancer config proxy/forward proxy/listen proxy/state proxy/upstream router"},
-	{pkg: "proxy/admin", deps: "balancer config proxy/forward proxy/l4 proxy/state proxy/upstream resilience router"},
+	{pkg: "proxy/admin", deps: "balancer config discovery proxy/forward proxy/l4 proxy/state proxy/upstream resilience router"},
 	// proxy: the netns tests install the interception rules.
 	{pkg: "proxy", deps: "config discovery proxy/admin proxy/forward proxy/http1 proxy/http2 proxy/l4 proxy/listen proxy/state proxy/upstream resilience telemetry", test: "proxy/intercept"},
 	// bench: the proxy's HTTP/1.1 codec, so both parse responses alike.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/meshd/meshd/balancer"
 	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/forward"
 	"github.com/meshd/meshd/proxy/l4"
 	"github.com/meshd/meshd/proxy/state"
@@ -154,6 +155,11 @@ type clusterView struct {
 	Endpoints       []balancer.EndpointStatus `json:"endpoints"`
 	Resilience      *ClusterResilienceView    `json:"resilience"`   // stats.go
 	L4              *upstream.L4View          `json:"l4,omitempty"` // opaque TCP / TLS passthrough (l4.go)
+	// Discovery is the state of each DNS name the cluster follows: when it was last
+	// resolved, the failures since (the last good set is kept), the next resolution.
+	Discovery []discovery.Status `json:"discovery,omitempty"`
+	// NoEndpoints says why a cluster has no endpoint, when it has none.
+	NoEndpoints string `json:"noEndpoints,omitempty"`
 }
 
 func (s *API) handleClusters(w http.ResponseWriter, _ *http.Request) {
@@ -172,8 +178,11 @@ func (s *API) handleClusters(w http.ResponseWriter, _ *http.Request) {
 		out = append(out, clusterView{
 			Name: ref.Name, Node: ref.Node, Port: ref.Port, Protocol: ref.Protocol, Local: ref.Local,
 			LBPolicy: lb, OpenConnections: c.OpenConns(), PendingRequests: c.Pending(), Endpoints: c.Balancer().Snapshot(),
-			Resilience: resilienceView(c), L4: c.L4().View(),
+			Resilience: resilienceView(c), L4: c.L4().View(), Discovery: c.DiscoveryStatus(),
 		})
+		if cv := &out[len(out)-1]; len(cv.Endpoints) == 0 {
+			cv.NoEndpoints = noEndpointsReason(cv.Discovery)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	writeJSON(w, http.StatusOK, map[string]any{"version": snap.Version(), "clusters": out, "egressL4": s.L4.View()})
@@ -573,4 +582,25 @@ func (s *API) handleDebugRoute(w http.ResponseWriter, r *http.Request) {
 		out.Targets = append(out.Targets, dt)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// noEndpointsReason says why a cluster whose endpoints all come from DNS has none.
+func noEndpointsReason(st []discovery.Status) string {
+	if len(st) == 0 {
+		return "no endpoints configured"
+	}
+	var parts []string
+	for _, s := range st {
+		switch {
+		case s.LastError != "" && !s.Resolved:
+			parts = append(parts, s.Spec+": not resolved yet: "+s.LastError)
+		case s.LastError != "":
+			parts = append(parts, s.Spec+": "+s.LastError)
+		case !s.Resolved:
+			parts = append(parts, s.Spec+": first resolution in progress")
+		default:
+			parts = append(parts, s.Spec+": resolved to no address")
+		}
+	}
+	return strings.Join(parts, "; ")
 }

@@ -262,7 +262,6 @@ func (s *Holder) Apply(ctx context.Context, cfg *config.Config, req ApplyRequest
 		next.Retire(prev)
 		return reject(StageCompile, ErrShutdown)
 	}
-	next.commit()
 	s.snap.Store(next)
 	prev.Retire(next)
 	s.swapMu.Unlock()

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"strconv"
 	"time"
 
 	"github.com/meshd/meshd/config"
@@ -20,6 +21,7 @@ import (
 	"github.com/meshd/meshd/proxy/upstream"
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/router"
+	"github.com/meshd/meshd/telemetry"
 )
 
 // Snapshot is everything one request needs, compiled from one config and never mutated
@@ -44,15 +46,6 @@ type Snapshot struct {
 	// connection arrived without an original destination (no iptables redirect); 0 when
 	// the node has several listeners (or none).
 	localNodePort int
-	// carried are the clusters taken over from the previous snapshot with their new
-	// endpoint sets, applied by commit: until the swap, the serving snapshot's clusters
-	// stay exactly as they were, so a config rejected late changes nothing.
-	carried []carriedCluster
-}
-
-type carriedCluster struct {
-	c   *upstream.Cluster
-	eps []discovery.Endpoint
 }
 
 // Config is the config the snapshot was compiled from. Read only: it is shared.
@@ -109,15 +102,26 @@ func (s *Snapshot) IngressPort(local int) int {
 
 // Options carries what Compile needs from the server.
 type Options struct {
-	Resolver discovery.Resolver
-	Cluster  upstream.Options
+	// Registry returns the registry that follows DNS names for a config whose
+	// mesh.spec.serviceDiscovery.dnsResolvers are the given ones (none: the default).
+	Registry func(resolvers []string) *discovery.Registry
+	// FirstResolveWait bounds how long Compile waits for the first answer of the names a
+	// new cluster follows, so a new config serves at once when DNS answers; a name that
+	// has not resolved by then leaves its cluster empty (503 no_healthy_upstream) until
+	// it does. Default 2s.
+	FirstResolveWait time.Duration
+	Cluster          upstream.Options
 }
 
-// Compile turns cfg into a Snapshot for node. Clusters whose definition did not change
-// are carried over from prev (with their connection pools, in-flight counts and
-// counters); their endpoint sets are refreshed by commit at the swap. Compile does not
+// DefaultFirstResolveWait is Options.FirstResolveWait's default.
+const DefaultFirstResolveWait = 2 * time.Second
+
+// Compile turns cfg into a Snapshot for node. Clusters whose definition and discovery
+// plan did not change are carried over from prev (with their connection pools, endpoint
+// state, counters and the names they follow). New clusters start following their
+// names; Compile waits for the first answers at most FirstResolveWait, and a name that
+// does not resolve is no error: its cluster stays empty until it does. Compile does not
 // change prev: on error, the clusters it built are closed and prev serves on untouched.
-// It may block on DNS for as long as ctx allows.
 func Compile(ctx context.Context, cfg *config.Config, node, source string, prev *Snapshot, opts Options) (_ *Snapshot, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -161,33 +165,67 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 	copts := opts.Cluster
 	copts.Counters = prev.clusterCounters
 	copts.L4Stats = prev.clusterL4Stats
+	meshPref := ""
+	var resolvers []string
+	if sd := cfg.Mesh.Spec.ServiceDiscovery; sd != nil {
+		meshPref, resolvers = sd.IPPreference, sd.DNSResolvers
+	}
+	reg := opts.Registry(resolvers)
+	var waits []<-chan struct{}
 	for _, ref := range table.Clusters() {
-		eps, err := resolveEndpoints(ctx, ref, opts.Resolver)
+		plan, err := planFor(ref, meshPref)
 		if err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", ref.Name, err)
 		}
 		var c *upstream.Cluster
 		if prev != nil {
-			if old := prev.clusters[ref.Name]; old != nil && sameClusterDef(old.Ref(), ref) {
-				c = old
+			if old := prev.clusters[ref.Name]; old != nil && sameClusterDef(old.Ref(), ref) && old.Plan().Equal(plan) && old.Registry() == reg {
+				c = old // it keeps following its names: same names, same way
 			}
 		}
 		if c == nil {
 			c = upstream.New(ref, copts)
-			c.Balancer().Update(eps)
-		} else {
-			s.carried = append(s.carried, carriedCluster{c: c, eps: eps})
+			c.Follow(reg, plan)
+			waits = append(waits, c.Resolved()...)
+			for _, w := range plan.Warnings {
+				telemetry.OrDiscard(copts.Log).Warn("service discovery setting ignored", "cluster", ref.Name, "detail", w)
+			}
 		}
 		s.clusters[ref.Name] = c
 	}
+	waitFirstAnswers(ctx, waits, opts.FirstResolveWait)
 	return s, nil
 }
 
-func resolveEndpoints(ctx context.Context, ref router.ClusterRef, r discovery.Resolver) ([]discovery.Endpoint, error) {
+// planFor is the discovery plan of a cluster: the local app for an ingress cluster,
+// else the target node's serviceDiscovery at the listener port.
+func planFor(ref router.ClusterRef, meshPref string) (discovery.Plan, error) {
 	if ref.Local {
-		return []discovery.Endpoint{{Address: net.JoinHostPort("127.0.0.1", fmt.Sprint(ref.Port)), Weight: 1}}, nil
+		return discovery.Plan{Fixed: []discovery.Endpoint{{Address: net.JoinHostPort("127.0.0.1", strconv.Itoa(ref.Port)), Weight: 1}}}, nil
 	}
-	return discovery.Resolve(ctx, ref.Discovery, ref.Port, r)
+	return discovery.PlanFor(ref.Discovery, ref.Port, meshPref)
+}
+
+// waitFirstAnswers waits until every channel is closed, wait passes (0: the default) or
+// ctx ends, whichever is first.
+func waitFirstAnswers(ctx context.Context, chans []<-chan struct{}, wait time.Duration) {
+	if len(chans) == 0 {
+		return
+	}
+	if wait <= 0 {
+		wait = DefaultFirstResolveWait
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for _, ch := range chans {
+		select {
+		case <-ch:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // sameClusterDef reports whether a cluster can be carried over unchanged: same target,
@@ -195,15 +233,6 @@ func resolveEndpoints(ctx context.Context, ref router.ClusterRef, r discovery.Re
 func sameClusterDef(a, b router.ClusterRef) bool {
 	return a.Name == b.Name && a.Node == b.Node && a.Port == b.Port && a.Protocol == b.Protocol &&
 		a.Local == b.Local && a.LBPolicy == b.LBPolicy && reflect.DeepEqual(a.Listener, b.Listener)
-}
-
-// commit gives the carried clusters their new endpoint sets, right before the swap.
-// Endpoints that stay keep their pools, in-flight counts and health (balancer.Update).
-func (s *Snapshot) commit() {
-	for _, cc := range s.carried {
-		cc.c.Balancer().Update(cc.eps)
-	}
-	s.carried = nil
 }
 
 // Retire releases what s holds that next no longer uses: clusters that were not carried

@@ -81,6 +81,8 @@ type Cluster struct {
 	// close waits for it.
 	stop      chan struct{}
 	controlWG sync.WaitGroup
+
+	follow follow // discovery: the names the endpoint set follows (discovery.go)
 }
 
 func New(ref router.ClusterRef, opts Options) *Cluster {
@@ -271,6 +273,7 @@ func (c *Cluster) Close() {
 	if c.closed.Swap(true) {
 		return
 	}
+	c.stopFollowing()
 	c.closeResilience()
 	c.poolsMu.Lock()
 	pools := make([]*Pool, 0, len(c.pools))
