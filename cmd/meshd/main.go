@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy"
 	"github.com/meshd/meshd/router"
 	"github.com/meshd/meshd/telemetry"
@@ -150,6 +151,12 @@ type runFlags struct {
 	connectTO    time.Duration
 	maxReplay    int
 
+	// DNS service discovery (docs/config-reference.md#servicediscovery).
+	dnsResolvers string
+	dnsMinTTL    time.Duration
+	dnsMaxTTL    time.Duration
+	dnsNXGrace   time.Duration
+
 	// Config sources and the control endpoint (docs/reload.md).
 	watch          bool
 	configURL      string
@@ -173,6 +180,10 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", envDuration(20*time.Second, "MESHD_DRAIN_TIMEOUT", "LISTENER_DRAIN_WAIT_TIME_S"), "how long SIGTERM waits for in-flight requests (env MESHD_DRAIN_TIMEOUT)")
 	fs.DurationVar(&f.drainGrace, "drain-grace", envDuration(3*time.Second, "MESHD_DRAIN_GRACE"), "after SIGTERM, how long /ready fails while the listeners keep serving, before they close and in-flight requests drain (env MESHD_DRAIN_GRACE; SIGINT skips it)")
 	fs.IntVar(&f.maxReplay, "max-replay-body", envInt(65536, "MESHD_MAX_REPLAY_BODY"), "bytes of a request body kept so a retry can send it again, for every protocol; larger bodies are retried only when none of them was sent (env MESHD_MAX_REPLAY_BODY)")
+	fs.StringVar(&f.dnsResolvers, "dns-resolver", env("", "MESHD_DNS_RESOLVER"), "DNS servers (ip or ip:port, comma-separated) for service discovery names, instead of the config's dnsResolvers and /etc/resolv.conf (env MESHD_DNS_RESOLVER)")
+	fs.DurationVar(&f.dnsMinTTL, "dns-min-ttl", envDuration(discovery.DefaultMinTTL, "MESHD_DNS_MIN_TTL"), "a followed name is re-resolved no more often than this, whatever its TTL (env MESHD_DNS_MIN_TTL)")
+	fs.DurationVar(&f.dnsMaxTTL, "dns-max-ttl", envDuration(discovery.DefaultMaxTTL, "MESHD_DNS_MAX_TTL"), "and at least this often (env MESHD_DNS_MAX_TTL)")
+	fs.DurationVar(&f.dnsNXGrace, "dns-nxdomain-grace", envDuration(discovery.DefaultNXDomainGrace, "MESHD_DNS_NXDOMAIN_GRACE"), "a name that stops existing keeps its endpoints this long (env MESHD_DNS_NXDOMAIN_GRACE)")
 	fs.DurationVar(&f.connectTO, "connect-timeout", envDuration(5*time.Second, "MESHD_CONNECT_TIMEOUT"), "upstream connect timeout (env MESHD_CONNECT_TIMEOUT)")
 	fs.BoolVar(&f.watch, "watch", envBool(true, "MESHD_WATCH"), "reload the -c file when it changes, renames and symlink swaps included (env MESHD_WATCH)")
 	fs.StringVar(&f.configURL, "config-url", env("", "MESHD_CONFIG_URL"), "poll the config from this http(s) URL instead of -c (env MESHD_CONFIG_URL)")
@@ -201,20 +212,35 @@ func (f *runFlags) loadToken() error {
 
 func (f *runFlags) options(logger *slog.Logger) proxy.Options {
 	return proxy.Options{
-		Node:           f.node,
-		IngressAddr:    joinHostPort(f.ingressAddr, f.ingressPort),
-		EgressAddr:     joinHostPort(f.egressAddr, f.egressPort),
-		AdminAddr:      f.adminAddr,
-		DrainTimeout:   f.drainTimeout,
-		DrainGrace:     f.drainGrace,
-		MaxReplayBody:  f.maxReplay,
-		ConnectTimeout: f.connectTO,
-		Logger:         logger,
-		Version:        version,
-		AdminToken:     f.adminToken,
-		RequireIfMatch: f.requireIfMatch,
-		PersistPath:    f.persist,
+		Node:             f.node,
+		IngressAddr:      joinHostPort(f.ingressAddr, f.ingressPort),
+		EgressAddr:       joinHostPort(f.egressAddr, f.egressPort),
+		AdminAddr:        f.adminAddr,
+		DrainTimeout:     f.drainTimeout,
+		DrainGrace:       f.drainGrace,
+		MaxReplayBody:    f.maxReplay,
+		DNSResolvers:     splitList(f.dnsResolvers),
+		DNSMinTTL:        f.dnsMinTTL,
+		DNSMaxTTL:        f.dnsMaxTTL,
+		DNSNXDomainGrace: f.dnsNXGrace,
+		ConnectTimeout:   f.connectTO,
+		Logger:           logger,
+		Version:          version,
+		AdminToken:       f.adminToken,
+		RequireIfMatch:   f.requireIfMatch,
+		PersistPath:      f.persist,
 	}
+}
+
+// splitList splits a comma-separated flag value, dropping empty elements.
+func splitList(v string) []string {
+	var out []string
+	for _, e := range strings.Split(v, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func joinHostPort(host string, port int) string {
@@ -234,6 +260,14 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 	}
 	if (f.configPath == "") == (f.configURL == "") || f.node == "" {
 		fmt.Fprintln(stderr, "meshd run: one of -c FILE or --config-url URL, and --node NAME, are required (or MESHD_CONFIG / MESHD_CONFIG_URL and MESHD_NODE)")
+		return 2
+	}
+	if _, err := discovery.ClientConfigFor(splitList(f.dnsResolvers)); err != nil {
+		fmt.Fprintln(stderr, "meshd run: --dns-resolver:", err)
+		return 2
+	}
+	if f.dnsMinTTL <= 0 || f.dnsMaxTTL < f.dnsMinTTL || f.dnsNXGrace < 0 {
+		fmt.Fprintf(stderr, "meshd run: --dns-min-ttl %v, --dns-max-ttl %v, --dns-nxdomain-grace %v: want 0 < min <= max and grace >= 0\n", f.dnsMinTTL, f.dnsMaxTTL, f.dnsNXGrace)
 		return 2
 	}
 	logger, err := telemetry.NewLogger(stderr, f.logLevel, f.logFormat)
@@ -449,8 +483,30 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		err = cfg.Validate()
 	}
+	var warnings []string
 	if err == nil && *node != "" {
-		_, err = router.Compile(cfg, *node)
+		// What meshd run compiles: the routing table and each cluster's discovery plan.
+		// A name that does not resolve is no error for either (run follows it).
+		var table *router.Table
+		if table, err = router.Compile(cfg, *node); err == nil {
+			meshPref := ""
+			if sd := cfg.Mesh.Spec.ServiceDiscovery; sd != nil {
+				meshPref = sd.IPPreference
+			}
+			for _, ref := range table.Clusters() {
+				if ref.Local {
+					continue
+				}
+				plan, perr := discovery.PlanFor(ref.Discovery, ref.Port, meshPref)
+				if perr != nil {
+					err = fmt.Errorf("cluster %s: %w", ref.Name, perr)
+					break
+				}
+				for _, w := range plan.Warnings {
+					warnings = append(warnings, "cluster "+ref.Name+": "+w)
+				}
+			}
+		}
 	}
 	if err != nil {
 		var errs *config.Errors
@@ -462,6 +518,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "%s: %v\n", *path, err)
 		}
 		return 1
+	}
+	for _, w := range warnings {
+		fmt.Fprintf(stdout, "%s: warning: %s\n", *path, w)
 	}
 	fmt.Fprintf(stdout, "%s: valid (mesh %s, %d virtual nodes, %d routes, version %s)\n",
 		*path, cfg.Mesh.MeshName, len(cfg.VirtualNodes), len(cfg.Routes), cfg.Digest())

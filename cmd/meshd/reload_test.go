@@ -108,6 +108,8 @@ func TestRunFlagErrors(t *testing.T) {
 		{[]string{"--config-url", "ftp://x/", "--node", "client"}, "want an http:// or https:// URL"},
 		{[]string{"-c", cfg, "--node", "client", "--admin-token-file", empty}, "is empty"},
 		{[]string{"-c", cfg, "--node", "client", "--admin-token-file", filepath.Join(dir, "nope")}, "--admin-token-file"},
+		{[]string{"-c", cfg, "--node", "client", "--dns-min-ttl", "1m", "--dns-max-ttl", "10s"}, "want 0 < min <= max"},
+		{[]string{"-c", cfg, "--node", "client", "--dns-resolver", "not-an-ip"}, "--dns-resolver"},
 	}
 	for _, c := range cases {
 		var stderr strings.Builder
