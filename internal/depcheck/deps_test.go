@@ -63,8 +63,8 @@ var rules = []rule{
 	// discovery/dnstest (test-only): the in-process DNS server for the tests of discovery
 	// (and of any package whose row lists it among its test extras).
 	{pkg: "discovery/dnstest", mods: "github.com/miekg/dns"},
-	// discovery: the DNS tests run a real DNS server.
-	{pkg: "discovery", deps: "config", test: "github.com/miekg/dns"},
+	// discovery: the DNS client (Client) speaks DNS with miekg/dns; its tests run dnstest.
+	{pkg: "discovery", deps: "config", mods: "github.com/miekg/dns", test: "discovery/dnstest"},
 	{pkg: "router", deps: "config"},
 	{pkg: "balancer", deps: "discovery resilience"},
 	{pkg: "internal/h1"},
