@@ -60,8 +60,11 @@ var rules = []rule{
 	{pkg: "telemetry"},
 	{pkg: "config", deps: "telemetry", mods: "github.com/fsnotify/fsnotify go.yaml.in/yaml/v3"},
 	{pkg: "resilience", deps: "telemetry", mods: "github.com/sony/gobreaker/v2"},
-	// discovery: the DNS tests run a real DNS server.
-	{pkg: "discovery", deps: "config", test: "github.com/miekg/dns"},
+	// discovery/dnstest (test-only): the in-process DNS server for the tests of discovery
+	// (and of any package whose row lists it among its test extras).
+	{pkg: "discovery/dnstest", mods: "github.com/miekg/dns"},
+	// discovery: the DNS client (Client) speaks DNS with miekg/dns; its tests run dnstest.
+	{pkg: "discovery", deps: "config", mods: "github.com/miekg/dns", test: "discovery/dnstest"},
 	{pkg: "router", deps: "config"},
 	{pkg: "balancer", deps: "discovery resilience"},
 	{pkg: "internal/h1"},
