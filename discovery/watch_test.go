@@ -80,7 +80,7 @@ func (s *sink) last() []Endpoint {
 }
 func (s *sink) count() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.sets) }
 
-func addrs(eps []Endpoint) []string {
+func epAddrs(eps []Endpoint) []string {
 	out := make([]string, len(eps))
 	for i, e := range eps {
 		out[i] = e.Address
@@ -109,13 +109,13 @@ func TestWatchFollowsTTLWithinBounds(t *testing.T) {
 				sub := r.Watch(Spec{Name: "svc", Record: RecordA, Port: 80}, s.push)
 				defer sub.Stop()
 				<-sub.Ready()
-				if got := addrs(s.last()); !slices.Equal(got, []string{"10.0.0.1:80"}) {
+				if got := epAddrs(s.last()); !slices.Equal(got, []string{"10.0.0.1:80"}) {
 					t.Fatalf("first set %v", got)
 				}
 				d.set(func(d *scriptDNS) { d.ips["svc"] = ips("10.0.0.2", "10.0.0.3") })
 				time.Sleep(tc.want * 3 / 2)
 				synctest.Wait()
-				if got := addrs(s.last()); !slices.Equal(got, []string{"10.0.0.2:80", "10.0.0.3:80"}) {
+				if got := epAddrs(s.last()); !slices.Equal(got, []string{"10.0.0.2:80", "10.0.0.3:80"}) {
 					t.Fatalf("after the TTL: %v", got)
 				}
 				d.mu.Lock()
@@ -145,7 +145,7 @@ func TestWatchKeepsLastGoodOnFailure(t *testing.T) {
 		d.set(func(d *scriptDNS) { d.err = errors.New("i/o timeout") })
 		time.Sleep(2 * time.Minute)
 		synctest.Wait()
-		if got := addrs(s.last()); !slices.Equal(got, []string{"10.0.0.1:80"}) || s.count() != 1 {
+		if got := epAddrs(s.last()); !slices.Equal(got, []string{"10.0.0.1:80"}) || s.count() != 1 {
 			t.Fatalf("during the outage: %d pushes, last %v", s.count(), got)
 		}
 		st, _ := r.Status(spec)
@@ -155,7 +155,7 @@ func TestWatchKeepsLastGoodOnFailure(t *testing.T) {
 		d.set(func(d *scriptDNS) { d.err = nil; d.ips["svc"] = ips("10.0.0.9") })
 		time.Sleep(2 * time.Minute)
 		synctest.Wait()
-		if got := addrs(s.last()); !slices.Equal(got, []string{"10.0.0.9:80"}) {
+		if got := epAddrs(s.last()); !slices.Equal(got, []string{"10.0.0.9:80"}) {
 			t.Fatalf("after the outage: %v", got)
 		}
 		if st, _ := r.Status(spec); st.LastError != "" {
@@ -190,7 +190,7 @@ func TestWatchNXDomainGrace(t *testing.T) {
 		d.set(func(d *scriptDNS) { d.ips["svc"] = ips("10.0.0.2") })
 		time.Sleep(70 * time.Second)
 		synctest.Wait()
-		if got := addrs(s.last()); !slices.Equal(got, []string{"10.0.0.2:80"}) {
+		if got := epAddrs(s.last()); !slices.Equal(got, []string{"10.0.0.2:80"}) {
 			t.Fatalf("after the name came back: %v", got)
 		}
 	})
@@ -213,7 +213,7 @@ func TestWatchNeverResolvedName(t *testing.T) {
 		d.set(func(d *scriptDNS) { d.ips["later"] = ips("10.0.0.5") })
 		time.Sleep(5 * time.Second) // back-off after the first failure is 1 s, then 2 s
 		synctest.Wait()
-		if got := addrs(s.last()); !slices.Equal(got, []string{"10.0.0.5:80"}) {
+		if got := epAddrs(s.last()); !slices.Equal(got, []string{"10.0.0.5:80"}) {
 			t.Fatalf("after the name appeared: %v", got)
 		}
 	})
