@@ -262,9 +262,11 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "meshd run: one of -c FILE or --config-url URL, and --node NAME, are required (or MESHD_CONFIG / MESHD_CONFIG_URL and MESHD_NODE)")
 		return 2
 	}
-	if _, err := discovery.ClientConfigFor(splitList(f.dnsResolvers)); err != nil {
-		fmt.Fprintln(stderr, "meshd run: --dns-resolver:", err)
-		return 2
+	if rs := splitList(f.dnsResolvers); len(rs) > 0 {
+		if _, err := discovery.ClientConfigFor(rs); err != nil {
+			fmt.Fprintln(stderr, "meshd run: --dns-resolver:", err)
+			return 2
+		}
 	}
 	if f.dnsMinTTL <= 0 || f.dnsMaxTTL < f.dnsMinTTL || f.dnsNXGrace < 0 {
 		fmt.Fprintf(stderr, "meshd run: --dns-min-ttl %v, --dns-max-ttl %v, --dns-nxdomain-grace %v: want 0 < min <= max and grace >= 0\n", f.dnsMinTTL, f.dnsMaxTTL, f.dnsNXGrace)
