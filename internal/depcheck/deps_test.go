@@ -76,8 +76,8 @@ var rules = []rule{
 	{pkg: "proxy/forward", deps: "balancer config discovery internal/h1 proxy/state proxy/upstream resilience router", mods: "golang.org/x/net"},
 	{pkg: "proxy/listen", deps: "proxy/intercept proxy/internal/deadline"},
 	// The front ends (frontEnds): they share forward, listen, state and upstream but never import each other.
-	{pkg: "proxy/http1", deps: "balancer internal/h1 proxy/forward proxy/internal/deadline proxy/listen proxy/state proxy/upstream router", mods: "golang.org/x/net"},
-	{pkg: "proxy/http2", deps: "balancer proxy/forward proxy/listen proxy/upstream router"},
+	{pkg: "proxy/http1", deps: "balancer internal/h1 proxy/forward proxy/internal/deadline proxy/listen proxy/state proxy/upstream router telemetry", mods: "golang.org/x/net"},
+	{pkg: "proxy/http2", deps: "balancer proxy/forward proxy/listen proxy/upstream router telemetry"},
 	{pkg: "proxy/l4", deps: "balancer config proxy/forward proxy/listen proxy/state proxy/upstream router"},
 	{pkg: "proxy/admin", deps: "balancer config discovery proxy/forward proxy/l4 proxy/state proxy/upstream resilience router"},
 	// proxy: the netns tests install the interception rules.

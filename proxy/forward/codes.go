@@ -147,3 +147,32 @@ func GRPCMessageEncode(msg string) string {
 	}
 	return b.String()
 }
+
+// ResponseFlags maps meshd's x-meshd-error code to Envoy's %RESPONSE_FLAGS% ("-" when
+// meshd did not answer itself), so access-log parsers and dashboards built for Envoy
+// keep working.
+func ResponseFlags(code string) string {
+	switch code {
+	case "":
+		return "-"
+	case CodeNoRoute, CodeEgressDenied, CodeNoListener:
+		return "NR"
+	case CodeNoEndpoint:
+		return "UH"
+	case CodeConnect:
+		return "UF"
+	case CodeReset:
+		return "UC"
+	case CodeTimeout:
+		return "UT"
+	case CodeOverflow:
+		return "UO"
+	case CodeRateLimited:
+		return "RL"
+	case CodeBadRequest, CodeHeaderTimeout:
+		return "DPE"
+	case CodeProtocol:
+		return "UPE"
+	}
+	return "-"
+}

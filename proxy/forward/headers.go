@@ -357,3 +357,27 @@ func H1ToHTTP(hs []h1.Header, extra []h1.Header) http.Header {
 	}
 	return hdr
 }
+
+// HTTPHeader adapts http.Header to the router's and the telemetry record's lookup.
+type HTTPHeader http.Header
+
+func (h HTTPHeader) Get(name string) (string, bool) {
+	v, ok := h[textproto.CanonicalMIMEHeaderKey(name)]
+	if !ok || len(v) == 0 {
+		return "", false
+	}
+	return v[0], true
+}
+
+// GetJoined makes HTTPHeader a router.HeaderJoiner: the values of a repeated
+// field joined with "," (allocating only then).
+func (h HTTPHeader) GetJoined(name string) (string, bool) {
+	v, ok := h[textproto.CanonicalMIMEHeaderKey(name)]
+	switch {
+	case !ok || len(v) == 0:
+		return "", false
+	case len(v) == 1:
+		return v[0], true
+	}
+	return strings.Join(v, ","), true
+}

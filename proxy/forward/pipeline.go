@@ -60,6 +60,8 @@ type Call struct {
 	Deadline time.Time
 	// NoRetry makes a single attempt (protocol upgrades).
 	NoRetry bool
+	// Attempts is set by Do: how many attempts were made (1 + retries), for the record.
+	Attempts int
 }
 
 // Flight is the final attempt of a call that got a response head. The front end relays
@@ -197,6 +199,7 @@ func attempts(c *Call, x Exchanger) (Flight, error) {
 				}
 			}
 		}
+		c.Attempts++
 		status, err := x.Exchange(res, hard)
 		release()
 		latency := time.Since(start)

@@ -62,6 +62,7 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 	call, idle := forward.NewCall(d, c.env.StreamIdle, forward.GRPCTimeout(c.rr.GRPC, hdr.Get("Grpc-Timeout")))
 	x := forward.NewRoundTrip(out, d.Cluster, idle, c.env.ReplayBound())
 	fl, err := forward.Do(&call, x)
+	c.rec.Attempts = call.Attempts
 	if err != nil {
 		// net/http may still be reading the body: stop it before this goroutine uses the
 		// connection again.
@@ -97,6 +98,10 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 	bw.WriteByte(' ')
 	bw.WriteString(http.StatusText(resp.StatusCode))
 	bw.WriteString("\r\n")
+	c.rec.Status = resp.StatusCode
+	if c.obs != nil {
+		c.rec.Upstream, c.rec.UpstreamTime, c.rec.Resp = fl.Res.Endpoint.Address, time.Since(start), forward.HTTPHeader(resp.Header)
+	}
 	noBody := req.Method == "HEAD" || resp.StatusCode == 204 || resp.StatusCode == 304
 	chunked := !noBody && resp.ContentLength < 0 && req.Minor > 0
 	if err := resp.Header.Write(bw); err != nil {
@@ -120,7 +125,7 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 	if !noBody {
 		if chunked {
 			cw := httputil.NewChunkedWriter(bw)
-			_, copyErr = io.Copy(cw, resp.Body)
+			c.rec.BytesSent, copyErr = io.Copy(cw, resp.Body)
 			if copyErr == nil {
 				copyErr = cw.Close()
 			}
@@ -129,7 +134,7 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 				bw.WriteString("\r\n")
 			}
 		} else {
-			_, copyErr = io.Copy(bw, resp.Body)
+			c.rec.BytesSent, copyErr = io.Copy(bw, resp.Body)
 		}
 	}
 	if copyErr != nil {

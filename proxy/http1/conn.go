@@ -22,8 +22,10 @@ import (
 	"github.com/meshd/meshd/proxy/forward"
 	"github.com/meshd/meshd/proxy/internal/deadline"
 	"github.com/meshd/meshd/proxy/listen"
+	"github.com/meshd/meshd/proxy/state"
 	"github.com/meshd/meshd/proxy/upstream"
 	"github.com/meshd/meshd/router"
+	"github.com/meshd/meshd/telemetry"
 )
 
 const (
@@ -65,6 +67,11 @@ type h1conn struct {
 		u          *upstream.Conn // the last attempt's connection, holding its response head
 	}
 	bodyBuf *[]byte // pooled buffer holding x.body when it did not fit the read buffer
+
+	// rec is the record of the request in progress, for the snapshot's observers (obs);
+	// filled only when there are observers, reused across requests.
+	rec telemetry.Request
+	obs []telemetry.Observer
 }
 
 // Serve serves the HTTP/1.1 requests of tc (br holds what the sniffer read) until the
@@ -109,7 +116,9 @@ func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kin
 			return
 		}
 		tc.SetIdleTimeout(env.StreamIdle)
-		if !c.handle() {
+		keep := c.handle()
+		c.observe()
+		if !keep {
 			return
 		}
 	}
@@ -127,6 +136,7 @@ func (c *h1conn) releaseUp() {
 func (c *h1conn) handle() bool {
 	req := &c.req
 	snap := c.env.State.Load()
+	c.startRecord(snap)
 
 	target := req.Target
 	authority := req.Host
@@ -146,6 +156,9 @@ func (c *h1conn) handle() bool {
 		c.rr.GRPC = true
 	}
 	d := forward.Resolve(snap, c.env.Passthrough, c.kind, &c.rr, c.local, c.tc.Orig, rand.Uint64())
+	if c.obs != nil {
+		c.recordDecision(&d)
+	}
 	if d.Failed() {
 		return c.drainBodyThenReply(d.Status, d.Code, d.Msg)
 	}
@@ -240,6 +253,7 @@ func (c *h1conn) forward(d *forward.Decision, target string) bool {
 	peeked := c.bodyBuf == nil && c.x.body != nil
 
 	fl, err := forward.Do(&call, c)
+	c.rec.Attempts = call.Attempts
 	if err != nil {
 		if ce, ok := forward.AsClientError(err); ok {
 			c.clientBodyReply(ce)
@@ -366,6 +380,11 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 		return c.tunnel(u)
 	}
 
+	if c.obs != nil {
+		c.rec.Upstream = fl.Res.Endpoint.Address
+		c.rec.UpstreamTime = time.Since(start)
+		c.rec.Resp = resp
+	}
 	closeDown := c.closing()
 	untilClose := !resp.NoBody && !resp.Chunked && resp.ContentLength < 0
 	dechunk := resp.Chunked && req.Minor == 0 // an HTTP/1.0 client cannot read chunked
@@ -373,6 +392,7 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 		closeDown = true
 	}
 	status := resp.Status
+	c.rec.Status = status
 	if err := h1.WriteResponseHead(c.bw, respForClient(resp, dechunk), nil, false, closeDown); err != nil {
 		pool.Discard(u)
 		fl.End(balancer.DoneInfo{Err: err, Status: status}, false)
@@ -380,11 +400,13 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 	}
 	if !resp.NoBody {
 		var err error
+		var n int64
 		if dechunk {
-			_, err = h1.BodyCopy{Chunked: true, Dechunk: true}.Copy(c.bw, u.BR)
+			n, err = h1.BodyCopy{Chunked: true, Dechunk: true}.Copy(c.bw, u.BR)
 		} else {
-			_, err = copyResponseBody(c.bw, u.BR, resp, untilClose)
+			n, err = copyResponseBody(c.bw, u.BR, resp, untilClose)
 		}
+		c.rec.BytesSent = n
 		if err != nil && !(untilClose && errors.Is(err, io.EOF)) {
 			pool.Discard(u)
 			blame := upstreamSide(err)
@@ -414,6 +436,48 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 	return flushErr == nil && !closeDown
 }
 
+// startRecord begins the record of the request just read, when snap has observers.
+func (c *h1conn) startRecord(snap *state.Snapshot) {
+	c.obs = snap.Observers()
+	if c.obs == nil {
+		return
+	}
+	req := &c.req
+	c.rec = telemetry.Request{
+		Start: time.Now(), Listener: c.kind.String(), Protocol: req.Proto, Method: req.Method,
+		Authority: req.Host, Path: req.Target, Remote: c.tc.RemoteAddr().String(), Req: &c.hdrs,
+	}
+	if req.ContentLength > 0 {
+		c.rec.BytesReceived = req.ContentLength
+	}
+}
+
+// recordDecision notes where the request was routed.
+func (c *h1conn) recordDecision(d *forward.Decision) {
+	if d.Service != nil {
+		c.rec.Service = d.Service.Name
+	}
+	if d.Route != nil {
+		c.rec.Route = d.Route.Name
+	}
+	if d.Cluster != nil {
+		c.rec.Cluster = d.Cluster.Name()
+	}
+}
+
+// observe hands the finished request's record to the observers.
+func (c *h1conn) observe() {
+	if c.obs == nil {
+		return
+	}
+	c.rec.Duration = time.Since(c.rec.Start)
+	c.rec.Flags = forward.ResponseFlags(c.rec.Code)
+	for _, o := range c.obs {
+		o.Observe(&c.rec)
+	}
+	c.rec.Req, c.rec.Resp = nil, nil
+}
+
 // isMalformed reports a response the codec refused.
 func isMalformed(err error) bool {
 	var he *h1.Error
@@ -440,6 +504,7 @@ func (c *h1conn) closing() bool {
 // localReply answers with a response meshd generated itself. It reports whether the
 // connection can be kept.
 func (c *h1conn) localReply(status int, code, msg string, closeConn bool) bool {
+	c.rec.Status, c.rec.Code = status, code
 	hdr := [...]h1.Header{{Name: forward.HeaderError, Value: code}, {Name: "Content-Type", Value: "text/plain; charset=utf-8"}}
 	closeConn = closeConn || c.closing()
 	if err := h1.WriteSimpleResponse(c.bw, status, hdr[:], []byte(msg), closeConn); err != nil {
@@ -500,6 +565,7 @@ func (c *h1conn) rateLimitReply(wait time.Duration) bool {
 			closeConn = true
 		}
 	}
+	c.rec.Status, c.rec.Code = 429, forward.CodeRateLimited
 	hdr := [...]h1.Header{{Name: forward.HeaderError, Value: forward.CodeRateLimited}, {Name: "Retry-After", Value: forward.RetryAfterValue(wait)},
 		{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}
 	if h1.WriteSimpleResponse(c.bw, 429, hdr[:], []byte("meshd: rate limit exceeded\n"), closeConn) != nil || c.bw.Flush() != nil {
@@ -718,6 +784,7 @@ func readResponse(u *upstream.Conn, resp *h1.Response, method string) error {
 func (c *h1conn) failReply(err error) bool {
 	status, code := forward.Status(err)
 	if code == forward.CodeOverflow {
+		c.rec.Status, c.rec.Code = status, code
 		hdr := [...]h1.Header{{Name: forward.HeaderError, Value: code}, {Name: forward.HeaderLimit, Value: upstream.LimitOf(err)},
 			{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}
 		msg := "meshd: " + err.Error() + "\n"

@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/textproto"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"github.com/meshd/meshd/proxy/listen"
 	"github.com/meshd/meshd/proxy/upstream"
 	"github.com/meshd/meshd/router"
+	"github.com/meshd/meshd/telemetry"
 	"strconv"
 )
 
@@ -132,30 +132,6 @@ func (s *Server) ServeConn(tc *listen.Conn, br *bufio.Reader) {
 	}
 }
 
-// httpHeaderGetter adapts http.Header to the router's lookup.
-type httpHeaderGetter http.Header
-
-func (h httpHeaderGetter) Get(name string) (string, bool) {
-	v, ok := h[textproto.CanonicalMIMEHeaderKey(name)]
-	if !ok || len(v) == 0 {
-		return "", false
-	}
-	return v[0], true
-}
-
-// GetJoined makes httpHeaderGetter a router.HeaderJoiner: the values of a repeated
-// field joined with "," (allocating only then).
-func (h httpHeaderGetter) GetJoined(name string) (string, bool) {
-	v, ok := h[textproto.CanonicalMIMEHeaderKey(name)]
-	switch {
-	case !ok || len(v) == 0:
-		return "", false
-	case len(v) == 1:
-		return v[0], true
-	}
-	return strings.Join(v, ","), true
-}
-
 // ServeHTTP resolves one request, runs it through the forward pipeline and streams
 // the response back.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -171,7 +147,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Path:      r.URL.RequestURI(),
 		Scheme:    scheme,
 		GRPC:      strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc"),
-		Header:    httpHeaderGetter(r.Header),
+		Header:    forward.HTTPHeader(r.Header),
 	}
 	var local int
 	var orig netip.AddrPort
@@ -181,12 +157,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			local = int(orig.Port())
 		}
 	}
+	var rec *telemetry.Request // the record for the snapshot's observers, if any
+	if obs := snap.Observers(); obs != nil {
+		rec = &telemetry.Request{Start: time.Now(), Listener: s.kind.String(), Protocol: "HTTP/2", Method: r.Method,
+			Authority: r.Host, Path: rr.Path, Remote: r.RemoteAddr, Req: forward.HTTPHeader(r.Header), BytesReceived: max(r.ContentLength, 0)}
+		defer observe(rec, obs)
+	}
 	d := forward.Resolve(snap, env.Passthrough, s.kind, &rr, local, orig, rand.Uint64())
+	if rec != nil {
+		recordDecision(rec, &d)
+	}
 	if d.Failed() {
+		noteLocal(rec, d.Status, d.Code)
 		LocalReply(w, rr.GRPC, d.Status, d.Code, "", d.Msg)
 		return
 	}
 	if ok, wait := d.Admit(snap); !ok {
+		noteLocal(rec, http.StatusTooManyRequests, forward.CodeRateLimited)
 		w.Header().Set("Retry-After", forward.RetryAfterValue(wait))
 		LocalReply(w, rr.GRPC, http.StatusTooManyRequests, forward.CodeRateLimited, "", "meshd: rate limit exceeded\n")
 		return
@@ -198,16 +185,49 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	call.Ctx = r.Context()
 	x := forward.NewRoundTrip(out, d.Cluster, idle, env.ReplayBound())
 	fl, err := forward.Do(&call, x)
+	if rec != nil {
+		rec.Attempts = call.Attempts
+	}
 	if err != nil {
 		status, code := forward.Status(err)
 		if ce, ok := forward.AsClientError(err); ok {
 			status, code = forward.ClientStatus(ce), forward.CodeBadRequest
 		}
+		noteLocal(rec, status, code)
 		LocalReply(w, rr.GRPC, status, code, upstream.LimitOf(err), "meshd: "+err.Error()+"\n")
 		return
 	}
 	defer x.Close()
-	CopyResponse(w, x, &fl, rr.GRPC)
+	CopyResponse(w, x, &fl, rr.GRPC, rec)
+}
+
+// recordDecision notes where the request was routed.
+func recordDecision(rec *telemetry.Request, d *forward.Decision) {
+	if d.Service != nil {
+		rec.Service = d.Service.Name
+	}
+	if d.Route != nil {
+		rec.Route = d.Route.Name
+	}
+	if d.Cluster != nil {
+		rec.Cluster = d.Cluster.Name()
+	}
+}
+
+// noteLocal records an answer meshd gave itself (rec may be nil: no observers).
+func noteLocal(rec *telemetry.Request, status int, code string) {
+	if rec != nil {
+		rec.Status, rec.Code = status, code
+	}
+}
+
+// observe hands a finished request's record to the observers.
+func observe(rec *telemetry.Request, obs []telemetry.Observer) {
+	rec.Duration = time.Since(rec.Start)
+	rec.Flags = forward.ResponseFlags(rec.Code)
+	for _, o := range obs {
+		o.Observe(rec)
+	}
 }
 
 // CopyResponse streams the final response of x to w: headers, body (flushed as it
@@ -216,8 +236,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // aborted (RST_STREAM) so the client sees an error rather than a short body; but when
 // meshd's own timeout cut a gRPC call, the stream ends with trailers carrying
 // DEADLINE_EXCEEDED, which is what happened, as gRPC clients expect.
-func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Flight, grpc bool) {
+func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Flight, grpc bool, rec *telemetry.Request) {
 	resp := x.Response()
+	if rec != nil {
+		rec.Status, rec.Upstream, rec.UpstreamTime = resp.StatusCode, fl.Res.Endpoint.Address, time.Since(fl.Start)
+		rec.Resp = forward.HTTPHeader(resp.Header)
+	}
 	forward.RemoveHopByHop(resp.Header)
 	dst := w.Header()
 	for k, v := range resp.Header {
@@ -232,7 +256,10 @@ func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Fligh
 		dst.Set("Trailer", strings.Join(keys, ", "))
 	}
 	w.WriteHeader(resp.StatusCode)
-	err := copyFlush(w, resp.Body, resp.ContentLength < 0)
+	n, err := copyFlush(w, resp.Body, resp.ContentLength < 0)
+	if rec != nil {
+		rec.BytesSent = n
+	}
 	if err != nil && grpc {
 		var de *forward.DownstreamError
 		if cause := x.TimeoutCause(); cause != nil && !errors.As(err, &de) {
@@ -270,28 +297,30 @@ var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return 
 // stream) is flushed after every read, so nothing is held back; a body of known length
 // is flushed once, when the handler returns, so its HEADERS and DATA frames leave in
 // one write instead of one write each (net/http's ReverseProxy makes the same split).
-func copyFlush(w http.ResponseWriter, src io.Reader, stream bool) error {
+func copyFlush(w http.ResponseWriter, src io.Reader, stream bool) (int64, error) {
 	rc := http.NewResponseController(w)
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
 	buf := *bp
+	var total int64
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return &forward.DownstreamError{Err: werr}
+				return total, &forward.DownstreamError{Err: werr}
 			}
+			total += int64(n)
 			if stream {
 				if ferr := rc.Flush(); ferr != nil {
-					return &forward.DownstreamError{Err: ferr}
+					return total, &forward.DownstreamError{Err: ferr}
 				}
 			}
 		}
 		if err == io.EOF {
-			return nil
+			return total, nil
 		}
 		if err != nil {
-			return err
+			return total, err
 		}
 	}
 }

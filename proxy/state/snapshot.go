@@ -41,6 +41,9 @@ type Snapshot struct {
 	listeners map[int]*ListenerLimit // ingress listener rate limits by port
 	clock     resilience.Clock
 
+	// observers get every finished L7 request (the node's access log).
+	observers []telemetry.Observer
+
 	egressAllowAll bool
 	// localNodePort is the node's only listener port, used by the ingress listener when a
 	// connection arrived without an original destination (no iptables redirect); 0 when
@@ -87,6 +90,9 @@ func (s *Snapshot) Policies() []*RoutePolicy { return s.policies }
 // ListenerLimits are the ingress listeners' rate limits by port (admin views).
 func (s *Snapshot) ListenerLimits() map[int]*ListenerLimit { return s.listeners }
 
+// Observers get every finished L7 request served on the snapshot (shared: read only).
+func (s *Snapshot) Observers() []telemetry.Observer { return s.observers }
+
 // EgressAllowAll reports whether the mesh's egressFilter is ALLOW_ALL.
 func (s *Snapshot) EgressAllowAll() bool { return s.egressAllowAll }
 
@@ -111,6 +117,11 @@ type Options struct {
 	// it does. Default 2s.
 	FirstResolveWait time.Duration
 	Cluster          upstream.Options
+	// AccessLog opens (or returns the one already open for the same path and format)
+	// the writer of a node's logging.accessLog.file. An error rejects the config: an
+	// access log the config asks for is never quietly not written. Nil: access logs are
+	// refused with an error naming the field.
+	AccessLog func(f *config.FileAccessLog) (telemetry.Observer, error)
 }
 
 // DefaultFirstResolveWait is Options.FirstResolveWait's default.
@@ -155,6 +166,16 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 	}()
 	if err := s.compilePolicies(vn, prev); err != nil {
 		return nil, err
+	}
+	if lg := vn.Spec.Logging; lg != nil && lg.AccessLog != nil && lg.AccessLog.File != nil {
+		if opts.AccessLog == nil {
+			return nil, fmt.Errorf("virtual node %q: spec.logging.accessLog.file: access logs are not available in this build", node)
+		}
+		o, err := opts.AccessLog(lg.AccessLog.File)
+		if err != nil {
+			return nil, fmt.Errorf("virtual node %q: spec.logging.accessLog.file.path %q: %w", node, lg.AccessLog.File.Path, err)
+		}
+		s.observers = append(s.observers, o)
 	}
 	if f := cfg.Mesh.Spec.EgressFilter; f != nil && f.Type == config.EgressAllowAll {
 		s.egressAllowAll = true
