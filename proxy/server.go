@@ -86,6 +86,9 @@ type Options struct {
 	// names new clusters follow. Default 2s.
 	FirstResolveWait time.Duration
 	Logger           *slog.Logger
+	// LogLevel, when set, is the Logger's level, which admin /logging shows and
+	// POST /logging?level=... changes at run time.
+	LogLevel *slog.LevelVar
 	// EgressAddr6 is the IPv6 loopback egress listener that ip6tables REDIRECT
 	// targets. Default "[::1]:<egress port>" when EgressAddr is on 127.0.0.1; "off"
 	// disables it. Failing to bind it is logged, not fatal (the host may lack IPv6).
@@ -238,7 +241,7 @@ func New(opts Options) (*Server, error) {
 	s.h2out = http2.New(&s.env, forward.Egress)
 	s.api = admin.API{
 		State: &s.state, Node: opts.Node, Version: opts.Version, Token: opts.AdminToken,
-		RequireIfMatch: opts.RequireIfMatch, L4: &s.l4,
+		RequireIfMatch: opts.RequireIfMatch, L4: &s.l4, LogLevel: opts.LogLevel,
 		Ready:    s.Ready,
 		Draining: s.unready.Load,
 		Started: func() time.Time {

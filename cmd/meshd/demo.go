@@ -63,7 +63,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	logger, err := telemetry.NewLogger(stderr, f.logLevel, f.logFormat)
+	logger, logLevel, err := telemetry.NewLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		fmt.Fprintln(stderr, "meshd demo:", err)
 		return 2
@@ -100,7 +100,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	f.node = "frontend"
-	opts := f.options(logger)
+	opts := f.options(logger, logLevel)
 	return serve(cfg, "embedded demo", opts, logger, nil, func(srv *proxy.Server) {
 		printDemoHelp(stdout, srv, ports)
 	})

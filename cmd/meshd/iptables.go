@@ -128,7 +128,7 @@ func iptablesMain(args []string, stdout, stderr io.Writer, lookup func(string) (
 		return iptablesPrint(cfg, opts, *family, stdout, stderr)
 	}
 
-	logger, err := telemetry.NewLogger(stderr, "info", "text")
+	logger, _, err := telemetry.NewLogger(stderr, "info", "text")
 	if err != nil {
 		fmt.Fprintln(stderr, "meshd iptables:", err)
 		return 2

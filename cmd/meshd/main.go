@@ -175,7 +175,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.egressPort, "egress-port", envInt(15001, "MESHD_EGRESS_PORT", "APPMESH_ENVOY_EGRESS_PORT"), "egress port (env MESHD_EGRESS_PORT)")
 	fs.StringVar(&f.ingressAddr, "ingress-bind", env("0.0.0.0", "MESHD_INGRESS_BIND"), "ingress bind address (env MESHD_INGRESS_BIND)")
 	fs.StringVar(&f.egressAddr, "egress-bind", env("127.0.0.1", "MESHD_EGRESS_BIND"), "egress bind address; loopback keeps meshd from being an open proxy (env MESHD_EGRESS_BIND)")
-	fs.StringVar(&f.logLevel, "log-level", env("info", "MESHD_LOG_LEVEL", "ENVOY_LOG_LEVEL"), "debug, info, warn or error (env MESHD_LOG_LEVEL)")
+	fs.StringVar(&f.logLevel, "log-level", env("info", "MESHD_LOG_LEVEL", "ENVOY_LOG_LEVEL"), "trace, debug, info, warning, error, critical or off (env MESHD_LOG_LEVEL, or App Mesh's ENVOY_LOG_LEVEL)")
 	fs.StringVar(&f.logFormat, "log-format", env("text", "MESHD_LOG_FORMAT"), "text or json (env MESHD_LOG_FORMAT)")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", envDuration(20*time.Second, "MESHD_DRAIN_TIMEOUT", "LISTENER_DRAIN_WAIT_TIME_S"), "how long SIGTERM waits for in-flight requests (env MESHD_DRAIN_TIMEOUT)")
 	fs.DurationVar(&f.drainGrace, "drain-grace", envDuration(3*time.Second, "MESHD_DRAIN_GRACE"), "after SIGTERM, how long /ready fails while the listeners keep serving, before they close and in-flight requests drain (env MESHD_DRAIN_GRACE; SIGINT skips it)")
@@ -210,8 +210,9 @@ func (f *runFlags) loadToken() error {
 	return nil
 }
 
-func (f *runFlags) options(logger *slog.Logger) proxy.Options {
+func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) proxy.Options {
 	return proxy.Options{
+		LogLevel:         level,
 		Node:             f.node,
 		IngressAddr:      joinHostPort(f.ingressAddr, f.ingressPort),
 		EgressAddr:       joinHostPort(f.egressAddr, f.egressPort),
@@ -272,7 +273,7 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "meshd run: --dns-min-ttl %v, --dns-max-ttl %v, --dns-nxdomain-grace %v: want 0 < min <= max and grace >= 0\n", f.dnsMinTTL, f.dnsMaxTTL, f.dnsNXGrace)
 		return 2
 	}
-	logger, err := telemetry.NewLogger(stderr, f.logLevel, f.logFormat)
+	logger, logLevel, err := telemetry.NewLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		fmt.Fprintln(stderr, "meshd run:", err)
 		return 2
@@ -294,7 +295,7 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 	} else {
 		src = &config.FileSource{Path: f.configPath, Logger: logger}
 	}
-	return serveWith(f.options(logger), logger, serveOpts{
+	return serveWith(f.options(logger, logLevel), logger, serveOpts{
 		initial: func(ctx context.Context, srv *proxy.Server) error {
 			return applyInitial(ctx, srv, src, f.persist, logger)
 		},

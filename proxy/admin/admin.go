@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -29,6 +30,7 @@ import (
 	"github.com/meshd/meshd/proxy/upstream"
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/router"
+	"github.com/meshd/meshd/telemetry"
 )
 
 // API serves the admin endpoints. Set its fields before Handler; it only reads them.
@@ -46,6 +48,9 @@ type API struct {
 	Started         func() time.Time
 	// L4 is the server-wide L4 front end, for its egress counters on /clusters.
 	L4 *l4.Server
+	// LogLevel is the process logger's level, shown and changed by /logging (nil: the
+	// level is not the server's to change).
+	LogLevel *slog.LevelVar
 }
 
 // Handler serves the admin API. It runs on its own listener (127.0.0.1:9901 by
@@ -61,6 +66,8 @@ func (s *API) Handler() http.Handler {
 	mux.HandleFunc("GET /debug/route", s.guarded(s.handleDebugRoute))
 	mux.HandleFunc("GET /clusters", s.handleClusters)
 	mux.HandleFunc("GET /stats", s.handleStats)
+	mux.HandleFunc("GET /logging", s.handleLogging)
+	mux.HandleFunc("POST /logging", s.guarded(s.handleSetLogging))
 	return mux
 }
 
@@ -603,4 +610,41 @@ func noEndpointsReason(st []discovery.Status) string {
 		}
 	}
 	return strings.Join(parts, "; ")
+}
+
+// handleLogging answers the log level in force, in Envoy's /logging shape.
+func (s *API) handleLogging(w http.ResponseWriter, _ *http.Request) {
+	if s.LogLevel == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "the log level is not managed by this server"})
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = fmt.Fprintf(w, "active loggers:\n  meshd: %s\n", telemetry.LevelName(s.LogLevel.Level()))
+}
+
+// handleSetLogging changes the log level: POST /logging?level=debug (any Envoy level
+// name; Envoy's per-logger form name=level is accepted for the one logger "meshd" or
+// any name, all loggers being one).
+func (s *API) handleSetLogging(w http.ResponseWriter, r *http.Request) {
+	if s.LogLevel == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "the log level is not managed by this server"})
+		return
+	}
+	q := r.URL.Query()
+	v := q.Get("level")
+	if v == "" {
+		for _, vs := range q { // Envoy's /logging?<logger>=<level>
+			if len(vs) > 0 {
+				v = vs[0]
+				break
+			}
+		}
+	}
+	lv, err := telemetry.ParseLevel(v)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	s.LogLevel.Set(lv)
+	s.handleLogging(w, r)
 }
