@@ -73,7 +73,7 @@ var rules = []rule{
 	// proxy/upstream: gRPC for active health checks.
 	{pkg: "proxy/upstream", deps: "balancer config discovery internal/h1 proxy/internal/deadline resilience router telemetry", mods: "google.golang.org/grpc"},
 	{pkg: "proxy/state", deps: "config discovery proxy/upstream resilience router telemetry"},
-	{pkg: "proxy/forward", deps: "balancer config discovery internal/h1 proxy/state proxy/upstream resilience router", mods: "golang.org/x/net"},
+	{pkg: "proxy/forward", deps: "balancer config discovery internal/h1 proxy/state proxy/upstream resilience router telemetry", mods: "golang.org/x/net"},
 	{pkg: "proxy/listen", deps: "proxy/intercept proxy/internal/deadline"},
 	// The front ends (frontEnds): they share forward, listen, state and upstream but never import each other.
 	{pkg: "proxy/http1", deps: "balancer internal/h1 proxy/forward proxy/internal/deadline proxy/listen proxy/state proxy/upstream router telemetry", mods: "golang.org/x/net"},

@@ -15,6 +15,7 @@ import (
 	"github.com/meshd/meshd/proxy/upstream"
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/router"
+	"github.com/meshd/meshd/telemetry"
 )
 
 // Kind is the listener a connection arrived on.
@@ -291,6 +292,17 @@ type Env struct {
 	// Draining reports whether the server is draining: responses say Connection: close.
 	Draining *atomic.Bool
 	Log      *slog.Logger
+
+	// Request statistics of the listeners, by kind (Envoy's http.*.downstream_rq_*).
+	IngressStats, EgressStats telemetry.HTTPStats
+}
+
+// ListenerStats are the request statistics of the listener kind k.
+func (e *Env) ListenerStats(k Kind) *telemetry.HTTPStats {
+	if k == Ingress {
+		return &e.IngressStats
+	}
+	return &e.EgressStats
 }
 
 // ReplayBound is MaxReplayBody with its default.

@@ -72,6 +72,8 @@ type h1conn struct {
 	// filled only when there are observers, reused across requests.
 	rec telemetry.Request
 	obs []telemetry.Observer
+	// The route's and cluster's statistics of the request in progress (nil: none).
+	routeStats, clusterStats *telemetry.HTTPStats
 }
 
 // Serve serves the HTTP/1.1 requests of tc (br holds what the sniffer read) until the
@@ -156,9 +158,7 @@ func (c *h1conn) handle() bool {
 		c.rr.GRPC = true
 	}
 	d := forward.Resolve(snap, c.env.Passthrough, c.kind, &c.rr, c.local, c.tc.Orig, rand.Uint64())
-	if c.obs != nil {
-		c.recordDecision(&d)
-	}
+	c.recordDecision(&d)
 	if d.Failed() {
 		return c.drainBodyThenReply(d.Status, d.Code, d.Msg)
 	}
@@ -436,10 +436,14 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 	return flushErr == nil && !closeDown
 }
 
-// startRecord begins the record of the request just read, when snap has observers.
+// startRecord begins the record of the request just read: its start, for the
+// statistics; all of it when snap has observers.
 func (c *h1conn) startRecord(snap *state.Snapshot) {
 	c.obs = snap.Observers()
+	c.routeStats, c.clusterStats = nil, nil
+	c.env.ListenerStats(c.kind).InFlight.Add(1)
 	if c.obs == nil {
+		c.rec.Start, c.rec.Status, c.rec.Code, c.rec.Attempts = time.Now(), 0, "", 0
 		return
 	}
 	req := &c.req
@@ -454,6 +458,15 @@ func (c *h1conn) startRecord(snap *state.Snapshot) {
 
 // recordDecision notes where the request was routed.
 func (c *h1conn) recordDecision(d *forward.Decision) {
+	if d.Policy != nil {
+		c.routeStats = d.Policy.Stats()
+	}
+	if d.Cluster != nil {
+		c.clusterStats = d.Cluster.Stats()
+	}
+	if c.obs == nil {
+		return
+	}
 	if d.Service != nil {
 		c.rec.Service = d.Service.Name
 	}
@@ -465,12 +478,20 @@ func (c *h1conn) recordDecision(d *forward.Decision) {
 	}
 }
 
-// observe hands the finished request's record to the observers.
+// observe records the finished request in the statistics and hands its record to the
+// observers.
 func (c *h1conn) observe() {
+	dur := time.Since(c.rec.Start)
+	ls := c.env.ListenerStats(c.kind)
+	ls.InFlight.Add(-1)
+	ls.Record(c.rec.Status, dur, 0, c.rec.Code)
+	retries := max(c.rec.Attempts-1, 0)
+	c.routeStats.Record(c.rec.Status, dur, retries, c.rec.Code)
+	c.clusterStats.Record(c.rec.Status, dur, retries, c.rec.Code)
 	if c.obs == nil {
 		return
 	}
-	c.rec.Duration = time.Since(c.rec.Start)
+	c.rec.Duration = dur
 	c.rec.Flags = forward.ResponseFlags(c.rec.Code)
 	for _, o := range c.obs {
 		o.Observe(&c.rec)

@@ -157,16 +157,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			local = int(orig.Port())
 		}
 	}
-	var rec *telemetry.Request // the record for the snapshot's observers, if any
-	if obs := snap.Observers(); obs != nil {
-		rec = &telemetry.Request{Start: time.Now(), Listener: s.kind.String(), Protocol: "HTTP/2", Method: r.Method,
-			Authority: r.Host, Path: rr.Path, Remote: r.RemoteAddr, Req: forward.HTTPHeader(r.Header), BytesReceived: max(r.ContentLength, 0)}
-		defer observe(rec, obs)
-	}
-	d := forward.Resolve(snap, env.Passthrough, s.kind, &rr, local, orig, rand.Uint64())
-	if rec != nil {
-		recordDecision(rec, &d)
-	}
+	// The record of the request, for the statistics and the snapshot's observers.
+	rec := &telemetry.Request{Start: time.Now(), Listener: s.kind.String(), Protocol: "HTTP/2", Method: r.Method,
+		Authority: r.Host, Path: rr.Path, Remote: r.RemoteAddr, Req: forward.HTTPHeader(r.Header), BytesReceived: max(r.ContentLength, 0)}
+	var d forward.Decision
+	ls := env.ListenerStats(s.kind)
+	ls.InFlight.Add(1)
+	defer func() {
+		ls.InFlight.Add(-1)
+		observe(rec, &d, ls, snap.Observers())
+	}()
+	d = forward.Resolve(snap, env.Passthrough, s.kind, &rr, local, orig, rand.Uint64())
+	recordDecision(rec, &d)
 	if d.Failed() {
 		noteLocal(rec, d.Status, d.Code)
 		LocalReply(w, rr.GRPC, d.Status, d.Code, "", d.Msg)
@@ -185,9 +187,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	call.Ctx = r.Context()
 	x := forward.NewRoundTrip(out, d.Cluster, idle, env.ReplayBound())
 	fl, err := forward.Do(&call, x)
-	if rec != nil {
-		rec.Attempts = call.Attempts
-	}
+	rec.Attempts = call.Attempts
 	if err != nil {
 		status, code := forward.Status(err)
 		if ce, ok := forward.AsClientError(err); ok {
@@ -221,10 +221,19 @@ func noteLocal(rec *telemetry.Request, status int, code string) {
 	}
 }
 
-// observe hands a finished request's record to the observers.
-func observe(rec *telemetry.Request, obs []telemetry.Observer) {
+// observe records a finished request in the statistics of its listener, route and
+// cluster, and hands its record to the observers.
+func observe(rec *telemetry.Request, d *forward.Decision, ls *telemetry.HTTPStats, obs []telemetry.Observer) {
 	rec.Duration = time.Since(rec.Start)
 	rec.Flags = forward.ResponseFlags(rec.Code)
+	retries := max(rec.Attempts-1, 0)
+	ls.Record(rec.Status, rec.Duration, 0, rec.Code)
+	if d.Policy != nil {
+		d.Policy.Stats().Record(rec.Status, rec.Duration, retries, rec.Code)
+	}
+	if d.Cluster != nil {
+		d.Cluster.Stats().Record(rec.Status, rec.Duration, retries, rec.Code)
+	}
 	for _, o := range obs {
 		o.Observe(rec)
 	}

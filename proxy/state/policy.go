@@ -8,6 +8,7 @@ import (
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/router"
+	"github.com/meshd/meshd/telemetry"
 )
 
 // RoutePolicy is what a route adds to forwarding: its compiled retry policy, its rate
@@ -17,14 +18,18 @@ type RoutePolicy struct {
 	retry     *resilience.RetryPolicy
 	limit     *resilience.TokenBucket // nil: no route rate limit
 	counters  *resilience.Counters
+	stats     *telemetry.HTTPStats
 	isDefault bool
 	limitCfg  *config.RateLimit
 }
 
 // NewRoutePolicy is a policy with no rate limit, for tests of the pipeline.
 func NewRoutePolicy(key string, retry *resilience.RetryPolicy) *RoutePolicy {
-	return &RoutePolicy{key: key, retry: retry, counters: new(resilience.Counters)}
+	return &RoutePolicy{key: key, retry: retry, counters: new(resilience.Counters), stats: new(telemetry.HTTPStats)}
 }
+
+// Stats are the route's request statistics (carried across reloads by Key).
+func (p *RoutePolicy) Stats() *telemetry.HTTPStats { return p.stats }
 
 // Key is "<service>/<route>", stable across reloads: counters and buckets carry over by
 // it, and /stats names routes with it.
@@ -113,9 +118,9 @@ func (s *Snapshot) compilePolicies(vn *config.VirtualNode, prev *Snapshot) error
 // none; none at all for the node's own ingress routes, which lead to the local app) and
 // rate limit.
 func compileRoutePolicy(rt *router.Route, ingress bool, old *RoutePolicy, now time.Time) (*RoutePolicy, error) {
-	p := &RoutePolicy{key: rt.Service + "/" + rt.Name, counters: new(resilience.Counters)}
+	p := &RoutePolicy{key: rt.Service + "/" + rt.Name, counters: new(resilience.Counters), stats: new(telemetry.HTTPStats)}
 	if old != nil {
-		p.counters = old.counters
+		p.counters, p.stats = old.counters, old.stats
 	}
 	var in *resilience.RetryInput
 	switch {

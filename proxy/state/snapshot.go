@@ -186,6 +186,7 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 	copts := opts.Cluster
 	copts.Counters = prev.clusterCounters
 	copts.L4Stats = prev.clusterL4Stats
+	copts.Stats = prev.clusterStats
 	meshPref := ""
 	var resolvers []string
 	if sd := cfg.Mesh.Spec.ServiceDiscovery; sd != nil {
@@ -277,6 +278,17 @@ func (s *Snapshot) clusterCounters(name string) *resilience.Counters {
 	}
 	if c := s.clusters[name]; c != nil {
 		return c.Counters()
+	}
+	return nil
+}
+
+// clusterStats returns the request statistics of s's cluster name, nil if none.
+func (s *Snapshot) clusterStats(name string) *telemetry.HTTPStats {
+	if s == nil {
+		return nil
+	}
+	if c := s.clusters[name]; c != nil {
+		return c.Stats()
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/router"
+	"github.com/meshd/meshd/telemetry"
 )
 
 // Pick picks an endpoint, avoiding avoid when another is available. An empty cluster
@@ -71,6 +72,9 @@ func (c *Cluster) Budget() *resilience.RetryBudget { return c.budget }
 
 // Counters are the cluster's resilience counters (kept across reloads by name).
 func (c *Cluster) Counters() *resilience.Counters { return c.counters }
+
+// Stats are the cluster's request statistics (carried to a successor of the same name).
+func (c *Cluster) Stats() *telemetry.HTTPStats { return c.stats }
 
 // L4 are the cluster's L4 counters.
 func (c *Cluster) L4() *L4Stats { return c.l4 }

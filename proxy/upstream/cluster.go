@@ -18,6 +18,7 @@ import (
 	"github.com/meshd/meshd/proxy/internal/deadline"
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/router"
+	"github.com/meshd/meshd/telemetry"
 )
 
 // Upstream I/O buffer sizes. 16 KiB each holds a typical request or response head and a
@@ -72,6 +73,7 @@ type Cluster struct {
 	clock      resilience.Clock
 	log        *slog.Logger
 	counters   *resilience.Counters
+	stats      *telemetry.HTTPStats
 	budget     *resilience.RetryBudget
 	outlier    *resilience.OutlierDetector
 	sweepEvery time.Duration

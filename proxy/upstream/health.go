@@ -50,6 +50,12 @@ func (c *Cluster) initResilience(opts Options) {
 	if c.counters == nil {
 		c.counters = new(resilience.Counters)
 	}
+	if opts.Stats != nil {
+		c.stats = opts.Stats(c.ref.Name)
+	}
+	if c.stats == nil {
+		c.stats = new(telemetry.HTTPStats)
+	}
 	if opts.L4Stats != nil {
 		c.l4 = opts.L4Stats(c.ref.Name)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/resilience"
+	"github.com/meshd/meshd/telemetry"
 )
 
 // Options carries what a cluster needs from the server that builds it.
@@ -24,4 +25,6 @@ type Options struct {
 	// connectionPool.tcp.maxConnections limits, and connections opened before a reload
 	// that rebuilt the cluster still count against the limit.
 	L4Stats func(name string) *L4Stats
+	// Stats likewise returns that cluster's request statistics.
+	Stats func(name string) *telemetry.HTTPStats
 }
