@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/internal/testutil"
+	"github.com/meshd/meshd/proxy"
 )
 
 // TestPerRetryTimeoutMovesToGoodEndpoint: with one endpoint that never answers and one
@@ -53,6 +54,40 @@ func TestPerRetryTimeoutMovesToGoodEndpoint(t *testing.T) {
 // within it, small or larger than the HTTP/1.1 read buffer, is retried under the same
 // policy, so the policy itself is live.
 func TestLargeBodyNotRetried(t *testing.T) {
+	testReplayBound(t, proxy.Options{Node: "app"}, []replayCase{
+		{"http1 small", false, 1 << 10, 3},
+		// One replay bound for every protocol (64 KiB by default): a 20 KiB body, larger
+		// than the HTTP/1.1 read buffer, is retried over HTTP/1.1 as over HTTP/2.
+		{"http1 over 16KiB", false, 20 << 10, 3},
+		{"http1 over 64KiB", false, 70 << 10, 1},
+		{"h2c small", true, 1 << 10, 3},
+		{"h2c over 64KiB", true, 70 << 10, 1},
+	})
+}
+
+// TestMaxReplayBody: Options.MaxReplayBody (meshd run --max-replay-body) is the one
+// bound on the request body kept for a retry, for HTTP/1.1 and h2c alike: a body within
+// it is retried, a larger one is sent once and its 5xx relayed.
+func TestMaxReplayBody(t *testing.T) {
+	testReplayBound(t, proxy.Options{Node: "app", MaxReplayBody: 1024}, []replayCase{
+		{"http1 within the bound", false, 1024, 3},
+		{"http1 over the bound", false, 1025, 1},
+		{"h2c within the bound", true, 1024, 3},
+		{"h2c over the bound", true, 4096, 1},
+	})
+}
+
+type replayCase struct {
+	name     string
+	h2c      bool
+	size     int
+	attempts int64
+}
+
+// testReplayBound POSTs each case's body through meshd to an upstream that answers 500
+// under a policy of two retries on server-error, and counts the attempts it saw.
+func testReplayBound(t *testing.T, opts proxy.Options, cases []replayCase) {
+	t.Helper()
 	var hits atomic.Int64
 	up := testutil.StartHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
@@ -60,24 +95,14 @@ func TestLargeBodyNotRetried(t *testing.T) {
 		w.WriteHeader(500)
 	}))
 	route := `{match: {prefix: /}, action: {weightedTargets: [{virtualNode: svc, weight: 1}]}, retryPolicy: {maxRetries: 2, perRetryTimeout: {unit: s, value: 5}, httpRetryEvents: [server-error]}}`
-	srv := testutil.StartMeshd(t, "app", resMesh([]int{up.Port}, "", route))
-	cases := []struct {
-		name     string
-		client   *http.Client
-		size     int
-		attempts int64
-	}{
-		{"http1 small", testutil.HTTPClient(t, srv.EgressAddr()), 1 << 10, 3},
-		// One replay bound for every protocol (64 KiB by default): a 20 KiB body, larger
-		// than the HTTP/1.1 read buffer, is retried over HTTP/1.1 as over HTTP/2.
-		{"http1 over 16KiB", testutil.HTTPClient(t, srv.EgressAddr()), 20 << 10, 3},
-		{"http1 over 64KiB", testutil.HTTPClient(t, srv.EgressAddr()), 70 << 10, 1},
-		{"h2c small", testutil.H2CClient(t, srv.EgressAddr()), 1 << 10, 3},
-		{"h2c over 64KiB", testutil.H2CClient(t, srv.EgressAddr()), 70 << 10, 1},
-	}
+	srv := testutil.StartMeshdOpts(t, opts, resMesh([]int{up.Port}, "", route))
 	for _, tc := range cases {
+		client := testutil.HTTPClient(t, srv.EgressAddr())
+		if tc.h2c {
+			client = testutil.H2CClient(t, srv.EgressAddr())
+		}
 		before := hits.Load()
-		resp, err := tc.client.Post("http://svc.t.local/", "application/octet-stream", bytes.NewReader(make([]byte, tc.size)))
+		resp, err := client.Post("http://svc.t.local/", "application/octet-stream", bytes.NewReader(make([]byte, tc.size)))
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
