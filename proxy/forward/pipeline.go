@@ -9,6 +9,7 @@ import (
 	"github.com/meshd/meshd/internal/h1"
 	"github.com/meshd/meshd/proxy/upstream"
 	"github.com/meshd/meshd/resilience"
+	"github.com/meshd/meshd/telemetry"
 )
 
 // DefaultMaxReplayBody is the default bound on the request body kept so a retry can send
@@ -45,6 +46,9 @@ type Exchanger interface {
 	// Wait waits d before the next attempt. It returns false early when the client went
 	// away (the request is then abandoned).
 	Wait(d time.Duration) bool
+	// SetHeader sets a field of the upstream request for the coming attempts (trace
+	// propagation: each attempt's span sets its own); called before Exchange.
+	SetHeader(name, value string)
 }
 
 // Call is one request through the pipeline. It lives on the front end's stack.
@@ -62,6 +66,9 @@ type Call struct {
 	NoRetry bool
 	// Attempts is set by Do: how many attempts were made (1 + retries), for the record.
 	Attempts int
+	// Span is the request's server span when it is traced (nil: not traced); each
+	// attempt gets a client span under it.
+	Span telemetry.Span
 }
 
 // Flight is the final attempt of a call that got a response head. The front end relays
@@ -200,7 +207,14 @@ func attempts(c *Call, x Exchanger) (Flight, error) {
 			}
 		}
 		c.Attempts++
+		var span telemetry.AttemptSpan
+		if c.Span != nil {
+			span = c.Span.StartAttempt(res.Endpoint.Address, c.Attempts, x.SetHeader)
+		}
 		status, err := x.Exchange(res, hard)
+		if span != nil {
+			endAttemptSpan(span, status, err)
+		}
 		release()
 		latency := time.Since(start)
 		if err != nil {
@@ -363,4 +377,17 @@ func GRPCTimeout(isGRPC bool, v string) time.Duration {
 		return 0
 	}
 	return d
+}
+
+// endAttemptSpan ends an attempt's client span with its outcome and error origin.
+func endAttemptSpan(span telemetry.AttemptSpan, status int, err error) {
+	code := ""
+	if err != nil {
+		if _, client := AsClientError(err); client {
+			code = CodeBadRequest
+		} else {
+			_, code = Status(upstream.Wrap(err, isMalformed))
+		}
+	}
+	span.End(status, err, code)
 }

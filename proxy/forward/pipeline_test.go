@@ -48,7 +48,8 @@ func (f *fakeExchange) Header(name string) (string, bool) {
 	}
 	return "", false
 }
-func (f *fakeExchange) Discard() {}
+func (f *fakeExchange) Discard()                 {}
+func (f *fakeExchange) SetHeader(string, string) {}
 func (f *fakeExchange) Wait(d time.Duration) bool {
 	f.waits = append(f.waits, d)
 	if f.cl.Budget().Outstanding() != f.others {

@@ -293,6 +293,9 @@ type Env struct {
 	Draining *atomic.Bool
 	Log      *slog.Logger
 
+	// Tracer starts the spans of traced requests; nil: tracing off.
+	Tracer telemetry.Tracer
+
 	// Request statistics of the listeners, by kind (Envoy's http.*.downstream_rq_*).
 	IngressStats, EgressStats telemetry.HTTPStats
 }

@@ -112,6 +112,10 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 	return resp.StatusCode, nil
 }
 
+// SetHeader implements Exchanger: the field goes on the upstream request of the coming
+// attempts.
+func (r *RoundTrip) SetHeader(name, value string) { r.Out.Header.Set(name, value) }
+
 // Replayable implements Exchanger.
 func (r *RoundTrip) Replayable() bool { return r.bodyless || r.rb.replayable() }
 

@@ -74,6 +74,7 @@ type h1conn struct {
 	obs []telemetry.Observer
 	// The route's and cluster's statistics of the request in progress (nil: none).
 	routeStats, clusterStats *telemetry.HTTPStats
+	span                     telemetry.Span // the request's server span; nil: not traced
 }
 
 // Serve serves the HTTP/1.1 requests of tc (br holds what the sniffer read) until the
@@ -246,6 +247,7 @@ func (c *h1conn) forward(d *forward.Decision, target string) bool {
 	c.tc.SetIdleTimeout(idle)
 	c.x.target, c.x.idle, c.x.upgrade, c.x.sent, c.x.u = target, idle, req.Upgrade != "", false, nil
 	call.NoRetry = c.x.upgrade
+	call.Span = c.span
 	if !c.keepBody() {
 		return false
 	}
@@ -280,6 +282,18 @@ func (c *h1conn) Exchange(res balancer.Result, hard time.Time) (int, error) {
 		return 0, err
 	}
 	return c.resp.Status, nil
+}
+
+// SetHeader implements forward.Exchanger: the field is set among the extra fields the
+// request is written with (replacing one of the same name).
+func (c *h1conn) SetHeader(name, value string) {
+	for i := range c.fwd.Extra {
+		if forward.EqualFoldBoth(c.fwd.Extra[i].Name, name) {
+			c.fwd.Extra[i].Value = value
+			return
+		}
+	}
+	c.fwd.Extra = append(c.fwd.Extra, h1.Header{Name: name, Value: value})
 }
 
 // Replayable implements forward.Exchanger.
@@ -440,9 +454,9 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 // statistics; all of it when snap has observers.
 func (c *h1conn) startRecord(snap *state.Snapshot) {
 	c.obs = snap.Observers()
-	c.routeStats, c.clusterStats = nil, nil
+	c.routeStats, c.clusterStats, c.span = nil, nil, nil
 	c.env.ListenerStats(c.kind).InFlight.Add(1)
-	if c.obs == nil {
+	if c.obs == nil && c.env.Tracer == nil {
 		c.rec.Start, c.rec.Status, c.rec.Code, c.rec.Attempts = time.Now(), 0, "", 0
 		return
 	}
@@ -454,6 +468,9 @@ func (c *h1conn) startRecord(snap *state.Snapshot) {
 	if req.ContentLength > 0 {
 		c.rec.BytesReceived = req.ContentLength
 	}
+	if c.env.Tracer != nil {
+		c.span = c.env.Tracer.StartRequest(&c.hdrs, &c.rec)
+	}
 }
 
 // recordDecision notes where the request was routed.
@@ -464,7 +481,7 @@ func (c *h1conn) recordDecision(d *forward.Decision) {
 	if d.Cluster != nil {
 		c.clusterStats = d.Cluster.Stats()
 	}
-	if c.obs == nil {
+	if c.obs == nil && c.span == nil {
 		return
 	}
 	if d.Service != nil {
@@ -488,11 +505,15 @@ func (c *h1conn) observe() {
 	retries := max(c.rec.Attempts-1, 0)
 	c.routeStats.Record(c.rec.Status, dur, retries, c.rec.Code)
 	c.clusterStats.Record(c.rec.Status, dur, retries, c.rec.Code)
-	if c.obs == nil {
+	if c.obs == nil && c.span == nil {
 		return
 	}
 	c.rec.Duration = dur
 	c.rec.Flags = forward.ResponseFlags(c.rec.Code)
+	if c.span != nil {
+		c.span.End(&c.rec)
+		c.span = nil
+	}
 	for _, o := range c.obs {
 		o.Observe(&c.rec)
 	}

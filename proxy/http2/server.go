@@ -161,11 +161,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &telemetry.Request{Start: time.Now(), Listener: s.kind.String(), Protocol: "HTTP/2", Method: r.Method,
 		Authority: r.Host, Path: rr.Path, Remote: r.RemoteAddr, Req: forward.HTTPHeader(r.Header), BytesReceived: max(r.ContentLength, 0)}
 	var d forward.Decision
+	var span telemetry.Span
+	if env.Tracer != nil {
+		span = env.Tracer.StartRequest(rec.Req, rec)
+	}
 	ls := env.ListenerStats(s.kind)
 	ls.InFlight.Add(1)
 	defer func() {
 		ls.InFlight.Add(-1)
-		observe(rec, &d, ls, snap.Observers())
+		observe(rec, &d, ls, snap.Observers(), span)
 	}()
 	d = forward.Resolve(snap, env.Passthrough, s.kind, &rr, local, orig, rand.Uint64())
 	recordDecision(rec, &d)
@@ -185,6 +189,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out := forward.OutRequest(r.Context(), r.Method, rr.Path, r.Host, hdr, r.Body, r.ContentLength, r.Trailer)
 	call, idle := forward.NewCall(&d, env.StreamIdle, forward.GRPCTimeout(rr.GRPC, r.Header.Get("Grpc-Timeout")))
 	call.Ctx = r.Context()
+	call.Span = span
 	x := forward.NewRoundTrip(out, d.Cluster, idle, env.ReplayBound())
 	fl, err := forward.Do(&call, x)
 	rec.Attempts = call.Attempts
@@ -223,7 +228,7 @@ func noteLocal(rec *telemetry.Request, status int, code string) {
 
 // observe records a finished request in the statistics of its listener, route and
 // cluster, and hands its record to the observers.
-func observe(rec *telemetry.Request, d *forward.Decision, ls *telemetry.HTTPStats, obs []telemetry.Observer) {
+func observe(rec *telemetry.Request, d *forward.Decision, ls *telemetry.HTTPStats, obs []telemetry.Observer, span telemetry.Span) {
 	rec.Duration = time.Since(rec.Start)
 	rec.Flags = forward.ResponseFlags(rec.Code)
 	retries := max(rec.Attempts-1, 0)
@@ -233,6 +238,9 @@ func observe(rec *telemetry.Request, d *forward.Decision, ls *telemetry.HTTPStat
 	}
 	if d.Cluster != nil {
 		d.Cluster.Stats().Record(rec.Status, rec.Duration, retries, rec.Code)
+	}
+	if span != nil {
+		span.End(rec)
 	}
 	for _, o := range obs {
 		o.Observe(rec)
