@@ -41,6 +41,9 @@ type Request struct {
 
 	Req  HeaderGetter // the request head (nil: none)
 	Resp HeaderGetter // the response head as sent (nil: none)
+	// Trailers are the upstream response's trailers when it had some (HTTP/2 and gRPC;
+	// nil: none), e.g. for a tracer's grpc-status.
+	Trailers HeaderGetter
 }
 
 // Observer receives each finished request, on the request's goroutine. Observe must be

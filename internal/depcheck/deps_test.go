@@ -58,6 +58,10 @@ type rule struct {
 // docs/ARCHITECTURE.md, not an accident.
 var rules = []rule{
 	{pkg: "telemetry"},
+	// telemetry/tracing: the telemetry.Tracer on OpenTelemetry (SDK, OTLP exporters over
+	// gRPC and HTTP). Only cmd/meshd constructs it; the data plane sees telemetry.Tracer.
+	{pkg: "telemetry/tracing", deps: "telemetry", mods: "go.opentelemetry.io/otel go.opentelemetry.io/otel/sdk go.opentelemetry.io/otel/trace " +
+		"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"},
 	{pkg: "config", deps: "telemetry", mods: "github.com/fsnotify/fsnotify go.yaml.in/yaml/v3"},
 	{pkg: "resilience", deps: "telemetry", mods: "github.com/sony/gobreaker/v2"},
 	// discovery/dnstest (test-only): the in-process DNS server for the tests of discovery
