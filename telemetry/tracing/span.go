@@ -20,7 +20,8 @@ import (
 
 // StartRequest implements telemetry.Tracer: the server span of a request, continuing the
 // trace its head carries. It returns nil when the request is not sampled; meshd then
-// forwards the request's trace fields as they came and adds none.
+// forwards the request's trace fields as they came and adds none. The span's attributes
+// are set once, at End, from the record (one copy into the SDK's span, not one per call).
 func (t *Tracer) StartRequest(h telemetry.HeaderGetter, rec *telemetry.Request) telemetry.Span {
 	ctx := context.Background()
 	var rem remote
@@ -36,20 +37,100 @@ func (t *Tracer) StartRequest(h telemetry.HeaderGetter, rec *telemetry.Request) 
 	case rem.hint.IsValid():
 		ctx = context.WithValue(ctx, hintKey{}, rem.hint)
 	}
-	method, known := methodName(rec.Method)
+	method, _ := methodName(rec.Method)
 	ctx, sp := t.tr.Start(ctx, method, trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(rec.Start))
 	if !sp.IsRecording() {
 		return nil
 	}
-	s := &span{t: t, ctx: ctx, sp: sp, rec: rec, method: method, write: t.write | rem.carried}
-	attrs := make([]attribute.KeyValue, 0, 14)
-	if known {
+	s := &span{t: t, ctx: ctx, sp: sp, rec: rec, req: h, method: method, write: t.write | rem.carried}
+	if h != nil {
+		if ct, _ := h.Get("content-type"); strings.HasPrefix(ct, "application/grpc") {
+			s.grpc = true
+			if svc, m, ok := grpcNames(urlPath(rec.Path)); ok {
+				s.rpcService, s.rpcMethod = strings.Clone(svc), strings.Clone(m)
+				s.name = s.rpcService + "/" + s.rpcMethod
+			}
+		}
+	}
+	return s
+}
+
+// span is a request's server span.
+type span struct {
+	t      *Tracer
+	ctx    context.Context // holds sp: the parent of the attempts' spans
+	sp     trace.Span
+	rec    *telemetry.Request     // the request's record, until End
+	req    telemetry.HeaderGetter // the request head, until End
+	method string                 // the span name's method ("HTTP" when unknown)
+	grpc   bool
+	// rpcService and rpcMethod name a gRPC call ("" when the request is not one).
+	rpcService, rpcMethod string
+	write                 format // the formats written on the upstream request
+	name                  string // the span name, once known ("" until then)
+	route                 string // copied from the record once known
+	// upstream is the last attempt's endpoint (the record has it only when observers
+	// asked for it).
+	upstream string
+	attrs    [28]attribute.KeyValue // End's attributes, built here
+}
+
+// spanName is the span name: "package.Service/Method" for gRPC, else "METHOD route"
+// once a route is known, else "METHOD".
+func (s *span) spanName() string {
+	if s.name != "" {
+		return s.name
+	}
+	if s.rec != nil && s.rec.Route != "" {
+		s.route = strings.Clone(s.rec.Route)
+		s.name = s.method + " " + s.route
+		return s.name
+	}
+	return s.method
+}
+
+// StartAttempt implements telemetry.Span: a client span under the server span, and the
+// propagation fields of the upstream request set to it.
+func (s *span) StartAttempt(endpoint string, n int, set func(name, value string)) telemetry.AttemptSpan {
+	s.upstream = strings.Clone(endpoint)
+	a := &attempt{}
+	a.attrs[0] = keyAttempt.Int(n)
+	k := 1
+	if host, port := splitHostPort(s.upstream); host != "" {
+		a.attrs[k] = semconv.ServerAddressKey.String(host)
+		k++
+		if port > 0 {
+			a.attrs[k] = semconv.ServerPortKey.Int(port)
+			k++
+		}
+	}
+	if s.rec != nil && s.rec.Cluster != "" {
+		a.attrs[k] = keyCluster.String(strings.Clone(s.rec.Cluster))
+		k++
+	}
+	if s.grpc {
+		a.attrs[k] = semconv.RPCSystemKey.String("grpc")
+		k++
+	}
+	a.n = k
+	_, a.sp = s.t.tr.Start(s.ctx, s.spanName(), trace.WithSpanKind(trace.SpanKindClient))
+	if set != nil {
+		inject(a.sp.SpanContext(), s.sp.SpanContext().SpanID(), s.write, set)
+	}
+	return a
+}
+
+// End implements telemetry.Span: the request, its outcome and meshd's decision.
+func (s *span) End(rec *telemetry.Request) {
+	s.rec = rec
+	name := s.spanName()
+	attrs := s.attrs[:0]
+	if method, known := methodName(rec.Method); known {
 		attrs = append(attrs, semconv.HTTPRequestMethodKey.String(method))
 	} else {
 		attrs = append(attrs, semconv.HTTPRequestMethodKey.String("_OTHER"), semconv.HTTPRequestMethodOriginalKey.String(strings.Clone(rec.Method)))
 	}
-	path := urlPath(rec.Path)
-	if path != "" {
+	if path := urlPath(rec.Path); path != "" {
 		attrs = append(attrs, semconv.URLPathKey.String(strings.Clone(path)))
 	}
 	if host, port := splitHostPort(rec.Authority); host != "" {
@@ -67,88 +148,18 @@ func (t *Tracer) StartRequest(h telemetry.HeaderGetter, rec *telemetry.Request) 
 			attrs = append(attrs, semconv.ClientPortKey.Int(port))
 		}
 	}
+	req := rec.Req
+	if req == nil {
+		req = s.req
+	}
+	if req != nil {
+		if ua, ok := req.Get("user-agent"); ok && ua != "" {
+			attrs = append(attrs, semconv.UserAgentOriginalKey.String(strings.Clone(ua)))
+		}
+	}
 	if rec.Listener != "" {
 		attrs = append(attrs, keyListener.String(strings.Clone(rec.Listener)))
 	}
-	if h != nil {
-		if ua, ok := h.Get("user-agent"); ok && ua != "" {
-			attrs = append(attrs, semconv.UserAgentOriginalKey.String(strings.Clone(ua)))
-		}
-		if ct, _ := h.Get("content-type"); strings.HasPrefix(ct, "application/grpc") {
-			s.grpc = true
-			attrs = append(attrs, semconv.RPCSystemKey.String("grpc"))
-			if svc, m, ok := grpcNames(path); ok {
-				svc, m = strings.Clone(svc), strings.Clone(m)
-				attrs = append(attrs, semconv.RPCServiceKey.String(svc), semconv.RPCMethodKey.String(m))
-				s.rpcName = svc + "/" + m
-			}
-		}
-	}
-	sp.SetAttributes(attrs...)
-	return s
-}
-
-// span is a request's server span.
-type span struct {
-	t       *Tracer
-	ctx     context.Context // holds sp: the parent of the attempts' spans
-	sp      trace.Span
-	rec     *telemetry.Request // the request's record, until End
-	method  string             // the span name's method ("HTTP" when unknown)
-	rpcName string             // "package.Service/Method" for gRPC, else ""
-	grpc    bool
-	write   format // the formats written on the upstream request
-	route   string // copied from the record once known
-	// upstream is the last attempt's endpoint (the record has it only when observers
-	// asked for it).
-	upstream string
-}
-
-// name is the span name: "package.Service/Method" for gRPC, else "METHOD route" once a
-// route is known, else "METHOD".
-func (s *span) name() string {
-	if s.rpcName != "" {
-		return s.rpcName
-	}
-	if s.route == "" && s.rec != nil && s.rec.Route != "" {
-		s.route = strings.Clone(s.rec.Route)
-	}
-	if s.route != "" {
-		return s.method + " " + s.route
-	}
-	return s.method
-}
-
-// StartAttempt implements telemetry.Span: a client span under the server span, and the
-// propagation fields of the upstream request set to it.
-func (s *span) StartAttempt(endpoint string, n int, set func(name, value string)) telemetry.AttemptSpan {
-	s.upstream = strings.Clone(endpoint)
-	attrs := make([]attribute.KeyValue, 0, 5)
-	attrs = append(attrs, keyAttempt.Int(n))
-	if host, port := splitHostPort(s.upstream); host != "" {
-		attrs = append(attrs, semconv.ServerAddressKey.String(host))
-		if port > 0 {
-			attrs = append(attrs, semconv.ServerPortKey.Int(port))
-		}
-	}
-	if s.rec != nil && s.rec.Cluster != "" {
-		attrs = append(attrs, keyCluster.String(strings.Clone(s.rec.Cluster)))
-	}
-	if s.grpc {
-		attrs = append(attrs, semconv.RPCSystemKey.String("grpc"))
-	}
-	_, cs := s.t.tr.Start(s.ctx, s.name(), trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
-	if set != nil {
-		inject(cs.SpanContext(), s.sp.SpanContext().SpanID(), s.write, set)
-	}
-	return &attempt{sp: cs}
-}
-
-// End implements telemetry.Span: the request's outcome and meshd's decision.
-func (s *span) End(rec *telemetry.Request) {
-	s.rec = rec
-	name := s.name()
-	attrs := make([]attribute.KeyValue, 0, 12)
 	if rec.Status > 0 {
 		attrs = append(attrs, semconv.HTTPResponseStatusCodeKey.Int(rec.Status))
 	}
@@ -162,7 +173,7 @@ func (s *span) End(rec *telemetry.Request) {
 		attrs = append(attrs, keyCluster.String(strings.Clone(rec.Cluster)))
 	}
 	up := s.upstream
-	if rec.Upstream != "" {
+	if rec.Upstream != "" && rec.Upstream != up {
 		up = strings.Clone(rec.Upstream)
 	}
 	if up != "" {
@@ -180,6 +191,10 @@ func (s *span) End(rec *telemetry.Request) {
 	}
 	grpcCode := -1
 	if s.grpc {
+		attrs = append(attrs, semconv.RPCSystemKey.String("grpc"))
+		if s.rpcService != "" {
+			attrs = append(attrs, semconv.RPCServiceKey.String(s.rpcService), semconv.RPCMethodKey.String(s.rpcMethod))
+		}
 		grpcCode = grpcStatus(rec.Resp)
 		if grpcCode < 0 {
 			grpcCode = grpcStatus(rec.Trailers)
@@ -201,23 +216,29 @@ func (s *span) End(rec *telemetry.Request) {
 		s.sp.SetStatus(codes.Error, "")
 	}
 	s.sp.SetAttributes(attrs...)
-	s.sp.SetName(name)
-	end := rec.Start.Add(rec.Duration)
+	if name != s.method {
+		s.sp.SetName(name)
+	}
 	if rec.Start.IsZero() || rec.Duration <= 0 {
 		s.sp.End()
 	} else {
-		s.sp.End(trace.WithTimestamp(end))
+		s.sp.End(trace.WithTimestamp(rec.Start.Add(rec.Duration)))
 	}
-	s.rec = nil
+	s.rec, s.req = nil, nil
 }
 
 // attempt is one upstream attempt's client span.
-type attempt struct{ sp trace.Span }
+type attempt struct {
+	sp    trace.Span
+	attrs [9]attribute.KeyValue // its attributes, set once at End
+	n     int                   // attributes set at the start
+}
 
 // End implements telemetry.AttemptSpan.
 func (a *attempt) End(status int, err error, code string) {
+	attrs := a.attrs[:a.n]
 	if status > 0 {
-		a.sp.SetAttributes(semconv.HTTPResponseStatusCodeKey.Int(status))
+		attrs = append(attrs, semconv.HTTPResponseStatusCodeKey.Int(status))
 	}
 	switch {
 	case err != nil || code != "":
@@ -225,18 +246,19 @@ func (a *attempt) End(status int, err error, code string) {
 		if et == "" {
 			et = "_OTHER"
 		} else {
-			a.sp.SetAttributes(keyError.String(code))
+			attrs = append(attrs, keyError.String(code))
 		}
-		a.sp.SetAttributes(semconv.ErrorTypeKey.String(et))
+		attrs = append(attrs, semconv.ErrorTypeKey.String(et))
 		msg := code
 		if err != nil {
 			msg = err.Error()
 		}
 		a.sp.SetStatus(codes.Error, msg)
 	case status >= 500:
-		a.sp.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(status)))
+		attrs = append(attrs, semconv.ErrorTypeKey.String(strconv.Itoa(status)))
 		a.sp.SetStatus(codes.Error, "")
 	}
+	a.sp.SetAttributes(attrs...)
 	a.sp.End()
 }
 

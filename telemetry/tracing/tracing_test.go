@@ -380,7 +380,10 @@ func (b *blockingExporter) ExportSpans(ctx context.Context, _ []sdktrace.ReadOnl
 	}
 	return nil
 }
-func (b *blockingExporter) Shutdown(context.Context) error { b.once.Do(func() { close(b.release) }); return nil }
+func (b *blockingExporter) Shutdown(context.Context) error {
+	b.once.Do(func() { close(b.release) })
+	return nil
+}
 
 // TestFullQueueDropsSpans: with the exporter stuck, requests go on at full speed; the
 // spans beyond the bounded queue are dropped.
