@@ -8,7 +8,10 @@ import (
 	"net"
 	"testing"
 
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/telemetry/tracing"
 )
 
 // rawUpstream answers every HTTP/1.1 request head it reads with a fixed 63-byte
@@ -53,7 +56,7 @@ func rawUpstream(tb testing.TB) (addr string, stop func()) {
 	return ln.Addr().String(), func() { ln.Close(); <-done }
 }
 
-func benchServer(tb testing.TB, upstream string) *Server {
+func benchServer(tb testing.TB, upstream string, opts Options) *Server {
 	tb.Helper()
 	_, port, _ := net.SplitHostPort(upstream)
 	yaml := fmt.Sprintf(`mesh: {meshName: bench, spec: {egressFilter: {type: DROP_ALL}}}
@@ -75,7 +78,8 @@ virtualServices:
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s, err := New(Options{Node: "client", IngressAddr: "127.0.0.1:0", EgressAddr: "127.0.0.1:0", AdminAddr: "off"})
+	opts.Node, opts.IngressAddr, opts.EgressAddr, opts.AdminAddr = "client", "127.0.0.1:0", "127.0.0.1:0", "off"
+	s, err := New(opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -92,9 +96,34 @@ virtualServices:
 // egress listener over loopback: client → meshd → upstream and back. The client and
 // upstream allocate nothing per request, so allocs/op are meshd's.
 func BenchmarkForwardH1(b *testing.B) {
+	benchForwardH1(b, Options{})
+}
+
+// BenchmarkForwardH1Traced is BenchmarkForwardH1 with tracing on (a telemetry/tracing
+// Tracer exporting through the batch span processor to a no-op exporter). sampled:
+// every request is (root ratio 1): a server span and a client span per request,
+// traceparent written upstream. unsampled: none is (ratio 0): what tracing on costs the
+// requests it does not record.
+func BenchmarkForwardH1Traced(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		ratio float64
+	}{{"sampled", 1}, {"unsampled", 0}} {
+		b.Run(c.name, func(b *testing.B) {
+			tr, err := tracing.New(context.Background(), tracing.Config{SampleRatio: c.ratio, Exporter: tracetest.NewNoopExporter()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tr.Shutdown(context.Background())
+			benchForwardH1(b, Options{Tracer: tr})
+		})
+	}
+}
+
+func benchForwardH1(b *testing.B, opts Options) {
 	up, stop := rawUpstream(b)
 	defer stop()
-	s := benchServer(b, up)
+	s := benchServer(b, up, opts)
 	defer s.Shutdown(context.Background())
 
 	c, err := net.Dial("tcp", s.EgressAddr())

@@ -126,6 +126,12 @@ type Options struct {
 	// down is not refused, and load balancers see the failing readiness first. Then the
 	// listeners close and in-flight requests drain. Default 0 (no grace).
 	DrainGrace time.Duration
+	// Tracer, when set, traces the proxied HTTP and gRPC requests: a server span per
+	// request, a client span per upstream attempt, the trace context propagated
+	// upstream (telemetry/tracing builds one; docs/tracing.md). Nil: tracing off, and
+	// nothing of it runs on the request path. The caller shuts it down (flushes it)
+	// after Shutdown.
+	Tracer telemetry.Tracer
 }
 
 func (o *Options) setDefaults() {
@@ -235,6 +241,7 @@ func New(opts Options) (*Server, error) {
 		MaxReplayBody: opts.MaxReplayBody,
 		Draining:      &s.draining,
 		Log:           s.log,
+		Tracer:        opts.Tracer,
 	}
 	s.l4 = l4.Server{Env: &s.env, ConnectTimeout: opts.ConnectTimeout, Dialer: passOpts.Dialer}
 	s.h2in = http2.New(&s.env, forward.Ingress)

@@ -84,8 +84,11 @@ var rules = []rule{
 	{pkg: "proxy/http2", deps: "balancer proxy/forward proxy/listen proxy/upstream router telemetry"},
 	{pkg: "proxy/l4", deps: "balancer config proxy/forward proxy/listen proxy/state proxy/upstream router"},
 	{pkg: "proxy/admin", deps: "balancer config discovery proxy/forward proxy/l4 proxy/state proxy/upstream resilience router telemetry"},
-	// proxy: the netns tests install the interception rules.
-	{pkg: "proxy", deps: "config discovery proxy/admin proxy/forward proxy/http1 proxy/http2 proxy/l4 proxy/listen proxy/state proxy/upstream resilience telemetry", test: "discovery/dnstest proxy/intercept github.com/miekg/dns"},
+	// proxy: the netns tests install the interception rules; the tracing tests run meshd
+	// with a telemetry/tracing Tracer exporting to memory (the SDK's tracetest) or to an
+	// OTLP/HTTP receiver that decodes the protobuf.
+	{pkg: "proxy", deps: "config discovery proxy/admin proxy/forward proxy/http1 proxy/http2 proxy/l4 proxy/listen proxy/state proxy/upstream resilience telemetry",
+		test: "discovery/dnstest proxy/intercept telemetry/tracing github.com/miekg/dns go.opentelemetry.io/otel/sdk go.opentelemetry.io/otel/trace go.opentelemetry.io/proto/otlp google.golang.org/protobuf"},
 	// bench: the proxy's HTTP/1.1 codec, so both parse responses alike.
 	{pkg: "bench", deps: "internal/h1", mods: "golang.org/x/sys gonum.org/v1/plot"},
 	// Test-only packages: only test code imports them (and internal/testutil imports netnstest).

@@ -285,8 +285,17 @@ func (c *h1conn) Exchange(res balancer.Result, hard time.Time) (int, error) {
 }
 
 // SetHeader implements forward.Exchanger: the field is set among the extra fields the
-// request is written with (replacing one of the same name).
+// request is written with (replacing one of the same name), and the request's own
+// fields of that name are removed, so the upstream gets one value (a caller's
+// traceparent is replaced by the attempt's, not repeated after it).
 func (c *h1conn) SetHeader(name, value string) {
+	hs := c.req.Headers[:0]
+	for _, h := range c.req.Headers {
+		if !forward.EqualFoldBoth(h.Name, name) {
+			hs = append(hs, h)
+		}
+	}
+	c.req.Headers = hs
 	for i := range c.fwd.Extra {
 		if forward.EqualFoldBoth(c.fwd.Extra[i].Name, name) {
 			c.fwd.Extra[i].Value = value
@@ -394,7 +403,7 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 		return c.tunnel(u)
 	}
 
-	if c.obs != nil {
+	if c.obs != nil || c.span != nil {
 		c.rec.Upstream = fl.Res.Endpoint.Address
 		c.rec.UpstreamTime = time.Since(start)
 		c.rec.Resp = resp

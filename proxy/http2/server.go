@@ -296,6 +296,9 @@ func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Fligh
 			dst[http.TrailerPrefix+k] = v
 		}
 	}
+	if rec != nil && len(resp.Trailer) > 0 {
+		rec.Trailers = forward.HTTPHeader(resp.Trailer)
+	}
 	// A copy error is the upstream's when reading failed, the client's when writing did;
 	// copyFlush tells them apart.
 	var de *forward.DownstreamError
