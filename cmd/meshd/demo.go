@@ -101,6 +101,12 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	f.node = "frontend"
 	opts := f.options(logger, logLevel)
+	stopTracing, err := f.startTracing(logger, &opts)
+	if err != nil {
+		fmt.Fprintln(stderr, "meshd demo:", err)
+		return 2
+	}
+	defer stopTracing()
 	return serve(cfg, "embedded demo", opts, logger, nil, func(srv *proxy.Server) {
 		printDemoHelp(stdout, srv, ports)
 	})

@@ -7,12 +7,15 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -26,6 +29,7 @@ import (
 	"github.com/meshd/meshd/proxy"
 	"github.com/meshd/meshd/router"
 	"github.com/meshd/meshd/telemetry"
+	"github.com/meshd/meshd/telemetry/tracing"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -165,6 +169,17 @@ type runFlags struct {
 	adminTokenFile string
 	adminToken     string // from MESHD_ADMIN_TOKEN, or read from adminTokenFile
 	requireIfMatch bool
+
+	// Tracing (docs/tracing.md).
+	tracingEndpoint    string
+	tracingProtocol    string
+	tracingSampleRatio string // parsed by tracingConfig, so a bad value is an error
+	tracingPropagators string
+	tracingInsecure    bool
+	xray               bool
+	// otlpBase is OTEL_EXPORTER_OTLP_ENDPOINT when it gave the endpoint's default: a base
+	// URL, to which OTLP/HTTP adds /v1/traces.
+	otlpBase string
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {
@@ -192,6 +207,92 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", env("", "MESHD_ADMIN_TOKEN_FILE"), "file holding the admin API bearer token; MESHD_ADMIN_TOKEN sets the token itself (env MESHD_ADMIN_TOKEN_FILE)")
 	f.adminToken = env("", "MESHD_ADMIN_TOKEN")
 	fs.BoolVar(&f.requireIfMatch, "require-if-match", envBool(false, "MESHD_REQUIRE_IF_MATCH"), "PUT /config must carry If-Match (env MESHD_REQUIRE_IF_MATCH)")
+	fs.StringVar(&f.tracingEndpoint, "tracing-endpoint", env("", "MESHD_TRACING_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"), "OTLP receiver of traces, host:port or http(s)://host:port[/path]; empty: tracing off (env MESHD_TRACING_ENDPOINT, or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT)")
+	if env("", "MESHD_TRACING_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
+		f.otlpBase = env("", "OTEL_EXPORTER_OTLP_ENDPOINT")
+	}
+	fs.StringVar(&f.tracingProtocol, "tracing-protocol", env(tracing.ProtocolGRPC, "MESHD_TRACING_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"), "OTLP protocol: grpc or http (protobuf) (env MESHD_TRACING_PROTOCOL, or OTEL_EXPORTER_OTLP_PROTOCOL)")
+	fs.StringVar(&f.tracingSampleRatio, "tracing-sample-ratio", env("1", "MESHD_TRACING_SAMPLE_RATIO", "XRAY_SAMPLING_RATE"), "share of new traces sampled, 0 to 1; a request continuing a caller's trace follows the caller's decision (env MESHD_TRACING_SAMPLE_RATIO, or App Mesh's XRAY_SAMPLING_RATE)")
+	fs.StringVar(&f.tracingPropagators, "tracing-propagators", env(strings.Join(tracing.DefaultPropagators, ","), "MESHD_TRACING_PROPAGATORS"), "trace context formats read, in order of preference: tracecontext, b3, b3multi, xray, baggage; the first is written upstream, with the others the request carried (env MESHD_TRACING_PROPAGATORS)")
+	fs.BoolVar(&f.tracingInsecure, "tracing-insecure", envBool(false, "MESHD_TRACING_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE"), "send to a host:port --tracing-endpoint in plain text, not TLS (an http:// URL says so itself) (env MESHD_TRACING_INSECURE, or OTEL_EXPORTER_OTLP_INSECURE)")
+	fs.BoolVar(&f.xray, "tracing-xray", envBool(false, "MESHD_TRACING_XRAY", "ENABLE_ENVOY_XRAY_TRACING"), "X-Ray: also write X-Amzn-Trace-Id upstream, time-based trace ids; turns tracing on to "+tracing.DefaultXRayEndpoint+" (an ADOT collector's OTLP receiver) when no endpoint is given (env MESHD_TRACING_XRAY, or App Mesh's ENABLE_ENVOY_XRAY_TRACING)")
+}
+
+// tracingFlags names the flag of each tracing.Config field, for errors.
+var tracingFlags = map[string]string{
+	"Endpoint": "--tracing-endpoint", "Protocol": "--tracing-protocol", "SampleRatio": "--tracing-sample-ratio",
+	"Propagators": "--tracing-propagators",
+}
+
+// tracingConfig is the tracing configuration the flags ask for (Endpoint "" is tracing
+// off); a bad value is an error naming its flag.
+func (f *runFlags) tracingConfig() (tracing.Config, error) {
+	cfg := tracing.Config{
+		Endpoint:    strings.TrimSpace(f.tracingEndpoint),
+		Protocol:    strings.ToLower(strings.TrimSpace(f.tracingProtocol)),
+		Insecure:    f.tracingInsecure,
+		Propagators: splitList(f.tracingPropagators),
+		ServiceName: f.node,
+		XRay:        f.xray,
+	}
+	ratio, err := strconv.ParseFloat(strings.TrimSpace(f.tracingSampleRatio), 64)
+	if err != nil || math.IsNaN(ratio) || ratio < 0 || ratio > 1 {
+		return cfg, fmt.Errorf("--tracing-sample-ratio %q: want a number from 0 to 1", f.tracingSampleRatio)
+	}
+	cfg.SampleRatio = ratio
+	if cfg.Protocol == "http/json" {
+		return cfg, fmt.Errorf("--tracing-protocol %q: OTLP/HTTP with JSON is not supported; want grpc or http (protobuf)", f.tracingProtocol)
+	}
+	isHTTP := cfg.Protocol == tracing.ProtocolHTTP || cfg.Protocol == "http/protobuf"
+	switch {
+	case cfg.Endpoint == "" && f.xray:
+		cfg.Endpoint = tracing.DefaultXRayEndpoint
+		if isHTTP {
+			cfg.Endpoint = "http://localhost:4318"
+		}
+	case isHTTP && cfg.Endpoint != "" && cfg.Endpoint == f.otlpBase:
+		// OTEL_EXPORTER_OTLP_ENDPOINT is a base URL: the traces path goes after its own.
+		if u, err := url.Parse(cfg.Endpoint); err == nil && strings.Contains(cfg.Endpoint, "://") {
+			u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/traces"
+			cfg.Endpoint = u.String()
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		var fe *tracing.FieldError
+		if errors.As(err, &fe) {
+			name, _, _ := strings.Cut(fe.Field, "[")
+			if flag, ok := tracingFlags[name]; ok {
+				return cfg, fmt.Errorf("%s %q: %s", flag, fe.Value, fe.Msg)
+			}
+		}
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// startTracing starts the tracer the flags ask for and sets it in opts. The returned
+// stop flushes it (after the drain: the last requests' spans go out); it is a no-op
+// when tracing is off.
+func (f *runFlags) startTracing(logger *slog.Logger, opts *proxy.Options) (stop func(), err error) {
+	cfg, err := f.tracingConfig()
+	if err != nil {
+		return nil, err
+	}
+	cfg.Logger = logger
+	tr, err := tracing.New(context.Background(), cfg)
+	if err != nil || tr == nil {
+		return func() {}, err
+	}
+	opts.Tracer = tr
+	logger.Info("tracing on", "endpoint", cfg.Endpoint, "protocol", cmp.Or(cfg.Protocol, tracing.ProtocolGRPC),
+		"sample_ratio", cfg.SampleRatio, "propagators", cmp.Or(f.tracingPropagators, "default"), "xray", cfg.XRay)
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tr.Shutdown(ctx); err != nil {
+			logger.Warn("trace flush incomplete", "err", err)
+		}
+	}, nil
 }
 
 // loadToken reads --admin-token-file, which takes precedence over MESHD_ADMIN_TOKEN.
@@ -295,7 +396,14 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 	} else {
 		src = &config.FileSource{Path: f.configPath, Logger: logger}
 	}
-	return serveWith(f.options(logger, logLevel), logger, serveOpts{
+	opts := f.options(logger, logLevel)
+	stopTracing, err := f.startTracing(logger, &opts)
+	if err != nil {
+		fmt.Fprintln(stderr, "meshd run:", err)
+		return 2
+	}
+	defer stopTracing() // after serveWith's drain
+	return serveWith(opts, logger, serveOpts{
 		initial: func(ctx context.Context, srv *proxy.Server) error {
 			return applyInitial(ctx, srv, src, f.persist, logger)
 		},

@@ -121,15 +121,16 @@ func TestRunFlagErrors(t *testing.T) {
 
 // meshdProc is a meshd process started for a test.
 type meshdProc struct {
-	cmd   *exec.Cmd
-	logs  *syncBuffer
-	admin string
+	cmd    *exec.Cmd
+	logs   *syncBuffer
+	admin  string
+	egress string // host:port
 }
 
 func startMeshd(t *testing.T, bin string, env []string, args ...string) *meshdProc {
 	t.Helper()
 	egress, ingress, admin := freePort(t), freePort(t), freePort(t)
-	p := &meshdProc{logs: &syncBuffer{}, admin: fmt.Sprintf("http://127.0.0.1:%d", admin)}
+	p := &meshdProc{logs: &syncBuffer{}, admin: fmt.Sprintf("http://127.0.0.1:%d", admin), egress: fmt.Sprintf("127.0.0.1:%d", egress)}
 	args = append([]string{"run", "--node", "client", "--egress-port", fmt.Sprint(egress), "--ingress-port", fmt.Sprint(ingress),
 		"--ingress-bind", "127.0.0.1", "--admin-addr", fmt.Sprintf("127.0.0.1:%d", admin), "--drain-grace", "0"}, args...)
 	p.cmd = exec.Command(bin, args...)
