@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -72,7 +73,18 @@ type span struct {
 	// upstream is the last attempt's endpoint (the record has it only when observers
 	// asked for it).
 	upstream string
-	attrs    [28]attribute.KeyValue // End's attributes, built here
+}
+
+// attrPool holds the buffers the attributes of a span are built in at End: the SDK copies
+// them into the span, so the buffer is reused rather than allocated per span.
+var attrPool = sync.Pool{New: func() any { b := make([]attribute.KeyValue, 0, 32); return &b }}
+
+func getAttrs() *[]attribute.KeyValue { return attrPool.Get().(*[]attribute.KeyValue) }
+
+func putAttrs(b *[]attribute.KeyValue, used []attribute.KeyValue) {
+	clear(used) // drop the strings for the GC
+	*b = used[:0]
+	attrPool.Put(b)
 }
 
 // spanName is the span name: "package.Service/Method" for gRPC, else "METHOD route"
@@ -93,26 +105,11 @@ func (s *span) spanName() string {
 // propagation fields of the upstream request set to it.
 func (s *span) StartAttempt(endpoint string, n int, set func(name, value string)) telemetry.AttemptSpan {
 	s.upstream = strings.Clone(endpoint)
-	a := &attempt{}
-	a.attrs[0] = keyAttempt.Int(n)
-	k := 1
-	if host, port := splitHostPort(s.upstream); host != "" {
-		a.attrs[k] = semconv.ServerAddressKey.String(host)
-		k++
-		if port > 0 {
-			a.attrs[k] = semconv.ServerPortKey.Int(port)
-			k++
-		}
-	}
+	a := &attempt{n: n, grpc: s.grpc}
+	a.host, a.port = splitHostPort(s.upstream)
 	if s.rec != nil && s.rec.Cluster != "" {
-		a.attrs[k] = keyCluster.String(strings.Clone(s.rec.Cluster))
-		k++
+		a.cluster = strings.Clone(s.rec.Cluster)
 	}
-	if s.grpc {
-		a.attrs[k] = semconv.RPCSystemKey.String("grpc")
-		k++
-	}
-	a.n = k
 	_, a.sp = s.t.tr.Start(s.ctx, s.spanName(), trace.WithSpanKind(trace.SpanKindClient))
 	if set != nil {
 		inject(a.sp.SpanContext(), s.sp.SpanContext().SpanID(), s.write, set)
@@ -124,7 +121,8 @@ func (s *span) StartAttempt(endpoint string, n int, set func(name, value string)
 func (s *span) End(rec *telemetry.Request) {
 	s.rec = rec
 	name := s.spanName()
-	attrs := s.attrs[:0]
+	buf := getAttrs()
+	attrs := *buf
 	if method, known := methodName(rec.Method); known {
 		attrs = append(attrs, semconv.HTTPRequestMethodKey.String(method))
 	} else {
@@ -216,6 +214,7 @@ func (s *span) End(rec *telemetry.Request) {
 		s.sp.SetStatus(codes.Error, "")
 	}
 	s.sp.SetAttributes(attrs...)
+	putAttrs(buf, attrs)
 	if name != s.method {
 		s.sp.SetName(name)
 	}
@@ -229,14 +228,31 @@ func (s *span) End(rec *telemetry.Request) {
 
 // attempt is one upstream attempt's client span.
 type attempt struct {
-	sp    trace.Span
-	attrs [9]attribute.KeyValue // its attributes, set once at End
-	n     int                   // attributes set at the start
+	sp      trace.Span
+	n       int    // 1 for the first attempt
+	host    string // the endpoint's
+	port    int
+	cluster string
+	grpc    bool
 }
 
-// End implements telemetry.AttemptSpan.
+// End implements telemetry.AttemptSpan: the attempt and its outcome, with meshd's error
+// origin when it failed.
 func (a *attempt) End(status int, err error, code string) {
-	attrs := a.attrs[:a.n]
+	buf := getAttrs()
+	attrs := append(*buf, keyAttempt.Int(a.n))
+	if a.host != "" {
+		attrs = append(attrs, semconv.ServerAddressKey.String(a.host))
+		if a.port > 0 {
+			attrs = append(attrs, semconv.ServerPortKey.Int(a.port))
+		}
+	}
+	if a.cluster != "" {
+		attrs = append(attrs, keyCluster.String(a.cluster))
+	}
+	if a.grpc {
+		attrs = append(attrs, semconv.RPCSystemKey.String("grpc"))
+	}
 	if status > 0 {
 		attrs = append(attrs, semconv.HTTPResponseStatusCodeKey.Int(status))
 	}
@@ -259,6 +275,7 @@ func (a *attempt) End(status int, err error, code string) {
 		a.sp.SetStatus(codes.Error, "")
 	}
 	a.sp.SetAttributes(attrs...)
+	putAttrs(buf, attrs)
 	a.sp.End()
 }
 
