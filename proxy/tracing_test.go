@@ -327,7 +327,7 @@ func TestTracingGRPC(t *testing.T) {
 	}
 	got := map[string]string{}
 	for _, kv := range server.Attributes {
-		got[string(kv.Key)] = kv.Value.Emit()
+		got[string(kv.Key)] = kv.Value.String()
 	}
 	for k, v := range map[string]string{"rpc.system": "grpc", "rpc.service": "grpc.health.v1.Health", "rpc.method": "Check",
 		"rpc.grpc.status_code": "5", "network.protocol.version": "2", "http.response.status_code": "200", "meshd.cluster": "grpcsvc"} {

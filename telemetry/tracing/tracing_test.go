@@ -59,15 +59,15 @@ func checkAttrs(t *testing.T, s tracetest.SpanStub, want map[string]any) {
 		switch w := w.(type) {
 		case nil:
 			if ok {
-				t.Errorf("span %q: %s = %v, want none", s.Name, k, v.Emit())
+				t.Errorf("span %q: %s = %v, want none", s.Name, k, v.String())
 			}
 		case string:
 			if !ok || v.AsString() != w {
-				t.Errorf("span %q: %s = %v, want %q", s.Name, k, v.Emit(), w)
+				t.Errorf("span %q: %s = %v, want %q", s.Name, k, v.String(), w)
 			}
 		case int:
 			if !ok || v.AsInt64() != int64(w) {
-				t.Errorf("span %q: %s = %v, want %d", s.Name, k, v.Emit(), w)
+				t.Errorf("span %q: %s = %v, want %d", s.Name, k, v.String(), w)
 			}
 		}
 	}
