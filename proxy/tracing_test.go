@@ -224,6 +224,35 @@ func TestTracingPropagation(t *testing.T) {
 	}
 }
 
+// TestTracingBridge: an HTTP/1.1 request to an HTTP/2 upstream (the HTTP/1.1 front end's
+// bridge over net/http's transport) carries its attempt's traceparent, once.
+func TestTracingBridge(t *testing.T) {
+	tr, exp := memTracer(t, tracing.Config{SampleRatio: 1})
+	var mu sync.Mutex
+	var got []string
+	up := testutil.StartH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = r.Header.Values("Traceparent")
+		mu.Unlock()
+	}))
+	mesh := meshDef{services: []svcDef{{name: "h2.t.local", node: "h2svc", port: up.Port, proto: "http2"}}}
+	srv := testutil.StartMeshdOpts(t, proxy.Options{Node: "app", Tracer: tr}, mesh.yaml())
+	req := newReq(t, "GET", "http://h2.t.local/", nil)
+	req.Header.Set("Traceparent", inTraceparent)
+	if resp := do(t, testutil.HTTPClient(t, srv.EgressAddr()), req); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	server, clients := spansOf(t, tr, exp, true)
+	if server == nil || len(clients) != 1 || server.Parent.SpanID().String() != inSpan {
+		t.Fatalf("server span %v, %d client spans", server, len(clients))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := "00-" + inTrace + "-" + clients[0].SpanContext.SpanID().String() + "-01"; len(got) != 1 || got[0] != want {
+		t.Fatalf("upstream traceparent %q, want [%s]", got, want)
+	}
+}
+
 // TestTracingSampling: with the root ratio at 0 a request that starts a trace records
 // nothing and reaches the upstream with no trace fields; one whose caller sampled its
 // trace is recorded all the same (parent-based).

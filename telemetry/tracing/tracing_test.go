@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -453,4 +454,39 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// TestOTLPExportersShutDownWithoutReceiver: with nothing listening at the endpoint, the
+// OTLP exporters (gRPC and HTTP) still start, the request path does not wait, and
+// Shutdown gives up when its context ends.
+func TestOTLPExportersShutDownWithoutReceiver(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	for _, proto := range []string{"grpc", "http"} {
+		t.Run(proto, func(t *testing.T) {
+			tr, err := New(t.Context(), Config{Endpoint: "http://" + addr, Protocol: proto, SampleRatio: 1})
+			if err != nil || tr == nil {
+				t.Fatalf("New: %v, %v", tr, err)
+			}
+			rec := newRec("GET", "/")
+			start := time.Now()
+			sp := tr.StartRequest(hdr{}, rec)
+			sp.StartAttempt("10.0.0.2:80", 1, setter{}.set).End(200, nil, "")
+			sp.End(rec)
+			if d := time.Since(start); d > time.Second {
+				t.Fatalf("a traced request took %v with no receiver", d)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+			defer cancel()
+			start = time.Now()
+			_ = tr.Shutdown(ctx)
+			if d := time.Since(start); d > 3*time.Second {
+				t.Fatalf("Shutdown took %v past its 500ms context", d)
+			}
+		})
+	}
 }
