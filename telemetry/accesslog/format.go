@@ -28,9 +28,9 @@
 //	%BYTES_RECEIVED% %BYTES_SENT%      BytesReceived, BytesSent                         number
 //	%DURATION%                         Duration in ms                                   number
 //	%REQUEST_DURATION%                 Duration in ms (meshd does not time the request
-//	                                   body apart; Envoy's ends at its last byte)      number
+//	                                   body apart; Envoy's ends at its last byte)       number
 //	%RESPONSE_DURATION%                UpstreamTime in ms, absent if 0 (a lower bound of
-//	                                   Envoy's: it starts at the final attempt)        number
+//	                                   Envoy's: it starts at the final attempt)         number
 //	%UPSTREAM_SERVICE_TIME%            UpstreamTime in ms, absent if 0 (meshd's)        number
 //	%UPSTREAM_REQUEST_ATTEMPT_COUNT%   Attempts                                         number
 //	%UPSTREAM_HOST%                    Upstream
