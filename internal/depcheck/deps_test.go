@@ -58,7 +58,9 @@ type rule struct {
 // docs/ARCHITECTURE.md, not an accident.
 var rules = []rule{
 	{pkg: "telemetry"},
-	{pkg: "config", deps: "telemetry", mods: "github.com/fsnotify/fsnotify go.yaml.in/yaml/v3"},
+	// telemetry/accesslog: App Mesh access log formats and the file writer.
+	{pkg: "telemetry/accesslog", deps: "telemetry"},
+	{pkg: "config", deps: "telemetry telemetry/accesslog", mods: "github.com/fsnotify/fsnotify go.yaml.in/yaml/v3"},
 	{pkg: "resilience", deps: "telemetry", mods: "github.com/sony/gobreaker/v2"},
 	// discovery/dnstest (test-only): the in-process DNS server for the tests of discovery
 	// (and of any package whose row lists it among its test extras).
