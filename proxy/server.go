@@ -38,6 +38,7 @@ import (
 	"github.com/meshd/meshd/proxy/upstream"
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/telemetry"
+	"github.com/meshd/meshd/telemetry/accesslog"
 )
 
 // Options configures a Server. Zero values mean the documented defaults.
@@ -193,6 +194,11 @@ type Server struct {
 	// DNS watcher registries by resolver set (registryFor).
 	regMu      sync.Mutex
 	registries map[string]*discovery.Registry
+
+	// Access log writers by path and format (accessLog), closed when no snapshot in force
+	// uses them.
+	logMu sync.Mutex
+	logs  map[string]*accesslog.Writer
 }
 
 // New returns a Server that has no config yet: Apply one before Start.
@@ -221,8 +227,12 @@ func New(opts Options) (*Server, error) {
 		Options:     state.Options{Registry: s.registryFor, FirstResolveWait: opts.FirstResolveWait, Cluster: cluster},
 		Log:         s.log,
 		PersistPath: opts.PersistPath,
-		OnSwap:      s.drainRemovedListeners,
+		OnSwap: func(prev, next *Snapshot) {
+			s.drainRemovedListeners(prev, next)
+			s.closeUnusedLogs(next)
+		},
 	}
+	s.state.Options.AccessLog = s.accessLog
 	passOpts := cluster
 	passOpts.Dialer = s.selfGuardDialer()
 	s.pass = forward.Passthrough{Options: passOpts, IsSelf: s.isSelf}
@@ -432,7 +442,68 @@ func (s *Server) Drain(ctx context.Context, grace time.Duration) error {
 	}
 	s.registries = nil
 	s.regMu.Unlock()
+	s.closeUnusedLogs(nil)
 	return err
+}
+
+// accessLog returns the writer of a node's logging.accessLog.file: the one already open
+// for the same path and format (a reload keeps writing where it wrote), else a new one.
+// A format that does not compile or a file that cannot be opened is an error, which
+// rejects the config: an access log the config asks for is never quietly not written.
+func (s *Server) accessLog(f *config.FileAccessLog) (telemetry.Observer, error) {
+	var text string
+	var kvs []accesslog.KV
+	if f.Format != nil {
+		text = f.Format.Text
+		for _, kv := range f.Format.JSON {
+			kvs = append(kvs, accesslog.KV{Key: kv.Key, Value: kv.Value})
+		}
+	}
+	key := f.Path + "\x00" + text + "\x00" + fmt.Sprint(kvs)
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	if w := s.logs[key]; w != nil {
+		return w, nil
+	}
+	fm, err := accesslog.Compile(text, kvs)
+	if err != nil {
+		return nil, fmt.Errorf("format: %w", err)
+	}
+	w, err := accesslog.Open(f.Path, fm, accesslog.Options{Log: s.log})
+	if err != nil {
+		return nil, err
+	}
+	if s.logs == nil {
+		s.logs = map[string]*accesslog.Writer{}
+	}
+	s.logs[key] = w
+	s.log.Info("access log open", "path", f.Path)
+	return w, nil
+}
+
+// closeUnusedLogs closes the access log writers the snapshot in force (next; nil: none)
+// does not use, draining what they queued.
+func (s *Server) closeUnusedLogs(next *Snapshot) {
+	used := map[telemetry.Observer]bool{}
+	if next != nil {
+		for _, o := range next.Observers() {
+			used[o] = true
+		}
+	}
+	s.logMu.Lock()
+	var closing []*accesslog.Writer
+	for k, w := range s.logs {
+		if !used[w] {
+			closing = append(closing, w)
+			delete(s.logs, k)
+		}
+	}
+	s.logMu.Unlock()
+	for _, w := range closing {
+		if err := w.Close(); err != nil {
+			s.log.Warn("access log close", "err", err)
+		}
+	}
 }
 
 // registryFor returns the DNS watcher registry for a config's resolvers (none:

@@ -83,7 +83,7 @@ var rules = []rule{
 	{pkg: "proxy/l4", deps: "balancer config proxy/forward proxy/listen proxy/state proxy/upstream router"},
 	{pkg: "proxy/admin", deps: "balancer config discovery proxy/forward proxy/l4 proxy/state proxy/upstream resilience router telemetry"},
 	// proxy: the netns tests install the interception rules.
-	{pkg: "proxy", deps: "config discovery proxy/admin proxy/forward proxy/http1 proxy/http2 proxy/l4 proxy/listen proxy/state proxy/upstream resilience telemetry", test: "discovery/dnstest proxy/intercept github.com/miekg/dns"},
+	{pkg: "proxy", deps: "config discovery proxy/admin proxy/forward proxy/http1 proxy/http2 proxy/l4 proxy/listen proxy/state proxy/upstream resilience telemetry telemetry/accesslog", test: "discovery/dnstest proxy/intercept github.com/miekg/dns"},
 	// bench: the proxy's HTTP/1.1 codec, so both parse responses alike.
 	{pkg: "bench", deps: "internal/h1", mods: "golang.org/x/sys gonum.org/v1/plot"},
 	// Test-only packages: only test code imports them (and internal/testutil imports netnstest).
