@@ -47,7 +47,8 @@ type Options struct {
 	// HTTP_PROXY). Default "127.0.0.1:15001": loopback only, so meshd is never an open
 	// proxy for the network.
 	EgressAddr string
-	// AdminAddr serves /ready, /config, /clusters, /server_info. Default "127.0.0.1:9901";
+	// AdminAddr serves /ready, /config, /clusters, /server_info, /stats/prometheus.
+	// Default "127.0.0.1:9901";
 	// "off" disables it.
 	AdminAddr string
 	// ConnectTimeout bounds each upstream TCP connect, and the wait for a connection
@@ -123,7 +124,22 @@ type Options struct {
 	// down is not refused, and load balancers see the failing readiness first. Then the
 	// listeners close and in-flight requests drain. Default 0 (no grace).
 	DrainGrace time.Duration
+	// MetricsLevel chooses the series of the admin /stats/prometheus (and /metrics):
+	// MetricsLevelDefault ("" means it) or MetricsLevelDetailed, which adds per-endpoint
+	// series (an address label), latency histograms per route and per listener, and
+	// status codes per listener (docs/metrics.md). Anything else is an error of New.
+	MetricsLevel string
+	// EnvoyStatsTags adds App Mesh's stats tags to every exported series: appmesh_mesh,
+	// appmesh_virtual_node (this node) and, on route series, appmesh_virtual_service, as
+	// App Mesh's Envoy does with ENABLE_ENVOY_STATS_TAGS=1.
+	EnvoyStatsTags bool
 }
+
+// Metrics levels (Options.MetricsLevel).
+const (
+	MetricsLevelDefault  = "default"
+	MetricsLevelDetailed = "detailed"
+)
 
 func (o *Options) setDefaults() {
 	if o.IngressAddr == "" {
@@ -206,6 +222,11 @@ func New(opts Options) (*Server, error) {
 	if err := checkAdminExposure(opts); err != nil {
 		return nil, err
 	}
+	switch opts.MetricsLevel {
+	case "", MetricsLevelDefault, MetricsLevelDetailed:
+	default:
+		return nil, fmt.Errorf("proxy: Options.MetricsLevel %q: want %q or %q", opts.MetricsLevel, MetricsLevelDefault, MetricsLevelDetailed)
+	}
 	if opts.MaxReplayBody < 0 {
 		return nil, fmt.Errorf("proxy: Options.MaxReplayBody %d: want >= 0 (0: the default %d)", opts.MaxReplayBody, forward.DefaultMaxReplayBody)
 	}
@@ -248,6 +269,8 @@ func New(opts Options) (*Server, error) {
 	s.api = admin.API{
 		State: &s.state, Node: opts.Node, Version: opts.Version, Token: opts.AdminToken,
 		RequireIfMatch: opts.RequireIfMatch, L4: &s.l4, LogLevel: opts.LogLevel,
+		IngressStats: &s.env.IngressStats, EgressStats: &s.env.EgressStats,
+		DetailedMetrics: opts.MetricsLevel == MetricsLevelDetailed, EnvoyStatsTags: opts.EnvoyStatsTags,
 		Ready:    s.Ready,
 		Draining: s.unready.Load,
 		Started: func() time.Time {

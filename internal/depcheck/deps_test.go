@@ -81,9 +81,11 @@ var rules = []rule{
 	{pkg: "proxy/http1", deps: "balancer internal/h1 proxy/forward proxy/internal/deadline proxy/listen proxy/state proxy/upstream router telemetry", mods: "golang.org/x/net"},
 	{pkg: "proxy/http2", deps: "balancer proxy/forward proxy/listen proxy/upstream router telemetry"},
 	{pkg: "proxy/l4", deps: "balancer config proxy/forward proxy/listen proxy/state proxy/upstream router"},
-	{pkg: "proxy/admin", deps: "balancer config discovery proxy/forward proxy/l4 proxy/state proxy/upstream resilience router telemetry"},
-	// proxy: the netns tests install the interception rules.
-	{pkg: "proxy", deps: "config discovery proxy/admin proxy/forward proxy/http1 proxy/http2 proxy/l4 proxy/listen proxy/state proxy/upstream resilience telemetry telemetry/accesslog", test: "discovery/dnstest proxy/intercept github.com/miekg/dns"},
+	// proxy/admin: client_golang for the Prometheus exposition (/stats/prometheus).
+	{pkg: "proxy/admin", deps: "balancer config discovery proxy/forward proxy/l4 proxy/state proxy/upstream resilience router telemetry", mods: "github.com/prometheus/client_golang"},
+	// proxy: the netns tests install the interception rules; the metrics tests parse the
+	// Prometheus text format (prometheus/common's expfmt into client_model's types).
+	{pkg: "proxy", deps: "config discovery proxy/admin proxy/forward proxy/http1 proxy/http2 proxy/l4 proxy/listen proxy/state proxy/upstream resilience telemetry telemetry/accesslog", test: "discovery/dnstest proxy/intercept github.com/miekg/dns github.com/prometheus/client_model github.com/prometheus/common"},
 	// bench: the proxy's HTTP/1.1 codec, so both parse responses alike.
 	{pkg: "bench", deps: "internal/h1", mods: "golang.org/x/sys gonum.org/v1/plot"},
 	// Test-only packages: only test code imports them (and internal/testutil imports netnstest).

@@ -1,6 +1,7 @@
 // Package admin is meshd's admin API (Envoy's paths where they exist): readiness and
 // server state, the config in force and the control endpoint that replaces it (PUT
-// /config with ETag/If-Match, dry runs, history), /debug/route, /clusters and /stats.
+// /config with ETag/If-Match, dry runs, history), /debug/route, /clusters, /stats and
+// the Prometheus exposition /stats/prometheus (also /metrics; metrics.go).
 // It runs on its own listener through net/http; nothing on the request path imports it.
 package admin
 
@@ -51,6 +52,17 @@ type API struct {
 	// LogLevel is the process logger's level, shown and changed by /logging (nil: the
 	// level is not the server's to change).
 	LogLevel *slog.LevelVar
+	// IngressStats and EgressStats are the listeners' request statistics, exported by
+	// /stats/prometheus (nil: not exported).
+	IngressStats, EgressStats *telemetry.HTTPStats
+	// DetailedMetrics adds the detailed level's series to /stats/prometheus: per
+	// endpoint (an address label), latency per route and per listener, codes per
+	// listener (docs/metrics.md).
+	DetailedMetrics bool
+	// EnvoyStatsTags adds App Mesh's stats tags to every series (appmesh_mesh,
+	// appmesh_virtual_node; appmesh_virtual_service on route series), as Envoy does
+	// with ENABLE_ENVOY_STATS_TAGS=1.
+	EnvoyStatsTags bool
 }
 
 // Handler serves the admin API. It runs on its own listener (127.0.0.1:9901 by
@@ -65,7 +77,16 @@ func (s *API) Handler() http.Handler {
 	mux.HandleFunc("GET /config/history", s.guarded(s.handleConfigHistory))
 	mux.HandleFunc("GET /debug/route", s.guarded(s.handleDebugRoute))
 	mux.HandleFunc("GET /clusters", s.handleClusters)
-	mux.HandleFunc("GET /stats", s.handleStats)
+	metrics := s.metricsHandler()
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("format") == "prometheus" { // Envoy's other spelling
+			metrics.ServeHTTP(w, r)
+			return
+		}
+		s.handleStats(w, r)
+	})
+	mux.Handle("GET /stats/prometheus", metrics) // Envoy's path: App Mesh scrapers point here
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /logging", s.handleLogging)
 	mux.HandleFunc("POST /logging", s.guarded(s.handleSetLogging))
 	return mux
@@ -204,8 +225,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // statsView is GET /stats: every resilience counter, per cluster, per route and per
-// ingress listener (docs/resilience.md#counters names them). A metrics endpoint will
-// export the same values; until then this is where they are read.
+// ingress listener (docs/resilience.md#counters names them). /stats/prometheus exports
+// the same values with the request statistics (docs/metrics.md).
 type statsView struct {
 	Version   string                                 `json:"version"`
 	Clusters  map[string]resilience.CountersSnapshot `json:"clusters"`
