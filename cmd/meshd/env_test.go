@@ -22,6 +22,7 @@ var runFlagEnv = []string{
 	"MESHD_DNS_RESOLVER", "MESHD_DNS_MIN_TTL", "MESHD_DNS_MAX_TTL", "MESHD_DNS_NXDOMAIN_GRACE",
 	"MESHD_WATCH", "MESHD_CONFIG_URL", "MESHD_POLL_INTERVAL", "MESHD_PERSIST",
 	"MESHD_ADMIN_TOKEN_FILE", "MESHD_ADMIN_TOKEN", "MESHD_REQUIRE_IF_MATCH",
+	"MESHD_METRICS_LEVEL", "MESHD_ENVOY_STATS_TAGS", "ENABLE_ENVOY_STATS_TAGS",
 }
 
 // parseRunFlags registers runFlags on a fresh FlagSet, as `meshd run` and `meshd
@@ -48,7 +49,7 @@ func TestRunFlagDefaults(t *testing.T) {
 		ingressAddr: "0.0.0.0", egressAddr: "127.0.0.1", logLevel: "info", logFormat: "text",
 		drainTimeout: 20 * time.Second, drainGrace: 3 * time.Second, connectTO: 5 * time.Second, maxReplay: 65536,
 		dnsMinTTL: 5 * time.Second, dnsMaxTTL: time.Minute, dnsNXGrace: 30 * time.Second,
-		watch: true, pollInterval: config.DefaultPollInterval,
+		watch: true, pollInterval: config.DefaultPollInterval, metricsLevel: "default",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", got, want)
@@ -193,6 +194,20 @@ func runFlagEnvCases() []runFlagEnvCase {
 			func(f runFlags) any { return f.requireIfMatch }, true},
 		{"--require-if-match over MESHD_REQUIRE_IF_MATCH", map[string]string{"MESHD_REQUIRE_IF_MATCH": "true"}, []string{"--require-if-match=false"},
 			func(f runFlags) any { return f.requireIfMatch }, false},
+		{"MESHD_METRICS_LEVEL", map[string]string{"MESHD_METRICS_LEVEL": "detailed"}, nil,
+			func(f runFlags) any { return f.metricsLevel }, "detailed"},
+		{"--metrics-level over MESHD_METRICS_LEVEL", map[string]string{"MESHD_METRICS_LEVEL": "detailed"}, []string{"--metrics-level", "default"},
+			func(f runFlags) any { return f.metricsLevel }, "default"},
+		{"MESHD_ENVOY_STATS_TAGS", map[string]string{"MESHD_ENVOY_STATS_TAGS": "true"}, nil,
+			func(f runFlags) any { return f.envoyStatsTags }, true},
+		{"ENABLE_ENVOY_STATS_TAGS=1", map[string]string{"ENABLE_ENVOY_STATS_TAGS": "1"}, nil,
+			func(f runFlags) any { return f.envoyStatsTags }, true},
+		{"ENABLE_ENVOY_STATS_TAGS=0", map[string]string{"ENABLE_ENVOY_STATS_TAGS": "0"}, nil,
+			func(f runFlags) any { return f.envoyStatsTags }, false},
+		{"MESHD_ENVOY_STATS_TAGS over ENABLE_ENVOY_STATS_TAGS", map[string]string{"MESHD_ENVOY_STATS_TAGS": "false", "ENABLE_ENVOY_STATS_TAGS": "1"}, nil,
+			func(f runFlags) any { return f.envoyStatsTags }, false},
+		{"--envoy-stats-tags over ENABLE_ENVOY_STATS_TAGS", map[string]string{"ENABLE_ENVOY_STATS_TAGS": "1"}, []string{"--envoy-stats-tags=false"},
+			func(f runFlags) any { return f.envoyStatsTags }, false},
 	}
 }
 
