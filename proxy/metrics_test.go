@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -274,6 +275,55 @@ func (m *metricsEnv) knownTraffic(t *testing.T) {
 	if got := m.badHits.hits.Load(); got != 5 {
 		t.Fatalf("bad upstream got %d requests, want 5 (2 fail + 1 flaky with 2 retries)", got)
 	}
+	m.settle(t, map[string]float64{"ingress": 1, "egress": 7}, map[string]float64{"ok": 3, "bad": 3, m.loc: 1})
+}
+
+// settle waits until the statistics show the requests the test sent: a front end
+// records a request after its response went out, so a scrape right after the client's
+// last response may come first. Listener statistics are recorded before the route's
+// and the cluster's, so the cluster totals settle last.
+func (m *metricsEnv) settle(t *testing.T, listeners, clusters map[string]float64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f := scrape(t, m.srv, "")
+		done := true
+		for l, n := range listeners {
+			if mm := f.metric("envoy_http_downstream_rq_total", tagged(f, lbls{"envoy_http_conn_manager_prefix": l})); mm.GetCounter().GetValue() != n {
+				done = false
+			}
+		}
+		for c, n := range clusters {
+			if mm := f.metric("meshd_cluster_request_duration_seconds", tagged(f, clusterLabels(c))); mm.GetHistogram().GetSampleCount() != uint64(n) {
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the statistics did not settle on listeners %v, clusters %v", listeners, clusters)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// clusterLabels are the meshd labels of cluster c of the metrics mesh.
+func clusterLabels(c string) lbls {
+	if strings.HasPrefix(c, "local:") {
+		return lbls{"virtual_node": "app", "cluster": c}
+	}
+	return lbls{"virtual_node": c, "cluster": c}
+}
+
+// tagged adds the App Mesh tags to l when the scrape carries them.
+func tagged(f families, l lbls) lbls {
+	for _, mm := range f["meshd_config_applies_total"].GetMetric() {
+		if v, ok := labelsOf(mm)["appmesh_mesh"]; ok {
+			l["appmesh_mesh"], l["appmesh_virtual_node"] = v, labelsOf(mm)["appmesh_virtual_node"]
+		}
+	}
+	return l
 }
 
 // TestPrometheusKnownTraffic sends known traffic and checks the exact values and label

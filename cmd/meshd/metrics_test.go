@@ -63,6 +63,31 @@ func scrapeCounts(t *testing.T, srv *proxy.Server) map[string]int {
 	return countSeries(t, resp.Body)
 }
 
+// clusterRequests sums envoy_cluster_upstream_rq_total over the clusters.
+func clusterRequests(t *testing.T, srv *proxy.Server) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + srv.AdminAddr() + "/stats/prometheus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "envoy_cluster_upstream_rq_total{") {
+			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			if err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			sum += v
+		}
+	}
+	return sum
+}
+
 // TestDemoSeriesCount counts the series of the embedded demo config at the default
 // level and fails when they exceed what docs/metrics.md states (or when the page no
 // longer states these numbers).
@@ -119,6 +144,13 @@ func TestDemoSeriesCount(t *testing.T) {
 	do(testutil.HTTPClient(t, srv.IngressAddr()), "frontend", nil, 200)
 	do(egress, "elsewhere.example", nil, 404)
 
+	// A front end records a request after its response went out: wait until the
+	// cluster totals (recorded last) show all 42 requests that reached a cluster.
+	for deadline := time.Now().Add(5 * time.Second); clusterRequests(t, srv) != 42; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the cluster request totals did not reach 42 (have %v)", clusterRequests(t, srv))
+		}
+	}
 	busy := scrapeCounts(t, srv)
 	t.Logf("after traffic: %d meshd_ series, %d envoy_ series", busy["meshd_"], busy["envoy_"])
 	if busy["meshd_"] > demoMeshdTraffic || busy["envoy_"] > demoEnvoyTraffic {
