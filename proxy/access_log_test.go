@@ -59,12 +59,19 @@ func TestAccessLog(t *testing.T) {
 		c := testutil.HTTPClient(t, srv.EgressAddr())
 		get(c, "svc.t.local")
 		get(c, "nowhere.t.local")
-		lines := readLines(t, path, 2)
-		if !strings.Contains(lines[0], `"GET /p?q=1 HTTP/1.1" 200 - 0 5 `) || !strings.Contains(lines[0], `"meshd-test"`) || !strings.Contains(lines[0], `"svc.t.local"`) {
-			t.Errorf("line 1: %q", lines[0])
+		// A request is logged once its response is out: two lines, in either order.
+		lines := strings.Join(readLines(t, path, 2), "\n")
+		if !strings.Contains(lines, `"GET /p?q=1 HTTP/1.1" 200 - 0 5 `) || !strings.Contains(lines, `"meshd-test"`) || !strings.Contains(lines, `"svc.t.local"`) {
+			t.Errorf("no line for the routed request in %q", lines)
 		}
-		if !strings.Contains(lines[1], `" 404 NR `) {
-			t.Errorf("line 2 (no backend): %q, want 404 with response flag NR", lines[1])
+		if !strings.Contains(lines, `" 404 NR `) {
+			t.Errorf("no line for the unrouted request (404, response flag NR) in %q", lines)
+		}
+		// The request id meshd generated for the forwarded request is the one logged.
+		for _, l := range strings.Split(lines, "\n") {
+			if strings.Contains(l, `" 200 `) && strings.Contains(l, `"meshd-test" "-"`) {
+				t.Errorf("the generated x-request-id was not logged: %q", l)
+			}
 		}
 	})
 
