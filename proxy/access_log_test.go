@@ -64,6 +64,9 @@ func TestAccessLog(t *testing.T) {
 		if !strings.Contains(lines, `"GET /p?q=1 HTTP/1.1" 200 - 0 5 `) || !strings.Contains(lines, `"meshd-test"`) || !strings.Contains(lines, `"svc.t.local"`) {
 			t.Errorf("no line for the routed request in %q", lines)
 		}
+		if _, m := adminGet(t, srv, "/metrics"); !strings.Contains(string(m), `meshd_access_log_lines_total{path="`+path+`",result="written"}`) {
+			t.Errorf("/metrics has no written-lines count for %s", path)
+		}
 		if !strings.Contains(lines, `" 404 NR `) {
 			t.Errorf("no line for the unrouted request (404, response flag NR) in %q", lines)
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/proxy/admin"
 	"github.com/meshd/meshd/telemetry"
 	"github.com/meshd/meshd/telemetry/accesslog"
 )
@@ -46,6 +47,17 @@ func (s *Server) accessLog(f *config.FileAccessLog) (telemetry.Observer, error) 
 	s.logs[key] = w
 	s.log.Info("access log open", "path", f.Path)
 	return w, nil
+}
+
+// accessLogStats lists the open access log files with their line counts (metrics).
+func (s *Server) accessLogStats() []admin.AccessLogStat {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	out := make([]admin.AccessLogStat, 0, len(s.logs))
+	for _, w := range s.logs {
+		out = append(out, admin.AccessLogStat{Path: w.Path(), Written: w.Written(), Dropped: w.Dropped()})
+	}
+	return out
 }
 
 // closeUnusedLogs closes the access log writers the snapshot in force (next; nil: none)

@@ -268,7 +268,7 @@ func New(opts Options) (*Server, error) {
 	s.h2out = http2.New(&s.env, forward.Egress)
 	s.api = admin.API{
 		State: &s.state, Node: opts.Node, Version: opts.Version, Token: opts.AdminToken,
-		RequireIfMatch: opts.RequireIfMatch, L4: &s.l4, LogLevel: opts.LogLevel,
+		RequireIfMatch: opts.RequireIfMatch, L4: &s.l4, LogLevel: opts.LogLevel, AccessLogs: s.accessLogStats,
 		IngressStats: &s.env.IngressStats, EgressStats: &s.env.EgressStats,
 		DetailedMetrics: opts.MetricsLevel == MetricsLevelDetailed, EnvoyStatsTags: opts.EnvoyStatsTags,
 		Ready:    s.Ready,

@@ -52,6 +52,8 @@ type API struct {
 	// LogLevel is the process logger's level, shown and changed by /logging (nil: the
 	// level is not the server's to change).
 	LogLevel *slog.LevelVar
+	// AccessLogs lists the open access log files with their line counts (nil: none).
+	AccessLogs func() []AccessLogStat
 	// IngressStats and EgressStats are the listeners' request statistics, exported by
 	// /stats/prometheus (nil: not exported).
 	IngressStats, EgressStats *telemetry.HTTPStats
@@ -668,4 +670,10 @@ func (s *API) handleSetLogging(w http.ResponseWriter, r *http.Request) {
 	}
 	s.LogLevel.Set(lv)
 	s.handleLogging(w, r)
+}
+
+// AccessLogStat is one access log file's line counts.
+type AccessLogStat struct {
+	Path             string
+	Written, Dropped uint64
 }

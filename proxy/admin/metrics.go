@@ -92,6 +92,7 @@ func with(base []string, extra ...string) []string {
 // metricFamilies are the metric families, in the order docs/metrics.md lists them.
 type metricFamilies struct {
 	configApplies, configPersistErrors, configInfo, configApplied          *metricDef
+	accessLogLines                                                         *metricDef
 	egressDropped, passConns, passActive, passSent, passReceived           *metricDef
 	lsRequests, lsByCode, lsDuration, lsInFlight, lsNoRoute, lsRateLimited *metricDef
 	rtRequests, rtByCode, rtDuration, rtRetries, rtBudget, rtRetryOverflow *metricDef
@@ -125,6 +126,7 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.configPersistErrors, scopeServer, "meshd_config_persist_errors_total", counter, "Applied configs that could not be written to --persist.", nil)
 	def(&f.configInfo, scopeServer, "meshd_config_info", gauge, "The config in force: 1, with its version (the /config ETag).", []string{"version"})
 	def(&f.configApplied, scopeServer, "meshd_config_last_applied_timestamp_seconds", gauge, "When the config in force was applied (Unix time).", nil)
+	def(&f.accessLogLines, scopeServer, "meshd_access_log_lines_total", counter, "Access log lines by file and result: written, or dropped (queue full, write failed).", []string{"path", "result"})
 	// Egress L4 outside any cluster.
 	def(&f.egressDropped, scopeServer, "meshd_egress_tcp_dropped_total", counter, "Egress connections closed because they matched no backend and the egressFilter is DROP_ALL.", nil)
 	def(&f.passConns, scopeServer, "meshd_passthrough_tcp_connections_total", counter, "Egress connections relayed to their original destination (ALLOW_ALL).", nil)
@@ -434,6 +436,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if snap != nil {
 		e.emit(f.configInfo, 1, snap.Version())
 		e.emit(f.configApplied, float64(snap.AppliedAt().UnixNano())/1e9)
+	}
+	if api.AccessLogs != nil {
+		for _, a := range api.AccessLogs() {
+			e.emit(f.accessLogLines, float64(a.Written), a.Path, "written")
+			e.emit(f.accessLogLines, float64(a.Dropped), a.Path, "dropped")
+		}
 	}
 	if api.L4 != nil {
 		v := api.L4.View()

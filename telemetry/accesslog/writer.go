@@ -154,6 +154,9 @@ func (w *Writer) put(l *line) {
 // the write failed.
 func (w *Writer) Dropped() uint64 { return w.full.Load() + w.failed.Load() }
 
+// Path is the file the writer writes.
+func (w *Writer) Path() string { return w.path }
+
 // Written is the number of lines written.
 func (w *Writer) Written() uint64 { return w.written.Load() }
 
