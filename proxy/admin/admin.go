@@ -6,6 +6,7 @@
 package admin
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -81,11 +82,16 @@ func (s *API) Handler() http.Handler {
 	mux.HandleFunc("GET /clusters", s.handleClusters)
 	metrics := s.metricsHandler()
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Get("format") == "prometheus" { // Envoy's other spelling
+		switch f := r.URL.Query().Get("format"); f {
+		case "prometheus": // Envoy's other spelling
 			metrics.ServeHTTP(w, r)
-			return
+		case "json":
+			s.handleStats(w, r)
+		case "", "text":
+			s.handleStatsText(w, r)
+		default:
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "format " + strconv.Quote(f) + ": want text, json or prometheus"})
 		}
-		s.handleStats(w, r)
 	})
 	mux.Handle("GET /stats/prometheus", metrics) // Envoy's path: App Mesh scrapers point here
 	mux.Handle("GET /metrics", metrics)
@@ -236,7 +242,60 @@ type statsView struct {
 	Listeners map[string]resilience.CountersSnapshot `json:"listeners,omitempty"`
 }
 
-// handleStats serves GET /stats from the snapshot in force. It runs on the admin
+// handleStatsText serves GET /stats as Envoy does: one "name: value" line per counter,
+// sorted by name (cluster.<cluster>.*, route.<service>/<route>.*, listener.<kind>.*).
+func (s *API) handleStatsText(w http.ResponseWriter, _ *http.Request) {
+	snap := s.State.Load()
+	if snap == nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "no config applied yet"})
+		return
+	}
+	var lines []string
+	add := func(prefix string, c resilience.CountersSnapshot, st *telemetry.HTTPStats) {
+		b, _ := json.Marshal(c)
+		var m map[string]json.Number
+		d := json.NewDecoder(bytes.NewReader(b))
+		d.UseNumber()
+		_ = d.Decode(&m)
+		for k, v := range m {
+			lines = append(lines, prefix+k+": "+v.String())
+		}
+		if st != nil {
+			for class := 1; class <= 5; class++ {
+				lines = append(lines, prefix+"rq_"+strconv.Itoa(class)+"xx: "+strconv.FormatUint(st.Classes[class].Load(), 10))
+			}
+			lines = append(lines, prefix+"rq_active: "+strconv.FormatInt(st.InFlight.Load(), 10))
+		}
+	}
+	for name, c := range snap.Clusters() {
+		add("cluster."+name+".", c.Counters().Snapshot(), c.Stats())
+	}
+	for _, p := range snap.Policies() {
+		if p != nil {
+			add("route."+p.Key()+".", p.Counters().Snapshot(), p.Stats())
+		}
+	}
+	for port, ll := range snap.ListenerLimits() {
+		add("listener.ingress:"+strconv.Itoa(port)+".", ll.Counters().Snapshot(), nil)
+	}
+	for _, kind := range []string{"ingress", "egress"} {
+		st := s.IngressStats
+		if kind == "egress" {
+			st = s.EgressStats
+		}
+		if st != nil {
+			for class := 1; class <= 5; class++ {
+				lines = append(lines, "listener."+kind+".downstream_rq_"+strconv.Itoa(class)+"xx: "+strconv.FormatUint(st.Classes[class].Load(), 10))
+			}
+			lines = append(lines, "listener."+kind+".downstream_rq_active: "+strconv.FormatInt(st.InFlight.Load(), 10))
+		}
+	}
+	sort.Strings(lines)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, strings.Join(lines, "\n")+"\n")
+}
+
+// handleStats serves GET /stats?format=json from the snapshot in force. It runs on the admin
 // listener, off the request path.
 func (s *API) handleStats(w http.ResponseWriter, _ *http.Request) {
 	snap := s.State.Load()
