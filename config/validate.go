@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/meshd/meshd/telemetry/accesslog"
 )
 
 // Limits App Mesh enforces (and meshd with it).
@@ -638,7 +641,28 @@ func (v *validator) logging(path string, lg *Logging) {
 				v.add(fmt.Sprintf("%s.format.json[%d].key", fp, i), nil, "is required")
 			}
 		}
+		v.accessLogFormat(fp+".format", f.Format)
 	}
+}
+
+// accessLogFormat checks the command operators of an access log format the way meshd
+// will compile them (telemetry/accesslog): the first unknown or malformed one is
+// reported at format.text or format.json[i].value.
+func (v *validator) accessLogFormat(path string, af *AccessLogFormat) {
+	kv := make([]accesslog.KV, len(af.JSON))
+	for i, jf := range af.JSON {
+		kv[i] = accesslog.KV{Key: jf.Key, Value: jf.Value}
+	}
+	err := accesslog.Validate(af.Text, kv)
+	if err == nil {
+		return
+	}
+	var fe *accesslog.FormatError
+	if errors.As(err, &fe) {
+		v.add(path+"."+fe.Field, nil, "%s", fe.Msg)
+		return
+	}
+	v.add(path, nil, "%v", err)
 }
 
 func (v *validator) serviceDiscovery(path string, sd *ServiceDiscovery) {

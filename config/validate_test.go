@@ -317,6 +317,24 @@ func TestValidateRules(t *testing.T) {
 		{"access log path", func(c *Config) {
 			c.VirtualNodes[1].Spec.Logging = &Logging{AccessLog: &AccessLog{File: &FileAccessLog{}}}
 		}, "virtualNodes[1].spec.logging.accessLog.file.path", "", "required"},
+		{"access log unknown operator", func(c *Config) {
+			c.VirtualNodes[0].Spec.Logging = accessLog(&AccessLogFormat{Text: "%PROTOCOL% x%FOO%"})
+		}, "virtualNodes[0].spec.logging.accessLog.file.format.text", "", "unknown command operator %FOO% at 12"},
+		{"access log malformed operator", func(c *Config) {
+			c.VirtualNodes[0].Spec.Logging = accessLog(&AccessLogFormat{Text: "[%START_TIME%] %REQ(USER-AGENT"})
+		}, "virtualNodes[0].spec.logging.accessLog.file.format.text", "", `malformed command operator %REQ(USER-AGENT at 15: missing ")"`},
+		{"access log bad time specifier", func(c *Config) {
+			c.VirtualNodes[0].Spec.Logging = accessLog(&AccessLogFormat{Text: "%START_TIME(%Q)%"})
+		}, "virtualNodes[0].spec.logging.accessLog.file.format.text", "", "unsupported time specifier %Q"},
+		{"access log json value operator", func(c *Config) {
+			c.VirtualNodes[0].Spec.Logging = accessLog(&AccessLogFormat{JSON: []JSONFormatField{
+				{Key: "code", Value: "%RESPONSE_CODE%"}, {Key: "ua", Value: "%REQ%"},
+			}})
+		}, "virtualNodes[0].spec.logging.accessLog.file.format.json[1].value", "", "malformed command operator %REQ% at 0: REQ needs a header name"},
+		{"gateway access log operator", func(c *Config) {
+			addGateway(c)
+			c.VirtualGateways[0].Spec.Logging = accessLog(&AccessLogFormat{Text: "%BYTES%"})
+		}, "virtualGateways[0].spec.logging.accessLog.file.format.text", "", "unknown command operator %BYTES% at 0"},
 
 		// gateways
 		{"gateway listener protocol", func(c *Config) {
@@ -454,6 +472,15 @@ func TestValidateAccepts(t *testing.T) {
 			c.VirtualNodes[1].Spec.LoadBalancing = &LoadBalancing{Policy: LBRoundRobin}
 		}},
 		{"gateway", addGateway},
+		{"access log formats", func(c *Config) {
+			c.VirtualNodes[0].Spec.Logging = accessLog(nil) // Envoy's default format
+			c.VirtualNodes[1].Spec.Logging = accessLog(&AccessLogFormat{
+				Text: `[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS% 100%% %START_TIME(%s.%3f)%` + "\n",
+			})
+			c.VirtualNodes[2].Spec.Logging = accessLog(&AccessLogFormat{JSON: []JSONFormatField{
+				{Key: "start", Value: "%START_TIME%"}, {Key: "code", Value: "%RESPONSE_CODE%"}, {Key: "ua", Value: "%REQ(USER-AGENT):64%"},
+			}})
+		}},
 		{"service without provider", func(c *Config) {
 			c.VirtualServices = append(c.VirtualServices, VirtualService{VirtualServiceName: "external.example.com"})
 		}},
@@ -510,6 +537,11 @@ func acm() *ListenerTLSCert {
 
 func staticEP(c *Config, eps []StaticEndpoint) {
 	c.VirtualNodes[1].Spec.ServiceDiscovery = &ServiceDiscovery{Static: &StaticServiceDiscovery{Endpoints: eps}}
+}
+
+// accessLog is a logging block writing to stdout in format f (nil: the default).
+func accessLog(f *AccessLogFormat) *Logging {
+	return &Logging{AccessLog: &AccessLog{File: &FileAccessLog{Path: "/dev/stdout", Format: f}}}
 }
 
 func addGateway(c *Config) {

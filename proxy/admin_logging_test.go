@@ -45,3 +45,34 @@ func TestAdminLoggingNeedsToken(t *testing.T) {
 		t.Fatalf("POST /logging?level=debug: %d %q, level %v", code, body, lv.Level())
 	}
 }
+
+// TestStatsFormats: /stats answers Envoy's "name: value" lines by default, JSON with
+// ?format=json, the Prometheus exposition with ?format=prometheus, and 400 otherwise.
+func TestStatsFormats(t *testing.T) {
+	up := testutil.StartHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	srv := testutil.StartMeshd(t, "app", resMesh([]int{up.Port}, "", ""))
+	resp, err := testutil.HTTPClient(t, srv.EgressAddr()).Get("http://svc.t.local/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	eventually(t, "the request counted", func() bool {
+		_, b := adminGet(t, srv, "/stats")
+		return strings.Contains(string(b), "cluster.svc.rq_2xx: 1\n")
+	})
+	_, text := adminGet(t, srv, "/stats")
+	for _, want := range []string{"cluster.svc.retries: 0\n", "listener.egress.downstream_rq_2xx: 1\n", "route.svc.t.local/provider:svc.rq_2xx: 1\n"} {
+		if !strings.Contains(string(text), want) {
+			t.Errorf("/stats lacks %q:\n%s", want, text)
+		}
+	}
+	if r, b := adminGet(t, srv, "/stats?format=json"); r.StatusCode != 200 || !strings.HasPrefix(strings.TrimSpace(string(b)), "{") {
+		t.Errorf("/stats?format=json: %d %.80s", r.StatusCode, b)
+	}
+	if r, b := adminGet(t, srv, "/stats?format=prometheus"); r.StatusCode != 200 || !strings.Contains(string(b), "# TYPE meshd_") {
+		t.Errorf("/stats?format=prometheus: %d %.80s", r.StatusCode, b)
+	}
+	if r, _ := adminGet(t, srv, "/stats?format=xml"); r.StatusCode != 400 {
+		t.Errorf("/stats?format=xml: %d, want 400", r.StatusCode)
+	}
+}

@@ -118,7 +118,7 @@ type statsDoc struct {
 func readStats(t *testing.T, srv *proxy.Server) statsDoc {
 	t.Helper()
 	var s statsDoc
-	adminJSON(t, srv, "/stats", &s)
+	adminJSON(t, srv, "/stats?format=json", &s)
 	return s
 }
 
@@ -662,7 +662,7 @@ virtualNodes:
 	var st struct {
 		Listeners map[string]map[string]int64 `json:"listeners"`
 	}
-	adminJSON(t, srv, "/stats", &st)
+	adminJSON(t, srv, "/stats?format=json", &st)
 	if st.Listeners[fmt.Sprintf("ingress:%d", appUp.Port)]["rate_limited"] != 1 {
 		t.Errorf("listener stats = %+v", st.Listeners)
 	}

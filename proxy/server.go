@@ -11,7 +11,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -20,17 +19,14 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/admin"
 	"github.com/meshd/meshd/proxy/forward"
-	"github.com/meshd/meshd/proxy/http1"
 	"github.com/meshd/meshd/proxy/http2"
 	"github.com/meshd/meshd/proxy/l4"
 	"github.com/meshd/meshd/proxy/listen"
@@ -38,6 +34,7 @@ import (
 	"github.com/meshd/meshd/proxy/upstream"
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/telemetry"
+	"github.com/meshd/meshd/telemetry/accesslog"
 )
 
 // Options configures a Server. Zero values mean the documented defaults.
@@ -50,7 +47,8 @@ type Options struct {
 	// HTTP_PROXY). Default "127.0.0.1:15001": loopback only, so meshd is never an open
 	// proxy for the network.
 	EgressAddr string
-	// AdminAddr serves /ready, /config, /clusters, /server_info. Default "127.0.0.1:9901";
+	// AdminAddr serves /ready, /config, /clusters, /server_info, /stats/prometheus.
+	// Default "127.0.0.1:9901";
 	// "off" disables it.
 	AdminAddr string
 	// ConnectTimeout bounds each upstream TCP connect, and the wait for a connection
@@ -132,7 +130,22 @@ type Options struct {
 	// nothing of it runs on the request path. The caller shuts it down (flushes it)
 	// after Shutdown.
 	Tracer telemetry.Tracer
+	// MetricsLevel chooses the series of the admin /stats/prometheus (and /metrics):
+	// MetricsLevelDefault ("" means it) or MetricsLevelDetailed, which adds per-endpoint
+	// series (an address label), latency histograms per route and per listener, and
+	// status codes per listener (docs/metrics.md). Anything else is an error of New.
+	MetricsLevel string
+	// EnvoyStatsTags adds App Mesh's stats tags to every exported series: appmesh_mesh,
+	// appmesh_virtual_node (this node) and, on route series, appmesh_virtual_service, as
+	// App Mesh's Envoy does with ENABLE_ENVOY_STATS_TAGS=1.
+	EnvoyStatsTags bool
 }
+
+// Metrics levels (Options.MetricsLevel).
+const (
+	MetricsLevelDefault  = "default"
+	MetricsLevelDetailed = "detailed"
+)
 
 func (o *Options) setDefaults() {
 	if o.IngressAddr == "" {
@@ -199,6 +212,11 @@ type Server struct {
 	// DNS watcher registries by resolver set (registryFor).
 	regMu      sync.Mutex
 	registries map[string]*discovery.Registry
+
+	// Access log writers by path and format (accessLog), closed when no snapshot in force
+	// uses them.
+	logMu sync.Mutex
+	logs  map[string]*accesslog.Writer
 }
 
 // New returns a Server that has no config yet: Apply one before Start.
@@ -209,6 +227,11 @@ func New(opts Options) (*Server, error) {
 	opts.setDefaults()
 	if err := checkAdminExposure(opts); err != nil {
 		return nil, err
+	}
+	switch opts.MetricsLevel {
+	case "", MetricsLevelDefault, MetricsLevelDetailed:
+	default:
+		return nil, fmt.Errorf("proxy: Options.MetricsLevel %q: want %q or %q", opts.MetricsLevel, MetricsLevelDefault, MetricsLevelDetailed)
 	}
 	if opts.MaxReplayBody < 0 {
 		return nil, fmt.Errorf("proxy: Options.MaxReplayBody %d: want >= 0 (0: the default %d)", opts.MaxReplayBody, forward.DefaultMaxReplayBody)
@@ -227,8 +250,12 @@ func New(opts Options) (*Server, error) {
 		Options:     state.Options{Registry: s.registryFor, FirstResolveWait: opts.FirstResolveWait, Cluster: cluster},
 		Log:         s.log,
 		PersistPath: opts.PersistPath,
-		OnSwap:      s.drainRemovedListeners,
+		OnSwap: func(prev, next *Snapshot) {
+			s.drainRemovedListeners(prev, next)
+			s.closeUnusedLogs(next)
+		},
 	}
+	s.state.Options.AccessLog = s.accessLog
 	passOpts := cluster
 	passOpts.Dialer = s.selfGuardDialer()
 	s.pass = forward.Passthrough{Options: passOpts, IsSelf: s.isSelf}
@@ -248,7 +275,9 @@ func New(opts Options) (*Server, error) {
 	s.h2out = http2.New(&s.env, forward.Egress)
 	s.api = admin.API{
 		State: &s.state, Node: opts.Node, Version: opts.Version, Token: opts.AdminToken,
-		RequireIfMatch: opts.RequireIfMatch, L4: &s.l4, LogLevel: opts.LogLevel,
+		RequireIfMatch: opts.RequireIfMatch, L4: &s.l4, LogLevel: opts.LogLevel, AccessLogs: s.accessLogStats,
+		IngressStats: &s.env.IngressStats, EgressStats: &s.env.EgressStats,
+		DetailedMetrics: opts.MetricsLevel == MetricsLevelDetailed, EnvoyStatsTags: opts.EnvoyStatsTags,
 		Ready:    s.Ready,
 		Draining: s.unready.Load,
 		Started: func() time.Time {
@@ -439,135 +468,8 @@ func (s *Server) Drain(ctx context.Context, grace time.Duration) error {
 	}
 	s.registries = nil
 	s.regMu.Unlock()
+	s.closeUnusedLogs(nil)
 	return err
-}
-
-// registryFor returns the DNS watcher registry for a config's resolvers (none:
-// /etc/resolv.conf), made on first use and kept until Shutdown. Options.DNS and
-// Options.DNSResolvers win over the config's resolvers.
-func (s *Server) registryFor(configured []string) *discovery.Registry {
-	servers := configured
-	if len(s.opts.DNSResolvers) > 0 || s.opts.DNS != nil {
-		servers = s.opts.DNSResolvers
-	}
-	key := strings.Join(servers, ",")
-	s.regMu.Lock()
-	defer s.regMu.Unlock()
-	if r := s.registries[key]; r != nil {
-		return r
-	}
-	dns := s.opts.DNS
-	if dns == nil {
-		var cfg discovery.ClientConfig
-		var err error
-		if len(servers) > 0 {
-			cfg, err = discovery.ClientConfigFor(servers)
-		} else if cfg, err = discovery.ClientConfigFromFile(s.opts.ResolvConf); err != nil {
-			s.log.Warn("no usable resolver configuration; DNS names are asked of 127.0.0.1:53", "file", s.opts.ResolvConf, "err", err)
-			cfg, err = discovery.ClientConfigFor([]string{"127.0.0.1:53"})
-		}
-		if err != nil { // validated config and flags: a programming error
-			s.log.Error("DNS resolvers unusable; asking 127.0.0.1:53", "resolvers", servers, "err", err)
-			cfg, _ = discovery.ClientConfigFor([]string{"127.0.0.1:53"})
-		}
-		dns = discovery.NewClient(cfg)
-	}
-	r := discovery.NewRegistry(discovery.WatchOptions{DNS: dns, MinTTL: s.opts.DNSMinTTL, MaxTTL: s.opts.DNSMaxTTL,
-		NXDomainGrace: s.opts.DNSNXDomainGrace, Log: s.log})
-	if s.registries == nil {
-		s.registries = map[string]*discovery.Registry{}
-	}
-	s.registries[key] = r
-	return r
-}
-
-// serveConn tells the connection's protocol from its first bytes and hands it to the
-// front end that serves it. It owns tc and closes it.
-func (s *Server) serveConn(tc *listen.Conn, kind forward.Kind) {
-	defer s.conns.Untrack(tc)
-	defer tc.Close()
-	if t, ok := tc.Conn.(*net.TCPConn); ok {
-		_ = t.SetNoDelay(true)
-	}
-	tc.SetIdleTimeout(s.opts.KeepAliveIdle)
-	br := listen.GetReader(tc)
-	proto, sni, err := s.classifyConn(tc, br, kind)
-	if err != nil {
-		listen.PutReader(br)
-		return
-	}
-	switch proto {
-	case listen.TLS, listen.Opaque:
-		s.l4.Serve(tc, br, kind, sni)
-	case listen.HTTP2:
-		// The HTTP/2 server drains with GOAWAY; the idle wake-up must not touch it, and
-		// its own timeouts apply. The reader is not pooled afterwards (http2.ServeConn).
-		tc.SetBusy(true)
-		tc.SetIdleTimeout(0)
-		_ = tc.Conn.SetDeadline(time.Time{})
-		if kind == forward.Ingress {
-			s.h2in.ServeConn(tc, br)
-		} else {
-			s.h2out.ServeConn(tc, br)
-		}
-	default:
-		http1.Serve(&s.env, tc, br, kind)
-		// Close before pooling: no read of tc through br can be pending afterwards (an
-		// HTTP/2 upstream's body writer stops reading the request body first).
-		_ = tc.Close()
-		listen.PutReader(br)
-	}
-}
-
-// classifyConn decides how serveConn serves a new connection: L7 (HTTP1 or HTTP2) or L4
-// (TLS with sni, or Opaque), using the original destination read at accept. Ingress
-// uses the target listener's protocol: tcp is L4 without sniffing, anything else is HTTP
-// (told apart from h2c by SniffH2). Egress connections that were not redirected are
-// HTTP as well (meshd as HTTP_PROXY). Redirected egress connections are sniffed, except
-// on ports that only tcp backends serve, where a server-first protocol must not wait for
-// the sniff timeout.
-func (s *Server) classifyConn(tc *listen.Conn, br *bufio.Reader, kind forward.Kind) (listen.Protocol, []byte, error) {
-	snap := s.state.Load()
-	if kind == forward.Ingress {
-		port := snap.IngressPort(int(tc.Orig.Port()))
-		if svc := snap.Table().Ingress(port); svc != nil && svc.Protocol == config.ProtoTCP {
-			return listen.Opaque, nil, nil
-		}
-		return sniffHTTP(br)
-	}
-	if !tc.Orig.IsValid() {
-		// Not redirected: an app using meshd as its HTTP proxy (HTTP_PROXY). There is no
-		// destination to relay opaque bytes to, so the HTTP server answers whatever comes.
-		return sniffHTTP(br)
-	}
-	if l4.TCPOnlyPort(snap, int(tc.Orig.Port())) {
-		return listen.Opaque, nil, nil
-	}
-	// The timer's idle deadline is applied first, so that the Conn reads below keep the
-	// shorter sniff deadline instead of replacing it.
-	tc.Timer.Refresh(tc.Conn)
-	timeout := s.opts.sniffTimeout()
-	p, sni, err := listen.Sniff(br, func() { _ = tc.Conn.SetReadDeadline(time.Now().Add(timeout)) })
-	tc.SetIdleTimeout(s.opts.KeepAliveIdle) // the next Read or Write re-applies the idle deadline
-	tc.Timer.Forget()
-	_ = tc.Conn.SetReadDeadline(time.Time{})
-	return p, sni, err
-}
-
-func sniffHTTP(br *bufio.Reader) (listen.Protocol, []byte, error) {
-	isH2, err := listen.SniffH2(br)
-	if isH2 {
-		return listen.HTTP2, nil, err
-	}
-	return listen.HTTP1, nil, err
-}
-
-// sniffTimeout is Options.SniffTimeout with its default.
-func (o *Options) sniffTimeout() time.Duration {
-	if o.SniffTimeout > 0 {
-		return o.SniffTimeout
-	}
-	return DefaultSniffTimeout
 }
 
 // sweepIdle closes idle upstream connections older than maxAge at now, in the clusters
@@ -659,168 +561,3 @@ func (s *Server) startEgress6() {
 	s.egress6 = ln
 	s.accept(ln, forward.Egress)
 }
-
-// isSelf reports whether host:port is one of meshd's own listeners, which an ALLOW_ALL
-// passthrough must never connect to (it would loop until file descriptors run out).
-func (s *Server) isSelf(host string, port int) bool {
-	for _, l := range []net.Listener{s.ingress, s.egress, s.egress6} {
-		if l == nil {
-			continue
-		}
-		ta, ok := l.Addr().(*net.TCPAddr)
-		if !ok || ta.Port != port {
-			continue
-		}
-		if host == "localhost" {
-			return true
-		}
-		ip := net.ParseIP(host)
-		if ip != nil && (ip.IsLoopback() || ip.IsUnspecified() || ta.IP.Equal(ip)) {
-			return true
-		}
-	}
-	return false
-}
-
-// selfGuardDialer is s's dialer with a Control hook that refuses to connect to any of
-// meshd's own listener addresses, checked on the address the name resolved to: names
-// isSelf cannot judge (any name that resolves to meshd) would otherwise loop back into
-// meshd, one connection per hop, until file descriptors run out. The refusal surfaces
-// as upstream.ErrSelfLoop, answered 508 (forward.Status).
-func (s *Server) selfGuardDialer() *net.Dialer {
-	d := *s.dialer
-	d.Control = func(_, address string, _ syscall.RawConn) error {
-		dst, err := netip.ParseAddrPort(address)
-		if err != nil {
-			return nil
-		}
-		if isOwnAddr(s.listenerAddrs(), dst, localAddrs) {
-			return fmt.Errorf("%s: %w", address, upstream.ErrSelfLoop)
-		}
-		return nil
-	}
-	return &d
-}
-
-// listenerAddrs are the bound addresses of meshd's proxy listeners.
-func (s *Server) listenerAddrs() []netip.AddrPort {
-	var out []netip.AddrPort
-	for _, l := range []net.Listener{s.ingress, s.egress, s.egress6} {
-		if l == nil {
-			continue
-		}
-		if ta, ok := l.Addr().(*net.TCPAddr); ok {
-			out = append(out, ta.AddrPort())
-		}
-	}
-	return out
-}
-
-// isOwnAddr reports whether dst reaches one of the listeners at own. A listener bound
-// to an unspecified address (0.0.0.0, ::) is reached on its port at any local address:
-// loopback, unspecified, or one of local()'s interface addresses (asked only then).
-func isOwnAddr(own []netip.AddrPort, dst netip.AddrPort, local func() []netip.Addr) bool {
-	ip := dst.Addr().Unmap()
-	for _, l := range own {
-		if l.Port() != dst.Port() {
-			continue
-		}
-		lip := l.Addr().Unmap()
-		if !lip.IsUnspecified() {
-			if lip == ip {
-				return true
-			}
-			continue
-		}
-		if ip.IsLoopback() || ip.IsUnspecified() {
-			return true
-		}
-		for _, a := range local() {
-			if a.Unmap() == ip {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// localAddrs lists the host's interface addresses.
-func localAddrs() []netip.Addr {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil
-	}
-	out := make([]netip.Addr, 0, len(addrs))
-	for _, a := range addrs {
-		if p, err := netip.ParsePrefix(a.String()); err == nil {
-			out = append(out, p.Addr())
-		}
-	}
-	return out
-}
-
-// checkAdminExposure refuses an admin listener reachable from other hosts without a
-// token: PUT /config on it would let anyone on the network reroute the node's traffic.
-func checkAdminExposure(o Options) error {
-	if o.AdminAddr == "off" || o.AdminToken != "" || isLoopbackAddr(o.AdminAddr) {
-		return nil
-	}
-	return fmt.Errorf("proxy: admin address %q is not a loopback address, so the admin API needs a token: "+
-		"set Options.AdminToken (meshd run: --admin-token-file or MESHD_ADMIN_TOKEN), or bind the admin listener to 127.0.0.1", o.AdminAddr)
-}
-
-// isLoopbackAddr reports whether host:port binds only loopback interfaces. An empty
-// host (all interfaces) and names other than "localhost" are not loopback.
-func isLoopbackAddr(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// The types and values below keep the package's API as it was before the data plane
-// was split into rooms; they are the rooms' own.
-type (
-	Snapshot      = state.Snapshot
-	Attempt       = state.Attempt
-	ConfigError   = state.ConfigError
-	RejectedError = state.RejectedError
-	ReloadStats   = state.ReloadStats
-	ApplyRequest  = state.ApplyRequest
-	L4View        = upstream.L4View
-	EgressL4View  = l4.EgressL4View
-)
-
-const (
-	HistorySize       = state.HistorySize
-	StagePrecondition = state.StagePrecondition
-	StageParse        = state.StageParse
-	StageValidate     = state.StageValidate
-	StageCompile      = state.StageCompile
-	ResultApplied     = state.ResultApplied
-	ResultRejected    = state.ResultRejected
-	ResultValid       = state.ResultValid
-	// HeaderError names the header on every response meshd generates itself.
-	HeaderError = forward.HeaderError
-	// HeaderLimit names the connection-pool limit that made meshd answer 503.
-	HeaderLimit = forward.HeaderLimit
-	// DefaultSniffTimeout is how long an egress connection may stay silent before meshd
-	// treats it as a server-first protocol (MySQL, SMTP, ...) and relays it as opaque TCP.
-	DefaultSniffTimeout = listen.DefaultSniffTimeout
-)
-
-var (
-	ErrVersionMismatch = state.ErrVersionMismatch
-	ErrShutdown        = state.ErrShutdown
-)
-
-// ETag is the HTTP entity tag of a config version.
-func ETag(version string) string { return state.ETag(version) }
-
-// WriteFileAtomic replaces path with data atomically (state.WriteFileAtomic).
-func WriteFileAtomic(path string, data []byte) error { return state.WriteFileAtomic(path, data) }

@@ -40,6 +40,12 @@ type Counters struct {
 
 	// RateLimited counts requests answered 429 by a token bucket.
 	RateLimited atomic.Uint64
+
+	// HealthChecksPassed and HealthChecksFailed count the results of active health
+	// checks, one per endpoint and round (Envoy's health_check.success / failure); the
+	// cluster's control goroutine increments them.
+	HealthChecksPassed atomic.Uint64
+	HealthChecksFailed atomic.Uint64
 }
 
 // CountersSnapshot is a plain copy of Counters for the admin /stats JSON.
@@ -60,6 +66,8 @@ type CountersSnapshot struct {
 	BreakerClosed              uint64 `json:"breaker_closed"`
 	BreakerRejected            uint64 `json:"breaker_rejected"`
 	RateLimited                uint64 `json:"rate_limited"`
+	HealthChecksPassed         uint64 `json:"health_check_success"`
+	HealthChecksFailed         uint64 `json:"health_check_failure"`
 }
 
 // Snapshot reads every counter. The reads are individually atomic, not one consistent
@@ -82,6 +90,8 @@ func (c *Counters) Snapshot() CountersSnapshot {
 		BreakerClosed:              c.BreakerClosed.Load(),
 		BreakerRejected:            c.BreakerRejected.Load(),
 		RateLimited:                c.RateLimited.Load(),
+		HealthChecksPassed:         c.HealthChecksPassed.Load(),
+		HealthChecksFailed:         c.HealthChecksFailed.Load(),
 	}
 }
 

@@ -133,7 +133,8 @@ Try:
   curl -s -H 'Host: elsewhere.example' http://%s/                # egressFilter DROP_ALL -> 404 from meshd
   curl -s http://%s/clusters
   curl -s http://%s/server_info
+  curl -s http://%s/stats/prometheus | grep -E '^meshd_(route|cluster)_requests_total'
 
 Ctrl-C stops it.
-`, p.Frontend, p.V1, p.V2, eg, eg, eg, eg, in, eg, srv.AdminAddr(), srv.AdminAddr())
+`, p.Frontend, p.V1, p.V2, eg, eg, eg, eg, in, eg, srv.AdminAddr(), srv.AdminAddr(), srv.AdminAddr())
 }

@@ -26,6 +26,7 @@ var runFlagEnv = []string{
 	"MESHD_TRACING_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL", "MESHD_TRACING_SAMPLE_RATIO", "XRAY_SAMPLING_RATE",
 	"MESHD_TRACING_PROPAGATORS", "MESHD_TRACING_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE",
 	"MESHD_TRACING_XRAY", "ENABLE_ENVOY_XRAY_TRACING",
+	"MESHD_METRICS_LEVEL", "MESHD_ENVOY_STATS_TAGS", "ENABLE_ENVOY_STATS_TAGS",
 }
 
 // parseRunFlags registers runFlags on a fresh FlagSet, as `meshd run` and `meshd
@@ -52,7 +53,7 @@ func TestRunFlagDefaults(t *testing.T) {
 		ingressAddr: "0.0.0.0", egressAddr: "127.0.0.1", logLevel: "info", logFormat: "text",
 		drainTimeout: 20 * time.Second, drainGrace: 3 * time.Second, connectTO: 5 * time.Second, maxReplay: 65536,
 		dnsMinTTL: 5 * time.Second, dnsMaxTTL: time.Minute, dnsNXGrace: 30 * time.Second,
-		watch: true, pollInterval: config.DefaultPollInterval,
+		watch: true, pollInterval: config.DefaultPollInterval, metricsLevel: "default",
 		tracingProtocol: "grpc", tracingSampleRatio: "1", tracingPropagators: "tracecontext,b3,b3multi,xray",
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -244,6 +245,20 @@ func runFlagEnvCases() []runFlagEnvCase {
 			func(f runFlags) any { return f.xray }, false},
 		{"--tracing-xray over ENABLE_ENVOY_XRAY_TRACING", map[string]string{"ENABLE_ENVOY_XRAY_TRACING": "1"}, []string{"--tracing-xray=false"},
 			func(f runFlags) any { return f.xray }, false},
+		{"MESHD_METRICS_LEVEL", map[string]string{"MESHD_METRICS_LEVEL": "detailed"}, nil,
+			func(f runFlags) any { return f.metricsLevel }, "detailed"},
+		{"--metrics-level over MESHD_METRICS_LEVEL", map[string]string{"MESHD_METRICS_LEVEL": "detailed"}, []string{"--metrics-level", "default"},
+			func(f runFlags) any { return f.metricsLevel }, "default"},
+		{"MESHD_ENVOY_STATS_TAGS", map[string]string{"MESHD_ENVOY_STATS_TAGS": "true"}, nil,
+			func(f runFlags) any { return f.envoyStatsTags }, true},
+		{"ENABLE_ENVOY_STATS_TAGS=1", map[string]string{"ENABLE_ENVOY_STATS_TAGS": "1"}, nil,
+			func(f runFlags) any { return f.envoyStatsTags }, true},
+		{"ENABLE_ENVOY_STATS_TAGS=0", map[string]string{"ENABLE_ENVOY_STATS_TAGS": "0"}, nil,
+			func(f runFlags) any { return f.envoyStatsTags }, false},
+		{"MESHD_ENVOY_STATS_TAGS over ENABLE_ENVOY_STATS_TAGS", map[string]string{"MESHD_ENVOY_STATS_TAGS": "false", "ENABLE_ENVOY_STATS_TAGS": "1"}, nil,
+			func(f runFlags) any { return f.envoyStatsTags }, false},
+		{"--envoy-stats-tags over ENABLE_ENVOY_STATS_TAGS", map[string]string{"ENABLE_ENVOY_STATS_TAGS": "1"}, []string{"--envoy-stats-tags=false"},
+			func(f runFlags) any { return f.envoyStatsTags }, false},
 	}
 }
 

@@ -180,6 +180,9 @@ type runFlags struct {
 	// otlpBase is OTEL_EXPORTER_OTLP_ENDPOINT when it gave the endpoint's default: a base
 	// URL, to which OTLP/HTTP adds /v1/traces.
 	otlpBase string
+	// Metrics (docs/metrics.md).
+	metricsLevel   string
+	envoyStatsTags bool
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {
@@ -207,6 +210,8 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", env("", "MESHD_ADMIN_TOKEN_FILE"), "file holding the admin API bearer token; MESHD_ADMIN_TOKEN sets the token itself (env MESHD_ADMIN_TOKEN_FILE)")
 	f.adminToken = env("", "MESHD_ADMIN_TOKEN")
 	fs.BoolVar(&f.requireIfMatch, "require-if-match", envBool(false, "MESHD_REQUIRE_IF_MATCH"), "PUT /config must carry If-Match (env MESHD_REQUIRE_IF_MATCH)")
+	fs.StringVar(&f.metricsLevel, "metrics-level", env(proxy.MetricsLevelDefault, "MESHD_METRICS_LEVEL"), "series of the admin /stats/prometheus: default, or detailed (adds per-endpoint series with their address, and latency per route and per listener) (env MESHD_METRICS_LEVEL)")
+	fs.BoolVar(&f.envoyStatsTags, "envoy-stats-tags", envBool(false, "MESHD_ENVOY_STATS_TAGS", "ENABLE_ENVOY_STATS_TAGS"), "add App Mesh's stats tags (appmesh_mesh, appmesh_virtual_node, appmesh_virtual_service) to the exported series (env MESHD_ENVOY_STATS_TAGS, or App Mesh's ENABLE_ENVOY_STATS_TAGS=1)")
 	fs.StringVar(&f.tracingEndpoint, "tracing-endpoint", env("", "MESHD_TRACING_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"), "OTLP receiver of traces, host:port or http(s)://host:port[/path]; empty: tracing off (env MESHD_TRACING_ENDPOINT, or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT)")
 	if env("", "MESHD_TRACING_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
 		f.otlpBase = env("", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -331,6 +336,8 @@ func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) proxy.Opti
 		AdminToken:       f.adminToken,
 		RequireIfMatch:   f.requireIfMatch,
 		PersistPath:      f.persist,
+		MetricsLevel:     f.metricsLevel,
+		EnvoyStatsTags:   f.envoyStatsTags,
 	}
 }
 
@@ -372,6 +379,10 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 	}
 	if f.dnsMinTTL <= 0 || f.dnsMaxTTL < f.dnsMinTTL || f.dnsNXGrace < 0 {
 		fmt.Fprintf(stderr, "meshd run: --dns-min-ttl %v, --dns-max-ttl %v, --dns-nxdomain-grace %v: want 0 < min <= max and grace >= 0\n", f.dnsMinTTL, f.dnsMaxTTL, f.dnsNXGrace)
+		return 2
+	}
+	if f.metricsLevel != proxy.MetricsLevelDefault && f.metricsLevel != proxy.MetricsLevelDetailed {
+		fmt.Fprintf(stderr, "meshd run: --metrics-level %q: want %s or %s\n", f.metricsLevel, proxy.MetricsLevelDefault, proxy.MetricsLevelDetailed)
 		return 2
 	}
 	logger, logLevel, err := telemetry.NewLogger(stderr, f.logLevel, f.logFormat)

@@ -110,6 +110,7 @@ func TestRunFlagErrors(t *testing.T) {
 		{[]string{"-c", cfg, "--node", "client", "--admin-token-file", filepath.Join(dir, "nope")}, "--admin-token-file"},
 		{[]string{"-c", cfg, "--node", "client", "--dns-min-ttl", "1m", "--dns-max-ttl", "10s"}, "want 0 < min <= max"},
 		{[]string{"-c", cfg, "--node", "client", "--dns-resolver", "not-an-ip"}, "--dns-resolver"},
+		{[]string{"-c", cfg, "--node", "client", "--metrics-level", "verbose"}, `--metrics-level "verbose": want default or detailed`},
 	}
 	for _, c := range cases {
 		var stderr strings.Builder

@@ -58,11 +58,13 @@ type rule struct {
 // docs/ARCHITECTURE.md, not an accident.
 var rules = []rule{
 	{pkg: "telemetry"},
+	// telemetry/accesslog: App Mesh access log formats and the file writer.
+	{pkg: "telemetry/accesslog", deps: "telemetry"},
 	// telemetry/tracing: the telemetry.Tracer on OpenTelemetry (SDK, OTLP exporters over
 	// gRPC and HTTP). Only cmd/meshd constructs it; the data plane sees telemetry.Tracer.
 	{pkg: "telemetry/tracing", deps: "telemetry", mods: "go.opentelemetry.io/otel go.opentelemetry.io/otel/sdk go.opentelemetry.io/otel/trace " +
 		"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"},
-	{pkg: "config", deps: "telemetry", mods: "github.com/fsnotify/fsnotify go.yaml.in/yaml/v3"},
+	{pkg: "config", deps: "telemetry telemetry/accesslog", mods: "github.com/fsnotify/fsnotify go.yaml.in/yaml/v3"},
 	{pkg: "resilience", deps: "telemetry", mods: "github.com/sony/gobreaker/v2"},
 	// discovery/dnstest (test-only): the in-process DNS server for the tests of discovery
 	// (and of any package whose row lists it among its test extras).
@@ -83,12 +85,14 @@ var rules = []rule{
 	{pkg: "proxy/http1", deps: "balancer internal/h1 proxy/forward proxy/internal/deadline proxy/listen proxy/state proxy/upstream router telemetry", mods: "golang.org/x/net"},
 	{pkg: "proxy/http2", deps: "balancer proxy/forward proxy/listen proxy/upstream router telemetry"},
 	{pkg: "proxy/l4", deps: "balancer config proxy/forward proxy/listen proxy/state proxy/upstream router"},
-	{pkg: "proxy/admin", deps: "balancer config discovery proxy/forward proxy/l4 proxy/state proxy/upstream resilience router telemetry"},
-	// proxy: the netns tests install the interception rules; the tracing tests run meshd
-	// with a telemetry/tracing Tracer exporting to memory (the SDK's tracetest) or to an
-	// OTLP/HTTP receiver that decodes the protobuf.
-	{pkg: "proxy", deps: "config discovery proxy/admin proxy/forward proxy/http1 proxy/http2 proxy/l4 proxy/listen proxy/state proxy/upstream resilience telemetry",
-		test: "discovery/dnstest proxy/intercept telemetry/tracing github.com/miekg/dns go.opentelemetry.io/otel/sdk go.opentelemetry.io/otel/trace go.opentelemetry.io/proto/otlp google.golang.org/protobuf"},
+	// proxy/admin: client_golang for the Prometheus exposition (/stats/prometheus).
+	{pkg: "proxy/admin", deps: "balancer config discovery proxy/forward proxy/l4 proxy/state proxy/upstream resilience router telemetry", mods: "github.com/prometheus/client_golang"},
+	// proxy: the netns tests install the interception rules; the metrics tests parse the
+	// Prometheus text format (prometheus/common's expfmt into client_model's types); the
+	// tracing tests run meshd with a telemetry/tracing Tracer exporting to memory (the SDK's
+	// tracetest) or to an OTLP/HTTP receiver that decodes the protobuf.
+	{pkg: "proxy", deps: "config discovery proxy/admin proxy/forward proxy/http1 proxy/http2 proxy/l4 proxy/listen proxy/state proxy/upstream resilience telemetry telemetry/accesslog", test: "discovery/dnstest proxy/intercept telemetry/tracing github.com/miekg/dns github.com/prometheus/client_model github.com/prometheus/common " +
+		"go.opentelemetry.io/otel/sdk go.opentelemetry.io/otel/trace go.opentelemetry.io/proto/otlp google.golang.org/protobuf"},
 	// bench: the proxy's HTTP/1.1 codec, so both parse responses alike.
 	{pkg: "bench", deps: "internal/h1", mods: "golang.org/x/sys gonum.org/v1/plot"},
 	// Test-only packages: only test code imports them (and internal/testutil imports netnstest).

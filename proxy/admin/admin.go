@@ -1,10 +1,12 @@
 // Package admin is meshd's admin API (Envoy's paths where they exist): readiness and
 // server state, the config in force and the control endpoint that replaces it (PUT
-// /config with ETag/If-Match, dry runs, history), /debug/route, /clusters and /stats.
+// /config with ETag/If-Match, dry runs, history), /debug/route, /clusters, /stats and
+// the Prometheus exposition /stats/prometheus (also /metrics; metrics.go).
 // It runs on its own listener through net/http; nothing on the request path imports it.
 package admin
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -51,6 +53,19 @@ type API struct {
 	// LogLevel is the process logger's level, shown and changed by /logging (nil: the
 	// level is not the server's to change).
 	LogLevel *slog.LevelVar
+	// AccessLogs lists the open access log files with their line counts (nil: none).
+	AccessLogs func() []AccessLogStat
+	// IngressStats and EgressStats are the listeners' request statistics, exported by
+	// /stats/prometheus (nil: not exported).
+	IngressStats, EgressStats *telemetry.HTTPStats
+	// DetailedMetrics adds the detailed level's series to /stats/prometheus: per
+	// endpoint (an address label), latency per route and per listener, codes per
+	// listener (docs/metrics.md).
+	DetailedMetrics bool
+	// EnvoyStatsTags adds App Mesh's stats tags to every series (appmesh_mesh,
+	// appmesh_virtual_node; appmesh_virtual_service on route series), as Envoy does
+	// with ENABLE_ENVOY_STATS_TAGS=1.
+	EnvoyStatsTags bool
 }
 
 // Handler serves the admin API. It runs on its own listener (127.0.0.1:9901 by
@@ -65,7 +80,21 @@ func (s *API) Handler() http.Handler {
 	mux.HandleFunc("GET /config/history", s.guarded(s.handleConfigHistory))
 	mux.HandleFunc("GET /debug/route", s.guarded(s.handleDebugRoute))
 	mux.HandleFunc("GET /clusters", s.handleClusters)
-	mux.HandleFunc("GET /stats", s.handleStats)
+	metrics := s.metricsHandler()
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		switch f := r.URL.Query().Get("format"); f {
+		case "prometheus": // Envoy's other spelling
+			metrics.ServeHTTP(w, r)
+		case "json":
+			s.handleStats(w, r)
+		case "", "text":
+			s.handleStatsText(w, r)
+		default:
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "format " + strconv.Quote(f) + ": want text, json or prometheus"})
+		}
+	})
+	mux.Handle("GET /stats/prometheus", metrics) // Envoy's path: App Mesh scrapers point here
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /logging", s.handleLogging)
 	mux.HandleFunc("POST /logging", s.guarded(s.handleSetLogging))
 	return mux
@@ -204,8 +233,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // statsView is GET /stats: every resilience counter, per cluster, per route and per
-// ingress listener (docs/resilience.md#counters names them). A metrics endpoint will
-// export the same values; until then this is where they are read.
+// ingress listener (docs/resilience.md#counters names them). /stats/prometheus exports
+// the same values with the request statistics (docs/metrics.md).
 type statsView struct {
 	Version   string                                 `json:"version"`
 	Clusters  map[string]resilience.CountersSnapshot `json:"clusters"`
@@ -213,7 +242,60 @@ type statsView struct {
 	Listeners map[string]resilience.CountersSnapshot `json:"listeners,omitempty"`
 }
 
-// handleStats serves GET /stats from the snapshot in force. It runs on the admin
+// handleStatsText serves GET /stats as Envoy does: one "name: value" line per counter,
+// sorted by name (cluster.<cluster>.*, route.<service>/<route>.*, listener.<kind>.*).
+func (s *API) handleStatsText(w http.ResponseWriter, _ *http.Request) {
+	snap := s.State.Load()
+	if snap == nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "no config applied yet"})
+		return
+	}
+	var lines []string
+	add := func(prefix string, c resilience.CountersSnapshot, st *telemetry.HTTPStats) {
+		b, _ := json.Marshal(c)
+		var m map[string]json.Number
+		d := json.NewDecoder(bytes.NewReader(b))
+		d.UseNumber()
+		_ = d.Decode(&m)
+		for k, v := range m {
+			lines = append(lines, prefix+k+": "+v.String())
+		}
+		if st != nil {
+			for class := 1; class <= 5; class++ {
+				lines = append(lines, prefix+"rq_"+strconv.Itoa(class)+"xx: "+strconv.FormatUint(st.Classes[class].Load(), 10))
+			}
+			lines = append(lines, prefix+"rq_active: "+strconv.FormatInt(st.InFlight.Load(), 10))
+		}
+	}
+	for name, c := range snap.Clusters() {
+		add("cluster."+name+".", c.Counters().Snapshot(), c.Stats())
+	}
+	for _, p := range snap.Policies() {
+		if p != nil {
+			add("route."+p.Key()+".", p.Counters().Snapshot(), p.Stats())
+		}
+	}
+	for port, ll := range snap.ListenerLimits() {
+		add("listener.ingress:"+strconv.Itoa(port)+".", ll.Counters().Snapshot(), nil)
+	}
+	for _, kind := range []string{"ingress", "egress"} {
+		st := s.IngressStats
+		if kind == "egress" {
+			st = s.EgressStats
+		}
+		if st != nil {
+			for class := 1; class <= 5; class++ {
+				lines = append(lines, "listener."+kind+".downstream_rq_"+strconv.Itoa(class)+"xx: "+strconv.FormatUint(st.Classes[class].Load(), 10))
+			}
+			lines = append(lines, "listener."+kind+".downstream_rq_active: "+strconv.FormatInt(st.InFlight.Load(), 10))
+		}
+	}
+	sort.Strings(lines)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, strings.Join(lines, "\n")+"\n")
+}
+
+// handleStats serves GET /stats?format=json from the snapshot in force. It runs on the admin
 // listener, off the request path.
 func (s *API) handleStats(w http.ResponseWriter, _ *http.Request) {
 	snap := s.State.Load()
@@ -647,4 +729,10 @@ func (s *API) handleSetLogging(w http.ResponseWriter, r *http.Request) {
 	}
 	s.LogLevel.Set(lv)
 	s.handleLogging(w, r)
+}
+
+// AccessLogStat is one access log file's line counts.
+type AccessLogStat struct {
+	Path             string
+	Written, Dropped uint64
 }

@@ -50,11 +50,14 @@ type h1conn struct {
 	resp h1.Response
 	rr   router.Request
 
-	hdrs   joinedHeaders // c.req as the router's header getter
-	fwd    *forward.H1Forwarding
-	up     *upstream.Conn // upstream connection kept from the previous exchange
-	client string         // the peer IP, for x-forwarded-for
-	local  int            // the local port this connection was addressed to (ingress)
+	hdrs joinedHeaders // c.req as the router's header getter
+	// recHdrs is the record's view of the request as forwarded: c.req's fields and
+	// the forwarding fields meshd added (the x-request-id it generated, for one).
+	recHdrs forwardedHeaders
+	fwd     *forward.H1Forwarding
+	up      *upstream.Conn // upstream connection kept from the previous exchange
+	client  string         // the peer IP, for x-forwarded-for
+	local   int            // the local port this connection was addressed to (ingress)
 
 	// The request in flight, for the Exchanger methods.
 	x struct {
@@ -86,6 +89,7 @@ func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kin
 	c.rd = h1.NewReader(br, Limits)
 	c.hdrs.req = &c.req
 	c.fwd = forward.NewH1Forwarding()
+	c.recHdrs = forwardedHeaders{req: &c.req, fwd: c.fwd}
 	if ta, ok := tc.RemoteAddr().(*net.TCPAddr); ok {
 		c.client = ta.IP.String()
 	}
@@ -179,6 +183,7 @@ func (c *h1conn) handle() bool {
 	}
 	// The forwarding rules apply once, whatever the upstream speaks.
 	c.fwd.Apply(req, c.client, c.kind == forward.Ingress, scheme)
+	c.recHdrs.applied = true
 	if d.Cluster.HTTP2() {
 		return c.bridge(snap, &d, target)
 	}
@@ -464,6 +469,7 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 func (c *h1conn) startRecord(snap *state.Snapshot) {
 	c.obs = snap.Observers()
 	c.routeStats, c.clusterStats, c.span = nil, nil, nil
+	c.recHdrs.applied = false
 	c.env.ListenerStats(c.kind).InFlight.Add(1)
 	if c.obs == nil && c.env.Tracer == nil {
 		c.rec.Start, c.rec.Status, c.rec.Code, c.rec.Attempts = time.Now(), 0, "", 0
@@ -472,7 +478,7 @@ func (c *h1conn) startRecord(snap *state.Snapshot) {
 	req := &c.req
 	c.rec = telemetry.Request{
 		Start: time.Now(), Listener: c.kind.String(), Protocol: req.Proto, Method: req.Method,
-		Authority: req.Host, Path: req.Target, Remote: c.tc.RemoteAddr().String(), Req: &c.hdrs,
+		Authority: req.Host, Path: req.Target, Remote: c.tc.RemoteAddr().String(), Req: &c.recHdrs,
 	}
 	if req.ContentLength > 0 {
 		c.rec.BytesReceived = req.ContentLength
@@ -901,4 +907,26 @@ func copyResponseBody(dst *bufio.Writer, src *bufio.Reader, resp *h1.Response, u
 		return h1.CopyBodyFlush(dst, src, resp.ContentLength, resp.Chunked, untilClose)
 	}
 	return h1.CopyBody(dst, src, resp.ContentLength, false, false)
+}
+
+// forwardedHeaders is a request head as forwarded: the request's own fields, then the
+// forwarding fields H1Forwarding added (after Apply; before it, only the request's).
+type forwardedHeaders struct {
+	req     *h1.Request
+	fwd     *forward.H1Forwarding
+	applied bool
+}
+
+func (h *forwardedHeaders) Get(name string) (string, bool) {
+	if v, ok := h.req.Get(name); ok {
+		return v, true
+	}
+	if h.applied {
+		for _, f := range h.fwd.Extra {
+			if forward.EqualFoldASCII(f.Name, name) {
+				return f.Value, true
+			}
+		}
+	}
+	return "", false
 }

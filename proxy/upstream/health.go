@@ -329,12 +329,14 @@ func (h *healthChecker) round() {
 		}
 		var verdict, decided bool
 		if j.ok {
+			h.cl.counters.HealthChecksPassed.Add(1)
 			j.st.passes++
 			j.st.fails = 0
 			if j.st.passes >= h.cfg.HealthyThreshold {
 				verdict, decided = true, true
 			}
 		} else {
+			h.cl.counters.HealthChecksFailed.Add(1)
 			j.st.fails++
 			j.st.passes = 0
 			if j.st.fails >= h.cfg.UnhealthyThreshold {

@@ -1,0 +1,102 @@
+package proxy
+
+import (
+	"bufio"
+	"net"
+	"time"
+
+	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/proxy/forward"
+	"github.com/meshd/meshd/proxy/http1"
+	"github.com/meshd/meshd/proxy/l4"
+	"github.com/meshd/meshd/proxy/listen"
+)
+
+// serveConn tells the connection's protocol from its first bytes and hands it to the
+// front end that serves it. It owns tc and closes it.
+func (s *Server) serveConn(tc *listen.Conn, kind forward.Kind) {
+	defer s.conns.Untrack(tc)
+	defer tc.Close()
+	if t, ok := tc.Conn.(*net.TCPConn); ok {
+		_ = t.SetNoDelay(true)
+	}
+	tc.SetIdleTimeout(s.opts.KeepAliveIdle)
+	br := listen.GetReader(tc)
+	proto, sni, err := s.classifyConn(tc, br, kind)
+	if err != nil {
+		listen.PutReader(br)
+		return
+	}
+	switch proto {
+	case listen.TLS, listen.Opaque:
+		s.l4.Serve(tc, br, kind, sni)
+	case listen.HTTP2:
+		// The HTTP/2 server drains with GOAWAY; the idle wake-up must not touch it, and
+		// its own timeouts apply. The reader is not pooled afterwards (http2.ServeConn).
+		tc.SetBusy(true)
+		tc.SetIdleTimeout(0)
+		_ = tc.Conn.SetDeadline(time.Time{})
+		if kind == forward.Ingress {
+			s.h2in.ServeConn(tc, br)
+		} else {
+			s.h2out.ServeConn(tc, br)
+		}
+	default:
+		http1.Serve(&s.env, tc, br, kind)
+		// Close before pooling: no read of tc through br can be pending afterwards (an
+		// HTTP/2 upstream's body writer stops reading the request body first).
+		_ = tc.Close()
+		listen.PutReader(br)
+	}
+}
+
+// classifyConn decides how serveConn serves a new connection: L7 (HTTP1 or HTTP2) or L4
+// (TLS with sni, or Opaque), using the original destination read at accept. Ingress
+// uses the target listener's protocol: tcp is L4 without sniffing, anything else is HTTP
+// (told apart from h2c by SniffH2). Egress connections that were not redirected are
+// HTTP as well (meshd as HTTP_PROXY). Redirected egress connections are sniffed, except
+// on ports that only tcp backends serve, where a server-first protocol must not wait for
+// the sniff timeout.
+func (s *Server) classifyConn(tc *listen.Conn, br *bufio.Reader, kind forward.Kind) (listen.Protocol, []byte, error) {
+	snap := s.state.Load()
+	if kind == forward.Ingress {
+		port := snap.IngressPort(int(tc.Orig.Port()))
+		if svc := snap.Table().Ingress(port); svc != nil && svc.Protocol == config.ProtoTCP {
+			return listen.Opaque, nil, nil
+		}
+		return sniffHTTP(br)
+	}
+	if !tc.Orig.IsValid() {
+		// Not redirected: an app using meshd as its HTTP proxy (HTTP_PROXY). There is no
+		// destination to relay opaque bytes to, so the HTTP server answers whatever comes.
+		return sniffHTTP(br)
+	}
+	if l4.TCPOnlyPort(snap, int(tc.Orig.Port())) {
+		return listen.Opaque, nil, nil
+	}
+	// The timer's idle deadline is applied first, so that the Conn reads below keep the
+	// shorter sniff deadline instead of replacing it.
+	tc.Timer.Refresh(tc.Conn)
+	timeout := s.opts.sniffTimeout()
+	p, sni, err := listen.Sniff(br, func() { _ = tc.Conn.SetReadDeadline(time.Now().Add(timeout)) })
+	tc.SetIdleTimeout(s.opts.KeepAliveIdle) // the next Read or Write re-applies the idle deadline
+	tc.Timer.Forget()
+	_ = tc.Conn.SetReadDeadline(time.Time{})
+	return p, sni, err
+}
+
+func sniffHTTP(br *bufio.Reader) (listen.Protocol, []byte, error) {
+	isH2, err := listen.SniffH2(br)
+	if isH2 {
+		return listen.HTTP2, nil, err
+	}
+	return listen.HTTP1, nil, err
+}
+
+// sniffTimeout is Options.SniffTimeout with its default.
+func (o *Options) sniffTimeout() time.Duration {
+	if o.SniffTimeout > 0 {
+		return o.SniffTimeout
+	}
+	return DefaultSniffTimeout
+}
