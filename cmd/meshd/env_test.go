@@ -19,7 +19,7 @@ var runFlagEnv = []string{
 	"MESHD_EGRESS_PORT", "APPMESH_ENVOY_EGRESS_PORT", "MESHD_INGRESS_BIND", "MESHD_EGRESS_BIND",
 	"MESHD_LOG_LEVEL", "ENVOY_LOG_LEVEL", "MESHD_LOG_FORMAT",
 	"MESHD_DRAIN_TIMEOUT", "LISTENER_DRAIN_WAIT_TIME_S", "MESHD_DRAIN_GRACE", "MESHD_MAX_REPLAY_BODY", "MESHD_CONNECT_TIMEOUT",
-	"MESHD_DNS_RESOLVER", "MESHD_DNS_MIN_TTL", "MESHD_DNS_MAX_TTL", "MESHD_DNS_NXDOMAIN_GRACE",
+	"MESHD_CLOUDWATCH_EMF", "MESHD_CLOUDWATCH_EMF_INTERVAL", "MESHD_DNS_RESOLVER", "MESHD_DNS_MIN_TTL", "MESHD_DNS_MAX_TTL", "MESHD_DNS_NXDOMAIN_GRACE",
 	"MESHD_WATCH", "MESHD_CONFIG_URL", "MESHD_POLL_INTERVAL", "MESHD_PERSIST",
 	"MESHD_ADMIN_TOKEN_FILE", "MESHD_ADMIN_TOKEN", "MESHD_REQUIRE_IF_MATCH",
 	"MESHD_METRICS_LEVEL", "MESHD_ENVOY_STATS_TAGS", "ENABLE_ENVOY_STATS_TAGS",
@@ -48,7 +48,7 @@ func TestRunFlagDefaults(t *testing.T) {
 		adminAddr: "127.0.0.1:9901", ingressPort: 15000, egressPort: 15001,
 		ingressAddr: "0.0.0.0", egressAddr: "127.0.0.1", logLevel: "info", logFormat: "text",
 		drainTimeout: 20 * time.Second, drainGrace: 3 * time.Second, connectTO: 5 * time.Second, maxReplay: 65536,
-		dnsMinTTL: 5 * time.Second, dnsMaxTTL: time.Minute, dnsNXGrace: 30 * time.Second,
+		emfInterval: time.Minute, dnsMinTTL: 5 * time.Second, dnsMaxTTL: time.Minute, dnsNXGrace: 30 * time.Second,
 		watch: true, pollInterval: config.DefaultPollInterval, metricsLevel: "default",
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -134,6 +134,10 @@ func runFlagEnvCases() []runFlagEnvCase {
 			func(f runFlags) any { return f.drainTimeout }, 20 * time.Second},
 		{"--drain-timeout over MESHD_DRAIN_TIMEOUT", map[string]string{"MESHD_DRAIN_TIMEOUT": "3s"}, []string{"--drain-timeout", "1m"},
 			func(f runFlags) any { return f.drainTimeout }, time.Minute},
+		{"MESHD_CLOUDWATCH_EMF", map[string]string{"MESHD_CLOUDWATCH_EMF": "stdout"}, nil,
+			func(f runFlags) any { return f.emf }, "stdout"},
+		{"MESHD_CLOUDWATCH_EMF_INTERVAL", map[string]string{"MESHD_CLOUDWATCH_EMF_INTERVAL": "10s"}, nil,
+			func(f runFlags) any { return f.emfInterval }, 10 * time.Second},
 		{"MESHD_DNS_RESOLVER", map[string]string{"MESHD_DNS_RESOLVER": "10.0.0.2,10.0.0.3:5353"}, nil,
 			func(f runFlags) any { return f.dnsResolvers }, "10.0.0.2,10.0.0.3:5353"},
 		{"--dns-resolver over MESHD_DNS_RESOLVER", map[string]string{"MESHD_DNS_RESOLVER": "10.0.0.2"}, []string{"--dns-resolver", "127.0.0.1:53"},
