@@ -119,6 +119,12 @@ type Options struct {
 	// every protocol; a larger body is retried only when none of it was sent. Default
 	// 64 KiB.
 	MaxReplayBody int
+	// CloudWatchEMF, when set ("stdout", "stderr" or a file path), receives every
+	// CloudWatchEMFInterval (default 1m) CloudWatch Embedded Metric Format lines with
+	// each cluster's and listener's request counts, errors, retries and latency, which
+	// the awslogs driver or FireLens ship to CloudWatch with no agent sidecar.
+	CloudWatchEMF         string
+	CloudWatchEMFInterval time.Duration
 	// DrainGrace is how long Shutdown keeps accepting and serving as usual after /ready
 	// started failing (Envoy's drain sequence): an app still calling out while it shuts
 	// down is not refused, and load balancers see the failing readiness first. Then the
@@ -212,6 +218,8 @@ type Server struct {
 	// DNS watcher registries by resolver set (registryFor).
 	regMu      sync.Mutex
 	registries map[string]*discovery.Registry
+
+	emfStop, emfDone chan struct{} // the CloudWatch EMF goroutine (emf.go)
 
 	// Access log writers by path and format (accessLog), closed when no snapshot in force
 	// uses them.
@@ -325,15 +333,21 @@ func (s *Server) Start() error {
 	}
 	now := time.Now()
 	s.started.Store(&now)
+	if err := s.startEMF(); err != nil {
+		return err
+	}
 	var err error
 	if s.ingress, err = net.Listen("tcp", s.opts.IngressAddr); err != nil {
+		s.stopEMF()
 		return fmt.Errorf("ingress listener %s: %w", s.opts.IngressAddr, err)
 	}
 	if s.egress, err = net.Listen("tcp", s.opts.EgressAddr); err != nil {
+		s.stopEMF()
 		_ = s.ingress.Close()
 		return fmt.Errorf("egress listener %s: %w", s.opts.EgressAddr, err)
 	}
 	if err := s.StartAdmin(); err != nil {
+		s.stopEMF()
 		_ = s.ingress.Close()
 		_ = s.egress.Close()
 		return err
@@ -459,6 +473,7 @@ func (s *Server) Drain(ctx context.Context, grace time.Duration) error {
 		_ = s.adminSrv.Close()
 	}
 	s.loopWG.Wait()
+	s.stopEMF()
 	s.state.Shutdown()
 	s.reaper.Halt()
 	s.pass.Cache.CloseAll()

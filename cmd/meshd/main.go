@@ -154,6 +154,8 @@ type runFlags struct {
 	drainGrace   time.Duration
 	connectTO    time.Duration
 	maxReplay    int
+	emf          string
+	emfInterval  time.Duration
 
 	// DNS service discovery (docs/config-reference.md#servicediscovery).
 	dnsResolvers string
@@ -197,6 +199,8 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logFormat, "log-format", env("text", "MESHD_LOG_FORMAT"), "text or json (env MESHD_LOG_FORMAT)")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", envDuration(20*time.Second, "MESHD_DRAIN_TIMEOUT", "LISTENER_DRAIN_WAIT_TIME_S"), "how long SIGTERM waits for in-flight requests (env MESHD_DRAIN_TIMEOUT)")
 	fs.DurationVar(&f.drainGrace, "drain-grace", envDuration(3*time.Second, "MESHD_DRAIN_GRACE"), "after SIGTERM, how long /ready fails while the listeners keep serving, before they close and in-flight requests drain (env MESHD_DRAIN_GRACE; SIGINT skips it)")
+	fs.StringVar(&f.emf, "cloudwatch-emf", env("", "MESHD_CLOUDWATCH_EMF"), "write CloudWatch Embedded Metric Format lines (per cluster and listener: requests, 4xx, 5xx, local errors, retries, latency) to stdout, stderr or a file, for CloudWatch without an agent (env MESHD_CLOUDWATCH_EMF)")
+	fs.DurationVar(&f.emfInterval, "cloudwatch-emf-interval", envDuration(time.Minute, "MESHD_CLOUDWATCH_EMF_INTERVAL"), "how often --cloudwatch-emf lines are written (env MESHD_CLOUDWATCH_EMF_INTERVAL)")
 	fs.IntVar(&f.maxReplay, "max-replay-body", envInt(65536, "MESHD_MAX_REPLAY_BODY"), "bytes of a request body kept so a retry can send it again, for every protocol; larger bodies are retried only when none of them was sent (env MESHD_MAX_REPLAY_BODY)")
 	fs.StringVar(&f.dnsResolvers, "dns-resolver", env("", "MESHD_DNS_RESOLVER"), "DNS servers (ip or ip:port, comma-separated) for service discovery names, instead of the config's dnsResolvers and /etc/resolv.conf (env MESHD_DNS_RESOLVER)")
 	fs.DurationVar(&f.dnsMinTTL, "dns-min-ttl", envDuration(discovery.DefaultMinTTL, "MESHD_DNS_MIN_TTL"), "a followed name is re-resolved no more often than this, whatever its TTL (env MESHD_DNS_MIN_TTL)")
@@ -318,26 +322,28 @@ func (f *runFlags) loadToken() error {
 
 func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) proxy.Options {
 	return proxy.Options{
-		LogLevel:         level,
-		Node:             f.node,
-		IngressAddr:      joinHostPort(f.ingressAddr, f.ingressPort),
-		EgressAddr:       joinHostPort(f.egressAddr, f.egressPort),
-		AdminAddr:        f.adminAddr,
-		DrainTimeout:     f.drainTimeout,
-		DrainGrace:       f.drainGrace,
-		MaxReplayBody:    f.maxReplay,
-		DNSResolvers:     splitList(f.dnsResolvers),
-		DNSMinTTL:        f.dnsMinTTL,
-		DNSMaxTTL:        f.dnsMaxTTL,
-		DNSNXDomainGrace: f.dnsNXGrace,
-		ConnectTimeout:   f.connectTO,
-		Logger:           logger,
-		Version:          version,
-		AdminToken:       f.adminToken,
-		RequireIfMatch:   f.requireIfMatch,
-		PersistPath:      f.persist,
-		MetricsLevel:     f.metricsLevel,
-		EnvoyStatsTags:   f.envoyStatsTags,
+		LogLevel:              level,
+		Node:                  f.node,
+		IngressAddr:           joinHostPort(f.ingressAddr, f.ingressPort),
+		EgressAddr:            joinHostPort(f.egressAddr, f.egressPort),
+		AdminAddr:             f.adminAddr,
+		DrainTimeout:          f.drainTimeout,
+		DrainGrace:            f.drainGrace,
+		MaxReplayBody:         f.maxReplay,
+		CloudWatchEMF:         f.emf,
+		CloudWatchEMFInterval: f.emfInterval,
+		DNSResolvers:          splitList(f.dnsResolvers),
+		DNSMinTTL:             f.dnsMinTTL,
+		DNSMaxTTL:             f.dnsMaxTTL,
+		DNSNXDomainGrace:      f.dnsNXGrace,
+		ConnectTimeout:        f.connectTO,
+		Logger:                logger,
+		Version:               version,
+		AdminToken:            f.adminToken,
+		RequireIfMatch:        f.requireIfMatch,
+		PersistPath:           f.persist,
+		MetricsLevel:          f.metricsLevel,
+		EnvoyStatsTags:        f.envoyStatsTags,
 	}
 }
 
