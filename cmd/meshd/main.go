@@ -293,6 +293,14 @@ func (f *runFlags) startTracing(logger *slog.Logger, opts *proxy.Options) (stop 
 		return func() {}, err
 	}
 	opts.Tracer = tr
+	if cfg.Protocol == tracing.ProtocolHTTP || cfg.Protocol == "http/protobuf" {
+		// meshd's own HTTP client sends OTLP/HTTP: these OTel variables do not reach it.
+		for _, n := range []string{"OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_CERTIFICATE", "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE"} {
+			if os.Getenv(n) != "" {
+				logger.Warn("ignored over OTLP/HTTP: meshd exports with a 10s timeout and the system roots; use --tracing-protocol grpc to have it honoured", "env", n)
+			}
+		}
+	}
 	logger.Info("tracing on", "endpoint", cfg.Endpoint, "protocol", cmp.Or(cfg.Protocol, tracing.ProtocolGRPC),
 		"sample_ratio", cfg.SampleRatio, "propagators", cmp.Or(f.tracingPropagators, "default"), "xray", cfg.XRay)
 	return func() {
