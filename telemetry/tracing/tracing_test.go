@@ -318,7 +318,7 @@ func TestRecordStringsCopied(t *testing.T) {
 	sp := tr.StartRequest(hdr{"user-agent": view(22, 26)}, rec)
 	rec.Status = 200
 	sp.End(rec)
-	copy(buf, "PUT /XXXX YYYYYYYYYYY ZZZZ")
+	copy(buf, "PUT /over written... reuse")
 	checkAttrs(t, flushed(t, tr, exp)[0], map[string]any{"url.path": "/orig", "server.address": "svc.t.local", "user_agent.original": "ua-1"})
 }
 
