@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -95,9 +96,16 @@ func New(env *forward.Env, kind forward.Kind) *Server {
 		Handler:     s,
 		Protocols:   &p,
 		IdleTimeout: env.KeepAliveIdle,
+		// A request head is bounded as on HTTP/1.1 (60 KiB; the field count is checked in
+		// ServeHTTP), and the receive windows so that clients whose streams stop reading
+		// cannot make meshd buffer 4 MiB per stream: Envoy's edge defaults (100 streams,
+		// 256 KiB per stream, 1 MiB per connection).
+		MaxHeaderBytes: maxHeaderBytes,
 		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams: 250,
-			MaxReadFrameSize:     1 << 20,
+			MaxConcurrentStreams:          100,
+			MaxReadFrameSize:              1 << 20,
+			MaxReceiveBufferPerStream:     256 << 10,
+			MaxReceiveBufferPerConnection: 1 << 20,
 		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if bc, ok := c.(*bufferedConn); ok {
@@ -109,6 +117,12 @@ func New(env *forward.Env, kind forward.Kind) *Server {
 	}
 	return s
 }
+
+// Request head bounds, the same as the HTTP/1.1 front end's (http1.Limits).
+const (
+	maxHeaderBytes  = 60 << 10
+	maxHeaderFields = 100
+)
 
 // Serve runs the server until Close or Shutdown; the owner runs it on a goroutine.
 func (s *Server) Serve() { _ = s.srv.Serve(s.ln) }
@@ -136,6 +150,11 @@ func (s *Server) ServeConn(tc *listen.Conn, br *bufio.Reader) {
 // the response back.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	env := s.env
+	if n := headerFields(r.Header); n > maxHeaderFields {
+		LocalReply(w, strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc"), http.StatusRequestHeaderFieldsTooLarge,
+			forward.CodeBadRequest, "", fmt.Sprintf("meshd: %d header fields, more than %d\n", n, maxHeaderFields))
+		return
+	}
 	snap := env.State.Load()
 	scheme := "http"
 	if r.TLS != nil {
@@ -374,4 +393,13 @@ func localHTTPError(w http.ResponseWriter, status int, code, limit, msg string) 
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, msg)
+}
+
+// headerFields counts a request head's field lines.
+func headerFields(h http.Header) int {
+	n := 0
+	for _, v := range h {
+		n += len(v)
+	}
+	return n
 }

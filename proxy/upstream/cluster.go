@@ -188,9 +188,13 @@ func (c *Cluster) newRoundTripper() http.RoundTripper {
 			},
 			DisableCompression: true,
 			IdleConnTimeout:    maxIdleAge,
+			// Receive windows bounded so that a downstream that stops reading cannot make
+			// meshd buffer net/http's default 4 MiB per upstream stream.
 			HTTP2: &http.HTTP2Config{
-				SendPingTimeout: 30 * time.Second,
-				PingTimeout:     15 * time.Second,
+				SendPingTimeout:               30 * time.Second,
+				PingTimeout:                   15 * time.Second,
+				MaxReceiveBufferPerStream:     256 << 10,
+				MaxReceiveBufferPerConnection: 1 << 20,
 			},
 		}
 	}
