@@ -124,9 +124,16 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 	bw.WriteString("\r\n")
 	var copyErr error
 	if !noBody {
-		if chunked {
+		// A body of unknown length (a stream: server-sent events, gRPC-web, long polls)
+		// leaves as it arrives: the head at once, then each read; a sized body leaves in
+		// one write at the end, as on the HTTP/1.1 path.
+		stream := resp.ContentLength < 0
+		if stream {
+			copyErr = bw.Flush()
+		}
+		if copyErr == nil && chunked {
 			cw := httputil.NewChunkedWriter(bw)
-			c.rec.BytesSent, copyErr = io.Copy(cw, resp.Body)
+			c.rec.BytesSent, copyErr = copyBody(cw, bw, resp.Body, stream)
 			if copyErr == nil {
 				copyErr = cw.Close()
 			}
@@ -134,14 +141,20 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 				copyErr = resp.Trailer.Write(bw)
 				bw.WriteString("\r\n")
 			}
-		} else {
-			c.rec.BytesSent, copyErr = io.Copy(bw, resp.Body)
+		} else if copyErr == nil {
+			c.rec.BytesSent, copyErr = copyBody(bw, bw, resp.Body, stream)
 		}
 	}
 	if copyErr != nil {
-		// The head is out and the body cannot be completed: reset, so that a body
-		// delimited by close (HTTP/1.0 client) does not look complete.
 		fl.End(balancer.DoneInfo{Err: copyErr, Status: resp.StatusCode, Latency: time.Since(start)}, true)
+		if chunked || resp.ContentLength >= 0 {
+			// The framing tells the client the body is incomplete (no last chunk, or fewer
+			// bytes than Content-Length): deliver what arrived, then close.
+			_ = bw.Flush()
+			return false
+		}
+		// A body delimited by close (HTTP/1.0 client) would look complete after an orderly
+		// close: reset instead.
 		c.tc.Abort()
 		return false
 	}
@@ -314,3 +327,33 @@ func readTrailers(br *bufio.Reader, want http.Header) error {
 		}
 	}
 }
+
+// copyBody copies src to dst (which writes into bw), flushing bw after each read when
+// stream is set, through a pooled buffer.
+func copyBody(dst io.Writer, bw *bufio.Writer, src io.Reader, stream bool) (int64, error) {
+	bp := bridgeBufPool.Get().(*[]byte)
+	defer bridgeBufPool.Put(bp)
+	var total int64
+	for {
+		n, err := src.Read(*bp)
+		if n > 0 {
+			if _, werr := dst.Write((*bp)[:n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+			if stream {
+				if ferr := bw.Flush(); ferr != nil {
+					return total, ferr
+				}
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+var bridgeBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
