@@ -496,42 +496,16 @@ func (c *h1conn) recordDecision(d *forward.Decision) {
 	if d.Cluster != nil {
 		c.clusterStats = d.Cluster.Stats()
 	}
-	if c.obs == nil && c.span == nil {
-		return
-	}
-	if d.Service != nil {
-		c.rec.Service = d.Service.Name
-	}
-	if d.Route != nil {
-		c.rec.Route = d.Route.Name
-	}
-	if d.Cluster != nil {
-		c.rec.Cluster = d.Cluster.Name()
+	if c.obs != nil || c.span != nil {
+		forward.NoteRoute(&c.rec, d)
 	}
 }
 
 // observe records the finished request in the statistics and hands its record to the
 // observers.
 func (c *h1conn) observe() {
-	dur := time.Since(c.rec.Start)
-	ls := c.env.ListenerStats(c.kind)
-	ls.InFlight.Add(-1)
-	ls.Record(c.rec.Status, dur, 0, c.rec.Code)
-	retries := max(c.rec.Attempts-1, 0)
-	c.routeStats.Record(c.rec.Status, dur, retries, c.rec.Code)
-	c.clusterStats.Record(c.rec.Status, dur, retries, c.rec.Code)
-	if c.obs == nil && c.span == nil {
-		return
-	}
-	c.rec.Duration = dur
-	c.rec.Flags = forward.ResponseFlags(c.rec.Code)
-	if c.span != nil {
-		c.span.End(&c.rec)
-		c.span = nil
-	}
-	for _, o := range c.obs {
-		o.Observe(&c.rec)
-	}
+	forward.Finish(&c.rec, c.env.ListenerStats(c.kind), c.routeStats, c.clusterStats, c.span, c.obs)
+	c.span = nil
 	c.rec.Req, c.rec.Resp = nil, nil
 }
 

@@ -187,11 +187,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ls := env.ListenerStats(s.kind)
 	ls.InFlight.Add(1)
 	defer func() {
-		ls.InFlight.Add(-1)
-		observe(rec, &d, ls, snap.Observers(), span)
+		var route, cluster *telemetry.HTTPStats
+		if d.Policy != nil {
+			route = d.Policy.Stats()
+		}
+		if d.Cluster != nil {
+			cluster = d.Cluster.Stats()
+		}
+		forward.Finish(rec, ls, route, cluster, span, snap.Observers())
 	}()
 	d = forward.Resolve(snap, env.Passthrough, s.kind, &rr, local, orig, rand.Uint64())
-	recordDecision(rec, &d)
+	forward.NoteRoute(rec, &d)
 	if d.Failed() {
 		noteLocal(rec, d.Status, d.Code)
 		LocalReply(w, rr.GRPC, d.Status, d.Code, "", d.Msg)
@@ -225,46 +231,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	CopyResponse(w, x, &fl, rr.GRPC, rec)
 }
 
-// recordDecision notes where the request was routed.
-func recordDecision(rec *telemetry.Request, d *forward.Decision) {
-	if d.Service != nil {
-		rec.Service = d.Service.Name
-	}
-	if d.Route != nil {
-		rec.Route = d.Route.Name
-	}
-	if d.Cluster != nil {
-		rec.Cluster = d.Cluster.Name()
-	}
-}
-
-// noteLocal records an answer meshd gave itself (rec may be nil: no observers).
-func noteLocal(rec *telemetry.Request, status int, code string) {
-	if rec != nil {
-		rec.Status, rec.Code = status, code
-	}
-}
-
-// observe records a finished request in the statistics of its listener, route and
-// cluster, and hands its record to the observers.
-func observe(rec *telemetry.Request, d *forward.Decision, ls *telemetry.HTTPStats, obs []telemetry.Observer, span telemetry.Span) {
-	rec.Duration = time.Since(rec.Start)
-	rec.Flags = forward.ResponseFlags(rec.Code)
-	retries := max(rec.Attempts-1, 0)
-	ls.Record(rec.Status, rec.Duration, 0, rec.Code)
-	if d.Policy != nil {
-		d.Policy.Stats().Record(rec.Status, rec.Duration, retries, rec.Code)
-	}
-	if d.Cluster != nil {
-		d.Cluster.Stats().Record(rec.Status, rec.Duration, retries, rec.Code)
-	}
-	if span != nil {
-		span.End(rec)
-	}
-	for _, o := range obs {
-		o.Observe(rec)
-	}
-}
+// noteLocal records an answer meshd gave itself.
+func noteLocal(rec *telemetry.Request, status int, code string) { rec.Status, rec.Code = status, code }
 
 // CopyResponse streams the final response of x to w: headers, body (flushed as it
 // arrives when its length is unknown, so gRPC and server-sent events are not held

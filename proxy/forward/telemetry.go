@@ -1,0 +1,44 @@
+package forward
+
+import (
+	"time"
+
+	"github.com/meshd/meshd/telemetry"
+)
+
+// NoteRoute writes where d routed the request into its record.
+func NoteRoute(rec *telemetry.Request, d *Decision) {
+	if d.Service != nil {
+		rec.Service = d.Service.Name
+	}
+	if d.Route != nil {
+		rec.Route = d.Route.Name
+	}
+	if d.Cluster != nil {
+		rec.Cluster = d.Cluster.Name()
+	}
+}
+
+// Finish ends one request's telemetry, the same for every front end: the listener's
+// in-flight count, the statistics of the listener, the route and the cluster (route and
+// cluster may be nil: the request was not routed), the span (nil: not traced) and the
+// observers. rec.Start, Status, Code and Attempts must be set.
+func Finish(rec *telemetry.Request, listener, route, cluster *telemetry.HTTPStats, span telemetry.Span, obs []telemetry.Observer) {
+	dur := time.Since(rec.Start)
+	listener.InFlight.Add(-1)
+	listener.Record(rec.Status, dur, 0, rec.Code)
+	retries := max(rec.Attempts-1, 0)
+	route.Record(rec.Status, dur, retries, rec.Code)
+	cluster.Record(rec.Status, dur, retries, rec.Code)
+	if span == nil && len(obs) == 0 {
+		return
+	}
+	rec.Duration = dur
+	rec.Flags = ResponseFlags(rec.Code)
+	if span != nil {
+		span.End(rec)
+	}
+	for _, o := range obs {
+		o.Observe(rec)
+	}
+}
