@@ -32,7 +32,8 @@ func (s *Server) serveConn(tc *listen.Conn, kind forward.Kind) {
 		s.l4.Serve(tc, br, kind, sni)
 	case listen.HTTP2:
 		// The HTTP/2 server drains with GOAWAY; the idle wake-up must not touch it, and
-		// its own timeouts apply. The reader is not pooled afterwards (http2.ServeConn).
+		// its own timeouts apply. ServeConn returns after its last read, so the reader
+		// can be pooled.
 		tc.SetBusy(true)
 		tc.SetIdleTimeout(0)
 		_ = tc.Conn.SetDeadline(time.Time{})
@@ -41,6 +42,8 @@ func (s *Server) serveConn(tc *listen.Conn, kind forward.Kind) {
 		} else {
 			s.h2out.ServeConn(tc, br)
 		}
+		_ = tc.Close()
+		listen.PutReader(br)
 	default:
 		http1.Serve(&s.env, tc, br, kind)
 		// Close before pooling: no read of tc through br can be pending afterwards (an

@@ -25,6 +25,7 @@ import (
 
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/internal/h2"
 	"github.com/meshd/meshd/proxy/admin"
 	"github.com/meshd/meshd/proxy/forward"
 	"github.com/meshd/meshd/proxy/http2"
@@ -197,7 +198,10 @@ type Server struct {
 	l4    l4.Server
 	h2in  *http2.Server
 	h2out *http2.Server
-	api   admin.API
+	// h2Counters are the HTTP/2 connection events of the ingress and egress listeners
+	// (downstream) and of every cluster's upstream connections, in that order.
+	h2Counters [3]*h2.Counters
+	api        admin.API
 
 	started  atomic.Pointer[time.Time]
 	ready    atomic.Bool
@@ -246,7 +250,9 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: opts.Logger, dialer: &net.Dialer{KeepAlive: 30 * time.Second}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.h2Counters = [3]*h2.Counters{{}, {}, {}}
 	cluster := upstream.Options{
+		HTTP2:          s.h2Counters[2],
 		ConnectTimeout: opts.ConnectTimeout,
 		StreamIdle:     opts.StreamIdle,
 		Dialer:         s.dialer,
@@ -279,8 +285,8 @@ func New(opts Options) (*Server, error) {
 		Tracer:        opts.Tracer,
 	}
 	s.l4 = l4.Server{Env: &s.env, ConnectTimeout: opts.ConnectTimeout, Dialer: passOpts.Dialer}
-	s.h2in = http2.New(&s.env, forward.Ingress)
-	s.h2out = http2.New(&s.env, forward.Egress)
+	s.h2in = http2.New(&s.env, forward.Ingress, s.h2Counters[0])
+	s.h2out = http2.New(&s.env, forward.Egress, s.h2Counters[1])
 	s.api = admin.API{
 		State: &s.state, Node: opts.Node, Version: opts.Version, Token: opts.AdminToken,
 		RequireIfMatch: opts.RequireIfMatch, L4: &s.l4, LogLevel: opts.LogLevel, AccessLogs: s.accessLogStats,
@@ -351,13 +357,6 @@ func (s *Server) Start() error {
 		_ = s.ingress.Close()
 		_ = s.egress.Close()
 		return err
-	}
-	s.loopWG.Add(2)
-	for _, h := range []*http2.Server{s.h2in, s.h2out} {
-		go func() {
-			defer s.loopWG.Done()
-			h.Serve()
-		}()
 	}
 	s.startEgress6()
 	s.accept(s.ingress, forward.Ingress)
@@ -508,8 +507,9 @@ func (s *Server) sweepIdle(now time.Time, maxAge time.Duration) {
 // 404 no_listener from the new snapshot. A connection without an original destination
 // (no iptables) was served by the node's only listener and drains when that changes.
 //
-// HTTP/2 connections are not closed (net/http offers no per-connection GOAWAY); their
-// in-flight streams finish and new streams get 404 no_listener.
+// An HTTP/2 connection gets GOAWAY (its last stream id the last stream it took): its
+// open streams finish, the client opens new ones on a new connection, and it closes when
+// it has none.
 func (s *Server) drainRemovedListeners(prev, next *Snapshot) {
 	if prev == nil || s.ingress == nil {
 		return
@@ -544,6 +544,7 @@ func (s *Server) drainRemovedListeners(prev, next *Snapshot) {
 		if gone {
 			c.Drain.Store(true)
 			c.WakeIfIdle()
+			s.h2in.GoAway(c)
 			n++
 		}
 	})

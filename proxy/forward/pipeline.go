@@ -311,8 +311,10 @@ func plan(b *resilience.Backoff, retries int, ra time.Duration, deadline time.Ti
 // retriableErr reports whether a failed attempt may be retried under p: a connect
 // failure (nothing was sent) under connection-error; a reset or a per-try timeout
 // (before the response head) under the reset events when the body can be replayed; a
-// refused stream under refused-stream or the reset events. An expired request
-// deadline, a limit's refusal or a malformed response is never retried.
+// request an HTTP/2 upstream did not process (REFUSED_STREAM, above its GOAWAY) under
+// any policy, whatever its events, when the body can be replayed (so the
+// refused-stream event is implied). An expired request deadline, a limit's refusal or
+// a malformed response is never retried.
 func retriableErr(p *resilience.RetryPolicy, err error, replayable, perTryExpired bool) bool {
 	switch upstream.KindOf(err) {
 	case upstream.Connect:
@@ -324,8 +326,10 @@ func retriableErr(p *resilience.RetryPolicy, err error, replayable, perTryExpire
 			return false
 		}
 	}
-	if upstream.IsRefusedStream(err) {
-		return replayable && (p.RetryOnRefusedStream() || p.RetryOnReset())
+	if upstream.IsUnprocessed(err) {
+		// Refused, or above the upstream's GOAWAY: never processed, so safe to send again
+		// whatever the method or the events, when the body can be sent again.
+		return replayable
 	}
 	return replayable && p.RetryOnReset()
 }

@@ -1,7 +1,8 @@
 // Package http2 is the HTTP/2 front end: h2c (prior knowledge) connections handed over
-// by the listener after sniffing, served by net/http's HTTP/2 server (one per listener
-// kind), each request resolved and sent through the forward pipeline over net/http's
-// transport (forward.RoundTrip), and the response streamed back with its trailers.
+// by the listener after sniffing, served by meshd's own HTTP/2 server (internal/h2, one
+// per listener kind), each request resolved and sent through the forward pipeline
+// (forward.RoundTrip over the cluster's transport), and the response streamed back with
+// its trailers.
 package http2
 
 import (
@@ -10,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -20,61 +20,16 @@ import (
 
 	"math/rand/v2"
 
+	"strconv"
+
 	"github.com/meshd/meshd/balancer"
+	"github.com/meshd/meshd/internal/h2"
 	"github.com/meshd/meshd/proxy/forward"
 	"github.com/meshd/meshd/proxy/listen"
 	"github.com/meshd/meshd/proxy/upstream"
 	"github.com/meshd/meshd/router"
 	"github.com/meshd/meshd/telemetry"
-	"strconv"
 )
-
-// bufferedConn lets the HTTP/2 server read the bytes the sniffer already buffered,
-// and tells serveConn when the server is done with the connection.
-type bufferedConn struct {
-	*listen.Conn
-	r    *bufio.Reader
-	once sync.Once
-	done chan struct{}
-}
-
-func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
-
-// Write bypasses trackedConn's deadline bookkeeping, which belongs to one goroutine:
-// HTTP/2 reads and writes on different goroutines, and its own timeouts apply.
-func (b *bufferedConn) Write(p []byte) (int, error) { return b.Conn.Conn.Write(p) }
-
-func (b *bufferedConn) Close() error {
-	b.once.Do(func() { close(b.done) })
-	return b.Conn.Close()
-}
-
-// connListener hands sniffed HTTP/2 connections to a net/http server.
-type connListener struct {
-	ch     chan net.Conn
-	closed chan struct{}
-	once   sync.Once
-}
-
-func newConnListener() *connListener {
-	return &connListener{ch: make(chan net.Conn), closed: make(chan struct{})}
-}
-
-func (l *connListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *connListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
-	return nil
-}
-
-func (l *connListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
 
 type connKey struct{}
 
@@ -82,38 +37,36 @@ type connKey struct{}
 type Server struct {
 	env  *forward.Env
 	kind forward.Kind
-	srv  *http.Server
-	ln   *connListener
+	srv  *h2.Server
 }
 
-// New builds the HTTP/2 prior-knowledge server of one listener kind. The x/net/http2
-// server types are deprecated wrappers of this same code in net/http.
-func New(env *forward.Env, kind forward.Kind) *Server {
-	s := &Server{env: env, kind: kind, ln: newConnListener()}
-	var p http.Protocols
-	p.SetUnencryptedHTTP2(true)
-	s.srv = &http.Server{
-		Handler:     s,
-		Protocols:   &p,
-		IdleTimeout: env.KeepAliveIdle,
-		// A request head is bounded as on HTTP/1.1 (60 KiB; the field count is checked in
-		// ServeHTTP), and the receive windows so that clients whose streams stop reading
-		// cannot make meshd buffer 4 MiB per stream: Envoy's edge defaults (100 streams,
-		// 256 KiB per stream, 1 MiB per connection).
-		MaxHeaderBytes: maxHeaderBytes,
-		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams:          100,
-			MaxReadFrameSize:              1 << 20,
-			MaxReceiveBufferPerStream:     256 << 10,
-			MaxReceiveBufferPerConnection: 1 << 20,
-		},
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if bc, ok := c.(*bufferedConn); ok {
-				return context.WithValue(ctx, connKey{}, bc)
+// Limits are the HTTP/2 defences of downstream connections: Envoy's edge defaults (100
+// streams, 64 KiB stream window, 1 MiB connection window, flood limits), with the
+// request head bounded as on HTTP/1.1 (60 KiB, 100 fields: 431).
+func Limits(idle time.Duration) h2.Limits {
+	l := h2.DefaultLimits()
+	l.MaxHeaderListSize = maxHeaderBytes
+	l.MaxHeaderFields = maxHeaderFields
+	l.IdleTimeout = idle
+	return l
+}
+
+// New builds the HTTP/2 server of one listener kind on meshd's own HTTP/2
+// (internal/h2); counters receive its connection events.
+func New(env *forward.Env, kind forward.Kind, counters *h2.Counters) *Server {
+	s := &Server{env: env, kind: kind}
+	s.srv = &h2.Server{
+		Handler:  s,
+		Limits:   Limits(env.KeepAliveIdle),
+		Counters: counters,
+		Log:      env.Log,
+		LocalReply: func(w http.ResponseWriter, r *http.Request, status int) {
+			msg := "meshd: bad request\n"
+			if status == http.StatusRequestHeaderFieldsTooLarge {
+				msg = fmt.Sprintf("meshd: request head larger than %d bytes or %d fields\n", maxHeaderBytes, maxHeaderFields)
 			}
-			return ctx
+			LocalReply(w, strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc"), status, forward.CodeBadRequest, "", msg)
 		},
-		ErrorLog: slog.NewLogLogger(env.Log.Handler(), slog.LevelDebug),
 	}
 	return s
 }
@@ -124,9 +77,6 @@ const (
 	maxHeaderFields = 100
 )
 
-// Serve runs the server until Close or Shutdown; the owner runs it on a goroutine.
-func (s *Server) Serve() { _ = s.srv.Serve(s.ln) }
-
 // Shutdown sends GOAWAY on every connection and waits (bounded by ctx) for their open
 // streams to finish.
 func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
@@ -134,27 +84,23 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx
 // Close closes every connection at once.
 func (s *Server) Close() error { return s.srv.Close() }
 
-// ServeConn hands an h2c connection (br holds the bytes the sniffer read) to the server
-// and waits until the server is done with it. br is not pooled afterwards: net/http's
-// frame reader may still be inside a Read on it after the connection is closed.
+// GoAway sends GOAWAY on tc's HTTP/2 connection, if it is one (a removed listener):
+// its open streams finish, and it closes when it has none.
+func (s *Server) GoAway(tc *listen.Conn) bool {
+	return s.srv.GoAway(func(ctx context.Context) bool { return ctx.Value(connKey{}) == tc }) > 0
+}
+
+// ServeConn serves an h2c connection (br holds the bytes the sniffer read) until it
+// closes.
 func (s *Server) ServeConn(tc *listen.Conn, br *bufio.Reader) {
-	bc := &bufferedConn{Conn: tc, r: br, done: make(chan struct{})}
-	select {
-	case s.ln.ch <- bc:
-		<-bc.done
-	case <-s.ln.closed:
-	}
+	ctx := context.WithValue(context.Background(), connKey{}, tc)
+	s.srv.ServeConn(ctx, tc.Conn, br, h2.ConnInfo{RemoteAddr: tc.RemoteAddr().String()})
 }
 
 // ServeHTTP resolves one request, runs it through the forward pipeline and streams
 // the response back.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	env := s.env
-	if n := headerFields(r.Header); n > maxHeaderFields {
-		LocalReply(w, strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc"), http.StatusRequestHeaderFieldsTooLarge,
-			forward.CodeBadRequest, "", fmt.Sprintf("meshd: %d header fields, more than %d\n", n, maxHeaderFields))
-		return
-	}
 	snap := env.State.Load()
 	scheme := "http"
 	if r.TLS != nil {
@@ -170,8 +116,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var local int
 	var orig netip.AddrPort
-	if bc, ok := r.Context().Value(connKey{}).(*bufferedConn); ok {
-		orig = bc.Orig
+	if tc, ok := r.Context().Value(connKey{}).(*listen.Conn); ok {
+		orig = tc.Orig
 		if s.kind == forward.Ingress {
 			local = int(orig.Port())
 		}
@@ -361,13 +307,4 @@ func localHTTPError(w http.ResponseWriter, status int, code, limit, msg string) 
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, msg)
-}
-
-// headerFields counts a request head's field lines.
-func headerFields(h http.Header) int {
-	n := 0
-	for _, v := range h {
-		n += len(v)
-	}
-	return n
 }

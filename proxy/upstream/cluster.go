@@ -15,6 +15,7 @@ import (
 	"github.com/meshd/meshd/balancer"
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/internal/h1"
+	"github.com/meshd/meshd/internal/h2"
 	"github.com/meshd/meshd/proxy/internal/deadline"
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/router"
@@ -65,7 +66,10 @@ type Cluster struct {
 	poolsMu sync.Mutex
 	pools   map[*Pool]struct{} // every endpoint's pool, for close
 
-	rt http.RoundTripper // net/http path (h2 upstreams, and h2 downstream to h1 upstreams)
+	// rt is the path off the HTTP/1.1 fast path: meshd's HTTP/2 transport for HTTP/2
+	// upstreams; net/http's HTTP/1.1 transport for HTTP/1.1 upstreams of HTTP/2 clients.
+	rt         http.RoundTripper
+	h2Counters *h2.Counters
 
 	// Resilience: every decision is counted in counters (kept by cluster name across
 	// reloads). budget always exists; outlier, breaker and health are nil when the
@@ -96,6 +100,7 @@ func New(ref router.ClusterRef, opts Options) *Cluster {
 		streamIdle:     opts.StreamIdle,
 		pools:          make(map[*Pool]struct{}),
 		stop:           make(chan struct{}),
+		h2Counters:     opts.HTTP2,
 	}
 	c.initResilience(opts)
 	if l := ref.Listener; l != nil {
@@ -178,25 +183,16 @@ func (c *Cluster) Dial(ctx context.Context, addr string) (net.Conn, error) {
 // newRoundTripper builds the net/http transport used off the HTTP/1.1 fast path.
 func (c *Cluster) newRoundTripper() http.RoundTripper {
 	if c.h2 {
-		// HTTP/2 with prior knowledge over cleartext (h2c), net/http's own HTTP/2.
-		var p http.Protocols
-		p.SetUnencryptedHTTP2(true)
-		return &http.Transport{
-			Protocols: &p,
-			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-				return c.Dial(ctx, addr)
-			},
-			DisableCompression: true,
-			IdleConnTimeout:    maxIdleAge,
-			// Receive windows bounded so that a downstream that stops reading cannot make
-			// meshd buffer net/http's default 4 MiB per upstream stream.
-			HTTP2: &http.HTTP2Config{
-				SendPingTimeout:               30 * time.Second,
-				PingTimeout:                   15 * time.Second,
-				MaxReceiveBufferPerStream:     256 << 10,
-				MaxReceiveBufferPerConnection: 1 << 20,
-			},
-		}
+		// HTTP/2 with prior knowledge over cleartext (h2c), meshd's own (internal/h2):
+		// streams multiplexed per endpoint within the upstream's concurrency limit;
+		// receive windows bounded so that a downstream that stops reading makes meshd
+		// hold at most 256 KiB per upstream stream and 1 MiB per connection; a refused
+		// or GOAWAY-ed stream comes back as not processed, for the retry policy.
+		lim := h2.DefaultLimits()
+		lim.StreamWindow = 256 << 10
+		lim.ConnWindow = 1 << 20
+		lim.IdleTimeout = maxIdleAge
+		return &h2.Transport{Dial: c.Dial, Limits: lim, Counters: c.h2Counters}
 	}
 	return &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
@@ -290,8 +286,11 @@ func (c *Cluster) Close() {
 	for _, p := range pools {
 		p.closeIdle()
 	}
-	if rt, ok := c.rt.(*http.Transport); ok {
+	switch rt := c.rt.(type) {
+	case *http.Transport:
 		rt.CloseIdleConnections()
+	case *h2.Transport:
+		rt.Close()
 	}
 }
 

@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
+
+	"github.com/meshd/meshd/internal/h2"
 )
 
 // Kind classifies a failed upstream exchange by origin (Envoy's Outlier::Result):
@@ -94,9 +95,8 @@ func IsTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// IsRefusedStream reports whether an HTTP/2 upstream refused the stream (RST_STREAM
-// REFUSED_STREAM, RFC 9113 §8.7: the request was not processed). net/http's HTTP/2
-// client keeps its stream error type unexported, so the code is matched by name.
-func IsRefusedStream(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "REFUSED_STREAM")
-}
+// IsUnprocessed reports whether an HTTP/2 upstream did not process the request: it
+// refused the stream (RST_STREAM REFUSED_STREAM) or its GOAWAY's last stream id is
+// below the stream's (RFC 9113 §8.7). Such a request is safe to send again, even a
+// non-idempotent one.
+func IsUnprocessed(err error) bool { return errors.Is(err, h2.ErrUnprocessed) }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/meshd/meshd/internal/h2"
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/telemetry"
 )
@@ -27,4 +28,7 @@ type Options struct {
 	L4Stats func(name string) *L4Stats
 	// Stats likewise returns that cluster's request statistics.
 	Stats func(name string) *telemetry.HTTPStats
+	// HTTP2 receives the connection events of HTTP/2 upstream connections (shared by
+	// every cluster of a server); nil: a cluster keeps its own.
+	HTTP2 *h2.Counters
 }

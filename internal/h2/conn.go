@@ -1,0 +1,926 @@
+// Package h2 is meshd's HTTP/2 (RFC 9113) on golang.org/x/net/http2's Framer and hpack:
+// a server (Serve: one connection, each request handed to an http.Handler) and a client
+// (Transport: an http.RoundTripper multiplexing streams over connections per address).
+//
+// Both sides share one connection core (this file): one goroutine reads frames; every
+// other goroutine writes through a mutex into one buffered writer, and the last writer
+// of a burst flushes, so the frames produced together leave in one write (a response's
+// HEADERS and DATA, the window updates of many streams) instead of one syscall each.
+// Flow control is a proxy's: a stream's receive buffer holds at most its window, the
+// window is returned only as the consumer reads, so a slow reader on one side slows the
+// sender on the other instead of growing memory.
+package h2
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// Limits are one side's bounds and defences. The zero value of a field means its
+// default (DefaultLimits), never "unlimited".
+type Limits struct {
+	// MaxConcurrentStreams is what a server advertises and enforces (streams above it
+	// are refused with REFUSED_STREAM). Default 100.
+	MaxConcurrentStreams uint32
+	// StreamWindow and ConnWindow are the receive windows meshd grants the peer: the
+	// most it buffers for one stream and for the connection. Defaults 64 KiB and 1 MiB.
+	StreamWindow int32
+	ConnWindow   int32
+	// MaxHeaderListSize bounds a header block (RFC 9113 size: name + value + 32 per
+	// field) and MaxHeaderFields its field count; past either a request is answered 431
+	// (a response fails). Defaults 60 KiB and 100 fields, as the HTTP/1.1 front end.
+	MaxHeaderListSize uint32
+	MaxHeaderFields   int
+	// MaxContinuations bounds the CONTINUATION frames of one header block. Default 64.
+	MaxContinuations int
+	// MaxEmptyFrames bounds consecutive frames with an empty payload that end nothing
+	// (DATA, HEADERS, CONTINUATION): Envoy's max_consecutive_inbound_frames_with_empty_payload.
+	// Default 1.
+	MaxEmptyFrames int
+	// ControlBurst and ControlRate bound SETTINGS and PING frames: a token bucket of
+	// ControlBurst tokens refilled at ControlRate per second. Defaults 1000 and 100.
+	ControlBurst int
+	ControlRate  float64
+	// WindowUpdatesPerData bounds WINDOW_UPDATE frames: at most 1 + 2×(streams +
+	// WindowUpdatesPerData × DATA frames sent), Envoy's
+	// max_inbound_window_update_frames_per_data_frame_sent. Default 10.
+	WindowUpdatesPerData int
+	// PriorityPerStream bounds PRIORITY frames: at most PriorityPerStream × (1 +
+	// streams), Envoy's max_inbound_priority_frames_per_stream. Default 100.
+	PriorityPerStream int
+	// RapidResetStreams: once a connection has opened this many streams, it is closed
+	// when at least half of them were reset by the client before meshd answered
+	// (CVE-2023-44487), Envoy's premature_reset_total_stream_count. Default 500.
+	RapidResetStreams int
+	// IdleTimeout closes a connection (GOAWAY) with no open stream for this long; 0: never.
+	IdleTimeout time.Duration
+	// WriteTimeout bounds one flush to the socket; a peer that does not read for that
+	// long loses its connection. Default 30 s.
+	WriteTimeout time.Duration
+	// Now is the clock of the flood limits (tests inject one); nil: time.Now.
+	Now func() time.Time
+}
+
+// DefaultLimits are Envoy's recommended edge defaults.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxConcurrentStreams: 100,
+		StreamWindow:         64 << 10,
+		ConnWindow:           1 << 20,
+		MaxHeaderListSize:    60 << 10,
+		MaxHeaderFields:      100,
+		MaxContinuations:     64,
+		MaxEmptyFrames:       1,
+		ControlBurst:         1000,
+		ControlRate:          100,
+		WindowUpdatesPerData: 10,
+		PriorityPerStream:    100,
+		RapidResetStreams:    500,
+		WriteTimeout:         30 * time.Second,
+	}
+}
+
+// withDefaults fills the zero fields.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.MaxConcurrentStreams == 0 {
+		l.MaxConcurrentStreams = d.MaxConcurrentStreams
+	}
+	if l.StreamWindow <= 0 {
+		l.StreamWindow = d.StreamWindow
+	}
+	if l.ConnWindow <= 0 {
+		l.ConnWindow = d.ConnWindow
+	}
+	if l.ConnWindow < initialWindow {
+		l.ConnWindow = initialWindow
+	}
+	if l.MaxHeaderListSize == 0 {
+		l.MaxHeaderListSize = d.MaxHeaderListSize
+	}
+	if l.MaxHeaderFields <= 0 {
+		l.MaxHeaderFields = d.MaxHeaderFields
+	}
+	if l.MaxContinuations <= 0 {
+		l.MaxContinuations = d.MaxContinuations
+	}
+	if l.MaxEmptyFrames <= 0 {
+		l.MaxEmptyFrames = d.MaxEmptyFrames
+	}
+	if l.ControlBurst <= 0 {
+		l.ControlBurst = d.ControlBurst
+	}
+	if l.ControlRate <= 0 {
+		l.ControlRate = d.ControlRate
+	}
+	if l.WindowUpdatesPerData <= 0 {
+		l.WindowUpdatesPerData = d.WindowUpdatesPerData
+	}
+	if l.PriorityPerStream <= 0 {
+		l.PriorityPerStream = d.PriorityPerStream
+	}
+	if l.RapidResetStreams <= 0 {
+		l.RapidResetStreams = d.RapidResetStreams
+	}
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = d.WriteTimeout
+	}
+	if l.Now == nil {
+		l.Now = time.Now
+	}
+	return l
+}
+
+// Flood names a defence that closed a connection.
+type Flood int
+
+// The defences, in Counters.Flood.
+const (
+	FloodSettings Flood = iota
+	FloodPing
+	FloodWindowUpdate
+	FloodPriority
+	FloodEmptyFrames
+	FloodContinuation
+	FloodRapidReset
+	numFloods
+)
+
+var floodNames = [numFloods]string{"settings_flood", "ping_flood", "window_update_flood",
+	"priority_flood", "empty_frame_flood", "continuation_flood", "rapid_reset"}
+
+func (f Flood) String() string { return floodNames[f] }
+
+// Floods lists every defence, for exposition.
+func Floods() []Flood {
+	out := make([]Flood, numFloods)
+	for i := range out {
+		out[i] = Flood(i)
+	}
+	return out
+}
+
+// Counters are one side's connection events (shared by the connections of a Server or
+// Transport), read at scrape time.
+type Counters struct {
+	Conns           atomic.Uint64 // connections served or dialled
+	Streams         atomic.Uint64 // streams opened
+	RefusedStreams  atomic.Uint64 // streams refused (limit, or after GOAWAY)
+	ProtocolErrors  atomic.Uint64 // connections closed for a protocol violation
+	StreamErrors    atomic.Uint64 // streams reset for a protocol violation
+	HeaderTooLarge  atomic.Uint64 // header blocks past MaxHeaderListSize or MaxHeaderFields
+	GoAwaySent      atomic.Uint64
+	GoAwayReceived  atomic.Uint64
+	flood           [numFloods]atomic.Uint64
+}
+
+// Flood is how many connections the defence f closed.
+func (c *Counters) Flood(f Flood) uint64 { return c.flood[f].Load() }
+
+const (
+	initialWindow     = 65535 // RFC 9113 §6.9.2
+	defaultFrameSize  = 16384
+	maxWindow         = math.MaxInt32
+	writeBufferSize   = 32 << 10
+	recentResetsKept  = 32
+	maxStreamID       = 1<<31 - 1
+	clientPreface     = http2.ClientPreface
+	maxDataFrameChunk = 16384
+)
+
+// connError is a connection error (RFC 9113 §5.4.1): GOAWAY with code, then close.
+type connError struct {
+	code  http2.ErrCode
+	why   string
+	flood Flood
+	isFl  bool
+}
+
+func (e *connError) Error() string {
+	return fmt.Sprintf("http2: connection error %s: %s", errCode(e.code), e.why)
+}
+
+func protocolError(format string, a ...any) *connError {
+	return &connError{code: http2.ErrCodeProtocol, why: fmt.Sprintf(format, a...)}
+}
+
+// StreamError is a stream reset, by the peer (RST_STREAM received) or by meshd.
+type StreamError struct {
+	Code   http2.ErrCode
+	Remote bool // the peer reset the stream
+	Cause  error
+}
+
+func (e *StreamError) Error() string {
+	who := "meshd"
+	if e.Remote {
+		who = "peer"
+	}
+	s := "http2: stream reset by " + who + ": " + errCode(e.Code)
+	if e.Cause != nil {
+		s += ": " + e.Cause.Error()
+	}
+	return s
+}
+
+func (e *StreamError) Unwrap() error { return e.Cause }
+
+// ErrUnprocessed is wrapped by the errors of requests the upstream did not process:
+// refused (RST_STREAM REFUSED_STREAM) or above the last stream id of its GOAWAY (RFC
+// 9113 §8.7). Such a request is safe to send again, even a non-idempotent one.
+var ErrUnprocessed = errors.New("http2: request not processed by the upstream")
+
+// ErrConnClosed is a stream's error when its connection ended under it.
+var ErrConnClosed = errors.New("http2: connection closed")
+
+// core is the state both sides share.
+type core struct {
+	nc  net.Conn
+	br  *bufio.Reader
+	fr  *http2.Framer
+	lim Limits
+	cnt *Counters
+
+	// The write side: wmu serializes frames into bw; waiting counts goroutines queued
+	// on wmu, so that a holder who sees none behind it flushes (the last of a burst).
+	wmu       sync.Mutex
+	waiting   atomic.Int32
+	bw        *bufio.Writer
+	henc      *hpack.Encoder
+	hbuf      bytes.Buffer
+	werr      error
+	dirty     atomic.Bool // frames wait in bw for a flush
+	wdeadline time.Time
+
+	// mu guards the connection and stream state below, and every stream's fields
+	// documented as such. It is never held while wmu is taken (wmu, then mu, is fine).
+	mu             sync.Mutex
+	sendCond       sync.Cond // send windows grew, or a stream or the connection ended
+	streams        map[uint32]*stream
+	sendWin        int64 // the peer's connection window for our DATA
+	recvWin        int32 // what the peer may still send on the connection
+	recvUnacked    int32 // consumed connection credit not yet returned
+	peerInitWin    int32
+	peerMaxFrame   uint32
+	peerMaxStreams uint32
+	peerSettings   bool // the peer's first SETTINGS arrived
+	ourAcked       bool // our SETTINGS were acknowledged
+	closeErr       error
+	closed         chan struct{}
+	recentResets   [recentResetsKept]uint32
+	recentN        int
+
+	// reader-only state
+	hdec        *hpack.Decoder
+	hblock      headerBlock
+	emptyFrames int
+	ctlTokens   float64
+	ctlLast     time.Time
+	wuFrames    int64
+	prioFrames  int64
+	dataSent    atomic.Int64
+	streamsOpen int64 // streams the peer opened (server) or we opened (client)
+	resets      int64 // streams reset prematurely by the peer
+}
+
+func (c *core) init(nc net.Conn, br *bufio.Reader, lim Limits, cnt *Counters) {
+	c.nc = nc
+	if br == nil {
+		br = bufio.NewReaderSize(nc, 16<<10)
+	}
+	c.br = br
+	c.bw = bufio.NewWriterSize(&deadlineWriter{c: c}, writeBufferSize)
+	c.fr = http2.NewFramer(c.bw, br)
+	c.fr.SetReuseFrames()
+	c.fr.SetMaxReadFrameSize(defaultFrameSize)
+	c.lim = lim
+	if cnt == nil {
+		cnt = &Counters{}
+	}
+	c.cnt = cnt
+	c.henc = hpack.NewEncoder(&c.hbuf)
+	c.hdec = hpack.NewDecoder(4096, c.hblock.emit)
+	c.hdec.SetMaxStringLength(int(lim.MaxHeaderListSize))
+	c.sendCond.L = &c.mu
+	c.streams = make(map[uint32]*stream)
+	c.sendWin = initialWindow
+	c.recvWin = initialWindow
+	c.peerInitWin = initialWindow
+	c.peerMaxFrame = defaultFrameSize
+	c.peerMaxStreams = 100 // until the peer's SETTINGS say otherwise (as Go's client)
+	c.closed = make(chan struct{})
+	c.ctlTokens = float64(lim.ControlBurst)
+	c.ctlLast = lim.Now()
+}
+
+// deadlineWriter is the socket under bw: each flush gets the write timeout, moved
+// only when it would otherwise end within a second, so steady traffic does not touch
+// the timer on every write.
+type deadlineWriter struct{ c *core }
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	c := w.c
+	now := time.Now()
+	if c.wdeadline.Sub(now) < c.lim.WriteTimeout-time.Second {
+		c.wdeadline = now.Add(c.lim.WriteTimeout)
+		_ = c.nc.SetWriteDeadline(c.wdeadline)
+	}
+	return c.nc.Write(p)
+}
+
+// write runs fn under the write lock and flushes unless another writer is queued
+// (it will flush, with this writer's frames too).
+func (c *core) write(fn func() error) error {
+	c.waiting.Add(1)
+	c.wmu.Lock()
+	c.waiting.Add(-1)
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	if err := fn(); err != nil {
+		if err != errNotUsable {
+			c.werr = err
+		}
+		return err
+	}
+	if c.waiting.Load() == 0 {
+		return c.flushLocked()
+	}
+	c.dirty.Store(true)
+	return nil
+}
+
+// writeLazy runs fn under the write lock without flushing: the reader's own frames
+// (acknowledgements, window updates) wait until it has no more input to process.
+func (c *core) writeLazy(fn func() error) {
+	c.waiting.Add(1)
+	c.wmu.Lock()
+	c.waiting.Add(-1)
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return
+	}
+	if err := fn(); err != nil {
+		c.werr = err
+		return
+	}
+	c.dirty.Store(true)
+}
+
+func (c *core) flushLocked() error {
+	c.dirty.Store(false)
+	if c.bw.Buffered() == 0 {
+		return nil
+	}
+	if err := c.bw.Flush(); err != nil {
+		c.werr = err
+		return err
+	}
+	return nil
+}
+
+// flushIfDirty flushes frames a lazy writer left; the reader calls it before it waits
+// for input.
+func (c *core) flushIfDirty() {
+	if !c.dirty.Load() {
+		return
+	}
+	c.wmu.Lock()
+	if c.werr == nil {
+		_ = c.flushLocked()
+	}
+	c.wmu.Unlock()
+}
+
+// writeHeadersLocked encodes fields (with enc) and writes them as HEADERS and
+// CONTINUATION frames within the peer's frame size; wmu is held.
+func (c *core) writeHeadersLocked(id uint32, endStream bool, enc func(*hpack.Encoder)) error {
+	c.hbuf.Reset()
+	enc(c.henc)
+	block := c.hbuf.Bytes()
+	max := int(c.maxFrame())
+	first := true
+	for first || len(block) > 0 {
+		n := min(len(block), max)
+		frag := block[:n]
+		block = block[n:]
+		var err error
+		if first {
+			err = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag,
+				EndStream: endStream, EndHeaders: len(block) == 0})
+			first = false
+		} else {
+			err = c.fr.WriteContinuation(id, len(block) == 0, frag)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeDataLocked writes p as DATA frames within the peer's frame size (the windows
+// are already reserved); wmu is held.
+func (c *core) writeDataLocked(id uint32, p []byte, end bool) error {
+	max := int(c.maxFrame())
+	for {
+		n := min(len(p), max)
+		last := n == len(p)
+		if err := c.fr.WriteData(id, end && last, p[:n]); err != nil {
+			return err
+		}
+		if n > 0 {
+			c.dataSent.Add(1)
+		}
+		p = p[n:]
+		if last {
+			return nil
+		}
+	}
+}
+
+func (c *core) maxFrame() uint32 {
+	c.mu.Lock()
+	m := c.peerMaxFrame
+	c.mu.Unlock()
+	return m
+}
+
+// reserve takes up to want bytes of send window for st, waiting while either window
+// is empty. It fails when the stream or connection ended.
+func (c *core) reserve(st *stream, want int) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		if st.sendErr != nil {
+			return 0, st.sendErr
+		}
+		if c.closeErr != nil {
+			return 0, c.closeErr
+		}
+		n := int64(want)
+		n = min(n, c.sendWin, int64(st.sendWin), int64(c.peerMaxFrame)*4)
+		if n > 0 {
+			c.sendWin -= n
+			st.sendWin -= int32(n)
+			return int(n), nil
+		}
+		c.sendCond.Wait()
+	}
+}
+
+// tryReserve is reserve without waiting: 0 when a window is empty.
+func (c *core) tryReserve(st *stream, want int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st.sendErr != nil || c.closeErr != nil {
+		return 0
+	}
+	n := min(int64(want), c.sendWin, int64(st.sendWin), int64(c.peerMaxFrame)*4)
+	if n <= 0 {
+		return 0
+	}
+	c.sendWin -= n
+	st.sendWin -= int32(n)
+	return int(n)
+}
+
+// consumed returns n bytes of receive credit for st (nil: connection only) after its
+// consumer read them, as WINDOW_UPDATE frames once half a window is owed, so a
+// streaming reader costs one update per half window rather than one per read.
+func (c *core) consumed(st *stream, n int) {
+	if n <= 0 {
+		return
+	}
+	var connInc, streamInc int32
+	c.mu.Lock()
+	c.recvUnacked += int32(n)
+	if c.recvUnacked >= c.lim.ConnWindow/2 {
+		connInc, c.recvUnacked = c.recvUnacked, 0
+		c.recvWin += connInc
+	}
+	if st != nil && !st.remoteDone {
+		st.recvUnacked += int32(n)
+		if st.recvUnacked >= c.lim.StreamWindow/2 {
+			streamInc, st.recvUnacked = st.recvUnacked, 0
+			st.recvWin += streamInc
+		}
+	}
+	closed := c.closeErr != nil
+	c.mu.Unlock()
+	if closed || (connInc == 0 && streamInc == 0) {
+		return
+	}
+	_ = c.write(func() error {
+		if connInc > 0 {
+			if err := c.fr.WriteWindowUpdate(0, uint32(connInc)); err != nil {
+				return err
+			}
+		}
+		if streamInc > 0 {
+			return c.fr.WriteWindowUpdate(st.id, uint32(streamInc))
+		}
+		return nil
+	})
+}
+
+// controlToken takes one token of the SETTINGS/PING bucket; false: flood.
+func (c *core) controlToken() bool {
+	now := c.lim.Now()
+	c.ctlTokens += now.Sub(c.ctlLast).Seconds() * c.lim.ControlRate
+	c.ctlLast = now
+	if c.ctlTokens > float64(c.lim.ControlBurst) {
+		c.ctlTokens = float64(c.lim.ControlBurst)
+	}
+	if c.ctlTokens < 1 {
+		return false
+	}
+	c.ctlTokens--
+	return true
+}
+
+// noteEmpty counts consecutive empty frames that end nothing; false: flood.
+func (c *core) noteEmpty(empty bool) bool {
+	if !empty {
+		c.emptyFrames = 0
+		return true
+	}
+	c.emptyFrames++
+	return c.emptyFrames <= c.lim.MaxEmptyFrames
+}
+
+func flood(f Flood, why string) *connError {
+	return &connError{code: http2.ErrCodeEnhanceYourCalm, why: why, flood: f, isFl: true}
+}
+
+// handleSettings applies the peer's SETTINGS (in order, RFC 9113 §6.5.3) and
+// acknowledges them.
+func (c *core) handleSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		c.mu.Lock()
+		c.ourAcked = true
+		c.mu.Unlock()
+		return nil
+	}
+	if !c.controlToken() {
+		return flood(FloodSettings, "SETTINGS frames past the rate limit")
+	}
+	var cerr error
+	c.mu.Lock()
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				return &connError{code: http2.ErrCode(ce), why: "invalid setting " + s.String()}
+			}
+			return protocolError("invalid setting %v", s)
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			delta := int64(s.Val) - int64(c.peerInitWin)
+			c.peerInitWin = int32(s.Val)
+			for _, st := range c.streams {
+				w := int64(st.sendWin) + delta
+				if w > maxWindow {
+					return &connError{code: http2.ErrCodeFlowControl, why: "SETTINGS_INITIAL_WINDOW_SIZE overflows a stream window"}
+				}
+				st.sendWin = int32(w)
+			}
+		case http2.SettingMaxFrameSize:
+			c.peerMaxFrame = s.Val
+		case http2.SettingMaxConcurrentStreams:
+			c.peerMaxStreams = s.Val
+		}
+		return nil
+	})
+	c.peerSettings = true
+	c.sendCond.Broadcast()
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	c.writeLazy(func() error { return c.fr.WriteSettingsAck() })
+	return cerr
+}
+
+func (c *core) handlePing(f *http2.PingFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	if !c.controlToken() {
+		return flood(FloodPing, "PING frames past the rate limit")
+	}
+	data := f.Data
+	c.writeLazy(func() error { return c.fr.WritePing(true, data) })
+	return nil
+}
+
+// handleWindowUpdate credits a send window. Stream-level problems come back as a
+// stream to reset.
+func (c *core) handleWindowUpdate(f *http2.WindowUpdateFrame) (*stream, error) {
+	c.wuFrames++
+	if c.wuFrames > 1+2*(c.streamsOpen+int64(c.lim.WindowUpdatesPerData)*c.dataSent.Load()) {
+		return nil, flood(FloodWindowUpdate, "WINDOW_UPDATE frames past the limit")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f.StreamID == 0 {
+		if c.sendWin+int64(f.Increment) > maxWindow {
+			return nil, &connError{code: http2.ErrCodeFlowControl, why: "connection window overflow"}
+		}
+		c.sendWin += int64(f.Increment)
+		c.sendCond.Broadcast()
+		return nil, nil
+	}
+	st := c.streams[f.StreamID]
+	if st == nil {
+		return nil, nil
+	}
+	if int64(st.sendWin)+int64(f.Increment) > maxWindow {
+		return st, &StreamError{Code: http2.ErrCodeFlowControl, Cause: errors.New("stream window overflow")}
+	}
+	st.sendWin += int32(f.Increment)
+	c.sendCond.Broadcast()
+	return nil, nil
+}
+
+func (c *core) handlePriority() error {
+	c.prioFrames++
+	if c.prioFrames > int64(c.lim.PriorityPerStream)*(1+c.streamsOpen) {
+		return flood(FloodPriority, "PRIORITY frames past the limit")
+	}
+	return nil
+}
+
+// readHeaderBlock decodes the block of f and its CONTINUATION frames into c.hblock,
+// bounding their count. A decoding failure is a connection error (the shared hpack
+// state is lost); a malformed or oversized block is reported in c.hblock.
+func (c *core) readHeaderBlock(f *http2.HeadersFrame, response, trailers bool) error {
+	c.hblock.reset(response, trailers, c.lim.MaxHeaderListSize, c.lim.MaxHeaderFields)
+	frag := f.HeaderBlockFragment()
+	end := f.HeadersEnded()
+	empty := len(frag) == 0 && !end && !f.StreamEnded()
+	if !c.noteEmpty(empty) {
+		return flood(FloodEmptyFrames, "empty HEADERS frames")
+	}
+	conts := 0
+	for {
+		if _, err := c.hdec.Write(frag); err != nil {
+			return &connError{code: http2.ErrCodeCompression, why: err.Error()}
+		}
+		if end {
+			break
+		}
+		fr, err := c.fr.ReadFrame()
+		if err != nil {
+			return err
+		}
+		cf, ok := fr.(*http2.ContinuationFrame)
+		if !ok {
+			return protocolError("expected CONTINUATION")
+		}
+		conts++
+		if conts > c.lim.MaxContinuations {
+			return flood(FloodContinuation, fmt.Sprintf("more than %d CONTINUATION frames", c.lim.MaxContinuations))
+		}
+		frag, end = cf.HeaderBlockFragment(), cf.HeadersEnded()
+		if !c.noteEmpty(len(frag) == 0 && !end) {
+			return flood(FloodEmptyFrames, "empty CONTINUATION frames")
+		}
+	}
+	if err := c.hdec.Close(); err != nil {
+		return &connError{code: http2.ErrCodeCompression, why: err.Error()}
+	}
+	return nil
+}
+
+// acceptData does the flow-control accounting of a DATA frame (RFC 9113 §6.9): the
+// connection window always, the stream's when st is not nil. It returns the padding
+// to credit back at once.
+func (c *core) acceptData(st *stream, f *http2.DataFrame) (pad int32, err error) {
+	n := int32(f.Length)
+	pad = n - int32(len(f.Data()))
+	if n > c.recvWin {
+		return 0, &connError{code: http2.ErrCodeFlowControl, why: "DATA beyond the connection window"}
+	}
+	c.recvWin -= n
+	if st != nil {
+		if n > st.recvWin {
+			return n, &StreamError{Code: http2.ErrCodeFlowControl, Cause: errors.New("DATA beyond the stream window")}
+		}
+		st.recvWin -= n
+	}
+	return pad, nil
+}
+
+// rememberReset notes a stream meshd reset, whose late frames are ignored (RFC 9113
+// §5.1, "closed").
+func (c *core) rememberReset(id uint32) {
+	c.recentResets[c.recentN%recentResetsKept] = id
+	c.recentN++
+}
+
+func (c *core) wasReset(id uint32) bool {
+	for _, r := range c.recentResets {
+		if r == id && id != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// resetStream sends RST_STREAM and ends st with err; mu is not held.
+func (c *core) resetStream(st *stream, code http2.ErrCode, err error) {
+	c.mu.Lock()
+	already := st.localDone && st.remoteDone
+	if !already {
+		st.failLocked(err)
+		c.rememberReset(st.id)
+		c.removeLocked(st)
+	}
+	c.mu.Unlock()
+	if already {
+		return
+	}
+	_ = c.write(func() error { return c.fr.WriteRSTStream(st.id, code) })
+}
+
+// removeLocked forgets a finished stream; mu is held.
+func (c *core) removeLocked(st *stream) {
+	if st.removed {
+		return
+	}
+	st.removed = true
+	st.localDone, st.remoteDone = true, true
+	delete(c.streams, st.id)
+	if st.abort != nil {
+		st.abort()
+	}
+	if st.onRemove != nil {
+		st.onRemove()
+	}
+	c.sendCond.Broadcast()
+}
+
+// closeConn ends the connection: GOAWAY (unless err is the peer's doing), close,
+// every stream failed. It is idempotent.
+func (c *core) closeConn(err error, goaway bool, lastID uint32, code http2.ErrCode, debug string) {
+	c.mu.Lock()
+	if c.closeErr != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.closeErr = err
+	for _, st := range c.streams {
+		st.failLocked(err)
+		c.removeLocked(st)
+	}
+	c.sendCond.Broadcast()
+	close(c.closed)
+	c.mu.Unlock()
+	if goaway {
+		c.cnt.GoAwaySent.Add(1)
+		// A peer that does not read cannot hold the close for the write timeout.
+		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		c.wmu.Lock()
+		if c.werr == nil {
+			if c.fr.WriteGoAway(lastID, code, []byte(debug)) == nil {
+				_ = c.flushLocked()
+			}
+		}
+		c.werr = ErrConnClosed
+		c.wmu.Unlock()
+	}
+	_ = c.nc.Close()
+}
+
+// stream is one stream's state, client or server side. Fields marked (mu) are guarded
+// by core.mu.
+type stream struct {
+	c  *core
+	id uint32
+
+	// (mu)
+	sendWin     int32
+	recvWin     int32
+	recvUnacked int32
+	sendErr     error // sends fail with it (reset, or connection gone)
+	readErr     error // reads end with it after the buffer (io.EOF: END_STREAM)
+	localDone   bool  // END_STREAM or RST_STREAM sent
+	remoteDone  bool  // END_STREAM or RST_STREAM received
+	removed     bool
+	cond        sync.Cond // data, end, head or error arrived
+	buf         []byte    // received, not yet read
+	roff        int
+	trailer     map[string][]string
+	declLen     int64 // content-length, -1 when absent
+	gotLen      int64
+	onRemove    func()         // the connection's hook, mu held
+	abort       func()         // cancels the stream's request context when it is removed
+	owner       any            // *serverStream or *clientStream
+	responded   bool           // server: the response head was sent (for rapid reset)
+}
+
+func (st *stream) init(c *core, id uint32) {
+	st.c, st.id = c, id
+	st.cond.L = &c.mu
+	st.sendWin = c.peerInitWin
+	st.recvWin = c.lim.StreamWindow
+	if !c.ourAcked && st.recvWin < initialWindow {
+		// Until our SETTINGS are acknowledged the peer may use the default window.
+		st.recvWin = initialWindow
+	}
+	st.declLen = -1
+}
+
+// failLocked ends st's reads and writes with err (first error wins); mu is held.
+// Unread data is dropped and its connection credit returned with the next update.
+func (st *stream) failLocked(err error) {
+	if st.sendErr == nil {
+		st.sendErr = err
+	}
+	if st.readErr == nil || st.readErr == io.EOF {
+		st.readErr = err
+		if st.buf != nil {
+			st.c.recvUnacked += int32(len(st.buf) - st.roff)
+			st.roff = len(st.buf)
+		}
+	}
+	st.releaseBuf()
+	st.cond.Broadcast()
+}
+
+// appendData queues received data; mu is held.
+func (st *stream) appendData(p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	if st.buf == nil {
+		st.buf = getBuf()
+	}
+	if st.roff > 0 && len(st.buf)+len(p) > cap(st.buf) {
+		n := copy(st.buf, st.buf[st.roff:])
+		st.buf = st.buf[:n]
+		st.roff = 0
+	}
+	st.buf = append(st.buf, p...)
+	st.cond.Broadcast()
+}
+
+func (st *stream) releaseBuf() {
+	if st.buf != nil && len(st.buf)-st.roff == 0 {
+		putBuf(st.buf)
+		st.buf, st.roff = nil, 0
+	}
+}
+
+// read reads received data, waiting for it; it returns the credit to the windows.
+func (st *stream) read(p []byte) (int, error) {
+	c := st.c
+	c.mu.Lock()
+	for st.buf == nil || len(st.buf)-st.roff == 0 {
+		if st.readErr != nil {
+			err := st.readErr
+			c.mu.Unlock()
+			return 0, err
+		}
+		st.cond.Wait()
+	}
+	n := copy(p, st.buf[st.roff:])
+	st.roff += n
+	if st.roff == len(st.buf) {
+		st.buf = st.buf[:0]
+		st.roff = 0
+	}
+	c.mu.Unlock()
+	c.consumed(st, n)
+	return n, nil
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+func getBuf() []byte { return (*bufPool.Get().(*[]byte))[:0] }
+
+func putBuf(b []byte) {
+	if cap(b) > 256<<10 {
+		return
+	}
+	b = b[:0]
+	bufPool.Put(&b)
+}
+
+// dataBufPool holds the buffers DATA is written from (request bodies, relayed bodies).
+var dataBufPool = sync.Pool{New: func() any { b := make([]byte, maxDataFrameChunk); return &b }}
+

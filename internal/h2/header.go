@@ -1,0 +1,295 @@
+package h2
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// common maps the field names most requests and responses carry between their wire
+// (lower-case) and net/http (canonical) spellings, so that decoding and encoding them
+// allocates no string.
+var (
+	commonCanonical = map[string]string{}
+	commonLower     = map[string]string{}
+)
+
+func init() {
+	for _, k := range []string{
+		"accept", "accept-charset", "accept-encoding", "accept-language", "accept-ranges",
+		"age", "authorization", "cache-control", "content-disposition", "content-encoding",
+		"content-language", "content-length", "content-location", "content-range",
+		"content-type", "cookie", "date", "etag", "expect", "expires", "from", "host",
+		"if-match", "if-modified-since", "if-none-match", "if-unmodified-since",
+		"last-modified", "link", "location", "max-forwards", "origin", "proxy-authenticate",
+		"proxy-authorization", "range", "referer", "refresh", "retry-after", "server",
+		"set-cookie", "strict-transport-security", "trailer", "transfer-encoding",
+		"user-agent", "vary", "via", "www-authenticate", "x-forwarded-for",
+		"x-forwarded-proto", "x-forwarded-host", "x-request-id", "x-envoy-attempt-count",
+		"x-envoy-upstream-service-time", "x-envoy-expected-rq-timeout-ms", "traceparent",
+		"tracestate", "te", "grpc-status", "grpc-message", "grpc-timeout", "grpc-encoding",
+		"grpc-accept-encoding", "grpc-status-details-bin", "x-meshd-error", "x-meshd-limit",
+		"b3", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "x-amzn-trace-id",
+	} {
+		c := http.CanonicalHeaderKey(k)
+		commonCanonical[k] = c
+		commonLower[c] = k
+	}
+}
+
+func canonical(k string) string {
+	if c, ok := commonCanonical[k]; ok {
+		return c
+	}
+	return http.CanonicalHeaderKey(k)
+}
+
+func lower(k string) string {
+	if l, ok := commonLower[k]; ok {
+		return l
+	}
+	return strings.ToLower(k)
+}
+
+// connectionHeaders are the fields HTTP/2 forbids (RFC 9113 §8.2.2): a message that
+// carries one is malformed, and an intermediary drops them when translating.
+func isConnectionHeader(lowerName string) bool {
+	switch lowerName {
+	case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
+		return true
+	}
+	return false
+}
+
+// validFieldName reports a field name HTTP/2 accepts on the wire: a token, lower case.
+func validFieldName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' || !httpguts.IsTokenRune(rune(c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// headerBlock collects one decoded header block: pseudo-header fields by name,
+// regular fields into an http.Header, with the violations RFC 9113 §8.2 and §8.3 list
+// recorded as the first error. It is filled by the hpack decoder's emit function.
+type headerBlock struct {
+	method, scheme, authority, path, protocol, status string
+	pseudoSeen                                        uint8 // bit per pseudo-header field
+	header                                            http.Header
+	fields                                            int
+	size                                              uint32
+	err                                               string // first malformation, "" when none
+	tooLarge                                          bool   // past the size or field-count limit
+	contentLength                                     int64  // -1 when absent
+	trailers                                          bool   // a trailer block: no pseudo-header fields
+	response                                          bool
+	maxSize                                           uint32
+	maxFields                                         int
+	sawRegular                                        bool
+}
+
+const (
+	pMethod = 1 << iota
+	pScheme
+	pAuthority
+	pPath
+	pStatus
+	pProtocol
+)
+
+func (b *headerBlock) reset(response, trailers bool, maxSize uint32, maxFields int) {
+	*b = headerBlock{response: response, trailers: trailers, maxSize: maxSize, maxFields: maxFields, contentLength: -1}
+}
+
+func (b *headerBlock) fail(msg string) {
+	if b.err == "" {
+		b.err = msg
+	}
+}
+
+// emit is the hpack decoder's callback.
+func (b *headerBlock) emit(f hpack.HeaderField) {
+	if b.tooLarge {
+		return
+	}
+	b.size += f.Size()
+	if b.maxSize > 0 && b.size > b.maxSize {
+		b.tooLarge = true
+		return
+	}
+	if !httpguts.ValidHeaderFieldValue(f.Value) {
+		b.fail("invalid value of header field " + strconv.Quote(f.Name))
+		return
+	}
+	if strings.HasPrefix(f.Name, ":") {
+		b.pseudo(f)
+		return
+	}
+	b.sawRegular = true
+	if !validFieldName(f.Name) {
+		b.fail("invalid header field name " + strconv.Quote(f.Name))
+		return
+	}
+	b.fields++
+	if b.maxFields > 0 && b.fields > b.maxFields {
+		b.tooLarge = true
+		return
+	}
+	if isConnectionHeader(f.Name) {
+		b.fail("connection-specific header field " + strconv.Quote(f.Name))
+		return
+	}
+	switch f.Name {
+	case "te":
+		if f.Value != "trailers" {
+			b.fail(`te other than "trailers"`)
+			return
+		}
+	case "content-length":
+		n, ok := parseContentLength(f.Value)
+		if !ok || (b.contentLength >= 0 && b.contentLength != n) {
+			b.fail("invalid content-length")
+			return
+		}
+		b.contentLength = n
+	}
+	if b.header == nil {
+		b.header = make(http.Header, 8)
+	}
+	k := canonical(f.Name)
+	b.header[k] = append(b.header[k], f.Value)
+}
+
+func (b *headerBlock) pseudo(f hpack.HeaderField) {
+	if b.sawRegular {
+		b.fail("pseudo-header field after a regular field")
+		return
+	}
+	if b.trailers {
+		b.fail("pseudo-header field in trailers")
+		return
+	}
+	var bit uint8
+	var dst *string
+	switch {
+	case f.Name == ":status" && b.response:
+		bit, dst = pStatus, &b.status
+	case f.Name == ":method" && !b.response:
+		bit, dst = pMethod, &b.method
+	case f.Name == ":scheme" && !b.response:
+		bit, dst = pScheme, &b.scheme
+	case f.Name == ":authority" && !b.response:
+		bit, dst = pAuthority, &b.authority
+	case f.Name == ":path" && !b.response:
+		bit, dst = pPath, &b.path
+	case f.Name == ":protocol" && !b.response:
+		bit, dst = pProtocol, &b.protocol
+	default:
+		b.fail("unknown pseudo-header field " + strconv.Quote(f.Name))
+		return
+	}
+	if b.pseudoSeen&bit != 0 {
+		b.fail("duplicate pseudo-header field " + f.Name)
+		return
+	}
+	b.pseudoSeen |= bit
+	*dst = f.Value
+}
+
+// checkRequest applies RFC 9113 §8.3.1 to a complete request head.
+func (b *headerBlock) checkRequest() {
+	if b.err != "" || b.tooLarge {
+		return
+	}
+	if b.pseudoSeen&pMethod == 0 {
+		b.fail("missing :method")
+		return
+	}
+	if b.method == "CONNECT" && b.pseudoSeen&pProtocol == 0 {
+		if b.pseudoSeen&(pScheme|pPath) != 0 || b.authority == "" {
+			b.fail("CONNECT with :scheme or :path, or without :authority")
+		}
+		return
+	}
+	if b.pseudoSeen&pProtocol != 0 {
+		b.fail(":protocol without extended CONNECT")
+		return
+	}
+	if b.pseudoSeen&pScheme == 0 || b.pseudoSeen&pPath == 0 || b.path == "" {
+		b.fail("missing or empty :scheme or :path")
+		return
+	}
+	if !httpguts.ValidHostHeader(b.authority) {
+		b.fail("invalid :authority")
+	}
+}
+
+// checkResponse applies RFC 9113 §8.3.2 to a complete response head.
+func (b *headerBlock) checkResponse() (int, bool) {
+	if b.err != "" || b.pseudoSeen&pStatus == 0 || len(b.status) != 3 {
+		b.fail("missing or invalid :status")
+		return 0, false
+	}
+	n, err := strconv.Atoi(b.status)
+	if err != nil || n < 100 {
+		b.fail("invalid :status")
+		return 0, false
+	}
+	return n, true
+}
+
+func parseContentLength(s string) (int64, bool) {
+	if s == "" || len(s) > 18 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// encodeHeader writes the regular fields of h (net/http spelling) to enc, lower-cased,
+// without the fields HTTP/2 forbids and without "Host" (carried as :authority); "te"
+// only as "trailers". skip names more fields to leave out (canonical spelling).
+func encodeHeader(enc *hpack.Encoder, h http.Header, skip func(string) bool) {
+	for k, vs := range h {
+		lk := lower(k)
+		if isConnectionHeader(lk) || lk == "host" || (skip != nil && skip(k)) || !validFieldName(lk) {
+			continue
+		}
+		if lk == "te" {
+			for _, v := range vs {
+				if strings.EqualFold(strings.TrimSpace(v), "trailers") {
+					_ = enc.WriteField(hpack.HeaderField{Name: "te", Value: "trailers"})
+					break
+				}
+			}
+			continue
+		}
+		sensitive := lk == "authorization" || lk == "cookie" || lk == "proxy-authorization"
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				continue
+			}
+			_ = enc.WriteField(hpack.HeaderField{Name: lk, Value: v, Sensitive: sensitive})
+		}
+	}
+}
+
+// errCode names an error code the way RFC 9113 spells it.
+func errCode(c http2.ErrCode) string { return c.String() }

@@ -1,0 +1,260 @@
+package h2
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// raw is a hand-driven HTTP/2 peer for tests: frames written and read one by one.
+type raw struct {
+	t    *testing.T
+	c    net.Conn
+	fr   *http2.Framer
+	enc  *hpack.Encoder
+	hbuf bytes.Buffer
+}
+
+// rawConn opens a client connection to a server: preface and empty SETTINGS sent.
+func rawConn(t *testing.T, addr string) *raw {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := &raw{t: t, c: c, fr: http2.NewFramer(c, bufio.NewReader(c))}
+	r.enc = hpack.NewEncoder(&r.hbuf)
+	r.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *raw) block(fields ...string) []byte {
+	r.hbuf.Reset()
+	for i := 0; i+1 < len(fields); i += 2 {
+		_ = r.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	return append([]byte(nil), r.hbuf.Bytes()...)
+}
+
+func (r *raw) writeHeaders(id uint32, end bool, method, path string, extra ...string) {
+	r.t.Helper()
+	f := append([]string{":method", method, ":scheme", "http", ":authority", "x", ":path", path}, extra...)
+	if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.block(f...), EndStream: end, EndHeaders: true}); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// next reads frames until one satisfies ok (settings and pings are answered).
+func (r *raw) next(ok func(http2.Frame) bool) http2.Frame {
+	r.t.Helper()
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			r.t.Fatalf("read frame: %v", err)
+		}
+		if sf, is := f.(*http2.SettingsFrame); is && !sf.IsAck() {
+			_ = r.fr.WriteSettingsAck()
+		}
+		if ok(f) {
+			return f
+		}
+	}
+}
+
+func (r *raw) waitReset(id uint32) string {
+	f := r.next(func(f http2.Frame) bool {
+		rs, ok := f.(*http2.RSTStreamFrame)
+		return ok && rs.StreamID == id
+	})
+	return f.(*http2.RSTStreamFrame).ErrCode.String()
+}
+
+func (r *raw) waitGoAway() *http2.GoAwayFrame {
+	return r.next(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }).(*http2.GoAwayFrame)
+}
+
+// rawServer accepts one connection and hands a server-side raw peer to fn.
+func rawServer(t *testing.T, fn func(r *raw)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				br := bufio.NewReader(c)
+				pre := make([]byte, len(http2.ClientPreface))
+				if _, err := io.ReadFull(br, pre); err != nil {
+					return
+				}
+				r := &raw{t: t, c: c, fr: http2.NewFramer(c, br)}
+				r.enc = hpack.NewEncoder(&r.hbuf)
+				r.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+				_ = r.fr.WriteSettings()
+				fn(r)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// The upstream's REFUSED_STREAM and GOAWAY (stream above its last id) both come back
+// as ErrUnprocessed, at once: the transport does not retry by itself.
+func TestTransportUnprocessed(t *testing.T) {
+	cases := map[string]func(r *raw, id uint32){
+		"refused": func(r *raw, id uint32) { _ = r.fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) },
+		"goaway":  func(r *raw, id uint32) { _ = r.fr.WriteGoAway(0, http2.ErrCodeNo, nil) },
+	}
+	for name, answer := range cases {
+		t.Run(name, func(t *testing.T) {
+			addr := rawServer(t, func(r *raw) {
+				f := r.next(func(f http2.Frame) bool { _, ok := f.(*http2.MetaHeadersFrame); return ok })
+				answer(r, f.Header().StreamID)
+				time.Sleep(100 * time.Millisecond)
+			})
+			tr := &Transport{Dial: dialer()}
+			defer tr.Close()
+			start := time.Now()
+			_, err := (&http.Client{Transport: tr}).Get("http://" + addr + "/")
+			if !errors.Is(err, ErrUnprocessed) {
+				t.Fatalf("error %v, want ErrUnprocessed", err)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Fatalf("took %v: retried internally?", d)
+			}
+		})
+	}
+}
+
+// A client that resets most of its streams before the answer loses the connection
+// (rapid reset), counted.
+func TestRapidResetClosesConnection(t *testing.T) {
+	s, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}), Limits{RapidResetStreams: 20})
+	r := rawConn(t, addr)
+	for i := uint32(0); i < 20; i++ {
+		id := 1 + 2*i
+		r.writeHeaders(id, true, "GET", "/")
+		_ = r.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	}
+	ga := r.waitGoAway()
+	if ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
+	}
+	if n := s.Counters.Flood(FloodRapidReset); n != 1 {
+		t.Fatalf("rapid_reset counter %d", n)
+	}
+}
+
+// Each flood defence closes the connection with GOAWAY ENHANCE_YOUR_CALM and counts it.
+func TestFloodDefences(t *testing.T) {
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { return now } // frozen: the bucket never refills
+	cases := []struct {
+		name  string
+		flood Flood
+		send  func(r *raw)
+	}{
+		{"ping", FloodPing, func(r *raw) {
+			for range 20 {
+				_ = r.fr.WritePing(false, [8]byte{})
+			}
+		}},
+		{"settings", FloodSettings, func(r *raw) {
+			for range 20 {
+				_ = r.fr.WriteSettings()
+			}
+		}},
+		{"empty data", FloodEmptyFrames, func(r *raw) {
+			r.writeHeaders(1, false, "POST", "/")
+			for range 5 {
+				_ = r.fr.WriteData(1, false, nil)
+			}
+		}},
+		{"window update", FloodWindowUpdate, func(r *raw) {
+			for range 50 {
+				_ = r.fr.WriteWindowUpdate(0, 1)
+			}
+		}},
+		{"priority", FloodPriority, func(r *raw) {
+			for range 50 {
+				_ = r.fr.WritePriority(3, http2.PriorityParam{StreamDep: 0, Weight: 1})
+			}
+		}},
+		{"continuation", FloodContinuation, func(r *raw) {
+			blk := r.block(":method", "GET", ":scheme", "http", ":authority", "x", ":path", "/")
+			_ = r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: blk[:1], EndStream: true})
+			for i := range 10 {
+				_ = r.fr.WriteContinuation(1, false, blk[1+i%(len(blk)-1):2+i%(len(blk)-1)])
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}),
+				Limits{ControlBurst: 10, PriorityPerStream: 10, MaxContinuations: 4, Now: clock})
+			r := rawConn(t, addr)
+			tc.send(r)
+			ga := r.waitGoAway()
+			if ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
+				t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
+			}
+			if n := s.Counters.Flood(tc.flood); n != 1 {
+				t.Fatalf("%s counter %d", tc.flood, n)
+			}
+		})
+	}
+}
+
+// Shutdown sends GOAWAY with the last stream taken, lets it finish, then closes.
+func TestShutdownGoAway(t *testing.T) {
+	release := make(chan struct{})
+	s, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		_, _ = w.Write([]byte("done"))
+	}), Limits{})
+	r := rawConn(t, addr)
+	r.writeHeaders(1, true, "GET", "/")
+	time.Sleep(50 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done <- s.Shutdown(ctx)
+	}()
+	ga := r.waitGoAway()
+	if ga.LastStreamID != 1 || ga.ErrCode != http2.ErrCodeNo {
+		t.Fatalf("GOAWAY last %d code %v", ga.LastStreamID, ga.ErrCode)
+	}
+	close(release)
+	r.next(func(f http2.Frame) bool { d, ok := f.(*http2.DataFrame); return ok && d.StreamEnded() })
+	if err := <-done; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+}

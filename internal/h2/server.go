@@ -1,0 +1,1011 @@
+package h2
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// Server serves HTTP/2 connections, each request through Handler on its own goroutine.
+type Server struct {
+	Handler  http.Handler
+	Limits   Limits
+	Counters *Counters
+	Log      *slog.Logger
+	// LocalReply answers a request the server refuses itself (431: header list past
+	// the limits; 400: unparsable :path); nil: a plain-text answer.
+	LocalReply func(w http.ResponseWriter, r *http.Request, status int)
+
+	once  sync.Once
+	lim   Limits
+	mu    sync.Mutex
+	conns map[*serverConn]struct{}
+	down  bool
+	empty chan struct{} // closed when the last connection ends during Shutdown
+}
+
+// ConnInfo describes the downstream connection for the requests' fields.
+type ConnInfo struct {
+	RemoteAddr string
+	TLS        *tls.ConnectionState
+}
+
+func (s *Server) setup() {
+	s.once.Do(func() {
+		s.lim = s.Limits.withDefaults()
+		if s.Counters == nil {
+			s.Counters = &Counters{}
+		}
+		if s.Log == nil {
+			s.Log = slog.New(slog.DiscardHandler)
+		}
+		s.conns = make(map[*serverConn]struct{})
+	})
+}
+
+// ServeConn serves nc until it closes; br holds bytes already read from it (the
+// client preface, at least in part), or is nil. ctx is the base of every request's
+// context; it ending closes the connection.
+func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, info ConnInfo) {
+	s.setup()
+	sc := &serverConn{srv: s, info: info}
+	sc.init(nc, br, s.lim, s.Counters)
+	sc.ctx, sc.cancel = context.WithCancel(ctx)
+	defer sc.cancel()
+	s.mu.Lock()
+	if s.down {
+		s.mu.Unlock()
+		_ = nc.Close()
+		return
+	}
+	s.conns[sc] = struct{}{}
+	s.mu.Unlock()
+	s.Counters.Conns.Add(1)
+	sc.serve()
+	s.mu.Lock()
+	delete(s.conns, sc)
+	if s.down && len(s.conns) == 0 && s.empty != nil {
+		close(s.empty)
+		s.empty = nil
+	}
+	s.mu.Unlock()
+}
+
+// Shutdown sends GOAWAY on every connection, lets open streams finish, and waits for
+// the connections to close until ctx ends, then closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.setup()
+	s.mu.Lock()
+	s.down = true
+	var done chan struct{}
+	if len(s.conns) > 0 {
+		done = make(chan struct{})
+		s.empty = done
+	}
+	conns := s.snapshot()
+	s.mu.Unlock()
+	for _, sc := range conns {
+		sc.goAway(http2.ErrCodeNo, "shutdown")
+	}
+	if done == nil {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		_ = s.Close()
+		return ctx.Err()
+	}
+}
+
+// Close closes every connection at once.
+func (s *Server) Close() error {
+	s.setup()
+	s.mu.Lock()
+	s.down = true
+	conns := s.snapshot()
+	s.mu.Unlock()
+	for _, sc := range conns {
+		sc.closeConn(ErrConnClosed, true, sc.lastID(), http2.ErrCodeNo, "closed")
+	}
+	return nil
+}
+
+// GoAway sends GOAWAY to the connections whose base context match accepts: their open
+// streams finish, new ones are not taken, and each closes when it has none.
+func (s *Server) GoAway(match func(ctx context.Context) bool) int {
+	s.setup()
+	s.mu.Lock()
+	conns := s.snapshot()
+	s.mu.Unlock()
+	n := 0
+	for _, sc := range conns {
+		if match(sc.ctx) {
+			sc.goAway(http2.ErrCodeNo, "listener removed")
+			n++
+		}
+	}
+	return n
+}
+
+// Conns is the number of open connections.
+func (s *Server) Conns() int {
+	s.setup()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+func (s *Server) snapshot() []*serverConn {
+	out := make([]*serverConn, 0, len(s.conns))
+	for sc := range s.conns {
+		out = append(out, sc)
+	}
+	return out
+}
+
+type serverConn struct {
+	core
+	srv    *Server
+	info   ConnInfo
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	maxClientID uint32 // reader; read under mu by goAway
+	goingAway   bool   // (mu) GOAWAY sent: no new streams
+	goAwayID    uint32 // (mu)
+	peerGoAway  bool   // (mu)
+	idle        *time.Timer
+	handlers    sync.WaitGroup
+}
+
+func (sc *serverConn) lastID() uint32 {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return sc.maxClientID
+}
+
+// goAway starts a graceful close: GOAWAY with the last stream meshd took, then close
+// once the open streams are done.
+func (sc *serverConn) goAway(code http2.ErrCode, debug string) {
+	sc.mu.Lock()
+	if sc.goingAway || sc.closeErr != nil {
+		sc.mu.Unlock()
+		return
+	}
+	sc.goingAway = true
+	sc.goAwayID = sc.maxClientID
+	last := sc.goAwayID
+	idle := len(sc.streams) == 0
+	sc.mu.Unlock()
+	sc.cnt.GoAwaySent.Add(1)
+	_ = sc.write(func() error { return sc.fr.WriteGoAway(last, code, []byte(debug)) })
+	if idle {
+		sc.closeConn(ErrConnClosed, false, 0, 0, "")
+	}
+}
+
+func (sc *serverConn) serve() {
+	defer func() {
+		sc.handlers.Wait()
+		if sc.idle != nil {
+			sc.idle.Stop()
+		}
+	}()
+	stop := context.AfterFunc(sc.ctx, func() {
+		sc.closeConn(ErrConnClosed, true, sc.lastID(), http2.ErrCodeNo, "closed")
+	})
+	defer stop()
+	// The preface, then our SETTINGS and the connection window.
+	_ = sc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var pre [len(clientPreface)]byte
+	if _, err := io.ReadFull(sc.br, pre[:]); err != nil || string(pre[:]) != clientPreface {
+		sc.closeConn(errors.New("http2: bad client preface"), true, 0, http2.ErrCodeProtocol, "bad client preface")
+		return
+	}
+	lim := &sc.lim
+	sc.writeLazy(func() error {
+		if err := sc.fr.WriteSettings(
+			http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: lim.MaxConcurrentStreams},
+			http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(lim.StreamWindow)},
+			http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: lim.MaxHeaderListSize},
+		); err != nil {
+			return err
+		}
+		return sc.fr.WriteWindowUpdate(0, uint32(lim.ConnWindow-initialWindow))
+	})
+	sc.mu.Lock()
+	sc.recvWin = lim.ConnWindow
+	sc.mu.Unlock()
+	if lim.IdleTimeout > 0 {
+		sc.idle = time.AfterFunc(lim.IdleTimeout, sc.idleFired)
+	}
+	first := true
+	for {
+		if sc.br.Buffered() == 0 {
+			sc.flushIfDirty()
+		}
+		f, err := sc.fr.ReadFrame()
+		if first && err == nil {
+			_ = sc.nc.SetReadDeadline(time.Time{})
+			if _, ok := f.(*http2.SettingsFrame); !ok {
+				err = protocolError("first frame is not SETTINGS")
+			}
+			first = false
+		}
+		if err == nil {
+			err = sc.handle(f)
+		}
+		if err != nil && !sc.handleErr(err) {
+			return
+		}
+	}
+}
+
+// handleErr deals with a read or handling error; false ends the connection.
+func (sc *serverConn) handleErr(err error) bool {
+	var se http2.StreamError
+	var ce http2.ConnectionError
+	var mine *connError
+	switch {
+	case errors.As(err, &se):
+		sc.cnt.StreamErrors.Add(1)
+		sc.resetID(se.StreamID, se.Code, &StreamError{Code: se.Code, Cause: se})
+		return true
+	case errors.As(err, &mine):
+		if mine.isFl {
+			sc.cnt.flood[mine.flood].Add(1)
+			sc.srv.Log.Warn("http2: connection closed by a flood defence", "defence", mine.flood.String(), "remote", sc.info.RemoteAddr, "why", mine.why)
+		} else {
+			sc.cnt.ProtocolErrors.Add(1)
+			sc.srv.Log.Debug("http2: connection error", "remote", sc.info.RemoteAddr, "err", mine)
+		}
+		sc.closeConn(mine, true, sc.lastID(), mine.code, mine.why)
+		return false
+	case errors.As(err, &ce):
+		sc.cnt.ProtocolErrors.Add(1)
+		sc.closeConn(err, true, sc.lastID(), http2.ErrCode(ce), "")
+		return false
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		sc.cnt.ProtocolErrors.Add(1)
+		sc.closeConn(err, true, sc.lastID(), http2.ErrCodeFrameSize, "frame too large")
+		return false
+	}
+	sc.closeConn(fmt.Errorf("%w: %w", ErrConnClosed, err), false, 0, 0, "")
+	return false
+}
+
+// resetID resets stream id (RST_STREAM), ending its handler's request if it runs.
+func (sc *serverConn) resetID(id uint32, code http2.ErrCode, err error) {
+	sc.mu.Lock()
+	st := sc.streams[id]
+	sc.mu.Unlock()
+	if st != nil {
+		sc.resetStream(st, code, err)
+		return
+	}
+	sc.mu.Lock()
+	sc.rememberReset(id)
+	sc.mu.Unlock()
+	_ = sc.write(func() error { return sc.fr.WriteRSTStream(id, code) })
+}
+
+func (sc *serverConn) idleFired() {
+	sc.mu.Lock()
+	idle := len(sc.streams) == 0
+	sc.mu.Unlock()
+	if idle {
+		sc.goAway(http2.ErrCodeNo, "idle timeout")
+	} else {
+		sc.idle.Reset(sc.lim.IdleTimeout)
+	}
+}
+
+func (sc *serverConn) handle(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.HeadersFrame:
+		return sc.onHeaders(f)
+	case *http2.DataFrame:
+		return sc.onData(f)
+	case *http2.SettingsFrame:
+		return sc.handleSettings(f)
+	case *http2.PingFrame:
+		return sc.handlePing(f)
+	case *http2.WindowUpdateFrame:
+		if f.StreamID > sc.maxClientID {
+			return protocolError("WINDOW_UPDATE on idle stream %d", f.StreamID)
+		}
+		st, err := sc.handleWindowUpdate(f)
+		if st != nil && err != nil {
+			sc.resetStream(st, http2.ErrCodeFlowControl, err)
+			return nil
+		}
+		return err
+	case *http2.RSTStreamFrame:
+		return sc.onReset(f)
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			sc.cnt.StreamErrors.Add(1)
+			sc.resetID(f.StreamID, http2.ErrCodeProtocol, errors.New("stream depends on itself"))
+			return nil
+		}
+		return sc.handlePriority()
+	case *http2.GoAwayFrame:
+		sc.cnt.GoAwayReceived.Add(1)
+		sc.mu.Lock()
+		sc.peerGoAway = true
+		idle := len(sc.streams) == 0
+		sc.mu.Unlock()
+		if idle {
+			sc.closeConn(ErrConnClosed, false, 0, 0, "")
+			return io.EOF
+		}
+		return nil
+	case *http2.PushPromiseFrame:
+		return protocolError("PUSH_PROMISE from a client")
+	case *http2.ContinuationFrame:
+		return protocolError("CONTINUATION out of a header block")
+	}
+	return nil // unknown frame types are ignored (RFC 9113 §5.5)
+}
+
+func (sc *serverConn) onHeaders(f *http2.HeadersFrame) error {
+	id := f.StreamID
+	if id%2 == 0 {
+		// Decode anyway: an error must not lose the shared HPACK state... but an even
+		// stream id from a client is a connection error (RFC 9113 §5.1.1).
+		return protocolError("client stream id %d is even", id)
+	}
+	sc.mu.Lock()
+	st := sc.streams[id]
+	sc.mu.Unlock()
+	if st != nil || id <= sc.maxClientID {
+		if err := sc.readHeaderBlock(f, false, true); err != nil {
+			return err
+		}
+		if st == nil {
+			sc.mu.Lock()
+			late := sc.wasReset(id)
+			sc.mu.Unlock()
+			if late {
+				return nil // a frame in flight when meshd reset the stream
+			}
+			return &connError{code: http2.ErrCodeStreamClosed, why: fmt.Sprintf("HEADERS on closed stream %d", id)}
+		}
+		return sc.onTrailers(st, f)
+	}
+	if err := sc.readHeaderBlock(f, false, false); err != nil {
+		return err
+	}
+	sc.mu.Lock()
+	sc.maxClientID = id
+	sc.mu.Unlock()
+	hb := &sc.hblock
+	sc.mu.Lock()
+	going := sc.goingAway || sc.closeErr != nil
+	n := len(sc.streams)
+	sc.mu.Unlock()
+	if going {
+		return nil // above the GOAWAY's last stream id: ignored, the client retries it
+	}
+	if f.HasPriority() && f.Priority.StreamDep == id {
+		sc.cnt.StreamErrors.Add(1)
+		sc.resetID(id, http2.ErrCodeProtocol, errors.New("stream depends on itself"))
+		return nil
+	}
+	hb.checkRequest()
+	if hb.err != "" {
+		sc.cnt.StreamErrors.Add(1)
+		sc.resetID(id, http2.ErrCodeProtocol, errors.New(hb.err))
+		return nil
+	}
+	if uint32(n) >= sc.lim.MaxConcurrentStreams {
+		sc.cnt.RefusedStreams.Add(1)
+		sc.resetID(id, http2.ErrCodeRefusedStream, errors.New("concurrent stream limit"))
+		return nil
+	}
+	if f.StreamEnded() && hb.contentLength > 0 {
+		sc.cnt.StreamErrors.Add(1)
+		sc.resetID(id, http2.ErrCodeProtocol, errors.New("content-length without DATA"))
+		return nil
+	}
+	ss := sc.newStream(id, f.StreamEnded())
+	sc.streamsOpen++
+	sc.cnt.Streams.Add(1)
+	sc.handlers.Add(1)
+	go sc.run(ss)
+	return nil
+}
+
+// onTrailers ends st's request with a trailer block.
+func (sc *serverConn) onTrailers(st *stream, f *http2.HeadersFrame) error {
+	hb := &sc.hblock
+	sc.mu.Lock()
+	remoteDone := st.remoteDone
+	sc.mu.Unlock()
+	switch {
+	case remoteDone:
+		// Half-closed (remote) or, when the response is just out, closed: either way a
+		// connection error is what RFC 9113 §5.1 allows for both.
+		return &connError{code: http2.ErrCodeStreamClosed, why: fmt.Sprintf("HEADERS after END_STREAM on stream %d", st.id)}
+	case !f.StreamEnded():
+		sc.cnt.StreamErrors.Add(1)
+		sc.resetStream(st, http2.ErrCodeProtocol, &StreamError{Code: http2.ErrCodeProtocol, Cause: errors.New("trailers without END_STREAM")})
+		return nil
+	case hb.err != "" || hb.tooLarge:
+		sc.cnt.StreamErrors.Add(1)
+		sc.resetStream(st, http2.ErrCodeProtocol, &StreamError{Code: http2.ErrCodeProtocol, Cause: errors.New("malformed trailers")})
+		return nil
+	}
+	sc.mu.Lock()
+	if st.declLen >= 0 && st.gotLen != st.declLen {
+		sc.mu.Unlock()
+		sc.resetStream(st, http2.ErrCodeProtocol, &StreamError{Code: http2.ErrCodeProtocol, Cause: errors.New("body shorter than content-length")})
+		return nil
+	}
+	ss := st.owner.(*serverStream)
+	if ss.req.Trailer != nil {
+		for k, v := range hb.header {
+			ss.req.Trailer[k] = v
+		}
+	}
+	sc.endRemoteLocked(st)
+	sc.mu.Unlock()
+	return nil
+}
+
+// endRemoteLocked marks the request complete; mu is held.
+func (sc *serverConn) endRemoteLocked(st *stream) {
+	st.remoteDone = true
+	if st.readErr == nil {
+		st.readErr = io.EOF
+	}
+	st.cond.Broadcast()
+	if st.localDone {
+		sc.removeLocked(st)
+	}
+}
+
+func (sc *serverConn) onData(f *http2.DataFrame) error {
+	id := f.StreamID
+	data := f.Data()
+	if !sc.noteEmpty(len(data) == 0 && !f.StreamEnded() && f.Length == 0) {
+		return flood(FloodEmptyFrames, "empty DATA frames")
+	}
+	sc.mu.Lock()
+	st := sc.streams[id]
+	if st == nil || st.remoteDone {
+		if id > sc.maxClientID {
+			sc.mu.Unlock()
+			return protocolError("DATA on idle stream %d", id)
+		}
+		if _, err := sc.acceptData(nil, f); err != nil {
+			sc.mu.Unlock()
+			return err
+		}
+		sc.recvUnacked += int32(f.Length)
+		ignore := st == nil && sc.wasReset(id)
+		sc.mu.Unlock()
+		sc.consumed(nil, 0)
+		if !ignore {
+			sc.resetID(id, http2.ErrCodeStreamClosed, errors.New("DATA on a closed stream"))
+		}
+		return nil
+	}
+	pad, err := sc.acceptData(st, f)
+	if err != nil {
+		var se *StreamError
+		if errors.As(err, &se) {
+			sc.recvUnacked += int32(f.Length)
+			sc.mu.Unlock()
+			sc.resetStream(st, se.Code, se)
+			return nil
+		}
+		sc.mu.Unlock()
+		return err
+	}
+	st.gotLen += int64(len(data))
+	bad := st.declLen >= 0 && (st.gotLen > st.declLen || (f.StreamEnded() && st.gotLen != st.declLen))
+	if !bad {
+		st.appendData(data)
+		if f.StreamEnded() {
+			sc.endRemoteLocked(st)
+		}
+	}
+	sc.mu.Unlock()
+	if bad {
+		sc.cnt.StreamErrors.Add(1)
+		sc.resetStream(st, http2.ErrCodeProtocol, &StreamError{Code: http2.ErrCodeProtocol, Cause: errors.New("body length differs from content-length")})
+		return nil
+	}
+	if pad > 0 {
+		sc.creditPadding(st, pad)
+	}
+	return nil
+}
+
+// creditPadding returns at once the window that padding used (it is never read).
+func (sc *serverConn) creditPadding(st *stream, pad int32) { sc.consumed(st, int(pad)) }
+
+func (sc *serverConn) onReset(f *http2.RSTStreamFrame) error {
+	if f.StreamID > sc.maxClientID {
+		return protocolError("RST_STREAM on idle stream %d", f.StreamID)
+	}
+	sc.mu.Lock()
+	st := sc.streams[f.StreamID]
+	if st == nil {
+		sc.mu.Unlock()
+		return nil
+	}
+	if !st.responded {
+		sc.resets++
+	}
+	st.failLocked(&StreamError{Code: f.ErrCode, Remote: true})
+	sc.removeLocked(st)
+	rapid := sc.streamsOpen >= int64(sc.lim.RapidResetStreams) && sc.resets*2 >= sc.streamsOpen
+	sc.mu.Unlock()
+	if ss, ok := st.owner.(*serverStream); ok {
+		ss.cancel()
+	}
+	if rapid {
+		return flood(FloodRapidReset, fmt.Sprintf("%d of %d streams reset before their response", sc.resets, sc.streamsOpen))
+	}
+	return nil
+}
+
+// serverStream is a request and its response, allocated once per stream.
+type serverStream struct {
+	stream
+	sc     *serverConn
+	req    http.Request
+	rw     responseWriter
+	body   requestBody
+	ctx    context.Context
+	cancel context.CancelFunc
+	local  int // 0, or a status meshd answers itself (431: header list too large)
+}
+
+func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
+	hb := &sc.hblock
+	ss := &serverStream{sc: sc}
+	st := &ss.stream
+	st.init(&sc.core, id)
+	st.owner = ss
+	st.declLen = hb.contentLength
+	st.remoteDone = ended
+	if ended {
+		st.readErr = io.EOF
+	}
+	st.onRemove = sc.onRemove
+	ss.ctx, ss.cancel = context.WithCancel(sc.ctx)
+	st.abort = ss.cancel
+	if hb.tooLarge {
+		sc.cnt.HeaderTooLarge.Add(1)
+		ss.local = http.StatusRequestHeaderFieldsTooLarge
+	}
+	r := &ss.req
+	r.Method = hb.method
+	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
+	r.Header = hb.header
+	if r.Header == nil {
+		r.Header = make(http.Header)
+	}
+	r.Host = hb.authority
+	if r.Host == "" {
+		r.Host = r.Header.Get("Host")
+	}
+	r.RequestURI = hb.path
+	r.RemoteAddr = sc.info.RemoteAddr
+	r.TLS = sc.info.TLS
+	if hb.method == "CONNECT" && hb.protocol == "" {
+		r.URL = &url.URL{Host: hb.authority}
+		r.RequestURI = hb.authority
+	} else if hb.path == "*" {
+		r.URL = &url.URL{Path: "*"}
+	} else if u, err := url.ParseRequestURI(hb.path); err == nil {
+		r.URL = u
+	} else if ss.local == 0 {
+		r.URL = &url.URL{Path: "/"}
+		ss.local = http.StatusBadRequest
+	}
+	if r.URL != nil && hb.scheme != "" {
+		r.URL.Scheme = hb.scheme
+	}
+	switch {
+	case ended:
+		r.ContentLength = 0
+		r.Body = http.NoBody
+	default:
+		r.ContentLength = hb.contentLength
+		if hb.contentLength < 0 {
+			r.ContentLength = -1
+		}
+		ss.body.ss = ss
+		r.Body = &ss.body
+		if _, ok := r.Header["Trailer"]; ok || hb.header.Get("Te") != "" || hb.contentLength < 0 {
+			r.Trailer = make(http.Header)
+		}
+	}
+	ss.rw.ss = ss
+	sc.mu.Lock()
+	sc.streams[id] = st
+	sc.mu.Unlock()
+	if sc.idle != nil {
+		sc.idle.Stop()
+	}
+	return ss
+}
+
+// onRemove runs (mu held) when a stream leaves the connection.
+func (sc *serverConn) onRemove() {
+	if len(sc.streams) == 0 {
+		if sc.goingAway || sc.peerGoAway {
+			go sc.closeConn(ErrConnClosed, false, 0, 0, "")
+		} else if sc.idle != nil && sc.closeErr == nil {
+			sc.idle.Reset(sc.lim.IdleTimeout)
+		}
+	}
+}
+
+// run serves one request on its own goroutine.
+func (sc *serverConn) run(ss *serverStream) {
+	defer sc.handlers.Done()
+	defer ss.cancel()
+	r := ss.req.WithContext(ss.ctx)
+	aborted := false
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				aborted = true
+				if p != http.ErrAbortHandler {
+					sc.srv.Log.Error("http2: handler panic", "panic", p, "path", ss.req.RequestURI)
+				}
+			}
+		}()
+		switch ss.local {
+		case 0:
+			sc.srv.Handler.ServeHTTP(&ss.rw, r)
+		default:
+			if f := sc.srv.LocalReply; f != nil {
+				f(&ss.rw, r, ss.local)
+				return
+			}
+			ss.rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			ss.rw.WriteHeader(ss.local)
+			_, _ = io.WriteString(&ss.rw, "meshd: "+http.StatusText(ss.local)+"\n")
+		}
+	}()
+	st := &ss.stream
+	if aborted {
+		sc.resetStream(st, http2.ErrCodeInternal, &StreamError{Code: http2.ErrCodeInternal, Cause: errors.New("handler aborted")})
+	} else if err := ss.rw.finish(); err != nil {
+		sc.resetStream(st, http2.ErrCodeInternal, err)
+	}
+	ss.rw.release()
+	// A response complete before its request: tell the client to stop sending (RFC
+	// 9113 §8.1, RST_STREAM NO_ERROR).
+	sc.mu.Lock()
+	rst := !st.removed && !st.remoteDone
+	sc.mu.Unlock()
+	if rst {
+		sc.resetStream(st, http2.ErrCodeNo, &StreamError{Code: http2.ErrCodeNo, Cause: errors.New("response complete")})
+	}
+}
+
+// requestBody is a request's body: the stream's received data.
+type requestBody struct{ ss *serverStream }
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	n, err := b.ss.stream.read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("http2: request body: %w", err)
+	}
+	return n, err
+}
+
+// Close stops the body: a reader waiting in Read returns.
+func (b *requestBody) Close() error {
+	c := b.ss.stream.c
+	c.mu.Lock()
+	if st := &b.ss.stream; st.readErr == nil {
+		// failLocked also fails sends; the response may still be written.
+		sendErr := st.sendErr
+		st.failLocked(errBodyClosed)
+		st.sendErr = sendErr
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+var errBodyClosed = errors.New("http2: request body closed")
+
+// responseWriter is the http.ResponseWriter (and http.Flusher) of one stream. It
+// keeps the body in a buffer until a flush, the buffer filling, or the handler's end,
+// so a small response leaves as HEADERS + DATA with END_STREAM in one write.
+type responseWriter struct {
+	ss          *serverStream
+	header      http.Header
+	head        http.Header // the head's fields when trailers were announced (else header)
+	status      int
+	wroteHeader bool
+	sentHeader  bool
+	done        bool
+	buf         []byte
+	written     int64
+}
+
+func (w *responseWriter) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header, 4)
+	}
+	return w.header
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.wroteHeader || code < 200 && code != 0 && code >= 100 {
+		// Informational heads are not relayed on this path (103 is advisory).
+		return
+	}
+	if code < 100 || code > 999 {
+		code = http.StatusInternalServerError
+	}
+	w.status, w.wroteHeader = code, true
+	if _, ok := w.header["Trailer"]; ok {
+		// Fields set after this call are trailers: the head is what is set now.
+		w.head = w.header.Clone()
+	}
+}
+
+func (w *responseWriter) bodyAllowed() bool {
+	return w.status != http.StatusNoContent && w.status != http.StatusNotModified && w.ss.req.Method != http.MethodHead
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.bodyAllowed() {
+		return 0, http.ErrBodyNotAllowed
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if w.buf == nil {
+		w.buf = getBuf()
+	}
+	if len(w.buf)+len(p) <= cap(w.buf) {
+		w.buf = append(w.buf, p...)
+		w.written += int64(len(p))
+		return len(p), nil
+	}
+	if err := w.send(w.buf, false); err != nil {
+		return 0, err
+	}
+	w.buf = w.buf[:0]
+	if len(p) <= cap(w.buf) {
+		w.buf = append(w.buf, p...)
+	} else if err := w.send(p, false); err != nil {
+		return 0, err
+	}
+	w.written += int64(len(p))
+	return len(p), nil
+}
+
+// Flush sends the head and what the buffer holds.
+func (w *responseWriter) Flush() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if err := w.send(w.buf, false); err == nil && w.buf != nil {
+		w.buf = w.buf[:0]
+	}
+}
+
+// FlushError is Flush with its error (http.ResponseController uses it).
+func (w *responseWriter) FlushError() error {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	err := w.send(w.buf, false)
+	if err == nil && w.buf != nil {
+		w.buf = w.buf[:0]
+	}
+	return err
+}
+
+// trailers collects the trailer fields the handler set: "Trailer:"-prefixed keys, and
+// keys it announced in a Trailer field and set after the head.
+func (w *responseWriter) trailers() http.Header {
+	var t http.Header
+	for k, v := range w.header {
+		name, ok := strings.CutPrefix(k, http.TrailerPrefix)
+		if !ok {
+			continue
+		}
+		if t == nil {
+			t = make(http.Header, 2)
+		}
+		t[http.CanonicalHeaderKey(name)] = v
+	}
+	for _, decl := range w.header["Trailer"] {
+		for name := range strings.SplitSeq(decl, ",") {
+			k := http.CanonicalHeaderKey(strings.TrimSpace(name))
+			if v, ok := w.header[k]; ok && k != "" && w.head != nil && w.head[k] == nil {
+				if t == nil {
+					t = make(http.Header, 2)
+				}
+				t[k] = v
+			}
+		}
+	}
+	return t
+}
+
+// finish ends the response when the handler returns.
+func (w *responseWriter) finish() error {
+	if w.done {
+		return nil
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.send(w.buf, true)
+}
+
+func (w *responseWriter) release() {
+	if w.buf != nil {
+		putBuf(w.buf)
+		w.buf = nil
+	}
+}
+
+// send writes the head (once) and data, ending the stream when end is set (with the
+// trailers, if any).
+func (w *responseWriter) send(data []byte, end bool) error {
+	if w.done {
+		return errors.New("http2: response already complete")
+	}
+	ss := w.ss
+	st := &ss.stream
+	c := st.c
+	var trailers http.Header
+	if end {
+		trailers = w.trailers()
+	}
+	endData := end && len(trailers) == 0
+	if !w.sentHeader {
+		n := 0
+		if len(data) > 0 {
+			n = c.tryReserve(st, len(data))
+		}
+		head := func(e *hpack.Encoder) { w.encodeHead(e, end && len(data) == n) }
+		headEnd := endData && len(data) == 0
+		err := c.write(func() error {
+			if err := c.writeHeadersLocked(st.id, headEnd, head); err != nil {
+				return err
+			}
+			if n > 0 {
+				return c.writeDataLocked(st.id, data[:n], endData && n == len(data))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		c.mu.Lock()
+		st.responded = true
+		if headEnd || (n > 0 && endData && n == len(data)) {
+			w.markDoneLocked()
+		}
+		c.mu.Unlock()
+		w.sentHeader = true
+		data = data[n:]
+		if w.done {
+			return nil
+		}
+		if len(data) == 0 && !end {
+			return nil
+		}
+	}
+	for len(data) > 0 {
+		n, err := c.reserve(st, len(data))
+		if err != nil {
+			return err
+		}
+		last := n == len(data)
+		if err := c.write(func() error { return c.writeDataLocked(st.id, data[:n], endData && last) }); err != nil {
+			return err
+		}
+		data = data[n:]
+		if last && endData {
+			c.mu.Lock()
+			w.markDoneLocked()
+			c.mu.Unlock()
+			return nil
+		}
+	}
+	if !end {
+		return nil
+	}
+	if err := st.sendable(); err != nil {
+		return err
+	}
+	err := c.write(func() error {
+		if len(trailers) == 0 {
+			return c.fr.WriteData(st.id, true, nil)
+		}
+		return c.writeHeadersLocked(st.id, true, func(e *hpack.Encoder) { encodeHeader(e, trailers, nil) })
+	})
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	w.markDoneLocked()
+	c.mu.Unlock()
+	return nil
+}
+
+// markDoneLocked records END_STREAM sent; mu is held.
+func (w *responseWriter) markDoneLocked() {
+	w.done = true
+	st := &w.ss.stream
+	st.localDone = true
+	if st.remoteDone {
+		w.ss.sc.removeLocked(st)
+	}
+}
+
+// encodeHead writes the response head: :status, the handler's fields (not the
+// trailer ones), and content-length when the whole body is known at the first write.
+func (w *responseWriter) encodeHead(e *hpack.Encoder, whole bool) {
+	_ = e.WriteField(hpack.HeaderField{Name: ":status", Value: statusText(w.status)})
+	h := w.header
+	if w.head != nil {
+		h = w.head
+	}
+	encodeHeader(e, h, func(k string) bool { return strings.HasPrefix(k, http.TrailerPrefix) })
+	if whole && w.bodyAllowed() && h.Get("Content-Length") == "" && w.head == nil {
+		_ = e.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(w.written, 10)})
+	}
+}
+
+func statusText(code int) string {
+	switch code {
+	case 200:
+		return "200"
+	case 204:
+		return "204"
+	case 404:
+		return "404"
+	case 500:
+		return "500"
+	case 503:
+		return "503"
+	}
+	return strconv.Itoa(code)
+}
+
+// sendable reports the error a write to st would fail with, nil if none.
+func (st *stream) sendable() error {
+	st.c.mu.Lock()
+	defer st.c.mu.Unlock()
+	if st.sendErr != nil {
+		return st.sendErr
+	}
+	return st.c.closeErr
+}
