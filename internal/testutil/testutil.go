@@ -205,12 +205,12 @@ func StartH2C(t testing.TB, h http.Handler) *Upstream {
 	})
 }
 
-// StartGRPC starts a grpc.Server on 127.0.0.1:0 after register has added its services;
-// cleanup stops it.
-func StartGRPC(t testing.TB, register func(*grpc.Server)) *Upstream {
+// StartGRPC starts a grpc.Server (built with opts) on 127.0.0.1:0 after register has
+// added its services; cleanup stops it.
+func StartGRPC(t testing.TB, register func(*grpc.Server), opts ...grpc.ServerOption) *Upstream {
 	t.Helper()
 	ln := Listen(t)
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(opts...)
 	register(gs)
 	done := make(chan struct{})
 	go func() {
