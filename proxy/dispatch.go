@@ -64,10 +64,19 @@ func (s *Server) classifyConn(tc *listen.Conn, br *bufio.Reader, kind forward.Ki
 	snap := s.state.Load()
 	if kind == forward.Ingress {
 		port := snap.IngressPort(int(tc.Orig.Port()))
-		if svc := snap.Table().Ingress(port); svc != nil && svc.Protocol == config.ProtoTCP {
+		svc := snap.Table().Ingress(port)
+		if svc != nil && svc.Protocol == config.ProtoTCP {
 			return listen.Opaque, nil, nil
 		}
-		return sniffHTTP(br)
+		p, sni, err := sniffHTTP(br)
+		if p == listen.HTTP1 && err == nil && svc != nil && (svc.Protocol == config.ProtoHTTP2 || svc.Protocol == config.ProtoGRPC) &&
+			!listen.LooksHTTP1(br) {
+			// An HTTP/2 listener takes HTTP/1.1 clients too (bridged); anything else is
+			// spoken to as HTTP/2, whose server answers a bad preface with GOAWAY
+			// PROTOCOL_ERROR rather than an HTTP/1.1 400 the client cannot read.
+			return listen.HTTP2, nil, nil
+		}
+		return p, sni, err
 	}
 	if !tc.Orig.IsValid() {
 		// Not redirected: an app using meshd as its HTTP proxy (HTTP_PROXY). There is no

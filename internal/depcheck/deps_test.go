@@ -74,24 +74,26 @@ var rules = []rule{
 	{pkg: "router", deps: "config"},
 	{pkg: "balancer", deps: "discovery resilience"},
 	{pkg: "internal/h1"},
+	// internal/h2: meshd's HTTP/2 on x/net/http2's Framer and hpack (and httpguts).
+	{pkg: "internal/h2", mods: "golang.org/x/net"},
 	{pkg: "proxy/internal/deadline"},
 	{pkg: "proxy/intercept", mods: "golang.org/x/sys"},
 	// proxy/upstream: gRPC for active health checks.
-	{pkg: "proxy/upstream", deps: "balancer config discovery internal/h1 proxy/internal/deadline resilience router telemetry", mods: "google.golang.org/grpc"},
+	{pkg: "proxy/upstream", deps: "balancer config discovery internal/h1 internal/h2 proxy/internal/deadline resilience router telemetry", mods: "google.golang.org/grpc"},
 	{pkg: "proxy/state", deps: "config discovery proxy/upstream resilience router telemetry"},
 	{pkg: "proxy/forward", deps: "balancer config discovery internal/h1 proxy/state proxy/upstream resilience router telemetry", mods: "golang.org/x/net"},
 	{pkg: "proxy/listen", deps: "proxy/intercept proxy/internal/deadline"},
 	// The front ends (frontEnds): they share forward, listen, state and upstream but never import each other.
 	{pkg: "proxy/http1", deps: "balancer internal/h1 proxy/forward proxy/internal/deadline proxy/listen proxy/state proxy/upstream router telemetry", mods: "golang.org/x/net"},
-	{pkg: "proxy/http2", deps: "balancer proxy/forward proxy/listen proxy/upstream router telemetry"},
+	{pkg: "proxy/http2", deps: "balancer internal/h2 proxy/forward proxy/listen proxy/upstream router telemetry"},
 	{pkg: "proxy/l4", deps: "balancer config proxy/forward proxy/listen proxy/state proxy/upstream router"},
 	// proxy/admin: client_golang for the Prometheus exposition (/stats/prometheus).
-	{pkg: "proxy/admin", deps: "balancer config discovery proxy/forward proxy/l4 proxy/state proxy/upstream resilience router telemetry", mods: "github.com/prometheus/client_golang"},
+	{pkg: "proxy/admin", deps: "balancer config discovery internal/h2 proxy/forward proxy/l4 proxy/state proxy/upstream resilience router telemetry", mods: "github.com/prometheus/client_golang"},
 	// proxy: the netns tests install the interception rules; the metrics tests parse the
 	// Prometheus text format (prometheus/common's expfmt into client_model's types); the
 	// tracing tests run meshd with a telemetry/tracing Tracer exporting to memory (the SDK's
 	// tracetest) or to an OTLP/HTTP receiver that decodes the protobuf.
-	{pkg: "proxy", deps: "config discovery proxy/admin proxy/forward proxy/http1 proxy/http2 proxy/l4 proxy/listen proxy/state proxy/upstream resilience telemetry telemetry/accesslog", test: "discovery/dnstest proxy/intercept telemetry/tracing github.com/miekg/dns github.com/prometheus/client_model github.com/prometheus/common " +
+	{pkg: "proxy", deps: "config discovery internal/h2 proxy/admin proxy/forward proxy/http1 proxy/http2 proxy/l4 proxy/listen proxy/state proxy/upstream resilience telemetry telemetry/accesslog", test: "discovery/dnstest proxy/intercept telemetry/tracing github.com/miekg/dns github.com/prometheus/client_model github.com/prometheus/common " +
 		"go.opentelemetry.io/otel/sdk go.opentelemetry.io/otel/trace go.opentelemetry.io/proto/otlp google.golang.org/protobuf"},
 	// bench: the proxy's HTTP/1.1 codec, so both parse responses alike.
 	{pkg: "bench", deps: "internal/h1", mods: "golang.org/x/sys gonum.org/v1/plot"},

@@ -268,6 +268,7 @@ type core struct {
 	mu             sync.Mutex
 	sendCond       sync.Cond // send windows grew, or a stream or the connection ended
 	streams        map[uint32]*stream
+	active         int // streams counted against the concurrency limit
 	sendWin        int64 // the peer's connection window for our DATA
 	recvWin        int32 // what the peer may still send on the connection
 	recvUnacked    int32 // consumed connection credit not yet returned
@@ -577,42 +578,50 @@ func (c *core) handleSettings(f *http2.SettingsFrame) error {
 	if !c.controlToken() {
 		return flood(FloodSettings, "SETTINGS frames past the rate limit")
 	}
-	var cerr error
-	c.mu.Lock()
-	err := f.ForeachSetting(func(s http2.Setting) error {
-		if err := s.Valid(); err != nil {
-			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
-				return &connError{code: http2.ErrCode(ce), why: "invalid setting " + s.String()}
-			}
-			return protocolError("invalid setting %v", s)
+	// The settings are applied and acknowledged under the write lock: a stream that
+	// the new values unblock cannot write before the SETTINGS ACK is queued (peers
+	// expect the acknowledgement first, RFC 9113 §6.5.3).
+	var err error
+	c.writeLazy(func() error {
+		c.mu.Lock()
+		err = f.ForeachSetting(c.applySettingLocked)
+		c.peerSettings = true
+		c.sendCond.Broadcast()
+		c.mu.Unlock()
+		if err != nil {
+			return nil
 		}
-		switch s.ID {
-		case http2.SettingInitialWindowSize:
-			delta := int64(s.Val) - int64(c.peerInitWin)
-			c.peerInitWin = int32(s.Val)
-			for _, st := range c.streams {
-				w := int64(st.sendWin) + delta
-				if w > maxWindow {
-					return &connError{code: http2.ErrCodeFlowControl, why: "SETTINGS_INITIAL_WINDOW_SIZE overflows a stream window"}
-				}
-				st.sendWin = int32(w)
-			}
-		case http2.SettingMaxFrameSize:
-			c.peerMaxFrame = s.Val
-		case http2.SettingMaxConcurrentStreams:
-			c.peerMaxStreams = s.Val
-		}
-		return nil
+		return c.fr.WriteSettingsAck()
 	})
-	c.peerSettings = true
-	c.sendCond.Broadcast()
-	c.mu.Unlock()
-	if err != nil {
-		return err
+	return err
+}
+
+// applySettingLocked applies one of the peer's settings; mu is held.
+func (c *core) applySettingLocked(s http2.Setting) error {
+	if err := s.Valid(); err != nil {
+		var ce http2.ConnectionError
+		if errors.As(err, &ce) {
+			return &connError{code: http2.ErrCode(ce), why: "invalid setting " + s.String()}
+		}
+		return protocolError("invalid setting %v", s)
 	}
-	c.writeLazy(func() error { return c.fr.WriteSettingsAck() })
-	return cerr
+	switch s.ID {
+	case http2.SettingInitialWindowSize:
+		delta := int64(s.Val) - int64(c.peerInitWin)
+		c.peerInitWin = int32(s.Val)
+		for _, st := range c.streams {
+			w := int64(st.sendWin) + delta
+			if w > maxWindow {
+				return &connError{code: http2.ErrCodeFlowControl, why: "SETTINGS_INITIAL_WINDOW_SIZE overflows a stream window"}
+			}
+			st.sendWin = int32(w)
+		}
+	case http2.SettingMaxFrameSize:
+		c.peerMaxFrame = s.Val
+	case http2.SettingMaxConcurrentStreams:
+		c.peerMaxStreams = s.Val
+	}
+	return nil
 }
 
 func (c *core) handlePing(f *http2.PingFrame) error {
@@ -764,6 +773,7 @@ func (c *core) removeLocked(st *stream) {
 	}
 	st.removed = true
 	st.localDone, st.remoteDone = true, true
+	c.uncountLocked(st)
 	delete(c.streams, st.id)
 	if st.abort != nil {
 		st.abort()
@@ -772,6 +782,14 @@ func (c *core) removeLocked(st *stream) {
 		st.onRemove()
 	}
 	c.sendCond.Broadcast()
+}
+
+// uncountLocked stops counting st against the concurrency limit (once); mu is held.
+func (c *core) uncountLocked(st *stream) {
+	if st.counted {
+		st.counted = false
+		c.active--
+	}
 }
 
 // closeConn ends the connection: GOAWAY (unless err is the peer's doing), close,
@@ -821,6 +839,7 @@ type stream struct {
 	localDone   bool  // END_STREAM or RST_STREAM sent
 	remoteDone  bool  // END_STREAM or RST_STREAM received
 	removed     bool
+	counted     bool // in core.active
 	cond        sync.Cond // data, end, head or error arrived
 	buf         []byte    // received, not yet read
 	roff        int

@@ -159,6 +159,9 @@ func (s *Server) snapshot() []*serverConn {
 	return out
 }
 
+// peerGoAwayLinger is how long an idle connection whose client sent GOAWAY stays open.
+const peerGoAwayLinger = time.Second
+
 type serverConn struct {
 	core
 	srv    *Server
@@ -349,12 +352,18 @@ func (sc *serverConn) handle(f http2.Frame) error {
 		sc.cnt.GoAwayReceived.Add(1)
 		sc.mu.Lock()
 		sc.peerGoAway = true
-		idle := len(sc.streams) == 0
 		sc.mu.Unlock()
-		if idle {
-			sc.closeConn(ErrConnClosed, false, 0, 0, "")
-			return io.EOF
-		}
+		// The client opens no more streams; the open ones finish (onRemove closes the
+		// connection after the last). An idle connection stays a moment for frames in
+		// flight (a PING the client sent after its GOAWAY is still answered).
+		time.AfterFunc(peerGoAwayLinger, func() {
+			sc.mu.Lock()
+			idle := len(sc.streams) == 0
+			sc.mu.Unlock()
+			if idle {
+				sc.closeConn(ErrConnClosed, false, 0, 0, "")
+			}
+		})
 		return nil
 	case *http2.PushPromiseFrame:
 		return protocolError("PUSH_PROMISE from a client")
@@ -398,7 +407,7 @@ func (sc *serverConn) onHeaders(f *http2.HeadersFrame) error {
 	hb := &sc.hblock
 	sc.mu.Lock()
 	going := sc.goingAway || sc.closeErr != nil
-	n := len(sc.streams)
+	n := sc.active
 	sc.mu.Unlock()
 	if going {
 		return nil // above the GOAWAY's last stream id: ignored, the client retries it
@@ -644,6 +653,8 @@ func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 	ss.rw.ss = ss
 	sc.mu.Lock()
 	sc.streams[id] = st
+	st.counted = true
+	sc.active++
 	sc.mu.Unlock()
 	if sc.idle != nil {
 		sc.idle.Stop()
@@ -895,6 +906,9 @@ func (w *responseWriter) send(data []byte, end bool) error {
 		}
 		head := func(e *hpack.Encoder) { w.encodeHead(e, end && len(data) == n) }
 		headEnd := endData && len(data) == 0
+		if headEnd || (n > 0 && endData && n == len(data)) {
+			st.closing()
+		}
 		err := c.write(func() error {
 			if err := c.writeHeadersLocked(st.id, headEnd, head); err != nil {
 				return err
@@ -928,6 +942,9 @@ func (w *responseWriter) send(data []byte, end bool) error {
 			return err
 		}
 		last := n == len(data)
+		if last && endData {
+			st.closing()
+		}
 		if err := c.write(func() error { return c.writeDataLocked(st.id, data[:n], endData && last) }); err != nil {
 			return err
 		}
@@ -945,6 +962,7 @@ func (w *responseWriter) send(data []byte, end bool) error {
 	if err := st.sendable(); err != nil {
 		return err
 	}
+	st.closing()
 	err := c.write(func() error {
 		if len(trailers) == 0 {
 			return c.fr.WriteData(st.id, true, nil)
@@ -998,6 +1016,17 @@ func statusText(code int) string {
 		return "503"
 	}
 	return strconv.Itoa(code)
+}
+
+// closing is called before the frame that ends a stream is written: once the client
+// has ended its side too, the stream stops counting against the concurrency limit now,
+// since the client may open the next one as soon as it reads that frame.
+func (st *stream) closing() {
+	st.c.mu.Lock()
+	if st.remoteDone {
+		st.c.uncountLocked(st)
+	}
+	st.c.mu.Unlock()
 }
 
 // sendable reports the error a write to st would fail with, nil if none.

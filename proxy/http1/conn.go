@@ -158,6 +158,12 @@ func (c *h1conn) handle() bool {
 	if req.Method == "CONNECT" {
 		return c.localReply(405, forward.CodeBadRequest, "meshd: CONNECT is not supported\n", true)
 	}
+	if forward.EqualFoldASCII(req.Upgrade, "h2c") {
+		// An h2c upgrade is refused by ignoring it (RFC 9113 §3.1 obsoletes it; a
+		// client must cope): the request is served as HTTP/1.1, Upgrade and the
+		// HTTP2-Settings field (Connection names it) are not forwarded.
+		req.Upgrade = ""
+	}
 	c.rr = router.Request{Authority: authority, Method: req.Method, Path: target, Scheme: scheme, Header: &c.hdrs}
 	if ct, ok := req.Get("content-type"); ok && len(ct) >= 16 && ct[:16] == "application/grpc" {
 		c.rr.GRPC = true

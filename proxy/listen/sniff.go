@@ -393,6 +393,26 @@ func SniffH2(br *bufio.Reader) (bool, error) {
 	}
 }
 
+// LooksHTTP1 reports whether the first line the client sent (read up to 8 KiB, the
+// line's end or what arrives before an error) ends with an HTTP/1.x version, as a
+// request line does.
+func LooksHTTP1(br *bufio.Reader) bool {
+	const maxLine = 8 << 10
+	n := max(br.Buffered(), 1)
+	for {
+		b, err := br.Peek(min(n, maxLine, br.Size()))
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line := bytes.TrimSuffix(b[:i], []byte("\r"))
+			return bytes.HasSuffix(line, []byte(" HTTP/1.1")) || bytes.HasSuffix(line, []byte(" HTTP/1.0"))
+		}
+		if err != nil || len(b) >= maxLine || len(b) >= br.Size() {
+			// No complete line: let the HTTP/1.1 server judge what there is.
+			return true
+		}
+		n = max(br.Buffered(), len(b)+1)
+	}
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
