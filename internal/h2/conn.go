@@ -174,15 +174,15 @@ func Floods() []Flood {
 // Counters are one side's connection events (shared by the connections of a Server or
 // Transport), read at scrape time.
 type Counters struct {
-	Conns           atomic.Uint64 // connections served or dialled
-	Streams         atomic.Uint64 // streams opened
-	RefusedStreams  atomic.Uint64 // streams refused (limit, or after GOAWAY)
-	ProtocolErrors  atomic.Uint64 // connections closed for a protocol violation
-	StreamErrors    atomic.Uint64 // streams reset for a protocol violation
-	HeaderTooLarge  atomic.Uint64 // header blocks past MaxHeaderListSize or MaxHeaderFields
-	GoAwaySent      atomic.Uint64
-	GoAwayReceived  atomic.Uint64
-	flood           [numFloods]atomic.Uint64
+	Conns          atomic.Uint64 // connections served or dialled
+	Streams        atomic.Uint64 // streams opened
+	RefusedStreams atomic.Uint64 // streams refused (limit, or after GOAWAY)
+	ProtocolErrors atomic.Uint64 // connections closed for a protocol violation
+	StreamErrors   atomic.Uint64 // streams reset for a protocol violation
+	HeaderTooLarge atomic.Uint64 // header blocks past MaxHeaderListSize or MaxHeaderFields
+	GoAwaySent     atomic.Uint64
+	GoAwayReceived atomic.Uint64
+	flood          [numFloods]atomic.Uint64
 }
 
 // Flood is how many connections the defence f closed.
@@ -268,7 +268,7 @@ type core struct {
 	mu             sync.Mutex
 	sendCond       sync.Cond // send windows grew, or a stream or the connection ended
 	streams        map[uint32]*stream
-	active         int // streams counted against the concurrency limit
+	active         int   // streams counted against the concurrency limit
 	sendWin        int64 // the peer's connection window for our DATA
 	recvWin        int32 // what the peer may still send on the connection
 	recvUnacked    int32 // consumed connection credit not yet returned
@@ -839,17 +839,17 @@ type stream struct {
 	localDone   bool  // END_STREAM or RST_STREAM sent
 	remoteDone  bool  // END_STREAM or RST_STREAM received
 	removed     bool
-	counted     bool // in core.active
+	counted     bool      // in core.active
 	cond        sync.Cond // data, end, head or error arrived
 	buf         []byte    // received, not yet read
 	roff        int
 	trailer     map[string][]string
 	declLen     int64 // content-length, -1 when absent
 	gotLen      int64
-	onRemove    func()         // the connection's hook, mu held
-	abort       func()         // cancels the stream's request context when it is removed
-	owner       any            // *serverStream or *clientStream
-	responded   bool           // server: the response head was sent (for rapid reset)
+	onRemove    func() // the connection's hook, mu held
+	abort       func() // cancels the stream's request context when it is removed
+	owner       any    // *serverStream or *clientStream
+	responded   bool   // server: the response head was sent (for rapid reset)
 }
 
 func (st *stream) init(c *core, id uint32) {
@@ -942,4 +942,3 @@ func putBuf(b []byte) {
 
 // dataBufPool holds the buffers DATA is written from (request bodies, relayed bodies).
 var dataBufPool = sync.Pool{New: func() any { b := make([]byte, maxDataFrameChunk); return &b }}
-

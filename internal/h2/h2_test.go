@@ -98,8 +98,8 @@ func TestInteropWithNetHTTP(t *testing.T) {
 		c    *http.Client
 		addr string
 	}{
-		"std client → meshd server": {stdClient(), meshSrv},
-		"meshd client → std server": {&http.Client{Transport: tr}, std},
+		"std client → meshd server":   {stdClient(), meshSrv},
+		"meshd client → std server":   {&http.Client{Transport: tr}, std},
 		"meshd client → meshd server": {&http.Client{Transport: tr}, meshSrv},
 	}
 	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
