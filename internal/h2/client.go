@@ -298,7 +298,6 @@ type clientStream struct {
 	resp    http.Response
 	body    responseBody
 	gotHead bool // (mu)
-	stopCtx func() bool
 }
 
 func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
@@ -319,7 +318,7 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 		st.onRemove = cc.unreserveLocked
 		st.localDone = !hasBody
 		cc.streams[id] = st
-		cc.streamsOpen++
+		cc.streamsOpen.Add(1)
 		cc.mu.Unlock()
 		return cc.writeHeadersLocked(id, !hasBody, cs.encodeRequest)
 	})
@@ -334,10 +333,14 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 	cc.cnt.Streams.Add(1)
 	ctx := req.Context()
 	if ctx.Done() != nil {
-		cs.stopCtx = context.AfterFunc(ctx, func() {
-			cc.resetStream(st, http2.ErrCodeCancel, ctx.Err())
-		})
-		st.abort = func() { cs.stopCtx() }
+		cc.mu.Lock()
+		if !st.removed {
+			stop := context.AfterFunc(ctx, func() {
+				cc.resetStream(st, http2.ErrCodeCancel, ctx.Err())
+			})
+			st.abort = func() { stop() }
+		}
+		cc.mu.Unlock()
 	}
 	if hasBody {
 		go cs.writeBody()
@@ -373,6 +376,7 @@ func (cs *clientStream) encodeRequest(e *hpack.Encoder) {
 	_ = e.WriteField(hpack.HeaderField{Name: ":path", Value: path})
 	encodeHeader(e, r.Header, nil)
 	if _, ok := r.Header["Trailer"]; !ok && len(r.Trailer) > 0 {
+		// Only the keys are read here: their values are filled when the body ends.
 		// Announce the trailers: servers (net/http's among them) keep only announced ones.
 		names := make([]byte, 0, 32)
 		for k := range r.Trailer {
@@ -473,7 +477,26 @@ func (cs *clientStream) sendData(p []byte, end bool) error {
 // responseBody is a response's body: the stream's received data.
 type responseBody struct{ cs *clientStream }
 
-func (b *responseBody) Read(p []byte) (int, error) { return b.cs.stream.read(p) }
+func (b *responseBody) Read(p []byte) (int, error) {
+	n, err := b.cs.stream.read(p)
+	if err == io.EOF {
+		st := &b.cs.stream
+		st.c.mu.Lock()
+		t := st.trailer
+		st.trailer = nil
+		st.c.mu.Unlock()
+		if t != nil {
+			r := &b.cs.resp
+			if r.Trailer == nil {
+				r.Trailer = make(http.Header, len(t))
+			}
+			for k, v := range t {
+				r.Trailer[k] = v
+			}
+		}
+	}
+	return n, err
+}
 
 // Close abandons what is left of the response (RST_STREAM CANCEL).
 func (b *responseBody) Close() error {
@@ -640,11 +663,10 @@ func (cc *clientConn) onHeaders(f *http2.HeadersFrame) error {
 			return nil
 		}
 		cc.mu.Lock()
-		if cs.resp.Trailer == nil {
-			cs.resp.Trailer = make(http.Header, len(hb.header))
-		}
-		for k, v := range hb.header {
-			cs.resp.Trailer[k] = v
+		// Kept on the stream: the body's reader fills resp.Trailer when it reaches the
+		// end (responseBody.Read), where readers of the map expect it.
+		if len(hb.header) > 0 {
+			st.trailer = hb.header
 		}
 		cc.endRemoteLocked(st)
 		cc.mu.Unlock()

@@ -291,8 +291,8 @@ type core struct {
 	wuFrames    int64
 	prioFrames  int64
 	dataSent    atomic.Int64
-	streamsOpen int64 // streams the peer opened (server) or we opened (client)
-	resets      int64 // streams reset prematurely by the peer
+	streamsOpen atomic.Int64 // streams the peer opened (server) or we opened (client)
+	resets      int64        // streams reset prematurely by the peer
 }
 
 func (c *core) init(nc net.Conn, br *bufio.Reader, lim Limits, cnt *Counters) {
@@ -640,7 +640,7 @@ func (c *core) handlePing(f *http2.PingFrame) error {
 // stream to reset.
 func (c *core) handleWindowUpdate(f *http2.WindowUpdateFrame) (*stream, error) {
 	c.wuFrames++
-	if c.wuFrames > 1+2*(c.streamsOpen+int64(c.lim.WindowUpdatesPerData)*c.dataSent.Load()) {
+	if c.wuFrames > 1+2*(c.streamsOpen.Load()+int64(c.lim.WindowUpdatesPerData)*c.dataSent.Load()) {
 		return nil, flood(FloodWindowUpdate, "WINDOW_UPDATE frames past the limit")
 	}
 	c.mu.Lock()
@@ -667,7 +667,7 @@ func (c *core) handleWindowUpdate(f *http2.WindowUpdateFrame) (*stream, error) {
 
 func (c *core) handlePriority() error {
 	c.prioFrames++
-	if c.prioFrames > int64(c.lim.PriorityPerStream)*(1+c.streamsOpen) {
+	if c.prioFrames > int64(c.lim.PriorityPerStream)*(1+c.streamsOpen.Load()) {
 		return flood(FloodPriority, "PRIORITY frames past the limit")
 	}
 	return nil

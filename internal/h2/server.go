@@ -434,7 +434,7 @@ func (sc *serverConn) onHeaders(f *http2.HeadersFrame) error {
 		return nil
 	}
 	ss := sc.newStream(id, f.StreamEnded())
-	sc.streamsOpen++
+	sc.streamsOpen.Add(1)
 	sc.cnt.Streams.Add(1)
 	sc.handlers.Add(1)
 	go sc.run(ss)
@@ -467,11 +467,10 @@ func (sc *serverConn) onTrailers(st *stream, f *http2.HeadersFrame) error {
 		sc.resetStream(st, http2.ErrCodeProtocol, &StreamError{Code: http2.ErrCodeProtocol, Cause: errors.New("body shorter than content-length")})
 		return nil
 	}
-	ss := st.owner.(*serverStream)
-	if ss.req.Trailer != nil {
-		for k, v := range hb.header {
-			ss.req.Trailer[k] = v
-		}
+	// Kept on the stream: the request's Trailer map is filled by the body's reader when
+	// it reaches the end (requestBody.Read), where readers of the map expect it.
+	if len(hb.header) > 0 {
+		st.trailer = hb.header
 	}
 	sc.endRemoteLocked(st)
 	sc.mu.Unlock()
@@ -566,13 +565,14 @@ func (sc *serverConn) onReset(f *http2.RSTStreamFrame) error {
 	}
 	st.failLocked(&StreamError{Code: f.ErrCode, Remote: true})
 	sc.removeLocked(st)
-	rapid := sc.streamsOpen >= int64(sc.lim.RapidResetStreams) && sc.resets*2 >= sc.streamsOpen
+	opened := sc.streamsOpen.Load()
+	rapid := opened >= int64(sc.lim.RapidResetStreams) && sc.resets*2 >= opened
 	sc.mu.Unlock()
 	if ss, ok := st.owner.(*serverStream); ok {
 		ss.cancel()
 	}
 	if rapid {
-		return flood(FloodRapidReset, fmt.Sprintf("%d of %d streams reset before their response", sc.resets, sc.streamsOpen))
+		return flood(FloodRapidReset, fmt.Sprintf("%d of %d streams reset before their response", sc.resets, opened))
 	}
 	return nil
 }
@@ -646,8 +646,15 @@ func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 		}
 		ss.body.ss = ss
 		r.Body = &ss.body
-		if _, ok := r.Header["Trailer"]; ok || hb.header.Get("Te") != "" || hb.contentLength < 0 {
+		if decl, ok := r.Header["Trailer"]; ok || hb.header.Get("Te") != "" || hb.contentLength < 0 {
+			// As net/http: the announced names are keys from the start (nil values), the
+			// values arrive with the end of the body.
 			r.Trailer = make(http.Header)
+			for _, d := range decl {
+				for name := range splitComma(d) {
+					r.Trailer[http.CanonicalHeaderKey(name)] = nil
+				}
+			}
 		}
 	}
 	ss.rw.ss = ss
@@ -723,7 +730,18 @@ type requestBody struct{ ss *serverStream }
 
 func (b *requestBody) Read(p []byte) (int, error) {
 	n, err := b.ss.stream.read(p)
-	if err != nil && err != io.EOF {
+	if err == io.EOF {
+		st := &b.ss.stream
+		st.c.mu.Lock()
+		t := st.trailer
+		st.trailer = nil
+		st.c.mu.Unlock()
+		if t != nil && b.ss.req.Trailer != nil {
+			for k, v := range t {
+				b.ss.req.Trailer[k] = v
+			}
+		}
+	} else if err != nil {
 		err = fmt.Errorf("http2: request body: %w", err)
 	}
 	return n, err
