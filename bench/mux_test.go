@@ -56,7 +56,7 @@ func TestRunMultiplexed(t *testing.T) {
 			stats.MaxStreams.Store(0)
 			before := stats.H2Requests.Load()
 			closed, err := Run(context.Background(), LoadSpec{Addr: tc.addr, Proto: tc.proto, Connections: conns, Streams: streams,
-				Duration: 300 * time.Millisecond, ReqBody: tc.reqBody, Timeout: 2 * time.Second})
+				Duration: 200 * time.Millisecond, ReqBody: tc.reqBody, Timeout: 2 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -78,19 +78,19 @@ func TestRunMultiplexed(t *testing.T) {
 			// Open loop: the rate is spread over conns × streams slots, and every
 			// scheduled request is sent and answered.
 			open, err := Run(context.Background(), LoadSpec{Addr: tc.addr, Proto: tc.proto, Connections: conns, Streams: streams,
-				Rate: 400, Duration: 500 * time.Millisecond, ReqBody: tc.reqBody, Timeout: 2 * time.Second})
+				Rate: 400, Duration: 250 * time.Millisecond, ReqBody: tc.reqBody, Timeout: 2 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if open.Responses() != 200 || open.ErrorCount() != 0 || open.Latency.Count() != 200 {
-				t.Errorf("open loop: %d responses, %d latencies, errors %v; want 200 and none", open.Responses(), open.Latency.Count(), open.Errors)
+			if open.Responses() != 100 || open.ErrorCount() != 0 || open.Latency.Count() != 100 {
+				t.Errorf("open loop: %d responses, %d latencies, errors %v; want 100 and none", open.Responses(), open.Latency.Count(), open.Errors)
 			}
 			ok := 200
 			if tc.proto == GRPC {
 				ok = 0 // gRPC status OK
 			}
-			if open.RetCodes[ok] != 200 {
-				t.Errorf("open loop: codes %v, want 200 × %d", open.RetCodes, ok)
+			if open.RetCodes[ok] != 100 {
+				t.Errorf("open loop: codes %v, want 100 × %d", open.RetCodes, ok)
 			}
 		})
 	}
