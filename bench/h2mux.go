@@ -495,7 +495,11 @@ func (c *muxConn) complete(id uint32, r muxResult) {
 	}
 }
 
-// writeCtrl writes a control frame built by fn (from the reader goroutine).
+// writeCtrl writes a control frame built by fn (from the reader goroutine). The
+// reader waits for wmu meanwhile: if a sender holding it is blocked on a full socket
+// whose peer in turn waits for the reader, the sender's write deadline (its request's)
+// ends the wait by failing the connection. Control frames are rare here (SETTINGS and
+// PING ACKs, a WINDOW_UPDATE per 512 MiB received), so this is not worth a queue.
 func (c *muxConn) writeCtrl(fn func(*http2.Framer) error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()

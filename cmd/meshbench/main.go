@@ -85,7 +85,7 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 	baselineHelp := "a second meshd binary (e.g. the build before a change), run as scenario " + bench.ScenarioMeshdBaseline +
 		": the meshd scenario (same config and pinning) with this binary, interleaved with the others"
 	var (
-		target    = fs.String("target", "", "measure this http:// URL instead of the built-in scenarios")
+		target    = fs.String("target", "", "measure this http:// URL instead of the built-in scenarios (with --proto grpc its path is the method, / for "+bench.GRPCMethod+")")
 		host      = fs.String("host", "", "with --target: the Host header to send (e.g. a virtual service name at a meshd egress port)")
 		scenarios = fs.String("scenarios", strings.Join(bench.AllScenarios(), ","), scenariosHelp)
 		protoS    = fs.String("proto", "h1", "protocol from the load generator: h1 (HTTP/1.1 keep-alive), h2c, or grpc (unary calls of "+bench.GRPCMethod+" by a grpc-go client, h2c to the upstream)")
@@ -112,6 +112,8 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 		fmt.Fprintf(stderr, "Before/after of a meshd change, as ratios to haproxy in one interleaved run:\n"+
 			"  meshbench --cpus 0:1:1 --meshd bin/meshd %s /tmp/meshd-before --scenarios %s,%s,%s\n\n",
 			bench.BaselineMeshdFlag, bench.ScenarioMeshdBaseline, bench.ScenarioMeshd, bench.ScenarioHAProxy)
+		fmt.Fprintf(stderr, "Multiplexed HTTP/2 (10 streams per connection, as h2load -m 10) and unary gRPC:\n"+
+			"  meshbench --cpus 0:1:1 --proto h2c --streams 10\n  meshbench --cpus 0:1:1 --proto grpc --streams 10\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
