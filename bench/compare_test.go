@@ -552,7 +552,7 @@ func TestCompareRealRunMultiplexed(t *testing.T) {
 				plan.Scenarios = slices.DeleteFunc(plan.Scenarios, isMeshd)
 			}
 			plan.Phases = []Phase{
-				{Name: "fixed-200", Rate: 200, Connections: 2, Streams: 4, Duration: 250 * time.Millisecond},
+				{Name: "fixed-400", Rate: 400, Connections: 2, Streams: 4, Duration: 125 * time.Millisecond},
 				{Name: "max", Connections: 2, Streams: 4, Duration: 100 * time.Millisecond},
 			}
 			rep, err := Compare(context.Background(), plan)
@@ -571,7 +571,7 @@ func TestCompareRealRunMultiplexed(t *testing.T) {
 					t.Errorf("%s %s: proto %q, %d streams, errors %v", r.Scenario, r.Phase, r.Proto, r.Streams, r.Errors)
 				}
 				switch r.Phase {
-				case "fixed-200":
+				case "fixed-400":
 					if r.Requests != 50 {
 						t.Errorf("%s %s: %d requests, want 50", r.Scenario, r.Phase, r.Requests)
 					}

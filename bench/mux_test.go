@@ -3,6 +3,9 @@ package bench
 import (
 	"context"
 	"net"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -56,7 +59,7 @@ func TestRunMultiplexed(t *testing.T) {
 			stats.MaxStreams.Store(0)
 			before := stats.H2Requests.Load()
 			closed, err := Run(context.Background(), LoadSpec{Addr: tc.addr, Proto: tc.proto, Connections: conns, Streams: streams,
-				Duration: 200 * time.Millisecond, ReqBody: tc.reqBody, Timeout: 2 * time.Second})
+				Duration: 150 * time.Millisecond, ReqBody: tc.reqBody, Timeout: 2 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -78,19 +81,19 @@ func TestRunMultiplexed(t *testing.T) {
 			// Open loop: the rate is spread over conns × streams slots, and every
 			// scheduled request is sent and answered.
 			open, err := Run(context.Background(), LoadSpec{Addr: tc.addr, Proto: tc.proto, Connections: conns, Streams: streams,
-				Rate: 400, Duration: 250 * time.Millisecond, ReqBody: tc.reqBody, Timeout: 2 * time.Second})
+				Rate: 400, Duration: 125 * time.Millisecond, ReqBody: tc.reqBody, Timeout: 2 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if open.Responses() != 100 || open.ErrorCount() != 0 || open.Latency.Count() != 100 {
-				t.Errorf("open loop: %d responses, %d latencies, errors %v; want 100 and none", open.Responses(), open.Latency.Count(), open.Errors)
+			if open.Responses() != 50 || open.ErrorCount() != 0 || open.Latency.Count() != 50 {
+				t.Errorf("open loop: %d responses, %d latencies, errors %v; want 50 and none", open.Responses(), open.Latency.Count(), open.Errors)
 			}
 			ok := 200
 			if tc.proto == GRPC {
 				ok = 0 // gRPC status OK
 			}
-			if open.RetCodes[ok] != 100 {
-				t.Errorf("open loop: codes %v, want 100 × %d", open.RetCodes, ok)
+			if open.RetCodes[ok] != 50 {
+				t.Errorf("open loop: codes %v, want 50 × %d", open.RetCodes, ok)
 			}
 		})
 	}
@@ -164,4 +167,44 @@ func TestMuxLargeBodies(t *testing.T) {
 		t.Errorf("%d responses (upstream %d), errors %v", res.Responses(), stats.H2Requests.Load(), res.Errors)
 	}
 	t.Logf("%d responses, peak %d streams", res.Responses(), res.PeakStreams)
+}
+
+// nginx ends each HTTP/2 connection with GOAWAY after 20 requests here: the streams it
+// did not take are sent again on a new connection, so none fails.
+func TestMuxGoAwayNginx(t *testing.T) {
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		t.Skip("nginx not installed (apt-get install nginx-light)")
+	}
+	up := startUpstream(t, UpstreamConfig{BodySize: 63})
+	dir := t.TempDir()
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := NginxConfig(dir, port, up, H2C)
+	for _, d := range []string{"http2_max_requests", "keepalive_requests"} {
+		cfg = strings.ReplaceAll(cfg, d+" 1000000;", d+" 20;")
+	}
+	p, err := writeFile(dir, "nginx.conf", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc, err := StartProc(ProcSpec{Name: "nginx", Argv: []string{bin, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", p}, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proc.Stop()
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	if err := proc.WaitReady(context.Background(), startTimeout, dialCheck(addr)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(context.Background(), LoadSpec{Addr: addr, Proto: H2C, Connections: 2, Streams: 8,
+		Duration: 300 * time.Millisecond, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK < 200 || res.ErrorCount() != 0 {
+		t.Errorf("ok %d errors %v; want over 200 (10 connections ended by GOAWAY) and none", res.OK, res.Errors)
+	}
 }
