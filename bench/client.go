@@ -23,18 +23,26 @@ type Proto string
 const (
 	H1  Proto = "h1"  // HTTP/1.1 with keep-alive
 	H2C Proto = "h2c" // HTTP/2 over cleartext, prior knowledge
+	// GRPC is unary gRPC calls of GRPCMethod by a grpc-go client, over h2c.
+	GRPC Proto = "grpc"
 )
 
-// ParseProto accepts h1, http1.1, h2c, h2.
+// ParseProto accepts h1, http1.1, h2c, h2, grpc.
 func ParseProto(s string) (Proto, error) {
 	switch s {
 	case "h1", "http1.1", "http/1.1", "":
 		return H1, nil
 	case "h2c", "h2":
 		return H2C, nil
+	case "grpc":
+		return GRPC, nil
 	}
-	return "", fmt.Errorf("protocol %q: want h1 or h2c", s)
+	return "", fmt.Errorf("protocol %q: want h1, h2c or grpc", s)
 }
+
+// Multiplexes says whether proto can carry more than one request at a time on a
+// connection (LoadSpec.Streams > 1).
+func (p Proto) Multiplexes() bool { return p == H2C || p == GRPC }
 
 // Error kinds counted in Result.Errors. Non-2xx/3xx answers count as "http_NNN".
 const (
@@ -47,13 +55,32 @@ const (
 	ErrNotSent  = "not_sent" // scheduled within the run but never sent before the drain deadline
 )
 
-// requester sends one request at a time over one connection it owns. It is used by
-// exactly one worker goroutine.
+// requester sends one request at a time, over one connection it owns or as one of
+// the stream slots of a shared connection (connRequesters). It is used by exactly one
+// worker goroutine.
 type requester interface {
 	// do sends a request and reads the whole response by deadline. On error the
 	// requester has already dropped its connection and redials on the next call.
 	do(ctx context.Context, deadline time.Time) (status int, err error)
 	close()
+}
+
+// streamPeaker is a requester on a connection shared by several slots; it reports
+// the most requests that were in flight on that connection at once.
+type streamPeaker interface {
+	peakStreams() int
+}
+
+// connRequesters returns the requesters of one connection: streams of them, sharing
+// it, for a multiplexed phase or gRPC; otherwise the one requester that owns it.
+func connRequesters(proto Proto, streams int, t target) []requester {
+	switch {
+	case proto == GRPC:
+		return newGRPCConn(t, streams)
+	case proto == H2C && streams > 1:
+		return newH2Mux(t, streams)
+	}
+	return []requester{newRequester(proto, t)}
 }
 
 type target struct {
@@ -64,8 +91,11 @@ type target struct {
 }
 
 func newRequester(proto Proto, t target) requester {
-	if proto == H2C {
+	switch proto {
+	case H2C:
 		return newH2Requester(t)
+	case GRPC:
+		return newGRPCConn(t, 1)[0]
 	}
 	method := "GET"
 	var b bytes.Buffer
@@ -221,7 +251,9 @@ func errorKind(err error) string {
 }
 
 // h2Requester sends one request at a time over its own h2c connection (prior
-// knowledge), so that Connections means TCP connections in both protocols.
+// knowledge), so that Connections means TCP connections in both protocols. It is the
+// h2c client of one-at-a-time phases (Streams 1), kept as it was so that their
+// results compare with earlier runs; multiplexed phases use h2Mux.
 type h2Requester struct {
 	t    target
 	tr   *http.Transport

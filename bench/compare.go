@@ -20,8 +20,11 @@ type Phase struct {
 	Name        string
 	Rate        float64 // req/s; 0 = closed-loop max throughput
 	Connections int
-	Duration    time.Duration // measured, per round
-	Warmup      time.Duration // per round, before each measurement
+	// Streams is the requests in flight per connection (LoadSpec.Streams): 0 or 1 one
+	// at a time, more only with Plan.Proto h2c or grpc.
+	Streams  int
+	Duration time.Duration // measured, per round
+	Warmup   time.Duration // per round, before each measurement
 }
 
 // Plan is one invocation of the harness.
@@ -83,6 +86,9 @@ func Compare(ctx context.Context, plan Plan) (*Report, error) {
 	for _, ph := range plan.Phases {
 		if ph.Connections <= 0 || ph.Duration <= 0 {
 			return nil, fmt.Errorf("phase %q: connections %d and duration %v must be > 0", ph.Name, ph.Connections, ph.Duration)
+		}
+		if ph.Streams < 0 || ph.Streams > 1 && !plan.Proto.Multiplexes() {
+			return nil, fmt.Errorf("phase %q: %d streams per connection: want 1 for %s (only h2c and grpc multiplex)", ph.Name, ph.Streams, plan.Proto)
 		}
 	}
 	rep := &Report{Harness: "meshbench", Started: time.Now().UTC(), Machine: ReadMachine(), Proto: string(plan.Proto),
@@ -270,17 +276,38 @@ func targetInstance(raw string) (*instance, error) {
 	return &instance{name: ScenarioTarget, addr: addr, host: u.Host, path: path}, nil
 }
 
-// smoke sends one request so that a scenario that answers wrongly is reported as
-// failed rather than measured.
+// smoke sends one request with each client the phases use (one at a time, and
+// multiplexed when a phase has Streams > 1) so that a scenario that answers wrongly is
+// reported as failed rather than measured.
 func smoke(ctx context.Context, plan Plan, in *instance) error {
-	r := newRequester(plan.Proto, target{addr: in.addr, host: in.host, path: pathOr(in.path), reqBody: plan.ReqBody})
-	defer r.close()
-	status, err := r.do(ctx, time.Now().Add(5*time.Second))
-	if err != nil {
-		return fmt.Errorf("%s: first request: %w", in.name, err)
+	t := target{addr: in.addr, host: in.host, path: pathOr(in.path), reqBody: plan.ReqBody}
+	want := 200
+	if plan.Proto == GRPC {
+		want = 0 // status OK
 	}
-	if status != 200 {
-		return fmt.Errorf("%s: first request: status %d", in.name, status)
+	kinds := map[bool]bool{}
+	for _, ph := range plan.Phases {
+		kinds[ph.Streams > 1] = true
+	}
+	for _, multi := range []bool{false, true} {
+		if !kinds[multi] {
+			continue
+		}
+		streams, what := 1, "first request"
+		if multi {
+			streams, what = 2, "first multiplexed request"
+		}
+		rs := connRequesters(plan.Proto, streams, t)
+		status, err := rs[0].do(ctx, time.Now().Add(5*time.Second))
+		for _, r := range rs {
+			r.close()
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", in.name, what, err)
+		}
+		if status != want {
+			return fmt.Errorf("%s: %s: status %d", in.name, what, status)
+		}
 	}
 	return nil
 }
@@ -322,7 +349,7 @@ func measure(ctx context.Context, plan Plan, ph Phase, in *instance, upstream *P
 	var before cpuWindow
 	live := &Live{}
 	prog.set(label, live, ph)
-	spec := LoadSpec{Addr: in.addr, Host: in.host, Path: in.path, Proto: plan.Proto, Connections: ph.Connections,
+	spec := LoadSpec{Addr: in.addr, Host: in.host, Path: in.path, Proto: plan.Proto, Connections: ph.Connections, Streams: ph.Streams,
 		Rate: ph.Rate, Duration: ph.Duration, Warmup: ph.Warmup, ReqBody: plan.ReqBody, Timeout: plan.Timeout, Live: live,
 		AtMeasure: func(start bool) {
 			w := read()
@@ -356,7 +383,7 @@ func newPhaseResult(plan Plan, ph Phase, in *instance) *PhaseResult {
 	return &PhaseResult{RunType: "HTTP", Labels: in.name + " " + ph.Name, StartTime: time.Now().UTC(),
 		RequestedQPS: qps, RequestedDuration: (ph.Duration * time.Duration(plan.Rounds)).String(), NumThreads: ph.Connections,
 		URL: u, Version: "meshbench", Scenario: in.name, Phase: ph.Name, Proto: string(plan.Proto),
-		Rate: ph.Rate, Connections: ph.Connections, Proxies: len(in.proxies),
+		Rate: ph.Rate, Connections: ph.Connections, Streams: max(ph.Streams, 1), Proxies: len(in.proxies),
 		res: newResult(ph.Rate > 0)}
 }
 

@@ -20,7 +20,7 @@ import (
 
 func TestPeerConfigsValidate(t *testing.T) {
 	ctx := context.Background()
-	for _, proto := range []Proto{H1, H2C} {
+	for _, proto := range []Proto{H1, H2C, GRPC} {
 		t.Run("haproxy/"+string(proto), func(t *testing.T) {
 			bin, err := exec.LookPath("haproxy")
 			if err != nil {
@@ -49,26 +49,31 @@ func TestPeerConfigsValidate(t *testing.T) {
 			}
 		})
 	}
-	t.Run("envoy", func(t *testing.T) {
-		y, err := EnvoyConfig(18081, "127.0.0.1:18082")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !strings.Contains(y, "port_value: 18081") || !strings.Contains(y, "port_value: 18082") {
-			t.Errorf("envoy config lacks the ports:\n%s", y)
-		}
-		bin, err := exec.LookPath("envoy")
-		if err != nil {
-			t.Skip("envoy not installed: config not validated")
-		}
-		p, err := writeFile(t.TempDir(), "envoy.yaml", y)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := ValidateEnvoy(ctx, bin, p); err != nil {
-			t.Error(err)
-		}
-	})
+	for _, proto := range []Proto{H1, GRPC} {
+		t.Run("envoy/"+string(proto), func(t *testing.T) {
+			y, err := EnvoyConfig(18081, "127.0.0.1:18082", proto)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(y, "port_value: 18081") || !strings.Contains(y, "port_value: 18082") {
+				t.Errorf("envoy config lacks the ports:\n%s", y)
+			}
+			if h2 := strings.Contains(y, "http2_protocol_options"); h2 != (proto == GRPC) {
+				t.Errorf("envoy config for %s: HTTP/2 upstream %v:\n%s", proto, h2, y)
+			}
+			bin, err := exec.LookPath("envoy")
+			if err != nil {
+				t.Skip("envoy not installed: config not validated")
+			}
+			p, err := writeFile(t.TempDir(), "envoy.yaml", y)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ValidateEnvoy(ctx, bin, p); err != nil {
+				t.Error(err)
+			}
+		})
+	}
 	t.Run("validator reports failure", func(t *testing.T) {
 		bin, err := exec.LookPath("haproxy")
 		if err != nil {
@@ -523,5 +528,70 @@ func TestMeshdBinaryPaths(t *testing.T) {
 		if _, err := CheckBaselineMeshd(path); err == nil || !strings.Contains(err.Error(), wantErr) {
 			t.Errorf("CheckBaselineMeshd(%q) = %v, want an error containing %q", path, err, wantErr)
 		}
+	}
+}
+
+// Multiplexed h2c (4 streams per connection) and gRPC through every scenario that
+// can carry them, as the harness starts them: every request answered, and in the
+// closed-loop phase all 4 streams of a connection in flight at once. Only a missing
+// binary may skip a scenario: each peer here is configured for both.
+func TestCompareRealRunMultiplexed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts proxies; skipped in -short")
+	}
+	meshd, why := buildMeshd(t)
+	for _, proto := range []Proto{H2C, GRPC} {
+		t.Run(string(proto), func(t *testing.T) {
+			plan := selfPlan(t)
+			plan.Proto = proto
+			plan.Meshd = meshd
+			plan.ReqBody = 10
+			plan.Scenarios = []string{ScenarioDirect, ScenarioMeshd, ScenarioMeshd2Hop, ScenarioHTTPUtil, ScenarioHAProxy, ScenarioNginx, ScenarioEnvoy}
+			if meshd == "" {
+				t.Log(why)
+				plan.Scenarios = slices.DeleteFunc(plan.Scenarios, isMeshd)
+			}
+			plan.Phases = []Phase{
+				{Name: "fixed-400", Rate: 400, Connections: 2, Streams: 4, Duration: 125 * time.Millisecond},
+				{Name: "max", Connections: 2, Streams: 4, Duration: 100 * time.Millisecond},
+			}
+			rep, err := Compare(context.Background(), plan)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range rep.Skipped {
+				if !strings.Contains(s.Reason, "not found on PATH") {
+					t.Errorf("%s did not run over %s: %s", s.Scenario, proto, s.Reason)
+				}
+			}
+			measured := map[string]bool{}
+			for _, r := range rep.Results {
+				measured[r.Scenario] = true
+				if r.Proto != string(proto) || r.Streams != 4 || r.ErrorCount != 0 {
+					t.Errorf("%s %s: proto %q, %d streams, errors %v", r.Scenario, r.Phase, r.Proto, r.Streams, r.Errors)
+				}
+				switch r.Phase {
+				case "fixed-400":
+					if r.Requests != 50 {
+						t.Errorf("%s %s: %d requests, want 50", r.Scenario, r.Phase, r.Requests)
+					}
+				case "max":
+					if r.Requests == 0 || r.PeakStreams != 4 {
+						t.Errorf("%s %s: %d requests, at most %d streams in flight on a connection; want some and 4", r.Scenario, r.Phase, r.Requests, r.PeakStreams)
+					}
+				}
+			}
+			for _, name := range plan.Scenarios {
+				if _, err := exec.LookPath(name); name != ScenarioDirect && name != ScenarioHTTPUtil && !isMeshd(name) && err != nil {
+					continue
+				}
+				if !measured[name] {
+					t.Errorf("%s was not measured over %s", name, proto)
+				}
+			}
+			if meshd == "" {
+				t.Skip(why)
+			}
+		})
 	}
 }

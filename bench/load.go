@@ -14,12 +14,20 @@ type LoadSpec struct {
 	Addr  string // host:port to connect to
 	Host  string // Host header / :authority; Addr when empty
 	Path  string // request path; "/" when empty
-	Proto Proto  // H1 (default) or H2C
+	Proto Proto  // H1 (default), H2C or GRPC
 
-	// Connections is the number of TCP connections, each with one request in flight.
+	// Connections is the number of TCP connections, each with Streams requests in
+	// flight.
 	Connections int
-	// Rate is the total request rate in req/s for an open-loop run; 0 runs closed-loop
-	// at maximum throughput.
+	// Streams is the number of requests in flight on each connection, as h2load -m:
+	// that many worker slots share each connection, each sending its next request
+	// when its last one is done (closed loop) or due (open loop). 0 or 1 is one at a
+	// time; more needs a protocol that multiplexes (H2C, GRPC). An h2c phase with
+	// Streams > 1 uses the multiplexed client (h2Mux), with 1 the one-at-a-time client
+	// of earlier runs.
+	Streams int
+	// Rate is the total request rate in req/s for an open-loop run, spread evenly over
+	// the Connections × Streams slots; 0 runs closed-loop at maximum throughput.
 	Rate     float64
 	Duration time.Duration // measured part
 	Warmup   time.Duration // unmeasured part before it, same load
@@ -53,6 +61,9 @@ type Result struct {
 	// Elapsed is the measured span: Duration, or longer if responses to requests
 	// scheduled inside it came later.
 	Elapsed time.Duration
+	// PeakStreams is the most requests the client had in flight on one connection at
+	// once (1 for one-at-a-time clients), over the whole run, warm-up included.
+	PeakStreams int
 }
 
 // Responses is the number of complete responses of any status.
@@ -93,6 +104,7 @@ func (r *Result) Merge(o *Result) {
 		r.RetCodes[k] += v
 	}
 	r.Elapsed += o.Elapsed
+	r.PeakStreams = max(r.PeakStreams, o.PeakStreams)
 }
 
 func newResult(open bool) *Result {
@@ -135,12 +147,16 @@ type worker struct {
 }
 
 // Run generates load as spec says and returns what it measured. It returns early with
-// ctx's error when ctx ends. Each connection is one goroutine owned by Run and
-// joined before it returns.
+// ctx's error when ctx ends. Each slot (connection × stream) is one goroutine owned
+// by Run and joined before it returns.
 func Run(ctx context.Context, spec LoadSpec) (*Result, error) {
 	if spec.Connections <= 0 {
 		return nil, fmt.Errorf("connections %d: must be > 0", spec.Connections)
 	}
+	if spec.Streams < 0 {
+		return nil, fmt.Errorf("streams %d: must be ≥ 0", spec.Streams)
+	}
+	streams := max(spec.Streams, 1)
 	if spec.Duration <= 0 {
 		return nil, fmt.Errorf("duration %v: must be > 0", spec.Duration)
 	}
@@ -149,6 +165,9 @@ func Run(ctx context.Context, spec LoadSpec) (*Result, error) {
 	}
 	if spec.Proto == "" {
 		spec.Proto = H1
+	}
+	if streams > 1 && !spec.Proto.Multiplexes() && spec.newRequester == nil {
+		return nil, fmt.Errorf("streams %d: %s carries one request at a time per connection (h2c and grpc multiplex)", streams, spec.Proto)
 	}
 	if spec.Host == "" {
 		spec.Host = spec.Addr
@@ -165,15 +184,26 @@ func Run(ctx context.Context, spec LoadSpec) (*Result, error) {
 	if spec.Clock == nil {
 		spec.Clock = RealClock{}
 	}
-	mk := spec.newRequester
-	if mk == nil {
+	conn := func() []requester {
+		out := make([]requester, streams)
+		for i := range out {
+			out[i] = spec.newRequester()
+		}
+		return out
+	}
+	if spec.newRequester == nil {
 		t := target{addr: spec.Addr, host: spec.Host, path: spec.Path, reqBody: spec.ReqBody}
-		mk = func() requester { return newRequester(spec.Proto, t) }
+		conn = func() []requester { return connRequesters(spec.Proto, streams, t) }
 	}
 	open := spec.Rate > 0
-	ws := make([]*worker, spec.Connections)
-	for i := range ws {
-		ws[i] = &worker{req: mk(), res: newResult(open)}
+	// Slot s of connection c is worker s·Connections + c, so that consecutive slots
+	// of the open-loop schedule go to different connections.
+	slots := spec.Connections * streams
+	ws := make([]*worker, slots)
+	for c := range spec.Connections {
+		for s, r := range conn() {
+			ws[s*spec.Connections+c] = &worker{req: r, res: newResult(open)}
+		}
 	}
 	t0 := spec.Clock.Now()
 	mStart := t0.Add(spec.Warmup)
@@ -190,7 +220,7 @@ func Run(ctx context.Context, spec LoadSpec) (*Result, error) {
 			defer wg.Done()
 			defer w.req.close()
 			if open {
-				runOpen(ctx, &spec, w, i, t0, mStart, mEnd)
+				runOpen(ctx, &spec, w, i, slots, t0, mStart, mEnd)
 			} else {
 				runClosed(ctx, &spec, w, mStart, mEnd)
 			}
@@ -211,30 +241,34 @@ func Run(ctx context.Context, spec LoadSpec) (*Result, error) {
 		return nil, fmt.Errorf("load on %s: %w", spec.Addr, err)
 	}
 	res := newResult(open)
+	res.PeakStreams = 1
 	last := mEnd
 	for _, w := range ws {
 		res.Merge(w.res)
 		if w.last.After(last) {
 			last = w.last
 		}
+		if p, ok := w.req.(streamPeaker); ok {
+			res.PeakStreams = max(res.PeakStreams, p.peakStreams())
+		}
 	}
 	res.Elapsed = last.Sub(mStart)
 	return res, nil
 }
 
-// schedTime is the open-loop schedule: request k of connection i (of c, at total rate
-// r from t0) goes at t0 + (k·c + i)/r. Computing each slot from t0, not from the
+// schedTime is the open-loop schedule: request k of slot i (of n slots, at total rate
+// r from t0) goes at t0 + (k·n + i)/r. Computing each slot from t0, not from the
 // previous slot, keeps rounding from drifting the rate.
-func schedTime(t0 time.Time, rate float64, conns, i, k int) time.Time {
-	return t0.Add(time.Duration(float64(k*conns+i) * 1e9 / rate))
+func schedTime(t0 time.Time, rate float64, n, i, k int) time.Time {
+	return t0.Add(time.Duration(float64(k*n+i) * 1e9 / rate))
 }
 
-func runOpen(ctx context.Context, spec *LoadSpec, w *worker, i int, t0, mStart, mEnd time.Time) {
+func runOpen(ctx context.Context, spec *LoadSpec, w *worker, i, slots int, t0, mStart, mEnd time.Time) {
 	s := spec.Clock.NewSleeper()
 	defer s.Stop()
 	stopAt := mEnd.Add(spec.Drain)
 	for k := 0; ; k++ {
-		sched := schedTime(t0, spec.Rate, spec.Connections, i, k)
+		sched := schedTime(t0, spec.Rate, slots, i, k)
 		if !sched.Before(mEnd) {
 			return
 		}
@@ -246,7 +280,7 @@ func runOpen(ctx context.Context, spec *LoadSpec, w *worker, i int, t0, mStart, 
 					w.res.Errors[ErrNotSent]++
 					w.errs.Add(1)
 				}
-				sched = schedTime(t0, spec.Rate, spec.Connections, i, k+1)
+				sched = schedTime(t0, spec.Rate, slots, i, k+1)
 			}
 			return
 		}
@@ -296,7 +330,7 @@ func (w *worker) send(ctx context.Context, spec *LoadSpec, sched, sent time.Time
 	w.lastErrConnect = false
 	if err != nil {
 		kind := errorKind(err)
-		w.lastErrConnect = kind == ErrConnect
+		w.lastErrConnect = kind == ErrConnect || kind == grpcUnavailable
 		if measured {
 			w.res.Errors[kind]++
 			w.last = done

@@ -263,7 +263,7 @@ func TestHTTPUtilProxy(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ServeHTTPUtil(ctx, ln, up) }()
+	go func() { done <- ServeHTTPUtil(ctx, ln, up, false) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -65,7 +65,7 @@ func writePlots(dir string, rep *Report) ([]string, error) {
 	scen := scenarioOrder(rep)
 	for _, phase := range phaseOrder(rep) {
 		p := plot.New()
-		p.Title.Text = fmt.Sprintf("Latency by percentile: %s (%s)", phase, rep.Proto)
+		p.Title.Text = fmt.Sprintf("Latency by percentile: %s (%s)", phase, protoText(rep.Proto, phaseRows(rep, phase)))
 		p.X.Label.Text = "percentile"
 		p.X.Tick.Marker = percentileTicks
 		p.Y.Label.Text = "latency (ms)"
@@ -156,7 +156,7 @@ func writeSweep(dir string, rep *Report, scen []string) ([]string, error) {
 		return nil, nil
 	}
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("Latency vs achieved rate (%s): p99 solid, p50 dashed", rep.Proto)
+	p.Title.Text = fmt.Sprintf("Latency vs achieved rate (%s): p99 solid, p50 dashed", protoText(rep.Proto, rep.Results))
 	p.X.Label.Text = "achieved rate (req/s)"
 	p.Y.Label.Text = "latency (ms)"
 	p.Y.Scale = plot.LogScale{}
@@ -221,4 +221,18 @@ func savePlot(p *plot.Plot, dir, base string) ([]string, error) {
 		files = append(files, f)
 	}
 	return files, nil
+}
+
+// protoText is the protocol for a plot title, with the streams per connection when
+// the rows share a number above 1.
+func protoText(proto string, rows []*PhaseResult) string {
+	if len(rows) == 0 || rows[0].Streams <= 1 {
+		return proto
+	}
+	for _, r := range rows {
+		if r.Streams != rows[0].Streams {
+			return proto
+		}
+	}
+	return fmt.Sprintf("%s, %d streams/connection", proto, rows[0].Streams)
 }

@@ -63,15 +63,21 @@ type PhaseResult struct {
 	URL                      string
 	DurationHistogram        FortioHistogram
 	ServiceDurationHistogram *FortioHistogram `json:",omitempty"`
-	RetCodes                 map[string]uint64
-	Errors                   map[string]uint64
+	// RetCodes counts responses by HTTP status; for proto grpc by gRPC status code
+	// ("0" is OK), and only OK calls: failed calls are in Errors as grpc_<CODE>.
+	RetCodes map[string]uint64
+	Errors   map[string]uint64
 
 	Scenario    string  `json:"scenario"`
 	Phase       string  `json:"phase"`
 	Proto       string  `json:"proto"`
 	Rate        float64 `json:"requestedRate"`
 	Connections int     `json:"connections"`
-	OpenLoop    bool    `json:"openLoop"`
+	// Streams is the requests the phase keeps in flight per connection (h2load -m);
+	// PeakStreams the most the client had in flight on one connection at once.
+	Streams     int  `json:"streamsPerConnection"`
+	PeakStreams int  `json:"peakStreamsPerConnection"`
+	OpenLoop    bool `json:"openLoop"`
 	// LatencyFrom says where latency is counted from: "scheduled" (open loop,
 	// coordinated omission corrected) or "sent" (closed loop).
 	LatencyFrom string    `json:"latencyFrom"`
@@ -173,6 +179,7 @@ func (p *PhaseResult) finish(direct *PhaseResult) {
 		s := fortioHistogram(r.Service)
 		p.ServiceDurationHistogram = &s
 	}
+	p.PeakStreams = r.PeakStreams
 	p.ActualQPS = r.Rate()
 	p.ActualDuration = int64(r.Elapsed)
 	p.DurationHistogram = fortioHistogram(r.Latency)
@@ -234,6 +241,9 @@ func WriteTable(w io.Writer, rep *Report, markdown bool) error {
 		bw.printf("meshd binaries: %s = %s, %s = %s\n", ScenarioMeshd, orNone(rep.MeshdBinary), ScenarioMeshdBaseline, rep.BaselineMeshdBinary)
 	}
 	bw.printf("Latency in ms; open-loop phases count it from the scheduled send time (coordinated omission corrected).\n")
+	if rep.Proto == string(GRPC) {
+		bw.printf("gRPC: unary calls of %s by a grpc-go client; req/s counts calls with status OK, errors are counted by status code (grpc_<CODE>).\n", GRPCMethod)
+	}
 	bw.printf("CPU µs/req is the on-CPU time (/proc schedstat, else utime+stime) of the scenario's proxy processes over the measured windows ÷ responses; RSS is the largest peak (VmHWM) of one proxy.\n")
 	for _, phase := range phaseOrder(rep) {
 		rows := phaseRows(rep, phase)
@@ -241,9 +251,13 @@ func WriteTable(w io.Writer, rep *Report, markdown bool) error {
 			continue
 		}
 		first := rows[0]
-		shape := fmt.Sprintf("max throughput, closed loop, %d connections", first.Connections)
+		conns := fmt.Sprintf("%d connections", first.Connections)
+		if first.Streams > 1 {
+			conns += fmt.Sprintf(" × %d streams (peak in flight per connection: %s)", first.Streams, peakText(rows))
+		}
+		shape := "max throughput, closed loop, " + conns
 		if first.OpenLoop {
-			shape = fmt.Sprintf("%g req/s open loop, %d connections", first.Rate, first.Connections)
+			shape = fmt.Sprintf("%g req/s open loop, %s", first.Rate, conns)
 		}
 		header := []string{"scenario", "req/s", "p50", "p90", "p99", "p99.9", "max", "+p50", "+p99", "CPU µs/req", "RSS MiB", "errors"}
 		var lines [][]string
@@ -292,6 +306,20 @@ func WriteTable(w io.Writer, rep *Report, markdown bool) error {
 		}
 	}
 	return bw.err
+}
+
+// peakText lists the scenarios' PeakStreams: one number when they agree.
+func peakText(rows []*PhaseResult) string {
+	var peaks []string
+	same := true
+	for _, r := range rows {
+		peaks = append(peaks, r.Scenario+" "+strconv.Itoa(r.PeakStreams))
+		same = same && r.PeakStreams == rows[0].PeakStreams
+	}
+	if same {
+		return strconv.Itoa(rows[0].PeakStreams)
+	}
+	return strings.Join(peaks, ", ")
 }
 
 func orNone(s string) string {

@@ -94,8 +94,11 @@ func startScenario(ctx context.Context, name string, e *env) (*instance, error) 
 	case ScenarioDirect:
 		return &instance{name: name, addr: e.upstream, host: e.upstream}, nil
 	case ScenarioHTTPUtil:
-		p, err := StartProc(ProcSpec{Name: name, Argv: []string{e.self, "internal", "httputil", "--listen", "127.0.0.1:0", "--upstream", e.upstream},
-			Env: e.selfEnv, CPUs: e.cpusProxy})
+		argv := []string{e.self, "internal", "httputil", "--listen", "127.0.0.1:0", "--upstream", e.upstream}
+		if e.proto == GRPC {
+			argv = append(argv, "--upstream-h2c")
+		}
+		p, err := StartProc(ProcSpec{Name: name, Argv: argv, Env: e.selfEnv, CPUs: e.cpusProxy})
 		if err != nil {
 			return nil, err
 		}
@@ -115,6 +118,11 @@ func startScenario(ctx context.Context, name string, e *env) (*instance, error) 
 		})
 	case ScenarioNginx:
 		return startPeer(ctx, name, e, "nginx", func(dir string, port int) ([]string, error) {
+			if e.proto == GRPC {
+				if err := nginxHasGRPC(ctx); err != nil {
+					return nil, err
+				}
+			}
 			cfg, err := writeFile(dir, "nginx.conf", NginxConfig(dir, port, e.upstream, e.proto))
 			if err != nil {
 				return nil, err
@@ -123,7 +131,7 @@ func startScenario(ctx context.Context, name string, e *env) (*instance, error) 
 		})
 	case ScenarioEnvoy:
 		return startPeer(ctx, name, e, "envoy", func(dir string, port int) ([]string, error) {
-			yaml, err := EnvoyConfig(port, e.upstream)
+			yaml, err := EnvoyConfig(port, e.upstream, e.proto)
 			if err != nil {
 				return nil, err
 			}
@@ -155,6 +163,10 @@ func startPeer(ctx context.Context, name string, e *env, bin string, args func(d
 		return nil, err
 	}
 	a, err := args(dir, port)
+	var skip *SkipError
+	if errors.As(err, &skip) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s config: %w", name, err)
 	}
@@ -221,8 +233,14 @@ const MeshdHost = "upstream.bench.local"
 // MeshdConfig returns the App Mesh-shaped config of the meshd scenarios: node
 // "client" may call upstream.bench.local, served by node "upstream" whose listener
 // is the built-in upstream's port and whose endpoint is endpoint (the upstream
-// itself for one hop, the second sidecar's ingress for two).
-func MeshdConfig(upstreamPort int, endpoint string) string {
+// itself for one hop, the second sidecar's ingress for two). That listener's
+// protocol is http (HTTP/1.1 upstream, also for h2c load, as the other scenarios), or
+// grpc for proto grpc, so meshd speaks h2c to the upstream.
+func MeshdConfig(upstreamPort int, endpoint string, proto Proto) string {
+	listenerProto := "http"
+	if proto == GRPC {
+		listenerProto = "grpc"
+	}
 	return fmt.Sprintf(`mesh: {meshName: bench, spec: {egressFilter: {type: DROP_ALL}}}
 virtualNodes:
   - virtualNodeName: client
@@ -232,12 +250,12 @@ virtualNodes:
       backends: [{virtualService: {virtualServiceName: %s}}]
   - virtualNodeName: upstream
     spec:
-      listeners: [{portMapping: {port: %d, protocol: http}}]
+      listeners: [{portMapping: {port: %d, protocol: %s}}]
       serviceDiscovery: {static: {endpoints: [%q]}}
 virtualServices:
   - virtualServiceName: %s
     spec: {provider: {virtualNode: {virtualNodeName: upstream}}}
-`, MeshdHost, upstreamPort, endpoint, MeshdHost)
+`, MeshdHost, upstreamPort, listenerProto, endpoint, MeshdHost)
 }
 
 // startMeshd starts the meshd scenarios: meshd and meshd-baseline (one sidecar, the
@@ -267,7 +285,7 @@ func startMeshd(ctx context.Context, name string, e *env) (*instance, error) {
 	if twoHop {
 		endpoint = "127.0.0.1:" + strconv.Itoa(ports[3]) // ingress of sidecar 2
 	}
-	cfg, err := writeFile(dir, "mesh.yaml", MeshdConfig(upPort, endpoint))
+	cfg, err := writeFile(dir, "mesh.yaml", MeshdConfig(upPort, endpoint, e.proto))
 	if err != nil {
 		return nil, err
 	}
@@ -299,6 +317,21 @@ func startMeshd(ctx context.Context, name string, e *env) (*instance, error) {
 		}
 	}
 	return in, nil
+}
+
+// nginxHasGRPC returns a SkipError when the nginx on PATH was built without
+// ngx_http_grpc_module, which grpc_pass needs.
+func nginxHasGRPC(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "nginx", "-V").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("nginx -V: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	if strings.Contains(string(out), "--without-http_grpc_module") {
+		return &SkipError{Reason: "nginx built --without-http_grpc_module: it cannot carry gRPC (grpc_pass)"}
+	}
+	return nil
 }
 
 func httpReady(url string) func() error {

@@ -25,7 +25,23 @@ type UpstreamConfig struct {
 	// Stall, when set, is asked before answering the n-th request (from 1) how long
 	// to hold it; tests use it to make one request slow.
 	Stall func(n uint64) time.Duration
+	// Stats, when set, receives counts of the HTTP/2 side (tests).
+	Stats *UpstreamStats
 }
+
+// UpstreamStats counts what the upstream's HTTP/2 side served.
+type UpstreamStats struct {
+	H2Requests   atomic.Uint64 // h2c requests answered, gRPC included
+	GRPCRequests atomic.Uint64 // gRPC calls of GRPCMethod answered OK
+	// MaxStreams is the most requests that were in the upstream's handler at once on
+	// one connection: above 1 only if a client multiplexed streams on it.
+	MaxStreams atomic.Int64
+}
+
+// connStreams counts the requests in the handler on one h2c connection.
+type connStreams struct{ n atomic.Int64 }
+
+type connStreamsKey struct{}
 
 // h2Preface is the HTTP/2 client connection preface (RFC 9113 §3.4).
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -34,14 +50,17 @@ const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 // every connection and returns once all its goroutines have exited. HTTP/1.1 is
 // answered by a lean hand-written responder (keep-alive, pipelining,
 // Content-Length and chunked request bodies); a connection that opens with the
-// HTTP/2 preface is served as h2c by x/net/http2. The response is 200 with a body of
-// cfg.BodySize bytes whatever the request.
+// HTTP/2 preface is served as h2c by net/http's HTTP/2 server. The response is 200
+// with a body of cfg.BodySize bytes whatever the request, except for gRPC requests
+// over h2c: GRPCMethod is answered with a BytesValue of cfg.BodySize bytes and
+// status OK, any other method with UNIMPLEMENTED.
 func ServeUpstream(ctx context.Context, ln net.Listener, cfg UpstreamConfig) error {
 	u := &upstream{cfg: cfg, conns: map[net.Conn]struct{}{}}
 	body := bytes.Repeat([]byte{'x'}, cfg.BodySize)
 	u.resp = fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", cfg.BodySize, body)
 	u.respClose = fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", cfg.BodySize, body)
 	u.body = body
+	u.grpcResp = grpcResponse(cfg.BodySize)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Connections that open with the HTTP/2 preface go to a stdlib server through
@@ -49,7 +68,10 @@ func ServeUpstream(ctx context.Context, ln net.Listener, cfg UpstreamConfig) err
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)
 	h2srv := &http.Server{Handler: http.HandlerFunc(u.serveH2), Protocols: &protos,
-		BaseContext: func(net.Listener) context.Context { return ctx }}
+		BaseContext: func(net.Listener) context.Context { return ctx },
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, connStreamsKey{}, &connStreams{})
+		}}
 	u.h2ln = &connListener{addr: ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}
 	h2done := make(chan struct{})
 	go func() {
@@ -103,6 +125,7 @@ type upstream struct {
 	// respClose tells the client the connection ends (RFC 9112 §9.6).
 	respClose []byte
 	body      []byte
+	grpcResp  []byte // GRPCMethod's answer, length-prefixed
 	h2ln      *connListener
 	n         atomic.Uint64
 	wg        sync.WaitGroup
@@ -133,6 +156,23 @@ func (u *upstream) stall(ctx context.Context) {
 }
 
 func (u *upstream) serveH2(w http.ResponseWriter, r *http.Request) {
+	if cs, ok := r.Context().Value(connStreamsKey{}).(*connStreams); ok {
+		n := cs.n.Add(1)
+		defer cs.n.Add(-1)
+		if st := u.cfg.Stats; st != nil {
+			for {
+				m := st.MaxStreams.Load()
+				if n <= m || st.MaxStreams.CompareAndSwap(m, n) {
+					break
+				}
+			}
+			defer st.H2Requests.Add(1)
+		}
+	}
+	if isGRPC(r) {
+		u.serveGRPC(w, r)
+		return
+	}
 	_, _ = io.Copy(io.Discard, r.Body)
 	u.stall(r.Context())
 	w.Header().Set("Content-Type", "text/plain")
@@ -346,12 +386,18 @@ func asciiEqualFold(b []byte, s string) bool {
 
 // ServeHTTPUtil runs the baseline a Go user would write: httputil.ReverseProxy to
 // upstream (host:port), with a keep-alive pool sized for benchmarks and h2c accepted
-// downstream. It serves until ctx ends.
-func ServeHTTPUtil(ctx context.Context, ln net.Listener, upstream string) error {
+// downstream. The upstream leg is HTTP/1.1, or h2c (prior knowledge) when
+// upstreamH2C, as gRPC needs. It serves until ctx ends.
+func ServeHTTPUtil(ctx context.Context, ln net.Listener, upstream string, upstreamH2C bool) error {
 	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: upstream})
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = 0
 	tr.MaxIdleConnsPerHost = 1024
+	if upstreamH2C {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		tr.Protocols = &p
+	}
 	rp.Transport = tr
 	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 30 * time.Second}
 	var protos http.Protocols
@@ -374,7 +420,7 @@ func ServeHTTPUtil(ctx context.Context, ln net.Listener, upstream string) error 
 // test that the harness starts by re-executing itself (Plan.Self).
 //
 //	upstream --listen ADDR --body-size N
-//	httputil --listen ADDR --upstream HOST:PORT
+//	httputil --listen ADDR --upstream HOST:PORT [--upstream-h2c]
 //
 // It prints "listening ADDR" on stdout once ready, serves until ctx ends and returns
 // the process exit code.
@@ -389,6 +435,7 @@ func RunInternal(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	listen := fs.String("listen", "127.0.0.1:0", "listen address")
 	bodySize := fs.Int("body-size", 63, "response body bytes (upstream)")
 	up := fs.String("upstream", "", "upstream host:port (httputil)")
+	upH2C := fs.Bool("upstream-h2c", false, "speak h2c to the upstream, not HTTP/1.1 (httputil; gRPC)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -406,7 +453,7 @@ func RunInternal(ctx context.Context, args []string, stdout, stderr io.Writer) i
 			log.Error("httputil: --upstream is required")
 			return 2
 		}
-		err = ServeHTTPUtil(ctx, ln, *up)
+		err = ServeHTTPUtil(ctx, ln, *up, *upH2C)
 	default:
 		ln.Close()
 		log.Error("internal: unknown subcommand", "name", args[0])

@@ -6,6 +6,8 @@
 //	meshbench --target URL         # open-loop and max-throughput load on one URL
 //	meshbench --sweep              # rates × connections for every scenario
 //	meshbench --meshd new --baseline-meshd old   # adds meshd-baseline (old) after meshd (new)
+//	meshbench --proto h2c --streams 10   # h2c, 10 concurrent streams per connection (h2load -m 10)
+//	meshbench --proto grpc               # unary gRPC calls by a grpc-go client
 //
 // `meshbench internal ...` is used by the harness itself to run its upstream and the
 // httputil baseline as separate processes.
@@ -83,10 +85,11 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 	baselineHelp := "a second meshd binary (e.g. the build before a change), run as scenario " + bench.ScenarioMeshdBaseline +
 		": the meshd scenario (same config and pinning) with this binary, interleaved with the others"
 	var (
-		target    = fs.String("target", "", "measure this http:// URL instead of the built-in scenarios")
+		target    = fs.String("target", "", "measure this http:// URL instead of the built-in scenarios (with --proto grpc its path is the method, / for "+bench.GRPCMethod+")")
 		host      = fs.String("host", "", "with --target: the Host header to send (e.g. a virtual service name at a meshd egress port)")
 		scenarios = fs.String("scenarios", strings.Join(bench.AllScenarios(), ","), scenariosHelp)
-		protoS    = fs.String("proto", "h1", "protocol from the load generator: h1 (HTTP/1.1 keep-alive) or h2c")
+		protoS    = fs.String("proto", "h1", "protocol from the load generator: h1 (HTTP/1.1 keep-alive), h2c, or grpc (unary calls of "+bench.GRPCMethod+" by a grpc-go client, h2c to the upstream)")
+		streams   = fs.Int("streams", 1, "requests in flight per connection, as h2load -m (h2c and grpc; 1 = one at a time, h2c then with the client of earlier runs)")
 		rate      = fs.Float64("rate", 1000, "fixed-rate phase: total req/s, open loop (0 disables the phase)")
 		conns     = fs.Int("connections", 8, "fixed-rate phase: connections")
 		maxConns  = fs.Int("max-connections", 50, "max-throughput phase (closed loop): connections (0 disables the phase)")
@@ -109,6 +112,8 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 		fmt.Fprintf(stderr, "Before/after of a meshd change, as ratios to haproxy in one interleaved run:\n"+
 			"  meshbench --cpus 0:1:1 --meshd bin/meshd %s /tmp/meshd-before --scenarios %s,%s,%s\n\n",
 			bench.BaselineMeshdFlag, bench.ScenarioMeshdBaseline, bench.ScenarioMeshd, bench.ScenarioHAProxy)
+		fmt.Fprintf(stderr, "Multiplexed HTTP/2 (10 streams per connection, as h2load -m 10) and unary gRPC:\n"+
+			"  meshbench --cpus 0:1:1 --proto h2c --streams 10\n  meshbench --cpus 0:1:1 --proto grpc --streams 10\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -123,6 +128,17 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 	proto, err := bench.ParseProto(*protoS)
 	if err != nil {
 		return bench.Plan{}, "", fmt.Errorf("--proto: %w", err)
+	}
+	if *streams < 1 {
+		return bench.Plan{}, "", fmt.Errorf("--streams %d: want ≥ 1", *streams)
+	}
+	if *streams > 1 && !proto.Multiplexes() {
+		return bench.Plan{}, "", fmt.Errorf("--streams %d: --proto %s carries one request at a time per connection; use --proto h2c or grpc", *streams, proto)
+	}
+	// Sweep phase names say the streams when there are several.
+	mSuffix := ""
+	if *streams > 1 {
+		mSuffix = fmt.Sprintf("-m%d", *streams)
 	}
 	plan := bench.Plan{Target: *target, TargetHost: *host, Rounds: *rounds, Proto: proto, ReqBody: *reqBody, RespBody: *respBody,
 		Timeout: *timeout, Meshd: *meshd, BaselineMeshd: *baseline}
@@ -163,16 +179,16 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 		}
 		for _, c := range cl {
 			for _, r := range rates {
-				plan.Phases = append(plan.Phases, bench.Phase{Name: fmt.Sprintf("%g/s-c%d", r, int(c)), Rate: r, Connections: int(c), Duration: *duration, Warmup: *warmup})
+				plan.Phases = append(plan.Phases, bench.Phase{Name: fmt.Sprintf("%g/s-c%d%s", r, int(c), mSuffix), Rate: r, Connections: int(c), Streams: *streams, Duration: *duration, Warmup: *warmup})
 			}
-			plan.Phases = append(plan.Phases, bench.Phase{Name: fmt.Sprintf("max-c%d", int(c)), Connections: int(c), Duration: *duration, Warmup: *warmup})
+			plan.Phases = append(plan.Phases, bench.Phase{Name: fmt.Sprintf("max-c%d%s", int(c), mSuffix), Connections: int(c), Streams: *streams, Duration: *duration, Warmup: *warmup})
 		}
 	} else {
 		if *rate > 0 {
-			plan.Phases = append(plan.Phases, bench.Phase{Name: fmt.Sprintf("fixed-%g", *rate), Rate: *rate, Connections: *conns, Duration: *duration, Warmup: *warmup})
+			plan.Phases = append(plan.Phases, bench.Phase{Name: fmt.Sprintf("fixed-%g", *rate), Rate: *rate, Connections: *conns, Streams: *streams, Duration: *duration, Warmup: *warmup})
 		}
 		if *maxConns > 0 {
-			plan.Phases = append(plan.Phases, bench.Phase{Name: "max", Connections: *maxConns, Duration: *duration, Warmup: *warmup})
+			plan.Phases = append(plan.Phases, bench.Phase{Name: "max", Connections: *maxConns, Streams: *streams, Duration: *duration, Warmup: *warmup})
 		}
 	}
 	dir := *out

@@ -62,6 +62,9 @@ func TestTargetRun(t *testing.T) {
 func TestFlagErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"--proto", "h3"},
+		{"--streams", "0"},
+		{"--streams", "4"}, // h1 has no streams
+		{"--proto", "h1", "--streams", "2"},
 		{"--cpus", "0:1"},
 		{"--sweep", "--sweep-rates", "x"},
 		{"stray"},
@@ -86,8 +89,8 @@ func TestDefaultPlan(t *testing.T) {
 		t.Errorf("scenarios %v target %q, want every scenario %v", plan.Scenarios, plan.Target, bench.AllScenarios())
 	}
 	want := []bench.Phase{
-		{Name: "fixed-1000", Rate: 1000, Connections: 8, Duration: time.Second, Warmup: 250 * time.Millisecond},
-		{Name: "max", Connections: 50, Duration: time.Second, Warmup: 250 * time.Millisecond},
+		{Name: "fixed-1000", Rate: 1000, Connections: 8, Streams: 1, Duration: time.Second, Warmup: 250 * time.Millisecond},
+		{Name: "max", Connections: 50, Streams: 1, Duration: time.Second, Warmup: 250 * time.Millisecond},
 	}
 	if !slices.Equal(plan.Phases, want) {
 		t.Errorf("phases %+v, want %+v", plan.Phases, want)
@@ -350,5 +353,63 @@ func TestInterleavedRounds(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("measured windows in order:\n got %v\nwant %v\nprogress:\n%s", got, want, stderr.String())
+	}
+}
+
+// TestStreamsAndGRPCFlags: --streams sets every phase's streams per connection and
+// names the sweep points; --proto grpc is accepted with streams too.
+func TestStreamsAndGRPCFlags(t *testing.T) {
+	var stderr bytes.Buffer
+	plan, _, err := parsePlan([]string{"--proto", "h2c", "--streams", "10"}, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Proto != bench.H2C || len(plan.Phases) != 2 {
+		t.Fatalf("proto %q phases %+v", plan.Proto, plan.Phases)
+	}
+	for _, ph := range plan.Phases {
+		if ph.Streams != 10 {
+			t.Errorf("phase %s: %d streams, want 10", ph.Name, ph.Streams)
+		}
+	}
+	plan, _, err = parsePlan([]string{"--proto", "grpc", "--streams", "4", "--sweep", "--sweep-rates", "100", "--sweep-connections", "2"}, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, ph := range plan.Phases {
+		names = append(names, ph.Name)
+	}
+	if plan.Proto != bench.GRPC || !slices.Equal(names, []string{"100/s-c2-m4", "max-c2-m4"}) {
+		t.Errorf("grpc sweep: proto %q phases %v", plan.Proto, names)
+	}
+	var help bytes.Buffer
+	_, _, _ = parsePlan([]string{"-h"}, &help)
+	for _, want := range []string{"-streams", "grpc"} {
+		if !strings.Contains(help.String(), want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+}
+
+// TestGRPCStreamsRun runs meshbench --proto grpc --streams 4 against the upstream
+// directly and through the Go relay and checks the table says the protocol, the
+// streams and how gRPC is counted.
+func TestGRPCStreamsRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes; skipped in -short")
+	}
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"--proto", "grpc", "--streams", "4", "--scenarios", "direct,go-httputil",
+		"--rate", "200", "--connections", "2", "--max-connections", "2", "--duration", "100ms", "--warmup", "0s",
+		"--rounds", "1", "--out", filepath.Join(t.TempDir(), "rep")}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	for _, want := range []string{"protocol grpc;", "errors are counted by status code", "fixed-200 (200 req/s open loop, 2 connections × 4 streams",
+		"max (max throughput, closed loop, 2 connections × 4 streams (peak in flight per connection: 4)"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, stdout.String())
+		}
 	}
 }

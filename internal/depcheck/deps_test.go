@@ -95,8 +95,10 @@ var rules = []rule{
 	// tracetest) or to an OTLP/HTTP receiver that decodes the protobuf.
 	{pkg: "proxy", deps: "config discovery internal/h2 proxy/admin proxy/forward proxy/http1 proxy/http2 proxy/l4 proxy/listen proxy/state proxy/upstream resilience telemetry telemetry/accesslog", test: "discovery/dnstest proxy/intercept telemetry/tracing github.com/miekg/dns github.com/prometheus/client_model github.com/prometheus/common " +
 		"go.opentelemetry.io/otel/sdk go.opentelemetry.io/otel/trace go.opentelemetry.io/proto/otlp google.golang.org/protobuf"},
-	// bench: the proxy's HTTP/1.1 codec, so both parse responses alike.
-	{pkg: "bench", deps: "internal/h1", mods: "golang.org/x/sys gonum.org/v1/plot"},
+	// bench: the proxy's HTTP/1.1 codec, so both parse responses alike; x/net's http2
+	// Framer and hpack for the multiplexed h2c load generator; a grpc-go client (with
+	// protobuf's BytesValue as the message) for gRPC load.
+	{pkg: "bench", deps: "internal/h1", mods: "golang.org/x/net golang.org/x/sys gonum.org/v1/plot google.golang.org/grpc google.golang.org/protobuf"},
 	// Test-only packages: only test code imports them (and internal/testutil imports netnstest).
 	{pkg: "internal/netnstest", mods: "golang.org/x/sys"},
 	{pkg: "internal/testutil", deps: "config internal/netnstest proxy", mods: "google.golang.org/grpc"},
