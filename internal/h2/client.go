@@ -32,6 +32,7 @@ type Transport struct {
 	mu    sync.Mutex
 	pools map[string]*addrPool
 	down  bool
+	work  *workers
 }
 
 type addrPool struct {
@@ -54,6 +55,7 @@ func (t *Transport) setup() {
 			t.Counters = &Counters{}
 		}
 		t.pools = make(map[string]*addrPool)
+		t.work = newWorkers()
 	})
 }
 
@@ -146,9 +148,7 @@ func (t *Transport) dial(ctx context.Context, addr string) (*clientConn, error) 
 	cc.init(nc, nil, t.lim, t.Counters)
 	lim := &cc.lim
 	err = cc.write(func() error {
-		if _, err := cc.bw.WriteString(clientPreface); err != nil {
-			return err
-		}
+		cc.pend.b = append(cc.pend.b, clientPreface...)
 		if err := cc.fr.WriteSettings(
 			http2.Setting{ID: http2.SettingEnablePush, Val: 0},
 			http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(lim.StreamWindow)},
@@ -159,7 +159,7 @@ func (t *Transport) dial(ctx context.Context, addr string) (*clientConn, error) 
 		return cc.fr.WriteWindowUpdate(0, uint32(lim.ConnWindow-initialWindow))
 	})
 	if err != nil {
-		_ = nc.Close()
+		cc.closeConn(err, false, 0, 0, "")
 		return nil, fmt.Errorf("http2: start of connection to %s: %w", addr, err)
 	}
 	cc.mu.Lock()
@@ -214,6 +214,7 @@ func (t *Transport) Close() {
 	t.down = true
 	t.mu.Unlock()
 	t.CloseIdleConnections()
+	t.work.stop()
 }
 
 // Conns is the number of open connections (all addresses).
@@ -343,7 +344,7 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 		cc.mu.Unlock()
 	}
 	if hasBody {
-		go cs.writeBody()
+		cc.t.work.spawn(cs)
 	}
 	cc.mu.Lock()
 	for !cs.gotHead && st.readErr == nil {
@@ -397,7 +398,9 @@ func (cs *clientStream) encodeRequest(e *hpack.Encoder) {
 	}
 }
 
-// writeBody streams the request body on its own goroutine (the response may come
+func (cs *clientStream) run() { cs.writeBody() }
+
+// writeBody streams the request body on a worker goroutine (the response may come
 // first: gRPC bidirectional streams), within the windows; its trailers end it.
 func (cs *clientStream) writeBody() {
 	cc, st, req := cs.cc, &cs.stream, cs.req
@@ -519,9 +522,6 @@ func (cc *clientConn) readLoop() {
 		}
 	}()
 	for {
-		if cc.br.Buffered() == 0 {
-			cc.flushIfDirty()
-		}
 		f, err := cc.fr.ReadFrame()
 		if err == nil {
 			err = cc.handle(f)

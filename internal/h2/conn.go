@@ -252,15 +252,20 @@ type core struct {
 	lim Limits
 	cnt *Counters
 
-	// The write side: wmu serializes frames into bw; waiting counts goroutines queued
-	// on wmu, so that a holder who sees none behind it flushes (the last of a burst).
+	// The write side: writers append frames to pend under wmu and wake the flusher,
+	// which writes everything pending in one syscall. The frames produced while it was
+	// busy, or before it got to run (one scheduling round), leave together; writers do
+	// not wait for the socket unless maxPending bytes are already queued.
 	wmu       sync.Mutex
-	waiting   atomic.Int32
-	bw        *bufio.Writer
+	wcond     sync.Cond // (wmu) room in pend, or the flusher stopped
+	pend      pendBuf
+	spare     []byte
+	kick      chan struct{}
+	wclosing  bool          // (wmu) the connection is closing: flush, then stop
+	flushed   chan struct{} // closed when the flusher has stopped
 	henc      *hpack.Encoder
 	hbuf      bytes.Buffer
 	werr      error
-	dirty     atomic.Bool // frames wait in bw for a flush
 	wdeadline time.Time
 
 	// mu guards the connection and stream state below, and every stream's fields
@@ -301,8 +306,11 @@ func (c *core) init(nc net.Conn, br *bufio.Reader, lim Limits, cnt *Counters) {
 		br = bufio.NewReaderSize(nc, 16<<10)
 	}
 	c.br = br
-	c.bw = bufio.NewWriterSize(&deadlineWriter{c: c}, writeBufferSize)
-	c.fr = http2.NewFramer(c.bw, br)
+	c.pend.b = make([]byte, 0, writeBufferSize)
+	c.wcond.L = &c.wmu
+	c.kick = make(chan struct{}, 1)
+	c.flushed = make(chan struct{})
+	c.fr = http2.NewFramer(&c.pend, br)
 	c.fr.SetReuseFrames()
 	c.fr.SetMaxReadFrameSize(defaultFrameSize)
 	c.lim = lim
@@ -323,86 +331,102 @@ func (c *core) init(nc net.Conn, br *bufio.Reader, lim Limits, cnt *Counters) {
 	c.closed = make(chan struct{})
 	c.ctlTokens = float64(lim.ControlBurst)
 	c.ctlLast = lim.Now()
+	go c.flusher()
 }
 
-// deadlineWriter is the socket under bw: each flush gets the write timeout, moved
-// only when it would otherwise end within a second, so steady traffic does not touch
-// the timer on every write.
-type deadlineWriter struct{ c *core }
+// pendBuf is where the Framer writes: frames wait there for the flusher.
+type pendBuf struct{ b []byte }
 
-func (w *deadlineWriter) Write(p []byte) (int, error) {
-	c := w.c
-	now := time.Now()
-	if c.wdeadline.Sub(now) < c.lim.WriteTimeout-time.Second {
-		c.wdeadline = now.Add(c.lim.WriteTimeout)
-		_ = c.nc.SetWriteDeadline(c.wdeadline)
-	}
-	return c.nc.Write(p)
+func (p *pendBuf) Write(x []byte) (int, error) {
+	p.b = append(p.b, x...)
+	return len(x), nil
 }
 
-// write runs fn under the write lock and flushes unless another writer is queued
-// (it will flush, with this writer's frames too).
+// maxPending bounds the bytes queued for the flusher; writers wait beyond it, so a
+// peer that does not read stops the writers instead of growing memory.
+const maxPending = 1 << 20
+
+// write runs fn (which writes frames) under the write lock and wakes the flusher.
 func (c *core) write(fn func() error) error {
-	c.waiting.Add(1)
 	c.wmu.Lock()
-	c.waiting.Add(-1)
-	defer c.wmu.Unlock()
-	if c.werr != nil {
-		return c.werr
+	for c.werr == nil && !c.wclosing && len(c.pend.b) >= maxPending {
+		c.wcond.Wait()
 	}
-	if err := fn(); err != nil {
-		if err != errNotUsable {
-			c.werr = err
+	if c.werr != nil || c.wclosing {
+		err := c.werr
+		c.wmu.Unlock()
+		if err == nil {
+			err = ErrConnClosed
 		}
 		return err
 	}
-	if c.waiting.Load() == 0 {
-		return c.flushLocked()
-	}
-	c.dirty.Store(true)
-	return nil
-}
-
-// writeLazy runs fn under the write lock without flushing: the reader's own frames
-// (acknowledgements, window updates) wait until it has no more input to process.
-func (c *core) writeLazy(fn func() error) {
-	c.waiting.Add(1)
-	c.wmu.Lock()
-	c.waiting.Add(-1)
-	defer c.wmu.Unlock()
-	if c.werr != nil {
-		return
-	}
-	if err := fn(); err != nil {
+	err := fn()
+	if err != nil && err != errNotUsable {
 		c.werr = err
-		return
 	}
-	c.dirty.Store(true)
-}
-
-func (c *core) flushLocked() error {
-	c.dirty.Store(false)
-	if c.bw.Buffered() == 0 {
-		return nil
-	}
-	if err := c.bw.Flush(); err != nil {
-		c.werr = err
-		return err
-	}
-	return nil
-}
-
-// flushIfDirty flushes frames a lazy writer left; the reader calls it before it waits
-// for input.
-func (c *core) flushIfDirty() {
-	if !c.dirty.Load() {
-		return
-	}
-	c.wmu.Lock()
-	if c.werr == nil {
-		_ = c.flushLocked()
-	}
+	wake := len(c.pend.b) > 0
 	c.wmu.Unlock()
+	if wake {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+// writeLazy is write for the reader's own frames (acknowledgements, window updates).
+func (c *core) writeLazy(fn func() error) { _ = c.write(fn) }
+
+// flusher writes what writers queued, one syscall per batch, until the connection
+// closes (it writes what was queued before the close first, a GOAWAY among it). The
+// write timeout is moved only when it would otherwise end within a second.
+func (c *core) flusher() {
+	defer close(c.flushed)
+	for {
+		<-c.kick
+		c.wmu.Lock()
+		buf := c.pend.b
+		closing := c.wclosing
+		if len(buf) == 0 {
+			c.wmu.Unlock()
+			if closing {
+				return
+			}
+			continue
+		}
+		c.pend.b = c.spare[:0]
+		c.wmu.Unlock()
+		now := time.Now()
+		if c.wdeadline.Sub(now) < c.lim.WriteTimeout-time.Second {
+			c.wdeadline = now.Add(c.lim.WriteTimeout)
+			_ = c.nc.SetWriteDeadline(c.wdeadline)
+		}
+		_, err := c.nc.Write(buf)
+		c.wmu.Lock()
+		if cap(buf) <= 4*writeBufferSize {
+			c.spare = buf[:0]
+		} else {
+			c.spare = make([]byte, 0, writeBufferSize)
+		}
+		if err != nil && c.werr == nil {
+			c.werr = err
+		}
+		more := len(c.pend.b) > 0
+		c.wcond.Broadcast()
+		c.wmu.Unlock()
+		if err != nil {
+			// closeConn waits for this goroutine to stop: it runs on its own.
+			go c.closeConn(fmt.Errorf("%w: write: %w", ErrConnClosed, err), false, 0, 0, "")
+			return
+		}
+		if more || closing {
+			select {
+			case c.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
 }
 
 // writeHeadersLocked encodes fields (with enc) and writes them as HEADERS and
@@ -774,6 +798,7 @@ func (c *core) removeLocked(st *stream) {
 	st.removed = true
 	st.localDone, st.remoteDone = true, true
 	c.uncountLocked(st)
+	st.releaseBuf()
 	delete(c.streams, st.id)
 	if st.abort != nil {
 		st.abort()
@@ -808,18 +833,24 @@ func (c *core) closeConn(err error, goaway bool, lastID uint32, code http2.ErrCo
 	c.sendCond.Broadcast()
 	close(c.closed)
 	c.mu.Unlock()
-	if goaway {
+	// What is queued leaves first (a GOAWAY last), within a second: a peer that does
+	// not read cannot hold the close for the write timeout.
+	c.wmu.Lock()
+	if goaway && c.werr == nil && !c.wclosing {
 		c.cnt.GoAwaySent.Add(1)
-		// A peer that does not read cannot hold the close for the write timeout.
-		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-		c.wmu.Lock()
-		if c.werr == nil {
-			if c.fr.WriteGoAway(lastID, code, []byte(debug)) == nil {
-				_ = c.flushLocked()
-			}
-		}
-		c.werr = ErrConnClosed
-		c.wmu.Unlock()
+		_ = c.fr.WriteGoAway(lastID, code, []byte(debug))
+	}
+	c.wclosing = true
+	c.wcond.Broadcast()
+	c.wmu.Unlock()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-c.flushed:
+	case <-time.After(time.Second):
 	}
 	_ = c.nc.Close()
 }
@@ -922,6 +953,11 @@ func (st *stream) read(p []byte) (int, error) {
 	if st.roff == len(st.buf) {
 		st.buf = st.buf[:0]
 		st.roff = 0
+		if st.readErr != nil {
+			// The end arrived: nothing more will be appended.
+			putBuf(st.buf)
+			st.buf = nil
+		}
 	}
 	c.mu.Unlock()
 	c.consumed(st, n)
@@ -942,3 +978,48 @@ func putBuf(b []byte) {
 
 // dataBufPool holds the buffers DATA is written from (request bodies, relayed bodies).
 var dataBufPool = sync.Pool{New: func() any { b := make([]byte, maxDataFrameChunk); return &b }}
+
+// task is work for a pooled goroutine.
+type task interface{ run() }
+
+// workers runs tasks on goroutines kept between tasks (up to maxIdle parked): a
+// request's goroutine grows its stack through the whole proxy path once, not once per
+// request, and is not created each time. stop ends the parked ones.
+type workers struct {
+	ch      chan task
+	idle    atomic.Int32
+	stopped chan struct{}
+	once    sync.Once
+}
+
+const maxIdleWorkers = 256
+
+func newWorkers() *workers { return &workers{ch: make(chan task), stopped: make(chan struct{})} }
+
+// spawn runs t on a parked worker, or a new goroutine when none waits.
+func (w *workers) spawn(t task) {
+	select {
+	case w.ch <- t:
+	default:
+		go w.loop(t)
+	}
+}
+
+func (w *workers) loop(t task) {
+	for {
+		t.run()
+		if w.idle.Add(1) > maxIdleWorkers {
+			w.idle.Add(-1)
+			return
+		}
+		select {
+		case t = <-w.ch:
+			w.idle.Add(-1)
+		case <-w.stopped:
+			w.idle.Add(-1)
+			return
+		}
+	}
+}
+
+func (w *workers) stop() { w.once.Do(func() { close(w.stopped) }) }

@@ -35,6 +35,7 @@ type Server struct {
 	mu    sync.Mutex
 	conns map[*serverConn]struct{}
 	down  bool
+	work  *workers
 	empty chan struct{} // closed when the last connection ends during Shutdown
 }
 
@@ -54,6 +55,7 @@ func (s *Server) setup() {
 			s.Log = slog.New(slog.DiscardHandler)
 		}
 		s.conns = make(map[*serverConn]struct{})
+		s.work = newWorkers()
 	})
 }
 
@@ -69,7 +71,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 	s.mu.Lock()
 	if s.down {
 		s.mu.Unlock()
-		_ = nc.Close()
+		sc.closeConn(ErrConnClosed, false, 0, 0, "")
 		return
 	}
 	s.conns[sc] = struct{}{}
@@ -102,10 +104,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		sc.goAway(http2.ErrCodeNo, "shutdown")
 	}
 	if done == nil {
+		s.work.stop()
 		return nil
 	}
 	select {
 	case <-done:
+		s.work.stop()
 		return nil
 	case <-ctx.Done():
 		_ = s.Close()
@@ -123,6 +127,7 @@ func (s *Server) Close() error {
 	for _, sc := range conns {
 		sc.closeConn(ErrConnClosed, true, sc.lastID(), http2.ErrCodeNo, "closed")
 	}
+	s.work.stop()
 	return nil
 }
 
@@ -240,9 +245,6 @@ func (sc *serverConn) serve() {
 	}
 	first := true
 	for {
-		if sc.br.Buffered() == 0 {
-			sc.flushIfDirty()
-		}
 		f, err := sc.fr.ReadFrame()
 		if first && err == nil {
 			_ = sc.nc.SetReadDeadline(time.Time{})
@@ -437,7 +439,7 @@ func (sc *serverConn) onHeaders(f *http2.HeadersFrame) error {
 	sc.streamsOpen.Add(1)
 	sc.cnt.Streams.Add(1)
 	sc.handlers.Add(1)
-	go sc.run(ss)
+	sc.srv.work.spawn(ss)
 	return nil
 }
 
@@ -680,7 +682,9 @@ func (sc *serverConn) onRemove() {
 	}
 }
 
-// run serves one request on its own goroutine.
+func (ss *serverStream) run() { ss.sc.run(ss) }
+
+// run serves one request on a worker goroutine.
 func (sc *serverConn) run(ss *serverStream) {
 	defer sc.handlers.Done()
 	defer ss.cancel()
