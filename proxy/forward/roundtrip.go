@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/meshd/meshd/balancer"
@@ -33,6 +32,7 @@ type RoundTrip struct {
 	MaxReplay int
 
 	rb       *replayBody
+	watch    *idleWatch // the idle timeout's timer, shared by the attempts and the body
 	bodyless bool
 	resp     *http.Response
 	actx     context.Context    // the final attempt's
@@ -59,17 +59,22 @@ func NewRoundTrip(out *http.Request, cl *upstream.Cluster, idle time.Duration, m
 // Exchange implements Exchanger.
 func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, error) {
 	parent := r.Out.Context()
-	actx, acancel := context.WithCancel(parent)
-	if !deadline.IsZero() {
+	var actx context.Context
+	var acancel context.CancelFunc
+	if deadline.IsZero() {
+		actx, acancel = context.WithCancel(parent)
+	} else {
 		actx, acancel = context.WithDeadline(parent, deadline)
 	}
-	// The idle timeout also bounds the wait for the response head (idleBody only covers
-	// the body): an upstream that accepts the request and then says nothing must not
-	// hold it for ever.
-	var hw *headWatch
+	// The idle timeout also bounds the wait for the response head (and, after it, the
+	// gaps in the body): an upstream that accepts the request and then says nothing must
+	// not hold it for ever. One timer per request serves every attempt and the body.
+	var gen uint64
 	if r.Idle > 0 {
-		hw = newHeadWatch(actx, r.Idle, acancel)
-		actx, acancel = hw.ctx, hw.cancelAll
+		if r.watch == nil {
+			r.watch = &idleWatch{idle: r.Idle}
+		}
+		gen = r.watch.arm(watchHead, acancel)
 	}
 	req := r.Out.WithContext(actx)
 	u := *r.Out.URL
@@ -78,11 +83,11 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 	if r.rb != nil {
 		req.Body = r.rb.attempt()
 	}
-	if hw != nil && req.Body != nil && req.Body != http.NoBody {
-		req.Body = &activityBody{ReadCloser: req.Body, hw: hw}
+	if r.watch != nil && req.Body != nil && req.Body != http.NoBody {
+		req.Body = &activityBody{ReadCloser: req.Body, w: r.watch, gen: gen}
 	}
 	resp, err := r.Cluster.RoundTripper().RoundTrip(req)
-	stalled := hw.stop()
+	stalled := r.watch.endHead(gen)
 	if err != nil {
 		deadlineHit := errors.Is(actx.Err(), context.DeadlineExceeded)
 		acancel()
@@ -103,9 +108,9 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 		return 0, err
 	}
 	// The idle timeout cancels the exchange when the response body makes no progress.
-	if r.Idle > 0 {
-		r.idleBody = &idleBody{ReadCloser: resp.Body, idle: r.Idle}
-		r.idleBody.timer = time.AfterFunc(r.Idle, r.idleBody.fire(acancel))
+	if r.watch != nil {
+		bgen := r.watch.arm(watchBody, acancel)
+		r.idleBody = &idleBody{ReadCloser: resp.Body, w: r.watch, gen: bgen}
 		resp.Body = r.idleBody
 	}
 	r.resp, r.actx, r.cancel = resp, actx, acancel
@@ -151,7 +156,7 @@ func (r *RoundTrip) TimeoutCause() error {
 	if r.actx != nil && errors.Is(r.actx.Err(), context.DeadlineExceeded) {
 		return fmt.Errorf("the request timeout passed mid-response: %w", context.DeadlineExceeded)
 	}
-	if r.idleBody != nil && r.idleBody.fired.Load() {
+	if r.watch != nil && r.watch.bodyFired() {
 		return fmt.Errorf("no response data within the idle timeout %v: %w", r.Idle, context.DeadlineExceeded)
 	}
 	return nil
@@ -169,6 +174,9 @@ func (r *RoundTrip) Close() {
 	if r.cancel != nil {
 		r.cancel()
 		r.cancel = nil
+	}
+	if r.watch != nil {
+		r.watch.stop()
 	}
 }
 
@@ -309,100 +317,127 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 // Close leaves src open: the downstream request owns it.
 func (a *attemptBody) Close() error { return nil }
 
-// idleBody cancels an exchange whose body has not delivered a byte for idle.
-type idleBody struct {
-	io.ReadCloser
-	idle  time.Duration
-	timer *time.Timer
-	fired atomic.Bool
-}
-
-// headWatch cancels an attempt whose response head does not arrive within idle of the
-// last sign of life (the request sent, or a request body read). stop ends the watch
-// when RoundTrip returns; after it, touches do nothing, so a request body still
-// streaming (gRPC bidi) cannot re-arm it.
-type headWatch struct {
-	ctx       context.Context
-	cancel    context.CancelFunc // the watch's own context
-	cancelAll context.CancelFunc // the watch's and the attempt's
-	idle      time.Duration
-	timer     *time.Timer
+// idleWatch is a request's idle timeout: one timer, armed for each attempt's wait
+// for the response head and then for the gaps in the final response's body. Each arm
+// starts a generation; activity and stops of an older one (a body writer of an
+// abandoned attempt may still be reading) are ignored.
+type idleWatch struct {
+	idle time.Duration
 
 	mu      sync.Mutex
-	stopped bool
-	stalled bool
+	timer   *time.Timer
+	cancel  context.CancelFunc
+	gen     uint64
+	phase   uint8
+	stalled bool // fired while waiting for a head (of generation gen)
+	fired   bool // fired during the body
 }
 
-func newHeadWatch(parent context.Context, idle time.Duration, parentCancel context.CancelFunc) *headWatch {
-	hw := &headWatch{idle: idle}
-	hw.ctx, hw.cancel = context.WithCancel(parent)
-	hw.cancelAll = func() { hw.cancel(); parentCancel() }
-	hw.timer = time.AfterFunc(idle, hw.fire)
-	return hw
+const (
+	watchOff uint8 = iota
+	watchHead
+	watchBody
+)
+
+// arm starts a phase; cancel ends the attempt when the timer fires.
+func (w *idleWatch) arm(phase uint8, cancel context.CancelFunc) uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.gen++
+	w.phase, w.cancel, w.stalled = phase, cancel, false
+	if w.timer == nil {
+		w.timer = time.AfterFunc(w.idle, w.fire)
+	} else {
+		w.timer.Reset(w.idle)
+	}
+	return w.gen
 }
 
-func (hw *headWatch) fire() {
-	hw.mu.Lock()
-	if hw.stopped {
-		hw.mu.Unlock()
+func (w *idleWatch) fire() {
+	w.mu.Lock()
+	switch w.phase {
+	case watchHead:
+		w.stalled = true
+	case watchBody:
+		w.fired = true
+	default:
+		w.mu.Unlock()
 		return
 	}
-	hw.stalled = true
-	hw.mu.Unlock()
-	hw.cancel()
+	cancel := w.cancel
+	w.phase = watchOff
+	w.mu.Unlock()
+	cancel()
 }
 
-func (hw *headWatch) touch() {
-	hw.mu.Lock()
-	if !hw.stopped {
-		hw.timer.Reset(hw.idle)
+// touch restarts the timer on activity of generation gen.
+func (w *idleWatch) touch(gen uint64) {
+	w.mu.Lock()
+	if w.gen == gen && w.phase != watchOff {
+		w.timer.Reset(w.idle)
 	}
-	hw.mu.Unlock()
+	w.mu.Unlock()
 }
 
-// stop ends the watch and reports whether it cancelled the attempt. A nil watch did not.
-func (hw *headWatch) stop() bool {
-	if hw == nil {
+// endHead ends generation gen's wait for a head and reports whether the timer cut it.
+// A nil watch did not.
+func (w *idleWatch) endHead(gen uint64) bool {
+	if w == nil {
 		return false
 	}
-	hw.mu.Lock()
-	defer hw.mu.Unlock()
-	hw.stopped = true
-	hw.timer.Stop()
-	return hw.stalled
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.gen != gen {
+		return false
+	}
+	if w.phase == watchHead {
+		w.phase = watchOff
+		w.timer.Stop()
+	}
+	return w.stalled
 }
 
-// activityBody is a request body whose reads count as activity for a headWatch.
+func (w *idleWatch) bodyFired() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.fired
+}
+
+func (w *idleWatch) stop() {
+	w.mu.Lock()
+	w.phase = watchOff
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.mu.Unlock()
+}
+
+// activityBody is a request body whose reads count as activity for the idle watch.
 type activityBody struct {
 	io.ReadCloser
-	hw *headWatch
+	w   *idleWatch
+	gen uint64
 }
 
 func (a *activityBody) Read(p []byte) (int, error) {
 	n, err := a.ReadCloser.Read(p)
 	if n > 0 {
-		a.hw.touch()
+		a.w.touch(a.gen)
 	}
 	return n, err
 }
 
-// fire returns the timer's function: it records that the idle timeout cut the body.
-func (b *idleBody) fire(cancel context.CancelFunc) func() {
-	return func() {
-		b.fired.Store(true)
-		cancel()
-	}
+// idleBody is a response body whose reads restart the idle watch.
+type idleBody struct {
+	io.ReadCloser
+	w   *idleWatch
+	gen uint64
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if n > 0 {
-		b.timer.Reset(b.idle)
+		b.w.touch(b.gen)
 	}
 	return n, err
-}
-
-func (b *idleBody) Close() error {
-	b.timer.Stop()
-	return b.ReadCloser.Close()
 }
