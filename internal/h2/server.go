@@ -789,6 +789,16 @@ func (w *responseWriter) Header() http.Header {
 	return w.header
 }
 
+// AdoptHeader makes h the response's header map when the handler has set no field yet
+// (a proxy relaying a response head it owns), saving a copy; false: copy instead.
+func (w *responseWriter) AdoptHeader(h http.Header) bool {
+	if w.wroteHeader || len(w.header) > 0 {
+		return false
+	}
+	w.header = h
+	return true
+}
+
 func (w *responseWriter) WriteHeader(code int) {
 	if w.wroteHeader || code < 200 && code != 0 && code >= 100 {
 		// Informational heads are not relayed on this path (103 is advisory).

@@ -307,29 +307,58 @@ func HTTPForwarding(in http.Header, client string, ingress bool, scheme string) 
 	for k, v := range in {
 		hdr[k] = v
 	}
-	RemoveHopByHop(hdr)
-	for _, v := range in.Values("Te") {
+	return HTTPForwardingOwned(hdr, client, ingress, scheme)
+}
+
+// Shared values of the fields HTTPForwardingOwned sets (never modified).
+var (
+	valHTTP     = []string{"http"}
+	valHTTPS    = []string{"https"}
+	valTrailers = []string{"trailers"}
+)
+
+// HTTPForwardingOwned is HTTPForwarding on a header the caller owns (a request head
+// decoded for this request alone): it is changed in place and returned, saving the
+// copy.
+func HTTPForwardingOwned(hdr http.Header, client string, ingress bool, scheme string) http.Header {
+	te := false
+	for _, v := range hdr["Te"] {
 		if httpguts.HeaderValuesContainsToken([]string{v}, "trailers") {
-			hdr.Set("Te", "trailers")
+			te = true
 		}
+	}
+	RemoveHopByHop(hdr)
+	if te {
+		hdr["Te"] = valTrailers
 	}
 	if client != "" {
-		var b strings.Builder
-		for _, v := range hdr.Values("X-Forwarded-For") {
-			if v != "" {
-				b.WriteString(v)
-				b.WriteString(", ")
+		if prior := hdr["X-Forwarded-For"]; len(prior) > 0 {
+			var b strings.Builder
+			for _, v := range prior {
+				if v != "" {
+					b.WriteString(v)
+					b.WriteString(", ")
+				}
 			}
+			b.WriteString(client)
+			hdr["X-Forwarded-For"] = []string{b.String()}
+		} else {
+			hdr["X-Forwarded-For"] = []string{client}
 		}
-		b.WriteString(client)
-		hdr.Set("X-Forwarded-For", b.String())
 	}
 	if ingress || hdr.Get("X-Forwarded-Proto") == "" {
-		hdr.Set("X-Forwarded-Proto", scheme)
+		switch scheme {
+		case "http":
+			hdr["X-Forwarded-Proto"] = valHTTP
+		case "https":
+			hdr["X-Forwarded-Proto"] = valHTTPS
+		default:
+			hdr["X-Forwarded-Proto"] = []string{scheme}
+		}
 	}
 	if hdr.Get("X-Request-Id") == "" {
 		var b [36]byte
-		hdr.Set("X-Request-Id", string(appendUUID(b[:0], rand.Uint64(), rand.Uint64())))
+		hdr["X-Request-Id"] = []string{string(appendUUID(b[:0], rand.Uint64(), rand.Uint64()))}
 	}
 	return hdr
 }

@@ -30,6 +30,8 @@ type RoundTrip struct {
 	Cluster   *upstream.Cluster
 	Idle      time.Duration
 	MaxReplay int
+	// Ctx, when set, is the client's context instead of Out's (saves a request copy).
+	Ctx context.Context
 
 	rb       *replayBody
 	watch    *idleWatch // the idle timeout's timer, shared by the attempts and the body
@@ -58,7 +60,7 @@ func NewRoundTrip(out *http.Request, cl *upstream.Cluster, idle time.Duration, m
 
 // Exchange implements Exchanger.
 func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, error) {
-	parent := r.Out.Context()
+	parent := r.parent()
 	var actx context.Context
 	var acancel context.CancelFunc
 	if deadline.IsZero() {
@@ -141,7 +143,14 @@ func (r *RoundTrip) Discard() {
 }
 
 // Wait implements Exchanger: the wait ends early when the client goes away.
-func (r *RoundTrip) Wait(d time.Duration) bool { return Sleep(r.Out.Context(), d) }
+func (r *RoundTrip) Wait(d time.Duration) bool { return Sleep(r.parent(), d) }
+
+func (r *RoundTrip) parent() context.Context {
+	if r.Ctx != nil {
+		return r.Ctx
+	}
+	return r.Out.Context()
+}
 
 // TimeoutCause reports which of meshd's own timeouts ended the final attempt, nil when
 // none did: the request's deadline (or the per-try one) passed, or the response body
@@ -181,8 +190,10 @@ func (r *RoundTrip) Close() {
 }
 
 // OutRequest builds the upstream request of a net/http path: pathQuery split into the
-// URL, an empty body as http.NoBody. hdr is the forwarded header (HTTPForwarding).
-func OutRequest(ctx context.Context, method, pathQuery, host string, hdr http.Header, body io.ReadCloser,
+// URL, an empty body as http.NoBody. hdr is the forwarded header (HTTPForwarding). Its
+// context is the background one: the client's goes in RoundTrip.Ctx (a request copy
+// less).
+func OutRequest(method, pathQuery, host string, hdr http.Header, body io.ReadCloser,
 	contentLength int64, trailer http.Header) *http.Request {
 	u := &url.URL{Scheme: "http"}
 	if i := strings.IndexByte(pathQuery, '?'); i >= 0 {
@@ -198,7 +209,7 @@ func OutRequest(ctx context.Context, method, pathQuery, host string, hdr http.He
 	if body == nil || contentLength == 0 {
 		body = http.NoBody
 	}
-	return (&http.Request{
+	req := &http.Request{
 		Method:        method,
 		URL:           u,
 		Proto:         "HTTP/1.1",
@@ -209,7 +220,8 @@ func OutRequest(ctx context.Context, method, pathQuery, host string, hdr http.He
 		ContentLength: contentLength,
 		Host:          host,
 		Trailer:       trailer,
-	}).WithContext(ctx)
+	}
+	return req
 }
 
 // replayBody keeps the first limit bytes of a request body so that a retry can send it

@@ -2,7 +2,6 @@ package http1
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -58,7 +57,7 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 	default:
 		cl = 0
 	}
-	out := forward.OutRequest(context.Background(), req.Method, target, c.rr.Authority, hdr, body, cl, trailer)
+	out := forward.OutRequest(req.Method, target, c.rr.Authority, hdr, body, cl, trailer)
 	call, idle := forward.NewCall(d, c.env.StreamIdle, forward.GRPCTimeout(c.rr.GRPC, hdr.Get("Grpc-Timeout")))
 	x := forward.NewRoundTrip(out, d.Cluster, idle, c.env.ReplayBound())
 	call.Span = c.span

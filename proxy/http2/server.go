@@ -156,12 +156,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	client, _, _ := net.SplitHostPort(r.RemoteAddr)
-	hdr := forward.HTTPForwarding(r.Header, client, s.kind == forward.Ingress, scheme)
-	out := forward.OutRequest(r.Context(), r.Method, rr.Path, r.Host, hdr, r.Body, r.ContentLength, r.Trailer)
+	// The head was decoded for this request alone (internal/h2): forwarded in place.
+	hdr := forward.HTTPForwardingOwned(r.Header, client, s.kind == forward.Ingress, scheme)
+	out := forward.OutRequest(r.Method, rr.Path, r.Host, hdr, r.Body, r.ContentLength, r.Trailer)
 	call, idle := forward.NewCall(&d, env.StreamIdle, forward.GRPCTimeout(rr.GRPC, r.Header.Get("Grpc-Timeout")))
 	call.Ctx = r.Context()
 	call.Span = span
 	x := forward.NewRoundTrip(out, d.Cluster, idle, env.ReplayBound())
+	x.Ctx = r.Context()
 	fl, err := forward.Do(&call, x)
 	rec.Attempts = call.Attempts
 	if err != nil {
@@ -176,6 +178,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer x.Close()
 	CopyResponse(w, x, &fl, rr.GRPC, rec)
 }
+
+// headerAdopter is a ResponseWriter that can take over a header map (internal/h2's).
+type headerAdopter interface{ AdoptHeader(http.Header) bool }
 
 // noteLocal records an answer meshd gave itself.
 func noteLocal(rec *telemetry.Request, status int, code string) { rec.Status, rec.Code = status, code }
@@ -193,9 +198,15 @@ func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Fligh
 		rec.Resp = forward.HTTPHeader(resp.Header)
 	}
 	forward.RemoveHopByHop(resp.Header)
-	dst := w.Header()
-	for k, v := range resp.Header {
-		dst[k] = v
+	var dst http.Header
+	if a, ok := w.(headerAdopter); ok && a.AdoptHeader(resp.Header) {
+		// The response head is this request's alone: it becomes the downstream head.
+		dst = resp.Header
+	} else {
+		dst = w.Header()
+		for k, v := range resp.Header {
+			dst[k] = v
+		}
 	}
 	announced := len(resp.Trailer)
 	if announced > 0 {
