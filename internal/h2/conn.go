@@ -19,6 +19,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -385,6 +386,10 @@ func (c *core) flusher() {
 	defer close(c.flushed)
 	for {
 		<-c.kick
+		// A woken goroutine runs next on its P, before the ones already runnable:
+		// yielding once lets the other streams' goroutines of this round queue their
+		// frames too, so they share this write.
+		runtime.Gosched()
 		c.wmu.Lock()
 		buf := c.pend.b
 		closing := c.wclosing
