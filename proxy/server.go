@@ -291,6 +291,7 @@ func New(opts Options) (*Server, error) {
 		State: &s.state, Node: opts.Node, Version: opts.Version, Token: opts.AdminToken,
 		RequireIfMatch: opts.RequireIfMatch, L4: &s.l4, LogLevel: opts.LogLevel, AccessLogs: s.accessLogStats,
 		IngressStats: &s.env.IngressStats, EgressStats: &s.env.EgressStats,
+		HTTP2:           map[string]*h2.Counters{"ingress": s.h2Counters[0], "egress": s.h2Counters[1], "upstream": s.h2Counters[2]},
 		DetailedMetrics: opts.MetricsLevel == MetricsLevelDetailed, EnvoyStatsTags: opts.EnvoyStatsTags,
 		Ready:    s.Ready,
 		Draining: s.unready.Load,

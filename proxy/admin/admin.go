@@ -26,6 +26,7 @@ import (
 	"github.com/meshd/meshd/balancer"
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/internal/h2"
 	"github.com/meshd/meshd/proxy/forward"
 	"github.com/meshd/meshd/proxy/l4"
 	"github.com/meshd/meshd/proxy/state"
@@ -58,6 +59,10 @@ type API struct {
 	// IngressStats and EgressStats are the listeners' request statistics, exported by
 	// /stats/prometheus (nil: not exported).
 	IngressStats, EgressStats *telemetry.HTTPStats
+	// HTTP2 are the HTTP/2 connection events by side: "ingress", "egress" (downstream
+	// connections of each listener) and "upstream" (every cluster's), on /stats and
+	// /stats/prometheus (nil: not exported).
+	HTTP2 map[string]*h2.Counters
 	// DetailedMetrics adds the detailed level's series to /stats/prometheus: per
 	// endpoint (an address label), latency per route and per listener, codes per
 	// listener (docs/metrics.md).
@@ -290,9 +295,38 @@ func (s *API) handleStatsText(w http.ResponseWriter, _ *http.Request) {
 			lines = append(lines, "listener."+kind+".downstream_rq_active: "+strconv.FormatInt(st.InFlight.Load(), 10))
 		}
 	}
+	for side, c := range s.HTTP2 {
+		for _, kv := range http2Counters(c) {
+			lines = append(lines, "http2."+side+"."+kv.name+": "+strconv.FormatUint(kv.v, 10))
+		}
+	}
 	sort.Strings(lines)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = io.WriteString(w, strings.Join(lines, "\n")+"\n")
+}
+
+type namedCount struct {
+	name string
+	v    uint64
+}
+
+// http2Counters lists an HTTP/2 side's counters by their /stats names (Envoy's
+// http2.* names where Envoy has one).
+func http2Counters(c *h2.Counters) []namedCount {
+	out := []namedCount{
+		{"cx_total", c.Conns.Load()},
+		{"streams_total", c.Streams.Load()},
+		{"rx_reset_refused", c.RefusedStreams.Load()},
+		{"rx_messaging_error", c.ProtocolErrors.Load()},
+		{"rx_stream_error", c.StreamErrors.Load()},
+		{"header_overflow", c.HeaderTooLarge.Load()},
+		{"goaway_sent", c.GoAwaySent.Load()},
+		{"goaway_received", c.GoAwayReceived.Load()},
+	}
+	for _, f := range h2.Floods() {
+		out = append(out, namedCount{f.String(), c.Flood(f)})
+	}
+	return out
 }
 
 // handleStats serves GET /stats?format=json from the snapshot in force. It runs on the admin

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/internal/h2"
 	"github.com/meshd/meshd/proxy/state"
 	"github.com/meshd/meshd/proxy/upstream"
 	"github.com/meshd/meshd/resilience"
@@ -110,6 +111,8 @@ type metricFamilies struct {
 	evTimeout, evEjectActive, evEjectEnforced, evHCSuccess, evHCFailure    *metricDef
 	evCxRx, evCxTx                                                         *metricDef
 	evDsRqTotal, evDsRqXX, evDsRqActive, evDsRqTime                        *metricDef
+	h2Conns, h2Streams, h2Refused, h2ProtoErrs, h2StreamErrs, h2HeaderBig  *metricDef
+	h2GoAwaySent, h2GoAwayRecv, h2Flood                                    *metricDef
 	all                                                                    []*metricDef
 }
 
@@ -127,6 +130,17 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.configInfo, scopeServer, "meshd_config_info", gauge, "The config in force: 1, with its version (the /config ETag).", []string{"version"})
 	def(&f.configApplied, scopeServer, "meshd_config_last_applied_timestamp_seconds", gauge, "When the config in force was applied (Unix time).", nil)
 	def(&f.accessLogLines, scopeServer, "meshd_access_log_lines_total", counter, "Access log lines by file and result: written, or dropped (queue full, write failed).", []string{"path", "result"})
+	// HTTP/2 connections by side (ingress, egress: downstream; upstream: every cluster's).
+	side := []string{"side"}
+	def(&f.h2Conns, scopeServer, "meshd_http2_connections_total", counter, "HTTP/2 connections served (ingress, egress) or dialled (upstream).", side)
+	def(&f.h2Streams, scopeServer, "meshd_http2_streams_total", counter, "HTTP/2 streams opened.", side)
+	def(&f.h2Refused, scopeServer, "meshd_http2_refused_streams_total", counter, "HTTP/2 streams meshd refused (REFUSED_STREAM: over the concurrent stream limit).", side)
+	def(&f.h2ProtoErrs, scopeServer, "meshd_http2_protocol_errors_total", counter, "HTTP/2 connections closed for a protocol violation by the peer (GOAWAY).", side)
+	def(&f.h2StreamErrs, scopeServer, "meshd_http2_stream_errors_total", counter, "HTTP/2 streams reset for a protocol violation by the peer.", side)
+	def(&f.h2HeaderBig, scopeServer, "meshd_http2_header_overflow_total", counter, "HTTP/2 header blocks over the header list size or field count limit.", side)
+	def(&f.h2GoAwaySent, scopeServer, "meshd_http2_goaway_sent_total", counter, "GOAWAY frames meshd sent.", side)
+	def(&f.h2GoAwayRecv, scopeServer, "meshd_http2_goaway_received_total", counter, "GOAWAY frames meshd received.", side)
+	def(&f.h2Flood, scopeServer, "meshd_http2_flood_closed_total", counter, "HTTP/2 connections a flood defence closed (GOAWAY ENHANCE_YOUR_CALM), by defence.", []string{"side", "defence"})
 	// Egress L4 outside any cluster.
 	def(&f.egressDropped, scopeServer, "meshd_egress_tcp_dropped_total", counter, "Egress connections closed because they matched no backend and the egressFilter is DROP_ALL.", nil)
 	def(&f.passConns, scopeServer, "meshd_passthrough_tcp_connections_total", counter, "Egress connections relayed to their original destination (ALLOW_ALL).", nil)
@@ -441,6 +455,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for _, a := range api.AccessLogs() {
 			e.emit(f.accessLogLines, float64(a.Written), a.Path, "written")
 			e.emit(f.accessLogLines, float64(a.Dropped), a.Path, "dropped")
+		}
+	}
+	for sd, h := range api.HTTP2 {
+		e.emit(f.h2Conns, float64(h.Conns.Load()), sd)
+		e.emit(f.h2Streams, float64(h.Streams.Load()), sd)
+		e.emit(f.h2Refused, float64(h.RefusedStreams.Load()), sd)
+		e.emit(f.h2ProtoErrs, float64(h.ProtocolErrors.Load()), sd)
+		e.emit(f.h2StreamErrs, float64(h.StreamErrors.Load()), sd)
+		e.emit(f.h2HeaderBig, float64(h.HeaderTooLarge.Load()), sd)
+		e.emit(f.h2GoAwaySent, float64(h.GoAwaySent.Load()), sd)
+		e.emit(f.h2GoAwayRecv, float64(h.GoAwayReceived.Load()), sd)
+		for _, fl := range h2.Floods() {
+			e.emit(f.h2Flood, float64(h.Flood(fl)), sd, fl.String())
 		}
 	}
 	if api.L4 != nil {
