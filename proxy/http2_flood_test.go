@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net"
 	"net/http"
@@ -10,8 +11,11 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
+	"github.com/meshd/meshd/internal/h2"
 	"github.com/meshd/meshd/internal/testutil"
+	"github.com/meshd/meshd/proxy"
 )
 
 // TestHTTP2FloodClosedAndCounted: an h2c client that floods meshd with PING frames
@@ -87,5 +91,60 @@ func TestHTTP2FloodClosedAndCounted(t *testing.T) {
 	r.Body.Close()
 	if r.StatusCode != 200 {
 		t.Fatalf("after the flood: %d", r.StatusCode)
+	}
+}
+
+// TestHTTP2LimitsConfigurable: Options.HTTP2 (meshd run --http2-limits) reaches the
+// downstream connections: with max-concurrent-streams=1, meshd advertises 1 and
+// refuses a second concurrent stream with REFUSED_STREAM.
+func TestHTTP2LimitsConfigurable(t *testing.T) {
+	release := make(chan struct{})
+	up := testutil.StartH2C(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { <-release }))
+	defer close(release)
+	yaml := meshDef{services: []svcDef{
+		{name: "h2.t.local", node: "h2", port: up.Port, proto: "http2", routes: []string{
+			`{http2Route: {match: {prefix: /}, action: {weightedTargets: [{virtualNode: h2, weight: 1}]}}}`}},
+	}}.yaml()
+	srv := testutil.StartMeshdOpts(t, proxy.Options{Node: "app", HTTP2: h2.Limits{MaxConcurrentStreams: 1}}, yaml)
+
+	c, err := net.Dial("tcp", srv.EgressAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fr := http2.NewFramer(c, bufio.NewReader(c))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	_ = fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "h2.t.local"}, {":path", "/"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	block := hb.Bytes()
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block, EndStream: true, EndHeaders: true})
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: block, EndStream: true, EndHeaders: true})
+	advertised := uint32(0)
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if v, ok := f.Value(http2.SettingMaxConcurrentStreams); ok {
+				advertised = v
+			}
+		case *http2.RSTStreamFrame:
+			if f.StreamID != 3 || f.ErrCode != http2.ErrCodeRefusedStream {
+				t.Fatalf("RST_STREAM %d %v, want stream 3 REFUSED_STREAM", f.StreamID, f.ErrCode)
+			}
+			if advertised != 1 {
+				t.Fatalf("SETTINGS_MAX_CONCURRENT_STREAMS %d, want 1", advertised)
+			}
+			return
+		}
 	}
 }

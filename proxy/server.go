@@ -116,6 +116,10 @@ type Options struct {
 	// PersistPath, when set, is where each applied config is written (atomically), so
 	// a restart while the config source is unreachable can come up serving it.
 	PersistPath string
+	// HTTP2 are the defences of downstream HTTP/2 connections (h2.DefaultLimits when
+	// zero, Envoy's edge defaults); the request head bounds (60 KiB, 100 fields) and the
+	// idle timeout (KeepAliveIdle) are set by meshd, whatever this says.
+	HTTP2 h2.Limits
 	// MaxReplayBody bounds the request body kept so that a retry can send it again, for
 	// every protocol; a larger body is retried only when none of it was sent. Default
 	// 64 KiB.
@@ -285,8 +289,8 @@ func New(opts Options) (*Server, error) {
 		Tracer:        opts.Tracer,
 	}
 	s.l4 = l4.Server{Env: &s.env, ConnectTimeout: opts.ConnectTimeout, Dialer: passOpts.Dialer}
-	s.h2in = http2.New(&s.env, forward.Ingress, s.h2Counters[0])
-	s.h2out = http2.New(&s.env, forward.Egress, s.h2Counters[1])
+	s.h2in = http2.New(&s.env, forward.Ingress, opts.HTTP2, s.h2Counters[0])
+	s.h2out = http2.New(&s.env, forward.Egress, opts.HTTP2, s.h2Counters[1])
 	s.api = admin.API{
 		State: &s.state, Node: opts.Node, Version: opts.Version, Token: opts.AdminToken,
 		RequireIfMatch: opts.RequireIfMatch, L4: &s.l4, LogLevel: opts.LogLevel, AccessLogs: s.accessLogStats,

@@ -100,7 +100,11 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	f.node = "frontend"
-	opts := f.options(logger, logLevel)
+	opts, err := f.options(logger, logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "meshd demo:", err)
+		return 2
+	}
 	stopTracing, err := f.startTracing(logger, &opts)
 	if err != nil {
 		fmt.Fprintln(stderr, "meshd demo:", err)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/internal/h2"
 	"github.com/meshd/meshd/proxy"
 	"github.com/meshd/meshd/router"
 	"github.com/meshd/meshd/telemetry"
@@ -154,6 +155,7 @@ type runFlags struct {
 	drainGrace   time.Duration
 	connectTO    time.Duration
 	maxReplay    int
+	http2Limits  string
 	emf          string
 	emfInterval  time.Duration
 
@@ -201,6 +203,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.drainGrace, "drain-grace", envDuration(3*time.Second, "MESHD_DRAIN_GRACE"), "after SIGTERM, how long /ready fails while the listeners keep serving, before they close and in-flight requests drain (env MESHD_DRAIN_GRACE; SIGINT skips it)")
 	fs.StringVar(&f.emf, "cloudwatch-emf", env("", "MESHD_CLOUDWATCH_EMF"), "write CloudWatch Embedded Metric Format lines (per cluster and listener: requests, 4xx, 5xx, local errors, retries, latency) to stdout, stderr or a file, for CloudWatch without an agent (env MESHD_CLOUDWATCH_EMF)")
 	fs.DurationVar(&f.emfInterval, "cloudwatch-emf-interval", envDuration(time.Minute, "MESHD_CLOUDWATCH_EMF_INTERVAL"), "how often --cloudwatch-emf lines are written (env MESHD_CLOUDWATCH_EMF_INTERVAL)")
+	fs.StringVar(&f.http2Limits, "http2-limits", env("", "MESHD_HTTP2_LIMITS"), "HTTP/2 defences of downstream connections, key=value,... over Envoy's edge defaults: "+strings.Join(h2.LimitNames(), ", ")+" (docs/http2.md) (env MESHD_HTTP2_LIMITS)")
 	fs.IntVar(&f.maxReplay, "max-replay-body", envInt(65536, "MESHD_MAX_REPLAY_BODY"), "bytes of a request body kept so a retry can send it again, for every protocol; larger bodies are retried only when none of them was sent (env MESHD_MAX_REPLAY_BODY)")
 	fs.StringVar(&f.dnsResolvers, "dns-resolver", env("", "MESHD_DNS_RESOLVER"), "DNS servers (ip or ip:port, comma-separated) for service discovery names, instead of the config's dnsResolvers and /etc/resolv.conf (env MESHD_DNS_RESOLVER)")
 	fs.DurationVar(&f.dnsMinTTL, "dns-min-ttl", envDuration(discovery.DefaultMinTTL, "MESHD_DNS_MIN_TTL"), "a followed name is re-resolved no more often than this, whatever its TTL (env MESHD_DNS_MIN_TTL)")
@@ -328,8 +331,13 @@ func (f *runFlags) loadToken() error {
 	return nil
 }
 
-func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) proxy.Options {
+func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) (proxy.Options, error) {
+	h2lim, err := h2.ParseLimits(f.http2Limits, h2.DefaultLimits())
+	if err != nil {
+		return proxy.Options{}, fmt.Errorf("--http2-limits: %w", err)
+	}
 	return proxy.Options{
+		HTTP2:                 h2lim,
 		LogLevel:              level,
 		Node:                  f.node,
 		IngressAddr:           joinHostPort(f.ingressAddr, f.ingressPort),
@@ -352,7 +360,7 @@ func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) proxy.Opti
 		PersistPath:           f.persist,
 		MetricsLevel:          f.metricsLevel,
 		EnvoyStatsTags:        f.envoyStatsTags,
-	}
+	}, nil
 }
 
 // splitList splits a comma-separated flag value, dropping empty elements.
@@ -421,7 +429,11 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 	} else {
 		src = &config.FileSource{Path: f.configPath, Logger: logger}
 	}
-	opts := f.options(logger, logLevel)
+	opts, err := f.options(logger, logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "meshd run:", err)
+		return 2
+	}
 	stopTracing, err := f.startTracing(logger, &opts)
 	if err != nil {
 		fmt.Fprintln(stderr, "meshd run:", err)

@@ -20,6 +20,9 @@ import (
 	"math"
 	"net"
 	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -1028,3 +1031,68 @@ func (w *workers) loop(t task) {
 }
 
 func (w *workers) stop() { w.once.Do(func() { close(w.stopped) }) }
+
+// limitKeys are the names ParseLimits accepts, each with the field it sets.
+var limitKeys = map[string]func(l *Limits, v float64) error{
+	"max-concurrent-streams":        func(l *Limits, v float64) error { return intLimit(&l.MaxConcurrentStreams, v, 1, 1<<31-1) },
+	"initial-stream-window":         func(l *Limits, v float64) error { return intLimit(&l.StreamWindow, v, 1, maxWindow) },
+	"initial-connection-window":     func(l *Limits, v float64) error { return intLimit(&l.ConnWindow, v, initialWindow, maxWindow) },
+	"max-continuations":             func(l *Limits, v float64) error { return intLimit(&l.MaxContinuations, v, 1, 1<<20) },
+	"max-empty-frames":              func(l *Limits, v float64) error { return intLimit(&l.MaxEmptyFrames, v, 1, 1<<20) },
+	"control-frame-burst":           func(l *Limits, v float64) error { return intLimit(&l.ControlBurst, v, 1, 1<<30) },
+	"window-updates-per-data-frame": func(l *Limits, v float64) error { return intLimit(&l.WindowUpdatesPerData, v, 1, 1<<20) },
+	"priority-frames-per-stream":    func(l *Limits, v float64) error { return intLimit(&l.PriorityPerStream, v, 1, 1<<20) },
+	"rapid-reset-streams":           func(l *Limits, v float64) error { return intLimit(&l.RapidResetStreams, v, 1, 1<<30) },
+	"control-frame-rate": func(l *Limits, v float64) error {
+		if v <= 0 {
+			return fmt.Errorf("must be above 0")
+		}
+		l.ControlRate = v
+		return nil
+	},
+}
+
+func intLimit[T int | int32 | uint32](dst *T, v float64, lo, hi float64) error {
+	if v != float64(int64(v)) || v < lo || v > hi {
+		return fmt.Errorf("must be a whole number from %v to %v", lo, hi)
+	}
+	*dst = T(v)
+	return nil
+}
+
+// LimitNames lists the keys of ParseLimits, sorted.
+func LimitNames() []string {
+	out := make([]string, 0, len(limitKeys))
+	for k := range limitKeys {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ParseLimits reads "key=value,key=value" (LimitNames) over base: the command line's
+// way to change the HTTP/2 defences. An unknown key or a value out of range is an
+// error naming it.
+func ParseLimits(s string, base Limits) (Limits, error) {
+	l := base
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, "=")
+		k = strings.TrimSpace(k)
+		set := limitKeys[k]
+		if !ok || set == nil {
+			return base, fmt.Errorf("http2 limit %q: want key=value with key one of %s", part, strings.Join(LimitNames(), ", "))
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err == nil {
+			err = set(&l, f)
+		}
+		if err != nil {
+			return base, fmt.Errorf("http2 limit %s=%s: %w", k, v, err)
+		}
+	}
+	return l, nil
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -228,5 +229,22 @@ func TestResponseBackPressure(t *testing.T) {
 	n, err := io.Copy(io.Discard, resp.Body)
 	if err != nil || n != size {
 		t.Fatalf("read %d, %v", n, err)
+	}
+}
+
+// ParseLimits sets the named fields over the base and refuses unknown keys and values
+// out of range, naming them.
+func TestParseLimits(t *testing.T) {
+	l, err := ParseLimits("max-concurrent-streams=250, initial-stream-window=1048576,control-frame-rate=2.5", DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.MaxConcurrentStreams != 250 || l.StreamWindow != 1<<20 || l.ControlRate != 2.5 || l.ConnWindow != DefaultLimits().ConnWindow {
+		t.Fatalf("parsed %+v", l)
+	}
+	for _, bad := range []string{"nope=1", "max-concurrent-streams", "initial-stream-window=-1", "rapid-reset-streams=1.5", "initial-connection-window=100"} {
+		if _, err := ParseLimits(bad, DefaultLimits()); err == nil || !strings.Contains(err.Error(), strings.SplitN(bad, "=", 2)[0]) {
+			t.Errorf("ParseLimits(%q) = %v, want an error naming it", bad, err)
+		}
 	}
 }

@@ -40,11 +40,12 @@ type Server struct {
 	srv  *h2.Server
 }
 
-// Limits are the HTTP/2 defences of downstream connections: Envoy's edge defaults (100
-// streams, 64 KiB stream window, 1 MiB connection window, flood limits), with the
-// request head bounded as on HTTP/1.1 (60 KiB, 100 fields: 431).
-func Limits(idle time.Duration) h2.Limits {
-	l := h2.DefaultLimits()
+// Limits are the HTTP/2 defences of downstream connections: base (Envoy's edge
+// defaults where zero: 100 streams, 64 KiB stream window, 1 MiB connection window, the
+// flood limits), with the request head bounded as on HTTP/1.1 (60 KiB, 100 fields: 431)
+// and the listener's idle timeout.
+func Limits(base h2.Limits, idle time.Duration) h2.Limits {
+	l := base
 	l.MaxHeaderListSize = maxHeaderBytes
 	l.MaxHeaderFields = maxHeaderFields
 	l.IdleTimeout = idle
@@ -52,12 +53,12 @@ func Limits(idle time.Duration) h2.Limits {
 }
 
 // New builds the HTTP/2 server of one listener kind on meshd's own HTTP/2
-// (internal/h2); counters receive its connection events.
-func New(env *forward.Env, kind forward.Kind, counters *h2.Counters) *Server {
+// (internal/h2) with the defences lim; counters receive its connection events.
+func New(env *forward.Env, kind forward.Kind, lim h2.Limits, counters *h2.Counters) *Server {
 	s := &Server{env: env, kind: kind}
 	s.srv = &h2.Server{
 		Handler:  s,
-		Limits:   Limits(env.KeepAliveIdle),
+		Limits:   Limits(lim, env.KeepAliveIdle),
 		Counters: counters,
 		Log:      env.Log,
 		LocalReply: func(w http.ResponseWriter, r *http.Request, status int) {
