@@ -29,9 +29,9 @@ func h2specPath(t *testing.T) string {
 		}
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatal("h2spec not found; CI installs it: go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1")
+		t.Fatal("h2spec not found; CI installs it: go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible")
 	}
-	t.Skip("h2spec not found: go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1")
+	t.Skip("h2spec not found: go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible")
 	return ""
 }
 
