@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -235,6 +236,9 @@ type clientConn struct {
 	addr string
 	idle *time.Timer
 
+	lastRead atomic.Int64 // when a frame last arrived (Unix nanoseconds)
+	probing  atomic.Bool  // a liveness PING is out
+
 	// (mu)
 	nextID   uint32
 	reserved int  // streams reserved or open
@@ -291,6 +295,29 @@ func (cc *clientConn) idleFired() {
 	}
 }
 
+// Liveness: a request given up (its deadline, or the client gone) on a connection that
+// has been silent for probeSilence sends a PING; no frame within probeWait closes the
+// connection, so a dead upstream (no RST, no FIN: a partition, a frozen host) stops
+// taking new streams instead of failing each of them by its timeout.
+const (
+	probeSilence = time.Second
+	probeWait    = 5 * time.Second
+)
+
+func (cc *clientConn) probe() {
+	sent := time.Now()
+	if sent.UnixNano()-cc.lastRead.Load() < int64(probeSilence) || !cc.probing.CompareAndSwap(false, true) {
+		return
+	}
+	_ = cc.write(func() error { return cc.fr.WritePing(false, [8]byte{'m', 'e', 's', 'h', 'd'}) })
+	time.AfterFunc(probeWait, func() {
+		defer cc.probing.Store(false)
+		if cc.lastRead.Load() < sent.UnixNano() {
+			cc.closeConn(fmt.Errorf("%w: no frame from the upstream within %v of a PING", ErrConnClosed, probeWait), true, 0, http2.ErrCodeNo, "ping timeout")
+		}
+	})
+}
+
 // clientStream is one request and its response, allocated once.
 type clientStream struct {
 	stream
@@ -338,6 +365,7 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 		if !st.removed {
 			stop := context.AfterFunc(ctx, func() {
 				cc.resetStream(st, http2.ErrCodeCancel, ctx.Err())
+				cc.probe()
 			})
 			st.abort = func() { stop() }
 		}
@@ -523,6 +551,7 @@ func (cc *clientConn) readLoop() {
 	}()
 	for {
 		f, err := cc.fr.ReadFrame()
+		cc.lastRead.Store(time.Now().UnixNano())
 		if err == nil {
 			err = cc.handle(f)
 		}

@@ -384,7 +384,8 @@ func (c *core) writeLazy(fn func() error) { _ = c.write(fn) }
 
 // flusher writes what writers queued, one syscall per batch, until the connection
 // closes (it writes what was queued before the close first, a GOAWAY among it). The
-// write timeout is moved only when it would otherwise end within a second.
+// write deadline is moved only once a second (a quarter of the timeout, if shorter) of
+// it has passed, so steady traffic does not touch the timer on every write.
 func (c *core) flusher() {
 	defer close(c.flushed)
 	for {
@@ -406,7 +407,7 @@ func (c *core) flusher() {
 		c.pend.b = c.spare[:0]
 		c.wmu.Unlock()
 		now := time.Now()
-		if c.wdeadline.Sub(now) < c.lim.WriteTimeout-time.Second {
+		if c.wdeadline.Sub(now) < c.lim.WriteTimeout-min(time.Second, c.lim.WriteTimeout/4) {
 			c.wdeadline = now.Add(c.lim.WriteTimeout)
 			_ = c.nc.SetWriteDeadline(c.wdeadline)
 		}
@@ -493,14 +494,26 @@ func (c *core) maxFrame() uint32 {
 
 // reserve takes up to want bytes of send window for st, waiting while either window
 // is empty. It fails when the stream or connection ended.
+//
+// A peer that keeps a window closed for the write timeout (it stopped reading the
+// stream, or the connection) loses the stream: it is reset with CANCEL, so a reader
+// that stalls cannot hold meshd's side of the stream, and what it relays, for ever.
 func (c *core) reserve(st *stream, want int) (int, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	var stall *time.Timer
 	for {
 		if st.sendErr != nil {
+			c.mu.Unlock()
+			if stall != nil {
+				stall.Stop()
+			}
 			return 0, st.sendErr
 		}
 		if c.closeErr != nil {
+			c.mu.Unlock()
+			if stall != nil {
+				stall.Stop()
+			}
 			return 0, c.closeErr
 		}
 		n := int64(want)
@@ -508,11 +521,24 @@ func (c *core) reserve(st *stream, want int) (int, error) {
 		if n > 0 {
 			c.sendWin -= n
 			st.sendWin -= int32(n)
+			c.mu.Unlock()
+			if stall != nil {
+				stall.Stop()
+			}
 			return int(n), nil
+		}
+		if stall == nil {
+			stall = time.AfterFunc(c.lim.WriteTimeout, func() {
+				c.resetStream(st, http2.ErrCodeCancel, fmt.Errorf("%w: the peer's flow-control window stayed closed for %v", ErrStalled, c.lim.WriteTimeout))
+			})
 		}
 		c.sendCond.Wait()
 	}
 }
+
+// ErrStalled is wrapped by the error of a stream whose peer did not open its window
+// within the write timeout.
+var ErrStalled = errors.New("http2: peer stopped reading")
 
 // tryReserve is reserve without waiting: 0 when a window is empty.
 func (c *core) tryReserve(st *stream, want int) int {

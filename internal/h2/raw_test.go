@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -257,4 +258,83 @@ func TestShutdownGoAway(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
+}
+
+// A client that stops reading a response loses the stream after the write timeout
+// (RST_STREAM CANCEL) and the handler's Write fails, instead of waiting for ever.
+func TestStalledReaderStreamReset(t *testing.T) {
+	wrote := make(chan error, 1)
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 32<<10)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				wrote <- err
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	}), Limits{WriteTimeout: 300 * time.Millisecond})
+	r := rawConn(t, addr)
+	r.writeHeaders(1, true, "GET", "/")
+	// Never send WINDOW_UPDATE: the 64 KiB default window fills and stays closed.
+	if code := r.waitReset(1); code != "CANCEL" {
+		t.Fatalf("stream reset with %s, want CANCEL", code)
+	}
+	select {
+	case err := <-wrote:
+		if !errors.Is(err, ErrStalled) {
+			t.Fatalf("handler's Write error %v, want ErrStalled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler's Write is still blocked")
+	}
+}
+
+// An upstream that goes silent (no FIN, no RST) is found out: after a request is given
+// up, a PING goes out, and without an answer the connection closes, so the next request
+// gets a new connection.
+func TestTransportProbesSilentUpstream(t *testing.T) {
+	var conns atomic.Int32
+	addr := rawServer(t, func(r *raw) {
+		n := conns.Add(1)
+		for {
+			f, err := r.fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					_ = r.fr.WriteSettingsAck()
+				}
+			case *http2.MetaHeadersFrame:
+				if n > 1 {
+					_ = r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: r.block(":status", "200"), EndStream: true, EndHeaders: true})
+				}
+				// The first connection answers nothing more, ever (PINGs included).
+			}
+		}
+	})
+	tr := &Transport{Dial: dialer()}
+	defer tr.Close()
+	c := &http.Client{Transport: tr}
+	time.Sleep(1100 * time.Millisecond) // nothing read for probeSilence by the time the request is given up
+	ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/", nil)
+	if _, err := c.Do(req); err == nil {
+		t.Fatal("the silent upstream answered")
+	}
+	cancel()
+	deadline := time.Now().Add(probeWait + 3*time.Second)
+	for tr.Conns() > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if tr.Conns() != 0 {
+		t.Fatal("the silent connection is still pooled")
+	}
+	resp, err := c.Get("http://" + addr + "/")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("after the probe: %v %v", resp, err)
+	}
+	resp.Body.Close()
 }
