@@ -627,6 +627,7 @@ func (cc *clientConn) handle(f http2.Frame) error {
 		st.failLocked(err)
 		cc.removeLocked(st)
 		cc.mu.Unlock()
+		cc.consumed(nil, 0) // the stream's unread data, dropped
 		return nil
 	case *http2.PriorityFrame:
 		return cc.handlePriority()

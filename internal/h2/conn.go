@@ -559,8 +559,12 @@ func (c *core) tryReserve(st *stream, want int) int {
 // consumed returns n bytes of receive credit for st (nil: connection only) after its
 // consumer read them, as WINDOW_UPDATE frames once half a window is owed, so a
 // streaming reader costs one update per half window rather than one per read.
+//
+// n == 0 with st nil only checks the connection credit: data dropped unread (a reset
+// stream's, or DATA on a closed stream) is credited to recvUnacked by its dropper, and
+// must still go back to the peer, or the connection window would drain for good.
 func (c *core) consumed(st *stream, n int) {
-	if n <= 0 {
+	if n < 0 || (n == 0 && st != nil) {
 		return
 	}
 	var connInc, streamInc int32
@@ -822,6 +826,7 @@ func (c *core) resetStream(st *stream, code http2.ErrCode, err error) {
 		return
 	}
 	_ = c.write(func() error { return c.fr.WriteRSTStream(st.id, code) })
+	c.consumed(nil, 0) // the stream's unread data, dropped by failLocked
 }
 
 // removeLocked forgets a finished stream; mu is held.

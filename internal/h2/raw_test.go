@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -337,4 +338,50 @@ func TestTransportProbesSilentUpstream(t *testing.T) {
 		t.Fatalf("after the probe: %v %v", resp, err)
 	}
 	resp.Body.Close()
+}
+
+// Data meshd drops unread (a stream answered without reading its body, then reset)
+// still goes back to the connection window: a later stream can send its body.
+func TestDroppedDataReturnsConnectionWindow(t *testing.T) {
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ignore" {
+			_, _ = w.Write([]byte("ignored"))
+			return
+		}
+		n, _ := io.Copy(io.Discard, r.Body)
+		_, _ = fmt.Fprint(w, n)
+	}), Limits{})
+	r := rawConn(t, addr)
+	chunk := make([]byte, 16384)
+	// Fill the 1 MiB connection window on 16 streams nobody reads, each within its
+	// 64 KiB stream window; each is answered (and then reset with NO_ERROR).
+	for i := range 16 {
+		id := uint32(1 + 2*i)
+		r.writeHeaders(id, false, "POST", "/ignore")
+		for range 4 {
+			if err := r.fr.WriteData(id, false, chunk[:16383]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	answered := 0
+	r.next(func(f http2.Frame) bool {
+		if d, ok := f.(*http2.DataFrame); ok && d.StreamEnded() {
+			answered++
+		}
+		return answered == 16
+	})
+	// The second body needs the window back.
+	r.writeHeaders(33, false, "POST", "/count")
+	go func() {
+		// Within the windows: the server's WINDOW_UPDATEs are not tracked here, so the
+		// body is no larger than what a returned connection window allows.
+		for i := range 3 {
+			_ = r.fr.WriteData(33, i == 2, chunk)
+		}
+	}()
+	f := r.next(func(f http2.Frame) bool { d, ok := f.(*http2.DataFrame); return ok && d.StreamID == 33 })
+	if got := string(f.(*http2.DataFrame).Data()); got != fmt.Sprint(3*16384) {
+		t.Fatalf("second stream counted %q bytes", got)
+	}
 }

@@ -567,6 +567,7 @@ func (sc *serverConn) onReset(f *http2.RSTStreamFrame) error {
 	}
 	st.failLocked(&StreamError{Code: f.ErrCode, Remote: true})
 	sc.removeLocked(st)
+	defer sc.consumed(nil, 0) // the stream's unread data, dropped
 	opened := sc.streamsOpen.Load()
 	rapid := opened >= int64(sc.lim.RapidResetStreams) && sc.resets*2 >= opened
 	sc.mu.Unlock()
@@ -762,6 +763,7 @@ func (b *requestBody) Close() error {
 		st.sendErr = sendErr
 	}
 	c.mu.Unlock()
+	c.consumed(nil, 0) // what was buffered and not read
 	return nil
 }
 
