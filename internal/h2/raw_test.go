@@ -258,3 +258,63 @@ func TestShutdownGoAway(t *testing.T) {
 		t.Fatalf("shutdown: %v", err)
 	}
 }
+
+// A stream the server took (at or below the last stream id of its GOAWAY) is answered
+// even when the GOAWAY raced with its arrival: here the idle timeout fires as the
+// request comes in. Before the fix the reader recorded the stream id, the idle GOAWAY
+// then announced it as taken and closed the connection at once (no stream registered
+// yet), and the request, which the client may not send again, was dropped unanswered.
+func TestIdleGoAwayRaceKeepsTakenStream(t *testing.T) {
+	const idle = 2 * time.Millisecond
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("ok"))
+	}), Limits{IdleTimeout: idle})
+	var served, refused, dropped int
+	deadline := time.Now().Add(2 * time.Second)
+	for i := 0; i < 5000 && time.Now().Before(deadline); i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		fr := http2.NewFramer(c, bufio.NewReader(c))
+		var hbuf bytes.Buffer
+		enc := hpack.NewEncoder(&hbuf)
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
+			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		_, _ = c.Write([]byte(http2.ClientPreface))
+		_ = fr.WriteSettings()
+		// Around the idle timeout: sometimes before it, sometimes after, sometimes on it.
+		time.Sleep(idle/2 + time.Duration(i%20)*idle/20)
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hbuf.Bytes(), EndStream: true, EndHeaders: true})
+		var last uint32
+		goAway, answered := false, false
+		for !answered {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				break
+			}
+			switch f := f.(type) {
+			case *http2.GoAwayFrame:
+				goAway, last = true, f.LastStreamID
+			case *http2.HeadersFrame:
+				answered = f.StreamID == 1
+			}
+		}
+		c.Close()
+		switch {
+		case answered:
+			served++
+		case goAway && last < 1:
+			refused++ // not taken: the client may send it again
+		default:
+			dropped++
+			t.Errorf("attempt %d: stream 1 not answered, GOAWAY %v with last stream id %d", i, goAway, last)
+		}
+		if dropped > 3 {
+			break
+		}
+	}
+	t.Logf("%d answered, %d refused by an idle GOAWAY, %d dropped", served, refused, dropped)
+}
