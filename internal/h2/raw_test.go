@@ -318,3 +318,46 @@ func TestIdleGoAwayRaceKeepsTakenStream(t *testing.T) {
 	}
 	t.Logf("%d answered, %d refused by an idle GOAWAY, %d dropped", served, refused, dropped)
 }
+
+// A connection that closes while the reader is setting up a new stream does not leave
+// that stream's handler waiting for ever: before the fix the stream was registered
+// after closeConn had failed the connection's streams (the client went away, so the
+// flusher's write failed, while the reader still handled the buffered HEADERS), its
+// handler blocked reading a body that could not come, and ServeConn never returned
+// (FuzzServerFrames found it; ~1 in 40 to 1500 attempts here).
+func TestCloseWhileOpeningStream(t *testing.T) {
+	var in bytes.Buffer
+	in.WriteString(http2.ClientPreface)
+	fr := http2.NewFramer(&in, nil)
+	_ = fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true}) // body to follow
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) })}
+	defer srv.Close()
+	deadline := time.Now().Add(time.Second)
+	for i := 0; i < 10000 && time.Now().Before(deadline); i++ {
+		cli, sc := net.Pipe()
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			srv.ServeConn(context.Background(), sc, nil, ConnInfo{})
+		}()
+		drained := make(chan struct{})
+		go func() {
+			defer close(drained)
+			_, _ = io.Copy(io.Discard, cli)
+		}()
+		_, _ = cli.Write(in.Bytes())
+		_ = cli.Close() // the server's next write fails: the connection closes
+		select {
+		case <-served:
+		case <-time.After(2 * time.Second):
+			t.Fatalf("attempt %d: ServeConn still running 2s after the client closed:\n%s", i, stacks())
+		}
+		<-drained
+	}
+}

@@ -444,6 +444,9 @@ func (sc *serverConn) onHeaders(f *http2.HeadersFrame) error {
 		return reject(http2.ErrCodeProtocol, errors.New("content-length without DATA"))
 	}
 	ss := sc.newStream(id, f.StreamEnded()) // ends opening
+	if ss == nil {
+		return nil // the connection closed meanwhile
+	}
 	sc.streamsOpen.Add(1)
 	sc.cnt.Streams.Add(1)
 	sc.handlers.Add(1)
@@ -599,6 +602,8 @@ type serverStream struct {
 	local  int // 0, or a status meshd answers itself (431: header list too large)
 }
 
+// newStream builds stream id's request and registers the stream; nil when the
+// connection closed meanwhile.
 func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 	hb := &sc.hblock
 	ss := &serverStream{sc: sc}
@@ -669,10 +674,18 @@ func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 	}
 	ss.rw.ss = ss
 	sc.mu.Lock()
+	sc.opening = false
+	if sc.closeErr != nil {
+		// The connection closed (failing the streams it had) while this one was being
+		// set up: registered now, it would never be failed, and its handler would wait
+		// for a body that cannot come.
+		sc.mu.Unlock()
+		ss.cancel()
+		return nil
+	}
 	sc.streams[id] = st
 	st.counted = true
 	sc.active++
-	sc.opening = false
 	sc.mu.Unlock()
 	if sc.idle != nil {
 		sc.idle.Stop()
