@@ -122,7 +122,12 @@ func startRawH2(t *testing.T, serve func(p *h2Peer, conn int)) *testutil.Upstrea
 // dialH2 opens an h2c connection to addr as a hand-driven client: preface, SETTINGS
 // with a 16 MiB stream window, and as much connection window, so a response never
 // waits for the test's window updates.
-func dialH2(t *testing.T, addr string) *h2Peer {
+func dialH2(t *testing.T, addr string) *h2Peer { t.Helper(); return dialH2Window(t, addr, 1<<24) }
+
+// dialH2Window is dialH2 with the given stream and connection windows (one SETTINGS,
+// one WINDOW_UPDATE: meshd takes a second connection WINDOW_UPDATE before any stream
+// for a flood, as Envoy's 1 + 2×(streams + 10×DATA frames sent) limit does).
+func dialH2Window(t *testing.T, addr string, win uint32) *h2Peer {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -134,10 +139,10 @@ func dialH2(t *testing.T, addr string) *h2Peer {
 	if _, err := p.bw.WriteString(http2.ClientPreface); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 24}); err != nil {
+	if err := p.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: win}); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.fr.WriteWindowUpdate(0, 1<<24); err != nil {
+	if err := p.fr.WriteWindowUpdate(0, win-65535); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.flush(); err != nil {
@@ -826,4 +831,66 @@ func TestGRPCUnaryDeadlineSleepingServer(t *testing.T) {
 	if n := up.Accepted(); n != 1 {
 		t.Errorf("upstream accepted %d connections, want the one, kept through the timeout", n)
 	}
+}
+
+// TestRemovedListenerGoAwaySlowReader proves that a removed listener's h2c connection
+// whose client stopped reading (meshd's write queue for it full) holds up neither the
+// config apply that removes the listener nor new connections: the GOAWAY is queued
+// without waiting for the socket.
+func TestRemovedListenerGoAwaySlowReader(t *testing.T) {
+	const big = 256 << 20
+	removed := testutil.StartH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 1<<20)
+		for n := 0; n < big; n += len(buf) {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	}))
+	kept := testutil.StartH2C(t, echoHandler("kept"))
+	seam := &origSeam{}
+	srv := testutil.StartMeshdOpts(t, proxy.Options{Node: "app", OriginalDst: seam.lookup}, lcIngressMesh(removed.Port, kept.Port))
+	seam.set(fmt.Sprintf("127.0.0.1:%d", removed.Port))
+
+	// A client that grants every window and reads nothing after the response head.
+	p := dialH2Window(t, srv.IngressAddr(), 1<<31-1)
+	p.get(t, 1, "app.local", "/big")
+	for {
+		f, err := p.read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := f.(*http2.MetaHeadersFrame); ok {
+			break
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // meshd fills the socket buffers and its write queue
+
+	applied := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := srv.Apply(context.Background(), testutil.ParseConfig(t, lcIngressMesh(kept.Port)), "remove a listener")
+		applied <- err
+	}()
+	select {
+	case err := <-applied:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatalf("Apply still running after %v: held up by the GOAWAY to a connection that does not read", time.Since(start))
+	}
+	seam.set(fmt.Sprintf("127.0.0.1:%d", kept.Port))
+	c := testutil.H2CClient(t, srv.IngressAddr())
+	c.Timeout = 3 * time.Second
+	resp, err := c.Get("http://app.local/after")
+	if err != nil {
+		t.Fatalf("new connection after the apply: %v", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("X-Upstream") != "kept" {
+		t.Fatalf("new connection to the kept listener: %d from %q", resp.StatusCode, resp.Header.Get("X-Upstream"))
+	}
+	_ = p.c.Close() // the stalled stream ends; meshd's shutdown need not wait for it
 }

@@ -361,3 +361,43 @@ func TestCloseWhileOpeningStream(t *testing.T) {
 		<-drained
 	}
 }
+
+// Shutdown's GOAWAY does not wait for room in the write queue: a connection whose
+// client stopped reading (its queue full) would otherwise hold the GOAWAY, and the
+// GOAWAY of every connection after it, for the write timeout.
+func TestGoAwayDoesNotWaitForSlowReader(t *testing.T) {
+	s, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 1<<20)
+		for range 256 {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	}), Limits{WriteTimeout: time.Minute})
+	slow := rawConn(t, addr)
+	if err := slow.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: maxWindow}); err != nil {
+		t.Fatal(err)
+	}
+	if err := slow.fr.WriteWindowUpdate(0, maxWindow-initialWindow); err != nil {
+		t.Fatal(err)
+	}
+	slow.writeHeaders(1, true, "GET", "/")
+	slow.next(func(f http2.Frame) bool { _, ok := f.(*http2.MetaHeadersFrame); return ok })
+	time.Sleep(300 * time.Millisecond) // the socket buffers and the write queue fill
+	start := time.Now()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		_ = s.Shutdown(ctx) // the slow stream does not finish: ctx ends it
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown still running 5s after its context ended: held by the GOAWAY to a client that does not read")
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("Shutdown took %v with a 100ms context", el)
+	}
+}

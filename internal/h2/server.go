@@ -206,7 +206,7 @@ func (sc *serverConn) goAway(code http2.ErrCode, debug string) {
 	idle := len(sc.streams) == 0 && !sc.opening
 	sc.mu.Unlock()
 	sc.cnt.GoAwaySent.Add(1)
-	_ = sc.write(func() error { return sc.fr.WriteGoAway(last, code, []byte(debug)) })
+	_ = sc.writeNow(func() error { return sc.fr.WriteGoAway(last, code, []byte(debug)) })
 	if idle {
 		sc.closeConn(ErrConnClosed, false, 0, 0, "")
 	}
