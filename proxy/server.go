@@ -533,28 +533,32 @@ func (s *Server) drainRemovedListeners(prev, next *Snapshot) {
 	if ia == nil {
 		return
 	}
-	n := 0
+	var gone []*listen.Conn
 	s.conns.Each(func(c *listen.Conn) {
 		la, _ := c.LocalAddr().(*net.TCPAddr)
 		if la == nil || la.Port != ia.Port || !(ia.IP.IsUnspecified() || ia.IP.Equal(la.IP)) {
 			return // an egress connection
 		}
 		port := int(c.Orig.Port())
-		gone := false
+		drain := false
 		if port == 0 {
-			gone = prev.IngressPort(0) != next.IngressPort(0)
+			drain = prev.IngressPort(0) != next.IngressPort(0)
 		} else {
-			gone = before[port] && !after[port]
+			drain = before[port] && !after[port]
 		}
-		if gone {
+		if drain {
 			c.Drain.Store(true)
 			c.WakeIfIdle()
-			s.h2in.GoAway(c)
-			n++
+			gone = append(gone, c)
 		}
 	})
-	if n > 0 {
-		s.log.Info("draining connections of removed listeners", "connections", n)
+	// Outside Each: the tracker's lock, which every accept and close takes, must not be
+	// held while a GOAWAY is written (or an idle connection closed).
+	for _, c := range gone {
+		s.h2in.GoAway(c)
+	}
+	if len(gone) > 0 {
+		s.log.Info("draining connections of removed listeners", "connections", len(gone))
 	}
 }
 

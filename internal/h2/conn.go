@@ -356,6 +356,19 @@ func (c *core) write(fn func() error) error {
 	for c.werr == nil && !c.wclosing && len(c.pend.b) >= maxPending {
 		c.wcond.Wait()
 	}
+	return c.writeLocked(fn)
+}
+
+// writeNow is write without waiting for room in the queue, for a frame written once per
+// connection (GOAWAY) by a caller that must not be held by a peer that does not read:
+// write would wait for it until the write timeout.
+func (c *core) writeNow(fn func() error) error {
+	c.wmu.Lock()
+	return c.writeLocked(fn)
+}
+
+// writeLocked is write's end; wmu is held, and released.
+func (c *core) writeLocked(fn func() error) error {
 	if c.werr != nil || c.wclosing {
 		err := c.werr
 		c.wmu.Unlock()

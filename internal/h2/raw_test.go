@@ -385,3 +385,146 @@ func TestDroppedDataReturnsConnectionWindow(t *testing.T) {
 		t.Fatalf("second stream counted %q bytes", got)
 	}
 }
+
+// A stream the server took (at or below the last stream id of its GOAWAY) is answered
+// even when the GOAWAY raced with its arrival: here the idle timeout fires as the
+// request comes in. Before the fix the reader recorded the stream id, the idle GOAWAY
+// then announced it as taken and closed the connection at once (no stream registered
+// yet), and the request, which the client may not send again, was dropped unanswered.
+func TestIdleGoAwayRaceKeepsTakenStream(t *testing.T) {
+	const idle = 2 * time.Millisecond
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("ok"))
+	}), Limits{IdleTimeout: idle})
+	var served, refused, dropped int
+	deadline := time.Now().Add(2 * time.Second)
+	for i := 0; i < 5000 && time.Now().Before(deadline); i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		fr := http2.NewFramer(c, bufio.NewReader(c))
+		var hbuf bytes.Buffer
+		enc := hpack.NewEncoder(&hbuf)
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
+			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		_, _ = c.Write([]byte(http2.ClientPreface))
+		_ = fr.WriteSettings()
+		// Around the idle timeout: sometimes before it, sometimes after, sometimes on it.
+		time.Sleep(idle/2 + time.Duration(i%20)*idle/20)
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hbuf.Bytes(), EndStream: true, EndHeaders: true})
+		var last uint32
+		goAway, answered := false, false
+		for !answered {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				break
+			}
+			switch f := f.(type) {
+			case *http2.GoAwayFrame:
+				goAway, last = true, f.LastStreamID
+			case *http2.HeadersFrame:
+				answered = f.StreamID == 1
+			}
+		}
+		c.Close()
+		switch {
+		case answered:
+			served++
+		case goAway && last < 1:
+			refused++ // not taken: the client may send it again
+		default:
+			dropped++
+			t.Errorf("attempt %d: stream 1 not answered, GOAWAY %v with last stream id %d", i, goAway, last)
+		}
+		if dropped > 3 {
+			break
+		}
+	}
+	t.Logf("%d answered, %d refused by an idle GOAWAY, %d dropped", served, refused, dropped)
+}
+
+// A connection that closes while the reader is setting up a new stream does not leave
+// that stream's handler waiting for ever: before the fix the stream was registered
+// after closeConn had failed the connection's streams (the client went away, so the
+// flusher's write failed, while the reader still handled the buffered HEADERS), its
+// handler blocked reading a body that could not come, and ServeConn never returned
+// (FuzzServerFrames found it; ~1 in 40 to 1500 attempts here).
+func TestCloseWhileOpeningStream(t *testing.T) {
+	var in bytes.Buffer
+	in.WriteString(http2.ClientPreface)
+	fr := http2.NewFramer(&in, nil)
+	_ = fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true}) // body to follow
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) })}
+	defer srv.Close()
+	deadline := time.Now().Add(time.Second)
+	for i := 0; i < 10000 && time.Now().Before(deadline); i++ {
+		cli, sc := net.Pipe()
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			srv.ServeConn(context.Background(), sc, nil, ConnInfo{})
+		}()
+		drained := make(chan struct{})
+		go func() {
+			defer close(drained)
+			_, _ = io.Copy(io.Discard, cli)
+		}()
+		_, _ = cli.Write(in.Bytes())
+		_ = cli.Close() // the server's next write fails: the connection closes
+		select {
+		case <-served:
+		case <-time.After(2 * time.Second):
+			t.Fatalf("attempt %d: ServeConn still running 2s after the client closed:\n%s", i, stacks())
+		}
+		<-drained
+	}
+}
+
+// Shutdown's GOAWAY does not wait for room in the write queue: a connection whose
+// client stopped reading (its queue full) would otherwise hold the GOAWAY, and the
+// GOAWAY of every connection after it, for the write timeout.
+func TestGoAwayDoesNotWaitForSlowReader(t *testing.T) {
+	s, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 1<<20)
+		for range 256 {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	}), Limits{WriteTimeout: time.Minute})
+	slow := rawConn(t, addr)
+	if err := slow.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: maxWindow}); err != nil {
+		t.Fatal(err)
+	}
+	if err := slow.fr.WriteWindowUpdate(0, maxWindow-initialWindow); err != nil {
+		t.Fatal(err)
+	}
+	slow.writeHeaders(1, true, "GET", "/")
+	slow.next(func(f http2.Frame) bool { _, ok := f.(*http2.MetaHeadersFrame); return ok })
+	time.Sleep(300 * time.Millisecond) // the socket buffers and the write queue fill
+	start := time.Now()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		_ = s.Shutdown(ctx) // the slow stream does not finish: ctx ends it
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown still running 5s after its context ended: held by the GOAWAY to a client that does not read")
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("Shutdown took %v with a 100ms context", el)
+	}
+}

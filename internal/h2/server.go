@@ -176,10 +176,14 @@ type serverConn struct {
 
 	maxClientID uint32 // reader; read under mu by goAway
 	goingAway   bool   // (mu) GOAWAY sent: no new streams
-	goAwayID    uint32 // (mu)
-	peerGoAway  bool   // (mu)
-	idle        *time.Timer
-	handlers    sync.WaitGroup
+	// opening (mu) is set while the reader has taken a stream id (maxClientID) and not
+	// yet registered its stream or refused it: a GOAWAY sent meanwhile announces the
+	// stream as taken, so the connection must not close as idle under it.
+	opening    bool
+	goAwayID   uint32 // (mu)
+	peerGoAway bool   // (mu)
+	idle       *time.Timer
+	handlers   sync.WaitGroup
 }
 
 func (sc *serverConn) lastID() uint32 {
@@ -199,10 +203,10 @@ func (sc *serverConn) goAway(code http2.ErrCode, debug string) {
 	sc.goingAway = true
 	sc.goAwayID = sc.maxClientID
 	last := sc.goAwayID
-	idle := len(sc.streams) == 0
+	idle := len(sc.streams) == 0 && !sc.opening
 	sc.mu.Unlock()
 	sc.cnt.GoAwaySent.Add(1)
-	_ = sc.write(func() error { return sc.fr.WriteGoAway(last, code, []byte(debug)) })
+	_ = sc.writeNow(func() error { return sc.fr.WriteGoAway(last, code, []byte(debug)) })
 	if idle {
 		sc.closeConn(ErrConnClosed, false, 0, 0, "")
 	}
@@ -312,7 +316,7 @@ func (sc *serverConn) resetID(id uint32, code http2.ErrCode, err error) {
 
 func (sc *serverConn) idleFired() {
 	sc.mu.Lock()
-	idle := len(sc.streams) == 0
+	idle := len(sc.streams) == 0 && !sc.opening
 	sc.mu.Unlock()
 	if idle {
 		sc.goAway(http2.ErrCodeNo, "idle timeout")
@@ -360,7 +364,7 @@ func (sc *serverConn) handle(f http2.Frame) error {
 		// flight (a PING the client sent after its GOAWAY is still answered).
 		time.AfterFunc(peerGoAwayLinger, func() {
 			sc.mu.Lock()
-			idle := len(sc.streams) == 0
+			idle := len(sc.streams) == 0 && !sc.opening
 			sc.mu.Unlock()
 			if idle {
 				sc.closeConn(ErrConnClosed, false, 0, 0, "")
@@ -403,39 +407,46 @@ func (sc *serverConn) onHeaders(f *http2.HeadersFrame) error {
 	if err := sc.readHeaderBlock(f, false, false); err != nil {
 		return err
 	}
+	hb := &sc.hblock
+	// The id is taken and the GOAWAY state read under one lock: a concurrent GOAWAY
+	// (shutdown, idle timeout, removed listener) either comes first and leaves this
+	// stream above its last stream id, or announces the stream as taken, and then
+	// opening keeps the connection open until the stream is registered (or refused).
 	sc.mu.Lock()
 	sc.maxClientID = id
-	sc.mu.Unlock()
-	hb := &sc.hblock
-	sc.mu.Lock()
 	going := sc.goingAway || sc.closeErr != nil
 	n := sc.active
+	sc.opening = !going
 	sc.mu.Unlock()
 	if going {
 		return nil // above the GOAWAY's last stream id: ignored, the client retries it
 	}
+	reject := func(code http2.ErrCode, err error) error {
+		sc.resetID(id, code, err)
+		sc.opened()
+		return nil
+	}
 	if f.HasPriority() && f.Priority.StreamDep == id {
 		sc.cnt.StreamErrors.Add(1)
-		sc.resetID(id, http2.ErrCodeProtocol, errors.New("stream depends on itself"))
-		return nil
+		return reject(http2.ErrCodeProtocol, errors.New("stream depends on itself"))
 	}
 	hb.checkRequest()
 	if hb.err != "" {
 		sc.cnt.StreamErrors.Add(1)
-		sc.resetID(id, http2.ErrCodeProtocol, errors.New(hb.err))
-		return nil
+		return reject(http2.ErrCodeProtocol, errors.New(hb.err))
 	}
 	if uint32(n) >= sc.lim.MaxConcurrentStreams {
 		sc.cnt.RefusedStreams.Add(1)
-		sc.resetID(id, http2.ErrCodeRefusedStream, errors.New("concurrent stream limit"))
-		return nil
+		return reject(http2.ErrCodeRefusedStream, errors.New("concurrent stream limit"))
 	}
 	if f.StreamEnded() && hb.contentLength > 0 {
 		sc.cnt.StreamErrors.Add(1)
-		sc.resetID(id, http2.ErrCodeProtocol, errors.New("content-length without DATA"))
-		return nil
+		return reject(http2.ErrCodeProtocol, errors.New("content-length without DATA"))
 	}
-	ss := sc.newStream(id, f.StreamEnded())
+	ss := sc.newStream(id, f.StreamEnded()) // ends opening
+	if ss == nil {
+		return nil // the connection closed meanwhile
+	}
 	sc.streamsOpen.Add(1)
 	sc.cnt.Streams.Add(1)
 	sc.handlers.Add(1)
@@ -592,6 +603,8 @@ type serverStream struct {
 	local  int // 0, or a status meshd answers itself (431: header list too large)
 }
 
+// newStream builds stream id's request and registers the stream; nil when the
+// connection closed meanwhile.
 func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 	hb := &sc.hblock
 	ss := &serverStream{sc: sc}
@@ -662,6 +675,15 @@ func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 	}
 	ss.rw.ss = ss
 	sc.mu.Lock()
+	sc.opening = false
+	if sc.closeErr != nil {
+		// The connection closed (failing the streams it had) while this one was being
+		// set up: registered now, it would never be failed, and its handler would wait
+		// for a body that cannot come.
+		sc.mu.Unlock()
+		ss.cancel()
+		return nil
+	}
 	sc.streams[id] = st
 	st.counted = true
 	sc.active++
@@ -674,13 +696,30 @@ func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 
 // onRemove runs (mu held) when a stream leaves the connection.
 func (sc *serverConn) onRemove() {
-	if len(sc.streams) == 0 {
-		if sc.goingAway || sc.peerGoAway {
-			go sc.closeConn(ErrConnClosed, false, 0, 0, "")
-		} else if sc.idle != nil && sc.closeErr == nil {
-			sc.idle.Reset(sc.lim.IdleTimeout)
-		}
+	if len(sc.streams) == 0 && !sc.opening {
+		sc.noStreamsLocked()
 	}
+}
+
+// noStreamsLocked closes a connection left without streams after a GOAWAY, or re-arms
+// its idle timer; mu is held.
+func (sc *serverConn) noStreamsLocked() {
+	if sc.goingAway || sc.peerGoAway {
+		go sc.closeConn(ErrConnClosed, false, 0, 0, "")
+	} else if sc.idle != nil && sc.closeErr == nil {
+		sc.idle.Reset(sc.lim.IdleTimeout)
+	}
+}
+
+// opened ends the reader's opening window for a stream it refused: the connection
+// closes now if a GOAWAY came meanwhile and no stream is left.
+func (sc *serverConn) opened() {
+	sc.mu.Lock()
+	sc.opening = false
+	if len(sc.streams) == 0 && sc.closeErr == nil {
+		sc.noStreamsLocked()
+	}
+	sc.mu.Unlock()
 }
 
 func (ss *serverStream) run() { ss.sc.run(ss) }
