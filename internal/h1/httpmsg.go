@@ -28,6 +28,9 @@ type HeaderRequest struct {
 	// ContentLength >= 0, otherwise none (no body).
 	ContentLength int64
 	Chunked       bool
+	// Close asks the server to close the connection after its response
+	// (Connection: close).
+	Close bool
 }
 
 // InvalidFieldError is a request field WriteHeaderRequest or WriteBody refused to send:
@@ -41,8 +44,8 @@ func (e *InvalidFieldError) Error() string {
 
 // WriteHeaderRequest writes r's head to w as an HTTP/1.1 request: the request-line, the
 // Host field, the fields of r.Header in the order of their names (sorted, so the same
-// request is always written the same way), then the Trailer field announcing r.Trailer's
-// keys when chunked, then the framing field.
+// request is always written the same way), "Connection: close" when r.Close, then the
+// Trailer field announcing r.Trailer's keys when chunked, then the framing field.
 //
 // Dropped from r.Header, as WriteRequestHead drops them: Host (r.Host is written),
 // Content-Length and Transfer-Encoding (re-generated from the framing), Connection,
@@ -104,6 +107,9 @@ func WriteHeaderRequest(w *bufio.Writer, r *HeaderRequest) error {
 	}
 	if teTrailers {
 		_, _ = w.WriteString("TE: trailers\r\n")
+	}
+	if r.Close {
+		_, _ = w.WriteString("Connection: close\r\n")
 	}
 	if r.Chunked {
 		announced := false
