@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -197,13 +198,15 @@ func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Fligh
 	for k, v := range resp.Header {
 		dst[k] = v
 	}
-	announced := len(resp.Trailer)
-	if announced > 0 {
-		keys := make([]string, 0, len(resp.Trailer))
+	// The trailer names known before the body are announced in the head; trailers that
+	// turn up only at the end of the body go out under http.TrailerPrefix.
+	var announced []string
+	if len(resp.Trailer) > 0 {
+		announced = make([]string, 0, len(resp.Trailer))
 		for k := range resp.Trailer {
-			keys = append(keys, k)
+			announced = append(announced, k)
 		}
-		dst.Set("Trailer", strings.Join(keys, ", "))
+		dst.Set("Trailer", strings.Join(announced, ", "))
 	}
 	w.WriteHeader(resp.StatusCode)
 	n, err := copyFlush(w, resp.Body, resp.ContentLength < 0)
@@ -223,7 +226,7 @@ func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Fligh
 		}
 	}
 	for k, v := range resp.Trailer {
-		if announced > 0 {
+		if slices.Contains(announced, k) {
 			dst[k] = v
 		} else {
 			dst[http.TrailerPrefix+k] = v
