@@ -448,11 +448,11 @@ func newResponse(req *http.Request, hr *h1.Response) *h1Response {
 // are tokens). All names and values are copied into one string, and every value slice
 // is cut from one backing array.
 func buildHeader(hs []h1.Header, keepCL bool) http.Header {
-	var conn []string
 	var arr [4]string
+	conn := arr[:0]
 	for i := range hs {
 		if equalFoldASCII(hs[i].Name, "connection") {
-			conn = append(arr[:len(conn)], hs[i].Value)
+			conn = append(conn, hs[i].Value)
 		}
 	}
 	keep := func(name string) bool {

@@ -677,3 +677,97 @@ func TestH1TransportConcurrent(t *testing.T) {
 		t.Errorf("accepted %d connections for 8 concurrent callers", n)
 	}
 }
+
+// TestH1TransportResponseHeader: the response head's fields reach resp.Header under
+// net/http's canonical keys, repeated fields (whatever their case) in order; hop-by-hop
+// fields and those Connection fields name are left out.
+func TestH1TransportResponseHeader(t *testing.T) {
+	up := rawHTTP(t, func(c net.Conn, _ *bufio.Reader, _ int, _ string) bool {
+		_, _ = io.WriteString(c, "HTTP/1.1 299 Fine By Me\r\nx-custom-HEADER: a\r\nSet-Cookie: 1\r\nset-cookie: 2\r\n"+
+			"Connection: x-a\r\nConnection: x-b\r\nConnection: x-c\r\nConnection: x-d\r\nConnection: x-e, keep-alive\r\n"+
+			"X-A: 1\r\nX-E: 5\r\nKeep-Alive: timeout=5\r\nProxy-Connection: x\r\nUpgrade: no\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
+	c := h1Cluster(t, up.Addr)
+	resp, body := roundTrip(t, c, outReq(t, context.Background(), "GET", up.Addr, "/", nil, 0))
+	want := http.Header{"X-Custom-Header": {"a"}, "Set-Cookie": {"1", "2"}, "X-Kept": {"yes"}, "Content-Length": {"2"}}
+	if body != "ok" || resp.Status != "299 Fine By Me" || len(resp.Header) != len(want) {
+		t.Fatalf("%s %q header %v, want %v", resp.Status, body, resp.Header, want)
+	}
+	for k, v := range want {
+		if got := resp.Header[k]; strings.Join(got, ",") != strings.Join(v, ",") {
+			t.Errorf("%s: %q, want %q", k, got, v)
+		}
+	}
+	// The values are the response's own: the next exchange on the connection does not
+	// change them.
+	roundTrip(t, c, outReq(t, context.Background(), "GET", up.Addr, "/", nil, 0))
+	if resp.Header.Get("X-Custom-Header") != "a" || resp.Header.Values("Set-Cookie")[1] != "2" {
+		t.Errorf("header changed by the next exchange: %v", resp.Header)
+	}
+}
+
+// BenchmarkH1Transport measures one GET through the HTTP/1.1 transport on a kept-alive
+// connection to an upstream that answers with a fixed response, reading the body to its
+// end: allocs/op are the transport's (the response, its header, the context watch).
+func BenchmarkH1Transport(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Mon, 01 Jan 2026 00:00:00 GMT\r\nContent-Length: 63\r\n\r\n" + strings.Repeat("x", 63))
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					for {
+						line, err := br.ReadSlice('\n')
+						if err != nil {
+							return
+						}
+						if len(line) == 2 {
+							break
+						}
+					}
+					if _, err := c.Write(resp); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	addr := ln.Addr().String()
+	c := upstream.New(router.ClusterRef{Name: "b", Protocol: "http"}, upstream.Options{Dialer: &net.Dialer{}})
+	c.Follow(nil, discovery.Plan{Fixed: []discovery.Endpoint{{Address: addr}}})
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req := (&http.Request{Method: "GET", URL: &url.URL{Scheme: "http", Host: addr, Path: "/bench"}, Host: "svc",
+		Header: http.Header{"User-Agent": {"bench"}, "X-Request-Id": {"id"}}, Body: http.NoBody}).WithContext(ctx)
+	rt := c.RoundTripper()
+	buf := make([]byte, 1024)
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			_, err := resp.Body.Read(buf)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		_ = resp.Body.Close()
+	}
+}
