@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -122,5 +123,25 @@ func TestH2CToHTTP1Trailers(t *testing.T) {
 	}
 	if n := up.Accepted(); n != 1 {
 		t.Errorf("accepted %d, want 1", n)
+	}
+}
+
+// TestH2CConnectToHTTP1: an HTTP/2 client's CONNECT for an HTTP/1.1 cluster is refused
+// with 405, as on the HTTP/1.1 front end; nothing reaches the upstream.
+func TestH2CConnectToHTTP1(t *testing.T) {
+	up := testutil.StartHTTP(t, echoHandler("h1"))
+	srv, _ := meshDef{services: []svcDef{{name: "h1.t.local", node: "h1", port: up.Port}}}.start(t)
+	h2client := testutil.H2CClient(t, srv.EgressAddr())
+	req := &http.Request{Method: "CONNECT", URL: &url.URL{Scheme: "http", Host: "h1.t.local:80"}, Host: "h1.t.local:80", Header: http.Header{}}
+	resp, err := h2client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 405 {
+		t.Fatalf("CONNECT: %d, want 405", resp.StatusCode)
+	}
+	if n := up.Accepted(); n != 0 {
+		t.Errorf("the upstream accepted %d connections, want none", n)
 	}
 }

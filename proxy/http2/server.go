@@ -150,6 +150,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		LocalReply(w, rr.GRPC, d.Status, d.Code, "", d.Msg)
 		return
 	}
+	if r.Method == http.MethodConnect && !d.Cluster.HTTP2() {
+		// As on the HTTP/1.1 front end: meshd tunnels nothing through an HTTP/1.1
+		// upstream's pooled connections (a 2xx would turn one into a tunnel).
+		noteLocal(rec, http.StatusMethodNotAllowed, forward.CodeBadRequest)
+		LocalReply(w, rr.GRPC, http.StatusMethodNotAllowed, forward.CodeBadRequest, "", "meshd: CONNECT is not supported\n")
+		return
+	}
 	if ok, wait := d.Admit(snap); !ok {
 		noteLocal(rec, http.StatusTooManyRequests, forward.CodeRateLimited)
 		w.Header().Set("Retry-After", forward.RetryAfterValue(wait))

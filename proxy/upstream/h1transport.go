@@ -56,6 +56,8 @@ const inlineBody = upstreamWriteBuf / 2
 // waits likewise).
 const maxWriteWait = 50 * time.Millisecond
 
+var errConnect = errors.New("upstream: CONNECT is not supported on pooled HTTP/1.1 connections")
+
 // aLongTimeAgo is the deadline that interrupts a connection's blocked I/O.
 var aLongTimeAgo = time.Unix(1, 0)
 
@@ -87,6 +89,11 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := ctx.Err(); err != nil {
 		closeBody(body)
 		return nil, err
+	}
+	if req.Method == http.MethodConnect {
+		// A 2xx would make the pooled connection a tunnel; the front ends refuse CONNECT.
+		closeBody(body)
+		return nil, errConnect
 	}
 	var head h1.HeaderRequest
 	fillHead(&head, req, body != nil)
