@@ -22,9 +22,10 @@ import (
 //
 // One exchange at a time on a connection, as on the fast path: the request's URL.Host
 // names the endpoint, whose pool gives an idle keep-alive connection or dials a new one;
-// the request is written (a body of unknown length, or a large one, by a goroutine of
-// its own while the response head is read: the upstream may answer first), the response
-// head read, and the response body handed to the caller as an io.ReadCloser that decodes
+// the request is written (its body, if any, by a goroutine of its own while the
+// response head is read: a client slow to send the body cannot hold the exchange past
+// its context, and the upstream may answer first), the response head read, and the
+// response body handed to the caller as an io.ReadCloser that decodes
 // the framing from the connection's buffer. A body read to its end gives the connection
 // back to the pool (keep-alive); a body closed early closes it, as net/http does: a
 // caller that wants the connection kept reads the body first (forward.RoundTrip's
@@ -39,17 +40,18 @@ import (
 //
 // A kept-alive connection the server had closed (EOF or a reset before any response
 // byte) is replaced once by a new one, like the fast path's stale replay, when the
-// request can be sent again: no body, or a body GetBody gives again, and nothing of the
-// request was written or its method is idempotent.
+// request can be sent again: no body, or a body GetBody gives again (forward.RoundTrip
+// gives one while it keeps the body whole), and nothing of the request was written or
+// its method is idempotent.
 type h1Transport struct{ cl *Cluster }
 
 // respLimits bound a response head: those of the HTTP/1.1 front end (http1.Limits),
 // which reads responses on these connections too.
 var respLimits = h1.Limits{MaxHeaderBytes: 60 << 10, MaxHeaders: 100}
 
-// inlineBody is the largest sized request body written before the response is read; a
-// larger one, or one of unknown length, is written concurrently with reading it.
-const inlineBody = upstreamWriteBuf / 2
+// withHeadBody is the largest sized request body written out with the head; before a
+// larger body, or one of unknown length, the head is flushed on its own.
+const withHeadBody = upstreamWriteBuf / 2
 
 // maxWriteWait bounds how long the end of a response waits for its request's body
 // writer to finish before the connection is given up rather than reused (net/http
@@ -167,7 +169,11 @@ func fillHead(h *h1.HeaderRequest, req *http.Request, hasBody bool) {
 // bodyWriter is a request body being written by a goroutine of its own.
 type bodyWriter struct {
 	done chan struct{} // closed when the writer is finished with the connection
-	err  error         // its failure (set before done closes)
+	// Set before done closes: the writer's failure, and whether nothing of the request
+	// reached the connection (tx is its byte count before the request).
+	err          error
+	wroteNothing bool
+	tx           int64
 }
 
 // finishedOK reports whether the writer finished (within wait) without failing.
@@ -203,26 +209,43 @@ func (w *bodyWriter) clientFailed() (error, bool) {
 	return nil, false
 }
 
-// reqBodyError is a failure to read the request body: the client's side, not the
-// upstream's. It unwraps to the body's own error (forward's *ClientError, the HTTP/2
-// stream's reset, ...).
-type reqBodyError struct{ err error }
+// wait waits up to d for the writer to finish and reports whether it did.
+func (w *bodyWriter) wait(d time.Duration) bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-w.done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
 
-func (e *reqBodyError) Error() string { return "request body: " + e.err.Error() }
-func (e *reqBodyError) Unwrap() error { return e.err }
+// RequestBodyError is an exchange that failed because the request body could not be
+// read: the client's side (the HTTP/2 stream reset, a body shorter than its
+// Content-Length), not the upstream's. It unwraps to the body's own error.
+type RequestBodyError struct{ Err error }
+
+func (e *RequestBodyError) Error() string { return "request body: " + e.Err.Error() }
+func (e *RequestBodyError) Unwrap() error { return e.Err }
 
 // clientSide marks a failure of WriteBody to read the request body as the client's.
 func clientSide(err error) error {
 	var be *h1.BodyError
 	if errors.As(err, &be) && be.Op == "read" {
-		return &reqBodyError{err: be.Err}
+		return &RequestBodyError{Err: be.Err}
 	}
 	return err
 }
 
 // isBodyRead reports a failure to read the request body (the client's side).
 func isBodyRead(err error) bool {
-	var re *reqBodyError
+	var re *RequestBodyError
 	return errors.As(err, &re)
 }
 
@@ -250,7 +273,6 @@ func (t *h1Transport) exchange(ctx context.Context, req *http.Request, head *h1.
 	}
 	reused := u.Reused
 	rx, tx, buffered := u.RX, u.TX, u.BR.Buffered()
-	inline := body == nil || (!head.Chunked && head.ContentLength <= inlineBody)
 
 	// fail ends the attempt: the connection is closed, and the error says why (the
 	// context's when it ended: its deadline or cancel interrupted the I/O).
@@ -266,30 +288,23 @@ func (t *h1Transport) exchange(ctx context.Context, req *http.Request, head *h1.
 		return nil, reused && readNothing && staleErr(err) && (wroteNothing || idempotent(req)), err
 	}
 
+	// The head goes into the write buffer (an invalid field is refused before anything
+	// is written); without a body it is flushed now, with one the body is written by a
+	// goroutine of its own (run): a client slow to send it then cannot hold the exchange
+	// past its context (the read below is what the context interrupts), and the upstream
+	// may answer before it has taken the whole body (413, or an early answer it then
+	// closes on: its response is read and relayed all the same).
 	var w *bodyWriter
-	var werr error // an inline write's failure, when the response may still be there
 	err := h1.WriteHeaderRequest(u.BW, head)
-	if err == nil && inline && body != nil {
-		_, err = h1.WriteBody(u.BW, body, head.ContentLength, false, nil)
-		closeBody(body)
-		if err = clientSide(err); isBodyRead(err) {
-			return fail(err, false)
-		}
-	}
-	if err == nil {
+	if err == nil && body == nil {
 		err = u.BW.Flush()
 	}
 	if err != nil {
-		var fe *h1.InvalidFieldError
-		if errors.As(err, &fe) || u.TX == tx {
-			closeBody(body)
-			return fail(fmt.Errorf("writing the request to %s: %w", u.Pool.addr, err), u.TX == tx)
-		}
-		// Part of it went out: the server may have answered and closed before taking
-		// it all (413, or an early answer with Connection: close); its response decides.
-		werr = err
-	} else if !inline {
-		w = &bodyWriter{done: make(chan struct{})}
+		closeBody(body)
+		return fail(fmt.Errorf("writing the request to %s: %w", u.Pool.addr, err), u.TX == tx)
+	}
+	if body != nil {
+		w = &bodyWriter{done: make(chan struct{}), tx: tx}
 		go w.run(u, body, head.ContentLength, head.Chunked, req.Trailer)
 	}
 
@@ -306,15 +321,19 @@ func (t *h1Transport) exchange(ctx context.Context, req *http.Request, head *h1.
 		// Interim responses (100 Continue, 103 Early Hints) are not relayed.
 	}
 	if err != nil {
+		wroteNothing := false
 		if w != nil {
-			// Unblock the writer; a client that failed to deliver the body is the cause.
+			// Interrupt the writer's I/O and give it a moment to end (it may be inside a
+			// read of the body, which nothing here can interrupt): a client that failed to
+			// deliver the body is the cause, and a writer that wrote nothing makes the
+			// request safe to send again.
 			_ = u.NetConn.SetDeadline(aLongTimeAgo)
+			if ctx.Err() == nil && w.wait(maxWriteWait) {
+				wroteNothing = w.wroteNothing
+			}
 			if cerr, ok := w.clientFailed(); ok {
 				err = cerr
 			}
-		}
-		if werr != nil && !isBodyRead(err) {
-			err = werr
 		}
 		if !isBodyRead(err) {
 			var ue *Error
@@ -322,9 +341,9 @@ func (t *h1Transport) exchange(ctx context.Context, req *http.Request, head *h1.
 				err = fmt.Errorf("reading the response head from %s: %w", u.Pool.addr, err)
 			}
 		}
-		return fail(err, false)
+		return fail(err, wroteNothing)
 	}
-	reuse := !hr.Close && !req.Close && werr == nil
+	reuse := !hr.Close && !req.Close
 	resp := newResponse(req, hr)
 	rb := &resp.body
 	if hr.NoBody {
@@ -338,10 +357,22 @@ func (t *h1Transport) exchange(ctx context.Context, req *http.Request, head *h1.
 	return &resp.Response, false, nil
 }
 
-// run writes the request body and flushes it. A client that fails to deliver the body
-// ends the exchange: the connection's reads are interrupted.
+// run writes the request body after the head already buffered, flushes it, and closes
+// the body. A client that fails to deliver the body ends the exchange: the connection's
+// reads are interrupted.
 func (w *bodyWriter) run(u *Conn, body io.ReadCloser, contentLength int64, chunked bool, trailer http.Header) {
-	_, err := h1.WriteBody(u.BW, body, contentLength, chunked, trailer)
+	var err error
+	if chunked || contentLength > withHeadBody {
+		// A body of unknown length may be a stream the upstream answers as it goes, and a
+		// large one takes time: the head leaves first. A small one (usually all there
+		// already) leaves with it, in one write.
+		if ferr := u.BW.Flush(); ferr != nil {
+			err = fmt.Errorf("writing the request head: %w", ferr)
+		}
+	}
+	if err == nil {
+		_, err = h1.WriteBody(u.BW, body, contentLength, chunked, trailer)
+	}
 	if err == nil {
 		if ferr := u.BW.Flush(); ferr != nil {
 			err = fmt.Errorf("writing the request body: %w", ferr)
@@ -350,7 +381,7 @@ func (w *bodyWriter) run(u *Conn, body io.ReadCloser, contentLength int64, chunk
 	closeBody(body)
 	err = clientSide(err)
 	client := isBodyRead(err)
-	w.err = err
+	w.err, w.wroteNothing = err, u.TX == w.tx
 	close(w.done)
 	if client {
 		_ = u.NetConn.SetDeadline(aLongTimeAgo)
