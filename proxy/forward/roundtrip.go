@@ -112,11 +112,15 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 		deadlineHit := errors.Is(actx.Err(), context.DeadlineExceeded)
 		acancel()
 		var ce *ClientError
+		var be *upstream.RequestBodyError
 		switch {
 		case errors.As(err, &ce):
 			return 0, err
 		case parent.Err() != nil:
 			return 0, &ClientError{Err: fmt.Errorf("client went away: %w", parent.Err())}
+		case errors.As(err, &be):
+			// The HTTP/1.1 transport could not read the body: the client's failure.
+			return 0, &ClientError{Err: be.Err}
 		case stalled:
 			return 0, &upstream.Error{Kind: upstream.Timeout, Err: fmt.Errorf("no response head within the idle timeout %v: %w", r.Idle, context.DeadlineExceeded)}
 		case deadlineHit || (!deadline.IsZero() && time.Until(deadline) <= deadlineSlack):
