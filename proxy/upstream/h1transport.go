@@ -126,6 +126,7 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 					if body == http.NoBody {
 						body = nil
 					}
+					fillHead(&head, req, body != nil)
 					continue
 				}
 			}
@@ -285,7 +286,7 @@ func (t *h1Transport) exchange(ctx context.Context, req *http.Request, head *h1.
 		if cerr := ctx.Err(); cerr != nil {
 			return nil, false, cerr
 		}
-		return nil, reused && readNothing && staleErr(err) && (wroteNothing || idempotent(req)), err
+		return nil, reused && readNothing && !isBodyRead(err) && staleErr(err) && (wroteNothing || idempotent(req)), err
 	}
 
 	// The head goes into the write buffer (an invalid field is refused before anything
