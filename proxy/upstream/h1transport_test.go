@@ -455,7 +455,7 @@ func TestH1TransportMalformed(t *testing.T) {
 	waitOpen(t, c, 0)
 }
 
-// TestH1TransportUnsolicitedSwitch: a 101 the request did not ask for is a protocol
+// TestH1TransportInterim: a 101 the request did not ask for is a protocol
 // error; other interim responses are skipped.
 func TestH1TransportInterim(t *testing.T) {
 	up := rawHTTP(t, func(c net.Conn, _ *bufio.Reader, _ int, head string) bool {
