@@ -89,6 +89,10 @@ func HopByHop(name string) bool {
 // isFramingOrHopField reports fields that must never appear in a forwarded trailer section.
 func isFramingOrHopField(name string) bool { return classify(name) != fcOther }
 
+// TrailerField reports whether name may be a trailer field: a token, and none of the
+// framing or hop-by-hop fields (RFC 9110 §6.5.1) the body writers and readers drop there.
+func TrailerField(name string) bool { return isToken(name) && !isFramingOrHopField(name) }
+
 // namedInConnection reports whether a Connection field in hs lists name (RFC 9110 §7.6.1:
 // such fields are hop-by-hop and removed by a proxy).
 func namedInConnection(hs []Header, name string) bool {

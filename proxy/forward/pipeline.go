@@ -27,8 +27,9 @@ const retryAfterNoDeadline = time.Second
 
 // Exchanger is a protocol front end's side of one request: the pipeline decides where
 // and whether to send it, the exchanger knows how. Implementations: the HTTP/1.1 fast
-// path (proxy/http1), net/http's transport for HTTP/2 upstreams and HTTP/2 clients
-// (proxy/http2, also used by proxy/http1 when the upstream speaks HTTP/2). All methods
+// path (proxy/http1), and RoundTrip over a cluster's http.RoundTripper for HTTP/2
+// upstreams and HTTP/2 clients (proxy/http2, also used by proxy/http1 when the upstream
+// speaks HTTP/2). All methods
 // run on the request's goroutine.
 type Exchanger interface {
 	// Exchange sends the request to the endpoint res picked and reads the response

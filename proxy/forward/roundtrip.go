@@ -15,11 +15,15 @@ import (
 	"github.com/meshd/meshd/proxy/upstream"
 )
 
-// RoundTrip is the Exchanger over a cluster's net/http transport: HTTP/2 upstreams
-// (h2c prior knowledge), and HTTP/1.1 upstreams reached from an HTTP/2 client. The HTTP/2
-// front end uses it, and so does the HTTP/1.1 front end when the upstream speaks HTTP/2.
+// RoundTrip is the Exchanger over a cluster's http.RoundTripper: meshd's HTTP/2
+// transport for HTTP/2 upstreams (h2c prior knowledge), and its HTTP/1.1 transport over
+// the endpoints' pooled connections for HTTP/1.1 upstreams reached from an HTTP/2
+// client. The HTTP/2 front end uses it, and so does the HTTP/1.1 front end when the
+// upstream speaks HTTP/2.
 //
-// A request body is kept for a retry up to MaxReplay bytes as it streams (replayBody);
+// A request body is kept for a retry up to MaxReplay bytes as it streams (replayBody),
+// and the request's GetBody gives it again while it is kept whole (the HTTP/1.1
+// transport replays a request a stale keep-alive connection lost);
 // the idle timeout bounds the wait for the response head (headWatch) and, after it, the
 // gaps in the response body (idleBody). After Do succeeded, Response is the response to
 // relay and Close must be called when the relay is done.
@@ -34,7 +38,9 @@ type RoundTrip struct {
 	Ctx context.Context
 
 	rb       *replayBody
-	watch    *idleWatch // the idle timeout's timer, shared by the attempts and the body
+	watch    *idleWatch                    // the idle timeout's timer, shared by the attempts and the body
+	gen      uint64                        // the current attempt's generation of watch
+	getBody  func() (io.ReadCloser, error) // the upstream request's GetBody (nil: no body)
 	bodyless bool
 	resp     *http.Response
 	actx     context.Context    // the final attempt's
@@ -54,8 +60,25 @@ func NewRoundTrip(out *http.Request, cl *upstream.Cluster, idle time.Duration, m
 			maxReplay = DefaultMaxReplayBody
 		}
 		rt.rb = &replayBody{src: out.Body, limit: maxReplay}
+		rt.getBody = rt.againBody
 	}
 	return rt
+}
+
+var errNotReplayable = errors.New("request body: not kept whole for a replay")
+
+// againBody is the upstream request's GetBody: the body from its start, for another
+// try within the current attempt, while it is kept whole (a newer reader makes the
+// older ones fail).
+func (r *RoundTrip) againBody() (io.ReadCloser, error) {
+	if !r.rb.replayable() {
+		return nil, errNotReplayable
+	}
+	var b io.ReadCloser = r.rb.attempt()
+	if r.watch != nil {
+		b = &activityBody{ReadCloser: b, w: r.watch, gen: r.gen}
+	}
+	return b, nil
 }
 
 // Exchange implements Exchanger.
@@ -84,7 +107,9 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 	req.URL = &u
 	if r.rb != nil {
 		req.Body = r.rb.attempt()
+		req.GetBody = r.getBody
 	}
+	r.gen = gen
 	if r.watch != nil && req.Body != nil && req.Body != http.NoBody {
 		req.Body = &activityBody{ReadCloser: req.Body, w: r.watch, gen: gen}
 	}
@@ -94,11 +119,15 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 		deadlineHit := errors.Is(actx.Err(), context.DeadlineExceeded)
 		acancel()
 		var ce *ClientError
+		var be *upstream.RequestBodyError
 		switch {
 		case errors.As(err, &ce):
 			return 0, err
 		case parent.Err() != nil:
 			return 0, &ClientError{Err: fmt.Errorf("client went away: %w", parent.Err())}
+		case errors.As(err, &be):
+			// The HTTP/1.1 transport could not read the body: the client's failure.
+			return 0, &ClientError{Err: be.Err}
 		case stalled:
 			return 0, &upstream.Error{Kind: upstream.Timeout, Err: fmt.Errorf("no response head within the idle timeout %v: %w", r.Idle, context.DeadlineExceeded)}
 		case deadlineHit || (!deadline.IsZero() && time.Until(deadline) <= deadlineSlack):
@@ -135,8 +164,8 @@ func (r *RoundTrip) Header(name string) (string, bool) {
 	return v[0], true
 }
 
-// Discard implements Exchanger: a little of the body is read so the connection
-// (HTTP/1.1) can be reused; net/http closes it when more is left.
+// Discard implements Exchanger: up to MaxDrainBody of the body is read so the
+// connection (HTTP/1.1) goes back to its pool; with more left, Close closes it.
 func (r *RoundTrip) Discard() {
 	_, _ = io.Copy(io.Discard, io.LimitReader(r.resp.Body, MaxDrainBody))
 	r.Close()

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -150,6 +151,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		LocalReply(w, rr.GRPC, d.Status, d.Code, "", d.Msg)
 		return
 	}
+	if r.Method == http.MethodConnect && !d.Cluster.HTTP2() {
+		// As on the HTTP/1.1 front end: meshd tunnels nothing through an HTTP/1.1
+		// upstream's pooled connections (a 2xx would turn one into a tunnel).
+		noteLocal(rec, http.StatusMethodNotAllowed, forward.CodeBadRequest)
+		LocalReply(w, rr.GRPC, http.StatusMethodNotAllowed, forward.CodeBadRequest, "", "meshd: CONNECT is not supported\n")
+		return
+	}
 	if ok, wait := d.Admit(snap); !ok {
 		noteLocal(rec, http.StatusTooManyRequests, forward.CodeRateLimited)
 		w.Header().Set("Retry-After", forward.RetryAfterValue(wait))
@@ -209,13 +217,15 @@ func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Fligh
 			dst[k] = v
 		}
 	}
-	announced := len(resp.Trailer)
-	if announced > 0 {
-		keys := make([]string, 0, len(resp.Trailer))
+	// The trailer names known before the body are announced in the head; trailers that
+	// turn up only at the end of the body go out under http.TrailerPrefix.
+	var announced []string
+	if len(resp.Trailer) > 0 {
+		announced = make([]string, 0, len(resp.Trailer))
 		for k := range resp.Trailer {
-			keys = append(keys, k)
+			announced = append(announced, k)
 		}
-		dst.Set("Trailer", strings.Join(keys, ", "))
+		dst.Set("Trailer", strings.Join(announced, ", "))
 	}
 	w.WriteHeader(resp.StatusCode)
 	n, err := copyFlush(w, resp.Body, resp.ContentLength < 0)
@@ -235,7 +245,7 @@ func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Fligh
 		}
 	}
 	for k, v := range resp.Trailer {
-		if announced > 0 {
+		if slices.Contains(announced, k) {
 			dst[k] = v
 		} else {
 			dst[http.TrailerPrefix+k] = v

@@ -79,8 +79,10 @@ func (c *Cluster) Stats() *telemetry.HTTPStats { return c.stats }
 // L4 are the cluster's L4 counters.
 func (c *Cluster) L4() *L4Stats { return c.l4 }
 
-// RoundTripper is the net/http transport of the cluster (HTTP/2 upstreams, and HTTP/2
-// downstreams to HTTP/1.1 upstreams).
+// RoundTripper is the cluster's http.RoundTripper: meshd's HTTP/2 transport for HTTP/2
+// upstreams; for HTTP/1.1 upstreams (reached from HTTP/2 clients) meshd's HTTP/1.1
+// transport over the endpoints' pools, the connections of the HTTP/1.1 fast path. Its
+// request's URL.Host is the endpoint's address.
 func (c *Cluster) RoundTripper() http.RoundTripper { return c.rt }
 
 // OpenConns counts the cluster's open HTTP/1.1 upstream connections.
@@ -95,14 +97,19 @@ func (c *Cluster) RunHealthChecks() { c.health.round() }
 // HasEndpoint reports whether addr ("ip:port", as netip.AddrPort formats it) is one of
 // the cluster's current endpoints.
 func (c *Cluster) HasEndpoint(addr []byte) bool {
-	c.poolsMu.Lock()
-	defer c.poolsMu.Unlock()
-	for p := range c.pools {
-		if p.addr == string(addr) {
-			return true
-		}
-	}
-	return false
+	c.poolsMu.RLock()
+	_, ok := c.byAddr[string(addr)]
+	c.poolsMu.RUnlock()
+	return ok
+}
+
+// EndpointPool is the keep-alive pool of the endpoint at addr ("ip:port"), the one hung
+// on its balancer endpoint; false when addr is not one of the cluster's endpoints.
+func (c *Cluster) EndpointPool(addr string) (*Pool, bool) {
+	c.poolsMu.RLock()
+	p, ok := c.byAddr[addr]
+	c.poolsMu.RUnlock()
+	return p, ok
 }
 
 // Cluster is the cluster the pool belongs to.

@@ -63,11 +63,13 @@ type Cluster struct {
 	l4        *L4Stats // L4 connections (l4.go); carried to a successor of the same name
 	closed    atomic.Bool
 
-	poolsMu sync.Mutex
+	poolsMu sync.RWMutex
 	pools   map[*Pool]struct{} // every endpoint's pool, for close
+	byAddr  map[string]*Pool   // the same pools by endpoint address (EndpointPool)
 
 	// rt is the path off the HTTP/1.1 fast path: meshd's HTTP/2 transport for HTTP/2
-	// upstreams; net/http's HTTP/1.1 transport for HTTP/1.1 upstreams of HTTP/2 clients.
+	// upstreams; for HTTP/1.1 upstreams of HTTP/2 clients, meshd's HTTP/1.1 transport
+	// over the endpoints' pools (h1transport.go).
 	rt         http.RoundTripper
 	h2Counters *h2.Counters
 
@@ -99,6 +101,7 @@ func New(ref router.ClusterRef, opts Options) *Cluster {
 		connectTimeout: opts.ConnectTimeout,
 		streamIdle:     opts.StreamIdle,
 		pools:          make(map[*Pool]struct{}),
+		byAddr:         make(map[string]*Pool),
 		stop:           make(chan struct{}),
 		h2Counters:     opts.HTTP2,
 	}
@@ -144,6 +147,7 @@ func New(ref router.ClusterRef, opts Options) *Cluster {
 			ep.Meta = p
 			c.poolsMu.Lock()
 			c.pools[p] = struct{}{}
+			c.byAddr[p.addr] = p
 			c.poolsMu.Unlock()
 			c.outlier.Add(ep.Address)
 			c.health.add(ep)
@@ -152,6 +156,9 @@ func New(ref router.ClusterRef, opts Options) *Cluster {
 			if p, ok := ep.Meta.(*Pool); ok {
 				c.poolsMu.Lock()
 				delete(c.pools, p)
+				if c.byAddr[p.addr] == p {
+					delete(c.byAddr, p.addr)
+				}
 				c.poolsMu.Unlock()
 				p.closeIdle()
 			}
@@ -180,7 +187,7 @@ func (c *Cluster) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	return conn, nil
 }
 
-// newRoundTripper builds the net/http transport used off the HTTP/1.1 fast path.
+// newRoundTripper builds the http.RoundTripper used off the HTTP/1.1 fast path.
 func (c *Cluster) newRoundTripper() http.RoundTripper {
 	if c.h2 {
 		// HTTP/2 with prior knowledge over cleartext (h2c), meshd's own (internal/h2):
@@ -194,15 +201,9 @@ func (c *Cluster) newRoundTripper() http.RoundTripper {
 		lim.IdleTimeout = maxIdleAge
 		return &h2.Transport{Dial: c.Dial, Limits: lim, Counters: c.h2Counters}
 	}
-	return &http.Transport{
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return c.Dial(ctx, addr)
-		},
-		MaxIdleConnsPerHost: maxIdlePerEndpoint,
-		IdleConnTimeout:     maxIdleAge,
-		DisableCompression:  true,
-		ForceAttemptHTTP2:   false,
-	}
+	// HTTP/1.1: meshd's own transport over the endpoints' pools, so the connections are
+	// those of the HTTP/1.1 fast path (shared, reaped and closed with them).
+	return &h1Transport{cl: c}
 }
 
 // acquireSlot enforces connectionPool.http: it returns at once when a slot is free,
@@ -286,10 +287,7 @@ func (c *Cluster) Close() {
 	for _, p := range pools {
 		p.closeIdle()
 	}
-	switch rt := c.rt.(type) {
-	case *http.Transport:
-		rt.CloseIdleConnections()
-	case *h2.Transport:
+	if rt, ok := c.rt.(*h2.Transport); ok {
 		rt.Close()
 	}
 }
@@ -311,7 +309,8 @@ type Conn struct {
 	NetConn net.Conn
 	BR      *bufio.Reader
 	BW      *bufio.Writer
-	// RD is the response reader over BR, made on first use by the HTTP/1.1 front end.
+	// RD is the response reader over BR, made on first use by the HTTP/1.1 front end or
+	// the HTTP/1.1 transport.
 	RD       *h1.Reader
 	Pool     *Pool
 	LastUsed time.Time
@@ -323,6 +322,9 @@ type Conn struct {
 	// attempt to tell a server that closed without a word from one that had started
 	// answering.
 	RX, TX int64
+	// rt is the HTTP/1.1 transport's response head and body reader (h1transport.go),
+	// made on its first exchange on the connection.
+	rt *h1State
 }
 
 func (u *Conn) Read(p []byte) (int, error) {

@@ -1,0 +1,150 @@
+package forward
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/balancer"
+	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/proxy/upstream"
+	"github.com/meshd/meshd/router"
+)
+
+// closingUpstream answers every request with 200 and closes the connection without
+// saying so (each pooled connection is stale for the next request); it reads a body of
+// the Content-Length given and records it.
+func closingUpstream(t *testing.T) (addr string, bodies chan string, accepted *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	bodies = make(chan string, 16)
+	accepted = new(atomic.Int64)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				n := 0
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if v, ok := strings.CutPrefix(line, "Content-Length: "); ok {
+						for _, d := range strings.TrimSpace(v) {
+							n = n*10 + int(d-'0')
+						}
+					}
+					if line == "\r\n" {
+						break
+					}
+				}
+				b := make([]byte, n)
+				if _, err := io.ReadFull(br, b); err != nil {
+					return
+				}
+				bodies <- string(b)
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}()
+		}
+	}()
+	return ln.Addr().String(), bodies, accepted
+}
+
+func h1TestCluster(t *testing.T, addr string) *upstream.Cluster {
+	t.Helper()
+	cl := upstream.New(router.ClusterRef{Name: "t", Protocol: "http"}, upstream.Options{Dialer: &net.Dialer{}, ConnectTimeout: 5 * time.Second})
+	cl.Follow(nil, discovery.Plan{Fixed: []discovery.Endpoint{{Address: addr}}})
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// exchangeOnce runs one attempt of rt and reads its response to the end.
+func exchangeOnce(t *testing.T, rt *RoundTrip, cl *upstream.Cluster) (int, error) {
+	t.Helper()
+	res, err := cl.Pick(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, err := rt.Exchange(res, time.Time{})
+	if err == nil {
+		_, _ = io.ReadAll(rt.Response().Body)
+		rt.Close()
+	}
+	res.Done(balancer.DoneInfo{Status: status, Err: err})
+	return status, err
+}
+
+// TestRoundTripReplaysBodyOnStaleConnection: the HTTP/1.1 transport replays an
+// idempotent request a stale keep-alive connection lost, with the body GetBody gives
+// from the replay buffer: the upstream gets it whole.
+func TestRoundTripReplaysBodyOnStaleConnection(t *testing.T) {
+	addr, bodies, accepted := closingUpstream(t)
+	cl := h1TestCluster(t, addr)
+	first := NewRoundTrip(OutRequest("GET", "/", "svc", http.Header{}, nil, 0, nil), cl, 0, 0)
+	if status, err := exchangeOnce(t, first, cl); err != nil || status != 200 {
+		t.Fatalf("first: %d %v", status, err)
+	}
+	<-bodies
+	time.Sleep(50 * time.Millisecond) // the upstream's close arrives: the pooled connection is stale
+	put := NewRoundTrip(OutRequest("PUT", "/", "svc", http.Header{},
+		io.NopCloser(strings.NewReader("the body")), 8, nil), cl, 0, 0)
+	if status, err := exchangeOnce(t, put, cl); err != nil || status != 200 {
+		t.Fatalf("PUT on a stale connection: %d %v, want it replayed", status, err)
+	}
+	if b := <-bodies; b != "the body" {
+		t.Errorf("the upstream got %q, want the whole body", b)
+	}
+	if n := accepted.Load(); n != 2 {
+		t.Errorf("accepted %d, want 2", n)
+	}
+}
+
+// TestRoundTripClientBodyFailure: a request body that fails to read while the HTTP/1.1
+// transport sends it is the client's failure (*ClientError), never the endpoint's.
+func TestRoundTripClientBodyFailure(t *testing.T) {
+	// An upstream that reads and never answers: the body's failure is what ends it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c); _ = c.Close() }()
+		}
+	}()
+	cl := h1TestCluster(t, ln.Addr().String())
+	boom := errors.New("stream reset by the client")
+	for _, n := range []int64{100, -1} {
+		body := io.NopCloser(io.MultiReader(strings.NewReader("part"), failingReader{boom}))
+		rt := NewRoundTrip(OutRequest("POST", "/", "svc", http.Header{}, body, n, nil), cl, 0, 0)
+		_, err := exchangeOnce(t, rt, cl)
+		if ce, ok := AsClientError(err); !ok || !errors.Is(ce, boom) {
+			t.Errorf("body of %d failing: %v, want a *ClientError with the body's error", n, err)
+		}
+	}
+}
+
+type failingReader struct{ err error }
+
+func (r failingReader) Read([]byte) (int, error) { return 0, r.err }
