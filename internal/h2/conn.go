@@ -56,7 +56,7 @@ type Limits struct {
 	// ControlBurst tokens refilled at ControlRate per second. Defaults 1000 and 100.
 	ControlBurst int
 	ControlRate  float64
-	// WindowUpdatesPerData bounds WINDOW_UPDATE frames: at most 1 + 2×(streams +
+	// WindowUpdatesPerData bounds WINDOW_UPDATE frames: at most 5 + 2×(streams +
 	// WindowUpdatesPerData × DATA frames sent), Envoy's
 	// max_inbound_window_update_frames_per_data_frame_sent. Default 10.
 	WindowUpdatesPerData int
@@ -715,7 +715,7 @@ func (c *core) handlePing(f *http2.PingFrame) error {
 // stream to reset.
 func (c *core) handleWindowUpdate(f *http2.WindowUpdateFrame) (*stream, error) {
 	c.wuFrames++
-	if c.wuFrames > 1+2*(c.streamsOpen.Load()+int64(c.lim.WindowUpdatesPerData)*c.dataSent.Load()) {
+	if c.wuFrames > 5+2*(c.streamsOpen.Load()+int64(c.lim.WindowUpdatesPerData)*c.dataSent.Load()) {
 		return nil, flood(FloodWindowUpdate, "WINDOW_UPDATE frames past the limit")
 	}
 	c.mu.Lock()
