@@ -457,17 +457,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			e.emit(f.accessLogLines, float64(a.Dropped), a.Path, "dropped")
 		}
 	}
+	// HTTP/2 series exist once their counter moved: a sidecar that never sees HTTP/2, or
+	// a flood, exports none of them (every series is a paid metric somewhere).
 	for sd, h := range api.HTTP2 {
-		e.emit(f.h2Conns, float64(h.Conns.Load()), sd)
-		e.emit(f.h2Streams, float64(h.Streams.Load()), sd)
-		e.emit(f.h2Refused, float64(h.RefusedStreams.Load()), sd)
-		e.emit(f.h2ProtoErrs, float64(h.ProtocolErrors.Load()), sd)
-		e.emit(f.h2StreamErrs, float64(h.StreamErrors.Load()), sd)
-		e.emit(f.h2HeaderBig, float64(h.HeaderTooLarge.Load()), sd)
-		e.emit(f.h2GoAwaySent, float64(h.GoAwaySent.Load()), sd)
-		e.emit(f.h2GoAwayRecv, float64(h.GoAwayReceived.Load()), sd)
+		e.used(f.h2Conns, h.Conns.Load(), sd)
+		e.used(f.h2Streams, h.Streams.Load(), sd)
+		e.used(f.h2Refused, h.RefusedStreams.Load(), sd)
+		e.used(f.h2ProtoErrs, h.ProtocolErrors.Load(), sd)
+		e.used(f.h2StreamErrs, h.StreamErrors.Load(), sd)
+		e.used(f.h2HeaderBig, h.HeaderTooLarge.Load(), sd)
+		e.used(f.h2GoAwaySent, h.GoAwaySent.Load(), sd)
+		e.used(f.h2GoAwayRecv, h.GoAwayReceived.Load(), sd)
 		for _, fl := range h2.Floods() {
-			e.emit(f.h2Flood, float64(h.Flood(fl)), sd, fl.String())
+			e.used(f.h2Flood, h.Flood(fl), sd, fl.String())
 		}
 	}
 	if api.L4 != nil {
