@@ -378,16 +378,28 @@ func WorkloadFiles(dir, node string) (certPath, keyPath string) {
 
 // WriteWorkload writes dir/<node>.key (mode 0600) and dir/<node>.crt (the chain, mode
 // 0644), each through a temporary file and a rename, so a reader (a FileSource watching
-// the directory) never sees a half-written file. The key is written first; a watcher
-// reading between the two renames sees a key that does not match the old certificate,
-// rejects that pair and reads again at the next rename (FileSource's debounce makes that
-// rare).
+// the directory) never sees a half-written file. Both temporary files are written and
+// synced before the two renames, which then follow each other at once (key first); a
+// FileSource that happens to read between them sees a key not matching the old
+// certificate, and reads again after its debounce before it rejects anything.
 func WriteWorkload(dir, node string, wc *WorkloadCert) (certPath, keyPath string, err error) {
 	certPath, keyPath = WorkloadFiles(dir, node)
-	if err := WriteFileAtomic(keyPath, wc.KeyPEM, 0o600); err != nil {
+	keyTmp, err := writeTemp(keyPath, wc.KeyPEM, 0o600)
+	if err != nil {
 		return "", "", err
 	}
-	if err := WriteFileAtomic(certPath, wc.ChainPEM, 0o644); err != nil {
+	certTmp, err := writeTemp(certPath, wc.ChainPEM, 0o644)
+	if err != nil {
+		_ = os.Remove(keyTmp)
+		return "", "", err
+	}
+	if err := os.Rename(keyTmp, keyPath); err != nil {
+		_ = os.Remove(keyTmp)
+		_ = os.Remove(certTmp)
+		return "", "", err
+	}
+	if err := os.Rename(certTmp, certPath); err != nil {
+		_ = os.Remove(certTmp)
 		return "", "", err
 	}
 	return certPath, keyPath, nil
@@ -396,34 +408,45 @@ func WriteWorkload(dir, node string, wc *WorkloadCert) (certPath, keyPath string
 // WriteFileAtomic writes data to path through a temporary file in the same directory
 // (created with mode, synced) and a rename over path.
 func WriteFileAtomic(path string, data []byte, mode fs.FileMode) error {
+	tmp, err := writeTemp(path, data, mode)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// writeTemp writes data to a new temporary file beside path, with mode, synced, and
+// returns its name.
+func writeTemp(path string, data []byte, mode fs.FileMode) (name string, err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
 	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
 	if err != nil {
-		return err
+		return "", err
 	}
-	tmp := f.Name()
 	defer func() {
 		if err != nil {
-			_ = os.Remove(tmp)
+			f.Close()
+			_ = os.Remove(f.Name())
 		}
 	}()
 	if err = f.Chmod(mode); err != nil {
-		f.Close()
-		return err
+		return "", err
 	}
 	if _, err = f.Write(data); err != nil {
-		f.Close()
-		return err
+		return "", err
 	}
 	if err = f.Sync(); err != nil {
-		f.Close()
-		return err
+		return "", err
 	}
 	if err = f.Close(); err != nil {
-		return err
+		return "", err
 	}
-	return os.Rename(tmp, path)
+	return f.Name(), nil
 }
