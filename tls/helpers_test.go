@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	meshtls "github.com/meshd/meshd/tls"
 )
 
@@ -191,3 +193,7 @@ func waitChanged(t *testing.T, ch <-chan struct{}, what string) {
 		t.Fatalf("timed out waiting for %s", what)
 	}
 }
+
+// TestMain checks that every goroutine a source or a Workload API stream starts is
+// joined by its Close.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
