@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -64,6 +65,7 @@ type FileSource struct {
 	w      *fsnotify.Watcher
 	cancel context.CancelFunc
 	done   chan struct{}
+	loadMu sync.Mutex // serialises load and install (the watch and Reload)
 }
 
 // NewFileSource reads the files, failing if they do not load, and starts watching
@@ -139,6 +141,8 @@ func (s *FileSource) Close() error {
 // Reload reads the files now, as a change in their directories would. It returns the
 // reason when the new files were rejected (the previous material keeps serving).
 func (s *FileSource) Reload() error {
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
 	m, err := s.load()
 	if err != nil {
 		s.reject(err)
@@ -180,8 +184,7 @@ func (s *FileSource) run(ctx context.Context) {
 			debounce.Reset(s.opts.Debounce)
 		case <-debounce.C:
 			s.rewatch()
-			m, err := s.load()
-			if err != nil && !retried {
+			if !s.reloadQuietly(retried) {
 				// Maybe mid-rotation (a key renamed, its certificate not yet): read
 				// again after another quiet period before rejecting.
 				retried = true
@@ -189,15 +192,27 @@ func (s *FileSource) run(ctx context.Context) {
 				continue
 			}
 			retried = false
-			if err != nil {
-				s.reject(err)
-				continue
-			}
-			s.set(m)
 		case <-expiry.C:
 			s.checkExpiry()
 		}
 	}
+}
+
+// reloadQuietly reads the files and installs them. A failure is rejected only when
+// final; otherwise reloadQuietly reports false and leaves everything as it was.
+func (s *FileSource) reloadQuietly(final bool) bool {
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	m, err := s.load()
+	if err != nil {
+		if !final {
+			return false
+		}
+		s.reject(err)
+		return true
+	}
+	s.set(m)
+	return true
 }
 
 // relevant reports whether an event may change what the paths read as: the path

@@ -166,7 +166,7 @@ func (w *WorkloadAPI) OnX509ContextUpdate(x *workloadapi.X509Context) {
 	}
 	w.mu.Unlock()
 	for _, v := range views {
-		v.update(x)
+		v.refresh()
 	}
 }
 
@@ -214,17 +214,15 @@ func (w *WorkloadAPI) view(secret string, cert bool) (Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", v.name, err)
 	}
+	v.mu.Lock()
 	v.set(m)
+	v.seen = x
+	v.mu.Unlock()
 	w.mu.Lock()
 	w.views[v] = true
 	w.mu.Unlock()
 	// An update may have come between resolve and registration.
-	w.mu.Lock()
-	latest := w.current
-	w.mu.Unlock()
-	if latest != x {
-		v.update(latest)
-	}
+	v.refresh()
 	return v, nil
 }
 
@@ -234,7 +232,9 @@ type sdsSource struct {
 	api    *WorkloadAPI
 	secret string
 	cert   bool
-	mu     sync.Mutex // serialises update
+
+	mu   sync.Mutex               // serialises refresh
+	seen *workloadapi.X509Context // the context last resolved
 }
 
 func (v *sdsSource) Close() error {
@@ -244,9 +244,18 @@ func (v *sdsSource) Close() error {
 	return nil
 }
 
-func (v *sdsSource) update(x *workloadapi.X509Context) {
+// refresh resolves the secret in the API's latest context, once per context: a view
+// never goes back to an older one, and a context is rejected at most once.
+func (v *sdsSource) refresh() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.api.mu.Lock()
+	x := v.api.current
+	v.api.mu.Unlock()
+	if x == v.seen {
+		return
+	}
+	v.seen = x
 	m, err := v.resolve(x)
 	if err != nil {
 		v.reject(err)

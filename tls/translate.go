@@ -335,7 +335,9 @@ type LoaderOptions struct {
 
 // Loader turns plans into TLS configurations, loading their sources once: listeners
 // and client policies naming the same files or secrets share one Source (one watch).
-// Close releases every source it loaded.
+// The loader owns the sources: Close releases every one of them. Loading is serialised;
+// the first sds source dials the Workload API and waits for it within the caller's
+// context, so give that context a deadline.
 type Loader struct {
 	opts LoaderOptions
 
@@ -363,6 +365,19 @@ func (l *Loader) Close() error {
 		l.wl = nil
 	}
 	return errors.Join(errs...)
+}
+
+// Stats are the counters of every source the loader holds (reloads, rejects, the
+// certificate's NotAfter, expiry warnings), sorted by name, for a metrics exporter.
+func (l *Loader) Stats() []Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]Stats, 0, len(l.sources))
+	for _, s := range l.sources {
+		out = append(out, s.Stats())
+	}
+	slices.SortFunc(out, func(a, b Stats) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 // Listener is a loaded listener tls block.

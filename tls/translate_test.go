@@ -221,6 +221,9 @@ func TestLoaderFiles(t *testing.T) {
 	if lis.Trust != cl.Trust {
 		t.Error("the listener and the client policy naming the same trust file do not share its source")
 	}
+	if st := ld.Stats(); len(st) != 3 || !strings.Contains(st[0].Name, "backend.crt") || st[0].NotAfter.IsZero() {
+		t.Errorf("loader stats: %+v", st)
+	}
 	if !cl.AppliesTo(8080) || cl.AppliesTo(9090) {
 		t.Error("AppliesTo ignores ports")
 	}
