@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
+	"os/signal"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	meshtls "github.com/meshd/meshd/tls"
@@ -12,7 +16,7 @@ import (
 
 // cmdCA is `meshd ca init|issue`: the mesh CA of docs/tls.md.
 func cmdCA(args []string, stdout, stderr io.Writer) int {
-	const usage = "usage: meshd ca init --dir DIR [--force]\n       meshd ca issue --dir DIR --mesh MESH --node NAME [--ttl 24h] [--dns NAME,...]"
+	const usage = "usage: meshd ca init --dir DIR [--force]\n       meshd ca issue --dir DIR --mesh MESH --node NAME [--ttl 24h] [--dns NAME,...] [--out DIR] [--every 8h]"
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprintln(stderr, usage)
 		return 2
@@ -52,40 +56,93 @@ func caInit(args []string, stdout, stderr io.Writer) int {
 }
 
 func caIssue(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return caIssueCtx(ctx, args, stdout, stderr)
+}
+
+// caIssueCtx is caIssue with the context that ends an --every loop, for tests.
+func caIssueCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("meshd ca issue", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dir := fs.String("dir", "", "the CA directory (meshd ca init); NAME.crt and NAME.key are written there")
-	mesh := fs.String("mesh", "", "mesh name: the SPIFFE trust domain")
-	node := fs.String("node", "", "virtual node name: the certificate's SPIFFE ID is spiffe://MESH/NAME")
-	ttl := fs.Duration("ttl", meshtls.DefaultWorkloadTTL, "certificate lifetime")
+	var o issueOpts
+	fs.StringVar(&o.dir, "dir", "", "the CA directory (meshd ca init); NAME.crt and NAME.key are written there unless --out is given")
+	fs.StringVar(&o.out, "out", "", "write NAME.crt, NAME.key and a copy of ca.crt to this directory instead (the CA directory may then be read-only)")
+	fs.StringVar(&o.mesh, "mesh", "", "mesh name: the SPIFFE trust domain")
+	fs.StringVar(&o.node, "node", "", "virtual node name: the certificate's SPIFFE ID is spiffe://MESH/NAME")
+	fs.DurationVar(&o.ttl, "ttl", meshtls.DefaultWorkloadTTL, "certificate lifetime")
 	dns := fs.String("dns", "", "comma-separated DNS SANs to add (e.g. the virtual service names the node serves)")
+	every := fs.Duration("every", 0, "keep running and issue a new certificate at this interval (e.g. 8h for a 24h --ttl) until SIGTERM or SIGINT; 0: issue once")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *dir == "" || *mesh == "" || *node == "" || fs.NArg() > 0 {
+	o.dns = splitList(*dns)
+	if o.dir == "" || o.mesh == "" || o.node == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "meshd ca issue: --dir, --mesh and --node are required, and nothing else")
 		return 2
 	}
-	if *ttl <= 0 {
-		fmt.Fprintf(stderr, "meshd ca issue: --ttl %s: want a positive duration\n", *ttl)
+	if o.ttl <= 0 || *every < 0 {
+		fmt.Fprintf(stderr, "meshd ca issue: --ttl %s, --every %s: want positive durations\n", o.ttl, *every)
 		return 2
 	}
-	ca, err := meshtls.LoadCA(*dir)
-	if err != nil {
+	if *every >= o.ttl {
+		fmt.Fprintf(stderr, "meshd ca issue: --every %s is not shorter than --ttl %s: certificates would expire before the next one\n", *every, o.ttl)
+		return 2
+	}
+	if err := o.issue(stdout); err != nil {
 		fmt.Fprintf(stderr, "meshd ca issue: %v\n", err)
 		return 1
 	}
-	wc, err := ca.Issue(meshtls.WorkloadRequest{Mesh: *mesh, Node: *node, DNSNames: splitList(*dns), TTL: *ttl})
-	if err != nil {
-		fmt.Fprintf(stderr, "meshd ca issue: %v\n", err)
-		return 1
+	if *every == 0 {
+		return 0
 	}
-	certPath, keyPath, err := meshtls.WriteWorkload(*dir, *node, wc)
+	t := time.NewTicker(*every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return 0
+		case <-t.C:
+			// A failure (the CA directory briefly unreadable) is reported and tried
+			// again at the next tick; the last certificate is valid until its --ttl.
+			if err := o.issue(stdout); err != nil {
+				fmt.Fprintf(stderr, "meshd ca issue: %v (trying again in %s)\n", err, *every)
+			}
+		}
+	}
+}
+
+type issueOpts struct {
+	dir, out, mesh, node string
+	dns                  []string
+	ttl                  time.Duration
+}
+
+// issue reads the CA (again each time: it may have been replaced) and writes one
+// certificate.
+func (o issueOpts) issue(stdout io.Writer) error {
+	ca, err := meshtls.LoadCA(o.dir)
 	if err != nil {
-		fmt.Fprintf(stderr, "meshd ca issue: %v\n", err)
-		return 1
+		return err
+	}
+	wc, err := ca.Issue(meshtls.WorkloadRequest{Mesh: o.mesh, Node: o.node, DNSNames: o.dns, TTL: o.ttl})
+	if err != nil {
+		return err
+	}
+	dest := o.dir
+	if o.out != "" && o.out != o.dir {
+		dest = o.out
+		// The node's trust, beside its certificate; written first, so a watcher of the
+		// directory never holds a certificate without the CA that verifies it.
+		if err := meshtls.WriteFileAtomic(filepath.Join(dest, meshtls.CACertFile), ca.CertPEM(), 0o644); err != nil {
+			return err
+		}
+	}
+	certPath, keyPath, err := meshtls.WriteWorkload(dest, o.node, wc)
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "issued %s: %s (chain), %s (mode 0600), valid until %s\n",
 		wc.ID, certPath, keyPath, wc.Cert.NotAfter.UTC().Format(time.RFC3339))
-	return 0
+	return nil
 }

@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -77,6 +80,32 @@ func TestCACommands(t *testing.T) {
 		t.Errorf("issued certificate does not verify against ca.crt: %v", err)
 	}
 
+	// --out writes the pair and a copy of ca.crt elsewhere; the CA directory is only read.
+	outDir := filepath.Join(t.TempDir(), "certs")
+	if err := os.Mkdir(outDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	errb.Reset()
+	code := run([]string{"ca", "issue", "--dir", dir, "--mesh", "shop", "--node", "backend", "--out", outDir}, &out, &errb)
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if code != 0 {
+		t.Fatalf("ca issue --out: code %d, stderr %s", code, errb.String())
+	}
+	if got, _ := os.ReadFile(filepath.Join(outDir, "ca.crt")); !bytes.Equal(got, caPEM) {
+		t.Error("--out did not copy ca.crt")
+	}
+	if _, err := tls.LoadX509KeyPair(filepath.Join(outDir, "backend.crt"), filepath.Join(outDir, "backend.key")); err != nil {
+		t.Errorf("--out pair: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "backend.crt")); err == nil {
+		t.Error("--out also wrote into the CA directory")
+	}
+
 	// --force replaces the CA.
 	if code := run([]string{"ca", "init", "--dir", dir, "--force"}, &out, &errb); code != 0 {
 		t.Fatalf("ca init --force: code %d, stderr %s", code, errb.String())
@@ -115,5 +144,62 @@ func TestCACommandErrors(t *testing.T) {
 	var out bytes.Buffer
 	if code := run([]string{"help"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "meshd ca issue") {
 		t.Errorf("help does not list meshd ca: %q", out.String())
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestCAIssueEvery: --every keeps issuing (a rotation loop with no shell), each time a
+// new certificate, until the context ends.
+func TestCAIssueEvery(t *testing.T) {
+	dir := t.TempDir()
+	if code := run([]string{"ca", "init", "--dir", dir}, new(bytes.Buffer), new(bytes.Buffer)); code != 0 {
+		t.Fatal("ca init failed")
+	}
+	var errb bytes.Buffer
+	if code := run([]string{"ca", "issue", "--dir", dir, "--mesh", "shop", "--node", "a", "--ttl", "1h", "--every", "1h"}, new(bytes.Buffer), &errb); code != 2 ||
+		!strings.Contains(errb.String(), "not shorter than --ttl") {
+		t.Errorf("--every as long as --ttl: code %d, %q", code, errb.String())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out lockedBuffer
+	done := make(chan int)
+	go func() {
+		done <- caIssueCtx(ctx, []string{"--dir", dir, "--mesh", "shop", "--node", "a", "--ttl", "1h", "--every", "20ms"}, &out, io.Discard)
+	}()
+	serials := map[string]bool{}
+	for deadline := time.Now().Add(5 * time.Second); len(serials) < 3; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("saw %d certificates in 5s; output %q", len(serials), out.String())
+		}
+		if pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "a.crt"), filepath.Join(dir, "a.key")); err == nil {
+			serials[pair.Leaf.SerialNumber.String()] = true
+		}
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit code %d", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("--every did not stop with its context")
 	}
 }

@@ -79,7 +79,7 @@ Usage:
   meshd demo [--egress-port N] [--ingress-port N] [--admin-addr ADDR]
   meshd iptables print|apply|clean [--app-ports LIST] [--ignored-uid N] [...]
   meshd ca init --dir DIR [--force]
-  meshd ca issue --dir DIR --mesh MESH --node NAME [--ttl 24h] [--dns NAME,...]
+  meshd ca issue --dir DIR --mesh MESH --node NAME [--ttl 24h] [--dns NAME,...] [--out DIR] [--every 8h]
   meshd version
 
 Run 'meshd COMMAND -h' for a command's flags and their environment variables.
