@@ -3,6 +3,8 @@ package meshtls_test
 import (
 	"crypto/tls"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -221,5 +223,39 @@ func TestPeerIdentityErrors(t *testing.T) {
 	r := handshake(t, server, client)
 	if _, err := meshtls.PeerIdentity(r.server); !errors.Is(err, meshtls.ErrNoPeerCertificate) {
 		t.Errorf("server without trust: %v", err)
+	}
+}
+
+// TestResumedSessionReverified: a session resumed after the server's trust changed is
+// verified against the new trust, and refused when the client's CA left it.
+func TestResumedSessionReverified(t *testing.T) {
+	ca, next := newCA(t), newCA(t)
+	dir := t.TempDir()
+	back := fileSource(t, writeNode(t, dir, "backend", issue(t, ca, "shop", "backend")))
+	trustPath := filepath.Join(dir, "trust.pem")
+	if err := os.WriteFile(trustPath, ca.CertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	serverTrust := fileSource(t, meshtls.FileOptions{TrustChain: trustPath, Debounce: testDebounce})
+	front := newNode(t, ca, "shop", "frontend")
+	server := mustServer(t, meshtls.ServerOptions{Certificate: back, Trust: serverTrust})
+	verify, resumed := server.VerifyConnection, false
+	server.VerifyConnection = func(cs tls.ConnectionState) error {
+		resumed = cs.DidResume
+		return verify(cs)
+	}
+	client := mustClient(t, meshtls.ClientOptions{ServerName: "backend", Trust: front.trust, Certificate: front.cert,
+		SessionCache: tls.NewLRUClientSessionCache(8)})
+	if r := handshake(t, server, client); r.serverErr != nil || r.clientErr != nil {
+		t.Fatalf("first: %v %v", r.serverErr, r.clientErr)
+	}
+	changed := serverTrust.Changed()
+	if err := meshtls.WriteFileAtomic(trustPath, next.CertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitChanged(t, changed, "the new trust")
+	r := handshake(t, server, client)
+	if !resumed || r.serverErr == nil || !strings.Contains(r.serverErr.Error(), "not signed by a trusted CA") {
+		t.Fatalf("a resumed session of a client the server no longer trusts: server %v, resumed %v", r.serverErr, resumed)
 	}
 }
