@@ -2,6 +2,7 @@
 //
 //	meshd run -c mesh.yaml --node NAME   serve a virtual node's ingress and egress
 //	meshd validate -c mesh.yaml          check a config; every error on its own line
+//	meshd ca init|issue --dir DIR ...    the mesh CA: a root, and workload certificates
 //	meshd demo                           run an embedded two-version canary demo
 //	meshd version
 package main
@@ -54,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDemo(args[1:], stdout, stderr)
 	case "iptables":
 		return cmdIptables(args[1:], stdout, stderr)
+	case "ca":
+		return cmdCA(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "meshd", version)
 		return 0
@@ -75,6 +78,8 @@ Usage:
   meshd validate -c FILE [--node NAME]
   meshd demo [--egress-port N] [--ingress-port N] [--admin-addr ADDR]
   meshd iptables print|apply|clean [--app-ports LIST] [--ignored-uid N] [...]
+  meshd ca init --dir DIR [--force]
+  meshd ca issue --dir DIR --mesh MESH --node NAME [--ttl 24h] [--dns NAME,...] [--out DIR] [--every 8h]
   meshd version
 
 Run 'meshd COMMAND -h' for a command's flags and their environment variables.

@@ -66,6 +66,11 @@ var rules = []rule{
 		"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"},
 	{pkg: "config", deps: "telemetry telemetry/accesslog", mods: "github.com/fsnotify/fsnotify go.yaml.in/yaml/v3"},
 	{pkg: "resilience", deps: "telemetry", mods: "github.com/sony/gobreaker/v2"},
+	// tls (package meshtls): the mesh CA, certificate sources (files watched with
+	// fsnotify; SDS from a SPIFFE Workload API with go-spiffe) and the crypto/tls configs
+	// built from the config model. Its tests serve the Workload API with grpc and
+	// go-spiffe's generated protos.
+	{pkg: "tls", deps: "config telemetry", mods: "github.com/fsnotify/fsnotify github.com/spiffe/go-spiffe/v2"},
 	// discovery/dnstest (test-only): the in-process DNS server for the tests of discovery
 	// (and of any package whose row lists it among its test extras).
 	{pkg: "discovery/dnstest", mods: "github.com/miekg/dns"},
