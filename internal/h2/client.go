@@ -147,6 +147,7 @@ func (t *Transport) dial(ctx context.Context, addr string) (*clientConn, error) 
 	}
 	cc := &clientConn{t: t, addr: addr, nextID: 1}
 	cc.init(nc, nil, t.lim, t.Counters)
+	cc.side = cc
 	lim := &cc.lim
 	err = cc.write(func() error {
 		cc.pend.b = append(cc.pend.b, clientPreface...)
@@ -800,27 +801,10 @@ func (cc *clientConn) onData(f *http2.DataFrame) error {
 		}
 		return nil
 	}
-	pad, err := cc.acceptData(st, f)
+	pad, bad, err := cc.deliverData(st, f)
 	if err != nil {
-		var se *StreamError
-		if errors.As(err, &se) {
-			cc.recvUnacked += int32(f.Length)
-			cc.mu.Unlock()
-			cc.resetStream(st, se.Code, se)
-			return nil
-		}
-		cc.mu.Unlock()
 		return err
 	}
-	st.gotLen += int64(len(data))
-	bad := st.declLen >= 0 && (st.gotLen > st.declLen || (f.StreamEnded() && st.gotLen != st.declLen))
-	if !bad {
-		st.appendData(data)
-		if f.StreamEnded() {
-			cc.endRemoteLocked(st)
-		}
-	}
-	cc.mu.Unlock()
 	if bad {
 		cc.resetStream(st, http2.ErrCodeProtocol, errors.New("http2: malformed response: body length differs from content-length"))
 		return nil

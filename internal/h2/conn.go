@@ -291,6 +291,9 @@ type core struct {
 	recentResets   [recentResetsKept]uint32
 	recentN        int
 
+	// side is the server or client connection: what ends a stream's remote half.
+	side interface{ endRemoteLocked(*stream) }
+
 	// reader-only state
 	hdec        *hpack.Decoder
 	hblock      headerBlock
@@ -807,6 +810,38 @@ func (c *core) acceptData(st *stream, f *http2.DataFrame) (pad int32, err error)
 		st.recvWin -= n
 	}
 	return pad, nil
+}
+
+// deliverData takes a DATA frame for st, open for receiving: flow-control accounting
+// (a stream-level violation resets st), the content-length check, the data queued for
+// its reader and, with END_STREAM, the end of the remote half. mu is held on entry and
+// released on return. malformed reports a body longer or shorter than its
+// content-length, for the caller to reset with its own words; pad is the padding to
+// credit back.
+func (c *core) deliverData(st *stream, f *http2.DataFrame) (pad int32, malformed bool, err error) {
+	pad, err = c.acceptData(st, f)
+	if err != nil {
+		var se *StreamError
+		if errors.As(err, &se) {
+			c.recvUnacked += int32(f.Length)
+			c.mu.Unlock()
+			c.resetStream(st, se.Code, se)
+			return 0, false, nil
+		}
+		c.mu.Unlock()
+		return 0, false, err
+	}
+	data := f.Data()
+	st.gotLen += int64(len(data))
+	malformed = st.declLen >= 0 && (st.gotLen > st.declLen || (f.StreamEnded() && st.gotLen != st.declLen))
+	if !malformed {
+		st.appendData(data)
+		if f.StreamEnded() {
+			c.side.endRemoteLocked(st)
+		}
+	}
+	c.mu.Unlock()
+	return pad, malformed, nil
 }
 
 // rememberReset notes a stream meshd reset, whose late frames are ignored (RFC 9113

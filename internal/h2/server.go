@@ -66,6 +66,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 	s.setup()
 	sc := &serverConn{srv: s, info: info}
 	sc.init(nc, br, s.lim, s.Counters)
+	sc.side = sc
 	sc.ctx, sc.cancel = context.WithCancel(ctx)
 	defer sc.cancel()
 	s.mu.Lock()
@@ -528,27 +529,10 @@ func (sc *serverConn) onData(f *http2.DataFrame) error {
 		}
 		return nil
 	}
-	pad, err := sc.acceptData(st, f)
+	pad, bad, err := sc.deliverData(st, f)
 	if err != nil {
-		var se *StreamError
-		if errors.As(err, &se) {
-			sc.recvUnacked += int32(f.Length)
-			sc.mu.Unlock()
-			sc.resetStream(st, se.Code, se)
-			return nil
-		}
-		sc.mu.Unlock()
 		return err
 	}
-	st.gotLen += int64(len(data))
-	bad := st.declLen >= 0 && (st.gotLen > st.declLen || (f.StreamEnded() && st.gotLen != st.declLen))
-	if !bad {
-		st.appendData(data)
-		if f.StreamEnded() {
-			sc.endRemoteLocked(st)
-		}
-	}
-	sc.mu.Unlock()
 	if bad {
 		sc.cnt.StreamErrors.Add(1)
 		sc.resetStream(st, http2.ErrCodeProtocol, &StreamError{Code: http2.ErrCodeProtocol, Cause: errors.New("body length differs from content-length")})
