@@ -77,6 +77,14 @@ func lower(c byte) byte {
 	return c
 }
 
+// EqualFoldLower reports whether s equals the lower-case ASCII string l, ignoring case
+// in s: the field-name comparison of every HTTP/1.1 path (the codec, the forwarding
+// rules, the transports).
+func EqualFoldLower(s, l string) bool { return equalFoldLower(s, l) }
+
+// EqualFold reports whether two ASCII strings are equal ignoring case.
+func EqualFold(a, b string) bool { return equalFoldASCII(a, b) }
+
 // equalFoldLower reports whether s equals the lower-case ASCII string l, ignoring case in s.
 func equalFoldLower(s, l string) bool {
 	if len(s) != len(l) {

@@ -40,21 +40,7 @@ func DeleteHeader(hs []h1.Header, lower string) []h1.Header {
 }
 
 // EqualFoldASCII compares s with lower, which must be lower case, ignoring ASCII case.
-func EqualFoldASCII(s, lower string) bool {
-	if len(s) != len(lower) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		b := s[i]
-		if 'A' <= b && b <= 'Z' {
-			b += 'a' - 'A'
-		}
-		if b != lower[i] {
-			return false
-		}
-	}
-	return true
-}
+func EqualFoldASCII(s, lower string) bool { return h1.EqualFoldLower(s, lower) }
 
 // Str views b as a string without copying; the caller keeps b unchanged while the
 // string is in use (until the next request reuses scratch).
@@ -231,24 +217,7 @@ func namedInConnection(hs []h1.Header, name string) bool {
 
 // EqualFoldBoth compares two ASCII strings case-insensitively (EqualFoldASCII wants
 // its second argument in lower case).
-func EqualFoldBoth(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
+func EqualFoldBoth(a, b string) bool { return h1.EqualFold(a, b) }
 
 // removeFieldsAfter removes, in place, the fields called lower that come after index
 // keep, preserving the order of the others.

@@ -490,7 +490,7 @@ func buildHeader(hs []h1.Header, keepCL bool) http.Header {
 	var arr [4]string
 	conn := arr[:0]
 	for i := range hs {
-		if equalFoldASCII(hs[i].Name, "connection") {
+		if h1.EqualFoldLower(hs[i].Name, "connection") {
 			conn = append(conn, hs[i].Value)
 		}
 	}
@@ -498,7 +498,7 @@ func buildHeader(hs []h1.Header, keepCL bool) http.Header {
 		if h1.HopByHop(name) {
 			return false
 		}
-		if !keepCL && equalFoldASCII(name, "content-length") {
+		if !keepCL && h1.EqualFoldLower(name, "content-length") {
 			return false
 		}
 		return len(conn) == 0 || !namedIn(conn, name)
@@ -566,7 +566,7 @@ func writeCanonical(b *strings.Builder, name string) {
 func announcedTrailers(hs []h1.Header) http.Header {
 	var t http.Header
 	for i := range hs {
-		if !equalFoldASCII(hs[i].Name, "trailer") {
+		if !h1.EqualFoldLower(hs[i].Name, "trailer") {
 			continue
 		}
 		for list := hs[i].Value; list != ""; {
@@ -591,49 +591,12 @@ func namedIn(conn []string, name string) bool {
 		for list != "" {
 			var elem string
 			elem, list, _ = strings.Cut(list, ",")
-			if equalFoldBoth(strings.TrimSpace(elem), name) {
+			if h1.EqualFold(strings.TrimSpace(elem), name) {
 				return true
 			}
 		}
 	}
 	return false
-}
-
-// equalFoldASCII compares s with lower (lower case), ignoring ASCII case.
-func equalFoldASCII(s, lower string) bool {
-	if len(s) != len(lower) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// equalFoldBoth compares two ASCII strings ignoring case.
-func equalFoldBoth(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 // statusLines are net/http's Status strings ("200 OK") of the registered codes, so a
