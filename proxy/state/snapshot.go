@@ -141,6 +141,9 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 	if vn == nil {
 		return nil, fmt.Errorf("node %q: no virtual node of that name in the config", node)
 	}
+	if err := UnservedTLS(vn); err != nil {
+		return nil, err
+	}
 	table, err := router.Compile(cfg, node)
 	if err != nil {
 		return nil, fmt.Errorf("compile routes for node %q: %w", node, err)
