@@ -96,6 +96,7 @@ type headerBlock struct {
 	maxSize                                           uint32
 	maxFields                                         int
 	sawRegular                                        bool
+	slab                                              []string // backing of the fields' first values
 }
 
 const (
@@ -167,7 +168,19 @@ func (b *headerBlock) emit(f hpack.HeaderField) {
 		b.header = make(http.Header, 8)
 	}
 	k := canonical(f.Name)
-	b.header[k] = append(b.header[k], f.Value)
+	if prev, ok := b.header[k]; ok {
+		b.header[k] = append(prev, f.Value)
+		return
+	}
+	// A field's first value is a one-element window of a block-wide slab: one
+	// allocation per header block instead of one per field (a later value of the same
+	// field appends past the window's capacity, so it copies and never overwrites).
+	if len(b.slab) == cap(b.slab) {
+		b.slab = make([]string, 0, 8)
+	}
+	n := len(b.slab)
+	b.slab = append(b.slab, f.Value)
+	b.header[k] = b.slab[n : n+1 : n+1]
 }
 
 func (b *headerBlock) pseudo(f hpack.HeaderField) {
