@@ -1051,16 +1051,20 @@ func (st *stream) read(p []byte) (int, error) {
 	return n, nil
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+// poolBufSize is the size of the pooled stream buffers (received data, response
+// bodies). They are pooled as array pointers, so putting one back allocates nothing; a
+// buffer that append grew past it is left to the collector.
+const poolBufSize = 16 << 10
 
-func getBuf() []byte { return (*bufPool.Get().(*[]byte))[:0] }
+var bufPool = sync.Pool{New: func() any { return new([poolBufSize]byte) }}
+
+func getBuf() []byte { return bufPool.Get().(*[poolBufSize]byte)[:0] }
 
 func putBuf(b []byte) {
-	if cap(b) > 256<<10 {
+	if cap(b) != poolBufSize {
 		return
 	}
-	b = b[:0]
-	bufPool.Put(&b)
+	bufPool.Put((*[poolBufSize]byte)(b[:poolBufSize]))
 }
 
 // dataBufPool holds the buffers DATA is written from (request bodies, relayed bodies).
