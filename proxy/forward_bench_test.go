@@ -58,6 +58,12 @@ func rawUpstream(tb testing.TB) (addr string, stop func()) {
 
 func benchServer(tb testing.TB, upstream string, opts Options) *Server {
 	tb.Helper()
+	return benchServerProto(tb, upstream, "http", opts)
+}
+
+// benchServerProto is benchServer with the upstream node's listener speaking proto.
+func benchServerProto(tb testing.TB, upstream, proto string, opts Options) *Server {
+	tb.Helper()
 	_, port, _ := net.SplitHostPort(upstream)
 	yaml := fmt.Sprintf(`mesh: {meshName: bench, spec: {egressFilter: {type: DROP_ALL}}}
 virtualNodes:
@@ -68,12 +74,12 @@ virtualNodes:
       backends: [{virtualService: {virtualServiceName: upstream.bench.local}}]
   - virtualNodeName: upstream
     spec:
-      listeners: [{portMapping: {port: %s, protocol: http}}]
+      listeners: [{portMapping: {port: %s, protocol: %s}}]
       serviceDiscovery: {static: {endpoints: [%q]}}
 virtualServices:
   - virtualServiceName: upstream.bench.local
     spec: {provider: {virtualNode: {virtualNodeName: upstream}}}
-`, port, upstream)
+`, port, proto, upstream)
 	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {
 		tb.Fatal(err)

@@ -4,13 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"net"
 	"testing"
 
 	"golang.org/x/net/http2"
-
-	"github.com/meshd/meshd/config"
 )
 
 // literalBlock encodes fields as literals without indexing: the same bytes every
@@ -112,43 +109,6 @@ func ioReadFull(br *bufio.Reader, p []byte) (int, error) {
 	return n, nil
 }
 
-// h2BenchServer is benchServer with the upstream node's listener speaking proto.
-func h2BenchServer(tb testing.TB, upstream, proto string) *Server {
-	tb.Helper()
-	_, port, _ := net.SplitHostPort(upstream)
-	yaml := fmt.Sprintf(`mesh: {meshName: bench, spec: {egressFilter: {type: DROP_ALL}}}
-virtualNodes:
-  - virtualNodeName: client
-    spec:
-      listeners: [{portMapping: {port: 18080, protocol: http}}]
-      serviceDiscovery: {static: {endpoints: ["127.0.0.1:18080"]}}
-      backends: [{virtualService: {virtualServiceName: upstream.bench.local}}]
-  - virtualNodeName: upstream
-    spec:
-      listeners: [{portMapping: {port: %s, protocol: %s}}]
-      serviceDiscovery: {static: {endpoints: [%q]}}
-virtualServices:
-  - virtualServiceName: upstream.bench.local
-    spec: {provider: {virtualNode: {virtualNodeName: upstream}}}
-`, port, proto, upstream)
-	cfg, err := config.Parse([]byte(yaml))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	opts := Options{Node: "client", IngressAddr: "127.0.0.1:0", EgressAddr: "127.0.0.1:0", AdminAddr: "off"}
-	s, err := New(opts)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := s.Apply(context.Background(), cfg, "bench"); err != nil {
-		tb.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	return s
-}
-
 // BenchmarkForwardH2C measures h2c requests relayed by meshd's egress listener, one
 // stream at a time on one client connection, to an HTTP/1.1 upstream and to an h2c
 // upstream. Client and upstreams use pre-encoded header blocks and allocate nothing
@@ -162,7 +122,7 @@ func BenchmarkForwardH2C(b *testing.B) {
 		b.Run(up.name, func(b *testing.B) {
 			addr, stop := up.start(b)
 			defer stop()
-			s := h2BenchServer(b, addr, up.proto)
+			s := benchServerProto(b, addr, up.proto, Options{})
 			defer s.Shutdown(context.Background())
 			c, err := net.Dial("tcp", s.EgressAddr())
 			if err != nil {
