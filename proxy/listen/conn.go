@@ -27,6 +27,11 @@ type Conn struct {
 	// Drain is set when the listener the connection was addressed to went away in a
 	// reload: its next read between requests ends the connection.
 	Drain atomic.Bool
+	// Peer is the verified identity of the client (the SPIFFE ID URI of its certificate,
+	// "spiffe://<mesh>/<node>") when the listener terminated mTLS; empty otherwise. Set
+	// once after the handshake, before any request is read; the authorization policy and
+	// the caller-identity header read it.
+	Peer string
 
 	state atomic.Int32 // idle or active
 }
