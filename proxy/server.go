@@ -36,6 +36,7 @@ import (
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/telemetry"
 	"github.com/meshd/meshd/telemetry/accesslog"
+	meshtls "github.com/meshd/meshd/tls"
 )
 
 // Options configures a Server. Zero values mean the documented defaults.
@@ -150,6 +151,11 @@ type Options struct {
 	// appmesh_virtual_node (this node) and, on route series, appmesh_virtual_service, as
 	// App Mesh's Envoy does with ENABLE_ENVOY_STATS_TAGS=1.
 	EnvoyStatsTags bool
+	// TLS configures the loader of the certificate sources that listener and client
+	// policy tls blocks name (the SPIFFE Workload API address for sds sources, the clock).
+	// The Server owns the loader: sources are loaded once, shared by every snapshot, and
+	// closed by Shutdown.
+	TLS meshtls.LoaderOptions
 }
 
 // Metrics levels (Options.MetricsLevel).
@@ -233,6 +239,8 @@ type Server struct {
 	// uses them.
 	logMu sync.Mutex
 	logs  map[string]*accesslog.Writer
+
+	tls *meshtls.Loader // certificate sources of the tls blocks (Options.TLS)
 }
 
 // New returns a Server that has no config yet: Apply one before Start.
@@ -255,6 +263,10 @@ func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts, log: opts.Logger, dialer: &net.Dialer{KeepAlive: 30 * time.Second}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.h2Counters = [3]*h2.Counters{{}, {}, {}}
+	if opts.TLS.Logger == nil {
+		opts.TLS.Logger = s.log
+	}
+	s.tls = meshtls.NewLoader(opts.TLS)
 	cluster := upstream.Options{
 		HTTP2:          s.h2Counters[2],
 		ConnectTimeout: opts.ConnectTimeout,
@@ -265,7 +277,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.state = state.Holder{
 		Node:        opts.Node,
-		Options:     state.Options{Registry: s.registryFor, FirstResolveWait: opts.FirstResolveWait, Cluster: cluster},
+		Options:     state.Options{Registry: s.registryFor, FirstResolveWait: opts.FirstResolveWait, Cluster: cluster, TLS: s.tls},
 		Log:         s.log,
 		PersistPath: opts.PersistPath,
 		OnSwap: func(prev, next *Snapshot) {
@@ -488,6 +500,9 @@ func (s *Server) Drain(ctx context.Context, grace time.Duration) error {
 	s.registries = nil
 	s.regMu.Unlock()
 	s.closeUnusedLogs(nil)
+	if cerr := s.tls.Close(); cerr != nil {
+		s.log.Warn("closing the TLS certificate sources", "err", cerr)
+	}
 	return err
 }
 

@@ -33,6 +33,7 @@ import (
 	"github.com/meshd/meshd/router"
 	"github.com/meshd/meshd/telemetry"
 	"github.com/meshd/meshd/telemetry/tracing"
+	meshtls "github.com/meshd/meshd/tls"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -162,6 +163,7 @@ type runFlags struct {
 	connectTO    time.Duration
 	maxReplay    int
 	http2Limits  string
+	spiffeSocket string
 	emf          string
 	emfInterval  time.Duration
 
@@ -210,6 +212,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.emf, "cloudwatch-emf", env("", "MESHD_CLOUDWATCH_EMF"), "write CloudWatch Embedded Metric Format lines (per cluster and listener: requests, 4xx, 5xx, local errors, retries, latency) to stdout, stderr or a file, for CloudWatch without an agent (env MESHD_CLOUDWATCH_EMF)")
 	fs.DurationVar(&f.emfInterval, "cloudwatch-emf-interval", envDuration(time.Minute, "MESHD_CLOUDWATCH_EMF_INTERVAL"), "how often --cloudwatch-emf lines are written (env MESHD_CLOUDWATCH_EMF_INTERVAL)")
 	fs.StringVar(&f.http2Limits, "http2-limits", env("", "MESHD_HTTP2_LIMITS"), "HTTP/2 defences of downstream connections, key=value,... over Envoy's edge defaults: "+strings.Join(h2.LimitNames(), ", ")+" (docs/http2.md) (env MESHD_HTTP2_LIMITS)")
+	fs.StringVar(&f.spiffeSocket, "spiffe-socket", env("", "MESHD_SPIFFE_SOCKET", "SPIFFE_ENDPOINT_SOCKET"), "SPIFFE Workload API endpoint (unix:///path or tcp://ip:port) that serves the certificates of sds sources in tls blocks, e.g. a SPIRE agent's socket (env MESHD_SPIFFE_SOCKET, or SPIFFE_ENDPOINT_SOCKET)")
 	fs.IntVar(&f.maxReplay, "max-replay-body", envInt(65536, "MESHD_MAX_REPLAY_BODY"), "bytes of a request body kept so a retry can send it again, for every protocol; larger bodies are retried only when none of them was sent (env MESHD_MAX_REPLAY_BODY)")
 	fs.StringVar(&f.dnsResolvers, "dns-resolver", env("", "MESHD_DNS_RESOLVER"), "DNS servers (ip or ip:port, comma-separated) for service discovery names, instead of the config's dnsResolvers and /etc/resolv.conf (env MESHD_DNS_RESOLVER)")
 	fs.DurationVar(&f.dnsMinTTL, "dns-min-ttl", envDuration(discovery.DefaultMinTTL, "MESHD_DNS_MIN_TTL"), "a followed name is re-resolved no more often than this, whatever its TTL (env MESHD_DNS_MIN_TTL)")
@@ -344,6 +347,7 @@ func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) (proxy.Opt
 	}
 	return proxy.Options{
 		HTTP2:                 h2lim,
+		TLS:                   meshtls.LoaderOptions{WorkloadAPIAddr: f.spiffeSocket, Logger: logger},
 		LogLevel:              level,
 		Node:                  f.node,
 		IngressAddr:           joinHostPort(f.ingressAddr, f.ingressPort),

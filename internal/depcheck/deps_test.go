@@ -85,7 +85,7 @@ var rules = []rule{
 	{pkg: "proxy/intercept", mods: "golang.org/x/sys"},
 	// proxy/upstream: gRPC for active health checks.
 	{pkg: "proxy/upstream", deps: "balancer config discovery internal/h1 internal/h2 proxy/internal/deadline resilience router telemetry", mods: "google.golang.org/grpc"},
-	{pkg: "proxy/state", deps: "config discovery proxy/upstream resilience router telemetry"},
+	{pkg: "proxy/state", deps: "config discovery proxy/upstream resilience router telemetry tls"},
 	{pkg: "proxy/forward", deps: "balancer config discovery internal/h1 proxy/state proxy/upstream resilience router telemetry", mods: "golang.org/x/net"},
 	{pkg: "proxy/listen", deps: "proxy/intercept proxy/internal/deadline"},
 	// The front ends (frontEnds): they share forward, listen, state and upstream but never import each other.
@@ -98,7 +98,7 @@ var rules = []rule{
 	// Prometheus text format (prometheus/common's expfmt into client_model's types); the
 	// tracing tests run meshd with a telemetry/tracing Tracer exporting to memory (the SDK's
 	// tracetest) or to an OTLP/HTTP receiver that decodes the protobuf.
-	{pkg: "proxy", deps: "config discovery internal/h2 proxy/admin proxy/forward proxy/http1 proxy/http2 proxy/l4 proxy/listen proxy/state proxy/upstream resilience telemetry telemetry/accesslog", test: "discovery/dnstest proxy/intercept telemetry/tracing github.com/miekg/dns github.com/prometheus/client_model github.com/prometheus/common " +
+	{pkg: "proxy", deps: "config discovery internal/h2 proxy/admin proxy/forward proxy/http1 proxy/http2 proxy/l4 proxy/listen proxy/state proxy/upstream resilience telemetry telemetry/accesslog tls", test: "discovery/dnstest proxy/intercept telemetry/tracing github.com/miekg/dns github.com/prometheus/client_model github.com/prometheus/common " +
 		"go.opentelemetry.io/otel/sdk go.opentelemetry.io/otel/trace go.opentelemetry.io/proto/otlp google.golang.org/protobuf"},
 	// bench: the proxy's HTTP/1.1 codec, so both parse responses alike; x/net's http2
 	// Framer and hpack for the multiplexed h2c load generator; a grpc-go client (with

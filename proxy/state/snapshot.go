@@ -22,6 +22,7 @@ import (
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/router"
 	"github.com/meshd/meshd/telemetry"
+	meshtls "github.com/meshd/meshd/tls"
 )
 
 // Snapshot is everything one request needs, compiled from one config and never mutated
@@ -122,6 +123,10 @@ type Options struct {
 	// access log the config asks for is never quietly not written. Nil: access logs are
 	// refused with an error naming the field.
 	AccessLog func(f *config.FileAccessLog) (telemetry.Observer, error)
+	// TLS loads the certificate sources of the node's listener and client policy tls
+	// blocks; its owner (proxy.Server) closes it. Nil: tls blocks that need a source are
+	// refused with an error naming the field.
+	TLS *meshtls.Loader
 }
 
 // DefaultFirstResolveWait is Options.FirstResolveWait's default.
