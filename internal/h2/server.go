@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshd/meshd/internal/reqctx"
+
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -67,8 +69,8 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 	sc := &serverConn{srv: s, info: info}
 	sc.init(nc, br, s.lim, s.Counters)
 	sc.side = sc
-	sc.ctx, sc.cancel = context.WithCancel(ctx)
-	defer sc.cancel()
+	sc.ctx.Init(ctx)
+	defer sc.ctx.Cancel()
 	s.mu.Lock()
 	if s.down {
 		s.mu.Unlock()
@@ -141,7 +143,7 @@ func (s *Server) GoAway(match func(ctx context.Context) bool) int {
 	s.mu.Unlock()
 	n := 0
 	for _, sc := range conns {
-		if match(sc.ctx) {
+		if match(&sc.ctx) {
 			sc.goAway(http2.ErrCodeNo, "listener removed")
 			n++
 		}
@@ -170,10 +172,9 @@ const peerGoAwayLinger = time.Second
 
 type serverConn struct {
 	core
-	srv    *Server
-	info   ConnInfo
-	ctx    context.Context
-	cancel context.CancelFunc
+	srv  *Server
+	info ConnInfo
+	ctx  reqctx.Ctx // the base of every stream's; ends when the connection does
 
 	maxClientID uint32 // reader; read under mu by goAway
 	goingAway   bool   // (mu) GOAWAY sent: no new streams
@@ -220,7 +221,7 @@ func (sc *serverConn) serve() {
 			sc.idle.Stop()
 		}
 	}()
-	stop := context.AfterFunc(sc.ctx, func() {
+	stop := context.AfterFunc(&sc.ctx, func() {
 		sc.closeConn(ErrConnClosed, true, sc.lastID(), http2.ErrCodeNo, "closed")
 	})
 	defer stop()
@@ -582,7 +583,7 @@ type serverStream struct {
 	req    http.Request
 	rw     responseWriter
 	body   requestBody
-	ctx    context.Context
+	ctx    reqctx.Ctx
 	cancel context.CancelFunc
 	local  int // 0, or a status meshd answers itself (431: header list too large)
 }
@@ -601,7 +602,10 @@ func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 		st.readErr = io.EOF
 	}
 	st.onRemove = sc.onRemove
-	ss.ctx, ss.cancel = context.WithCancel(sc.ctx)
+	// Streams link into the connection's context without a map or a shared lock
+	// (reqctx); the attempts of forward.RoundTrip link into the stream's.
+	ss.ctx.Init(&sc.ctx)
+	ss.cancel = ss.ctx.CancelFunc()
 	st.abort = ss.cancel
 	if hb.tooLarge {
 		sc.cnt.HeaderTooLarge.Add(1)
@@ -712,7 +716,7 @@ func (ss *serverStream) run() { ss.sc.run(ss) }
 func (sc *serverConn) run(ss *serverStream) {
 	defer sc.handlers.Done()
 	defer ss.cancel()
-	r := ss.req.WithContext(ss.ctx)
+	r := ss.req.WithContext(&ss.ctx)
 	aborted := false
 	func() {
 		defer func() {

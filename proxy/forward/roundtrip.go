@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshd/meshd/internal/reqctx"
+
 	"github.com/meshd/meshd/balancer"
 	"github.com/meshd/meshd/proxy/upstream"
 )
@@ -84,13 +86,14 @@ func (r *RoundTrip) againBody() (io.ReadCloser, error) {
 // Exchange implements Exchanger.
 func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, error) {
 	parent := r.parent()
-	var actx context.Context
-	var acancel context.CancelFunc
-	if deadline.IsZero() {
-		actx, acancel = context.WithCancel(parent)
-	} else {
-		actx, acancel = context.WithDeadline(parent, deadline)
+	// reqctx: below a stream's reqctx.Ctx an attempt's context links in without a map
+	// or a lock shared with other streams, and the transports watch it without
+	// allocating (reqctx's doc has the profile).
+	actx := reqctx.New(parent)
+	if !deadline.IsZero() {
+		actx.SetDeadline(deadline)
 	}
+	acancel := actx.CancelFunc()
 	// The idle timeout also bounds the wait for the response head (and, after it, the
 	// gaps in the body): an upstream that accepts the request and then says nothing must
 	// not hold it for ever. One timer per request serves every attempt and the body.
