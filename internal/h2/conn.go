@@ -892,6 +892,9 @@ func (c *core) removeLocked(st *stream) {
 	if st.abort != nil {
 		st.abort()
 	}
+	if st.cancel != nil {
+		st.cancel.Cancel()
+	}
 	if st.watch != nil {
 		st.watch.Unhook(st.watchID)
 	}
@@ -973,8 +976,11 @@ type stream struct {
 	abort       func() // cancels the stream's request context when it is removed
 	// watch is the request's context (client streams), watchID the hook that resets
 	// the stream when it ends; removing the stream removes the hook.
-	watch     *reqctx.Ctx
-	watchID   uint32
+	watch   *reqctx.Ctx
+	watchID uint32
+	// cancel is the request's context (server streams), cancelled when the stream is
+	// removed (a method value in abort would cost an allocation per stream).
+	cancel    *reqctx.Ctx
 	owner     any  // *serverStream or *clientStream
 	responded bool // server: the response head was sent (for rapid reset)
 }

@@ -568,7 +568,7 @@ func (sc *serverConn) onReset(f *http2.RSTStreamFrame) error {
 	rapid := opened >= int64(sc.lim.RapidResetStreams) && sc.resets*2 >= opened
 	sc.mu.Unlock()
 	if ss, ok := st.owner.(*serverStream); ok {
-		ss.cancel()
+		ss.ctx.Cancel()
 	}
 	if rapid {
 		return flood(FloodRapidReset, fmt.Sprintf("%d of %d streams reset before their response", sc.resets, opened))
@@ -579,13 +579,12 @@ func (sc *serverConn) onReset(f *http2.RSTStreamFrame) error {
 // serverStream is a request and its response, allocated once per stream.
 type serverStream struct {
 	stream
-	sc     *serverConn
-	req    http.Request
-	rw     responseWriter
-	body   requestBody
-	ctx    reqctx.Ctx
-	cancel context.CancelFunc
-	local  int // 0, or a status meshd answers itself (431: header list too large)
+	sc    *serverConn
+	req   http.Request
+	rw    responseWriter
+	body  requestBody
+	ctx   reqctx.Ctx
+	local int // 0, or a status meshd answers itself (431: header list too large)
 }
 
 // newStream builds stream id's request and registers the stream; nil when the
@@ -605,8 +604,7 @@ func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 	// Streams link into the connection's context without a map or a shared lock
 	// (reqctx); the attempts of forward.RoundTrip link into the stream's.
 	ss.ctx.Init(&sc.ctx)
-	ss.cancel = ss.ctx.CancelFunc()
-	st.abort = ss.cancel
+	st.cancel = &ss.ctx
 	if hb.tooLarge {
 		sc.cnt.HeaderTooLarge.Add(1)
 		ss.local = http.StatusRequestHeaderFieldsTooLarge
@@ -669,7 +667,7 @@ func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 		// set up: registered now, it would never be failed, and its handler would wait
 		// for a body that cannot come.
 		sc.mu.Unlock()
-		ss.cancel()
+		ss.ctx.Cancel()
 		return nil
 	}
 	sc.streams[id] = st
@@ -715,7 +713,7 @@ func (ss *serverStream) run() { ss.sc.run(ss) }
 // run serves one request on a worker goroutine.
 func (sc *serverConn) run(ss *serverStream) {
 	defer sc.handlers.Done()
-	defer ss.cancel()
+	defer ss.ctx.Cancel()
 	r := ss.req.WithContext(&ss.ctx)
 	aborted := false
 	func() {

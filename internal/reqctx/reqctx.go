@@ -118,10 +118,6 @@ func (c *Ctx) expire() { c.cancel(context.DeadlineExceeded, true) }
 // it from its parent.
 func (c *Ctx) Cancel() { c.cancel(context.Canceled, true) }
 
-// CancelFunc returns Cancel as a context.CancelFunc (a method value: one allocation;
-// keep it if it is needed more than once).
-func (c *Ctx) CancelFunc() context.CancelFunc { return c.Cancel }
-
 func (c *Ctx) cancel(err error, detach bool) {
 	c.mu.Lock()
 	if c.err != nil {
