@@ -46,7 +46,16 @@ type RoundTrip struct {
 	bodyless bool
 	resp     *http.Response
 	actx     context.Context // the final attempt's
-	cancel   *reqctx.Ctx     // the current attempt's, until cancelled
+	attempts int
+	// Storage for what every request needs once, allocated with the RoundTrip (one
+	// allocation instead of five): the idle watch, the final response's idle body, the
+	// first attempt's URL, and (NewOutRoundTrip) the upstream request and its URL.
+	watch0   idleWatch
+	ibody    idleBody
+	u0       url.URL
+	out0     http.Request
+	outURL   url.URL
+	cancel   *reqctx.Ctx // the current attempt's, until cancelled
 	idleBody *idleBody
 }
 
@@ -55,7 +64,22 @@ const deadlineSlack = 20 * time.Millisecond
 
 // NewRoundTrip prepares out for the pipeline.
 func NewRoundTrip(out *http.Request, cl *upstream.Cluster, idle time.Duration, maxReplay int) *RoundTrip {
-	rt := &RoundTrip{Out: out, Cluster: cl, Idle: idle, MaxReplay: maxReplay}
+	rt := &RoundTrip{}
+	rt.init(out, cl, idle, maxReplay)
+	return rt
+}
+
+// NewOutRoundTrip is OutRequest and NewRoundTrip in one allocation.
+func NewOutRoundTrip(method, pathQuery, host string, hdr http.Header, body io.ReadCloser,
+	contentLength int64, trailer http.Header, cl *upstream.Cluster, idle time.Duration, maxReplay int) *RoundTrip {
+	rt := &RoundTrip{}
+	initOutRequest(&rt.out0, &rt.outURL, method, pathQuery, host, hdr, body, contentLength, trailer)
+	rt.init(&rt.out0, cl, idle, maxReplay)
+	return rt
+}
+
+func (rt *RoundTrip) init(out *http.Request, cl *upstream.Cluster, idle time.Duration, maxReplay int) {
+	rt.Out, rt.Cluster, rt.Idle, rt.MaxReplay = out, cl, idle, maxReplay
 	rt.bodyless = out.Body == nil || out.Body == http.NoBody
 	if !rt.bodyless {
 		if maxReplay <= 0 {
@@ -64,7 +88,6 @@ func NewRoundTrip(out *http.Request, cl *upstream.Cluster, idle time.Duration, m
 		rt.rb = &replayBody{src: out.Body, limit: maxReplay}
 		rt.getBody = rt.againBody
 	}
-	return rt
 }
 
 var errNotReplayable = errors.New("request body: not kept whole for a replay")
@@ -99,14 +122,22 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 	var gen uint64
 	if r.Idle > 0 {
 		if r.watch == nil {
-			r.watch = &idleWatch{idle: r.Idle}
+			r.watch = &r.watch0
+			r.watch.idle = r.Idle
 		}
 		gen = r.watch.arm(watchHead, actx)
 	}
 	req := r.Out.WithContext(actx)
-	u := *r.Out.URL
+	// The first attempt's URL lives in the RoundTrip; a retry's is new, as an abandoned
+	// attempt's transport may still hold its request.
+	u := &r.u0
+	if r.attempts > 0 {
+		u = new(url.URL)
+	}
+	r.attempts++
+	*u = *r.Out.URL
 	u.Host = res.Endpoint.Address
-	req.URL = &u
+	req.URL = u
 	if r.rb != nil {
 		req.Body = r.rb.attempt()
 		req.GetBody = r.getBody
@@ -143,7 +174,10 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 	// The idle timeout cancels the exchange when the response body makes no progress.
 	if r.watch != nil {
 		bgen := r.watch.arm(watchBody, actx)
-		r.idleBody = &idleBody{ReadCloser: resp.Body, w: r.watch, gen: bgen}
+		// A response discarded for a retry was read and closed before this attempt, so
+		// its idle body can be reused.
+		r.ibody = idleBody{ReadCloser: resp.Body, w: r.watch, gen: bgen}
+		r.idleBody = &r.ibody
 		resp.Body = r.idleBody
 	}
 	r.resp, r.actx, r.cancel = resp, actx, actx
@@ -226,7 +260,14 @@ func (r *RoundTrip) Close() {
 // less).
 func OutRequest(method, pathQuery, host string, hdr http.Header, body io.ReadCloser,
 	contentLength int64, trailer http.Header) *http.Request {
-	u := &url.URL{Scheme: "http"}
+	req, u := new(http.Request), new(url.URL)
+	initOutRequest(req, u, method, pathQuery, host, hdr, body, contentLength, trailer)
+	return req
+}
+
+func initOutRequest(req *http.Request, u *url.URL, method, pathQuery, host string, hdr http.Header, body io.ReadCloser,
+	contentLength int64, trailer http.Header) {
+	*u = url.URL{Scheme: "http"}
 	if i := strings.IndexByte(pathQuery, '?'); i >= 0 {
 		u.RawQuery = pathQuery[i+1:]
 		pathQuery = pathQuery[:i]
@@ -240,7 +281,7 @@ func OutRequest(method, pathQuery, host string, hdr http.Header, body io.ReadClo
 	if body == nil || contentLength == 0 {
 		body = http.NoBody
 	}
-	req := &http.Request{
+	*req = http.Request{
 		Method:        method,
 		URL:           u,
 		Proto:         "HTTP/1.1",
@@ -252,7 +293,6 @@ func OutRequest(method, pathQuery, host string, hdr http.Header, body io.ReadClo
 		Host:          host,
 		Trailer:       trailer,
 	}
-	return req
 }
 
 // replayBody keeps the first limit bytes of a request body so that a retry can send it
