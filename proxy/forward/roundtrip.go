@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshd/meshd/internal/reqctx"
@@ -149,6 +150,11 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 	resp, err := r.Cluster.RoundTripper().RoundTrip(req)
 	stalled := r.watch.endHead(gen)
 	if err != nil {
+		if r.watch != nil {
+			// A failed attempt may be the last: its timer must not keep the request
+			// alive for the idle timeout (a retry arms it again).
+			r.watch.stop()
+		}
 		deadlineHit := errors.Is(actx.Err(), context.DeadlineExceeded)
 		actx.Cancel()
 		var ce *ClientError
@@ -404,11 +410,21 @@ func (a *attemptBody) Close() error { return nil }
 // for the response head and then for the gaps in the final response's body. Each arm
 // starts a generation; activity and stops of an older one (a body writer of an
 // abandoned attempt may still be reading) are ignored.
+//
+// The timer is lazy: activity only records its time (an atomic store, no lock and no
+// timer operation per read), ending the head's wait leaves the timer running, and when
+// it fires it looks at the last activity and sleeps again for what is left. So a
+// request costs one timer start and one stop, not one timer operation per phase and
+// per read.
 type idleWatch struct {
 	idle time.Duration
 
-	mu      sync.Mutex
-	timer   *time.Timer
+	last  atomic.Int64  // the time of the last activity or arm, in ns since watchEpoch
+	agen  atomic.Uint64 // gen, for touch without the lock
+	mu    sync.Mutex
+	timer *time.Timer
+	// running: the timer is scheduled (it may fire with nothing armed; it then stops).
+	running bool
 	cancel  *reqctx.Ctx
 	gen     uint64
 	phase   uint8
@@ -422,30 +438,47 @@ const (
 	watchBody
 )
 
+// watchEpoch is the origin of idleWatch.last: a monotonic time base.
+var watchEpoch = time.Now()
+
+func watchNow() int64 { return int64(time.Since(watchEpoch)) }
+
 // arm starts a phase; cancel ends the attempt when the timer fires.
 func (w *idleWatch) arm(phase uint8, cancel *reqctx.Ctx) uint64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.gen++
+	w.agen.Store(w.gen)
+	w.last.Store(watchNow())
 	w.phase, w.cancel, w.stalled = phase, cancel, false
-	if w.timer == nil {
+	switch {
+	case w.timer == nil:
 		w.timer = time.AfterFunc(w.idle, w.fire)
-	} else {
+	case !w.running:
 		w.timer.Reset(w.idle)
 	}
+	w.running = true
 	return w.gen
 }
 
 func (w *idleWatch) fire() {
 	w.mu.Lock()
+	if w.phase == watchOff {
+		w.running = false
+		w.mu.Unlock()
+		return
+	}
+	if left := w.idle - time.Duration(watchNow()-w.last.Load()); left > 0 {
+		w.timer.Reset(left)
+		w.mu.Unlock()
+		return
+	}
+	w.running = false
 	switch w.phase {
 	case watchHead:
 		w.stalled = true
 	case watchBody:
 		w.fired = true
-	default:
-		w.mu.Unlock()
-		return
 	}
 	cancel := w.cancel
 	w.phase = watchOff
@@ -453,13 +486,11 @@ func (w *idleWatch) fire() {
 	cancel.Cancel()
 }
 
-// touch restarts the timer on activity of generation gen.
+// touch records activity of generation gen.
 func (w *idleWatch) touch(gen uint64) {
-	w.mu.Lock()
-	if w.gen == gen && w.phase != watchOff {
-		w.timer.Reset(w.idle)
+	if w.agen.Load() == gen {
+		w.last.Store(watchNow())
 	}
-	w.mu.Unlock()
 }
 
 // endHead ends generation gen's wait for a head and reports whether the timer cut it.
@@ -474,8 +505,7 @@ func (w *idleWatch) endHead(gen uint64) bool {
 		return false
 	}
 	if w.phase == watchHead {
-		w.phase = watchOff
-		w.timer.Stop()
+		w.phase = watchOff // the timer, left running, stops when it next fires
 	}
 	return w.stalled
 }
@@ -489,8 +519,9 @@ func (w *idleWatch) bodyFired() bool {
 func (w *idleWatch) stop() {
 	w.mu.Lock()
 	w.phase = watchOff
-	if w.timer != nil {
+	if w.running {
 		w.timer.Stop()
+		w.running = false
 	}
 	w.mu.Unlock()
 }
