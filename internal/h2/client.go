@@ -349,6 +349,7 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 		st.onRemove = cc.unreserveLocked
 		st.localDone = !hasBody
 		cc.streams[id] = st
+		cc.live.Add(1)
 		cc.streamsOpen.Add(1)
 		cc.mu.Unlock()
 		return cc.writeHeadersLocked(id, !hasBody, cs.encodeRequest)
