@@ -86,8 +86,9 @@ var rules = []rule{
 	{pkg: "internal/h2", deps: "internal/reqctx", mods: "golang.org/x/net"},
 	{pkg: "proxy/internal/deadline"},
 	{pkg: "proxy/intercept", mods: "golang.org/x/sys"},
-	// proxy/upstream: gRPC for active health checks.
-	{pkg: "proxy/upstream", deps: "balancer config discovery internal/h1 internal/h2 internal/reqctx proxy/internal/deadline resilience router telemetry", mods: "google.golang.org/grpc"},
+	// proxy/upstream: gRPC for active health checks; tls for the handshake counters of
+	// the clusters that originate TLS (meshtls.HandshakeStats).
+	{pkg: "proxy/upstream", deps: "balancer config discovery internal/h1 internal/h2 internal/reqctx proxy/internal/deadline resilience router telemetry tls", mods: "google.golang.org/grpc"},
 	{pkg: "proxy/state", deps: "config discovery proxy/upstream resilience router telemetry tls"},
 	{pkg: "proxy/forward", deps: "balancer config discovery internal/h1 internal/reqctx proxy/state proxy/upstream resilience router telemetry", mods: "golang.org/x/net"},
 	{pkg: "proxy/listen", deps: "proxy/intercept proxy/internal/deadline"},
