@@ -96,8 +96,9 @@ var rules = []rule{
 	{pkg: "proxy/http1", deps: "balancer internal/h1 proxy/forward proxy/internal/deadline proxy/listen proxy/state proxy/upstream router telemetry", mods: "golang.org/x/net"},
 	{pkg: "proxy/http2", deps: "balancer internal/h2 proxy/forward proxy/listen proxy/upstream router telemetry"},
 	{pkg: "proxy/l4", deps: "balancer config proxy/forward proxy/listen proxy/state proxy/upstream router"},
-	// proxy/admin: client_golang for the Prometheus exposition (/stats/prometheus).
-	{pkg: "proxy/admin", deps: "balancer config discovery internal/h2 proxy/forward proxy/l4 proxy/state proxy/upstream resilience router telemetry", mods: "github.com/prometheus/client_golang"},
+	// proxy/admin: client_golang for the Prometheus exposition (/stats/prometheus); tls for
+	// the handshake counters and the certificate sources' stats.
+	{pkg: "proxy/admin", deps: "balancer config discovery internal/h2 proxy/forward proxy/l4 proxy/state proxy/upstream resilience router telemetry tls", mods: "github.com/prometheus/client_golang"},
 	// proxy: the netns tests install the interception rules; the metrics tests parse the
 	// Prometheus text format (prometheus/common's expfmt into client_model's types); the
 	// tracing tests run meshd with a telemetry/tracing Tracer exporting to memory (the SDK's

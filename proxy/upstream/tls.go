@@ -140,6 +140,15 @@ func (c *Cluster) TLSStats() *meshtls.HandshakeStats {
 	return c.tls.stats
 }
 
+// TLSPolicy is the field path of the client policy the cluster originates TLS under;
+// empty when it originates none.
+func (c *Cluster) TLSPolicy() string {
+	if c.tls == nil {
+		return ""
+	}
+	return c.tls.policy
+}
+
 // TLSConfig is the client configuration the cluster's connections use (ALPN set to its
 // protocol); nil when it originates no TLS. Read only.
 func (c *Cluster) TLSConfig() *tls.Config {
