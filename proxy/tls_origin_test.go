@@ -483,3 +483,28 @@ func TestTLSOriginTCP(t *testing.T) {
 		t.Errorf("L4 counters %+v", v)
 	}
 }
+
+// TestTLSOriginClientCertificateRefused: a server that does not accept node app's
+// certificate (its trust is another CA) refuses it after meshd's TLS 1.3 handshake is
+// done, at the first read: the app gets 503 upstream_connect_failure saying so, over
+// HTTP/1.1 and HTTP/2 alike, as the same refusal in TLS 1.2 (a failed handshake) does.
+func TestTLSOriginClientCertificateRefused(t *testing.T) {
+	k, other := newOriginPKI(t), newOriginPKI(t)
+	now := time.Now()
+	k.issue("app", now, 0)
+	port := startTLSUpstream(t, serverTLS(t, k.issue("backend", now, 0), other.trust()))
+	for _, proto := range []string{"http", "http2"} {
+		srv, _ := startOrigin(t, originMesh{Dir: k.dir, Port: port, Proto: proto}, proxy.Options{})
+		resp, err := testutil.HTTPClient(t, srv.EgressAddr()).Get("http://backend.shop.local/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 503 || resp.Header.Get(proxy.HeaderError) != "upstream_connect_failure" ||
+			!strings.Contains(string(body), "the server refused meshd's TLS client certificate") {
+			t.Errorf("%s: status %d %s=%q body %q; want 503 upstream_connect_failure naming the refused certificate", proto,
+				resp.StatusCode, proxy.HeaderError, resp.Header.Get(proxy.HeaderError), body)
+		}
+	}
+}
