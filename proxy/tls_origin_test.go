@@ -508,3 +508,39 @@ func TestTLSOriginClientCertificateRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSOriginReloadPolicy: a reload that changes a client policy (here its SAN list)
+// rebuilds the cluster it covers, which dials under the new policy at once; the
+// handshake counters carry over.
+func TestTLSOriginReloadPolicy(t *testing.T) {
+	k := newOriginPKI(t)
+	now := time.Now()
+	k.issue("app", now, 0)
+	port := startTLSUpstream(t, serverTLS(t, k.issue("backend", now, 0), k.trust()))
+	m := originMesh{Dir: k.dir, Port: port, SAN: "spiffe://shop/payments", App: 1,
+		Plain: testutil.StartHTTP(t, echoHandler("plain")).Port, Other: testutil.StartHTTP(t, echoHandler("other")).Port}
+	srv, _ := startOrigin(t, m, proxy.Options{})
+	c := testutil.HTTPClient(t, srv.EgressAddr())
+	resp, err := c.Get("http://backend.shop.local/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("SAN outside the list: %d, want 503", resp.StatusCode)
+	}
+	m.SAN, m.Proto = "spiffe://shop/backend", "http"
+	if _, err := srv.Apply(context.Background(), testutil.ParseConfig(t, testutil.Render(t, originMeshTmpl, m)), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if got := getSeen(t, c, "http://backend.shop.local/"); got.SNI != "backend.shop.local" || got.Peer != "spiffe://shop/app" {
+		t.Errorf("after the reload the upstream saw %+v", got)
+	}
+	f := scrape(t, srv, "")
+	hs := lbls{"side": "client", "cluster": "backend@backend.shop.local", "listener": ""}
+	hs["result"] = "verify_san"
+	f.expect(t, "meshd_tls_handshakes_total", hs, 3)
+	hs["result"] = "ok"
+	f.expect(t, "meshd_tls_handshakes_total", hs, 1)
+}
