@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/meshd/meshd/config"
@@ -56,6 +57,7 @@ func compileOrigination(ctx context.Context, cfg *config.Config, idx int, loader
 		defaults = plan(spec+".backendDefaults.clientPolicy", bd.ClientPolicy)
 	}
 	plans := map[string]*meshtls.ClientPlan{}
+	var order []string // backend order, so that the first error is always the same
 	for j, b := range vn.Spec.Backends {
 		vs := b.VirtualService
 		if vs == nil {
@@ -65,8 +67,9 @@ func compileOrigination(ctx context.Context, cfg *config.Config, idx int, loader
 		if vs.ClientPolicy == nil || vs.ClientPolicy.TLS == nil {
 			p = defaults
 		}
-		if k := serviceKey(vs.VirtualServiceName); plans[k] == nil {
+		if k := serviceKey(vs.VirtualServiceName); !slices.Contains(order, k) {
 			plans[k] = p // the first backend of a name is the one the router serves
+			order = append(order, k)
 		}
 	}
 	if len(problems) > 0 {
@@ -74,7 +77,8 @@ func compileOrigination(ctx context.Context, cfg *config.Config, idx int, loader
 	}
 	out := origination{}
 	loaded := map[*meshtls.ClientPlan]*meshtls.Client{}
-	for k, p := range plans {
+	for _, k := range order {
+		p := plans[k]
 		if p == nil || !p.Enforce {
 			continue
 		}

@@ -182,6 +182,7 @@ func TestCompileOriginationErrors(t *testing.T) {
 			tr := &c.VirtualNodes[0].Spec.Backends[3].VirtualService.ClientPolicy.TLS.Validation.Trust
 			tr.File, tr.ACM = nil, &config.TLSACMTrust{CertificateAuthorityArns: []string{"arn:aws:acm-pca:x"}}
 		}, opts, "virtualNodes[0].spec.backends[3].virtualService.clientPolicy.tls.validation.trust.acm"},
+		// The first backend that enforces TLS (a.local, under the defaults) is named.
 		{"no loader", func(*config.Config) {}, Options{Registry: opts.Registry}, "virtualNodes[0].spec.backendDefaults.clientPolicy.tls"},
 	}
 	for _, tc := range cases {
