@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -29,7 +30,9 @@ type Phase struct {
 
 // Plan is one invocation of the harness.
 type Plan struct {
-	// Scenarios to run side by side (see AllScenarios); ignored when Target is set.
+	// Scenarios to run side by side (see AllScenarios, KnownScenarios); ignored when
+	// Target is set. The TLS-hop scenarios (IsTLSHop) get certificates of a mesh CA
+	// made for the run, in WorkDir/tls.
 	Scenarios []string
 	// Target, when set, is a URL measured instead of the scenarios.
 	Target string
@@ -144,7 +147,7 @@ func Compare(ctx context.Context, plan Plan) (*Report, error) {
 		upstream = up
 		e := &env{self: plan.Self, selfEnv: plan.SelfEnv, proto: plan.Proto, upstream: upAddr, dir: dir,
 			cpusProxy: plan.CPUsProxy, log: plan.Log}
-		if wants(plan.Scenarios, ScenarioMeshd, ScenarioMeshd2Hop) {
+		if wants(plan.Scenarios, ScenarioMeshd, ScenarioMeshd2Hop, ScenarioMeshd2HopTLS) {
 			if p, err := FindMeshd(plan.Meshd); err != nil {
 				e.meshdWhy = err.Error()
 			} else {
@@ -160,10 +163,24 @@ func Compare(ctx context.Context, plan Plan) (*Report, error) {
 				rep.BaselineMeshdBinary = p
 			}
 		}
+		if wants(plan.Scenarios, ScenarioMeshd2HopTLS, ScenarioHAProxy2HopTLS) {
+			if f, err := WriteTLSFiles(filepath.Join(dir, "tls")); err != nil {
+				e.tlsWhy = err.Error()
+			} else {
+				e.tls = f
+			}
+		}
 		for _, name := range plan.Scenarios {
 			in, err := startScenario(ctx, name, e)
 			if err == nil {
 				err = smoke(ctx, plan, in)
+				if err == nil && in.hop != nil {
+					var hop *TLSHop
+					if hop, err = probeTLSHop(ctx, in.hop.addr, in.hop.alpn, e.tls); err == nil {
+						hop.Scenario, hop.HandshakesFrom = name, in.hop.counter
+						rep.TLSHops = append(rep.TLSHops, hop)
+					}
+				}
 				if err != nil {
 					in.stop()
 				}
@@ -214,6 +231,21 @@ func Compare(ctx context.Context, plan Plan) (*Report, error) {
 		}
 	}
 	prog.stop()
+	for _, in := range insts {
+		if in.hop == nil {
+			continue
+		}
+		for _, hop := range rep.TLSHops {
+			if hop.Scenario != in.name {
+				continue
+			}
+			n, err := in.hop.handshakes(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("%s: TLS handshakes on the middle hop: %w", in.name, err)
+			}
+			hop.Handshakes = n
+		}
+	}
 	for pi := range plan.Phases {
 		var direct *PhaseResult
 		for ii := range insts {

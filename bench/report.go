@@ -30,6 +30,9 @@ type Report struct {
 	BaselineMeshdBinary string         `json:"baselineMeshdBinary,omitempty"`
 	Results             []*PhaseResult `json:"results"`
 	Skipped             []Skip         `json:"skipped,omitempty"`
+	// TLSHops are the TLS-hop scenarios' middle hops as the harness checked them
+	// before measuring and counted them after.
+	TLSHops []*TLSHop `json:"tlsHops,omitempty"`
 }
 
 // Machine identifies where a report was measured.
@@ -245,6 +248,17 @@ func WriteTable(w io.Writer, rep *Report, markdown bool) error {
 		bw.printf("gRPC: unary calls of %s by a grpc-go client; req/s counts calls with status OK, errors are counted by status code (grpc_<CODE>).\n", GRPCMethod)
 	}
 	bw.printf("CPU µs/req is the on-CPU time (/proc schedstat, else utime+stime) of the scenario's proxy processes over the measured windows ÷ responses; RSS is the largest peak (VmHWM) of one proxy.\n")
+	if len(rep.TLSHops) > 0 {
+		bw.printf("TLS hop (*-2hop-tls): mutual TLS between the two proxies with certificates of a mesh CA made for the run (ECDSA P-256); checked before measuring: plaintext and clients without a certificate refused. Negotiated with a Go client's probe of the ingress proxy, and its handshake count at the end:\n")
+		for _, h := range rep.TLSHops {
+			item := fmt.Sprintf("%s: %s, %s, %s, ALPN %s; %d handshakes (%s)", h.Scenario, h.Version, h.CipherSuite, h.KeyExchange, h.ALPN, h.Handshakes, h.HandshakesFrom)
+			if markdown {
+				bw.printf("- %s\n", item)
+			} else {
+				bw.printf("  %s\n", item)
+			}
+		}
+	}
 	for _, phase := range phaseOrder(rep) {
 		rows := phaseRows(rep, phase)
 		if len(rows) == 0 {
@@ -288,9 +302,12 @@ func WriteTable(w io.Writer, rep *Report, markdown bool) error {
 				return fmt.Errorf("write table: %w", err)
 			}
 		}
-		if ratios := haproxyRatios(rows); len(ratios) > 0 {
-			bw.printf("\nRatios vs haproxy (x / haproxy; below 1 is better except req/s):\n")
-			for _, l := range ratios {
+		list := func(title string, items []string) {
+			if len(items) == 0 {
+				return
+			}
+			bw.printf("\n%s\n", title)
+			for _, l := range items {
 				if markdown {
 					bw.printf("- %s\n", l)
 				} else {
@@ -298,6 +315,8 @@ func WriteTable(w io.Writer, rep *Report, markdown bool) error {
 				}
 			}
 		}
+		list("Ratios vs haproxy (x / haproxy; a two-hop scenario / the haproxy two-hop scenario of the same TLS; below 1 is better except req/s):", haproxyRatios(rows))
+		list("TLS hop cost (x-2hop-tls − x-2hop; CPU of both proxies per request, latency percentiles):", tlsHopCost(rows))
 	}
 	if len(rep.Skipped) > 0 {
 		bw.printf("\nSkipped:\n")
@@ -360,15 +379,26 @@ func phaseRows(rep *Report, phase string) []*PhaseResult {
 	return rows
 }
 
-func haproxyRatios(rows []*PhaseResult) []string {
-	var hp *PhaseResult
-	for _, r := range rows {
-		if r.Scenario == ScenarioHAProxy {
-			hp = r
-		}
+// haproxyPeer is the haproxy scenario a scenario is compared with: the one with as
+// many hops and the same TLS (meshd-2hop with haproxy-2hop, meshd-2hop-tls with
+// haproxy-2hop-tls), haproxy for the others. The haproxy scenarios themselves have
+// none.
+func haproxyPeer(scenario string) string {
+	switch scenario {
+	case ScenarioHAProxy, ScenarioHAProxy2Hop, ScenarioHAProxy2HopTLS:
+		return ""
+	case ScenarioMeshd2Hop:
+		return ScenarioHAProxy2Hop
+	case ScenarioMeshd2HopTLS:
+		return ScenarioHAProxy2HopTLS
 	}
-	if hp == nil {
-		return nil
+	return ScenarioHAProxy
+}
+
+func haproxyRatios(rows []*PhaseResult) []string {
+	byName := map[string]*PhaseResult{}
+	for _, r := range rows {
+		byName[r.Scenario] = r
 	}
 	ratio := func(a, b float64) string {
 		if a <= 0 || b <= 0 {
@@ -384,13 +414,62 @@ func haproxyRatios(rows []*PhaseResult) []string {
 	}
 	var out []string
 	for _, r := range rows {
-		if r == hp || r.Proxies == 0 {
+		peer := haproxyPeer(r.Scenario)
+		hp := byName[peer]
+		if r.Proxies == 0 || peer == "" {
 			continue
 		}
-		out = append(out, fmt.Sprintf("%s: req/s %s, CPU/req %s, added p50 %s, added p99 %s, RSS %s", r.Scenario,
+		name := r.Scenario
+		if hp == nil && peer != ScenarioHAProxy {
+			// Without its two-hop peer a two-hop scenario is set against haproxy's one
+			// hop, as before haproxy-2hop existed, and says so.
+			if hp = byName[ScenarioHAProxy]; hp != nil {
+				peer = ScenarioHAProxy
+			}
+		}
+		if hp == nil {
+			continue
+		}
+		if peer != ScenarioHAProxy || r.Proxies != hp.Proxies {
+			name += " / " + peer
+		}
+		out = append(out, fmt.Sprintf("%s: req/s %s, CPU/req %s, added p50 %s, added p99 %s, RSS %s", name,
 			ratio(r.ActualQPS, hp.ActualQPS), ratio(r.ProxyCPUPerRequest, hp.ProxyCPUPerRequest),
 			addRatio(r.AddedP50US, hp.AddedP50US), addRatio(r.AddedP99US, hp.AddedP99US),
 			ratio(float64(r.ProxyPeakRSSBytes), float64(hp.ProxyPeakRSSBytes))))
+	}
+	return out
+}
+
+// tlsHopCost says, for each peer whose two-hop scenario ran with and without TLS in
+// the phase, what the TLS hop added: CPU µs per request of the two proxies together,
+// and the p50 and p99 latency; then meshd's added CPU over haproxy's.
+func tlsHopCost(rows []*PhaseResult) []string {
+	byName := map[string]*PhaseResult{}
+	for _, r := range rows {
+		byName[r.Scenario] = r
+	}
+	cpu := map[string]float64{}
+	var out []string
+	for _, pair := range [][2]string{{ScenarioMeshd2Hop, ScenarioMeshd2HopTLS}, {ScenarioHAProxy2Hop, ScenarioHAProxy2HopTLS}} {
+		plain, tls := byName[pair[0]], byName[pair[1]]
+		if plain == nil || tls == nil || plain.Requests == 0 || tls.Requests == 0 {
+			continue
+		}
+		d := tls.ProxyCPUPerRequest - plain.ProxyCPUPerRequest
+		cpu[pair[0]] = d
+		out = append(out, fmt.Sprintf("%s: CPU %+.1f µs/req (%.1f → %.1f), p50 %+.3f ms, p99 %+.3f ms, req/s %s → %s", pair[1], d,
+			plain.ProxyCPUPerRequest, tls.ProxyCPUPerRequest, (tls.P50US-plain.P50US)/1000, (tls.P99US-plain.P99US)/1000,
+			strconv.FormatFloat(plain.ActualQPS, 'f', 0, 64), strconv.FormatFloat(tls.ActualQPS, 'f', 0, 64)))
+	}
+	m, okM := cpu[ScenarioMeshd2Hop]
+	h, okH := cpu[ScenarioHAProxy2Hop]
+	if okM && okH {
+		r := "-" // a ratio of noise-level (negative) costs means nothing
+		if m > 0 && h > 0 {
+			r = strconv.FormatFloat(m/h, 'f', 2, 64)
+		}
+		out = append(out, "CPU the TLS hop adds, meshd / haproxy: "+r)
 	}
 	return out
 }

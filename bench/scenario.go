@@ -25,9 +25,12 @@ const (
 	ScenarioMeshdBaseline = "meshd-baseline"
 	ScenarioHTTPUtil      = "go-httputil"
 	ScenarioHAProxy       = "haproxy"
-	ScenarioNginx         = "nginx"
-	ScenarioEnvoy         = "envoy"
-	ScenarioTarget        = "target" // an external URL (--target)
+	// ScenarioHAProxy2Hop is meshd-2hop's peer: two haproxy processes, client →
+	// haproxy → haproxy → upstream (HAProxy2HopConfigs).
+	ScenarioHAProxy2Hop = "haproxy-2hop"
+	ScenarioNginx       = "nginx"
+	ScenarioEnvoy       = "envoy"
+	ScenarioTarget      = "target" // an external URL (--target)
 )
 
 // BaselineMeshdFlag is the command-line flag that sets Plan.BaselineMeshd and so
@@ -36,18 +39,26 @@ const BaselineMeshdFlag = "--baseline-meshd"
 
 // AllScenarios lists, in report order, every scenario the harness runs by default:
 // all it knows except ScenarioMeshdBaseline, which needs a second meshd binary (see
-// DefaultScenarios).
+// DefaultScenarios), and the TLS-hop twins of the two-hop scenarios, which --tls adds
+// (WithTLSTwins).
 func AllScenarios() []string { return DefaultScenarios(false) }
 
 // DefaultScenarios is the scenario list when none is chosen: AllScenarios, plus
 // ScenarioMeshdBaseline right after ScenarioMeshd when withBaseline (a baseline meshd
-// binary is given). DefaultScenarios(true) is every scenario the harness knows.
+// binary is given). DefaultScenarios(true) is every scenario the harness knows but
+// the TLS-hop ones (KnownScenarios).
 func DefaultScenarios(withBaseline bool) []string {
 	list := []string{ScenarioDirect, ScenarioMeshd}
 	if withBaseline {
 		list = append(list, ScenarioMeshdBaseline)
 	}
-	return append(list, ScenarioMeshd2Hop, ScenarioHTTPUtil, ScenarioHAProxy, ScenarioNginx, ScenarioEnvoy)
+	return append(list, ScenarioMeshd2Hop, ScenarioHTTPUtil, ScenarioHAProxy, ScenarioHAProxy2Hop, ScenarioNginx, ScenarioEnvoy)
+}
+
+// KnownScenarios is every scenario the harness knows, in report order.
+func KnownScenarios() []string {
+	all, _ := WithTLSTwins(DefaultScenarios(true))
+	return all
 }
 
 // SkipError says a scenario could not run here (e.g. its binary is missing).
@@ -63,6 +74,15 @@ type instance struct {
 	host    string
 	path    string
 	proxies []*Proc
+	// hop is the middle hop of a TLS-hop scenario: its listener, the ALPN the egress
+	// proxy offers there, and the ingress proxy's handshake counter.
+	hop *hopCheck
+}
+
+type hopCheck struct {
+	addr, alpn string
+	counter    string // what handshakes reads, for the report
+	handshakes func(context.Context) (uint64, error)
 }
 
 func (in *instance) stop() {
@@ -84,7 +104,11 @@ type env struct {
 	// baseline and baselineWhy are the same for ScenarioMeshdBaseline's binary.
 	baseline    string
 	baselineWhy string
-	log         *slog.Logger
+	// tls is the TLS hop's certificates (nil when no TLS-hop scenario runs), tlsWhy
+	// why they could not be made.
+	tls    *TLSFiles
+	tlsWhy string
+	log    *slog.Logger
 }
 
 const startTimeout = 15 * time.Second
@@ -116,6 +140,8 @@ func startScenario(ctx context.Context, name string, e *env) (*instance, error) 
 			}
 			return []string{"-db", "-f", cfg}, nil
 		})
+	case ScenarioHAProxy2Hop, ScenarioHAProxy2HopTLS:
+		return startHAProxy2Hop(ctx, name, e)
 	case ScenarioNginx:
 		return startPeer(ctx, name, e, "nginx", func(dir string, port int) ([]string, error) {
 			if e.proto == GRPC {
@@ -141,10 +167,10 @@ func startScenario(ctx context.Context, name string, e *env) (*instance, error) 
 			}
 			return []string{"-c", cfg, "--concurrency", "1", "--log-level", "warn", "--disable-hot-restart"}, nil
 		})
-	case ScenarioMeshd, ScenarioMeshd2Hop, ScenarioMeshdBaseline:
+	case ScenarioMeshd, ScenarioMeshd2Hop, ScenarioMeshd2HopTLS, ScenarioMeshdBaseline:
 		return startMeshd(ctx, name, e)
 	}
-	return nil, fmt.Errorf("scenario %q: unknown (known: %s)", name, strings.Join(DefaultScenarios(true), ", "))
+	return nil, fmt.Errorf("scenario %q: unknown (known: %s)", name, strings.Join(KnownScenarios(), ", "))
 }
 
 func startPeer(ctx context.Context, name string, e *env, bin string, args func(dir string, port int) ([]string, error)) (*instance, error) {
@@ -170,16 +196,93 @@ func startPeer(ctx context.Context, name string, e *env, bin string, args func(d
 	if err != nil {
 		return nil, fmt.Errorf("%s config: %w", name, err)
 	}
-	p, err := StartProc(ProcSpec{Name: name, Argv: append([]string{path}, a...), Dir: dir, CPUs: e.cpusProxy})
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	p, err := startListening(ctx, ProcSpec{Name: name, Argv: append([]string{path}, a...), Dir: dir, CPUs: e.cpusProxy}, addr)
 	if err != nil {
 		return nil, err
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
+	return &instance{name: name, addr: addr, host: addr, proxies: []*Proc{p}}, nil
+}
+
+// startListening starts spec and waits until addr accepts connections.
+func startListening(ctx context.Context, spec ProcSpec, addr string) (*Proc, error) {
+	p, err := StartProc(spec)
+	if err != nil {
+		return nil, err
+	}
 	if err := p.WaitReady(ctx, startTimeout, dialCheck(addr)); err != nil {
 		_ = p.Stop()
 		return nil, err
 	}
-	return &instance{name: name, addr: addr, host: addr, proxies: []*Proc{p}}, nil
+	return p, nil
+}
+
+// startHAProxy2Hop starts haproxy-2hop and haproxy-2hop-tls: the ingress haproxy, then
+// the egress haproxy the load goes to (HAProxy2HopConfigs), pinned as meshd's two
+// sidecars are.
+func startHAProxy2Hop(ctx context.Context, name string, e *env) (*instance, error) {
+	path, err := exec.LookPath("haproxy")
+	if err != nil {
+		return nil, &SkipError{Reason: "haproxy not found on PATH"}
+	}
+	var files *TLSFiles
+	if IsTLSHop(name) {
+		if err := haproxyHasTLS(ctx, path); err != nil {
+			return nil, err
+		}
+		if files = e.tls; files == nil {
+			return nil, fmt.Errorf("%s: no certificates: %s", name, e.tlsWhy)
+		}
+	}
+	dir := filepath.Join(e.dir, name)
+	var ports [3]int
+	for i := range ports {
+		if ports[i], err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	egressCfg, ingressCfg := HAProxy2HopConfigs(ports[0], ports[1], ports[2], e.upstream, e.proto, files)
+	in := &instance{name: name, addr: "127.0.0.1:" + strconv.Itoa(ports[0])}
+	in.host = in.addr
+	hop := "127.0.0.1:" + strconv.Itoa(ports[1])
+	for _, h := range []struct{ role, cfg, addr string }{{"ingress", ingressCfg, hop}, {"egress", egressCfg, in.addr}} {
+		cfg, err := writeFile(dir, "haproxy-"+h.role+".cfg", h.cfg)
+		if err != nil {
+			in.stop()
+			return nil, err
+		}
+		p, err := startListening(ctx, ProcSpec{Name: name + "/" + h.role, Argv: []string{path, "-db", "-f", cfg}, Dir: dir, CPUs: e.cpusProxy}, h.addr)
+		if err != nil {
+			in.stop()
+			return nil, err
+		}
+		// The egress proxy first, as for meshd-2hop's sidecars (client, then upstream).
+		in.proxies = append([]*Proc{p}, in.proxies...)
+	}
+	if files != nil {
+		stats := "127.0.0.1:" + strconv.Itoa(ports[2])
+		in.hop = &hopCheck{addr: hop, alpn: hopALPN(e.proto),
+			counter: "CumSslConns of the ingress haproxy (show info: TLS connections accepted, failed handshakes included)",
+			handshakes: func(ctx context.Context) (uint64, error) {
+				return haproxyInfo(ctx, stats, "CumSslConns")
+			}}
+	}
+	return in, nil
+}
+
+// haproxyHasTLS returns a SkipError when the haproxy at path was built without
+// OpenSSL, which its ssl keywords need.
+func haproxyHasTLS(ctx context.Context, path string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, "-vv").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("haproxy -vv: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	if !strings.Contains(string(out), "Built with OpenSSL") {
+		return &SkipError{Reason: "haproxy built without OpenSSL (haproxy -vv): it cannot carry TLS"}
+	}
+	return nil
 }
 
 // FindMeshd returns the meshd binary to benchmark: explicit if set (made absolute),
@@ -237,29 +340,56 @@ const MeshdHost = "upstream.bench.local"
 // protocol is http (HTTP/1.1 upstream, also for h2c load, as the other scenarios), or
 // grpc for proto grpc, so meshd speaks h2c to the upstream.
 func MeshdConfig(upstreamPort int, endpoint string, proto Proto) string {
+	return MeshdTLSConfig(upstreamPort, endpoint, proto, nil)
+}
+
+// MeshdTLSConfig is MeshdConfig with, when tlsFiles is not nil, mutual TLS between
+// the nodes as a mesh would have it (meshd-2hop-tls): node client's client policy
+// originates TLS with its workload certificate and accepts only node upstream's
+// SPIFFE ID; node upstream's listener is STRICT and accepts only node client's.
+func MeshdTLSConfig(upstreamPort int, endpoint string, proto Proto, tlsFiles *TLSFiles) string {
 	listenerProto := "http"
 	if proto == GRPC {
 		listenerProto = "grpc"
 	}
-	return fmt.Sprintf(`mesh: {meshName: bench, spec: {egressFilter: {type: DROP_ALL}}}
+	clientPolicy, listenerTLS := "", ""
+	if f := tlsFiles; f != nil {
+		clientPolicy = fmt.Sprintf(`
+      backendDefaults:
+        clientPolicy:
+          tls:
+            certificate: {file: {certificateChain: %q, privateKey: %q}}
+            validation:
+              trust: {file: {certificateChain: %q}}
+              subjectAlternativeNames: {match: {exact: [%q]}}`, f.Client.Cert, f.Client.Key, f.CA, f.Server.ID)
+		listenerTLS = fmt.Sprintf(`
+          tls:
+            mode: STRICT
+            certificate: {file: {certificateChain: %q, privateKey: %q}}
+            validation:
+              trust: {file: {certificateChain: %q}}
+              subjectAlternativeNames: {match: {exact: [%q]}}`, f.Server.Cert, f.Server.Key, f.CA, f.Client.ID)
+	}
+	return fmt.Sprintf(`mesh: {meshName: %s, spec: {egressFilter: {type: DROP_ALL}}}
 virtualNodes:
-  - virtualNodeName: client
+  - virtualNodeName: %s
     spec:
       listeners: [{portMapping: {port: 18080, protocol: http}}]
       serviceDiscovery: {static: {endpoints: ["127.0.0.1:18080"]}}
-      backends: [{virtualService: {virtualServiceName: %s}}]
-  - virtualNodeName: upstream
+      backends: [{virtualService: {virtualServiceName: %s}}]%s
+  - virtualNodeName: %s
     spec:
-      listeners: [{portMapping: {port: %d, protocol: %s}}]
+      listeners:
+        - portMapping: {port: %d, protocol: %s}%s
       serviceDiscovery: {static: {endpoints: [%q]}}
 virtualServices:
   - virtualServiceName: %s
-    spec: {provider: {virtualNode: {virtualNodeName: upstream}}}
-`, MeshdHost, upstreamPort, listenerProto, endpoint, MeshdHost)
+    spec: {provider: {virtualNode: {virtualNodeName: %s}}}
+`, tlsMesh, tlsClientNode, MeshdHost, clientPolicy, tlsServerNode, upstreamPort, listenerProto, listenerTLS, endpoint, MeshdHost, tlsServerNode)
 }
 
 // startMeshd starts the meshd scenarios: meshd and meshd-baseline (one sidecar, the
-// same config and pinning, different binaries) and meshd-2hop.
+// same config and pinning, different binaries), meshd-2hop and meshd-2hop-tls.
 func startMeshd(ctx context.Context, name string, e *env) (*instance, error) {
 	bin, why := e.meshd, e.meshdWhy
 	if name == ScenarioMeshdBaseline {
@@ -281,11 +411,17 @@ func startMeshd(ctx context.Context, name string, e *env) (*instance, error) {
 		}
 	}
 	endpoint := e.upstream
-	twoHop := name == ScenarioMeshd2Hop
+	twoHop := name == ScenarioMeshd2Hop || name == ScenarioMeshd2HopTLS
 	if twoHop {
 		endpoint = "127.0.0.1:" + strconv.Itoa(ports[3]) // ingress of sidecar 2
 	}
-	cfg, err := writeFile(dir, "mesh.yaml", MeshdConfig(upPort, endpoint, e.proto))
+	var files *TLSFiles
+	if IsTLSHop(name) {
+		if files = e.tls; files == nil {
+			return nil, fmt.Errorf("%s: no certificates: %s", name, e.tlsWhy)
+		}
+	}
+	cfg, err := writeFile(dir, "mesh.yaml", MeshdTLSConfig(upPort, endpoint, e.proto, files))
 	if err != nil {
 		return nil, err
 	}
@@ -314,6 +450,13 @@ func startMeshd(ctx context.Context, name string, e *env) (*instance, error) {
 		if err := p.WaitReady(ctx, startTimeout, httpReady("http://"+admin+"/ready")); err != nil {
 			in.stop()
 			return nil, err
+		}
+		if files != nil && sc.node == tlsServerNode {
+			in.hop = &hopCheck{addr: "127.0.0.1:" + strconv.Itoa(sc.ingress), alpn: hopALPN(e.proto),
+				counter: "listener.*.ssl.handshake on the ingress sidecar's /stats (successful handshakes)",
+				handshakes: func(ctx context.Context) (uint64, error) {
+					return meshdListenerHandshakes(ctx, admin)
+				}}
 		}
 	}
 	return in, nil

@@ -8,6 +8,7 @@
 //	meshbench --meshd new --baseline-meshd old   # adds meshd-baseline (old) after meshd (new)
 //	meshbench --proto h2c --streams 10   # h2c, 10 concurrent streams per connection (h2load -m 10)
 //	meshbench --proto grpc               # unary gRPC calls by a grpc-go client
+//	meshbench --tls --scenarios direct,meshd-2hop,haproxy-2hop   # the cost of a mutual-TLS hop, meshd next to haproxy
 //
 // `meshbench internal ...` is used by the harness itself to run its upstream and the
 // httputil baseline as separate processes.
@@ -106,6 +107,9 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 		meshd     = fs.String("meshd", "", "meshd binary (default: beside meshbench, else on PATH)")
 		baseline  = fs.String(baselineFlag, "", baselineHelp)
 		out       = fs.String("out", "", "report directory (default ./bench-report-<timestamp>)")
+		tlsHop    = fs.Bool(strings.TrimPrefix(bench.TLSFlag, "--"), false, "add after each two-hop scenario ("+bench.ScenarioMeshd2Hop+", "+bench.ScenarioHAProxy2Hop+
+			") its twin with mutual TLS between the two proxies ("+bench.ScenarioMeshd2HopTLS+", "+bench.ScenarioHAProxy2HopTLS+
+			"; certificates of a mesh CA made for the run), so the TLS hop's cost is measured in the same interleaved run")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: meshbench [flags]\n\nWith no flags: a ~30 s comparison of %s.\n", strings.Join(bench.AllScenarios(), ", "))
@@ -114,6 +118,8 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 			bench.BaselineMeshdFlag, bench.ScenarioMeshdBaseline, bench.ScenarioMeshd, bench.ScenarioHAProxy)
 		fmt.Fprintf(stderr, "Multiplexed HTTP/2 (10 streams per connection, as h2load -m 10) and unary gRPC:\n"+
 			"  meshbench --cpus 0:1:1 --proto h2c --streams 10\n  meshbench --cpus 0:1:1 --proto grpc --streams 10\n\n")
+		fmt.Fprintf(stderr, "The cost of a mutual-TLS hop between two sidecars, meshd next to haproxy (each with and without TLS):\n"+
+			"  meshbench --cpus 0:1:1 %s --scenarios %s,%s,%s\n\n", bench.TLSFlag, bench.ScenarioDirect, bench.ScenarioMeshd2Hop, bench.ScenarioHAProxy2Hop)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -152,6 +158,13 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 		}
 	} else {
 		plan.Scenarios = bench.DefaultScenarios(*baseline != "")
+	}
+	if *tlsHop {
+		withTLS, err := bench.WithTLSTwins(plan.Scenarios)
+		if err != nil {
+			return bench.Plan{}, "", err
+		}
+		plan.Scenarios = withTLS
 	}
 	if *baseline != "" {
 		if _, err := bench.CheckBaselineMeshd(*baseline); err != nil {

@@ -107,8 +107,9 @@ var rules = []rule{
 		"go.opentelemetry.io/otel/sdk go.opentelemetry.io/otel/trace go.opentelemetry.io/proto/otlp google.golang.org/protobuf"},
 	// bench: the proxy's HTTP/1.1 codec, so both parse responses alike; x/net's http2
 	// Framer and hpack for the multiplexed h2c load generator; a grpc-go client (with
-	// protobuf's BytesValue as the message) for gRPC load.
-	{pkg: "bench", deps: "internal/h1", mods: "golang.org/x/net golang.org/x/sys gonum.org/v1/plot google.golang.org/grpc google.golang.org/protobuf"},
+	// protobuf's BytesValue as the message) for gRPC load; the tls package's mesh CA
+	// for the certificates of the TLS-hop scenarios.
+	{pkg: "bench", deps: "internal/h1 tls", mods: "golang.org/x/net golang.org/x/sys gonum.org/v1/plot google.golang.org/grpc google.golang.org/protobuf"},
 	// Test-only packages: only test code imports them (and internal/testutil imports netnstest).
 	{pkg: "internal/netnstest", mods: "golang.org/x/sys"},
 	{pkg: "internal/testutil", deps: "config internal/netnstest proxy", mods: "google.golang.org/grpc"},
