@@ -173,16 +173,18 @@ func Compare(ctx context.Context, plan Plan) (*Report, error) {
 		for _, name := range plan.Scenarios {
 			in, err := startScenario(ctx, name, e)
 			if err == nil {
-				err = smoke(ctx, plan, in)
-				if err == nil && in.hop != nil {
-					var hop *TLSHop
-					if hop, err = probeTLSHop(ctx, in.hop.addr, in.hop.alpn, e.tls); err == nil {
-						hop.Scenario, hop.HandshakesFrom = name, in.hop.counter
-						rep.TLSHops = append(rep.TLSHops, hop)
-					}
+				// The middle hop is checked before anything else reaches it, so that its
+				// handshake count at the end is the egress proxy's alone.
+				if in.hop != nil {
+					err = checkHop(ctx, in, e.tls)
+				}
+				if err == nil {
+					err = smoke(ctx, plan, in)
 				}
 				if err != nil {
 					in.stop()
+				} else if in.hop != nil {
+					rep.TLSHops = append(rep.TLSHops, in.hop.report)
 				}
 			}
 			var skip *SkipError
@@ -235,16 +237,11 @@ func Compare(ctx context.Context, plan Plan) (*Report, error) {
 		if in.hop == nil {
 			continue
 		}
-		for _, hop := range rep.TLSHops {
-			if hop.Scenario != in.name {
-				continue
-			}
-			n, err := in.hop.handshakes(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("%s: TLS handshakes on the middle hop: %w", in.name, err)
-			}
-			hop.Handshakes = n
+		n, err := in.hop.handshakes(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s: TLS handshakes on the middle hop: %w", in.name, err)
 		}
+		in.hop.report.Handshakes = n - in.hop.before
 	}
 	for pi := range plan.Phases {
 		var direct *PhaseResult

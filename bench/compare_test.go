@@ -74,6 +74,42 @@ func TestPeerConfigsValidate(t *testing.T) {
 			}
 		})
 	}
+	files, err := WriteTLSFiles(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, proto := range []Proto{H1, H2C, GRPC} {
+		for _, tf := range []*TLSFiles{nil, files} {
+			name := "haproxy-2hop/" + string(proto)
+			if tf != nil {
+				name = "haproxy-2hop-tls/" + string(proto)
+			}
+			t.Run(name, func(t *testing.T) {
+				egress, ingress := HAProxy2HopConfigs(18081, 18082, 18083, "127.0.0.1:18084", proto, tf)
+				if !strings.Contains(egress, "server up 127.0.0.1:18082") || !strings.Contains(ingress, "bind 127.0.0.1:18082") ||
+					!strings.Contains(ingress, "server up 127.0.0.1:18084") || !strings.Contains(ingress, "stats socket ipv4@127.0.0.1:18083") {
+					t.Errorf("the hops are not chained:\n%s\n%s", egress, ingress)
+				}
+				if got := strings.Count(egress+ingress, " ssl "); got != map[bool]int{false: 0, true: 2}[tf != nil] {
+					t.Errorf("%d ssl keywords, want the middle hop's two with TLS only:\n%s\n%s", got, egress, ingress)
+				}
+				bin, err := exec.LookPath("haproxy")
+				if err != nil {
+					t.Skip("haproxy not installed (apt-get install haproxy): config not validated")
+				}
+				dir := t.TempDir()
+				for _, cfg := range []string{egress, ingress} {
+					p, err := writeFile(dir, "haproxy.cfg", cfg)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := ValidateHAProxy(ctx, bin, p); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+	}
 	t.Run("validator reports failure", func(t *testing.T) {
 		bin, err := exec.LookPath("haproxy")
 		if err != nil {
@@ -114,7 +150,7 @@ func buildMeshd(t *testing.T) (string, string) {
 
 // isMeshd says whether a scenario runs meshd.
 func isMeshd(s string) bool {
-	return s == ScenarioMeshd || s == ScenarioMeshd2Hop || s == ScenarioMeshdBaseline
+	return s == ScenarioMeshd || s == ScenarioMeshd2Hop || s == ScenarioMeshd2HopTLS || s == ScenarioMeshdBaseline
 }
 
 // A short real run of every scenario available here, with the processes under
@@ -178,8 +214,8 @@ func TestCompareRealRun(t *testing.T) {
 			if r.AddedP50US == nil {
 				t.Error("no added latency vs direct")
 			}
-			if name == ScenarioMeshd2Hop && r.Proxies != 2 {
-				t.Errorf("meshd-2hop has %d proxies, want 2", r.Proxies)
+			if (name == ScenarioMeshd2Hop || name == ScenarioHAProxy2Hop) && r.Proxies != 2 {
+				t.Errorf("%s has %d proxies, want 2", name, r.Proxies)
 			}
 			if name == ScenarioMeshdBaseline && r.Proxies != 1 {
 				t.Errorf("meshd-baseline has %d proxies, want 1 as meshd", r.Proxies)
@@ -306,7 +342,7 @@ func TestCompareRealRunH2C(t *testing.T) {
 	plan := selfPlan(t)
 	plan.Proto = H2C
 	plan.Meshd, plan.BaselineMeshd = meshd, meshd
-	plan.Scenarios = []string{ScenarioDirect, ScenarioMeshd, ScenarioMeshdBaseline, ScenarioMeshd2Hop, ScenarioHTTPUtil, ScenarioHAProxy, ScenarioNginx}
+	plan.Scenarios = []string{ScenarioDirect, ScenarioMeshd, ScenarioMeshdBaseline, ScenarioMeshd2Hop, ScenarioHTTPUtil, ScenarioHAProxy, ScenarioHAProxy2Hop, ScenarioNginx}
 	if meshd == "" {
 		t.Log(why)
 		plan.Scenarios = slices.DeleteFunc(plan.Scenarios, isMeshd)
@@ -546,7 +582,8 @@ func TestCompareRealRunMultiplexed(t *testing.T) {
 			plan.Proto = proto
 			plan.Meshd = meshd
 			plan.ReqBody = 10
-			plan.Scenarios = []string{ScenarioDirect, ScenarioMeshd, ScenarioMeshd2Hop, ScenarioHTTPUtil, ScenarioHAProxy, ScenarioNginx, ScenarioEnvoy}
+			plan.Scenarios = []string{ScenarioDirect, ScenarioMeshd, ScenarioMeshd2Hop, ScenarioMeshd2HopTLS, ScenarioHTTPUtil,
+				ScenarioHAProxy, ScenarioHAProxy2Hop, ScenarioHAProxy2HopTLS, ScenarioNginx, ScenarioEnvoy}
 			if meshd == "" {
 				t.Log(why)
 				plan.Scenarios = slices.DeleteFunc(plan.Scenarios, isMeshd)
@@ -582,11 +619,19 @@ func TestCompareRealRunMultiplexed(t *testing.T) {
 				}
 			}
 			for _, name := range plan.Scenarios {
-				if _, err := exec.LookPath(name); name != ScenarioDirect && name != ScenarioHTTPUtil && !isMeshd(name) && err != nil {
+				bin := strings.TrimSuffix(strings.TrimSuffix(name, "-tls"), "-2hop")
+				if _, err := exec.LookPath(bin); name != ScenarioDirect && name != ScenarioHTTPUtil && !isMeshd(name) && err != nil {
 					continue
 				}
 				if !measured[name] {
 					t.Errorf("%s was not measured over %s", name, proto)
+				}
+			}
+			// The TLS hops carry the hop's protocol: HTTP/2 for gRPC, HTTP/1.1 for h2c
+			// clients (bridged, as in the one-hop scenarios).
+			for _, h := range rep.TLSHops {
+				if h.ALPN != hopALPN(proto) || h.Handshakes == 0 {
+					t.Errorf("%s over %s: TLS hop %+v, want ALPN %s and handshakes", h.Scenario, proto, h, hopALPN(proto))
 				}
 			}
 			if meshd == "" {

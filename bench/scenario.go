@@ -83,6 +83,10 @@ type hopCheck struct {
 	addr, alpn string
 	counter    string // what handshakes reads, for the report
 	handshakes func(context.Context) (uint64, error)
+	// before is the count once the harness's probes were done (checkHop), report
+	// what checkHop found.
+	before uint64
+	report *TLSHop
 }
 
 func (in *instance) stop() {

@@ -156,9 +156,10 @@ type TLSHop struct {
 	CipherSuite string `json:"cipherSuite"`
 	KeyExchange string `json:"keyExchange"`
 	ALPN        string `json:"alpn"`
-	// Handshakes is the ingress proxy's count of successful handshakes when the
-	// measurements ended (the probes and the smoke requests included): connection
-	// reuse keeps it near the number of connections the egress proxy opened.
+	// Handshakes is what the ingress proxy's handshake counter rose by from the end of
+	// the harness's probes to the end of the measurements: the egress proxy's
+	// handshakes (smoke requests and warm-ups included). Connection reuse keeps it near
+	// the number of connections the egress proxy opened.
 	Handshakes uint64 `json:"handshakes"`
 	// HandshakesFrom names the counter.
 	HandshakesFrom string `json:"handshakesFrom"`
@@ -226,6 +227,21 @@ func probeTLSHop(ctx context.Context, addr, alpn string, files *TLSFiles) (*TLSH
 	}
 	return &TLSHop{Addr: addr, Version: tls.VersionName(st.Version), CipherSuite: tls.CipherSuiteName(st.CipherSuite),
 		KeyExchange: st.CurveID.String(), ALPN: st.NegotiatedProtocol}, nil
+}
+
+// checkHop probes in's middle hop (probeTLSHop) and reads its handshake counter
+// after the probes.
+func checkHop(ctx context.Context, in *instance, files *TLSFiles) error {
+	hop, err := probeTLSHop(ctx, in.hop.addr, in.hop.alpn, files)
+	if err != nil {
+		return err
+	}
+	if in.hop.before, err = in.hop.handshakes(ctx); err != nil {
+		return fmt.Errorf("%s: TLS handshakes on the middle hop: %w", in.name, err)
+	}
+	hop.Scenario, hop.HandshakesFrom = in.name, in.hop.counter
+	in.hop.report = hop
+	return nil
 }
 
 // exchange writes hello on c and reads what comes back within 2 s: the bytes, or the

@@ -144,7 +144,7 @@ func TestBaselineMeshdFlag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"direct", "meshd", "meshd-baseline", "meshd-2hop", "go-httputil", "haproxy", "nginx", "envoy"}
+	want := []string{"direct", "meshd", "meshd-baseline", "meshd-2hop", "go-httputil", "haproxy", "haproxy-2hop", "nginx", "envoy"}
 	if !slices.Equal(plan.Scenarios, want) || plan.BaselineMeshd != bin {
 		t.Errorf("with --baseline-meshd: scenarios %v baseline %q, want %v and %q", plan.Scenarios, plan.BaselineMeshd, want, bin)
 	}
@@ -353,6 +353,55 @@ func TestInterleavedRounds(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("measured windows in order:\n got %v\nwant %v\nprogress:\n%s", got, want, stderr.String())
+	}
+}
+
+// TestTLSFlag: --tls puts each two-hop scenario's TLS twin right after it, in the
+// default list and in an explicit one; a list without a two-hop scenario is a usage
+// error naming the flag; --help shows the way to measure the TLS hop.
+func TestTLSFlag(t *testing.T) {
+	parse := func(args ...string) (bench.Plan, error) {
+		t.Helper()
+		var stderr bytes.Buffer
+		plan, _, err := parsePlan(args, &stderr)
+		return plan, err
+	}
+	plan, err := parse("--tls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"direct", "meshd", "meshd-2hop", "meshd-2hop-tls", "go-httputil", "haproxy", "haproxy-2hop", "haproxy-2hop-tls", "nginx", "envoy"}
+	if !slices.Equal(plan.Scenarios, want) {
+		t.Errorf("--tls: scenarios %v, want %v", plan.Scenarios, want)
+	}
+	plan, err = parse("--tls", "--proto", "grpc", "--scenarios", "direct,meshd-2hop,haproxy-2hop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"direct", "meshd-2hop", "meshd-2hop-tls", "haproxy-2hop", "haproxy-2hop-tls"}; !slices.Equal(plan.Scenarios, want) || plan.Proto != bench.GRPC {
+		t.Errorf("--tls --scenarios: %v (%s), want %v", plan.Scenarios, plan.Proto, want)
+	}
+	// Without the flag the TLS scenarios run when named, and only then.
+	if plan, err = parse(); err != nil || slices.ContainsFunc(plan.Scenarios, bench.IsTLSHop) {
+		t.Errorf("default scenarios %v (%v) include a TLS hop", plan.Scenarios, err)
+	}
+	if plan, err = parse("--scenarios", "haproxy-2hop-tls"); err != nil || !slices.Equal(plan.Scenarios, []string{"haproxy-2hop-tls"}) {
+		t.Errorf("--scenarios haproxy-2hop-tls: %v, %v", plan.Scenarios, err)
+	}
+	args := []string{"--tls", "--scenarios", "direct,meshd"}
+	if _, err := parse(args...); err == nil || !strings.Contains(err.Error(), "--tls applies to the two-hop scenarios") {
+		t.Errorf("parsePlan(%v) = %v", args, err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), args, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "--tls applies") {
+		t.Errorf("run(%v) = %d, stderr %q; want 2 and the error", args, code, stderr.String())
+	}
+	var help bytes.Buffer
+	_, _, _ = parsePlan([]string{"-h"}, &help)
+	for _, want := range []string{"-tls", "meshbench --cpus 0:1:1 --tls --scenarios direct,meshd-2hop,haproxy-2hop"} {
+		if !strings.Contains(help.String(), want) {
+			t.Errorf("--help lacks %q:\n%s", want, help.String())
+		}
 	}
 }
 
