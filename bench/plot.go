@@ -53,8 +53,10 @@ func slug(s string) string {
 	}, s)
 }
 
+// style is scenario i's line: the palette's colours, and in the latency plots dashed
+// once they repeat (a --tls run has ten scenarios, the palette seven colours).
 func style(i int) (color.Color, []vg.Length) {
-	return plotutil.Color(i), plotutil.Dashes(0)
+	return plotutil.Color(i), plotutil.Dashes(i / len(plotutil.DefaultColors))
 }
 
 // writePlots writes latency-<phase>.svg/png (percentile curves per scenario, one
@@ -83,8 +85,8 @@ func writePlots(dir string, rep *Report) ([]string, error) {
 			if err != nil {
 				return files, fmt.Errorf("latency plot %s %s: %w", phase, r.Scenario, err)
 			}
-			c, _ := style(slices.Index(scen, r.Scenario))
-			l.Color, l.Width = c, vg.Points(1.5)
+			c, dashes := style(slices.Index(scen, r.Scenario))
+			l.Color, l.Width, l.Dashes = c, vg.Points(1.5), dashes
 			p.Add(l)
 			p.Legend.Add(r.Scenario, l)
 		}
