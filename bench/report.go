@@ -251,7 +251,7 @@ func WriteTable(w io.Writer, rep *Report, markdown bool) error {
 	if len(rep.TLSHops) > 0 {
 		bw.printf("TLS hop (*-2hop-tls): mutual TLS between the two proxies with certificates of a mesh CA made for the run (ECDSA P-256); checked before measuring: plaintext and clients without a certificate refused. Negotiated with a Go client's probe of the ingress proxy, and the handshakes the egress proxy made over the run (smoke and warm-ups included), as the ingress proxy counts them:\n")
 		for _, h := range rep.TLSHops {
-			item := fmt.Sprintf("%s: %s, %s, %s, ALPN %s; %d handshakes (%s)", h.Scenario, h.Version, h.CipherSuite, h.KeyExchange, h.ALPN, h.Handshakes, h.HandshakesFrom)
+			item := fmt.Sprintf("%s: %s, %s, %s, ALPN %s; handshakes by the egress proxy: %d (%s)", h.Scenario, h.Version, h.CipherSuite, h.KeyExchange, h.ALPN, h.Handshakes, h.HandshakesFrom)
 			if markdown {
 				bw.printf("- %s\n", item)
 			} else {
