@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"slices"
 	"strconv"
 	"time"
 
@@ -40,6 +41,7 @@ type Snapshot struct {
 	// policies holds each route's compiled policy, indexed by router.Route.ID.
 	policies  []*RoutePolicy
 	listeners map[int]*ListenerLimit // ingress listener rate limits by port
+	tls       map[int]*listenerTLS   // ingress listeners that terminate TLS, by port
 	clock     resilience.Clock
 
 	// observers get every finished L7 request (the node's access log).
@@ -142,12 +144,17 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	vn := cfg.VirtualNode(node)
-	if vn == nil {
+	idx := slices.IndexFunc(cfg.VirtualNodes, func(vn config.VirtualNode) bool { return vn.VirtualNodeName == node })
+	if idx < 0 {
 		return nil, fmt.Errorf("node %q: no virtual node of that name in the config", node)
 	}
+	vn := &cfg.VirtualNodes[idx]
 	if err := UnservedTLS(vn); err != nil {
 		return nil, err
+	}
+	lisTLS, err := compileListenerTLS(ctx, cfg, idx, prev, opts.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("virtual node %q: %w", node, err)
 	}
 	table, err := router.Compile(cfg, node)
 	if err != nil {
@@ -166,6 +173,7 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 		table:     table,
 		clusters:  make(map[string]*upstream.Cluster),
 		clock:     clock,
+		tls:       lisTLS,
 	}
 	defer func() {
 		if err != nil {
