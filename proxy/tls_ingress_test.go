@@ -1,17 +1,27 @@
 package proxy_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
 
 	"github.com/meshd/meshd/internal/testutil"
 	"github.com/meshd/meshd/proxy"
@@ -124,4 +134,459 @@ func waitStats(t *testing.T, srv *proxy.Server, ok func(proxy.TLSIngressStats) b
 			t.Fatalf("TLS counters %+v", st)
 		}
 	}
+}
+
+// TestTLSStrictHTTP2: a STRICT http2 listener serves HTTP/2 over TLS to an h2c local
+// app: chosen by ALPN h2, and spoken with prior knowledge by a TLS client that offers
+// no ALPN (the decrypted bytes are sniffed, as h2c is on a plaintext listener); an
+// http listener takes ALPN h2 too and bridges to its HTTP/1.1 app.
+func TestTLSStrictHTTP2(t *testing.T) {
+	p := newPKI(t)
+	p.write("app", meshtls.WorkloadRequest{DNSNames: []string{appServerName}})
+	h2app := testutil.StartH2C(t, echoHandler("h2app"))
+	srv, _ := startTLSMeshd(t, tlsNodeYAML(h2app.Port, "http2", p.listenerTLS("STRICT", false), ""), proxy.Options{})
+	for _, protos := range [][]string{{"h2"}, nil} {
+		c := h2Client(t, srv.IngressAddr(), p.client(protos))
+		req := newReq(t, "POST", "https://"+appServerName+"/h2", strings.NewReader("body"))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("ALPN %q: %v", protos, err)
+		}
+		info := decodeEcho(t, resp)
+		if resp.ProtoMajor != 2 || resp.TLS == nil || resp.TLS.NegotiatedProtocol != strings.Join(protos, "") {
+			t.Errorf("ALPN %q: %s, negotiated %+v", protos, resp.Proto, resp.TLS)
+		}
+		if info.Proto != "HTTP/2.0" || info.Body != "body" || info.Header.Get("X-Forwarded-Proto") != "https" {
+			t.Errorf("ALPN %q: the app got %s %q X-Forwarded-Proto %q", protos, info.Proto, info.Body, info.Header.Get("X-Forwarded-Proto"))
+		}
+	}
+
+	h1app := testutil.StartHTTP(t, echoHandler("h1app"))
+	srv1, _ := startTLSMeshd(t, tlsNodeYAML(h1app.Port, "http", p.listenerTLS("STRICT", false), ""), proxy.Options{})
+	resp, err := h2Client(t, srv1.IngressAddr(), p.client([]string{"h2"})).Get("https://" + appServerName + "/bridged")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := decodeEcho(t, resp); resp.ProtoMajor != 2 || info.Proto != "HTTP/1.1" || info.Path != "/bridged" {
+		t.Errorf("http listener, ALPN h2: client %s, app %s %s", resp.Proto, info.Proto, info.Path)
+	}
+}
+
+// TestTLSStrictGRPC: grpc-go over TLS (its credentials, ALPN h2) through a STRICT grpc
+// listener to a plaintext gRPC app: unary and a server stream.
+func TestTLSStrictGRPC(t *testing.T) {
+	p := newPKI(t)
+	p.write("app", meshtls.WorkloadRequest{DNSNames: []string{appServerName}})
+	hs := health.NewServer()
+	up := testutil.StartGRPC(t, func(s *grpc.Server) { healthpb.RegisterHealthServer(s, hs) })
+	t.Cleanup(hs.Shutdown)
+	srv, _ := startTLSMeshd(t, tlsNodeYAML(up.Port, "grpc", p.listenerTLS("STRICT", false), ""), proxy.Options{})
+	cc, err := grpc.NewClient("passthrough:///"+appServerName,
+		grpc.WithTransportCredentials(credentials.NewTLS(p.client(nil))),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", srv.IngressAddr())
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	client := healthpb.NewHealthClient(cc)
+	var peerInfo peer.Peer
+	resp, err := client.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&peerInfo))
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Check over TLS: %v %v", resp, err)
+	}
+	if ti, ok := peerInfo.AuthInfo.(credentials.TLSInfo); !ok || ti.State.NegotiatedProtocol != "h2" {
+		t.Errorf("the call did not run over TLS with ALPN h2: %#v", peerInfo.AuthInfo)
+	}
+	hs.SetServingStatus("svc", healthpb.HealthCheckResponse_SERVING)
+	stream, err := client.Watch(ctx, &healthpb.HealthCheckRequest{Service: "svc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := stream.Recv(); err != nil || m.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Watch over TLS: %v %v", m, err)
+	}
+	hs.SetServingStatus("svc", healthpb.HealthCheckResponse_NOT_SERVING)
+	if m, err := stream.Recv(); err != nil || m.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("Watch over TLS, second message: %v %v", m, err)
+	}
+}
+
+// echoTCP is an opaque TCP app that sends greeting first (server-first, "" none),
+// then echoes what it reads.
+func echoTCP(t *testing.T, greeting string) *testutil.Upstream {
+	return testutil.StartRaw(t, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		if greeting != "" {
+			if _, err := io.WriteString(c, greeting); err != nil {
+				return
+			}
+		}
+		_, _ = io.Copy(c, c)
+	})
+}
+
+// roundTrip writes msg on c and reads as many bytes back.
+func roundTrip(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+		t.Fatalf("echo: %q %v, want %q", got, err, msg)
+	}
+}
+
+// TestTLSStrictTCP: a STRICT tcp listener terminates TLS and relays the decrypted bytes
+// to the local app both ways (Envoy terminates TLS on tcp listeners too); no ALPN is
+// agreed on opaque TCP, even when the client offers h2.
+func TestTLSStrictTCP(t *testing.T) {
+	p := newPKI(t)
+	p.write("app", meshtls.WorkloadRequest{DNSNames: []string{appServerName}})
+	up := echoTCP(t, "")
+	srv, _ := startTLSMeshd(t, tlsNodeYAML(up.Port, "tcp", p.listenerTLS("STRICT", false), ""), proxy.Options{})
+	c, err := tls.Dial("tcp", srv.IngressAddr(), p.client([]string{"h2", "http/1.1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if np := c.ConnectionState().NegotiatedProtocol; np != "" {
+		t.Errorf("ALPN %q agreed on a tcp listener", np)
+	}
+	roundTrip(t, c, "hello over tls\n")
+	roundTrip(t, c, strings.Repeat("x", 100<<10))
+	// The client's close_notify reaches the app as EOF; the app's close comes back as
+	// the end of the TLS stream.
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
+		t.Errorf("after close_notify: %q %v, want a clean end", b, err)
+	}
+}
+
+// TestTLSPermissive: a PERMISSIVE listener serves plaintext and TLS clients on one
+// port, told apart by their first bytes: HTTP/1.1, h2c and HTTP/2 over TLS on an http
+// listener; on a tcp listener TLS, client-first plaintext, and a server-first protocol
+// whose client sends nothing until the app's greeting (served as plaintext once the
+// sniff timeout passed).
+func TestTLSPermissive(t *testing.T) {
+	p := newPKI(t)
+	p.write("app", meshtls.WorkloadRequest{DNSNames: []string{appServerName}})
+
+	t.Run("http", func(t *testing.T) {
+		up := testutil.StartHTTP(t, echoHandler("app"))
+		srv, _ := startTLSMeshd(t, tlsNodeYAML(up.Port, "http", p.listenerTLS("PERMISSIVE", false), ""), proxy.Options{})
+		addr := srv.IngressAddr()
+		for _, c := range []struct {
+			name   string
+			client *http.Client
+			url    string
+			tls    bool
+		}{
+			{"plain HTTP/1.1", testutil.HTTPClient(t, addr), "http://" + appServerName + "/", false},
+			{"h2c", testutil.H2CClient(t, addr), "http://" + appServerName + "/", false},
+			{"TLS HTTP/1.1", httpsClient(t, addr, p.client([]string{"http/1.1"})), "https://" + appServerName + "/", true},
+			{"TLS h2", h2Client(t, addr, p.client([]string{"h2"})), "https://" + appServerName + "/", true},
+		} {
+			resp, err := c.client.Get(c.url)
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			info := decodeEcho(t, resp)
+			if (resp.TLS != nil) != c.tls {
+				t.Errorf("%s: answered with TLS %v", c.name, resp.TLS != nil)
+			}
+			want := "http"
+			if c.tls {
+				want = "https"
+			}
+			if got := info.Header.Get("X-Forwarded-Proto"); got != want {
+				t.Errorf("%s: X-Forwarded-Proto %q, want %q", c.name, got, want)
+			}
+		}
+		waitStats(t, srv, func(st proxy.TLSIngressStats) bool { return st.Handshakes == 2 && st.Plaintext == 2 })
+	})
+
+	t.Run("tcp", func(t *testing.T) {
+		// A generous sniff timeout for the client-first connections: a TLS client slower
+		// than it to send its ClientHello (key generation on a loaded machine) would be
+		// taken for a server-first protocol.
+		up := echoTCP(t, "")
+		srv, _ := startTLSMeshd(t, tlsNodeYAML(up.Port, "tcp", p.listenerTLS("PERMISSIVE", false), ""),
+			proxy.Options{SniffTimeout: 10 * time.Second})
+		tc, err := tls.Dial("tcp", srv.IngressAddr(), p.client(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tc.Close()
+		roundTrip(t, tc, "over tls")
+		pc := dialRaw(t, srv.IngressAddr())
+		roundTrip(t, pc, "plain text")
+
+		greeter := echoTCP(t, "220 ready\r\n")
+		srv2, _ := startTLSMeshd(t, tlsNodeYAML(greeter.Port, "tcp", p.listenerTLS("PERMISSIVE", false), ""),
+			proxy.Options{SniffTimeout: 50 * time.Millisecond})
+		sc := dialRaw(t, srv2.IngressAddr())
+		line, err := sc.br.ReadString('\n')
+		if err != nil || line != "220 ready\r\n" {
+			t.Fatalf("server-first app behind PERMISSIVE: %q %v", line, err)
+		}
+		roundTrip(t, &rawReader{sc}, "EHLO meshd\r\n")
+		waitStats(t, srv2, func(st proxy.TLSIngressStats) bool { return st.Plaintext == 1 })
+	})
+}
+
+// rawReader reads a rawConn through its buffered reader.
+type rawReader struct{ *rawConn }
+
+func (r *rawReader) Read(p []byte) (int, error) { return r.br.Read(p) }
+
+// TestTLSMutual: a listener with validation asks for and verifies client certificates
+// (mTLS): a caller of the mesh CA whose SPIFFE ID is in subjectAlternativeNames is
+// served over HTTP/1.1 and HTTP/2, and its verified identity is the connection's peer
+// (the access log's %DOWNSTREAM_PEER_URI_SAN%); a certificate of another CA, a SAN
+// outside the list and no certificate at all are refused at the handshake, each
+// logged with its reason and counted.
+func TestTLSMutual(t *testing.T) {
+	p := newPKI(t)
+	p.write("app", meshtls.WorkloadRequest{DNSNames: []string{appServerName}})
+	up := testutil.StartHTTP(t, echoHandler("app"))
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	accessLog := fmt.Sprintf("      logging: {accessLog: {file: {path: %q, format: {text: %q}}}}\n", logPath,
+		"%PROTOCOL% %DOWNSTREAM_PEER_URI_SAN% %DOWNSTREAM_TLS_VERSION% %REQUESTED_SERVER_NAME%")
+	srv, logs := startTLSMeshd(t, tlsNodeYAML(up.Port, "http", p.listenerTLS("STRICT", true, `"spiffe://t/frontend"`), accessLog), proxy.Options{})
+	addr := srv.IngressAddr()
+	frontend := tlsCert(t, p.cert("frontend", meshtls.WorkloadRequest{}))
+
+	resp, err := httpsClient(t, addr, p.client([]string{"http/1.1"}, frontend)).Get("https://" + appServerName + "/h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	decodeEcho(t, resp)
+	resp, err = h2Client(t, addr, p.client([]string{"h2"}, frontend)).Get("https://" + appServerName + "/h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	decodeEcho(t, resp)
+	lines := readLines(t, logPath, 2)
+	for i, want := range []string{"HTTP/1.1 spiffe://t/frontend TLSv1.3 " + appServerName, "HTTP/2 spiffe://t/frontend TLSv1.3 " + appServerName} {
+		if lines[i] != want {
+			t.Errorf("access log line %d: %q, want %q", i+1, lines[i], want)
+		}
+	}
+
+	other := newPKI(t)
+	refused := []struct {
+		name   string
+		certs  []tls.Certificate
+		reason string
+		log    string
+	}{
+		{"another CA", []tls.Certificate{tlsCert(t, other.cert("frontend", meshtls.WorkloadRequest{}))}, proxy.TLSFailPeerCertificate, "is not signed by a trusted CA"},
+		{"SAN outside the list", []tls.Certificate{tlsCert(t, p.cert("intruder", meshtls.WorkloadRequest{}))}, proxy.TLSFailPeerCertificate, "match none of subjectAlternativeNames"},
+		{"no certificate", nil, proxy.TLSFailError, "certificate"},
+	}
+	for _, c := range refused {
+		// TLS 1.3 clients finish their side before the server verified them: the refusal
+		// arrives as an alert at the first read.
+		resp, err := httpsClient(t, addr, p.client([]string{"http/1.1"}, c.certs...)).Get("https://" + appServerName + "/")
+		if err == nil {
+			resp.Body.Close()
+			t.Errorf("%s: served %d", c.name, resp.StatusCode)
+			continue
+		}
+		logs.waitLog(t, "tls: handshake failed", "reason="+c.reason, c.log)
+	}
+	waitStats(t, srv, func(st proxy.TLSIngressStats) bool {
+		return st.Handshakes == 2 && st.Failures[proxy.TLSFailPeerCertificate] == 2 && st.Failures[proxy.TLSFailError] == 1
+	})
+	if n := len(readLines(t, logPath, 2)); n != 2 {
+		t.Errorf("%d access log lines: a refused caller reached the request path", n)
+	}
+}
+
+// TestTLSRotation: the listener's certificate files are replaced (by rename, as meshd
+// ca issue writes them) while clients keep sending requests, half of them on a new
+// connection each (a handshake per request), half on kept-alive connections: no request
+// fails, and handshakes after the change are served the new certificate, without a
+// restart or a new config. The load is bounded in requests and time.
+func TestTLSRotation(t *testing.T) {
+	p := newPKI(t)
+	first := p.write("app", meshtls.WorkloadRequest{DNSNames: []string{appServerName}})
+	up := testutil.StartHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	srv, logs := startTLSMeshd(t, tlsNodeYAML(up.Port, "http", p.listenerTLS("STRICT", false), ""), proxy.Options{})
+	addr := srv.IngressAddr()
+
+	const workers, maxPerWorker = 4, 3000
+	var (
+		done     atomic.Int64
+		failures atomic.Int64
+		firstErr atomic.Value
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range workers {
+		c := httpsClient(t, addr, p.client([]string{"http/1.1"}))
+		c.Transport.(*http.Transport).DisableKeepAlives = w%2 == 0
+		wg.Go(func() {
+			for range maxPerWorker {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := c.Get("https://" + appServerName + "/")
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				if err != nil {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+				done.Add(1)
+			}
+		})
+	}
+	waitCount := func(n int64) {
+		for deadline := time.Now().Add(20 * time.Second); done.Load() < n; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d requests done", done.Load())
+			}
+		}
+	}
+	waitCount(50)
+	second := p.write("app", meshtls.WorkloadRequest{DNSNames: []string{appServerName}})
+	logs.waitLog(t, "tls: new certificate material loaded")
+	mark := done.Load()
+	waitCount(mark + 50)
+	close(stop)
+	wg.Wait()
+
+	if n := failures.Load(); n > 0 {
+		t.Errorf("%d of %d requests failed during the rotation, the first: %v", n, done.Load(), firstErr.Load())
+	}
+	c, err := tls.Dial("tcp", addr, p.client(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got := c.ConnectionState().PeerCertificates[0].SerialNumber
+	if got.Cmp(second.Cert.SerialNumber) != 0 || got.Cmp(first.Cert.SerialNumber) == 0 {
+		t.Errorf("a handshake after the rotation got serial %x, want the new %x (old %x)", got, second.Cert.SerialNumber, first.Cert.SerialNumber)
+	}
+	t.Logf("%d requests, %d after the new certificate was loaded", done.Load(), done.Load()-mark)
+}
+
+// TestTLSExpiredCertificate: an expired certificate on disk is never served. At start
+// the config is refused, naming the field, the file and the expiry; replacing a good
+// certificate with an expired one is rejected with an error line saying so, and the
+// good one keeps serving.
+func TestTLSExpiredCertificate(t *testing.T) {
+	p := newPKI(t)
+	expired := meshtls.WorkloadRequest{DNSNames: []string{appServerName}, Now: time.Now().Add(-48 * time.Hour), TTL: time.Hour}
+	p.write("app", expired)
+	up := testutil.StartHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	yaml := tlsNodeYAML(up.Port, "http", p.listenerTLS("STRICT", false), "")
+
+	srv, err := proxy.New(proxy.Options{Node: "app", IngressAddr: "127.0.0.1:0", EgressAddr: "127.0.0.1:0", AdminAddr: "off"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	_, err = srv.Apply(context.Background(), testutil.ParseConfig(t, yaml), "test")
+	crt, _ := p.files("app")
+	if err == nil || !strings.Contains(err.Error(), "virtualNodes[0].spec.listeners[0].tls.certificate.file") ||
+		!strings.Contains(err.Error(), crt) || !strings.Contains(err.Error(), "expired at") {
+		t.Fatalf("apply with an expired certificate: %v, want a refusal naming the field, the file and the expiry", err)
+	}
+
+	good := p.write("app", meshtls.WorkloadRequest{DNSNames: []string{appServerName}})
+	srv2, logs := startTLSMeshd(t, yaml, proxy.Options{})
+	p.write("app", expired)
+	logs.waitLog(t, "level=ERROR", "tls: new certificate material rejected; the previous one keeps serving", "expired at")
+	c, err := tls.Dial("tcp", srv2.IngressAddr(), p.client(nil))
+	if err != nil {
+		t.Fatalf("after the expired certificate was rejected: %v", err)
+	}
+	defer c.Close()
+	if got := c.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(good.Cert.SerialNumber) != 0 {
+		t.Errorf("served serial %x, want the good certificate's %x", got, good.Cert.SerialNumber)
+	}
+}
+
+// TestTLSHandshakeTimeout: a client that connects to a STRICT listener and sends
+// nothing, or stops half way through its ClientHello, is disconnected once the
+// handshake timeout passed (long before the keep-alive idle timeout), logged at debug
+// and counted.
+func TestTLSHandshakeTimeout(t *testing.T) {
+	p := newPKI(t)
+	p.write("app", meshtls.WorkloadRequest{DNSNames: []string{appServerName}})
+	srv, logs := startTLSMeshd(t, tlsNodeYAML(1, "http", p.listenerTLS("STRICT", false), ""),
+		proxy.Options{TLSHandshakeTimeout: 100 * time.Millisecond, KeepAliveIdle: time.Hour})
+	for i, first := range []string{"", "\x16\x03\x01\x02\x00\x01"} {
+		c := dialRaw(t, srv.IngressAddr()) // its own deadline: 10 s
+		c.send(t, first)
+		c.expectClosed(t)
+		waitStats(t, srv, func(st proxy.TLSIngressStats) bool { return st.Failures[proxy.TLSFailTimeout] == uint64(i+1) })
+	}
+	logs.waitLog(t, "level=DEBUG", "tls: handshake failed", "reason=timeout")
+	if _, err := proxy.New(proxy.Options{Node: "app", TLSHandshakeTimeout: -time.Second}); err == nil || !strings.Contains(err.Error(), "TLSHandshakeTimeout") {
+		t.Errorf("a negative handshake timeout: %v", err)
+	}
+}
+
+// TestTLSDrain: connections idle between requests over TLS, HTTP/1.1 and HTTP/2, are
+// woken and closed by a drain (the socket under TLS is shut) instead of holding it to
+// the drain timeout; a TCP connection mid-handshake is closed too.
+func TestTLSDrain(t *testing.T) {
+	p := newPKI(t)
+	p.write("app", meshtls.WorkloadRequest{DNSNames: []string{appServerName}})
+	up := testutil.StartHTTP(t, echoHandler("app"))
+	srv, _ := startTLSMeshd(t, tlsNodeYAML(up.Port, "http", p.listenerTLS("STRICT", false), ""),
+		proxy.Options{DrainTimeout: 5 * time.Second})
+	addr := srv.IngressAddr()
+	h1, err := tls.Dial("tcp", addr, p.client([]string{"http/1.1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h1.Close()
+	_ = h1.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(h1, "GET / HTTP/1.1\r\nHost: app\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(h1)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	decodeEcho(t, resp)
+	h2c := h2Client(t, addr, p.client([]string{"h2"}))
+	resp, err = h2c.Get("https://" + appServerName + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	decodeEcho(t, resp)
+	half := dialRaw(t, addr)
+	half.send(t, "\x16\x03\x01")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with idle TLS connections: %v", err)
+	}
+	if _, err := br.ReadByte(); err == nil {
+		t.Error("the idle HTTP/1.1 TLS connection is still open after the drain")
+	}
+	half.expectClosed(t)
 }
