@@ -590,3 +590,90 @@ func TestTLSDrain(t *testing.T) {
 	}
 	half.expectClosed(t)
 }
+
+// TestTLSReload: a reload switches a listener's TLS for new connections (STRICT,
+// DISABLED, PERMISSIVE), while a connection established over TLS keeps its TLS; a
+// listener whose tls block did not change keeps its loaded configuration (session
+// tickets stay valid); a reload whose tls block does not load is refused naming the
+// field and the file, and the config in force keeps serving.
+func TestTLSReload(t *testing.T) {
+	p := newPKI(t)
+	p.write("app", meshtls.WorkloadRequest{DNSNames: []string{appServerName}})
+	up := testutil.StartHTTP(t, echoHandler("app"))
+	strict := tlsNodeYAML(up.Port, "http", p.listenerTLS("STRICT", false), "")
+	srv, _ := startTLSMeshd(t, strict, proxy.Options{})
+	addr := srv.IngressAddr()
+	apply := func(yaml string) error {
+		_, err := srv.Apply(context.Background(), testutil.ParseConfig(t, yaml), "test")
+		return err
+	}
+	plainOK := func() bool {
+		resp, err := testutil.HTTPClient(t, addr).Get("http://" + appServerName + "/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}
+	tlsOK := func() bool {
+		resp, err := httpsClient(t, addr, p.client([]string{"http/1.1"})).Get("https://" + appServerName + "/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}
+	kept := httpsClient(t, addr, p.client([]string{"http/1.1"}))
+	keptGet := func() {
+		t.Helper()
+		resp, err := kept.Get("https://" + appServerName + "/kept")
+		if err != nil {
+			t.Fatalf("kept-alive TLS connection: %v", err)
+		}
+		decodeEcho(t, resp)
+	}
+	keptGet()
+	lis := srv.Snapshot().ListenerTLS(up.Port)
+	if lis == nil || lis.Mode != "STRICT" || lis.Mesh != tlsMesh {
+		t.Fatalf("ListenerTLS(%d) = %+v, want STRICT in mesh %s", up.Port, lis, tlsMesh)
+	}
+	if plainOK() || !tlsOK() {
+		t.Fatal("STRICT: want TLS only")
+	}
+
+	// An unrelated change keeps the loaded listener.
+	if err := apply(strings.Replace(strict, "protocol: http}", "protocol: http}, timeout: {http: {idle: {unit: s, value: 300}}}", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.Snapshot().ListenerTLS(up.Port); got != lis {
+		t.Error("an unchanged tls block was loaded again")
+	}
+
+	if err := apply(tlsNodeYAML(up.Port, "http", "{mode: DISABLED}", "")); err != nil {
+		t.Fatal(err)
+	}
+	if srv.Snapshot().ListenerTLS(up.Port) != nil || !plainOK() || tlsOK() {
+		t.Fatal("DISABLED: want plaintext only")
+	}
+	keptGet() // established under STRICT: still TLS
+
+	if err := apply(tlsNodeYAML(up.Port, "http", p.listenerTLS("PERMISSIVE", false), "")); err != nil {
+		t.Fatal(err)
+	}
+	if !plainOK() || !tlsOK() {
+		t.Fatal("PERMISSIVE: want both")
+	}
+
+	before := srv.Snapshot().Version()
+	bad := tlsNodeYAML(up.Port, "http", `{mode: STRICT, certificate: {file: {certificateChain: /nonexistent/a.crt, privateKey: /nonexistent/a.key}},
+        validation: {trust: {file: {certificateChain: /nonexistent/ca.crt}}}}`, "")
+	err := apply(bad)
+	for _, want := range []string{"virtualNodes[0].spec.listeners[0].tls.certificate.file", "/nonexistent/a.crt"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("a tls block whose files do not exist: %v, want it to name %s", err, want)
+		}
+	}
+	if srv.Snapshot().Version() != before || !plainOK() || !tlsOK() {
+		t.Error("the refused config replaced the one in force")
+	}
+}
