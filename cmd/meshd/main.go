@@ -641,6 +641,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		err = cfg.Validate()
 	}
+	if err == nil {
+		err = validateTLS(cfg, *node)
+	}
 	var warnings []string
 	if err == nil && *node != "" {
 		if vn := cfg.VirtualNode(*node); vn != nil {
