@@ -40,7 +40,7 @@ func (s *Server) serveConn(tc *listen.Conn, kind forward.Kind) {
 		if lis := snap.ListenerTLS(port); lis != nil {
 			svc := snap.Table().Ingress(port)
 			var ok bool
-			if proto, ok = s.terminateTLS(tc, br, port, lis, svc != nil && svc.Protocol == config.ProtoTCP); !ok {
+			if proto, ok = s.terminateTLS(tc, br, port, lis, snap.ListenerTLSStats(port), svc != nil && svc.Protocol == config.ProtoTCP); !ok {
 				listen.PutReader(br)
 				return
 			}

@@ -246,7 +246,7 @@ type Server struct {
 	logs  map[string]*accesslog.Writer
 
 	tls   *meshtls.Loader // certificate sources of the tls blocks (Options.TLS)
-	tlsIn tlsIngress      // counters of TLS termination on the ingress listeners
+	tlsIn tlsIngress      // the rate limit of TLS termination's log lines
 }
 
 // New returns a Server that has no config yet: Apply one before Start.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/proxy/listen"
+	"github.com/meshd/meshd/proxy/state"
 	meshtls "github.com/meshd/meshd/tls"
 )
 
@@ -30,53 +31,40 @@ func (o *Options) tlsHandshakeTimeout() time.Duration {
 	return DefaultTLSHandshakeTimeout
 }
 
-// Why a listener's TLS handshake failed (TLSIngressStats.Failures keys, the reason
-// of the log line).
+// Why a listener's TLS handshake failed, in its log line: the handshake counters'
+// result (meshtls.HandshakeResult: error, verify_error, verify_san, no_certificate),
+// with the connection errors told apart.
 const (
-	// TLSFailTimeout: the handshake did not complete within the handshake timeout.
-	TLSFailTimeout = "timeout"
-	// TLSFailClosed: the client closed or reset the connection during the handshake.
-	TLSFailClosed = "closed"
-	// TLSFailNotTLS: a STRICT listener got something else than a TLS ClientHello
-	// (a plaintext client).
-	TLSFailNotTLS = "not_tls"
-	// TLSFailPeerCertificate: the client's certificate was refused (not signed by the
-	// listener's trust, expired, a SAN outside subjectAlternativeNames, wrong usage).
-	TLSFailPeerCertificate = "peer_certificate"
-	// TLSFailError: anything else (no client certificate where validation asks for one,
-	// no protocol version or cipher suite in common, a malformed message).
-	TLSFailError = "error"
+	tlsFailTimeout = "timeout" // not complete within the handshake timeout
+	tlsFailClosed  = "closed"  // the client closed or reset the connection
+	tlsFailNotTLS  = "not_tls" // a STRICT listener got something else than a ClientHello
 )
 
-var tlsFailReasons = [...]string{TLSFailTimeout, TLSFailClosed, TLSFailNotTLS, TLSFailPeerCertificate, TLSFailError}
+// tlsFailReasons are the reasons of the log lines, for their rate limit.
+var tlsFailReasons = [...]string{tlsFailTimeout, tlsFailClosed, tlsFailNotTLS,
+	meshtls.HandshakeError.String(), meshtls.HandshakeVerifyError.String(), meshtls.HandshakeVerifySAN.String(),
+	meshtls.HandshakeNoCertificate.String()}
 
-// TLSIngressStats count the TLS the ingress listeners terminated since the server
-// started.
-type TLSIngressStats struct {
-	// Handshakes counts completed handshakes.
-	Handshakes uint64
-	// Plaintext counts the connections a PERMISSIVE listener served in plaintext.
-	Plaintext uint64
-	// Failures counts failed handshakes by reason (the TLSFail* constants; every
-	// reason is present).
-	Failures map[string]uint64
-}
-
-// tlsIngress holds the counters behind TLSIngressStats, and when each reason last
-// logged at info level.
+// tlsIngress is when each failure reason last logged at info level.
 type tlsIngress struct {
-	handshakes, plaintext atomic.Uint64
-	failures              [len(tlsFailReasons)]atomic.Uint64
-	lastInfo              [len(tlsFailReasons)]atomic.Int64 // unix nanos
+	lastInfo [len(tlsFailReasons)]atomic.Int64 // unix nanos
 }
 
-// TLSIngressStats returns the counters of TLS termination on the ingress listeners.
-func (s *Server) TLSIngressStats() TLSIngressStats {
-	st := TLSIngressStats{Handshakes: s.tlsIn.handshakes.Load(), Plaintext: s.tlsIn.plaintext.Load(), Failures: map[string]uint64{}}
-	for i, r := range tlsFailReasons {
-		st.Failures[r] = s.tlsIn.failures[i].Load()
+// TLSListenerStats returns the handshake counters of the ingress listeners that
+// terminate TLS in the config in force, by listener name ("ingress:<port>"): the shape
+// of the admin API's TLSListeners (/stats listener.<name>.ssl.*,
+// meshd_tls_handshakes_total{side="server"}).
+func (s *Server) TLSListenerStats() map[string]*meshtls.HandshakeStats {
+	snap := s.state.Load()
+	if snap == nil {
+		return nil
 	}
-	return st
+	ls := snap.TLSListeners()
+	out := make(map[string]*meshtls.HandshakeStats, len(ls))
+	for port, st := range ls {
+		out["ingress:"+strconv.Itoa(port)] = &st.Handshakes
+	}
+	return out
 }
 
 // terminateTLS serves the TLS of an ingress connection addressed to a listener whose
@@ -88,7 +76,7 @@ func (s *Server) TLSIngressStats() TLSIngressStats {
 // connection state and tc.Peer the client's verified SPIFFE ID (mTLS). proto is the
 // protocol ALPN settled (HTTP2 for h2, HTTP1 for http/1.1), zero when the bytes must
 // tell. ok false: the connection must close (the handshake failed, logged and counted).
-func (s *Server) terminateTLS(tc *listen.Conn, br *bufio.Reader, port int, lis *meshtls.Listener, tcp bool) (proto listen.Protocol, ok bool) {
+func (s *Server) terminateTLS(tc *listen.Conn, br *bufio.Reader, port int, lis *meshtls.Listener, st *state.ListenerTLSStats, tcp bool) (proto listen.Protocol, ok bool) {
 	raw := tc.Conn
 	var pre []byte
 	if lis.Mode == meshtls.ModePermissive {
@@ -109,7 +97,7 @@ func (s *Server) terminateTLS(tc *listen.Conn, br *bufio.Reader, port int, lis *
 			return 0, false // gone before its first byte
 		}
 		if !isTLS {
-			s.tlsIn.plaintext.Add(1)
+			st.Plaintext.Add(1)
 			return 0, true
 		}
 		// The sniffed bytes go to the TLS server; br is reset over the TLS stream.
@@ -119,12 +107,13 @@ func (s *Server) terminateTLS(tc *listen.Conn, br *bufio.Reader, port int, lis *
 	_ = raw.SetDeadline(time.Now().Add(s.opts.tlsHandshakeTimeout()))
 	tconn := tls.Server(listen.Prefixed(raw, pre), lis.Config)
 	if err := tconn.Handshake(); err != nil {
-		s.handshakeFailed(tc, tconn, port, lis, err, !tcp)
+		s.handshakeFailed(tc, port, lis, st.Handshakes.Handshake(false, err), err, !tcp)
 		return 0, false
 	}
 	_ = raw.SetDeadline(time.Time{})
 	tc.Timer.Forget()
 	cs := tconn.ConnectionState()
+	st.Handshakes.Handshake(cs.DidResume, nil)
 	tc.TLS = &cs
 	if lis.Trust != nil {
 		// The handshake verified the chain and the SANs; the identity is the
@@ -139,7 +128,6 @@ func (s *Server) terminateTLS(tc *listen.Conn, br *bufio.Reader, port int, lis *
 	}
 	s.conns.Wrap(tc, tconn)
 	br.Reset(tc)
-	s.tlsIn.handshakes.Add(1)
 	switch cs.NegotiatedProtocol {
 	case "h2":
 		return listen.HTTP2, true
@@ -149,28 +137,38 @@ func (s *Server) terminateTLS(tc *listen.Conn, br *bufio.Reader, port int, lis *
 	return 0, true
 }
 
-// handshakeFailed counts and logs a failed handshake, and answers a plaintext HTTP
-// request on an HTTP listener with a 400 that says TLS is required (as net/http's TLS
-// server does), so that a misconfigured client sees why rather than a closed connection.
-// Failures a client can cause at will by connecting (timeouts, closes) log at debug;
-// the others at info, at most once a second per reason (debug in between): a caller
-// refused for its certificate is worth knowing about, a flood of them is not worth a
-// flood of lines.
-func (s *Server) handshakeFailed(tc *listen.Conn, tconn *tls.Conn, port int, lis *meshtls.Listener, err error, http bool) {
-	reason := handshakeFailure(tconn, err)
-	i := 0
-	for i < len(tlsFailReasons)-1 && tlsFailReasons[i] != reason {
-		i++
-	}
-	s.tlsIn.failures[i].Add(1)
+// handshakeFailed logs a failed handshake (counted as res), and answers a plaintext
+// HTTP request on an HTTP listener with a 400 that says TLS is required (as net/http's
+// TLS server does), so that a misconfigured client sees why rather than a closed
+// connection. Failures a client causes by merely connecting (timeouts, closes) log at
+// debug; the others at info, at most once a second per reason (debug in between): a
+// caller refused for its certificate is worth knowing about, a flood of them is not
+// worth a flood of lines.
+func (s *Server) handshakeFailed(tc *listen.Conn, port int, lis *meshtls.Listener, res meshtls.HandshakeResult, err error, http bool) {
+	reason := res.String()
 	var rhe tls.RecordHeaderError
-	if reason == TLSFailNotTLS && http && errors.As(err, &rhe) && rhe.Conn != nil && looksHTTP(rhe.RecordHeader[:]) {
+	if res == meshtls.HandshakeError {
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			reason = tlsFailTimeout
+		case errors.As(err, &rhe):
+			reason = tlsFailNotTLS
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
+			errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
+			reason = tlsFailClosed
+		}
+	}
+	if reason == tlsFailNotTLS && http && rhe.Conn != nil && looksHTTP(rhe.RecordHeader[:]) {
 		const body = "meshd: this listener requires TLS (tls.mode " + meshtls.ModeStrict + "): use https\n"
 		_, _ = io.WriteString(rhe.Conn, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"+
 			"X-Meshd-Error: "+codeTLSRequired+"\r\nConnection: close\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
 	}
 	level := s.log.Debug
-	if reason != TLSFailTimeout && reason != TLSFailClosed {
+	if reason != tlsFailTimeout && reason != tlsFailClosed {
+		i := 0
+		for i < len(tlsFailReasons)-1 && tlsFailReasons[i] != reason {
+			i++
+		}
 		now := time.Now().UnixNano()
 		last := s.tlsIn.lastInfo[i].Load()
 		if now-last >= int64(time.Second) && s.tlsIn.lastInfo[i].CompareAndSwap(last, now) {
@@ -184,25 +182,6 @@ func (s *Server) handshakeFailed(tc *listen.Conn, tconn *tls.Conn, port int, lis
 // codeTLSRequired is the x-meshd-error code of the answer to a plaintext HTTP request on
 // a STRICT listener.
 const codeTLSRequired = "tls_required"
-
-// handshakeFailure classifies a failed server handshake.
-func handshakeFailure(tconn *tls.Conn, err error) string {
-	var rhe tls.RecordHeaderError
-	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return TLSFailTimeout
-	case errors.As(err, &rhe):
-		return TLSFailNotTLS
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
-		errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
-		return TLSFailClosed
-	case len(tconn.ConnectionState().PeerCertificates) > 0:
-		// The client sent its certificate and the handshake failed after: meshd's
-		// verification refused it (VerifyConnection).
-		return TLSFailPeerCertificate
-	}
-	return TLSFailError
-}
 
 // looksHTTP reports whether a record header is the start of an HTTP/1.x request.
 func looksHTTP(hdr []byte) bool {

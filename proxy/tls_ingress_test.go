@@ -10,13 +10,14 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/meshd/meshd/internal/testutil"
 	"github.com/meshd/meshd/proxy"
+	"github.com/meshd/meshd/proxy/state"
 	meshtls "github.com/meshd/meshd/tls"
 )
 
@@ -45,19 +47,38 @@ func httpsClient(t *testing.T, addr string, cfg *tls.Config) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
 }
 
-// h2Client speaks HTTP/2 over TLS to addr: ALPN h2 when cfg offers it, HTTP/2 with
-// prior knowledge over a TLS connection without ALPN otherwise.
+// h2Client speaks HTTP/2 over TLS to addr: ALPN h2 when cfg offers it; otherwise
+// HTTP/2 with prior knowledge over a TLS connection without ALPN (net/http's h2c over a
+// connection its dialer encrypted: requests to https URLs go out as http ones, and the
+// responses have no TLS state).
 func h2Client(t *testing.T, addr string, cfg *tls.Config) *http.Client {
 	t.Helper()
-	tr := &http2.Transport{
-		DialTLSContext: func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) {
-			d := tls.Dialer{Config: cfg}
-			return d.DialContext(ctx, "tcp", addr)
-		},
-	}
+	tr := &http.Transport{Protocols: new(http.Protocols), DisableCompression: true, ResponseHeaderTimeout: 10 * time.Second}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	if slices.Contains(cfg.NextProtos, "h2") {
+		tr.Protocols.SetHTTP2(true)
+		tr.TLSClientConfig = cfg
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", addr)
+		}
+		return &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+		d := tls.Dialer{Config: cfg}
+		return d.DialContext(ctx, "tcp", addr)
+	}
+	return &http.Client{Timeout: 20 * time.Second, Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		r = r.Clone(r.Context())
+		r.URL.Scheme = "http"
+		return tr.RoundTrip(r)
+	})}
 }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // TestTLSStrictHTTP1: a STRICT listener terminates TLS and serves HTTP/1.1 (ALPN
 // http/1.1, and without ALPN) to a plaintext local app, which sees X-Forwarded-Proto
@@ -101,9 +122,12 @@ func TestTLSStrictHTTP1(t *testing.T) {
 		t.Error("a client trusting another CA completed a request")
 	}
 
-	waitStats(t, srv, func(st proxy.TLSIngressStats) bool {
-		return st.Handshakes == 2 && st.Failures[proxy.TLSFailNotTLS] == 1 && st.Failures[proxy.TLSFailError] == 1
+	waitStats(t, srv, up.Port, func(st *state.ListenerTLSStats) bool {
+		return st.Handshakes.Successes() == 2 && st.Handshakes.Count(meshtls.HandshakeError) == 2
 	})
+	if st := srv.TLSListenerStats()["ingress:"+strconv.Itoa(up.Port)]; st == nil || st.Successes() != 2 {
+		t.Errorf("TLSListenerStats: %v, want the listener's counters under ingress:%d", srv.TLSListenerStats(), up.Port)
+	}
 }
 
 // decodeEcho reads an echoHandler answer, failing on a non-200.
@@ -121,17 +145,24 @@ func decodeEcho(t *testing.T, resp *http.Response) echoInfo {
 	return info
 }
 
-// waitStats waits (bounded) until the TLS counters satisfy ok: a handshake's counter
-// moves after the client's side of it completed.
-func waitStats(t *testing.T, srv *proxy.Server, ok func(proxy.TLSIngressStats) bool) {
+// waitStats waits (bounded) until the TLS counters of the listener on port satisfy ok:
+// a handshake's counter moves after the client's side of it completed.
+func waitStats(t *testing.T, srv *proxy.Server, port int, ok func(*state.ListenerTLSStats) bool) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		st := srv.TLSIngressStats()
+		st := srv.Snapshot().ListenerTLSStats(port)
+		if st == nil {
+			t.Fatalf("no TLS counters for port %d", port)
+		}
 		if ok(st) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("TLS counters %+v", st)
+			var counts []string
+			for _, r := range meshtls.HandshakeResults() {
+				counts = append(counts, fmt.Sprintf("%s=%d", r, st.Handshakes.Count(r)))
+			}
+			t.Fatalf("TLS counters of port %d: %s, plaintext %d", port, strings.Join(counts, " "), st.Plaintext.Load())
 		}
 	}
 }
@@ -153,7 +184,7 @@ func TestTLSStrictHTTP2(t *testing.T) {
 			t.Fatalf("ALPN %q: %v", protos, err)
 		}
 		info := decodeEcho(t, resp)
-		if resp.ProtoMajor != 2 || resp.TLS == nil || resp.TLS.NegotiatedProtocol != strings.Join(protos, "") {
+		if resp.ProtoMajor != 2 || (protos != nil && (resp.TLS == nil || resp.TLS.NegotiatedProtocol != "h2")) {
 			t.Errorf("ALPN %q: %s, negotiated %+v", protos, resp.Proto, resp.TLS)
 		}
 		if info.Proto != "HTTP/2.0" || info.Body != "body" || info.Header.Get("X-Forwarded-Proto") != "https" {
@@ -311,7 +342,9 @@ func TestTLSPermissive(t *testing.T) {
 				t.Errorf("%s: X-Forwarded-Proto %q, want %q", c.name, got, want)
 			}
 		}
-		waitStats(t, srv, func(st proxy.TLSIngressStats) bool { return st.Handshakes == 2 && st.Plaintext == 2 })
+		waitStats(t, srv, up.Port, func(st *state.ListenerTLSStats) bool {
+			return st.Handshakes.Successes() == 2 && st.Plaintext.Load() == 2
+		})
 	})
 
 	t.Run("tcp", func(t *testing.T) {
@@ -339,7 +372,7 @@ func TestTLSPermissive(t *testing.T) {
 			t.Fatalf("server-first app behind PERMISSIVE: %q %v", line, err)
 		}
 		roundTrip(t, &rawReader{sc}, "EHLO meshd\r\n")
-		waitStats(t, srv2, func(st proxy.TLSIngressStats) bool { return st.Plaintext == 1 })
+		waitStats(t, srv2, greeter.Port, func(st *state.ListenerTLSStats) bool { return st.Plaintext.Load() == 1 })
 	})
 }
 
@@ -389,9 +422,9 @@ func TestTLSMutual(t *testing.T) {
 		reason string
 		log    string
 	}{
-		{"another CA", []tls.Certificate{tlsCert(t, other.cert("frontend", meshtls.WorkloadRequest{}))}, proxy.TLSFailPeerCertificate, "is not signed by a trusted CA"},
-		{"SAN outside the list", []tls.Certificate{tlsCert(t, p.cert("intruder", meshtls.WorkloadRequest{}))}, proxy.TLSFailPeerCertificate, "match none of subjectAlternativeNames"},
-		{"no certificate", nil, proxy.TLSFailError, "certificate"},
+		{"another CA", []tls.Certificate{tlsCert(t, other.cert("frontend", meshtls.WorkloadRequest{}))}, "verify_error", "is not signed by a trusted CA"},
+		{"SAN outside the list", []tls.Certificate{tlsCert(t, p.cert("intruder", meshtls.WorkloadRequest{}))}, "verify_san", "match none of subjectAlternativeNames"},
+		{"no certificate", nil, "no_certificate", "certificate"},
 	}
 	for _, c := range refused {
 		// TLS 1.3 clients finish their side before the server verified them: the refusal
@@ -404,8 +437,10 @@ func TestTLSMutual(t *testing.T) {
 		}
 		logs.waitLog(t, "tls: handshake failed", "reason="+c.reason, c.log)
 	}
-	waitStats(t, srv, func(st proxy.TLSIngressStats) bool {
-		return st.Handshakes == 2 && st.Failures[proxy.TLSFailPeerCertificate] == 2 && st.Failures[proxy.TLSFailError] == 1
+	waitStats(t, srv, up.Port, func(st *state.ListenerTLSStats) bool {
+		h := &st.Handshakes
+		return h.Successes() == 2 && h.Count(meshtls.HandshakeVerifyError) == 1 && h.Count(meshtls.HandshakeVerifySAN) == 1 &&
+			h.Count(meshtls.HandshakeNoCertificate) == 1 && h.Failures() == 3
 	})
 	if n := len(readLines(t, logPath, 2)); n != 2 {
 		t.Errorf("%d access log lines: a refused caller reached the request path", n)
@@ -538,7 +573,9 @@ func TestTLSHandshakeTimeout(t *testing.T) {
 		c := dialRaw(t, srv.IngressAddr()) // its own deadline: 10 s
 		c.send(t, first)
 		c.expectClosed(t)
-		waitStats(t, srv, func(st proxy.TLSIngressStats) bool { return st.Failures[proxy.TLSFailTimeout] == uint64(i+1) })
+		waitStats(t, srv, 1, func(st *state.ListenerTLSStats) bool {
+			return st.Handshakes.Count(meshtls.HandshakeError) == uint64(i+1)
+		})
 	}
 	logs.waitLog(t, "level=DEBUG", "tls: handshake failed", "reason=timeout")
 	if _, err := proxy.New(proxy.Options{Node: "app", TLSHandshakeTimeout: -time.Second}); err == nil || !strings.Contains(err.Error(), "TLSHandshakeTimeout") {

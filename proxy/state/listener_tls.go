@@ -5,17 +5,30 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync/atomic"
 
 	"github.com/meshd/meshd/config"
 	meshtls "github.com/meshd/meshd/tls"
 )
 
 // listenerTLS is the loaded tls block of one node listener, with what it was loaded
-// from, so that the next compile can carry it over unchanged.
+// from, so that the next compile can carry it over unchanged, and its counters.
 type listenerTLS struct {
 	plan  *meshtls.ListenerPlan
 	proto string
 	lis   *meshtls.Listener
+	stats *ListenerTLSStats
+}
+
+// ListenerTLSStats count the TLS of one ingress listener port. They are carried across
+// reloads while the port keeps terminating TLS, whatever else its tls block changes.
+type ListenerTLSStats struct {
+	// Handshakes counts the handshakes by result (meshtls.HandshakeStats: /stats
+	// listener.ingress:<port>.ssl.*, meshd_tls_handshakes_total{side="server"}).
+	Handshakes meshtls.HandshakeStats
+	// Plaintext counts the connections a PERMISSIVE listener served in plaintext: the
+	// callers still to move to TLS before the listener can be STRICT.
+	Plaintext atomic.Uint64
 }
 
 // ListenerTLS is the TLS that the node listener on port terminates: its mode (STRICT or
@@ -28,6 +41,24 @@ func (s *Snapshot) ListenerTLS(port int) *meshtls.Listener {
 		return t.lis
 	}
 	return nil
+}
+
+// ListenerTLSStats are the counters of the node listener on port that terminates TLS;
+// nil when ListenerTLS(port) is.
+func (s *Snapshot) ListenerTLSStats(port int) *ListenerTLSStats {
+	if t := s.tls[port]; t != nil {
+		return t.stats
+	}
+	return nil
+}
+
+// TLSListeners are the counters of every node listener that terminates TLS, by port.
+func (s *Snapshot) TLSListeners() map[int]*ListenerTLSStats {
+	out := make(map[int]*ListenerTLSStats, len(s.tls))
+	for port, t := range s.tls {
+		out[port] = t.stats
+	}
+	return out
 }
 
 // compileListenerTLS loads the tls blocks of node vn's listeners (vn is
@@ -51,10 +82,14 @@ func compileListenerTLS(ctx context.Context, cfg *config.Config, idx int, prev *
 			continue
 		}
 		port, proto := l.PortMapping.Port, l.PortMapping.Protocol
+		stats := &ListenerTLSStats{}
 		if prev != nil {
-			if old := prev.tls[port]; old != nil && old.proto == proto && old.lis.Mesh == cfg.Mesh.MeshName && reflect.DeepEqual(old.plan, plan) {
-				out[port] = old
-				continue
+			if old := prev.tls[port]; old != nil {
+				if old.proto == proto && old.lis.Mesh == cfg.Mesh.MeshName && reflect.DeepEqual(old.plan, plan) {
+					out[port] = old
+					continue
+				}
+				stats = old.stats
 			}
 		}
 		if loader == nil {
@@ -77,7 +112,7 @@ func compileListenerTLS(ctx context.Context, cfg *config.Config, idx int, prev *
 			c.NextProtos = nil
 			lis.Config = c
 		}
-		out[port] = &listenerTLS{plan: plan, proto: proto, lis: lis}
+		out[port] = &listenerTLS{plan: plan, proto: proto, lis: lis, stats: stats}
 	}
 	if len(errs) > 0 {
 		return nil, joinConfigErrors(errs)
