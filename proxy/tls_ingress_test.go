@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -384,7 +385,7 @@ func (r *rawReader) Read(p []byte) (int, error) { return r.br.Read(p) }
 // TestTLSMutual: a listener with validation asks for and verifies client certificates
 // (mTLS): a caller of the mesh CA whose SPIFFE ID is in subjectAlternativeNames is
 // served over HTTP/1.1 and HTTP/2, and its verified identity is the connection's peer
-// (the access log's %DOWNSTREAM_PEER_URI_SAN%); a certificate of another CA, a SAN
+// (the access log's %DOWNSTREAM_PEER_URI_SAN%), on a resumed session too; a certificate of another CA, a SAN
 // outside the list and no certificate at all are refused at the handshake, each
 // logged with its reason and counted.
 func TestTLSMutual(t *testing.T) {
@@ -408,8 +409,24 @@ func TestTLSMutual(t *testing.T) {
 		t.Fatal(err)
 	}
 	decodeEcho(t, resp)
-	lines := readLines(t, logPath, 2)
-	for i, want := range []string{"HTTP/1.1 spiffe://t/frontend TLSv1.3 " + appServerName, "HTTP/2 spiffe://t/frontend TLSv1.3 " + appServerName} {
+	// A resumed session is verified again and keeps its caller.
+	resuming := p.client([]string{"http/1.1"}, frontend)
+	resuming.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	for i := range 2 {
+		c := httpsClient(t, addr, resuming)
+		resp, err := c.Get("https://" + appServerName + "/resumed")
+		if err != nil {
+			t.Fatal(err)
+		}
+		decodeEcho(t, resp)
+		c.CloseIdleConnections()
+		if i == 1 && !resp.TLS.DidResume {
+			t.Error("the second connection with a session cache did not resume")
+		}
+	}
+	lines := readLines(t, logPath, 4)
+	for i, want := range []string{"HTTP/1.1 spiffe://t/frontend TLSv1.3 " + appServerName, "HTTP/2 spiffe://t/frontend TLSv1.3 " + appServerName,
+		"HTTP/1.1 spiffe://t/frontend TLSv1.3 " + appServerName, "HTTP/1.1 spiffe://t/frontend TLSv1.3 " + appServerName} {
 		if lines[i] != want {
 			t.Errorf("access log line %d: %q, want %q", i+1, lines[i], want)
 		}
@@ -439,10 +456,10 @@ func TestTLSMutual(t *testing.T) {
 	}
 	waitStats(t, srv, up.Port, func(st *state.ListenerTLSStats) bool {
 		h := &st.Handshakes
-		return h.Successes() == 2 && h.Count(meshtls.HandshakeVerifyError) == 1 && h.Count(meshtls.HandshakeVerifySAN) == 1 &&
-			h.Count(meshtls.HandshakeNoCertificate) == 1 && h.Failures() == 3
+		return h.Successes() == 4 && h.Count(meshtls.HandshakeResumed) == 1 && h.Count(meshtls.HandshakeVerifyError) == 1 &&
+			h.Count(meshtls.HandshakeVerifySAN) == 1 && h.Count(meshtls.HandshakeNoCertificate) == 1 && h.Failures() == 3
 	})
-	if n := len(readLines(t, logPath, 2)); n != 2 {
+	if n := len(readLines(t, logPath, 4)); n != 4 {
 		t.Errorf("%d access log lines: a refused caller reached the request path", n)
 	}
 }
@@ -712,5 +729,45 @@ func TestTLSReload(t *testing.T) {
 	}
 	if srv.Snapshot().Version() != before || !plainOK() || !tlsOK() {
 		t.Error("the refused config replaced the one in force")
+	}
+}
+
+// TestTLSWebSocket: an HTTP/1.1 upgrade over a STRICT listener is tunnelled between the
+// TLS connection and the plaintext app, messages both ways, a large one included.
+func TestTLSWebSocket(t *testing.T) {
+	p := newPKI(t)
+	p.write("app", meshtls.WorkloadRequest{DNSNames: []string{appServerName}})
+	up := testutil.StartHTTP(t, websocket.Handler(func(ws *websocket.Conn) {
+		for {
+			var msg string
+			if websocket.Message.Receive(ws, &msg) != nil || websocket.Message.Send(ws, "echo:"+msg) != nil {
+				return
+			}
+		}
+	}))
+	srv, _ := startTLSMeshd(t, tlsNodeYAML(up.Port, "http", p.listenerTLS("STRICT", false), ""), proxy.Options{})
+	conn, err := tls.Dial("tcp", srv.IngressAddr(), p.client([]string{"http/1.1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	cfg, err := websocket.NewConfig("wss://"+appServerName+"/ws", "https://"+appServerName+"/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := websocket.NewClient(cfg, conn)
+	if err != nil {
+		t.Fatalf("websocket handshake over TLS through meshd: %v", err)
+	}
+	defer ws.Close()
+	for i, msg := range []string{"one", strings.Repeat("x", 70000), "three"} {
+		if err := websocket.Message.Send(ws, msg); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		var got string
+		if err := websocket.Message.Receive(ws, &got); err != nil || got != "echo:"+msg {
+			t.Fatalf("message %d: got %d bytes (%v), want %d", i, len(got), err, len(msg))
+		}
 	}
 }

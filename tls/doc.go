@@ -35,6 +35,7 @@
 // connection, or call (*tls.Conn).HandshakeContext with a context that has one, before
 // the first read or write.
 //
-// Nothing here is wired into the data plane yet: listeners, client policies and
-// authorization will use this package in a later step (docs/tls.md).
+// The data plane's listeners terminate TLS with it (proxy/state loads the plans, proxy
+// serves the handshakes); client policies and authorization will use it next
+// (docs/tls.md).
 package meshtls
