@@ -281,30 +281,3 @@ func writeFile(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 }
-
-// meshd validate --node fails on a node whose client policy enforces TLS, which the
-// data plane does not originate yet, naming the field; without --node it warns about
-// every such node. meshd run refuses the same config (state.Compile), so nothing is
-// served in plaintext where the config asks for TLS.
-func TestValidateRefusesUnservedTLS(t *testing.T) {
-	cfg := filepath.Join(t.TempDir(), "tls.yaml")
-	writeFile(t, cfg, `mesh: {meshName: shop}
-virtualNodes:
-  - virtualNodeName: a
-    spec:
-      listeners:
-        - portMapping: {port: 8080, protocol: http}
-      serviceDiscovery: {static: {endpoints: ["127.0.0.1:8080"]}}
-      backendDefaults:
-        clientPolicy:
-          tls: {validation: {trust: {file: {certificateChain: /certs/ca.crt}}}}
-`)
-	var out, errb bytes.Buffer
-	if code := run([]string{"validate", "-c", cfg, "--node", "a"}, &out, &errb); code != 1 || !strings.Contains(out.String(), "spec.backendDefaults.clientPolicy.tls") {
-		t.Fatalf("validate --node a: code %d, out %q; want 1 naming the client policy", code, out.String())
-	}
-	out.Reset()
-	if code := run([]string{"validate", "-c", cfg}, &out, &errb); code != 0 || !strings.Contains(out.String(), "warning: virtual node a: spec.backendDefaults.clientPolicy.tls") {
-		t.Fatalf("validate: code %d, out %q; want 0 with a warning", code, out.String())
-	}
-}
