@@ -7,14 +7,17 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/proxy/state"
 	meshtls "github.com/meshd/meshd/tls"
 )
 
 // validateTLS is what meshd validate checks of the tls blocks: every setting meshd
 // cannot honour (meshtls.Unsupported: ACM, SDS secret names a SPIFFE Workload API cannot
 // serve), in every virtual node and gateway, is an error naming the field; with --node,
-// that node's listener certificates and trust files are read as meshd run reads them
-// (a missing, unreadable, mismatched or expired file is an error naming the field).
+// the certificate and trust files of that node's listeners and of the client policies
+// that originate TLS to its backends (state.EnforcedClientPlans: the ones meshd run
+// loads) are read as meshd run reads them (a missing, unreadable, mismatched or expired
+// file is an error naming the field).
 // SDS sources are not dialled: the SPIRE agent serves the node where it runs.
 func validateTLS(cfg *config.Config, node string) error {
 	if list := meshtls.Unsupported(cfg); len(list) > 0 {
@@ -50,6 +53,22 @@ func validateTLS(cfg *config.Config, node string) error {
 			all.List = append(all.List, ce.List...)
 		}
 	}
+	plans, err := state.EnforcedClientPlans(cfg, idx)
+	if err != nil {
+		return err
+	}
+	for _, p := range plans {
+		if clientUsesSDS(p) {
+			continue
+		}
+		if _, err := ld.Client(ctx, p); err != nil {
+			var ce *config.Errors
+			if !errors.As(err, &ce) {
+				return err
+			}
+			all.List = append(all.List, ce.List...)
+		}
+	}
 	if len(all.List) > 0 {
 		return all
 	}
@@ -58,4 +77,8 @@ func validateTLS(cfg *config.Config, node string) error {
 
 func usesSDS(p *meshtls.ListenerPlan) bool {
 	return (p.Certificate != nil && p.Certificate.SDS != "") || (p.Trust != nil && p.Trust.SDS != "")
+}
+
+func clientUsesSDS(p *meshtls.ClientPlan) bool {
+	return (p.Certificate != nil && p.Certificate.SDS != "") || p.Trust.SDS != ""
 }
