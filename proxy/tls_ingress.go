@@ -51,8 +51,8 @@ type tlsIngress struct {
 }
 
 // TLSListenerStats returns the handshake counters of the ingress listeners that
-// terminate TLS in the config in force, by listener name ("ingress:<port>"): the shape
-// of the admin API's TLSListeners (/stats listener.<name>.ssl.*,
+// terminate TLS in the config in force, by listener name ("ingress:<port>"): New makes
+// it the admin API's TLSListeners (/stats listener.<name>.ssl.*,
 // meshd_tls_handshakes_total{side="server"}).
 func (s *Server) TLSListenerStats() map[string]*meshtls.HandshakeStats {
 	snap := s.state.Load()

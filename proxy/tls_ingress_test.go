@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -85,7 +86,8 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // http/1.1, and without ALPN) to a plaintext local app, which sees X-Forwarded-Proto
 // https; a plaintext HTTP request gets a 400 saying TLS is required, and a TLS client
 // that does not trust meshd's certificate fails its handshake; every handshake is
-// counted.
+// counted, and shown on /stats (listener.ingress:<port>.ssl.*) and /stats/prometheus
+// (meshd_tls_handshakes_total{side="server"}).
 func TestTLSStrictHTTP1(t *testing.T) {
 	p := newPKI(t)
 	p.write("app", meshtls.WorkloadRequest{DNSNames: []string{appServerName}})
@@ -126,9 +128,30 @@ func TestTLSStrictHTTP1(t *testing.T) {
 	waitStats(t, srv, up.Port, func(st *state.ListenerTLSStats) bool {
 		return st.Handshakes.Successes() == 2 && st.Handshakes.Count(meshtls.HandshakeError) == 2
 	})
-	if st := srv.TLSListenerStats()["ingress:"+strconv.Itoa(up.Port)]; st == nil || st.Successes() != 2 {
-		t.Errorf("TLSListenerStats: %v, want the listener's counters under ingress:%d", srv.TLSListenerStats(), up.Port)
+	name := "ingress:" + strconv.Itoa(up.Port)
+	if st := srv.TLSListenerStats()[name]; st == nil || st.Successes() != 2 {
+		t.Errorf("TLSListenerStats: %v, want the listener's counters under %s", srv.TLSListenerStats(), name)
 	}
+	// The admin API shows the same counters, in Envoy's names and in Prometheus's.
+	_, stats := adminGet(t, srv, "/stats")
+	for _, line := range []string{
+		"listener." + name + ".ssl.handshake: 2\n",
+		"listener." + name + ".ssl.connection_error: 2\n",
+		"listener." + name + ".ssl.session_reused: 0\n",
+		"listener." + name + ".ssl.fail_verify_no_cert: 0\n",
+	} {
+		if !bytes.Contains(stats, []byte(line)) {
+			t.Errorf("/stats lacks %q", line)
+		}
+	}
+	f := scrape(t, srv, "")
+	hs := lbls{"side": "server", "cluster": "", "listener": name}
+	for result, v := range map[string]float64{"ok": 2, "error": 2} {
+		hs["result"] = result
+		f.expect(t, "meshd_tls_handshakes_total", hs, v)
+	}
+	hs["result"] = "verify_error"
+	f.absent(t, "meshd_tls_handshakes_total", hs)
 }
 
 // decodeEcho reads an echoHandler answer, failing on a non-200.
