@@ -271,6 +271,9 @@ type core struct {
 	// flushing (wmu) is set while a batch is being written, by the flusher or by a
 	// writer writing inline; only its holder touches the socket and wdeadline.
 	flushing bool
+	// deferFlush (wmu) is set by a write that more frames follow at once (a request's
+	// HEADERS before its DATA): it goes to the flusher, to leave with them.
+	deferFlush bool
 	// live counts the streams in the streams map; writers read it without mu to
 	// decide whether to write inline (one stream: nothing to batch with).
 	live      atomic.Int32
@@ -393,7 +396,9 @@ func (c *core) writeLocked(fn func() error) error {
 		c.werr = err
 	}
 	wake := len(c.pend.b) > 0
-	if wake && !c.flushing && c.live.Load() <= 1 && c.werr == nil && !c.wclosing {
+	deferred := c.deferFlush
+	c.deferFlush = false
+	if wake && !deferred && !c.flushing && c.live.Load() <= 1 && c.werr == nil && !c.wclosing {
 		// A connection with one stream has nothing to batch this write with: writing
 		// it now saves the flusher's hand-off and its yield (the latency of a lone
 		// request). With several streams the flusher batches their frames.
