@@ -335,7 +335,9 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 	cs := &clientStream{cc: cc, req: req}
 	st := &cs.stream
 	hasBody := req.Body != nil && req.Body != http.NoBody
+	ran := false
 	err := cc.write(func() error {
+		ran = true
 		cc.mu.Lock()
 		if cc.closeErr != nil || cc.goAway {
 			cc.unreserveLocked()
@@ -352,6 +354,9 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 		cc.live.Add(1)
 		cc.streamsOpen.Add(1)
 		cc.mu.Unlock()
+		// With a body, the HEADERS wait for the flusher: the body's first DATA,
+		// written by a goroutine started below, usually joins them in one write.
+		cc.deferFlush = hasBody
 		return cc.writeHeadersLocked(id, !hasBody, cs.encodeRequest)
 	})
 	if err != nil {
@@ -359,7 +364,17 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		closeBody(req)
-		cc.closeConn(err, false, 0, 0, "")
+		if ran {
+			cc.closeConn(err, false, 0, 0, "")
+		} else {
+			// The connection was already going down (closing, or a write found the peer
+			// gone) and nothing of this request was sent: the connection's own close
+			// error says why (a GOAWAY, the TLS alert that closed it), not this write.
+			cc.closeAfterReader(err)
+			cc.mu.Lock()
+			err = cc.closeErr
+			cc.mu.Unlock()
+		}
 		return nil, fmt.Errorf("http2: write request head: %w", err)
 	}
 	cc.cnt.Streams.Add(1)
