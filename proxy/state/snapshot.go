@@ -40,6 +40,7 @@ type Snapshot struct {
 	// policies holds each route's compiled policy, indexed by router.Route.ID.
 	policies  []*RoutePolicy
 	listeners map[int]*ListenerLimit // ingress listener rate limits by port
+	authz     map[int]*ListenerAuthz // ingress listener authorization policies by port
 	clock     resilience.Clock
 
 	// observers get every finished L7 request (the node's access log).
@@ -173,6 +174,9 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 		}
 	}()
 	if err := s.compilePolicies(vn, prev); err != nil {
+		return nil, err
+	}
+	if err := s.compileAuthz(cfg, vn, prev); err != nil {
 		return nil, err
 	}
 	if lg := vn.Spec.Logging; lg != nil && lg.AccessLog != nil && lg.AccessLog.File != nil {
