@@ -79,14 +79,17 @@ var rules = []rule{
 	{pkg: "router", deps: "config"},
 	{pkg: "balancer", deps: "discovery resilience"},
 	{pkg: "internal/h1"},
+	// internal/reqctx: the request path's context (stream and attempt cancellation
+	// without maps, shared locks or allocations).
+	{pkg: "internal/reqctx"},
 	// internal/h2: meshd's HTTP/2 on x/net/http2's Framer and hpack (and httpguts).
-	{pkg: "internal/h2", mods: "golang.org/x/net"},
+	{pkg: "internal/h2", deps: "internal/reqctx", mods: "golang.org/x/net"},
 	{pkg: "proxy/internal/deadline"},
 	{pkg: "proxy/intercept", mods: "golang.org/x/sys"},
 	// proxy/upstream: gRPC for active health checks.
-	{pkg: "proxy/upstream", deps: "balancer config discovery internal/h1 internal/h2 proxy/internal/deadline resilience router telemetry", mods: "google.golang.org/grpc"},
+	{pkg: "proxy/upstream", deps: "balancer config discovery internal/h1 internal/h2 internal/reqctx proxy/internal/deadline resilience router telemetry", mods: "google.golang.org/grpc"},
 	{pkg: "proxy/state", deps: "config discovery proxy/upstream resilience router telemetry tls"},
-	{pkg: "proxy/forward", deps: "balancer config discovery internal/h1 proxy/state proxy/upstream resilience router telemetry", mods: "golang.org/x/net"},
+	{pkg: "proxy/forward", deps: "balancer config discovery internal/h1 internal/reqctx proxy/state proxy/upstream resilience router telemetry", mods: "golang.org/x/net"},
 	{pkg: "proxy/listen", deps: "proxy/intercept proxy/internal/deadline"},
 	// The front ends (frontEnds): they share forward, listen, state and upstream but never import each other.
 	{pkg: "proxy/http1", deps: "balancer internal/h1 proxy/forward proxy/internal/deadline proxy/listen proxy/state proxy/upstream router telemetry", mods: "golang.org/x/net"},

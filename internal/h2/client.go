@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshd/meshd/internal/reqctx"
+
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -361,7 +363,15 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	cc.cnt.Streams.Add(1)
 	ctx := req.Context()
-	if ctx.Done() != nil {
+	if rc, ok := ctx.(*reqctx.Ctx); ok {
+		// The request path's own context: a hook in an inline slot, removed with the
+		// stream (removeLocked), instead of context.AfterFunc's three allocations.
+		cc.mu.Lock()
+		if !st.removed {
+			st.watch, st.watchID = rc, rc.Hook(cs.cancelled)
+		}
+		cc.mu.Unlock()
+	} else if ctx.Done() != nil {
 		cc.mu.Lock()
 		if !st.removed {
 			stop := context.AfterFunc(ctx, func() {
@@ -386,6 +396,16 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	cc.mu.Unlock()
 	return &cs.resp, nil
+}
+
+// cancelled runs when the request's context ends: the stream is reset (CANCEL) and the
+// connection probed. On a goroutine of its own, as context.AfterFunc would: the context
+// may end under a lock of the caller's (a server stream's removal, say).
+func (cs *clientStream) cancelled() {
+	go func() {
+		cs.cc.resetStream(&cs.stream, http2.ErrCodeCancel, cs.req.Context().Err())
+		cs.cc.probe()
+	}()
 }
 
 // encodeRequest writes the request head (wmu held).

@@ -27,6 +27,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshd/meshd/internal/reqctx"
+
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -890,6 +892,12 @@ func (c *core) removeLocked(st *stream) {
 	if st.abort != nil {
 		st.abort()
 	}
+	if st.cancel != nil {
+		st.cancel.Cancel()
+	}
+	if st.watch != nil {
+		st.watch.Unhook(st.watchID)
+	}
 	if st.onRemove != nil {
 		st.onRemove()
 	}
@@ -966,8 +974,15 @@ type stream struct {
 	gotLen      int64
 	onRemove    func() // the connection's hook, mu held
 	abort       func() // cancels the stream's request context when it is removed
-	owner       any    // *serverStream or *clientStream
-	responded   bool   // server: the response head was sent (for rapid reset)
+	// watch is the request's context (client streams), watchID the hook that resets
+	// the stream when it ends; removing the stream removes the hook.
+	watch   *reqctx.Ctx
+	watchID uint32
+	// cancel is the request's context (server streams), cancelled when the stream is
+	// removed (a method value in abort would cost an allocation per stream).
+	cancel    *reqctx.Ctx
+	owner     any  // *serverStream or *clientStream
+	responded bool // server: the response head was sent (for rapid reset)
 }
 
 func (st *stream) init(c *core, id uint32) {

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshd/meshd/internal/reqctx"
+
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -67,8 +69,8 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 	sc := &serverConn{srv: s, info: info}
 	sc.init(nc, br, s.lim, s.Counters)
 	sc.side = sc
-	sc.ctx, sc.cancel = context.WithCancel(ctx)
-	defer sc.cancel()
+	sc.ctx.Init(ctx)
+	defer sc.ctx.Cancel()
 	s.mu.Lock()
 	if s.down {
 		s.mu.Unlock()
@@ -141,7 +143,7 @@ func (s *Server) GoAway(match func(ctx context.Context) bool) int {
 	s.mu.Unlock()
 	n := 0
 	for _, sc := range conns {
-		if match(sc.ctx) {
+		if match(&sc.ctx) {
 			sc.goAway(http2.ErrCodeNo, "listener removed")
 			n++
 		}
@@ -170,10 +172,9 @@ const peerGoAwayLinger = time.Second
 
 type serverConn struct {
 	core
-	srv    *Server
-	info   ConnInfo
-	ctx    context.Context
-	cancel context.CancelFunc
+	srv  *Server
+	info ConnInfo
+	ctx  reqctx.Ctx // the base of every stream's; ends when the connection does
 
 	maxClientID uint32 // reader; read under mu by goAway
 	goingAway   bool   // (mu) GOAWAY sent: no new streams
@@ -220,7 +221,7 @@ func (sc *serverConn) serve() {
 			sc.idle.Stop()
 		}
 	}()
-	stop := context.AfterFunc(sc.ctx, func() {
+	stop := context.AfterFunc(&sc.ctx, func() {
 		sc.closeConn(ErrConnClosed, true, sc.lastID(), http2.ErrCodeNo, "closed")
 	})
 	defer stop()
@@ -567,7 +568,7 @@ func (sc *serverConn) onReset(f *http2.RSTStreamFrame) error {
 	rapid := opened >= int64(sc.lim.RapidResetStreams) && sc.resets*2 >= opened
 	sc.mu.Unlock()
 	if ss, ok := st.owner.(*serverStream); ok {
-		ss.cancel()
+		ss.ctx.Cancel()
 	}
 	if rapid {
 		return flood(FloodRapidReset, fmt.Sprintf("%d of %d streams reset before their response", sc.resets, opened))
@@ -578,13 +579,12 @@ func (sc *serverConn) onReset(f *http2.RSTStreamFrame) error {
 // serverStream is a request and its response, allocated once per stream.
 type serverStream struct {
 	stream
-	sc     *serverConn
-	req    http.Request
-	rw     responseWriter
-	body   requestBody
-	ctx    context.Context
-	cancel context.CancelFunc
-	local  int // 0, or a status meshd answers itself (431: header list too large)
+	sc    *serverConn
+	req   http.Request
+	rw    responseWriter
+	body  requestBody
+	ctx   reqctx.Ctx
+	local int // 0, or a status meshd answers itself (431: header list too large)
 }
 
 // newStream builds stream id's request and registers the stream; nil when the
@@ -601,8 +601,10 @@ func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 		st.readErr = io.EOF
 	}
 	st.onRemove = sc.onRemove
-	ss.ctx, ss.cancel = context.WithCancel(sc.ctx)
-	st.abort = ss.cancel
+	// Streams link into the connection's context without a map or a shared lock
+	// (reqctx); the attempts of forward.RoundTrip link into the stream's.
+	ss.ctx.Init(&sc.ctx)
+	st.cancel = &ss.ctx
 	if hb.tooLarge {
 		sc.cnt.HeaderTooLarge.Add(1)
 		ss.local = http.StatusRequestHeaderFieldsTooLarge
@@ -665,7 +667,7 @@ func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 		// set up: registered now, it would never be failed, and its handler would wait
 		// for a body that cannot come.
 		sc.mu.Unlock()
-		ss.cancel()
+		ss.ctx.Cancel()
 		return nil
 	}
 	sc.streams[id] = st
@@ -711,8 +713,8 @@ func (ss *serverStream) run() { ss.sc.run(ss) }
 // run serves one request on a worker goroutine.
 func (sc *serverConn) run(ss *serverStream) {
 	defer sc.handlers.Done()
-	defer ss.cancel()
-	r := ss.req.WithContext(ss.ctx)
+	defer ss.ctx.Cancel()
+	r := ss.req.WithContext(&ss.ctx)
 	aborted := false
 	func() {
 		defer func() {

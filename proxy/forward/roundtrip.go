@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshd/meshd/internal/reqctx"
+
 	"github.com/meshd/meshd/balancer"
 	"github.com/meshd/meshd/proxy/upstream"
 )
@@ -43,8 +45,8 @@ type RoundTrip struct {
 	getBody  func() (io.ReadCloser, error) // the upstream request's GetBody (nil: no body)
 	bodyless bool
 	resp     *http.Response
-	actx     context.Context    // the final attempt's
-	cancel   context.CancelFunc // the current attempt's
+	actx     context.Context // the final attempt's
+	cancel   *reqctx.Ctx     // the current attempt's, until cancelled
 	idleBody *idleBody
 }
 
@@ -84,12 +86,12 @@ func (r *RoundTrip) againBody() (io.ReadCloser, error) {
 // Exchange implements Exchanger.
 func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, error) {
 	parent := r.parent()
-	var actx context.Context
-	var acancel context.CancelFunc
-	if deadline.IsZero() {
-		actx, acancel = context.WithCancel(parent)
-	} else {
-		actx, acancel = context.WithDeadline(parent, deadline)
+	// reqctx: below a stream's reqctx.Ctx an attempt's context links in without a map
+	// or a lock shared with other streams, and the transports watch it without
+	// allocating (reqctx's doc has the profile).
+	actx := reqctx.New(parent)
+	if !deadline.IsZero() {
+		actx.SetDeadline(deadline)
 	}
 	// The idle timeout also bounds the wait for the response head (and, after it, the
 	// gaps in the body): an upstream that accepts the request and then says nothing must
@@ -99,7 +101,7 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 		if r.watch == nil {
 			r.watch = &idleWatch{idle: r.Idle}
 		}
-		gen = r.watch.arm(watchHead, acancel)
+		gen = r.watch.arm(watchHead, actx)
 	}
 	req := r.Out.WithContext(actx)
 	u := *r.Out.URL
@@ -117,7 +119,7 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 	stalled := r.watch.endHead(gen)
 	if err != nil {
 		deadlineHit := errors.Is(actx.Err(), context.DeadlineExceeded)
-		acancel()
+		actx.Cancel()
 		var ce *ClientError
 		var be *upstream.RequestBodyError
 		switch {
@@ -140,11 +142,11 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 	}
 	// The idle timeout cancels the exchange when the response body makes no progress.
 	if r.watch != nil {
-		bgen := r.watch.arm(watchBody, acancel)
+		bgen := r.watch.arm(watchBody, actx)
 		r.idleBody = &idleBody{ReadCloser: resp.Body, w: r.watch, gen: bgen}
 		resp.Body = r.idleBody
 	}
-	r.resp, r.actx, r.cancel = resp, actx, acancel
+	r.resp, r.actx, r.cancel = resp, actx, actx
 	return resp.StatusCode, nil
 }
 
@@ -210,7 +212,7 @@ func (r *RoundTrip) Close() {
 		r.resp = nil
 	}
 	if r.cancel != nil {
-		r.cancel()
+		r.cancel.Cancel()
 		r.cancel = nil
 	}
 	if r.watch != nil {
@@ -367,7 +369,7 @@ type idleWatch struct {
 
 	mu      sync.Mutex
 	timer   *time.Timer
-	cancel  context.CancelFunc
+	cancel  *reqctx.Ctx
 	gen     uint64
 	phase   uint8
 	stalled bool // fired while waiting for a head (of generation gen)
@@ -381,7 +383,7 @@ const (
 )
 
 // arm starts a phase; cancel ends the attempt when the timer fires.
-func (w *idleWatch) arm(phase uint8, cancel context.CancelFunc) uint64 {
+func (w *idleWatch) arm(phase uint8, cancel *reqctx.Ctx) uint64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.gen++
@@ -408,7 +410,7 @@ func (w *idleWatch) fire() {
 	cancel := w.cancel
 	w.phase = watchOff
 	w.mu.Unlock()
-	cancel()
+	cancel.Cancel()
 }
 
 // touch restarts the timer on activity of generation gen.

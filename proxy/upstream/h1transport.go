@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshd/meshd/internal/reqctx"
+
 	"github.com/meshd/meshd/internal/h1"
 )
 
@@ -265,10 +267,7 @@ func (t *h1Transport) exchange(ctx context.Context, req *http.Request, head *h1.
 		nc := u.NetConn
 		u.rt = &h1State{interrupt: func() { _ = nc.SetDeadline(aLongTimeAgo) }}
 	}
-	var stop func() bool
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, u.rt.interrupt)
-	}
+	stop := watchCtx(ctx, u.rt.interrupt)
 	if u.RD == nil {
 		u.RD = h1.NewReader(u.BR, respLimits)
 	}
@@ -279,9 +278,7 @@ func (t *h1Transport) exchange(ctx context.Context, req *http.Request, head *h1.
 	// context's when it ended: its deadline or cancel interrupted the I/O).
 	fail := func(err error, wroteNothing bool) (*http.Response, bool, error) {
 		readNothing := u.RX == rx && buffered == 0
-		if stop != nil {
-			stop()
-		}
+		stop.stop()
 		u.Pool.Discard(u)
 		if cerr := ctx.Err(); cerr != nil {
 			return nil, false, cerr
@@ -392,8 +389,8 @@ func (w *bodyWriter) run(u *Conn, body io.ReadCloser, contentLength int64, chunk
 // finish ends an exchange on u: the context watch stops, and u goes back to its pool
 // when reuse holds and nothing can touch it any more (the watch did not fire, the body
 // writer finished), otherwise it closes.
-func finish(u *Conn, stop func() bool, w *bodyWriter, reuse bool) {
-	if stop != nil && !stop() {
+func finish(u *Conn, stop ctxWatch, w *bodyWriter, reuse bool) {
+	if !stop.stop() {
 		reuse = false // the watch fired: the connection has a deadline in the past
 	}
 	if w != nil {
@@ -630,7 +627,7 @@ func statusText(code int, reason string) string {
 type h1Body struct {
 	u       *Conn
 	ctx     context.Context
-	stop    func() bool // the context watch's (nil: none)
+	stop    ctxWatch
 	w       *bodyWriter // the request body's writer, when it ran concurrently
 	resp    *http.Response
 	reuse   bool // the connection may be kept after the body
@@ -714,4 +711,36 @@ func (b *h1Body) fillTrailers(ts []h1.Header) {
 		off += len(v)
 		t[k] = append(t[k], v)
 	}
+}
+
+// ctxWatch runs a function when an exchange's context ends, until stopped. Over the
+// request path's own context (reqctx.Ctx: what forward.RoundTrip gives every attempt)
+// it is a hook in an inline slot, allocating nothing; over any other context it is
+// context.AfterFunc.
+type ctxWatch struct {
+	rc  *reqctx.Ctx
+	id  uint32
+	std func() bool
+}
+
+func watchCtx(ctx context.Context, f func()) ctxWatch {
+	if rc, ok := ctx.(*reqctx.Ctx); ok {
+		return ctxWatch{rc: rc, id: rc.Hook(f)}
+	}
+	if ctx.Done() == nil {
+		return ctxWatch{}
+	}
+	return ctxWatch{std: context.AfterFunc(ctx, f)}
+}
+
+// stop ends the watch; false when the function already ran (or is running), as
+// context.AfterFunc's stop. A watch of a context that cannot end reports true.
+func (w ctxWatch) stop() bool {
+	switch {
+	case w.rc != nil:
+		return w.rc.Unhook(w.id)
+	case w.std != nil:
+		return w.std()
+	}
+	return true
 }
