@@ -309,8 +309,9 @@ func New(opts Options) (*Server, error) {
 		IngressStats: &s.env.IngressStats, EgressStats: &s.env.EgressStats,
 		HTTP2:           map[string]*h2.Counters{"ingress": s.h2Counters[0], "egress": s.h2Counters[1], "upstream": s.h2Counters[2]},
 		DetailedMetrics: opts.MetricsLevel == MetricsLevelDetailed, EnvoyStatsTags: opts.EnvoyStatsTags,
-		Ready:    s.Ready,
-		Draining: s.unready.Load,
+		TLSSources: s.tls.Stats,
+		Ready:      s.Ready,
+		Draining:   s.unready.Load,
 		Started: func() time.Time {
 			if t := s.started.Load(); t != nil {
 				return *t

@@ -19,6 +19,18 @@ type compiler struct {
 	services map[string]*config.VirtualService
 	routers  map[string]*config.VirtualRouter
 	clusters map[string]ClusterRef
+	opts     Options
+}
+
+// Options change how CompileWith builds a table. The zero value is Compile's.
+type Options struct {
+	// OwnCluster, when set, is asked for every (backend virtual service, target cluster)
+	// pair an egress route reaches; true gives the pair a cluster of its own, named
+	// "<cluster>@<service>" with ClusterRef.Service set, instead of the cluster that
+	// every service reaching the target shares. A client policy that originates TLS
+	// needs it: the connections carry the service's name as SNI and its policy's
+	// certificates, so they cannot be pooled with another service's.
+	OwnCluster func(service string, target ClusterRef) bool
 }
 
 // Compile builds node's routing table from cfg, which should have passed config.Validate.
@@ -27,6 +39,11 @@ type compiler struct {
 // name the config does not define. cfg is retained (ClusterRef points into it) and must
 // not be mutated afterwards.
 func Compile(cfg *config.Config, node string) (*Table, error) {
+	return CompileWith(cfg, node, Options{})
+}
+
+// CompileWith is Compile with options.
+func CompileWith(cfg *config.Config, node string, opts Options) (*Table, error) {
 	if cfg == nil {
 		return nil, fmt.Errorf("router: compile node %q: nil config", node)
 	}
@@ -36,6 +53,7 @@ func Compile(cfg *config.Config, node string) (*Table, error) {
 		services: make(map[string]*config.VirtualService, len(cfg.VirtualServices)),
 		routers:  make(map[string]*config.VirtualRouter, len(cfg.VirtualRouters)),
 		clusters: make(map[string]ClusterRef),
+		opts:     opts,
 	}
 	for i := range cfg.VirtualNodes {
 		c.nodes[cfg.VirtualNodes[i].VirtualNodeName] = &cfg.VirtualNodes[i]
@@ -203,7 +221,7 @@ func (c *compiler) nodeService(s *Service, nodeName string) error {
 	}
 	s.Ports = sortedUnique(s.Ports)
 	synth := func(l *config.Listener, name string, port int) *Route {
-		cl := c.addCluster(vn, l)
+		cl := c.addCluster(vn, l, s.Name)
 		per, idle := listenerTimeouts(l)
 		rt := &Route{
 			Name:              name,
@@ -321,7 +339,7 @@ func (c *compiler) route(svc string, cr *config.Route) (*Route, error) {
 		if wt.Weight < 0 || int64(wt.Weight) > 1<<32-1 {
 			return nil, fmt.Errorf("%s.weight %d: out of range", f, wt.Weight)
 		}
-		cl, err := c.targetCluster(wt)
+		cl, err := c.targetCluster(svc, wt)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", f, err)
 		}
@@ -331,8 +349,9 @@ func (c *compiler) route(svc string, cr *config.Route) (*Route, error) {
 	return rt, nil
 }
 
-// targetCluster resolves a weighted target to its cluster name, registering the cluster.
-func (c *compiler) targetCluster(wt config.WeightedTarget) (string, error) {
+// targetCluster resolves a weighted target of service svc to its cluster name,
+// registering the cluster.
+func (c *compiler) targetCluster(svc string, wt config.WeightedTarget) (string, error) {
 	vn := c.nodes[wt.VirtualNode]
 	if vn == nil {
 		return "", fmt.Errorf("virtualNode %q: %w: not defined in the mesh", wt.VirtualNode, ErrUnknownReference)
@@ -343,42 +362,49 @@ func (c *compiler) targetCluster(wt config.WeightedTarget) (string, error) {
 		case 0:
 			return "", fmt.Errorf("virtualNode %q: has no listener to route to", wt.VirtualNode)
 		case 1:
-			return c.addCluster(vn, &ls[0]), nil
+			return c.addCluster(vn, &ls[0], svc), nil
 		default:
 			return "", fmt.Errorf("virtualNode %q has %d listeners: port must name one", wt.VirtualNode, len(ls))
 		}
 	}
 	for i := range ls {
 		if ls[i].PortMapping.Port == wt.Port {
-			return c.addCluster(vn, &ls[i]), nil
+			return c.addCluster(vn, &ls[i], svc), nil
 		}
 	}
 	return "", fmt.Errorf("port %d: %w: virtualNode %q has no listener on it", wt.Port, ErrUnknownReference, wt.VirtualNode)
 }
 
-// addCluster registers the cluster for node vn's listener l and returns its name: the
-// node name when the node has a single listener, else "node:port".
-func (c *compiler) addCluster(vn *config.VirtualNode, l *config.Listener) string {
+// addCluster registers the cluster through which service svc reaches node vn's
+// listener l and returns its name: the node name when the node has a single listener,
+// else "node:port"; followed by "@<svc>" when Options.OwnCluster gives the pair a cluster
+// of its own.
+func (c *compiler) addCluster(vn *config.VirtualNode, l *config.Listener, svc string) string {
 	name := vn.VirtualNodeName
 	if len(vn.Spec.Listeners) > 1 {
 		name += ":" + strconv.Itoa(l.PortMapping.Port)
 	}
-	if _, ok := c.clusters[name]; !ok {
-		lb := ""
-		if vn.Spec.LoadBalancing != nil {
-			lb = vn.Spec.LoadBalancing.Policy
-		}
-		c.clusters[name] = ClusterRef{
-			Name:      name,
-			Node:      vn.VirtualNodeName,
-			Port:      l.PortMapping.Port,
-			Protocol:  l.PortMapping.Protocol,
-			Listener:  l,
-			Discovery: vn.Spec.ServiceDiscovery,
-			LBPolicy:  lb,
-		}
+	lb := ""
+	if vn.Spec.LoadBalancing != nil {
+		lb = vn.Spec.LoadBalancing.Policy
 	}
-	return name
+	ref := ClusterRef{
+		Name:      name,
+		Node:      vn.VirtualNodeName,
+		Port:      l.PortMapping.Port,
+		Protocol:  l.PortMapping.Protocol,
+		Listener:  l,
+		Discovery: vn.Spec.ServiceDiscovery,
+		LBPolicy:  lb,
+	}
+	if c.opts.OwnCluster != nil && c.opts.OwnCluster(svc, ref) {
+		ref.Name += "@" + svc
+		ref.Service = svc
+	}
+	if _, ok := c.clusters[ref.Name]; !ok {
+		c.clusters[ref.Name] = ref
+	}
+	return ref.Name
 }
 
 func (r *Route) setWeights() {

@@ -97,7 +97,8 @@ type Route struct {
 // Target is one weighted destination of a route.
 type Target struct {
 	// Cluster is the virtual node name, or "node:port" when the target names a port of a
-	// node with several listeners, or "local:<port>" for an ingress route.
+	// node with several listeners, or "local:<port>" for an ingress route; "@<service>"
+	// follows when the route's service has a cluster of its own (Options.OwnCluster).
 	Cluster string
 	Weight  uint32
 }
@@ -113,6 +114,10 @@ type ClusterRef struct {
 	Listener  *config.Listener         // the target node's listener (timeouts, pools, outlier detection); for Local the local listener
 	Discovery *config.ServiceDiscovery // the target node's service discovery; nil for Local
 	LBPolicy  string                   // from the node's loadBalancing extension; "" = LEAST_REQUEST
+	// Service is the backend virtual service whose own cluster this is (Options.OwnCluster):
+	// only its routes reach the target through it. Empty for a cluster every service
+	// reaching the target shares, and for Local.
+	Service string
 }
 
 // Node is the virtual node name the table was compiled for.

@@ -202,6 +202,56 @@ func TestClusterNaming(t *testing.T) {
 	}
 }
 
+// TestOwnCluster: Options.OwnCluster gives a (service, target) pair a cluster of its
+// own, "<cluster>@<service>" with Service set, only where it says so; the other services
+// reaching the same target keep the shared cluster.
+func TestOwnCluster(t *testing.T) {
+	routes := `[
+	  {"routeName": "to-a", "spec": {"httpRoute": {"match": {"prefix": "/"},
+	    "action": {"weightedTargets": [{"virtualNode": "a", "weight": 1}]}}}}
+	]`
+	var asked []string
+	tb, err := CompileWith(meshWithRoutes(t, routes), "client", Options{OwnCluster: func(svc string, ref ClusterRef) bool {
+		asked = append(asked, svc+"->"+ref.Name)
+		return svc == "single.local" || (svc == "direct.local" && ref.Port == 7002)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := tb.Egress("svc.local", 80).Match(&Request{Path: "/"}); r == nil || r.Targets[0].Cluster != "a" {
+		t.Errorf("svc.local reaches %+v, want the shared cluster a", r)
+	}
+	if r := tb.Egress("single.local", 0).Match(&Request{Path: "/"}); r == nil || r.Targets[0].Cluster != "a@single.local" {
+		t.Errorf("single.local reaches %+v, want a@single.local", r)
+	}
+	direct := map[string]bool{}
+	for _, r := range tb.Egress("direct.local", 0).Routes {
+		direct[r.Targets[0].Cluster] = true
+	}
+	if !direct["multi:7001"] || !direct["multi:7002@direct.local"] || direct["multi:7002"] {
+		t.Errorf("direct.local reaches %v, want multi:7001 and multi:7002@direct.local", direct)
+	}
+	got := map[string]ClusterRef{}
+	var names []string
+	for _, c := range tb.Clusters() {
+		got[c.Name] = c
+		names = append(names, c.Name)
+	}
+	want := []string{"a", "a@single.local", "local:8080", "local:8443", "multi:7001", "multi:7002@direct.local"}
+	if !slices.Equal(names, want) {
+		t.Fatalf("Clusters() = %v, want %v", names, want)
+	}
+	if c := got["a@single.local"]; c.Node != "a" || c.Port != 9001 || c.Service != "single.local" || c.LBPolicy != config.LBRoundRobin {
+		t.Errorf("cluster a@single.local = %+v", c)
+	}
+	if c := got["a"]; c.Service != "" {
+		t.Errorf("shared cluster a has Service %q", c.Service)
+	}
+	if !slices.Contains(asked, "svc.local->a") || !slices.Contains(asked, "single.local->a") {
+		t.Errorf("OwnCluster asked %v", asked)
+	}
+}
+
 func TestIngress(t *testing.T) {
 	tb := mustCompile(t, meshWithRoutes(t, `[]`), "client")
 	in := tb.Ingress(8080)

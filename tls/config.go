@@ -178,7 +178,7 @@ type domainTruster interface {
 
 func (v *verifier) verify(cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
-		return fmt.Errorf("meshd tls: the %s sent no certificate", v.role)
+		return &verifyError{HandshakeNoCertificate, fmt.Errorf("meshd tls: the %s sent no certificate", v.role)}
 	}
 	leaf := cs.PeerCertificates[0]
 	var (
@@ -195,7 +195,7 @@ func (v *verifier) verify(cs tls.ConnectionState) error {
 		pool, err = v.trust.TrustPool()
 	}
 	if err != nil {
-		return fmt.Errorf("meshd tls: %s certificate %s: %w", v.role, describeCert(leaf), err)
+		return &verifyError{HandshakeVerifyError, fmt.Errorf("meshd tls: %s certificate %s: %w", v.role, describeCert(leaf), err)}
 	}
 	now := time.Now()
 	if v.now != nil {
@@ -211,11 +211,11 @@ func (v *verifier) verify(cs tls.ConnectionState) error {
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{v.usage},
 	}); err != nil {
-		return v.explain(leaf, now, err)
+		return &verifyError{HandshakeVerifyError, v.explain(leaf, now, err)}
 	}
 	if len(v.sans) > 0 && !matchSAN(leaf, v.sans) {
-		return fmt.Errorf("meshd tls: %s certificate SANs [%s] match none of subjectAlternativeNames [%s]",
-			v.role, strings.Join(certSANs(leaf), ", "), strings.Join(v.sans, ", "))
+		return &verifyError{HandshakeVerifySAN, fmt.Errorf("meshd tls: %s certificate SANs [%s] match none of subjectAlternativeNames [%s]",
+			v.role, strings.Join(certSANs(leaf), ", "), strings.Join(v.sans, ", "))}
 	}
 	return nil
 }

@@ -35,6 +35,7 @@
 // connection, or call (*tls.Conn).HandshakeContext with a context that has one, before
 // the first read or write.
 //
-// Nothing here is wired into the data plane yet: listeners, client policies and
-// authorization will use this package in a later step (docs/tls.md).
+// The data plane uses it for client policies (state.Compile loads them, proxy/upstream
+// dials with the configs and counts handshakes in HandshakeStats); listeners and
+// authorization will in a later step (docs/tls.md).
 package meshtls

@@ -86,8 +86,9 @@ var rules = []rule{
 	{pkg: "internal/h2", deps: "internal/reqctx", mods: "golang.org/x/net"},
 	{pkg: "proxy/internal/deadline"},
 	{pkg: "proxy/intercept", mods: "golang.org/x/sys"},
-	// proxy/upstream: gRPC for active health checks.
-	{pkg: "proxy/upstream", deps: "balancer config discovery internal/h1 internal/h2 internal/reqctx proxy/internal/deadline resilience router telemetry", mods: "google.golang.org/grpc"},
+	// proxy/upstream: gRPC for active health checks; tls for the handshake counters of
+	// the clusters that originate TLS (meshtls.HandshakeStats).
+	{pkg: "proxy/upstream", deps: "balancer config discovery internal/h1 internal/h2 internal/reqctx proxy/internal/deadline resilience router telemetry tls", mods: "google.golang.org/grpc"},
 	{pkg: "proxy/state", deps: "config discovery proxy/upstream resilience router telemetry tls"},
 	{pkg: "proxy/forward", deps: "balancer config discovery internal/h1 internal/reqctx proxy/state proxy/upstream resilience router telemetry", mods: "golang.org/x/net"},
 	{pkg: "proxy/listen", deps: "proxy/intercept proxy/internal/deadline"},
@@ -95,8 +96,9 @@ var rules = []rule{
 	{pkg: "proxy/http1", deps: "balancer internal/h1 proxy/forward proxy/internal/deadline proxy/listen proxy/state proxy/upstream router telemetry", mods: "golang.org/x/net"},
 	{pkg: "proxy/http2", deps: "balancer internal/h2 proxy/forward proxy/listen proxy/upstream router telemetry"},
 	{pkg: "proxy/l4", deps: "balancer config proxy/forward proxy/listen proxy/state proxy/upstream router"},
-	// proxy/admin: client_golang for the Prometheus exposition (/stats/prometheus).
-	{pkg: "proxy/admin", deps: "balancer config discovery internal/h2 proxy/forward proxy/l4 proxy/state proxy/upstream resilience router telemetry", mods: "github.com/prometheus/client_golang"},
+	// proxy/admin: client_golang for the Prometheus exposition (/stats/prometheus); tls for
+	// the handshake counters and the certificate sources' stats.
+	{pkg: "proxy/admin", deps: "balancer config discovery internal/h2 proxy/forward proxy/l4 proxy/state proxy/upstream resilience router telemetry tls", mods: "github.com/prometheus/client_golang"},
 	// proxy: the netns tests install the interception rules; the metrics tests parse the
 	// Prometheus text format (prometheus/common's expfmt into client_model's types); the
 	// tracing tests run meshd with a telemetry/tracing Tracer exporting to memory (the SDK's

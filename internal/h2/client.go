@@ -349,8 +349,12 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 		st.onRemove = cc.unreserveLocked
 		st.localDone = !hasBody
 		cc.streams[id] = st
+		cc.live.Add(1)
 		cc.streamsOpen.Add(1)
 		cc.mu.Unlock()
+		// With a body, the HEADERS wait for the flusher: the body's first DATA,
+		// written by a goroutine started below, usually joins them in one write.
+		cc.deferFlush = hasBody
 		return cc.writeHeadersLocked(id, !hasBody, cs.encodeRequest)
 	})
 	if err != nil {

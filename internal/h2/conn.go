@@ -262,12 +262,21 @@ type core struct {
 	// which writes everything pending in one syscall. The frames produced while it was
 	// busy, or before it got to run (one scheduling round), leave together; writers do
 	// not wait for the socket unless maxPending bytes are already queued.
-	wmu       sync.Mutex
-	wcond     sync.Cond // (wmu) room in pend, or the flusher stopped
-	pend      pendBuf
-	spare     []byte
-	kick      chan struct{}
-	wclosing  bool          // (wmu) the connection is closing: flush, then stop
+	wmu      sync.Mutex
+	wcond    sync.Cond // (wmu) room in pend, or the flusher stopped
+	pend     pendBuf
+	spare    []byte
+	kick     chan struct{}
+	wclosing bool // (wmu) the connection is closing: flush, then stop
+	// flushing (wmu) is set while a batch is being written, by the flusher or by a
+	// writer writing inline; only its holder touches the socket and wdeadline.
+	flushing bool
+	// deferFlush (wmu) is set by a write that more frames follow at once (a request's
+	// HEADERS before its DATA): it goes to the flusher, to leave with them.
+	deferFlush bool
+	// live counts the streams in the streams map; writers read it without mu to
+	// decide whether to write inline (one stream: nothing to batch with).
+	live      atomic.Int32
 	flushed   chan struct{} // closed when the flusher has stopped
 	henc      *hpack.Encoder
 	hbuf      bytes.Buffer
@@ -387,6 +396,15 @@ func (c *core) writeLocked(fn func() error) error {
 		c.werr = err
 	}
 	wake := len(c.pend.b) > 0
+	deferred := c.deferFlush
+	c.deferFlush = false
+	if wake && !deferred && !c.flushing && c.live.Load() <= 1 && c.werr == nil && !c.wclosing {
+		// A connection with one stream has nothing to batch this write with: writing
+		// it now saves the flusher's hand-off and its yield (the latency of a lone
+		// request). With several streams the flusher batches their frames.
+		c.flushBatch()
+		return err
+	}
 	c.wmu.Unlock()
 	if wake {
 		select {
@@ -413,47 +431,67 @@ func (c *core) flusher() {
 		// frames too, so they share this write.
 		runtime.Gosched()
 		c.wmu.Lock()
-		buf := c.pend.b
+		if c.flushing {
+			// A writer is writing inline; it kicks again if more is queued.
+			c.wmu.Unlock()
+			continue
+		}
 		closing := c.wclosing
-		if len(buf) == 0 {
+		if len(c.pend.b) == 0 {
 			c.wmu.Unlock()
 			if closing {
 				return
 			}
 			continue
 		}
-		c.pend.b = c.spare[:0]
-		c.wmu.Unlock()
-		now := time.Now()
-		if c.wdeadline.Sub(now) < c.lim.WriteTimeout-min(time.Second, c.lim.WriteTimeout/4) {
-			c.wdeadline = now.Add(c.lim.WriteTimeout)
-			_ = c.nc.SetWriteDeadline(c.wdeadline)
-		}
-		_, err := c.nc.Write(buf)
-		c.wmu.Lock()
-		if cap(buf) <= 4*writeBufferSize {
-			c.spare = buf[:0]
-		} else {
-			c.spare = make([]byte, 0, writeBufferSize)
-		}
-		if err != nil && c.werr == nil {
-			c.werr = err
-		}
-		more := len(c.pend.b) > 0
-		c.wcond.Broadcast()
-		c.wmu.Unlock()
-		if err != nil {
-			// closeConn waits for this goroutine to stop: it runs on its own.
-			go c.closeConn(fmt.Errorf("%w: write: %w", ErrConnClosed, err), false, 0, 0, "")
+		if c.flushBatch() != nil {
 			return
 		}
-		if more || closing {
-			select {
-			case c.kick <- struct{}{}:
-			default:
-			}
+	}
+}
+
+// flushBatch writes what is queued, in one syscall; wmu is held, c.flushing is not
+// set, and wmu is released. On a write error the connection is closed (on a goroutine
+// of its own: closeConn waits for the flusher to stop) and the error returned; when more
+// was queued meanwhile, or the connection is closing, the flusher is kicked.
+func (c *core) flushBatch() error {
+	buf := c.pend.b
+	closing := c.wclosing
+	c.pend.b = c.spare[:0]
+	c.flushing = true
+	c.wmu.Unlock()
+	now := time.Now()
+	if c.wdeadline.Sub(now) < c.lim.WriteTimeout-min(time.Second, c.lim.WriteTimeout/4) {
+		c.wdeadline = now.Add(c.lim.WriteTimeout)
+		_ = c.nc.SetWriteDeadline(c.wdeadline)
+	}
+	_, err := c.nc.Write(buf)
+	c.wmu.Lock()
+	c.flushing = false
+	if cap(buf) <= 4*writeBufferSize {
+		c.spare = buf[:0]
+	} else {
+		c.spare = make([]byte, 0, writeBufferSize)
+	}
+	if err != nil && c.werr == nil {
+		c.werr = err
+	}
+	more := len(c.pend.b) > 0
+	closing = closing || c.wclosing
+	c.wcond.Broadcast()
+	c.wmu.Unlock()
+	if err != nil {
+		go c.closeConn(fmt.Errorf("%w: write: %w", ErrConnClosed, err), false, 0, 0, "")
+	}
+	// Kicked on an error too: an inline writer's failure may come after closeConn's
+	// kick was taken by a flusher that found the batch busy; it must look again.
+	if more || closing || err != nil {
+		select {
+		case c.kick <- struct{}{}:
+		default:
 		}
 	}
+	return err
 }
 
 // writeHeadersLocked encodes fields (with enc) and writes them as HEADERS and
@@ -888,7 +926,10 @@ func (c *core) removeLocked(st *stream) {
 	st.localDone, st.remoteDone = true, true
 	c.uncountLocked(st)
 	st.releaseBuf()
-	delete(c.streams, st.id)
+	if c.streams[st.id] == st {
+		delete(c.streams, st.id)
+		c.live.Add(-1)
+	}
 	if st.abort != nil {
 		st.abort()
 	}

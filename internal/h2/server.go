@@ -671,6 +671,7 @@ func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 		return nil
 	}
 	sc.streams[id] = st
+	sc.live.Add(1)
 	st.counted = true
 	sc.active++
 	sc.mu.Unlock()

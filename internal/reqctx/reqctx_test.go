@@ -20,7 +20,7 @@ func ended(c context.Context) bool {
 }
 
 func TestCancelPropagatesDown(t *testing.T) {
-	conn := New(nil)
+	conn := New(context.Background())
 	s1, s2 := New(conn), New(conn)
 	a := New(s1)
 	var ran atomic.Int32
@@ -47,7 +47,7 @@ func TestCancelPropagatesDown(t *testing.T) {
 }
 
 func TestChildCancelUnlinks(t *testing.T) {
-	p := New(nil)
+	p := New(context.Background())
 	var cs []*Ctx
 	for range 5 {
 		cs = append(cs, New(p))
@@ -90,7 +90,7 @@ func TestHooksAndUnhook(t *testing.T) {
 
 func TestDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		parent := New(nil)
+		parent := New(context.Background())
 		c := New(parent)
 		at := time.Now().Add(time.Second)
 		c.SetDeadline(at)
@@ -108,7 +108,7 @@ func TestDeadline(t *testing.T) {
 		if parent.Err() != nil || parent.first != nil {
 			t.Fatal("deadline ended the parent or left the child linked")
 		}
-		past := New(nil)
+		past := New(context.Background())
 		past.SetDeadline(time.Now().Add(-time.Second))
 		if !errors.Is(past.Err(), context.DeadlineExceeded) {
 			t.Fatal("a past deadline did not end the ctx at once")
@@ -145,7 +145,7 @@ func TestForeignParentAndChildren(t *testing.T) {
 
 func TestConcurrentCancel(t *testing.T) {
 	for range 200 {
-		p := New(nil)
+		p := New(context.Background())
 		var wg sync.WaitGroup
 		kids := make([]*Ctx, 8)
 		for i := range kids {
@@ -169,7 +169,7 @@ func TestConcurrentCancel(t *testing.T) {
 }
 
 func TestAllocs(t *testing.T) {
-	conn := New(nil)
+	conn := New(context.Background())
 	f := func() {}
 	s, a := new(Ctx), new(Ctx)
 	n := testing.AllocsPerRun(1000, func() {

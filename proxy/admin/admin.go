@@ -34,6 +34,7 @@ import (
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/router"
 	"github.com/meshd/meshd/telemetry"
+	meshtls "github.com/meshd/meshd/tls"
 )
 
 // API serves the admin endpoints. Set its fields before Handler; it only reads them.
@@ -71,6 +72,13 @@ type API struct {
 	// appmesh_virtual_node; appmesh_virtual_service on route series), as Envoy does
 	// with ENABLE_ENVOY_STATS_TAGS=1.
 	EnvoyStatsTags bool
+	// TLSSources lists the certificate sources of the tls blocks in force
+	// (meshtls.Loader.Stats), for /stats and /stats/prometheus (nil: none).
+	TLSSources func() []meshtls.Stats
+	// TLSListeners returns the TLS handshake counters of the listeners that terminate
+	// TLS, by listener name ("ingress:8443"), for /stats (listener.<name>.ssl.*) and
+	// /stats/prometheus (meshd_tls_handshakes_total{side="server"}) (nil: none).
+	TLSListeners func() map[string]*meshtls.HandshakeStats
 }
 
 // Handler serves the admin API. It runs on its own listener (127.0.0.1:9901 by
@@ -196,6 +204,9 @@ type clusterView struct {
 	Endpoints       []balancer.EndpointStatus `json:"endpoints"`
 	Resilience      *ClusterResilienceView    `json:"resilience"`   // stats.go
 	L4              *upstream.L4View          `json:"l4,omitempty"` // opaque TCP / TLS passthrough (l4.go)
+	// TLS is the cluster's TLS origination (a client policy covers it); absent for
+	// plaintext clusters (tls.go).
+	TLS *ClusterTLSView `json:"tls,omitempty"`
 	// Discovery is the state of each DNS name the cluster follows: when it was last
 	// resolved, the failures since (the last good set is kept), the next resolution.
 	Discovery []discovery.Status `json:"discovery,omitempty"`
@@ -219,7 +230,7 @@ func (s *API) handleClusters(w http.ResponseWriter, _ *http.Request) {
 		out = append(out, clusterView{
 			Name: ref.Name, Node: ref.Node, Port: ref.Port, Protocol: ref.Protocol, Local: ref.Local,
 			LBPolicy: lb, OpenConnections: c.OpenConns(), PendingRequests: c.Pending(), Endpoints: c.Balancer().Snapshot(),
-			Resilience: resilienceView(c), L4: c.L4().View(), Discovery: c.DiscoveryStatus(),
+			Resilience: resilienceView(c), L4: c.L4().View(), Discovery: c.DiscoveryStatus(), TLS: clusterTLSView(c),
 		})
 		if cv := &out[len(out)-1]; len(cv.Endpoints) == 0 {
 			cv.NoEndpoints = noEndpointsReason(cv.Discovery)
@@ -321,6 +332,7 @@ func (s *API) handleStatsText(w http.ResponseWriter, _ *http.Request) {
 			lines = append(lines, "http2."+side+"."+kv.name+": "+strconv.FormatUint(kv.v, 10))
 		}
 	}
+	lines = append(lines, s.tlsStatsLines(snap, time.Now())...)
 	sort.Strings(lines)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = io.WriteString(w, strings.Join(lines, "\n")+"\n")

@@ -114,6 +114,7 @@ type metricFamilies struct {
 	evDsRqTotal, evDsRqXX, evDsRqActive, evDsRqTime                        *metricDef
 	h2Conns, h2Streams, h2Refused, h2ProtoErrs, h2StreamErrs, h2HeaderBig  *metricDef
 	h2GoAwaySent, h2GoAwayRecv, h2Flood                                    *metricDef
+	tlsHandshakes, tlsExpiry, tlsReloads, tlsRejects                       *metricDef
 	all                                                                    []*metricDef
 }
 
@@ -142,6 +143,11 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.h2GoAwaySent, scopeServer, "meshd_http2_goaway_sent_total", counter, "GOAWAY frames meshd sent.", side)
 	def(&f.h2GoAwayRecv, scopeServer, "meshd_http2_goaway_received_total", counter, "GOAWAY frames meshd received.", side)
 	def(&f.h2Flood, scopeServer, "meshd_http2_flood_closed_total", counter, "HTTP/2 connections a flood defence closed (GOAWAY ENHANCE_YOUR_CALM), by defence.", []string{"side", "defence"})
+	// TLS (tls.go): handshakes by side, the certificate sources of the tls blocks.
+	def(&f.tlsHandshakes, scopeServer, "meshd_tls_handshakes_total", counter, "TLS handshakes by side (client: a cluster originating TLS; server: a listener terminating it) and result (ok, resumed, error, verify_error, verify_san, no_certificate).", []string{"side", "cluster", "listener", "result"})
+	def(&f.tlsExpiry, scopeServer, "meshd_tls_certificate_expiry_timestamp_seconds", gauge, "When the certificate a TLS source serves now expires (Unix time).", []string{"source"})
+	def(&f.tlsReloads, scopeServer, "meshd_tls_certificate_reloads_total", counter, "New certificates or trust bundles a TLS source took after its first.", []string{"source"})
+	def(&f.tlsRejects, scopeServer, "meshd_tls_certificate_rejects_total", counter, "New certificates or trust bundles a TLS source refused (the previous ones kept serving).", []string{"source"})
 	// Egress L4 outside any cluster.
 	def(&f.egressDropped, scopeServer, "meshd_egress_tcp_dropped_total", counter, "Egress connections closed because they matched no backend and the egressFilter is DROP_ALL.", nil)
 	def(&f.passConns, scopeServer, "meshd_passthrough_tcp_connections_total", counter, "Egress connections relayed to their original destination (ALLOW_ALL).", nil)
@@ -488,6 +494,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 
 	c.collectListener(e, "ingress", api.IngressStats)
 	c.collectListener(e, "egress", api.EgressStats)
+	c.collectTLS(e, snap)
 	if snap == nil {
 		return
 	}
@@ -512,8 +519,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	envoy := envoyNames(e.mesh, snap)
 	for _, name := range names {
-		c.collectCluster(e, snap.Cluster(name))
+		cl := snap.Cluster(name)
+		c.collectCluster(e, cl, envoy[cl])
 	}
 }
 
@@ -570,11 +579,11 @@ func envoyClusterName(mesh string, ref router.ClusterRef) string {
 	return "cds_egress_" + mesh + "_" + ref.Node + "_" + ref.Protocol + "_" + port
 }
 
-func (c *collector) collectCluster(e *emitter, cl *upstream.Cluster) {
+// collectCluster emits cl's series; envoy is its Envoy cluster name (envoyNames).
+func (c *collector) collectCluster(e *emitter, cl *upstream.Cluster, envoy string) {
 	f := c.f
 	ref := cl.Ref()
 	node, name := ref.Node, ref.Name
-	envoy := envoyClusterName(e.mesh, ref)
 	l := cl.Listener()
 	rc := cl.Counters().Snapshot()
 	bal := cl.Balancer()

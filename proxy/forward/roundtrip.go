@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshd/meshd/internal/reqctx"
@@ -46,7 +47,16 @@ type RoundTrip struct {
 	bodyless bool
 	resp     *http.Response
 	actx     context.Context // the final attempt's
-	cancel   *reqctx.Ctx     // the current attempt's, until cancelled
+	attempts int
+	// Storage for what every request needs once, allocated with the RoundTrip (one
+	// allocation instead of five): the idle watch, the final response's idle body, the
+	// first attempt's URL, and (NewOutRoundTrip) the upstream request and its URL.
+	watch0   idleWatch
+	ibody    idleBody
+	u0       url.URL
+	out0     http.Request
+	outURL   url.URL
+	cancel   *reqctx.Ctx // the current attempt's, until cancelled
 	idleBody *idleBody
 }
 
@@ -55,7 +65,22 @@ const deadlineSlack = 20 * time.Millisecond
 
 // NewRoundTrip prepares out for the pipeline.
 func NewRoundTrip(out *http.Request, cl *upstream.Cluster, idle time.Duration, maxReplay int) *RoundTrip {
-	rt := &RoundTrip{Out: out, Cluster: cl, Idle: idle, MaxReplay: maxReplay}
+	rt := &RoundTrip{}
+	rt.init(out, cl, idle, maxReplay)
+	return rt
+}
+
+// NewOutRoundTrip is OutRequest and NewRoundTrip in one allocation.
+func NewOutRoundTrip(method, pathQuery, host string, hdr http.Header, body io.ReadCloser,
+	contentLength int64, trailer http.Header, cl *upstream.Cluster, idle time.Duration, maxReplay int) *RoundTrip {
+	rt := &RoundTrip{}
+	initOutRequest(&rt.out0, &rt.outURL, method, pathQuery, host, hdr, body, contentLength, trailer)
+	rt.init(&rt.out0, cl, idle, maxReplay)
+	return rt
+}
+
+func (rt *RoundTrip) init(out *http.Request, cl *upstream.Cluster, idle time.Duration, maxReplay int) {
+	rt.Out, rt.Cluster, rt.Idle, rt.MaxReplay = out, cl, idle, maxReplay
 	rt.bodyless = out.Body == nil || out.Body == http.NoBody
 	if !rt.bodyless {
 		if maxReplay <= 0 {
@@ -64,7 +89,6 @@ func NewRoundTrip(out *http.Request, cl *upstream.Cluster, idle time.Duration, m
 		rt.rb = &replayBody{src: out.Body, limit: maxReplay}
 		rt.getBody = rt.againBody
 	}
-	return rt
 }
 
 var errNotReplayable = errors.New("request body: not kept whole for a replay")
@@ -99,14 +123,22 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 	var gen uint64
 	if r.Idle > 0 {
 		if r.watch == nil {
-			r.watch = &idleWatch{idle: r.Idle}
+			r.watch = &r.watch0
+			r.watch.idle = r.Idle
 		}
 		gen = r.watch.arm(watchHead, actx)
 	}
 	req := r.Out.WithContext(actx)
-	u := *r.Out.URL
+	// The first attempt's URL lives in the RoundTrip; a retry's is new, as an abandoned
+	// attempt's transport may still hold its request.
+	u := &r.u0
+	if r.attempts > 0 {
+		u = new(url.URL)
+	}
+	r.attempts++
+	*u = *r.Out.URL
 	u.Host = res.Endpoint.Address
-	req.URL = &u
+	req.URL = u
 	if r.rb != nil {
 		req.Body = r.rb.attempt()
 		req.GetBody = r.getBody
@@ -118,6 +150,11 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 	resp, err := r.Cluster.RoundTripper().RoundTrip(req)
 	stalled := r.watch.endHead(gen)
 	if err != nil {
+		if r.watch != nil {
+			// A failed attempt may be the last: its timer must not keep the request
+			// alive for the idle timeout (a retry arms it again).
+			r.watch.stop()
+		}
 		deadlineHit := errors.Is(actx.Err(), context.DeadlineExceeded)
 		actx.Cancel()
 		var ce *ClientError
@@ -143,7 +180,10 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 	// The idle timeout cancels the exchange when the response body makes no progress.
 	if r.watch != nil {
 		bgen := r.watch.arm(watchBody, actx)
-		r.idleBody = &idleBody{ReadCloser: resp.Body, w: r.watch, gen: bgen}
+		// A response discarded for a retry was read and closed before this attempt, so
+		// its idle body can be reused.
+		r.ibody = idleBody{ReadCloser: resp.Body, w: r.watch, gen: bgen}
+		r.idleBody = &r.ibody
 		resp.Body = r.idleBody
 	}
 	r.resp, r.actx, r.cancel = resp, actx, actx
@@ -226,7 +266,14 @@ func (r *RoundTrip) Close() {
 // less).
 func OutRequest(method, pathQuery, host string, hdr http.Header, body io.ReadCloser,
 	contentLength int64, trailer http.Header) *http.Request {
-	u := &url.URL{Scheme: "http"}
+	req, u := new(http.Request), new(url.URL)
+	initOutRequest(req, u, method, pathQuery, host, hdr, body, contentLength, trailer)
+	return req
+}
+
+func initOutRequest(req *http.Request, u *url.URL, method, pathQuery, host string, hdr http.Header, body io.ReadCloser,
+	contentLength int64, trailer http.Header) {
+	*u = url.URL{Scheme: "http"}
 	if i := strings.IndexByte(pathQuery, '?'); i >= 0 {
 		u.RawQuery = pathQuery[i+1:]
 		pathQuery = pathQuery[:i]
@@ -240,7 +287,7 @@ func OutRequest(method, pathQuery, host string, hdr http.Header, body io.ReadClo
 	if body == nil || contentLength == 0 {
 		body = http.NoBody
 	}
-	req := &http.Request{
+	*req = http.Request{
 		Method:        method,
 		URL:           u,
 		Proto:         "HTTP/1.1",
@@ -252,7 +299,6 @@ func OutRequest(method, pathQuery, host string, hdr http.Header, body io.ReadClo
 		Host:          host,
 		Trailer:       trailer,
 	}
-	return req
 }
 
 // replayBody keeps the first limit bytes of a request body so that a retry can send it
@@ -364,11 +410,21 @@ func (a *attemptBody) Close() error { return nil }
 // for the response head and then for the gaps in the final response's body. Each arm
 // starts a generation; activity and stops of an older one (a body writer of an
 // abandoned attempt may still be reading) are ignored.
+//
+// The timer is lazy: activity only records its time (an atomic store, no lock and no
+// timer operation per read), ending the head's wait leaves the timer running, and when
+// it fires it looks at the last activity and sleeps again for what is left. So a
+// request costs one timer start and one stop, not one timer operation per phase and
+// per read.
 type idleWatch struct {
 	idle time.Duration
 
-	mu      sync.Mutex
-	timer   *time.Timer
+	last  atomic.Int64  // the time of the last activity or arm, in ns since watchEpoch
+	agen  atomic.Uint64 // gen, for touch without the lock
+	mu    sync.Mutex
+	timer *time.Timer
+	// running: the timer is scheduled (it may fire with nothing armed; it then stops).
+	running bool
 	cancel  *reqctx.Ctx
 	gen     uint64
 	phase   uint8
@@ -382,30 +438,47 @@ const (
 	watchBody
 )
 
+// watchEpoch is the origin of idleWatch.last: a monotonic time base.
+var watchEpoch = time.Now()
+
+func watchNow() int64 { return int64(time.Since(watchEpoch)) }
+
 // arm starts a phase; cancel ends the attempt when the timer fires.
 func (w *idleWatch) arm(phase uint8, cancel *reqctx.Ctx) uint64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.gen++
+	w.agen.Store(w.gen)
+	w.last.Store(watchNow())
 	w.phase, w.cancel, w.stalled = phase, cancel, false
-	if w.timer == nil {
+	switch {
+	case w.timer == nil:
 		w.timer = time.AfterFunc(w.idle, w.fire)
-	} else {
+	case !w.running:
 		w.timer.Reset(w.idle)
 	}
+	w.running = true
 	return w.gen
 }
 
 func (w *idleWatch) fire() {
 	w.mu.Lock()
+	if w.phase == watchOff {
+		w.running = false
+		w.mu.Unlock()
+		return
+	}
+	if left := w.idle - time.Duration(watchNow()-w.last.Load()); left > 0 {
+		w.timer.Reset(left)
+		w.mu.Unlock()
+		return
+	}
+	w.running = false
 	switch w.phase {
 	case watchHead:
 		w.stalled = true
 	case watchBody:
 		w.fired = true
-	default:
-		w.mu.Unlock()
-		return
 	}
 	cancel := w.cancel
 	w.phase = watchOff
@@ -413,13 +486,11 @@ func (w *idleWatch) fire() {
 	cancel.Cancel()
 }
 
-// touch restarts the timer on activity of generation gen.
+// touch records activity of generation gen.
 func (w *idleWatch) touch(gen uint64) {
-	w.mu.Lock()
-	if w.gen == gen && w.phase != watchOff {
-		w.timer.Reset(w.idle)
+	if w.agen.Load() == gen {
+		w.last.Store(watchNow())
 	}
-	w.mu.Unlock()
 }
 
 // endHead ends generation gen's wait for a head and reports whether the timer cut it.
@@ -434,8 +505,7 @@ func (w *idleWatch) endHead(gen uint64) bool {
 		return false
 	}
 	if w.phase == watchHead {
-		w.phase = watchOff
-		w.timer.Stop()
+		w.phase = watchOff // the timer, left running, stops when it next fires
 	}
 	return w.stalled
 }
@@ -449,8 +519,9 @@ func (w *idleWatch) bodyFired() bool {
 func (w *idleWatch) stop() {
 	w.mu.Lock()
 	w.phase = watchOff
-	if w.timer != nil {
+	if w.running {
 		w.timer.Stop()
+		w.running = false
 	}
 	w.mu.Unlock()
 }

@@ -57,9 +57,8 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 	default:
 		cl = 0
 	}
-	out := forward.OutRequest(req.Method, target, c.rr.Authority, hdr, body, cl, trailer)
 	call, idle := forward.NewCall(d, c.env.StreamIdle, forward.GRPCTimeout(c.rr.GRPC, hdr.Get("Grpc-Timeout")))
-	x := forward.NewRoundTrip(out, d.Cluster, idle, c.env.ReplayBound())
+	x := forward.NewOutRoundTrip(req.Method, target, c.rr.Authority, hdr, body, cl, trailer, d.Cluster, idle, c.env.ReplayBound())
 	call.Span = c.span
 	fl, err := forward.Do(&call, x)
 	c.rec.Attempts = call.Attempts

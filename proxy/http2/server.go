@@ -169,11 +169,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	client, _, _ := net.SplitHostPort(r.RemoteAddr)
 	// The head was decoded for this request alone (internal/h2): forwarded in place.
 	hdr := forward.HTTPForwardingOwned(r.Header, client, peer, s.kind == forward.Ingress, scheme)
-	out := forward.OutRequest(r.Method, rr.Path, r.Host, hdr, r.Body, r.ContentLength, r.Trailer)
 	call, idle := forward.NewCall(&d, env.StreamIdle, forward.GRPCTimeout(rr.GRPC, r.Header.Get("Grpc-Timeout")))
 	call.Ctx = r.Context()
 	call.Span = span
-	x := forward.NewRoundTrip(out, d.Cluster, idle, env.ReplayBound())
+	x := forward.NewOutRoundTrip(r.Method, rr.Path, r.Host, hdr, r.Body, r.ContentLength, r.Trailer, d.Cluster, idle, env.ReplayBound())
 	x.Ctx = r.Context()
 	fl, err := forward.Do(&call, x)
 	rec.Attempts = call.Attempts

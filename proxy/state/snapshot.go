@@ -46,6 +46,10 @@ type Snapshot struct {
 	// observers get every finished L7 request (the node's access log).
 	observers []telemetry.Observer
 
+	// clusterTLS is the client policy (without its field path) each cluster that
+	// originates TLS was built with: part of a cluster's identity across reloads.
+	clusterTLS map[string]*meshtls.ClientPlan
+
 	egressAllowAll bool
 	// localNodePort is the node's only listener port, used by the ingress listener when a
 	// connection arrived without an original destination (no iptables redirect); 0 when
@@ -133,9 +137,12 @@ type Options struct {
 // DefaultFirstResolveWait is Options.FirstResolveWait's default.
 const DefaultFirstResolveWait = 2 * time.Second
 
-// Compile turns cfg into a Snapshot for node. Clusters whose definition and discovery
-// plan did not change are carried over from prev (with their connection pools, endpoint
-// state, counters and the names they follow). New clusters start following their
+// Compile turns cfg into a Snapshot for node. The node's client policy tls blocks are
+// planned and loaded first (opts.TLS; a source that does not load rejects the config,
+// naming the field); a backend service whose policy originates TLS to a target gets a
+// cluster of its own for it ("<target>@<service>", SNI the service name). Clusters whose
+// definition, discovery plan and TLS policy did not change are carried over from prev
+// (with their connection pools, endpoint state, counters and the names they follow). New clusters start following their
 // names; Compile waits for the first answers at most FirstResolveWait, and a name that
 // does not resolve is no error: its cluster stays empty until it does. Compile does not
 // change prev: on error, the clusters it built are closed and prev serves on untouched.
@@ -150,7 +157,11 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 	if err := UnservedTLS(vn); err != nil {
 		return nil, err
 	}
-	table, err := router.Compile(cfg, node)
+	orig, err := compileOrigination(ctx, cfg, nodeIndex(cfg, node), opts.TLS)
+	if err != nil {
+		return nil, err
+	}
+	table, err := router.CompileWith(cfg, node, router.Options{OwnCluster: orig.ownCluster})
 	if err != nil {
 		return nil, fmt.Errorf("compile routes for node %q: %w", node, err)
 	}
@@ -167,6 +178,8 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 		table:     table,
 		clusters:  make(map[string]*upstream.Cluster),
 		clock:     clock,
+
+		clusterTLS: make(map[string]*meshtls.ClientPlan),
 	}
 	defer func() {
 		if err != nil {
@@ -199,6 +212,7 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 	copts.Counters = prev.clusterCounters
 	copts.L4Stats = prev.clusterL4Stats
 	copts.Stats = prev.clusterStats
+	copts.TLSStats = prev.clusterTLSStats
 	meshPref := ""
 	var resolvers []string
 	if sd := cfg.Mesh.Spec.ServiceDiscovery; sd != nil {
@@ -211,14 +225,24 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 		if err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", ref.Name, err)
 		}
+		tlsOrigin, tlsID, err := orig.forCluster(ref)
+		if err != nil {
+			return nil, err
+		}
 		var c *upstream.Cluster
 		if prev != nil {
-			if old := prev.clusters[ref.Name]; old != nil && sameClusterDef(old.Ref(), ref) && old.Plan().Equal(plan) && old.Registry() == reg {
+			if old := prev.clusters[ref.Name]; old != nil && sameClusterDef(old.Ref(), ref) && old.Plan().Equal(plan) && old.Registry() == reg &&
+				sameOrigination(prev.clusterTLS[ref.Name], tlsID) {
 				c = old // it keeps following its names: same names, same way
 			}
 		}
+		if tlsID != nil {
+			s.clusterTLS[ref.Name] = tlsID
+		}
 		if c == nil {
-			c = upstream.New(ref, copts)
+			o := copts
+			o.TLS = tlsOrigin
+			c = upstream.New(ref, o)
 			c.Follow(reg, plan)
 			waits = append(waits, c.Resolved()...)
 			for _, w := range plan.Warnings {
@@ -266,7 +290,7 @@ func waitFirstAnswers(ctx context.Context, chans []<-chan struct{}, wait time.Du
 // protocol, balancing and listener settings. Endpoints may differ; they are updated.
 func sameClusterDef(a, b router.ClusterRef) bool {
 	return a.Name == b.Name && a.Node == b.Node && a.Port == b.Port && a.Protocol == b.Protocol &&
-		a.Local == b.Local && a.LBPolicy == b.LBPolicy && reflect.DeepEqual(a.Listener, b.Listener)
+		a.Local == b.Local && a.LBPolicy == b.LBPolicy && a.Service == b.Service && reflect.DeepEqual(a.Listener, b.Listener)
 }
 
 // Retire releases what s holds that next no longer uses: clusters that were not carried
@@ -303,6 +327,27 @@ func (s *Snapshot) clusterStats(name string) *telemetry.HTTPStats {
 		return c.Stats()
 	}
 	return nil
+}
+
+// clusterTLSStats returns the TLS handshake counters of s's cluster name, nil if none.
+func (s *Snapshot) clusterTLSStats(name string) *meshtls.HandshakeStats {
+	if s == nil {
+		return nil
+	}
+	if c := s.clusters[name]; c != nil {
+		return c.TLSStats()
+	}
+	return nil
+}
+
+// nodeIndex is the index of the virtual node called name in cfg (-1: none).
+func nodeIndex(cfg *config.Config, name string) int {
+	for i := range cfg.VirtualNodes {
+		if cfg.VirtualNodes[i].VirtualNodeName == name {
+			return i
+		}
+	}
+	return -1
 }
 
 // clusterL4Stats returns the L4 counters of s's cluster name, nil if none.

@@ -7,9 +7,9 @@ import (
 	"github.com/meshd/meshd/config"
 )
 
-// A node whose listener asks for TLS, or whose client policy enforces it, is refused
-// with the field named, until the data plane serves TLS: never plaintext where the
-// config asks for TLS. DISABLED, and enforce: false, are served.
+// A node whose listener asks for TLS is refused with the field named, until the data
+// plane terminates TLS: never plaintext where the config asks for TLS. DISABLED is
+// served, and so are client policies (originated, not refused: origination_test.go).
 func TestUnservedTLSRefused(t *testing.T) {
 	no := false
 	cases := []struct {
@@ -24,13 +24,13 @@ func TestUnservedTLSRefused(t *testing.T) {
 		{"disabled listener", config.VirtualNode{VirtualNodeName: "a", Spec: config.VirtualNodeSpec{
 			Listeners: []config.Listener{{TLS: &config.ListenerTLS{Mode: "DISABLED"}}}}}, ""},
 		{"backend defaults, enforce by default", config.VirtualNode{VirtualNodeName: "a", Spec: config.VirtualNodeSpec{
-			BackendDefaults: &config.BackendDefaults{ClientPolicy: &config.ClientPolicy{TLS: &config.ClientTLS{}}}}}, "spec.backendDefaults.clientPolicy.tls"},
+			BackendDefaults: &config.BackendDefaults{ClientPolicy: &config.ClientPolicy{TLS: &config.ClientTLS{}}}}}, ""},
 		{"backend, enforce false", config.VirtualNode{VirtualNodeName: "a", Spec: config.VirtualNodeSpec{
 			Backends: []config.Backend{{VirtualService: &config.VirtualServiceBackend{VirtualServiceName: "b.local",
 				ClientPolicy: &config.ClientPolicy{TLS: &config.ClientTLS{Enforce: &no}}}}}}}, ""},
 		{"backend, enforced", config.VirtualNode{VirtualNodeName: "a", Spec: config.VirtualNodeSpec{
 			Backends: []config.Backend{{VirtualService: &config.VirtualServiceBackend{VirtualServiceName: "b.local",
-				ClientPolicy: &config.ClientPolicy{TLS: &config.ClientTLS{}}}}}}}, "spec.backends[0].virtualService.clientPolicy.tls (b.local)"},
+				ClientPolicy: &config.ClientPolicy{TLS: &config.ClientTLS{}}}}}}}, ""},
 	}
 	for _, c := range cases {
 		err := UnservedTLS(&c.vn)

@@ -20,6 +20,7 @@ import (
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/router"
 	"github.com/meshd/meshd/telemetry"
+	meshtls "github.com/meshd/meshd/tls"
 )
 
 // Upstream I/O buffer sizes. 16 KiB each holds a typical request or response head and a
@@ -95,6 +96,8 @@ type Cluster struct {
 	controlWG sync.WaitGroup
 
 	follow follow // discovery: the names the endpoint set follows (discovery.go)
+
+	tls *tlsOrigin // nil: plaintext (tls.go)
 }
 
 func New(ref router.ClusterRef, opts Options) *Cluster {
@@ -108,6 +111,13 @@ func New(ref router.ClusterRef, opts Options) *Cluster {
 		byAddr:         make(map[string]*Pool),
 		stop:           make(chan struct{}),
 		h2Counters:     opts.HTTP2,
+	}
+	if opts.TLS != nil { // before the health checker, which dials through it
+		var st *meshtls.HandshakeStats
+		if opts.TLSStats != nil {
+			st = opts.TLSStats(ref.Name)
+		}
+		c.tls = newTLSOrigin(opts.TLS, ref.Protocol, st)
 	}
 	c.initResilience(opts)
 	if l := ref.Listener; l != nil {
@@ -175,6 +185,9 @@ func New(ref router.ClusterRef, opts Options) *Cluster {
 	return c
 }
 
+// Dial connects to the endpoint at addr within the connect timeout; when the cluster
+// originates TLS the handshake completes within the same timeout, and the connection
+// returned is the *tls.Conn. Failures of either are Connect *Errors.
 func (c *Cluster) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	if c.connectTimeout > 0 {
 		var cancel context.CancelFunc
@@ -187,6 +200,9 @@ func (c *Cluster) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
+	}
+	if c.tls != nil {
+		return c.handshake(ctx, conn, addr, c.tls.cfg.NextProtos)
 	}
 	return conn, nil
 }

@@ -79,6 +79,12 @@ func Wrap(err error, malformed func(error) bool) error {
 	if IsTimeout(err) {
 		return &Error{Kind: Timeout, Err: err}
 	}
+	if alert, ok := refusedCertificate(err); ok {
+		// TLS 1.3: the server judges the client certificate after the client's handshake
+		// is done, so its refusal arrives at the first read. The server read no request:
+		// a connect failure, as the same refusal is in TLS 1.2.
+		return &Error{Kind: Connect, Err: fmt.Errorf("the server refused meshd's TLS client certificate (alert %q): the client policy's certificate must chain to the server's trust and carry a SAN it allows: %w", alert, err)}
+	}
 	if malformed != nil && malformed(err) {
 		return &Error{Kind: Protocol, Err: err}
 	}
@@ -100,3 +106,29 @@ func IsTimeout(err error) bool {
 // below the stream's (RFC 9113 §8.7). Such a request is safe to send again, even a
 // non-idempotent one.
 func IsUnprocessed(err error) bool { return errors.Is(err, h2.ErrUnprocessed) }
+
+// certificateAlerts are the texts of the TLS alerts a server sends when it refuses the
+// client's certificate (RFC 8446 §6.2; crypto/tls reports a received alert as a
+// *net.OpError "remote error" whose error is an unexported type, so its text is what can
+// be read).
+var certificateAlerts = []string{
+	"tls: bad certificate", "tls: unsupported certificate", "tls: revoked certificate",
+	"tls: expired certificate", "tls: unknown certificate", "tls: unknown certificate authority",
+	"tls: access denied", "tls: certificate required",
+}
+
+// refusedCertificate reports whether err is a TLS alert refusing the client's
+// certificate, and the alert.
+func refusedCertificate(err error) (string, bool) {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "remote error" || op.Err == nil {
+		return "", false
+	}
+	text := op.Err.Error()
+	for _, a := range certificateAlerts {
+		if text == a {
+			return text, true
+		}
+	}
+	return "", false
+}

@@ -220,8 +220,23 @@ func newHealthChecker(c *Cluster, cfg config.HealthCheck) *healthChecker {
 			MaxIdleConnsPerHost: 1,
 			IdleConnTimeout:     2 * h.interval,
 		}
-		if cfg.Protocol == config.ProtoHTTP2 {
-			var p http.Protocols
+		var p http.Protocols
+		switch {
+		case c.tls != nil:
+			// The cluster's TLS, ALPN narrowed to the check's protocol; the transport
+			// takes the connection as it comes (net/http verifies nothing more: the
+			// handshake did).
+			protos := alpnFor(cfg.Protocol)
+			tr.DialTLSContext = func(ctx context.Context, _, addr string) (net.Conn, error) {
+				return c.dialCheck(ctx, addr, protos)
+			}
+			if cfg.Protocol == config.ProtoHTTP2 {
+				p.SetHTTP2(true)
+			} else {
+				p.SetHTTP1(true)
+			}
+			tr.Protocols = &p
+		case cfg.Protocol == config.ProtoHTTP2:
 			p.SetUnencryptedHTTP2(true)
 			tr.Protocols = &p
 		}
@@ -362,7 +377,11 @@ func (h *healthChecker) check(addr string, st *hcState) error {
 	defer cancel()
 	switch h.cfg.Protocol {
 	case config.ProtoHTTP, config.ProtoHTTP2:
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+h.cfg.Path, nil)
+		scheme := "http://"
+		if h.cl.tls != nil {
+			scheme = "https://"
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+addr+h.cfg.Path, nil)
 		if err != nil {
 			return fmt.Errorf("health check %s: %w", addr, err)
 		}
@@ -380,7 +399,15 @@ func (h *healthChecker) check(addr string, st *hcState) error {
 		conn := st.conn
 		if conn == nil {
 			var err error
-			conn, err = grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+			if h.cl.tls != nil {
+				// The cluster's TLS under grpc's feet: grpc speaks HTTP/2 over the
+				// connection the dialer returns, which is already the *tls.Conn.
+				opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+					return h.cl.dialCheck(ctx, addr, alpnFor(config.ProtoGRPC))
+				}))
+			}
+			conn, err = grpc.NewClient("passthrough:///"+addr, opts...)
 			if err != nil {
 				return fmt.Errorf("health check %s: %w", addr, err)
 			}
@@ -402,8 +429,8 @@ func (h *healthChecker) check(addr string, st *hcState) error {
 			return fmt.Errorf("health check %s: %s", addr, resp.GetStatus())
 		}
 		return nil
-	default: // tcp: a connect passes
-		conn, err := h.cl.dialer.DialContext(ctx, "tcp", addr)
+	default: // tcp: a connect passes (and the handshake, when the cluster originates TLS)
+		conn, err := h.cl.dialCheck(ctx, addr, nil)
 		if err != nil {
 			return fmt.Errorf("health check %s: %w", addr, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"github.com/meshd/meshd/internal/h2"
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/telemetry"
+	meshtls "github.com/meshd/meshd/tls"
 )
 
 // Options carries what a cluster needs from the server that builds it.
@@ -31,4 +32,11 @@ type Options struct {
 	// HTTP2 receives the connection events of HTTP/2 upstream connections (shared by
 	// every cluster of a server); nil: a cluster keeps its own.
 	HTTP2 *h2.Counters
+	// TLS, when set, makes the cluster originate TLS on every connection it dials (the
+	// HTTP/1.1 pools, the HTTP/2 transport, L4 relays, health checks). It is per
+	// cluster: state.Compile sets it on its copy of Options for each cluster a client
+	// policy covers.
+	TLS *TLS
+	// TLSStats likewise returns that cluster's TLS handshake counters.
+	TLSStats func(name string) *meshtls.HandshakeStats
 }
