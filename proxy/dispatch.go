@@ -12,8 +12,15 @@ import (
 	"github.com/meshd/meshd/proxy/listen"
 )
 
-// serveConn tells the connection's protocol from its first bytes and hands it to the
+// serveConn terminates TLS where the ingress listener asks for it, tells the
+// connection's protocol from ALPN or its first (decrypted) bytes and hands it to the
 // front end that serves it. It owns tc and closes it.
+//
+//	ingress, listener tls STRICT ─► handshake ─► ALPN h2 ─► HTTP/2 front end
+//	                     PERMISSIVE ─► TLS record? ─┘     http/1.1 ─► HTTP/1.1 front end
+//	                                   └ no: plaintext    none ─► sniffed as below
+//	                                                      (tcp listener: L4 relay)
+//	no tls / DISABLED, egress ─► classifyConn: sniffed (HTTP/1.1, h2c, TLS passthrough, opaque)
 func (s *Server) serveConn(tc *listen.Conn, kind forward.Kind) {
 	defer s.conns.Untrack(tc)
 	defer tc.Close()
@@ -22,7 +29,26 @@ func (s *Server) serveConn(tc *listen.Conn, kind forward.Kind) {
 	}
 	tc.SetIdleTimeout(s.opts.KeepAliveIdle)
 	br := listen.GetReader(tc)
-	proto, sni, err := s.classifyConn(tc, br, kind)
+	snap := s.state.Load()
+	var (
+		proto listen.Protocol
+		sni   []byte
+		err   error
+	)
+	if kind == forward.Ingress {
+		port := snap.IngressPort(int(tc.Orig.Port()))
+		if lis := snap.ListenerTLS(port); lis != nil {
+			svc := snap.Table().Ingress(port)
+			var ok bool
+			if proto, ok = s.terminateTLS(tc, br, port, lis, snap.ListenerTLSStats(port), svc != nil && svc.Protocol == config.ProtoTCP); !ok {
+				listen.PutReader(br)
+				return
+			}
+		}
+	}
+	if proto == 0 {
+		proto, sni, err = s.classifyConn(tc, br, kind, snap)
+	}
 	if err != nil {
 		listen.PutReader(br)
 		return
@@ -60,8 +86,7 @@ func (s *Server) serveConn(tc *listen.Conn, kind forward.Kind) {
 // HTTP as well (meshd as HTTP_PROXY). Redirected egress connections are sniffed, except
 // on ports that only tcp backends serve, where a server-first protocol must not wait for
 // the sniff timeout.
-func (s *Server) classifyConn(tc *listen.Conn, br *bufio.Reader, kind forward.Kind) (listen.Protocol, []byte, error) {
-	snap := s.state.Load()
+func (s *Server) classifyConn(tc *listen.Conn, br *bufio.Reader, kind forward.Kind, snap *Snapshot) (listen.Protocol, []byte, error) {
 	if kind == forward.Ingress {
 		port := snap.IngressPort(int(tc.Orig.Port()))
 		svc := snap.Table().Ingress(port)

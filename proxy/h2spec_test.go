@@ -16,11 +16,14 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/internal/testutil"
+	"github.com/meshd/meshd/proxy"
+	meshtls "github.com/meshd/meshd/tls"
 )
 
 // TestH2Spec proves meshd's HTTP/2 server conforms to RFC 7540/7541 as h2spec checks it:
 // every h2spec case passes, normally and in strict mode (-S), against meshd's h2c
-// listener routed to a real HTTP/2 upstream (net/http's h2c server, which reads request
+// listener and against a STRICT TLS listener (h2spec -t -k: HTTP/2 over TLS chosen by
+// ALPN h2), routed to a real HTTP/2 upstream (net/http's h2c server, which reads request
 // bodies and answers 200 with a small body). A failure names every failing case by its
 // h2spec id (run one with `h2spec -p PORT ID`) and description, one per line, followed by
 // what h2spec expected and got.
@@ -49,8 +52,24 @@ virtualNodes:
 	if err != nil {
 		t.Fatal(err)
 	}
+	p := newPKI(t)
+	p.write("app", meshtls.WorkloadRequest{DNSNames: []string{appServerName}})
+	tlsSrv, _ := startTLSMeshd(t, tlsNodeYAML(up.Port, "http2", p.listenerTLS("STRICT", false), ""), proxy.Options{})
+	_, tlsPort, err := net.SplitHostPort(tlsSrv.IngressAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := h2Client(t, tlsSrv.IngressAddr(), p.client([]string{"h2"})).Get("https://" + appServerName + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 || resp.TLS == nil {
+		t.Fatalf("HTTP/2 over TLS through meshd: %s %s, want HTTP/2 200 over TLS", resp.Proto, resp.Status)
+	}
 	// The route works before h2spec judges it: a plain h2c GET gets the upstream's 200.
-	resp, err := testutil.H2CClient(t, srv.IngressAddr()).Get("http://app.t.local/")
+	resp, err = testutil.H2CClient(t, srv.IngressAddr()).Get("http://app.t.local/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,14 +81,18 @@ virtualNodes:
 
 	for _, mode := range []struct {
 		name  string
+		port  string
 		flags []string
-	}{{"normal", nil}, {"strict", []string{"-S"}}} {
+	}{
+		{"normal", port, nil}, {"strict", port, []string{"-S"}},
+		{"tls", tlsPort, []string{"-t", "-k"}}, {"tls strict", tlsPort, []string{"-t", "-k", "-S"}},
+	} {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
 			report := filepath.Join(t.TempDir(), "h2spec.xml")
 			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 			defer cancel()
-			args := append([]string{"-h", "127.0.0.1", "-p", port, "-o", "5", "--junit-report", report}, mode.flags...)
+			args := append([]string{"-h", "127.0.0.1", "-p", mode.port, "-o", "5", "--junit-report", report}, mode.flags...)
 			cmd := exec.CommandContext(ctx, bin, args...)
 			cmd.Env = append(os.Environ(), "NO_COLOR=1", "TERM=dumb")
 			out, runErr := cmd.CombinedOutput()

@@ -156,6 +156,11 @@ type Options struct {
 	// The Server owns the loader: sources are loaded once, shared by every snapshot, and
 	// closed by Shutdown.
 	TLS meshtls.LoaderOptions
+	// TLSHandshakeTimeout bounds the TLS handshake of a connection to a listener that
+	// terminates TLS (STRICT, or PERMISSIVE once the first bytes said TLS); a client that
+	// has not completed it by then is disconnected (logged at debug, counted). Default
+	// DefaultTLSHandshakeTimeout (10s).
+	TLSHandshakeTimeout time.Duration
 }
 
 // Metrics levels (Options.MetricsLevel).
@@ -240,7 +245,8 @@ type Server struct {
 	logMu sync.Mutex
 	logs  map[string]*accesslog.Writer
 
-	tls *meshtls.Loader // certificate sources of the tls blocks (Options.TLS)
+	tls   *meshtls.Loader // certificate sources of the tls blocks (Options.TLS)
+	tlsIn tlsIngress      // the rate limit of TLS termination's log lines
 }
 
 // New returns a Server that has no config yet: Apply one before Start.
@@ -259,6 +265,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.MaxReplayBody < 0 {
 		return nil, fmt.Errorf("proxy: Options.MaxReplayBody %d: want >= 0 (0: the default %d)", opts.MaxReplayBody, forward.DefaultMaxReplayBody)
+	}
+	if opts.TLSHandshakeTimeout < 0 {
+		return nil, fmt.Errorf("proxy: Options.TLSHandshakeTimeout %s: want > 0 (0: the default %s)", opts.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout)
 	}
 	s := &Server{opts: opts, log: opts.Logger, dialer: &net.Dialer{KeepAlive: 30 * time.Second}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -309,9 +318,10 @@ func New(opts Options) (*Server, error) {
 		IngressStats: &s.env.IngressStats, EgressStats: &s.env.EgressStats,
 		HTTP2:           map[string]*h2.Counters{"ingress": s.h2Counters[0], "egress": s.h2Counters[1], "upstream": s.h2Counters[2]},
 		DetailedMetrics: opts.MetricsLevel == MetricsLevelDetailed, EnvoyStatsTags: opts.EnvoyStatsTags,
-		TLSSources: s.tls.Stats,
-		Ready:      s.Ready,
-		Draining:   s.unready.Load,
+		TLSSources:   s.tls.Stats,
+		TLSListeners: s.TLSListenerStats,
+		Ready:        s.Ready,
+		Draining:     s.unready.Load,
 		Started: func() time.Time {
 			if t := s.started.Load(); t != nil {
 				return *t
@@ -481,7 +491,7 @@ func (s *Server) Drain(ctx context.Context, grace time.Duration) error {
 	case <-done:
 	case <-ctx.Done():
 		err = fmt.Errorf("drain: %d connections still open after the drain timeout: %w", s.conns.Len(), ctx.Err())
-		s.conns.Each(func(c *listen.Conn) { _ = c.Close() })
+		s.conns.Each(func(c *listen.Conn) { _ = c.CloseNow() })
 		_ = s.h2in.Close()
 		_ = s.h2out.Close()
 		<-done

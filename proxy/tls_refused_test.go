@@ -12,8 +12,9 @@ import (
 )
 
 // TestTLSConfigRefusedNotPlaintext: applying a config in which the served node's
-// listener asks for STRICT TLS is refused (the data plane does not terminate TLS yet),
-// and the config in force keeps serving: never plaintext where the config asks for TLS.
+// listener asks for STRICT TLS with certificate files that do not load is refused,
+// naming the field and the file, and the config in force keeps serving: never
+// plaintext where the config asks for TLS.
 func TestTLSConfigRefusedNotPlaintext(t *testing.T) {
 	up := testutil.StartHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
 	def := meshDef{services: []svcDef{{name: "s.t.local", node: "s", port: up.Port, proto: "http", routes: []string{
@@ -31,8 +32,8 @@ func TestTLSConfigRefusedNotPlaintext(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = srv.Apply(context.Background(), cfg, "test")
-	if err == nil || !strings.Contains(err.Error(), `tls.mode "STRICT"`) {
-		t.Fatalf("apply: %v, want a refusal naming the tls mode", err)
+	if err == nil || !strings.Contains(err.Error(), "virtualNodes[0].spec.listeners[0].tls.certificate.file") || !strings.Contains(err.Error(), "/c.crt") {
+		t.Fatalf("apply: %v, want a refusal naming the certificate field and file", err)
 	}
 	if srv.Snapshot().Version() != before {
 		t.Fatal("the refused config replaced the one in force")

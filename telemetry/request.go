@@ -1,6 +1,9 @@
 package telemetry
 
-import "time"
+import (
+	"crypto/tls"
+	"time"
+)
 
 // HeaderGetter reads one field of a request or response head (name in lower case).
 type HeaderGetter interface {
@@ -24,6 +27,12 @@ type Request struct {
 	Authority string
 	Path      string // the request target as received (path and query)
 	Remote    string // the downstream peer, ip:port
+	// TLS is the state of the downstream connection's TLS when meshd terminated it
+	// (nil: plaintext); shared by the connection's requests: read only.
+	TLS *tls.ConnectionState
+	// Peer is the client's verified SPIFFE ID when the listener validated client
+	// certificates (mTLS) and the certificate carries one; "" otherwise.
+	Peer string
 
 	Status int    // the response status sent (0: none was sent)
 	Code   string // meshd's x-meshd-error code when meshd answered itself, else ""

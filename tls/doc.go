@@ -35,7 +35,8 @@
 // connection, or call (*tls.Conn).HandshakeContext with a context that has one, before
 // the first read or write.
 //
-// The data plane uses it for client policies (state.Compile loads them, proxy/upstream
-// dials with the configs and counts handshakes in HandshakeStats); listeners and
-// authorization will in a later step (docs/tls.md).
+// The data plane uses it both ways: state.Compile loads the plans of the node's
+// listener and client policy tls blocks; proxy terminates TLS on the ingress listeners,
+// and proxy/upstream originates it to backends a client policy covers. Both count their
+// handshakes in HandshakeStats. Authorization will use it next (docs/tls.md).
 package meshtls

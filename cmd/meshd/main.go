@@ -29,7 +29,6 @@ import (
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/internal/h2"
 	"github.com/meshd/meshd/proxy"
-	"github.com/meshd/meshd/proxy/state"
 	"github.com/meshd/meshd/router"
 	"github.com/meshd/meshd/telemetry"
 	"github.com/meshd/meshd/telemetry/tracing"
@@ -641,21 +640,10 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		err = cfg.Validate()
 	}
-	var warnings []string
-	if err == nil && *node != "" {
-		if vn := cfg.VirtualNode(*node); vn != nil {
-			err = state.UnservedTLS(vn)
-		}
-	} else if err == nil {
-		// Without --node: every node that asks for TLS, which meshd run would refuse.
-		for i := range cfg.VirtualNodes {
-			if terr := state.UnservedTLS(&cfg.VirtualNodes[i]); terr != nil {
-				for _, line := range strings.Split(terr.Error(), "\n") {
-					warnings = append(warnings, line+" (meshd run refuses this node)")
-				}
-			}
-		}
+	if err == nil {
+		err = validateTLS(cfg, *node)
 	}
+	var warnings []string
 	if err == nil && *node != "" {
 		// What meshd run compiles: the routing table and each cluster's discovery plan.
 		// A name that does not resolve is no error for either (run follows it).

@@ -281,30 +281,3 @@ func writeFile(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 }
-
-// meshd validate --node fails on a node that asks for TLS the data plane does not serve
-// yet, naming the field; without --node it warns about every such node. meshd run
-// refuses the same config (state.Compile), so nothing is served in plaintext where the
-// config asks for TLS.
-func TestValidateRefusesUnservedTLS(t *testing.T) {
-	cfg := filepath.Join(t.TempDir(), "tls.yaml")
-	writeFile(t, cfg, `mesh: {meshName: shop}
-virtualNodes:
-  - virtualNodeName: a
-    spec:
-      listeners:
-        - portMapping: {port: 8080, protocol: http}
-          tls:
-            mode: STRICT
-            certificate: {file: {certificateChain: /certs/a.crt, privateKey: /certs/a.key}}
-      serviceDiscovery: {static: {endpoints: ["127.0.0.1:8080"]}}
-`)
-	var out, errb bytes.Buffer
-	if code := run([]string{"validate", "-c", cfg, "--node", "a"}, &out, &errb); code != 1 || !strings.Contains(out.String(), `spec.listeners[0].tls.mode "STRICT"`) {
-		t.Fatalf("validate --node a: code %d, out %q; want 1 naming the tls mode", code, out.String())
-	}
-	out.Reset()
-	if code := run([]string{"validate", "-c", cfg}, &out, &errb); code != 0 || !strings.Contains(out.String(), "warning: virtual node a: spec.listeners[0].tls.mode") {
-		t.Fatalf("validate: code %d, out %q; want 0 with a warning", code, out.String())
-	}
-}

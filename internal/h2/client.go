@@ -335,7 +335,9 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 	cs := &clientStream{cc: cc, req: req}
 	st := &cs.stream
 	hasBody := req.Body != nil && req.Body != http.NoBody
+	ran := false
 	err := cc.write(func() error {
+		ran = true
 		cc.mu.Lock()
 		if cc.closeErr != nil || cc.goAway {
 			cc.unreserveLocked()
@@ -362,7 +364,17 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		closeBody(req)
-		cc.closeConn(err, false, 0, 0, "")
+		if ran {
+			cc.closeConn(err, false, 0, 0, "")
+		} else {
+			// The connection was already going down (closing, or a write found the peer
+			// gone) and nothing of this request was sent: the connection's own close
+			// error says why (a GOAWAY, the TLS alert that closed it), not this write.
+			cc.closeAfterReader(err)
+			cc.mu.Lock()
+			err = cc.closeErr
+			cc.mu.Unlock()
+		}
 		return nil, fmt.Errorf("http2: write request head: %w", err)
 	}
 	cc.cnt.Streams.Add(1)

@@ -481,7 +481,12 @@ func (c *core) flushBatch() error {
 	c.wcond.Broadcast()
 	c.wmu.Unlock()
 	if err != nil {
-		go c.closeConn(fmt.Errorf("%w: write: %w", ErrConnClosed, err), false, 0, 0, "")
+		cerr := fmt.Errorf("%w: write: %w", ErrConnClosed, err)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			go c.closeConn(cerr, false, 0, 0, "") // the peer does not read: now
+		} else {
+			go c.closeAfterReader(cerr)
+		}
 	}
 	// Kicked on an error too: an inline writer's failure may come after closeConn's
 	// kick was taken by a flusher that found the batch busy; it must look again.
@@ -492,6 +497,24 @@ func (c *core) flushBatch() error {
 		}
 	}
 	return err
+}
+
+// closeAfterReader closes the connection with err, the error of a write that found the
+// peer gone (a reset, a broken pipe), unless the reader closes it first, within a
+// second. What the peer sent before it went is queued in the socket ahead of the reset,
+// and says more than the write's error: a GOAWAY (which streams it did not process), or
+// a TLS alert (a server refusing the client's certificate after a TLS 1.3 handshake,
+// which meshd reports as a connect failure). The reader reads it, then the end, and
+// closes the connection with it; the write error would otherwise race it.
+func (c *core) closeAfterReader(err error) {
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-c.closed:
+		return
+	case <-t.C:
+	}
+	c.closeConn(err, false, 0, 0, "")
 }
 
 // writeHeadersLocked encodes fields (with enc) and writes them as HEADERS and

@@ -148,6 +148,9 @@ func (c *h1conn) handle() bool {
 	target := req.Target
 	authority := req.Host
 	scheme := "http"
+	if c.tc.TLS != nil {
+		scheme = "https"
+	}
 	if len(target) > 0 && target[0] != '/' && target != "*" && req.Method != "CONNECT" {
 		sch, auth, path, ok := h1.SplitAbsoluteTarget(target)
 		if !ok {
@@ -331,14 +334,16 @@ func (c *h1conn) Discard() {
 // Wait implements forward.Exchanger: it waits d for the next attempt and reports false
 // as soon as the client closes or resets its connection. Nothing is read: the kernel is
 // asked to peek (MSG_PEEK) when the socket turns readable, so buffered request bytes and
-// a peeked request body stay where they are.
+// a peeked request body stay where they are. Over TLS the socket under it is peeked:
+// a reset or a close without close_notify ends the wait; bytes (a TLS record, which
+// may be the client's close_notify) count as the client still there.
 func (c *h1conn) Wait(d time.Duration) bool {
 	if d <= 0 {
 		return true
 	}
 	end := time.Now().Add(d)
-	tcp, ok := c.tc.Conn.(*net.TCPConn)
-	if !ok {
+	tcp := c.tc.TCP()
+	if tcp == nil {
 		return forward.Sleep(context.Background(), d)
 	}
 	rc, err := tcp.SyscallConn()
@@ -485,6 +490,7 @@ func (c *h1conn) startRecord(snap *state.Snapshot) {
 	c.rec = telemetry.Request{
 		Start: time.Now(), Listener: c.kind.String(), Protocol: req.Proto, Method: req.Method,
 		Authority: req.Host, Path: req.Target, Remote: c.tc.RemoteAddr().String(), Req: &c.recHdrs,
+		TLS: c.tc.TLS, Peer: c.tc.Peer,
 	}
 	if req.ContentLength > 0 {
 		c.rec.BytesReceived = req.ContentLength

@@ -92,11 +92,11 @@ func (s *Server) GoAway(tc *listen.Conn) bool {
 	return s.srv.GoAway(func(ctx context.Context) bool { return ctx.Value(connKey{}) == tc }) > 0
 }
 
-// ServeConn serves an h2c connection (br holds the bytes the sniffer read) until it
-// closes.
+// ServeConn serves an HTTP/2 connection, h2c or over the TLS the listener terminated
+// (br holds the bytes the sniffer read), until it closes.
 func (s *Server) ServeConn(tc *listen.Conn, br *bufio.Reader) {
 	ctx := context.WithValue(context.Background(), connKey{}, tc)
-	s.srv.ServeConn(ctx, tc.Conn, br, h2.ConnInfo{RemoteAddr: tc.RemoteAddr().String()})
+	s.srv.ServeConn(ctx, tc.Conn, br, h2.ConnInfo{RemoteAddr: tc.RemoteAddr().String(), TLS: tc.TLS})
 }
 
 // ServeHTTP resolves one request, runs it through the forward pipeline and streams
@@ -118,17 +118,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var local int
 	var orig netip.AddrPort
-	var peer string // the verified identity of an ingress caller
+	var peer string // the verified identity of the caller (ingress mTLS)
 	if tc, ok := r.Context().Value(connKey{}).(*listen.Conn); ok {
-		orig = tc.Orig
+		orig, peer = tc.Orig, tc.Peer
 		if s.kind == forward.Ingress {
 			local = int(orig.Port())
-			peer = tc.Peer
 		}
 	}
 	// The record of the request, for the statistics and the snapshot's observers.
 	rec := &telemetry.Request{Start: time.Now(), Listener: s.kind.String(), Protocol: "HTTP/2", Method: r.Method,
-		Authority: r.Host, Path: rr.Path, Remote: r.RemoteAddr, Req: forward.HTTPHeader(r.Header), BytesReceived: max(r.ContentLength, 0)}
+		Authority: r.Host, Path: rr.Path, Remote: r.RemoteAddr, Req: forward.HTTPHeader(r.Header), BytesReceived: max(r.ContentLength, 0),
+		TLS: r.TLS, Peer: peer}
 	var d forward.Decision
 	var span telemetry.Span
 	if env.Tracer != nil {

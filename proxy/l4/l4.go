@@ -1,9 +1,9 @@
 // Package l4 is the L4 front end: opaque TCP and TLS passthrough. A connection is routed
 // by its original destination (or the TLS ClientHello's SNI) to a cluster, the
 // cluster's connectionPool.tcp limit applies, the connect is retried on other endpoints,
-// and bytes are copied both ways (spliced by the kernel; through user space when the
-// cluster originates TLS, whose half-close is a close_notify) with half-closes and an
-// idle timeout.
+// and bytes are copied both ways (spliced by the kernel; through user space when either
+// side is TLS, the listener's that meshd terminated or the cluster's that it originates,
+// whose half-close is a close_notify) with half-closes and an idle timeout.
 package l4
 
 import (

@@ -2,6 +2,7 @@ package listen
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -32,6 +33,10 @@ type Conn struct {
 	// once after the handshake, before any request is read; the authorization policy and
 	// the caller-identity header read it.
 	Peer string
+	// TLS is the state of the TLS the listener terminated on this connection (its Conn
+	// is then the *tls.Conn, set by Tracker.Wrap); nil for plaintext. Set once after the
+	// handshake, before any request is read.
+	TLS *tls.ConnectionState
 
 	state atomic.Int32 // idle or active
 }
@@ -76,31 +81,53 @@ func (c *Conn) WakeIfIdle() {
 	if c.state.Load() != idle {
 		return
 	}
-	if cr, ok := c.Conn.(interface{ CloseRead() error }); ok {
-		_ = cr.CloseRead()
-		return
-	}
-	_ = c.Conn.Close()
+	c.ShutRead()
 }
 
 // ShutRead makes a read of the connection that another goroutine is blocked in return,
-// for good (the connection cannot serve another request afterwards).
+// for good (the connection cannot serve another request afterwards). Over TLS the
+// socket's read side is shut: a TLS close_notify would be a write, which the
+// connection's own goroutine may be doing.
 func (c *Conn) ShutRead() {
-	if cr, ok := c.Conn.(interface{ CloseRead() error }); ok {
+	raw := c.Raw()
+	if cr, ok := raw.(interface{ CloseRead() error }); ok {
 		_ = cr.CloseRead()
 		return
 	}
-	_ = c.Conn.Close()
+	_ = raw.Close()
 }
 
 // Abort resets the connection (RST instead of FIN, as net/http's ErrAbortHandler does),
 // discarding what is still buffered for it: the only signal left once a response's head
 // is sent and its body cannot be completed.
 func (c *Conn) Abort() {
-	if t, ok := c.Conn.(*net.TCPConn); ok {
+	if t := c.TCP(); t != nil {
 		_ = t.SetLinger(0)
 	}
-	_ = c.Conn.Close()
+	_ = c.Raw().Close()
+}
+
+// CloseNow closes the socket under any TLS layer at once, without a TLS close_notify
+// (which could wait up to crypto/tls's 5 s on a peer that reads nothing): for another
+// goroutine than the connection's own, e.g. a drain that ran out of time.
+func (c *Conn) CloseNow() error { return c.Raw().Close() }
+
+// Raw is the network connection under any layer (TLS) the listener put over it.
+func (c *Conn) Raw() net.Conn {
+	nc := c.Conn
+	for {
+		u, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nc
+		}
+		nc = u.NetConn()
+	}
+}
+
+// TCP is the TCP socket under the connection (TLS included), nil if there is none.
+func (c *Conn) TCP() *net.TCPConn {
+	t, _ := c.Raw().(*net.TCPConn)
+	return t
 }
 
 // Tracker is the set of open downstream connections, which a drain walks. The zero
@@ -125,6 +152,15 @@ func (t *Tracker) Track(c *Conn) bool {
 	t.conns[c] = struct{}{}
 	t.wg.Add(1)
 	return true
+}
+
+// Wrap makes nc (a *tls.Conn over c's socket) c's connection. Only c's serving goroutine
+// may call it; it holds the tracker's lock, which every walk of the connections (Close,
+// Each) holds too, so a drain never reads c's connection while it changes.
+func (t *Tracker) Wrap(c *Conn, nc net.Conn) {
+	t.mu.Lock()
+	c.Conn = nc
+	t.mu.Unlock()
 }
 
 // Untrack removes c once its serving goroutine is done with it.

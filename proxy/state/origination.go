@@ -33,6 +33,56 @@ func serviceKey(name string) string { return strings.ToLower(strings.TrimSuffix(
 // that enforces TLS is loaded through loader, once per block (the defaults serve every
 // backend without a policy of its own). Errors are *config.Errors naming the field.
 func compileOrigination(ctx context.Context, cfg *config.Config, idx int, loader *meshtls.Loader) (origination, error) {
+	plans, order, err := clientPlans(cfg, idx)
+	if err != nil {
+		return nil, err
+	}
+	out := origination{}
+	loaded := map[*meshtls.ClientPlan]*meshtls.Client{}
+	for _, k := range order {
+		p := plans[k]
+		if p == nil || !p.Enforce {
+			continue
+		}
+		cl, ok := loaded[p]
+		if !ok {
+			if loader == nil {
+				return nil, &config.Errors{List: []config.FieldError{{Path: p.Path, Msg: "TLS origination is not available in this build"}}}
+			}
+			var err error
+			if cl, err = loader.Client(ctx, p); err != nil {
+				return nil, err
+			}
+			loaded[p] = cl
+		}
+		out[k] = &backendTLS{plan: p, client: cl}
+	}
+	return out, nil
+}
+
+// EnforcedClientPlans are the client policies that originate TLS for the backends of
+// cfg's virtual node at index idx, each once, in backend order: the ones Compile loads
+// (`meshd validate --node` reads their files the same way). A policy no backend uses
+// (defaults every backend overrides) is not among them. Errors are *config.Errors
+// naming the field.
+func EnforcedClientPlans(cfg *config.Config, idx int) ([]*meshtls.ClientPlan, error) {
+	plans, order, err := clientPlans(cfg, idx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*meshtls.ClientPlan
+	for _, k := range order {
+		if p := plans[k]; p != nil && p.Enforce && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// clientPlans plans the client policy tls block in effect for each backend service of
+// node idx (by serviceKey; nil: no tls block), and the services in backend order, so
+// that the first error is always the same. A plan is shared by the backends it serves.
+func clientPlans(cfg *config.Config, idx int) (map[string]*meshtls.ClientPlan, []string, error) {
 	vn := &cfg.VirtualNodes[idx]
 	spec := fmt.Sprintf("virtualNodes[%d].spec", idx)
 	var problems []config.FieldError
@@ -57,7 +107,7 @@ func compileOrigination(ctx context.Context, cfg *config.Config, idx int, loader
 		defaults = plan(spec+".backendDefaults.clientPolicy", bd.ClientPolicy)
 	}
 	plans := map[string]*meshtls.ClientPlan{}
-	var order []string // backend order, so that the first error is always the same
+	var order []string
 	for j, b := range vn.Spec.Backends {
 		vs := b.VirtualService
 		if vs == nil {
@@ -73,29 +123,9 @@ func compileOrigination(ctx context.Context, cfg *config.Config, idx int, loader
 		}
 	}
 	if len(problems) > 0 {
-		return nil, &config.Errors{List: problems}
+		return nil, nil, &config.Errors{List: problems}
 	}
-	out := origination{}
-	loaded := map[*meshtls.ClientPlan]*meshtls.Client{}
-	for _, k := range order {
-		p := plans[k]
-		if p == nil || !p.Enforce {
-			continue
-		}
-		cl, ok := loaded[p]
-		if !ok {
-			if loader == nil {
-				return nil, &config.Errors{List: []config.FieldError{{Path: p.Path, Msg: "TLS origination is not available in this build"}}}
-			}
-			var err error
-			if cl, err = loader.Client(ctx, p); err != nil {
-				return nil, err
-			}
-			loaded[p] = cl
-		}
-		out[k] = &backendTLS{plan: p, client: cl}
-	}
-	return out, nil
+	return plans, order, nil
 }
 
 // ownCluster is router.Options.OwnCluster: a service whose policy originates TLS to the

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"slices"
 	"strconv"
 	"time"
 
@@ -41,6 +42,7 @@ type Snapshot struct {
 	policies  []*RoutePolicy
 	listeners map[int]*ListenerLimit // ingress listener rate limits by port
 	authz     map[int]*ListenerAuthz // ingress listener authorization policies by port
+	tls       map[int]*listenerTLS   // ingress listeners that terminate TLS, by port
 	clock     resilience.Clock
 
 	// observers get every finished L7 request (the node's access log).
@@ -137,27 +139,32 @@ type Options struct {
 // DefaultFirstResolveWait is Options.FirstResolveWait's default.
 const DefaultFirstResolveWait = 2 * time.Second
 
-// Compile turns cfg into a Snapshot for node. The node's client policy tls blocks are
-// planned and loaded first (opts.TLS; a source that does not load rejects the config,
-// naming the field); a backend service whose policy originates TLS to a target gets a
-// cluster of its own for it ("<target>@<service>", SNI the service name). Clusters whose
-// definition, discovery plan and TLS policy did not change are carried over from prev
-// (with their connection pools, endpoint state, counters and the names they follow). New clusters start following their
-// names; Compile waits for the first answers at most FirstResolveWait, and a name that
-// does not resolve is no error: its cluster stays empty until it does. Compile does not
-// change prev: on error, the clusters it built are closed and prev serves on untouched.
+// Compile turns cfg into a Snapshot for node. The node's listener and client policy tls
+// blocks are planned and loaded first (opts.TLS; a plan meshd cannot honour or a source
+// that does not load rejects the config, naming the field; a listener whose tls block,
+// protocol and mesh did not change keeps prev's loaded one); a backend service whose
+// policy originates TLS to a target gets a cluster of its own for it
+// ("<target>@<service>", SNI the service name). Clusters whose definition, discovery
+// plan and TLS policy did not change are carried over from prev (with their connection
+// pools, endpoint state, counters and the names they follow). New clusters start
+// following their names; Compile waits for the first answers at most FirstResolveWait,
+// and a name that does not resolve is no error: its cluster stays empty until it does.
+// Compile does not change prev: on error, the clusters it built are closed and prev
+// serves on untouched.
 func Compile(ctx context.Context, cfg *config.Config, node, source string, prev *Snapshot, opts Options) (_ *Snapshot, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	vn := cfg.VirtualNode(node)
-	if vn == nil {
+	idx := slices.IndexFunc(cfg.VirtualNodes, func(vn config.VirtualNode) bool { return vn.VirtualNodeName == node })
+	if idx < 0 {
 		return nil, fmt.Errorf("node %q: no virtual node of that name in the config", node)
 	}
-	if err := UnservedTLS(vn); err != nil {
-		return nil, err
+	vn := &cfg.VirtualNodes[idx]
+	lisTLS, err := compileListenerTLS(ctx, cfg, idx, prev, opts.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("virtual node %q: %w", node, err)
 	}
-	orig, err := compileOrigination(ctx, cfg, nodeIndex(cfg, node), opts.TLS)
+	orig, err := compileOrigination(ctx, cfg, idx, opts.TLS)
 	if err != nil {
 		return nil, err
 	}
@@ -178,6 +185,7 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 		table:     table,
 		clusters:  make(map[string]*upstream.Cluster),
 		clock:     clock,
+		tls:       lisTLS,
 
 		clusterTLS: make(map[string]*meshtls.ClientPlan),
 	}
@@ -338,16 +346,6 @@ func (s *Snapshot) clusterTLSStats(name string) *meshtls.HandshakeStats {
 		return c.TLSStats()
 	}
 	return nil
-}
-
-// nodeIndex is the index of the virtual node called name in cfg (-1: none).
-func nodeIndex(cfg *config.Config, name string) int {
-	for i := range cfg.VirtualNodes {
-		if cfg.VirtualNodes[i].VirtualNodeName == name {
-			return i
-		}
-	}
-	return -1
 }
 
 // clusterL4Stats returns the L4 counters of s's cluster name, nil if none.

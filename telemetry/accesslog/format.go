@@ -39,7 +39,11 @@
 //	%DOWNSTREAM_REMOTE_ADDRESS%        Remote
 //	%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%  Remote without the port (and IPv6 brackets)
 //	%DOWNSTREAM_LOCAL_ADDRESS%         always absent (the record does not carry it)
-//	%UPSTREAM_TRANSPORT_FAILURE_REASON% %REQUESTED_SERVER_NAME%  always absent
+//	%DOWNSTREAM_TLS_VERSION%           TLS.Version as TLSv1.2 or TLSv1.3; absent in plaintext
+//	%DOWNSTREAM_PEER_URI_SAN%          Peer, else the URI SANs of the client certificate (comma
+//	                                   separated); absent without a client certificate
+//	%REQUESTED_SERVER_NAME%            TLS.ServerName (SNI); absent in plaintext or without SNI
+//	%UPSTREAM_TRANSPORT_FAILURE_REASON%  always absent
 //	%HOSTNAME%                         os.Hostname at Compile
 //	%%                                 a literal %
 //
@@ -48,6 +52,7 @@
 package accesslog
 
 import (
+	"crypto/tls"
 	"fmt"
 	"os"
 	"strconv"
@@ -112,6 +117,9 @@ const (
 	kRemoteNoPort
 	kAbsent
 	kHostname
+	kTLSVersion
+	kPeerURISAN
+	kSNI
 )
 
 // simple maps the operators that take no argument to their kind.
@@ -134,7 +142,9 @@ var simple = map[string]kind{
 	"DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": kRemoteNoPort,
 	"DOWNSTREAM_LOCAL_ADDRESS":               kAbsent,
 	"UPSTREAM_TRANSPORT_FAILURE_REASON":      kAbsent,
-	"REQUESTED_SERVER_NAME":                  kAbsent,
+	"REQUESTED_SERVER_NAME":                  kSNI,
+	"DOWNSTREAM_TLS_VERSION":                 kTLSVersion,
+	"DOWNSTREAM_PEER_URI_SAN":                kPeerURISAN,
 	"HOSTNAME":                               kHostname,
 }
 
@@ -571,8 +581,55 @@ func (o *op) value(r *telemetry.Request) value {
 		return str(hostOnly(r.Remote))
 	case kHostname:
 		return str(o.host)
+	case kTLSVersion:
+		if r.TLS == nil {
+			return value{}
+		}
+		return str(tlsVersion(r.TLS.Version))
+	case kPeerURISAN:
+		return str(peerURISANs(r))
+	case kSNI:
+		if r.TLS == nil {
+			return value{}
+		}
+		return str(r.TLS.ServerName)
 	}
 	return value{} // kAbsent
+}
+
+// tlsVersion is a TLS version as Envoy's %DOWNSTREAM_TLS_VERSION% writes it.
+func tlsVersion(v uint16) string {
+	switch v {
+	case tls.VersionTLS13:
+		return "TLSv1.3"
+	case tls.VersionTLS12:
+		return "TLSv1.2"
+	case tls.VersionTLS11:
+		return "TLSv1.1"
+	case tls.VersionTLS10:
+		return "TLSv1"
+	}
+	return ""
+}
+
+// peerURISANs is the client certificate's URI SANs: the verified SPIFFE ID when there
+// is one (its only URI SAN, so nothing is formatted), else every URI SAN joined by ","
+// (which allocates, for certificates of another PKI).
+func peerURISANs(r *telemetry.Request) string {
+	if r.Peer != "" {
+		return r.Peer
+	}
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	for i, u := range r.TLS.PeerCertificates[0].URIs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(u.String())
+	}
+	return b.String()
 }
 
 func reqHeader(r *telemetry.Request, h header) (value, bool) {

@@ -2,9 +2,12 @@ package accesslog
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -44,6 +47,8 @@ func filled() *telemetry.Request {
 		Attempts:      2,
 		BytesReceived: 17,
 		BytesSent:     342,
+		TLS:           &tls.ConnectionState{Version: tls.VersionTLS13, ServerName: "backend.shop.local"},
+		Peer:          "spiffe://shop/frontend",
 		Req: hdrs{
 			"user-agent":            "curl/8.5",
 			"x-request-id":          "abc-123",
@@ -124,7 +129,9 @@ func TestOperators(t *testing.T) {
 		{"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", "10.0.0.7"},
 		{"%DOWNSTREAM_LOCAL_ADDRESS%", "-"},
 		{"%UPSTREAM_TRANSPORT_FAILURE_REASON%", "-"},
-		{"%REQUESTED_SERVER_NAME%", "-"},
+		{"%REQUESTED_SERVER_NAME%", "backend.shop.local"},
+		{"%DOWNSTREAM_TLS_VERSION%", "TLSv1.3"},
+		{"%DOWNSTREAM_PEER_URI_SAN%", "spiffe://shop/frontend"},
 		{"%HOSTNAME%", host},
 		{"100%% done", "100% done"},
 		{"a%%b%PROTOCOL%c%%", "a%bHTTP/1.1c%"},
@@ -151,11 +158,29 @@ func TestAbsent(t *testing.T) {
 		{"%RESPONSE_DURATION% %UPSTREAM_SERVICE_TIME%", "- -"},
 		{"%UPSTREAM_HOST% %UPSTREAM_CLUSTER% %ROUTE_NAME%", "- - -"},
 		{"%DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", "- -"},
+		{"%REQUESTED_SERVER_NAME% %DOWNSTREAM_TLS_VERSION% %DOWNSTREAM_PEER_URI_SAN%", "- - -"},
 	}
 	for _, tt := range tests {
 		if got := render(t, tt.format, &telemetry.Request{}); got != tt.want {
 			t.Errorf("%s = %q, want %q", tt.format, got, tt.want)
 		}
+	}
+}
+
+// TestTLSOperators: the TLS operators of a connection without SNI or client
+// certificate, and of a client certificate of another PKI (URI SANs without a SPIFFE
+// ID meshd took as the caller's identity).
+func TestTLSOperators(t *testing.T) {
+	const f = "%REQUESTED_SERVER_NAME% %DOWNSTREAM_TLS_VERSION% %DOWNSTREAM_PEER_URI_SAN%"
+	r := &telemetry.Request{TLS: &tls.ConnectionState{Version: tls.VersionTLS12}}
+	if got := render(t, f, r); got != "- TLSv1.2 -" {
+		t.Errorf("TLS 1.2 without SNI or client certificate: %q", got)
+	}
+	a, _ := url.Parse("urn:example:a")
+	b, _ := url.Parse("https://example.com/b")
+	r.TLS.PeerCertificates = []*x509.Certificate{{URIs: []*url.URL{a, b}}}
+	if got := render(t, f, r); got != "- TLSv1.2 urn:example:a,https://example.com/b" {
+		t.Errorf("a client certificate with two URI SANs: %q", got)
 	}
 }
 
@@ -390,7 +415,8 @@ func TestAppendAllocs(t *testing.T) {
 	for name, f := range map[string]*Format{
 		"default": mustCompile(t, "", nil),
 		"every operator": mustCompile(t, "%START_TIME(%Y %j %a %b %s %6f %z)% %REQ(:SCHEME)% %REQ(X-MISSING?USER-AGENT):3% "+
-			"%RESP(:STATUS)% %RESPONSE_CODE_DETAILS% %RESPONSE_DURATION% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %HOSTNAME% %%", nil),
+			"%RESP(:STATUS)% %RESPONSE_CODE_DETAILS% %RESPONSE_DURATION% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %HOSTNAME% %%"+
+			" %REQUESTED_SERVER_NAME% %DOWNSTREAM_TLS_VERSION% %DOWNSTREAM_PEER_URI_SAN%", nil),
 		"json": mustCompile(t, "", []KV{{"t", "%START_TIME%"}, {"code", "%RESPONSE_CODE%"}, {"ua", "%REQ(USER-AGENT)%"},
 			{"q", "%REQ(X-QUOTE)%"}, {"x", "%REQ(X-MISSING)%"}, {"line", "%REQ(:METHOD)% %REQ(:PATH)%"}}),
 	} {
