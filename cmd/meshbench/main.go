@@ -160,6 +160,9 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 		plan.Scenarios = bench.DefaultScenarios(*baseline != "")
 	}
 	if *tlsHop {
+		if *target != "" {
+			return bench.Plan{}, "", fmt.Errorf("%s adds TLS-hop scenarios, and --target %s measures one URL instead of any scenario: drop one of them", bench.TLSFlag, *target)
+		}
 		withTLS, err := bench.WithTLSTwins(plan.Scenarios)
 		if err != nil {
 			return bench.Plan{}, "", err

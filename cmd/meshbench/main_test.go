@@ -358,7 +358,8 @@ func TestInterleavedRounds(t *testing.T) {
 
 // TestTLSFlag: --tls puts each two-hop scenario's TLS twin right after it, in the
 // default list and in an explicit one; a list without a two-hop scenario is a usage
-// error naming the flag; --help shows the way to measure the TLS hop.
+// error naming the flag, and so is --tls with --target; --help shows the way to
+// measure the TLS hop.
 func TestTLSFlag(t *testing.T) {
 	parse := func(args ...string) (bench.Plan, error) {
 		t.Helper()
@@ -388,13 +389,20 @@ func TestTLSFlag(t *testing.T) {
 	if plan, err = parse("--scenarios", "haproxy-2hop-tls"); err != nil || !slices.Equal(plan.Scenarios, []string{"haproxy-2hop-tls"}) {
 		t.Errorf("--scenarios haproxy-2hop-tls: %v, %v", plan.Scenarios, err)
 	}
-	args := []string{"--tls", "--scenarios", "direct,meshd"}
-	if _, err := parse(args...); err == nil || !strings.Contains(err.Error(), "--tls applies to the two-hop scenarios") {
-		t.Errorf("parsePlan(%v) = %v", args, err)
-	}
-	var stdout, stderr bytes.Buffer
-	if code := run(context.Background(), args, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "--tls applies") {
-		t.Errorf("run(%v) = %d, stderr %q; want 2 and the error", args, code, stderr.String())
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--tls", "--scenarios", "direct,meshd"}, "--tls applies to the two-hop scenarios"},
+		{[]string{"--tls", "--target", "http://127.0.0.1:1/"}, "--tls adds TLS-hop scenarios, and --target http://127.0.0.1:1/ measures one URL"},
+	} {
+		if _, err := parse(tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("parsePlan(%v) = %v, want an error containing %q", tc.args, err, tc.want)
+		}
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), tc.args, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("run(%v) = %d, stderr %q; want 2 and the error", tc.args, code, stderr.String())
+		}
 	}
 	var help bytes.Buffer
 	_, _, _ = parsePlan([]string{"-h"}, &help)
