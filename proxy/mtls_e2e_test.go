@@ -218,9 +218,9 @@ func getVia(t *testing.T, c *http.Client, url string, hdr ...string) (int, strin
 
 // expectPlaintextRefused sends a plaintext HTTP/1.1 request straight to B's STRICT
 // ingress: B answers 400 tls_required and closes, and B's app sees nothing of it.
-func expectPlaintextRefused(t *testing.T, b *proxy.Server, hits *atomic.Int64) {
+func expectPlaintextRefused(t *testing.T, b *proxy.Server, hits func() int64) {
 	t.Helper()
-	before := hits.Load()
+	before := hits()
 	rc := dialRaw(t, b.IngressAddr())
 	rc.send(t, "GET /plain HTTP/1.1\r\nHost: "+backHost+"\r\n\r\n")
 	resp, body := rc.read(t, "GET")
@@ -228,7 +228,7 @@ func expectPlaintextRefused(t *testing.T, b *proxy.Server, hits *atomic.Int64) {
 		t.Errorf("plaintext to B: %d %s=%q %q, want 400 tls_required", resp.StatusCode, proxy.HeaderError, resp.Header.Get(proxy.HeaderError), body)
 	}
 	rc.expectClosed(t)
-	if n := hits.Load() - before; n != 0 {
+	if n := hits() - before; n != 0 {
 		t.Errorf("a plaintext request to B's STRICT listener reached the app (%d requests)", n)
 	}
 }
@@ -305,7 +305,7 @@ func TestMTLSTwoSidecars(t *testing.T) {
 		}
 		m.expectAccessLog(t, 0, 3, "HTTP/1.1", "/one", "/two?q=1", "/post")
 		m.expectHandshakes(t, a, b)
-		expectPlaintextRefused(t, b, &hits)
+		expectPlaintextRefused(t, b, hits.Load)
 		if n := hits.Load(); n != 3 {
 			t.Errorf("the app got %d requests, want the 3 sent through A", n)
 		}
@@ -333,7 +333,7 @@ func TestMTLSTwoSidecars(t *testing.T) {
 		if st := clusterTLS(t, a); st.Successes() != 1 {
 			t.Errorf("A made %d TLS connections to B for two HTTP/2 requests, want 1 (multiplexed)", st.Successes())
 		}
-		expectPlaintextRefused(t, b, &hits)
+		expectPlaintextRefused(t, b, hits.Load)
 	})
 
 	t.Run("grpc", func(t *testing.T) {
@@ -382,14 +382,17 @@ func TestMTLSTwoSidecars(t *testing.T) {
 		if err := stream.RecvMsg(new([]byte)); err != io.EOF {
 			t.Fatalf("chat end: %v, want io.EOF (status OK)", err)
 		}
-		mu.Lock()
-		calls := len(seen)
-		mu.Unlock()
-		if calls != 2 {
-			t.Errorf("the app saw %d calls, want 2", calls)
+		calls := func() int64 {
+			mu.Lock()
+			defer mu.Unlock()
+			return int64(len(seen))
+		}
+		if n := calls(); n != 2 {
+			t.Errorf("the app saw %d calls, want 2", n)
 		}
 		m.expectAccessLog(t, 0, 2, "HTTP/2", echoUnary, echoChat)
 		m.expectHandshakes(t, a, b)
+		expectPlaintextRefused(t, b, calls)
 	})
 }
 
