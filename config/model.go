@@ -138,6 +138,35 @@ type Listener struct {
 	// cluster (in every client sidecar) that targets this listener. Nil means the
 	// defaults of docs/resilience.md.
 	RetryBudget *RetryBudget `json:"retryBudget,omitempty"`
+	// Authorization is a meshd extension: which callers, known by the verified identity
+	// of their mTLS client certificate, may use this listener (enforced by the node's
+	// own sidecar). Nil means every caller may, as in App Mesh; once set, a request (a
+	// connection, on tcp listeners) that no rule allows is denied.
+	Authorization *Authorization `json:"authorization,omitempty"`
+}
+
+// Authorization (extension) is a listener's allow list; docs/tls.md#authorization.
+type Authorization struct {
+	// Allow: a request is allowed when one rule allows it. At least one rule.
+	Allow []AuthorizationRule `json:"allow"`
+}
+
+// AuthorizationRule allows its callers, narrowed by the conditions it sets (all of
+// them must hold; a condition left out does not narrow).
+type AuthorizationRule struct {
+	// Callers: virtual node names of this mesh (the identity spiffe://<meshName>/<node>),
+	// full SPIFFE IDs ("spiffe://..."), or "*" alone: any caller with a verified SPIFFE
+	// ID. Required.
+	Callers []string `json:"callers"`
+	// Routes: the request must be one that the caller's sidecar routes by one of these
+	// routes ("routeName", or "virtualRouterName/routeName" when the name alone is
+	// ambiguous), each a route with a target on this listener. HTTP listeners only.
+	Routes []string `json:"routes,omitempty"`
+	// PathPrefixes: the request path (without the query) starts with one of these.
+	// HTTP listeners only.
+	PathPrefixes []string `json:"pathPrefixes,omitempty"`
+	// Methods: the request method is one of these. HTTP listeners only.
+	Methods []string `json:"methods,omitempty"`
 }
 
 // RetryBudget (extension) bounds the retries outstanding to one cluster at once, Envoy's

@@ -333,6 +333,9 @@ func (v *validator) virtualNode(path string, n *VirtualNode) {
 			}
 			v.retryBudget(lp+".retryBudget", l.RetryBudget)
 		}
+		if l.Authorization != nil {
+			v.authorization(lp+".authorization", n, &n.Spec.Listeners[i])
+		}
 	}
 	if sd := n.Spec.ServiceDiscovery; sd != nil {
 		v.serviceDiscovery(spec+".serviceDiscovery", sd)

@@ -131,28 +131,7 @@ func (t *Table) Node() string { return t.node }
 // service of that name. Zero allocations.
 func (t *Table) Egress(host string, port int) *Service {
 	_ = port
-	host = strings.TrimSuffix(host, ".")
-	if !hasUpper(host) {
-		return t.byHost[host]
-	}
-	var buf [256]byte
-	if len(host) <= len(buf) {
-		for i := 0; i < len(host); i++ {
-			c := host[i]
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			buf[i] = c
-		}
-		// The compiler does not allocate for a []byte→string conversion used as a map key.
-		return t.byHost[string(buf[:len(host)])]
-	}
-	for _, s := range t.services {
-		if strings.EqualFold(s.Name, host) {
-			return s
-		}
-	}
-	return nil
+	return lookupHost(t.byHost, t.Services, host)
 }
 
 // Ingress is the node's own listener on port: a Service with one catch-all route to the

@@ -256,6 +256,21 @@ type statsView struct {
 	Clusters  map[string]resilience.CountersSnapshot `json:"clusters"`
 	Routes    map[string]resilience.CountersSnapshot `json:"routes"`
 	Listeners map[string]resilience.CountersSnapshot `json:"listeners,omitempty"`
+	// Authorization counts the verdicts of each ingress listener's authorization, by
+	// "ingress:<port>"; absent when no listener has one.
+	Authorization map[string]AuthzView `json:"authorization,omitempty"`
+}
+
+// AuthzView is one listener's authorization counters on /stats.
+type AuthzView struct {
+	Allowed          uint64 `json:"allowed"`
+	DeniedPolicy     uint64 `json:"deniedPolicy"`
+	DeniedNoIdentity uint64 `json:"deniedNoIdentity"`
+}
+
+func authzView(a *state.ListenerAuthz) AuthzView {
+	c := a.Counters()
+	return AuthzView{Allowed: c.Allowed.Load(), DeniedPolicy: c.DeniedPolicy.Load(), DeniedNoIdentity: c.DeniedNoIdentity.Load()}
 }
 
 // handleStatsText serves GET /stats as Envoy does: one "name: value" line per counter,
@@ -293,6 +308,12 @@ func (s *API) handleStatsText(w http.ResponseWriter, _ *http.Request) {
 	}
 	for port, ll := range snap.ListenerLimits() {
 		add("listener.ingress:"+strconv.Itoa(port)+".", ll.Counters().Snapshot(), nil)
+	}
+	for port, a := range snap.Authorizations() {
+		v, prefix := authzView(a), "listener.ingress:"+strconv.Itoa(port)+"."
+		lines = append(lines, prefix+"authz_allowed: "+strconv.FormatUint(v.Allowed, 10),
+			prefix+"authz_denied_policy: "+strconv.FormatUint(v.DeniedPolicy, 10),
+			prefix+"authz_denied_no_identity: "+strconv.FormatUint(v.DeniedNoIdentity, 10))
 	}
 	for _, kind := range []string{"ingress", "egress"} {
 		st := s.IngressStats
@@ -366,6 +387,12 @@ func (s *API) handleStats(w http.ResponseWriter, _ *http.Request) {
 		v.Listeners = make(map[string]resilience.CountersSnapshot, len(ls))
 		for port, ll := range ls {
 			v.Listeners["ingress:"+strconv.Itoa(port)] = ll.Counters().Snapshot()
+		}
+	}
+	if as := snap.Authorizations(); len(as) > 0 {
+		v.Authorization = make(map[string]AuthzView, len(as))
+		for port, a := range as {
+			v.Authorization["ingress:"+strconv.Itoa(port)] = authzView(a)
 		}
 	}
 	writeJSON(w, http.StatusOK, v)

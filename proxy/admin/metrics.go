@@ -96,6 +96,7 @@ type metricFamilies struct {
 	accessLogLines                                                         *metricDef
 	egressDropped, passConns, passActive, passSent, passReceived           *metricDef
 	lsRequests, lsByCode, lsDuration, lsInFlight, lsNoRoute, lsRateLimited *metricDef
+	lsAuthzAllowed, lsAuthzDenied                                          *metricDef
 	rtRequests, rtByCode, rtDuration, rtRetries, rtBudget, rtRetryOverflow *metricDef
 	rtTimeouts, rtRateLimited                                              *metricDef
 	clRequests, clByCode, clDuration, clInFlight, clPending, clConns       *metricDef
@@ -160,6 +161,8 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.lsInFlight, scopeListener, "meshd_listener_requests_in_flight", gauge, "HTTP requests in progress on the listener.", listenerLabels)
 	def(&f.lsNoRoute, scopeListener, "meshd_listener_no_route_total", counter, "Requests meshd answered itself for want of a route (no_route, egress_denied, no_listener).", listenerLabels)
 	def(&f.lsRateLimited, scopeListener, "meshd_listener_rate_limited_total", counter, "Requests refused with 429 by an ingress listener's rateLimit, by listener port.", with(listenerLabels, "port"))
+	def(&f.lsAuthzAllowed, scopeListener, "meshd_listener_authz_allowed_total", counter, "Requests (tcp: connections) an ingress listener's authorization allowed, by listener port.", with(listenerLabels, "port"))
+	def(&f.lsAuthzDenied, scopeListener, "meshd_listener_authz_denied_total", counter, "Requests (tcp: connections) an ingress listener's authorization denied (403 authz_denied, or closed), by listener port and reason (policy: the caller's identity is not allowed; no_identity: the caller has no verified SPIFFE ID).", with(listenerLabels, "port", "reason"))
 	// Routes.
 	def(&f.rtRequests, scopeRoute, "meshd_route_requests_total", counter, "HTTP requests on the route, by status class (none: no status was sent).", with(routeLabels, "code_class"))
 	def(&f.rtByCode, scopeRoute, "meshd_route_requests_by_code_total", counter, "HTTP requests on the route, by status code (the common codes only).", with(routeLabels, "code"))
@@ -499,6 +502,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for port, ll := range ls {
 			e.used(f.lsRateLimited, ll.Counters().RateLimited.Load(), "ingress", strconv.Itoa(port))
 		}
+	}
+	for port, a := range snap.Authorizations() {
+		ac, p := a.Counters(), strconv.Itoa(port)
+		e.used(f.lsAuthzAllowed, ac.Allowed.Load(), "ingress", p)
+		e.used(f.lsAuthzDenied, ac.DeniedPolicy.Load(), "ingress", p, "policy")
+		e.used(f.lsAuthzDenied, ac.DeniedNoIdentity.Load(), "ingress", p, "no_identity")
 	}
 	for _, rt := range snap.Table().Routes() {
 		if p := snap.Policy(rt); p != nil {

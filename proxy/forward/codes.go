@@ -24,6 +24,9 @@ const (
 	CodeNoListener    = "no_listener"
 	CodeRateLimited   = "rate_limited"
 	CodeHeaderTimeout = "request_header_timeout"
+	// CodeAuthzDenied: the ingress listener's authorization policy does not allow the
+	// caller (or the caller has no verified identity); 403, gRPC PERMISSION_DENIED.
+	CodeAuthzDenied = "authz_denied"
 )
 
 // HeaderError names the header on every response meshd generates itself.

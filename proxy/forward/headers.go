@@ -25,8 +25,19 @@ import (
 //   - X-Forwarded-Proto: on ingress, the scheme meshd saw (the network peer is not trusted
 //     to state it); on egress, the app's value is kept when present.
 //   - X-Request-Id: kept when present, generated (a random UUID) otherwise.
+//   - X-Meshd-Peer-Identity: the verified SPIFFE ID of the caller of an ingress mTLS
+//     connection, for the application (docs/tls.md#the-caller-identity-header). Whatever
+//     a request brings in this field is removed, on ingress and egress alike, so that
+//     the value the application reads is meshd's or none: it cannot be forged.
 //   - Fields the client names in Connection are removed first, so naming a forwarding
 //     header there cannot drop the value meshd computed.
+
+// HeaderPeerIdentity carries the verified identity of an ingress caller to the local
+// application.
+const HeaderPeerIdentity = "x-meshd-peer-identity"
+
+// headerPeerIdentityCanonical is HeaderPeerIdentity as an http.Header key.
+const headerPeerIdentityCanonical = "X-Meshd-Peer-Identity"
 
 // DeleteHeader removes, in place, every field called lower.
 func DeleteHeader(hs []h1.Header, lower string) []h1.Header {
@@ -62,23 +73,26 @@ type H1Forwarding struct {
 // NewH1Forwarding returns a forwarder with its buffers sized for the common request.
 func NewH1Forwarding() *H1Forwarding {
 	return &H1Forwarding{
-		Extra:   make([]h1.Header, 0, 4),
+		Extra:   make([]h1.Header, 0, 6),
 		scratch: make([]byte, 0, 1024),
 		ids:     rand.NewPCG(rand.Uint64(), rand.Uint64()),
 	}
 }
 
-// Apply rewrites req's fields and fills Extra. client is the peer IP ("" when unknown).
-func (c *H1Forwarding) Apply(req *h1.Request, client string, ingress bool, scheme string) {
+// Apply rewrites req's fields and fills Extra. client is the peer IP ("" when unknown);
+// peer is the verified identity of the client of an ingress connection ("" when none).
+func (c *H1Forwarding) Apply(req *h1.Request, client, peer string, ingress bool, scheme string) {
 	c.Extra = c.Extra[:0]
 	c.scratch = c.scratch[:0]
 	if connectionNamesFields(req.Headers) {
 		req.Headers = stripConnectionNamed(req.Headers)
 	}
 	xff, nxff, xffLen := -1, 0, 0
-	haveProto, haveID := false, false
+	haveProto, haveID, haveIdentity := false, false, false
 	for i := range req.Headers {
 		switch n := req.Headers[i].Name; {
+		case EqualFoldASCII(n, HeaderPeerIdentity):
+			haveIdentity = true
 		case EqualFoldASCII(n, "x-forwarded-for"):
 			if xff < 0 {
 				xff = i
@@ -124,6 +138,12 @@ func (c *H1Forwarding) Apply(req *h1.Request, client string, ingress bool, schem
 		// From the network, the scheme is what meshd saw, not what the peer claims.
 		req.Headers = DeleteHeader(req.Headers, "x-forwarded-proto")
 		haveProto = false
+	}
+	if haveIdentity {
+		req.Headers = DeleteHeader(req.Headers, HeaderPeerIdentity)
+	}
+	if ingress && peer != "" {
+		c.Extra = append(c.Extra, h1.Header{Name: headerPeerIdentityCanonical, Value: peer})
 	}
 	if !haveProto {
 		c.Extra = append(c.Extra, h1.Header{Name: "X-Forwarded-Proto", Value: scheme})
@@ -270,13 +290,14 @@ func RemoveHopByHop(h http.Header) {
 // HTTP/2 front end, and the HTTP/1.1 front end when the upstream speaks HTTP/2). in is
 // the received header; the returned one is a copy with hop-by-hop fields removed,
 // "TE: trailers" kept (gRPC needs it), and the forwarding fields set. client is the peer
-// IP ("" when unknown).
-func HTTPForwarding(in http.Header, client string, ingress bool, scheme string) http.Header {
-	hdr := make(http.Header, len(in)+3)
+// IP ("" when unknown); peer is the verified identity of the client of an ingress
+// connection ("" when none).
+func HTTPForwarding(in http.Header, client, peer string, ingress bool, scheme string) http.Header {
+	hdr := make(http.Header, len(in)+4)
 	for k, v := range in {
 		hdr[k] = v
 	}
-	return HTTPForwardingOwned(hdr, client, ingress, scheme)
+	return HTTPForwardingOwned(hdr, client, peer, ingress, scheme)
 }
 
 // Shared values of the fields HTTPForwardingOwned sets (never modified).
@@ -289,7 +310,7 @@ var (
 // HTTPForwardingOwned is HTTPForwarding on a header the caller owns (a request head
 // decoded for this request alone): it is changed in place and returned, saving the
 // copy.
-func HTTPForwardingOwned(hdr http.Header, client string, ingress bool, scheme string) http.Header {
+func HTTPForwardingOwned(hdr http.Header, client, peer string, ingress bool, scheme string) http.Header {
 	te := false
 	for _, v := range hdr["Te"] {
 		if httpguts.HeaderValuesContainsToken([]string{v}, "trailers") {
@@ -328,6 +349,10 @@ func HTTPForwardingOwned(hdr http.Header, client string, ingress bool, scheme st
 	if hdr.Get("X-Request-Id") == "" {
 		var b [36]byte
 		hdr["X-Request-Id"] = []string{string(appendUUID(b[:0], rand.Uint64(), rand.Uint64()))}
+	}
+	delete(hdr, headerPeerIdentityCanonical)
+	if ingress && peer != "" {
+		hdr[headerPeerIdentityCanonical] = []string{peer}
 	}
 	return hdr
 }

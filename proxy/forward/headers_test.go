@@ -43,14 +43,14 @@ func TestForwardingRulesAgree(t *testing.T) {
 				t.Fatal(err)
 			}
 			f := NewH1Forwarding()
-			f.Apply(&req, "10.1.2.3", tc.ingress, "http")
+			f.Apply(&req, "10.1.2.3", "", tc.ingress, "http")
 			fromH1 := H1ToHTTP(req.Headers, f.Extra)
 
 			in, err := textproto.NewReader(bufio.NewReader(strings.NewReader(tc.fields + "\r\n"))).ReadMIMEHeader()
 			if err != nil {
 				t.Fatal(err)
 			}
-			fromH2 := HTTPForwarding(http.Header(in), "10.1.2.3", tc.ingress, "http")
+			fromH2 := HTTPForwarding(http.Header(in), "10.1.2.3", "", tc.ingress, "http")
 			for k, want := range tc.check {
 				for side, h := range map[string]http.Header{"http1": fromH1, "http2": fromH2} {
 					got := strings.Join(h.Values(k), ",")
@@ -60,6 +60,62 @@ func TestForwardingRulesAgree(t *testing.T) {
 					case want != "*" && got != want:
 						t.Errorf("%s: %s = %q, want %q", side, k, got, want)
 					}
+				}
+			}
+		})
+	}
+}
+
+// TestPeerIdentityHeader: the caller-identity header reaches the application only as
+// meshd sets it, on ingress from a verified caller; whatever a request brings in that
+// field is removed on both paths (HTTP/1.1 and net/http headers), in any spelling and
+// however often, on ingress and egress, and naming it in Connection changes nothing.
+func TestPeerIdentityHeader(t *testing.T) {
+	const id = "spiffe://shop/frontend"
+	cases := []struct {
+		name    string
+		fields  string
+		ingress bool
+		peer    string
+		want    string // "": absent
+	}{
+		{"set on ingress", "", true, id, id},
+		{"none without a verified caller", "", true, "", ""},
+		{"forged, replaced on ingress", "X-Meshd-Peer-Identity: spiffe://shop/admin\r\nx-meshd-peer-identity: spiffe://shop/root\r\n", true, id, id},
+		{"forged, dropped on ingress without a verified caller", "X-MESHD-PEER-IDENTITY: spiffe://shop/admin\r\n", true, "", ""},
+		{"forged, dropped on egress", "X-Meshd-Peer-Identity: spiffe://shop/admin\r\n", false, "", ""},
+		{"never set on egress", "", false, id, ""},
+		{"named in Connection", "Connection: X-Meshd-Peer-Identity\r\nX-Meshd-Peer-Identity: spiffe://shop/admin\r\n", true, id, id},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := "GET / HTTP/1.1\r\nHost: svc\r\n" + tc.fields + "\r\n"
+			var req h1.Request
+			if err := h1.NewReader(bufio.NewReader(strings.NewReader(raw)), h1.Limits{}).ReadRequest(&req); err != nil {
+				t.Fatal(err)
+			}
+			f := NewH1Forwarding()
+			f.Apply(&req, "10.1.2.3", tc.peer, tc.ingress, "http")
+			var h1Values []string
+			for _, hs := range [][]h1.Header{req.Headers, f.Extra} {
+				for _, h := range hs {
+					if EqualFoldASCII(h.Name, HeaderPeerIdentity) {
+						h1Values = append(h1Values, h.Value)
+					}
+				}
+			}
+			in, err := textproto.NewReader(bufio.NewReader(strings.NewReader(tc.fields + "\r\n"))).ReadMIMEHeader()
+			if err != nil {
+				t.Fatal(err)
+			}
+			sides := map[string][]string{
+				"http1":       h1Values,
+				"http1→http2": H1ToHTTP(req.Headers, f.Extra).Values(HeaderPeerIdentity),
+				"http2":       HTTPForwarding(http.Header(in), "10.1.2.3", tc.peer, tc.ingress, "http").Values(HeaderPeerIdentity),
+			}
+			for side, got := range sides {
+				if (tc.want == "" && len(got) != 0) || (tc.want != "" && (len(got) != 1 || got[0] != tc.want)) {
+					t.Errorf("%s: %s = %q, want %q", side, HeaderPeerIdentity, got, tc.want)
 				}
 			}
 		})
@@ -77,5 +133,28 @@ func TestHopByHopOneList(t *testing.T) {
 	RemoveHopByHop(h)
 	if len(h) != 2 || h.Get("Content-Type") == "" || h.Get("X-Custom") == "" {
 		t.Fatalf("left %v, want Content-Type and X-Custom only", h)
+	}
+}
+
+// TestH1ForwardingPeerAllocs: stripping a forged identity and adding the verified one
+// costs the HTTP/1.1 path no allocation.
+func TestH1ForwardingPeerAllocs(t *testing.T) {
+	raw := "GET / HTTP/1.1\r\nHost: svc\r\nX-Request-Id: a\r\nX-Meshd-Peer-Identity: spiffe://shop/admin\r\n\r\n"
+	var req h1.Request
+	rd := h1.NewReader(bufio.NewReader(strings.NewReader(raw)), h1.Limits{})
+	if err := rd.ReadRequest(&req); err != nil {
+		t.Fatal(err)
+	}
+	headers := append([]h1.Header(nil), req.Headers...)
+	f := NewH1Forwarding()
+	allocs := testing.AllocsPerRun(100, func() {
+		req.Headers = append(req.Headers[:0], headers...)
+		f.Apply(&req, "10.1.2.3", "spiffe://shop/frontend", true, "https")
+	})
+	if allocs != 0 {
+		t.Fatalf("Apply allocated %v times", allocs)
+	}
+	if v, ok := req.Get(HeaderPeerIdentity); ok {
+		t.Fatalf("the forged identity %q is still there", v)
 	}
 }

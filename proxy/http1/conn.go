@@ -173,7 +173,7 @@ func (c *h1conn) handle() bool {
 	}
 	d := forward.Resolve(snap, c.env.Passthrough, c.kind, &c.rr, c.local, c.tc.Orig, rand.Uint64())
 	c.recordDecision(&d)
-	if d.Failed() {
+	if d.Failed() || !c.env.Authorize(snap, &d, c.tc.Peer, &c.rr) {
 		return c.drainBodyThenReply(d.Status, d.Code, d.Msg)
 	}
 	if ok, wait := d.Admit(snap); !ok {
@@ -191,7 +191,7 @@ func (c *h1conn) handle() bool {
 		}
 	}
 	// The forwarding rules apply once, whatever the upstream speaks.
-	c.fwd.Apply(req, c.client, c.kind == forward.Ingress, scheme)
+	c.fwd.Apply(req, c.client, c.tc.Peer, c.kind == forward.Ingress, scheme)
 	c.recHdrs.applied = true
 	if d.Cluster.HTTP2() {
 		return c.bridge(snap, &d, target)

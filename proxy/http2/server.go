@@ -118,7 +118,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var local int
 	var orig netip.AddrPort
-	var peer string
+	var peer string // the verified identity of the caller (ingress mTLS)
 	if tc, ok := r.Context().Value(connKey{}).(*listen.Conn); ok {
 		orig, peer = tc.Orig, tc.Peer
 		if s.kind == forward.Ingress {
@@ -148,7 +148,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	d = forward.Resolve(snap, env.Passthrough, s.kind, &rr, local, orig, rand.Uint64())
 	forward.NoteRoute(rec, &d)
-	if d.Failed() {
+	if d.Failed() || !env.Authorize(snap, &d, peer, &rr) {
 		noteLocal(rec, d.Status, d.Code)
 		LocalReply(w, rr.GRPC, d.Status, d.Code, "", d.Msg)
 		return
@@ -168,7 +168,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	client, _, _ := net.SplitHostPort(r.RemoteAddr)
 	// The head was decoded for this request alone (internal/h2): forwarded in place.
-	hdr := forward.HTTPForwardingOwned(r.Header, client, s.kind == forward.Ingress, scheme)
+	hdr := forward.HTTPForwardingOwned(r.Header, client, peer, s.kind == forward.Ingress, scheme)
 	call, idle := forward.NewCall(&d, env.StreamIdle, forward.GRPCTimeout(rr.GRPC, r.Header.Get("Grpc-Timeout")))
 	call.Ctx = r.Context()
 	call.Span = span

@@ -174,6 +174,12 @@ func (s *Server) Serve(tc *listen.Conn, br *bufio.Reader, kind forward.Kind, sni
 	tc.SetBusy(true)
 	tc.SetIdleTimeout(0)
 	snap := s.Env.State.Load()
+	if kind == forward.Ingress && !s.Env.AuthorizeConn(snap, snap.IngressPort(int(tc.Orig.Port())), tc.Peer) {
+		// The listener's authorization does not allow the caller: closed before a byte
+		// reaches the application.
+		listen.PutReader(br)
+		return
+	}
 	d := s.decideL4(snap, kind, tc.Orig, forward.Str(sni))
 	if d.route == nil && !d.direct.IsValid() {
 		listen.PutReader(br)

@@ -41,6 +41,7 @@ type Snapshot struct {
 	// policies holds each route's compiled policy, indexed by router.Route.ID.
 	policies  []*RoutePolicy
 	listeners map[int]*ListenerLimit // ingress listener rate limits by port
+	authz     map[int]*ListenerAuthz // ingress listener authorization policies by port
 	tls       map[int]*listenerTLS   // ingress listeners that terminate TLS, by port
 	clock     resilience.Clock
 
@@ -194,6 +195,9 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 		}
 	}()
 	if err := s.compilePolicies(vn, prev); err != nil {
+		return nil, err
+	}
+	if err := s.compileAuthz(cfg, vn, prev); err != nil {
 		return nil, err
 	}
 	if lg := vn.Spec.Logging; lg != nil && lg.AccessLog != nil && lg.AccessLog.File != nil {
