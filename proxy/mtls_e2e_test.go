@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,7 +20,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/meshd/meshd/internal/testutil"
 	"github.com/meshd/meshd/proxy"
@@ -175,6 +178,16 @@ func clusterTLS(t *testing.T, a *proxy.Server) *meshtls.HandshakeStats {
 // ID (and strips from whatever arrives).
 const peerIdentityHeader = "X-Meshd-Peer-Identity"
 
+// expectIdentity checks the caller identity header B's app got: exactly want, once;
+// none when want is "".
+func expectIdentity(t *testing.T, info echoInfo, want string) {
+	t.Helper()
+	got := info.Header.Values(peerIdentityHeader)
+	if want == "" && len(got) != 0 || want != "" && (len(got) != 1 || got[0] != want) {
+		t.Errorf("the app got %s %q, want %q", peerIdentityHeader, got, want)
+	}
+}
+
 // backApp is B's HTTP application: it counts what reaches it and answers with the
 // echoInfo of the request. /close answers with a body delimited by the end of the
 // connection: B then closes A's connection after the response (and A its client's), so
@@ -197,12 +210,15 @@ func backApp(hits *atomic.Int64) http.Handler {
 	})
 }
 
-// getVia sends GET url with c and returns the status, the x-meshd-error and the body.
+// getVia sends GET url with c, with the header fields hdr (name, value; an empty value
+// is left out), and returns the status, the x-meshd-error and the body.
 func getVia(t *testing.T, c *http.Client, url string, hdr ...string) (int, string, string) {
 	t.Helper()
 	req := newReq(t, "GET", url, nil)
 	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
+		if hdr[i+1] != "" {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
 	}
 	resp, err := c.Do(req)
 	if err != nil {
@@ -281,9 +297,10 @@ func (m *mtlsMesh) expectAccessLog(t *testing.T, from, n int, proto string, path
 // TestMTLSTwoSidecars: client app → A (egress, client policy mTLS) → B (ingress STRICT,
 // mTLS) → app, over HTTP/1.1, HTTP/2 (h2c to A, ALPN h2 from A to B's http2 listener)
 // and gRPC (grpc-go client and server: unary and a bidirectional stream). The app gets
-// the answer through both sidecars; B's access log shows the hop was TLS 1.3 in the
-// listener's protocol from front's verified SPIFFE ID; both ends counted handshakes; a
-// plaintext request straight to B is refused and never reaches the app.
+// the answer through both sidecars, with front's verified SPIFFE ID in the caller
+// identity header; B's access log shows the hop was TLS 1.3 in the listener's protocol
+// from that identity; both ends counted handshakes; a plaintext request straight to B
+// is refused and never reaches the app.
 func TestMTLSTwoSidecars(t *testing.T) {
 	t.Run("http1", func(t *testing.T) {
 		m := newMTLSMesh(t, "http", "STRICT")
@@ -298,6 +315,7 @@ func TestMTLSTwoSidecars(t *testing.T) {
 				t.Errorf("the app got %s %s %s X-Forwarded-Proto %q, want back's app, %s over HTTP/1.1 from B's TLS", info.Name, info.Proto, info.Path,
 					info.Header.Get("X-Forwarded-Proto"), path)
 			}
+			expectIdentity(t, info, "spiffe://t/front")
 		}
 		info := getEcho(t, c, newReq(t, "POST", "http://"+backHost+"/post", strings.NewReader("a body")))
 		if info.Method != "POST" || info.Body != "a body" {
@@ -327,6 +345,7 @@ func TestMTLSTwoSidecars(t *testing.T) {
 			if info.Proto != "HTTP/2.0" || info.Path != path || info.BodyLen != 100<<10 || info.Header.Get("X-Forwarded-Proto") != "https" {
 				t.Errorf("the app got %s %s with %d bytes, X-Forwarded-Proto %q", info.Proto, info.Path, info.BodyLen, info.Header.Get("X-Forwarded-Proto"))
 			}
+			expectIdentity(t, info, "spiffe://t/front")
 		}
 		m.expectAccessLog(t, 0, 2, "HTTP/2", "/h2", "/h2-again")
 		m.expectHandshakes(t, a, b)
@@ -387,9 +406,11 @@ func TestMTLSTwoSidecars(t *testing.T) {
 			defer mu.Unlock()
 			return int64(len(seen))
 		}
-		if n := calls(); n != 2 {
-			t.Errorf("the app saw %d calls, want 2", n)
+		mu.Lock()
+		if want := []string{echoUnary + " spiffe://t/front", echoChat + " spiffe://t/front"}; !slices.Equal(seen, want) {
+			t.Errorf("the app saw the calls %q, want %q (with the caller's identity)", seen, want)
 		}
+		mu.Unlock()
 		m.expectAccessLog(t, 0, 2, "HTTP/2", echoUnary, echoChat)
 		m.expectHandshakes(t, a, b)
 		expectPlaintextRefused(t, b, calls)
@@ -450,9 +471,9 @@ func TestMTLSRefused(t *testing.T) {
 }
 
 // TestMTLSPermissive: B's listener in PERMISSIVE mode, with validation, serves A over
-// mTLS and a plaintext client on the same port: the app sees https from A (B's access
-// log: TLS 1.3 from front's identity) and http from the plain client; B counted one
-// of each.
+// mTLS and a plaintext client on the same port: the app sees https and front's
+// identity from A (B's access log: TLS 1.3 from front), http and no identity from the
+// plain client, though it sent one; B counted one of each.
 func TestMTLSPermissive(t *testing.T) {
 	m := newMTLSMesh(t, "http", "PERMISSIVE")
 	var hits atomic.Int64
@@ -464,10 +485,15 @@ func TestMTLSPermissive(t *testing.T) {
 	if got := info.Header.Get("X-Forwarded-Proto"); got != "https" {
 		t.Errorf("through A: X-Forwarded-Proto %q, want https", got)
 	}
-	info = getEcho(t, testutil.HTTPClient(t, b.IngressAddr()), newReq(t, "GET", "http://"+backHost+"/plain", nil))
+	expectIdentity(t, info, "spiffe://t/front")
+	// A plaintext caller has no identity, whatever it claims.
+	req := newReq(t, "GET", "http://"+backHost+"/plain", nil)
+	req.Header.Set(peerIdentityHeader, "spiffe://t/front")
+	info = getEcho(t, testutil.HTTPClient(t, b.IngressAddr()), req)
 	if got := info.Header.Get("X-Forwarded-Proto"); got != "http" {
 		t.Errorf("plaintext: X-Forwarded-Proto %q, want http", got)
 	}
+	expectIdentity(t, info, "")
 	lines := readLines(t, m.logPath, 2)
 	if want := []string{"/tls HTTP/1.1 TLSv1.3 spiffe://t/front 200", "/plain HTTP/1.1 - - 200"}; lines[0] != want[0] || lines[1] != want[1] {
 		t.Errorf("B's access log %q, want %q", lines, want)
@@ -677,4 +703,93 @@ func TestMTLSExpiredCertificate(t *testing.T) {
 	}
 	f := scrape(t, b, "")
 	f.expect(t, "meshd_tls_certificate_rejects_total", lbls{"source": "file " + backCrt}, 1)
+}
+
+// TestMTLSAuthorization: B's listener allows caller node front only. Over HTTP/1.1 and
+// gRPC, front's sidecar (A) gets through and B's app sees front's verified identity,
+// not the one the client app forged; stranger's sidecar, whose certificate B's tls
+// accepts, is denied (403 authz_denied; gRPC PERMISSION_DENIED), forging front's
+// identity or not, and nothing of it reaches the app; B logs and counts both.
+func TestMTLSAuthorization(t *testing.T) {
+	const allowFront = "{allow: [{callers: [front]}]}"
+	t.Run("http1", func(t *testing.T) {
+		m := newMTLSMesh(t, "http", "STRICT")
+		m.authz = allowFront
+		m.p.write("stranger", meshtls.WorkloadRequest{})
+		var hits atomic.Int64
+		app := testutil.StartHTTP(t, backApp(&hits))
+		b, bLog := m.startB(t, app.Port)
+		a, _ := m.startCaller(t, "front")
+		stranger, _ := m.startCaller(t, "stranger")
+
+		req := newReq(t, "GET", "http://"+backHost+"/allowed", nil)
+		req.Header.Set(peerIdentityHeader, "spiffe://t/admin")
+		expectIdentity(t, getEcho(t, testutil.HTTPClient(t, a.EgressAddr()), req), "spiffe://t/front")
+
+		sc := testutil.HTTPClient(t, stranger.EgressAddr())
+		for _, forged := range []string{"", "spiffe://t/front"} {
+			status, code, body := getVia(t, sc, "http://"+backHost+"/denied", peerIdentityHeader, forged)
+			if status != 403 || code != "authz_denied" || !strings.Contains(body, "spiffe://t/stranger") {
+				t.Errorf("stranger (forged identity %q): %d %s=%q %q, want 403 authz_denied naming the caller", forged, status, proxy.HeaderError, code, body)
+			}
+		}
+		if n := hits.Load(); n != 1 {
+			t.Errorf("the app got %d requests, want front's one", n)
+		}
+		bLog.waitLog(t, "authorization denied", "caller=spiffe://t/stranger", "path=/denied")
+		listener := "listener.ingress:" + strconv.Itoa(m.app)
+		checkStat(t, b, listener+".authz_allowed", func(v int) bool { return v == 1 })
+		checkStat(t, b, listener+".authz_denied_policy", func(v int) bool { return v == 2 })
+		checkStat(t, b, listener+".authz_denied_no_identity", func(v int) bool { return v == 0 })
+	})
+
+	t.Run("grpc", func(t *testing.T) {
+		m := newMTLSMesh(t, "grpc", "STRICT")
+		m.authz = allowFront
+		m.p.write("stranger", meshtls.WorkloadRequest{})
+		var (
+			mu   sync.Mutex
+			seen []string
+		)
+		app := testutil.StartGRPC(t, func(*grpc.Server) {}, grpc.ForceServerCodec(rawCodec{}),
+			grpc.UnknownServiceHandler(func(srv any, ss grpc.ServerStream) error {
+				md, _ := metadata.FromIncomingContext(ss.Context())
+				mu.Lock()
+				seen = append(seen, strings.Join(md.Get(peerIdentityHeader), ","))
+				mu.Unlock()
+				return echoStreams(srv, ss)
+			}))
+		m.startB(t, app.Port)
+		a, _ := m.startCaller(t, "front")
+		stranger, _ := m.startCaller(t, "stranger")
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		force := grpc.ForceCodec(rawCodec{})
+		forged := metadata.AppendToOutgoingContext(ctx, peerIdentityHeader, "spiffe://t/front")
+
+		in, out := []byte("hello"), []byte(nil)
+		if err := grpcDial(t, a.EgressAddr(), backHost).Invoke(metadata.AppendToOutgoingContext(ctx, peerIdentityHeader, "spiffe://t/admin"),
+			echoUnary, &in, &out, force); err != nil || string(out) != "hello" {
+			t.Fatalf("front's call: %q %v", out, err)
+		}
+		sc := grpcDial(t, stranger.EgressAddr(), backHost)
+		for _, c := range []context.Context{ctx, forged} {
+			err := sc.Invoke(c, echoUnary, &in, &out, force)
+			if st, _ := status.FromError(err); st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), "spiffe://t/stranger") {
+				t.Errorf("stranger's unary call: %v, want PERMISSION_DENIED naming the caller", err)
+			}
+			stream, err := sc.NewStream(c, bidiStreamDesc, echoChat, force)
+			if err == nil {
+				err = stream.RecvMsg(new([]byte))
+			}
+			if st, _ := status.FromError(err); st.Code() != codes.PermissionDenied {
+				t.Errorf("stranger's stream: %v, want PERMISSION_DENIED", err)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if want := []string{"spiffe://t/front"}; !slices.Equal(seen, want) {
+			t.Errorf("the app saw calls with identities %q, want %q", seen, want)
+		}
+	})
 }
