@@ -484,7 +484,7 @@ func TestMTLSRefused(t *testing.T) {
 // TestMTLSPermissive: B's listener in PERMISSIVE mode, with validation, serves A over
 // mTLS and a plaintext client on the same port: the app sees https and front's
 // identity from A (B's access log: TLS 1.3 from front), http and no identity from the
-// plain client, though it sent one; B counted one of each.
+// plain client, though it sent one; B counted one of each (on /stats too).
 func TestMTLSPermissive(t *testing.T) {
 	m := newMTLSMesh(t, "http", "PERMISSIVE")
 	var hits atomic.Int64
@@ -512,6 +512,9 @@ func TestMTLSPermissive(t *testing.T) {
 	if n := clusterTLS(t, a).Successes(); n != 1 {
 		t.Errorf("A's cluster counted %d handshakes, want 1", n)
 	}
+	listener := "listener.ingress:" + strconv.Itoa(m.app)
+	checkStat(t, b, listener+".ssl.handshake", func(v int) bool { return v == 1 })
+	checkStat(t, b, listener+".permissive_plaintext_connections", func(v int) bool { return v == 1 })
 }
 
 // serialOf is the serial of the certificate a tls.Certificate holds.
