@@ -320,6 +320,7 @@ func New(opts Options) (*Server, error) {
 		DetailedMetrics: opts.MetricsLevel == MetricsLevelDetailed, EnvoyStatsTags: opts.EnvoyStatsTags,
 		TLSSources:   s.tls.Stats,
 		TLSListeners: s.TLSListenerStats,
+		TLSPlaintext: s.TLSPlaintextStats,
 		Ready:        s.Ready,
 		Draining:     s.unready.Load,
 		Started: func() time.Time {

@@ -67,6 +67,24 @@ func (s *Server) TLSListenerStats() map[string]*meshtls.HandshakeStats {
 	return out
 }
 
+// TLSPlaintextStats returns, per PERMISSIVE ingress listener of the config in force, the
+// connections it served in plaintext (/stats listener.<name>.permissive_plaintext_connections,
+// meshd_tls_permissive_plaintext_connections_total): how many callers still speak
+// plaintext, the number to watch before switching the listener to STRICT.
+func (s *Server) TLSPlaintextStats() map[string]uint64 {
+	snap := s.state.Load()
+	if snap == nil {
+		return nil
+	}
+	out := map[string]uint64{}
+	for port, st := range snap.TLSListeners() {
+		if l := snap.ListenerTLS(port); l != nil && l.Mode == meshtls.ModePermissive {
+			out["ingress:"+strconv.Itoa(port)] = st.Plaintext.Load()
+		}
+	}
+	return out
+}
+
 // terminateTLS serves the TLS of an ingress connection addressed to a listener whose
 // tls block (lis) asks for it, on port. STRICT: the handshake, within the handshake
 // timeout. PERMISSIVE: the first bytes say whether the client speaks TLS (a tcp

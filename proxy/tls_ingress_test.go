@@ -369,6 +369,12 @@ func TestTLSPermissive(t *testing.T) {
 		waitStats(t, srv, up.Port, func(st *state.ListenerTLSStats) bool {
 			return st.Handshakes.Successes() == 2 && st.Plaintext.Load() == 2
 		})
+		// The plaintext callers are on the admin API: the number to watch before STRICT.
+		name := "ingress:" + strconv.Itoa(up.Port)
+		if _, stats := adminGet(t, srv, "/stats"); !bytes.Contains(stats, []byte("listener."+name+".permissive_plaintext_connections: 2\n")) {
+			t.Errorf("/stats lacks listener.%s.permissive_plaintext_connections: 2", name)
+		}
+		scrape(t, srv, "").expect(t, "meshd_tls_permissive_plaintext_connections_total", lbls{"listener": name}, 2)
 	})
 
 	t.Run("tcp", func(t *testing.T) {

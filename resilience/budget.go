@@ -118,6 +118,17 @@ func (b *RetryBudget) TryAcquireRetry(active int64) bool {
 	return b.TryAcquireRetryFor(active, nil)
 }
 
+// CountRetry counts a retry that takes no slot of the budget: a request the upstream
+// never processed (HTTP/2 REFUSED_STREAM, above a GOAWAY), whose retry adds no load. A
+// burst of streams crossing one GOAWAY must not find the budget exhausted by its own
+// retries.
+func (b *RetryBudget) CountRetry(route *Counters) {
+	b.counters.Retries.Add(1)
+	if route != nil {
+		route.Retries.Add(1)
+	}
+}
+
 // TryAcquireRetryFor is TryAcquireRetry that also counts the decision into route (the
 // counters of the route the request came in on; nil: none), so retries are visible per
 // cluster and per route.

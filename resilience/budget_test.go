@@ -389,3 +389,22 @@ func TestRetryBudgetConcurrentCap(t *testing.T) {
 		})
 	}
 }
+
+// A retry of a request the upstream never processed is counted without taking a slot:
+// the budget still admits the retries it would have admitted.
+func TestCountRetryTakesNoSlot(t *testing.T) {
+	var cl, rt Counters
+	b, err := NewRetryBudget(BudgetConfig{MinRetryConcurrency: 1, MaxRetries: 5}, &cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		b.CountRetry(&rt)
+	}
+	if cl.Retries.Load() != 10 || rt.Retries.Load() != 10 {
+		t.Fatalf("counted %d cluster / %d route retries, want 10", cl.Retries.Load(), rt.Retries.Load())
+	}
+	if !b.TryAcquireRetryFor(1, &rt) {
+		t.Fatal("the budget refused its first slot after counted retries")
+	}
+}

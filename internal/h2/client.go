@@ -370,10 +370,12 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 			// The connection was already going down (closing, or a write found the peer
 			// gone) and nothing of this request was sent: the connection's own close
 			// error says why (a GOAWAY, the TLS alert that closed it), not this write.
+			// It was never sent, so it is unprocessed: safe to send again elsewhere.
 			cc.closeAfterReader(err)
 			cc.mu.Lock()
 			err = cc.closeErr
 			cc.mu.Unlock()
+			return nil, fmt.Errorf("http2: %w: the connection closed before the request was written: %w", ErrUnprocessed, err)
 		}
 		return nil, fmt.Errorf("http2: write request head: %w", err)
 	}

@@ -79,6 +79,9 @@ type API struct {
 	// TLS, by listener name ("ingress:8443"), for /stats (listener.<name>.ssl.*) and
 	// /stats/prometheus (meshd_tls_handshakes_total{side="server"}) (nil: none).
 	TLSListeners func() map[string]*meshtls.HandshakeStats
+	// TLSPlaintext returns, per PERMISSIVE listener ("ingress:<port>"), the connections
+	// it served in plaintext: the callers still to move to TLS before it can be STRICT.
+	TLSPlaintext func() map[string]uint64
 }
 
 // Handler serves the admin API. It runs on its own listener (127.0.0.1:9901 by

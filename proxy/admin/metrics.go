@@ -114,7 +114,7 @@ type metricFamilies struct {
 	evDsRqTotal, evDsRqXX, evDsRqActive, evDsRqTime                        *metricDef
 	h2Conns, h2Streams, h2Refused, h2ProtoErrs, h2StreamErrs, h2HeaderBig  *metricDef
 	h2GoAwaySent, h2GoAwayRecv, h2Flood                                    *metricDef
-	tlsHandshakes, tlsExpiry, tlsReloads, tlsRejects                       *metricDef
+	tlsHandshakes, tlsExpiry, tlsReloads, tlsRejects, tlsPlaintext         *metricDef
 	all                                                                    []*metricDef
 }
 
@@ -148,6 +148,7 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.tlsExpiry, scopeServer, "meshd_tls_certificate_expiry_timestamp_seconds", gauge, "When the certificate a TLS source serves now expires (Unix time).", []string{"source"})
 	def(&f.tlsReloads, scopeServer, "meshd_tls_certificate_reloads_total", counter, "New certificates or trust bundles a TLS source took after its first.", []string{"source"})
 	def(&f.tlsRejects, scopeServer, "meshd_tls_certificate_rejects_total", counter, "New certificates or trust bundles a TLS source refused (the previous ones kept serving).", []string{"source"})
+	def(&f.tlsPlaintext, scopeServer, "meshd_tls_permissive_plaintext_connections_total", counter, "Connections a PERMISSIVE listener served in plaintext (callers still to move to TLS before the listener can be STRICT).", []string{"listener"})
 	// Egress L4 outside any cluster.
 	def(&f.egressDropped, scopeServer, "meshd_egress_tcp_dropped_total", counter, "Egress connections closed because they matched no backend and the egressFilter is DROP_ALL.", nil)
 	def(&f.passConns, scopeServer, "meshd_passthrough_tcp_connections_total", counter, "Egress connections relayed to their original destination (ALLOW_ALL).", nil)

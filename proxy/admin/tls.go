@@ -83,6 +83,11 @@ func (s *API) tlsStatsLines(snap *state.Snapshot, now time.Time) []string {
 			lines = append(lines, sslLines("listener."+name+".ssl.", st)...)
 		}
 	}
+	if s.TLSPlaintext != nil {
+		for name, n := range s.TLSPlaintext() {
+			lines = append(lines, "listener."+name+".permissive_plaintext_connections: "+strconv.FormatUint(n, 10))
+		}
+	}
 	if s.TLSSources != nil {
 		srcs := s.TLSSources()
 		var reloads, rejects uint64
@@ -134,6 +139,11 @@ func (c *collector) collectTLS(e *emitter, snap *state.Snapshot) {
 			for _, r := range meshtls.HandshakeResults() {
 				e.used(f.tlsHandshakes, st.Count(r), tlsSideServer, "", name, r.String())
 			}
+		}
+	}
+	if c.api.TLSPlaintext != nil {
+		for name, n := range c.api.TLSPlaintext() {
+			e.emit(f.tlsPlaintext, float64(n), name)
 		}
 	}
 	if c.api.TLSSources == nil {

@@ -229,6 +229,15 @@ func attempts(c *Call, x Exchanger) (Flight, error) {
 			if policy == nil || !policy.MayRetry(retries+1) || !retriableErr(policy, err, x.Replayable(), perTryExpired) {
 				return Flight{}, err
 			}
+			if upstream.IsUnprocessed(err) {
+				// The upstream never processed it (REFUSED_STREAM, above its GOAWAY): the
+				// retry adds no load, so it neither waits out a backoff nor needs the
+				// retry budget, which a burst of streams crossing a GOAWAY would exhaust.
+				cl.Budget().CountRetry(route)
+				retries++
+				avoid = res.Endpoint
+				continue
+			}
 			wait, ok := plan(&backoff, retries, -1, c.Deadline)
 			if !ok || !x.Wait(wait) || !cl.Budget().TryAcquireRetryFor(cl.Balancer().InFlight(), route) {
 				return Flight{}, err
