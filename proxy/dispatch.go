@@ -28,6 +28,10 @@ func (s *Server) serveConn(tc *listen.Conn, kind forward.Kind) {
 		_ = t.SetNoDelay(true)
 	}
 	tc.SetIdleTimeout(s.opts.KeepAliveIdle)
+	// The first request must be complete by then (HTTP/1.1 and HTTP/2 enforce it once
+	// they serve); the reads of the sniff and of a PERMISSIVE listener's first bytes are
+	// bound by it too, so a client that sends nothing is gone within it.
+	tc.Timer.SetHard(time.Now().Add(s.opts.FirstRequestTimeout))
 	br := listen.GetReader(tc)
 	snap := s.state.Load()
 	var (
@@ -44,33 +48,47 @@ func (s *Server) serveConn(tc *listen.Conn, kind forward.Kind) {
 				listen.PutReader(br)
 				return
 			}
+			if tc.TLS != nil {
+				// The handshake had its own timeout; the first request's starts now.
+				tc.Timer.SetHard(time.Now().Add(s.opts.FirstRequestTimeout))
+			}
 		}
 	}
 	if proto == 0 {
 		proto, sni, err = s.classifyConn(tc, br, kind, snap)
 	}
 	if err != nil {
+		if isTimeout(err) {
+			s.env.FirstRequestTimeouts[kind].Add(1)
+		}
 		listen.PutReader(br)
 		return
 	}
+	firstBy := tc.Timer.Hard()
+	tc.Timer.SetHard(time.Time{})
 	switch proto {
 	case listen.TLS, listen.Opaque:
+		// Not HTTP: L4 keeps its own bounds (connect timeout, tcp idle), and a
+		// server-first protocol legitimately waits for the server.
 		s.l4.Serve(tc, br, kind, sni)
 	case listen.HTTP2:
 		// The HTTP/2 server drains with GOAWAY; the idle wake-up must not touch it, and
-		// its own timeouts apply. ServeConn returns after its last read, so the reader
-		// can be pooled.
+		// its own timeouts apply (the first request's deadline included). ServeConn
+		// returns after its last read, so the reader can be pooled. Forget: a deadline
+		// the sniff left in the timer must not make tc's next Read clear the server's.
 		tc.SetBusy(true)
 		tc.SetIdleTimeout(0)
 		_ = tc.Conn.SetDeadline(time.Time{})
+		tc.Timer.Forget()
 		if kind == forward.Ingress {
-			s.h2in.ServeConn(tc, br)
+			s.h2in.ServeConn(tc, br, firstBy)
 		} else {
-			s.h2out.ServeConn(tc, br)
+			s.h2out.ServeConn(tc, br, firstBy)
 		}
 		_ = tc.Close()
 		listen.PutReader(br)
 	default:
+		tc.Timer.SetHard(firstBy) // http1.Serve takes it as its first request's deadline
 		http1.Serve(&s.env, tc, br, kind)
 		// Close before pooling: no read of tc through br can be pending afterwards (an
 		// HTTP/2 upstream's body writer stops reading the request body first).

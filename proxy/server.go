@@ -69,6 +69,15 @@ type Options struct {
 	// client trickling header bytes cannot hold a connection (slowloris); the wait for
 	// the first byte is KeepAliveIdle's. meshd answers 408 and closes. Default 30s.
 	HeaderTimeout time.Duration
+	// FirstRequestTimeout bounds the time from accept (from the end of the TLS handshake
+	// on a listener that terminates TLS) to the first complete request head of an HTTP
+	// connection (HTTP/1.1: the head; HTTP/2: preface, SETTINGS and a first complete
+	// HEADERS block), HAProxy's timeout http-request: a client that sends nothing, or
+	// half a request, must not hold a connection for KeepAliveIdle. Past it HTTP/1.1
+	// answers 408 if some of a head arrived (else just closes), HTTP/2 sends GOAWAY; the
+	// connection closes and is counted. L4 (tcp listeners, opaque egress) is not bound
+	// by it. Default DefaultFirstRequestTimeout (10s); negative is refused.
+	FirstRequestTimeout time.Duration
 	// DNS resolves the names service discovery follows (dns, awsCloudMap, static
 	// hostnames). Default: a miekg/dns client on DNSResolvers, else on the config's
 	// mesh.spec.serviceDiscovery.dnsResolvers, else on /etc/resolv.conf. Tests set their own.
@@ -194,6 +203,9 @@ func (o *Options) setDefaults() {
 	if o.HeaderTimeout == 0 {
 		o.HeaderTimeout = 30 * time.Second
 	}
+	if o.FirstRequestTimeout == 0 {
+		o.FirstRequestTimeout = DefaultFirstRequestTimeout
+	}
 	if o.ResolvConf == "" {
 		o.ResolvConf = "/etc/resolv.conf"
 	}
@@ -266,6 +278,9 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxReplayBody < 0 {
 		return nil, fmt.Errorf("proxy: Options.MaxReplayBody %d: want >= 0 (0: the default %d)", opts.MaxReplayBody, forward.DefaultMaxReplayBody)
 	}
+	if opts.FirstRequestTimeout < 0 {
+		return nil, fmt.Errorf("proxy: Options.FirstRequestTimeout %s: want > 0 (0: the default %s)", opts.FirstRequestTimeout, DefaultFirstRequestTimeout)
+	}
 	if opts.TLSHandshakeTimeout < 0 {
 		return nil, fmt.Errorf("proxy: Options.TLSHandshakeTimeout %s: want > 0 (0: the default %s)", opts.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout)
 	}
@@ -299,15 +314,16 @@ func New(opts Options) (*Server, error) {
 	passOpts.Dialer = s.selfGuardDialer()
 	s.pass = forward.Passthrough{Options: passOpts, IsSelf: s.isSelf}
 	s.env = forward.Env{
-		State:         &s.state,
-		Passthrough:   &s.pass,
-		KeepAliveIdle: opts.KeepAliveIdle,
-		StreamIdle:    opts.StreamIdle,
-		HeaderTimeout: opts.HeaderTimeout,
-		MaxReplayBody: opts.MaxReplayBody,
-		Draining:      &s.draining,
-		Log:           s.log,
-		Tracer:        opts.Tracer,
+		State:               &s.state,
+		Passthrough:         &s.pass,
+		KeepAliveIdle:       opts.KeepAliveIdle,
+		StreamIdle:          opts.StreamIdle,
+		HeaderTimeout:       opts.HeaderTimeout,
+		MaxReplayBody:       opts.MaxReplayBody,
+		FirstRequestTimeout: opts.FirstRequestTimeout,
+		Draining:            &s.draining,
+		Log:                 s.log,
+		Tracer:              opts.Tracer,
 	}
 	s.l4 = l4.Server{Env: &s.env, ConnectTimeout: opts.ConnectTimeout, Dialer: passOpts.Dialer}
 	s.h2in = http2.New(&s.env, forward.Ingress, opts.HTTP2, s.h2Counters[0])
@@ -316,8 +332,9 @@ func New(opts Options) (*Server, error) {
 		State: &s.state, Node: opts.Node, Version: opts.Version, Token: opts.AdminToken,
 		RequireIfMatch: opts.RequireIfMatch, L4: &s.l4, LogLevel: opts.LogLevel, AccessLogs: s.accessLogStats,
 		IngressStats: &s.env.IngressStats, EgressStats: &s.env.EgressStats,
-		HTTP2:           map[string]*h2.Counters{"ingress": s.h2Counters[0], "egress": s.h2Counters[1], "upstream": s.h2Counters[2]},
-		DetailedMetrics: opts.MetricsLevel == MetricsLevelDetailed, EnvoyStatsTags: opts.EnvoyStatsTags,
+		FirstRequestTimeouts: map[string]*atomic.Uint64{"ingress": &s.env.FirstRequestTimeouts[forward.Ingress], "egress": &s.env.FirstRequestTimeouts[forward.Egress]},
+		HTTP2:                map[string]*h2.Counters{"ingress": s.h2Counters[0], "egress": s.h2Counters[1], "upstream": s.h2Counters[2]},
+		DetailedMetrics:      opts.MetricsLevel == MetricsLevelDetailed, EnvoyStatsTags: opts.EnvoyStatsTags,
 		TLSSources:   s.tls.Stats,
 		TLSListeners: s.TLSListenerStats,
 		TLSPlaintext: s.TLSPlaintextStats,

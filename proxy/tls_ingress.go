@@ -23,6 +23,11 @@ import (
 // half way) would otherwise hold its goroutine until the keep-alive idle timeout.
 const DefaultTLSHandshakeTimeout = 10 * time.Second
 
+// DefaultFirstRequestTimeout is Options.FirstRequestTimeout's default: long enough for a
+// client on a slow link to send a request head, short enough that silent connections
+// do not pile up (HAProxy's timeout http-request is commonly 10s).
+const DefaultFirstRequestTimeout = 10 * time.Second
+
 // tlsHandshakeTimeout is Options.TLSHandshakeTimeout with its default.
 func (o *Options) tlsHandshakeTimeout() time.Duration {
 	if o.TLSHandshakeTimeout > 0 {

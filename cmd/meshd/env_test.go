@@ -3,8 +3,10 @@ package main
 import (
 	"flag"
 	"io"
+	"path/filepath"
 	"reflect"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,7 +20,7 @@ var runFlagEnv = []string{
 	"MESHD_ADMIN_ADDR", "MESHD_INGRESS_PORT", "APPMESH_ENVOY_INGRESS_PORT",
 	"MESHD_EGRESS_PORT", "APPMESH_ENVOY_EGRESS_PORT", "MESHD_INGRESS_BIND", "MESHD_EGRESS_BIND",
 	"MESHD_LOG_LEVEL", "ENVOY_LOG_LEVEL", "MESHD_LOG_FORMAT",
-	"MESHD_DRAIN_TIMEOUT", "LISTENER_DRAIN_WAIT_TIME_S", "MESHD_DRAIN_GRACE", "MESHD_MAX_REPLAY_BODY", "MESHD_HTTP2_LIMITS", "MESHD_CONNECT_TIMEOUT",
+	"MESHD_DRAIN_TIMEOUT", "LISTENER_DRAIN_WAIT_TIME_S", "MESHD_DRAIN_GRACE", "MESHD_MAX_REPLAY_BODY", "MESHD_HTTP2_LIMITS", "MESHD_CONNECT_TIMEOUT", "MESHD_FIRST_REQUEST_TIMEOUT",
 	"MESHD_SPIFFE_SOCKET", "SPIFFE_ENDPOINT_SOCKET",
 	"MESHD_CLOUDWATCH_EMF", "MESHD_CLOUDWATCH_EMF_INTERVAL", "MESHD_DNS_RESOLVER", "MESHD_DNS_MIN_TTL", "MESHD_DNS_MAX_TTL", "MESHD_DNS_NXDOMAIN_GRACE",
 	"MESHD_WATCH", "MESHD_CONFIG_URL", "MESHD_POLL_INTERVAL", "MESHD_PERSIST",
@@ -52,7 +54,7 @@ func TestRunFlagDefaults(t *testing.T) {
 	want := runFlags{
 		adminAddr: "127.0.0.1:9901", ingressPort: 15000, egressPort: 15001,
 		ingressAddr: "0.0.0.0", egressAddr: "127.0.0.1", logLevel: "info", logFormat: "text",
-		drainTimeout: 20 * time.Second, drainGrace: 3 * time.Second, connectTO: 5 * time.Second, maxReplay: 65536,
+		drainTimeout: 20 * time.Second, drainGrace: 3 * time.Second, connectTO: 5 * time.Second, firstReqTO: 10 * time.Second, maxReplay: 65536,
 		emfInterval: time.Minute, dnsMinTTL: 5 * time.Second, dnsMaxTTL: time.Minute, dnsNXGrace: 30 * time.Second,
 		watch: true, pollInterval: config.DefaultPollInterval, metricsLevel: "default",
 		tracingProtocol: "grpc", tracingSampleRatio: "1", tracingPropagators: "tracecontext,b3,b3multi,xray",
@@ -174,6 +176,12 @@ func runFlagEnvCases() []runFlagEnvCase {
 			func(f runFlags) any { return f.connectTO }, 250 * time.Millisecond},
 		{"--connect-timeout over MESHD_CONNECT_TIMEOUT", map[string]string{"MESHD_CONNECT_TIMEOUT": "250ms"}, []string{"--connect-timeout", "2s"},
 			func(f runFlags) any { return f.connectTO }, 2 * time.Second},
+		{"MESHD_FIRST_REQUEST_TIMEOUT", map[string]string{"MESHD_FIRST_REQUEST_TIMEOUT": "3s"}, nil,
+			func(f runFlags) any { return f.firstReqTO }, 3 * time.Second},
+		{"--first-request-timeout over MESHD_FIRST_REQUEST_TIMEOUT", map[string]string{"MESHD_FIRST_REQUEST_TIMEOUT": "3s"}, []string{"--first-request-timeout", "500ms"},
+			func(f runFlags) any { return f.firstReqTO }, 500 * time.Millisecond},
+		{"unparseable MESHD_FIRST_REQUEST_TIMEOUT is kept for run to refuse", map[string]string{"MESHD_FIRST_REQUEST_TIMEOUT": "soon"}, nil,
+			func(f runFlags) any { return f.firstReqEnv }, "soon"},
 		{"MESHD_LOG_LEVEL", map[string]string{"MESHD_LOG_LEVEL": "debug"}, nil,
 			func(f runFlags) any { return f.logLevel }, "debug"},
 		{"ENVOY_LOG_LEVEL", map[string]string{"ENVOY_LOG_LEVEL": "warn"}, nil,
@@ -325,5 +333,22 @@ func TestRunFlagTokenFile(t *testing.T) {
 	}
 	if f.adminToken != "from-file" {
 		t.Fatalf("token %q, want the file's", f.adminToken)
+	}
+}
+
+// TestRunFirstRequestTimeoutEnvRefused: a MESHD_FIRST_REQUEST_TIMEOUT that does not
+// parse stops `meshd run` with its value named, instead of the default applying silently.
+func TestRunFirstRequestTimeoutEnvRefused(t *testing.T) {
+	for _, n := range runFlagEnv {
+		t.Setenv(n, "")
+	}
+	t.Setenv("MESHD_FIRST_REQUEST_TIMEOUT", "soon")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "mesh.yaml")
+	writeFile(t, cfg, reloadCfg(7000))
+	var stderr strings.Builder
+	code := run([]string{"run", "-c", cfg, "--node", "client"}, io.Discard, &stderr)
+	if want := `MESHD_FIRST_REQUEST_TIMEOUT "soon": want a duration`; code != 2 || !strings.Contains(stderr.String(), want) {
+		t.Fatalf("run = %d, %q; want 2 and %q", code, stderr.String(), want)
 	}
 }

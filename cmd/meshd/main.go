@@ -160,6 +160,8 @@ type runFlags struct {
 	drainTimeout time.Duration
 	drainGrace   time.Duration
 	connectTO    time.Duration
+	firstReqTO   time.Duration
+	firstReqEnv  string // MESHD_FIRST_REQUEST_TIMEOUT when it does not parse (refused by run)
 	maxReplay    int
 	http2Limits  string
 	spiffeSocket string
@@ -218,6 +220,15 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.dnsMaxTTL, "dns-max-ttl", envDuration(discovery.DefaultMaxTTL, "MESHD_DNS_MAX_TTL"), "and at least this often (env MESHD_DNS_MAX_TTL)")
 	fs.DurationVar(&f.dnsNXGrace, "dns-nxdomain-grace", envDuration(discovery.DefaultNXDomainGrace, "MESHD_DNS_NXDOMAIN_GRACE"), "a name that stops existing keeps its endpoints this long (env MESHD_DNS_NXDOMAIN_GRACE)")
 	fs.DurationVar(&f.connectTO, "connect-timeout", envDuration(5*time.Second, "MESHD_CONNECT_TIMEOUT"), "upstream connect timeout (env MESHD_CONNECT_TIMEOUT)")
+	firstReq := proxy.DefaultFirstRequestTimeout
+	if v := env("", "MESHD_FIRST_REQUEST_TIMEOUT"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			firstReq = d
+		} else {
+			f.firstReqEnv = v
+		}
+	}
+	fs.DurationVar(&f.firstReqTO, "first-request-timeout", firstReq, "an HTTP connection must complete its first request head this long after accept (after the TLS handshake on a TLS listener), or it is closed (HTTP/1.1: 408 if part of a head came; HTTP/2: GOAWAY); > 0, tcp listeners and opaque egress are not bound by it (env MESHD_FIRST_REQUEST_TIMEOUT)")
 	fs.BoolVar(&f.watch, "watch", envBool(true, "MESHD_WATCH"), "reload the -c file when it changes, renames and symlink swaps included (env MESHD_WATCH)")
 	fs.StringVar(&f.configURL, "config-url", env("", "MESHD_CONFIG_URL"), "poll the config from this http(s) URL instead of -c (env MESHD_CONFIG_URL)")
 	fs.DurationVar(&f.pollInterval, "poll-interval", envDuration(config.DefaultPollInterval, "MESHD_POLL_INTERVAL"), "how often --config-url is polled (env MESHD_POLL_INTERVAL)")
@@ -362,6 +373,7 @@ func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) (proxy.Opt
 		DNSMaxTTL:             f.dnsMaxTTL,
 		DNSNXDomainGrace:      f.dnsNXGrace,
 		ConnectTimeout:        f.connectTO,
+		FirstRequestTimeout:   f.firstReqTO,
 		Logger:                logger,
 		Version:               version,
 		AdminToken:            f.adminToken,
@@ -410,6 +422,16 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 	}
 	if f.dnsMinTTL <= 0 || f.dnsMaxTTL < f.dnsMinTTL || f.dnsNXGrace < 0 {
 		fmt.Fprintf(stderr, "meshd run: --dns-min-ttl %v, --dns-max-ttl %v, --dns-nxdomain-grace %v: want 0 < min <= max and grace >= 0\n", f.dnsMinTTL, f.dnsMaxTTL, f.dnsNXGrace)
+		return 2
+	}
+	if f.firstReqEnv != "" && !flagSet(fs, "first-request-timeout") {
+		fmt.Fprintf(stderr, "meshd run: MESHD_FIRST_REQUEST_TIMEOUT %q: want a duration such as 10s\n", f.firstReqEnv)
+		return 2
+	}
+	if f.firstReqTO <= 0 {
+		// No "off": a connection that never sends a request would be held for the
+		// keep-alive idle timeout, which is what this bound exists to prevent.
+		fmt.Fprintf(stderr, "meshd run: --first-request-timeout %v: want > 0 (there is no off; raise it for slow clients)\n", f.firstReqTO)
 		return 2
 	}
 	if f.metricsLevel != proxy.MetricsLevelDefault && f.metricsLevel != proxy.MetricsLevelDetailed {
@@ -685,4 +707,11 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "%s: valid (mesh %s, %d virtual nodes, %d routes, version %s)\n",
 		*path, cfg.Mesh.MeshName, len(cfg.VirtualNodes), len(cfg.Routes), cfg.Digest())
 	return 0
+}
+
+// flagSet reports whether the command line set the flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

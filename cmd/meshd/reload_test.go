@@ -110,6 +110,8 @@ func TestRunFlagErrors(t *testing.T) {
 		{[]string{"-c", cfg, "--node", "client", "--admin-token-file", filepath.Join(dir, "nope")}, "--admin-token-file"},
 		{[]string{"-c", cfg, "--node", "client", "--dns-min-ttl", "1m", "--dns-max-ttl", "10s"}, "want 0 < min <= max"},
 		{[]string{"-c", cfg, "--node", "client", "--dns-resolver", "not-an-ip"}, "--dns-resolver"},
+		{[]string{"-c", cfg, "--node", "client", "--first-request-timeout", "0s"}, "--first-request-timeout 0s: want > 0"},
+		{[]string{"-c", cfg, "--node", "client", "--first-request-timeout", "-1s"}, "--first-request-timeout -1s: want > 0"},
 		{[]string{"-c", cfg, "--node", "client", "--metrics-level", "verbose"}, `--metrics-level "verbose": want default or detailed`},
 		{[]string{"-c", cfg, "--node", "client", "--http2-limits", "max-streams=10"}, `--http2-limits: http2 limit "max-streams=10": want key=value with key one of`},
 		{[]string{"-c", cfg, "--node", "client", "--http2-limits", "max-concurrent-streams=0"}, `--http2-limits: http2 limit max-concurrent-streams=0: must be a whole number from 1`},

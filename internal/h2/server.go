@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshd/meshd/internal/reqctx"
@@ -45,7 +46,17 @@ type Server struct {
 type ConnInfo struct {
 	RemoteAddr string
 	TLS        *tls.ConnectionState
+	// FirstRequestBy is when the client must have sent its preface, its SETTINGS and a
+	// first complete HEADERS block (HAProxy's timeout http-request, counted from accept
+	// by the caller); zero: DefaultFirstRequestTimeout from now. A connection past it is
+	// sent GOAWAY and closed, and FirstRequestTimeouts (when set) counts it.
+	FirstRequestBy       time.Time
+	FirstRequestTimeouts *atomic.Uint64
 }
+
+// DefaultFirstRequestTimeout bounds the wait for a connection's first request when the
+// caller sets no FirstRequestBy: a client that sends nothing must not hold a connection.
+const DefaultFirstRequestTimeout = 10 * time.Second
 
 func (s *Server) setup() {
 	s.once.Do(func() {
@@ -226,9 +237,20 @@ func (sc *serverConn) serve() {
 	})
 	defer stop()
 	// The preface, then our SETTINGS and the connection window.
-	_ = sc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	// Until the first request's header block is complete, the read deadline is the
+	// first-request deadline: a client that sends half a preface or half a HEADERS block
+	// (or only SETTINGS and PINGs) must not hold the connection for the idle timeout.
+	firstBy := sc.info.FirstRequestBy
+	if firstBy.IsZero() {
+		firstBy = time.Now().Add(DefaultFirstRequestTimeout)
+	}
+	_ = sc.nc.SetReadDeadline(firstBy)
 	var pre [len(clientPreface)]byte
 	if _, err := io.ReadFull(sc.br, pre[:]); err != nil || string(pre[:]) != clientPreface {
+		if isTimeout(err) {
+			sc.firstRequestTimeout(err)
+			return
+		}
 		sc.closeConn(errors.New("http2: bad client preface"), true, 0, http2.ErrCodeProtocol, "bad client preface")
 		return
 	}
@@ -249,11 +271,10 @@ func (sc *serverConn) serve() {
 	if lim.IdleTimeout > 0 {
 		sc.idle = time.AfterFunc(lim.IdleTimeout, sc.idleFired)
 	}
-	first := true
+	first, waiting := true, true
 	for {
 		f, err := sc.fr.ReadFrame()
 		if first && err == nil {
-			_ = sc.nc.SetReadDeadline(time.Time{})
 			if _, ok := f.(*http2.SettingsFrame); !ok {
 				err = protocolError("first frame is not SETTINGS")
 			}
@@ -261,11 +282,36 @@ func (sc *serverConn) serve() {
 		}
 		if err == nil {
 			err = sc.handle(f)
+			// handle read the whole header block (CONTINUATIONs included): the first
+			// request is in, and the idle timeout governs the connection from now on.
+			if _, ok := f.(*http2.HeadersFrame); ok && waiting && err == nil {
+				waiting = false
+				_ = sc.nc.SetReadDeadline(time.Time{})
+			}
+		}
+		if err != nil && waiting && isTimeout(err) {
+			sc.firstRequestTimeout(err)
+			return
 		}
 		if err != nil && !sc.handleErr(err) {
 			return
 		}
 	}
+}
+
+// firstRequestTimeout ends a connection whose first request did not arrive in time:
+// GOAWAY (no stream was accepted, so last stream 0) and close.
+func (sc *serverConn) firstRequestTimeout(err error) {
+	if c := sc.info.FirstRequestTimeouts; c != nil {
+		c.Add(1)
+	}
+	sc.srv.Log.Debug("http2: first request timeout", "remote", sc.info.RemoteAddr)
+	sc.closeConn(fmt.Errorf("%w: first request timeout: %w", ErrConnClosed, err), true, 0, http2.ErrCodeNo, "first request timeout")
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // handleErr deals with a read or handling error; false ends the connection.

@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshd/meshd/balancer"
@@ -64,6 +65,10 @@ type API struct {
 	// connections of each listener) and "upstream" (every cluster's), on /stats and
 	// /stats/prometheus (nil: not exported).
 	HTTP2 map[string]*h2.Counters
+	// FirstRequestTimeouts count, by listener kind ("ingress", "egress"), the HTTP
+	// connections closed for not completing their first request head in time, on /stats
+	// and /stats/prometheus (nil: not exported).
+	FirstRequestTimeouts map[string]*atomic.Uint64
 	// DetailedMetrics adds the detailed level's series to /stats/prometheus: per
 	// endpoint (an address label), latency per route and per listener, codes per
 	// listener (docs/metrics.md).
@@ -328,6 +333,9 @@ func (s *API) handleStatsText(w http.ResponseWriter, _ *http.Request) {
 				lines = append(lines, "listener."+kind+".downstream_rq_"+strconv.Itoa(class)+"xx: "+strconv.FormatUint(st.Classes[class].Load(), 10))
 			}
 			lines = append(lines, "listener."+kind+".downstream_rq_active: "+strconv.FormatInt(st.InFlight.Load(), 10))
+		}
+		if n := s.FirstRequestTimeouts[kind]; n != nil {
+			lines = append(lines, "listener."+kind+".downstream_cx_first_request_timeout: "+strconv.FormatUint(n.Load(), 10))
 		}
 	}
 	for side, c := range s.HTTP2 {

@@ -96,6 +96,7 @@ type metricFamilies struct {
 	accessLogLines                                                         *metricDef
 	egressDropped, passConns, passActive, passSent, passReceived           *metricDef
 	lsRequests, lsByCode, lsDuration, lsInFlight, lsNoRoute, lsRateLimited *metricDef
+	lsFirstReqTimeouts                                                     *metricDef
 	lsAuthzAllowed, lsAuthzDenied                                          *metricDef
 	rtRequests, rtByCode, rtDuration, rtRetries, rtBudget, rtRetryOverflow *metricDef
 	rtTimeouts, rtRateLimited                                              *metricDef
@@ -160,6 +161,7 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.lsByCode, scopeListener, "meshd_listener_requests_by_code_total", counter, "HTTP requests served by the listener, by status code (the common codes only).", with(listenerLabels, "code")).Detailed = true
 	def(&f.lsDuration, scopeListener, "meshd_listener_request_duration_seconds", histogram, "HTTP request duration on the listener, head read to last response byte.", listenerLabels).Detailed = true
 	def(&f.lsInFlight, scopeListener, "meshd_listener_requests_in_flight", gauge, "HTTP requests in progress on the listener.", listenerLabels)
+	def(&f.lsFirstReqTimeouts, scopeListener, "meshd_listener_first_request_timeouts_total", counter, "HTTP connections closed because their first request head was not complete within the first-request timeout (--first-request-timeout).", listenerLabels)
 	def(&f.lsNoRoute, scopeListener, "meshd_listener_no_route_total", counter, "Requests meshd answered itself for want of a route (no_route, egress_denied, no_listener).", listenerLabels)
 	def(&f.lsRateLimited, scopeListener, "meshd_listener_rate_limited_total", counter, "Requests refused with 429 by an ingress listener's rateLimit, by listener port.", with(listenerLabels, "port"))
 	def(&f.lsAuthzAllowed, scopeListener, "meshd_listener_authz_allowed_total", counter, "Requests (tcp: connections) an ingress listener's authorization allowed, by listener port.", with(listenerLabels, "port"))
@@ -495,6 +497,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 
 	c.collectListener(e, "ingress", api.IngressStats)
 	c.collectListener(e, "egress", api.EgressStats)
+	for _, kind := range []string{"ingress", "egress"} {
+		if n := api.FirstRequestTimeouts[kind]; n != nil {
+			e.emit(c.f.lsFirstReqTimeouts, float64(n.Load()), kind)
+		}
+	}
 	c.collectTLS(e, snap)
 	if snap == nil {
 		return

@@ -287,6 +287,11 @@ type Env struct {
 	// idle timeout within a request when no route or listener sets one; HeaderTimeout
 	// bounds an HTTP/1.x request head from its first byte.
 	KeepAliveIdle, StreamIdle, HeaderTimeout time.Duration
+	// FirstRequestTimeout bounds the wait for a connection's first complete request
+	// head, from accept (from the end of the TLS handshake on a listener that terminates
+	// TLS); FirstRequestTimeouts counts, by Kind, the connections closed for missing it.
+	FirstRequestTimeout  time.Duration
+	FirstRequestTimeouts [Egress + 1]atomic.Uint64
 	// MaxReplayBody bounds the request body kept for a retry (0: DefaultMaxReplayBody).
 	MaxReplayBody int
 	// Draining reports whether the server is draining: responses say Connection: close.

@@ -97,6 +97,9 @@ func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kin
 		c.local = int(tc.Orig.Port())
 	}
 	defer c.releaseUp()
+	// The first request's head must be complete by first (the caller set it as tc's
+	// absolute bound, counted from accept); later ones wait up to KeepAliveIdle.
+	first := tc.Timer.Hard()
 	for {
 		tc.SetBusy(false)
 		if env.Draining.Load() {
@@ -106,9 +109,17 @@ func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kin
 		// Between requests the connection may idle for KeepAliveIdle; once a head has
 		// started, it must end within HeaderTimeout however the bytes are paced.
 		if _, err := c.br.Peek(1); err != nil {
+			if !first.IsZero() && upstream.IsTimeout(err) {
+				// Nothing of a request arrived: nothing to answer, just close.
+				env.FirstRequestTimeouts[kind].Add(1)
+			}
 			return
 		}
-		tc.Timer.SetHard(time.Now().Add(env.HeaderTimeout))
+		hard, limit := time.Now().Add(env.HeaderTimeout), env.HeaderTimeout
+		if !first.IsZero() && first.Before(hard) {
+			hard, limit = first, env.FirstRequestTimeout
+		}
+		tc.Timer.SetHard(hard)
 		err := c.rd.ReadRequest(&c.req)
 		tc.Timer.SetHard(time.Time{})
 		tc.SetBusy(true)
@@ -117,11 +128,15 @@ func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kin
 			if errors.As(err, &he) {
 				c.localReply(he.Status, forward.CodeBadRequest, "meshd: "+he.Msg+"\n", true)
 			} else if upstream.IsTimeout(err) {
+				if !first.IsZero() {
+					env.FirstRequestTimeouts[kind].Add(1)
+				}
 				tc.SetIdleTimeout(env.StreamIdle) // a fresh deadline for the reply
-				c.localReply(408, forward.CodeHeaderTimeout, "meshd: request head not complete within "+env.HeaderTimeout.String()+"\n", true)
+				c.localReply(408, forward.CodeHeaderTimeout, "meshd: request head not complete within "+limit.String()+"\n", true)
 			}
 			return
 		}
+		first = time.Time{}
 		tc.SetIdleTimeout(env.StreamIdle)
 		keep := c.handle()
 		c.observe()

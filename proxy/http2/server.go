@@ -94,9 +94,13 @@ func (s *Server) GoAway(tc *listen.Conn) bool {
 
 // ServeConn serves an HTTP/2 connection, h2c or over the TLS the listener terminated
 // (br holds the bytes the sniffer read), until it closes.
-func (s *Server) ServeConn(tc *listen.Conn, br *bufio.Reader) {
+//
+// firstBy is when the first request's header block must be complete (zero: the h2
+// server's default); a connection past it gets GOAWAY, is closed and counted.
+func (s *Server) ServeConn(tc *listen.Conn, br *bufio.Reader, firstBy time.Time) {
 	ctx := context.WithValue(context.Background(), connKey{}, tc)
-	s.srv.ServeConn(ctx, tc.Conn, br, h2.ConnInfo{RemoteAddr: tc.RemoteAddr().String(), TLS: tc.TLS})
+	s.srv.ServeConn(ctx, tc.Conn, br, h2.ConnInfo{RemoteAddr: tc.RemoteAddr().String(), TLS: tc.TLS,
+		FirstRequestBy: firstBy, FirstRequestTimeouts: &s.env.FirstRequestTimeouts[s.kind]})
 }
 
 // ServeHTTP resolves one request, runs it through the forward pipeline and streams
