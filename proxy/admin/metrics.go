@@ -499,7 +499,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.collectListener(e, "egress", api.EgressStats)
 	for _, kind := range []string{"ingress", "egress"} {
 		if n := api.FirstRequestTimeouts[kind]; n != nil {
-			e.emit(c.f.lsFirstReqTimeouts, float64(n.Load()), kind)
+			e.used(c.f.lsFirstReqTimeouts, n.Load(), kind)
 		}
 	}
 	c.collectTLS(e, snap)
