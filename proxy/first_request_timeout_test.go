@@ -1,7 +1,9 @@
 package proxy_test
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/meshd/meshd/internal/testutil"
 	"github.com/meshd/meshd/proxy"
+	meshtls "github.com/meshd/meshd/tls"
 )
 
 // firstRequestTO is the first-request timeout of the tests below: short, so that the
@@ -218,4 +221,45 @@ func TestFirstRequestTimeoutRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "FirstRequestTimeout -1s") {
 		t.Fatalf("New: %v, want the negative FirstRequestTimeout refused", err)
 	}
+}
+
+// TestFirstRequestTimeoutTLS: on a listener that terminates TLS, the first-request
+// timeout starts when the handshake ends (the handshake has its own timeout): a client
+// slow to start its handshake is still served, one that completes it and then sends
+// nothing (HTTP/1.1) or only the h2 preface is cut off after the timeout.
+func TestFirstRequestTimeoutTLS(t *testing.T) {
+	p := newPKI(t)
+	p.write("app", meshtls.WorkloadRequest{DNSNames: []string{appServerName}})
+	up := testutil.StartHTTP(t, echoHandler("app"))
+	srv, _ := startTLSMeshd(t, tlsNodeYAML(up.Port, "http", p.listenerTLS("STRICT", false), ""),
+		proxy.Options{FirstRequestTimeout: firstRequestTO, KeepAliveIdle: time.Hour})
+
+	handshake := func(t *testing.T, protos []string, wait time.Duration) *rawConn {
+		t.Helper()
+		c := dialRaw(t, srv.IngressAddr())
+		time.Sleep(wait)
+		tc := tls.Client(c.Conn, p.client(protos))
+		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			t.Fatalf("handshake: %v", err)
+		}
+		_ = tc.SetDeadline(time.Time{})
+		return &rawConn{Conn: tc, br: bufio.NewReader(tc)}
+	}
+
+	t.Run("a slow handshake does not eat the first request's time", func(t *testing.T) {
+		c := handshake(t, []string{"http/1.1"}, 2*firstRequestTO)
+		c.send(t, "GET / HTTP/1.1\r\nHost: "+appServerName+"\r\n\r\n")
+		if resp, _ := c.read(t, "GET"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d, want 200", resp.StatusCode)
+		}
+	})
+	t.Run("HTTP/1.1 silent after the handshake", func(t *testing.T) {
+		expectCutOff(t, handshake(t, []string{"http/1.1"}, 0))
+	})
+	t.Run("h2 preface only after the handshake", func(t *testing.T) {
+		c := handshake(t, []string{"h2"}, 0)
+		c.send(t, http2.ClientPreface)
+		expectGoAway(t, c)
+	})
 }
