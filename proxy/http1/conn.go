@@ -116,7 +116,8 @@ func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kin
 			return
 		}
 		hard, limit := time.Now().Add(env.HeaderTimeout), env.HeaderTimeout
-		if !first.IsZero() && first.Before(hard) {
+		byFirst := !first.IsZero() && first.Before(hard)
+		if byFirst {
 			hard, limit = first, env.FirstRequestTimeout
 		}
 		tc.Timer.SetHard(hard)
@@ -128,7 +129,7 @@ func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kin
 			if errors.As(err, &he) {
 				c.localReply(he.Status, forward.CodeBadRequest, "meshd: "+he.Msg+"\n", true)
 			} else if upstream.IsTimeout(err) {
-				if !first.IsZero() {
+				if byFirst {
 					env.FirstRequestTimeouts[kind].Add(1)
 				}
 				tc.SetIdleTimeout(env.StreamIdle) // a fresh deadline for the reply
