@@ -416,7 +416,14 @@ func (c *core) writeLocked(fn func() error) error {
 }
 
 // writeLazy is write for the reader's own frames (acknowledgements, window updates).
-func (c *core) writeLazy(fn func() error) { _ = c.write(fn) }
+// They are never written inline: a burst of them (acknowledgements of a PING flood)
+// leaves in one write, and the reader never blocks on the socket.
+func (c *core) writeLazy(fn func() error) {
+	_ = c.write(func() error {
+		c.deferFlush = true
+		return fn()
+	})
+}
 
 // flusher writes what writers queued, one syscall per batch, until the connection
 // closes (it writes what was queued before the close first, a GOAWAY among it). The
