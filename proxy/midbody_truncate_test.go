@@ -54,7 +54,7 @@ func TestUpstreamDiesAfterHead(t *testing.T) {
 		// Let meshd read what was sent before the reset: a reset discards what the
 		// receiving kernel still holds, which is not meshd's to deliver.
 		waitSent(c)
-		_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
 		_, _ = c.Read(make([]byte, 1))
 		_ = c.SetLinger(0)
 	})
@@ -78,7 +78,7 @@ func TestUpstreamDiesAfterHead(t *testing.T) {
 		{path: "/no-head/fin", want502: true},
 	} {
 		t.Run(strings.TrimPrefix(tc.path, "/"), func(t *testing.T) {
-			end := time.Now().Add(15 * time.Second)
+			end := time.Now().Add(8 * time.Second)
 			runs := 0
 			for ; runs < 200 && time.Now().Before(end); runs++ {
 				c, err := net.Dial("tcp", srv.EgressAddr())
