@@ -3,9 +3,11 @@ package proxy_test
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -16,7 +18,8 @@ import (
 // TestMidBodyFailureResetsClient: when the upstream fails in the middle of a body whose
 // end the client learns only from the connection closing (read until close, or a chunked
 // body de-chunked for an HTTP/1.0 client), meshd resets the client connection instead of
-// closing it cleanly, so the truncated body cannot look complete.
+// closing it cleanly, so the truncated body cannot look complete. (Bodies whose framing
+// shows the truncation end with an orderly close: TestUpstreamDiesAfterHead.)
 func TestMidBodyFailureResetsClient(t *testing.T) {
 	port := tcpServer(t, func(c *net.TCPConn) {
 		req, err := http.ReadRequest(bufio.NewReader(c))
@@ -27,7 +30,9 @@ func TestMidBodyFailureResetsClient(t *testing.T) {
 		case "/until-close":
 			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npartial")
 		case "/chunked":
-			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\npartial\r\n")
+			// More than meshd's 16 KiB client write buffer, so part of the body reaches the
+			// client: had nothing, meshd would answer 502 instead (TestUpstreamDiesAfterHead).
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", 20_000, strings.Repeat("p", 20_000))
 		}
 		// Let meshd relay what was sent, then fail the connection with a reset.
 		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))

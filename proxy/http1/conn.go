@@ -448,6 +448,7 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 	}
 	status := resp.Status
 	c.rec.Status = status
+	written := c.tc.Written // what reached the client before this response: see midBodyFailure
 	if err := h1.WriteResponseHead(c.bw, respForClient(resp, dechunk), nil, false, closeDown); err != nil {
 		pool.Discard(u)
 		fl.End(balancer.DoneInfo{Err: err, Status: status}, false)
@@ -467,9 +468,7 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 			blame := upstreamSide(err)
 			fl.End(balancer.DoneInfo{Err: err, Status: status, Latency: time.Since(start)}, blame)
 			if blame {
-				// Mid-body failure: an orderly close would end an until-close body (or a
-				// de-chunked one) as if complete, so the client gets a reset instead.
-				c.tc.Abort()
+				return c.midBodyFailure(err, written, untilClose || dechunk)
 			}
 			return false
 		}
@@ -489,6 +488,35 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 		c.up = u
 	}
 	return flushErr == nil && !closeDown
+}
+
+// midBodyFailure ends a response whose body the upstream failed to deliver (reset,
+// early close, malformed chunking) after its head was read. written is the client
+// connection's byte count before the response head was written. It reports whether the
+// downstream connection can be kept.
+//
+// If nothing of the response has reached the client yet (head and body bytes are all
+// still in c.bw), they are dropped and the client gets meshd's 502 instead: an answer it
+// can act on rather than a cut connection. Otherwise every byte received is delivered and
+// the connection closes: with Content-Length (fewer bytes than announced) or chunked
+// framing (no last chunk) the client sees the message is truncated, so an orderly close
+// (FIN) is enough and keeps the bytes a reset would discard from the kernel's buffers. A
+// body delimited by the close itself (until close, or de-chunked for an HTTP/1.0 client)
+// would look complete after an orderly close: that client gets a reset.
+func (c *h1conn) midBodyFailure(err error, written int64, closeDelimited bool) bool {
+	if c.tc.Written == written {
+		c.bw.Reset(c.tc)
+		c.rec.BytesSent = 0
+		return c.failReply(upstream.Wrap(err, isMalformed))
+	}
+	if closeDelimited {
+		c.tc.Abort()
+		return false
+	}
+	if ferr := c.bw.Flush(); ferr != nil {
+		c.env.Log.Debug("flushing a truncated response failed", "err", ferr)
+	}
+	return false
 }
 
 // startRecord begins the record of the request just read: its start, for the

@@ -37,6 +37,11 @@ type Conn struct {
 	// is then the *tls.Conn, set by Tracker.Wrap); nil for plaintext. Set once after the
 	// handshake, before any request is read.
 	TLS *tls.ConnectionState
+	// Written counts the bytes Write handed to the connection: a relay that fails
+	// part-way compares it with its value before the response to know whether any of
+	// the response reached the client (a local error reply is still possible) or not.
+	// Owned by the serving goroutine, like Write.
+	Written int64
 
 	state atomic.Int32 // idle or active
 }
@@ -57,7 +62,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 
 func (c *Conn) Write(p []byte) (int, error) {
 	c.Timer.Refresh(c.Conn)
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	c.Written += int64(n)
+	return n, err
 }
 
 // SetIdleTimeout switches the idle bound (keep-alive idle between requests, stream idle
