@@ -352,3 +352,41 @@ func TestRunFirstRequestTimeoutEnvRefused(t *testing.T) {
 		t.Fatalf("run = %d, %q; want 2 and %q", code, stderr.String(), want)
 	}
 }
+
+// TestRunEnvValuesRefused: an environment variable of a run flag whose value does not
+// parse stops `meshd run`, naming the variable, its value and the flag that overrides it
+// (it used to fall back to the default in silence: LISTENER_DRAIN_WAIT_TIME_S=abc became
+// 20s); the flag on the command line wins over the bad value.
+func TestRunEnvValuesRefused(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "mesh.yaml")
+	writeFile(t, cfg, reloadCfg(7000))
+	for _, c := range []struct{ name, value, want string }{
+		{"LISTENER_DRAIN_WAIT_TIME_S", "abc", `LISTENER_DRAIN_WAIT_TIME_S="abc": want a duration such as 20s (or whole seconds) (or set --drain-timeout)`},
+		{"MESHD_CONNECT_TIMEOUT", "5 seconds", `MESHD_CONNECT_TIMEOUT="5 seconds": want a duration`},
+		{"APPMESH_ENVOY_INGRESS_PORT", "15000x", `APPMESH_ENVOY_INGRESS_PORT="15000x": want a whole number (or set --ingress-port)`},
+		{"ENABLE_ENVOY_STATS_TAGS", "yes", `ENABLE_ENVOY_STATS_TAGS="yes": want true or false (1 or 0) (or set --envoy-stats-tags)`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, n := range runFlagEnv {
+				t.Setenv(n, "")
+			}
+			t.Setenv(c.name, c.value)
+			var stderr strings.Builder
+			code := run([]string{"run", "-c", cfg, "--node", "client"}, io.Discard, &stderr)
+			if code != 2 || !strings.Contains(stderr.String(), c.want) {
+				t.Fatalf("run = %d, %q; want 2 and %q", code, stderr.String(), c.want)
+			}
+		})
+	}
+	// The command line overrides a bad environment value: the value is the flag's, and
+	// the recorded error names the flag run checks (run skips it when the flag is set).
+	for _, n := range runFlagEnv {
+		t.Setenv(n, "")
+	}
+	t.Setenv("MESHD_DRAIN_TIMEOUT", "abc")
+	f := parseRunFlags(t, "--drain-timeout", "7s")
+	if f.drainTimeout != 7*time.Second || len(f.envErrs) != 1 || f.envErrs[0].flag != "drain-timeout" {
+		t.Fatalf("drain timeout %v, env errors %v; want the flag's 7s and one error for drain-timeout", f.drainTimeout, f.envErrs)
+	}
+}

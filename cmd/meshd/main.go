@@ -97,32 +97,54 @@ func env(def string, names ...string) string {
 	return def
 }
 
-func envInt(def int, names ...string) int {
-	v := env("", names...)
+// envLookup is env that also names the variable the value came from.
+func envLookup(names ...string) (value, name string) {
+	for _, n := range names {
+		if v, ok := os.LookupEnv(n); ok && v != "" {
+			return v, n
+		}
+	}
+	return "", ""
+}
+
+// envErr is an environment variable whose value did not parse.
+type envErr struct{ flag, name, value, want string }
+
+func (e envErr) String() string {
+	return fmt.Sprintf("%s=%q: want %s (or set --%s)", e.name, e.value, e.want, e.flag)
+}
+
+// The env readers of the run flags: a value that does not parse is not replaced by the
+// default in silence; it is recorded, and run refuses to start naming it (unless the
+// command line sets the flag).
+func (f *runFlags) envInt(flag string, def int, names ...string) int {
+	v, name := envLookup(names...)
 	if v == "" {
 		return def
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil {
+		f.envErrs = append(f.envErrs, envErr{flag, name, v, "a whole number"})
 		return def
 	}
 	return n
 }
 
-func envBool(def bool, names ...string) bool {
-	v := env("", names...)
+func (f *runFlags) envBool(flag string, def bool, names ...string) bool {
+	v, name := envLookup(names...)
 	if v == "" {
 		return def
 	}
 	b, err := strconv.ParseBool(v)
 	if err != nil {
+		f.envErrs = append(f.envErrs, envErr{flag, name, v, "true or false (1 or 0)"})
 		return def
 	}
 	return b
 }
 
-func envDuration(def time.Duration, names ...string) time.Duration {
-	v := env("", names...)
+func (f *runFlags) envDuration(flag string, def time.Duration, names ...string) time.Duration {
+	v, name := envLookup(names...)
 	if v == "" {
 		return def
 	}
@@ -132,6 +154,7 @@ func envDuration(def time.Duration, names ...string) time.Duration {
 		if n, err2 := strconv.Atoi(v); err2 == nil {
 			return time.Duration(n) * time.Second
 		}
+		f.envErrs = append(f.envErrs, envErr{flag, name, v, "a duration such as 20s (or whole seconds)"})
 		return def
 	}
 	return d
@@ -148,6 +171,9 @@ func nodeFromEnv() string {
 }
 
 type runFlags struct {
+	// envErrs are environment variables whose values did not parse, by the flag they
+	// set: an error at start unless the command line sets that flag.
+	envErrs      []envErr
 	configPath   string
 	node         string
 	adminAddr    string
@@ -202,24 +228,24 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.configPath, "c", env("", "MESHD_CONFIG"), "config file, YAML or JSON (env MESHD_CONFIG)")
 	fs.StringVar(&f.node, "node", nodeFromEnv(), "virtual node this sidecar serves (env MESHD_NODE, or App Mesh's APPMESH_VIRTUAL_NODE_NAME)")
 	fs.StringVar(&f.adminAddr, "admin-addr", env("127.0.0.1:9901", "MESHD_ADMIN_ADDR"), "admin listener address, or \"off\" (env MESHD_ADMIN_ADDR)")
-	fs.IntVar(&f.ingressPort, "ingress-port", envInt(15000, "MESHD_INGRESS_PORT", "APPMESH_ENVOY_INGRESS_PORT"), "ingress port (env MESHD_INGRESS_PORT)")
-	fs.IntVar(&f.egressPort, "egress-port", envInt(15001, "MESHD_EGRESS_PORT", "APPMESH_ENVOY_EGRESS_PORT"), "egress port (env MESHD_EGRESS_PORT)")
+	fs.IntVar(&f.ingressPort, "ingress-port", f.envInt("ingress-port", 15000, "MESHD_INGRESS_PORT", "APPMESH_ENVOY_INGRESS_PORT"), "ingress port (env MESHD_INGRESS_PORT)")
+	fs.IntVar(&f.egressPort, "egress-port", f.envInt("egress-port", 15001, "MESHD_EGRESS_PORT", "APPMESH_ENVOY_EGRESS_PORT"), "egress port (env MESHD_EGRESS_PORT)")
 	fs.StringVar(&f.ingressAddr, "ingress-bind", env("0.0.0.0", "MESHD_INGRESS_BIND"), "ingress bind address (env MESHD_INGRESS_BIND)")
 	fs.StringVar(&f.egressAddr, "egress-bind", env("127.0.0.1", "MESHD_EGRESS_BIND"), "egress bind address; loopback keeps meshd from being an open proxy (env MESHD_EGRESS_BIND)")
 	fs.StringVar(&f.logLevel, "log-level", env("info", "MESHD_LOG_LEVEL", "ENVOY_LOG_LEVEL"), "trace, debug, info, warning, error, critical or off (env MESHD_LOG_LEVEL, or App Mesh's ENVOY_LOG_LEVEL)")
 	fs.StringVar(&f.logFormat, "log-format", env("text", "MESHD_LOG_FORMAT"), "text or json (env MESHD_LOG_FORMAT)")
-	fs.DurationVar(&f.drainTimeout, "drain-timeout", envDuration(20*time.Second, "MESHD_DRAIN_TIMEOUT", "LISTENER_DRAIN_WAIT_TIME_S"), "how long SIGTERM waits for in-flight requests (env MESHD_DRAIN_TIMEOUT)")
-	fs.DurationVar(&f.drainGrace, "drain-grace", envDuration(3*time.Second, "MESHD_DRAIN_GRACE"), "after SIGTERM, how long /ready fails while the listeners keep serving, before they close and in-flight requests drain (env MESHD_DRAIN_GRACE; SIGINT skips it)")
+	fs.DurationVar(&f.drainTimeout, "drain-timeout", f.envDuration("drain-timeout", 20*time.Second, "MESHD_DRAIN_TIMEOUT", "LISTENER_DRAIN_WAIT_TIME_S"), "how long SIGTERM waits for in-flight requests (env MESHD_DRAIN_TIMEOUT)")
+	fs.DurationVar(&f.drainGrace, "drain-grace", f.envDuration("drain-grace", 3*time.Second, "MESHD_DRAIN_GRACE"), "after SIGTERM, how long /ready fails while the listeners keep serving, before they close and in-flight requests drain (env MESHD_DRAIN_GRACE; SIGINT skips it)")
 	fs.StringVar(&f.emf, "cloudwatch-emf", env("", "MESHD_CLOUDWATCH_EMF"), "write CloudWatch Embedded Metric Format lines (per cluster and listener: requests, 4xx, 5xx, local errors, retries, latency) to stdout, stderr or a file, for CloudWatch without an agent (env MESHD_CLOUDWATCH_EMF)")
-	fs.DurationVar(&f.emfInterval, "cloudwatch-emf-interval", envDuration(time.Minute, "MESHD_CLOUDWATCH_EMF_INTERVAL"), "how often --cloudwatch-emf lines are written (env MESHD_CLOUDWATCH_EMF_INTERVAL)")
+	fs.DurationVar(&f.emfInterval, "cloudwatch-emf-interval", f.envDuration("cloudwatch-emf-interval", time.Minute, "MESHD_CLOUDWATCH_EMF_INTERVAL"), "how often --cloudwatch-emf lines are written (env MESHD_CLOUDWATCH_EMF_INTERVAL)")
 	fs.StringVar(&f.http2Limits, "http2-limits", env("", "MESHD_HTTP2_LIMITS"), "HTTP/2 defences of downstream connections, key=value,... over Envoy's edge defaults: "+strings.Join(h2.LimitNames(), ", ")+" (docs/http2.md) (env MESHD_HTTP2_LIMITS)")
 	fs.StringVar(&f.spiffeSocket, "spiffe-socket", env("", "MESHD_SPIFFE_SOCKET", "SPIFFE_ENDPOINT_SOCKET"), "SPIFFE Workload API endpoint (unix:///path or tcp://ip:port) that serves the certificates of sds sources in tls blocks, e.g. a SPIRE agent's socket (env MESHD_SPIFFE_SOCKET, or SPIFFE_ENDPOINT_SOCKET)")
-	fs.IntVar(&f.maxReplay, "max-replay-body", envInt(65536, "MESHD_MAX_REPLAY_BODY"), "bytes of a request body kept so a retry can send it again, for every protocol; larger bodies are retried only when none of them was sent (env MESHD_MAX_REPLAY_BODY)")
+	fs.IntVar(&f.maxReplay, "max-replay-body", f.envInt("max-replay-body", 65536, "MESHD_MAX_REPLAY_BODY"), "bytes of a request body kept so a retry can send it again, for every protocol; larger bodies are retried only when none of them was sent (env MESHD_MAX_REPLAY_BODY)")
 	fs.StringVar(&f.dnsResolvers, "dns-resolver", env("", "MESHD_DNS_RESOLVER"), "DNS servers (ip or ip:port, comma-separated) for service discovery names, instead of the config's dnsResolvers and /etc/resolv.conf (env MESHD_DNS_RESOLVER)")
-	fs.DurationVar(&f.dnsMinTTL, "dns-min-ttl", envDuration(discovery.DefaultMinTTL, "MESHD_DNS_MIN_TTL"), "a followed name is re-resolved no more often than this, whatever its TTL (env MESHD_DNS_MIN_TTL)")
-	fs.DurationVar(&f.dnsMaxTTL, "dns-max-ttl", envDuration(discovery.DefaultMaxTTL, "MESHD_DNS_MAX_TTL"), "and at least this often (env MESHD_DNS_MAX_TTL)")
-	fs.DurationVar(&f.dnsNXGrace, "dns-nxdomain-grace", envDuration(discovery.DefaultNXDomainGrace, "MESHD_DNS_NXDOMAIN_GRACE"), "a name that stops existing keeps its endpoints this long (env MESHD_DNS_NXDOMAIN_GRACE)")
-	fs.DurationVar(&f.connectTO, "connect-timeout", envDuration(5*time.Second, "MESHD_CONNECT_TIMEOUT"), "upstream connect timeout (env MESHD_CONNECT_TIMEOUT)")
+	fs.DurationVar(&f.dnsMinTTL, "dns-min-ttl", f.envDuration("dns-min-ttl", discovery.DefaultMinTTL, "MESHD_DNS_MIN_TTL"), "a followed name is re-resolved no more often than this, whatever its TTL (env MESHD_DNS_MIN_TTL)")
+	fs.DurationVar(&f.dnsMaxTTL, "dns-max-ttl", f.envDuration("dns-max-ttl", discovery.DefaultMaxTTL, "MESHD_DNS_MAX_TTL"), "and at least this often (env MESHD_DNS_MAX_TTL)")
+	fs.DurationVar(&f.dnsNXGrace, "dns-nxdomain-grace", f.envDuration("dns-nxdomain-grace", discovery.DefaultNXDomainGrace, "MESHD_DNS_NXDOMAIN_GRACE"), "a name that stops existing keeps its endpoints this long (env MESHD_DNS_NXDOMAIN_GRACE)")
+	fs.DurationVar(&f.connectTO, "connect-timeout", f.envDuration("connect-timeout", 5*time.Second, "MESHD_CONNECT_TIMEOUT"), "upstream connect timeout (env MESHD_CONNECT_TIMEOUT)")
 	firstReq := proxy.DefaultFirstRequestTimeout
 	if v := env("", "MESHD_FIRST_REQUEST_TIMEOUT"); v != "" {
 		if d, err := time.ParseDuration(v); err == nil {
@@ -229,15 +255,15 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 		}
 	}
 	fs.DurationVar(&f.firstReqTO, "first-request-timeout", firstReq, "an HTTP connection must complete its first request head this long after accept (after the TLS handshake on a TLS listener), or it is closed (HTTP/1.1: 408 if part of a head came; HTTP/2: GOAWAY); > 0, tcp listeners and opaque egress are not bound by it (env MESHD_FIRST_REQUEST_TIMEOUT)")
-	fs.BoolVar(&f.watch, "watch", envBool(true, "MESHD_WATCH"), "reload the -c file when it changes, renames and symlink swaps included (env MESHD_WATCH)")
+	fs.BoolVar(&f.watch, "watch", f.envBool("watch", true, "MESHD_WATCH"), "reload the -c file when it changes, renames and symlink swaps included (env MESHD_WATCH)")
 	fs.StringVar(&f.configURL, "config-url", env("", "MESHD_CONFIG_URL"), "poll the config from this http(s) URL instead of -c (env MESHD_CONFIG_URL)")
-	fs.DurationVar(&f.pollInterval, "poll-interval", envDuration(config.DefaultPollInterval, "MESHD_POLL_INTERVAL"), "how often --config-url is polled (env MESHD_POLL_INTERVAL)")
+	fs.DurationVar(&f.pollInterval, "poll-interval", f.envDuration("poll-interval", config.DefaultPollInterval, "MESHD_POLL_INTERVAL"), "how often --config-url is polled (env MESHD_POLL_INTERVAL)")
 	fs.StringVar(&f.persist, "persist", env("", "MESHD_PERSIST"), "write each applied config here; start from it when the config source fails (env MESHD_PERSIST)")
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", env("", "MESHD_ADMIN_TOKEN_FILE"), "file holding the admin API bearer token; MESHD_ADMIN_TOKEN sets the token itself (env MESHD_ADMIN_TOKEN_FILE)")
 	f.adminToken = env("", "MESHD_ADMIN_TOKEN")
-	fs.BoolVar(&f.requireIfMatch, "require-if-match", envBool(false, "MESHD_REQUIRE_IF_MATCH"), "PUT /config must carry If-Match (env MESHD_REQUIRE_IF_MATCH)")
+	fs.BoolVar(&f.requireIfMatch, "require-if-match", f.envBool("require-if-match", false, "MESHD_REQUIRE_IF_MATCH"), "PUT /config must carry If-Match (env MESHD_REQUIRE_IF_MATCH)")
 	fs.StringVar(&f.metricsLevel, "metrics-level", env(proxy.MetricsLevelDefault, "MESHD_METRICS_LEVEL"), "series of the admin /stats/prometheus: default, or detailed (adds per-endpoint series with their address, and latency per route and per listener) (env MESHD_METRICS_LEVEL)")
-	fs.BoolVar(&f.envoyStatsTags, "envoy-stats-tags", envBool(false, "MESHD_ENVOY_STATS_TAGS", "ENABLE_ENVOY_STATS_TAGS"), "add App Mesh's stats tags (appmesh_mesh, appmesh_virtual_node, appmesh_virtual_service) to the exported series (env MESHD_ENVOY_STATS_TAGS, or App Mesh's ENABLE_ENVOY_STATS_TAGS=1)")
+	fs.BoolVar(&f.envoyStatsTags, "envoy-stats-tags", f.envBool("envoy-stats-tags", false, "MESHD_ENVOY_STATS_TAGS", "ENABLE_ENVOY_STATS_TAGS"), "add App Mesh's stats tags (appmesh_mesh, appmesh_virtual_node, appmesh_virtual_service) to the exported series (env MESHD_ENVOY_STATS_TAGS, or App Mesh's ENABLE_ENVOY_STATS_TAGS=1)")
 	fs.StringVar(&f.tracingEndpoint, "tracing-endpoint", env("", "MESHD_TRACING_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"), "OTLP receiver of traces, host:port or http(s)://host:port[/path]; empty: tracing off (env MESHD_TRACING_ENDPOINT, or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT)")
 	if env("", "MESHD_TRACING_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
 		f.otlpBase = env("", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -245,8 +271,8 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tracingProtocol, "tracing-protocol", env(tracing.ProtocolGRPC, "MESHD_TRACING_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"), "OTLP protocol: grpc or http (protobuf) (env MESHD_TRACING_PROTOCOL, or OTEL_EXPORTER_OTLP_PROTOCOL)")
 	fs.StringVar(&f.tracingSampleRatio, "tracing-sample-ratio", env("1", "MESHD_TRACING_SAMPLE_RATIO", "XRAY_SAMPLING_RATE"), "share of new traces sampled, 0 to 1; a request continuing a caller's trace follows the caller's decision (env MESHD_TRACING_SAMPLE_RATIO, or App Mesh's XRAY_SAMPLING_RATE)")
 	fs.StringVar(&f.tracingPropagators, "tracing-propagators", env(strings.Join(tracing.DefaultPropagators, ","), "MESHD_TRACING_PROPAGATORS"), "trace context formats read, in order of preference: tracecontext, b3, b3multi, xray, baggage; the first is written upstream, with the others the request carried (env MESHD_TRACING_PROPAGATORS)")
-	fs.BoolVar(&f.tracingInsecure, "tracing-insecure", envBool(false, "MESHD_TRACING_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE"), "send to a host:port --tracing-endpoint in plain text, not TLS (an http:// URL says so itself) (env MESHD_TRACING_INSECURE, or OTEL_EXPORTER_OTLP_INSECURE)")
-	fs.BoolVar(&f.xray, "tracing-xray", envBool(false, "MESHD_TRACING_XRAY", "ENABLE_ENVOY_XRAY_TRACING"), "X-Ray: also write X-Amzn-Trace-Id upstream, time-based trace ids; turns tracing on to "+tracing.DefaultXRayEndpoint+" (an ADOT collector's OTLP receiver) when no endpoint is given (env MESHD_TRACING_XRAY, or App Mesh's ENABLE_ENVOY_XRAY_TRACING)")
+	fs.BoolVar(&f.tracingInsecure, "tracing-insecure", f.envBool("tracing-insecure", false, "MESHD_TRACING_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE"), "send to a host:port --tracing-endpoint in plain text, not TLS (an http:// URL says so itself) (env MESHD_TRACING_INSECURE, or OTEL_EXPORTER_OTLP_INSECURE)")
+	fs.BoolVar(&f.xray, "tracing-xray", f.envBool("tracing-xray", false, "MESHD_TRACING_XRAY", "ENABLE_ENVOY_XRAY_TRACING"), "X-Ray: also write X-Amzn-Trace-Id upstream, time-based trace ids; turns tracing on to "+tracing.DefaultXRayEndpoint+" (an ADOT collector's OTLP receiver) when no endpoint is given (env MESHD_TRACING_XRAY, or App Mesh's ENABLE_ENVOY_XRAY_TRACING)")
 }
 
 // tracingFlags names the flag of each tracing.Config field, for errors.
@@ -423,6 +449,12 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 	if f.dnsMinTTL <= 0 || f.dnsMaxTTL < f.dnsMinTTL || f.dnsNXGrace < 0 {
 		fmt.Fprintf(stderr, "meshd run: --dns-min-ttl %v, --dns-max-ttl %v, --dns-nxdomain-grace %v: want 0 < min <= max and grace >= 0\n", f.dnsMinTTL, f.dnsMaxTTL, f.dnsNXGrace)
 		return 2
+	}
+	for _, e := range f.envErrs {
+		if !flagSet(fs, e.flag) {
+			fmt.Fprintln(stderr, "meshd run:", e)
+			return 2
+		}
 	}
 	if f.firstReqEnv != "" && !flagSet(fs, "first-request-timeout") {
 		fmt.Fprintf(stderr, "meshd run: MESHD_FIRST_REQUEST_TIMEOUT %q: want a duration such as 10s\n", f.firstReqEnv)
