@@ -22,26 +22,7 @@ import (
 // with --node its certificate and trust files are read as meshd run reads them: missing
 // or expired files fail, naming the field and the file, files of the mesh CA pass.
 func TestValidateTLS(t *testing.T) {
-	dir := t.TempDir()
-	ca, err := meshtls.NewCA(meshtls.CAOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(dir, "ca.crt")
-	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	issue := func(node string, now time.Time, ttl time.Duration) (string, string) {
-		wc, err := ca.Issue(meshtls.WorkloadRequest{Mesh: "shop", Node: node, Now: now, TTL: ttl})
-		if err != nil {
-			t.Fatal(err)
-		}
-		crt, key, err := meshtls.WriteWorkload(dir, node, wc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return crt, key
-	}
+	caFile, issue := validatePKI(t)
 	goodCrt, goodKey := issue("a", time.Time{}, 0)
 	oldCrt, oldKey := issue("old", time.Now().Add(-48*time.Hour), time.Hour)
 	node := func(tls string) string {
@@ -112,26 +93,7 @@ virtualNodes:
 // every file-sourced case, validate --node and meshd run's compile (state.Compile with a
 // loader) agree: validate passes exactly what run serves.
 func TestValidateClientPolicyTLS(t *testing.T) {
-	dir := t.TempDir()
-	ca, err := meshtls.NewCA(meshtls.CAOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(dir, "ca.crt")
-	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	issue := func(node string, now time.Time, ttl time.Duration) (string, string) {
-		wc, err := ca.Issue(meshtls.WorkloadRequest{Mesh: "shop", Node: node, Now: now, TTL: ttl})
-		if err != nil {
-			t.Fatal(err)
-		}
-		crt, key, err := meshtls.WriteWorkload(dir, node, wc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return crt, key
-	}
+	caFile, issue := validatePKI(t)
 	goodCrt, goodKey := issue("a", time.Time{}, 0)
 	oldCrt, oldKey := issue("old", time.Now().Add(-48*time.Hour), time.Hour)
 	trust := func(f string) string { return fmt.Sprintf("validation: {trust: {file: {certificateChain: %q}}}", f) }
@@ -217,4 +179,32 @@ virtualServices:
 		}
 		_ = ld.Close()
 	}
+}
+
+// validatePKI makes a mesh CA (mesh "shop") in a temporary directory: the CA
+// certificate's file, and a function that issues a node's certificate valid from now
+// for ttl (zero values: from now, for a day) and returns its certificate and key files.
+func validatePKI(t *testing.T) (caFile string, issue func(node string, now time.Time, ttl time.Duration) (crt, key string)) {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := meshtls.NewCA(meshtls.CAOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile = filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	issue = func(node string, now time.Time, ttl time.Duration) (string, string) {
+		wc, err := ca.Issue(meshtls.WorkloadRequest{Mesh: "shop", Node: node, Now: now, TTL: ttl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		crt, key, err := meshtls.WriteWorkload(dir, node, wc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return crt, key
+	}
+	return caFile, issue
 }
