@@ -168,9 +168,9 @@ type runFlags struct {
 	envErrs []envErr
 	// nodeEnv is the node the environment named, with the mesh of App Mesh's forms
 	// (checked against the config's at start); nodeEnvErr a value that does not parse.
-	nodeEnv    nodeEnv
-	nodeEnvErr error
-	configPath string
+	nodeEnv      nodeEnv
+	nodeEnvErr   error
+	configPath   string
 	node         string
 	adminAddr    string
 	ingressPort  int
