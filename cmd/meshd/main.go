@@ -2,6 +2,7 @@
 //
 //	meshd run -c mesh.yaml --node NAME   serve a virtual node's ingress and egress
 //	meshd validate -c mesh.yaml          check a config; every error on its own line
+//	meshd health / meshd wait-ready      ask the local meshd whether it is LIVE / wait until it is
 //	meshd ca init|issue --dir DIR ...    the mesh CA: a root, and workload certificates
 //	meshd demo                           run an embedded two-version canary demo
 //	meshd version
@@ -54,6 +55,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stdout, stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "health":
+		return cmdHealth(args[1:], stdout, stderr)
+	case "wait-ready":
+		return cmdWaitReady(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
 	case "iptables":
@@ -79,6 +84,8 @@ func usage(w io.Writer) {
 Usage:
   meshd run -c FILE|--config-url URL --node NAME [--admin-addr ADDR] [--ingress-port N] [--egress-port N]
   meshd validate -c FILE [--node NAME]
+  meshd health [--admin-addr ADDR] [--timeout 2s]       exit 0 when the local meshd is LIVE
+  meshd wait-ready [--admin-addr ADDR] [--timeout 60s]  wait until it is (an app's entrypoint)
   meshd demo [--egress-port N] [--ingress-port N] [--admin-addr ADDR]
   meshd iptables print|apply|clean [--app-ports LIST] [--ignored-uid N] [...]
   meshd ca init --dir DIR [--force]
