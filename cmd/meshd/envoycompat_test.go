@@ -413,3 +413,31 @@ func TestConfigURLCredentialFlagsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestEnvDocCoversEveryVariable keeps docs/env.md's tables whole: every variable meshd
+// run reads, warns about or reports is named there.
+func TestEnvDocCoversEveryVariable(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/env.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := append([]string{}, platformEnv...)
+	for _, u := range unsupportedEnv {
+		names = append(names, u.name)
+	}
+	for _, n := range runFlagEnv {
+		if !strings.HasPrefix(n, "MESHD_") {
+			names = append(names, n)
+		}
+	}
+	names = append(names, "MESHD_ADMIN_ACCESS_LOG", "MESHD_INITIAL_FETCH_TIMEOUT", "MESHD_CONCURRENCY", "MESHD_TRACING_SERVICE_NAME",
+		"MESHD_CONFIG_URL_HEADERS", "MESHD_CONFIG_URL_TOKEN_FILE")
+	for _, n := range names {
+		if strings.HasPrefix(n, "OTEL_") || n == "SPIFFE_ENDPOINT_SOCKET" {
+			continue // not App Mesh's: the README's flag table
+		}
+		if !strings.Contains(string(doc), "`"+n+"`") {
+			t.Errorf("docs/env.md does not name `%s`", n)
+		}
+	}
+}
