@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -440,4 +441,24 @@ func TestEnvDocCoversEveryVariable(t *testing.T) {
 			t.Errorf("docs/env.md does not name `%s`", n)
 		}
 	}
+}
+
+// TestReadmeFlagTable: every meshd run flag is in the README's flag table.
+func TestReadmeFlagTable(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := flag.NewFlagSet("meshd run", flag.ContinueOnError)
+	var f runFlags
+	f.register(fs)
+	fs.VisitAll(func(fl *flag.Flag) {
+		name := "`--" + fl.Name + "`"
+		if fl.Name == "c" {
+			name = "`-c`"
+		}
+		if !strings.Contains(string(readme), "| "+name) && !strings.Contains(string(readme), ", "+name) {
+			t.Errorf("README's flag table lacks %s", name)
+		}
+	})
 }
