@@ -462,3 +462,28 @@ func TestReadmeFlagTable(t *testing.T) {
 		}
 	})
 }
+
+// TestInitialFetchTimeout: --initial-fetch-timeout (App Mesh's ENVOY_INITIAL_FETCH_TIMEOUT)
+// bounds the first fetch of --config-url: a server that never answers stops meshd run
+// with exit 1 once it passes, naming the deadline.
+func TestInitialFetchTimeout(t *testing.T) {
+	for _, n := range runFlagEnv {
+		t.Setenv(n, "")
+	}
+	release := make(chan struct{})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(ts.Close)
+	t.Cleanup(func() { close(release) })
+	t.Setenv("ENVOY_INITIAL_FETCH_TIMEOUT", "1") // seconds, as App Mesh's
+	var stderr strings.Builder
+	code := run([]string{"run", "--node", "client", "--config-url", ts.URL + "/mesh.yaml",
+		"--admin-addr", "127.0.0.1:0", "--ingress-port", "0", "--egress-port", "0", "--ingress-bind", "127.0.0.1"}, io.Discard, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "deadline exceeded") {
+		t.Fatalf("run = %d, %q; want 1 and the fetch's deadline", code, stderr.String())
+	}
+}
