@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -221,17 +220,6 @@ func warnUnsupportedEnv(logger *slog.Logger) []string {
 	}
 	slices.Sort(names)
 	return names
-}
-
-// redactURL drops a URL's query and user info (a presigned URL's signature, a
-// password) for display.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	u.User, u.RawQuery, u.Fragment = nil, "", ""
-	return u.String()
 }
 
 // parseHeaders parses --config-url-header values ("Name: value"); the error names the

@@ -445,7 +445,7 @@ func (f *runFlags) commandLineOptions() map[string]any {
 		"config_path":     f.configPath,
 	}
 	if f.configURL != "" {
-		m["config_path"] = redactURL(f.configURL)
+		m["config_path"] = config.RedactURL(f.configURL)
 	}
 	if md := platformMetadata(); len(md) > 0 {
 		m["node_metadata"] = md
