@@ -44,6 +44,10 @@ import (
 type Options struct {
 	// Node is the virtual node this sidecar serves. Required.
 	Node string
+	// Mesh, when set, is the only mesh a config may name (mesh.meshName); a config of
+	// another mesh is refused at every apply, the first included. MeshFrom says where
+	// it came from (named in the refusal).
+	Mesh, MeshFrom string
 	// IngressAddr is where redirected inbound traffic arrives. Default ":15000".
 	IngressAddr string
 	// EgressAddr is where the app's outbound traffic arrives (iptables REDIRECT or
@@ -322,6 +326,8 @@ func New(opts Options) (*Server, error) {
 	}
 	s.state = state.Holder{
 		Node:        opts.Node,
+		Mesh:        opts.Mesh,
+		MeshFrom:    opts.MeshFrom,
 		Options:     state.Options{Registry: s.registryFor, FirstResolveWait: opts.FirstResolveWait, Cluster: cluster, TLS: s.tls},
 		Log:         s.log,
 		PersistPath: opts.PersistPath,

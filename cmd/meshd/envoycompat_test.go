@@ -252,8 +252,8 @@ func TestRunNodeEnvRefused(t *testing.T) {
 			[]string{`APPMESH_RESOURCE_ARN="arn:aws:appmesh:eu-west-1:111122223333:mesh/m/virtualGateway/ingress-gw" names virtual gateway "ingress-gw"`, "issue 16"}},
 		{"APPMESH_VIRTUAL_NODE_NAME", "mesh/m/virtualGateway/gw_ns", 2, []string{`APPMESH_VIRTUAL_NODE_NAME="mesh/m/virtualGateway/gw_ns" names virtual gateway`}},
 		{"APPMESH_VIRTUAL_NODE_NAME", "mesh/m/client", 2, []string{`APPMESH_VIRTUAL_NODE_NAME="mesh/m/client": want a virtual node ARN`}},
-		{"APPMESH_VIRTUAL_NODE_NAME", "mesh/other/virtualNode/client", 1, []string{"APPMESH_VIRTUAL_NODE_NAME", "names mesh", "other", "mesh.meshName"}},
-		{"APPMESH_RESOURCE_ARN", "arn:aws:appmesh:eu-west-1:1:mesh/other/virtualNode/client", 1, []string{"APPMESH_RESOURCE_ARN", "names mesh", "other"}},
+		{"APPMESH_VIRTUAL_NODE_NAME", "mesh/other/virtualNode/client", 1, []string{"APPMESH_VIRTUAL_NODE_NAME", `serves mesh "other"`, "mesh.meshName"}},
+		{"APPMESH_RESOURCE_ARN", "arn:aws:appmesh:eu-west-1:1:mesh/other/virtualNode/client", 1, []string{"APPMESH_RESOURCE_ARN", `serves mesh "other"`, `value "m"`}},
 	} {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
 			for _, n := range runFlagEnv {
@@ -280,6 +280,13 @@ func TestRunNodeEnvRefused(t *testing.T) {
 	f := parseRunFlags(t, "--node", "client")
 	if f.node != "client" || f.nodeEnvErr == nil {
 		t.Fatalf("node %q, env error %v", f.node, f.nodeEnvErr)
+	}
+	t.Setenv("APPMESH_RESOURCE_ARN", "arn:aws:appmesh:eu-west-1:1:mesh/other/virtualNode/client")
+	if f := parseRunFlags(t, "--node", "server"); f.envMesh() != "" {
+		t.Fatalf("--node server: the variable's mesh %q still binds", f.envMesh())
+	}
+	if f := parseRunFlags(t); f.envMesh() != "other" {
+		t.Fatalf("the variable's node: mesh %q, want other", f.envMesh())
 	}
 }
 

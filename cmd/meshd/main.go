@@ -398,6 +398,15 @@ func (f *runFlags) loadToken() error {
 	return nil
 }
 
+// envMesh is the mesh the environment's node variable names, when that node is the one
+// served (--node on the command line wins, and then the variable's mesh does not bind).
+func (f *runFlags) envMesh() string {
+	if f.node != f.nodeEnv.node {
+		return ""
+	}
+	return f.nodeEnv.mesh
+}
+
 func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) (proxy.Options, error) {
 	h2lim, err := h2.ParseLimits(f.http2Limits, h2.DefaultLimits())
 	if err != nil {
@@ -408,6 +417,8 @@ func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) (proxy.Opt
 		TLS:                   meshtls.LoaderOptions{WorkloadAPIAddr: f.spiffeSocket, Logger: logger},
 		LogLevel:              level,
 		Node:                  f.node,
+		Mesh:                  f.envMesh(),
+		MeshFrom:              f.nodeEnv.from(),
 		IngressAddr:           joinHostPort(f.ingressAddr, f.ingressPort),
 		EgressAddr:            joinHostPort(f.egressAddr, f.egressPort),
 		AdminAddr:             f.adminAddr,
@@ -584,10 +595,7 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 	defer stopTracing() // after serveWith's drain
 	return serveWith(opts, logger, serveOpts{
 		initial: func(ctx context.Context, srv *proxy.Server) error {
-			if err := applyInitialWithin(ctx, srv, src, f.persist, logger, f.initialFetchTO); err != nil {
-				return err
-			}
-			return f.nodeEnv.checkMesh(srv.Snapshot().Config().Mesh.MeshName)
+			return applyInitialWithin(ctx, srv, src, f.persist, logger, f.initialFetchTO)
 		},
 		sighup: func(ctx context.Context, srv *proxy.Server) { applyFetched(ctx, srv, src, logger) },
 		source: src,
