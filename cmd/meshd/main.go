@@ -3,6 +3,7 @@
 //	meshd run -c mesh.yaml --node NAME   serve a virtual node's ingress and egress
 //	meshd validate -c mesh.yaml          check a config; every error on its own line
 //	meshd health / meshd wait-ready      ask the local meshd whether it is LIVE / wait until it is
+//	meshd canary                         shift a route's weight to a canary step by step, roll back on errors
 //	meshd ca init|issue --dir DIR ...    the mesh CA: a root, and workload certificates
 //	meshd demo                           run an embedded two-version canary demo
 //	meshd version
@@ -59,6 +60,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdHealth(args[1:], stdout, stderr)
 	case "wait-ready":
 		return cmdWaitReady(args[1:], stdout, stderr)
+	case "canary":
+		return cmdCanary(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
 	case "iptables":
@@ -86,6 +89,8 @@ Usage:
   meshd validate -c FILE [--node NAME]
   meshd health [--admin-addr ADDR] [--timeout 2s]       exit 0 when the local meshd is LIVE
   meshd wait-ready [--admin-addr ADDR] [--timeout 60s]  wait until it is (an app's entrypoint)
+  meshd canary -c FILE|--put URL,... --route ROUTER/ROUTE --canary NODE --metrics URL,... [--steps 10,50,100] [--interval 1m] [--max-error-rate 0.01] [--max-p99 D] [--min-requests 20] [--dry-run]
+  meshd canary promote|abort -c FILE|--put URL,... --route ROUTER/ROUTE --canary NODE
   meshd demo [--egress-port N] [--ingress-port N] [--admin-addr ADDR]
   meshd iptables print|apply|clean [--app-ports LIST] [--ignored-uid N] [...]
   meshd ca init --dir DIR [--force]
