@@ -299,8 +299,11 @@ func parseInput(files []inputFile) (*Config, error) {
 	if len(docs) == 0 {
 		return nil, &Errors{List: []FieldError{{Msg: "config is empty"}}}
 	}
-	multi := len(docs) > 1
-	if len(files) == 1 && !multi {
+	perFile := map[string]int{}
+	for _, d := range docs {
+		perFile[d.file]++
+	}
+	if len(files) == 1 && len(docs) == 1 {
 		d := docs[0]
 		if root := docRoot(d.root); root.Kind == yaml.MappingNode && !hasResourceKindKey(root) {
 			// meshd's own layout, as one document: decoded as it always was.
@@ -311,7 +314,7 @@ func parseInput(files []inputFile) (*Config, error) {
 			return c, nil
 		}
 	}
-	m := &merger{c: &Config{}, orig: &origins{lists: map[string][]origin{}}, seen: map[string]origin{}, multiDoc: multi}
+	m := &merger{c: &Config{}, orig: &origins{lists: map[string][]origin{}}, seen: map[string]origin{}, perFile: perFile}
 	for _, d := range docs {
 		m.doc(d)
 		if len(m.errs) >= maxParseErrors {
@@ -364,19 +367,19 @@ type meshNameUse struct {
 
 // merger folds documents into one Config, recording where each resource came from.
 type merger struct {
-	c        *Config
-	orig     *origins
-	errs     []FieldError
-	seen     map[string]origin // resource key → first definition
-	meshDef  *origin
-	multiDoc bool
+	c       *Config
+	orig    *origins
+	errs    []FieldError
+	seen    map[string]origin // resource key → first definition
+	meshDef *origin
+	perFile map[string]int // documents per file: their index is named when a file has several
 	// meshNames: each distinct mesh name the input uses, with its first use.
 	meshNames []meshNameUse
 }
 
 func (m *merger) at(d inputDoc, path string, line int) origin {
 	o := origin{file: d.file, path: path, line: line}
-	if m.multiDoc {
+	if m.perFile[d.file] > 1 {
 		o.doc = d.idx
 	}
 	return o
@@ -464,7 +467,7 @@ func layoutLine(n *yaml.Node, list string, i int) int {
 func (m *merger) decodeErrs(d inputDoc, errs []FieldError) bool {
 	for _, fe := range errs {
 		fe.File = d.file
-		if m.multiDoc {
+		if m.perFile[d.file] > 1 {
 			fe.Doc = d.idx
 		}
 		m.errs = append(m.errs, fe)
@@ -573,8 +576,8 @@ func (m *merger) useMesh(name string, o origin, field string) {
 	}
 	if len(m.meshNames) > 0 {
 		first := m.meshNames[0]
-		m.fail(o, o.path+field, name, "mesh %q differs from mesh %q named in %s%s; one input describes one mesh",
-			name, first.name, first.at, field)
+		m.fail(o, o.path+field, name, "mesh %q differs from mesh %q named by %s; one input describes one mesh",
+			name, first.name, first.at)
 	}
 	m.meshNames = append(m.meshNames, meshNameUse{name: name, at: o})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -440,7 +441,9 @@ func (d *decoder) decodeMapping(n *yaml.Node, v reflect.Value, path string, info
 		f, ok := info.byName[name]
 		if !ok {
 			msg := "unknown field"
-			if s := suggest(name, info.names); s != "" {
+			if _, res := wrapperKey(v.Type()); res && slices.Contains(listOnlyFields, name) {
+				msg += "; list-* output names resources without their spec: use describe-* output"
+			} else if s := suggest(name, info.names); s != "" {
 				msg += "; did you mean " + s + "?"
 			}
 			d.fail(k, fpath, "", "%s", msg)
@@ -472,6 +475,10 @@ func (d *decoder) decodeMerge(src *yaml.Node, v reflect.Value, path string, info
 		d.fail(src, path, scalarValue(src), "merge key (<<) needs a mapping or a list of mappings")
 	}
 }
+
+// listOnlyFields are the fields `aws appmesh list-*` prints beside a resource's name
+// (describe-* puts them under metadata), so meeting one says which output was pasted.
+var listOnlyFields = []string{"createdAt", "lastUpdatedAt", "version"}
 
 // structInfo lists the json names of t's fields, promoting the fields of embedded
 // structs (ResourceMeta) unless an outer field has the same name, as encoding/json
