@@ -2,6 +2,7 @@
 //
 //	meshd run -c mesh.yaml --node NAME   serve a virtual node's ingress and egress
 //	meshd validate -c mesh.yaml          check a config; every error on its own line
+//	meshd import INPUT...                convert CloudFormation, controller manifests, describe-* outputs
 //	meshd ca init|issue --dir DIR ...    the mesh CA: a root, and workload certificates
 //	meshd demo                           run an embedded two-version canary demo
 //	meshd version
@@ -52,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stdout, stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "import":
+		return cmdImport(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
 	case "iptables":
@@ -76,7 +79,9 @@ func usage(w io.Writer) {
 
 Usage:
   meshd run -c FILE|--config-url URL --node NAME [--admin-addr ADDR] [--ingress-port N] [--egress-port N]
-  meshd validate -c FILE [--node NAME]
+  meshd validate -c FILE|DIR [--node NAME]
+  meshd import [-o FILE] [--parameter K=V ...] [--mesh NAME] INPUT...
+                                       CloudFormation, controller manifests, describe-* outputs -> one mesh file
   meshd demo [--egress-port N] [--ingress-port N] [--admin-addr ADDR]
   meshd iptables print|apply|clean [--app-ports LIST] [--ignored-uid N] [...]
   meshd ca init --dir DIR [--force]
@@ -225,7 +230,7 @@ type runFlags struct {
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.configPath, "c", env("", "MESHD_CONFIG"), "config file, YAML or JSON (env MESHD_CONFIG)")
+	fs.StringVar(&f.configPath, "c", env("", "MESHD_CONFIG"), "config file (YAML or JSON; describe-* outputs too) or directory of them (env MESHD_CONFIG)")
 	fs.StringVar(&f.node, "node", nodeFromEnv(), "virtual node this sidecar serves (env MESHD_NODE, or App Mesh's APPMESH_VIRTUAL_NODE_NAME)")
 	fs.StringVar(&f.adminAddr, "admin-addr", env("127.0.0.1:9901", "MESHD_ADMIN_ADDR"), "admin listener address, or \"off\" (env MESHD_ADMIN_ADDR)")
 	fs.IntVar(&f.ingressPort, "ingress-port", f.envInt("ingress-port", 15000, "MESHD_INGRESS_PORT", "APPMESH_ENVOY_INGRESS_PORT"), "ingress port (env MESHD_INGRESS_PORT)")
@@ -678,7 +683,7 @@ func serveWith(opts proxy.Options, logger *slog.Logger, so serveOpts) int {
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("meshd validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("c", env("", "MESHD_CONFIG"), "config file, YAML or JSON")
+	path := fs.String("c", env("", "MESHD_CONFIG"), "config file (YAML or JSON; describe-* outputs too) or directory of them")
 	node := fs.String("node", "", "also compile the routing table of this virtual node")
 	if err := fs.Parse(args); err != nil {
 		return 2
