@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -175,7 +176,7 @@ func (im *importer) file(path string) error {
 		switch {
 		case len(docs) == 1 && mapKey(root, "Resources") != nil:
 			return im.cfn(path, root)
-		case isK8s(root):
+		case slices.ContainsFunc(docs, isK8s):
 			return im.k8sDocs(path, docs)
 		}
 	}
@@ -427,8 +428,8 @@ func normalize(v any, t reflect.Type, path string, report func(path, msg string)
 				report(joinDot(path, k), "not carried over: no such field in the App Mesh spec meshd reads")
 				continue
 			}
-			name := jsonFieldName(f)
-			out[name] = normalize(m[k], f.Type, joinDot(path, name), report)
+			// The path keeps the input's spelling, so a report points at what was written.
+			out[jsonFieldName(f)] = normalize(m[k], f.Type, joinDot(path, k), report)
 		}
 		return out
 	case reflect.Slice:
@@ -540,7 +541,9 @@ func (im *importer) addResource(where, kind string, res map[string]any) {
 
 // rewriteACM replaces ACM certificate and trust sources, which meshd cannot read, with
 // file sources under the TLS directory, and lists what to export to where.
-func (im *importer) rewriteACM() {
+func (im *importer) rewriteACM() { im.rewriteACMInto(&im.cfg) }
+
+func (im *importer) rewriteACMInto(cfg *config.Config) {
 	lt := func(path string, t *config.ListenerTLS) {
 		if t == nil || t.Certificate == nil || t.Certificate.ACM == nil {
 			return
@@ -578,8 +581,8 @@ func (im *importer) rewriteACM() {
 		}
 		trust(path+".tls.validation", &cp.TLS.Validation.Trust)
 	}
-	for i := range im.cfg.VirtualNodes {
-		n := &im.cfg.VirtualNodes[i]
+	for i := range cfg.VirtualNodes {
+		n := &cfg.VirtualNodes[i]
 		p := fmt.Sprintf("virtualNodes[%d] (%s).spec", i, n.VirtualNodeName)
 		for j := range n.Spec.Listeners {
 			l := &n.Spec.Listeners[j]
@@ -598,8 +601,8 @@ func (im *importer) rewriteACM() {
 			}
 		}
 	}
-	for i := range im.cfg.VirtualGateways {
-		g := &im.cfg.VirtualGateways[i]
+	for i := range cfg.VirtualGateways {
+		g := &cfg.VirtualGateways[i]
 		p := fmt.Sprintf("virtualGateways[%d] (%s).spec", i, g.VirtualGatewayName)
 		for j := range g.Spec.Listeners {
 			l := &g.Spec.Listeners[j]

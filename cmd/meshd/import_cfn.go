@@ -210,7 +210,7 @@ func (im *importer) cfn(path string, root *yaml.Node) error {
 		for i, prop := range k.names {
 			name, err := t.name(id, prop)
 			if err != nil {
-				if i == 0 {
+				if _, set := r.props[prop]; i == 0 && !set {
 					im.report(fmt.Sprintf("%s: %s: %v; named %q after its logical ID", where, prop, err, id))
 					name = id
 				} else {
