@@ -303,7 +303,7 @@ func parseInput(files []inputFile) (*Config, error) {
 	for _, d := range docs {
 		perFile[d.file]++
 	}
-	if len(files) == 1 && len(docs) == 1 {
+	if len(files) == 1 && files[0].name == "" && len(docs) == 1 {
 		d := docs[0]
 		if root := docRoot(d.root); root.Kind == yaml.MappingNode && !hasResourceKindKey(root) {
 			// meshd's own layout, as one document: decoded as it always was.

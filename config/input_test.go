@@ -238,6 +238,18 @@ func TestParseDirectory(t *testing.T) {
 			t.Fatalf("Validate = %v", err)
 		}
 	})
+	t.Run("a directory of one file names it", func(t *testing.T) {
+		one := t.TempDir()
+		writeFiles(t, one, map[string]string{"mesh.yaml": "mesh: {meshName: m}\nvirtualNodes: [{virtualNodeName: n, spec: {listeners: [{portMapping: {port: 80, protocol: htp}}]}}]\n"})
+		c, err := ParseFile(one)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.Validate()
+		if err == nil || !strings.Contains(err.Error(), "mesh.yaml: virtualNodes[0].spec.listeners[0].portMapping.protocol: must be one of") {
+			t.Fatalf("Validate = %v", err)
+		}
+	})
 	t.Run("syntax error names the file", func(t *testing.T) {
 		writeFiles(t, dir, map[string]string{"zz-broken.yaml": "mesh: {meshName: m\n"})
 		defer os.Remove(filepath.Join(dir, "zz-broken.yaml"))
@@ -306,4 +318,48 @@ func TestFileSourceWatchDirectory(t *testing.T) {
 	if _, err := Parse(d.Data); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestFileSourceWatchConfigMapDirectory: a ConfigMap of several keys mounted as a
+// directory (each key a symlink through ..data, which the kubelet swaps) reloads on the
+// swap.
+func TestFileSourceWatchConfigMapDirectory(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	dir := t.TempDir()
+	outs := describeAll()
+	revision := func(n int, files map[string]string) {
+		ts := filepath.Join(dir, "..2026_01_01_00_00_0"+string(rune('0'+n)))
+		if err := os.Mkdir(ts, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFiles(t, ts, files)
+		tmp := filepath.Join(dir, "..data_tmp")
+		if err := os.Symlink(filepath.Base(ts), tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revision(0, map[string]string{"mesh.json": outs[0], "nodes.json": outs[1]})
+	for _, name := range []string{"mesh.json", "nodes.json"} {
+		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := &FileSource{Path: dir, Debounce: 20 * time.Millisecond}
+	doc, err := src.Fetch(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := Parse(doc.Data); err != nil || len(c.VirtualNodes) != 1 {
+		t.Fatalf("Parse of the ConfigMap directory = %+v, %v", c, err)
+	}
+	src.Applied(doc)
+	docs := watchFile(t, src)
+	time.Sleep(50 * time.Millisecond) // the watch is set up; not a timing assertion
+
+	revision(1, map[string]string{"mesh.json": outs[0], "nodes.json": outs[1] + strings.Join(outs[2:], "")})
+	d := nextWith(t, docs, `"routeName"`)
+	checkShop(t, mustParseValid(t, string(d.Data)))
 }

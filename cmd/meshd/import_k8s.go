@@ -146,6 +146,7 @@ func (c *k8sConv) report(o k8sObject, format string, args ...any) {
 func (c *k8sConv) ref(o k8sObject, path, kind string, refField, arnField string, m map[string]any) (string, bool) {
 	if arn, _ := m[arnField].(string); arn != "" {
 		delete(m, arnField)
+		delete(m, refField)
 		return nameFromARN(arn), true
 	}
 	r, ok := m[refField].(map[string]any)
