@@ -183,10 +183,10 @@ func (c *k8sConv) common(o k8sObject, spec map[string]any) {
 			continue
 		}
 		delete(spec, f)
-		if f == "podSelector" {
+		if f == "podSelector" && o.kind == "VirtualNode" {
 			c.report(o, "spec.podSelector not carried over: meshd is configured per node; run the sidecar of the pods it selected with meshd run --node %s", o.awsName())
 		} else {
-			c.report(o, "spec.%s not carried over: meshd does not select namespaces or routes by label; every resource of the input is in the mesh", f)
+			c.report(o, "spec.%s not carried over: meshd selects no pods, namespaces or routes by label; every resource of the input is in the mesh", f)
 		}
 	}
 	for k := range spec {

@@ -634,6 +634,88 @@ func TestImportControllerManifests(t *testing.T) {
 	})
 }
 
+// TestImportKubectlList: what `kubectl get ... -o yaml` prints: a List of the objects
+// as the controller's webhook left them (awsName and meshRef filled in, status set).
+func TestImportKubectlList(t *testing.T) {
+	list := `apiVersion: v1
+kind: List
+items:
+  - apiVersion: appmesh.k8s.aws/v1beta2
+    kind: Mesh
+    metadata: {name: shop, uid: 1c5e}
+    spec: {awsName: shop-mesh, namespaceSelector: {matchLabels: {mesh: shop}}}
+    status: {meshARN: "arn:aws:appmesh:eu-west-1:111122223333:mesh/shop-mesh", observedGeneration: 1}
+  - apiVersion: appmesh.k8s.aws/v1beta2
+    kind: VirtualNode
+    metadata: {name: cart, namespace: shop, managedFields: [{manager: kubectl}]}
+    spec:
+      awsName: cart_shop
+      meshRef: {name: shop, uid: 1c5e}
+      podSelector: {matchLabels: {app: cart}}
+      listeners: [{portMapping: {port: 8080, protocol: http}}]
+      serviceDiscovery: {dns: {hostname: cart.shop.svc.cluster.local}}
+    status: {virtualNodeARN: "arn:aws:appmesh:eu-west-1:111122223333:mesh/shop-mesh/virtualNode/cart_shop"}
+`
+	p := filepath.Join(t.TempDir(), "appmesh.yaml")
+	if err := os.WriteFile(p, []byte(list), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, data, report := runImport(t, p)
+	if code != 0 {
+		t.Fatalf("exit %d; report:\n%s", code, report)
+	}
+	c := validates(t, data)
+	if c.Mesh.MeshName != "shop-mesh" || c.VirtualNode("cart_shop") == nil {
+		t.Fatalf("config = %+v", c)
+	}
+
+	t.Run("meshRef to another mesh", func(t *testing.T) {
+		other := strings.Replace(list, "meshRef: {name: shop,", "meshRef: {name: books,", 1)
+		if err := os.WriteFile(p, []byte(other), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, _, report := runImport(t, p)
+		if code != 1 {
+			t.Fatalf("exit %d, want 1", code)
+		}
+		wantLines(t, report, `VirtualNode shop/cart: spec.meshRef names mesh "books", not the manifests' mesh "shop"`)
+	})
+	t.Run("no Mesh: --mesh names it", func(t *testing.T) {
+		node := "apiVersion: appmesh.k8s.aws/v1beta2\nkind: VirtualNode\nmetadata: {name: cart, namespace: shop}\n" +
+			"spec: {listeners: [{portMapping: {port: 8080, protocol: http}}], serviceDiscovery: {dns: {hostname: cart.local}}}\n"
+		if err := os.WriteFile(p, []byte(node), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, _, report := runImport(t, p)
+		if code != 1 {
+			t.Fatalf("exit %d, want 1", code)
+		}
+		wantLines(t, report, "no mesh among the inputs and none named by a resource: pass --mesh NAME")
+		code, data, report := runImport(t, "--mesh", "shop", p)
+		if code != 0 {
+			t.Fatalf("exit %d; report:\n%s", code, report)
+		}
+		if c := validates(t, data); c.Mesh.MeshName != "shop" || c.VirtualNode("cart_shop") == nil {
+			t.Fatalf("config = %+v", c)
+		}
+	})
+	t.Run("two meshes", func(t *testing.T) {
+		two := list + `  - apiVersion: appmesh.k8s.aws/v1beta2
+    kind: Mesh
+    metadata: {name: books}
+    spec: {}
+`
+		if err := os.WriteFile(p, []byte(two), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, _, report := runImport(t, p)
+		if code != 1 {
+			t.Fatalf("exit %d, want 1", code)
+		}
+		wantLines(t, report, "manifests define 2 meshes", "import one mesh at a time")
+	})
+}
+
 // TestImportDescribeDirectory: a directory of describe-* outputs (one per file, a >>
 // stream, a YAML multi-document) imports into one file; a resource in two files is an
 // error naming both.
