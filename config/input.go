@@ -495,6 +495,7 @@ func (m *merger) add(d inputDoc, frag *Config, pathOf func(list string, i int) s
 		} else {
 			m.meshDef = &o
 			m.c.Mesh = frag.Mesh
+			dropBookkeeping(reflect.ValueOf(&m.c.Mesh).Elem())
 			m.orig.mesh = &o
 			m.useMesh(frag.Mesh.MeshName, o, ".meshName")
 		}
@@ -558,6 +559,7 @@ func addList[T any](m *merger, d inputDoc, list string, from []T, to *[]T, pathO
 		}
 		k = list + "\x00" + k
 		m.seen[k] = o
+		dropBookkeeping(reflect.ValueOf(&r).Elem())
 		*to = append(*to, r)
 		m.orig.lists[list] = append(m.orig.lists[list], o)
 	}
@@ -642,4 +644,16 @@ func (c *Config) resKey(list string, idx int) string {
 		}
 	}
 	return "\x00"
+}
+
+// dropBookkeeping clears a merged resource's metadata and status: describe-* outputs
+// carry them (a version, timestamps) and they mean nothing to meshd, so saving the same
+// resource again later must not make a new config version.
+func dropBookkeeping(v reflect.Value) {
+	meta := v.FieldByName("ResourceMeta")
+	if !meta.IsValid() {
+		return
+	}
+	m := meta.Addr().Interface().(*ResourceMeta)
+	m.Metadata, m.Status = nil, nil
 }
