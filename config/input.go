@@ -157,7 +157,6 @@ type inputDoc struct {
 	file string
 	idx  int // 1-based position in its file's stream
 	root *yaml.Node
-	size int
 }
 
 // splitDocs splits a file into its documents: a YAML stream (one document, or several
@@ -175,7 +174,7 @@ func splitDocs(f inputFile) ([]inputDoc, *FieldError) {
 			}
 			break
 		}
-		docs = append(docs, inputDoc{file: f.name, idx: i, root: &n, size: len(f.data)})
+		docs = append(docs, inputDoc{file: f.name, idx: i, root: &n})
 	}
 	if yerr == nil {
 		return docs, nil
@@ -219,7 +218,7 @@ func splitJSON(f inputFile) ([]inputDoc, *FieldError) {
 			return nil, &FieldError{File: f.name, Doc: i, Line: 1 + bytes.Count(f.data[:start], []byte("\n")), Msg: err.Error()}
 		}
 		shiftLines(&n, bytes.Count(f.data[:start], []byte("\n")), 0)
-		docs = append(docs, inputDoc{file: f.name, idx: i, root: &n, size: end - start})
+		docs = append(docs, inputDoc{file: f.name, idx: i, root: &n})
 	}
 	return docs, nil
 }
@@ -307,14 +306,15 @@ func parseInput(files []inputFile) (*Config, error) {
 		d := docs[0]
 		if root := docRoot(d.root); root.Kind == yaml.MappingNode && !hasResourceKindKey(root) {
 			// meshd's own layout, as one document: decoded as it always was.
-			c, derrs := decodeLayout(root, d.size, "")
+			c, derrs := decodeLayout(root, newDecoder(visitBudget(files)), "")
 			if len(derrs) > 0 {
 				return nil, &Errors{List: derrs}
 			}
 			return c, nil
 		}
 	}
-	m := &merger{c: &Config{}, orig: &origins{lists: map[string][]origin{}}, seen: map[string]origin{}, perFile: perFile}
+	m := &merger{c: &Config{}, orig: &origins{lists: map[string][]origin{}}, seen: map[string]origin{}, perFile: perFile,
+		budget: visitBudget(files)}
 	for _, d := range docs {
 		m.doc(d)
 		if len(m.errs) >= maxParseErrors {
@@ -349,15 +349,25 @@ func hasResourceKindKey(n *yaml.Node) bool {
 	return false
 }
 
-func decodeLayout(root *yaml.Node, size int, path string) (*Config, []FieldError) {
-	d := newDecoder(size)
+func decodeLayout(root *yaml.Node, d *decoder, path string) (*Config, []FieldError) {
 	var c Config
 	d.decode(root, reflect.ValueOf(&c).Elem(), path)
 	return &c, d.errs
 }
 
-func newDecoder(size int) *decoder {
-	return &decoder{fields: map[reflect.Type]*structInfo{}, budget: min(maxNodeVisits, minNodeVisits+visitsPerByte*size)}
+// newDecoder decodes with a budget of node visits (see visitsPerByte).
+func newDecoder(budget int) *decoder {
+	return &decoder{fields: map[reflect.Type]*structInfo{}, budget: budget}
+}
+
+// visitBudget is the node visits the whole input may cost, shared by its documents so
+// that aliases spread over many documents cost no more than in one.
+func visitBudget(files []inputFile) int {
+	size := 0
+	for _, f := range files {
+		size += len(f.data)
+	}
+	return min(maxNodeVisits, minNodeVisits+visitsPerByte*size)
 }
 
 type meshNameUse struct {
@@ -373,6 +383,7 @@ type merger struct {
 	seen    map[string]origin // resource key → first definition
 	meshDef *origin
 	perFile map[string]int // documents per file: their index is named when a file has several
+	budget  int            // node visits left for the documents still to decode
 	// meshNames: each distinct mesh name the input uses, with its first use.
 	meshNames []meshNameUse
 }
@@ -422,15 +433,17 @@ func (m *merger) item(d inputDoc, n *yaml.Node, path string) {
 				}
 			}
 			m.fail(m.at(d, "", n.Line), joinPath(path, k), "",
-				"a describe-* output holds one resource and nothing beside it; put each resource in its own document or list item")
+				"a describe-* output holds one resource and nothing beside it; put each resource in its own document or list item "+
+					"(in meshd's layout, the list is %ss)", k)
 			return
 		}
 		kind := n.Content[0].Value
 		var frag Config
 		v := reflect.ValueOf(&frag).Elem().FieldByIndex(listField(kind + "s").Index)
 		v.Set(reflect.MakeSlice(v.Type(), 1, 1))
-		dec := newDecoder(d.size)
+		dec := m.decoder()
 		dec.decode(n.Content[1], v.Index(0), joinPath(path, kind))
+		m.spent(dec)
 		if m.decodeErrs(d, dec.errs) {
 			return
 		}
@@ -438,7 +451,9 @@ func (m *merger) item(d inputDoc, n *yaml.Node, path string) {
 		m.add(d, &frag, func(list string, i int) string { return joinPath(path, kind) }, func(string, int) int { return line })
 		return
 	}
-	frag, errs := decodeLayout(n, d.size, path)
+	dec := m.decoder()
+	frag, errs := decodeLayout(n, dec, path)
+	m.spent(dec)
 	if m.decodeErrs(d, errs) {
 		return
 	}
@@ -463,6 +478,12 @@ func layoutLine(n *yaml.Node, list string, i int) int {
 	}
 	return 0
 }
+
+// decoder returns a decoder with what is left of the input's visit budget; spent
+// charges what it used. The fields cache is per decoder: it is cheap to rebuild.
+func (m *merger) decoder() *decoder { return newDecoder(max(m.budget, 1)) }
+
+func (m *merger) spent(d *decoder) { m.budget -= d.visits }
 
 func (m *merger) decodeErrs(d inputDoc, errs []FieldError) bool {
 	for _, fe := range errs {

@@ -3,6 +3,7 @@ package config
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,7 +136,7 @@ func TestParseInputErrors(t *testing.T) {
 		{
 			name: "a describe output with something beside it",
 			in:   `{"virtualNode": ` + inNode + `, "virtualService": ` + inService + `}`,
-			want: []string{`virtualNode: a describe-* output holds one resource and nothing beside it; put each resource in its own document or list item (line 1)`},
+			want: []string{`virtualNode: a describe-* output holds one resource and nothing beside it; put each resource in its own document or list item (in meshd's layout, the list is virtualNodes) (line 1)`},
 		},
 		{
 			name: "list-* output",
@@ -362,4 +363,28 @@ func TestFileSourceWatchConfigMapDirectory(t *testing.T) {
 	revision(1, map[string]string{"mesh.json": outs[0], "nodes.json": outs[1] + strings.Join(outs[2:], "")})
 	d := nextWith(t, docs, `"routeName"`)
 	checkShop(t, mustParseValid(t, string(d.Data)))
+}
+
+// TestParseStreamBudget: the node-visit budget is the input's, shared by its documents:
+// aliases that stay under it in each document of a stream but not in all of them stop
+// the decode instead of being built.
+func TestParseStreamBudget(t *testing.T) {
+	rep := func(alias string, n int) string {
+		return "[" + strings.TrimSuffix(strings.Repeat(alias+", ", n), ", ") + "]"
+	}
+	var b strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&b, "---\nvirtualNodes: [{virtualNodeName: n%d, metadata: {s: &s san, "+
+			"l: &l {portMapping: {port: 80, protocol: http}, tls: {mode: STRICT, validation: {subjectAlternativeNames: {match: {exact: %s}}}}}}, "+
+			"spec: {listeners: %s}}]\n", i, rep("*s", 30), rep("*l", 100))
+	}
+	_, err := Parse([]byte(b.String()))
+	if err == nil || !strings.Contains(err.Error(), "too deeply aliased") {
+		t.Fatalf("alias bombs over a stream: %.300v", err)
+	}
+	// One of those documents alone is within its budget.
+	one := b.String()[:strings.Index(b.String()[4:], "---")+4]
+	if _, err := Parse([]byte(one)); err != nil {
+		t.Fatalf("one document: %.300v", err)
+	}
 }
