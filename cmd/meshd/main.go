@@ -78,10 +78,9 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `meshd: an App Mesh-compatible sidecar proxy
 
 Usage:
-  meshd run -c FILE|--config-url URL --node NAME [--admin-addr ADDR] [--ingress-port N] [--egress-port N]
+  meshd run -c FILE|DIR|--config-url URL --node NAME [--admin-addr ADDR] [--ingress-port N] [--egress-port N]
   meshd validate -c FILE|DIR [--node NAME]
-  meshd import [-o FILE] [--parameter K=V ...] [--mesh NAME] INPUT...
-                                       CloudFormation, controller manifests, describe-* outputs -> one mesh file
+  meshd import [-o FILE] [--parameter K=V ...] [--mesh NAME] [--tls-dir DIR] INPUT...
   meshd demo [--egress-port N] [--ingress-port N] [--admin-addr ADDR]
   meshd iptables print|apply|clean [--app-ports LIST] [--ignored-uid N] [...]
   meshd ca init --dir DIR [--force]
