@@ -1026,3 +1026,154 @@ func sameResources(got, want *config.Config, fromCFN bool) bool {
 	wj, _ := json.Marshal(w)
 	return bytes.Equal(gj, wj) && reflect.DeepEqual(len(g.Routes), len(w.Routes))
 }
+
+// toCRD renames a spec's references and ACM fields to the controller's spelling: names
+// of other resources become ARNs (which the controller's CRDs accept beside refs), and
+// the ACM ARN fields take its capitals.
+func toCRD(v any) any {
+	const arn = "arn:aws:appmesh:eu-west-1:111122223333:mesh/corpus/"
+	switch x := v.(type) {
+	case map[string]any:
+		m := map[string]any{}
+		for k, e := range x {
+			switch k {
+			case "virtualServiceName":
+				m["virtualServiceARN"] = arn + "virtualService/" + e.(string)
+			case "virtualNodeName":
+				m["virtualNodeARN"] = arn + "virtualNode/" + e.(string)
+			case "virtualRouterName":
+				m["virtualRouterARN"] = arn + "virtualRouter/" + e.(string)
+			case "certificateArn":
+				m["certificateARN"] = e
+			case "certificateAuthorityArns":
+				m["certificateAuthorityARNs"] = e
+			case "weightedTargets":
+				src := e.([]any)
+				l := make([]any, len(src))
+				for i, wt := range src {
+					w := toCRD(wt).(map[string]any)
+					if n, ok := w["virtualNode"].(string); ok {
+						delete(w, "virtualNode")
+						w["virtualNodeARN"] = arn + "virtualNode/" + n
+					}
+					l[i] = w
+				}
+				m[k] = l
+			default:
+				m[k] = toCRD(e)
+			}
+		}
+		return m
+	case []any:
+		l := make([]any, len(x))
+		for i, e := range x {
+			l[i] = toCRD(e)
+		}
+		return l
+	}
+	return v
+}
+
+// TestImportCorpusControllerManifests imports every corpus resource as an App Mesh
+// controller manifest (references by ARN, the routes inside their router, a gateway
+// route beside its gateway) and checks that the resource arrives as meshd reads its
+// describe-* output.
+func TestImportCorpusControllerManifests(t *testing.T) {
+	n := 0
+	for _, e := range corpus(t) {
+		t.Run(e.file, func(t *testing.T) {
+			var res map[string]any
+			if err := json.Unmarshal([]byte(e.raw), &res); err != nil {
+				t.Fatal(err)
+			}
+			spec, _ := res["spec"].(map[string]any)
+			if spec == nil {
+				spec = map[string]any{}
+			}
+			name := func(field, def string) string {
+				if s, _ := res[field].(string); s != "" {
+					return s
+				}
+				res[field] = def
+				return def
+			}
+			obj := func(kind, name string, spec map[string]any) map[string]any {
+				return map[string]any{"apiVersion": "appmesh.k8s.aws/v1beta2", "kind": kind,
+					"metadata": map[string]any{"name": name, "namespace": "corpus"}, "spec": spec}
+			}
+			var objs []map[string]any
+			crd := toCRD(spec).(map[string]any)
+			switch e.kind {
+			case "mesh":
+				crd["awsName"] = name("meshName", "corpus")
+				if sd, ok := crd["serviceDiscovery"]; ok {
+					crd["meshServiceDiscovery"] = sd
+					delete(crd, "serviceDiscovery")
+				}
+				m := obj("Mesh", "corpus", crd)
+				delete(m["metadata"].(map[string]any), "namespace")
+				objs = append(objs, m)
+			case "virtualNode":
+				crd["awsName"] = name("virtualNodeName", "corpus-node")
+				objs = append(objs, obj("VirtualNode", "node", crd))
+			case "virtualService":
+				crd["awsName"] = name("virtualServiceName", "corpus-service")
+				objs = append(objs, obj("VirtualService", "service", crd))
+			case "virtualRouter":
+				crd["awsName"] = name("virtualRouterName", "corpus-router")
+				objs = append(objs, obj("VirtualRouter", "router", crd))
+			case "route":
+				crd["name"] = name("routeName", "corpus-route")
+				objs = append(objs, obj("VirtualRouter", "router", map[string]any{
+					"awsName": name("virtualRouterName", "corpus-router"), "routes": []any{crd}}))
+			case "virtualGateway":
+				crd["awsName"] = name("virtualGatewayName", "corpus-gateway")
+				objs = append(objs, obj("VirtualGateway", "gateway", crd))
+			case "gatewayRoute":
+				crd["awsName"] = name("gatewayRouteName", "corpus-gateway-route")
+				crd["virtualGatewayRef"] = map[string]any{"name": "gateway"}
+				objs = append(objs, obj("VirtualGateway", "gateway", map[string]any{"awsName": name("virtualGatewayName", "corpus-gateway")}),
+					obj("GatewayRoute", "route", crd))
+			}
+			var docs []string
+			for _, o := range objs {
+				b, _ := json.Marshal(o)
+				docs = append(docs, string(b))
+			}
+			p := filepath.Join(t.TempDir(), "manifests.yaml")
+			if err := os.WriteFile(p, []byte(strings.Join(docs, "\n---\n")), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			dj, _ := json.Marshal(map[string]any{e.kind: res})
+			want, err := config.Parse(dj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			(&importer{tlsDir: "/etc/meshd/tls", report: func(string) {}}).rewriteACMInto(want)
+
+			_, data, report := runImport(t, "--mesh", meshOf(want), p)
+			got, err := config.Parse(data)
+			if err != nil {
+				t.Fatalf("the imported file does not parse: %v\n%s\nreport:\n%s", err, data, report)
+			}
+			if strings.Contains(report, "not carried over") {
+				t.Errorf("import dropped fields:\n%s", report)
+			}
+			// The router a route came in and the gateway of a gateway route are not
+			// what is compared.
+			switch e.kind {
+			case "route":
+				got.VirtualRouters = nil
+			case "gatewayRoute":
+				got.VirtualGateways = nil
+			}
+			if !sameResources(got, want, false) {
+				gj, _ := json.MarshalIndent(got, "", " ")
+				wj, _ := json.MarshalIndent(want, "", " ")
+				t.Fatalf("imported as\n%s\nwant\n%s\nreport:\n%s", gj, wj, report)
+			}
+			n++
+		})
+	}
+	t.Logf("%d corpus resources imported from controller manifests", n)
+}
