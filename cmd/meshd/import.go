@@ -166,6 +166,13 @@ func (im *importer) input(path string) error {
 // with Resources), controller manifests (apiVersion appmesh.k8s.aws/...), or App Mesh
 // resources in any form meshd run reads.
 func (im *importer) file(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Size() > config.MaxConfigSize {
+		return fmt.Errorf("%s: %d bytes, larger than the %d byte limit", path, fi.Size(), config.MaxConfigSize)
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return err

@@ -66,9 +66,36 @@ type noValueT struct{}
 
 var noValue = noValueT{}
 
-// cfnValue turns a template node into plain values, the YAML short forms (!Ref, !Sub,
+// Bounds on what one input file may expand to: YAML aliases let a small file describe
+// an exponentially large tree, and an alias inside its own anchor an infinite one.
+const (
+	maxImportNodes = 1 << 22
+	maxImportDepth = 128
+)
+
+// nodeReader turns YAML nodes into plain values within those bounds; err is set (and
+// the values are incomplete) once a bound is passed.
+type nodeReader struct {
+	visits int
+	err    error
+}
+
+func (r *nodeReader) value(n *yaml.Node) any { return r.node(n, 0) }
+
+// node turns a template node into plain values, the YAML short forms (!Ref, !Sub,
 // !GetAtt "A.b", ...) into their long forms ({"Ref": ...}, {"Fn::Sub": ...}).
-func cfnValue(n *yaml.Node) any {
+func (r *nodeReader) node(n *yaml.Node, depth int) any {
+	r.visits++
+	switch {
+	case r.err != nil:
+		return nil
+	case r.visits > maxImportNodes:
+		r.err = fmt.Errorf("line %d: more than %d YAML nodes (aliases expanded)", n.Line, maxImportNodes)
+		return nil
+	case depth > maxImportDepth:
+		r.err = fmt.Errorf("line %d: nesting deeper than %d levels (an alias that refers to itself?)", n.Line, maxImportDepth)
+		return nil
+	}
 	for n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
@@ -77,13 +104,13 @@ func cfnValue(n *yaml.Node) any {
 	case yaml.MappingNode:
 		m := map[string]any{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			m[n.Content[i].Value] = cfnValue(n.Content[i+1])
+			m[n.Content[i].Value] = r.node(n.Content[i+1], depth+1)
 		}
 		v = m
 	case yaml.SequenceNode:
 		l := make([]any, len(n.Content))
 		for i, c := range n.Content {
-			l[i] = cfnValue(c)
+			l[i] = r.node(c, depth+1)
 		}
 		v = l
 	case yaml.ScalarNode:
@@ -136,7 +163,11 @@ func cfnValue(n *yaml.Node) any {
 
 // cfn imports a CloudFormation template.
 func (im *importer) cfn(path string, root *yaml.Node) error {
-	doc, ok := cfnValue(root).(map[string]any)
+	var nr nodeReader
+	doc, ok := nr.value(root).(map[string]any)
+	if nr.err != nil {
+		return fmt.Errorf("%s: %w", path, nr.err)
+	}
 	if !ok {
 		return fmt.Errorf("%s: a template is a mapping", path)
 	}

@@ -26,9 +26,13 @@ func (o k8sObject) key() string { return o.kind + "/" + o.namespace + "/" + o.na
 // k8sDocs collects a manifest file's App Mesh objects; they are converted in result,
 // once every input is read, since references cross files.
 func (im *importer) k8sDocs(path string, docs []*yaml.Node) error {
+	var nr nodeReader
 	var add func(n *yaml.Node, where string)
 	add = func(n *yaml.Node, where string) {
-		v, _ := cfnValue(n).(map[string]any)
+		v, _ := nr.value(n).(map[string]any)
+		if nr.err != nil {
+			return
+		}
 		kind, _ := v["kind"].(string)
 		if kind == "List" {
 			if items := mapKey(n, "items"); items != nil {
@@ -69,6 +73,9 @@ func (im *importer) k8sDocs(path string, docs []*yaml.Node) error {
 			where = fmt.Sprintf("%s document %d", path, i+1)
 		}
 		add(d, where)
+	}
+	if nr.err != nil {
+		return fmt.Errorf("%s: %w", path, nr.err)
 	}
 	return nil
 }

@@ -1177,3 +1177,22 @@ func TestImportCorpusControllerManifests(t *testing.T) {
 	}
 	t.Logf("%d corpus resources imported from controller manifests", n)
 }
+
+// TestImportAliasBomb: a template whose aliases expand past the node bound, or refer
+// to themselves, is an error, not a hang.
+func TestImportAliasBomb(t *testing.T) {
+	rep := func(alias string) string {
+		return "[" + strings.TrimSuffix(strings.Repeat(alias+", ", 100), ", ") + "]"
+	}
+	bomb := "Resources:\n  R:\n    Type: AWS::AppMesh::Mesh\n    Properties:\n      MeshName: m\n" +
+		"      Metadata: {a: &a x, b: &b " + rep("*a") + ", c: &c " + rep("*b") + ", d: &d " + rep("*c") + "}\n" +
+		"      Spec: " + rep("*d") + "\n"
+	p := filepath.Join(t.TempDir(), "bomb.yaml")
+	if err := os.WriteFile(p, []byte(bomb), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, report := runImport(t, p)
+	if code != 1 || !strings.Contains(report, "YAML nodes (aliases expanded)") {
+		t.Fatalf("exit %d; report:\n%s", code, report)
+	}
+}
