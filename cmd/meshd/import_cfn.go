@@ -568,12 +568,12 @@ func (t *cfnTemplate) getAtt(id, attr string) (any, error) {
 	}
 	if k, ok := cfnKinds[r.typ]; ok {
 		if containsStr(cfnNameAttrs, attr) && containsStr(k.names, attr) {
-			name, err := t.name(id, attr)
-			if err != nil && attr == k.names[0] {
-				// Named after its logical ID on import (reported there).
+			if _, set := r.props[attr]; !set && attr == k.names[0] {
+				// CloudFormation generated the name; the import names the resource after
+				// its logical ID (reported there).
 				return id, nil
 			}
-			return name, err
+			return t.name(id, attr)
 		}
 		return nil, &unresolved{fmt.Sprintf("Fn::GetAtt %s.%s is known only once the stack is deployed", id, attr)}
 	}
