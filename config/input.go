@@ -317,7 +317,8 @@ func parseInput(files []inputFile) (*Config, error) {
 		budget: visitBudget(files)}
 	for _, d := range docs {
 		m.doc(d)
-		if len(m.errs) >= maxParseErrors {
+		// A spent budget was reported once, by the decoder that spent it.
+		if len(m.errs) >= maxParseErrors || m.budget <= 0 {
 			break
 		}
 	}
@@ -406,6 +407,9 @@ func (m *merger) doc(d inputDoc) {
 	case yaml.SequenceNode:
 		// A JSON list of describe-* outputs (or of layout fragments).
 		for i, item := range root.Content {
+			if len(m.errs) >= maxParseErrors || m.budget <= 0 {
+				return
+			}
 			m.item(d, item, "["+strconv.Itoa(i)+"]")
 		}
 	default:
