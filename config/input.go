@@ -322,6 +322,9 @@ func parseInput(files []inputFile) (*Config, error) {
 			break
 		}
 	}
+	if len(m.errs) > maxParseErrors {
+		m.errs = append(m.errs[:maxParseErrors], FieldError{Msg: fmt.Sprintf("too many errors (more than %d); stopping", maxParseErrors)})
+	}
 	if len(m.errs) > 0 {
 		return nil, &Errors{List: m.errs}
 	}

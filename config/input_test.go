@@ -389,3 +389,13 @@ func TestParseStreamBudget(t *testing.T) {
 		t.Fatalf("one document: %.300v", err)
 	}
 }
+
+// TestParseStreamErrorCap: errors over a stream stop at the same cap as in one document.
+func TestParseStreamErrorCap(t *testing.T) {
+	in := strings.Repeat(`{"virtualNode": {"virtualNodeName": "n", "bogus": 1}}`+"\n", 500)
+	_, err := Parse([]byte(in))
+	var errs *Errors
+	if !errors.As(err, &errs) || len(errs.List) != maxParseErrors+1 || !strings.Contains(errs.List[maxParseErrors].Msg, "too many errors") {
+		t.Fatalf("error cap over a stream: %v", err)
+	}
+}
