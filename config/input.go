@@ -315,14 +315,16 @@ func parseInput(files []inputFile) (*Config, error) {
 	}
 	m := &merger{c: &Config{}, orig: &origins{lists: map[string][]origin{}}, seen: map[string]origin{}, perFile: perFile,
 		budget: visitBudget(files)}
+	cut := false
 	for _, d := range docs {
-		m.doc(d)
 		// A spent budget was reported once, by the decoder that spent it.
 		if len(m.errs) >= maxParseErrors || m.budget <= 0 {
+			cut = len(m.errs) >= maxParseErrors
 			break
 		}
+		m.doc(d)
 	}
-	if len(m.errs) > maxParseErrors {
+	if cut || len(m.errs) > maxParseErrors {
 		m.errs = append(m.errs[:maxParseErrors], FieldError{Msg: fmt.Sprintf("too many errors (more than %d); stopping", maxParseErrors)})
 	}
 	if len(m.errs) > 0 {
