@@ -315,16 +315,15 @@ func parseInput(files []inputFile) (*Config, error) {
 	}
 	m := &merger{c: &Config{}, orig: &origins{lists: map[string][]origin{}}, seen: map[string]origin{}, perFile: perFile,
 		budget: visitBudget(files)}
-	cut := false
 	for _, d := range docs {
 		// A spent budget was reported once, by the decoder that spent it.
 		if len(m.errs) >= maxParseErrors || m.budget <= 0 {
-			cut = len(m.errs) >= maxParseErrors
+			m.cut = m.cut || len(m.errs) >= maxParseErrors
 			break
 		}
 		m.doc(d)
 	}
-	if cut || len(m.errs) > maxParseErrors {
+	if m.cut || len(m.errs) > maxParseErrors {
 		m.errs = append(m.errs[:maxParseErrors], FieldError{Msg: fmt.Sprintf("too many errors (more than %d); stopping", maxParseErrors)})
 	}
 	if len(m.errs) > 0 {
@@ -390,6 +389,7 @@ type merger struct {
 	meshDef *origin
 	perFile map[string]int // documents per file: their index is named when a file has several
 	budget  int            // node visits left for the documents still to decode
+	cut     bool           // documents or list items were left undecoded at the error cap
 	// meshNames: each distinct mesh name the input uses, with its first use.
 	meshNames []meshNameUse
 }
@@ -413,6 +413,7 @@ func (m *merger) doc(d inputDoc) {
 		// A JSON list of describe-* outputs (or of layout fragments).
 		for i, item := range root.Content {
 			if len(m.errs) >= maxParseErrors || m.budget <= 0 {
+				m.cut = len(m.errs) >= maxParseErrors
 				return
 			}
 			m.item(d, item, "["+strconv.Itoa(i)+"]")

@@ -398,4 +398,8 @@ func TestParseStreamErrorCap(t *testing.T) {
 	if !errors.As(err, &errs) || len(errs.List) != maxParseErrors+1 || !strings.Contains(errs.List[maxParseErrors].Msg, "too many errors") {
 		t.Fatalf("error cap over a stream: %v", err)
 	}
+	_, err = Parse([]byte("[" + strings.ReplaceAll(strings.TrimSpace(in), "\n", ",") + "]"))
+	if !errors.As(err, &errs) || len(errs.List) != maxParseErrors+1 || !strings.Contains(errs.List[maxParseErrors].Msg, "too many errors") {
+		t.Fatalf("error cap over a list: %v", err)
+	}
 }
