@@ -4,6 +4,7 @@
 //	meshd validate -c mesh.yaml          check a config; every error on its own line
 //	meshd health / meshd wait-ready      ask the local meshd whether it is LIVE / wait until it is
 //	meshd canary                         shift a route's weight to a canary step by step, roll back on errors
+//	meshd import INPUT...                convert CloudFormation, controller manifests, describe-* outputs
 //	meshd ca init|issue --dir DIR ...    the mesh CA: a root, and workload certificates
 //	meshd demo                           run an embedded two-version canary demo
 //	meshd version
@@ -62,6 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdWaitReady(args[1:], stdout, stderr)
 	case "canary":
 		return cmdCanary(args[1:], stdout, stderr)
+	case "import":
+		return cmdImport(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
 	case "iptables":
@@ -85,12 +88,13 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `meshd: an App Mesh-compatible sidecar proxy
 
 Usage:
-  meshd run -c FILE|--config-url URL --node NAME [--admin-addr ADDR] [--ingress-port N] [--egress-port N]
-  meshd validate -c FILE [--node NAME]
+  meshd run -c FILE|DIR|--config-url URL --node NAME [--admin-addr ADDR] [--ingress-port N] [--egress-port N]
+  meshd validate -c FILE|DIR [--node NAME]
   meshd health [--admin-addr ADDR] [--timeout 2s]       exit 0 when the local meshd is LIVE
   meshd wait-ready [--admin-addr ADDR] [--timeout 60s]  wait until it is (an app's entrypoint)
   meshd canary -c FILE|--put URL,... --route ROUTER/ROUTE --canary NODE --metrics URL,... [--steps 10,50,100] [--interval 1m] [--max-error-rate 0.01] [--max-p99 D] [--min-requests 20] [--dry-run]
   meshd canary promote|abort -c FILE|--put URL,... --route ROUTER/ROUTE --canary NODE
+  meshd import [-o FILE] [--parameter K=V ...] [--mesh NAME] [--tls-dir DIR] INPUT...
   meshd demo [--egress-port N] [--ingress-port N] [--admin-addr ADDR]
   meshd iptables print|apply|clean [--app-ports LIST] [--ignored-uid N] [...]
   meshd ca init --dir DIR [--force]
@@ -242,7 +246,7 @@ type runFlags struct {
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.configPath, "c", env("", "MESHD_CONFIG"), "config file, YAML or JSON (env MESHD_CONFIG)")
+	fs.StringVar(&f.configPath, "c", env("", "MESHD_CONFIG"), "config file (YAML or JSON; describe-* outputs too) or directory of them (env MESHD_CONFIG)")
 	f.nodeEnv, f.nodeEnvErr = nodeFromEnvVars()
 	fs.StringVar(&f.node, "node", f.nodeEnv.node, "virtual node this sidecar serves (env MESHD_NODE, or App Mesh's env APPMESH_RESOURCE_ARN, env APPMESH_VIRTUAL_NODE_NAME or env APPMESH_RESOURCE_NAME: mesh/MESH/virtualNode/NODE or its ARN, whose mesh must be the config's)")
 	adminDef, adminErrs := adminAddrDefault()
@@ -791,7 +795,7 @@ func serveWith(opts proxy.Options, logger *slog.Logger, so serveOpts) int {
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("meshd validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("c", env("", "MESHD_CONFIG"), "config file, YAML or JSON")
+	path := fs.String("c", env("", "MESHD_CONFIG"), "config file (YAML or JSON; describe-* outputs too) or directory of them")
 	node := fs.String("node", "", "also compile the routing table of this virtual node")
 	if err := fs.Parse(args); err != nil {
 		return 2
