@@ -38,6 +38,10 @@ const (
 // ConfigError is one problem with a config, as /config and /config/history show it:
 // a config.FieldError in JSON, or just a message for errors without a field path.
 type ConfigError struct {
+	// File and Doc place the problem in a directory config or a multi-document input
+	// (config.FieldError's).
+	File  string `json:"file,omitempty"`
+	Doc   int    `json:"doc,omitempty"`
 	Path  string `json:"path,omitempty"`
 	Line  int    `json:"line,omitempty"`
 	Value string `json:"value,omitempty"`
@@ -296,7 +300,7 @@ func ConfigErrors(err error) []ConfigError {
 	if errors.As(err, &fe) {
 		out := make([]ConfigError, len(fe.List))
 		for i, e := range fe.List {
-			out[i] = ConfigError{Path: e.Path, Line: e.Line, Value: e.Value, Msg: e.Msg}
+			out[i] = ConfigError{File: e.File, Doc: e.Doc, Path: e.Path, Line: e.Line, Value: e.Value, Msg: e.Msg}
 		}
 		return out
 	}

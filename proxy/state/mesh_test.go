@@ -53,3 +53,18 @@ func TestHolderMeshRefusesOtherMeshes(t *testing.T) {
 		t.Fatalf("version in force %q, want %q kept", got, v)
 	}
 }
+
+// TestConfigErrorsPlaceMultiDocumentErrors: a problem in the second document of a YAML
+// stream is placed by its document in /config's errors (as in the error text).
+func TestConfigErrorsPlaceMultiDocumentErrors(t *testing.T) {
+	h := &Holder{Node: "front", Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Options: originOptions(t)}
+	doc := "mesh: {meshName: shop}\n---\nvirtualNode:\n  meshName: shop\n  virtualNodeName: front\n  spec: {listeners: [{portMapping: {port: 9000, protocol: htp}}]}\n"
+	_, err := h.ApplyDocument(context.Background(), ApplyRequest{Data: []byte(doc), Source: "test"})
+	if err == nil {
+		t.Fatal("an invalid protocol was applied")
+	}
+	errs := ConfigErrors(err)
+	if len(errs) == 0 || errs[0].Doc != 2 || !strings.Contains(errs[0].Path, "protocol") {
+		t.Fatalf("errors %+v (from %v), want the second document's protocol", errs, err)
+	}
+}
