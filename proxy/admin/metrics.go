@@ -103,6 +103,7 @@ type metricFamilies struct {
 	clRequests, clByCode, clDuration, clInFlight, clPending, clConns       *metricDef
 	clRetries, clBudget, clRetryOverflow, clRetriesActive, clTimeouts      *metricDef
 	clNoHealthy, clPoolOverflow, clEndpoints, clHealthy                    *metricDef
+	clProtocolErrors                                                       *metricDef
 	clEjectActive, clEjections, clEjectOverflow                            *metricDef
 	clBreakerState, clBreakerTrips, clBreakerRejected, clHCPass, clHCFail  *metricDef
 	clTCPConns, clTCPActive, clTCPRejected, clTCPConnectFail, clTCPIdle    *metricDef
@@ -188,6 +189,7 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.clRetriesActive, scopeCluster, "meshd_cluster_retries_in_flight", gauge, "Retries holding a slot of the cluster's retry budget now.", clusterLabels).Detailed = true
 	def(&f.clTimeouts, scopeCluster, "meshd_cluster_timeouts_total", counter, "Requests to the cluster answered 504 (or DEADLINE_EXCEEDED) by meshd's timeouts.", clusterLabels)
 	def(&f.clNoHealthy, scopeCluster, "meshd_cluster_no_healthy_upstream_total", counter, "Requests answered 503 because the cluster had no endpoint to pick.", clusterLabels)
+	def(&f.clProtocolErrors, scopeCluster, "meshd_cluster_upstream_protocol_errors_total", counter, "Requests answered 502 upstream_protocol_error: the upstream's response was malformed or out of bounds (oversized head, too many fields, 1xx flood, ambiguous framing, bad chunk).", clusterLabels)
 	def(&f.clPoolOverflow, scopeCluster, "meshd_cluster_pool_overflow_total", counter, "Requests answered 503 at once by a connectionPool limit, by limit (max_connections, max_pending_requests, max_requests).", with(clusterLabels, "limit"))
 	def(&f.clEndpoints, scopeCluster, "meshd_cluster_endpoints", gauge, "Endpoints in the cluster's current set.", clusterLabels)
 	def(&f.clHealthy, scopeCluster, "meshd_cluster_endpoints_healthy", gauge, "Endpoints available to pick: passing health checks and not ejected.", clusterLabels)
@@ -367,6 +369,7 @@ type httpView struct {
 	buckets                                             [len(telemetry.LatencyBuckets) + 1]uint64
 	sumMicros                                           uint64
 	timeouts, rateLimited, overflow, noRoute, noHealthy uint64
+	protocolErrors                                      uint64
 }
 
 func readHTTP(s *telemetry.HTTPStats) (v httpView) {
@@ -386,6 +389,7 @@ func readHTTP(s *telemetry.HTTPStats) (v httpView) {
 	v.sumMicros = s.SumMicros.Load()
 	v.timeouts, v.rateLimited, v.overflow = s.Timeouts.Load(), s.RateLimited.Load(), s.Overflow.Load()
 	v.noRoute, v.noHealthy = s.NoRoute.Load(), s.NoHealthy.Load()
+	v.protocolErrors = s.ProtocolErrors.Load()
 	return v
 }
 
@@ -668,6 +672,7 @@ func (c *collector) collectCluster(e *emitter, cl *upstream.Cluster, envoy strin
 	}
 	e.used(f.clTimeouts, v.timeouts, node, name)
 	e.used(f.clNoHealthy, v.noHealthy, node, name)
+	e.used(f.clProtocolErrors, v.protocolErrors, node, name)
 	e.used(f.clPoolOverflow, rc.OverflowMaxConnections, node, name, "max_connections")
 	e.used(f.clPoolOverflow, rc.OverflowMaxPendingRequests, node, name, "max_pending_requests")
 	e.used(f.clPoolOverflow, rc.OverflowMaxRequests, node, name, "max_requests")

@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -418,7 +419,13 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 	// is there); an HTTP/1.0 client must not get them (RFC 9110 §15.2), so they are
 	// dropped for it.
 	resp := &c.resp
-	for resp.Status >= 100 && resp.Status < 200 && resp.Status != 101 {
+	for interim := 1; resp.Status >= 100 && resp.Status < 200 && resp.Status != 101; interim++ {
+		if interim > h1.MaxInterim {
+			pool.Discard(u)
+			err := &upstream.Error{Kind: upstream.Protocol, Err: errors.New("upstream sent more than " + strconv.Itoa(h1.MaxInterim) + " interim (1xx) responses")}
+			fl.End(balancer.DoneInfo{Err: err, Status: resp.Status, Latency: time.Since(start)}, true)
+			return c.failReply(err) && !req.HasBody()
+		}
 		if req.Minor > 0 {
 			err := h1.WriteResponseHead(c.bw, resp, nil, false, false)
 			if err == nil {
