@@ -19,8 +19,9 @@ import (
 // read differently is refused: the client gets meshd's 502 upstream_protocol_error
 // (HTTP/1.1 and h2c clients alike), the upstream connection is not reused, and the
 // refusal is counted in meshd_cluster_upstream_protocol_errors_total. A few interim
-// responses, as real servers send, still pass. A bad chunk after a valid head reaches an
-// h2c client as a reset stream: its HEADERS have left already (docs/security.md).
+// responses, as real servers send, still pass. A bad chunk right after a valid head is
+// a 502 for an h2c client too: the stream's HEADERS had not left (http2.CopyResponse
+// retracts them); it was a bare RST_STREAM before.
 func TestUpstreamResponseBounds(t *testing.T) {
 	interim := func(n int, head string) string { return strings.Repeat(head, n) }
 	const final = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -61,24 +62,23 @@ func TestUpstreamResponseBounds(t *testing.T) {
 	h2c := testutil.H2CClient(t, srv.EgressAddr())
 
 	for _, tc := range []struct {
-		path    string
-		ok      bool
-		h2Reset bool // an h2c client gets RST_STREAM instead of the 502
+		path string
+		ok   bool
 	}{
-		{"/interim-few", true, false},
-		{"/flood-100", false, false},
-		{"/flood-103", false, false},
-		{"/oversized-head", false, false},
-		{"/too-many-fields", false, false},
-		{"/long-status-line", false, false},
-		{"/cl-and-te", false, false},
-		{"/two-cl", false, false},
-		{"/te-gzip", false, false},
-		{"/bad-chunk", false, true},
-		{"/bad-status", false, false},
-		{"/bare-lf", false, false},
-		{"/obs-fold", false, false},
-		{"/nul-in-value", false, false},
+		{"/interim-few", true},
+		{"/flood-100", false},
+		{"/flood-103", false},
+		{"/oversized-head", false},
+		{"/too-many-fields", false},
+		{"/long-status-line", false},
+		{"/cl-and-te", false},
+		{"/two-cl", false},
+		{"/te-gzip", false},
+		{"/bad-chunk", false},
+		{"/bad-status", false},
+		{"/bare-lf", false},
+		{"/obs-fold", false},
+		{"/nul-in-value", false},
 	} {
 		for _, client := range []string{"http1", "h2c"} {
 			t.Run(client+tc.path, func(t *testing.T) {
@@ -90,23 +90,6 @@ func TestUpstreamResponseBounds(t *testing.T) {
 				} else {
 					req, _ := http.NewRequest("GET", "http://bounds.t.local"+tc.path, nil)
 					resp, err := h2c.Do(req)
-					if tc.h2Reset {
-						// The head was valid and went to the client as the stream's
-						// HEADERS; the body's framing failed after it: the stream is
-						// reset, never a silently complete 200.
-						if err == nil {
-							b, rerr := io.ReadAll(resp.Body)
-							_ = resp.Body.Close()
-							if rerr == nil {
-								t.Fatalf("got %d %q complete, want a reset stream", resp.StatusCode, b)
-							}
-							err = rerr
-						}
-						if !strings.Contains(err.Error(), "stream error") {
-							t.Fatalf("got %v, want a reset stream", err)
-						}
-						return
-					}
 					if err != nil {
 						t.Fatal(err)
 					}
