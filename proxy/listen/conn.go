@@ -127,6 +127,12 @@ func (c *Conn) Linger(d time.Duration, max int64) {
 	if t == nil {
 		return
 	}
+	if tc, ok := c.Conn.(*tls.Conn); ok {
+		// close_notify before the FIN, as Close would send it: a body delimited by the
+		// close is complete only with it.
+		_ = tc.SetWriteDeadline(time.Now().Add(d))
+		_ = tc.CloseWrite()
+	}
 	if err := t.CloseWrite(); err != nil {
 		return
 	}
