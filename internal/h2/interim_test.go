@@ -49,8 +49,20 @@ func TestClientInterimFlood(t *testing.T) {
 				if _, err := io.ReadFull(br, pre); err != nil {
 					return
 				}
-				go func() { _, _ = io.Copy(io.Discard, br) }()
 				_ = http2.NewFramer(up, nil).WriteSettings()
+				// Answer only once stream 1 is open: frames for a stream the client has
+				// not opened yet would be a connection error.
+				fr := http2.NewFramer(nil, br)
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					if _, ok := f.(*http2.HeadersFrame); ok {
+						break
+					}
+				}
+				go func() { _, _ = io.Copy(io.Discard, br) }()
 				_, _ = up.Write(frames)
 				_, _ = io.Copy(io.Discard, up) // until the transport closes
 			}()
