@@ -104,6 +104,7 @@ type metricFamilies struct {
 	clRetries, clBudget, clRetryOverflow, clRetriesActive, clTimeouts      *metricDef
 	clGRPC                                                                 *metricDef
 	clNoHealthy, clPoolOverflow, clEndpoints, clHealthy                    *metricDef
+	clProtocolErrors                                                       *metricDef
 	clEjectActive, clEjections, clEjectOverflow                            *metricDef
 	clBreakerState, clBreakerTrips, clBreakerRejected, clHCPass, clHCFail  *metricDef
 	clTCPConns, clTCPActive, clTCPRejected, clTCPConnectFail, clTCPIdle    *metricDef
@@ -190,6 +191,7 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.clGRPC, scopeCluster, "meshd_cluster_grpc_calls_total", counter, "gRPC calls to the cluster by grpc-status: ok (0) or error (any other, or none).", with(clusterLabels, "grpc_result"))
 	def(&f.clTimeouts, scopeCluster, "meshd_cluster_timeouts_total", counter, "Requests to the cluster answered 504 (or DEADLINE_EXCEEDED) by meshd's timeouts.", clusterLabels)
 	def(&f.clNoHealthy, scopeCluster, "meshd_cluster_no_healthy_upstream_total", counter, "Requests answered 503 because the cluster had no endpoint to pick.", clusterLabels)
+	def(&f.clProtocolErrors, scopeCluster, "meshd_cluster_upstream_protocol_errors_total", counter, "Requests answered 502 upstream_protocol_error: the upstream's response was malformed or out of bounds (oversized head, too many fields, 1xx flood, ambiguous framing, bad chunk).", clusterLabels)
 	def(&f.clPoolOverflow, scopeCluster, "meshd_cluster_pool_overflow_total", counter, "Requests answered 503 at once by a connectionPool limit, by limit (max_connections, max_pending_requests, max_requests).", with(clusterLabels, "limit"))
 	def(&f.clEndpoints, scopeCluster, "meshd_cluster_endpoints", gauge, "Endpoints in the cluster's current set.", clusterLabels)
 	def(&f.clHealthy, scopeCluster, "meshd_cluster_endpoints_healthy", gauge, "Endpoints available to pick: passing health checks and not ejected.", clusterLabels)
@@ -369,6 +371,7 @@ type httpView struct {
 	buckets                                             [len(telemetry.LatencyBuckets) + 1]uint64
 	sumMicros                                           uint64
 	timeouts, rateLimited, overflow, noRoute, noHealthy uint64
+	protocolErrors                                      uint64
 	grpc                                                [2]uint64
 }
 
@@ -389,6 +392,7 @@ func readHTTP(s *telemetry.HTTPStats) (v httpView) {
 	v.sumMicros = s.SumMicros.Load()
 	v.timeouts, v.rateLimited, v.overflow = s.Timeouts.Load(), s.RateLimited.Load(), s.Overflow.Load()
 	v.noRoute, v.noHealthy = s.NoRoute.Load(), s.NoHealthy.Load()
+	v.protocolErrors = s.ProtocolErrors.Load()
 	v.grpc[0], v.grpc[1] = s.GRPC[0].Load(), s.GRPC[1].Load()
 	return v
 }
@@ -674,6 +678,7 @@ func (c *collector) collectCluster(e *emitter, cl *upstream.Cluster, envoy strin
 	e.used(f.clGRPC, v.grpc[0], node, name, "ok")
 	e.used(f.clGRPC, v.grpc[1], node, name, "error")
 	e.used(f.clNoHealthy, v.noHealthy, node, name)
+	e.used(f.clProtocolErrors, v.protocolErrors, node, name)
 	e.used(f.clPoolOverflow, rc.OverflowMaxConnections, node, name, "max_connections")
 	e.used(f.clPoolOverflow, rc.OverflowMaxPendingRequests, node, name, "max_pending_requests")
 	e.used(f.clPoolOverflow, rc.OverflowMaxRequests, node, name, "max_requests")

@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -30,6 +31,11 @@ import (
 
 const (
 	downstreamWriteBuf = 16 << 10
+
+	// A connection meshd closes after answering, while the client may still be sending,
+	// lingers this long at most, discarding at most lingerBytes of input (listen.Conn.Linger).
+	lingerTime  = 5 * time.Second
+	lingerBytes = 1 << 20
 )
 
 // Limits bounds a request head (and, on the upstream side, a response head).
@@ -78,6 +84,11 @@ type h1conn struct {
 	// The route's and cluster's statistics of the request in progress (nil: none).
 	routeStats, clusterStats *telemetry.HTTPStats
 	span                     telemetry.Span // the request's server span; nil: not traced
+	// linger: meshd ends the connection after a response it wrote whole, while the
+	// client may still be sending (an error answer to a request whose body or
+	// successors were not read, a close after a response delimited by the close):
+	// the connection closes through a lingering close, not at once.
+	linger bool
 }
 
 // Serve serves the HTTP/1.1 requests of tc (br holds what the sniffer read) until the
@@ -86,6 +97,11 @@ type h1conn struct {
 func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kind) {
 	c := &h1conn{env: env, kind: kind, tc: tc, br: br, bw: getWriter(tc)}
 	defer putWriter(c.bw)
+	defer func() {
+		if c.linger {
+			tc.Linger(lingerTime, lingerBytes)
+		}
+	}()
 	c.rd = h1.NewReader(br, Limits)
 	c.hdrs.req = &c.req
 	c.fwd = forward.NewH1Forwarding()
@@ -403,7 +419,13 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 	// is there); an HTTP/1.0 client must not get them (RFC 9110 §15.2), so they are
 	// dropped for it.
 	resp := &c.resp
-	for resp.Status >= 100 && resp.Status < 200 && resp.Status != 101 {
+	for interim := 1; resp.Status >= 100 && resp.Status < 200 && resp.Status != 101; interim++ {
+		if interim > h1.MaxInterim {
+			pool.Discard(u)
+			err := &upstream.Error{Kind: upstream.Protocol, Err: errors.New("upstream sent more than " + strconv.Itoa(h1.MaxInterim) + " interim (1xx) responses")}
+			fl.End(balancer.DoneInfo{Err: err, Status: resp.Status, Latency: time.Since(start)}, true)
+			return c.failReply(err) && !req.HasBody()
+		}
 		if req.Minor > 0 {
 			err := h1.WriteResponseHead(c.bw, resp, nil, false, false)
 			if err == nil {
@@ -487,6 +509,7 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 		u.LastUsed = time.Now()
 		c.up = u
 	}
+	c.linger = flushErr == nil && closeDown
 	return flushErr == nil && !closeDown
 }
 
@@ -515,6 +538,8 @@ func (c *h1conn) midBodyFailure(err error, written int64, closeDelimited bool) b
 	}
 	if ferr := c.bw.Flush(); ferr != nil {
 		c.env.Log.Debug("flushing a truncated response failed", "err", ferr)
+	} else {
+		c.linger = true // the truncated response's bytes must not be dropped by a reset
 	}
 	return false
 }
@@ -600,6 +625,7 @@ func (c *h1conn) localReply(status int, code, msg string, closeConn bool) bool {
 	if err := c.bw.Flush(); err != nil {
 		return false
 	}
+	c.linger = closeConn
 	return !closeConn
 }
 
@@ -658,6 +684,7 @@ func (c *h1conn) rateLimitReply(wait time.Duration) bool {
 	if h1.WriteSimpleResponse(c.bw, 429, hdr[:], []byte("meshd: rate limit exceeded\n"), closeConn) != nil || c.bw.Flush() != nil {
 		return false
 	}
+	c.linger = closeConn
 	return !closeConn
 }
 
@@ -880,6 +907,7 @@ func (c *h1conn) failReply(err error) bool {
 		if h1.WriteSimpleResponse(c.bw, status, hdr[:], []byte(msg), closeConn) != nil || c.bw.Flush() != nil {
 			return false
 		}
+		c.linger = closeConn
 		return !closeConn
 	}
 	c.env.Log.Debug("upstream failure", "status", status, "code", code, "err", err)

@@ -114,6 +114,35 @@ func (c *Conn) Abort() {
 	_ = c.Raw().Close()
 }
 
+// Linger prepares a connection meshd closes while the client may still be sending (an
+// error answer to a request whose body or pipelined successors were not read). Closing
+// a socket with unread input makes the kernel send a reset at once and drop what it has
+// not transmitted yet, so the answer, held back by the client's receive window or lost
+// and due for retransmission, never arrives. So the write side is shut first (what is
+// queued is sent, then FIN), and input is read and dropped until the client closes, up
+// to max bytes or until d has passed (nginx's lingering close; HAProxy drains alike).
+// The caller closes the connection afterwards, as before.
+func (c *Conn) Linger(d time.Duration, max int64) {
+	t := c.TCP()
+	if t == nil {
+		return
+	}
+	if tc, ok := c.Conn.(*tls.Conn); ok {
+		// close_notify before the FIN, as Close would send it: a body delimited by the
+		// close is complete only with it.
+		_ = tc.SetWriteDeadline(time.Now().Add(d))
+		_ = tc.CloseWrite()
+	}
+	if err := t.CloseWrite(); err != nil {
+		return
+	}
+	if err := t.SetReadDeadline(time.Now().Add(d)); err != nil {
+		return
+	}
+	// io.Discard reads into pooled buffers: nothing allocated per connection.
+	_, _ = io.CopyN(io.Discard, t, max)
+}
+
 // CloseNow closes the socket under any TLS layer at once, without a TLS close_notify
 // (which could wait up to crypto/tls's 5 s on a peer that reads nothing): for another
 // goroutine than the connection's own, e.g. a drain that ran out of time.
