@@ -87,6 +87,10 @@ type API struct {
 	// TLSPlaintext returns, per PERMISSIVE listener ("ingress:<port>"), the connections
 	// it served in plaintext: the callers still to move to TLS before it can be STRICT.
 	TLSPlaintext func() map[string]uint64
+	// Conns returns the data-plane listeners' connection counters by listener kind, and
+	// Overload the overload state, for /stats and /stats/prometheus (nil: none).
+	Conns    func() map[string]ConnStats
+	Overload func() OverloadStats
 }
 
 // Handler serves the admin API. It runs on its own listener (127.0.0.1:9901 by
@@ -344,6 +348,7 @@ func (s *API) handleStatsText(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	lines = append(lines, s.tlsStatsLines(snap, time.Now())...)
+	lines = append(lines, s.connStatsLines()...)
 	sort.Strings(lines)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = io.WriteString(w, strings.Join(lines, "\n")+"\n")
