@@ -30,8 +30,8 @@ type ConnLimits struct {
 	// OverloadHeapBytes is the heap in use (runtime/metrics
 	// /memory/classes/heap/objects:bytes, sampled every OverloadSample) at which meshd
 	// sheds load: new connections are closed at accept, new requests answered 503
-	// overloaded, responses say Connection: close, idle keep-alive connections are
-	// closed; it stops when the heap is back under 90% of it. 0: off.
+	// overloaded, responses say Connection: close; it stops when the heap is back under
+	// 90% of it. 0: off.
 	OverloadHeapBytes uint64
 	// OverloadConnections is the number of open downstream connections at which meshd
 	// sheds load the same way (sampled too; it stops under 90% of it). 0: off.
@@ -176,8 +176,9 @@ func (s *Server) stopOverload() {
 
 // overloadSample moves the overload state on one sample of the heap and the open
 // connections. Past a watermark meshd sheds (Env.Overloaded: 503 and Connection: close;
-// the accept loops close new connections) and closes idle keep-alive connections each
-// sample; it stops shedding once both are under 90% of their watermarks, so the state
+// the accept loops close new connections); idle keep-alive connections are left to
+// come back and get their 503 (a well-formed answer, where a close would leave the
+// client guessing), their keep-alive ends with it. It stops shedding once both are under 90% of their watermarks, so the state
 // does not flap at the edge.
 func (s *Server) overloadSample(heap uint64, conns int) {
 	o := &s.over
@@ -192,14 +193,10 @@ func (s *Server) overloadSample(heap uint64, conns int) {
 		o.entered.Add(1)
 		s.log.Warn("overloaded: shedding load (new connections closed, new requests answered 503, keep-alive off)",
 			"heap_bytes", heap, "heap_watermark", o.heapMax, "connections", conns, "connection_watermark", o.connMax)
-	} else if (o.heapMax == 0 || heap < o.heapMax/10*9) && (o.connMax == 0 || conns < o.connMax/10*9) {
+	} else if (o.heapMax == 0 || heap < o.heapMax-o.heapMax/10) && (o.connMax == 0 || 10*conns < 9*o.connMax) {
 		o.active.Store(false)
 		s.log.Info("overload over: serving normally again", "heap_bytes", heap, "connections", conns)
-		return
 	}
-	// Idle keep-alive connections hold buffers and descriptors and would come back with
-	// requests to refuse: close a share of them each sample.
-	s.conns.ShedIdle(max(conns/10, 16))
 }
 
 // connStats are the listeners' connection counters for the admin API.

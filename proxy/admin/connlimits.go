@@ -9,7 +9,7 @@ type ConnStats struct {
 	Max  int   // the listener's own bound; 0: none
 	// Rejected: closed at accept, a connection limit reached with nothing idle to shed.
 	// Overload: closed at accept while overloaded. IdleShed: idle keep-alive connections
-	// closed to make room (a limit, the fd limit, overload). FDExhausted: accepts that
+	// closed to make room (a limit, the fd limit). FDExhausted: accepts that
 	// failed for want of file descriptors. OverloadRequests: requests answered 503
 	// overloaded.
 	Rejected, Overload, IdleShed, FDExhausted, OverloadRequests uint64
