@@ -433,7 +433,8 @@ func (s *Server) Start() error {
 	s.startOverload()
 	s.ready.Store(true)
 	s.log.Info("meshd listening", "node", s.opts.Node, "ingress", s.ingress.Addr().String(),
-		"egress", s.egress.Addr().String(), "admin", s.AdminAddr())
+		"egress", s.egress.Addr().String(), "admin", s.AdminAddr(),
+		"max_connections", s.conns.Max, "max_listener_connections", s.opts.Limits.MaxListenerConnections, "rlimit_nofile", NoFileLimit())
 	return nil
 }
 
