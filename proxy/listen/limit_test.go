@@ -125,9 +125,9 @@ type fdListener struct {
 func (l *fdListener) Accept() (net.Conn, error) {
 	l.mu.Lock()
 	l.calls++
-	call := l.calls
+	call, n := l.calls, l.n
 	l.mu.Unlock()
-	if call <= l.n {
+	if call <= n {
 		if l.onErr != nil {
 			l.onErr(call)
 		}
