@@ -221,7 +221,7 @@ func (a *Acceptor) Run(ctx context.Context, ln net.Listener) {
 		backoff = 0
 		if a.Overloaded != nil && a.Overloaded() {
 			lim.Overload.Add(1)
-			_ = c.Close()
+			Refuse(c)
 			continue
 		}
 		tc := &Conn{Conn: c, Orig: a.OrigDst(c)}
@@ -230,9 +230,56 @@ func (a *Acceptor) Run(ctx context.Context, ln net.Listener) {
 			go a.Serve(tc)
 		case OverLimit:
 			lim.Rejected.Add(1)
-			_ = c.Close()
+			Refuse(c)
 		default:
 			_ = c.Close()
 		}
 	}
+}
+
+// refusal is the answer to an HTTP/1.x request on a connection refused at accept.
+const refusal = "HTTP/1.1 503 Service Unavailable\r\nx-meshd-error: overloaded\r\n" +
+	"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 45\r\nConnection: close\r\n\r\n" +
+	"meshd: too many connections, try again later\n"
+
+// Refuse closes a connection refused at accept (a connection limit, or overload),
+// answering 503 overloaded first where that is cheap: when the client's first bytes are
+// already there and are an HTTP/1.x request line. It neither waits nor reads more than
+// what arrived: the protocol is not known at accept (a TLS or HTTP/2 client would take
+// an HTTP/1.1 answer for garbage), and the point of refusing is to spend nothing on the
+// connection. What arrived is consumed before the answer, so the close does not turn
+// into a reset that could discard it.
+func Refuse(c net.Conn) {
+	defer c.Close()
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	var buf [4096]byte
+	_ = rc.Control(func(fd uintptr) {
+		// Go's sockets are non-blocking: a read with nothing there fails with EAGAIN.
+		n, err := syscall.Read(int(fd), buf[:])
+		if err != nil || n <= 0 || !httpRequestLine(buf[:n]) {
+			return
+		}
+		_, _ = syscall.Write(int(fd), []byte(refusal))
+	})
+}
+
+// httpRequestLine reports whether b starts like an HTTP/1.x request line: a method
+// token of capital letters and a space (not the HTTP/2 preface's "PRI ").
+func httpRequestLine(b []byte) bool {
+	for i, ch := range b {
+		switch {
+		case ch == ' ':
+			return i > 0 && string(b[:i]) != "PRI"
+		case ch < 'A' || ch > 'Z' || i >= 16:
+			return false
+		}
+	}
+	return false
 }

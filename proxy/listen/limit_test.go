@@ -1,10 +1,12 @@
 package listen
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -226,4 +228,47 @@ func TestAcceptOutOfFDsWakesOnClose(t *testing.T) {
 			t.Errorf("the wait after the 11th failure took %v, want 10ms (the close), not the 1 s back-off", got)
 		}
 	})
+}
+
+// TestRefuse: a connection refused at accept whose HTTP/1.x request is already there
+// gets 503 overloaded with Connection: close; one whose first bytes are TLS, the HTTP/2
+// preface, or nothing yet is just closed.
+func TestRefuse(t *testing.T) {
+	for _, c := range []struct {
+		name, first string
+		answered    bool
+	}{
+		{"HTTP/1.1 request", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", true},
+		{"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false},
+		{"TLS ClientHello", "\x16\x03\x01\x00\xa5\x01", false},
+		{"nothing yet", "", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv, cl := tcpPair(t)
+			if c.first != "" {
+				if _, err := io.WriteString(cl, c.first); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(20 * time.Millisecond) // the bytes cross loopback before the refusal looks
+			}
+			Refuse(srv)
+			_ = cl.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got, err := io.ReadAll(cl)
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the refused connection was not closed")
+			}
+			if c.answered {
+				resp, rerr := http.ReadResponse(bufio.NewReader(strings.NewReader(string(got))), nil)
+				if rerr != nil {
+					t.Fatalf("answer %q: %v", got, rerr)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 503 || resp.Header.Get("x-meshd-error") != "overloaded" || !resp.Close || !strings.Contains(string(body), "too many connections") {
+					t.Errorf("answer %d %v close %v %q, want 503 overloaded, Connection: close", resp.StatusCode, resp.Header, resp.Close, body)
+				}
+			} else if len(got) != 0 {
+				t.Errorf("answered %q, want a bare close", got)
+			}
+		})
+	}
 }
