@@ -429,13 +429,6 @@ func (p *Pool) Discard(u *Conn) {
 	p.cl.openConns.Add(-1)
 }
 
-// IdleLen counts the idle connections the pool keeps.
-func (p *Pool) IdleLen() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.idle)
-}
-
 func (p *Pool) closeIdle() {
 	p.mu.Lock()
 	idle := p.idle
