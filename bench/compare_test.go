@@ -247,6 +247,14 @@ func TestCompareRealRun(t *testing.T) {
 			t.Errorf("report files %v lack %s", files, want)
 		}
 	}
+	// Every report sets the proxies against the Go floor (the minimal relay).
+	if md, err := os.ReadFile(filepath.Join(dir, "report.md")); err != nil {
+		t.Error(err)
+	} else if !strings.Contains(string(md), "Over the Go floor") || !strings.Contains(string(md), "go-httputil: CPU/req ") {
+		t.Errorf("report.md has no floor ratios:\n%s", md)
+	} else if meshd != "" && !strings.Contains(string(md), "- meshd: CPU/req ") {
+		t.Errorf("report.md has no meshd floor ratio:\n%s", md)
+	}
 	var decoded struct {
 		Machine Machine
 		Results []struct {

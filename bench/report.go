@@ -316,6 +316,7 @@ func WriteTable(w io.Writer, rep *Report, markdown bool) error {
 			}
 		}
 		list("Ratios vs haproxy (x / haproxy; a two-hop scenario / the haproxy two-hop scenario of the same TLS; below 1 is better except req/s):", haproxyRatios(rows))
+		list("Over the Go floor (x / floor, the minimal Go relay: what the proxy costs above what Go and the kernel charge; one-hop scenarios):", floorRatios(rows))
 		list("TLS hop cost (x-2hop-tls − x-2hop; CPU of both proxies per request, latency percentiles):", tlsHopCost(rows))
 	}
 	if len(rep.Skipped) > 0 {
@@ -437,6 +438,40 @@ func haproxyRatios(rows []*PhaseResult) []string {
 			ratio(r.ActualQPS, hp.ActualQPS), ratio(r.ProxyCPUPerRequest, hp.ProxyCPUPerRequest),
 			addRatio(r.AddedP50US, hp.AddedP50US), addRatio(r.AddedP99US, hp.AddedP99US),
 			ratio(float64(r.ProxyPeakRSSBytes), float64(hp.ProxyPeakRSSBytes))))
+	}
+	return out
+}
+
+// floorRatios sets each one-hop proxy scenario against ScenarioFloor: CPU per request
+// and throughput, and the added p50 (latency over direct).
+func floorRatios(rows []*PhaseResult) []string {
+	var fl *PhaseResult
+	for _, r := range rows {
+		if r.Scenario == ScenarioFloor {
+			fl = r
+		}
+	}
+	if fl == nil || fl.ProxyCPUPerRequest <= 0 {
+		return nil
+	}
+	ratio := func(a, b float64) string {
+		if a <= 0 || b <= 0 {
+			return "-"
+		}
+		return strconv.FormatFloat(a/b, 'f', 2, 64)
+	}
+	var out []string
+	for _, r := range rows {
+		if r.Scenario == ScenarioFloor || r.Proxies != 1 {
+			continue
+		}
+		p50 := "-"
+		if r.AddedP50US != nil && fl.AddedP50US != nil {
+			p50 = ratio(*r.AddedP50US, *fl.AddedP50US)
+		}
+		out = append(out, fmt.Sprintf("%s: CPU/req %s (%+.1f µs), req/s %s, added p50 %s", r.Scenario,
+			ratio(r.ProxyCPUPerRequest, fl.ProxyCPUPerRequest), r.ProxyCPUPerRequest-fl.ProxyCPUPerRequest,
+			ratio(r.ActualQPS, fl.ActualQPS), p50))
 	}
 	return out
 }

@@ -52,7 +52,7 @@ func DefaultScenarios(withBaseline bool) []string {
 	if withBaseline {
 		list = append(list, ScenarioMeshdBaseline)
 	}
-	return append(list, ScenarioMeshd2Hop, ScenarioHTTPUtil, ScenarioHAProxy, ScenarioHAProxy2Hop, ScenarioNginx, ScenarioEnvoy)
+	return append(list, ScenarioMeshd2Hop, ScenarioFloor, ScenarioHTTPUtil, ScenarioHAProxy, ScenarioHAProxy2Hop, ScenarioNginx, ScenarioEnvoy)
 }
 
 // KnownScenarios is every scenario the harness knows, in report order.
@@ -121,6 +121,21 @@ func startScenario(ctx context.Context, name string, e *env) (*instance, error) 
 	switch name {
 	case ScenarioDirect:
 		return &instance{name: name, addr: e.upstream, host: e.upstream}, nil
+	case ScenarioFloor:
+		if e.proto != H1 {
+			return nil, &SkipError{Reason: "the floor relay speaks HTTP/1.1 only (--proto h1)"}
+		}
+		p, err := StartProc(ProcSpec{Name: name, Argv: []string{e.self, "internal", "floor", "--listen", "127.0.0.1:0", "--upstream", e.upstream},
+			Env: e.selfEnv, CPUs: e.cpusProxy})
+		if err != nil {
+			return nil, err
+		}
+		addr, err := p.WaitListening(ctx, startTimeout)
+		if err != nil {
+			_ = p.Stop()
+			return nil, err
+		}
+		return &instance{name: name, addr: addr, host: addr, proxies: []*Proc{p}}, nil
 	case ScenarioHTTPUtil:
 		argv := []string{e.self, "internal", "httputil", "--listen", "127.0.0.1:0", "--upstream", e.upstream}
 		if e.proto == GRPC {

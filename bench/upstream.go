@@ -421,13 +421,14 @@ func ServeHTTPUtil(ctx context.Context, ln net.Listener, upstream string, upstre
 //
 //	upstream --listen ADDR --body-size N
 //	httputil --listen ADDR --upstream HOST:PORT [--upstream-h2c]
+//	floor --listen ADDR --upstream HOST:PORT
 //
 // It prints "listening ADDR" on stdout once ready, serves until ctx ends and returns
 // the process exit code.
 func RunInternal(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	if len(args) == 0 {
-		log.Error("internal: want a subcommand: upstream or httputil")
+		log.Error("internal: want a subcommand: upstream, httputil or floor")
 		return 2
 	}
 	fs := flag.NewFlagSet("internal "+args[0], flag.ContinueOnError)
@@ -448,6 +449,12 @@ func RunInternal(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	switch args[0] {
 	case "upstream":
 		err = ServeUpstream(ctx, ln, UpstreamConfig{BodySize: *bodySize})
+	case "floor":
+		if *up == "" {
+			log.Error("floor: --upstream is required")
+			return 2
+		}
+		err = ServeFloor(ctx, ln, *up)
 	case "httputil":
 		if *up == "" {
 			log.Error("httputil: --upstream is required")

@@ -11,6 +11,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -43,6 +45,10 @@ import (
 type Options struct {
 	// Node is the virtual node this sidecar serves. Required.
 	Node string
+	// Mesh, when set, is the only mesh a config may name (mesh.meshName); a config of
+	// another mesh is refused at every apply, the first included. MeshFrom says where
+	// it came from (named in the refusal).
+	Mesh, MeshFrom string
 	// IngressAddr is where redirected inbound traffic arrives. Default ":15000".
 	IngressAddr string
 	// EgressAddr is where the app's outbound traffic arrives (iptables REDIRECT or
@@ -165,6 +171,13 @@ type Options struct {
 	// The Server owns the loader: sources are loaded once, shared by every snapshot, and
 	// closed by Shutdown.
 	TLS meshtls.LoaderOptions
+	// AdminAccessLog, when set, is a file that gets a line per admin request (Envoy's
+	// admin access log; App Mesh's ENVOY_ADMIN_ACCESS_LOG_FILE), "/dev/stdout" included.
+	// A file that cannot be opened fails StartAdmin.
+	AdminAccessLog string
+	// CommandLineOptions are shown by /server_info as Envoy's command_line_options,
+	// beside the ones the server knows itself (drain_time, service_node, mode).
+	CommandLineOptions map[string]any
 	// TLSHandshakeTimeout bounds the TLS handshake of a connection to a listener that
 	// terminates TLS (STRICT, or PERMISSIVE once the first bytes said TLS); a client that
 	// has not completed it by then is disconnected (logged at debug, counted). Default
@@ -238,10 +251,23 @@ type Server struct {
 	unready  atomic.Bool // Shutdown began: /ready fails (the drain grace may still serve)
 	draining atomic.Bool // listeners closed: connections finish their request and close
 
+	// healthFailed is set by the admin's POST /healthcheck/fail: readiness fails while
+	// the listeners keep serving, until /healthcheck/ok.
+	healthFailed atomic.Bool
+	quitOnce     sync.Once
+	quit         chan struct{} // closed by the admin's POST /quitquitquit
+
+	// The listener half of the drain runs once, from Drain or the admin's POST
+	// /drain_listeners; a second caller waits for the first's result.
+	drainMu   sync.Mutex
+	drainDone chan struct{}
+	drainErr  error
+
 	ingress, egress net.Listener
 	egress6         net.Listener // IPv6 loopback egress; nil when not bound
 	adminSrv        *http.Server
 	adminLn         net.Listener
+	adminLog        *os.File // Options.AdminAccessLog; closed by Drain
 
 	conns  listen.Tracker
 	ctx    context.Context // ends when Shutdown closes the listeners
@@ -294,7 +320,7 @@ func New(opts Options) (*Server, error) {
 	if err := opts.Limits.check(); err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, log: opts.Logger, dialer: &net.Dialer{KeepAlive: 30 * time.Second}}
+	s := &Server{opts: opts, log: opts.Logger, dialer: &net.Dialer{KeepAlive: 30 * time.Second}, quit: make(chan struct{})}
 	s.conns.Max = opts.Limits.total()
 	for k := range s.limits {
 		s.limits[k].Max = opts.Limits.MaxListenerConnections
@@ -319,6 +345,8 @@ func New(opts Options) (*Server, error) {
 	}
 	s.state = state.Holder{
 		Node:        opts.Node,
+		Mesh:        opts.Mesh,
+		MeshFrom:    opts.MeshFrom,
 		Options:     state.Options{Registry: s.registryFor, FirstResolveWait: opts.FirstResolveWait, Cluster: cluster, TLS: s.tls},
 		Log:         s.log,
 		PersistPath: opts.PersistPath,
@@ -362,6 +390,13 @@ func New(opts Options) (*Server, error) {
 		Overload:     s.overloadStats,
 		Ready:        s.Ready,
 		Draining:     s.unready.Load,
+
+		HealthCheckFailed:  &s.healthFailed,
+		Quit:               func() { s.quitOnce.Do(func() { close(s.quit) }) },
+		DrainListeners:     s.drainListenersAsync,
+		Listeners:          s.listenerInfo,
+		Defaults:           opts.effectiveDefaults(),
+		CommandLineOptions: opts.commandLineOptions(),
 		Started: func() time.Time {
 			if t := s.started.Load(); t != nil {
 				return *t
@@ -468,12 +503,22 @@ func (s *Server) StartAdmin() error {
 	if err != nil {
 		return fmt.Errorf("admin listener %s: %w", s.opts.AdminAddr, err)
 	}
+	h := s.api.Handler()
+	if p := s.opts.AdminAccessLog; p != "" {
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("admin access log: %w", err)
+		}
+		s.adminLog = f
+		h = admin.AccessLog(h, f)
+	}
 	// The admin listener keeps descriptors in reserve, so /ready and /stats answer while
 	// the data plane is at the process's fd limit.
 	s.reserve.Fill()
 	ln = &listen.ReservedListener{Listener: ln, Reserve: &s.reserve, Name: "admin", Log: s.log}
 	s.adminLn = ln
-	s.adminSrv = &http.Server{Handler: s.api.Handler(), ReadHeaderTimeout: 10 * time.Second,
+	s.adminSrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
 		ConnState: func(_ net.Conn, st http.ConnState) {
 			if st == http.StateClosed || st == http.StateHijacked {
 				s.reserve.Fill()
@@ -504,8 +549,16 @@ func addrString(l net.Listener) string {
 	return l.Addr().String()
 }
 
-// Ready reports whether the server has a config, is listening, and is not shutting down.
-func (s *Server) Ready() bool { return s.ready.Load() && !s.unready.Load() }
+// Ready reports whether the server has a config, is listening, is not shutting down,
+// and its health checks were not failed through the admin's /healthcheck/fail.
+func (s *Server) Ready() bool {
+	return s.ready.Load() && !s.unready.Load() && !s.healthFailed.Load()
+}
+
+// QuitRequested is closed when the admin's POST /quitquitquit asks the process to drain
+// and exit; meshd run treats it as SIGTERM. A library user that never reads it keeps
+// serving.
+func (s *Server) QuitRequested() <-chan struct{} { return s.quit }
 
 // Shutdown drains, as Envoy does: /ready fails at once; for Options.DrainGrace (bounded
 // by ctx) the listeners keep accepting and serving as usual; then they stop accepting,
@@ -517,6 +570,67 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.Drain(ctx, s.opt
 // Drain is Shutdown with the given grace instead of Options.DrainGrace (meshd run skips
 // the grace on SIGINT, an interactive stop). ctx ending cuts the grace short too.
 func (s *Server) Drain(ctx context.Context, grace time.Duration) error {
+	err := s.drainListeners(ctx, grace)
+	if s.adminSrv != nil {
+		_ = s.adminSrv.Close()
+	}
+	s.loopWG.Wait()
+	if s.adminLog != nil {
+		_ = s.adminLog.Close()
+	}
+	s.stopOverload()
+	s.reserve.Close()
+	s.stopEMF()
+	s.state.Shutdown()
+	s.reaper.Halt()
+	s.pass.Cache.CloseAll()
+	s.regMu.Lock()
+	for _, r := range s.registries {
+		r.Close()
+	}
+	s.registries = nil
+	s.regMu.Unlock()
+	s.closeUnusedLogs(nil)
+	if cerr := s.tls.Close(); cerr != nil {
+		s.log.Warn("closing the TLS certificate sources", "err", cerr)
+	}
+	return err
+}
+
+// drainListenersAsync is the admin's POST /drain_listeners: the listener half of the
+// drain on a goroutine of its own (Drain waits for it through drainListeners), the admin
+// listener and the process staying up.
+func (s *Server) drainListenersAsync(graceful bool) {
+	grace := time.Duration(0)
+	if graceful {
+		grace = s.opts.DrainGrace
+	}
+	s.log.Info("draining the listeners (admin /drain_listeners)", "grace", grace, "timeout", s.opts.DrainTimeout)
+	go func() {
+		if err := s.drainListeners(context.Background(), grace); err != nil {
+			s.log.Warn("drain incomplete", "err", err)
+		}
+	}()
+}
+
+// drainListeners runs the listener half of the drain once: readiness fails, the grace
+// passes, the listeners close and their connections drain within the drain timeout. A
+// later caller waits for the first's result.
+func (s *Server) drainListeners(ctx context.Context, grace time.Duration) error {
+	s.drainMu.Lock()
+	if done := s.drainDone; done != nil {
+		s.drainMu.Unlock()
+		<-done // bounded by the first caller's grace and drain timeout
+		return s.drainErr
+	}
+	s.drainDone = make(chan struct{})
+	s.drainMu.Unlock()
+	s.drainErr = s.closeListeners(ctx, grace)
+	close(s.drainDone)
+	return s.drainErr
+}
+
+func (s *Server) closeListeners(ctx context.Context, grace time.Duration) error {
 	s.unready.Store(true)
 	if g := grace; g > 0 && s.ingress != nil {
 		s.log.Info("draining: /ready fails; listeners keep serving for the grace", "grace", g)
@@ -554,27 +668,62 @@ func (s *Server) Drain(ctx context.Context, grace time.Duration) error {
 		_ = s.h2out.Close()
 		<-done
 	}
-	if s.adminSrv != nil {
-		_ = s.adminSrv.Close()
-	}
-	s.loopWG.Wait()
-	s.stopOverload()
-	s.reserve.Close()
-	s.stopEMF()
-	s.state.Shutdown()
-	s.reaper.Halt()
-	s.pass.Cache.CloseAll()
-	s.regMu.Lock()
-	for _, r := range s.registries {
-		r.Close()
-	}
-	s.registries = nil
-	s.regMu.Unlock()
-	s.closeUnusedLogs(nil)
-	if cerr := s.tls.Close(); cerr != nil {
-		s.log.Warn("closing the TLS certificate sources", "err", cerr)
-	}
 	return err
+}
+
+// listenerInfo lists the bound listeners for the admin's /listeners.
+func (s *Server) listenerInfo() []admin.ListenerInfo {
+	var out []admin.ListenerInfo
+	for _, l := range []struct {
+		name string
+		ln   net.Listener
+	}{{"ingress", s.ingress}, {"egress", s.egress}, {"egress-ipv6", s.egress6}} {
+		if l.ln != nil {
+			out = append(out, admin.ListenerInfo{Name: l.name, Address: l.ln.Addr().String()})
+		}
+	}
+	return out
+}
+
+// effectiveDefaults are the settings /config_dump shows beside the config: what applies
+// where the config says nothing.
+func (o *Options) effectiveDefaults() map[string]any {
+	return map[string]any{
+		"connectTimeout":         o.ConnectTimeout.String(),
+		"drainTimeout":           o.DrainTimeout.String(),
+		"drainGrace":             o.DrainGrace.String(),
+		"keepAliveIdle":          o.KeepAliveIdle.String(),
+		"streamIdle":             o.StreamIdle.String(),
+		"headerTimeout":          o.HeaderTimeout.String(),
+		"firstRequestTimeout":    o.FirstRequestTimeout.String(),
+		"maxReplayBody":          o.MaxReplayBody,
+		"routePerRequestTimeout": "0s (none: App Mesh applied a hidden 15s; meshd applies the route's or listener's timeout only)",
+		"lbPolicy":               "LEAST_REQUEST",
+		"retryPolicy":            "App Mesh's default where a route sets none (routes[].retryPolicy.default)",
+		// The connection limits in force (limits.go): 0 is none or off.
+		"maxConnections":          o.Limits.total(),
+		"maxListenerConnections":  o.Limits.MaxListenerConnections,
+		"overloadHeapBytes":       o.Limits.OverloadHeapBytes,
+		"overloadConnections":     o.Limits.OverloadConnections,
+		"upstreamHold":            cmp.Or(o.Limits.UpstreamHold, forward.DefaultUpstreamHold).String(),
+		"upstreamIdlePerEndpoint": cmp.Or(o.Limits.UpstreamIdlePerEndpoint, upstream.DefaultMaxIdlePerEndpoint),
+	}
+}
+
+// commandLineOptions are /server_info's command_line_options: the caller's, over what
+// the server knows (Envoy's names).
+func (o *Options) commandLineOptions() map[string]any {
+	m := map[string]any{
+		"drain_time":          o.DrainTimeout.String(),
+		"service_node":        o.Node,
+		"mode":                "Serve",
+		"restart_epoch":       0,
+		"disable_hot_restart": true,
+	}
+	for k, v := range o.CommandLineOptions {
+		m[k] = v
+	}
+	return m
 }
 
 // sweepIdle closes idle upstream connections older than maxAge at now, in the clusters

@@ -107,9 +107,9 @@ func TestDeployECSTaskDefinition(t *testing.T) {
 	if proxy.User != "1337" || proxy.User != props["IgnoredUID"] {
 		t.Errorf("meshd container user %q must be the IgnoredUID %q", proxy.User, props["IgnoredUID"])
 	}
-	if proxy.HealthCheck == nil || len(proxy.HealthCheck.Command) < 2 || proxy.HealthCheck.Command[0] != "CMD-SHELL" ||
-		!strings.Contains(proxy.HealthCheck.Command[1], "127.0.0.1:9901") {
-		t.Errorf("meshd container needs a CMD-SHELL health check against the admin port, got %+v", proxy.HealthCheck)
+	// The health check needs no curl or wget: meshd health asks the admin itself.
+	if proxy.HealthCheck == nil || !slices.Equal(proxy.HealthCheck.Command, []string{"CMD", "/usr/local/bin/meshd", "health"}) {
+		t.Errorf("meshd container needs the health check [CMD /usr/local/bin/meshd health], got %+v", proxy.HealthCheck)
 	}
 	env := map[string]string{}
 	for _, e := range proxy.Environment {
@@ -240,6 +240,12 @@ func TestDeployKubernetes(t *testing.T) {
 		if caps := strs(get(sidecar, "securityContext", "capabilities", "add")); len(caps) > 0 {
 			t.Errorf("the sidecar needs no capabilities, has %v", caps)
 		}
+		// Probes need no curl or wget in the image: meshd health asks the admin itself.
+		for _, probe := range []string{"startupProbe", "readinessProbe"} {
+			if cmd := strings.Join(strs(get(sidecar, probe, "exec", "command")), " "); cmd != "meshd health" {
+				t.Errorf("sidecar %s runs %q, want meshd health", probe, cmd)
+			}
+		}
 		env := map[string]string{}
 		for _, e := range get(sidecar, "env").([]any) {
 			n, _ := get(e, "name").(string)
@@ -362,7 +368,7 @@ func TestDeployDockerfile(t *testing.T) {
 		}
 	}
 	final := strings.Join(last, "\n")
-	for _, want := range []string{"USER 1337", "EXPOSE 15000 15001 9901", `ENTRYPOINT ["/usr/local/bin/meshd", "run"]`} {
+	for _, want := range []string{"USER 1337", "EXPOSE 15000 15001 9901", `ENTRYPOINT ["/usr/local/bin/meshd", "run"]`, `CMD ["/usr/local/bin/meshd", "health"]`} {
 		if !strings.Contains(final, want) {
 			t.Errorf("final stage lacks %q:\n%s", want, final)
 		}

@@ -2,6 +2,8 @@
 //
 //	meshd run -c mesh.yaml --node NAME   serve a virtual node's ingress and egress
 //	meshd validate -c mesh.yaml          check a config; every error on its own line
+//	meshd health / meshd wait-ready      ask the local meshd whether it is LIVE / wait until it is
+//	meshd canary                         shift a route's weight to a canary step by step, roll back on errors
 //	meshd ca init|issue --dir DIR ...    the mesh CA: a root, and workload certificates
 //	meshd demo                           run an embedded two-version canary demo
 //	meshd version
@@ -16,9 +18,11 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,6 +56,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stdout, stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "health":
+		return cmdHealth(args[1:], stdout, stderr)
+	case "wait-ready":
+		return cmdWaitReady(args[1:], stdout, stderr)
+	case "canary":
+		return cmdCanary(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
 	case "iptables":
@@ -77,6 +87,10 @@ func usage(w io.Writer) {
 Usage:
   meshd run -c FILE|--config-url URL --node NAME [--admin-addr ADDR] [--ingress-port N] [--egress-port N]
   meshd validate -c FILE [--node NAME]
+  meshd health [--admin-addr ADDR] [--timeout 2s]       exit 0 when the local meshd is LIVE
+  meshd wait-ready [--admin-addr ADDR] [--timeout 60s]  wait until it is (an app's entrypoint)
+  meshd canary -c FILE|--put URL,... --route ROUTER/ROUTE --canary NODE --metrics URL,... [--steps 10,50,100] [--interval 1m] [--max-error-rate 0.01] [--max-p99 D] [--min-requests 20] [--dry-run]
+  meshd canary promote|abort -c FILE|--put URL,... --route ROUTER/ROUTE --canary NODE
   meshd demo [--egress-port N] [--ingress-port N] [--admin-addr ADDR]
   meshd iptables print|apply|clean [--app-ports LIST] [--ignored-uid N] [...]
   meshd ca init --dir DIR [--force]
@@ -160,20 +174,14 @@ func (f *runFlags) envDuration(flag string, def time.Duration, names ...string) 
 	return d
 }
 
-// nodeFromEnv accepts App Mesh's APPMESH_VIRTUAL_NODE_NAME / APPMESH_RESOURCE_ARN forms
-// ("mesh/M/virtualNode/N" or an ARN ending in it) as well as a plain name.
-func nodeFromEnv() string {
-	v := env("", "MESHD_NODE", "APPMESH_VIRTUAL_NODE_NAME", "APPMESH_RESOURCE_ARN")
-	if i := strings.LastIndex(v, "/virtualNode/"); i >= 0 {
-		return v[i+len("/virtualNode/"):]
-	}
-	return v
-}
-
 type runFlags struct {
 	// envErrs are environment variables whose values did not parse, by the flag they
 	// set: an error at start unless the command line sets that flag.
-	envErrs      []envErr
+	envErrs []envErr
+	// nodeEnv is the node the environment named, with the mesh of App Mesh's forms
+	// (checked against the config's at start); nodeEnvErr a value that does not parse.
+	nodeEnv      nodeEnv
+	nodeEnvErr   error
 	configPath   string
 	node         string
 	adminAddr    string
@@ -228,12 +236,30 @@ type runFlags struct {
 	maxListenerConns int
 	overloadHeap     string // parsed by limits, so a bad value is an error naming it
 	overloadConns    int
+	// App Mesh's Envoy settings (docs/env.md).
+	adminAccessLog string
+	initialFetchTO time.Duration
+	concurrency    int
+	serviceName    string
+	// --config-url credentials: headers, and a bearer token re-read at each fetch.
+	urlHeaders   headerList
+	urlTokenFile string
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.configPath, "c", env("", "MESHD_CONFIG"), "config file, YAML or JSON (env MESHD_CONFIG)")
-	fs.StringVar(&f.node, "node", nodeFromEnv(), "virtual node this sidecar serves (env MESHD_NODE, or App Mesh's APPMESH_VIRTUAL_NODE_NAME)")
-	fs.StringVar(&f.adminAddr, "admin-addr", env("127.0.0.1:9901", "MESHD_ADMIN_ADDR"), "admin listener address, or \"off\" (env MESHD_ADMIN_ADDR)")
+	f.nodeEnv, f.nodeEnvErr = nodeFromEnvVars()
+	fs.StringVar(&f.node, "node", f.nodeEnv.node, "virtual node this sidecar serves (env MESHD_NODE, or App Mesh's env APPMESH_RESOURCE_ARN, env APPMESH_VIRTUAL_NODE_NAME or env APPMESH_RESOURCE_NAME: mesh/MESH/virtualNode/NODE or its ARN, whose mesh must be the config's)")
+	adminDef, adminErrs := adminAddrDefault()
+	f.envErrs = append(f.envErrs, adminErrs...)
+	fs.StringVar(&f.adminAddr, "admin-addr", adminDef, "admin listener address, or \"off\" (env MESHD_ADMIN_ADDR; else 127.0.0.1, or [::1] with App Mesh's env ENVOY_ADMIN_ACCESS_ENABLE_IPV6=true, on App Mesh's env ENVOY_ADMIN_ACCESS_PORT or 9901)")
+	fs.StringVar(&f.adminAccessLog, "admin-access-log", env("", "MESHD_ADMIN_ACCESS_LOG", "ENVOY_ADMIN_ACCESS_LOG_FILE"), "append a line per admin request to this file, /dev/stdout included (env MESHD_ADMIN_ACCESS_LOG, or App Mesh's env ENVOY_ADMIN_ACCESS_LOG_FILE)")
+	fs.DurationVar(&f.initialFetchTO, "initial-fetch-timeout", f.envDuration("initial-fetch-timeout", 30*time.Second, "MESHD_INITIAL_FETCH_TIMEOUT", "ENVOY_INITIAL_FETCH_TIMEOUT"), "bound on the first fetch of --config-url at start (0: none, as App Mesh's 0); then the persisted config, else exit 1 (env MESHD_INITIAL_FETCH_TIMEOUT, or App Mesh's env ENVOY_INITIAL_FETCH_TIMEOUT in seconds)")
+	fs.IntVar(&f.concurrency, "concurrency", f.envInt("concurrency", 0, "MESHD_CONCURRENCY", "ENVOY_CONCURRENCY"), "GOMAXPROCS: the CPUs meshd's goroutines run on at once; 0 (or App Mesh's -1): Go's default, the CPUs available (env MESHD_CONCURRENCY, or App Mesh's env ENVOY_CONCURRENCY)")
+	fs.StringVar(&f.serviceName, "tracing-service-name", env("", "MESHD_TRACING_SERVICE_NAME", "APPMESH_RESOURCE_CLUSTER", "XRAY_SEGMENT_NAME"), "service.name of meshd's spans (the X-Ray segment name) and server_info's service_cluster; default the node's name (env MESHD_TRACING_SERVICE_NAME, or App Mesh's env APPMESH_RESOURCE_CLUSTER, env XRAY_SEGMENT_NAME)")
+	f.urlHeaders = headersFromEnv("MESHD_CONFIG_URL_HEADERS")
+	fs.Var(&f.urlHeaders, "config-url-header", "'Name: value' sent with every --config-url fetch, repeatable (never logged) (env MESHD_CONFIG_URL_HEADERS, one header a line)")
+	fs.StringVar(&f.urlTokenFile, "config-url-token-file", env("", "MESHD_CONFIG_URL_TOKEN_FILE"), "file holding a bearer token for --config-url, read at every fetch so a rotated token is used (env MESHD_CONFIG_URL_TOKEN_FILE)")
 	fs.IntVar(&f.ingressPort, "ingress-port", f.envInt("ingress-port", 15000, "MESHD_INGRESS_PORT", "APPMESH_ENVOY_INGRESS_PORT"), "ingress port (env MESHD_INGRESS_PORT)")
 	fs.IntVar(&f.egressPort, "egress-port", f.envInt("egress-port", 15001, "MESHD_EGRESS_PORT", "APPMESH_ENVOY_EGRESS_PORT"), "egress port (env MESHD_EGRESS_PORT)")
 	fs.StringVar(&f.ingressAddr, "ingress-bind", env("0.0.0.0", "MESHD_INGRESS_BIND"), "ingress bind address (env MESHD_INGRESS_BIND)")
@@ -245,7 +271,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.emf, "cloudwatch-emf", env("", "MESHD_CLOUDWATCH_EMF"), "write CloudWatch Embedded Metric Format lines (per cluster and listener: requests, 4xx, 5xx, local errors, retries, latency) to stdout, stderr or a file, for CloudWatch without an agent (env MESHD_CLOUDWATCH_EMF)")
 	fs.DurationVar(&f.emfInterval, "cloudwatch-emf-interval", f.envDuration("cloudwatch-emf-interval", time.Minute, "MESHD_CLOUDWATCH_EMF_INTERVAL"), "how often --cloudwatch-emf lines are written (env MESHD_CLOUDWATCH_EMF_INTERVAL)")
 	fs.StringVar(&f.http2Limits, "http2-limits", env("", "MESHD_HTTP2_LIMITS"), "HTTP/2 defences of downstream connections, key=value,... over Envoy's edge defaults: "+strings.Join(h2.LimitNames(), ", ")+" (docs/http2.md) (env MESHD_HTTP2_LIMITS)")
-	fs.StringVar(&f.spiffeSocket, "spiffe-socket", env("", "MESHD_SPIFFE_SOCKET", "SPIFFE_ENDPOINT_SOCKET"), "SPIFFE Workload API endpoint (unix:///path or tcp://ip:port) that serves the certificates of sds sources in tls blocks, e.g. a SPIRE agent's socket (env MESHD_SPIFFE_SOCKET, or SPIFFE_ENDPOINT_SOCKET)")
+	fs.StringVar(&f.spiffeSocket, "spiffe-socket", spiffeSocketEnv(), "SPIFFE Workload API endpoint (unix:///path or tcp://ip:port) that serves the certificates of sds sources in tls blocks, e.g. a SPIRE agent's socket (env MESHD_SPIFFE_SOCKET, or env SPIFFE_ENDPOINT_SOCKET, or App Mesh's env APPMESH_SDS_SOCKET_PATH, a socket path)")
 	fs.IntVar(&f.maxReplay, "max-replay-body", f.envInt("max-replay-body", 65536, "MESHD_MAX_REPLAY_BODY"), "bytes of a request body kept so a retry can send it again, for every protocol; larger bodies are retried only when none of them was sent (env MESHD_MAX_REPLAY_BODY)")
 	fs.StringVar(&f.dnsResolvers, "dns-resolver", env("", "MESHD_DNS_RESOLVER"), "DNS servers (ip or ip:port, comma-separated) for service discovery names, instead of the config's dnsResolvers and /etc/resolv.conf (env MESHD_DNS_RESOLVER)")
 	fs.DurationVar(&f.dnsMinTTL, "dns-min-ttl", f.envDuration("dns-min-ttl", discovery.DefaultMinTTL, "MESHD_DNS_MIN_TTL"), "a followed name is re-resolved no more often than this, whatever its TTL (env MESHD_DNS_MIN_TTL)")
@@ -299,7 +325,7 @@ func (f *runFlags) tracingConfig() (tracing.Config, error) {
 		Protocol:    strings.ToLower(strings.TrimSpace(f.tracingProtocol)),
 		Insecure:    f.tracingInsecure,
 		Propagators: splitList(f.tracingPropagators),
-		ServiceName: f.node,
+		ServiceName: cmp.Or(f.serviceName, f.node),
 		XRay:        f.xray,
 	}
 	ratio, err := strconv.ParseFloat(strings.TrimSpace(f.tracingSampleRatio), 64)
@@ -386,6 +412,15 @@ func (f *runFlags) loadToken() error {
 	return nil
 }
 
+// envMesh is the mesh the environment's node variable names, when that node is the one
+// served (--node on the command line wins, and then the variable's mesh does not bind).
+func (f *runFlags) envMesh() string {
+	if f.node != f.nodeEnv.node {
+		return ""
+	}
+	return f.nodeEnv.mesh
+}
+
 func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) (proxy.Options, error) {
 	h2lim, err := h2.ParseLimits(f.http2Limits, h2.DefaultLimits())
 	if err != nil {
@@ -400,6 +435,8 @@ func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) (proxy.Opt
 		TLS:                   meshtls.LoaderOptions{WorkloadAPIAddr: f.spiffeSocket, Logger: logger},
 		LogLevel:              level,
 		Node:                  f.node,
+		Mesh:                  f.envMesh(),
+		MeshFrom:              f.nodeEnv.from(),
 		IngressAddr:           joinHostPort(f.ingressAddr, f.ingressPort),
 		EgressAddr:            joinHostPort(f.egressAddr, f.egressPort),
 		AdminAddr:             f.adminAddr,
@@ -421,6 +458,8 @@ func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) (proxy.Opt
 		PersistPath:           f.persist,
 		MetricsLevel:          f.metricsLevel,
 		EnvoyStatsTags:        f.envoyStatsTags,
+		AdminAccessLog:        f.adminAccessLog,
+		CommandLineOptions:    f.commandLineOptions(),
 		Limits:                lim,
 	}, nil
 }
@@ -493,6 +532,25 @@ func cgroupMemoryMax() uint64 {
 	return 0
 }
 
+// commandLineOptions are /server_info's command_line_options (Envoy's names where the
+// meaning is the same). Nothing secret: a URL is shown without its query (a presigned
+// URL's signature), headers and tokens not at all.
+func (f *runFlags) commandLineOptions() map[string]any {
+	m := map[string]any{
+		"log_level":       f.logLevel,
+		"concurrency":     runtime.GOMAXPROCS(0),
+		"service_cluster": cmp.Or(f.serviceName, f.node),
+		"config_path":     f.configPath,
+	}
+	if f.configURL != "" {
+		m["config_path"] = config.RedactURL(f.configURL)
+	}
+	if md := platformMetadata(); len(md) > 0 {
+		m["node_metadata"] = md
+	}
+	return m
+}
+
 // splitList splits a comma-separated flag value, dropping empty elements.
 func splitList(v string) []string {
 	var out []string
@@ -517,6 +575,12 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 	var f runFlags
 	f.register(fs)
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if flagSet(fs, "node") {
+		f.nodeEnv = nodeEnv{} // the command line's node: the environment's mesh is not asked for
+	} else if f.nodeEnvErr != nil {
+		fmt.Fprintln(stderr, "meshd run:", f.nodeEnvErr)
 		return 2
 	}
 	if (f.configPath == "") == (f.configURL == "") || f.node == "" {
@@ -553,12 +617,40 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "meshd run: --metrics-level %q: want %s or %s\n", f.metricsLevel, proxy.MetricsLevelDefault, proxy.MetricsLevelDetailed)
 		return 2
 	}
+	if f.concurrency < -1 {
+		fmt.Fprintf(stderr, "meshd run: --concurrency %d: want 0 (or -1) for Go's default, or a number of CPUs\n", f.concurrency)
+		return 2
+	}
+	if f.initialFetchTO < 0 {
+		fmt.Fprintf(stderr, "meshd run: --initial-fetch-timeout %v: want >= 0 (0: no bound)\n", f.initialFetchTO)
+		return 2
+	}
+	urlHeaders, err := parseHeaders(f.urlHeaders.vals)
+	if err != nil {
+		fmt.Fprintln(stderr, "meshd run:", err)
+		return 2
+	}
+	if f.configURL == "" && (len(urlHeaders) > 0 || f.urlTokenFile != "") {
+		fmt.Fprintln(stderr, "meshd run: --config-url-header and --config-url-token-file (MESHD_CONFIG_URL_HEADERS, MESHD_CONFIG_URL_TOKEN_FILE) are for --config-url, which is not set")
+		return 2
+	}
+	if f.urlTokenFile != "" {
+		if b, err := os.ReadFile(f.urlTokenFile); err != nil || strings.TrimSpace(string(b)) == "" {
+			fmt.Fprintf(stderr, "meshd run: --config-url-token-file %s: %v\n", f.urlTokenFile, cmp.Or(err, errors.New("the file is empty")))
+			return 2
+		}
+	}
 	logger, logLevel, err := telemetry.NewLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		fmt.Fprintln(stderr, "meshd run:", err)
 		return 2
 	}
 	warnIfNotExempt(logger, os.Geteuid(), os.Getegid())
+	warnUnsupportedEnv(logger)
+	if f.concurrency > 0 {
+		runtime.GOMAXPROCS(f.concurrency)
+		logger.Info("GOMAXPROCS set by --concurrency", "procs", f.concurrency)
+	}
 	if err := f.loadToken(); err != nil {
 		fmt.Fprintln(stderr, "meshd run:", err)
 		return 2
@@ -570,7 +662,9 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "meshd run: --config-url %q: want an http:// or https:// URL\n", f.configURL)
 			return 2
 		}
-		src = &config.PollSource{URL: f.configURL, Interval: f.pollInterval, Logger: logger}
+		base := http.DefaultTransport.(*http.Transport).Clone()
+		src = &config.PollSource{URL: f.configURL, Interval: f.pollInterval, Logger: logger,
+			Client: &http.Client{Transport: &credTransport{base: base, header: urlHeaders, tokenFile: f.urlTokenFile, pollTimeout: 30 * time.Second}}}
 		watch = true // polling is the point of a URL source
 	} else {
 		src = &config.FileSource{Path: f.configPath, Logger: logger}
@@ -588,7 +682,7 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 	defer stopTracing() // after serveWith's drain
 	return serveWith(opts, logger, serveOpts{
 		initial: func(ctx context.Context, srv *proxy.Server) error {
-			return applyInitial(ctx, srv, src, f.persist, logger)
+			return applyInitialWithin(ctx, srv, src, f.persist, logger, f.initialFetchTO)
 		},
 		sighup: func(ctx context.Context, srv *proxy.Server) { applyFetched(ctx, srv, src, logger) },
 		source: src,
@@ -601,7 +695,19 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 // that one instead. The source's document is then not in force, so the source's
 // watcher tries it again (see config.Source).
 func applyInitial(ctx context.Context, srv *proxy.Server, src config.Source, persist string, logger *slog.Logger) error {
-	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	return applyInitialWithin(ctx, srv, src, persist, logger, 30*time.Second)
+}
+
+// applyInitialWithin is applyInitial with the first fetch bounded by timeout (0: no
+// bound, App Mesh's ENVOY_INITIAL_FETCH_TIMEOUT=0).
+func applyInitialWithin(ctx context.Context, srv *proxy.Server, src config.Source, persist string, logger *slog.Logger, timeout time.Duration) error {
+	var fctx context.Context
+	var cancel context.CancelFunc
+	if timeout > 0 {
+		fctx, cancel = context.WithTimeout(ctx, timeout)
+	} else {
+		fctx, cancel = context.WithCancel(context.WithValue(ctx, unboundedFetch{}, true))
+	}
 	doc, err := src.Fetch(fctx)
 	cancel()
 	if err == nil {
@@ -732,7 +838,14 @@ func serveWith(opts proxy.Options, logger *slog.Logger, so serveOpts) int {
 	if so.ready != nil {
 		so.ready(srv)
 	}
-	for sig := range sigs {
+	for {
+		var sig os.Signal
+		select {
+		case sig = <-sigs:
+		case <-srv.QuitRequested():
+			sig = syscall.SIGTERM // the admin's POST /quitquitquit: as the orchestrator's stop
+			logger.Info("admin /quitquitquit")
+		}
 		if sig == syscall.SIGHUP {
 			if so.sighup != nil {
 				so.sighup(ctx, srv)
@@ -755,7 +868,6 @@ func serveWith(opts proxy.Options, logger *slog.Logger, so serveOpts) int {
 		logger.Info("stopped")
 		return 0
 	}
-	return 0
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {

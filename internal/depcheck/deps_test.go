@@ -82,6 +82,9 @@ var rules = []rule{
 	// internal/reqctx: the request path's context (stream and attempt cancellation
 	// without maps, shared locks or allocations).
 	{pkg: "internal/reqctx"},
+	// internal/canary: `meshd canary`'s logic (weights edited in the YAML node tree,
+	// the sidecars' Prometheus expositions read, each step judged).
+	{pkg: "internal/canary", deps: "config", mods: "go.yaml.in/yaml/v3 github.com/prometheus/common github.com/prometheus/client_model"},
 	// internal/h2: meshd's HTTP/2 on x/net/http2's Framer and hpack (and httpguts).
 	{pkg: "internal/h2", deps: "internal/reqctx", mods: "golang.org/x/net"},
 	{pkg: "proxy/internal/deadline"},

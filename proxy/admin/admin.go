@@ -91,22 +91,45 @@ type API struct {
 	// Overload the overload state, for /stats and /stats/prometheus (nil: none).
 	Conns    func() map[string]ConnStats
 	Overload func() OverloadStats
+
+	// HealthCheckFailed is set by POST /healthcheck/fail and cleared by
+	// /healthcheck/ok: while set, /ready answers 503 and /server_info says DRAINING (as
+	// Envoy's), the listeners keep serving. The owner's Ready must honour it.
+	HealthCheckFailed *atomic.Bool
+	// Quit starts the drain and exit of POST /quitquitquit (as SIGTERM).
+	Quit func()
+	// DrainListeners stops the listeners accepting and drains their connections, the
+	// process staying up (POST /drain_listeners); graceful first fails readiness for the
+	// drain grace while they keep serving.
+	DrainListeners func(graceful bool)
+	// Listeners lists the bound listeners for /listeners (nil: none).
+	Listeners func() []ListenerInfo
+	// Defaults are the process-wide settings /config_dump shows beside the config.
+	Defaults map[string]any
+	// CommandLineOptions are /server_info's command_line_options (Envoy's field: the
+	// options the process runs with).
+	CommandLineOptions map[string]any
 }
 
 // Handler serves the admin API. It runs on its own listener (127.0.0.1:9901 by
-// default) through net/http: none of it is on the request path.
+// default) through net/http: none of it is on the request path. A path registered for
+// POST answers another method with 405 and Allow (net/http's mux).
 func (s *API) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /ready", s.handleReady)
-	mux.HandleFunc("GET /server_info", s.handleServerInfo)
-	mux.HandleFunc("GET /config", s.guarded(s.handleConfig))
-	mux.HandleFunc("PUT /config", s.guarded(s.handlePutConfig))
-	mux.HandleFunc("POST /config/validate", s.guarded(s.handleValidateConfig))
-	mux.HandleFunc("GET /config/history", s.guarded(s.handleConfigHistory))
-	mux.HandleFunc("GET /debug/route", s.guarded(s.handleDebugRoute))
-	mux.HandleFunc("GET /clusters", s.handleClusters)
+	for _, e := range s.endpoints() {
+		h := e.h
+		if e.guarded {
+			h = s.guarded(h)
+		}
+		mux.HandleFunc(e.pattern, h)
+	}
+	return mux
+}
+
+// endpoints is the admin API, in the order /help lists it.
+func (s *API) endpoints() []endpoint {
 	metrics := s.metricsHandler()
-	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+	stats := func(w http.ResponseWriter, r *http.Request) {
 		switch f := r.URL.Query().Get("format"); f {
 		case "prometheus": // Envoy's other spelling
 			metrics.ServeHTTP(w, r)
@@ -117,12 +140,37 @@ func (s *API) Handler() http.Handler {
 		default:
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "format " + strconv.Quote(f) + ": want text, json or prometheus"})
 		}
-	})
-	mux.Handle("GET /stats/prometheus", metrics) // Envoy's path: App Mesh scrapers point here
-	mux.Handle("GET /metrics", metrics)
-	mux.HandleFunc("GET /logging", s.handleLogging)
-	mux.HandleFunc("POST /logging", s.guarded(s.handleSetLogging))
-	return mux
+	}
+	eps := []endpoint{
+		{"GET /help", "this list", false, s.handleHelp},
+		{"GET /ready", "200 LIVE when serving; 503 and the state otherwise", false, s.handleReady},
+		{"GET /server_info", "state (LIVE, DRAINING, INITIALIZING, PRE_INITIALIZING), version, uptime, command line options", false, s.handleServerInfo},
+		{"GET /config", "the config in force, its version (ETag) and source", true, s.handleConfig},
+		{"PUT /config", "replace the config (If-Match: the ETag of GET /config)", true, s.handlePutConfig},
+		{"POST /config/validate", "dry run of PUT /config", true, s.handleValidateConfig},
+		{"GET /config/history", "the last apply attempts", true, s.handleConfigHistory},
+		{"GET /config_dump", "the config in force with meshd's effective defaults, routes and clusters", true, s.handleConfigDump},
+		{"GET /debug/route", "which route a request would take, and why (?host=&path=&header=name:value)", true, s.handleDebugRoute},
+		{"GET /clusters", "clusters, endpoints, health, ejection, breakers", false, s.handleClusters},
+		{"GET /listeners", "the bound listeners (?format=json)", false, s.handleListeners},
+		{"GET /stats", "counters as name: value lines (?format=json, ?format=prometheus)", false, stats},
+		{"GET /stats/prometheus", "the Prometheus exposition", false, metrics.ServeHTTP},
+		{"GET /metrics", "the Prometheus exposition", false, metrics.ServeHTTP},
+		{"GET /logging", "the log level", false, s.handleLogging},
+		{"POST /logging", "change the log level (?level=debug)", true, s.handleSetLogging},
+	}
+	if s.HealthCheckFailed != nil {
+		eps = append(eps,
+			endpoint{"POST /healthcheck/fail", "fail /ready and server_info (DRAINING) while the listeners keep serving", true, s.handleHealthcheckFail},
+			endpoint{"POST /healthcheck/ok", "undo /healthcheck/fail", true, s.handleHealthcheckOK})
+	}
+	if s.DrainListeners != nil {
+		eps = append(eps, endpoint{"POST /drain_listeners", "stop accepting and drain the listeners; the process stays up (?graceful)", true, s.handleDrainListeners})
+	}
+	if s.Quit != nil {
+		eps = append(eps, endpoint{"POST /quitquitquit", "drain and exit 0, as SIGTERM", true, s.handleQuit})
+	}
+	return eps
 }
 
 func (s *API) handleReady(w http.ResponseWriter, _ *http.Request) {
@@ -141,6 +189,10 @@ func (s *API) state() string {
 	switch {
 	case s.Draining():
 		return "DRAINING"
+	case s.HealthCheckFailed != nil && s.HealthCheckFailed.Load() && !s.Started().IsZero():
+		// Envoy reports a server whose health checks were failed by the admin as
+		// DRAINING, so the App Mesh health check (grep LIVE) fails too.
+		return "DRAINING"
 	case s.Ready():
 		return "LIVE"
 	case s.State.Load() != nil:
@@ -150,21 +202,37 @@ func (s *API) state() string {
 	}
 }
 
+// serverInfo is /server_info: Envoy's fields where meshd has the same meaning, and
+// meshd's own (node as a name, config_version).
 type serverInfo struct {
 	State         string `json:"state"`
 	Version       string `json:"version"`
 	Node          string `json:"node"`
 	ConfigVersion string `json:"config_version,omitempty"`
-	UptimeSeconds int64  `json:"uptime_current_epoch"`
+	// Envoy prints durations as protobuf's JSON does ("123s"). meshd has no hot
+	// restart, so the epochs are one.
+	UptimeCurrentEpoch string         `json:"uptime_current_epoch"`
+	UptimeAllEpochs    string         `json:"uptime_all_epochs"`
+	HotRestartVersion  string         `json:"hot_restart_version"`
+	HealthCheckFailed  bool           `json:"health_check_failed"`
+	CommandLineOptions map[string]any `json:"command_line_options"`
 }
 
 func (s *API) handleServerInfo(w http.ResponseWriter, _ *http.Request) {
-	info := serverInfo{State: s.state(), Version: s.Version, Node: s.Node}
+	info := serverInfo{State: s.state(), Version: s.Version, Node: s.Node, UptimeCurrentEpoch: "0s",
+		HotRestartVersion: "disabled", CommandLineOptions: s.CommandLineOptions}
+	if info.CommandLineOptions == nil {
+		info.CommandLineOptions = map[string]any{}
+	}
 	if snap := s.State.Load(); snap != nil {
 		info.ConfigVersion = snap.Version()
 	}
 	if started := s.Started(); !started.IsZero() {
-		info.UptimeSeconds = int64(time.Since(started).Seconds())
+		info.UptimeCurrentEpoch = strconv.FormatInt(int64(time.Since(started).Seconds()), 10) + "s"
+	}
+	info.UptimeAllEpochs = info.UptimeCurrentEpoch
+	if s.HealthCheckFailed != nil {
+		info.HealthCheckFailed = s.HealthCheckFailed.Load()
 	}
 	writeJSON(w, http.StatusOK, info)
 }

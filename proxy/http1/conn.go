@@ -903,7 +903,8 @@ func (c *h1conn) writeRequest(u *upstream.Conn, target string, body []byte, upgr
 			return err
 		}
 	}
-	return u.BW.Flush()
+	// The response is read next: FlushAwait saves the read that would find nothing yet.
+	return u.FlushAwait()
 }
 
 func readResponse(u *upstream.Conn, resp *h1.Response, method string) error {

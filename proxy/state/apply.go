@@ -1,6 +1,7 @@
 package state
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -87,9 +88,15 @@ type ReloadStats struct {
 // Set the exported fields before first use; all methods are safe for concurrent use.
 type Holder struct {
 	// Node is the virtual node the snapshots are compiled for.
-	Node    string
-	Options Options
-	Log     *slog.Logger
+	Node string
+	// Mesh, when set, is the only mesh a config may name (mesh.meshName): the mesh the
+	// deployment says this sidecar belongs to (APPMESH_RESOURCE_ARN). Another is refused
+	// like any invalid config, so it is neither applied nor persisted.
+	Mesh string
+	// MeshFrom says where Mesh came from, for the refusal (e.g. the variable and value).
+	MeshFrom string
+	Options  Options
+	Log      *slog.Logger
 	// PersistPath, when set, is where each applied config is written (atomically).
 	PersistPath string
 	// OnSwap, when set, runs after each swap (under no lock), e.g. to drain connections
@@ -242,6 +249,10 @@ func (s *Holder) Apply(ctx context.Context, cfg *config.Config, req ApplyRequest
 		}
 	}
 	att.Version = cfg.Digest()
+	if s.Mesh != "" && cfg.Mesh.MeshName != s.Mesh {
+		return reject(StageValidate, &config.Errors{List: []config.FieldError{{Path: "mesh.meshName", Value: cfg.Mesh.MeshName,
+			Msg: fmt.Sprintf("this sidecar serves mesh %q (%s); a config of another mesh is refused", s.Mesh, cmp.Or(s.MeshFrom, "Options.Mesh"))}}})
+	}
 	next, err := Compile(ctx, cfg, s.Node, req.Source, prev, s.Options)
 	if err != nil {
 		var fe *config.Errors

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/meshd/meshd/balancer"
@@ -350,6 +351,11 @@ type Conn struct {
 	// rt is the HTTP/1.1 transport's response head and body reader (h1transport.go),
 	// made on its first exchange on the connection.
 	rt *h1State
+	// raw is the socket's raw connection when it is plain TCP (FlushAwait); await is set
+	// while FlushAwait flushes.
+	raw   syscall.RawConn
+	await bool
+	aw    *awaitState
 }
 
 func (u *Conn) Read(p []byte) (int, error) {
@@ -361,7 +367,13 @@ func (u *Conn) Read(p []byte) (int, error) {
 
 func (u *Conn) Write(p []byte) (int, error) {
 	u.Timer.Refresh(u.NetConn)
-	n, err := u.NetConn.Write(p)
+	var n int
+	var err error
+	if u.await {
+		n, err = u.writeAwait(p)
+	} else {
+		n, err = u.NetConn.Write(p)
+	}
 	u.TX += int64(n)
 	return n, err
 }
@@ -396,7 +408,7 @@ func (p *Pool) DialNew(ctx context.Context) (*Conn, error) {
 		return nil, err
 	}
 	p.cl.openConns.Add(1)
-	u := &Conn{NetConn: conn, Pool: p}
+	u := &Conn{NetConn: conn, Pool: p, raw: rawTCP(conn)}
 	u.Timer.Idle = p.cl.idle
 	if u.Timer.Idle == 0 {
 		u.Timer.Idle = p.cl.streamIdle

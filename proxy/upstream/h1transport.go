@@ -295,7 +295,7 @@ func (t *h1Transport) exchange(ctx context.Context, req *http.Request, head *h1.
 	var w *bodyWriter
 	err := h1.WriteHeaderRequest(u.BW, head)
 	if err == nil && body == nil {
-		err = u.BW.Flush()
+		err = u.FlushAwait()
 	}
 	if err != nil {
 		closeBody(body)
