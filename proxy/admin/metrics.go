@@ -97,6 +97,8 @@ type metricFamilies struct {
 	egressDropped, passConns, passActive, passSent, passReceived           *metricDef
 	lsRequests, lsByCode, lsDuration, lsInFlight, lsNoRoute, lsRateLimited *metricDef
 	lsFirstReqTimeouts                                                     *metricDef
+	lsConnsOpen, lsConnsRejected, lsConnsShed, lsFDExhausted, lsOverloadRq *metricDef
+	ovActive, ovEntered, ovHeap, adminReserve                              *metricDef
 	lsAuthzAllowed, lsAuthzDenied                                          *metricDef
 	rtRequests, rtByCode, rtDuration, rtRetries, rtBudget, rtRetryOverflow *metricDef
 	rtTimeouts, rtRateLimited                                              *metricDef
@@ -152,6 +154,11 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.tlsReloads, scopeServer, "meshd_tls_certificate_reloads_total", counter, "New certificates or trust bundles a TLS source took after its first.", []string{"source"})
 	def(&f.tlsRejects, scopeServer, "meshd_tls_certificate_rejects_total", counter, "New certificates or trust bundles a TLS source refused (the previous ones kept serving).", []string{"source"})
 	def(&f.tlsPlaintext, scopeServer, "meshd_tls_permissive_plaintext_connections_total", counter, "Connections a PERMISSIVE listener served in plaintext (callers still to move to TLS before the listener can be STRICT).", []string{"listener"})
+	// Overload (--overload-heap, --overload-connections) and the admin listener's fd reserve.
+	def(&f.ovActive, scopeServer, "meshd_overload_active", gauge, "1 while meshd is past an overload watermark and sheds load, else 0.", nil)
+	def(&f.ovEntered, scopeServer, "meshd_overload_entered_total", counter, "Times meshd went past an overload watermark.", nil)
+	def(&f.ovHeap, scopeServer, "meshd_overload_heap_bytes", gauge, "The last heap sample the heap watermark was checked against (only with --overload-heap).", nil)
+	def(&f.adminReserve, scopeServer, "meshd_admin_fd_reserve", gauge, "File descriptors the admin listener holds in reserve for when the process has none left.", nil)
 	// Egress L4 outside any cluster.
 	def(&f.egressDropped, scopeServer, "meshd_egress_tcp_dropped_total", counter, "Egress connections closed because they matched no backend and the egressFilter is DROP_ALL.", nil)
 	def(&f.passConns, scopeServer, "meshd_passthrough_tcp_connections_total", counter, "Egress connections relayed to their original destination (ALLOW_ALL).", nil)
@@ -164,6 +171,11 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.lsDuration, scopeListener, "meshd_listener_request_duration_seconds", histogram, "HTTP request duration on the listener, head read to last response byte.", listenerLabels).Detailed = true
 	def(&f.lsInFlight, scopeListener, "meshd_listener_requests_in_flight", gauge, "HTTP requests in progress on the listener.", listenerLabels)
 	def(&f.lsFirstReqTimeouts, scopeListener, "meshd_listener_first_request_timeouts_total", counter, "HTTP connections closed because their first request head was not complete within the first-request timeout (--first-request-timeout).", listenerLabels)
+	def(&f.lsConnsOpen, scopeListener, "meshd_listener_connections_open", gauge, "Downstream connections open on the listener now (egress: with its IPv6 twin).", listenerLabels)
+	def(&f.lsConnsRejected, scopeListener, "meshd_listener_connections_rejected_total", counter, "Connections closed at accept, by reason: limit (--max-connections or --max-listener-connections reached and no idle keep-alive connection to shed), overload (past an overload watermark).", with(listenerLabels, "reason"))
+	def(&f.lsConnsShed, scopeListener, "meshd_listener_idle_connections_shed_total", counter, "Idle keep-alive connections meshd closed to make room: for a new connection at a connection limit, or out of file descriptors.", listenerLabels)
+	def(&f.lsFDExhausted, scopeListener, "meshd_listener_accept_fd_exhausted_total", counter, "Accepts that failed for want of file descriptors (EMFILE, ENFILE); each sheds idle connections and backs off.", listenerLabels)
+	def(&f.lsOverloadRq, scopeListener, "meshd_listener_overload_rejected_requests_total", counter, "Requests answered 503 overloaded while past an overload watermark.", listenerLabels)
 	def(&f.lsNoRoute, scopeListener, "meshd_listener_no_route_total", counter, "Requests meshd answered itself for want of a route (no_route, egress_denied, no_listener).", listenerLabels)
 	def(&f.lsRateLimited, scopeListener, "meshd_listener_rate_limited_total", counter, "Requests refused with 429 by an ingress listener's rateLimit, by listener port.", with(listenerLabels, "port"))
 	def(&f.lsAuthzAllowed, scopeListener, "meshd_listener_authz_allowed_total", counter, "Requests (tcp: connections) an ingress listener's authorization allowed, by listener port.", with(listenerLabels, "port"))
@@ -511,6 +523,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	c.collectTLS(e, snap)
+	c.collectConns(e)
 	if snap == nil {
 		return
 	}

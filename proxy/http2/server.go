@@ -150,6 +150,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		forward.Finish(rec, ls, route, cluster, span, snap.Observers())
 	}()
+	if env.IsOverloaded() {
+		env.OverloadRejected[s.kind].Add(1)
+		noteLocal(rec, http.StatusServiceUnavailable, forward.CodeOverloaded)
+		LocalReply(w, rr.GRPC, http.StatusServiceUnavailable, forward.CodeOverloaded, "", "meshd: overloaded, try again later\n")
+		return
+	}
 	d = forward.Resolve(snap, env.Passthrough, s.kind, &rr, local, orig, rand.Uint64())
 	forward.NoteRoute(rec, &d)
 	if d.Failed() || !env.Authorize(snap, &d, peer, &rr) {
