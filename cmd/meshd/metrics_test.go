@@ -97,7 +97,7 @@ func TestDemoSeriesCount(t *testing.T) {
 		name string
 		port *int
 	}{{"frontend", &ports.Frontend}, {"backend-v1", &ports.V1}, {"backend-v2", &ports.V2}} {
-		ln, srv, err := startApp(app.name)
+		ln, srv, err := startApp(app.name, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
