@@ -32,7 +32,16 @@ const (
 	RoundRobin Policy = "ROUND_ROBIN"
 	// Random is weighted random.
 	Random Policy = "RANDOM"
+	// RingHash is consistent hashing on a ring (Karger et al.; Envoy's ring_hash) of
+	// the request's key (Options.Hash); requests without a key are least-request.
+	RingHash Policy = "RING_HASH"
+	// Maglev is consistent hashing with Maglev's lookup table; requests without a key
+	// are least-request.
+	Maglev Policy = "MAGLEV"
 )
+
+// Hashing reports whether p picks by the request's hash key.
+func (p Policy) Hashing() bool { return p == RingHash || p == Maglev }
 
 // ParsePolicy checks a configured policy string; "" means LeastRequest. Config
 // validation calls it so that NewCluster never sees an unknown policy.
@@ -40,10 +49,10 @@ func ParsePolicy(s string) (Policy, error) {
 	switch p := Policy(s); p {
 	case "":
 		return LeastRequest, nil
-	case LeastRequest, RoundRobin, Random:
+	case LeastRequest, RoundRobin, Random, RingHash, Maglev:
 		return p, nil
 	}
-	return "", fmt.Errorf("loadBalancing.policy %q: want one of %s, %s, %s", s, LeastRequest, RoundRobin, Random)
+	return "", fmt.Errorf("loadBalancing.policy %q: want one of %s, %s, %s, %s, %s", s, LeastRequest, RoundRobin, Random, RingHash, Maglev)
 }
 
 // ErrNoEndpoints is returned by Pick when the cluster has no endpoint to offer.
@@ -70,6 +79,10 @@ type Endpoint struct {
 	// Updates that keep the address.
 	unhealthy atomic.Bool
 	ejected   atomic.Bool
+
+	// rampFrom is when the endpoint's slow start began (zero: none, or over); owned by
+	// the control plane under the cluster's update lock.
+	rampFrom time.Time
 }
 
 // Weight is the endpoint's current weight (at least 1). It is a method, not a field,
@@ -113,6 +126,14 @@ type Options struct {
 	// or most endpoints are ejected. 0 means resilience.DefaultPanicThresholdPercent
 	// (50); a negative value disables panic mode.
 	PanicThresholdPercent int
+	// Hash is what RING_HASH and MAGLEV hash; it must be set for them (nil: those
+	// policies pick every request by least request).
+	Hash *HashOn
+	// SlowStart ramps new and recovered endpoints (zero Window: off). Ignored by the
+	// hash policies, which config validation refuses it with.
+	SlowStart SlowStart
+	// Clock times slow start; nil means the system clock.
+	Clock resilience.Clock
 }
 
 // Cluster is one upstream cluster's endpoint set and picker. Pick, Done, Snapshot and
@@ -125,14 +146,19 @@ type Cluster struct {
 	onAdd  func(*Endpoint)
 	onRm   func(*Endpoint)
 	panicT int // percent; ≤ 0 disables
+	hash   *HashOn
+	slow   SlowStart
+	clock  resilience.Clock
 
 	// cursor is the round-robin position. It lives in the cluster, not the picker, so
 	// an Update does not restart the rotation at the first endpoint.
 	cursor atomic.Uint64
 	picker atomic.Pointer[picker]
 
-	mu     sync.Mutex           // serializes Update
-	byAddr map[string]*Endpoint // the current set; owned by Update under mu
+	mu      sync.Mutex           // serializes Update
+	byAddr  map[string]*Endpoint // the current set; owned by Update under mu
+	seeded  bool                 // an Update ran: later new endpoints slow-start
+	ramping bool                 // some endpoint's slow start is not over; under mu
 }
 
 // NewCluster returns an empty cluster; Pick fails with ErrNoEndpoints until the first
@@ -145,13 +171,29 @@ func NewCluster(name string, opts Options) *Cluster {
 		onAdd:  opts.OnAdd,
 		onRm:   opts.OnRemove,
 		panicT: opts.PanicThresholdPercent,
+		hash:   opts.Hash,
+		slow:   opts.SlowStart,
+		clock:  opts.Clock,
 		byAddr: map[string]*Endpoint{},
 	}
 	if c.panicT == 0 {
 		c.panicT = resilience.DefaultPanicThresholdPercent
 	}
-	if c.policy != RoundRobin && c.policy != Random {
+	switch c.policy {
+	case RoundRobin, Random:
+	case RingHash, Maglev:
+		c.slow = SlowStart{} // keys must not move while a weight ramps
+	default:
 		c.policy = LeastRequest
+	}
+	if c.slow.Aggression <= 0 {
+		c.slow.Aggression = 1
+	}
+	if c.slow.MinWeightPercent <= 0 {
+		c.slow.MinWeightPercent = 10
+	}
+	if c.clock == nil {
+		c.clock = resilience.SystemClock{}
 	}
 	if c.rand == nil {
 		c.rand = rand.Uint64
@@ -169,6 +211,15 @@ func (c *Cluster) Name() string { return c.name }
 // Policy is the policy in effect (after defaulting).
 func (c *Cluster) Policy() Policy { return c.policy }
 
+// HashOn is what the cluster's hash policy hashes; nil when the policy does not hash.
+// Front ends ask it once per request to find the key to pass in PickInfo.
+func (c *Cluster) HashOn() *HashOn {
+	if !c.policy.Hashing() {
+		return nil
+	}
+	return c.hash
+}
+
 // Update replaces the endpoint set with eps, a complete set as discovery produces it.
 // Endpoints whose address stays keep their *Endpoint (in-flight count, totals, Meta)
 // and take the new weight; a weight of 0 counts as 1; of duplicate addresses the first
@@ -181,13 +232,17 @@ func (c *Cluster) Update(eps []discovery.Endpoint) {
 
 	next := make(map[string]*Endpoint, len(eps))
 	var added []*Endpoint
+	var now time.Time
+	if c.seeded && c.slow.Window > 0 {
+		now = c.clock.Now()
+	}
 	for _, de := range eps {
 		if _, dup := next[de.Address]; dup {
 			continue
 		}
 		e := c.byAddr[de.Address]
 		if e == nil {
-			e = &Endpoint{Address: de.Address}
+			e = &Endpoint{Address: de.Address, rampFrom: now}
 			added = append(added, e)
 		}
 		e.weight.Store(max(de.Weight, 1))
@@ -207,7 +262,8 @@ func (c *Cluster) Update(eps []discovery.Endpoint) {
 		}
 	}
 	c.byAddr = next
-	c.picker.Store(buildPicker(next, c.policy, c.panicT))
+	c.seeded = true
+	c.publish()
 	if c.onRm != nil {
 		for _, e := range removed {
 			c.onRm(e)
@@ -239,11 +295,26 @@ func (c *Cluster) setFlag(addr string, v bool, flag func(*Endpoint) *atomic.Bool
 	if invert {
 		v = !v
 	}
+	was := e.available()
 	if flag(e).Swap(v) == v {
 		return false
 	}
-	c.picker.Store(buildPicker(c.byAddr, c.policy, c.panicT))
+	if !was && e.available() && c.slow.Window > 0 {
+		e.rampFrom = c.clock.Now() // recovered: ramps like a new endpoint
+	}
+	c.publish()
 	return true
+}
+
+// publish builds and stores the picker for the current set; under mu.
+func (c *Cluster) publish() {
+	var now time.Time
+	if c.slow.Window > 0 {
+		now = c.clock.Now()
+	}
+	p := buildPicker(c.byAddr, c.policy, c.panicT, &c.slow, now)
+	c.ramping = p.ramping
+	c.picker.Store(p)
 }
 
 // Addresses lists the current endpoint addresses, sorted, for the control plane (health
@@ -269,6 +340,10 @@ type PickInfo struct {
 	// Avoid asks for another endpoint than this one (a retry after it failed), when
 	// the set offers another; otherwise it is picked anyway.
 	Avoid *Endpoint
+	// Hash is the request's key (Key of a header or cookie value, or of the source IP)
+	// when Hashed; the hash policies pick by it, and without it by least request.
+	Hash   uint64
+	Hashed bool
 }
 
 // Result is one successful pick. Its Done must be called exactly once.
@@ -320,6 +395,18 @@ func (c *Cluster) Pick(info PickInfo) (Result, error) {
 		e = p.roundRobin(c.cursor.Add(1), info.Avoid)
 	case Random:
 		e = p.random(c.rand, info.Avoid)
+	case RingHash:
+		if info.Hashed {
+			e = p.ringPick(info.Hash, info.Avoid)
+		} else {
+			e = p.leastRequest(c.rand(), info.Avoid)
+		}
+	case Maglev:
+		if info.Hashed {
+			e = p.maglevPick(info.Hash, info.Avoid)
+		} else {
+			e = p.leastRequest(c.rand(), info.Avoid)
+		}
 	default:
 		e = p.leastRequest(c.rand(), info.Avoid)
 	}

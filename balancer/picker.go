@@ -2,10 +2,11 @@ package balancer
 
 import (
 	"math/bits"
-
-	"github.com/meshd/meshd/resilience"
 	"slices"
 	"strings"
+	"time"
+
+	"github.com/meshd/meshd/resilience"
 )
 
 // maxSchedule bounds the precomputed round-robin schedule (slots, 4 bytes each). Weight
@@ -28,12 +29,20 @@ type picker struct {
 	cum     []uint64 // cum[i] = w[0] + ... + w[i]; nil when uniform
 	total   uint64   // sum of w
 	sched   []uint32 // ROUND_ROBIN slots as indexes into eps; nil when uniform or too long
+
+	ramping bool        // some endpoint of eps has less than its weight (slow start)
+	ring    []ringPoint // RING_HASH: points over all
+	ok      []bool      // RING_HASH: ok[i] when all[i] may be picked
+	table   []uint32    // MAGLEV: slots as indexes into eps
 }
 
 // buildPicker turns the current set into a picker. It runs under the cluster's update
 // lock, so it is the single place where availability and the panic threshold (percent;
 // ≤ 0 disables) are applied.
-func buildPicker(set map[string]*Endpoint, policy Policy, panicThreshold int) *picker {
+//
+// With slow start (slow.Window > 0) each weight is scaled by the endpoint's ramp factor
+// at now, in hundredths, as long as some endpoint is ramping.
+func buildPicker(set map[string]*Endpoint, policy Policy, panicThreshold int, slow *SlowStart, now time.Time) *picker {
 	p := &picker{all: make([]*Endpoint, 0, len(set))}
 	for _, e := range set {
 		p.all = append(p.all, e)
@@ -43,14 +52,38 @@ func buildPicker(set map[string]*Endpoint, policy Policy, panicThreshold int) *p
 	}
 	slices.SortFunc(p.all, func(a, b *Endpoint) int { return strings.Compare(a.Address, b.Address) })
 	p.panic = resilience.PanicMode(p.available, len(p.all), panicThreshold)
+	var factors []uint32
 	for _, e := range p.all {
 		if p.panic || e.available() {
 			p.eps = append(p.eps, e)
 			p.w = append(p.w, e.Weight())
+			if slow != nil && slow.Window > 0 {
+				f := slow.factor(e.rampFrom, now)
+				if f == slowScale {
+					e.rampFrom = time.Time{}
+				}
+				factors = append(factors, f)
+				p.ramping = p.ramping || f < slowScale
+			}
 		}
 	}
 	if len(p.eps) == 0 {
 		return p
+	}
+	if p.ramping {
+		for i, f := range factors {
+			p.w[i] = uint32(min(uint64(p.w[i])*uint64(f), 1<<32-1))
+		}
+	}
+	switch policy {
+	case RingHash:
+		p.ring = buildRing(p.all)
+		p.ok = make([]bool, len(p.all))
+		for i, e := range p.all {
+			p.ok[i] = p.panic || e.available()
+		}
+	case Maglev:
+		p.table = buildMaglev(p.eps, p.w)
 	}
 	p.uniform = true
 	for _, w := range p.w {
