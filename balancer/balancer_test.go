@@ -84,7 +84,7 @@ func hold(t testing.TB, c *Cluster, addr string, k int) []Result {
 }
 
 func TestParsePolicy(t *testing.T) {
-	for in, want := range map[string]Policy{"": LeastRequest, "LEAST_REQUEST": LeastRequest, "ROUND_ROBIN": RoundRobin, "RANDOM": Random} {
+	for in, want := range map[string]Policy{"": LeastRequest, "LEAST_REQUEST": LeastRequest, "ROUND_ROBIN": RoundRobin, "RANDOM": Random, "RING_HASH": RingHash, "MAGLEV": Maglev} {
 		if got, err := ParsePolicy(in); err != nil || got != want {
 			t.Errorf("ParsePolicy(%q) = %q, %v; want %q", in, got, err, want)
 		}
@@ -92,7 +92,7 @@ func TestParsePolicy(t *testing.T) {
 	if _, err := ParsePolicy("round_robin"); err == nil {
 		t.Error("ParsePolicy accepted a lower-case policy")
 	}
-	if c := NewCluster("x", Options{Policy: "MAGLEV"}); c.Policy() != LeastRequest {
+	if c := NewCluster("x", Options{Policy: "WEIGHTED_LEAST_CONN"}); c.Policy() != LeastRequest {
 		t.Errorf("unknown policy became %q, want %q", c.Policy(), LeastRequest)
 	}
 }
