@@ -31,6 +31,7 @@ type picker struct {
 	sched   []uint32 // ROUND_ROBIN slots as indexes into eps; nil when uniform or too long
 
 	ramping bool        // some endpoint of eps has less than its weight (slow start)
+	raw     []uint32    // while ramping: the configured weights of eps (w holds the ramped ones)
 	ring    []ringPoint // RING_HASH: points over all
 	ok      []bool      // RING_HASH: ok[i] when all[i] may be picked
 	table   []uint32    // MAGLEV: slots as indexes into eps
@@ -71,6 +72,7 @@ func buildPicker(set map[string]*Endpoint, policy Policy, panicThreshold int, sl
 		return p
 	}
 	if p.ramping {
+		p.raw = slices.Clone(p.w)
 		for i, f := range factors {
 			p.w[i] = uint32(min(uint64(p.w[i])*uint64(f), 1<<32-1))
 		}
@@ -90,7 +92,7 @@ func buildPicker(set map[string]*Endpoint, policy Policy, panicThreshold int, sl
 		p.total += uint64(w)
 		p.uniform = p.uniform && w == p.w[0]
 	}
-	if !p.uniform {
+	if !p.uniform || p.ramping { // leastRequestRamping draws by cum even when all ramp alike
 		p.cum = make([]uint64, len(p.w))
 		var sum uint64
 		for i, w := range p.w {
@@ -173,6 +175,9 @@ func (p *picker) leastRequest(x uint64, avoid *Endpoint) *Endpoint {
 	if n == 1 {
 		return p.eps[0]
 	}
+	if p.ramping {
+		return p.leastRequestRamping(x, avoid)
+	}
 	// One 64-bit draw gives both candidates: the low half picks i in [0,n), the high
 	// half picks j among the other n-1.
 	i := (x & 0xffffffff) * n >> 32
@@ -186,6 +191,38 @@ func (p *picker) leastRequest(x uint64, avoid *Endpoint) *Endpoint {
 	}
 	if a == avoid {
 		return b
+	}
+	return a
+}
+
+// leastRequestRamping is least request while some endpoint slow-starts, Envoy's
+// weighted least request in spirit: the two candidates are drawn by ramped weight, and
+// the one with the higher configured weight/(in flight+1) wins, ties to the first. Idle,
+// an endpoint thus gets its ramped share of the requests; under load the lighter-loaded
+// candidate still wins. (Plain power of two choices would give a ramping endpoint no
+// request at all while the others are idle: it never wins on weight.)
+func (p *picker) leastRequestRamping(x uint64, avoid *Endpoint) *Endpoint {
+	i := uint64(p.search(below(x, p.total)))
+	j := uint64(p.search(below(fmix64(x^0x9e3779b97f4a7c15), p.total)))
+	ri := max(p.eps[i].inFlight.Load(), 0)
+	rj := max(p.eps[j].inFlight.Load(), 0)
+	hi1, lo1 := bits.Mul64(uint64(p.raw[i]), uint64(rj)+1)
+	hi2, lo2 := bits.Mul64(uint64(p.raw[j]), uint64(ri)+1)
+	a, b := p.eps[i], p.eps[j]
+	if !(hi1 > hi2 || (hi1 == hi2 && lo1 >= lo2)) {
+		a, b = b, a
+	}
+	if a != avoid {
+		return a
+	}
+	if b != avoid {
+		return b
+	}
+	// Both candidates are the endpoint to avoid: the next one in address order.
+	for k, e := range p.eps {
+		if e == avoid {
+			return p.eps[(k+1)%len(p.eps)]
+		}
 	}
 	return a
 }
