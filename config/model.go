@@ -113,16 +113,22 @@ type VirtualNodeSpec struct {
 	LoadBalancing *LoadBalancing `json:"loadBalancing,omitempty"`
 }
 
-// LoadBalancing (extension).
+// LoadBalancing (extension). See loadbalancing.go for Hash and SlowStart.
 type LoadBalancing struct {
-	// Policy: LEAST_REQUEST (default), ROUND_ROBIN or RANDOM.
+	// Policy: LEAST_REQUEST (default), ROUND_ROBIN, RANDOM, RING_HASH or MAGLEV.
 	Policy string `json:"policy,omitempty"`
+	// Hash is what RING_HASH and MAGLEV hash (required by them, refused otherwise).
+	Hash *LBHash `json:"hash,omitempty"`
+	// SlowStart ramps new and recovered endpoints (LEAST_REQUEST, ROUND_ROBIN, RANDOM).
+	SlowStart *LBSlowStart `json:"slowStart,omitempty"`
 }
 
 const (
 	LBLeastRequest = "LEAST_REQUEST"
 	LBRoundRobin   = "ROUND_ROBIN"
 	LBRandom       = "RANDOM"
+	LBRingHash     = "RING_HASH"
+	LBMaglev       = "MAGLEV"
 )
 
 type Listener struct {

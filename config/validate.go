@@ -365,7 +365,7 @@ func (v *validator) virtualNode(path string, n *VirtualNode) {
 		v.logging(spec+".logging", lg)
 	}
 	if lb := n.Spec.LoadBalancing; lb != nil {
-		v.optEnum(spec+".loadBalancing.policy", lb.Policy, LBLeastRequest, LBRoundRobin, LBRandom)
+		v.loadBalancing(spec+".loadBalancing", lb)
 	}
 }
 

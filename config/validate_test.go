@@ -313,7 +313,7 @@ func TestValidateRules(t *testing.T) {
 		// extensions and logging
 		{"load balancing policy", func(c *Config) {
 			c.VirtualNodes[1].Spec.LoadBalancing = &LoadBalancing{Policy: "FASTEST"}
-		}, "virtualNodes[1].spec.loadBalancing.policy", "FASTEST", "LEAST_REQUEST, ROUND_ROBIN, RANDOM"},
+		}, "virtualNodes[1].spec.loadBalancing.policy", "FASTEST", "LEAST_REQUEST, ROUND_ROBIN, RANDOM, RING_HASH, MAGLEV"},
 		{"access log path", func(c *Config) {
 			c.VirtualNodes[1].Spec.Logging = &Logging{AccessLog: &AccessLog{File: &FileAccessLog{}}}
 		}, "virtualNodes[1].spec.logging.accessLog.file.path", "", "required"},
