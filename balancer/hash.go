@@ -12,8 +12,10 @@ import (
 // header falls back to the least-request pick; a request that lacks the cookie gets one
 // generated (GenerateCookie) that the response sets.
 type HashOn struct {
-	// Header is the request field name, lower case.
-	Header string
+	// Header is the request field name, lower case; HeaderKey is its canonical form
+	// (an http.Header key), so front ends on net/http's types look it up as is.
+	Header    string
+	HeaderKey string
 	// Cookie is the cookie name; CookiePath and CookieTTL shape the generated cookie's
 	// Set-Cookie (TTL 0: a session cookie).
 	Cookie     string

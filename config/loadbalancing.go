@@ -33,7 +33,7 @@ type LBSlowStart struct {
 	MinWeightPercent *int `json:"minWeightPercent,omitempty"`
 }
 
-func (v *validator) loadBalancing(path string, lb *LoadBalancing) {
+func (v *validator) loadBalancing(path string, lb *LoadBalancing, tcpListeners []int) {
 	v.optEnum(path+".policy", lb.Policy, LBLeastRequest, LBRoundRobin, LBRandom, LBRingHash, LBMaglev)
 	hashing := lb.Policy == LBRingHash || lb.Policy == LBMaglev
 	switch h := lb.Hash; {
@@ -45,6 +45,11 @@ func (v *validator) loadBalancing(path string, lb *LoadBalancing) {
 		hp := path + ".hash"
 		if n := count(h.Header != "", h.Cookie != nil, h.SourceIP); n != 1 {
 			v.add(hp, nil, "needs exactly one of header, cookie, sourceIp (has %d)", n)
+		}
+		if h.Header != "" || h.Cookie != nil {
+			for _, l := range tcpListeners {
+				v.add(hp, "header/cookie", "listener port %d is tcp, where no header or cookie is seen: use sourceIp", l)
+			}
 		}
 		if h.Header != "" && !isToken(h.Header) {
 			v.add(hp+".header", h.Header, "is not a valid header name")

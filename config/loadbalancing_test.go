@@ -28,6 +28,7 @@ func TestValidateLoadBalancing(t *testing.T) {
 		{"empty cookie name", LoadBalancing{Policy: LBRingHash, Hash: &LBHash{Cookie: &LBHashCookie{}}}, p + ".hash.cookie.name", "", "not a valid cookie name"},
 		{"cookie path", LoadBalancing{Policy: LBRingHash, Hash: &LBHash{Cookie: &LBHashCookie{Name: "s", Path: "shop"}}}, p + ".hash.cookie.path", "shop", "must start with /"},
 		{"cookie ttl", LoadBalancing{Policy: LBRingHash, Hash: &LBHash{Cookie: &LBHashCookie{Name: "s", TTL: &Duration{Unit: "s", Value: -1}}}}, p + ".hash.cookie.ttl.value", "-1", "negative"},
+		{"header on tcp", LoadBalancing{Policy: LBRingHash, Hash: &LBHash{Header: "x-user"}}, p + ".hash", "header/cookie", "is tcp"},
 		{"slow start with hash", LoadBalancing{Policy: LBMaglev, Hash: &LBHash{SourceIP: true}, SlowStart: &LBSlowStart{Window: &Duration{Unit: "s", Value: 30}}}, p + ".slowStart", "set", "does not apply to policy MAGLEV"},
 		{"slow start no window", LoadBalancing{SlowStart: &LBSlowStart{}}, p + ".slowStart.window", "", "is required"},
 		{"slow start zero window", LoadBalancing{SlowStart: &LBSlowStart{Window: &Duration{Unit: "s"}}}, p + ".slowStart.window.value", "0", "must be positive"},
@@ -39,6 +40,9 @@ func TestValidateLoadBalancing(t *testing.T) {
 			c := shop(t)
 			lb := tt.lb
 			c.VirtualNodes[1].Spec.LoadBalancing = &lb
+			if tt.name == "header on tcp" {
+				c.VirtualNodes[1].Spec.Listeners[0].PortMapping.Protocol = ProtoTCP
+			}
 			var errs *Errors
 			if err := c.Validate(); !errors.As(err, &errs) {
 				t.Fatalf("Validate = %v, want *Errors", err)

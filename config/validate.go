@@ -365,7 +365,13 @@ func (v *validator) virtualNode(path string, n *VirtualNode) {
 		v.logging(spec+".logging", lg)
 	}
 	if lb := n.Spec.LoadBalancing; lb != nil {
-		v.loadBalancing(spec+".loadBalancing", lb)
+		var tcp []int
+		for _, l := range n.Spec.Listeners {
+			if l.PortMapping.Protocol == ProtoTCP {
+				tcp = append(tcp, l.PortMapping.Port)
+			}
+		}
+		v.loadBalancing(spec+".loadBalancing", lb, tcp)
 	}
 }
 

@@ -396,6 +396,7 @@ func (c *compiler) addCluster(vn *config.VirtualNode, l *config.Listener, svc st
 		Listener:  l,
 		Discovery: vn.Spec.ServiceDiscovery,
 		LBPolicy:  lb,
+		LB:        vn.Spec.LoadBalancing,
 	}
 	if c.opts.OwnCluster != nil && c.opts.OwnCluster(svc, ref) {
 		ref.Name += "@" + svc

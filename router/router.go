@@ -114,6 +114,7 @@ type ClusterRef struct {
 	Listener  *config.Listener         // the target node's listener (timeouts, pools, outlier detection); for Local the local listener
 	Discovery *config.ServiceDiscovery // the target node's service discovery; nil for Local
 	LBPolicy  string                   // from the node's loadBalancing extension; "" = LEAST_REQUEST
+	LB        *config.LoadBalancing    // the node's whole loadBalancing extension (hash, slowStart); nil: none
 	// Service is the backend virtual service whose own cluster this is (Options.OwnCluster):
 	// only its routes reach the target through it. Empty for a cluster every service
 	// reaching the target shares, and for Local.

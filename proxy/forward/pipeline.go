@@ -65,6 +65,10 @@ type Call struct {
 	Deadline time.Time
 	// NoRetry makes a single attempt (protocol upgrades).
 	NoRetry bool
+	// Hash is the request's key for a hash policy (RING_HASH, MAGLEV) when Hashed
+	// (Affinity.Apply); retries keep it, avoiding the endpoint that failed.
+	Hash   uint64
+	Hashed bool
 	// Attempts is set by Do: how many attempts were made (1 + retries), for the record.
 	Attempts int
 	// Span is the request's server span when it is traced (nil: not traced); each
@@ -193,7 +197,7 @@ func attempts(c *Call, x Exchanger) (Flight, error) {
 		}
 	}
 	for {
-		res, err := cl.Pick(avoid)
+		res, err := cl.PickFor(balancer.PickInfo{Avoid: avoid, Hash: c.Hash, Hashed: c.Hashed})
 		if err != nil {
 			release()
 			return Flight{}, err

@@ -60,6 +60,7 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 	call, idle := forward.NewCall(d, c.env.StreamIdle, forward.GRPCTimeout(c.rr.GRPC, hdr.Get("Grpc-Timeout")))
 	x := forward.NewOutRoundTrip(req.Method, target, c.rr.Authority, hdr, body, cl, trailer, d.Cluster, idle, c.env.ReplayBound())
 	call.Span = c.span
+	c.aff.Apply(&call)
 	fl, err := forward.Do(&call, x)
 	c.rec.Attempts = call.Attempts
 	if err != nil {
@@ -91,6 +92,9 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 	start := fl.Start
 	closeDown := c.closing() || req.Minor == 0 || unfinished
 	forward.RemoveHopByHop(resp.Header)
+	if c.aff.SetCookie != "" {
+		resp.Header.Add("Set-Cookie", c.aff.SetCookie)
+	}
 	bw := c.bw
 	bw.WriteString("HTTP/1.1 ")
 	bw.WriteString(strconv.Itoa(resp.StatusCode))

@@ -61,9 +61,10 @@ type h1conn struct {
 	// the forwarding fields meshd added (the x-request-id it generated, for one).
 	recHdrs forwardedHeaders
 	fwd     *forward.H1Forwarding
-	up      *upstream.Conn // upstream connection kept from the previous exchange
-	client  string         // the peer IP, for x-forwarded-for
-	local   int            // the local port this connection was addressed to (ingress)
+	up      *upstream.Conn   // upstream connection kept from the previous exchange
+	client  string           // the peer IP, for x-forwarded-for
+	aff     forward.Affinity // this request's hash key (a hash-policy cluster); reset per request
+	local   int              // the local port this connection was addressed to (ingress)
 
 	// The request in flight, for the Exchanger methods.
 	x struct {
@@ -84,6 +85,7 @@ type h1conn struct {
 	// The route's and cluster's statistics of the request in progress (nil: none).
 	routeStats, clusterStats *telemetry.HTTPStats
 	span                     telemetry.Span // the request's server span; nil: not traced
+	setCookie                [1]h1.Header   // room for the generated affinity cookie's field
 	// linger: meshd ends the connection after a response it wrote whole, while the
 	// client may still be sending (an error answer to a request whose body or
 	// successors were not read, a close after a response delimited by the close):
@@ -268,6 +270,10 @@ func (c *h1conn) handle() bool {
 			return false
 		}
 	}
+	c.aff = forward.Affinity{}
+	if h := d.Cluster.Balancer().HashOn(); h != nil {
+		c.affinity(h) // before the forwarding rules touch the head
+	}
 	// The forwarding rules apply once, whatever the upstream speaks.
 	c.fwd.Apply(req, c.client, c.tc.Peer, c.kind == forward.Ingress, scheme)
 	c.recHdrs.applied = true
@@ -340,6 +346,7 @@ func (c *h1conn) forward(d *forward.Decision, target string) bool {
 	c.x.target, c.x.idle, c.x.upgrade, c.x.sent, c.x.u = target, idle, req.Upgrade != "", false, nil
 	call.NoRetry = c.x.upgrade
 	call.Span = c.span
+	c.aff.Apply(&call)
 	if !c.keepBody() {
 		return false
 	}
@@ -517,7 +524,12 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 	status := resp.Status
 	c.rec.Status = status
 	written := c.tc.Written // what reached the client before this response: see midBodyFailure
-	if err := h1.WriteResponseHead(c.bw, respForClient(resp, dechunk), nil, false, closeDown); err != nil {
+	var extra []h1.Header
+	if c.aff.SetCookie != "" {
+		extra = c.setCookie[:0]
+		extra = append(extra, h1.Header{Name: "Set-Cookie", Value: c.aff.SetCookie})
+	}
+	if err := h1.WriteResponseHead(c.bw, respForClient(resp, dechunk), extra, false, closeDown); err != nil {
 		pool.Discard(u)
 		fl.End(balancer.DoneInfo{Err: err, Status: status}, false)
 		return false
@@ -1034,4 +1046,28 @@ func (h *forwardedHeaders) Get(name string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// affinity finds the request's key for the cluster's hash policy: a header's value, the
+// client's IP address, or the affinity cookie (generated when absent). Header and source
+// IP keys allocate nothing.
+func (c *h1conn) affinity(h *balancer.HashOn) {
+	switch {
+	case h.Header != "":
+		c.aff.FromHeader(c.req.Get(h.Header))
+	case h.SourceIP:
+		c.aff.FromSourceIP(c.client)
+	case h.Cookie != "":
+		for i := range c.req.Headers {
+			f := &c.req.Headers[i]
+			if !forward.EqualFoldASCII(f.Name, "cookie") {
+				continue
+			}
+			if v, ok := balancer.CookieValue(f.Value, h.Cookie); ok {
+				c.aff.FromCookie(h, v, true, 0)
+				return
+			}
+		}
+		c.aff.FromCookie(h, "", false, rand.Uint64())
+	}
 }

@@ -182,6 +182,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	call, idle := forward.NewCall(&d, env.StreamIdle, forward.GRPCTimeout(rr.GRPC, r.Header.Get("Grpc-Timeout")))
 	call.Ctx = r.Context()
 	call.Span = span
+	var aff forward.Affinity
+	if h := d.Cluster.Balancer().HashOn(); h != nil {
+		aff = forward.HTTPAffinity(h, r.Header, client, rand.Uint64())
+		aff.Apply(&call)
+	}
 	x := forward.NewOutRoundTrip(r.Method, rr.Path, r.Host, hdr, r.Body, r.ContentLength, r.Trailer, d.Cluster, idle, env.ReplayBound())
 	x.Ctx = r.Context()
 	fl, err := forward.Do(&call, x)
@@ -196,6 +201,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer x.Close()
+	if aff.SetCookie != "" {
+		x.Response().Header.Add("Set-Cookie", aff.SetCookie)
+	}
 	CopyResponse(w, x, &fl, rr.GRPC, rec)
 }
 

@@ -204,7 +204,14 @@ func (s *Server) Serve(tc *listen.Conn, br *bufio.Reader, kind forward.Kind, sni
 	st.Accepted.Add(1)
 
 	start := time.Now()
-	up, res, err := s.dialL4(d, st)
+	var info balancer.PickInfo
+	if d.cluster != nil && d.cluster.Balancer().HashOn() != nil {
+		// Validation lets a node with tcp listeners hash on sourceIp only.
+		if ta, ok := tc.RemoteAddr().(*net.TCPAddr); ok {
+			info.Hash, info.Hashed = balancer.Key(ta.IP.String()), true
+		}
+	}
+	up, res, err := s.dialL4(d, info, st)
 	if err != nil {
 		listen.PutReader(br)
 		s.Env.Log.Debug("l4 connect failed", "listener", kind.String(), "err", err)
@@ -241,7 +248,7 @@ func listenerOf(c *upstream.Cluster) *config.Listener {
 // dialL4 connects to the decision's destination. For a cluster a failed connect is
 // retried up to l4ConnectRetries times, each on another endpoint when there is one.
 // The returned Result (zero for a direct connection) must be Done by the caller.
-func (s *Server) dialL4(d l4Decision, st *upstream.L4Stats) (net.Conn, balancer.Result, error) {
+func (s *Server) dialL4(d l4Decision, info balancer.PickInfo, st *upstream.L4Stats) (net.Conn, balancer.Result, error) {
 	ctx := context.Background()
 	if d.cluster == nil {
 		dctx, cancel := context.WithTimeout(ctx, s.ConnectTimeout)
@@ -258,7 +265,8 @@ func (s *Server) dialL4(d l4Decision, st *upstream.L4Stats) (net.Conn, balancer.
 		lastErr error
 	)
 	for range l4ConnectRetries + 1 {
-		res, err := d.cluster.Pick(avoid)
+		info.Avoid = avoid
+		res, err := d.cluster.PickFor(info)
 		if err != nil {
 			return nil, res, err
 		}

@@ -298,7 +298,8 @@ func waitFirstAnswers(ctx context.Context, chans []<-chan struct{}, wait time.Du
 // protocol, balancing and listener settings. Endpoints may differ; they are updated.
 func sameClusterDef(a, b router.ClusterRef) bool {
 	return a.Name == b.Name && a.Node == b.Node && a.Port == b.Port && a.Protocol == b.Protocol &&
-		a.Local == b.Local && a.LBPolicy == b.LBPolicy && a.Service == b.Service && reflect.DeepEqual(a.Listener, b.Listener)
+		a.Local == b.Local && a.LBPolicy == b.LBPolicy && a.Service == b.Service && reflect.DeepEqual(a.Listener, b.Listener) &&
+		reflect.DeepEqual(a.LB, b.LB)
 }
 
 // Retire releases what s holds that next no longer uses: clusters that were not carried

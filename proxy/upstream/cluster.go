@@ -159,9 +159,13 @@ func New(ref router.ClusterRef, opts Options) *Cluster {
 			}
 		}
 	}
+	hash, slow := balancing(ref.LB)
 	c.bal = balancer.NewCluster(ref.Name, balancer.Options{
 		Policy:                balancer.Policy(ref.LBPolicy),
 		PanicThresholdPercent: panicThreshold(ref.Listener),
+		Hash:                  hash,
+		SlowStart:             slow,
+		Clock:                 c.clock,
 		OnAdd: func(ep *balancer.Endpoint) {
 			p := &Pool{addr: ep.Address, cl: c, ep: ep}
 			ep.Meta = p

@@ -120,13 +120,21 @@ func (c *Cluster) initResilience(opts Options) {
 // outlier sweeps (returning ejected endpoints when their time is up) and health check
 // rounds. close stops and joins it.
 func (c *Cluster) startControl() {
-	if c.outlier == nil && c.health == nil {
+	ramp := c.bal.TickEvery()
+	if c.outlier == nil && c.health == nil && ramp == 0 {
 		return
 	}
 	c.controlWG.Add(1)
 	go func() {
 		defer c.controlWG.Done()
-		var sweep, check <-chan time.Time
+		var sweep, check, tick <-chan time.Time
+		if ramp > 0 {
+			// Slow start: effective weights follow the clock while an endpoint ramps
+			// (Tick is a no-op otherwise).
+			ch, stop := c.clock.NewTicker(ramp)
+			defer stop()
+			tick = ch
+		}
 		if c.outlier != nil {
 			ch, stop := c.clock.NewTicker(c.sweepEvery)
 			defer stop()
@@ -145,6 +153,8 @@ func (c *Cluster) startControl() {
 				c.SweepOutliers()
 			case <-check:
 				c.health.round()
+			case <-tick:
+				c.bal.Tick()
 			}
 		}
 	}()
