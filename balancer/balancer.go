@@ -134,6 +134,10 @@ type Options struct {
 	SlowStart SlowStart
 	// Clock times slow start; nil means the system clock.
 	Clock resilience.Clock
+	// Known, when not nil, are the addresses a cluster this one replaces (a reload that
+	// rebuilt it) was serving: the first Update then slow-starts only the others, as if
+	// the cluster had lived on.
+	Known []string
 }
 
 // Cluster is one upstream cluster's endpoint set and picker. Pick, Done, Snapshot and
@@ -158,6 +162,7 @@ type Cluster struct {
 	mu      sync.Mutex           // serializes Update
 	byAddr  map[string]*Endpoint // the current set; owned by Update under mu
 	seeded  bool                 // an Update ran: later new endpoints slow-start
+	known   map[string]bool      // Options.Known until the first Update
 	ramping bool                 // some endpoint's slow start is not over; under mu
 }
 
@@ -194,6 +199,13 @@ func NewCluster(name string, opts Options) *Cluster {
 	}
 	if c.clock == nil {
 		c.clock = resilience.SystemClock{}
+	}
+	if opts.Known != nil {
+		c.seeded = true
+		c.known = make(map[string]bool, len(opts.Known))
+		for _, a := range opts.Known {
+			c.known[a] = true
+		}
 	}
 	if c.rand == nil {
 		c.rand = rand.Uint64
@@ -242,7 +254,10 @@ func (c *Cluster) Update(eps []discovery.Endpoint) {
 		}
 		e := c.byAddr[de.Address]
 		if e == nil {
-			e = &Endpoint{Address: de.Address, rampFrom: now}
+			e = &Endpoint{Address: de.Address}
+			if !c.known[de.Address] {
+				e.rampFrom = now
+			}
 			added = append(added, e)
 		}
 		e.weight.Store(max(de.Weight, 1))
@@ -262,7 +277,7 @@ func (c *Cluster) Update(eps []discovery.Endpoint) {
 		}
 	}
 	c.byAddr = next
-	c.seeded = true
+	c.seeded, c.known = true, nil
 	c.publish()
 	if c.onRm != nil {
 		for _, e := range removed {

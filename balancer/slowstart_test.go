@@ -137,3 +137,18 @@ func TestSlowStartIgnoredByHash(t *testing.T) {
 		t.Error("a hash policy ramps")
 	}
 }
+
+// TestSlowStartKnown: a cluster that replaces another ramps only the endpoints the
+// other did not have.
+func TestSlowStartKnown(t *testing.T) {
+	clk := &manualClock{t: time.Unix(1_700_000_000, 0)}
+	set := uniformEps(3)
+	c := NewCluster("ss", Options{Policy: RoundRobin, Clock: clk, SlowStart: SlowStart{Window: 10 * time.Second}, Known: []string{set[0].Address, set[1].Address}})
+	c.Update(set)
+	if got := share(t, c, 2100, set[2].Address); got < 0.04 || got > 0.06 { // 0.1/2.1
+		t.Errorf("new endpoint's share %.3f; want 0.048", got)
+	}
+	if got := share(t, c, 2100, set[0].Address); got < 0.46 || got > 0.49 {
+		t.Errorf("known endpoint's share %.3f; want 0.476", got)
+	}
+}

@@ -250,6 +250,11 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 		if c == nil {
 			o := copts
 			o.TLS = tlsOrigin
+			if prev != nil {
+				if old := prev.clusters[ref.Name]; old != nil {
+					o.Known = old.Balancer().Addresses()
+				}
+			}
 			c = upstream.New(ref, o)
 			c.Follow(reg, plan)
 			waits = append(waits, c.Resolved()...)

@@ -166,6 +166,7 @@ func New(ref router.ClusterRef, opts Options) *Cluster {
 		Hash:                  hash,
 		SlowStart:             slow,
 		Clock:                 c.clock,
+		Known:                 opts.Known,
 		OnAdd: func(ep *balancer.Endpoint) {
 			p := &Pool{addr: ep.Address, cl: c, ep: ep}
 			ep.Meta = p

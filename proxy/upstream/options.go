@@ -20,6 +20,9 @@ type Options struct {
 	// Clock tells time to resilience decisions; a TickerClock drives the periodic work too.
 	Clock resilience.Clock
 	Log   *slog.Logger
+	// Known are the endpoint addresses of the cluster of the same name this one
+	// replaces (nil: none); slow start then ramps only the endpoints that are new.
+	Known []string
 	// Counters returns the counters a cluster of that name had in the previous
 	// snapshot (nil if none), so /stats survives reloads that rebuild a cluster.
 	Counters func(name string) *resilience.Counters
