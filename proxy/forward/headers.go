@@ -369,7 +369,10 @@ func H1ToHTTP(hs []h1.Header, extra []h1.Header) http.Header {
 		if EqualFoldASCII(f.Name, "te") {
 			teTrailers = teTrailers || httpguts.HeaderValuesContainsToken([]string{f.Value}, "trailers")
 		}
-		hdr.Add(f.Name, f.Value)
+		// Copies: the fields alias the connection's read buffer, which the next request
+		// overwrites, while an HTTP/2 upstream's HPACK encoder keeps the strings in its
+		// dynamic table (aliased, they corrupted it: "id <= evictCount" panics).
+		hdr.Add(strings.Clone(f.Name), strings.Clone(f.Value))
 	}
 	RemoveHopByHop(hdr)
 	for _, f := range extra {
