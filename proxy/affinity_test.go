@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/internal/testutil"
-	"github.com/meshd/meshd/proxy"
 )
 
 // whoUpstreams starts n HTTP upstreams that answer with their own port in X-Who.
