@@ -280,4 +280,3 @@ func TestAffinityEndpointRemoved(t *testing.T) {
 		t.Errorf("no user was on the removed endpoint %s: %v", gone, before)
 	}
 }
-
