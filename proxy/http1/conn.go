@@ -609,7 +609,7 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 		}
 	}
 	flushErr := c.bw.Flush()
-	fl.End(balancer.DoneInfo{Status: status, Latency: time.Since(start)}, true)
+	latency := time.Since(start)
 	switch {
 	case resp.Close || untilClose || dechunk:
 		pool.Discard(u)
@@ -622,6 +622,10 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 		u.LastUsed = time.Now()
 		c.up = u
 	}
+	// The slot is freed after the connection is back in the pool: a request waiting for
+	// the slot of a maxConnections pool then finds the connection instead of dialling
+	// another (TestConnectionPoolLimits saw 2 connections under load).
+	fl.End(balancer.DoneInfo{Status: status, Latency: latency}, true)
 	c.linger = flushErr == nil && closeDown
 	return flushErr == nil && !closeDown
 }
