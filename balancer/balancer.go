@@ -156,8 +156,9 @@ type Cluster struct {
 
 	// cursor is the round-robin position. It lives in the cluster, not the picker, so
 	// an Update does not restart the rotation at the first endpoint.
-	cursor atomic.Uint64
-	picker atomic.Pointer[picker]
+	cursor    atomic.Uint64
+	picker    atomic.Pointer[picker]
+	fallbacks atomic.Uint64 // RING_HASH picks that passed over an unavailable endpoint
 
 	mu      sync.Mutex           // serializes Update
 	byAddr  map[string]*Endpoint // the current set; owned by Update under mu
@@ -222,6 +223,14 @@ func (c *Cluster) Name() string { return c.name }
 
 // Policy is the policy in effect (after defaulting).
 func (c *Cluster) Policy() Policy { return c.policy }
+
+// HashFallbacks counts RING_HASH picks whose hashed endpoint was unavailable (unhealthy
+// or ejected), so the key went to the next one on the ring.
+func (c *Cluster) HashFallbacks() uint64 { return c.fallbacks.Load() }
+
+// RampingEndpoints is how many endpoints are below their full weight (slow start) in
+// the current picker.
+func (c *Cluster) RampingEndpoints() int { return c.picker.Load().rampingN }
 
 // HashOn is what the cluster's hash policy hashes; nil when the policy does not hash.
 // Front ends ask it once per request to find the key to pass in PickInfo.
@@ -412,7 +421,10 @@ func (c *Cluster) Pick(info PickInfo) (Result, error) {
 		e = p.random(c.rand, info.Avoid)
 	case RingHash:
 		if info.Hashed {
-			e = p.ringPick(info.Hash, info.Avoid)
+			var fellBack bool
+			if e, fellBack = p.ringPick(info.Hash, info.Avoid); fellBack {
+				c.fallbacks.Add(1)
+			}
 		} else {
 			e = p.leastRequest(c.rand(), info.Avoid)
 		}

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,7 +24,12 @@ type HashOn struct {
 	CookieTTL  time.Duration
 	// SourceIP hashes the downstream peer's IP address.
 	SourceIP bool
+
+	generated atomic.Uint64 // cookies GenerateCookie made
 }
+
+// CookiesGenerated is how many affinity cookies were generated (a counter).
+func (h *HashOn) CookiesGenerated() uint64 { return h.generated.Load() }
 
 // Key hashes a request's key (a header value, a cookie value, an IP address). The hash
 // is FNV-1a finished with murmur3's 64-bit mixer, so that keys differing in one byte land
@@ -69,6 +75,7 @@ func CookieValue(field, name string) (string, bool) {
 // hashed on, and the Set-Cookie field value that makes the client send it back. It
 // allocates (the two strings), once per client session, not per request.
 func (h *HashOn) GenerateCookie(rnd uint64) (value, setCookie string) {
+	h.generated.Add(1)
 	var buf [16]byte
 	const hex = "0123456789abcdef"
 	for i := range buf {
@@ -150,7 +157,7 @@ func buildRing(all []*Endpoint) []ringPoint {
 // picked (available, or every endpoint in panic mode) and is not avoid; when avoid is the
 // only one, it is taken. O(log n) for the search, and the walk passes over the points of
 // unavailable endpoints only.
-func (p *picker) ringPick(key uint64, avoid *Endpoint) *Endpoint {
+func (p *picker) ringPick(key uint64, avoid *Endpoint) (e *Endpoint, fellBack bool) {
 	ring := p.ring
 	lo, hi := 0, len(ring)
 	for lo < hi {
@@ -165,17 +172,18 @@ func (p *picker) ringPick(key uint64, avoid *Endpoint) *Endpoint {
 	for k := range len(ring) {
 		pt := ring[(lo+k)%len(ring)]
 		if !p.ok[pt.idx] {
+			fellBack = true
 			continue
 		}
 		e := p.all[pt.idx]
 		if e != avoid {
-			return e
+			return e, fellBack
 		}
 		if fallback == nil {
 			fallback = e
 		}
 	}
-	return fallback
+	return fallback, fellBack
 }
 
 // buildMaglev fills Maglev's lookup table (Eisenbud et al., NSDI 2016, with Envoy's

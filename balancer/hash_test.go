@@ -279,3 +279,26 @@ func BenchmarkHashPick(b *testing.B) {
 		}
 	}
 }
+
+// TestHashCounters: ring fallbacks and generated cookies are counted.
+func TestHashCounters(t *testing.T) {
+	c := hashCluster(RingHash, addrEps(nAddrs(3)...))
+	before := assign(t, c, 300)
+	c.SetEjected(before[0], true)
+	assign(t, c, 300)
+	moved := 0
+	for _, a := range before {
+		if a == before[0] {
+			moved++
+		}
+	}
+	if got := c.HashFallbacks(); got != uint64(moved) {
+		t.Errorf("HashFallbacks %d; want %d (the keys of the ejected endpoint)", got, moved)
+	}
+	h := &HashOn{Cookie: "c"}
+	h.GenerateCookie(1)
+	h.GenerateCookie(2)
+	if h.CookiesGenerated() != 2 {
+		t.Errorf("CookiesGenerated %d", h.CookiesGenerated())
+	}
+}

@@ -30,11 +30,12 @@ type picker struct {
 	total   uint64   // sum of w
 	sched   []uint32 // ROUND_ROBIN slots as indexes into eps; nil when uniform or too long
 
-	ramping bool        // some endpoint of eps has less than its weight (slow start)
-	raw     []uint32    // while ramping: the configured weights of eps (w holds the ramped ones)
-	ring    []ringPoint // RING_HASH: points over all
-	ok      []bool      // RING_HASH: ok[i] when all[i] may be picked
-	table   []uint32    // MAGLEV: slots as indexes into eps
+	ramping  bool        // some endpoint of eps has less than its weight (slow start)
+	rampingN int         // how many
+	raw      []uint32    // while ramping: the configured weights of eps (w holds the ramped ones)
+	ring     []ringPoint // RING_HASH: points over all
+	ok       []bool      // RING_HASH: ok[i] when all[i] may be picked
+	table    []uint32    // MAGLEV: slots as indexes into eps
 }
 
 // buildPicker turns the current set into a picker. It runs under the cluster's update
@@ -64,7 +65,10 @@ func buildPicker(set map[string]*Endpoint, policy Policy, panicThreshold int, sl
 					e.rampFrom = time.Time{}
 				}
 				factors = append(factors, f)
-				p.ramping = p.ramping || f < slowScale
+				if f < slowScale {
+					p.ramping = true
+					p.rampingN++
+				}
 			}
 		}
 	}

@@ -188,6 +188,7 @@ func TestAffinityCookie(t *testing.T) {
 	if distinct(ends) < 2 {
 		t.Errorf("8 clients all on one endpoint: %v", ends)
 	}
+	scrape(t, srv, "").expect(t, "meshd_cluster_affinity_cookies_generated_total", lbls{"virtual_node": "svc", "cluster": "svc"}, 8)
 	// HTTP/2 front end: generates the cookie too, and honours one sent.
 	h2 := testutil.H2CClient(t, srv.EgressAddr())
 	_, resp := who(t, h2, userReq(t, ""))

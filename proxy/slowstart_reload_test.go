@@ -37,6 +37,8 @@ func TestSlowStartRampsNewEndpoint(t *testing.T) {
 	if _, err := srv.Apply(context.Background(), testutil.ParseConfig(t, lbMesh(ports, "http", lb)), "test"); err != nil {
 		t.Fatal(err)
 	}
+	svc := lbls{"virtual_node": "svc", "cluster": "svc"}
+	scrape(t, srv, "").expect(t, "meshd_cluster_endpoints_slow_start", svc, 1)
 	// Round robin is exact: weights 100, 100, 10 → 10 of every 210.
 	if got := share(420); got < 0.04 || got > 0.06 {
 		t.Fatalf("new endpoint's share at once %.3f; want 0.048 (10%% of its weight)", got)
@@ -62,6 +64,7 @@ func TestSlowStartRampsNewEndpoint(t *testing.T) {
 	waitShare(0.5/2.5, "after 15 s")
 	clk.Advance(15 * time.Second)
 	waitShare(1.0/3, "after 30 s")
+	scrape(t, srv, "").expect(t, "meshd_cluster_endpoints_slow_start", svc, 0)
 }
 
 // weightMesh is node "app" calling svc.t.local through a router whose one route splits

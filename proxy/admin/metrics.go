@@ -106,6 +106,7 @@ type metricFamilies struct {
 	clRetries, clBudget, clRetryOverflow, clRetriesActive, clTimeouts      *metricDef
 	clGRPC                                                                 *metricDef
 	clNoHealthy, clPoolOverflow, clEndpoints, clHealthy                    *metricDef
+	clRamping, clHashFallbacks, clCookies                                  *metricDef
 	clProtocolErrors                                                       *metricDef
 	clEjectActive, clEjections, clEjectOverflow                            *metricDef
 	clBreakerState, clBreakerTrips, clBreakerRejected, clHCPass, clHCFail  *metricDef
@@ -207,6 +208,9 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.clPoolOverflow, scopeCluster, "meshd_cluster_pool_overflow_total", counter, "Requests answered 503 at once by a connectionPool limit, by limit (max_connections, max_pending_requests, max_requests).", with(clusterLabels, "limit"))
 	def(&f.clEndpoints, scopeCluster, "meshd_cluster_endpoints", gauge, "Endpoints in the cluster's current set.", clusterLabels)
 	def(&f.clHealthy, scopeCluster, "meshd_cluster_endpoints_healthy", gauge, "Endpoints available to pick: passing health checks and not ejected.", clusterLabels)
+	def(&f.clRamping, scopeCluster, "meshd_cluster_endpoints_slow_start", gauge, "Endpoints whose weight is ramping up (loadBalancing.slowStart).", clusterLabels)
+	def(&f.clHashFallbacks, scopeCluster, "meshd_cluster_hash_fallbacks_total", counter, "RING_HASH picks whose hashed endpoint was unavailable, so the key went to the next endpoint on the ring.", clusterLabels)
+	def(&f.clCookies, scopeCluster, "meshd_cluster_affinity_cookies_generated_total", counter, "Affinity cookies meshd generated for requests that came without one (loadBalancing.hash.cookie).", clusterLabels)
 	def(&f.clEjectActive, scopeCluster, "meshd_cluster_ejections_active", gauge, "Endpoints ejected by outlier detection now.", clusterLabels)
 	def(&f.clEjections, scopeCluster, "meshd_cluster_ejections_total", counter, "Ejections by outlier detection.", clusterLabels)
 	def(&f.clEjectOverflow, scopeCluster, "meshd_cluster_ejections_overflow_total", counter, "Ejections that maxEjectionPercent prevented.", clusterLabels)
@@ -623,6 +627,13 @@ func (c *collector) collectCluster(e *emitter, cl *upstream.Cluster, envoy strin
 	// Membership and resilience: every cluster.
 	e.emit(f.clEndpoints, float64(bal.Len()), node, name)
 	e.emit(f.clHealthy, float64(bal.Available()), node, name)
+	e.emit(f.clRamping, float64(bal.RampingEndpoints()), node, name)
+	if h := bal.HashOn(); h != nil {
+		e.emit(f.clHashFallbacks, float64(bal.HashFallbacks()), node, name)
+		if h.Cookie != "" {
+			e.emit(f.clCookies, float64(h.CookiesGenerated()), node, name)
+		}
+	}
 	e.emit(f.evMembers, float64(bal.Len()), envoy)
 	e.emit(f.evHealthy, float64(bal.Available()), envoy)
 	e.emit(f.evEjectActive, float64(rc.OutlierEjectionsActive), envoy)
