@@ -9,6 +9,7 @@ import (
 	"net/http/cookiejar"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,7 +40,13 @@ func whoUpstreams(t *testing.T, n int, h2c bool) []int {
 // lbMesh is node "app" with backend svc.t.local on node "svc" (static endpoints ports,
 // listener protocol proto) whose spec carries lb (YAML flow, e.g. "{policy: RING_HASH,
 // ...}").
-func lbMesh(ports []int, proto, lb string) string {
+func lbMesh(ports []int, proto, lb string) string { return lbMeshListener(ports, proto, "", lb) }
+
+// lbMeshListener is lbMesh with listenerExtra (YAML flow fields) on svc's listener.
+func lbMeshListener(ports []int, proto, listenerExtra, lb string) string {
+	if listenerExtra != "" {
+		listenerExtra = ", " + listenerExtra
+	}
 	var eps []string
 	for _, p := range ports {
 		eps = append(eps, fmt.Sprintf("%q", fmt.Sprintf("127.0.0.1:%d", p)))
@@ -53,13 +60,13 @@ virtualNodes:
       backends: [{virtualService: {virtualServiceName: svc.t.local}}]
   - virtualNodeName: svc
     spec:
-      listeners: [{portMapping: {port: 8080, protocol: %s}}]
+      listeners: [{portMapping: {port: 8080, protocol: %s}%s}]
       serviceDiscovery: {static: {endpoints: [%s]}}
       loadBalancing: %s
 virtualServices:
   - virtualServiceName: svc.t.local
     spec: {provider: {virtualNode: {virtualNodeName: svc}}}
-`, proto, strings.Join(eps, ", "), lb)
+`, proto, listenerExtra, strings.Join(eps, ", "), lb)
 }
 
 // who sends one request and returns the upstream port that answered.
@@ -280,4 +287,57 @@ func TestAffinityEndpointRemoved(t *testing.T) {
 	if movedOwn == 0 {
 		t.Errorf("no user was on the removed endpoint %s: %v", gone, before)
 	}
+}
+
+// TestAffinityFallbackOnEjection: when a user's endpoint starts failing, its requests
+// still succeed (the retry avoids it), outlier detection ejects it, and from then on its
+// users go to another endpoint while every other user stays where it was (RING_HASH).
+func TestAffinityFallbackOnEjection(t *testing.T) {
+	var failPort atomic.Int64
+	ports := make([]int, 4)
+	for i := range ports {
+		var up *testutil.Upstream
+		up = testutil.StartHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Who", "svc@"+strconv.Itoa(up.Port))
+			if failPort.Load() == int64(up.Port) {
+				w.WriteHeader(503)
+				return
+			}
+			_, _ = io.WriteString(w, "ok\n")
+		}))
+		ports[i] = up.Port
+	}
+	od := "outlierDetection: {maxServerErrors: 1, interval: {unit: s, value: 10}, baseEjectionDuration: {unit: s, value: 30}, maxEjectionPercent: 50}"
+	srv := testutil.StartMeshd(t, "app", lbMeshListener(ports, "http", od, "{policy: RING_HASH, hash: {header: x-user}}"))
+	client := testutil.HTTPClient(t, srv.EgressAddr())
+	var users []string
+	for i := range 40 {
+		users = append(users, "u"+strconv.Itoa(i))
+	}
+	before := stickiness(t, client, users, 1)
+	bad := before[users[0]]
+	p, _ := strconv.Atoi(bad)
+	failPort.Store(int64(p))
+	after := stickiness(t, client, users, 3) // every request 200: who fails the test otherwise
+	for _, u := range users {
+		switch {
+		case before[u] == bad && after[u] == bad:
+			t.Errorf("user %s still on the failing %s", u, bad)
+		case before[u] != bad && after[u] != before[u]:
+			t.Errorf("user %s moved from %s to %s, though its endpoint is healthy", u, before[u], after[u])
+		}
+	}
+	state, _ := endpointState(t, srv, "svc")
+	if !state["127.0.0.1:"+bad][1] {
+		t.Errorf("the failing endpoint is not ejected: %v", state)
+	}
+	// Every request of the failing endpoint's users after its ejection passed over it on
+	// the ring: its first one's retry, then all of them.
+	nBad := 0
+	for _, u := range users {
+		if before[u] == bad {
+			nBad++
+		}
+	}
+	scrape(t, srv, "").expect(t, "meshd_cluster_hash_fallbacks_total", lbls{"virtual_node": "svc", "cluster": "svc"}, float64(3*nBad))
 }
