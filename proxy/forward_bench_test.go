@@ -62,9 +62,14 @@ func benchServer(tb testing.TB, upstream string, opts Options) *Server {
 }
 
 // benchServerProto is benchServer with the upstream node's listener speaking proto.
-func benchServerProto(tb testing.TB, upstream, proto string, opts Options) *Server {
+// lb, when given, is the upstream node's loadBalancing (YAML flow).
+func benchServerProto(tb testing.TB, upstream, proto string, opts Options, lb ...string) *Server {
 	tb.Helper()
 	_, port, _ := net.SplitHostPort(upstream)
+	lbLine := ""
+	if len(lb) > 0 {
+		lbLine = "\n      loadBalancing: " + lb[0]
+	}
 	yaml := fmt.Sprintf(`mesh: {meshName: bench, spec: {egressFilter: {type: DROP_ALL}}}
 virtualNodes:
   - virtualNodeName: client
@@ -75,11 +80,11 @@ virtualNodes:
   - virtualNodeName: upstream
     spec:
       listeners: [{portMapping: {port: %s, protocol: %s}}]
-      serviceDiscovery: {static: {endpoints: [%q]}}
+      serviceDiscovery: {static: {endpoints: [%q]}}%s
 virtualServices:
   - virtualServiceName: upstream.bench.local
     spec: {provider: {virtualNode: {virtualNodeName: upstream}}}
-`, port, proto, upstream)
+`, port, proto, upstream, lbLine)
 	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {
 		tb.Fatal(err)
@@ -127,9 +132,31 @@ func BenchmarkForwardH1Traced(b *testing.B) {
 }
 
 func benchForwardH1(b *testing.B, opts Options) {
+	benchForwardH1Variant(b, opts, "", "")
+}
+
+// BenchmarkForwardH1Affinity is BenchmarkForwardH1 to a RING_HASH cluster keyed on a
+// header or the source IP: the key's hashing and the ring's pick must allocate nothing.
+func BenchmarkForwardH1Affinity(b *testing.B) {
+	b.Run("header", func(b *testing.B) {
+		benchForwardH1Variant(b, Options{}, "{policy: RING_HASH, hash: {header: x-user}}", "X-User: bench-user\r\n")
+	})
+	b.Run("sourceIp", func(b *testing.B) {
+		benchForwardH1Variant(b, Options{}, "{policy: MAGLEV, hash: {sourceIp: true}}", "")
+	})
+}
+
+// benchForwardH1Variant is the loop of BenchmarkForwardH1; lb is the upstream node's
+// loadBalancing ("": none), hdr more request fields ("Name: value\r\n").
+func benchForwardH1Variant(b *testing.B, opts Options, lb, hdr string) {
 	up, stop := rawUpstream(b)
 	defer stop()
-	s := benchServer(b, up, opts)
+	var s *Server
+	if lb == "" {
+		s = benchServer(b, up, opts)
+	} else {
+		s = benchServerProto(b, up, "http", opts, lb)
+	}
 	defer s.Shutdown(context.Background())
 
 	c, err := net.Dial("tcp", s.EgressAddr())
@@ -137,7 +164,7 @@ func benchForwardH1(b *testing.B, opts Options) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	req := []byte("GET /bench HTTP/1.1\r\nHost: upstream.bench.local\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+	req := []byte("GET /bench HTTP/1.1\r\nHost: upstream.bench.local\r\nUser-Agent: bench\r\nAccept: */*\r\n" + hdr + "\r\n")
 	br := bufio.NewReaderSize(c, 16<<10)
 	roundTrip := func() {
 		if _, err := c.Write(req); err != nil {
