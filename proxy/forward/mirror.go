@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -132,18 +133,43 @@ func ShadowHost(authority string) string {
 }
 
 // Send copies the request: method, request target, header (the forwarding rules already
-// applied; the copy owns it), body (borrowed: copied here). The copy is sent on a
-// goroutine of its own unless the mirror cluster has its bound of copies in flight.
+// applied), body. All of them are borrowed (the HTTP/1.1 fast path's strings alias the
+// connection's buffer) and copied here. The copy is sent on a goroutine of its own
+// unless the mirror cluster has its bound of copies in flight.
 func (s *Shot) Send(method, pathQuery, authority string, hdr http.Header, body []byte) {
 	var own []byte
 	if len(body) > 0 {
 		own = bytes.Clone(body)
 	}
-	s.launch(method, pathQuery, authority, hdr, own)
+	s.launch(ownHead(method, pathQuery, authority, hdr), own)
 }
 
-// launch sends the copy, body its own, on a goroutine of its own within the bound.
-func (s *Shot) launch(method, pathQuery, authority string, hdr http.Header, body []byte) {
+// copyHead is a copy's request head, owned by the copy.
+type copyHead struct {
+	method, path, authority string
+	hdr                     http.Header
+}
+
+// ownHead deep-copies a request head: its strings may alias a buffer that the next
+// request reuses.
+func ownHead(method, pathQuery, authority string, hdr http.Header) copyHead {
+	h := make(http.Header, len(hdr))
+	for k, vs := range hdr {
+		if k == "Host" {
+			continue // the copy's authority is the shadow one
+		}
+		c := make([]string, len(vs))
+		for i, v := range vs {
+			c[i] = strings.Clone(v)
+		}
+		h[strings.Clone(k)] = c
+	}
+	return copyHead{strings.Clone(method), strings.Clone(pathQuery), ShadowHost(authority), h}
+}
+
+// launch sends the copy on a goroutine of its own within the bound; head and body are
+// its own.
+func (s *Shot) launch(head copyHead, body []byte) {
 	mi := s.mi
 	if !mi.Acquire(s.m.maxInFlight()) {
 		mi.Stats().SkippedOverflow.Add(1)
@@ -162,7 +188,7 @@ func (s *Shot) launch(method, pathQuery, authority string, hdr http.Header, body
 	go func() {
 		defer s.m.wg.Done()
 		defer mi.Release()
-		if s.send(method, pathQuery, ShadowHost(authority), hdr, body) {
+		if s.send(head, body) {
 			mi.Stats().Sent.Add(1)
 		} else {
 			mi.Stats().Failed.Add(1)
@@ -173,11 +199,11 @@ func (s *Shot) launch(method, pathQuery, authority string, hdr http.Header, body
 // SendKept copies the request of x once its body is known to be whole: at once when it
 // is (or there is none); when it is still streaming, it reports false unless final, so
 // the caller can try again when the exchange is over; final gives up (skipped_body).
-func (s *Shot) SendKept(x *RoundTrip, method, pathQuery, authority string, hdr http.Header, final bool) bool {
+func (s *Shot) SendKept(x *RoundTrip, head copyHead, final bool) bool {
 	body, whole, pending := x.keptBody()
 	switch {
 	case whole:
-		s.launch(method, pathQuery, authority, hdr, body)
+		s.launch(head, body)
 	case pending && !final:
 		return false
 	default:
@@ -189,7 +215,7 @@ func (s *Shot) SendKept(x *RoundTrip, method, pathQuery, authority string, hdr h
 // send makes the copy's exchange: one attempt on an endpoint of the mirror cluster,
 // bounded by the timeout, the response read to its end and dropped. It reports whether
 // a response came back.
-func (s *Shot) send(method, pathQuery, host string, hdr http.Header, body []byte) bool {
+func (s *Shot) send(head copyHead, body []byte) bool {
 	cl := s.mi.Cluster()
 	res, err := cl.Pick(nil)
 	if err != nil {
@@ -202,7 +228,7 @@ func (s *Shot) send(method, pathQuery, host string, hdr http.Header, body []byte
 	if len(body) > 0 {
 		rd = io.NopCloser(bytes.NewReader(body))
 	}
-	req := OutRequest(method, pathQuery, host, hdr, rd, int64(len(body)), nil).WithContext(ctx)
+	req := OutRequest(head.method, head.path, head.authority, head.hdr, rd, int64(len(body)), nil).WithContext(ctx)
 	req.URL.Host = res.Endpoint.Address
 	if len(body) > 0 {
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
@@ -248,28 +274,26 @@ func (r *RoundTrip) keptBody() (body []byte, whole, pending bool) {
 // what the pipeline kept of it once that is known to be whole. Its methods do nothing
 // on nil, so a front end calls them whether or not the request was sampled.
 type Pending struct {
-	shot                    *Shot
-	method, path, authority string
-	hdr                     http.Header
-	done                    bool
+	shot *Shot
+	head copyHead
+	done bool
 }
 
-// TakeRoundTrip samples a resolved request as Take does; hdr is its upstream header
-// (forwarding rules applied), cloned here before the exchange can change it.
+// TakeRoundTrip samples a resolved request as Take does; the head is copied here,
+// before the exchange can change it (hdr: the upstream header, forwarding rules
+// applied).
 func (m *Mirrors) TakeRoundTrip(d *Decision, method, pathQuery, authority string, hdr http.Header) *Pending {
 	s := m.Take(d)
 	if s == nil {
 		return nil
 	}
-	h := hdr.Clone()
-	h.Del("Host") // the copy's authority is the shadow one
-	return &Pending{shot: s, method: method, path: pathQuery, authority: authority, hdr: h}
+	return &Pending{shot: s, head: ownHead(method, pathQuery, authority, hdr)}
 }
 
 // Try sends the copy when x's body is whole already (at the response head).
 func (p *Pending) Try(x *RoundTrip) {
 	if p != nil && !p.done {
-		p.done = p.shot.SendKept(x, p.method, p.path, p.authority, p.hdr, false)
+		p.done = p.shot.SendKept(x, p.head, false)
 	}
 }
 
@@ -277,7 +301,7 @@ func (p *Pending) Try(x *RoundTrip) {
 // end of the exchange.
 func (p *Pending) Finish(x *RoundTrip) {
 	if p != nil && !p.done {
-		p.done = p.shot.SendKept(x, p.method, p.path, p.authority, p.hdr, true)
+		p.done = p.shot.SendKept(x, p.head, true)
 	}
 }
 

@@ -11,7 +11,5 @@ func (c *h1conn) mirror(s *forward.Shot, target string) {
 		s.Skip()
 		return
 	}
-	hdr := forward.H1ToHTTP(req.Headers, c.fwd.Extra)
-	hdr.Del("Host") // the copy's authority is the shadow one
-	s.Send(req.Method, target, c.rr.Authority, hdr, c.x.body)
+	s.Send(req.Method, target, c.rr.Authority, forward.H1ToHTTP(req.Headers, c.fwd.Extra), c.x.body)
 }
