@@ -284,6 +284,66 @@ func TestCanaryBinary(t *testing.T) {
 		}
 	})
 
+	t.Run("through the admin API (--put)", func(t *testing.T) {
+		_, p, f := setup(t, 0)
+		f.config, f.put = "", p.admin+"/config"
+		load, stop := runLoad(t, p.egress, 20000)
+		var out, errOut bytes.Buffer
+		code := runCanary(context.Background(), f, &out, &errOut, time.Sleep)
+		stop()
+		if code != 0 || !strings.Contains(out.String(), "promoted:") {
+			t.Fatalf("canary --put = %d\n%s%s", code, out.String(), errOut.String())
+		}
+		if len(load.foreign) != 0 {
+			t.Fatalf("requests failed: %v", load.foreign[:min(5, len(load.foreign))])
+		}
+		st := newStore(f)
+		doc, err := st.read(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts, _ := doc.Targets("app", "main")
+		if pct, _ := canary.CanaryPercent(ts, "app-v2"); pct != 100 {
+			t.Fatalf("the sidecar serves the canary at %d%%", pct)
+		}
+		// abort through the admin API; then a PUT by someone else between the canary's
+		// read and its write is refused by If-Match and aborts the run.
+		if code := run([]string{"canary", "abort", "--put", f.put, "--route", "app/main", "--canary", "app-v2"}, io.Discard, &errOut); code != 0 {
+			t.Fatalf("abort --put = %d: %s", code, errOut.String())
+		}
+		first := true
+		sleep := func(d time.Duration) {
+			if first {
+				first = false
+				data, tag, err := st.get(context.Background(), f.put)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				// Another writer moves the weights a little (a new version, a new ETag).
+				d2, _ := canary.ParseDoc(data)
+				if _, err := d2.SetCanary("app", "main", "app-v2", 21); err != nil {
+					t.Error(err)
+				}
+				b, _ := d2.Bytes()
+				if _, err := st.putConfig(context.Background(), f.put, b, tag); err != nil {
+					t.Errorf("the other writer's PUT: %v", err)
+				}
+			}
+			time.Sleep(d)
+		}
+		out.Reset()
+		errOut.Reset()
+		_, stop2 := runLoad(t, p.egress, 20000) // traffic, so the step is judged and the next write tried
+		defer stop2()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		code = runCanary(ctx, f, &out, &errOut, sleep)
+		if code != 1 || !strings.Contains(errOut.String(), "changed under the canary") {
+			t.Fatalf("canary --put with another writer = %d\n%s%s", code, out.String(), errOut.String())
+		}
+	})
+
 	t.Run("promote, abort, dry run", func(t *testing.T) {
 		cfg, _, f := setup(t, 0)
 		var out, errOut bytes.Buffer
