@@ -34,7 +34,7 @@ func okUpstream(t *testing.T) *testutil.Upstream {
 }
 
 // rawGet sends a GET for echo.t.local on c and reads the answer.
-func rawGet(t *testing.T, c *rawConn) *http.Response {
+func rawConnGet(t *testing.T, c *rawConn) *http.Response {
 	t.Helper()
 	c.send(t, "GET / HTTP/1.1\r\nHost: echo.t.local\r\n\r\n")
 	resp, _ := c.read(t, "GET")
@@ -62,16 +62,16 @@ func TestConnectionLimitTotal(t *testing.T) {
 	srv := testutil.StartMeshdOpts(t, proxy.Options{Node: "app", Limits: proxy.ConnLimits{MaxConnections: 2}}, yaml)
 
 	a := dialRaw(t, srv.EgressAddr())
-	if resp := rawGet(t, a); resp.StatusCode != 200 {
+	if resp := rawConnGet(t, a); resp.StatusCode != 200 {
 		t.Fatalf("a: %d", resp.StatusCode)
 	}
 	b := dialRaw(t, srv.EgressAddr())
-	if resp := rawGet(t, b); resp.StatusCode != 200 {
+	if resp := rawConnGet(t, b); resp.StatusCode != 200 {
 		t.Fatalf("b: %d", resp.StatusCode)
 	}
 	// Both are idle keep-alive connections: c is served in the room of one of them.
 	c := dialRaw(t, srv.EgressAddr())
-	if resp := rawGet(t, c); resp.StatusCode != 200 {
+	if resp := rawConnGet(t, c); resp.StatusCode != 200 {
 		t.Fatalf("c at the bound: %d, want 200 in an idle connection's room", resp.StatusCode)
 	}
 	eventually(t, "one idle connection shed", func() bool { return statsOf(t, srv)["listener.egress.downstream_cx_active"] == 2 })
@@ -84,7 +84,7 @@ func TestConnectionLimitTotal(t *testing.T) {
 	silent := dialRaw(t, srv.EgressAddr())
 	eventually(t, "the silent connection admitted", func() bool { return statsOf(t, srv)["listener.egress.downstream_cx_active"] == 2 })
 	d := dialRaw(t, srv.EgressAddr())
-	if resp := rawGet(t, d); resp.StatusCode != 200 {
+	if resp := rawConnGet(t, d); resp.StatusCode != 200 {
 		t.Fatalf("d: %d, want 200 in c's room", resp.StatusCode)
 	}
 	c.expectClosed(t)
@@ -126,7 +126,7 @@ func TestConnectionLimitPerListener(t *testing.T) {
 	if resp, _ := in.read(t, "GET"); resp.StatusCode == 0 {
 		t.Fatal("no answer on ingress")
 	}
-	if resp := rawGet(t, first); resp.StatusCode != 200 {
+	if resp := rawConnGet(t, first); resp.StatusCode != 200 {
 		t.Errorf("the admitted egress connection: %d", resp.StatusCode)
 	}
 	if st := statsOf(t, srv); st["listener.egress.downstream_cx_overflow"] != 1 || st["listener.ingress.downstream_cx_overflow"] != 0 {
@@ -157,7 +157,7 @@ func TestOverloadConnectionWatermark(t *testing.T) {
 	eventually(t, "overload", func() bool { return overloadActive(t, srv, clk) })
 
 	closedAtOnce(t, dialRaw(t, srv.EgressAddr()), "a new connection while overloaded")
-	resp := rawGet(t, conns[0])
+	resp := rawConnGet(t, conns[0])
 	if resp.StatusCode != 503 || resp.Header.Get("x-meshd-error") != "overloaded" || !resp.Close {
 		t.Fatalf("a request while overloaded: %d %q close %v, want 503 overloaded, Connection: close",
 			resp.StatusCode, resp.Header.Get("x-meshd-error"), resp.Close)
@@ -169,7 +169,7 @@ func TestOverloadConnectionWatermark(t *testing.T) {
 	eventually(t, "connections gone", func() bool { return statsOf(t, srv)["listener.egress.downstream_cx_active"] == 0 })
 	eventually(t, "recovery", func() bool { return !overloadActive(t, srv, clk) })
 	c := dialRaw(t, srv.EgressAddr())
-	if resp := rawGet(t, c); resp.StatusCode != 200 || resp.Close {
+	if resp := rawConnGet(t, c); resp.StatusCode != 200 || resp.Close {
 		t.Fatalf("after recovery: %d close %v, want 200 kept alive", resp.StatusCode, resp.Close)
 	}
 	st := statsOf(t, srv)
