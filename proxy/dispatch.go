@@ -89,11 +89,13 @@ func (s *Server) serveConn(tc *listen.Conn, kind forward.Kind) {
 		listen.PutReader(br)
 	default:
 		tc.Timer.SetHard(firstBy) // http1.Serve takes it as its first request's deadline
-		http1.Serve(&s.env, tc, br, kind)
-		// Close before pooling: no read of tc through br can be pending afterwards (an
-		// HTTP/2 upstream's body writer stops reading the request body first).
+		last := http1.Serve(&s.env, tc, br, kind)
+		// Close before pooling: no read of tc through the reader can be pending afterwards
+		// (an HTTP/2 upstream's body writer stops reading the request body first).
 		_ = tc.Close()
-		listen.PutReader(br)
+		if last != nil {
+			listen.PutReader(last)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/proxy/forward"
+	"github.com/meshd/meshd/proxy/listen"
 )
 
 // Test seams for the external tests (package proxy_test).
@@ -17,6 +18,9 @@ func ClusterTimeouts(s *Server, name string) (perRequest, idle time.Duration) {
 	}
 	return c.Timeouts()
 }
+
+// DownstreamReadBuffers is how many downstream connections hold a read buffer now.
+var DownstreamReadBuffers = listen.ReadersOut
 
 // GRPCMessageEncode exposes the grpc-message encoder to the external tests.
 var GRPCMessageEncode = forward.GRPCMessageEncode

@@ -256,6 +256,15 @@ func TestCanaryBinary(t *testing.T) {
 		if code != 1 || strings.Count(out.String(), "hold at 20%") != 2 || !strings.Contains(errOut.String(), "interrupted at 20%") {
 			t.Fatalf("canary = %d, want two holds at 20%% and the interruption\n%s%s", code, out.String(), errOut.String())
 		}
+		// With --timeout a canary that keeps holding is rolled back once the next interval
+		// would end past it.
+		f.timeout = 1000 * time.Millisecond
+		out.Reset()
+		errOut.Reset()
+		code = runCanary(context.Background(), f, &out, &errOut, time.Sleep)
+		if code != 1 || !strings.Contains(out.String(), "rolled back: --timeout 1s: not promoted in time") {
+			t.Fatalf("canary --timeout = %d\n%s%s", code, out.String(), errOut.String())
+		}
 	})
 
 	t.Run("a config changed meanwhile aborts", func(t *testing.T) {

@@ -89,14 +89,47 @@ type h1conn struct {
 	// successors were not read, a close after a response delimited by the close):
 	// the connection closes through a lingering close, not at once.
 	linger bool
+	// idled: holdUp saw the client idle for the hold with nothing buffered, so the
+	// connection waits for its next request without buffers (releaseBufs); small and pre
+	// take the first bytes of that request.
+	idled bool
+	small [idleReadSize]byte
+	pre   prefixReader
+}
+
+// idleReadSize is what an idle connection reads before it takes its buffers back: a
+// typical request head arrives whole in it, so the head is parsed without another read.
+const idleReadSize = 512
+
+// prefixReader reads the bytes an idle connection read without buffers, then the
+// connection.
+type prefixReader struct {
+	b    []byte
+	conn io.Reader
+}
+
+func (p *prefixReader) Read(b []byte) (int, error) {
+	if len(p.b) > 0 {
+		n := copy(b, p.b)
+		p.b = p.b[n:]
+		return n, nil
+	}
+	return p.conn.Read(b)
 }
 
 // Serve serves the HTTP/1.1 requests of tc (br holds what the sniffer read) until the
 // client closes, a request says close, the server drains or an error ends the
-// connection. The caller closes tc.
-func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kind) {
+// connection. The caller closes tc, and then pools the reader Serve returns (not
+// necessarily br: an idle connection gives its buffers back and takes others; nil when
+// it ended without one).
+func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kind) (last *bufio.Reader) {
 	c := &h1conn{env: env, kind: kind, tc: tc, br: br, bw: getWriter(tc)}
-	defer putWriter(c.bw)
+	defer func() { last = c.br }()
+	defer func() {
+		if c.bw != nil {
+			putWriter(c.bw)
+		}
+	}()
 	defer func() {
 		if c.linger {
 			tc.Linger(lingerTime, lingerBytes)
@@ -127,6 +160,13 @@ func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kin
 		tc.SetIdleTimeout(env.KeepAliveIdle)
 		// Between requests the connection may idle for KeepAliveIdle; once a head has
 		// started, it must end within HeaderTimeout however the bytes are paced.
+		if c.idled {
+			// Idle past the hold: wait without buffers (10,000 idle keep-alive clients held
+			// 32 KiB each), and take them back with the first bytes.
+			if err := c.idleWait(); err != nil {
+				return
+			}
+		}
 		if _, err := c.br.Peek(1); err != nil {
 			if !first.IsZero() && upstream.IsTimeout(err) {
 				// Nothing of a request arrived: nothing to answer, just close.
@@ -178,9 +218,12 @@ func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kin
 // keep-alive wait did: the deadline moves once to the hold and once back to the stream
 // idle when the next request comes, as it moved to the keep-alive idle and back. It
 // reports false when the connection is to close (the client left or it was woken).
+//
+// The same hold decides when an idle connection gives its buffers back (idled).
 func (c *h1conn) holdUp() bool {
+	c.idled = false
 	hold := c.env.Hold()
-	if c.up == nil || c.br.Buffered() > 0 || hold >= c.env.KeepAliveIdle {
+	if c.br.Buffered() > 0 || hold >= c.env.KeepAliveIdle {
 		return true
 	}
 	c.tc.SetIdleTimeout(hold)
@@ -192,7 +235,31 @@ func (c *h1conn) holdUp() bool {
 		return false
 	}
 	c.releaseUp()
+	c.idled = true
 	return true
+}
+
+// idleWait gives the connection's buffers back, waits (KeepAliveIdle, set by the
+// caller) for the next request's first bytes with a small read of its own, then takes
+// pooled buffers again, the bytes read first in the reader. An error ends the connection
+// (the client left, the idle timeout, a drain's wake-up).
+func (c *h1conn) idleWait() error {
+	listen.PutReader(c.br)
+	c.br = nil
+	putWriter(c.bw)
+	c.bw = nil
+	n, err := c.tc.Read(c.small[:])
+	if n == 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return err
+	}
+	c.pre = prefixReader{b: c.small[:n], conn: c.tc}
+	c.br = listen.GetReader(&c.pre)
+	c.rd.Reset(c.br)
+	c.bw = getWriter(c.tc)
+	return nil
 }
 
 // overloadReply answers a request meshd sheds while past its overload watermark: 503
@@ -545,7 +612,7 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 		}
 	}
 	flushErr := c.bw.Flush()
-	fl.End(balancer.DoneInfo{Status: status, Latency: time.Since(start)}, true)
+	latency := time.Since(start)
 	switch {
 	case resp.Close || untilClose || dechunk:
 		pool.Discard(u)
@@ -558,6 +625,10 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 		u.LastUsed = time.Now()
 		c.up = u
 	}
+	// The slot is freed after the connection is back in the pool: a request waiting for
+	// the slot of a maxConnections pool then finds the connection instead of dialling
+	// another (TestConnectionPoolLimits saw 2 connections under load).
+	fl.End(balancer.DoneInfo{Status: status, Latency: latency}, true)
 	c.linger = flushErr == nil && closeDown
 	return flushErr == nil && !closeDown
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -424,13 +425,21 @@ const readBufSize = 16 << 10
 
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
 
+// readersOut counts the pooled readers taken and not yet returned: downstream
+// connections holding a read buffer (an idle HTTP/1.1 connection holds none).
+var readersOut atomic.Int64
+
+// ReadersOut is how many downstream read buffers are in use now.
+func ReadersOut() int64 { return readersOut.Load() }
+
 // GetReader takes a pooled reader over r; the listener sniffs with it and hands it to
 // the front end that serves the connection.
 func GetReader(r io.Reader) *bufio.Reader {
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(r)
+	readersOut.Add(1)
 	return br
 }
 
 // PutReader returns br to the pool. No read through br may be pending.
-func PutReader(br *bufio.Reader) { br.Reset(nil); readerPool.Put(br) }
+func PutReader(br *bufio.Reader) { br.Reset(nil); readerPool.Put(br); readersOut.Add(-1) }
