@@ -560,6 +560,10 @@ type QueryParameterMatch struct {
 
 type RouteAction struct {
 	WeightedTargets []WeightedTarget `json:"weightedTargets"`
+	// Mirror is a meshd extension (httpRoute, http2Route, grpcRoute): a share of the
+	// route's requests copied to another virtual node, responses discarded
+	// (config/mirror.go). Nil means none.
+	Mirror *RouteMirror `json:"mirror,omitempty"`
 }
 
 type WeightedTarget struct {

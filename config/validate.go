@@ -889,6 +889,9 @@ func (v *validator) route(path string, r *Route) {
 		}
 		v.routerListener(tp+".match.port", port, router, ProtoTCP)
 		v.action(tp+".action", &t.Action)
+		if t.Action.Mirror != nil {
+			v.add(tp+".action.mirror", nil, "applies to httpRoute, http2Route and grpcRoute, not tcpRoute (an opaque stream cannot be copied)")
+		}
 		if t.Timeout != nil {
 			v.duration(tp+".timeout.idle", t.Timeout.Idle)
 		}
@@ -955,6 +958,7 @@ func (v *validator) httpRoute(path string, h *HTTPRoute, router *VirtualRouter, 
 	v.optEnum(mp+".scheme", m.Scheme, "http", "https")
 	v.queryParams(mp+".queryParameters", m.QueryParameters)
 	v.action(path+".action", &h.Action)
+	v.mirror(path+".action.mirror", h.Action.Mirror)
 	if rp := h.RetryPolicy; rp != nil {
 		rpp := path + ".retryPolicy"
 		v.retryCommon(rpp, rp.MaxRetries, rp.PerRetryTimeout)
@@ -1096,6 +1100,7 @@ func (v *validator) grpcRoute(path string, g *GRPCRoute, router *VirtualRouter) 
 	}
 	v.headers(mp+".metadata", m.Metadata)
 	v.action(path+".action", &g.Action)
+	v.mirror(path+".action.mirror", g.Action.Mirror)
 	if rp := g.RetryPolicy; rp != nil {
 		rpp := path + ".retryPolicy"
 		v.retryCommon(rpp, rp.MaxRetries, rp.PerRetryTimeout)

@@ -345,6 +345,15 @@ func (c *compiler) route(svc string, cr *config.Route) (*Route, error) {
 		}
 		rt.Targets = append(rt.Targets, Target{Cluster: cl, Weight: uint32(wt.Weight)})
 	}
+	if m := action.Mirror; m != nil && rt.Kind != config.ProtoTCP {
+		// The mirror's cluster is compiled as a weighted target's, so it exists in the
+		// table (and gets a client policy's TLS) like any other.
+		cl, err := c.targetCluster(svc, config.WeightedTarget{VirtualNode: m.VirtualNode, Port: m.Port})
+		if err != nil {
+			return nil, fmt.Errorf("%s.action.mirror: %w", field, err)
+		}
+		rt.Mirror = &Mirror{Cluster: cl, Percent: m.Percent}
+	}
 	rt.setWeights()
 	return rt, nil
 }

@@ -61,6 +61,7 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 	x := forward.NewOutRoundTrip(req.Method, target, c.rr.Authority, hdr, body, cl, trailer, d.Cluster, idle, c.env.ReplayBound())
 	call.Span = c.span
 	c.aff.Apply(&call)
+	pm := c.env.Mirrors.TakeRoundTrip(d, req.Method, target, c.rr.Authority, hdr)
 	fl, err := forward.Do(&call, x)
 	c.rec.Attempts = call.Attempts
 	if err != nil {
@@ -68,11 +69,15 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 		// connection again.
 		rb.abort()
 		if ce, ok := forward.AsClientError(err); ok {
+			pm.Abandon()
 			c.clientBodyReply(ce)
 			return false
 		}
+		pm.Finish(x)
 		return c.failReply(err) && !req.HasBody()
 	}
+	pm.Try(x)
+	defer pm.Finish(x) // after the relay: a body still streaming at the head may be whole by then
 	resp := x.Response()
 	// A request body the upstream did not read to its end leaves the downstream
 	// connection mid-message: it must close after this response. Until it is aborted,

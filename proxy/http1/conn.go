@@ -419,6 +419,9 @@ func (c *h1conn) forward(d *forward.Decision, target string) bool {
 	}
 	defer c.putBody()
 	peeked := c.bodyBuf == nil && c.x.body != nil
+	if s := c.env.Mirrors.Take(d); s != nil {
+		c.mirror(s, target)
+	}
 
 	fl, err := forward.Do(&call, c)
 	c.rec.Attempts = call.Attempts

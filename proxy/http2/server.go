@@ -189,13 +189,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	x := forward.NewOutRoundTrip(r.Method, rr.Path, r.Host, hdr, r.Body, r.ContentLength, r.Trailer, d.Cluster, idle, env.ReplayBound())
 	x.Ctx = r.Context()
+	pm := env.Mirrors.TakeRoundTrip(&d, r.Method, rr.Path, r.Host, hdr)
 	fl, err := forward.Do(&call, x)
 	rec.Attempts = call.Attempts
 	if err != nil {
 		status, code := forward.Status(err)
 		if ce, ok := forward.AsClientError(err); ok {
 			status, code = forward.ClientStatus(ce), forward.CodeBadRequest
+			pm.Abandon()
 		}
+		pm.Finish(x)
 		noteLocal(rec, status, code)
 		LocalReply(w, rr.GRPC, status, code, upstream.LimitOf(err), "meshd: "+err.Error()+"\n")
 		return
@@ -204,7 +207,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if aff.SetCookie != "" {
 		x.Response().Header.Add("Set-Cookie", aff.SetCookie)
 	}
+	// The copy leaves at the response head when the body is whole by then (a unary
+	// call's is), else once the response was relayed.
+	pm.Try(x)
 	CopyResponse(w, x, &fl, rr.GRPC, rec)
+	pm.Finish(x)
 }
 
 // headerAdopter is a ResponseWriter that can take over a header map (internal/h2's).
