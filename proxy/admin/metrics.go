@@ -650,7 +650,9 @@ func (c *collector) collectCluster(e *emitter, cl *upstream.Cluster, envoy strin
 	// Membership and resilience: every cluster.
 	e.emit(f.clEndpoints, float64(bal.Len()), node, name)
 	e.emit(f.clHealthy, float64(bal.Available()), node, name)
-	e.emit(f.clRamping, float64(bal.RampingEndpoints()), node, name)
+	if bal.TickEvery() > 0 { // only clusters with slowStart: the series budget is counted
+		e.emit(f.clRamping, float64(bal.RampingEndpoints()), node, name)
+	}
 	if h := bal.HashOn(); h != nil {
 		e.emit(f.clHashFallbacks, float64(bal.HashFallbacks()), node, name)
 		if h.Cookie != "" {
