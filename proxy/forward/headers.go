@@ -376,7 +376,9 @@ func H1ToHTTP(hs []h1.Header, extra []h1.Header) http.Header {
 	}
 	RemoveHopByHop(hdr)
 	for _, f := range extra {
-		hdr.Set(f.Name, f.Value)
+		// Copies too: X-Request-Id and X-Forwarded-For are written in a per-connection
+		// scratch buffer that the next request reuses.
+		hdr.Set(strings.Clone(f.Name), strings.Clone(f.Value))
 	}
 	if teTrailers {
 		hdr.Set("Te", "trailers")
