@@ -52,12 +52,16 @@ type LoadSpec struct {
 // request's scheduled send time (coordinated omission corrected) and Service from
 // its actual send time; for a closed-loop run both are service times.
 type Result struct {
-	Open     bool
-	Latency  *Histogram
-	Service  *Histogram
-	OK       uint64            // responses with status < 400
-	Errors   map[string]uint64 // by kind, e.g. "timeout", "http_502"
-	RetCodes map[int]uint64
+	Open    bool
+	Latency *Histogram
+	Service *Histogram
+	// ErrLatency is the latency (counted as Latency is) of complete responses with an
+	// error status (≥ 400), kept apart so that fast error pages do not pass for fast
+	// service, and an all-error run still shows how long its errors took.
+	ErrLatency *Histogram
+	OK         uint64            // responses with status < 400
+	Errors     map[string]uint64 // by kind, e.g. "timeout", "http_502"
+	RetCodes   map[int]uint64
 	// Elapsed is the measured span: Duration, or longer if responses to requests
 	// scheduled inside it came later.
 	Elapsed time.Duration
@@ -96,6 +100,7 @@ func (r *Result) Rate() float64 {
 func (r *Result) Merge(o *Result) {
 	r.Latency.Merge(o.Latency)
 	r.Service.Merge(o.Service)
+	r.ErrLatency.Merge(o.ErrLatency)
 	r.OK += o.OK
 	for k, v := range o.Errors {
 		r.Errors[k] += v
@@ -108,7 +113,7 @@ func (r *Result) Merge(o *Result) {
 }
 
 func newResult(open bool) *Result {
-	return &Result{Open: open, Latency: NewHistogram(), Service: NewHistogram(),
+	return &Result{Open: open, Latency: NewHistogram(), Service: NewHistogram(), ErrLatency: NewHistogram(),
 		Errors: map[string]uint64{}, RetCodes: map[int]uint64{}}
 }
 
@@ -346,6 +351,7 @@ func (w *worker) send(ctx context.Context, spec *LoadSpec, sched, sent time.Time
 	w.res.RetCodes[status]++
 	if status >= 400 {
 		w.res.Errors[httpKind(status)]++
+		w.res.ErrLatency.Record(done.Sub(sched))
 		w.errs.Add(1)
 		return true
 	}
