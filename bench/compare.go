@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -34,11 +33,18 @@ type Plan struct {
 	// Target is set. The TLS-hop scenarios (IsTLSHop) get certificates of a mesh CA
 	// made for the run, in WorkDir/tls.
 	Scenarios []string
-	// Target, when set, is a URL measured instead of the scenarios.
+	// Target, when set, is a URL measured instead of the scenarios: shorthand for a
+	// first Targets entry {URL: Target, Host: TargetHost}.
 	Target string
 	// TargetHost, when set, is sent as the Host (h2c: :authority) instead of the
 	// target URL's, e.g. to reach a virtual service through a meshd egress port.
 	TargetHost string
+	// Targets are URLs measured, interleaved, instead of the scenarios (--target).
+	Targets []TargetSpec
+	// Baseline, when set with targets, is a URL measured alongside them as the row
+	// ScenarioBaseline: the direct path to the same upstream, from which the targets'
+	// added latency is counted (as the scenarios' from direct).
+	Baseline string
 	Phases     []Phase
 	// Rounds interleaves scenarios A B … A B … so that drift of the machine spreads
 	// evenly over them; results are merged across rounds.
@@ -121,15 +127,17 @@ func Compare(ctx context.Context, plan Plan) (*Report, error) {
 		}
 	}()
 	var upstream *Proc
-	if plan.Target != "" {
-		in, err := targetInstance(plan.Target)
-		if err != nil {
+	if targets := plan.allTargets(); len(targets) > 0 {
+		if err := checkTargets(targets); err != nil {
 			return nil, err
 		}
-		if plan.TargetHost != "" {
-			in.host = plan.TargetHost
+		for _, ts := range targets {
+			in, err := startTarget(ctx, plan, ts)
+			if err != nil {
+				return nil, err
+			}
+			insts = append(insts, in)
 		}
-		insts = append(insts, in)
 	} else {
 		if plan.Self == "" {
 			return nil, errors.New("plan.Self: the harness binary is needed to run the upstream")
@@ -246,14 +254,14 @@ func Compare(ctx context.Context, plan Plan) (*Report, error) {
 	for pi := range plan.Phases {
 		var direct *PhaseResult
 		for ii := range insts {
-			if pr := acc[key{pi, ii}]; pr.Scenario == ScenarioDirect {
+			if pr := acc[key{pi, ii}]; pr.Scenario == ScenarioDirect || insts[ii].baseline {
 				direct = pr
 			}
 		}
 		for ii, in := range insts {
 			pr := acc[key{pi, ii}]
-			for _, p := range in.proxies {
-				if st, err := ReadProcTree(p.PID()); err == nil {
+			for _, pid := range in.pids() {
+				if st, err := ReadProcTree(pid); err == nil {
 					pr.ProxyPeakRSSBytes = max(pr.ProxyPeakRSSBytes, st.HWM)
 					pr.ProxyPeakRSSTotal += st.HWM
 				}
@@ -287,22 +295,6 @@ func pinningText(plan Plan) string {
 		return s
 	}
 	return fmt.Sprintf("load generator cpus %s, proxies cpus %s, upstream cpus %s", or(plan.CPUsLoad), or(plan.CPUsProxy), or(plan.CPUsUpstream))
-}
-
-func targetInstance(raw string) (*instance, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("--target %q: %w", raw, err)
-	}
-	if u.Scheme != "http" {
-		return nil, fmt.Errorf("--target %q: scheme %q not supported (http only; h2c via --proto h2c)", raw, u.Scheme)
-	}
-	addr := u.Host
-	if u.Port() == "" {
-		addr += ":80"
-	}
-	path := u.RequestURI()
-	return &instance{name: ScenarioTarget, addr: addr, host: u.Host, path: path}, nil
 }
 
 // smoke sends one request with each client the phases use (one at a time, and
@@ -358,8 +350,8 @@ func measure(ctx context.Context, plan Plan, ph Phase, in *instance, upstream *P
 	var mu sync.Mutex
 	read := func() cpuWindow {
 		var w cpuWindow
-		for _, p := range in.proxies {
-			if st, err := ReadProcTree(p.PID()); err == nil {
+		for _, pid := range in.pids() {
+			if st, err := ReadProcTree(pid); err == nil {
 				w.proxy += st.CPU
 			}
 		}
@@ -406,13 +398,13 @@ func newPhaseResult(plan Plan, ph Phase, in *instance) *PhaseResult {
 		qps = strconv.FormatFloat(ph.Rate, 'f', -1, 64)
 	}
 	u := "http://" + in.addr + pathOr(in.path)
-	if plan.Target != "" {
-		u = plan.Target
+	if in.url != "" {
+		u = in.url
 	}
 	return &PhaseResult{RunType: "HTTP", Labels: in.name + " " + ph.Name, StartTime: time.Now().UTC(),
 		RequestedQPS: qps, RequestedDuration: (ph.Duration * time.Duration(plan.Rounds)).String(), NumThreads: ph.Connections,
 		URL: u, Version: "meshbench", Scenario: in.name, Phase: ph.Name, Proto: string(plan.Proto),
-		Rate: ph.Rate, Connections: ph.Connections, Streams: max(ph.Streams, 1), Proxies: len(in.proxies),
+		Rate: ph.Rate, Connections: ph.Connections, Streams: max(ph.Streams, 1), Proxies: len(in.pids()),
 		res: newResult(ph.Rate > 0)}
 }
 

@@ -428,7 +428,7 @@ func TestCompareTarget(t *testing.T) {
 	if err := WriteTable(&table, rep, false); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Machine:", "fixed-100 (100 req/s open loop, 2 connections)", "max (max throughput", "target"} {
+	for _, want := range []string{"Machine:", "fixed-100 (100 req/s open loop, 2 connections)", "max (max throughput", plan.Target} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -97,5 +99,110 @@ func TestStatusClass(t *testing.T) {
 		if got := statusClass(c.code, c.proto); got != c.want {
 			t.Errorf("statusClass(%d, %s) = %s, want %s", c.code, c.proto, got, c.want)
 		}
+	}
+}
+
+func TestParseTarget(t *testing.T) {
+	ok := []struct {
+		in   string
+		want TargetSpec
+	}{
+		{"http://a:1/x?y=1,2", TargetSpec{URL: "http://a:1/x?y=1,2"}},
+		{"http://a:1/,label=meshd", TargetSpec{URL: "http://a:1/", Label: "meshd"}},
+		{"http://a:1/,pid=42,label=envoy,host=svc", TargetSpec{URL: "http://a:1/", Label: "envoy", PID: 42, Host: "svc"}},
+		{"http://a:1/,label=m,cmd=/bin/meshd run -c a,b.yaml", TargetSpec{URL: "http://a:1/", Label: "m", Cmd: []string{"/bin/meshd", "run", "-c", "a,b.yaml"}}},
+	}
+	for _, c := range ok {
+		got, err := ParseTarget(c.in)
+		if err != nil {
+			t.Errorf("ParseTarget(%q): %v", c.in, err)
+			continue
+		}
+		if got.URL != c.want.URL || got.Label != c.want.Label || got.Host != c.want.Host || got.PID != c.want.PID || strings.Join(got.Cmd, "|") != strings.Join(c.want.Cmd, "|") {
+			t.Errorf("ParseTarget(%q) = %+v, want %+v", c.in, got, c.want)
+		}
+	}
+	for _, c := range []struct{ in, want string }{
+		{",label=x", "no URL"},
+		{"http://a/,pid=x", `pid="x"`},
+		{"http://a/,pid=-3", `pid="-3"`},
+		{"http://a/,label=", "label= is empty"},
+		{"http://a/,cmd=", "cmd= is empty"},
+		{"http://a/,pid=3,cmd=x", "give one"},
+	} {
+		if _, err := ParseTarget(c.in); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("ParseTarget(%q) = %v, want error with %q", c.in, err, c.want)
+		}
+	}
+	if err := checkTargets([]TargetSpec{{URL: "http://a/"}, {URL: "http://b/", Label: "http://a/"}}); err == nil {
+		t.Error("two rows of one name accepted")
+	}
+}
+
+// TestCompareSeveralTargets measures, interleaved, a baseline URL, a target whose
+// process is named by PID (this test process, which serves it) and one whose
+// process meshbench starts (the built-in upstream as a separate process): rows are
+// named by label, CPU and RSS are measured for the named processes, and added
+// latency is counted from the baseline.
+func TestCompareSeveralTargets(t *testing.T) {
+	base := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("direct")) }))
+	defer base.Close()
+	inproc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("in-process")) }))
+	defer inproc.Close()
+	sp := selfPlan(t)
+	for _, e := range sp.SelfEnv {
+		k, v, _ := strings.Cut(e, "=")
+		t.Setenv(k, v)
+	}
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	started := TargetSpec{URL: "http://" + addr + "/", Label: "started", Cmd: []string{sp.Self, "internal", "upstream", "--listen", addr, "--body-size", "10"}}
+	plan := Plan{Baseline: base.URL + "/", Rounds: 2, Targets: []TargetSpec{
+		{URL: inproc.URL + "/p", PID: os.Getpid()}, started,
+	}, Phases: []Phase{{Name: "fixed-100", Rate: 100, Connections: 1, Duration: 200 * time.Millisecond}}}
+	rep, err := Compare(context.Background(), plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Results) != 3 {
+		t.Fatalf("%d results, want 3", len(rep.Results))
+	}
+	b, p, s := rep.Results[0], rep.Results[1], rep.Results[2]
+	if b.Scenario != ScenarioBaseline || p.Scenario != inproc.URL+"/p" || s.Scenario != "started" || s.URL != started.URL {
+		t.Errorf("rows %q %q %q (url %s), want baseline, the URL, started", b.Scenario, p.Scenario, s.Scenario, s.URL)
+	}
+	for _, r := range []*PhaseResult{b, p, s} {
+		if r.Requests != 40 || r.ErrorCount != 0 {
+			t.Errorf("%s: %d requests, errors %v; want 40, none", r.Scenario, r.Requests, r.Errors)
+		}
+	}
+	if b.Proxies != 0 || b.AddedP50US != nil {
+		t.Errorf("baseline row: %d processes, added p50 %v; want none", b.Proxies, b.AddedP50US)
+	}
+	for _, r := range []*PhaseResult{p, s} {
+		if r.Proxies != 1 || r.ProxyCPUPerRequest <= 0 || r.ProxyPeakRSSBytes == 0 {
+			t.Errorf("%s: %d processes, CPU %.1f µs/req, RSS %d: want measured", r.Scenario, r.Proxies, r.ProxyCPUPerRequest, r.ProxyPeakRSSBytes)
+		}
+		if r.AddedP50US == nil || r.AddedP99US == nil {
+			t.Errorf("%s: no added latency over the baseline", r.Scenario)
+		}
+	}
+	var tab bytes.Buffer
+	if err := WriteTable(&tab, rep, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"baseline", "started", inproc.URL + "/p"} {
+		if !strings.Contains(tab.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, tab.String())
+		}
+	}
+
+	// A dead PID and a command that never listens are refused before any load.
+	bad := Plan{Targets: []TargetSpec{{URL: base.URL, PID: 1 << 30}}, Phases: plan.Phases}
+	if _, err := Compare(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "pid=") {
+		t.Errorf("dead pid: %v", err)
 	}
 }

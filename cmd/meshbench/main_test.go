@@ -54,7 +54,7 @@ func TestTargetRun(t *testing.T) {
 			t.Errorf("missing %s: %v", f, err)
 		}
 	}
-	if !strings.Contains(out.String(), "Report written to "+dir) || !strings.Contains(out.String(), "target") {
+	if !strings.Contains(out.String(), "Report written to "+dir) || !strings.Contains(out.String(), srv.URL+"/x") {
 		t.Errorf("stdout:\n%s", out.String())
 	}
 }

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestTargetFlags(t *testing.T) {
+	plan, _, err := parsePlan([]string{"--target", "http://a:1/x", "--label", "meshd", "--target-pid", "7", "--baseline", "http://a:2/x", "--host", "svc"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Targets) != 1 || plan.Targets[0].Label != "meshd" || plan.Targets[0].PID != 7 || plan.Targets[0].Host != "svc" || plan.Baseline != "http://a:2/x" {
+		t.Errorf("plan: targets %+v baseline %q", plan.Targets, plan.Baseline)
+	}
+	plan, _, err = parsePlan([]string{"--target", "http://a:1/,label=meshd,cmd=/bin/meshd run -c m.yaml", "--target", "http://a:3/,label=envoy,pid=9,host=h",
+		"--target-cmd", "", "--host", "svc"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Targets) != 2 || strings.Join(plan.Targets[0].Cmd, " ") != "/bin/meshd run -c m.yaml" || plan.Targets[0].Host != "svc" ||
+		plan.Targets[1].Label != "envoy" || plan.Targets[1].PID != 9 || plan.Targets[1].Host != "h" {
+		t.Errorf("targets %+v", plan.Targets)
+	}
+	plan, _, err = parsePlan([]string{"--target", "http://a:1/", "--target-cmd", "srv --port 1"}, io.Discard)
+	if err != nil || strings.Join(plan.Targets[0].Cmd, "|") != "srv|--port|1" {
+		t.Errorf("--target-cmd: %+v, %v", plan.Targets, err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--label", "x"}, "--label x: applies to a --target; there is none"},
+		{[]string{"--target-pid", "3"}, "--target-pid 3: applies to a --target"},
+		{[]string{"--target", "http://a/", "--target", "http://b/", "--label", "x"}, "--label x: with 2 targets it is ambiguous"},
+		{[]string{"--target", "http://a/", "--target-pid", "3", "--target-cmd", "x"}, "give one"},
+		{[]string{"--target", "http://a/,pid=zz"}, `pid="zz"`},
+		{[]string{"--baseline", "http://a/"}, "there is no --target"},
+		{[]string{"--host", "h"}, "there is none"},
+		{[]string{"--target", "http://a/", "--tls"}, "drop one of them"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), c.args, &out, &errb); code != 2 || !strings.Contains(errb.String(), c.want) {
+			t.Errorf("run(%q) = %d, stderr %q; want 2 and %q", c.args, code, errb.String(), c.want)
+		}
+	}
+}
