@@ -45,7 +45,7 @@ type Plan struct {
 	// ScenarioBaseline: the direct path to the same upstream, from which the targets'
 	// added latency is counted (as the scenarios' from direct).
 	Baseline string
-	Phases     []Phase
+	Phases   []Phase
 	// Rounds interleaves scenarios A B … A B … so that drift of the machine spreads
 	// evenly over them; results are merged across rounds.
 	Rounds   int

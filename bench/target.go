@@ -161,4 +161,3 @@ func startTarget(ctx context.Context, plan Plan, ts TargetSpec) (*instance, erro
 	}
 	return in, nil
 }
-
