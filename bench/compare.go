@@ -45,6 +45,15 @@ type Plan struct {
 	// ScenarioBaseline: the direct path to the same upstream, from which the targets'
 	// added latency is counted (as the scenarios' from direct).
 	Baseline string
+	// Method overrides GET (POST with ReqBody); Headers go with every request (-H).
+	// Neither with Proto grpc, whose method is the path.
+	Method  string
+	Headers []Header
+	// CACert is a PEM file of the CAs that https targets' certificates are checked
+	// against (default: the system's); Insecure skips the check. Both need an https
+	// target.
+	CACert   string
+	Insecure bool
 	Phases   []Phase
 	// Rounds interleaves scenarios A B … A B … so that drift of the machine spreads
 	// evenly over them; results are merged across rounds.
@@ -99,6 +108,9 @@ func Compare(ctx context.Context, plan Plan) (*Report, error) {
 		if ph.Streams < 0 || ph.Streams > 1 && !plan.Proto.Multiplexes() {
 			return nil, fmt.Errorf("phase %q: %d streams per connection: want 1 for %s (only h2c and grpc multiplex)", ph.Name, ph.Streams, plan.Proto)
 		}
+	}
+	if err := CheckRequestOptions(plan); err != nil {
+		return nil, err
 	}
 	rep := &Report{Harness: "meshbench", Started: time.Now().UTC(), Machine: ReadMachine(), Proto: string(plan.Proto),
 		Rounds: plan.Rounds, RespBody: plan.RespBody, ReqBody: plan.ReqBody,
@@ -301,7 +313,7 @@ func pinningText(plan Plan) string {
 // multiplexed when a phase has Streams > 1) so that a scenario that answers wrongly is
 // reported as failed rather than measured.
 func smoke(ctx context.Context, plan Plan, in *instance) error {
-	t := target{addr: in.addr, host: in.host, path: pathOr(in.path), reqBody: plan.ReqBody}
+	t := target{addr: in.addr, host: in.host, path: pathOr(in.path), reqBody: plan.ReqBody, method: plan.Method, headers: plan.Headers, tls: in.tls}
 	want := 200
 	if plan.Proto == GRPC {
 		want = 0 // status OK
@@ -371,7 +383,7 @@ func measure(ctx context.Context, plan Plan, ph Phase, in *instance, upstream *P
 	live := &Live{}
 	prog.set(label, live, ph)
 	spec := LoadSpec{Addr: in.addr, Host: in.host, Path: in.path, Proto: plan.Proto, Connections: ph.Connections, Streams: ph.Streams,
-		Rate: ph.Rate, Duration: ph.Duration, Warmup: ph.Warmup, ReqBody: plan.ReqBody, Timeout: plan.Timeout, Live: live,
+		Rate: ph.Rate, Duration: ph.Duration, Warmup: ph.Warmup, ReqBody: plan.ReqBody, Method: plan.Method, Headers: plan.Headers, TLS: in.tls, Timeout: plan.Timeout, Live: live,
 		AtMeasure: func(start bool) {
 			w := read()
 			mu.Lock()
@@ -403,9 +415,21 @@ func newPhaseResult(plan Plan, ph Phase, in *instance) *PhaseResult {
 	}
 	return &PhaseResult{RunType: "HTTP", Labels: in.name + " " + ph.Name, StartTime: time.Now().UTC(),
 		RequestedQPS: qps, RequestedDuration: (ph.Duration * time.Duration(plan.Rounds)).String(), NumThreads: ph.Connections,
-		URL: u, Version: "meshbench", Scenario: in.name, Phase: ph.Name, Proto: string(plan.Proto),
+		URL: u, Version: "meshbench", Scenario: in.name, Phase: ph.Name, Proto: rowProto(plan.Proto, in.tls != nil),
 		Rate: ph.Rate, Connections: ph.Connections, Streams: max(ph.Streams, 1), Proxies: len(in.pids()),
 		res: newResult(ph.Rate > 0)}
+}
+
+// rowProto names what a row's load spoke: the protocol, over TLS for https targets
+// (h2c over TLS is h2).
+func rowProto(p Proto, overTLS bool) string {
+	switch {
+	case !overTLS:
+		return string(p)
+	case p == H2C:
+		return "h2"
+	}
+	return string(p) + "+tls"
 }
 
 // ReadMachine describes the machine for the report.

@@ -441,8 +441,8 @@ func TestCompareTarget(t *testing.T) {
 		t.Errorf("no sweep plot among %v", files)
 	}
 
-	if _, err := Compare(context.Background(), Plan{Target: "https://example.invalid/", Phases: plan.Phases}); err == nil {
-		t.Error("https target accepted")
+	if _, err := Compare(context.Background(), Plan{Target: "ftp://example.invalid/", Phases: plan.Phases}); err == nil || !strings.Contains(err.Error(), `scheme "ftp"`) {
+		t.Errorf("ftp target: %v", err)
 	}
 }
 

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"strconv"
 	"sync"
@@ -32,7 +33,14 @@ type LoadSpec struct {
 	Duration time.Duration // measured part
 	Warmup   time.Duration // unmeasured part before it, same load
 	ReqBody  int           // request body bytes (POST when > 0)
-	Timeout  time.Duration // per request; default 5 s
+	// Method overrides GET (POST with a body); Headers go with every request (not
+	// with GRPC).
+	Method  string
+	Headers []Header
+	// TLS, when set, makes every connection TLS (an https target), offering ALPN
+	// http/1.1 for H1 and h2 for H2C and GRPC.
+	TLS     *tls.Config
+	Timeout time.Duration // per request; default 5 s
 	// Drain bounds how long after Duration an open-loop run still sends requests that
 	// were scheduled inside it (its backlog); those never sent count as not_sent.
 	// Default Timeout.
@@ -197,7 +205,7 @@ func Run(ctx context.Context, spec LoadSpec) (*Result, error) {
 		return out
 	}
 	if spec.newRequester == nil {
-		t := target{addr: spec.Addr, host: spec.Host, path: spec.Path, reqBody: spec.ReqBody}
+		t := target{addr: spec.Addr, host: spec.Host, path: spec.Path, reqBody: spec.ReqBody, method: spec.Method, headers: spec.Headers, tls: spec.TLS}
 		conn = func() []requester { return connRequesters(spec.Proto, streams, t) }
 	}
 	open := spec.Rate > 0

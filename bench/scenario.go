@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,6 +83,7 @@ type instance struct {
 	url      string
 	extPID   int
 	baseline bool
+	tls      *tls.Config // an https target's
 	// hop is the middle hop of a TLS-hop scenario: its listener, the ALPN the egress
 	// proxy offers there, and the ingress proxy's handshake counter.
 	hop *hopCheck

@@ -2,8 +2,12 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -120,15 +124,16 @@ func parseTargetURL(raw string) (addr, host, path string, err error) {
 	if err != nil {
 		return "", "", "", fmt.Errorf("--target %q: %w", raw, err)
 	}
-	if u.Scheme != "http" {
-		return "", "", "", fmt.Errorf("--target %q: scheme %q not supported (http only; h2c via --proto h2c)", raw, u.Scheme)
+	port := map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	if port == "" {
+		return "", "", "", fmt.Errorf("--target %q: scheme %q not supported (http or https; h2c via --proto h2c, HTTP/2 over TLS via --proto h2 with https)", raw, u.Scheme)
 	}
 	if u.Host == "" {
 		return "", "", "", fmt.Errorf("--target %q: no host", raw)
 	}
 	addr = u.Host
 	if u.Port() == "" {
-		addr += ":80"
+		addr = net.JoinHostPort(u.Hostname(), port)
 	}
 	return addr, u.Host, u.RequestURI(), nil
 }
@@ -139,7 +144,13 @@ func startTarget(ctx context.Context, plan Plan, ts TargetSpec) (*instance, erro
 	if err != nil {
 		return nil, err
 	}
-	in := &instance{name: ts.name(), addr: addr, host: host, path: path, url: ts.URL, baseline: ts.Label == ScenarioBaseline && ts.URL == plan.Baseline}
+	var tcfg *tls.Config
+	if strings.HasPrefix(ts.URL, "https:") {
+		if tcfg, err = targetTLS(plan, ts); err != nil {
+			return nil, err
+		}
+	}
+	in := &instance{tls: tcfg, name: ts.name(), addr: addr, host: host, path: path, url: ts.URL, baseline: ts.Label == ScenarioBaseline && ts.URL == plan.Baseline}
 	if ts.Host != "" {
 		in.host = ts.Host
 	}
@@ -160,4 +171,103 @@ func startTarget(ctx context.Context, plan Plan, ts TargetSpec) (*instance, erro
 		in.proxies = []*Proc{p}
 	}
 	return in, nil
+}
+
+// targetTLS is the TLS client config of an https target: its CAs from
+// Plan.CACert (else the system's), server name from the URL's host (or host=).
+func targetTLS(plan Plan, ts TargetSpec) (*tls.Config, error) {
+	u, _ := url.Parse(ts.URL)
+	cfg := &tls.Config{ServerName: u.Hostname(), InsecureSkipVerify: plan.Insecure, MinVersion: tls.VersionTLS12}
+	if ts.Host != "" {
+		h, _, err := net.SplitHostPort(ts.Host)
+		if err != nil {
+			h = ts.Host
+		}
+		cfg.ServerName = h
+	}
+	if plan.CACert != "" {
+		pem, err := os.ReadFile(plan.CACert)
+		if err != nil {
+			return nil, fmt.Errorf("--cacert %s: %w", plan.CACert, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--cacert %s: no PEM certificate in it", plan.CACert)
+		}
+		cfg.RootCAs = pool
+	}
+	return cfg, nil
+}
+
+// CheckRequestOptions refuses request options that would not be honoured: headers
+// that are not well-formed or that the harness sets itself, a method that is not a
+// token, options gRPC load does not carry, and TLS options without an https target.
+func CheckRequestOptions(plan Plan) error {
+	if plan.Method != "" {
+		if !isToken(plan.Method) {
+			return fmt.Errorf("--method %q: not an HTTP method token", plan.Method)
+		}
+	}
+	for _, h := range plan.Headers {
+		if err := CheckHeader(h); err != nil {
+			return err
+		}
+	}
+	if plan.Proto == GRPC && (plan.Method != "" || len(plan.Headers) > 0) {
+		return fmt.Errorf("--method/-H with --proto grpc: gRPC load calls the method named by the path and sends no extra metadata")
+	}
+	if plan.CACert != "" || plan.Insecure {
+		https := false
+		for _, t := range plan.allTargets() {
+			https = https || strings.HasPrefix(t.URL, "https:")
+		}
+		if !https {
+			what := "--cacert " + plan.CACert
+			if plan.CACert == "" {
+				what = "--insecure"
+			}
+			return fmt.Errorf("%s: applies to https targets; there is none (--target https://...)", what)
+		}
+	}
+	return nil
+}
+
+// ParseHeader parses one -H value, "Name: value".
+func ParseHeader(s string) (Header, error) {
+	name, value, ok := strings.Cut(s, ":")
+	if !ok {
+		return Header{}, fmt.Errorf("-H %q: want 'Name: value'", s)
+	}
+	h := Header{Name: strings.TrimSpace(name), Value: strings.TrimSpace(value)}
+	return h, CheckHeader(h)
+}
+
+// CheckHeader refuses a header that is not well-formed, or one the harness sets
+// itself (Host has --host/host=; the body framing is the harness's).
+func CheckHeader(h Header) error {
+	if !isToken(h.Name) {
+		return fmt.Errorf("-H %q: header name is not a token", h.Name+": "+h.Value)
+	}
+	if strings.ContainsAny(h.Value, "\r\n\x00") {
+		return fmt.Errorf("-H %q: header value has a line break or NUL", h.Name)
+	}
+	switch strings.ToLower(h.Name) {
+	case "host":
+		return fmt.Errorf("-H %q: set the Host with --host (or host= in --target)", h.Name+": "+h.Value)
+	case "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "proxy-connection":
+		return fmt.Errorf("-H %q: the harness frames requests itself (--req-body); this header would contradict it", h.Name+": "+h.Value)
+	}
+	return nil
+}
+
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -3,12 +3,15 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -204,5 +207,106 @@ func TestCompareSeveralTargets(t *testing.T) {
 	bad := Plan{Targets: []TargetSpec{{URL: base.URL, PID: 1 << 30}}, Phases: plan.Phases}
 	if _, err := Compare(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "pid=") {
 		t.Errorf("dead pid: %v", err)
+	}
+}
+
+// TestHTTPSTargets measures an https server with a certificate of the mesh CA:
+// HTTP/1.1 and HTTP/2 (ALPN h2, one-at-a-time and multiplexed) with --cacert, the
+// method and headers given, a refused handshake counted as tls errors without the
+// CA, and --insecure.
+func TestHTTPSTargets(t *testing.T) {
+	files, err := WriteTLSFiles(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(files.Server.Cert, files.Server.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var protos sync.Map
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		protos.Store(r.Proto, true)
+		if r.TLS == nil || r.Method != "PUT" || r.Header.Get("X-Bench") != "a b" || r.Host != MeshdHost {
+			http.Error(w, "want PUT over TLS with X-Bench and Host "+MeshdHost, http.StatusBadRequest)
+			return
+		}
+		w.Write([]byte("ok"))
+	}))
+	srv.EnableHTTP2 = true
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	defer srv.Close()
+	ts := TargetSpec{URL: srv.URL + "/", Host: MeshdHost}
+	hdr := []Header{{Name: "X-Bench", Value: "a b"}}
+	phase := func(streams int) []Phase {
+		return []Phase{{Name: "fixed-100", Rate: 100, Connections: 1, Streams: streams, Duration: 100 * time.Millisecond}}
+	}
+	for _, c := range []struct {
+		proto     Proto
+		streams   int
+		wantProto string
+		rowProto  string
+	}{{H1, 1, "HTTP/1.1", "h1+tls"}, {H2C, 1, "HTTP/2.0", "h2"}, {H2C, 4, "HTTP/2.0", "h2"}} {
+		protos.Clear()
+		rep, err := Compare(context.Background(), Plan{Targets: []TargetSpec{ts}, Proto: c.proto, Method: "PUT", Headers: hdr,
+			CACert: files.CA, Rounds: 1, Phases: phase(c.streams)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rep.Results[0]
+		if r.Requests != 10 || r.StatusClasses["2xx"] != 10 || r.Proto != c.rowProto {
+			t.Errorf("%s ×%d: %d requests, classes %v, errors %v, row proto %s; want 10 2xx, %s", c.proto, c.streams, r.Requests, r.StatusClasses, r.Errors, r.Proto, c.rowProto)
+		}
+		if _, ok := protos.Load(c.wantProto); !ok {
+			t.Errorf("%s ×%d: server saw no %s request", c.proto, c.streams, c.wantProto)
+		}
+	}
+	// Without the mesh CA the handshake fails: counted, not measured as served.
+	rep, err := Compare(context.Background(), Plan{Targets: []TargetSpec{ts}, Method: "PUT", Headers: hdr, Rounds: 1, Phases: phase(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rep.Results[0]; r.Requests != 0 || r.Errors[ErrTLS] == 0 {
+		t.Errorf("no CA: %d responses, errors %v; want tls errors only", r.Requests, r.Errors)
+	}
+	rep, err = Compare(context.Background(), Plan{Targets: []TargetSpec{ts}, Method: "PUT", Headers: hdr, Insecure: true, Rounds: 1, Phases: phase(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rep.Results[0]; r.StatusClasses["2xx"] != 10 {
+		t.Errorf("--insecure: classes %v errors %v", r.StatusClasses, r.Errors)
+	}
+}
+
+func TestRequestOptionsChecked(t *testing.T) {
+	for _, c := range []struct {
+		plan Plan
+		want string
+	}{
+		{Plan{Method: "GE T"}, "not an HTTP method token"},
+		{Plan{Headers: []Header{{Name: "X A", Value: "v"}}}, "not a token"},
+		{Plan{Headers: []Header{{Name: "X", Value: "a\r\nb: c"}}}, "line break"},
+		{Plan{Headers: []Header{{Name: "Host", Value: "x"}}}, "--host"},
+		{Plan{Headers: []Header{{Name: "content-length", Value: "3"}}}, "frames requests itself"},
+		{Plan{Proto: GRPC, Headers: []Header{{Name: "X", Value: "v"}}}, "--proto grpc"},
+		{Plan{CACert: "ca.pem", Target: "http://a/"}, "--cacert ca.pem: applies to https targets"},
+		{Plan{Insecure: true}, "--insecure: applies to https targets"},
+	} {
+		if err := CheckRequestOptions(c.plan); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.plan, err, c.want)
+		}
+	}
+	if err := CheckRequestOptions(Plan{Method: "PURGE", Headers: []Header{{Name: "X-Y", Value: "z"}}, Insecure: true, Target: "https://a/"}); err != nil {
+		t.Error(err)
+	}
+	if h, err := ParseHeader("X-Trace:  abc "); err != nil || h != (Header{"X-Trace", "abc"}) {
+		t.Errorf("ParseHeader = %+v, %v", h, err)
+	}
+	if _, err := ParseHeader("no colon"); err == nil {
+		t.Error("ParseHeader accepted a header without ':'")
+	}
+	if _, err := Compare(context.Background(), Plan{Target: "https://127.0.0.1:1/", CACert: filepath.Join(t.TempDir(), "missing.pem"),
+		Phases: []Phase{{Name: "x", Connections: 1, Duration: time.Millisecond}}}); err == nil || !strings.Contains(err.Error(), "--cacert") {
+		t.Errorf("missing CA file: %v", err)
 	}
 }

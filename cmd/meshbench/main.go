@@ -89,9 +89,14 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 	baselineHelp := "a second meshd binary (e.g. the build before a change), run as scenario " + bench.ScenarioMeshdBaseline +
 		": the meshd scenario (same config and pinning) with this binary, interleaved with the others"
 	var targets multiFlag
-	fs.Var(&targets, "target", "measure this http:// URL instead of the built-in scenarios (with --proto grpc its path is the method, / for "+bench.GRPCMethod+"); "+
+	fs.Var(&targets, "target", "measure this http:// or https:// URL instead of the built-in scenarios (https: TLS offering ALPN http/1.1, or h2 with --proto h2c/h2 or grpc; with --proto grpc its path is the method, / for "+bench.GRPCMethod+"); "+
 		"repeat for several targets in one interleaved run, each as URL[,label=NAME][,host=HOST][,pid=PID][,cmd=CMD ARGS] (cmd last, split on spaces, no shell)")
+	var headers multiFlag
+	fs.Var(&headers, "H", "a request header 'Name: value' sent with every request (repeatable; not with --proto grpc)")
 	var (
+		method    = fs.String("method", "", "request method (default GET, POST with --req-body)")
+		cacert    = fs.String("cacert", "", "with an https --target: PEM file of the CAs its certificate is checked against (default: the system's)")
+		insecureF = fs.Bool("insecure", false, "with an https --target: do not check its certificate")
 		host      = fs.String("host", "", "with --target: the Host header to send (e.g. a virtual service name at a meshd egress port), for targets without host=")
 		label     = fs.String("label", "", "with one --target: the row name (default: the URL)")
 		targetPID = fs.Int("target-pid", 0, "with one --target: the process (with its children) whose CPU and RSS are the row's, e.g. the proxy the URL points at")
@@ -159,8 +164,15 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 	if *streams > 1 {
 		mSuffix = fmt.Sprintf("-m%d", *streams)
 	}
-	plan := bench.Plan{Baseline: *baseURL, Rounds: *rounds, Proto: proto, ReqBody: *reqBody, RespBody: *respBody,
+	plan := bench.Plan{Baseline: *baseURL, Method: *method, CACert: *cacert, Insecure: *insecureF, Rounds: *rounds, Proto: proto, ReqBody: *reqBody, RespBody: *respBody,
 		Timeout: *timeout, Meshd: *meshd, BaselineMeshd: *baseline}
+	for _, raw := range headers {
+		h, err := bench.ParseHeader(raw)
+		if err != nil {
+			return bench.Plan{}, "", err
+		}
+		plan.Headers = append(plan.Headers, h)
+	}
 	for _, raw := range targets {
 		ts, err := bench.ParseTarget(raw)
 		if err != nil {
@@ -179,6 +191,9 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 	}
 	if *baseURL != "" && len(targets) == 0 {
 		return bench.Plan{}, "", fmt.Errorf("--baseline %s: the direct path for --target's added latency; there is no --target (the scenarios' is %s)", *baseURL, bench.ScenarioDirect)
+	}
+	if err := bench.CheckRequestOptions(plan); err != nil {
+		return bench.Plan{}, "", err
 	}
 	explicit := false
 	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "scenarios" })

@@ -48,3 +48,29 @@ func TestTargetFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestRequestFlags(t *testing.T) {
+	plan, _, err := parsePlan([]string{"--target", "https://a/", "-H", "X-A: 1", "-H", "X-B:2", "--method", "PUT", "--cacert", "ca.pem"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Headers) != 2 || plan.Headers[1].Name != "X-B" || plan.Headers[1].Value != "2" || plan.Method != "PUT" || plan.CACert != "ca.pem" {
+		t.Errorf("plan: headers %+v method %q cacert %q", plan.Headers, plan.Method, plan.CACert)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-H", "nocolon"}, "want 'Name: value'"},
+		{[]string{"-H", "Host: x"}, "--host"},
+		{[]string{"--method", "A B"}, "not an HTTP method token"},
+		{[]string{"--insecure"}, "applies to https targets"},
+		{[]string{"--target", "http://a/", "--cacert", "x.pem"}, "applies to https targets"},
+		{[]string{"--proto", "grpc", "-H", "X: y"}, "--proto grpc"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), c.args, &out, &errb); code != 2 || !strings.Contains(errb.String(), c.want) {
+			t.Errorf("run(%q) = %d, stderr %q; want 2 and %q", c.args, code, errb.String(), c.want)
+		}
+	}
+}
