@@ -6,6 +6,7 @@
 //	meshbench --target URL         # open-loop and max-throughput load on one URL
 //	meshbench --target URL --label meshd --target-pid PID --baseline DIRECT_URL   # CPU, RSS and added latency of the proxy at URL
 //	meshbench --target URL1,label=a,pid=P1 --target URL2,label=b,cmd='envoy -c e.yaml'   # several targets, interleaved
+//	meshbench compare A/report.json B/report.json   # ratios and differences of saved runs
 //	meshbench --sweep              # rates × connections for every scenario
 //	meshbench --meshd new --baseline-meshd old   # adds meshd-baseline (old) after meshd (new)
 //	meshbench --proto h2c --streams 10   # h2c, 10 concurrent streams per connection (h2load -m 10)
@@ -47,6 +48,9 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "internal" {
 		return bench.RunInternal(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "compare" {
+		return runCompare(args[1:], stdout, stderr)
 	}
 	plan, dir, err := parsePlan(args, stderr)
 	var fe flagError
@@ -126,7 +130,7 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 			"; certificates of a mesh CA made for the run), so the TLS hop's cost is measured in the same interleaved run")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: meshbench [flags]\n\nWith no flags: a ~40 s comparison of %s.\n", strings.Join(bench.AllScenarios(), ", "))
+		fmt.Fprintf(stderr, "usage: meshbench [flags]\n       meshbench compare [--out DIR] A/report.json B/report.json [...]   (saved runs side by side)\n\nWith no flags: a ~40 s comparison of %s.\n", strings.Join(bench.AllScenarios(), ", "))
 		fmt.Fprintf(stderr, "Before/after of a meshd change, as ratios to haproxy in one interleaved run:\n"+
 			"  meshbench --cpus 0:1:1 --meshd bin/meshd %s /tmp/meshd-before --scenarios %s,%s,%s\n\n",
 			bench.BaselineMeshdFlag, bench.ScenarioMeshdBaseline, bench.ScenarioMeshd, bench.ScenarioHAProxy)
@@ -299,6 +303,58 @@ func execute(ctx context.Context, plan bench.Plan, dir string, stdout, stderr io
 		fmt.Fprint(stdout, filepath.Base(f))
 	}
 	fmt.Fprintln(stdout, ", configs/)")
+	return 0
+}
+
+// runCompare is `meshbench compare [--out DIR] A.json B.json [...]`: the table on
+// stdout, compare.md and compare.svg/png in DIR.
+func runCompare(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("meshbench compare", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "", "directory for compare.md and compare.svg/png (default ./bench-compare-<timestamp>)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: meshbench compare [--out DIR] A/report.json B/report.json [...]\n\n"+
+			"Sets two or more saved runs side by side: per scenario and phase, req/s, p50, p99, CPU/req and RSS of each,\n"+
+			"and each later run's ratio to A and difference from A; a table on stdout, compare.md and a bar chart of the ratios in DIR.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() < 2 {
+		fmt.Fprintf(stderr, "meshbench compare: %d report(s) given, want two or more report.json files\n", fs.NArg())
+		return 2
+	}
+	var reps []*bench.Report
+	for _, p := range fs.Args() {
+		rep, err := bench.ReadReport(p)
+		if err != nil {
+			fmt.Fprintf(stderr, "meshbench compare: %v\n", err)
+			return 1
+		}
+		reps = append(reps, rep)
+	}
+	d, err := bench.DiffReports(fs.Args(), reps)
+	if err == nil {
+		err = bench.WriteDiff(stdout, d, false)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "meshbench compare: %v\n", err)
+		return 1
+	}
+	dir := *out
+	if dir == "" {
+		dir = "bench-compare-" + time.Now().Format("20060102-150405")
+	}
+	files, err := bench.WriteDiffReport(dir, d)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshbench compare: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "\nWritten: %s\n", strings.Join(files, ", "))
 	return 0
 }
 

@@ -4,8 +4,13 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/meshd/meshd/bench"
 )
 
 func TestTargetFlags(t *testing.T) {
@@ -72,5 +77,44 @@ func TestRequestFlags(t *testing.T) {
 		if code := run(context.Background(), c.args, &out, &errb); code != 2 || !strings.Contains(errb.String(), c.want) {
 			t.Errorf("run(%q) = %d, stderr %q; want 2 and %q", c.args, code, errb.String(), c.want)
 		}
+	}
+}
+
+func TestCompareSubcommand(t *testing.T) {
+	dir := t.TempDir()
+	var paths []string
+	for i, qps := range []float64{1000, 1250} {
+		rep := &bench.Report{Harness: "meshbench", Results: []*bench.PhaseResult{{Scenario: "meshd", Phase: "max", ActualQPS: qps, P50US: 100, P99US: 300, Requests: 10}}}
+		p := filepath.Join(dir, strconv.Itoa(i)+".json")
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bench.WriteJSON(f, rep); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		paths = append(paths, p)
+	}
+	out := filepath.Join(dir, "cmp")
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), append([]string{"compare", "--out", out}, paths...), &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if s := strings.Join(strings.Fields(stdout.String()), " "); !strings.Contains(s, "meshd max req/s 1000 1250 1.25 +250") {
+		t.Errorf("stdout:\n%s", stdout.String())
+	}
+	for _, f := range []string{"compare.md", "compare.svg", "compare.png"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Error(err)
+		}
+	}
+	stderr.Reset()
+	if code := run(context.Background(), []string{"compare", paths[0]}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "want two or more") {
+		t.Errorf("one report: exit %d, %s", code, stderr.String())
+	}
+	stderr.Reset()
+	if code := run(context.Background(), []string{"compare", paths[0], filepath.Join(dir, "missing.json")}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "missing.json") {
+		t.Errorf("missing report: exit %d, %s", code, stderr.String())
 	}
 }
