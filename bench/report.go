@@ -118,6 +118,14 @@ type PhaseResult struct {
 
 	res *Result
 	cpu cpuWindow
+	// rounds are each round's latency histogram and measured span, for the hlog's
+	// intervals.
+	rounds []roundLatency
+}
+
+type roundLatency struct {
+	h       *Histogram
+	elapsed time.Duration
 }
 
 // FortioHistogram is fortio's histogram JSON shape; durations are in seconds.
@@ -175,6 +183,7 @@ func (p *PhaseResult) Histogram() *Histogram {
 
 func (p *PhaseResult) add(r *Result, cpu cpuWindow) {
 	p.res.Merge(r)
+	p.rounds = append(p.rounds, roundLatency{h: r.Latency, elapsed: r.Elapsed})
 	p.RoundQPS = append(p.RoundQPS, r.Rate())
 	p.cpu.proxy += cpu.proxy
 	p.cpu.upstream += cpu.upstream
@@ -584,7 +593,8 @@ func (e *errWriter) Write(p []byte) (int, error) {
 
 func (e *errWriter) printf(format string, a ...any) { fmt.Fprintf(e, format, a...) }
 
-// WriteReport writes report.json, report.md, latency.svg/png and sweep.svg/png into
+// WriteReport writes report.json, report.md, fortio/*.json and hlog/*.hlog (one per
+// scenario and phase, see writeExports), latency-*.svg/png and sweep.svg/png into
 // dir (created if needed) and returns the files written.
 func WriteReport(dir string, rep *Report) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -611,6 +621,11 @@ func WriteReport(dir string, rep *Report) ([]string, error) {
 		return files, err
 	}
 	if err := write("report.md", func(w io.Writer) error { return WriteTable(w, rep, true) }); err != nil {
+		return files, err
+	}
+	exports, err := writeExports(dir, rep)
+	files = append(files, exports...)
+	if err != nil {
 		return files, err
 	}
 	plots, err := writePlots(dir, rep)
