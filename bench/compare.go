@@ -57,7 +57,10 @@ type Plan struct {
 	Phases   []Phase
 	// Rounds interleaves scenarios A B … A B … so that drift of the machine spreads
 	// evenly over them; results are merged across rounds.
-	Rounds   int
+	Rounds int
+	// Sweep marks the phases as a sweep (rates × connections), which draws
+	// sweep.svg/png.
+	Sweep    bool
 	Proto    Proto
 	ReqBody  int
 	RespBody int
@@ -113,7 +116,7 @@ func Compare(ctx context.Context, plan Plan) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{Harness: "meshbench", Started: time.Now().UTC(), Machine: ReadMachine(), Proto: string(plan.Proto),
-		Rounds: plan.Rounds, RespBody: plan.RespBody, ReqBody: plan.ReqBody,
+		Rounds: plan.Rounds, Sweep: plan.Sweep, RespBody: plan.RespBody, ReqBody: plan.ReqBody,
 		Pinning: pinningText(plan)}
 	if plan.CPUsLoad != "" {
 		if err := PinSelf(plan.CPUsLoad); err != nil {

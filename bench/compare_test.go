@@ -437,8 +437,8 @@ func TestCompareTarget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(files, func(f string) bool { return filepath.Base(f) == "sweep.svg" }) {
-		t.Errorf("no sweep plot among %v", files)
+	if slices.ContainsFunc(files, func(f string) bool { return filepath.Base(f) == "sweep.svg" }) {
+		t.Errorf("a sweep plot without --sweep among %v", files)
 	}
 
 	if _, err := Compare(context.Background(), Plan{Target: "ftp://example.invalid/", Phases: plan.Phases}); err == nil || !strings.Contains(err.Error(), `scheme "ftp"`) {

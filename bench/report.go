@@ -16,14 +16,17 @@ import (
 
 // Report is the outcome of one Compare. Its JSON form is report.json.
 type Report struct {
-	Harness  string    `json:"harness"`
-	Started  time.Time `json:"started"`
-	Machine  Machine   `json:"machine"`
-	Pinning  string    `json:"pinning"`
-	Proto    string    `json:"proto"`
-	Rounds   int       `json:"rounds"`
-	ReqBody  int       `json:"requestBodyBytes"`
-	RespBody int       `json:"responseBodyBytes"`
+	Harness string    `json:"harness"`
+	Started time.Time `json:"started"`
+	Machine Machine   `json:"machine"`
+	Pinning string    `json:"pinning"`
+	Proto   string    `json:"proto"`
+	Rounds  int       `json:"rounds"`
+	// Sweep is a --sweep run (Plan.Sweep): its phases are rates × connections, and
+	// only then is sweep.svg/png drawn.
+	Sweep    bool `json:"sweep,omitempty"`
+	ReqBody  int  `json:"requestBodyBytes"`
+	RespBody int  `json:"responseBodyBytes"`
 	// MeshdBinary and BaselineMeshdBinary are the binaries the meshd scenarios and
 	// ScenarioMeshdBaseline were started with; empty when not among the scenarios.
 	MeshdBinary         string         `json:"meshdBinary,omitempty"`

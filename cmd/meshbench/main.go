@@ -236,6 +236,7 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 		plan.CPUsLoad, plan.CPUsProxy, plan.CPUsUpstream = parts[0], parts[1], parts[2]
 	}
 	if *sweep {
+		plan.Sweep = true
 		rates, err := floats(*sweepR)
 		if err != nil {
 			return bench.Plan{}, "", fmt.Errorf("--sweep-rates: %w", err)
