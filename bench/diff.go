@@ -203,7 +203,7 @@ func diffPlot(d *Diff) (*plot.Plot, error) {
 	}
 	nbars := len(DiffMetrics) * (len(d.Names) - 1)
 	width := vg.Points(math.Max(3, math.Min(14, 360/float64(max(1, nbars*len(groups))))))
-	k := 0
+	k, hi := 0, 1.0
 	for j := 1; j < len(d.Names); j++ {
 		for m, dm := range DiffMetrics {
 			vals := make(plotter.Values, len(d.Rows))
@@ -213,6 +213,7 @@ func diffPlot(d *Diff) (*plot.Plot, error) {
 					v = 0 // no bar: the figure is missing
 				}
 				vals[i] = v
+				hi = math.Max(hi, v)
 			}
 			b, err := plotter.NewBarChart(vals, width)
 			if err != nil {
@@ -244,6 +245,10 @@ func diffPlot(d *Diff) (*plot.Plot, error) {
 	one.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
 	p.Add(one)
 	p.Legend.Add("A (= 1)", one)
+	// Leave a band above the tallest bar for the legend (top right), as placeLegend
+	// does on the log axes.
+	f := math.Min((float64(nbars+1)*13+12)/330, 0.7)
+	p.Y.Min, p.Y.Max = 0, hi/(1-f)
 	p.NominalX(groups...)
 	p.X.Tick.Label.Rotation = math.Pi / 8
 	p.X.Tick.Label.XAlign, p.X.Tick.Label.YAlign = -0.9, -0.5
