@@ -261,8 +261,30 @@ func TestHTTPSTargets(t *testing.T) {
 			t.Errorf("%s ×%d: server saw no %s request", c.proto, c.streams, c.wantProto)
 		}
 	}
+	// gRPC over TLS: the built-in upstream's gRPC answer behind a TLS HTTP/2 server.
+	u := &upstream{grpcResp: grpcResponse(10)}
+	gsrv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		protos.Store("grpc-"+r.Proto, r.TLS != nil)
+		u.serveGRPC(w, r)
+	}))
+	gsrv.EnableHTTP2 = true
+	gsrv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	gsrv.StartTLS()
+	defer gsrv.Close()
+	protos.Clear()
+	rep, err := Compare(context.Background(), Plan{Targets: []TargetSpec{{URL: gsrv.URL + "/", Host: MeshdHost}}, Proto: GRPC,
+		CACert: files.CA, Rounds: 1, Phases: phase(2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rep.Results[0]; r.Requests != 10 || r.ErrorCount != 0 || r.Proto != "grpc+tls" {
+		t.Errorf("grpc over TLS: %d calls, errors %v, proto %s", r.Requests, r.Errors, r.Proto)
+	}
+	if v, ok := protos.Load("grpc-HTTP/2.0"); !ok || v != true {
+		t.Error("grpc over TLS: server saw no HTTP/2 call over TLS")
+	}
 	// Without the mesh CA the handshake fails: counted, not measured as served.
-	rep, err := Compare(context.Background(), Plan{Targets: []TargetSpec{ts}, Method: "PUT", Headers: hdr, Rounds: 1, Phases: phase(1)})
+	rep, err = Compare(context.Background(), Plan{Targets: []TargetSpec{ts}, Method: "PUT", Headers: hdr, Rounds: 1, Phases: phase(1)})
 	if err != nil {
 		t.Fatal(err)
 	}
