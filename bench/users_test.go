@@ -69,7 +69,7 @@ func TestErrorResponsesReported(t *testing.T) {
 	if strings.Contains(out, "0.000") {
 		t.Errorf("all-404 table shows 0.000 latencies:\n%s", out)
 	}
-	if !strings.Contains(out, "target: 20 of 20 responses (4xx=20); error latency p50") || !strings.Contains(out, "no successful response") {
+	if !strings.Contains(out, notFound.URL+"/: 20 of 20 responses (4xx=20); error latency p50") || !strings.Contains(out, "no successful response") {
 		t.Errorf("all-404 table does not say so:\n%s", out)
 	}
 	var js bytes.Buffer
