@@ -960,6 +960,7 @@ func (v *validator) httpRoute(path string, h *HTTPRoute, router *VirtualRouter, 
 		v.events(rpp+".tcpRetryEvents", rp.TCPRetryEvents, tcpRetryEvents)
 	}
 	v.httpTimeout(path+".timeout", h.Timeout)
+	v.headerManipulation(path+".headers", h.Headers)
 	if h.RateLimit != nil {
 		v.rateLimit(path+".rateLimit", h.RateLimit)
 	}
@@ -1103,6 +1104,7 @@ func (v *validator) grpcRoute(path string, g *GRPCRoute, router *VirtualRouter) 
 		v.events(rpp+".tcpRetryEvents", rp.TCPRetryEvents, tcpRetryEvents)
 	}
 	v.httpTimeout(path+".timeout", g.Timeout)
+	v.headerManipulation(path+".headers", g.Headers)
 	if g.RateLimit != nil {
 		v.rateLimit(path+".rateLimit", g.RateLimit)
 	}
