@@ -505,6 +505,9 @@ type HTTPRoute struct {
 	// RateLimit is a meshd extension: a local token bucket over requests matching this
 	// route. Nil means no limit.
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+	// Headers is a meshd extension: request and response fields set, appended or
+	// removed (headers.go).
+	Headers *HeaderManipulation `json:"headers,omitempty"`
 }
 
 type HTTPRouteMatch struct {
@@ -554,6 +557,10 @@ type QueryParameterMatch struct {
 
 type RouteAction struct {
 	WeightedTargets []WeightedTarget `json:"weightedTargets"`
+	// Mirror is a meshd extension (httpRoute, http2Route, grpcRoute): a share of the
+	// route's requests copied to another virtual node, responses discarded
+	// (config/mirror.go). Nil means none.
+	Mirror *RouteMirror `json:"mirror,omitempty"`
 }
 
 type WeightedTarget struct {
@@ -576,6 +583,8 @@ type GRPCRoute struct {
 	Timeout     *HTTPTimeout     `json:"timeout,omitempty"`
 	// RateLimit (extension): as on httpRoute.
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+	// Headers (extension): as on httpRoute.
+	Headers *HeaderManipulation `json:"headers,omitempty"`
 }
 
 type GRPCRouteMatch struct {

@@ -883,6 +883,9 @@ func (v *validator) route(path string, r *Route) {
 		}
 		v.routerListener(tp+".match.port", port, router, ProtoTCP)
 		v.action(tp+".action", &t.Action)
+		if t.Action.Mirror != nil {
+			v.add(tp+".action.mirror", nil, "applies to httpRoute, http2Route and grpcRoute, not tcpRoute (an opaque stream cannot be copied)")
+		}
 		if t.Timeout != nil {
 			v.duration(tp+".timeout.idle", t.Timeout.Idle)
 		}
@@ -949,6 +952,7 @@ func (v *validator) httpRoute(path string, h *HTTPRoute, router *VirtualRouter, 
 	v.optEnum(mp+".scheme", m.Scheme, "http", "https")
 	v.queryParams(mp+".queryParameters", m.QueryParameters)
 	v.action(path+".action", &h.Action)
+	v.mirror(path+".action.mirror", h.Action.Mirror)
 	if rp := h.RetryPolicy; rp != nil {
 		rpp := path + ".retryPolicy"
 		v.retryCommon(rpp, rp.MaxRetries, rp.PerRetryTimeout)
@@ -956,6 +960,7 @@ func (v *validator) httpRoute(path string, h *HTTPRoute, router *VirtualRouter, 
 		v.events(rpp+".tcpRetryEvents", rp.TCPRetryEvents, tcpRetryEvents)
 	}
 	v.httpTimeout(path+".timeout", h.Timeout)
+	v.headerManipulation(path+".headers", h.Headers)
 	if h.RateLimit != nil {
 		v.rateLimit(path+".rateLimit", h.RateLimit)
 	}
@@ -1090,6 +1095,7 @@ func (v *validator) grpcRoute(path string, g *GRPCRoute, router *VirtualRouter) 
 	}
 	v.headers(mp+".metadata", m.Metadata)
 	v.action(path+".action", &g.Action)
+	v.mirror(path+".action.mirror", g.Action.Mirror)
 	if rp := g.RetryPolicy; rp != nil {
 		rpp := path + ".retryPolicy"
 		v.retryCommon(rpp, rp.MaxRetries, rp.PerRetryTimeout)
@@ -1098,6 +1104,7 @@ func (v *validator) grpcRoute(path string, g *GRPCRoute, router *VirtualRouter) 
 		v.events(rpp+".tcpRetryEvents", rp.TCPRetryEvents, tcpRetryEvents)
 	}
 	v.httpTimeout(path+".timeout", g.Timeout)
+	v.headerManipulation(path+".headers", g.Headers)
 	if g.RateLimit != nil {
 		v.rateLimit(path+".rateLimit", g.RateLimit)
 	}

@@ -581,6 +581,8 @@ func (s *Server) Drain(ctx context.Context, grace time.Duration) error {
 	s.stopOverload()
 	s.reserve.Close()
 	s.stopEMF()
+	// The mirrors' copies in flight end before their clusters close.
+	s.env.Mirrors.Stop()
 	s.state.Shutdown()
 	s.reaper.Halt()
 	s.pass.Cache.CloseAll()

@@ -306,6 +306,7 @@ func (c *compiler) route(svc string, cr *config.Route) (*Route, error) {
 		}
 		rt.m.kind = kind
 		action, rt.HTTPRetry, rt.RateLimit = &h.Action, h.RetryPolicy, h.RateLimit
+		rt.Headers = compileHeaderRules(h.Headers)
 		if h.Timeout != nil {
 			rt.PerRequestTimeout, rt.IdleTimeout = h.Timeout.PerRequest.D(), h.Timeout.Idle.D()
 		}
@@ -316,6 +317,7 @@ func (c *compiler) route(svc string, cr *config.Route) (*Route, error) {
 			return nil, err
 		}
 		action, rt.GRPCRetry, rt.RateLimit = &g.Action, g.RetryPolicy, g.RateLimit
+		rt.Headers = compileHeaderRules(g.Headers)
 		if g.Timeout != nil {
 			rt.PerRequestTimeout, rt.IdleTimeout = g.Timeout.PerRequest.D(), g.Timeout.Idle.D()
 		}
@@ -344,6 +346,15 @@ func (c *compiler) route(svc string, cr *config.Route) (*Route, error) {
 			return nil, fmt.Errorf("%s: %w", f, err)
 		}
 		rt.Targets = append(rt.Targets, Target{Cluster: cl, Weight: uint32(wt.Weight)})
+	}
+	if m := action.Mirror; m != nil && rt.Kind != config.ProtoTCP {
+		// The mirror's cluster is compiled as a weighted target's, so it exists in the
+		// table (and gets a client policy's TLS) like any other.
+		cl, err := c.targetCluster(svc, config.WeightedTarget{VirtualNode: m.VirtualNode, Port: m.Port})
+		if err != nil {
+			return nil, fmt.Errorf("%s.action.mirror: %w", field, err)
+		}
+		rt.Mirror = &Mirror{Cluster: cl, Percent: m.Percent}
 	}
 	rt.setWeights()
 	return rt, nil

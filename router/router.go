@@ -81,6 +81,11 @@ type Route struct {
 	// RateLimit is the route's rateLimit extension; nil if none (synthetic routes never
 	// have one).
 	RateLimit *config.RateLimit
+	// Mirror is the route's mirror extension; nil if none (tcp and synthetic routes
+	// never have one).
+	Mirror *Mirror
+	// Headers is the route's header manipulation extension; nil if none.
+	Headers *HeaderRules
 
 	// ID numbers the table's routes densely from 0 (egress services in backend order,
 	// then ingress listeners by port), so whoever builds per-route runtime state for a

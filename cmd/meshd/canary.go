@@ -24,7 +24,7 @@ import (
 type canaryFlags struct {
 	config, route, canary, steps, metrics, put, prometheus, tokenFile string
 	promSelector                                                      string
-	interval, maxP99                                                  time.Duration
+	interval, maxP99, timeout                                         time.Duration
 	maxErrorRate, minRequests                                         float64
 	dryRun                                                            bool
 
@@ -44,6 +44,7 @@ func (f *canaryFlags) register(fs *flag.FlagSet, full bool) {
 	}
 	fs.StringVar(&f.steps, "steps", "10,50,100", "the canary's share at each step, percent, increasing, ending at 100")
 	fs.DurationVar(&f.interval, "interval", time.Minute, "how long each step runs before it is judged")
+	fs.DurationVar(&f.timeout, "timeout", 0, "bound on the whole run (0: none); a canary not promoted by then is rolled back (e.g. it held for want of traffic)")
 	fs.Float64Var(&f.maxErrorRate, "max-error-rate", 0.01, "the canary's highest error rate (5xx and failed gRPC calls / requests) in an interval; above it: rollback")
 	fs.DurationVar(&f.maxP99, "max-p99", 0, "the canary's highest p99 latency in an interval (0: not judged); above it: rollback")
 	fs.Float64Var(&f.minRequests, "min-requests", 20, "requests the canary must serve in an interval before it is judged (fewer: hold)")
@@ -95,6 +96,9 @@ func (f *canaryFlags) check(full bool) error {
 	}
 	if prev != 100 {
 		return fmt.Errorf("--steps %q: the last step must be 100", f.steps)
+	}
+	if f.timeout < 0 {
+		return fmt.Errorf("--timeout %v: want 0 (none) or a positive duration", f.timeout)
 	}
 	if f.interval <= 0 {
 		return fmt.Errorf("--interval %v: want a positive duration", f.interval)
@@ -200,6 +204,10 @@ func runCanary(ctx context.Context, f *canaryFlags, stdout, stderr io.Writer, sl
 		fmt.Fprintf(stdout, "resuming: %s at %d%% of %s\n", f.canary, cur, f.route)
 	}
 	th := canary.Thresholds{MaxErrorRate: f.maxErrorRate, MaxP99: f.maxP99, MinRequests: f.minRequests}
+	var deadline time.Time
+	if f.timeout > 0 {
+		deadline = time.Now().Add(f.timeout)
+	}
 	urls := splitList(f.metrics)
 	client := &http.Client{Timeout: 10 * time.Second}
 	scrape := func() (canary.Sides, error) { return canary.Scrape(ctx, client, urls, f.canary, primaries) }
@@ -244,6 +252,9 @@ func runCanary(ctx context.Context, f *canaryFlags, stdout, stderr io.Writer, sl
 				return rollback(why)
 			case canary.Hold:
 				fmt.Fprintf(stdout, "hold at %d%%: %s\n", step, why)
+				if !deadline.IsZero() && !time.Now().Add(f.interval).Before(deadline) {
+					return rollback(fmt.Sprintf("--timeout %v: not promoted in time (%s)", f.timeout, why))
+				}
 				continue // the interval's requests count toward the next judgement
 			}
 			fmt.Fprintf(stdout, "step %d%% passed: %s\n", step, why)

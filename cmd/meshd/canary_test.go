@@ -57,14 +57,16 @@ virtualServices:
 }
 
 // versionServer answers with its name; when failEvery > 0, every failEvery-th request
-// gets a 500 (not a gateway error: App Mesh's default retry policy does not retry it).
+// gets a 503, which App Mesh's default retry policy retries: the retry (the next request
+// of the count) succeeds, so the client sees no failure, but the canary's errors show in
+// its retries.
 func versionServer(t *testing.T, name string, failEvery int64) (*httptest.Server, int) {
 	t.Helper()
 	var n atomic.Int64
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Version", name)
 		if failEvery > 0 && n.Add(1)%failEvery == 0 {
-			w.WriteHeader(http.StatusInternalServerError)
+			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, name)
@@ -74,7 +76,7 @@ func versionServer(t *testing.T, name string, failEvery int64) (*httptest.Server
 }
 
 // loadResult is what the bounded load saw: answers by version, and failures that were
-// not the canary's own 500s.
+// not the canary's own 503s.
 type loadResult struct {
 	mu       sync.Mutex
 	byVer    map[string]int
@@ -205,7 +207,7 @@ func TestCanaryBinary(t *testing.T) {
 		}
 		stop()
 		if len(load.foreign) != 0 {
-			t.Fatalf("%d of %d requests failed other than the canary's own 500s: %v", len(load.foreign), load.requests, load.foreign[:min(5, len(load.foreign))])
+			t.Fatalf("%d of %d requests failed other than the canary's own 503s: %v", len(load.foreign), load.requests, load.foreign[:min(5, len(load.foreign))])
 		}
 		if load.count("v2") == 0 || load.count("v1") == 0 {
 			t.Fatalf("traffic by version %v", load.byVer)
@@ -255,6 +257,15 @@ func TestCanaryBinary(t *testing.T) {
 		code := runCanary(ctx, f, &out, &errOut, sleep)
 		if code != 1 || strings.Count(out.String(), "hold at 20%") != 2 || !strings.Contains(errOut.String(), "interrupted at 20%") {
 			t.Fatalf("canary = %d, want two holds at 20%% and the interruption\n%s%s", code, out.String(), errOut.String())
+		}
+		// With --timeout a canary that keeps holding is rolled back once the next interval
+		// would end past it.
+		f.timeout = 1000 * time.Millisecond
+		out.Reset()
+		errOut.Reset()
+		code = runCanary(context.Background(), f, &out, &errOut, time.Sleep)
+		if code != 1 || !strings.Contains(out.String(), "rolled back: --timeout 1s: not promoted in time") {
+			t.Fatalf("canary --timeout = %d\n%s%s", code, out.String(), errOut.String())
 		}
 	})
 

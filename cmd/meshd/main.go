@@ -92,7 +92,7 @@ Usage:
   meshd validate -c FILE|DIR [--node NAME]
   meshd health [--admin-addr ADDR] [--timeout 2s]       exit 0 when the local meshd is LIVE
   meshd wait-ready [--admin-addr ADDR] [--timeout 60s]  wait until it is (an app's entrypoint)
-  meshd canary -c FILE|--put URL,... --route ROUTER/ROUTE --canary NODE --metrics URL,... [--steps 10,50,100] [--interval 1m] [--max-error-rate 0.01] [--max-p99 D] [--min-requests 20] [--dry-run]
+  meshd canary -c FILE|--put URL,... --route ROUTER/ROUTE --canary NODE --metrics URL,... [--steps 10,50,100] [--interval 1m] [--max-error-rate 0.01] [--max-p99 D] [--min-requests 20] [--timeout D] [--dry-run]
   meshd canary promote|abort -c FILE|--put URL,... --route ROUTER/ROUTE --canary NODE
   meshd import [-o FILE] [--parameter K=V ...] [--mesh NAME] [--tls-dir DIR] INPUT...
   meshd demo [--egress-port N] [--ingress-port N] [--admin-addr ADDR]

@@ -180,6 +180,8 @@ meshd_cluster_requests_total{virtual_node="app-v1",cluster="app-v1",code_class="
 meshd_cluster_requests_total{virtual_node="app-v2",cluster="app-v2@app.local",code_class="2xx"} 80
 meshd_cluster_requests_total{virtual_node="app-v2",cluster="app-v2@app.local",code_class="5xx"} 20
 meshd_cluster_requests_total{virtual_node="x",cluster="unrelated",code_class="5xx"} 1000
+# TYPE meshd_cluster_retries_total counter
+meshd_cluster_retries_total{virtual_node="app-v2",cluster="app-v2"} 3
 # TYPE meshd_cluster_grpc_calls_total counter
 meshd_cluster_grpc_calls_total{virtual_node="app-v2",cluster="app-v2",grpc_result="error"} 5
 meshd_cluster_grpc_calls_total{virtual_node="app-v2",cluster="app-v2",grpc_result="ok"} 50
@@ -192,13 +194,14 @@ meshd_cluster_request_duration_seconds_count{virtual_node="app-v2",cluster="app-
 `
 
 // TestRead: two sidecars' expositions summed by side; a TLS cluster (node@service)
-// counts for its node; gRPC errors add to 5xx; unrelated clusters are left out.
+// counts for its node; gRPC errors and retries add to 5xx; unrelated clusters are left
+// out.
 func TestRead(t *testing.T) {
 	s, err := Read([]io.Reader{strings.NewReader(exposition), strings.NewReader(exposition)}, "app-v2", []string{"app-v1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Canary.Requests != 200 || s.Canary.Errors != 50 || s.Primary.Requests != 1818 || s.Primary.Errors != 18 {
+	if s.Canary.Requests != 200 || s.Canary.Errors != 56 || s.Primary.Requests != 1818 || s.Primary.Errors != 18 {
 		t.Fatalf("sides %+v", s)
 	}
 	if q := s.Canary.Quantile(0.99); q != 0.1 {

@@ -18,7 +18,8 @@ import (
 // canary, or the primary targets together): counters, summed across the fleet.
 type Counts struct {
 	Requests float64
-	// Errors are 5xx answers and gRPC calls that did not end OK.
+	// Errors are 5xx answers, gRPC calls that did not end OK, and retries (failures a
+	// retry hid from the client).
 	Errors float64
 	// Buckets is the request duration histogram: upper bound (seconds) → cumulative count.
 	Buckets map[float64]float64
@@ -81,8 +82,8 @@ func clusterNode(cluster string) string {
 }
 
 // Read adds up, from the Prometheus text expositions in, the requests the callers sent
-// to canary and to primaries (meshd_cluster_requests_total, _grpc_calls_total and
-// _request_duration_seconds by the cluster's node).
+// to canary and to primaries (meshd_cluster_requests_total, _grpc_calls_total,
+// _retries_total and _request_duration_seconds by the cluster's node).
 func Read(in []io.Reader, canary string, primaries []string) (Sides, error) {
 	s := Sides{Canary: Counts{Buckets: map[float64]float64{}}, Primary: Counts{Buckets: map[float64]float64{}}}
 	isPrimary := map[string]bool{}
@@ -124,6 +125,15 @@ func Read(in []io.Reader, canary string, primaries []string) (Sides, error) {
 					if label(m, "code_class") == "5xx" {
 						c.Errors += v
 					}
+				}
+			}
+		}
+		if f := fams["meshd_cluster_retries_total"]; f != nil {
+			// A failure a retry hid (App Mesh's default policy retries 503s) is still the
+			// canary's: the client got an answer, the canary did not give it.
+			for _, m := range f.GetMetric() {
+				if c := side(m); c != nil {
+					c.Errors += m.GetCounter().GetValue()
 				}
 			}
 		}

@@ -15,15 +15,16 @@ import (
 // promQueries are the instant queries QueryPrometheus asks: the same counters Read adds
 // up from the sidecars' expositions, summed by the labels it needs. selector (e.g.
 // `job="meshd"`) narrows every one of them.
-func promQueries(selector string) [3]string {
+func promQueries(selector string) [4]string {
 	sel := ""
 	if selector != "" {
 		sel = "{" + selector + "}"
 	}
-	return [3]string{
+	return [4]string{
 		"sum by (cluster, code_class) (meshd_cluster_requests_total" + sel + ")",
 		"sum by (cluster, grpc_result) (meshd_cluster_grpc_calls_total" + sel + ")",
 		"sum by (cluster, le) (meshd_cluster_request_duration_seconds_bucket" + sel + ")",
+		"sum by (cluster) (meshd_cluster_retries_total" + sel + ")",
 	}
 }
 
@@ -93,6 +94,8 @@ func QueryPrometheus(ctx context.Context, client *http.Client, base, selector, c
 					le = math.Inf(1)
 				}
 				c.Buckets[le] += v
+			case 3:
+				c.Errors += v // a failure a retry hid is still the canary's
 			}
 		}
 	}

@@ -339,6 +339,9 @@ type statsView struct {
 	// Authorization counts the verdicts of each ingress listener's authorization, by
 	// "ingress:<port>"; absent when no listener has one.
 	Authorization map[string]AuthzView `json:"authorization,omitempty"`
+	// Mirrors counts each mirrored route's sampled requests by result, by route key;
+	// absent when no route has a mirror.
+	Mirrors map[string]map[string]uint64 `json:"mirrors,omitempty"`
 }
 
 // AuthzView is one listener's authorization counters on /stats.
@@ -384,6 +387,11 @@ func (s *API) handleStatsText(w http.ResponseWriter, _ *http.Request) {
 	for _, p := range snap.Policies() {
 		if p != nil {
 			add("route."+p.Key()+".", p.Counters().Snapshot(), p.Stats())
+			if ms := p.MirrorStats(); ms != nil {
+				for _, r := range MirrorResults(ms) {
+					lines = append(lines, "route."+p.Key()+".mirror_"+r.Name+": "+strconv.FormatUint(r.V, 10))
+				}
+			}
 		}
 	}
 	for port, ll := range snap.ListenerLimits() {
@@ -465,6 +473,16 @@ func (s *API) handleStats(w http.ResponseWriter, _ *http.Request) {
 	for _, p := range snap.Policies() {
 		if p != nil {
 			v.Routes[p.Key()] = p.Counters().Snapshot()
+			if ms := p.MirrorStats(); ms != nil {
+				if v.Mirrors == nil {
+					v.Mirrors = map[string]map[string]uint64{}
+				}
+				m := map[string]uint64{}
+				for _, r := range MirrorResults(ms) {
+					m[r.Name] = r.V
+				}
+				v.Mirrors[p.Key()] = m
+			}
 		}
 	}
 	if ls := snap.ListenerLimits(); len(ls) > 0 {

@@ -101,7 +101,7 @@ type metricFamilies struct {
 	ovActive, ovEntered, ovHeap, adminReserve                              *metricDef
 	lsAuthzAllowed, lsAuthzDenied                                          *metricDef
 	rtRequests, rtByCode, rtDuration, rtRetries, rtBudget, rtRetryOverflow *metricDef
-	rtTimeouts, rtRateLimited                                              *metricDef
+	rtTimeouts, rtRateLimited, rtMirror                                    *metricDef
 	clRequests, clByCode, clDuration, clInFlight, clPending, clConns       *metricDef
 	clRetries, clBudget, clRetryOverflow, clRetriesActive, clTimeouts      *metricDef
 	clGRPC                                                                 *metricDef
@@ -189,6 +189,7 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.rtRetryOverflow, scopeRoute, "meshd_route_retries_overflow_total", counter, "Retries of the route's requests refused by the cluster's absolute retry limit (retryBudget.maxRetries).", routeLabels)
 	def(&f.rtTimeouts, scopeRoute, "meshd_route_timeouts_total", counter, "The route's requests answered 504 (or DEADLINE_EXCEEDED) by meshd's timeouts.", routeLabels)
 	def(&f.rtRateLimited, scopeRoute, "meshd_route_rate_limited_total", counter, "The route's requests refused with 429 by a rateLimit (the listener's or the route's).", routeLabels)
+	def(&f.rtMirror, scopeRoute, "meshd_route_mirror_requests_total", counter, "The route's requests sampled for its mirror, by result: sent (the mirror answered, any status), skipped_body (body not kept whole), skipped_overflow (the mirror cluster's bound of copies in flight), failed (no response).", with(routeLabels, "result"))
 	// Clusters: a target virtual node (port), or the local app (local:<port>).
 	def(&f.clRequests, scopeCluster, "meshd_cluster_requests_total", counter, "HTTP requests sent to the cluster, by final status class (none: no status was sent).", with(clusterLabels, "code_class"))
 	def(&f.clByCode, scopeCluster, "meshd_cluster_requests_by_code_total", counter, "HTTP requests sent to the cluster, by final status code (the common codes only).", with(clusterLabels, "code"))
@@ -595,6 +596,28 @@ func (c *collector) collectRoute(e *emitter, rt *router.Route, p *state.RoutePol
 	e.used(f.rtRetryOverflow, rc.OverflowMaxRetries.Load(), vs, name)
 	e.used(f.rtTimeouts, v.timeouts, vs, name)
 	e.used(f.rtRateLimited, v.rateLimited, vs, name)
+	if ms := p.MirrorStats(); ms != nil {
+		for _, r := range MirrorResults(ms) {
+			e.emit(f.rtMirror, float64(r.V), vs, name, r.Name)
+		}
+	}
+}
+
+// MirrorResult is one of a route's mirror counters, by its result label.
+type MirrorResult struct {
+	Name string
+	V    uint64
+}
+
+// MirrorResults lists a route's mirror counters by result, in the order
+// docs/metrics.md names them.
+func MirrorResults(ms *state.MirrorStats) []MirrorResult {
+	return []MirrorResult{
+		{"sent", ms.Sent.Load()},
+		{"skipped_body", ms.SkippedBody.Load()},
+		{"skipped_overflow", ms.SkippedOverflow.Load()},
+		{"failed", ms.Failed.Load()},
+	}
 }
 
 // envoyClusterName is the name App Mesh's Envoy gives the cluster: for a backend

@@ -313,6 +313,9 @@ type Env struct {
 
 	// Request statistics of the listeners, by kind (Envoy's http.*.downstream_rq_*).
 	IngressStats, EgressStats telemetry.HTTPStats
+
+	// Mirrors sends the copies of the routes' mirrors (mirror.go).
+	Mirrors Mirrors
 }
 
 // ListenerStats are the request statistics of the listener kind k.

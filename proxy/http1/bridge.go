@@ -27,6 +27,9 @@ import (
 func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string) bool {
 	req := &c.req
 	hdr := forward.H1ToHTTP(req.Headers, c.fwd.Extra)
+	if c.rh != nil {
+		forward.ApplyRouteHTTP(hdr, c.rh, &c.hv, true)
+	}
 	var body io.ReadCloser = http.NoBody
 	var rb *h1Body
 	var trailer http.Header
@@ -60,6 +63,7 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 	call, idle := forward.NewCall(d, c.env.StreamIdle, forward.GRPCTimeout(c.rr.GRPC, hdr.Get("Grpc-Timeout")))
 	x := forward.NewOutRoundTrip(req.Method, target, c.rr.Authority, hdr, body, cl, trailer, d.Cluster, idle, c.env.ReplayBound())
 	call.Span = c.span
+	pm := c.env.Mirrors.TakeRoundTrip(d, req.Method, target, c.rr.Authority, hdr)
 	fl, err := forward.Do(&call, x)
 	c.rec.Attempts = call.Attempts
 	if err != nil {
@@ -67,11 +71,15 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 		// connection again.
 		rb.abort()
 		if ce, ok := forward.AsClientError(err); ok {
+			pm.Abandon()
 			c.clientBodyReply(ce)
 			return false
 		}
+		pm.Finish(x)
 		return c.failReply(err) && !req.HasBody()
 	}
+	pm.Try(x)
+	defer pm.Finish(x) // after the relay: a body still streaming at the head may be whole by then
 	resp := x.Response()
 	// A request body the upstream did not read to its end leaves the downstream
 	// connection mid-message: it must close after this response. Until it is aborted,
@@ -91,6 +99,9 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 	start := fl.Start
 	closeDown := c.closing() || req.Minor == 0 || unfinished
 	forward.RemoveHopByHop(resp.Header)
+	if c.rh != nil {
+		forward.ApplyRouteHTTP(resp.Header, c.rh, &c.hv, false)
+	}
 	bw := c.bw
 	bw.WriteString("HTTP/1.1 ")
 	bw.WriteString(strconv.Itoa(resp.StatusCode))

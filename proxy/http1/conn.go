@@ -95,6 +95,11 @@ type h1conn struct {
 	idled bool
 	small [idleReadSize]byte
 	pre   prefixReader
+	// rh are the current request's route header rules (nil: none), hv their variables,
+	// respExtra the response fields they add.
+	rh        *router.HeaderRules
+	hv        router.HeaderVars
+	respExtra []h1.Header
 }
 
 // idleReadSize is what an idle connection reads before it takes its buffers back: a
@@ -289,6 +294,7 @@ func (c *h1conn) handle() bool {
 	req := &c.req
 	snap := c.env.State.Load()
 	c.startRecord(snap)
+	c.rh = nil
 
 	target := req.Target
 	authority := req.Host
@@ -337,9 +343,16 @@ func (c *h1conn) handle() bool {
 	}
 	// The forwarding rules apply once, whatever the upstream speaks.
 	c.fwd.Apply(req, c.client, c.tc.Peer, c.kind == forward.Ingress, scheme)
+	if d.Route != nil && d.Route.Headers != nil {
+		c.rh = d.Route.Headers
+		c.hv = forward.RouteVars(&d, c.tc.RemoteAddr().String(), c.tc.Peer, snap.Node())
+	}
 	c.recHdrs.applied = true
 	if d.Cluster.HTTP2() {
-		return c.bridge(snap, &d, target)
+		return c.bridge(snap, &d, target) // the route's request rules apply to its net/http head
+	}
+	if c.rh != nil {
+		c.fwd.ApplyRoute(req, c.rh, &c.hv)
 	}
 	return c.forward(&d, target)
 }
@@ -412,6 +425,9 @@ func (c *h1conn) forward(d *forward.Decision, target string) bool {
 	}
 	defer c.putBody()
 	peeked := c.bodyBuf == nil && c.x.body != nil
+	if s := c.env.Mirrors.Take(d); s != nil {
+		c.mirror(s, target)
+	}
 
 	fl, err := forward.Do(&call, c)
 	c.rec.Attempts = call.Attempts
@@ -584,7 +600,12 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 	status := resp.Status
 	c.rec.Status = status
 	written := c.tc.Written // what reached the client before this response: see midBodyFailure
-	if err := h1.WriteResponseHead(c.bw, respForClient(resp, dechunk), nil, false, closeDown); err != nil {
+	var extra []h1.Header
+	if c.rh != nil {
+		c.respExtra = forward.ApplyRouteResponse(resp, c.respExtra[:0], c.rh, &c.hv)
+		extra = c.respExtra
+	}
+	if err := h1.WriteResponseHead(c.bw, respForClient(resp, dechunk), extra, false, closeDown); err != nil {
 		pool.Discard(u)
 		fl.End(balancer.DoneInfo{Err: err, Status: status}, false)
 		return false

@@ -21,6 +21,10 @@ type RoutePolicy struct {
 	stats     *telemetry.HTTPStats
 	isDefault bool
 	limitCfg  *config.RateLimit
+	// mirror is the route's compiled mirror (mirror.go); mirrorStats its counters,
+	// carried over by key.
+	mirror      *Mirror
+	mirrorStats *MirrorStats
 }
 
 // NewRoutePolicy is a policy with no rate limit, for tests of the pipeline.
@@ -120,7 +124,7 @@ func (s *Snapshot) compilePolicies(vn *config.VirtualNode, prev *Snapshot) error
 func compileRoutePolicy(rt *router.Route, ingress bool, old *RoutePolicy, now time.Time) (*RoutePolicy, error) {
 	p := &RoutePolicy{key: rt.Service + "/" + rt.Name, counters: new(resilience.Counters), stats: new(telemetry.HTTPStats)}
 	if old != nil {
-		p.counters, p.stats = old.counters, old.stats
+		p.counters, p.stats, p.mirrorStats = old.counters, old.stats, old.mirrorStats
 	}
 	var in *resilience.RetryInput
 	switch {

@@ -15,6 +15,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshd/meshd/config"
@@ -51,6 +52,9 @@ type Snapshot struct {
 	// clusterTLS is the client policy (without its field path) each cluster that
 	// originates TLS was built with: part of a cluster's identity across reloads.
 	clusterTLS map[string]*meshtls.ClientPlan
+	// mirrorSlots counts the copies in flight to each mirror cluster, by cluster name
+	// (mirror.go).
+	mirrorSlots map[string]*atomic.Int64
 
 	egressAllowAll bool
 	// localNodePort is the node's only listener port, used by the ingress listener when a
@@ -259,6 +263,7 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 		}
 		s.clusters[ref.Name] = c
 	}
+	s.compileMirrors(prev)
 	waitFirstAnswers(ctx, waits, opts.FirstResolveWait)
 	return s, nil
 }
