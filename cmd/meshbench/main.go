@@ -200,7 +200,17 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 		return bench.Plan{}, "", err
 	}
 	explicit := false
-	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "scenarios" })
+	var err2 error
+	fs.Visit(func(f *flag.Flag) {
+		explicit = explicit || f.Name == "scenarios"
+		// These shape the built-in scenarios, which a --target run replaces.
+		if len(targets) > 0 && err2 == nil && slices.Contains([]string{"scenarios", baselineFlag, "meshd", "resp-body"}, f.Name) {
+			err2 = fmt.Errorf("--%s %s: shapes the built-in scenarios, and --target replaces them: drop one of them", f.Name, f.Value)
+		}
+	})
+	if err2 != nil {
+		return bench.Plan{}, "", err2
+	}
 	if explicit {
 		for s := range strings.SplitSeq(*scenarios, ",") {
 			if s = strings.TrimSpace(s); s != "" {
@@ -234,6 +244,9 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 			return bench.Plan{}, "", fmt.Errorf("--cpus %q: want LOAD:PROXY:UPSTREAM, e.g. 0:1:1", *cpus)
 		}
 		plan.CPUsLoad, plan.CPUsProxy, plan.CPUsUpstream = parts[0], parts[1], parts[2]
+		if len(plan.Targets) > 0 && parts[2] != "" {
+			return bench.Plan{}, "", fmt.Errorf("--cpus %q: with --target there is no built-in upstream to pin; use LOAD:PROXY: (PROXY pins the targets' cmd= processes)", *cpus)
+		}
 	}
 	if *sweep {
 		plan.Sweep = true

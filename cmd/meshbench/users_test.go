@@ -46,6 +46,9 @@ func TestTargetFlags(t *testing.T) {
 		{[]string{"--baseline", "http://a/"}, "there is no --target"},
 		{[]string{"--host", "h"}, "there is none"},
 		{[]string{"--target", "http://a/", "--tls"}, "drop one of them"},
+		{[]string{"--target", "http://a/", "--scenarios", "meshd"}, "--scenarios meshd: shapes the built-in scenarios"},
+		{[]string{"--target", "http://a/", "--resp-body", "10"}, "--resp-body 10: shapes"},
+		{[]string{"--target", "http://a/", "--cpus", "0:1:1"}, "no built-in upstream to pin"},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(context.Background(), c.args, &out, &errb); code != 2 || !strings.Contains(errb.String(), c.want) {
