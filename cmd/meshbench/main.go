@@ -314,7 +314,12 @@ func execute(ctx context.Context, plan bench.Plan, dir string, stdout, stderr io
 		if i > 0 {
 			fmt.Fprint(stdout, ", ")
 		}
-		fmt.Fprint(stdout, filepath.Base(f))
+		// fortio/ and hlog/ hold one file per scenario and phase: name the directories.
+		rel, err := filepath.Rel(dir, f)
+		if err != nil {
+			rel = f
+		}
+		fmt.Fprint(stdout, rel)
 	}
 	fmt.Fprintln(stdout, ", configs/)")
 	return 0
