@@ -86,8 +86,10 @@ type ReloadStats struct {
 // Holder holds the snapshot in force and runs the apply pipeline that replaces it.
 // Set the exported fields before first use; all methods are safe for concurrent use.
 type Holder struct {
-	// Node is the virtual node the snapshots are compiled for.
+	// Node is the virtual node the snapshots are compiled for, or the virtual gateway
+	// when Gateway is set.
 	Node    string
+	Gateway bool
 	Options Options
 	Log     *slog.Logger
 	// PersistPath, when set, is where each applied config is written (atomically).
@@ -242,7 +244,11 @@ func (s *Holder) Apply(ctx context.Context, cfg *config.Config, req ApplyRequest
 		}
 	}
 	att.Version = cfg.Digest()
-	next, err := Compile(ctx, cfg, s.Node, req.Source, prev, s.Options)
+	compile := Compile
+	if s.Gateway {
+		compile = CompileGateway
+	}
+	next, err := compile(ctx, cfg, s.Node, req.Source, prev, s.Options)
 	if err != nil {
 		var fe *config.Errors
 		if errors.As(err, &fe) {
