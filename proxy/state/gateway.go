@@ -48,6 +48,57 @@ func CompileGateway(ctx context.Context, cfg *config.Config, name, source string
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	sp, err := GatewayStandIn(cfg, name)
+	if err != nil {
+		return nil, err
+	}
+	ni, standIn, gw := sp.Node, sp.NodeName, &cfg.VirtualGateways[sp.Gateway]
+	s, err := Compile(ctx, sp.Config, standIn, source, prev, opts)
+	if err != nil {
+		return nil, sp.Rename(err)
+	}
+	defer func() {
+		if err != nil {
+			s.Retire(prev)
+		}
+	}()
+	// The listeners' tls blocks, loaded by the node's code on a stand-in with the
+	// gateway's listeners (port, protocol, tls: nothing else of them is read there).
+	lisCfg := *cfg
+	lis := make([]config.Listener, len(gw.Spec.Listeners))
+	for i, l := range gw.Spec.Listeners {
+		lis[i] = config.Listener{PortMapping: l.PortMapping, TLS: l.TLS}
+	}
+	lisCfg.VirtualNodes = append(slices.Clip(cfg.VirtualNodes), config.VirtualNode{VirtualNodeName: standIn, Spec: config.VirtualNodeSpec{Listeners: lis}})
+	tls, err := compileListenerTLS(ctx, &lisCfg, ni, prev, opts.TLS)
+	if err != nil {
+		return nil, sp.Rename(err)
+	}
+	s.tls = tls
+	s.config = cfg
+	s.version = cfg.Digest()
+	s.node = name
+	s.localNodePort = 0
+	s.gw = &gatewayState{routes: sp.Routes, ready: opts.Ready}
+	return s, nil
+}
+
+// StandIn is a virtual gateway as meshd compiles it: Config is the config with a
+// stand-in virtual node (at index Node, named NodeName) whose backends are the targets
+// of the gateway's routes, with the gateway's backendDefaults and logging, and the
+// target nodes' listeners carrying the gateway's connectionPool by protocol; Routes are
+// the gateway's compiled routes. `meshd validate --gateway` checks the stand-in as it
+// checks a node.
+type StandIn struct {
+	Config   *config.Config
+	Node     int
+	NodeName string
+	Gateway  int // the gateway's index in the config
+	Routes   *router.Gateway
+}
+
+// GatewayStandIn builds the stand-in of virtual gateway name of cfg (validated).
+func GatewayStandIn(cfg *config.Config, name string) (*StandIn, error) {
 	gi := slices.IndexFunc(cfg.VirtualGateways, func(g config.VirtualGateway) bool { return g.VirtualGatewayName == name })
 	if gi < 0 {
 		return nil, fmt.Errorf("gateway %q: no virtual gateway of that name in the config", name)
@@ -82,34 +133,12 @@ func CompileGateway(ctx context.Context, cfg *config.Config, name, source string
 		VirtualNodeName: standIn,
 		Spec:            config.VirtualNodeSpec{Backends: backends, BackendDefaults: gw.Spec.BackendDefaults, Logging: gw.Spec.Logging},
 	})
-	s, err := Compile(ctx, &synth, standIn, source, prev, opts)
-	if err != nil {
-		return nil, gatewayError(err, ni, gi, standIn, name)
-	}
-	defer func() {
-		if err != nil {
-			s.Retire(prev)
-		}
-	}()
-	// The listeners' tls blocks, loaded by the node's code on a stand-in with the
-	// gateway's listeners (port, protocol, tls: nothing else of them is read there).
-	lisCfg := *cfg
-	lis := make([]config.Listener, len(gw.Spec.Listeners))
-	for i, l := range gw.Spec.Listeners {
-		lis[i] = config.Listener{PortMapping: l.PortMapping, TLS: l.TLS}
-	}
-	lisCfg.VirtualNodes = append(slices.Clip(cfg.VirtualNodes), config.VirtualNode{VirtualNodeName: standIn, Spec: config.VirtualNodeSpec{Listeners: lis}})
-	tls, err := compileListenerTLS(ctx, &lisCfg, ni, prev, opts.TLS)
-	if err != nil {
-		return nil, gatewayError(err, ni, gi, standIn, name)
-	}
-	s.tls = tls
-	s.config = cfg
-	s.version = cfg.Digest()
-	s.node = name
-	s.localNodePort = 0
-	s.gw = &gatewayState{routes: routes, ready: opts.Ready}
-	return s, nil
+	return &StandIn{Config: &synth, Node: ni, NodeName: standIn, Gateway: gi, Routes: routes}, nil
+}
+
+// Rename names the gateway's fields in an error about the stand-in node.
+func (sp *StandIn) Rename(err error) error {
+	return gatewayError(err, sp.Node, sp.Gateway, sp.NodeName, sp.Routes.Name)
 }
 
 // gatewayPools are the connectionPool blocks of the gateway's listeners by protocol.
