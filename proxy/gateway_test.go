@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -226,4 +227,29 @@ func decodeEchoBody(t *testing.T, body string) echoInfo {
 		t.Fatalf("decode echo: %v: %q", err, body)
 	}
 	return info
+}
+
+// TestGatewayAccessLogAndStats: the gateway's logging.accessLog.file gets a line per
+// request with the path the client sent, and the metrics count the gateway's requests
+// by the target service's route and cluster, App Mesh's stats tags naming the gateway.
+func TestGatewayAccessLogAndStats(t *testing.T) {
+	red := testutil.StartHTTP(t, echoHandler("red"))
+	logPath := filepath.Join(t.TempDir(), "gw.log")
+	yaml := gatewayMeshYAML(red.Port, red.Port, red.Port,
+		gwRoute("red", "{httpRoute: {match: {prefix: /red}, action: {target: {virtualService: {virtualServiceName: red.local}}}}}"))
+	yaml = strings.Replace(yaml, "  - virtualGatewayName: gw\n    spec:\n",
+		"  - virtualGatewayName: gw\n    spec:\n      logging: {accessLog: {file: {path: "+logPath+"}}}\n", 1)
+	srv := testutil.StartMeshdOpts(t, proxy.Options{Gateway: "gw", GatewayListen: gatewayListen, EnvoyStatsTags: true}, yaml)
+	for i := 0; i < 3; i++ {
+		if status, code, _ := gatewayEcho(t, srv.GatewayAddrs()[9080], "GET", "/red/log", "gw", nil); status != 200 {
+			t.Fatalf("request %d: %d %s", i, status, code)
+		}
+	}
+	lines := readLines(t, logPath, 3)
+	if !strings.Contains(lines[0], `"GET /red/log HTTP/1.1" 200`) {
+		t.Errorf("access log line %q, want the client's request line and 200", lines[0])
+	}
+	f := scrape(t, srv, "")
+	f.expect(t, "envoy_cluster_upstream_rq_total", lbls{"envoy_cluster_name": fmt.Sprintf("cds_egress_t_red_http_%d", red.Port),
+		"appmesh_mesh": "t", "appmesh_virtual_node": "gw"}, 3)
 }
