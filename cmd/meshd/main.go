@@ -84,7 +84,8 @@ func usage(w io.Writer) {
 
 Usage:
   meshd run -c FILE|--config-url URL --node NAME [--admin-addr ADDR] [--ingress-port N] [--egress-port N]
-  meshd validate -c FILE [--node NAME]
+  meshd run -c FILE|--config-url URL --gateway NAME [--gateway-bind ADDR]
+  meshd validate -c FILE [--node NAME | --gateway NAME]
   meshd health [--admin-addr ADDR] [--timeout 2s]       exit 0 when the local meshd is LIVE
   meshd wait-ready [--admin-addr ADDR] [--timeout 60s]  wait until it is (an app's entrypoint)
   meshd demo [--egress-port N] [--ingress-port N] [--admin-addr ADDR]
