@@ -1,0 +1,99 @@
+package proxy_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/meshd/meshd/internal/testutil"
+	"github.com/meshd/meshd/proxy"
+)
+
+// TestGatewayConnectionPool: a gateway listener's connectionPool bounds the gateway's
+// connections to its targets (App Mesh's circuit-breaker walkthrough): with
+// maxConnections 1 and maxPendingRequests 1, a third concurrent request is refused with
+// 503 naming the limit while the target's own listener sets no pool.
+func TestGatewayConnectionPool(t *testing.T) {
+	held := startHeld(t, 4)
+	yaml := gatewayMeshYAML(held.Port, held.Port, held.Port,
+		gwRoute("red", "{httpRoute: {match: {prefix: /}, action: {target: {virtualService: {virtualServiceName: red.local}}}}}"))
+	yaml = strings.Replace(yaml, "        - {portMapping: {port: 9081, protocol: http}}\n",
+		"        - {portMapping: {port: 9081, protocol: http}, connectionPool: {http: {maxConnections: 1, maxPendingRequests: 1}}}\n", 1)
+	srv := startGateway(t, "gw", yaml)
+	client := testutil.HTTPClient(t, srv.GatewayAddrs()[9080])
+	first := asyncGet(client, "http://gw/first")
+	held.waitArrived(t, 1)
+	second := asyncGet(client, "http://gw/second")
+	eventually(t, "the second request to be pending", func() bool { return pending(t, srv, "red") == 1 })
+	third := wait(t, asyncGet(client, "http://gw/third"))
+	if third.err != nil || third.status != 503 || third.header.Get(proxy.HeaderLimit) != "maxPendingRequests" {
+		t.Fatalf("third: status %d %s=%q (%v), want 503 maxPendingRequests", third.status, proxy.HeaderLimit, third.header.Get(proxy.HeaderLimit), third.err)
+	}
+	held.releaseAll()
+	for name, ch := range map[string]<-chan result{"first": first, "second": second} {
+		if r := wait(t, ch); r.err != nil || r.status != 200 {
+			t.Fatalf("%s: %d (%v)", name, r.status, r.err)
+		}
+	}
+	if n := held.Accepted(); n != 1 {
+		t.Fatalf("maxConnections 1, but the target accepted %d connections", n)
+	}
+}
+
+// TestGatewayRefusals: what a gateway cannot serve is refused naming the field, and the
+// config in force keeps serving.
+func TestGatewayRefusals(t *testing.T) {
+	red := testutil.StartHTTP(t, echoHandler("red"))
+	base := gatewayMeshYAML(red.Port, red.Port, red.Port,
+		gwRoute("red", "{httpRoute: {match: {prefix: /red}, action: {target: {virtualService: {virtualServiceName: red.local}}}}}"))
+	srv := startGateway(t, "gw", base)
+	for _, c := range []struct{ name, from, to, want string }{
+		{"grpc health check", "healthCheck: {protocol: http, path: /ping,", "healthCheck: {protocol: grpc,",
+			"virtualGateways[0].spec.listeners[0].healthCheck.protocol"},
+		{"two pools of one protocol", "        - {portMapping: {port: 9081, protocol: http}}\n",
+			"        - {portMapping: {port: 9081, protocol: http}, connectionPool: {http: {maxConnections: 1}}}\n        - {portMapping: {port: 9082, protocol: http}, connectionPool: {http: {maxConnections: 2}}}\n",
+			"virtualGateways[0].spec.listeners[2].connectionPool"},
+		{"a gateway that is not there", "virtualGatewayName: gw\n    spec:", "virtualGatewayName: other\n    spec:", `gateway "gw"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			y := strings.Replace(base, c.from, c.to, 1)
+			if y == base {
+				t.Fatal("the test's edit did not apply")
+			}
+			if strings.Contains(c.to, "other") { // the routes follow their gateway's new name
+				y = strings.ReplaceAll(y, "virtualGatewayName: gw,", "virtualGatewayName: other,")
+			}
+			_, err := srv.Apply(context.Background(), testutil.ParseConfig(t, y), "test")
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("apply: %v, want refused naming %s", err, c.want)
+			}
+			if status, _, info := gatewayEcho(t, srv.GatewayAddrs()[9080], "GET", "/red/still", "gw", nil); status != 200 || info.Name != "red" {
+				t.Fatalf("after the refusal: %d from %q, want red", status, info.Name)
+			}
+		})
+	}
+}
+
+// TestGatewayHealthCheckFollowsReadiness: the listener's health path answers 503 while
+// the admin's /healthcheck/fail holds, 200 again after /healthcheck/ok.
+func TestGatewayHealthCheckFollowsReadiness(t *testing.T) {
+	red := testutil.StartHTTP(t, echoHandler("red"))
+	srv := startGateway(t, "gw", gatewayMeshYAML(red.Port, red.Port, red.Port, ""))
+	addr := srv.GatewayAddrs()[9080]
+	for _, step := range []struct {
+		call string
+		want int
+	}{{"", 200}, {"/healthcheck/fail", 503}, {"/healthcheck/ok", 200}} {
+		if step.call != "" {
+			if code, _, body := adminCall(t, srv, "POST", step.call, ""); code != 200 {
+				t.Fatalf("POST %s: %d %s", step.call, code, body)
+			}
+		}
+		if status, code, _ := gatewayEcho(t, addr, "GET", "/ping?probe=1", "gw", nil); status != step.want || code != "health_check" {
+			t.Fatalf("after %q: GET /ping %d %q, want %d health_check", step.call, status, code, step.want)
+		}
+	}
+	if status, code, _ := gatewayEcho(t, addr, "POST", "/ping", "gw", nil); status != 404 || code != "no_route" {
+		t.Fatalf("POST /ping: %d %q, want it routed (404 no_route: the health check answers GET and HEAD)", status, code)
+	}
+}
