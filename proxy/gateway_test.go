@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshd/meshd/internal/testutil"
 	"github.com/meshd/meshd/proxy"
@@ -173,9 +174,9 @@ func TestGatewayRoutes(t *testing.T) {
 	})
 }
 
-// TestGatewayReload: gateway routes added by a reload serve without a restart, and a
-// listener added by a reload is bound; a config without the gateway is refused and the
-// old one keeps serving.
+// TestGatewayReload: gateway routes added by a reload serve without a restart, a
+// listener added by a reload is bound and one removed is closed; a config without the
+// gateway is refused and the old one keeps serving.
 func TestGatewayReload(t *testing.T) {
 	red := testutil.StartHTTP(t, echoHandler("red"))
 	blue := testutil.StartHTTP(t, echoHandler("blue"))
@@ -201,6 +202,19 @@ func TestGatewayReload(t *testing.T) {
 	}
 	if status, _, info := gatewayEcho(t, addr3, "GET", "/red/y", "gw", nil); status != 200 || info.Name != "red" {
 		t.Fatalf("on the new listener: %d from %q, want red", status, info.Name)
+	}
+	// A reload that removes listener 9081 closes it.
+	addr2 := srv.GatewayAddrs()[9081]
+	third := strings.Replace(second, "        - {portMapping: {port: 9081, protocol: http}}\n", "", 1)
+	if _, err := srv.Apply(context.Background(), testutil.ParseConfig(t, third), "test"); err != nil {
+		t.Fatalf("reload without 9081: %v", err)
+	}
+	if _, ok := srv.GatewayAddrs()[9081]; ok {
+		t.Fatalf("listener 9081 still bound after its removal: %v", srv.GatewayAddrs())
+	}
+	if c, err := net.DialTimeout("tcp", addr2, 5*time.Second); err == nil {
+		_ = c.Close()
+		t.Fatalf("%s (the removed listener 9081) still accepts connections", addr2)
 	}
 	noGateway := strings.Replace(second, "virtualGatewayName: gw\n", "virtualGatewayName: other\n", 1)
 	noGateway = strings.ReplaceAll(noGateway, "virtualGatewayName: gw,", "virtualGatewayName: other,")
