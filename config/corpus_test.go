@@ -35,6 +35,55 @@ var corpusKinds = map[string]string{
 // validates it once stubs exist for the names it refers to. The real App Mesh
 // accepted each of them, so a failure here means a rule of ours is wrong.
 func TestCorpus(t *testing.T) {
+	checked := map[string]int{}
+	for _, cf := range corpusFiles(t) {
+		t.Run(cf.file, func(t *testing.T) {
+			doc := `{"mesh": {"meshName": "corpus"}, "` + cf.list + `": [` + cf.raw + `]}`
+			if cf.kind == "mesh" {
+				doc = `{"mesh": ` + cf.raw + `}`
+			}
+			c, err := Parse([]byte(doc))
+			if err != nil {
+				t.Fatalf("%s (%s) does not parse:\n%v", cf.file, cf.kind, err)
+			}
+			addStubs(c)
+			if err := c.Validate(); err != nil {
+				t.Fatalf("%s (%s) does not validate:\n%v", cf.file, cf.kind, err)
+			}
+			checked[cf.kind]++
+		})
+	}
+	checkCorpusCount(t, checked)
+}
+
+// TestCorpusDescribeForm reads every corpus resource as `aws appmesh describe-*`
+// prints it (wrapped under its kind, with metadata and status), alone and all of them
+// as one >> stream of describe outputs.
+func TestCorpusDescribeForm(t *testing.T) {
+	checked := map[string]int{}
+	for _, cf := range corpusFiles(t) {
+		t.Run(cf.file, func(t *testing.T) {
+			c, err := Parse([]byte(describeOut(cf.kind, cf.raw)))
+			if err != nil {
+				t.Fatalf("%s (%s) does not parse as describe output:\n%v", cf.file, cf.kind, err)
+			}
+			addStubs(c)
+			if err := c.Validate(); err != nil {
+				t.Fatalf("%s (%s) does not validate:\n%v", cf.file, cf.kind, err)
+			}
+			checked[cf.kind]++
+		})
+	}
+	checkCorpusCount(t, checked)
+}
+
+type corpusFile struct {
+	file, kind, list, raw string
+}
+
+// corpusFiles lists the corpus resources of MANIFEST.tsv with their JSON.
+func corpusFiles(t *testing.T) []corpusFile {
+	t.Helper()
 	dir := corpusDir(t)
 	if _, err := os.Stat(dir); os.IsNotExist(err) {
 		// CI checks shared/ out beside the clone, so a missing corpus there is a broken
@@ -50,7 +99,7 @@ func TestCorpus(t *testing.T) {
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
-	checked := map[string]int{}
+	var out []corpusFile
 	header := true
 	for sc.Scan() {
 		if header {
@@ -66,29 +115,20 @@ func TestCorpus(t *testing.T) {
 		if !ok {
 			continue
 		}
-		t.Run(file, func(t *testing.T) {
-			raw, err := os.ReadFile(filepath.Join(dir, file))
-			if err != nil {
-				t.Fatal(err)
-			}
-			doc := `{"mesh": {"meshName": "corpus"}, "` + list + `": [` + string(raw) + `]}`
-			if kind == "mesh" {
-				doc = `{"mesh": ` + string(raw) + `}`
-			}
-			c, err := Parse([]byte(doc))
-			if err != nil {
-				t.Fatalf("%s (%s) does not parse:\n%v", file, kind, err)
-			}
-			addStubs(c)
-			if err := c.Validate(); err != nil {
-				t.Fatalf("%s (%s) does not validate:\n%v", file, kind, err)
-			}
-			checked[kind]++
-		})
+		raw, err := os.ReadFile(filepath.Join(dir, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, corpusFile{file: file, kind: kind, list: list, raw: string(raw)})
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
+	return out
+}
+
+func checkCorpusCount(t *testing.T, checked map[string]int) {
+	t.Helper()
 	total := 0
 	for _, n := range checked {
 		total += n

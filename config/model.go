@@ -24,6 +24,11 @@ type Config struct {
 	Routes          []Route          `json:"routes,omitempty"`
 	VirtualGateways []VirtualGateway `json:"virtualGateways,omitempty"`
 	GatewayRoutes   []GatewayRoute   `json:"gatewayRoutes,omitempty"`
+
+	// origins says where each resource of a merged input was written (Parse of
+	// describe-* outputs, streams, directories), so Validate's errors name it; nil for
+	// meshd's own one-document layout, whose paths are already the user's.
+	origins *origins
 }
 
 // ResourceMeta holds the fields App Mesh prints around every resource's spec. They are

@@ -2,12 +2,10 @@ package config
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"math"
-	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -40,6 +38,11 @@ const maxParseErrors = 200
 
 // FieldError is one problem found by Parse or Validate.
 type FieldError struct {
+	// File is the file of a directory config the problem is in; empty otherwise.
+	File string
+	// Doc is the 1-based document of a multi-document input (a YAML stream, concatenated
+	// JSON values) the problem is in; 0 when the input is one document.
+	Doc int
 	// Path is the field path in the model's JSON names, e.g.
 	// "routes[0].spec.httpRoute.match.prefix". Empty for document-level errors.
 	Path string
@@ -56,6 +59,15 @@ type FieldError struct {
 // that are empty and the value when Msg already quotes it.
 func (e FieldError) Error() string {
 	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File)
+		b.WriteString(": ")
+	}
+	if e.Doc > 0 {
+		b.WriteString("document ")
+		b.WriteString(strconv.Itoa(e.Doc))
+		b.WriteString(": ")
+	}
 	if e.Path != "" {
 		b.WriteString(e.Path)
 		b.WriteString(": ")
@@ -101,19 +113,12 @@ func (e *Errors) Unwrap() []error {
 	return errs
 }
 
-// ParseFile reads and parses the config file at path. Errors are wrapped with the path;
-// a parse failure still unwraps to *Errors.
+// ParseFile reads and parses the config at path: a file, or a directory of files
+// (ReadPath). Errors are wrapped with the path; a parse failure still unwraps to *Errors.
 func ParseFile(path string) (*Config, error) {
-	f, err := os.Open(path)
+	data, err := ReadPath(path)
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	defer f.Close()
-	// Read one byte past the limit so an oversized file is reported as such
-	// instead of being silently truncated.
-	data, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, err
 	}
 	c, err := Parse(data)
 	if err != nil {
@@ -122,48 +127,27 @@ func ParseFile(path string) (*Config, error) {
 	return c, nil
 }
 
-// Parse decodes one YAML or JSON document into a Config, strictly: unknown fields,
-// duplicate keys, values of the wrong type and extra documents are errors. It
-// collects every problem and returns them as *Errors. Parse does not run Validate.
-// It is safe for concurrent use.
+// Parse decodes a config strictly: unknown fields, duplicate keys and values of the
+// wrong type are errors. The input is meshd's layout (one document), or App Mesh's
+// describe-* outputs in any of the forms of docs/config-reference.md#input-forms (one,
+// a JSON list, a stream of JSON values or YAML documents, a directory read by
+// ReadPath), merged into one Config; a resource defined twice and resources naming
+// different meshes are errors naming both places. It collects every problem and
+// returns them as *Errors. Parse does not run Validate. It is safe for concurrent use.
 func Parse(data []byte) (*Config, error) {
 	if len(data) > MaxConfigSize {
 		return nil, &Errors{List: []FieldError{{
 			Msg: fmt.Sprintf("config is %d bytes, larger than the %d byte limit", len(data), MaxConfigSize),
 		}}}
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, &Errors{List: []FieldError{{Msg: "config is empty"}}}
+	files := []inputFile{{data: data}}
+	if bytes.HasPrefix(data, []byte(bundleMagic)) {
+		var err error
+		if files, err = splitBundle(data); err != nil {
+			return nil, &Errors{List: []FieldError{{Msg: err.Error()}}}
 		}
-		return nil, &Errors{List: []FieldError{{Msg: err.Error()}}}
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return nil, &Errors{List: []FieldError{{Line: extra.Line, Msg: "more than one YAML document; a config is exactly one document"}}}
-	} else if !errors.Is(err, io.EOF) {
-		return nil, &Errors{List: []FieldError{{Msg: err.Error()}}}
-	}
-
-	root := &doc
-	if root.Kind == yaml.DocumentNode {
-		if len(root.Content) == 0 {
-			return nil, &Errors{List: []FieldError{{Msg: "config is empty"}}}
-		}
-		root = root.Content[0]
-	}
-	if root.ShortTag() == "!!null" {
-		return nil, &Errors{List: []FieldError{{Line: root.Line, Msg: "config is empty"}}}
-	}
-	d := &decoder{fields: map[reflect.Type]*structInfo{}, budget: min(maxNodeVisits, minNodeVisits+visitsPerByte*len(data))}
-	var c Config
-	d.decode(root, reflect.ValueOf(&c).Elem(), "")
-	if len(d.errs) > 0 {
-		return nil, &Errors{List: d.errs}
-	}
-	return &c, nil
+	return parseInput(files)
 }
 
 // decoder turns a yaml.Node tree into model values by reflection, keyed by the
@@ -457,7 +441,9 @@ func (d *decoder) decodeMapping(n *yaml.Node, v reflect.Value, path string, info
 		f, ok := info.byName[name]
 		if !ok {
 			msg := "unknown field"
-			if s := suggest(name, info.names); s != "" {
+			if _, res := wrapperKey(v.Type()); res && slices.Contains(listOnlyFields, name) {
+				msg += "; list-* output names resources without their spec: use describe-* output"
+			} else if s := suggest(name, info.names); s != "" {
 				msg += "; did you mean " + s + "?"
 			}
 			d.fail(k, fpath, "", "%s", msg)
@@ -489,6 +475,10 @@ func (d *decoder) decodeMerge(src *yaml.Node, v reflect.Value, path string, info
 		d.fail(src, path, scalarValue(src), "merge key (<<) needs a mapping or a list of mappings")
 	}
 }
+
+// listOnlyFields are the fields `aws appmesh list-*` prints beside a resource's name
+// (describe-* puts them under metadata), so meeting one says which output was pasted.
+var listOnlyFields = []string{"createdAt", "lastUpdatedAt", "version"}
 
 // structInfo lists the json names of t's fields, promoting the fields of embedded
 // structs (ResourceMeta) unless an outer field has the same name, as encoding/json

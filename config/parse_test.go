@@ -305,9 +305,9 @@ virtualNodes:
 			want: []string{"virtualNodes[0].spec.serviceDiscovery.static.endpoints[0]: cannot use a list as a mapping (line 2)"},
 		},
 		{
-			name: "multiple documents",
+			name: "mesh in two documents",
 			in:   "mesh: {meshName: a}\n---\nmesh: {meshName: b}\n",
-			want: []string{"more than one YAML document; a config is exactly one document (line 2)"},
+			want: []string{`document 2: mesh: the mesh is defined twice: here and in document 1, mesh, line 1 (value "b", line 3)`},
 		},
 		{
 			name: "empty",
@@ -317,7 +317,10 @@ virtualNodes:
 		{
 			name: "top level not a mapping",
 			in:   "[1, 2]",
-			want: []string{"cannot use a list as a mapping (line 1)"},
+			want: []string{
+				`[0]: cannot use 1 as a config document (want meshd's layout or a describe-* output such as {"virtualNode": {...}}) (value "1", line 1)`,
+				`[1]: cannot use 2 as a config document (want meshd's layout or a describe-* output such as {"virtualNode": {...}}) (value "2", line 1)`,
+			},
 		},
 		{
 			name: "non-scalar key",

@@ -2,10 +2,13 @@ package config
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,9 +53,34 @@ var defaultPollClient = &http.Client{Timeout: 30 * time.Second}
 
 func (s *PollSource) origin(etag string) string {
 	if etag == "" {
-		return "url:" + s.URL
+		return "url:" + RedactURL(s.URL)
 	}
-	return "url:" + s.URL + " etag " + etag
+	return "url:" + RedactURL(s.URL) + " etag " + etag
+}
+
+// RedactURL is raw fit for logs, errors and the config history: a password in it and
+// its query (a presigned URL's signature and credential) replaced by "REDACTED".
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		if i := strings.IndexAny(raw, "?@"); i >= 0 {
+			return raw[:i] + "?REDACTED"
+		}
+		return raw
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = "REDACTED"
+	}
+	return u.Redacted()
+}
+
+// redactErr keeps the URL net/http's errors carry out of what the error says.
+func redactErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = RedactURL(ue.URL)
+	}
+	return err
 }
 
 // Fetch returns the document at URL now. After a first success it sends If-None-Match,
@@ -69,7 +97,7 @@ func (s *PollSource) Applied(doc Document) { s.settled.record(doc.Data) }
 func (s *PollSource) poll(ctx context.Context) (Document, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
 	if err != nil {
-		return Document{}, fmt.Errorf("config url %s: %w", s.URL, err)
+		return Document{}, fmt.Errorf("config url %s: %w", RedactURL(s.URL), redactErr(err))
 	}
 	for k, vs := range s.Header {
 		for _, v := range vs {
@@ -84,7 +112,7 @@ func (s *PollSource) poll(ctx context.Context) (Document, error) {
 	}
 	resp, err := s.client().Do(req)
 	if err != nil {
-		return Document{}, fmt.Errorf("config url %s: %w", s.URL, err)
+		return Document{}, fmt.Errorf("config url %s: %w", RedactURL(s.URL), redactErr(err))
 	}
 	defer resp.Body.Close()
 	switch {
@@ -95,11 +123,11 @@ func (s *PollSource) poll(ctx context.Context) (Document, error) {
 		return Document{Data: s.body, Origin: s.origin(s.etag)}, nil
 	case resp.StatusCode != http.StatusOK:
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-		return Document{}, fmt.Errorf("config url %s: status %s", s.URL, resp.Status)
+		return Document{}, fmt.Errorf("config url %s: status %s", RedactURL(s.URL), resp.Status)
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxConfigSize+1))
 	if err != nil {
-		return Document{}, fmt.Errorf("config url %s: read body: %w", s.URL, err)
+		return Document{}, fmt.Errorf("config url %s: read body: %w", RedactURL(s.URL), err)
 	}
 	newTag := resp.Header.Get("ETag")
 	s.mu.Lock()
@@ -137,11 +165,11 @@ func (s *PollSource) Watch(ctx context.Context, deliver func(Document) error) er
 			if ctx.Err() != nil {
 				return nil
 			}
-			log.Warn("config poll failed; keeping the running config", "url", s.URL, "err", err)
+			log.Warn("config poll failed; keeping the running config", "url", RedactURL(s.URL), "err", err)
 			continue
 		}
 		if after, err := offer(doc, &s.settled, retry, deliver); err != nil {
-			log.Warn("config document not applied; trying it again", "url", s.URL, "in", after, "err", err)
+			log.Warn("config document not applied; trying it again", "url", RedactURL(s.URL), "in", after, "err", err)
 		}
 	}
 }

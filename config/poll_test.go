@@ -147,3 +147,38 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 }
+
+// TestPollSourceRedactsPresignedURL: a presigned URL's signature (its query) and a
+// password in the URL appear in no error and no document origin.
+func TestPollSourceRedactsPresignedURL(t *testing.T) {
+	d, ts := startDocServer(t, "v1")
+	const sig = "X-Amz-Signature=deadbeef&X-Amz-Credential=AKIAEXAMPLE"
+	src := &PollSource{URL: ts.URL + "/mesh.yaml?" + sig, Client: ts.Client()}
+	ctx := context.Background()
+	doc, err := src.Fetch(ctx)
+	if err != nil || string(doc.Data) != "v1" {
+		t.Fatalf("Fetch = %q %v", doc.Data, err)
+	}
+	if strings.Contains(doc.Origin, "deadbeef") || !strings.Contains(doc.Origin, ts.URL+"/mesh.yaml?REDACTED") {
+		t.Fatalf("origin %q", doc.Origin)
+	}
+	d.set("", http.StatusForbidden)
+	if _, err := src.Fetch(ctx); err == nil || strings.Contains(err.Error(), "deadbeef") || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("403: %v", err)
+	}
+	// net/http's own error (a refused connection) names the URL too.
+	closed := &PollSource{URL: "http://user:pa55@127.0.0.1:1/x?" + sig}
+	if _, err := closed.Fetch(ctx); err == nil || strings.Contains(err.Error(), "deadbeef") || strings.Contains(err.Error(), "pa55") {
+		t.Fatalf("refused: %v", err)
+	}
+	ts.Client().CloseIdleConnections()
+	for raw, want := range map[string]string{
+		"https://b.s3.amazonaws.com/m.yaml?" + sig: "https://b.s3.amazonaws.com/m.yaml?REDACTED",
+		"https://b.s3.amazonaws.com/m.yaml":        "https://b.s3.amazonaws.com/m.yaml",
+		"https://u:p@h/m.yaml":                     "https://u:xxxxx@h/m.yaml",
+	} {
+		if got := RedactURL(raw); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", raw, got, want)
+		}
+	}
+}

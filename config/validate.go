@@ -55,6 +55,7 @@ func (c *Config) Validate() error {
 	if len(v.errs) == 0 {
 		return nil
 	}
+	c.locate(v.errs)
 	return &Errors{List: v.errs}
 }
 

@@ -3,7 +3,6 @@ package config
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -31,9 +30,15 @@ const (
 // to a file in another directory, that directory is watched too, so an in-place edit of
 // the symlink's target is seen.
 //
+// Path may also name a directory (ReadPath: every *.json, *.yaml and *.yml file in it,
+// merged). Then the directory itself is watched (and its symlink target, when it is one),
+// and a change to any config file in it, or the kubelet's swap of ..data when it is a
+// ConfigMap volume, reloads the whole directory. A file that is a symlink out of the
+// directory (other than the ConfigMap's) is seen changing on SIGHUP only.
+//
 // The zero value is not usable: set Path. Fields must not change after the first call.
 type FileSource struct {
-	// Path is the config file. Required.
+	// Path is the config file or directory. Required.
 	Path string
 	// Debounce is how long the directory must be quiet before the file is read.
 	// Default DefaultDebounce.
@@ -47,7 +52,7 @@ func (s *FileSource) origin() string { return "file:" + s.Path }
 
 // Fetch reads the file now. Errors name the path.
 func (s *FileSource) Fetch(_ context.Context) (Document, error) {
-	data, err := readConfigFile(s.Path)
+	data, err := ReadPath(s.Path)
 	if err != nil {
 		return Document{}, err
 	}
@@ -56,20 +61,6 @@ func (s *FileSource) Fetch(_ context.Context) (Document, error) {
 
 // Applied records doc as settled (see Source).
 func (s *FileSource) Applied(doc Document) { s.settled.record(doc.Data) }
-
-func readConfigFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	// An oversized file is passed on: Parse rejects it with a clear message.
-	return data, nil
-}
 
 // Watch watches the file's directory with fsnotify until ctx is done. It returns an
 // error only if the watch cannot be set up (no such directory, inotify limits). A
@@ -87,10 +78,14 @@ func (s *FileSource) Watch(ctx context.Context, deliver func(Document) error) er
 	// Close joins fsnotify's reader goroutine.
 	defer w.Close()
 	dir := filepath.Dir(abs)
+	isDir := false
+	if fi, err := os.Stat(abs); err == nil && fi.IsDir() {
+		dir, isDir = abs, true
+	}
 	if err := w.Add(dir); err != nil {
 		return fmt.Errorf("watch config %s: directory %s: %w", s.Path, dir, err)
 	}
-	fw := &fileWatch{src: s, abs: abs, dir: dir, w: w, log: telemetry.OrDiscard(s.Logger)}
+	fw := &fileWatch{src: s, abs: abs, dir: dir, isDir: isDir, w: w, log: telemetry.OrDiscard(s.Logger)}
 	fw.rewatch()
 	return fw.loop(ctx, w.Events, w.Errors, deliver)
 }
@@ -99,7 +94,8 @@ func (s *FileSource) Watch(ctx context.Context, deliver func(Document) error) er
 type fileWatch struct {
 	src    *FileSource
 	abs    string // the configured path, absolute
-	dir    string // its directory, always watched
+	dir    string // its directory (abs itself when isDir), always watched
+	isDir  bool   // abs is a directory of config files
 	target string // where abs resolves to (through symlinks), "" if it does not
 	extra  string // the target's directory when it is not dir, watched too
 	w      *fsnotify.Watcher
@@ -115,6 +111,9 @@ func (fw *fileWatch) rewatch() {
 	}
 	fw.target = target
 	want := filepath.Dir(target)
+	if fw.isDir {
+		want = target
+	}
 	if want == fw.dir || (strings.HasPrefix(filepath.Base(want), "..") && filepath.Dir(want) == fw.dir) {
 		// ConfigMap layout: the target lives in a ..timestamp directory under dir, and
 		// every update swaps ..data in dir itself; watching dir suffices.
@@ -139,6 +138,10 @@ func (fw *fileWatch) rewatch() {
 
 // relevant reports whether an event may have changed what abs reads as.
 func (fw *fileWatch) relevant(ev fsnotify.Event) bool {
+	if fw.isDir {
+		d, base := filepath.Dir(ev.Name), filepath.Base(ev.Name)
+		return (d == fw.dir || d == fw.target) && (isConfigFileName(base) || strings.HasPrefix(base, ".."))
+	}
 	if ev.Name == fw.abs || (fw.target != "" && ev.Name == fw.target) {
 		return true
 	}
@@ -205,7 +208,7 @@ func (fw *fileWatch) loop(ctx context.Context, events <-chan fsnotify.Event, err
 
 // check reads the file and delivers it if it differs from the settled document.
 func (fw *fileWatch) check(deliver func(Document) error, retry *retryTimer) {
-	data, err := readConfigFile(fw.abs)
+	data, err := ReadPath(fw.abs)
 	if err != nil {
 		// Between a remove and a create, or a dangling symlink mid-swap: the next event
 		// brings the new file. The running config keeps serving meanwhile.

@@ -123,6 +123,28 @@ func TestGRPC(t *testing.T) {
 			t.Fatalf("a call no grpcRoute matches: %v, want UNIMPLEMENTED \"no route matched\"", err)
 		}
 	})
+	// Calls by grpc-status, for a canary's error rate: OK are the successful Check and
+	// the reflection stream; errors the NotFound in the trailers and the cancelled Watch.
+	t.Run("grpc calls counted", func(t *testing.T) {
+		want := map[string]float64{"ok": 2, "error": 2}
+		got := map[string]float64{}
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			f := scrape(t, srv, "/stats/prometheus")
+			for r := range want {
+				got[r] = 0
+				if m := f.metric("meshd_cluster_grpc_calls_total", lbls{"virtual_node": "grpcsvc", "cluster": "grpcsvc", "grpc_result": r}); m != nil {
+					got[r] = m.GetCounter().GetValue()
+				}
+			}
+			if got["ok"] == want["ok"] && got["error"] == want["error"] {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("meshd_cluster_grpc_calls_total %v, want %v", got, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 }
 
 func TestGRPCMessageEncoding(t *testing.T) {

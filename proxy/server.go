@@ -56,6 +56,10 @@ type Options struct {
 	// GatewayListen, when set, binds the listener of gateway port port instead (tests
 	// bind 127.0.0.1:0).
 	GatewayListen func(port int) (net.Listener, error)
+	// Mesh, when set, is the only mesh a config may name (mesh.meshName); a config of
+	// another mesh is refused at every apply, the first included. MeshFrom says where
+	// it came from (named in the refusal).
+	Mesh, MeshFrom string
 	// IngressAddr is where redirected inbound traffic arrives. Default ":15000".
 	IngressAddr string
 	// EgressAddr is where the app's outbound traffic arrives (iptables REDIRECT or
@@ -343,6 +347,8 @@ func New(opts Options) (*Server, error) {
 	s.state = state.Holder{
 		Node:        opts.served(),
 		Gateway:     opts.Gateway != "",
+		Mesh:        opts.Mesh,
+		MeshFrom:    opts.MeshFrom,
 		Options:     state.Options{Registry: s.registryFor, FirstResolveWait: opts.FirstResolveWait, Cluster: cluster, TLS: s.tls, Ready: s.Ready},
 		Log:         s.log,
 		PersistPath: opts.PersistPath,

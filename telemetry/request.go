@@ -34,6 +34,10 @@ type Request struct {
 	// certificates (mTLS) and the certificate carries one; "" otherwise.
 	Peer string
 
+	// GRPC is set for a gRPC call (content-type application/grpc): its grpc-status is
+	// then read from Trailers, or from Resp for a trailers-only answer.
+	GRPC bool
+
 	Status int    // the response status sent (0: none was sent)
 	Code   string // meshd's x-meshd-error code when meshd answered itself, else ""
 	// Flags are Envoy's response flags (%RESPONSE_FLAGS%), e.g. "UF", "UO", "NR", "-".

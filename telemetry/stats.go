@@ -29,6 +29,21 @@ type HTTPStats struct {
 	SumMicros atomic.Uint64
 	// Local counts answers meshd gave itself (x-meshd-error), by kind.
 	Timeouts, RateLimited, Overflow, NoRoute, NoHealthy, Retries atomic.Uint64
+	// GRPC counts gRPC calls by their grpc-status: [0] OK, [1] any other (a canary's error
+	// rate: a failed call is mostly an HTTP 200).
+	GRPC [2]atomic.Uint64
+}
+
+// RecordGRPC adds one finished gRPC call, ok when its grpc-status was 0.
+func (s *HTTPStats) RecordGRPC(ok bool) {
+	if s == nil {
+		return
+	}
+	if ok {
+		s.GRPC[0].Add(1)
+	} else {
+		s.GRPC[1].Add(1)
+	}
 }
 
 // StatusCodes are the codes HTTPStats counts one by one; others count in their class.

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -69,14 +68,13 @@ func nodeFromEnv() string {
 	return ne.node
 }
 
-// checkMesh is the start-up check of a mesh named by the environment against the
-// config's.
-func (ne nodeEnv) checkMesh(configMesh string) error {
-	if ne.mesh == "" || ne.mesh == configMesh {
-		return nil
+// from names the variable and value the mesh came from, for the refusal of a config of
+// another mesh (proxy.Options.MeshFrom).
+func (ne nodeEnv) from() string {
+	if ne.mesh == "" {
+		return ""
 	}
-	return fmt.Errorf("%s=%q names mesh %q, but the config's mesh (mesh.meshName) is %q: correct the variable, or give the node with --node / MESHD_NODE (a gateway with --gateway / MESHD_GATEWAY)",
-		ne.name, ne.value, ne.mesh, configMesh)
+	return fmt.Sprintf("%s=%q; correct the variable, or give the node with --node / MESHD_NODE (a gateway with --gateway / MESHD_GATEWAY)", ne.name, ne.value)
 }
 
 // adminAddrDefault is the admin address when --admin-addr is not given: MESHD_ADMIN_ADDR,
@@ -222,17 +220,6 @@ func warnUnsupportedEnv(logger *slog.Logger) []string {
 	}
 	slices.Sort(names)
 	return names
-}
-
-// redactURL drops a URL's query and user info (a presigned URL's signature, a
-// password) for display.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	u.User, u.RawQuery, u.Fragment = nil, "", ""
-	return u.String()
 }
 
 // parseHeaders parses --config-url-header values ("Name: value"); the error names the

@@ -252,8 +252,8 @@ func TestRunNodeEnvRefused(t *testing.T) {
 		{"APPMESH_RESOURCE_ARN", "arn:aws:appmesh:eu-west-1:111122223333:mesh/m/virtualGateway/ingress-gw", 2,
 			[]string{"--ingress-port: a gateway has no ingress or egress listener"}},
 		{"APPMESH_VIRTUAL_NODE_NAME", "mesh/m/client", 2, []string{`APPMESH_VIRTUAL_NODE_NAME="mesh/m/client": want a virtual node ARN`}},
-		{"APPMESH_VIRTUAL_NODE_NAME", "mesh/other/virtualNode/client", 1, []string{"APPMESH_VIRTUAL_NODE_NAME", "names mesh", "other", "mesh.meshName"}},
-		{"APPMESH_RESOURCE_ARN", "arn:aws:appmesh:eu-west-1:1:mesh/other/virtualNode/client", 1, []string{"APPMESH_RESOURCE_ARN", "names mesh", "other"}},
+		{"APPMESH_VIRTUAL_NODE_NAME", "mesh/other/virtualNode/client", 1, []string{"APPMESH_VIRTUAL_NODE_NAME", `serves mesh "other"`, "mesh.meshName"}},
+		{"APPMESH_RESOURCE_ARN", "arn:aws:appmesh:eu-west-1:1:mesh/other/virtualNode/client", 1, []string{"APPMESH_RESOURCE_ARN", `serves mesh "other"`, `value "m"`}},
 	} {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
 			for _, n := range runFlagEnv {
@@ -285,6 +285,13 @@ func TestRunNodeEnvRefused(t *testing.T) {
 	}
 	if code := f.checkServed(fs, io.Discard); code != 0 || f.node != "client" || f.gateway != "" || f.nodeEnv.mesh != "" {
 		t.Fatalf("--node with a gateway's ARN in the environment: code %d, node %q, gateway %q, env mesh %q", code, f.node, f.gateway, f.nodeEnv.mesh)
+	}
+	t.Setenv("APPMESH_RESOURCE_ARN", "arn:aws:appmesh:eu-west-1:1:mesh/other/virtualNode/client")
+	if f := parseRunFlags(t, "--node", "server"); f.envMesh() != "" {
+		t.Fatalf("--node server: the variable's mesh %q still binds", f.envMesh())
+	}
+	if f := parseRunFlags(t); f.envMesh() != "other" {
+		t.Fatalf("the variable's node: mesh %q, want other", f.envMesh())
 	}
 }
 

@@ -111,3 +111,15 @@ func TestValidateGateway(t *testing.T) {
 		t.Fatalf("--node and --gateway: code %d", code)
 	}
 }
+
+// TestRunGatewayEnvMeshBinary: the mesh of a gateway's ARN binds as a node's does: a
+// config of another mesh stops meshd run (exit 1) naming the variable.
+func TestRunGatewayEnvMeshBinary(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "mesh.yaml")
+	writeFile(t, cfg, gatewayCfg(freePort(t), 9000)) // mesh m
+	code, stderr := runBinary(t, cleanEnv("APPMESH_RESOURCE_ARN=arn:aws:appmesh:eu-west-1:1:mesh/other/virtualGateway/gw"),
+		"run", "-c", cfg, "--gateway-bind", "127.0.0.1", "--admin-addr", "127.0.0.1:0", "--drain-grace", "0")
+	if code != 1 || !strings.Contains(stderr, "APPMESH_RESOURCE_ARN") || !strings.Contains(stderr, "mesh.meshName") {
+		t.Fatalf("exit %d, stderr:\n%s\nwant 1 naming APPMESH_RESOURCE_ARN and mesh.meshName", code, stderr)
+	}
+}

@@ -3,6 +3,8 @@
 //	meshd run -c mesh.yaml --node NAME   serve a virtual node's ingress and egress
 //	meshd validate -c mesh.yaml          check a config; every error on its own line
 //	meshd health / meshd wait-ready      ask the local meshd whether it is LIVE / wait until it is
+//	meshd canary                         shift a route's weight to a canary step by step, roll back on errors
+//	meshd import INPUT...                convert CloudFormation, controller manifests, describe-* outputs
 //	meshd ca init|issue --dir DIR ...    the mesh CA: a root, and workload certificates
 //	meshd demo                           run an embedded two-version canary demo
 //	meshd version
@@ -60,6 +62,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdHealth(args[1:], stdout, stderr)
 	case "wait-ready":
 		return cmdWaitReady(args[1:], stdout, stderr)
+	case "canary":
+		return cmdCanary(args[1:], stdout, stderr)
+	case "import":
+		return cmdImport(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
 	case "iptables":
@@ -83,11 +89,14 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `meshd: an App Mesh-compatible sidecar proxy
 
 Usage:
-  meshd run -c FILE|--config-url URL --node NAME [--admin-addr ADDR] [--ingress-port N] [--egress-port N]
-  meshd run -c FILE|--config-url URL --gateway NAME [--gateway-bind ADDR]
-  meshd validate -c FILE [--node NAME | --gateway NAME]
+  meshd run -c FILE|DIR|--config-url URL --node NAME [--admin-addr ADDR] [--ingress-port N] [--egress-port N]
+  meshd run -c FILE|DIR|--config-url URL --gateway NAME [--gateway-bind ADDR]
+  meshd validate -c FILE|DIR [--node NAME | --gateway NAME]
   meshd health [--admin-addr ADDR] [--timeout 2s]       exit 0 when the local meshd is LIVE
   meshd wait-ready [--admin-addr ADDR] [--timeout 60s]  wait until it is (an app's entrypoint)
+  meshd canary -c FILE|--put URL,... --route ROUTER/ROUTE --canary NODE --metrics URL,... [--steps 10,50,100] [--interval 1m] [--max-error-rate 0.01] [--max-p99 D] [--min-requests 20] [--dry-run]
+  meshd canary promote|abort -c FILE|--put URL,... --route ROUTER/ROUTE --canary NODE
+  meshd import [-o FILE] [--parameter K=V ...] [--mesh NAME] [--tls-dir DIR] INPUT...
   meshd demo [--egress-port N] [--ingress-port N] [--admin-addr ADDR]
   meshd iptables print|apply|clean [--app-ports LIST] [--ignored-uid N] [...]
   meshd ca init --dir DIR [--force]
@@ -241,7 +250,7 @@ type runFlags struct {
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.configPath, "c", env("", "MESHD_CONFIG"), "config file, YAML or JSON (env MESHD_CONFIG)")
+	fs.StringVar(&f.configPath, "c", env("", "MESHD_CONFIG"), "config file (YAML or JSON; describe-* outputs too) or directory of them (env MESHD_CONFIG)")
 	f.nodeEnv, f.nodeEnvErr = nodeFromEnvVars()
 	envNode, envGateway := f.nodeEnv.node, env("", "MESHD_GATEWAY")
 	if f.nodeEnv.gateway {
@@ -408,6 +417,16 @@ func (f *runFlags) loadToken() error {
 	return nil
 }
 
+// envMesh is the mesh the environment's node variable names, when that node (or
+// gateway) is the one served (--node or --gateway on the command line wins, and then the
+// variable's mesh does not bind).
+func (f *runFlags) envMesh() string {
+	if cmp.Or(f.node, f.gateway) != f.nodeEnv.node {
+		return ""
+	}
+	return f.nodeEnv.mesh
+}
+
 func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) (proxy.Options, error) {
 	h2lim, err := h2.ParseLimits(f.http2Limits, h2.DefaultLimits())
 	if err != nil {
@@ -420,6 +439,8 @@ func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) (proxy.Opt
 		Node:                  f.node,
 		Gateway:               f.gateway,
 		GatewayAddr:           f.gatewayBind,
+		Mesh:                  f.envMesh(),
+		MeshFrom:              f.nodeEnv.from(),
 		IngressAddr:           joinHostPort(f.ingressAddr, f.ingressPort),
 		EgressAddr:            joinHostPort(f.egressAddr, f.egressPort),
 		AdminAddr:             f.adminAddr,
@@ -457,7 +478,7 @@ func (f *runFlags) commandLineOptions() map[string]any {
 		"config_path":     f.configPath,
 	}
 	if f.configURL != "" {
-		m["config_path"] = redactURL(f.configURL)
+		m["config_path"] = config.RedactURL(f.configURL)
 	}
 	if md := platformMetadata(); len(md) > 0 {
 		m["node_metadata"] = md
@@ -594,10 +615,7 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 	defer stopTracing() // after serveWith's drain
 	return serveWith(opts, logger, serveOpts{
 		initial: func(ctx context.Context, srv *proxy.Server) error {
-			if err := applyInitialWithin(ctx, srv, src, f.persist, logger, f.initialFetchTO); err != nil {
-				return err
-			}
-			return f.nodeEnv.checkMesh(srv.Snapshot().Config().Mesh.MeshName)
+			return applyInitialWithin(ctx, srv, src, f.persist, logger, f.initialFetchTO)
 		},
 		sighup: func(ctx context.Context, srv *proxy.Server) { applyFetched(ctx, srv, src, logger) },
 		source: src,
@@ -788,7 +806,7 @@ func serveWith(opts proxy.Options, logger *slog.Logger, so serveOpts) int {
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("meshd validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("c", env("", "MESHD_CONFIG"), "config file, YAML or JSON")
+	path := fs.String("c", env("", "MESHD_CONFIG"), "config file (YAML or JSON; describe-* outputs too) or directory of them")
 	node := fs.String("node", "", "also compile the routing table of this virtual node")
 	gateway := fs.String("gateway", "", "also compile what this virtual gateway serves: its gateway routes, the route tables of their targets, its tls files")
 	if err := fs.Parse(args); err != nil {

@@ -82,6 +82,9 @@ var rules = []rule{
 	// internal/reqctx: the request path's context (stream and attempt cancellation
 	// without maps, shared locks or allocations).
 	{pkg: "internal/reqctx"},
+	// internal/canary: `meshd canary`'s logic (weights edited in the YAML node tree,
+	// the sidecars' Prometheus expositions read, each step judged).
+	{pkg: "internal/canary", deps: "config", mods: "go.yaml.in/yaml/v3 github.com/prometheus/common github.com/prometheus/client_model"},
 	// internal/h2: meshd's HTTP/2 on x/net/http2's Framer and hpack (and httpguts).
 	{pkg: "internal/h2", deps: "internal/reqctx", mods: "golang.org/x/net"},
 	{pkg: "proxy/internal/deadline"},
@@ -116,8 +119,10 @@ var rules = []rule{
 	{pkg: "internal/depcheck"},
 	// Composition roots.
 	{pkg: "cmd/meshbench", deps: "*", mods: "golang.org/x/sys"},
-	// cmd/meshd: the deploy tests parse the Kubernetes manifests.
-	{pkg: "cmd/meshd", deps: "*", test: "sigs.k8s.io/yaml"},
+	// cmd/meshd: meshd import reads CloudFormation templates with their YAML tags (!Ref,
+	// !Sub, ...) and writes the mesh file with yaml/v3; the deploy tests parse the
+	// Kubernetes manifests.
+	{pkg: "cmd/meshd", deps: "*", mods: "go.yaml.in/yaml/v3", test: "sigs.k8s.io/yaml"},
 }
 
 // Test code in every package may also import these.

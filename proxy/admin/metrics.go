@@ -102,6 +102,7 @@ type metricFamilies struct {
 	rtTimeouts, rtRateLimited                                              *metricDef
 	clRequests, clByCode, clDuration, clInFlight, clPending, clConns       *metricDef
 	clRetries, clBudget, clRetryOverflow, clRetriesActive, clTimeouts      *metricDef
+	clGRPC                                                                 *metricDef
 	clNoHealthy, clPoolOverflow, clEndpoints, clHealthy                    *metricDef
 	clEjectActive, clEjections, clEjectOverflow                            *metricDef
 	clBreakerState, clBreakerTrips, clBreakerRejected, clHCPass, clHCFail  *metricDef
@@ -186,6 +187,7 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.clBudget, scopeCluster, "meshd_cluster_retries_budget_exhausted_total", counter, "Retries refused because the cluster's retry budget was spent.", clusterLabels)
 	def(&f.clRetryOverflow, scopeCluster, "meshd_cluster_retries_overflow_total", counter, "Retries refused by the cluster's absolute retry limit (retryBudget.maxRetries).", clusterLabels)
 	def(&f.clRetriesActive, scopeCluster, "meshd_cluster_retries_in_flight", gauge, "Retries holding a slot of the cluster's retry budget now.", clusterLabels).Detailed = true
+	def(&f.clGRPC, scopeCluster, "meshd_cluster_grpc_calls_total", counter, "gRPC calls to the cluster by grpc-status: ok (0) or error (any other, or none).", with(clusterLabels, "grpc_result"))
 	def(&f.clTimeouts, scopeCluster, "meshd_cluster_timeouts_total", counter, "Requests to the cluster answered 504 (or DEADLINE_EXCEEDED) by meshd's timeouts.", clusterLabels)
 	def(&f.clNoHealthy, scopeCluster, "meshd_cluster_no_healthy_upstream_total", counter, "Requests answered 503 because the cluster had no endpoint to pick.", clusterLabels)
 	def(&f.clPoolOverflow, scopeCluster, "meshd_cluster_pool_overflow_total", counter, "Requests answered 503 at once by a connectionPool limit, by limit (max_connections, max_pending_requests, max_requests).", with(clusterLabels, "limit"))
@@ -367,6 +369,7 @@ type httpView struct {
 	buckets                                             [len(telemetry.LatencyBuckets) + 1]uint64
 	sumMicros                                           uint64
 	timeouts, rateLimited, overflow, noRoute, noHealthy uint64
+	grpc                                                [2]uint64
 }
 
 func readHTTP(s *telemetry.HTTPStats) (v httpView) {
@@ -386,6 +389,7 @@ func readHTTP(s *telemetry.HTTPStats) (v httpView) {
 	v.sumMicros = s.SumMicros.Load()
 	v.timeouts, v.rateLimited, v.overflow = s.Timeouts.Load(), s.RateLimited.Load(), s.Overflow.Load()
 	v.noRoute, v.noHealthy = s.NoRoute.Load(), s.NoHealthy.Load()
+	v.grpc[0], v.grpc[1] = s.GRPC[0].Load(), s.GRPC[1].Load()
 	return v
 }
 
@@ -667,6 +671,8 @@ func (c *collector) collectCluster(e *emitter, cl *upstream.Cluster, envoy strin
 		e.emit(f.clRetriesActive, float64(cl.Budget().Outstanding()), node, name)
 	}
 	e.used(f.clTimeouts, v.timeouts, node, name)
+	e.used(f.clGRPC, v.grpc[0], node, name, "ok")
+	e.used(f.clGRPC, v.grpc[1], node, name, "error")
 	e.used(f.clNoHealthy, v.noHealthy, node, name)
 	e.used(f.clPoolOverflow, rc.OverflowMaxConnections, node, name, "max_connections")
 	e.used(f.clPoolOverflow, rc.OverflowMaxPendingRequests, node, name, "max_pending_requests")

@@ -30,6 +30,11 @@ func Finish(rec *telemetry.Request, listener, route, cluster *telemetry.HTTPStat
 	retries := max(rec.Attempts-1, 0)
 	route.Record(rec.Status, dur, retries, rec.Code)
 	cluster.Record(rec.Status, dur, retries, rec.Code)
+	if rec.GRPC {
+		ok := grpcOK(rec)
+		route.RecordGRPC(ok)
+		cluster.RecordGRPC(ok)
+	}
 	if span == nil && len(obs) == 0 {
 		return
 	}
@@ -41,4 +46,21 @@ func Finish(rec *telemetry.Request, listener, route, cluster *telemetry.HTTPStat
 	for _, o := range obs {
 		o.Observe(rec)
 	}
+}
+
+// grpcOK reports whether a gRPC call ended with grpc-status 0: in the trailers, or in
+// the head of a trailers-only answer. An answer without a grpc-status (a non-200 from
+// something not gRPC, meshd's own HTTP error) is not OK.
+func grpcOK(rec *telemetry.Request) bool {
+	if rec.Trailers != nil {
+		if v, ok := rec.Trailers.Get("grpc-status"); ok {
+			return v == "0"
+		}
+	}
+	if rec.Resp != nil {
+		if v, ok := rec.Resp.Get("grpc-status"); ok {
+			return v == "0"
+		}
+	}
+	return false
 }

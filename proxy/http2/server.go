@@ -132,7 +132,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The record of the request, for the statistics and the snapshot's observers.
 	rec := &telemetry.Request{Start: time.Now(), Listener: s.kind.String(), Protocol: "HTTP/2", Method: r.Method,
 		Authority: r.Host, Path: rr.Path, Remote: r.RemoteAddr, Req: forward.HTTPHeader(r.Header), BytesReceived: max(r.ContentLength, 0),
-		TLS: r.TLS, Peer: peer}
+		TLS: r.TLS, Peer: peer, GRPC: rr.GRPC}
 	var d forward.Decision
 	var span telemetry.Span
 	if env.Tracer != nil {

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,6 +38,10 @@ const (
 // ConfigError is one problem with a config, as /config and /config/history show it:
 // a config.FieldError in JSON, or just a message for errors without a field path.
 type ConfigError struct {
+	// File and Doc place the problem in a directory config or a multi-document input
+	// (config.FieldError's).
+	File  string `json:"file,omitempty"`
+	Doc   int    `json:"doc,omitempty"`
 	Path  string `json:"path,omitempty"`
 	Line  int    `json:"line,omitempty"`
 	Value string `json:"value,omitempty"`
@@ -90,8 +95,14 @@ type Holder struct {
 	// when Gateway is set.
 	Node    string
 	Gateway bool
-	Options Options
-	Log     *slog.Logger
+	// Mesh, when set, is the only mesh a config may name (mesh.meshName): the mesh the
+	// deployment says this sidecar belongs to (APPMESH_RESOURCE_ARN). Another is refused
+	// like any invalid config, so it is neither applied nor persisted.
+	Mesh string
+	// MeshFrom says where Mesh came from, for the refusal (e.g. the variable and value).
+	MeshFrom string
+	Options  Options
+	Log      *slog.Logger
 	// PersistPath, when set, is where each applied config is written (atomically).
 	PersistPath string
 	// OnSwap, when set, runs after each swap (under no lock), e.g. to drain connections
@@ -244,6 +255,10 @@ func (s *Holder) Apply(ctx context.Context, cfg *config.Config, req ApplyRequest
 		}
 	}
 	att.Version = cfg.Digest()
+	if s.Mesh != "" && cfg.Mesh.MeshName != s.Mesh {
+		return reject(StageValidate, &config.Errors{List: []config.FieldError{{Path: "mesh.meshName", Value: cfg.Mesh.MeshName,
+			Msg: fmt.Sprintf("this sidecar serves mesh %q (%s); a config of another mesh is refused", s.Mesh, cmp.Or(s.MeshFrom, "Options.Mesh"))}}})
+	}
 	compile := Compile
 	if s.Gateway {
 		compile = CompileGateway
@@ -291,7 +306,7 @@ func ConfigErrors(err error) []ConfigError {
 	if errors.As(err, &fe) {
 		out := make([]ConfigError, len(fe.List))
 		for i, e := range fe.List {
-			out[i] = ConfigError{Path: e.Path, Line: e.Line, Value: e.Value, Msg: e.Msg}
+			out[i] = ConfigError{File: e.File, Doc: e.Doc, Path: e.Path, Line: e.Line, Value: e.Value, Msg: e.Msg}
 		}
 		return out
 	}
