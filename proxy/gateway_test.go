@@ -267,3 +267,28 @@ func TestGatewayAccessLogAndStats(t *testing.T) {
 	f.expect(t, "envoy_cluster_upstream_rq_total", lbls{"envoy_cluster_name": fmt.Sprintf("cds_egress_t_red_http_%d", red.Port),
 		"appmesh_mesh": "t", "appmesh_virtual_node": "gw"}, 3)
 }
+
+// TestGatewayHTTP2Listener: an http2Route serves the gateway's http2 listener (h2c
+// clients, and HTTP/1.1 clients too), an httpRoute does not.
+func TestGatewayHTTP2Listener(t *testing.T) {
+	red := testutil.StartHTTP(t, echoHandler("red"))
+	yaml := gatewayMeshYAML(red.Port, red.Port, red.Port,
+		gwRoute("h2", "{http2Route: {match: {prefix: /h2}, action: {target: {virtualService: {virtualServiceName: red.local}}}}}")+
+			gwRoute("h1", "{httpRoute: {match: {prefix: /h1}, action: {target: {virtualService: {virtualServiceName: red.local}}}}}"))
+	yaml = strings.Replace(yaml, "        - {portMapping: {port: 9081, protocol: http}}\n", "        - {portMapping: {port: 9081, protocol: http2}}\n", 1)
+	srv := startGateway(t, "gw", yaml)
+	addr := srv.GatewayAddrs()[9081]
+	info := getEcho(t, testutil.H2CClient(t, addr), newReq(t, "GET", "http://gw/h2/x", nil))
+	if info.Name != "red" || info.Path != "/x" || info.Host != "red.local" {
+		t.Fatalf("h2c on the http2 listener: %q saw %s Host %q, want red /x red.local", info.Name, info.Path, info.Host)
+	}
+	if status, _, info := gatewayEcho(t, addr, "GET", "/h2/y", "gw", nil); status != 200 || info.Path != "/y" {
+		t.Fatalf("HTTP/1.1 on the http2 listener: %d %s, want 200 /y", status, info.Path)
+	}
+	if status, code, _ := gatewayEcho(t, addr, "GET", "/h1/z", "gw", nil); status != 404 || code != "no_route" {
+		t.Fatalf("an httpRoute's path on the http2 listener: %d %q, want 404 no_route", status, code)
+	}
+	if status, _, info := gatewayEcho(t, srv.GatewayAddrs()[9080], "GET", "/h1/z", "gw", nil); status != 200 || info.Path != "/z" {
+		t.Fatalf("the httpRoute on the http listener: %d %s, want 200 /z", status, info.Path)
+	}
+}
