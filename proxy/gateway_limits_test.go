@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -95,5 +96,17 @@ func TestGatewayHealthCheckFollowsReadiness(t *testing.T) {
 	}
 	if status, code, _ := gatewayEcho(t, addr, "POST", "/ping", "gw", nil); status != 404 || code != "no_route" {
 		t.Fatalf("POST /ping: %d %q, want it routed (404 no_route: the health check answers GET and HEAD)", status, code)
+	}
+}
+
+// TestGatewayAdminListeners: /listeners names the gateway's listeners by their config
+// port, with the address each is bound on.
+func TestGatewayAdminListeners(t *testing.T) {
+	srv := startGateway(t, "gw", gatewayMeshYAML(1, 1, 1, ""))
+	code, _, body := adminCall(t, srv, "GET", "/listeners", "")
+	for _, p := range []int{9080, 9081} {
+		if want := "gateway:" + strconv.Itoa(p) + "::" + srv.GatewayAddrs()[p]; code != 200 || !strings.Contains(body, want) {
+			t.Fatalf("/listeners: %d %q, want a line %q", code, body, want)
+		}
 	}
 }
