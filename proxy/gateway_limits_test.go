@@ -2,8 +2,10 @@ package proxy_test
 
 import (
 	"context"
+	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/meshd/meshd/internal/testutil"
@@ -108,5 +110,28 @@ func TestGatewayAdminListeners(t *testing.T) {
 		if want := "gateway:" + strconv.Itoa(p) + "::" + srv.GatewayAddrs()[p]; code != 200 || !strings.Contains(body, want) {
 			t.Fatalf("/listeners: %d %q, want a line %q", code, body, want)
 		}
+	}
+}
+
+// TestGatewayRetriesByTargetRoute: the target virtual service's route policy applies
+// behind a gateway route as on a sidecar's egress: a 503 is retried by the route's
+// retryPolicy, and the client gets the retry's answer.
+func TestGatewayRetriesByTargetRoute(t *testing.T) {
+	var calls atomic.Int32
+	up := testutil.StartHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.WriteHeader(503)
+			return
+		}
+		echoHandler("red").ServeHTTP(w, r)
+	}))
+	yaml := gatewayMeshYAML(up.Port, up.Port, up.Port,
+		gwRoute("color", "{httpRoute: {match: {prefix: /c}, action: {target: {virtualService: {virtualServiceName: color.local}}}}}"))
+	yaml = strings.Replace(yaml, "{routeName: tell, virtualRouterName: color, spec: {httpRoute: {match: {prefix: /tell}, action: {weightedTargets: [{virtualNode: red, weight: 1}]}}}}",
+		"{routeName: tell, virtualRouterName: color, spec: {httpRoute: {match: {prefix: /tell}, action: {weightedTargets: [{virtualNode: red, weight: 1}]}, retryPolicy: {maxRetries: 2, perRetryTimeout: {value: 5, unit: s}, httpRetryEvents: [server-error]}}}}", 1)
+	srv := startGateway(t, "gw", yaml)
+	status, code, info := gatewayEcho(t, srv.GatewayAddrs()[9080], "GET", "/c/tell", "gw", nil)
+	if status != 200 || info.Path != "/tell" || calls.Load() != 2 {
+		t.Fatalf("%d %q %s after %d upstream calls, want 200 /tell after a retry (2 calls)", status, code, info.Path, calls.Load())
 	}
 }
