@@ -35,3 +35,7 @@ func RunHealthChecks(s *Server) {
 		c.RunHealthChecks()
 	}
 }
+
+// OpenConns is the number of downstream connections meshd holds (tracked for the
+// drain), for tests that check meshd let go of hostile clients' connections.
+func OpenConns(s *Server) int { return s.conns.Len() }

@@ -11,6 +11,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -194,6 +195,9 @@ type Options struct {
 	// has not completed it by then is disconnected (logged at debug, counted). Default
 	// DefaultTLSHandshakeTimeout (10s).
 	TLSHandshakeTimeout time.Duration
+	// Limits bound the downstream connections and the heap, and say where meshd sheds
+	// load (limits.go).
+	Limits ConnLimits
 }
 
 // Metrics levels (Options.MetricsLevel).
@@ -301,6 +305,10 @@ type Server struct {
 
 	tls   *meshtls.Loader // certificate sources of the tls blocks (Options.TLS)
 	tlsIn tlsIngress      // the rate limit of TLS termination's log lines
+
+	limits  [forward.Egress + 1]listen.Limit // the listeners' connection bounds, by Kind
+	reserve listen.FDReserve                 // the admin listener's descriptors for when none is left
+	over    overload                         // the overload watermarks (limits.go)
 }
 
 // New returns a Server that has no config yet: Apply one before Start.
@@ -329,7 +337,16 @@ func New(opts Options) (*Server, error) {
 	if opts.TLSHandshakeTimeout < 0 {
 		return nil, fmt.Errorf("proxy: Options.TLSHandshakeTimeout %s: want > 0 (0: the default %s)", opts.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout)
 	}
+	if err := opts.Limits.check(); err != nil {
+		return nil, err
+	}
 	s := &Server{opts: opts, log: opts.Logger, dialer: &net.Dialer{KeepAlive: 30 * time.Second}, quit: make(chan struct{})}
+	s.conns.Max = opts.Limits.total()
+	for k := range s.limits {
+		s.limits[k].Max = opts.Limits.MaxListenerConnections
+	}
+	s.over.heapMax, s.over.connMax = opts.Limits.OverloadHeapBytes, opts.Limits.OverloadConnections
+	s.reserve.N = adminFDReserve
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.h2Counters = [3]*h2.Counters{{}, {}, {}}
 	if opts.TLS.Logger == nil {
@@ -343,6 +360,8 @@ func New(opts Options) (*Server, error) {
 		Dialer:         s.dialer,
 		Clock:          opts.Clock,
 		Log:            s.log,
+
+		MaxIdlePerEndpoint: opts.Limits.UpstreamIdlePerEndpoint,
 	}
 	s.state = state.Holder{
 		Node:        opts.served(),
@@ -370,6 +389,8 @@ func New(opts Options) (*Server, error) {
 		HeaderTimeout:       opts.HeaderTimeout,
 		MaxReplayBody:       opts.MaxReplayBody,
 		FirstRequestTimeout: opts.FirstRequestTimeout,
+		UpstreamHold:        opts.Limits.UpstreamHold,
+		Overloaded:          &s.over.active,
 		Draining:            &s.draining,
 		Log:                 s.log,
 		Tracer:              opts.Tracer,
@@ -387,6 +408,8 @@ func New(opts Options) (*Server, error) {
 		TLSSources:   s.tls.Stats,
 		TLSListeners: s.TLSListenerStats,
 		TLSPlaintext: s.TLSPlaintextStats,
+		Conns:        s.connStats,
+		Overload:     s.overloadStats,
 		Ready:        s.Ready,
 		Draining:     s.unready.Load,
 
@@ -467,9 +490,11 @@ func (s *Server) Start() error {
 	s.accept(s.ingress, forward.Ingress)
 	s.accept(s.egress, forward.Egress)
 	s.reaper.Start(s.sweepIdle)
+	s.startOverload()
 	s.ready.Store(true)
 	s.log.Info("meshd listening", "node", s.opts.Node, "ingress", s.ingress.Addr().String(),
-		"egress", s.egress.Addr().String(), "admin", s.AdminAddr())
+		"egress", s.egress.Addr().String(), "admin", s.AdminAddr(),
+		"max_connections", s.conns.Max, "max_listener_connections", s.opts.Limits.MaxListenerConnections, "rlimit_nofile", NoFileLimit())
 	return nil
 }
 
@@ -478,9 +503,16 @@ func (s *Server) accept(ln net.Listener, kind forward.Kind) {
 	s.loopWG.Add(1)
 	go func() {
 		defer s.loopWG.Done()
-		listen.AcceptLoop(s.ctx, ln, kind.String(), &s.conns,
-			func(c net.Conn) netip.AddrPort { return listen.OriginalDst(c, s.opts.OriginalDst) },
-			func(tc *listen.Conn) { s.serveConn(tc, kind) }, s.log)
+		a := listen.Acceptor{
+			Name: kind.String(), Tracker: &s.conns, Limit: &s.limits[kind], Log: s.log,
+			OrigDst:    func(c net.Conn) netip.AddrPort { return listen.OriginalDst(c, s.opts.OriginalDst) },
+			Serve:      func(tc *listen.Conn) { s.serveConn(tc, kind) },
+			Overloaded: s.over.active.Load,
+			// Out of descriptors: the idle pooled upstream connections go too (after the
+			// idle downstream ones the accept loop sheds itself).
+			OnFDExhausted: func() { s.sweepIdle(time.Now(), 0) },
+		}
+		a.Run(s.ctx, ln)
 	}()
 }
 
@@ -506,8 +538,17 @@ func (s *Server) StartAdmin() error {
 		s.adminLog = f
 		h = admin.AccessLog(h, f)
 	}
+	// The admin listener keeps descriptors in reserve, so /ready and /stats answer while
+	// the data plane is at the process's fd limit.
+	s.reserve.Fill()
+	ln = &listen.ReservedListener{Listener: ln, Reserve: &s.reserve, Name: "admin", Log: s.log}
 	s.adminLn = ln
-	s.adminSrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	s.adminSrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			if st == http.StateClosed || st == http.StateHijacked {
+				s.reserve.Fill()
+			}
+		}}
 	s.loopWG.Add(1)
 	go func() {
 		defer s.loopWG.Done()
@@ -562,6 +603,8 @@ func (s *Server) Drain(ctx context.Context, grace time.Duration) error {
 	if s.adminLog != nil {
 		_ = s.adminLog.Close()
 	}
+	s.stopOverload()
+	s.reserve.Close()
 	s.stopEMF()
 	s.state.Shutdown()
 	s.reaper.Halt()
@@ -687,6 +730,13 @@ func (o *Options) effectiveDefaults() map[string]any {
 		"routePerRequestTimeout": "0s (none: App Mesh applied a hidden 15s; meshd applies the route's or listener's timeout only)",
 		"lbPolicy":               "LEAST_REQUEST",
 		"retryPolicy":            "App Mesh's default where a route sets none (routes[].retryPolicy.default)",
+		// The connection limits in force (limits.go): 0 is none or off.
+		"maxConnections":          o.Limits.total(),
+		"maxListenerConnections":  o.Limits.MaxListenerConnections,
+		"overloadHeapBytes":       o.Limits.OverloadHeapBytes,
+		"overloadConnections":     o.Limits.OverloadConnections,
+		"upstreamHold":            cmp.Or(o.Limits.UpstreamHold, forward.DefaultUpstreamHold).String(),
+		"upstreamIdlePerEndpoint": cmp.Or(o.Limits.UpstreamIdlePerEndpoint, upstream.DefaultMaxIdlePerEndpoint),
 	}
 }
 

@@ -50,10 +50,9 @@ const svcRoute = `{match: {prefix: /}, action: {weightedTargets: [{virtualNode: 
 
 // TestStalledExchangeTimeouts: route timeout.idle, listener timeout.http.idle and the
 // listener's timeout.http.perRequest (the route setting none) cut an upstream that
-// stalls: before the response head meshd answers 504; after it, an HTTP/1.1 client to
-// which nothing was written yet (the head and the start of a Content-Length body are
-// still in meshd's write buffer) gets the 504 too, and otherwise the body is cut short so
-// a truncated body cannot pass for a complete one.
+// stalls: before the response head meshd answers 504; after it, a client to which
+// nothing was written yet (the head and the start of a Content-Length body are still in
+// meshd's write buffer) gets the 504 too, HTTP/1.1 and h2c alike.
 func TestStalledExchangeTimeouts(t *testing.T) {
 	cases := []struct {
 		name, listener, routeExtra string
@@ -95,30 +94,16 @@ func TestStalledExchangeTimeouts(t *testing.T) {
 					name   string
 					client *http.Client
 				}{{"http1", testutil.HTTPClient(t, srv.EgressAddr())}, {"h2c", testutil.H2CClient(t, srv.EgressAddr())}} {
-					// The HTTP/1.1 fast path still holds the head in its write buffer when the
+					// Both front ends still hold the head in their write buffers when the
 					// timeout cuts the exchange (a Content-Length body is not flushed per
-					// read), so it can answer 504 instead. Never a complete body.
+					// read), so they answer 504 instead (HTTP/2: the HEADERS are retracted,
+					// http2.CopyResponse). Never a complete body.
 					resp, err := c.client.Get("http://svc.t.local/stall")
-					if c.name == "http1" {
-						if err != nil || resp.StatusCode != 504 || resp.Header.Get(proxy.HeaderError) != "upstream_timeout" {
-							t.Fatalf("%s: %v %v; want 504 upstream_timeout", c.name, resp, err)
-						}
-						_, _ = io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-						continue
+					if err != nil || resp.StatusCode != 504 || resp.Header.Get(proxy.HeaderError) != "upstream_timeout" {
+						t.Fatalf("%s: %v %v; want 504 upstream_timeout", c.name, resp, err)
 					}
-					if err == nil {
-						var body []byte
-						body, err = io.ReadAll(resp.Body)
-						resp.Body.Close()
-						if resp.StatusCode != 200 || err == nil || !strings.HasPrefix(string(body), "abc") || len(body) == 100 {
-							t.Fatalf("%s: status %d, body %q, read error %v; want 200, the start of the body and then an aborted read",
-								c.name, resp.StatusCode, body, err)
-						}
-					}
-					if ne, ok := err.(net.Error); ok && ne.Timeout() {
-						t.Fatalf("%s: the client timed out (%v): meshd did not cut the exchange", c.name, err)
-					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
 				}
 			})
 		})

@@ -29,6 +29,10 @@ type HTTPStats struct {
 	SumMicros atomic.Uint64
 	// Local counts answers meshd gave itself (x-meshd-error), by kind.
 	Timeouts, RateLimited, Overflow, NoRoute, NoHealthy, Retries atomic.Uint64
+	// ProtocolErrors counts answers meshd gave for an upstream response it refused as
+	// malformed or out of bounds (x-meshd-error upstream_protocol_error: an oversized
+	// head, a 1xx flood, ambiguous framing, a bad chunk).
+	ProtocolErrors atomic.Uint64
 	// GRPC counts gRPC calls by their grpc-status: [0] OK, [1] any other (a canary's error
 	// rate: a failed call is mostly an HTTP 200).
 	GRPC [2]atomic.Uint64
@@ -88,5 +92,7 @@ func (s *HTTPStats) Record(status int, d time.Duration, retries int, code string
 		s.NoRoute.Add(1)
 	case "no_healthy_upstream":
 		s.NoHealthy.Add(1)
+	case "upstream_protocol_error":
+		s.ProtocolErrors.Add(1)
 	}
 }

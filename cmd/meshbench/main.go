@@ -2,7 +2,7 @@
 // request, memory) side by side with the proxies users would pick instead, or
 // measures any HTTP URL (--target).
 //
-//	meshbench                      # ~30 s default comparison, report in ./bench-report-<time>/
+//	meshbench                      # ~40 s default comparison, report in ./bench-report-<time>/
 //	meshbench --target URL         # open-loop and max-throughput load on one URL
 //	meshbench --sweep              # rates × connections for every scenario
 //	meshbench --meshd new --baseline-meshd old   # adds meshd-baseline (old) after meshd (new)
@@ -74,7 +74,7 @@ type flagError struct{ error }
 
 // parsePlan turns the command line into the plan to run and the report directory
 // (absolute; ./bench-report-<timestamp> by default). With no arguments it is the
-// default ~30 s comparison. Self, Progress and Log are left for the caller. Errors
+// default ~40 s comparison. Self, Progress and Log are left for the caller. Errors
 // are usage errors: flag.ErrHelp for -h, a flagError when the FlagSet has printed the
 // problem, otherwise an error naming the flag and its value.
 func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
@@ -112,7 +112,7 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 			"; certificates of a mesh CA made for the run), so the TLS hop's cost is measured in the same interleaved run")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: meshbench [flags]\n\nWith no flags: a ~30 s comparison of %s.\n", strings.Join(bench.AllScenarios(), ", "))
+		fmt.Fprintf(stderr, "usage: meshbench [flags]\n\nWith no flags: a ~40 s comparison of %s.\n", strings.Join(bench.AllScenarios(), ", "))
 		fmt.Fprintf(stderr, "Before/after of a meshd change, as ratios to haproxy in one interleaved run:\n"+
 			"  meshbench --cpus 0:1:1 --meshd bin/meshd %s /tmp/meshd-before --scenarios %s,%s,%s\n\n",
 			bench.BaselineMeshdFlag, bench.ScenarioMeshdBaseline, bench.ScenarioMeshd, bench.ScenarioHAProxy)

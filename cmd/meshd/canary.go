@@ -23,6 +23,7 @@ import (
 // canaryFlags are `meshd canary`'s.
 type canaryFlags struct {
 	config, route, canary, steps, metrics, put, prometheus, tokenFile string
+	promSelector                                                      string
 	interval, maxP99                                                  time.Duration
 	maxErrorRate, minRequests                                         float64
 	dryRun                                                            bool
@@ -47,7 +48,8 @@ func (f *canaryFlags) register(fs *flag.FlagSet, full bool) {
 	fs.DurationVar(&f.maxP99, "max-p99", 0, "the canary's highest p99 latency in an interval (0: not judged); above it: rollback")
 	fs.Float64Var(&f.minRequests, "min-requests", 20, "requests the canary must serve in an interval before it is judged (fewer: hold)")
 	fs.StringVar(&f.metrics, "metrics", "", "the callers' sidecars' /stats/prometheus URLs, comma-separated (summed)")
-	fs.StringVar(&f.prometheus, "prometheus", "", "a Prometheus server to ask instead of --metrics (not supported yet: refused)")
+	fs.StringVar(&f.prometheus, "prometheus", "", "a Prometheus server's URL to ask (its query API) instead of the sidecars (--metrics)")
+	fs.StringVar(&f.promSelector, "prometheus-selector", "", `label matchers narrowing the --prometheus queries to the callers' sidecars, e.g. 'job="meshd",virtual_node="frontend"'`)
 	fs.BoolVar(&f.dryRun, "dry-run", false, "print the plan and exit")
 }
 
@@ -73,11 +75,14 @@ func (f *canaryFlags) check(full bool) error {
 	if !full {
 		return nil
 	}
-	if f.prometheus != "" {
-		return fmt.Errorf("--prometheus %q: reading a Prometheus server is not supported yet; give the sidecars' /stats/prometheus URLs with --metrics", f.prometheus)
+	if f.prometheus != "" && f.metrics != "" {
+		return errors.New("give one of --metrics (the sidecars) and --prometheus (a Prometheus server), not both")
 	}
-	if f.metrics == "" && !f.dryRun {
-		return errors.New("--metrics URL[,URL...] is required (the callers' sidecars' /stats/prometheus)")
+	if f.metrics == "" && f.prometheus == "" && !f.dryRun {
+		return errors.New("--metrics URL[,URL...] (the callers' sidecars' /stats/prometheus) or --prometheus URL is required")
+	}
+	if f.promSelector != "" && f.prometheus == "" {
+		return errors.New("--prometheus-selector needs --prometheus")
 	}
 	prev := 0
 	for _, s := range strings.Split(f.steps, ",") {
@@ -198,6 +203,11 @@ func runCanary(ctx context.Context, f *canaryFlags, stdout, stderr io.Writer, sl
 	urls := splitList(f.metrics)
 	client := &http.Client{Timeout: 10 * time.Second}
 	scrape := func() (canary.Sides, error) { return canary.Scrape(ctx, client, urls, f.canary, primaries) }
+	if f.prometheus != "" {
+		scrape = func() (canary.Sides, error) {
+			return canary.QueryPrometheus(ctx, client, f.prometheus, f.promSelector, f.canary, primaries)
+		}
+	}
 	rollback := func(why string) int {
 		ts, err := st.write(ctx, f, 0)
 		if err != nil {

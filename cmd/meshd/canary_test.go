@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -375,8 +376,9 @@ func TestCanaryBinary(t *testing.T) {
 			{[]string{"canary", "-c", cfg, "--route", "app/main", "--canary", "app-v2", "--metrics", "http://x", "--steps", "50,20,100"}, "increasing"},
 			{[]string{"canary", "-c", cfg, "--route", "app/main", "--canary", "app-v2", "--metrics", "http://x", "--steps", "10,50"}, "must be 100"},
 			{[]string{"canary", "-c", cfg, "--route", "app/main", "--canary", "app-v2"}, "--metrics"},
+			{[]string{"canary", "-c", cfg, "--route", "app/main", "--canary", "app-v2", "--prometheus", "http://p", "--metrics", "http://x"}, "not both"},
+			{[]string{"canary", "-c", cfg, "--route", "app/main", "--canary", "app-v2", "--metrics", "http://x", "--prometheus-selector", "job=\"x\""}, "needs --prometheus"},
 			{[]string{"canary", "-c", cfg, "--put", "http://x", "--route", "app/main", "--canary", "app-v2", "--metrics", "http://x"}, "exactly one of"},
-			{[]string{"canary", "-c", cfg, "--route", "app/main", "--canary", "app-v2", "--prometheus", "http://p", "--metrics", "http://x"}, "not supported yet"},
 		} {
 			errOut.Reset()
 			if code := run(c.args, io.Discard, &errOut); code != 2 || !strings.Contains(errOut.String(), c.want) {
@@ -384,4 +386,73 @@ func TestCanaryBinary(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestCanaryPrometheus: the same failing canary judged from a real Prometheus server that
+// scrapes the caller's sidecar (--prometheus, --prometheus-selector): rolled back after
+// its first step. CI installs prometheus; elsewhere the test skips without it.
+func TestCanaryPrometheus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs meshd and prometheus; skipped with -short")
+	}
+	promBin, err := exec.LookPath("prometheus")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("prometheus not found; CI installs it (apt-get install prometheus)")
+		}
+		t.Skip("prometheus not found (apt-get install prometheus)")
+	}
+	bin := meshdBinary(t)
+	_, p1 := versionServer(t, "v1", 0)
+	_, p2 := versionServer(t, "v2", 2)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "mesh.yaml")
+	writeFile(t, cfg, canaryMesh(p1, p2))
+	p := startMeshd(t, bin, nil, "-c", cfg)
+
+	promPort := freePort(t)
+	promCfg := filepath.Join(dir, "prometheus.yml")
+	writeFile(t, promCfg, fmt.Sprintf(`global: {scrape_interval: 1s, evaluation_interval: 1s}
+scrape_configs:
+  - job_name: meshd
+    metrics_path: /stats/prometheus
+    static_configs: [{targets: ["%s"]}]
+`, strings.TrimPrefix(p.admin, "http://")))
+	prom := exec.Command(promBin, "--config.file="+promCfg, "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
+		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", promPort), "--log.level=warn")
+	var promLog syncBuffer
+	prom.Stderr = &promLog
+	if err := prom.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = prom.Process.Kill()
+		_ = prom.Wait()
+		if t.Failed() {
+			t.Logf("prometheus:\n%s", promLog.String())
+		}
+	})
+	promURL := fmt.Sprintf("http://127.0.0.1:%d", promPort)
+	waitReady(t, promURL+"/-/ready")
+
+	_, stop := runLoad(t, p.egress, 40000)
+	defer stop()
+	f := &canaryFlags{config: cfg, route: "app/main", canary: "app-v2", steps: "20,60,100", prometheus: promURL,
+		promSelector: `job="meshd"`, interval: 3 * time.Second, maxErrorRate: 0.1, minRequests: 10}
+	if err := f.check(true); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	code := runCanary(ctx, f, &out, &errOut, time.Sleep)
+	if code != 1 || !strings.Contains(out.String(), "rolled back:") || !strings.Contains(out.String(), "above --max-error-rate") {
+		t.Fatalf("canary --prometheus = %d\n%s%s", code, out.String(), errOut.String())
+	}
+	if strings.Contains(out.String(), "step 60%") {
+		t.Fatalf("the canary went past its first step:\n%s", out.String())
+	}
+	if w := weightsIn(t, cfg); w["app-v2"] != 0 || w["app-v1"] != 100 {
+		t.Fatalf("weights after the rollback %v", w)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"text/template"
 	"time"
 
@@ -38,16 +39,29 @@ func renderDemo(p demoPorts) ([]byte, error) {
 	return []byte(b.String()), nil
 }
 
-// startApp serves a one-line answer naming the app, standing in for a real service.
-func startApp(name string) (net.Listener, *http.Server, error) {
+// startApp serves a one-line answer naming the app, standing in for a real service;
+// errorRate of its answers (every n-th request, deterministic) are 500s, for the canary
+// walkthrough's failing version.
+func startApp(name string, errorRate float64) (net.Listener, *http.Server, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, nil, fmt.Errorf("demo app %s: %w", name, err)
 	}
+	var served, failed atomic.Int64
 	srv := &http.Server{
 		ReadHeaderTimeout: 10 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			if errorRate > 0 {
+				// The share of failures so far stays at errorRate: fail when it is below.
+				n := served.Add(1)
+				if float64(failed.Load()) < errorRate*float64(n) {
+					failed.Add(1)
+					w.WriteHeader(http.StatusInternalServerError)
+					fmt.Fprintf(w, "%s failed %s %s (demo --v2-error-rate)\n", name, r.Method, r.URL.Path)
+					return
+				}
+			}
 			fmt.Fprintf(w, "%s answered %s %s (x-request-id %s)\n", name, r.Method, r.URL.Path, r.Header.Get("X-Request-Id"))
 		}),
 	}
@@ -60,7 +74,12 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var f runFlags
 	f.register(fs)
+	v2Errors := fs.Float64("v2-error-rate", 0, "share of backend-v2's answers that are 500s, 0..1 (the canary walkthrough's failing version, docs/canary.md)")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *v2Errors < 0 || *v2Errors > 1 {
+		fmt.Fprintf(stderr, "meshd demo: --v2-error-rate %v: want a share in 0..1\n", *v2Errors)
 		return 2
 	}
 	logger, logLevel, err := telemetry.NewLogger(stderr, f.logLevel, f.logFormat)
@@ -78,10 +97,11 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 	for _, app := range []struct {
-		name string
-		port *int
-	}{{"frontend", &ports.Frontend}, {"backend-v1", &ports.V1}, {"backend-v2", &ports.V2}} {
-		ln, srv, err := startApp(app.name)
+		name   string
+		port   *int
+		errors float64
+	}{{"frontend", &ports.Frontend, 0}, {"backend-v1", &ports.V1, 0}, {"backend-v2", &ports.V2, *v2Errors}} {
+		ln, srv, err := startApp(app.name, app.errors)
 		if err != nil {
 			fmt.Fprintln(stderr, "meshd demo:", err)
 			return 1

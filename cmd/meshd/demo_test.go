@@ -178,3 +178,31 @@ func TestDemoBinary(t *testing.T) {
 		t.Errorf("demo logs lack the drain: %s", l)
 	}
 }
+
+// TestDemoAppErrorRate: the demo's --v2-error-rate makes that share of the app's answers
+// 500s, spread evenly (the canary walkthrough's failing version).
+func TestDemoAppErrorRate(t *testing.T) {
+	ln, srv, err := startApp("backend-v2", 0.5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	failed := 0
+	for i := 0; i < 20; i++ {
+		resp, err := http.Get("http://" + ln.Addr().String() + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusInternalServerError {
+			failed++
+		}
+	}
+	if failed != 10 {
+		t.Fatalf("%d of 20 answers failed, want 10", failed)
+	}
+	var stderr strings.Builder
+	if code := run([]string{"demo", "--v2-error-rate", "2"}, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), "--v2-error-rate 2") {
+		t.Fatalf("demo --v2-error-rate 2 = %d: %s", code, stderr.String())
+	}
+}

@@ -30,6 +30,7 @@ var runFlagEnv = []string{
 	"MESHD_TRACING_PROPAGATORS", "MESHD_TRACING_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE",
 	"MESHD_TRACING_XRAY", "ENABLE_ENVOY_XRAY_TRACING",
 	"MESHD_METRICS_LEVEL", "MESHD_ENVOY_STATS_TAGS", "ENABLE_ENVOY_STATS_TAGS",
+	"MESHD_MAX_CONNECTIONS", "MESHD_MAX_LISTENER_CONNECTIONS", "MESHD_OVERLOAD_HEAP", "MESHD_OVERLOAD_CONNECTIONS",
 	"APPMESH_RESOURCE_NAME", "ENVOY_ADMIN_ACCESS_PORT", "ENVOY_ADMIN_ACCESS_ENABLE_IPV6",
 	"MESHD_ADMIN_ACCESS_LOG", "ENVOY_ADMIN_ACCESS_LOG_FILE", "MESHD_INITIAL_FETCH_TIMEOUT", "ENVOY_INITIAL_FETCH_TIMEOUT",
 	"MESHD_CONCURRENCY", "ENVOY_CONCURRENCY", "MESHD_TRACING_SERVICE_NAME", "APPMESH_RESOURCE_CLUSTER", "XRAY_SEGMENT_NAME",
@@ -63,6 +64,7 @@ func TestRunFlagDefaults(t *testing.T) {
 		emfInterval: time.Minute, dnsMinTTL: 5 * time.Second, dnsMaxTTL: time.Minute, dnsNXGrace: 30 * time.Second,
 		watch: true, pollInterval: config.DefaultPollInterval, metricsLevel: "default", initialFetchTO: 30 * time.Second,
 		tracingProtocol: "grpc", tracingSampleRatio: "1", tracingPropagators: "tracecontext,b3,b3multi,xray",
+		overloadHeap: "auto",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", got, want)
@@ -285,6 +287,22 @@ func runFlagEnvCases() []runFlagEnvCase {
 			func(f runFlags) any { return f.envoyStatsTags }, false},
 		{"--envoy-stats-tags over ENABLE_ENVOY_STATS_TAGS", map[string]string{"ENABLE_ENVOY_STATS_TAGS": "1"}, []string{"--envoy-stats-tags=false"},
 			func(f runFlags) any { return f.envoyStatsTags }, false},
+		{"MESHD_MAX_CONNECTIONS", map[string]string{"MESHD_MAX_CONNECTIONS": "5000"}, nil,
+			func(f runFlags) any { return f.maxConns }, 5000},
+		{"--max-connections over MESHD_MAX_CONNECTIONS", map[string]string{"MESHD_MAX_CONNECTIONS": "5000"}, []string{"--max-connections", "-1"},
+			func(f runFlags) any { return f.maxConns }, -1},
+		{"MESHD_MAX_LISTENER_CONNECTIONS", map[string]string{"MESHD_MAX_LISTENER_CONNECTIONS": "3000"}, nil,
+			func(f runFlags) any { return f.maxListenerConns }, 3000},
+		{"--max-listener-connections over MESHD_MAX_LISTENER_CONNECTIONS", map[string]string{"MESHD_MAX_LISTENER_CONNECTIONS": "3000"}, []string{"--max-listener-connections", "10"},
+			func(f runFlags) any { return f.maxListenerConns }, 10},
+		{"MESHD_OVERLOAD_HEAP", map[string]string{"MESHD_OVERLOAD_HEAP": "512MiB"}, nil,
+			func(f runFlags) any { return f.overloadHeap }, "512MiB"},
+		{"--overload-heap over MESHD_OVERLOAD_HEAP", map[string]string{"MESHD_OVERLOAD_HEAP": "512MiB"}, []string{"--overload-heap", "off"},
+			func(f runFlags) any { return f.overloadHeap }, "off"},
+		{"MESHD_OVERLOAD_CONNECTIONS", map[string]string{"MESHD_OVERLOAD_CONNECTIONS": "8000"}, nil,
+			func(f runFlags) any { return f.overloadConns }, 8000},
+		{"--overload-connections over MESHD_OVERLOAD_CONNECTIONS", map[string]string{"MESHD_OVERLOAD_CONNECTIONS": "8000"}, []string{"--overload-connections", "0"},
+			func(f runFlags) any { return f.overloadConns }, 0},
 
 		// App Mesh's Envoy variables (docs/env.md).
 		{"APPMESH_RESOURCE_ARN's mesh", map[string]string{"APPMESH_RESOURCE_ARN": "arn:aws:appmesh:eu-west-1:111122223333:mesh/shop/virtualNode/cart"}, nil,
@@ -433,6 +451,11 @@ func TestRunEnvValuesRefused(t *testing.T) {
 		{"MESHD_CONNECT_TIMEOUT", "5 seconds", `MESHD_CONNECT_TIMEOUT="5 seconds": want a duration`},
 		{"APPMESH_ENVOY_INGRESS_PORT", "15000x", `APPMESH_ENVOY_INGRESS_PORT="15000x": want a whole number (or set --ingress-port)`},
 		{"ENABLE_ENVOY_STATS_TAGS", "yes", `ENABLE_ENVOY_STATS_TAGS="yes": want true or false (1 or 0) (or set --envoy-stats-tags)`},
+		{"MESHD_MAX_CONNECTIONS", "lots", `MESHD_MAX_CONNECTIONS="lots": want a whole number (or set --max-connections)`},
+		{"MESHD_MAX_LISTENER_CONNECTIONS", "-3", `--max-listener-connections -3: want > 0, or 0`},
+		{"MESHD_OVERLOAD_HEAP", "1TB", `--overload-heap "1TB" (or MESHD_OVERLOAD_HEAP): want auto, off, or a size such as 512MiB`},
+		{"MESHD_OVERLOAD_CONNECTIONS", "-1", `--overload-connections -1: want > 0, or 0 (off)`},
+		{"MESHD_MAX_CONNECTIONS", "-2", `--max-connections -2: want > 0, 0 (derived from RLIMIT_NOFILE) or -1 (no bound)`},
 		{"ENVOY_ADMIN_ACCESS_PORT", "admin", `ENVOY_ADMIN_ACCESS_PORT="admin": want a port number from 1 to 65535 (or set --admin-addr)`},
 		{"ENVOY_ADMIN_ACCESS_PORT", "70000", `ENVOY_ADMIN_ACCESS_PORT="70000": want a port number`},
 		{"ENVOY_ADMIN_ACCESS_ENABLE_IPV6", "maybe", `ENVOY_ADMIN_ACCESS_ENABLE_IPV6="maybe": want true or false (or set --admin-addr)`},
@@ -460,5 +483,29 @@ func TestRunEnvValuesRefused(t *testing.T) {
 	f := parseRunFlags(t, "--drain-timeout", "7s")
 	if f.drainTimeout != 7*time.Second || len(f.envErrs) != 1 || f.envErrs[0].flag != "drain-timeout" {
 		t.Fatalf("drain timeout %v, env errors %v; want the flag's 7s and one error for drain-timeout", f.drainTimeout, f.envErrs)
+	}
+}
+
+// TestParseOverloadHeap: --overload-heap's sizes, auto (half the cgroup memory limit,
+// off without one) and off; anything else is refused.
+func TestParseOverloadHeap(t *testing.T) {
+	limit := func(n uint64) func() uint64 { return func() uint64 { return n } }
+	for _, c := range []struct {
+		v    string
+		mem  uint64
+		want uint64
+	}{
+		{"auto", 1 << 30, 512 << 20}, {"auto", 0, 0}, {"off", 1 << 30, 0}, {"0", 0, 0},
+		{"1048576", 0, 1 << 20}, {"64KiB", 0, 64 << 10}, {"512MiB", 0, 512 << 20}, {"2GiB", 0, 2 << 30},
+	} {
+		got, err := parseOverloadHeap(c.v, limit(c.mem))
+		if err != nil || got != c.want {
+			t.Errorf("parseOverloadHeap(%q, memory %d) = %d, %v; want %d", c.v, c.mem, got, err, c.want)
+		}
+	}
+	for _, v := range []string{"", "lots", "-1", "1TB", "1.5GiB", "MiB"} {
+		if got, err := parseOverloadHeap(v, limit(1<<30)); err == nil {
+			t.Errorf("parseOverloadHeap(%q) = %d, want an error", v, got)
+		}
 	}
 }

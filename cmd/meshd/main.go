@@ -239,6 +239,11 @@ type runFlags struct {
 	metricsLevel   string
 	envoyStatsTags bool
 
+	// Connection limits and overload (README's flag table).
+	maxConns         int
+	maxListenerConns int
+	overloadHeap     string // parsed by limits, so a bad value is an error naming it
+	overloadConns    int
 	// App Mesh's Envoy settings (docs/env.md).
 	adminAccessLog string
 	initialFetchTO time.Duration
@@ -296,6 +301,10 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 		}
 	}
 	fs.DurationVar(&f.firstReqTO, "first-request-timeout", firstReq, "an HTTP connection must complete its first request head this long after accept (after the TLS handshake on a TLS listener), or it is closed (HTTP/1.1: 408 if part of a head came; HTTP/2: GOAWAY); > 0, tcp listeners and opaque egress are not bound by it (env MESHD_FIRST_REQUEST_TIMEOUT)")
+	fs.IntVar(&f.maxConns, "max-connections", f.envInt("max-connections", 0, "MESHD_MAX_CONNECTIONS"), "open downstream connections of the data-plane listeners together; at the bound an idle keep-alive connection is closed to make room, else the new one is closed (counted); 0: (RLIMIT_NOFILE - 64) / 2, -1: no bound (env MESHD_MAX_CONNECTIONS)")
+	fs.IntVar(&f.maxListenerConns, "max-listener-connections", f.envInt("max-listener-connections", 0, "MESHD_MAX_LISTENER_CONNECTIONS"), "open downstream connections of each listener (ingress; egress with its IPv6 twin), shed and refused the same way; 0: no bound of its own (env MESHD_MAX_LISTENER_CONNECTIONS)")
+	fs.StringVar(&f.overloadHeap, "overload-heap", env("auto", "MESHD_OVERLOAD_HEAP"), "heap in use at which meshd sheds load (new connections closed, new requests 503 overloaded, keep-alive off) until it is back under 90%: bytes, or with a KiB, MiB or GiB suffix; auto: half the cgroup memory limit, off without one; 0 or off: off (env MESHD_OVERLOAD_HEAP)")
+	fs.IntVar(&f.overloadConns, "overload-connections", f.envInt("overload-connections", 0, "MESHD_OVERLOAD_CONNECTIONS"), "open downstream connections at which meshd sheds load the same way, until under 90%; 0: off (env MESHD_OVERLOAD_CONNECTIONS)")
 	fs.BoolVar(&f.watch, "watch", f.envBool("watch", true, "MESHD_WATCH"), "reload the -c file when it changes, renames and symlink swaps included (env MESHD_WATCH)")
 	fs.StringVar(&f.configURL, "config-url", env("", "MESHD_CONFIG_URL"), "poll the config from this http(s) URL instead of -c (env MESHD_CONFIG_URL)")
 	fs.DurationVar(&f.pollInterval, "poll-interval", f.envDuration("poll-interval", config.DefaultPollInterval, "MESHD_POLL_INTERVAL"), "how often --config-url is polled (env MESHD_POLL_INTERVAL)")
@@ -432,6 +441,10 @@ func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) (proxy.Opt
 	if err != nil {
 		return proxy.Options{}, fmt.Errorf("--http2-limits: %w", err)
 	}
+	lim, err := f.limits(logger)
+	if err != nil {
+		return proxy.Options{}, err
+	}
 	return proxy.Options{
 		HTTP2:                 h2lim,
 		TLS:                   meshtls.LoaderOptions{WorkloadAPIAddr: f.spiffeSocket, Logger: logger},
@@ -464,7 +477,76 @@ func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) (proxy.Opt
 		EnvoyStatsTags:        f.envoyStatsTags,
 		AdminAccessLog:        f.adminAccessLog,
 		CommandLineOptions:    f.commandLineOptions(),
+		Limits:                lim,
 	}, nil
+}
+
+// limits checks the connection limit and overload flags and resolves their defaults;
+// an explicit bound the fd limit cannot back is warned about, naming the way out.
+func (f *runFlags) limits(logger *slog.Logger) (proxy.ConnLimits, error) {
+	switch {
+	case f.maxConns < -1:
+		return proxy.ConnLimits{}, fmt.Errorf("--max-connections %d: want > 0, 0 (derived from RLIMIT_NOFILE) or -1 (no bound)", f.maxConns)
+	case f.maxListenerConns < 0:
+		return proxy.ConnLimits{}, fmt.Errorf("--max-listener-connections %d: want > 0, or 0 (no bound of its own)", f.maxListenerConns)
+	case f.overloadConns < 0:
+		return proxy.ConnLimits{}, fmt.Errorf("--overload-connections %d: want > 0, or 0 (off)", f.overloadConns)
+	}
+	heap, err := parseOverloadHeap(f.overloadHeap, cgroupMemoryMax)
+	if err != nil {
+		return proxy.ConnLimits{}, fmt.Errorf("--overload-heap %q (or MESHD_OVERLOAD_HEAP): %w", f.overloadHeap, err)
+	}
+	nofile := proxy.NoFileLimit()
+	if def := proxy.DefaultMaxConnections(nofile); nofile > 0 && (f.maxConns > def || f.maxConns == -1) {
+		logger.Warn("--max-connections is above what the fd limit can back: past RLIMIT_NOFILE meshd sheds idle connections and stops accepting until descriptors free up; raise the fd limit (ulimit -n) or lower --max-connections",
+			"max_connections", f.maxConns, "rlimit_nofile", nofile, "backed", def)
+	}
+	return proxy.ConnLimits{MaxConnections: f.maxConns, MaxListenerConnections: f.maxListenerConns,
+		OverloadHeapBytes: heap, OverloadConnections: f.overloadConns}, nil
+}
+
+// parseOverloadHeap reads --overload-heap: "auto" (half of the cgroup memory limit
+// memMax reports; off without one), "0" or "off", or bytes with an optional KiB, MiB or
+// GiB suffix.
+func parseOverloadHeap(v string, memMax func() uint64) (uint64, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "auto":
+		return memMax() / 2, nil
+	case "0", "off":
+		return 0, nil
+	}
+	num, mult := v, uint64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   uint64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if n, ok := strings.CutSuffix(v, u.suffix); ok {
+			num, mult = n, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(num), 10, 64)
+	if err != nil || n == 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("want auto, off, or a size such as 512MiB (bytes, KiB, MiB or GiB)")
+	}
+	return n * mult, nil
+}
+
+// cgroupMemoryMax is the memory limit of the process's cgroup (v2 memory.max, else v1
+// memory.limit_in_bytes); 0 when there is none or it cannot be read.
+func cgroupMemoryMax() uint64 {
+	for _, p := range []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil || n >= 1<<62 { // "max", or v1's "unlimited" (a huge number)
+			return 0
+		}
+		return n
+	}
+	return 0
 }
 
 // commandLineOptions are /server_info's command_line_options (Envoy's names where the

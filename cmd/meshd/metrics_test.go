@@ -22,8 +22,8 @@ import (
 // unknown host refused by DROP_ALL). meshd_ series are meshd's own; envoy_ series the
 // Envoy-compatible ones; the process and Go runtime collectors are not counted.
 const (
-	demoMeshdIdle    = 76
-	demoMeshdTraffic = 92
+	demoMeshdIdle    = 80
+	demoMeshdTraffic = 96
 	demoEnvoyIdle    = 82
 	demoEnvoyTraffic = 91
 )
@@ -97,7 +97,7 @@ func TestDemoSeriesCount(t *testing.T) {
 		name string
 		port *int
 	}{{"frontend", &ports.Frontend}, {"backend-v1", &ports.V1}, {"backend-v2", &ports.V2}} {
-		ln, srv, err := startApp(app.name)
+		ln, srv, err := startApp(app.name, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -41,6 +41,13 @@ const (
 	DefaultMaxHeaders     = 100
 )
 
+// MaxInterim bounds the interim (1xx other than 101) responses a proxy takes before the
+// final one of a request. RFC 9110 §15.2 sets no bound, but an upstream that sends them
+// without end would hold the exchange and make meshd relay heads forever; a real one
+// sends a 100 Continue and a 103 or two. Callers answer a response past the bound as a
+// malformed one (502).
+const MaxInterim = 16
+
 func (l Limits) withDefaults() Limits {
 	if l.MaxHeaderBytes <= 0 {
 		l.MaxHeaderBytes = DefaultMaxHeaderBytes

@@ -329,7 +329,13 @@ type clientStream struct {
 	resp    http.Response
 	body    responseBody
 	gotHead bool // (mu)
+	interim int  // interim (1xx) heads received; the reader goroutine's alone
 }
+
+// maxInterim bounds the interim (1xx) heads a stream takes before its final head, as
+// internal/h1.MaxInterim does for HTTP/1.1 upstreams: they are dropped, but an upstream
+// that sends them without end would hold the stream until its deadline.
+const maxInterim = 16
 
 func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 	cs := &clientStream{cc: cc, req: req}
@@ -749,6 +755,10 @@ func (cc *clientConn) onHeaders(f *http2.HeadersFrame) error {
 	if status < 200 {
 		if status == http.StatusSwitchingProtocols || f.StreamEnded() {
 			cc.resetStream(st, http2.ErrCodeProtocol, errors.New("http2: malformed response: 101 or a final 1xx"))
+			return nil
+		}
+		if cs.interim++; cs.interim > maxInterim {
+			cc.resetStream(st, http2.ErrCodeProtocol, fmt.Errorf("http2: more than %d interim (1xx) responses", maxInterim))
 		}
 		return nil // interim responses are not relayed on this path
 	}

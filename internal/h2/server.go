@@ -888,6 +888,22 @@ func (w *responseWriter) WriteHeader(code int) {
 	}
 }
 
+// RetractHead drops a response head and body the handler wrote but that has not left
+// yet (nothing flushed, the buffer never filled), so the handler can answer otherwise: a
+// proxy whose upstream failed before any of its response reached the client answers
+// with its own error instead of resetting the stream. False once the head has left.
+func (w *responseWriter) RetractHead() bool {
+	if w.sentHeader || w.done {
+		return false
+	}
+	w.header = make(http.Header, 4) // the old map may be the upstream's, adopted
+	w.head, w.status, w.wroteHeader, w.written = nil, 0, false, 0
+	if w.buf != nil {
+		w.buf = w.buf[:0]
+	}
+	return true
+}
+
 func (w *responseWriter) bodyAllowed() bool {
 	return w.status != http.StatusNoContent && w.status != http.StatusNotModified && w.ss.req.Method != http.MethodHead
 }

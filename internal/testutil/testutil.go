@@ -130,6 +130,13 @@ func (l *CountingListener) Accept() (net.Conn, error) {
 // Accepted is the number of connections accepted so far.
 func (l *CountingListener) Accepted() int64 { return l.accepted.Load() }
 
+// Open is the number of accepted connections not closed yet.
+func (l *CountingListener) Open() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
 // CloseAll closes every accepted connection that is still open.
 func (l *CountingListener) CloseAll() {
 	l.mu.Lock()

@@ -87,6 +87,10 @@ type API struct {
 	// TLSPlaintext returns, per PERMISSIVE listener ("ingress:<port>"), the connections
 	// it served in plaintext: the callers still to move to TLS before it can be STRICT.
 	TLSPlaintext func() map[string]uint64
+	// Conns returns the data-plane listeners' connection counters by listener kind, and
+	// Overload the overload state, for /stats and /stats/prometheus (nil: none).
+	Conns    func() map[string]ConnStats
+	Overload func() OverloadStats
 
 	// HealthCheckFailed is set by POST /healthcheck/fail and cleared by
 	// /healthcheck/ok: while set, /ready answers 503 and /server_info says DRAINING (as
@@ -412,6 +416,7 @@ func (s *API) handleStatsText(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	lines = append(lines, s.tlsStatsLines(snap, time.Now())...)
+	lines = append(lines, s.connStatsLines()...)
 	sort.Strings(lines)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = io.WriteString(w, strings.Join(lines, "\n")+"\n")

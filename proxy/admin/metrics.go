@@ -97,6 +97,8 @@ type metricFamilies struct {
 	egressDropped, passConns, passActive, passSent, passReceived           *metricDef
 	lsRequests, lsByCode, lsDuration, lsInFlight, lsNoRoute, lsRateLimited *metricDef
 	lsFirstReqTimeouts                                                     *metricDef
+	lsConnsOpen, lsConnsRejected, lsConnsShed, lsFDExhausted, lsOverloadRq *metricDef
+	ovActive, ovEntered, ovHeap, adminReserve                              *metricDef
 	lsAuthzAllowed, lsAuthzDenied                                          *metricDef
 	rtRequests, rtByCode, rtDuration, rtRetries, rtBudget, rtRetryOverflow *metricDef
 	rtTimeouts, rtRateLimited                                              *metricDef
@@ -104,6 +106,7 @@ type metricFamilies struct {
 	clRetries, clBudget, clRetryOverflow, clRetriesActive, clTimeouts      *metricDef
 	clGRPC                                                                 *metricDef
 	clNoHealthy, clPoolOverflow, clEndpoints, clHealthy                    *metricDef
+	clProtocolErrors                                                       *metricDef
 	clEjectActive, clEjections, clEjectOverflow                            *metricDef
 	clBreakerState, clBreakerTrips, clBreakerRejected, clHCPass, clHCFail  *metricDef
 	clTCPConns, clTCPActive, clTCPRejected, clTCPConnectFail, clTCPIdle    *metricDef
@@ -151,6 +154,11 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.tlsReloads, scopeServer, "meshd_tls_certificate_reloads_total", counter, "New certificates or trust bundles a TLS source took after its first.", []string{"source"})
 	def(&f.tlsRejects, scopeServer, "meshd_tls_certificate_rejects_total", counter, "New certificates or trust bundles a TLS source refused (the previous ones kept serving).", []string{"source"})
 	def(&f.tlsPlaintext, scopeServer, "meshd_tls_permissive_plaintext_connections_total", counter, "Connections a PERMISSIVE listener served in plaintext (callers still to move to TLS before the listener can be STRICT).", []string{"listener"})
+	// Overload (--overload-heap, --overload-connections) and the admin listener's fd reserve.
+	def(&f.ovActive, scopeServer, "meshd_overload_active", gauge, "1 while meshd is past an overload watermark and sheds load, else 0.", nil)
+	def(&f.ovEntered, scopeServer, "meshd_overload_entered_total", counter, "Times meshd went past an overload watermark.", nil)
+	def(&f.ovHeap, scopeServer, "meshd_overload_heap_bytes", gauge, "The last heap sample the heap watermark was checked against (only with --overload-heap).", nil)
+	def(&f.adminReserve, scopeServer, "meshd_admin_fd_reserve", gauge, "File descriptors the admin listener holds in reserve for when the process has none left.", nil)
 	// Egress L4 outside any cluster.
 	def(&f.egressDropped, scopeServer, "meshd_egress_tcp_dropped_total", counter, "Egress connections closed because they matched no backend and the egressFilter is DROP_ALL.", nil)
 	def(&f.passConns, scopeServer, "meshd_passthrough_tcp_connections_total", counter, "Egress connections relayed to their original destination (ALLOW_ALL).", nil)
@@ -163,6 +171,11 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.lsDuration, scopeListener, "meshd_listener_request_duration_seconds", histogram, "HTTP request duration on the listener, head read to last response byte.", listenerLabels).Detailed = true
 	def(&f.lsInFlight, scopeListener, "meshd_listener_requests_in_flight", gauge, "HTTP requests in progress on the listener.", listenerLabels)
 	def(&f.lsFirstReqTimeouts, scopeListener, "meshd_listener_first_request_timeouts_total", counter, "HTTP connections closed because their first request head was not complete within the first-request timeout (--first-request-timeout).", listenerLabels)
+	def(&f.lsConnsOpen, scopeListener, "meshd_listener_connections_open", gauge, "Downstream connections open on the listener now (egress: with its IPv6 twin).", listenerLabels)
+	def(&f.lsConnsRejected, scopeListener, "meshd_listener_connections_rejected_total", counter, "Connections closed at accept, by reason: limit (--max-connections or --max-listener-connections reached and no idle keep-alive connection to shed), overload (past an overload watermark).", with(listenerLabels, "reason"))
+	def(&f.lsConnsShed, scopeListener, "meshd_listener_idle_connections_shed_total", counter, "Idle keep-alive connections meshd closed to make room: for a new connection at a connection limit, or out of file descriptors.", listenerLabels)
+	def(&f.lsFDExhausted, scopeListener, "meshd_listener_accept_fd_exhausted_total", counter, "Accepts that failed for want of file descriptors (EMFILE, ENFILE); each sheds idle connections and backs off.", listenerLabels)
+	def(&f.lsOverloadRq, scopeListener, "meshd_listener_overload_rejected_requests_total", counter, "Requests answered 503 overloaded while past an overload watermark.", listenerLabels)
 	def(&f.lsNoRoute, scopeListener, "meshd_listener_no_route_total", counter, "Requests meshd answered itself for want of a route (no_route, egress_denied, no_listener).", listenerLabels)
 	def(&f.lsRateLimited, scopeListener, "meshd_listener_rate_limited_total", counter, "Requests refused with 429 by an ingress listener's rateLimit, by listener port.", with(listenerLabels, "port"))
 	def(&f.lsAuthzAllowed, scopeListener, "meshd_listener_authz_allowed_total", counter, "Requests (tcp: connections) an ingress listener's authorization allowed, by listener port.", with(listenerLabels, "port"))
@@ -190,6 +203,7 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.clGRPC, scopeCluster, "meshd_cluster_grpc_calls_total", counter, "gRPC calls to the cluster by grpc-status: ok (0) or error (any other, or none).", with(clusterLabels, "grpc_result"))
 	def(&f.clTimeouts, scopeCluster, "meshd_cluster_timeouts_total", counter, "Requests to the cluster answered 504 (or DEADLINE_EXCEEDED) by meshd's timeouts.", clusterLabels)
 	def(&f.clNoHealthy, scopeCluster, "meshd_cluster_no_healthy_upstream_total", counter, "Requests answered 503 because the cluster had no endpoint to pick.", clusterLabels)
+	def(&f.clProtocolErrors, scopeCluster, "meshd_cluster_upstream_protocol_errors_total", counter, "Requests answered 502 upstream_protocol_error: the upstream's response was malformed or out of bounds (oversized head, too many fields, 1xx flood, ambiguous framing, bad chunk).", clusterLabels)
 	def(&f.clPoolOverflow, scopeCluster, "meshd_cluster_pool_overflow_total", counter, "Requests answered 503 at once by a connectionPool limit, by limit (max_connections, max_pending_requests, max_requests).", with(clusterLabels, "limit"))
 	def(&f.clEndpoints, scopeCluster, "meshd_cluster_endpoints", gauge, "Endpoints in the cluster's current set.", clusterLabels)
 	def(&f.clHealthy, scopeCluster, "meshd_cluster_endpoints_healthy", gauge, "Endpoints available to pick: passing health checks and not ejected.", clusterLabels)
@@ -369,6 +383,7 @@ type httpView struct {
 	buckets                                             [len(telemetry.LatencyBuckets) + 1]uint64
 	sumMicros                                           uint64
 	timeouts, rateLimited, overflow, noRoute, noHealthy uint64
+	protocolErrors                                      uint64
 	grpc                                                [2]uint64
 }
 
@@ -389,6 +404,7 @@ func readHTTP(s *telemetry.HTTPStats) (v httpView) {
 	v.sumMicros = s.SumMicros.Load()
 	v.timeouts, v.rateLimited, v.overflow = s.Timeouts.Load(), s.RateLimited.Load(), s.Overflow.Load()
 	v.noRoute, v.noHealthy = s.NoRoute.Load(), s.NoHealthy.Load()
+	v.protocolErrors = s.ProtocolErrors.Load()
 	v.grpc[0], v.grpc[1] = s.GRPC[0].Load(), s.GRPC[1].Load()
 	return v
 }
@@ -507,6 +523,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	c.collectTLS(e, snap)
+	c.collectConns(e)
 	if snap == nil {
 		return
 	}
@@ -674,6 +691,7 @@ func (c *collector) collectCluster(e *emitter, cl *upstream.Cluster, envoy strin
 	e.used(f.clGRPC, v.grpc[0], node, name, "ok")
 	e.used(f.clGRPC, v.grpc[1], node, name, "error")
 	e.used(f.clNoHealthy, v.noHealthy, node, name)
+	e.used(f.clProtocolErrors, v.protocolErrors, node, name)
 	e.used(f.clPoolOverflow, rc.OverflowMaxConnections, node, name, "max_connections")
 	e.used(f.clPoolOverflow, rc.OverflowMaxPendingRequests, node, name, "max_pending_requests")
 	e.used(f.clPoolOverflow, rc.OverflowMaxRequests, node, name, "max_requests")

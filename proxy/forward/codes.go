@@ -29,6 +29,9 @@ const (
 	// CodeAuthzDenied: the ingress listener's authorization policy does not allow the
 	// caller (or the caller has no verified identity); 403, gRPC PERMISSION_DENIED.
 	CodeAuthzDenied = "authz_denied"
+	// CodeOverloaded: meshd is past its overload watermark (heap or connections) and
+	// sheds new requests; 503, gRPC UNAVAILABLE.
+	CodeOverloaded = "overloaded"
 )
 
 // HeaderError names the header on every response meshd generates itself.
@@ -178,6 +181,8 @@ func ResponseFlags(code string) string {
 		return "DPE"
 	case CodeProtocol:
 		return "UPE"
+	case CodeOverloaded:
+		return "OM" // Envoy's overload manager
 	}
 	return "-"
 }

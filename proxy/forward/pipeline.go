@@ -344,6 +344,13 @@ func retriableErr(p *resilience.RetryPolicy, err error, replayable, perTryExpire
 	return replayable && p.RetryOnReset()
 }
 
+// UpstreamStatus is Status for a failure that was not classified yet (a response body
+// that failed after the pipeline returned): a message the HTTP/1.1 codec refused is a
+// protocol error, a deadline a timeout, anything else a reset.
+func UpstreamStatus(err error) (status int, code string) {
+	return Status(upstream.Wrap(err, isMalformed))
+}
+
 // isMalformed reports a response the HTTP/1.1 codec refused.
 func isMalformed(err error) bool {
 	var he *h1.Error

@@ -300,6 +300,16 @@ type Env struct {
 	FirstRequestTimeouts [Egress + 1]atomic.Uint64
 	// MaxReplayBody bounds the request body kept for a retry (0: DefaultMaxReplayBody).
 	MaxReplayBody int
+	// UpstreamHold is how long an HTTP/1.1 downstream connection idle between requests
+	// keeps the upstream connection of its last exchange (a client's next request then
+	// skips the pool's lock) before putting it back in the endpoint's pool, so idle
+	// clients never pin upstream connections. 0: DefaultUpstreamHold.
+	UpstreamHold time.Duration
+	// Overloaded reports whether the server sheds load (its overload watermark is
+	// crossed): new requests are answered 503 overloaded and responses say Connection:
+	// close. nil: never. OverloadRejected counts those 503s by Kind.
+	Overloaded       *atomic.Bool
+	OverloadRejected [Egress + 1]atomic.Uint64
 	// Draining reports whether the server is draining: responses say Connection: close.
 	Draining *atomic.Bool
 	Log      *slog.Logger
@@ -318,6 +328,21 @@ func (e *Env) ListenerStats(k Kind) *telemetry.HTTPStats {
 	}
 	return &e.EgressStats
 }
+
+// DefaultUpstreamHold is Env.UpstreamHold's default: long enough that a client sending
+// requests back to back keeps its upstream connection, short next to the keep-alive idle.
+const DefaultUpstreamHold = time.Second
+
+// Hold is UpstreamHold with its default.
+func (e *Env) Hold() time.Duration {
+	if e.UpstreamHold > 0 {
+		return e.UpstreamHold
+	}
+	return DefaultUpstreamHold
+}
+
+// IsOverloaded reports whether new requests are to be shed.
+func (e *Env) IsOverloaded() bool { return e.Overloaded != nil && e.Overloaded.Load() }
 
 // ReplayBound is MaxReplayBody with its default.
 func (e *Env) ReplayBound() int {

@@ -148,7 +148,7 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 		if chunked || resp.ContentLength >= 0 {
 			// The framing tells the client the body is incomplete (no last chunk, or fewer
 			// bytes than Content-Length): deliver what arrived, then close.
-			_ = bw.Flush()
+			c.linger = bw.Flush() == nil
 			return false
 		}
 		// A body delimited by close (HTTP/1.0 client) would look complete after an orderly
@@ -158,6 +158,7 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 	}
 	flushErr := bw.Flush()
 	fl.End(balancer.DoneInfo{Status: resp.StatusCode, Latency: time.Since(start)}, true)
+	c.linger = flushErr == nil && closeDown
 	return flushErr == nil && !closeDown
 }
 

@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -30,6 +31,11 @@ import (
 
 const (
 	downstreamWriteBuf = 16 << 10
+
+	// A connection meshd closes after answering, while the client may still be sending,
+	// lingers this long at most, discarding at most lingerBytes of input (listen.Conn.Linger).
+	lingerTime  = 5 * time.Second
+	lingerBytes = 1 << 20
 )
 
 // Limits bounds a request head (and, on the upstream side, a response head).
@@ -78,6 +84,11 @@ type h1conn struct {
 	// The route's and cluster's statistics of the request in progress (nil: none).
 	routeStats, clusterStats *telemetry.HTTPStats
 	span                     telemetry.Span // the request's server span; nil: not traced
+	// linger: meshd ends the connection after a response it wrote whole, while the
+	// client may still be sending (an error answer to a request whose body or
+	// successors were not read, a close after a response delimited by the close):
+	// the connection closes through a lingering close, not at once.
+	linger bool
 }
 
 // Serve serves the HTTP/1.1 requests of tc (br holds what the sniffer read) until the
@@ -86,6 +97,11 @@ type h1conn struct {
 func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kind) {
 	c := &h1conn{env: env, kind: kind, tc: tc, br: br, bw: getWriter(tc)}
 	defer putWriter(c.bw)
+	defer func() {
+		if c.linger {
+			tc.Linger(lingerTime, lingerBytes)
+		}
+	}()
 	c.rd = h1.NewReader(br, Limits)
 	c.hdrs.req = &c.req
 	c.fwd = forward.NewH1Forwarding()
@@ -103,6 +119,9 @@ func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kin
 	for {
 		tc.SetBusy(false)
 		if env.Draining.Load() {
+			return
+		}
+		if !c.holdUp() {
 			return
 		}
 		tc.SetIdleTimeout(env.KeepAliveIdle)
@@ -139,12 +158,55 @@ func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kin
 		}
 		first = time.Time{}
 		tc.SetIdleTimeout(env.StreamIdle)
+		if env.IsOverloaded() {
+			c.overloadReply()
+			return
+		}
 		keep := c.handle()
 		c.observe()
 		if !keep {
 			return
 		}
 	}
+}
+
+// holdUp waits, while the connection keeps the upstream connection of its last
+// exchange, at most the hold (Env.Hold) for the next request, then puts the upstream
+// connection back in its endpoint's pool (closed there if the pool is full): a client
+// idle between requests must not pin an upstream connection (9,000 idle keep-alive
+// clients used to hold 9,000 of them). It costs a busy client nothing more than the
+// keep-alive wait did: the deadline moves once to the hold and once back to the stream
+// idle when the next request comes, as it moved to the keep-alive idle and back. It
+// reports false when the connection is to close (the client left or it was woken).
+func (c *h1conn) holdUp() bool {
+	hold := c.env.Hold()
+	if c.up == nil || c.br.Buffered() > 0 || hold >= c.env.KeepAliveIdle {
+		return true
+	}
+	c.tc.SetIdleTimeout(hold)
+	_, err := c.br.Peek(1)
+	if err == nil {
+		return true
+	}
+	if !upstream.IsTimeout(err) {
+		return false
+	}
+	c.releaseUp()
+	return true
+}
+
+// overloadReply answers a request meshd sheds while past its overload watermark: 503
+// overloaded, and the connection closes, so the client goes elsewhere or comes back
+// later on a new one.
+func (c *h1conn) overloadReply() {
+	c.env.OverloadRejected[c.kind].Add(1)
+	c.startRecord(c.env.State.Load())
+	if req := &c.req; req.HasBody() && !req.ExpectContinue && !req.Chunked && req.ContentLength <= int64(c.br.Size()) {
+		// A body left unread would make the close a reset, which can lose the answer.
+		_, _ = c.br.Discard(int(req.ContentLength))
+	}
+	c.localReply(503, forward.CodeOverloaded, "meshd: overloaded, try again later\n", true)
+	c.observe()
 }
 
 // releaseUp returns the kept upstream connection to its pool.
@@ -409,7 +471,13 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 	// is there); an HTTP/1.0 client must not get them (RFC 9110 §15.2), so they are
 	// dropped for it.
 	resp := &c.resp
-	for resp.Status >= 100 && resp.Status < 200 && resp.Status != 101 {
+	for interim := 1; resp.Status >= 100 && resp.Status < 200 && resp.Status != 101; interim++ {
+		if interim > h1.MaxInterim {
+			pool.Discard(u)
+			err := &upstream.Error{Kind: upstream.Protocol, Err: errors.New("upstream sent more than " + strconv.Itoa(h1.MaxInterim) + " interim (1xx) responses")}
+			fl.End(balancer.DoneInfo{Err: err, Status: resp.Status, Latency: time.Since(start)}, true)
+			return c.failReply(err) && !req.HasBody()
+		}
 		if req.Minor > 0 {
 			err := h1.WriteResponseHead(c.bw, resp, nil, false, false)
 			if err == nil {
@@ -493,6 +561,7 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 		u.LastUsed = time.Now()
 		c.up = u
 	}
+	c.linger = flushErr == nil && closeDown
 	return flushErr == nil && !closeDown
 }
 
@@ -521,6 +590,8 @@ func (c *h1conn) midBodyFailure(err error, written int64, closeDelimited bool) b
 	}
 	if ferr := c.bw.Flush(); ferr != nil {
 		c.env.Log.Debug("flushing a truncated response failed", "err", ferr)
+	} else {
+		c.linger = true // the truncated response's bytes must not be dropped by a reset
 	}
 	return false
 }
@@ -591,7 +662,7 @@ func putWriter(bw *bufio.Writer) { bw.Reset(nil); writerPool.Put(bw) }
 // asked, the server drains, or a reload removed the listener the connection came to.
 // The response then says Connection: close.
 func (c *h1conn) closing() bool {
-	return c.req.Close || c.env.Draining.Load() || c.tc.Drain.Load()
+	return c.req.Close || c.env.Draining.Load() || c.tc.Drain.Load() || c.env.IsOverloaded()
 }
 
 // localReply answers with a response meshd generated itself. It reports whether the
@@ -606,6 +677,7 @@ func (c *h1conn) localReply(status int, code, msg string, closeConn bool) bool {
 	if err := c.bw.Flush(); err != nil {
 		return false
 	}
+	c.linger = closeConn
 	return !closeConn
 }
 
@@ -664,6 +736,7 @@ func (c *h1conn) rateLimitReply(wait time.Duration) bool {
 	if h1.WriteSimpleResponse(c.bw, 429, hdr[:], []byte("meshd: rate limit exceeded\n"), closeConn) != nil || c.bw.Flush() != nil {
 		return false
 	}
+	c.linger = closeConn
 	return !closeConn
 }
 
@@ -886,6 +959,7 @@ func (c *h1conn) failReply(err error) bool {
 		if h1.WriteSimpleResponse(c.bw, status, hdr[:], []byte(msg), closeConn) != nil || c.bw.Flush() != nil {
 			return false
 		}
+		c.linger = closeConn
 		return !closeConn
 	}
 	c.env.Log.Debug("upstream failure", "status", status, "code", code, "err", err)

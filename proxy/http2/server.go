@@ -150,6 +150,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		forward.Finish(rec, ls, route, cluster, span, snap.Observers())
 	}()
+	if env.IsOverloaded() {
+		env.OverloadRejected[s.kind].Add(1)
+		noteLocal(rec, http.StatusServiceUnavailable, forward.CodeOverloaded)
+		LocalReply(w, rr.GRPC, http.StatusServiceUnavailable, forward.CodeOverloaded, "", "meshd: overloaded, try again later\n")
+		return
+	}
 	d = forward.Resolve(snap, env.Passthrough, s.kind, &rr, local, orig, rand.Uint64())
 	forward.NoteRoute(rec, &d)
 	if d.Failed() || !env.Authorize(snap, &d, peer, &rr) {
@@ -195,6 +201,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // headerAdopter is a ResponseWriter that can take over a header map (internal/h2's).
 type headerAdopter interface{ AdoptHeader(http.Header) bool }
+
+// headRetractor is a ResponseWriter that can drop a head that has not left yet
+// (internal/h2's).
+type headRetractor interface{ RetractHead() bool }
 
 // noteLocal records an answer meshd gave itself.
 func noteLocal(rec *telemetry.Request, status int, code string) { rec.Status, rec.Code = status, code }
@@ -262,7 +272,25 @@ func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Fligh
 	// A copy error is the upstream's when reading failed, the client's when writing did;
 	// copyFlush tells them apart.
 	var de *forward.DownstreamError
-	fl.End(balancer.DoneInfo{Err: err, Status: resp.StatusCode, Latency: time.Since(fl.Start)}, !errors.As(err, &de))
+	fromUpstream := err != nil && !errors.As(err, &de)
+	fl.End(balancer.DoneInfo{Err: err, Status: resp.StatusCode, Latency: time.Since(fl.Start)}, err == nil || fromUpstream)
+	if fromUpstream {
+		if r, ok := w.(headRetractor); ok && r.RetractHead() {
+			// Nothing of the response has left: the client gets meshd's answer rather
+			// than a reset stream, as on the HTTP/1.1 path.
+			status, code := forward.UpstreamStatus(err)
+			if x.TimeoutCause() != nil {
+				// meshd's own timeout cancelled the body's read ("context canceled").
+				status, code = 504, forward.CodeTimeout
+			}
+			if rec != nil {
+				rec.BytesSent, rec.Trailers = 0, nil
+				noteLocal(rec, status, code)
+			}
+			LocalReply(w, grpc, status, code, "", "meshd: the upstream failed before its response was sent: "+err.Error()+"\n")
+			return
+		}
+	}
 	if err != nil {
 		// Mid-body failure: abort the stream so the client sees an error, not a short body.
 		panic(http.ErrAbortHandler)

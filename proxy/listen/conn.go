@@ -3,7 +3,6 @@ package listen
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -43,17 +42,23 @@ type Conn struct {
 	// Owned by the serving goroutine, like Write.
 	Written int64
 
-	state atomic.Int32 // idle or active
+	state atomic.Int32 // idle, active or kept
+
+	// Under the Tracker's lock: the listener's limit it counts against, and whether it
+	// was shed (woken to close) to make room.
+	lim  *Limit
+	shed bool
 }
 
 const (
-	idle int32 = iota
-	active
+	idle   int32 = iota // waiting for its first request
+	active              // serving a request (or not HTTP/1.1: never idle)
+	kept                // idle between requests (keep-alive): the first to shed
 )
 
 // Read returns io.EOF at once on a connection told to drain while idle between requests.
 func (c *Conn) Read(p []byte) (int, error) {
-	if c.Drain.Load() && c.state.Load() == idle {
+	if c.Drain.Load() && c.state.Load() != active {
 		return 0, io.EOF
 	}
 	c.Timer.Refresh(c.Conn)
@@ -74,10 +79,11 @@ func (c *Conn) SetIdleTimeout(d time.Duration) { c.Timer.Idle = d }
 // SetBusy marks the connection as serving a request (true) or waiting for the next one
 // (false): only a waiting connection is woken by a drain.
 func (c *Conn) SetBusy(busy bool) {
-	if busy {
+	switch {
+	case busy:
 		c.state.Store(active)
-	} else {
-		c.state.Store(idle)
+	case c.state.Load() == active:
+		c.state.Store(kept) // it served a request: a keep-alive connection now
 	}
 }
 
@@ -85,7 +91,7 @@ func (c *Conn) SetBusy(busy bool) {
 // the read side rather than moving the deadline, which the connection's own goroutine
 // may be refreshing at the same moment.
 func (c *Conn) WakeIfIdle() {
-	if c.state.Load() != idle {
+	if c.state.Load() == active {
 		return
 	}
 	c.ShutRead()
@@ -114,6 +120,35 @@ func (c *Conn) Abort() {
 	_ = c.Raw().Close()
 }
 
+// Linger prepares a connection meshd closes while the client may still be sending (an
+// error answer to a request whose body or pipelined successors were not read). Closing
+// a socket with unread input makes the kernel send a reset at once and drop what it has
+// not transmitted yet, so the answer, held back by the client's receive window or lost
+// and due for retransmission, never arrives. So the write side is shut first (what is
+// queued is sent, then FIN), and input is read and dropped until the client closes, up
+// to max bytes or until d has passed (nginx's lingering close; HAProxy drains alike).
+// The caller closes the connection afterwards, as before.
+func (c *Conn) Linger(d time.Duration, max int64) {
+	t := c.TCP()
+	if t == nil {
+		return
+	}
+	if tc, ok := c.Conn.(*tls.Conn); ok {
+		// close_notify before the FIN, as Close would send it: a body delimited by the
+		// close is complete only with it.
+		_ = tc.SetWriteDeadline(time.Now().Add(d))
+		_ = tc.CloseWrite()
+	}
+	if err := t.CloseWrite(); err != nil {
+		return
+	}
+	if err := t.SetReadDeadline(time.Now().Add(d)); err != nil {
+		return
+	}
+	// io.Discard reads into pooled buffers: nothing allocated per connection.
+	_, _ = io.CopyN(io.Discard, t, max)
+}
+
 // CloseNow closes the socket under any TLS layer at once, without a TLS close_notify
 // (which could wait up to crypto/tls's 5 s on a peer that reads nothing): for another
 // goroutine than the connection's own, e.g. a drain that ran out of time.
@@ -140,10 +175,19 @@ func (c *Conn) TCP() *net.TCPConn {
 // Tracker is the set of open downstream connections, which a drain walks. The zero
 // value is ready; safe for concurrent use.
 type Tracker struct {
+	// Max bounds the open connections of every listener together (Admit); 0: none. Set
+	// before the first Admit.
+	Max int
+
 	mu     sync.Mutex
 	conns  map[*Conn]struct{}
 	wg     sync.WaitGroup
 	closed bool
+	// shedding counts the connections shed (woken to close) but not yet untracked:
+	// their room is already given to the connections admitted in their place.
+	shedding int
+	noIdle   time.Time     // a scan for an idle connection to shed found none: not again before
+	freed    chan struct{} // a connection was untracked (for the accept loop's back-off)
 }
 
 // Track publishes c; false when the tracker is closed (draining): close c instead.
@@ -153,12 +197,21 @@ func (t *Tracker) Track(c *Conn) bool {
 	if t.closed {
 		return false
 	}
+	t.addLocked(c, nil)
+	return true
+}
+
+func (t *Tracker) addLocked(c *Conn, l *Limit) {
 	if t.conns == nil {
 		t.conns = make(map[*Conn]struct{})
 	}
 	t.conns[c] = struct{}{}
+	if l != nil {
+		c.lim = l
+		l.open++
+		l.gauge.Store(int64(l.open))
+	}
 	t.wg.Add(1)
-	return true
 }
 
 // Wrap makes nc (a *tls.Conn over c's socket) c's connection. Only c's serving goroutine
@@ -174,7 +227,24 @@ func (t *Tracker) Wrap(c *Conn, nc net.Conn) {
 func (t *Tracker) Untrack(c *Conn) {
 	t.mu.Lock()
 	delete(t.conns, c)
+	if l := c.lim; l != nil {
+		l.open--
+		l.gauge.Store(int64(l.open))
+		if c.shed {
+			l.shedding--
+		}
+	}
+	if c.shed {
+		t.shedding--
+	}
+	freed := t.freed
 	t.mu.Unlock()
+	if freed != nil {
+		select {
+		case freed <- struct{}{}:
+		default:
+		}
+	}
 	t.wg.Done()
 }
 
@@ -237,36 +307,10 @@ func OriginalDst(c net.Conn, lookup func(*net.TCPConn) (netip.AddrPort, error)) 
 
 // AcceptLoop accepts connections from ln until it is closed (or ctx is done), wrapping
 // each in a Conn (original destination read by origDst) tracked by t and served by
-// serve on a goroutine of its own. A failing Accept (out of file descriptors and the
-// like) is retried with a back-off from 5 ms doubling to 1 s, so the process keeps
-// serving instead of spinning. It returns when ln is closed.
+// serve on a goroutine of its own, with no connection limit (Acceptor.Run).
 func AcceptLoop(ctx context.Context, ln net.Listener, name string, t *Tracker, origDst func(net.Conn) netip.AddrPort,
 	serve func(*Conn), log *slog.Logger) {
-	var backoff time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			backoff = acceptBackoff(backoff)
-			log.Error("accept failed", "listener", name, "err", err, "retry_in", backoff)
-			tm := time.NewTimer(backoff)
-			select {
-			case <-tm.C:
-			case <-ctx.Done():
-				tm.Stop()
-			}
-			continue
-		}
-		backoff = 0
-		tc := &Conn{Conn: c, Orig: origDst(c)}
-		if !t.Track(tc) {
-			_ = c.Close()
-			continue
-		}
-		go serve(tc)
-	}
+	(&Acceptor{Name: name, Tracker: t, OrigDst: origDst, Serve: serve, Log: log}).Run(ctx, ln)
 }
 
 // acceptBackoff is the wait after a failed Accept that followed a wait of prev.

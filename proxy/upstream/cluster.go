@@ -30,12 +30,12 @@ import (
 const (
 	upstreamReadBuf  = 16 << 10
 	upstreamWriteBuf = 16 << 10
-	// maxIdlePerEndpoint bounds the idle keep-alive connections kept per endpoint:
+	// DefaultMaxIdlePerEndpoint bounds the idle keep-alive connections kept per endpoint:
 	// Envoy's default connection limit (max_connections 1024). Below the concurrency a
 	// busy endpoint sees, connections churn: at 500 concurrent requests (50 HTTP/2
 	// clients x 10 streams) a bound of 64 made meshd dial and close ~400 connections a
 	// second, half its CPU. Idle ones are reaped after maxIdleAge.
-	maxIdlePerEndpoint = 1024
+	DefaultMaxIdlePerEndpoint = 1024
 	// maxIdleAge closes pooled connections that sat unused this long: servers commonly
 	// time keep-alive connections out after 60-120 s, and reusing one the server is
 	// closing costs a failed exchange.
@@ -56,6 +56,7 @@ type Cluster struct {
 	perRequest time.Duration
 	idle       time.Duration
 	streamIdle time.Duration // used when idle is not configured
+	maxIdle    int           // idle connections an endpoint's pool keeps
 
 	// HTTP/1.1 limits (connectionPool.http): slots bounds concurrently used upstream
 	// connections; nil means unlimited. maxPending bounds requests waiting for a slot.
@@ -108,10 +109,14 @@ func New(ref router.ClusterRef, opts Options) *Cluster {
 		dialer:         opts.Dialer,
 		connectTimeout: opts.ConnectTimeout,
 		streamIdle:     opts.StreamIdle,
+		maxIdle:        opts.MaxIdlePerEndpoint,
 		pools:          make(map[*Pool]struct{}),
 		byAddr:         make(map[string]*Pool),
 		stop:           make(chan struct{}),
 		h2Counters:     opts.HTTP2,
+	}
+	if c.maxIdle <= 0 {
+		c.maxIdle = DefaultMaxIdlePerEndpoint
 	}
 	if opts.TLS != nil { // before the health checker, which dials through it
 		var st *meshtls.HandshakeStats
@@ -421,7 +426,7 @@ func (p *Pool) Put(u *Conn) {
 		u.SetHardDeadline(time.Time{})
 	}
 	p.mu.Lock()
-	if p.closed || p.cl.closed.Load() || len(p.idle) >= maxIdlePerEndpoint {
+	if p.closed || p.cl.closed.Load() || len(p.idle) >= p.cl.maxIdle {
 		p.mu.Unlock()
 		p.Discard(u)
 		return

@@ -307,7 +307,7 @@ func (t *h1Transport) exchange(ctx context.Context, req *http.Request, head *h1.
 	}
 
 	hr := &u.rt.resp
-	for {
+	for interim := 0; ; interim++ {
 		err = u.RD.ReadResponse(hr, req.Method)
 		if err != nil || hr.Status >= 200 {
 			break
@@ -316,7 +316,12 @@ func (t *h1Transport) exchange(ctx context.Context, req *http.Request, head *h1.
 			err = &Error{Kind: Protocol, Err: fmt.Errorf("upstream %s switched protocols to %q, which the request did not ask for", u.Pool.addr, hr.Upgrade)}
 			break
 		}
-		// Interim responses (100 Continue, 103 Early Hints) are not relayed.
+		// Interim responses (100 Continue, 103 Early Hints) are not relayed, and not
+		// taken without end.
+		if interim == h1.MaxInterim {
+			err = &Error{Kind: Protocol, Err: fmt.Errorf("upstream %s sent more than %d interim (1xx) responses", u.Pool.addr, h1.MaxInterim)}
+			break
+		}
 	}
 	if err != nil {
 		wroteNothing := false

@@ -39,4 +39,7 @@ type Options struct {
 	TLS *TLS
 	// TLSStats likewise returns that cluster's TLS handshake counters.
 	TLSStats func(name string) *meshtls.HandshakeStats
+	// MaxIdlePerEndpoint bounds the idle keep-alive connections an endpoint's pool
+	// keeps (a connection put back beyond it is closed); 0: DefaultMaxIdlePerEndpoint.
+	MaxIdlePerEndpoint int
 }
