@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/meshd/meshd/proxy/forward"
 	"github.com/meshd/meshd/proxy/listen"
@@ -62,23 +63,29 @@ func (s *Server) startGateway() error {
 	return nil
 }
 
-// acceptGateway accepts on ln, the listener of gateway port port. Its connections are
-// served as ingress ones whose original destination port is the listener's port of
-// the config (whatever ln bound: tests bind port 0), which picks the listener's tls,
-// gateway routes and health check.
+// acceptGateway accepts on ln, the listener of gateway port port, under the ingress
+// listener's connection limits and the overload watermarks (limits.go), as a node's
+// listeners do. Its connections are served as ingress ones whose original destination
+// port is the listener's port of the config (whatever ln bound: tests bind port 0),
+// which picks the listener's tls, gateway routes and health check.
 func (s *Server) acceptGateway(ln net.Listener, port int) {
 	s.loopWG.Add(1)
 	go func() {
 		defer s.loopWG.Done()
-		listen.AcceptLoop(s.ctx, ln, "gateway:"+strconv.Itoa(port), &s.conns,
-			func(c net.Conn) netip.AddrPort {
+		a := listen.Acceptor{
+			Name: "gateway:" + strconv.Itoa(port), Tracker: &s.conns, Limit: &s.limits[forward.Ingress], Log: s.log,
+			OrigDst: func(c net.Conn) netip.AddrPort {
 				var addr netip.Addr
 				if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
 					addr, _ = netip.AddrFromSlice(ta.IP)
 				}
 				return netip.AddrPortFrom(addr.Unmap(), uint16(port))
 			},
-			func(tc *listen.Conn) { s.serveConn(tc, forward.Ingress) }, s.log)
+			Serve:         func(tc *listen.Conn) { s.serveConn(tc, forward.Ingress) },
+			Overloaded:    s.over.active.Load,
+			OnFDExhausted: func() { s.sweepIdle(time.Now(), 0) },
+		}
+		a.Run(s.ctx, ln)
 	}()
 }
 
@@ -176,7 +183,9 @@ func (s *Server) startGatewayServer() error {
 		return err
 	}
 	s.reaper.Start(s.sweepIdle)
+	s.startOverload()
 	s.ready.Store(true)
-	s.log.Info("meshd listening as a virtual gateway", "gateway", s.opts.Gateway, "listeners", s.GatewayAddrs(), "admin", s.AdminAddr())
+	s.log.Info("meshd listening as a virtual gateway", "gateway", s.opts.Gateway, "listeners", s.GatewayAddrs(), "admin", s.AdminAddr(),
+		"max_connections", s.conns.Max, "max_listener_connections", s.opts.Limits.MaxListenerConnections, "rlimit_nofile", NoFileLimit())
 	return nil
 }

@@ -135,3 +135,24 @@ func TestGatewayRetriesByTargetRoute(t *testing.T) {
 		t.Fatalf("%d %q %s after %d upstream calls, want 200 /tell after a retry (2 calls)", status, code, info.Path, calls.Load())
 	}
 }
+
+// TestGatewayConnectionLimit: the connection limits of a node's listeners bound a
+// gateway's listeners too (together, as the ingress listener): past
+// MaxListenerConnections a new connection is closed at accept and counted.
+func TestGatewayConnectionLimit(t *testing.T) {
+	red := testutil.StartHTTP(t, echoHandler("red"))
+	yaml := gatewayMeshYAML(red.Port, red.Port, red.Port,
+		gwRoute("red", "{httpRoute: {match: {prefix: /red}, action: {target: {virtualService: {virtualServiceName: red.local}}}}}"))
+	srv := testutil.StartMeshdOpts(t, proxy.Options{Gateway: "gw", GatewayListen: gatewayListen,
+		Limits: proxy.ConnLimits{MaxConnections: -1, MaxListenerConnections: 1}}, yaml)
+	first := dialRaw(t, srv.GatewayAddrs()[9080])
+	eventually(t, "the first connection admitted", func() bool { return statsOf(t, srv)["listener.ingress.downstream_cx_active"] == 1 })
+	closedAtOnce(t, dialRaw(t, srv.GatewayAddrs()[9081]), "a connection to the other gateway listener over the bound")
+	first.send(t, "GET /red/x HTTP/1.1\r\nHost: gw\r\n\r\n")
+	if resp, _ := first.read(t, "GET"); resp.StatusCode != 200 {
+		t.Fatalf("the admitted connection: %d", resp.StatusCode)
+	}
+	if st := statsOf(t, srv); st["listener.ingress.downstream_cx_overflow"] != 1 {
+		t.Errorf("listener.ingress.downstream_cx_overflow %d, want 1", st["listener.ingress.downstream_cx_overflow"])
+	}
+}
