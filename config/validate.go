@@ -1204,6 +1204,7 @@ func (v *validator) gatewayRoute(path string, r *GatewayRoute) {
 			if rw.Hostname != nil {
 				v.enum(rp+".hostname.defaultTargetHostname", rw.Hostname.DefaultTargetHostname, "ENABLED", "DISABLED")
 			}
+			v.gatewayRewrite(rp, m, rw)
 		}
 	}
 	if g := s.GRPCRoute; g != nil {

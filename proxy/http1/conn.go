@@ -341,6 +341,12 @@ func (c *h1conn) handle() bool {
 			return false
 		}
 	}
+	if d.Path != "" { // a gateway route's rewrites
+		target = d.Path
+	}
+	if d.Host != "" {
+		req.Host = d.Host
+	}
 	// The forwarding rules apply once, whatever the upstream speaks.
 	c.fwd.Apply(req, c.client, c.tc.Peer, c.kind == forward.Ingress, scheme)
 	if d.Route != nil && d.Route.Headers != nil {
