@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -53,6 +54,7 @@ const (
 	ErrReset    = "reset"
 	ErrProtocol = "protocol"
 	ErrNotSent  = "not_sent" // scheduled within the run but never sent before the drain deadline
+	ErrTLS      = "tls"      // TLS handshake failed (https targets)
 )
 
 // requester sends one request at a time, over one connection it owns or as one of
@@ -88,6 +90,59 @@ type target struct {
 	host    string
 	path    string
 	reqBody int
+	// method overrides GET (POST with a body); headers are sent with every request.
+	method  string
+	headers []Header
+	// tls, when set, wraps each connection in TLS (an https target); its NextProtos
+	// are set per protocol by tlsFor.
+	tls *tls.Config
+}
+
+// Header is one extra request header (-H).
+type Header struct{ Name, Value string }
+
+// scheme is the :scheme of the target's requests.
+func (t target) scheme() string {
+	if t.tls != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// tlsFor returns t's TLS config offering alpn.
+func (t target) tlsFor(alpn string) *tls.Config {
+	c := t.tls.Clone()
+	c.NextProtos = []string{alpn}
+	return c
+}
+
+// dialTarget connects to t.addr by deadline, with TLS offering alpn when t is https;
+// a handshake that does not agree on alpn fails, so that a target that cannot speak
+// the protocol is an error, not a silent downgrade.
+func dialTarget(ctx context.Context, t target, alpn string, deadline time.Time) (net.Conn, error) {
+	d := net.Dialer{Deadline: deadline}
+	c, err := d.DialContext(ctx, "tcp", t.addr)
+	if err != nil {
+		return nil, &reqError{kind: ErrConnect, err: err}
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	if t.tls == nil {
+		return c, nil
+	}
+	tc := tls.Client(c, t.tlsFor(alpn))
+	_ = tc.SetDeadline(deadline)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, &reqError{kind: ErrTLS, err: err}
+	}
+	if got := tc.ConnectionState().NegotiatedProtocol; got != alpn && alpn == "h2" {
+		c.Close()
+		return nil, &reqError{kind: ErrTLS, err: fmt.Errorf("TLS: server chose ALPN %q, want %q", got, alpn)}
+	}
+	_ = tc.SetDeadline(time.Time{})
+	return tc, nil
 }
 
 func newRequester(proto Proto, t target) requester {
@@ -97,18 +152,29 @@ func newRequester(proto Proto, t target) requester {
 	case GRPC:
 		return newGRPCConn(t, 1)[0]
 	}
-	method := "GET"
+	method := t.requestMethod()
 	var b bytes.Buffer
-	if t.reqBody > 0 {
-		method = "POST"
-	}
 	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: meshbench\r\n", method, t.path, t.host)
+	for _, h := range t.headers {
+		fmt.Fprintf(&b, "%s: %s\r\n", h.Name, h.Value)
+	}
 	if t.reqBody > 0 {
 		fmt.Fprintf(&b, "Content-Type: application/octet-stream\r\nContent-Length: %d\r\n", t.reqBody)
 	}
 	b.WriteString("\r\n")
 	b.Write(bytes.Repeat([]byte{'x'}, t.reqBody))
 	return &h1Requester{t: t, method: method, req: b.Bytes()}
+}
+
+// requestMethod is the method given, else POST with a body and GET without.
+func (t target) requestMethod() string {
+	switch {
+	case t.method != "":
+		return t.method
+	case t.reqBody > 0:
+		return "POST"
+	}
+	return "GET"
 }
 
 // h1Limits are the proxy's limits for message heads (proxy/http1.Limits), so that a response
@@ -153,13 +219,9 @@ func (r *h1Requester) attach(src io.Reader) {
 
 func (r *h1Requester) do(ctx context.Context, deadline time.Time) (int, error) {
 	if r.conn == nil {
-		d := net.Dialer{Deadline: deadline}
-		c, err := d.DialContext(ctx, "tcp", r.t.addr)
+		c, err := dialTarget(ctx, r.t, "http/1.1", deadline)
 		if err != nil {
-			return 0, &reqError{kind: ErrConnect, err: err}
-		}
-		if tc, ok := c.(*net.TCPConn); ok {
-			_ = tc.SetNoDelay(true)
+			return 0, err
 		}
 		r.conn = c
 		r.attach(c)
@@ -263,7 +325,11 @@ type h2Requester struct {
 }
 
 func newH2Requester(t target) *h2Requester {
-	r := &h2Requester{t: t, tr: h2cTransport(), url: "http://" + t.host + t.path}
+	tr := h2cTransport()
+	if t.tls != nil {
+		tr = h2TLSTransport(t.tlsFor("h2"))
+	}
+	r := &h2Requester{t: t, tr: tr, url: t.scheme() + "://" + t.host + t.path}
 	if t.reqBody > 0 {
 		r.body = bytes.Repeat([]byte{'x'}, t.reqBody)
 	}
@@ -285,22 +351,23 @@ func (r *h2Requester) do(ctx context.Context, deadline time.Time) (int, error) {
 		if r.cc != nil {
 			r.cc.Close()
 		}
-		cc, err := r.tr.NewClientConn(rctx, "http", r.t.addr)
+		cc, err := r.tr.NewClientConn(rctx, r.t.scheme(), r.t.addr)
 		if err != nil {
 			r.cc = nil
 			return 0, &reqError{kind: ErrConnect, err: err}
 		}
 		r.cc = cc
 	}
-	method := http.MethodGet
 	var body io.Reader
 	if r.body != nil {
-		method = http.MethodPost
 		body = bytes.NewReader(r.body)
 	}
-	req, err := http.NewRequestWithContext(rctx, method, r.url, body)
+	req, err := http.NewRequestWithContext(rctx, r.t.requestMethod(), r.url, body)
 	if err != nil {
 		return 0, &reqError{kind: ErrProtocol, err: err}
+	}
+	for _, h := range r.t.headers {
+		req.Header.Add(h.Name, h.Value)
 	}
 	resp, err := r.cc.RoundTrip(req)
 	if err != nil {
@@ -316,6 +383,14 @@ func (r *h2Requester) do(ctx context.Context, deadline time.Time) (int, error) {
 		return resp.StatusCode, classify(ErrRead, err)
 	}
 	return resp.StatusCode, nil
+}
+
+// h2TLSTransport returns a Transport that speaks HTTP/2 over TLS (ALPN h2) and
+// nothing else.
+func h2TLSTransport(cfg *tls.Config) *http.Transport {
+	var p http.Protocols
+	p.SetHTTP2(true)
+	return &http.Transport{Protocols: &p, TLSClientConfig: cfg, DisableCompression: true, MaxIdleConnsPerHost: 1}
 }
 
 // h2cTransport returns a Transport that speaks HTTP/2 prior knowledge over

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -34,15 +33,34 @@ type Plan struct {
 	// Target is set. The TLS-hop scenarios (IsTLSHop) get certificates of a mesh CA
 	// made for the run, in WorkDir/tls.
 	Scenarios []string
-	// Target, when set, is a URL measured instead of the scenarios.
+	// Target, when set, is a URL measured instead of the scenarios: shorthand for a
+	// first Targets entry {URL: Target, Host: TargetHost}.
 	Target string
 	// TargetHost, when set, is sent as the Host (h2c: :authority) instead of the
 	// target URL's, e.g. to reach a virtual service through a meshd egress port.
 	TargetHost string
-	Phases     []Phase
+	// Targets are URLs measured, interleaved, instead of the scenarios (--target).
+	Targets []TargetSpec
+	// Baseline, when set with targets, is a URL measured alongside them as the row
+	// ScenarioBaseline: the direct path to the same upstream, from which the targets'
+	// added latency is counted (as the scenarios' from direct).
+	Baseline string
+	// Method overrides GET (POST with ReqBody); Headers go with every request (-H).
+	// Neither with Proto grpc, whose method is the path.
+	Method  string
+	Headers []Header
+	// CACert is a PEM file of the CAs that https targets' certificates are checked
+	// against (default: the system's); Insecure skips the check. Both need an https
+	// target.
+	CACert   string
+	Insecure bool
+	Phases   []Phase
 	// Rounds interleaves scenarios A B … A B … so that drift of the machine spreads
 	// evenly over them; results are merged across rounds.
-	Rounds   int
+	Rounds int
+	// Sweep marks the phases as a sweep (rates × connections), which draws
+	// sweep.svg/png.
+	Sweep    bool
 	Proto    Proto
 	ReqBody  int
 	RespBody int
@@ -94,8 +112,11 @@ func Compare(ctx context.Context, plan Plan) (*Report, error) {
 			return nil, fmt.Errorf("phase %q: %d streams per connection: want 1 for %s (only h2c and grpc multiplex)", ph.Name, ph.Streams, plan.Proto)
 		}
 	}
+	if err := CheckRequestOptions(plan); err != nil {
+		return nil, err
+	}
 	rep := &Report{Harness: "meshbench", Started: time.Now().UTC(), Machine: ReadMachine(), Proto: string(plan.Proto),
-		Rounds: plan.Rounds, RespBody: plan.RespBody, ReqBody: plan.ReqBody,
+		Rounds: plan.Rounds, Sweep: plan.Sweep, RespBody: plan.RespBody, ReqBody: plan.ReqBody,
 		Pinning: pinningText(plan)}
 	if plan.CPUsLoad != "" {
 		if err := PinSelf(plan.CPUsLoad); err != nil {
@@ -121,15 +142,17 @@ func Compare(ctx context.Context, plan Plan) (*Report, error) {
 		}
 	}()
 	var upstream *Proc
-	if plan.Target != "" {
-		in, err := targetInstance(plan.Target)
-		if err != nil {
+	if targets := plan.allTargets(); len(targets) > 0 {
+		if err := checkTargets(targets); err != nil {
 			return nil, err
 		}
-		if plan.TargetHost != "" {
-			in.host = plan.TargetHost
+		for _, ts := range targets {
+			in, err := startTarget(ctx, plan, ts)
+			if err != nil {
+				return nil, err
+			}
+			insts = append(insts, in)
 		}
-		insts = append(insts, in)
 	} else {
 		if plan.Self == "" {
 			return nil, errors.New("plan.Self: the harness binary is needed to run the upstream")
@@ -246,14 +269,14 @@ func Compare(ctx context.Context, plan Plan) (*Report, error) {
 	for pi := range plan.Phases {
 		var direct *PhaseResult
 		for ii := range insts {
-			if pr := acc[key{pi, ii}]; pr.Scenario == ScenarioDirect {
+			if pr := acc[key{pi, ii}]; pr.Scenario == ScenarioDirect || insts[ii].baseline {
 				direct = pr
 			}
 		}
 		for ii, in := range insts {
 			pr := acc[key{pi, ii}]
-			for _, p := range in.proxies {
-				if st, err := ReadProcTree(p.PID()); err == nil {
+			for _, pid := range in.pids() {
+				if st, err := ReadProcTree(pid); err == nil {
 					pr.ProxyPeakRSSBytes = max(pr.ProxyPeakRSSBytes, st.HWM)
 					pr.ProxyPeakRSSTotal += st.HWM
 				}
@@ -289,27 +312,11 @@ func pinningText(plan Plan) string {
 	return fmt.Sprintf("load generator cpus %s, proxies cpus %s, upstream cpus %s", or(plan.CPUsLoad), or(plan.CPUsProxy), or(plan.CPUsUpstream))
 }
 
-func targetInstance(raw string) (*instance, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("--target %q: %w", raw, err)
-	}
-	if u.Scheme != "http" {
-		return nil, fmt.Errorf("--target %q: scheme %q not supported (http only; h2c via --proto h2c)", raw, u.Scheme)
-	}
-	addr := u.Host
-	if u.Port() == "" {
-		addr += ":80"
-	}
-	path := u.RequestURI()
-	return &instance{name: ScenarioTarget, addr: addr, host: u.Host, path: path}, nil
-}
-
 // smoke sends one request with each client the phases use (one at a time, and
 // multiplexed when a phase has Streams > 1) so that a scenario that answers wrongly is
 // reported as failed rather than measured.
 func smoke(ctx context.Context, plan Plan, in *instance) error {
-	t := target{addr: in.addr, host: in.host, path: pathOr(in.path), reqBody: plan.ReqBody}
+	t := target{addr: in.addr, host: in.host, path: pathOr(in.path), reqBody: plan.ReqBody, method: plan.Method, headers: plan.Headers, tls: in.tls}
 	want := 200
 	if plan.Proto == GRPC {
 		want = 0 // status OK
@@ -358,8 +365,8 @@ func measure(ctx context.Context, plan Plan, ph Phase, in *instance, upstream *P
 	var mu sync.Mutex
 	read := func() cpuWindow {
 		var w cpuWindow
-		for _, p := range in.proxies {
-			if st, err := ReadProcTree(p.PID()); err == nil {
+		for _, pid := range in.pids() {
+			if st, err := ReadProcTree(pid); err == nil {
 				w.proxy += st.CPU
 			}
 		}
@@ -379,7 +386,7 @@ func measure(ctx context.Context, plan Plan, ph Phase, in *instance, upstream *P
 	live := &Live{}
 	prog.set(label, live, ph)
 	spec := LoadSpec{Addr: in.addr, Host: in.host, Path: in.path, Proto: plan.Proto, Connections: ph.Connections, Streams: ph.Streams,
-		Rate: ph.Rate, Duration: ph.Duration, Warmup: ph.Warmup, ReqBody: plan.ReqBody, Timeout: plan.Timeout, Live: live,
+		Rate: ph.Rate, Duration: ph.Duration, Warmup: ph.Warmup, ReqBody: plan.ReqBody, Method: plan.Method, Headers: plan.Headers, TLS: in.tls, Timeout: plan.Timeout, Live: live,
 		AtMeasure: func(start bool) {
 			w := read()
 			mu.Lock()
@@ -406,14 +413,26 @@ func newPhaseResult(plan Plan, ph Phase, in *instance) *PhaseResult {
 		qps = strconv.FormatFloat(ph.Rate, 'f', -1, 64)
 	}
 	u := "http://" + in.addr + pathOr(in.path)
-	if plan.Target != "" {
-		u = plan.Target
+	if in.url != "" {
+		u = in.url
 	}
 	return &PhaseResult{RunType: "HTTP", Labels: in.name + " " + ph.Name, StartTime: time.Now().UTC(),
 		RequestedQPS: qps, RequestedDuration: (ph.Duration * time.Duration(plan.Rounds)).String(), NumThreads: ph.Connections,
-		URL: u, Version: "meshbench", Scenario: in.name, Phase: ph.Name, Proto: string(plan.Proto),
-		Rate: ph.Rate, Connections: ph.Connections, Streams: max(ph.Streams, 1), Proxies: len(in.proxies),
+		URL: u, Version: "meshbench", Scenario: in.name, Phase: ph.Name, Proto: rowProto(plan.Proto, in.tls != nil),
+		Rate: ph.Rate, Connections: ph.Connections, Streams: max(ph.Streams, 1), Proxies: len(in.pids()),
 		res: newResult(ph.Rate > 0)}
+}
+
+// rowProto names what a row's load spoke: the protocol, over TLS for https targets
+// (h2c over TLS is h2).
+func rowProto(p Proto, overTLS bool) string {
+	switch {
+	case !overTLS:
+		return string(p)
+	case p == H2C:
+		return "h2"
+	}
+	return string(p) + "+tls"
 }
 
 // ReadMachine describes the machine for the report.

@@ -428,7 +428,7 @@ func TestCompareTarget(t *testing.T) {
 	if err := WriteTable(&table, rep, false); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Machine:", "fixed-100 (100 req/s open loop, 2 connections)", "max (max throughput", "target"} {
+	for _, want := range []string{"Machine:", "fixed-100 (100 req/s open loop, 2 connections)", "max (max throughput", plan.Target} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}
@@ -437,12 +437,12 @@ func TestCompareTarget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(files, func(f string) bool { return filepath.Base(f) == "sweep.svg" }) {
-		t.Errorf("no sweep plot among %v", files)
+	if slices.ContainsFunc(files, func(f string) bool { return filepath.Base(f) == "sweep.svg" }) {
+		t.Errorf("a sweep plot without --sweep among %v", files)
 	}
 
-	if _, err := Compare(context.Background(), Plan{Target: "https://example.invalid/", Phases: plan.Phases}); err == nil {
-		t.Error("https target accepted")
+	if _, err := Compare(context.Background(), Plan{Target: "ftp://example.invalid/", Phases: plan.Phases}); err == nil || !strings.Contains(err.Error(), `scheme "ftp"`) {
+		t.Errorf("ftp target: %v", err)
 	}
 }
 

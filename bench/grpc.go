@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -86,8 +87,12 @@ func (g *grpcConn) client() (*grpc.ClientConn, error) {
 	addr := g.t.addr
 	// passthrough: the target is only the authority (:authority = the Host of the
 	// other protocols); the connection goes to addr.
+	creds := insecure.NewCredentials()
+	if g.t.tls != nil {
+		creds = credentials.NewTLS(g.t.tlsFor("h2"))
+	}
 	cc, err := grpc.NewClient("passthrough:///"+g.t.host,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithUserAgent("meshbench"),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
 			var d net.Dialer

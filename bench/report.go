@@ -16,14 +16,17 @@ import (
 
 // Report is the outcome of one Compare. Its JSON form is report.json.
 type Report struct {
-	Harness  string    `json:"harness"`
-	Started  time.Time `json:"started"`
-	Machine  Machine   `json:"machine"`
-	Pinning  string    `json:"pinning"`
-	Proto    string    `json:"proto"`
-	Rounds   int       `json:"rounds"`
-	ReqBody  int       `json:"requestBodyBytes"`
-	RespBody int       `json:"responseBodyBytes"`
+	Harness string    `json:"harness"`
+	Started time.Time `json:"started"`
+	Machine Machine   `json:"machine"`
+	Pinning string    `json:"pinning"`
+	Proto   string    `json:"proto"`
+	Rounds  int       `json:"rounds"`
+	// Sweep is a --sweep run (Plan.Sweep): its phases are rates × connections, and
+	// only then is sweep.svg/png drawn.
+	Sweep    bool `json:"sweep,omitempty"`
+	ReqBody  int  `json:"requestBodyBytes"`
+	RespBody int  `json:"responseBodyBytes"`
 	// MeshdBinary and BaselineMeshdBinary are the binaries the meshd scenarios and
 	// ScenarioMeshdBaseline were started with; empty when not among the scenarios.
 	MeshdBinary         string         `json:"meshdBinary,omitempty"`
@@ -96,6 +99,16 @@ type PhaseResult struct {
 	AddedP99US *float64 `json:"added_p99_us,omitempty"`
 	ErrorCount uint64   `json:"errorCount"`
 	Requests   uint64   `json:"requests"`
+	// StatusClasses counts complete responses by class ("2xx", "4xx", ...; for gRPC
+	// the OK calls are "2xx"). ErrorResponses are those with status ≥ 400: they are
+	// in Requests and req/s, but not in the latency percentiles above, which are of
+	// successful responses only; their own latency is ErrorDurationHistogram and
+	// ErrorP50US/ErrorP99US (absent when there were none).
+	StatusClasses          map[string]uint64 `json:"statusClasses"`
+	ErrorResponses         uint64            `json:"errorResponses"`
+	ErrorDurationHistogram *FortioHistogram  `json:"errorDurationHistogram,omitempty"`
+	ErrorP50US             *float64          `json:"error_p50_us,omitempty"`
+	ErrorP99US             *float64          `json:"error_p99_us,omitempty"`
 	// Proxies is how many proxy processes the scenario has (2 for meshd-2hop).
 	Proxies int `json:"proxies"`
 	// CPU of all the scenario's proxy processes during the measured windows.
@@ -108,6 +121,14 @@ type PhaseResult struct {
 
 	res *Result
 	cpu cpuWindow
+	// rounds are each round's latency histogram and measured span, for the hlog's
+	// intervals.
+	rounds []roundLatency
+}
+
+type roundLatency struct {
+	h       *Histogram
+	elapsed time.Duration
 }
 
 // FortioHistogram is fortio's histogram JSON shape; durations are in seconds.
@@ -165,6 +186,7 @@ func (p *PhaseResult) Histogram() *Histogram {
 
 func (p *PhaseResult) add(r *Result, cpu cpuWindow) {
 	p.res.Merge(r)
+	p.rounds = append(p.rounds, roundLatency{h: r.Latency, elapsed: r.Elapsed})
 	p.RoundQPS = append(p.RoundQPS, r.Rate())
 	p.cpu.proxy += cpu.proxy
 	p.cpu.upstream += cpu.upstream
@@ -193,10 +215,21 @@ func (p *PhaseResult) finish(direct *PhaseResult) {
 	p.Errors = maps.Clone(r.Errors)
 	p.ErrorCount = r.ErrorCount()
 	p.Requests = r.Responses()
+	p.StatusClasses = map[string]uint64{}
+	for c, n := range r.RetCodes {
+		p.StatusClasses[statusClass(c, p.Proto)] += n
+	}
+	if e := r.ErrLatency; e.Count() > 0 {
+		p.ErrorResponses = e.Count()
+		f := fortioHistogram(e)
+		p.ErrorDurationHistogram = &f
+		e50, e99 := us(e.Percentile(50)), us(e.Percentile(99))
+		p.ErrorP50US, p.ErrorP99US = &e50, &e99
+	}
 	h := r.Latency
 	p.P50US, p.P90US, p.P99US, p.P999US = us(h.Percentile(50)), us(h.Percentile(90)), us(h.Percentile(99)), us(h.Percentile(99.9))
 	p.MaxUS = us(h.Max())
-	if direct != nil && direct != p && direct.res.Latency.Count() > 0 {
+	if direct != nil && direct != p && direct.res.Latency.Count() > 0 && h.Count() > 0 {
 		a50 := p.P50US - us(direct.res.Latency.Percentile(50))
 		a99 := p.P99US - us(direct.res.Latency.Percentile(99))
 		p.AddedP50US, p.AddedP99US = &a50, &a99
@@ -218,6 +251,15 @@ func WriteJSON(w io.Writer, rep *Report) error {
 		return fmt.Errorf("encode report: %w", err)
 	}
 	return nil
+}
+
+// statusClass is "2xx", "4xx", ... for an HTTP status; gRPC's RetCodes hold only OK
+// calls (status 0), which count as "2xx".
+func statusClass(code int, proto string) string {
+	if proto == string(GRPC) && code == 0 {
+		return "2xx"
+	}
+	return strconv.Itoa(code/100) + "xx"
 }
 
 func ms(v float64) string { return strconv.FormatFloat(v/1000, 'f', 3, 64) }
@@ -281,9 +323,13 @@ func WriteTable(w io.Writer, rep *Report, markdown bool) error {
 				cpu = strconv.FormatFloat(r.ProxyCPUPerRequest, 'f', 1, 64)
 				rss = strconv.FormatFloat(float64(r.ProxyPeakRSSBytes)/(1<<20), 'f', 1, 64)
 			}
-			lines = append(lines, []string{r.Scenario, strconv.FormatFloat(r.ActualQPS, 'f', 0, 64),
-				ms(r.P50US), ms(r.P90US), ms(r.P99US), ms(r.P999US), ms(r.MaxUS),
-				signedMS(r.AddedP50US), signedMS(r.AddedP99US), cpu, rss, errText(r)})
+			lat := []string{ms(r.P50US), ms(r.P90US), ms(r.P99US), ms(r.P999US), ms(r.MaxUS)}
+			if r.Requests == r.ErrorResponses {
+				// No successful response: 0.000 would read as instant service.
+				lat = []string{"-", "-", "-", "-", "-"}
+			}
+			lines = append(lines, append(append([]string{r.Scenario, strconv.FormatFloat(r.ActualQPS, 'f', 0, 64)}, lat...),
+				signedMS(r.AddedP50US), signedMS(r.AddedP99US), cpu, rss, errText(r)))
 		}
 		bw.printf("\n")
 		if markdown {
@@ -315,6 +361,7 @@ func WriteTable(w io.Writer, rep *Report, markdown bool) error {
 				}
 			}
 		}
+		list("Error responses (status ≥ 400: counted in req/s and errors, their latency kept out of the percentile columns, which are of successes only):", errorResponses(rows))
 		list("Ratios vs haproxy (x / haproxy; a two-hop scenario / the haproxy two-hop scenario of the same TLS; below 1 is better except req/s):", haproxyRatios(rows))
 		list("Over the Go floor (x / floor, the minimal Go relay: what the proxy costs above what Go and the kernel charge; one-hop scenarios):", floorRatios(rows))
 		list("TLS hop cost (x-2hop-tls − x-2hop; CPU of both proxies per request, latency percentiles):", tlsHopCost(rows))
@@ -358,6 +405,30 @@ func errText(r *PhaseResult) string {
 		parts = append(parts, fmt.Sprintf("%s=%d", k, r.Errors[k]))
 	}
 	return strings.Join(parts, ",")
+}
+
+// errorResponses describes, per scenario that got error responses, how many of its
+// responses they were, by status class, and their own latency.
+func errorResponses(rows []*PhaseResult) []string {
+	var out []string
+	for _, r := range rows {
+		if r.ErrorResponses == 0 {
+			continue
+		}
+		var classes []string
+		for _, k := range slices.Sorted(maps.Keys(r.StatusClasses)) {
+			classes = append(classes, fmt.Sprintf("%s=%d", k, r.StatusClasses[k]))
+		}
+		line := fmt.Sprintf("%s: %d of %d responses (%s)", r.Scenario, r.ErrorResponses, r.Requests, strings.Join(classes, ", "))
+		if r.ErrorP50US != nil && r.ErrorP99US != nil {
+			line += fmt.Sprintf("; error latency p50 %s ms, p99 %s ms", ms(*r.ErrorP50US), ms(*r.ErrorP99US))
+		}
+		if r.ErrorResponses == r.Requests {
+			line += "; no successful response, so the latency columns show -"
+		}
+		out = append(out, line)
+	}
+	return out
 }
 
 func phaseOrder(rep *Report) []string {
@@ -525,7 +596,8 @@ func (e *errWriter) Write(p []byte) (int, error) {
 
 func (e *errWriter) printf(format string, a ...any) { fmt.Fprintf(e, format, a...) }
 
-// WriteReport writes report.json, report.md, latency.svg/png and sweep.svg/png into
+// WriteReport writes report.json, report.md, fortio/*.json and hlog/*.hlog (one per
+// scenario and phase, see writeExports), latency-*.svg/png and sweep.svg/png into
 // dir (created if needed) and returns the files written.
 func WriteReport(dir string, rep *Report) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -552,6 +624,11 @@ func WriteReport(dir string, rep *Report) ([]string, error) {
 		return files, err
 	}
 	if err := write("report.md", func(w io.Writer) error { return WriteTable(w, rep, true) }); err != nil {
+		return files, err
+	}
+	exports, err := writeExports(dir, rep)
+	files = append(files, exports...)
+	if err != nil {
 		return files, err
 	}
 	plots, err := writePlots(dir, rep)

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,7 +31,9 @@ const (
 	ScenarioHAProxy2Hop = "haproxy-2hop"
 	ScenarioNginx       = "nginx"
 	ScenarioEnvoy       = "envoy"
-	ScenarioTarget      = "target" // an external URL (--target)
+	// ScenarioBaseline is the row of Plan.Baseline (--baseline): the direct path
+	// the targets' added latency is counted from.
+	ScenarioBaseline = "baseline"
 )
 
 // BaselineMeshdFlag is the command-line flag that sets Plan.BaselineMeshd and so
@@ -74,6 +77,13 @@ type instance struct {
 	host    string
 	path    string
 	proxies []*Proc
+	// url is a target's URL as given (the row's URL); extPID a process not started
+	// by the harness whose tree is the target's cost (--target-pid); baseline marks
+	// the row added latency is counted from, as direct's is for the scenarios.
+	url      string
+	extPID   int
+	baseline bool
+	tls      *tls.Config // an https target's
 	// hop is the middle hop of a TLS-hop scenario: its listener, the ALPN the egress
 	// proxy offers there, and the ingress proxy's handshake counter.
 	hop *hopCheck
@@ -87,6 +97,18 @@ type hopCheck struct {
 	// what checkHop found.
 	before uint64
 	report *TLSHop
+}
+
+// pids are the processes whose trees' CPU and memory are the row's cost.
+func (in *instance) pids() []int {
+	var out []int
+	for _, p := range in.proxies {
+		out = append(out, p.PID())
+	}
+	if in.extPID > 0 {
+		out = append(out, in.extPID)
+	}
+	return out
 }
 
 func (in *instance) stop() {

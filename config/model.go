@@ -511,6 +511,9 @@ type HTTPRoute struct {
 	// RateLimit is a meshd extension: a local token bucket over requests matching this
 	// route. Nil means no limit.
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+	// Headers is a meshd extension: request and response fields set, appended or
+	// removed (headers.go).
+	Headers *HeaderManipulation `json:"headers,omitempty"`
 }
 
 type HTTPRouteMatch struct {
@@ -586,6 +589,8 @@ type GRPCRoute struct {
 	Timeout     *HTTPTimeout     `json:"timeout,omitempty"`
 	// RateLimit (extension): as on httpRoute.
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+	// Headers (extension): as on httpRoute.
+	Headers *HeaderManipulation `json:"headers,omitempty"`
 }
 
 type GRPCRouteMatch struct {

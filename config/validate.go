@@ -966,6 +966,7 @@ func (v *validator) httpRoute(path string, h *HTTPRoute, router *VirtualRouter, 
 		v.events(rpp+".tcpRetryEvents", rp.TCPRetryEvents, tcpRetryEvents)
 	}
 	v.httpTimeout(path+".timeout", h.Timeout)
+	v.headerManipulation(path+".headers", h.Headers)
 	if h.RateLimit != nil {
 		v.rateLimit(path+".rateLimit", h.RateLimit)
 	}
@@ -1109,6 +1110,7 @@ func (v *validator) grpcRoute(path string, g *GRPCRoute, router *VirtualRouter) 
 		v.events(rpp+".tcpRetryEvents", rp.TCPRetryEvents, tcpRetryEvents)
 	}
 	v.httpTimeout(path+".timeout", g.Timeout)
+	v.headerManipulation(path+".headers", g.Headers)
 	if g.RateLimit != nil {
 		v.rateLimit(path+".rateLimit", g.RateLimit)
 	}
@@ -1208,6 +1210,7 @@ func (v *validator) gatewayRoute(path string, r *GatewayRoute) {
 			if rw.Hostname != nil {
 				v.enum(rp+".hostname.defaultTargetHostname", rw.Hostname.DefaultTargetHostname, "ENABLED", "DISABLED")
 			}
+			v.gatewayRewrite(rp, m, rw)
 		}
 	}
 	if g := s.GRPCRoute; g != nil {

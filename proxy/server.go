@@ -16,10 +16,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -43,8 +45,18 @@ import (
 
 // Options configures a Server. Zero values mean the documented defaults.
 type Options struct {
-	// Node is the virtual node this sidecar serves. Required.
+	// Node is the virtual node this sidecar serves. Required unless Gateway is set.
 	Node string
+	// Gateway, instead of Node, is the virtual gateway this meshd serves
+	// (docs/gateway.md): its listeners are bound on GatewayAddr, and no ingress or
+	// egress listener is.
+	Gateway string
+	// GatewayAddr is the address the gateway's listeners bind (each on its port).
+	// Default DefaultGatewayAddr.
+	GatewayAddr string
+	// GatewayListen, when set, binds the listener of gateway port port instead (tests
+	// bind 127.0.0.1:0).
+	GatewayListen func(port int) (net.Listener, error)
 	// Mesh, when set, is the only mesh a config may name (mesh.meshName); a config of
 	// another mesh is refused at every apply, the first included. MeshFrom says where
 	// it came from (named in the refusal).
@@ -222,6 +234,9 @@ func (o *Options) setDefaults() {
 	if o.FirstRequestTimeout == 0 {
 		o.FirstRequestTimeout = DefaultFirstRequestTimeout
 	}
+	if o.GatewayAddr == "" {
+		o.GatewayAddr = DefaultGatewayAddr
+	}
 	if o.ResolvConf == "" {
 		o.ResolvConf = "/etc/resolv.conf"
 	}
@@ -286,6 +301,8 @@ type Server struct {
 	logMu sync.Mutex
 	logs  map[string]*accesslog.Writer
 
+	gw gatewayListeners // the listeners of the virtual gateway served (gateway.go)
+
 	tls   *meshtls.Loader // certificate sources of the tls blocks (Options.TLS)
 	tlsIn tlsIngress      // the rate limit of TLS termination's log lines
 
@@ -296,8 +313,11 @@ type Server struct {
 
 // New returns a Server that has no config yet: Apply one before Start.
 func New(opts Options) (*Server, error) {
-	if opts.Node == "" {
-		return nil, errors.New("proxy: Options.Node is required (the virtual node this sidecar serves)")
+	switch {
+	case opts.Node == "" && opts.Gateway == "":
+		return nil, errors.New("proxy: Options.Node is required (the virtual node this sidecar serves), or Options.Gateway (the virtual gateway)")
+	case opts.Node != "" && opts.Gateway != "":
+		return nil, fmt.Errorf("proxy: Options.Node %q and Options.Gateway %q are both set: a meshd serves one virtual node or one virtual gateway", opts.Node, opts.Gateway)
 	}
 	opts.setDefaults()
 	if err := checkAdminExposure(opts); err != nil {
@@ -344,14 +364,16 @@ func New(opts Options) (*Server, error) {
 		MaxIdlePerEndpoint: opts.Limits.UpstreamIdlePerEndpoint,
 	}
 	s.state = state.Holder{
-		Node:        opts.Node,
+		Node:        opts.served(),
+		Gateway:     opts.Gateway != "",
 		Mesh:        opts.Mesh,
 		MeshFrom:    opts.MeshFrom,
-		Options:     state.Options{Registry: s.registryFor, FirstResolveWait: opts.FirstResolveWait, Cluster: cluster, TLS: s.tls},
+		Options:     state.Options{Registry: s.registryFor, FirstResolveWait: opts.FirstResolveWait, Cluster: cluster, TLS: s.tls, Ready: s.Ready},
 		Log:         s.log,
 		PersistPath: opts.PersistPath,
 		OnSwap: func(prev, next *Snapshot) {
 			s.drainRemovedListeners(prev, next)
+			s.syncGateway(next)
 			s.closeUnusedLogs(next)
 		},
 	}
@@ -377,7 +399,7 @@ func New(opts Options) (*Server, error) {
 	s.h2in = http2.New(&s.env, forward.Ingress, opts.HTTP2, s.h2Counters[0])
 	s.h2out = http2.New(&s.env, forward.Egress, opts.HTTP2, s.h2Counters[1])
 	s.api = admin.API{
-		State: &s.state, Node: opts.Node, Version: opts.Version, Token: opts.AdminToken,
+		State: &s.state, Node: opts.served(), Version: opts.Version, Token: opts.AdminToken,
 		RequireIfMatch: opts.RequireIfMatch, L4: &s.l4, LogLevel: opts.LogLevel, AccessLogs: s.accessLogStats,
 		IngressStats: &s.env.IngressStats, EgressStats: &s.env.EgressStats,
 		FirstRequestTimeouts: map[string]*atomic.Uint64{"ingress": &s.env.FirstRequestTimeouts[forward.Ingress], "egress": &s.env.FirstRequestTimeouts[forward.Egress]},
@@ -444,6 +466,9 @@ func (s *Server) Start() error {
 	s.started.Store(&now)
 	if err := s.startEMF(); err != nil {
 		return err
+	}
+	if s.opts.Gateway != "" {
+		return s.startGatewayServer()
 	}
 	var err error
 	if s.ingress, err = net.Listen("tcp", s.opts.IngressAddr); err != nil {
@@ -634,7 +659,7 @@ func (s *Server) drainListeners(ctx context.Context, grace time.Duration) error 
 
 func (s *Server) closeListeners(ctx context.Context, grace time.Duration) error {
 	s.unready.Store(true)
-	if g := grace; g > 0 && s.ingress != nil {
+	if g := grace; g > 0 && (s.ingress != nil || s.opts.Gateway != "") {
 		s.log.Info("draining: /ready fails; listeners keep serving for the grace", "grace", g)
 		t := time.NewTimer(g)
 		select {
@@ -650,6 +675,7 @@ func (s *Server) closeListeners(ctx context.Context, grace time.Duration) error 
 			_ = l.Close()
 		}
 	}
+	s.closeGateway()
 	ctx, cancel := context.WithTimeout(ctx, s.opts.DrainTimeout)
 	defer cancel()
 	// HTTP/2 connections get GOAWAY and finish their open streams.
@@ -684,6 +710,10 @@ func (s *Server) listenerInfo() []admin.ListenerInfo {
 			out = append(out, admin.ListenerInfo{Name: l.name, Address: l.ln.Addr().String()})
 		}
 	}
+	addrs := s.GatewayAddrs()
+	for _, p := range slices.Sorted(maps.Keys(addrs)) {
+		out = append(out, admin.ListenerInfo{Name: "gateway:" + strconv.Itoa(p), Address: addrs[p]})
+	}
 	return out
 }
 
@@ -717,7 +747,7 @@ func (o *Options) effectiveDefaults() map[string]any {
 func (o *Options) commandLineOptions() map[string]any {
 	m := map[string]any{
 		"drain_time":          o.DrainTimeout.String(),
-		"service_node":        o.Node,
+		"service_node":        o.served(),
 		"mode":                "Serve",
 		"restart_epoch":       0,
 		"disable_hot_restart": true,

@@ -84,6 +84,8 @@ type Route struct {
 	// Mirror is the route's mirror extension; nil if none (tcp and synthetic routes
 	// never have one).
 	Mirror *Mirror
+	// Headers is the route's header manipulation extension; nil if none.
+	Headers *HeaderRules
 
 	// ID numbers the table's routes densely from 0 (egress services in backend order,
 	// then ingress listeners by port), so whoever builds per-route runtime state for a

@@ -4,6 +4,9 @@
 //
 //	meshbench                      # ~40 s default comparison, report in ./bench-report-<time>/
 //	meshbench --target URL         # open-loop and max-throughput load on one URL
+//	meshbench --target URL --label meshd --target-pid PID --baseline DIRECT_URL   # CPU, RSS and added latency of the proxy at URL
+//	meshbench --target URL1,label=a,pid=P1 --target URL2,label=b,cmd='envoy -c e.yaml'   # several targets, interleaved
+//	meshbench compare A/report.json B/report.json   # ratios and differences of saved runs
 //	meshbench --sweep              # rates × connections for every scenario
 //	meshbench --meshd new --baseline-meshd old   # adds meshd-baseline (old) after meshd (new)
 //	meshbench --proto h2c --streams 10   # h2c, 10 concurrent streams per connection (h2load -m 10)
@@ -21,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -44,6 +48,9 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "internal" {
 		return bench.RunInternal(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "compare" {
+		return runCompare(args[1:], stdout, stderr)
 	}
 	plan, dir, err := parsePlan(args, stderr)
 	var fe flagError
@@ -85,9 +92,20 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 		", which also adds it to this default right after " + bench.ScenarioMeshd
 	baselineHelp := "a second meshd binary (e.g. the build before a change), run as scenario " + bench.ScenarioMeshdBaseline +
 		": the meshd scenario (same config and pinning) with this binary, interleaved with the others"
+	var targets multiFlag
+	fs.Var(&targets, "target", "measure this http:// or https:// URL instead of the built-in scenarios (https: TLS offering ALPN http/1.1, or h2 with --proto h2c/h2 or grpc; with --proto grpc its path is the method, / for "+bench.GRPCMethod+"); "+
+		"repeat for several targets in one interleaved run, each as URL[,label=NAME][,host=HOST][,pid=PID][,cmd=CMD ARGS] (cmd last, split on spaces, no shell)")
+	var headers multiFlag
+	fs.Var(&headers, "H", "a request header 'Name: value' sent with every request (repeatable; not with --proto grpc)")
 	var (
-		target    = fs.String("target", "", "measure this http:// URL instead of the built-in scenarios (with --proto grpc its path is the method, / for "+bench.GRPCMethod+")")
-		host      = fs.String("host", "", "with --target: the Host header to send (e.g. a virtual service name at a meshd egress port)")
+		method    = fs.String("method", "", "request method (default GET, POST with --req-body)")
+		cacert    = fs.String("cacert", "", "with an https --target: PEM file of the CAs its certificate is checked against (default: the system's)")
+		insecureF = fs.Bool("insecure", false, "with an https --target: do not check its certificate")
+		host      = fs.String("host", "", "with --target: the Host header to send (e.g. a virtual service name at a meshd egress port), for targets without host=")
+		label     = fs.String("label", "", "with one --target: the row name (default: the URL)")
+		targetPID = fs.Int("target-pid", 0, "with one --target: the process (with its children) whose CPU and RSS are the row's, e.g. the proxy the URL points at")
+		targetCmd = fs.String("target-cmd", "", "with one --target: a command (split on spaces, no shell) meshbench starts before measuring, waits for until the URL's port accepts connections, and stops at the end; its CPU and RSS are the row's")
+		baseURL   = fs.String("baseline", "", "with --target: the direct URL of the same upstream, measured in the same run as row "+bench.ScenarioBaseline+"; the targets' added latency (+p50, +p99) is counted from it")
 		scenarios = fs.String("scenarios", strings.Join(bench.AllScenarios(), ","), scenariosHelp)
 		protoS    = fs.String("proto", "h1", "protocol from the load generator: h1 (HTTP/1.1 keep-alive), h2c, or grpc (unary calls of "+bench.GRPCMethod+" by a grpc-go client, h2c to the upstream)")
 		streams   = fs.Int("streams", 1, "requests in flight per connection, as h2load -m (h2c and grpc; 1 = one at a time, h2c then with the client of earlier runs)")
@@ -112,7 +130,7 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 			"; certificates of a mesh CA made for the run), so the TLS hop's cost is measured in the same interleaved run")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: meshbench [flags]\n\nWith no flags: a ~40 s comparison of %s.\n", strings.Join(bench.AllScenarios(), ", "))
+		fmt.Fprintf(stderr, "usage: meshbench [flags]\n       meshbench compare [--out DIR] A/report.json B/report.json [...]   (saved runs side by side)\n\nWith no flags: a ~40 s comparison of %s.\n", strings.Join(bench.AllScenarios(), ", "))
 		fmt.Fprintf(stderr, "Before/after of a meshd change, as ratios to haproxy in one interleaved run:\n"+
 			"  meshbench --cpus 0:1:1 --meshd bin/meshd %s /tmp/meshd-before --scenarios %s,%s,%s\n\n",
 			bench.BaselineMeshdFlag, bench.ScenarioMeshdBaseline, bench.ScenarioMeshd, bench.ScenarioHAProxy)
@@ -120,6 +138,10 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 			"  meshbench --cpus 0:1:1 --proto h2c --streams 10\n  meshbench --cpus 0:1:1 --proto grpc --streams 10\n\n")
 		fmt.Fprintf(stderr, "The cost of a mutual-TLS hop between two sidecars, meshd next to haproxy (each with and without TLS):\n"+
 			"  meshbench --cpus 0:1:1 %s --scenarios %s,%s,%s\n\n", bench.TLSFlag, bench.ScenarioDirect, bench.ScenarioMeshd2Hop, bench.ScenarioHAProxy2Hop)
+		fmt.Fprintf(stderr, "A proxy of your own, its CPU and RSS measured, its added latency over the direct path:\n"+
+			"  meshbench --target http://127.0.0.1:15001/ --label my-proxy --target-pid $(pidof my-proxy) --baseline http://127.0.0.1:8080/\n"+
+			"Several targets in one interleaved run (--target URL[,label=NAME][,host=HOST][,pid=PID][,cmd=CMD ARGS], cmd last):\n"+
+			"  meshbench --baseline http://127.0.0.1:8080/ --target http://127.0.0.1:15001/,label=meshd,pid=123 --target 'http://127.0.0.1:10000/,label=envoy,cmd=envoy -c envoy.yaml'\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -146,10 +168,49 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 	if *streams > 1 {
 		mSuffix = fmt.Sprintf("-m%d", *streams)
 	}
-	plan := bench.Plan{Target: *target, TargetHost: *host, Rounds: *rounds, Proto: proto, ReqBody: *reqBody, RespBody: *respBody,
+	plan := bench.Plan{Baseline: *baseURL, Method: *method, CACert: *cacert, Insecure: *insecureF, Rounds: *rounds, Proto: proto, ReqBody: *reqBody, RespBody: *respBody,
 		Timeout: *timeout, Meshd: *meshd, BaselineMeshd: *baseline}
+	for _, raw := range headers {
+		h, err := bench.ParseHeader(raw)
+		if err != nil {
+			return bench.Plan{}, "", err
+		}
+		plan.Headers = append(plan.Headers, h)
+	}
+	for _, raw := range targets {
+		ts, err := bench.ParseTarget(raw)
+		if err != nil {
+			return bench.Plan{}, "", err
+		}
+		if ts.Host == "" {
+			ts.Host = *host
+		}
+		plan.Targets = append(plan.Targets, ts)
+	}
+	if err := applySingleTarget(plan.Targets, *label, *targetPID, *targetCmd); err != nil {
+		return bench.Plan{}, "", err
+	}
+	if *host != "" && len(targets) == 0 {
+		return bench.Plan{}, "", fmt.Errorf("--host %s: sets the Host sent to a --target; there is none", *host)
+	}
+	if *baseURL != "" && len(targets) == 0 {
+		return bench.Plan{}, "", fmt.Errorf("--baseline %s: the direct path for --target's added latency; there is no --target (the scenarios' is %s)", *baseURL, bench.ScenarioDirect)
+	}
+	if err := bench.CheckRequestOptions(plan); err != nil {
+		return bench.Plan{}, "", err
+	}
 	explicit := false
-	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "scenarios" })
+	var err2 error
+	fs.Visit(func(f *flag.Flag) {
+		explicit = explicit || f.Name == "scenarios"
+		// These shape the built-in scenarios, which a --target run replaces.
+		if len(targets) > 0 && err2 == nil && slices.Contains([]string{"scenarios", baselineFlag, "meshd", "resp-body"}, f.Name) {
+			err2 = fmt.Errorf("--%s %s: shapes the built-in scenarios, and --target replaces them: drop one of them", f.Name, f.Value)
+		}
+	})
+	if err2 != nil {
+		return bench.Plan{}, "", err2
+	}
 	if explicit {
 		for s := range strings.SplitSeq(*scenarios, ",") {
 			if s = strings.TrimSpace(s); s != "" {
@@ -160,8 +221,8 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 		plan.Scenarios = bench.DefaultScenarios(*baseline != "")
 	}
 	if *tlsHop {
-		if *target != "" {
-			return bench.Plan{}, "", fmt.Errorf("%s adds TLS-hop scenarios, and --target %s measures one URL instead of any scenario: drop one of them", bench.TLSFlag, *target)
+		if len(targets) > 0 {
+			return bench.Plan{}, "", fmt.Errorf("%s adds TLS-hop scenarios, and --target %s measures one URL instead of any scenario: drop one of them", bench.TLSFlag, targets[0])
 		}
 		withTLS, err := bench.WithTLSTwins(plan.Scenarios)
 		if err != nil {
@@ -183,8 +244,12 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 			return bench.Plan{}, "", fmt.Errorf("--cpus %q: want LOAD:PROXY:UPSTREAM, e.g. 0:1:1", *cpus)
 		}
 		plan.CPUsLoad, plan.CPUsProxy, plan.CPUsUpstream = parts[0], parts[1], parts[2]
+		if len(plan.Targets) > 0 && parts[2] != "" {
+			return bench.Plan{}, "", fmt.Errorf("--cpus %q: with --target there is no built-in upstream to pin; use LOAD:PROXY: (PROXY pins the targets' cmd= processes)", *cpus)
+		}
 	}
 	if *sweep {
+		plan.Sweep = true
 		rates, err := floats(*sweepR)
 		if err != nil {
 			return bench.Plan{}, "", fmt.Errorf("--sweep-rates: %w", err)
@@ -249,10 +314,121 @@ func execute(ctx context.Context, plan bench.Plan, dir string, stdout, stderr io
 		if i > 0 {
 			fmt.Fprint(stdout, ", ")
 		}
-		fmt.Fprint(stdout, filepath.Base(f))
+		// fortio/ and hlog/ hold one file per scenario and phase: name the directories.
+		rel, err := filepath.Rel(dir, f)
+		if err != nil {
+			rel = f
+		}
+		fmt.Fprint(stdout, rel)
 	}
 	fmt.Fprintln(stdout, ", configs/)")
 	return 0
+}
+
+// runCompare is `meshbench compare [--out DIR] A.json B.json [...]`: the table on
+// stdout, compare.md and compare.svg/png in DIR.
+func runCompare(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("meshbench compare", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "", "directory for compare.md and compare.svg/png (default ./bench-compare-<timestamp>)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: meshbench compare [--out DIR] A/report.json B/report.json [...]\n\n"+
+			"Sets two or more saved runs side by side: per scenario and phase, req/s, p50, p99, CPU/req and RSS of each,\n"+
+			"and each later run's ratio to A and difference from A; a table on stdout, compare.md and a bar chart of the ratios in DIR.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() < 2 {
+		fmt.Fprintf(stderr, "meshbench compare: %d report(s) given, want two or more report.json files\n", fs.NArg())
+		return 2
+	}
+	var reps []*bench.Report
+	for _, p := range fs.Args() {
+		rep, err := bench.ReadReport(p)
+		if err != nil {
+			fmt.Fprintf(stderr, "meshbench compare: %v\n", err)
+			return 1
+		}
+		reps = append(reps, rep)
+	}
+	d, err := bench.DiffReports(fs.Args(), reps)
+	if err == nil {
+		err = bench.WriteDiff(stdout, d, false)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "meshbench compare: %v\n", err)
+		return 1
+	}
+	dir := *out
+	if dir == "" {
+		dir = "bench-compare-" + time.Now().Format("20060102-150405")
+	}
+	files, err := bench.WriteDiffReport(dir, d)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshbench compare: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "\nWritten: %s\n", strings.Join(files, ", "))
+	return 0
+}
+
+// multiFlag collects a repeatable flag's values.
+type multiFlag []string
+
+func (m *multiFlag) String() string { return strings.Join(*m, " ") }
+
+func (m *multiFlag) Set(v string) error {
+	*m = append(*m, v)
+	return nil
+}
+
+// applySingleTarget applies --label, --target-pid and --target-cmd, the one-target
+// forms of label=, pid= and cmd=, to the only target; with several they would be
+// ambiguous and are refused.
+func applySingleTarget(ts []bench.TargetSpec, label string, pid int, cmd string) error {
+	set := map[string]string{}
+	if label != "" {
+		set["--label"] = label
+	}
+	if pid != 0 {
+		set["--target-pid"] = strconv.Itoa(pid)
+	}
+	if cmd != "" {
+		set["--target-cmd"] = cmd
+	}
+	for _, f := range slices.Sorted(maps.Keys(set)) {
+		switch {
+		case len(ts) == 0:
+			return fmt.Errorf("%s %s: applies to a --target; there is none", f, set[f])
+		case len(ts) > 1:
+			return fmt.Errorf("%s %s: with %d targets it is ambiguous; give each --target its own label=, pid= or cmd=", f, set[f], len(ts))
+		}
+	}
+	if len(ts) != 1 {
+		return nil
+	}
+	t := &ts[0]
+	if label != "" {
+		t.Label = label
+	}
+	if pid < 0 {
+		return fmt.Errorf("--target-pid %d: want a process id", pid)
+	}
+	if pid > 0 {
+		t.PID = pid
+	}
+	if cmd != "" {
+		t.Cmd = strings.Fields(cmd)
+	}
+	if t.PID > 0 && len(t.Cmd) > 0 {
+		return fmt.Errorf("--target-pid %d and --target-cmd %q both name the target's process: give one", t.PID, cmd)
+	}
+	return nil
 }
 
 func floats(s string) ([]float64, error) {

@@ -49,12 +49,16 @@ func TestTargetRun(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	for _, f := range []string{"report.json", "report.md", "latency-fixed-100.png", "latency-max.svg", "sweep.png"} {
+	for _, f := range []string{"report.json", "report.md", "latency-fixed-100.png", "latency-max.svg", "fortio/http---127.0.0.1-PORT-x_max.json", "hlog/http---127.0.0.1-PORT-x_max.hlog"} {
+		f = strings.ReplaceAll(f, "PORT", srv.URL[strings.LastIndex(srv.URL, ":")+1:])
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Errorf("missing %s: %v", f, err)
 		}
 	}
-	if !strings.Contains(out.String(), "Report written to "+dir) || !strings.Contains(out.String(), "target") {
+	if _, err := os.Stat(filepath.Join(dir, "sweep.png")); err == nil {
+		t.Error("sweep.png drawn without --sweep")
+	}
+	if !strings.Contains(out.String(), "Report written to "+dir) || !strings.Contains(out.String(), srv.URL+"/x") {
 		t.Errorf("stdout:\n%s", out.String())
 	}
 }

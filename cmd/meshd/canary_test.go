@@ -130,6 +130,25 @@ func runLoad(t *testing.T, egress string, max int) (*loadResult, func()) {
 	return res, stopFn
 }
 
+// waitMore waits (bounded) until n more requests have completed.
+func (r *loadResult) waitMore(t *testing.T, n int) {
+	t.Helper()
+	r.mu.Lock()
+	target := r.requests + n
+	r.mu.Unlock()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		r.mu.Lock()
+		done := r.requests >= target
+		r.mu.Unlock()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the load did not complete %d more requests", n)
+		}
+	}
+}
+
 func (r *loadResult) count(v string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -200,8 +219,12 @@ func TestCanaryBinary(t *testing.T) {
 		// Once the sidecar has the rolled-back config, every request goes to v1.
 		b, _ := os.ReadFile(cfg)
 		p.waitVersion(t, digestOf(t, string(b)))
+		// The load sends one request at a time: once two more have completed, the one in
+		// flight at the swap (it finishes on the snapshot it started with) is done, and
+		// every later one was routed by the rolled-back config.
+		load.waitMore(t, 2)
 		before := load.count("v2")
-		time.Sleep(300 * time.Millisecond) // load keeps running meanwhile
+		load.waitMore(t, 50)
 		if after := load.count("v2"); after != before {
 			t.Fatalf("the canary still got %d requests after the rollback was in force", after-before)
 		}

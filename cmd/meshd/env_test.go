@@ -35,6 +35,7 @@ var runFlagEnv = []string{
 	"MESHD_ADMIN_ACCESS_LOG", "ENVOY_ADMIN_ACCESS_LOG_FILE", "MESHD_INITIAL_FETCH_TIMEOUT", "ENVOY_INITIAL_FETCH_TIMEOUT",
 	"MESHD_CONCURRENCY", "ENVOY_CONCURRENCY", "MESHD_TRACING_SERVICE_NAME", "APPMESH_RESOURCE_CLUSTER", "XRAY_SEGMENT_NAME",
 	"MESHD_CONFIG_URL_HEADERS", "MESHD_CONFIG_URL_TOKEN_FILE", "APPMESH_SDS_SOCKET_PATH",
+	"MESHD_GATEWAY", "MESHD_GATEWAY_BIND",
 }
 
 // parseRunFlags registers runFlags on a fresh FlagSet, as `meshd run` and `meshd
@@ -57,7 +58,7 @@ func TestRunFlagDefaults(t *testing.T) {
 	}
 	got := parseRunFlags(t)
 	want := runFlags{
-		adminAddr: "127.0.0.1:9901", ingressPort: 15000, egressPort: 15001,
+		adminAddr: "127.0.0.1:9901", ingressPort: 15000, egressPort: 15001, gatewayBind: "0.0.0.0",
 		ingressAddr: "0.0.0.0", egressAddr: "127.0.0.1", logLevel: "info", logFormat: "text",
 		drainTimeout: 20 * time.Second, drainGrace: 3 * time.Second, connectTO: 5 * time.Second, firstReqTO: 10 * time.Second, maxReplay: 65536,
 		emfInterval: time.Minute, dnsMinTTL: 5 * time.Second, dnsMaxTTL: time.Minute, dnsNXGrace: 30 * time.Second,
@@ -312,8 +313,16 @@ func runFlagEnvCases() []runFlagEnvCase {
 			func(f runFlags) any { return f.node }, "a"},
 		{"APPMESH_RESOURCE_NAME", map[string]string{"APPMESH_RESOURCE_NAME": "mesh/shop/virtualNode/c"}, nil,
 			func(f runFlags) any { return f.node }, "c"},
-		{"APPMESH_RESOURCE_ARN naming a gateway is kept for run to refuse", map[string]string{"APPMESH_RESOURCE_ARN": "arn:aws:appmesh:eu-west-1:1:mesh/shop/virtualGateway/gw"}, nil,
-			func(f runFlags) any { return f.node == "" && f.nodeEnvErr != nil }, true},
+		{"APPMESH_RESOURCE_ARN naming a gateway serves it", map[string]string{"APPMESH_RESOURCE_ARN": "arn:aws:appmesh:eu-west-1:1:mesh/shop/virtualGateway/gw"}, nil,
+			func(f runFlags) any { return f.node + "|" + f.gateway + "|" + f.nodeEnv.mesh }, "|gw|shop"},
+		{"APPMESH_VIRTUAL_NODE_NAME naming a gateway (the controller's form)", map[string]string{"APPMESH_VIRTUAL_NODE_NAME": "mesh/shop/virtualGateway/ingress-gw_edge"}, nil,
+			func(f runFlags) any { return f.node + "|" + f.gateway }, "|ingress-gw_edge"},
+		{"MESHD_GATEWAY", map[string]string{"MESHD_GATEWAY": "edge"}, nil,
+			func(f runFlags) any { return f.gateway }, "edge"},
+		{"--gateway over MESHD_GATEWAY", map[string]string{"MESHD_GATEWAY": "edge"}, []string{"--gateway", "other"},
+			func(f runFlags) any { return f.gateway }, "other"},
+		{"MESHD_GATEWAY_BIND", map[string]string{"MESHD_GATEWAY_BIND": "10.0.0.5"}, nil,
+			func(f runFlags) any { return f.gatewayBind }, "10.0.0.5"},
 		{"ENVOY_ADMIN_ACCESS_PORT", map[string]string{"ENVOY_ADMIN_ACCESS_PORT": "9902"}, nil,
 			func(f runFlags) any { return f.adminAddr }, "127.0.0.1:9902"},
 		{"ENVOY_ADMIN_ACCESS_ENABLE_IPV6=true", map[string]string{"ENVOY_ADMIN_ACCESS_ENABLE_IPV6": "true", "ENVOY_ADMIN_ACCESS_PORT": "9903"}, nil,

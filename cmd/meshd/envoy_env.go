@@ -24,6 +24,7 @@ import (
 // environment.
 type nodeEnv struct {
 	node, mesh string
+	gateway    bool   // node names a virtual gateway (App Mesh's .../virtualGateway/NAME)
 	name       string // the variable it came from
 	value      string
 }
@@ -35,8 +36,8 @@ var appMeshResource = regexp.MustCompile(`^(?:arn:[a-z0-9-]+:appmesh(?:-preview)
 
 // nodeFromEnvVars reads MESHD_NODE (a plain name), then App Mesh's
 // APPMESH_RESOURCE_ARN, APPMESH_VIRTUAL_NODE_NAME and APPMESH_RESOURCE_NAME (either
-// form, or a plain name). A virtual gateway, or a value of neither form, is an error
-// naming the variable.
+// form, or a plain name). A virtual gateway's form names the gateway to serve (as
+// --gateway); a value of neither form is an error naming the variable.
 func nodeFromEnvVars() (nodeEnv, error) {
 	if v := env("", "MESHD_NODE"); v != "" {
 		return nodeEnv{node: v, name: "MESHD_NODE", value: v}, nil
@@ -52,7 +53,7 @@ func nodeFromEnvVars() (nodeEnv, error) {
 	case m == nil:
 		return nodeEnv{}, fmt.Errorf("%s=%q: want a virtual node ARN (arn:aws:appmesh:REGION:ACCOUNT:mesh/MESH/virtualNode/NODE), mesh/MESH/virtualNode/NODE, or a node name (or set --node)", name, v)
 	case m[2] == "virtualGateway":
-		return nodeEnv{}, fmt.Errorf("%s=%q names virtual gateway %q of mesh %q: meshd serves virtual nodes; virtual gateways are parsed and validated but not served yet (issue 16)", name, v, m[3], m[1])
+		return nodeEnv{node: m[3], mesh: m[1], gateway: true, name: name, value: v}, nil
 	}
 	return nodeEnv{node: m[3], mesh: m[1], name: name, value: v}, nil
 }
@@ -73,7 +74,7 @@ func (ne nodeEnv) from() string {
 	if ne.mesh == "" {
 		return ""
 	}
-	return fmt.Sprintf("%s=%q; correct the variable, or give the node with --node / MESHD_NODE", ne.name, ne.value)
+	return fmt.Sprintf("%s=%q; correct the variable, or give the node with --node / MESHD_NODE (a gateway with --gateway / MESHD_GATEWAY)", ne.name, ne.value)
 }
 
 // adminAddrDefault is the admin address when --admin-addr is not given: MESHD_ADMIN_ADDR,

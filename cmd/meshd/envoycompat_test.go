@@ -237,8 +237,9 @@ func TestHealthAndWaitReadyBinary(t *testing.T) {
 }
 
 // TestRunNodeEnvRefused: App Mesh's node variables that meshd cannot serve stop `meshd
-// run` naming the variable: a virtual gateway's ARN, a value of no App Mesh form, and a
-// mesh that is not the config's (found once the config is read: exit 1).
+// run` naming the variable: a value of no App Mesh form, and a mesh that is not the
+// config's (found once the config is read: exit 1); a virtual gateway's ARN with the
+// sidecar's listener flags (a gateway has none).
 func TestRunNodeEnvRefused(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "mesh.yaml")
@@ -249,8 +250,7 @@ func TestRunNodeEnvRefused(t *testing.T) {
 		want        []string
 	}{
 		{"APPMESH_RESOURCE_ARN", "arn:aws:appmesh:eu-west-1:111122223333:mesh/m/virtualGateway/ingress-gw", 2,
-			[]string{`APPMESH_RESOURCE_ARN="arn:aws:appmesh:eu-west-1:111122223333:mesh/m/virtualGateway/ingress-gw" names virtual gateway "ingress-gw"`, "issue 16"}},
-		{"APPMESH_VIRTUAL_NODE_NAME", "mesh/m/virtualGateway/gw_ns", 2, []string{`APPMESH_VIRTUAL_NODE_NAME="mesh/m/virtualGateway/gw_ns" names virtual gateway`}},
+			[]string{"--ingress-port: a gateway has no ingress or egress listener"}},
 		{"APPMESH_VIRTUAL_NODE_NAME", "mesh/m/client", 2, []string{`APPMESH_VIRTUAL_NODE_NAME="mesh/m/client": want a virtual node ARN`}},
 		{"APPMESH_VIRTUAL_NODE_NAME", "mesh/other/virtualNode/client", 1, []string{"APPMESH_VIRTUAL_NODE_NAME", `serves mesh "other"`, "mesh.meshName"}},
 		{"APPMESH_RESOURCE_ARN", "arn:aws:appmesh:eu-west-1:1:mesh/other/virtualNode/client", 1, []string{"APPMESH_RESOURCE_ARN", `serves mesh "other"`, `value "m"`}},
@@ -277,9 +277,14 @@ func TestRunNodeEnvRefused(t *testing.T) {
 		t.Setenv(n, "")
 	}
 	t.Setenv("APPMESH_RESOURCE_ARN", "arn:aws:appmesh:eu-west-1:1:mesh/m/virtualGateway/gw")
-	f := parseRunFlags(t, "--node", "client")
-	if f.node != "client" || f.nodeEnvErr == nil {
-		t.Fatalf("node %q, env error %v", f.node, f.nodeEnvErr)
+	fs := flag.NewFlagSet("meshd run", flag.ContinueOnError)
+	var f runFlags
+	f.register(fs)
+	if err := fs.Parse([]string{"--node", "client"}); err != nil {
+		t.Fatal(err)
+	}
+	if code := f.checkServed(fs, io.Discard); code != 0 || f.node != "client" || f.gateway != "" || f.nodeEnv.mesh != "" {
+		t.Fatalf("--node with a gateway's ARN in the environment: code %d, node %q, gateway %q, env mesh %q", code, f.node, f.gateway, f.nodeEnv.mesh)
 	}
 	t.Setenv("APPMESH_RESOURCE_ARN", "arn:aws:appmesh:eu-west-1:1:mesh/other/virtualNode/client")
 	if f := parseRunFlags(t, "--node", "server"); f.envMesh() != "" {

@@ -192,6 +192,8 @@ func (c *k8sConv) common(o k8sObject, spec map[string]any) {
 		delete(spec, f)
 		if f == "podSelector" && o.kind == "VirtualNode" {
 			c.report(o, "spec.podSelector not carried over: meshd is configured per node; run the sidecar of the pods it selected with meshd run --node %s", o.awsName())
+		} else if f == "podSelector" && o.kind == "VirtualGateway" {
+			c.report(o, "spec.podSelector not carried over: run the gateway's pods as meshd run --gateway %s (docs/gateway.md)", o.awsName())
 		} else {
 			c.report(o, "spec.%s not carried over: meshd selects no pods, namespaces or routes by label; every resource of the input is in the mesh", f)
 		}

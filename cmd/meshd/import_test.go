@@ -613,6 +613,7 @@ func TestImportControllerManifests(t *testing.T) {
 	}
 	wantLines(t, report,
 		"VirtualNode howto-k8s/front: spec.podSelector not carried over: meshd is configured per node; run the sidecar of the pods it selected with meshd run --node front_howto-k8s",
+		"VirtualGateway howto-k8s/ingress-gw: spec.podSelector not carried over: run the gateway's pods as meshd run --gateway ingress-gw_howto-k8s",
 		"Mesh howto-k8s: spec.namespaceSelector not carried over",
 		"routing.yaml document 1: v1 Namespace is not an App Mesh object; left out",
 		"GatewayRoute howto-k8s/gateway-route-front: no spec.virtualGatewayRef: assigned to the one virtual gateway",

@@ -34,6 +34,7 @@ import (
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/internal/h2"
 	"github.com/meshd/meshd/proxy"
+	"github.com/meshd/meshd/proxy/state"
 	"github.com/meshd/meshd/router"
 	"github.com/meshd/meshd/telemetry"
 	"github.com/meshd/meshd/telemetry/tracing"
@@ -89,7 +90,8 @@ func usage(w io.Writer) {
 
 Usage:
   meshd run -c FILE|DIR|--config-url URL --node NAME [--admin-addr ADDR] [--ingress-port N] [--egress-port N]
-  meshd validate -c FILE|DIR [--node NAME]
+  meshd run -c FILE|DIR|--config-url URL --gateway NAME [--gateway-bind ADDR]
+  meshd validate -c FILE|DIR [--node NAME | --gateway NAME]
   meshd health [--admin-addr ADDR] [--timeout 2s]       exit 0 when the local meshd is LIVE
   meshd wait-ready [--admin-addr ADDR] [--timeout 60s]  wait until it is (an app's entrypoint)
   meshd canary -c FILE|--put URL,... --route ROUTER/ROUTE --canary NODE --metrics URL,... [--steps 10,50,100] [--interval 1m] [--max-error-rate 0.01] [--max-p99 D] [--min-requests 20] [--timeout D] [--dry-run]
@@ -188,6 +190,8 @@ type runFlags struct {
 	nodeEnvErr   error
 	configPath   string
 	node         string
+	gateway      string // the virtual gateway served instead of a node (docs/gateway.md)
+	gatewayBind  string
 	adminAddr    string
 	ingressPort  int
 	egressPort   int
@@ -253,7 +257,13 @@ type runFlags struct {
 func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.configPath, "c", env("", "MESHD_CONFIG"), "config file (YAML or JSON; describe-* outputs too) or directory of them (env MESHD_CONFIG)")
 	f.nodeEnv, f.nodeEnvErr = nodeFromEnvVars()
-	fs.StringVar(&f.node, "node", f.nodeEnv.node, "virtual node this sidecar serves (env MESHD_NODE, or App Mesh's env APPMESH_RESOURCE_ARN, env APPMESH_VIRTUAL_NODE_NAME or env APPMESH_RESOURCE_NAME: mesh/MESH/virtualNode/NODE or its ARN, whose mesh must be the config's)")
+	envNode, envGateway := f.nodeEnv.node, env("", "MESHD_GATEWAY")
+	if f.nodeEnv.gateway {
+		envNode, envGateway = "", cmp.Or(envGateway, f.nodeEnv.node)
+	}
+	fs.StringVar(&f.node, "node", envNode, "virtual node this sidecar serves (env MESHD_NODE, or App Mesh's env APPMESH_RESOURCE_ARN, env APPMESH_VIRTUAL_NODE_NAME or env APPMESH_RESOURCE_NAME: mesh/MESH/virtualNode/NODE or its ARN, whose mesh must be the config's)")
+	fs.StringVar(&f.gateway, "gateway", envGateway, "virtual gateway to serve instead of a node: its listeners on --gateway-bind, its gateway routes (docs/gateway.md) (env MESHD_GATEWAY, or App Mesh's env APPMESH_RESOURCE_ARN, APPMESH_VIRTUAL_NODE_NAME, APPMESH_RESOURCE_NAME naming mesh/MESH/virtualGateway/NAME or its ARN)")
+	fs.StringVar(&f.gatewayBind, "gateway-bind", env(proxy.DefaultGatewayAddr, "MESHD_GATEWAY_BIND"), "address the gateway's listeners bind, each on its port; every address by default, since a gateway faces clients (env MESHD_GATEWAY_BIND)")
 	adminDef, adminErrs := adminAddrDefault()
 	f.envErrs = append(f.envErrs, adminErrs...)
 	fs.StringVar(&f.adminAddr, "admin-addr", adminDef, "admin listener address, or \"off\" (env MESHD_ADMIN_ADDR; else 127.0.0.1, or [::1] with App Mesh's env ENVOY_ADMIN_ACCESS_ENABLE_IPV6=true, on App Mesh's env ENVOY_ADMIN_ACCESS_PORT or 9901)")
@@ -329,7 +339,7 @@ func (f *runFlags) tracingConfig() (tracing.Config, error) {
 		Protocol:    strings.ToLower(strings.TrimSpace(f.tracingProtocol)),
 		Insecure:    f.tracingInsecure,
 		Propagators: splitList(f.tracingPropagators),
-		ServiceName: cmp.Or(f.serviceName, f.node),
+		ServiceName: cmp.Or(f.serviceName, f.node, f.gateway),
 		XRay:        f.xray,
 	}
 	ratio, err := strconv.ParseFloat(strings.TrimSpace(f.tracingSampleRatio), 64)
@@ -416,10 +426,11 @@ func (f *runFlags) loadToken() error {
 	return nil
 }
 
-// envMesh is the mesh the environment's node variable names, when that node is the one
-// served (--node on the command line wins, and then the variable's mesh does not bind).
+// envMesh is the mesh the environment's node variable names, when that node (or
+// gateway) is the one served (--node or --gateway on the command line wins, and then the
+// variable's mesh does not bind).
 func (f *runFlags) envMesh() string {
-	if f.node != f.nodeEnv.node {
+	if cmp.Or(f.node, f.gateway) != f.nodeEnv.node {
 		return ""
 	}
 	return f.nodeEnv.mesh
@@ -439,6 +450,8 @@ func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) (proxy.Opt
 		TLS:                   meshtls.LoaderOptions{WorkloadAPIAddr: f.spiffeSocket, Logger: logger},
 		LogLevel:              level,
 		Node:                  f.node,
+		Gateway:               f.gateway,
+		GatewayAddr:           f.gatewayBind,
 		Mesh:                  f.envMesh(),
 		MeshFrom:              f.nodeEnv.from(),
 		IngressAddr:           joinHostPort(f.ingressAddr, f.ingressPort),
@@ -543,7 +556,7 @@ func (f *runFlags) commandLineOptions() map[string]any {
 	m := map[string]any{
 		"log_level":       f.logLevel,
 		"concurrency":     runtime.GOMAXPROCS(0),
-		"service_cluster": cmp.Or(f.serviceName, f.node),
+		"service_cluster": cmp.Or(f.serviceName, f.node, f.gateway),
 		"config_path":     f.configPath,
 	}
 	if f.configURL != "" {
@@ -581,14 +594,11 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if flagSet(fs, "node") {
-		f.nodeEnv = nodeEnv{} // the command line's node: the environment's mesh is not asked for
-	} else if f.nodeEnvErr != nil {
-		fmt.Fprintln(stderr, "meshd run:", f.nodeEnvErr)
-		return 2
+	if code := f.checkServed(fs, stderr); code != 0 {
+		return code
 	}
-	if (f.configPath == "") == (f.configURL == "") || f.node == "" {
-		fmt.Fprintln(stderr, "meshd run: one of -c FILE or --config-url URL, and --node NAME, are required (or MESHD_CONFIG / MESHD_CONFIG_URL and MESHD_NODE)")
+	if (f.configPath == "") == (f.configURL == "") || (f.node == "") == (f.gateway == "") {
+		fmt.Fprintln(stderr, "meshd run: one of -c FILE or --config-url URL, and one of --node NAME or --gateway NAME, are required (or MESHD_CONFIG / MESHD_CONFIG_URL and MESHD_NODE / MESHD_GATEWAY)")
 		return 2
 	}
 	if rs := splitList(f.dnsResolvers); len(rs) > 0 {
@@ -651,6 +661,7 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 	}
 	warnIfNotExempt(logger, os.Geteuid(), os.Getegid())
 	warnUnsupportedEnv(logger)
+	f.warnGatewayEnv(logger)
 	if f.concurrency > 0 {
 		runtime.GOMAXPROCS(f.concurrency)
 		logger.Info("GOMAXPROCS set by --concurrency", "procs", f.concurrency)
@@ -879,6 +890,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("c", env("", "MESHD_CONFIG"), "config file (YAML or JSON; describe-* outputs too) or directory of them")
 	node := fs.String("node", "", "also compile the routing table of this virtual node")
+	gateway := fs.String("gateway", "", "also compile what this virtual gateway serves: its gateway routes, the route tables of their targets, its tls files")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -889,6 +901,10 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "meshd validate: -c FILE is required")
 		return 2
 	}
+	if *node != "" && *gateway != "" {
+		fmt.Fprintln(stderr, "meshd validate: --node and --gateway: give one")
+		return 2
+	}
 	cfg, err := config.ParseFile(*path)
 	if err == nil {
 		err = cfg.Validate()
@@ -896,12 +912,21 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		err = validateTLS(cfg, *node)
 	}
+	// A gateway is checked as the stand-in node meshd run compiles for it.
+	vcfg, vnode, rename := cfg, *node, func(err error) error { return err }
+	if err == nil && *gateway != "" {
+		var sp *state.StandIn
+		if sp, err = state.GatewayStandIn(cfg, *gateway); err == nil {
+			vcfg, vnode, rename = sp.Config, sp.NodeName, sp.Rename
+			err = validateGatewayTLS(cfg, sp)
+		}
+	}
 	var warnings []string
-	if err == nil && *node != "" {
+	if err == nil && vnode != "" {
 		// What meshd run compiles: the routing table and each cluster's discovery plan.
 		// A name that does not resolve is no error for either (run follows it).
 		var table *router.Table
-		if table, err = router.Compile(cfg, *node); err == nil {
+		if table, err = router.Compile(vcfg, vnode); err == nil {
 			meshPref := ""
 			if sd := cfg.Mesh.Spec.ServiceDiscovery; sd != nil {
 				meshPref = sd.IPPreference
@@ -919,6 +944,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 					warnings = append(warnings, "cluster "+ref.Name+": "+w)
 				}
 			}
+		}
+		if err != nil {
+			err = rename(err)
 		}
 	}
 	if err != nil {

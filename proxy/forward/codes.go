@@ -24,6 +24,8 @@ const (
 	CodeNoListener    = "no_listener"
 	CodeRateLimited   = "rate_limited"
 	CodeHeaderTimeout = "request_header_timeout"
+	// CodeHealthCheck marks meshd's own answer to a gateway listener's health check.
+	CodeHealthCheck = "health_check"
 	// CodeAuthzDenied: the ingress listener's authorization policy does not allow the
 	// caller (or the caller has no verified identity); 403, gRPC PERMISSION_DENIED.
 	CodeAuthzDenied = "authz_denied"

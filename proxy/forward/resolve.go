@@ -45,6 +45,9 @@ type Decision struct {
 	// IngressPort is the node listener an ingress request came to (0 for egress), for
 	// the listener's rate limit.
 	IngressPort int
+	// Path and Host, when set, replace the request target (path and query) and the
+	// Host (:authority) sent upstream: a gateway route's rewrites (gateway.go).
+	Path, Host string
 	// On failure (Route nil):
 	Status int
 	Code   string
@@ -114,6 +117,9 @@ func Resolve(snap *state.Snapshot, pt *Passthrough, kind Kind, rr *router.Reques
 	var svc *router.Service
 	ingressPort := 0
 	if kind == Ingress {
+		if gw := snap.Gateway(); gw != nil {
+			return resolveGateway(snap, gw, rr, snap.IngressPort(local), rnd)
+		}
 		ingressPort = snap.IngressPort(local)
 		rr.Port = ingressPort
 		svc = snap.Table().Ingress(ingressPort)

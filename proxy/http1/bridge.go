@@ -27,6 +27,9 @@ import (
 func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string) bool {
 	req := &c.req
 	hdr := forward.H1ToHTTP(req.Headers, c.fwd.Extra)
+	if c.rh != nil {
+		forward.ApplyRouteHTTP(hdr, c.rh, &c.hv, true)
+	}
 	var body io.ReadCloser = http.NoBody
 	var rb *h1Body
 	var trailer http.Header
@@ -97,7 +100,10 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 	start := fl.Start
 	closeDown := c.closing() || req.Minor == 0 || unfinished
 	forward.RemoveHopByHop(resp.Header)
-	if c.aff.SetCookie != "" {
+	if c.rh != nil {
+		forward.ApplyRouteHTTP(resp.Header, c.rh, &c.hv, false)
+	}
+	if c.aff.SetCookie != "" { // meshd's own field, after the route's rules
 		resp.Header.Add("Set-Cookie", c.aff.SetCookie)
 	}
 	bw := c.bw

@@ -85,7 +85,6 @@ type h1conn struct {
 	// The route's and cluster's statistics of the request in progress (nil: none).
 	routeStats, clusterStats *telemetry.HTTPStats
 	span                     telemetry.Span // the request's server span; nil: not traced
-	setCookie                [1]h1.Header   // room for the generated affinity cookie's field
 	// linger: meshd ends the connection after a response it wrote whole, while the
 	// client may still be sending (an error answer to a request whose body or
 	// successors were not read, a close after a response delimited by the close):
@@ -97,6 +96,11 @@ type h1conn struct {
 	idled bool
 	small [idleReadSize]byte
 	pre   prefixReader
+	// rh are the current request's route header rules (nil: none), hv their variables,
+	// respExtra the response fields they add.
+	rh        *router.HeaderRules
+	hv        router.HeaderVars
+	respExtra []h1.Header
 }
 
 // idleReadSize is what an idle connection reads before it takes its buffers back: a
@@ -291,6 +295,7 @@ func (c *h1conn) handle() bool {
 	req := &c.req
 	snap := c.env.State.Load()
 	c.startRecord(snap)
+	c.rh = nil
 
 	target := req.Target
 	authority := req.Host
@@ -341,11 +346,24 @@ func (c *h1conn) handle() bool {
 	if h := d.Cluster.Balancer().HashOn(); h != nil {
 		c.affinity(h) // before the forwarding rules touch the head
 	}
+	if d.Path != "" { // a gateway route's rewrites
+		target = d.Path
+	}
+	if d.Host != "" {
+		req.Host = d.Host
+	}
 	// The forwarding rules apply once, whatever the upstream speaks.
 	c.fwd.Apply(req, c.client, c.tc.Peer, c.kind == forward.Ingress, scheme)
+	if d.Route != nil && d.Route.Headers != nil {
+		c.rh = d.Route.Headers
+		c.hv = forward.RouteVars(&d, c.tc.RemoteAddr().String(), c.tc.Peer, snap.Node())
+	}
 	c.recHdrs.applied = true
 	if d.Cluster.HTTP2() {
-		return c.bridge(snap, &d, target)
+		return c.bridge(snap, &d, target) // the route's request rules apply to its net/http head
+	}
+	if c.rh != nil {
+		c.fwd.ApplyRoute(req, c.rh, &c.hv)
 	}
 	return c.forward(&d, target)
 }
@@ -595,9 +613,16 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 	c.rec.Status = status
 	written := c.tc.Written // what reached the client before this response: see midBodyFailure
 	var extra []h1.Header
-	if c.aff.SetCookie != "" {
-		extra = c.setCookie[:0]
+	if c.rh != nil {
+		c.respExtra = forward.ApplyRouteResponse(resp, c.respExtra[:0], c.rh, &c.hv)
+		extra = c.respExtra
+	}
+	if c.aff.SetCookie != "" { // meshd's own field, after the route's rules
+		if c.rh == nil {
+			extra = c.respExtra[:0]
+		}
 		extra = append(extra, h1.Header{Name: "Set-Cookie", Value: c.aff.SetCookie})
+		c.respExtra = extra
 	}
 	if err := h1.WriteResponseHead(c.bw, respForClient(resp, dechunk), extra, false, closeDown); err != nil {
 		pool.Discard(u)

@@ -179,6 +179,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	client, _, _ := net.SplitHostPort(r.RemoteAddr)
 	// The head was decoded for this request alone (internal/h2): forwarded in place.
 	hdr := forward.HTTPForwardingOwned(r.Header, client, peer, s.kind == forward.Ingress, scheme)
+	var rh *router.HeaderRules
+	var hv router.HeaderVars
+	if d.Route != nil && d.Route.Headers != nil {
+		rh = d.Route.Headers
+		hv = forward.RouteVars(&d, r.RemoteAddr, peer, snap.Node())
+		forward.ApplyRouteHTTP(hdr, rh, &hv, true)
+	}
 	call, idle := forward.NewCall(&d, env.StreamIdle, forward.GRPCTimeout(rr.GRPC, r.Header.Get("Grpc-Timeout")))
 	call.Ctx = r.Context()
 	call.Span = span
@@ -187,7 +194,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		aff = forward.HTTPAffinity(h, r.Header, client, rand.Uint64())
 		aff.Apply(&call)
 	}
-	x := forward.NewOutRoundTrip(r.Method, rr.Path, r.Host, hdr, r.Body, r.ContentLength, r.Trailer, d.Cluster, idle, env.ReplayBound())
+	x := forward.NewOutRoundTrip(r.Method, rr.Path, rr.Authority, hdr, r.Body, r.ContentLength, r.Trailer, d.Cluster, idle, env.ReplayBound())
 	x.Ctx = r.Context()
 	pm := env.Mirrors.TakeRoundTrip(&d, r.Method, rr.Path, r.Host, hdr)
 	fl, err := forward.Do(&call, x)
@@ -210,6 +217,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The copy leaves at the response head when the body is whole by then (a unary
 	// call's is), else once the response was relayed.
 	pm.Try(x)
+	if rh != nil {
+		forward.ApplyRouteHTTP(x.Response().Header, rh, &hv, false)
+	}
 	CopyResponse(w, x, &fl, rr.GRPC, rec)
 	pm.Finish(x)
 }

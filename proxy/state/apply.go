@@ -91,8 +91,10 @@ type ReloadStats struct {
 // Holder holds the snapshot in force and runs the apply pipeline that replaces it.
 // Set the exported fields before first use; all methods are safe for concurrent use.
 type Holder struct {
-	// Node is the virtual node the snapshots are compiled for.
-	Node string
+	// Node is the virtual node the snapshots are compiled for, or the virtual gateway
+	// when Gateway is set.
+	Node    string
+	Gateway bool
 	// Mesh, when set, is the only mesh a config may name (mesh.meshName): the mesh the
 	// deployment says this sidecar belongs to (APPMESH_RESOURCE_ARN). Another is refused
 	// like any invalid config, so it is neither applied nor persisted.
@@ -257,7 +259,11 @@ func (s *Holder) Apply(ctx context.Context, cfg *config.Config, req ApplyRequest
 		return reject(StageValidate, &config.Errors{List: []config.FieldError{{Path: "mesh.meshName", Value: cfg.Mesh.MeshName,
 			Msg: fmt.Sprintf("this sidecar serves mesh %q (%s); a config of another mesh is refused", s.Mesh, cmp.Or(s.MeshFrom, "Options.Mesh"))}}})
 	}
-	next, err := Compile(ctx, cfg, s.Node, req.Source, prev, s.Options)
+	compile := Compile
+	if s.Gateway {
+		compile = CompileGateway
+	}
+	next, err := compile(ctx, cfg, s.Node, req.Source, prev, s.Options)
 	if err != nil {
 		var fe *config.Errors
 		if errors.As(err, &fe) {

@@ -56,6 +56,9 @@ type Snapshot struct {
 	// (mirror.go).
 	mirrorSlots map[string]*atomic.Int64
 
+	// gw is the virtual gateway the snapshot serves (CompileGateway); nil for a node.
+	gw *gatewayState
+
 	egressAllowAll bool
 	// localNodePort is the node's only listener port, used by the ingress listener when a
 	// connection arrived without an original destination (no iptables redirect); 0 when
@@ -138,6 +141,9 @@ type Options struct {
 	// blocks; its owner (proxy.Server) closes it. Nil: tls blocks that need a source are
 	// refused with an error naming the field.
 	TLS *meshtls.Loader
+	// Ready reports whether the server is ready; a gateway's listener health checks
+	// answer 200 while it is, 503 otherwise (CompileGateway). Nil: always.
+	Ready func() bool
 }
 
 // DefaultFirstResolveWait is Options.FirstResolveWait's default.
