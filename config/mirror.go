@@ -23,32 +23,7 @@ func (v *validator) mirror(path string, m *RouteMirror) {
 	if !(m.Percent > 0 && m.Percent <= 100) {
 		v.add(path+".percent", m.Percent, "must be above 0 and at most 100 (remove the mirror to stop mirroring)")
 	}
-	v.optPort(path+".port", m.Port)
-	node := v.nodes[m.VirtualNode]
-	switch {
-	case m.VirtualNode == "":
-		v.add(path+".virtualNode", nil, "is required")
-		return
-	case node == nil:
-		v.add(path+".virtualNode", m.VirtualNode, "virtual node %q is not defined", m.VirtualNode)
-		return
-	}
-	v.target(m.VirtualNode, path+".virtualNode")
-	ls := node.Spec.Listeners
-	if m.Port != 0 {
-		for _, l := range ls {
-			if l.PortMapping.Port == m.Port {
-				return
-			}
-		}
-		v.add(path+".port", m.Port, "virtual node %q has no listener on port %d", m.VirtualNode, m.Port)
-		return
-	}
-	switch len(ls) {
-	case 0:
+	if ls, ok := v.targetNode(path, m.VirtualNode, m.Port); ok && len(ls) == 0 {
 		v.add(path+".virtualNode", m.VirtualNode, "virtual node %q has no listener to send copies to", m.VirtualNode)
-	case 1:
-	default:
-		v.add(path+".port", nil, "is required: virtual node %q has %d listeners", m.VirtualNode, len(ls))
 	}
 }

@@ -1048,6 +1048,36 @@ func (v *validator) queryParams(path string, qs []QueryParameter) {
 	}
 }
 
+// targetNode checks a route's reference to a virtual node and one of its listeners (a
+// weighted target, a mirror: path is the object holding virtualNode and port) and
+// returns the node's listeners; ok is false when the node itself is missing.
+func (v *validator) targetNode(path, name string, port int) (ls []Listener, ok bool) {
+	v.optPort(path+".port", port)
+	node := v.nodes[name]
+	switch {
+	case name == "":
+		v.add(path+".virtualNode", nil, "is required")
+		return nil, false
+	case node == nil:
+		v.add(path+".virtualNode", name, "virtual node %q is not defined", name)
+		return nil, false
+	}
+	v.target(name, path+".virtualNode")
+	ls = node.Spec.Listeners
+	if port != 0 {
+		found := false
+		for _, l := range ls {
+			found = found || l.PortMapping.Port == port
+		}
+		if !found {
+			v.add(path+".port", port, "virtual node %q has no listener on port %d", name, port)
+		}
+	} else if len(ls) > 1 {
+		v.add(path+".port", nil, "is required: virtual node %q has %d listeners", name, len(ls))
+	}
+	return ls, true
+}
+
 func (v *validator) action(path string, a *RouteAction) {
 	wt := a.WeightedTargets
 	wp := path + ".weightedTargets"
@@ -1063,29 +1093,7 @@ func (v *validator) action(path string, a *RouteAction) {
 		if t.Weight > 0 {
 			positive = true
 		}
-		v.optPort(tp+".port", t.Port)
-		node := v.nodes[t.VirtualNode]
-		switch {
-		case t.VirtualNode == "":
-			v.add(tp+".virtualNode", nil, "is required")
-			continue
-		case node == nil:
-			v.add(tp+".virtualNode", t.VirtualNode, "virtual node %q is not defined", t.VirtualNode)
-			continue
-		}
-		v.target(t.VirtualNode, tp+".virtualNode")
-		ls := node.Spec.Listeners
-		if t.Port != 0 {
-			found := false
-			for _, l := range ls {
-				found = found || l.PortMapping.Port == t.Port
-			}
-			if !found {
-				v.add(tp+".port", t.Port, "virtual node %q has no listener on port %d", t.VirtualNode, t.Port)
-			}
-		} else if len(ls) > 1 {
-			v.add(tp+".port", nil, "is required: virtual node %q has %d listeners", t.VirtualNode, len(ls))
-		}
+		v.targetNode(tp, t.VirtualNode, t.Port)
 	}
 	if len(wt) > 0 && !positive {
 		v.add(wp, nil, "at least one target needs a weight above 0")

@@ -12,6 +12,8 @@ type HeaderRules struct {
 	ReqRemove, RespRemove []string // lower case
 	ReqSet, ReqAppend     []HeaderRule
 	RespSet, RespAppend   []HeaderRule
+	// Vars: some value has a variable (without one, no per-request variables are built).
+	Vars bool
 }
 
 // HeaderRule is one field to set or append.
@@ -89,6 +91,11 @@ func compileHeaderRules(h *config.HeaderManipulation) *HeaderRules {
 	}
 	if r := h.Response; r != nil {
 		out.RespRemove, out.RespSet, out.RespAppend = lower(r.Remove), rules(r.Set), rules(r.Append)
+	}
+	for _, list := range [][]HeaderRule{out.ReqSet, out.ReqAppend, out.RespSet, out.RespAppend} {
+		for i := range list {
+			out.Vars = out.Vars || !list[i].isStatic
+		}
 	}
 	return out
 }

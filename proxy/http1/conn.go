@@ -356,7 +356,9 @@ func (c *h1conn) handle() bool {
 	c.fwd.Apply(req, c.client, c.tc.Peer, c.kind == forward.Ingress, scheme)
 	if d.Route != nil && d.Route.Headers != nil {
 		c.rh = d.Route.Headers
-		c.hv = forward.RouteVars(&d, c.tc.RemoteAddr().String(), c.tc.Peer, snap.Node())
+		if c.rh.Vars { // the address string is built only for a rule that uses it
+			c.hv = forward.RouteVars(&d, c.tc.RemoteAddr().String(), c.tc.Peer, snap.Node())
+		}
 	}
 	c.recHdrs.applied = true
 	if d.Cluster.HTTP2() {
