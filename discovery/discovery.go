@@ -101,6 +101,10 @@ func parseStaticAddress(s string, defaultPort int) (string, error) {
 	}
 	if bare != "" {
 		if ip, err := netip.ParseAddr(bare); err == nil {
+			if strings.ContainsAny(ip.Zone(), "[]%") {
+				// netip takes any zone; one with a bracket would not read back from ip:port.
+				return "", fmt.Errorf("IPv6 zone %q: not an interface name", ip.Zone())
+			}
 			if bracketed && !ip.Is6() {
 				return "", errors.New("brackets are for IPv6 literals only")
 			}
