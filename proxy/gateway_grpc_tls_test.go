@@ -64,7 +64,8 @@ virtualGateways:
 gatewayRoutes:
   - gatewayRouteName: health
     virtualGatewayName: edge
-    spec: {grpcRoute: {match: {serviceName: grpc.health.v1.Health, metadata: [{name: x-tenant, match: {prefix: acme}}]}, action: {target: {virtualService: {virtualServiceName: health.t.local}}}}}
+    spec: {grpcRoute: {match: {serviceName: grpc.health.v1.Health, metadata: [{name: x-tenant, match: {prefix: acme}}]}, action: {target: {virtualService: {virtualServiceName: health.t.local}}},
+      headers: {response: {append: [{name: x-gateway-route, value: "%%ROUTE_NAME%%"}]}}}}
 `, v1.Port, v1.Port, v2.Port, v2.Port)
 	srv := startGateway(t, "edge", yaml)
 	cc := grpcDial(t, srv.GatewayAddrs()[8443], "api.example.com")
@@ -81,6 +82,9 @@ gatewayRoutes:
 			t.Fatalf("call %d: %v %v", i, resp, err)
 		}
 		seen[strings.Join(md.Get("x-version"), ",")]++
+		if gr := md.Get("x-gateway-route"); len(gr) != 1 || gr[0] != "health" {
+			t.Fatalf("call %d: x-gateway-route %q, want the gateway route's header rule's [health]", i, gr)
+		}
 	}
 	if seen["v1"]+seen["v2"] != calls {
 		t.Fatalf("answers by version %v, want only v1 and v2", seen)

@@ -50,6 +50,9 @@ type GatewayRoute struct {
 	// HostRewrite: Host/:authority becomes the target service's name
 	// (defaultTargetHostname ENABLED, App Mesh's default).
 	HostRewrite bool
+	// Headers are the gateway route's own header rules (the headers extension); nil
+	// when it has none.
+	Headers *HeaderRules
 }
 
 type rewriteMode uint8
@@ -170,6 +173,7 @@ func compileGatewayRoute(gr *config.GatewayRoute, field string) (*GatewayRoute, 
 		if err := rt.compileRewrite(h, f+".action.rewrite"); err != nil {
 			return nil, err
 		}
+		rt.Headers = compileHeaderRules(h.Headers, true)
 	case s.GRPCRoute != nil:
 		g, f := s.GRPCRoute, field+".grpcRoute"
 		rt.Kind = config.ProtoGRPC
@@ -184,6 +188,7 @@ func compileGatewayRoute(gr *config.GatewayRoute, field string) (*GatewayRoute, 
 		if rw := g.Action.Rewrite; rw != nil && rw.DefaultTargetHostname == "DISABLED" {
 			rt.HostRewrite = false
 		}
+		rt.Headers = compileHeaderRules(g.Headers, true)
 	default:
 		return nil, fmt.Errorf("%s: set one of httpRoute, http2Route, grpcRoute", field)
 	}

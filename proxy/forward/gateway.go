@@ -62,6 +62,6 @@ func resolveGateway(snap *state.Snapshot, gw *router.Gateway, rr *router.Request
 	if c == nil {
 		return Decision{Status: 503, Code: CodeNoEndpoint, Msg: "meshd: cluster " + t.Cluster + " is not built\n"}
 	}
-	d.Service, d.Route, d.Cluster, d.Policy, d.IngressPort = svc, rt, c, snap.Policy(rt), port
+	d.Service, d.Route, d.Cluster, d.Policy, d.IngressPort, d.Gateway = svc, rt, c, snap.Policy(rt), port, gr
 	return d
 }

@@ -48,6 +48,9 @@ type Decision struct {
 	// Path and Host, when set, replace the request target (path and query) and the
 	// Host (:authority) sent upstream: a gateway route's rewrites (gateway.go).
 	Path, Host string
+	// Gateway is the gateway route that sent the request to Service (nil off a
+	// gateway): its header rules apply next to Route's (RouteRules).
+	Gateway *router.GatewayRoute
 	// On failure (Route nil):
 	Status int
 	Code   string

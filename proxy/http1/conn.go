@@ -98,7 +98,7 @@ type h1conn struct {
 	pre   prefixReader
 	// rh are the current request's route header rules (nil: none), hv their variables,
 	// respExtra the response fields they add.
-	rh        *router.HeaderRules
+	rh        forward.RouteRules
 	hv        router.HeaderVars
 	respExtra []h1.Header
 }
@@ -295,7 +295,7 @@ func (c *h1conn) handle() bool {
 	req := &c.req
 	snap := c.env.State.Load()
 	c.startRecord(snap)
-	c.rh = nil
+	c.rh = forward.RouteRules{}
 
 	target := req.Target
 	authority := req.Host
@@ -354,9 +354,8 @@ func (c *h1conn) handle() bool {
 	}
 	// The forwarding rules apply once, whatever the upstream speaks.
 	c.fwd.Apply(req, c.client, c.tc.Peer, c.kind == forward.Ingress, scheme)
-	if d.Route != nil && d.Route.Headers != nil {
-		c.rh = d.Route.Headers
-		if c.rh.Vars { // the address string is built only for a rule that uses it
+	if c.rh = d.Rules(); c.rh.Any() {
+		if c.rh.Vars() { // the address string is built only for a rule that uses it
 			c.hv = forward.RouteVars(&d, c.tc.RemoteAddr().String(), c.tc.Peer, snap.Node())
 		}
 	}
@@ -364,7 +363,7 @@ func (c *h1conn) handle() bool {
 	if d.Cluster.HTTP2() {
 		return c.bridge(snap, &d, target) // the route's request rules apply to its net/http head
 	}
-	if c.rh != nil {
+	if c.rh.Any() {
 		c.fwd.ApplyRoute(req, c.rh, &c.hv)
 	}
 	return c.forward(&d, target)
@@ -615,12 +614,12 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 	c.rec.Status = status
 	written := c.tc.Written // what reached the client before this response: see midBodyFailure
 	var extra []h1.Header
-	if c.rh != nil {
+	if c.rh.Any() {
 		c.respExtra = forward.ApplyRouteResponse(resp, c.respExtra[:0], c.rh, &c.hv)
 		extra = c.respExtra
 	}
 	if c.aff.SetCookie != "" { // meshd's own field, after the route's rules
-		if c.rh == nil {
+		if !c.rh.Any() {
 			extra = c.respExtra[:0]
 		}
 		extra = append(extra, h1.Header{Name: "Set-Cookie", Value: c.aff.SetCookie})

@@ -179,10 +179,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	client, _, _ := net.SplitHostPort(r.RemoteAddr)
 	// The head was decoded for this request alone (internal/h2): forwarded in place.
 	hdr := forward.HTTPForwardingOwned(r.Header, client, peer, s.kind == forward.Ingress, scheme)
-	var rh *router.HeaderRules
 	var hv router.HeaderVars
-	if d.Route != nil && d.Route.Headers != nil {
-		rh = d.Route.Headers
+	rh := d.Rules()
+	if rh.Any() {
 		hv = forward.RouteVars(&d, r.RemoteAddr, peer, snap.Node())
 		forward.ApplyRouteHTTP(hdr, rh, &hv, true)
 	}
@@ -217,7 +216,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The copy leaves at the response head when the body is whole by then (a unary
 	// call's is), else once the response was relayed.
 	pm.Try(x)
-	if rh != nil {
+	if rh.Any() {
 		forward.ApplyRouteHTTP(x.Response().Header, rh, &hv, false)
 	}
 	CopyResponse(w, x, &fl, rr.GRPC, rec)
