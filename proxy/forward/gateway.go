@@ -34,6 +34,15 @@ func resolveGateway(snap *state.Snapshot, gw *router.Gateway, rr *router.Request
 		return Decision{Status: 404, Code: CodeNoRoute,
 			Msg: "meshd: no gateway route of " + gw.Name + " matched " + rr.Method + " " + rr.Path + " on port " + strconv.Itoa(port) + "\n"}
 	}
+	d := gatewayTarget(snap, gr, rr, port, rnd)
+	// Counted on the gateway route whatever became of the request from here.
+	d.Gateway, d.GatewayStats = gr, snap.GatewayRouteStats(gr.Name)
+	return d
+}
+
+// gatewayTarget routes a request gateway route gr matched: its rewrites, then the
+// target service's routes.
+func gatewayTarget(snap *state.Snapshot, gr *router.GatewayRoute, rr *router.Request, port int, rnd uint64) Decision {
 	svc := snap.Table().Egress(gr.Service, 0)
 	if svc == nil {
 		return Decision{Status: 503, Code: CodeNoRoute, Msg: "meshd: gateway route " + gr.Name + ": virtual service " + gr.Service + " is not compiled\n"}
@@ -62,6 +71,6 @@ func resolveGateway(snap *state.Snapshot, gw *router.Gateway, rr *router.Request
 	if c == nil {
 		return Decision{Status: 503, Code: CodeNoEndpoint, Msg: "meshd: cluster " + t.Cluster + " is not built\n"}
 	}
-	d.Service, d.Route, d.Cluster, d.Policy, d.IngressPort, d.Gateway = svc, rt, c, snap.Policy(rt), port, gr
+	d.Service, d.Route, d.Cluster, d.Policy, d.IngressPort = svc, rt, c, snap.Policy(rt), port
 	return d
 }

@@ -51,6 +51,8 @@ type Decision struct {
 	// Gateway is the gateway route that sent the request to Service (nil off a
 	// gateway): its header rules apply next to Route's (RouteRules).
 	Gateway *router.GatewayRoute
+	// GatewayStats are Gateway's request statistics (nil off a gateway).
+	GatewayStats *telemetry.HTTPStats
 	// On failure (Route nil):
 	Status int
 	Code   string

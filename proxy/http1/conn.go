@@ -84,7 +84,8 @@ type h1conn struct {
 	obs []telemetry.Observer
 	// The route's and cluster's statistics of the request in progress (nil: none).
 	routeStats, clusterStats *telemetry.HTTPStats
-	span                     telemetry.Span // the request's server span; nil: not traced
+	gatewayStats             *telemetry.HTTPStats // the gateway route's, on a gateway
+	span                     telemetry.Span       // the request's server span; nil: not traced
 	// linger: meshd ends the connection after a response it wrote whole, while the
 	// client may still be sending (an error answer to a request whose body or
 	// successors were not read, a close after a response delimited by the close):
@@ -706,7 +707,7 @@ func (c *h1conn) midBodyFailure(err error, written int64, closeDelimited bool) b
 // statistics; all of it when snap has observers.
 func (c *h1conn) startRecord(snap *state.Snapshot) {
 	c.obs = snap.Observers()
-	c.routeStats, c.clusterStats, c.span = nil, nil, nil
+	c.routeStats, c.clusterStats, c.gatewayStats, c.span = nil, nil, nil, nil
 	c.recHdrs.applied = false
 	c.env.ListenerStats(c.kind).InFlight.Add(1)
 	if c.obs == nil && c.env.Tracer == nil {
@@ -735,6 +736,7 @@ func (c *h1conn) recordDecision(d *forward.Decision) {
 	if d.Cluster != nil {
 		c.clusterStats = d.Cluster.Stats()
 	}
+	c.gatewayStats = d.GatewayStats
 	if c.obs != nil || c.span != nil {
 		forward.NoteRoute(&c.rec, d)
 	}
@@ -743,7 +745,7 @@ func (c *h1conn) recordDecision(d *forward.Decision) {
 // observe records the finished request in the statistics and hands its record to the
 // observers.
 func (c *h1conn) observe() {
-	forward.Finish(&c.rec, c.env.ListenerStats(c.kind), c.routeStats, c.clusterStats, c.span, c.obs)
+	forward.Finish(&c.rec, c.env.ListenerStats(c.kind), c.routeStats, c.clusterStats, c.gatewayStats, c.span, c.obs)
 	c.span = nil
 	c.rec.Req, c.rec.Resp = nil, nil
 }

@@ -148,7 +148,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if d.Cluster != nil {
 			cluster = d.Cluster.Stats()
 		}
-		forward.Finish(rec, ls, route, cluster, span, snap.Observers())
+		forward.Finish(rec, ls, route, cluster, d.GatewayStats, span, snap.Observers())
 	}()
 	if env.IsOverloaded() {
 		env.OverloadRejected[s.kind].Add(1)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/router"
+	"github.com/meshd/meshd/telemetry"
 )
 
 // gatewayState is what a gateway's snapshot holds beyond a node's: its compiled gateway
@@ -17,6 +18,18 @@ import (
 type gatewayState struct {
 	routes *router.Gateway
 	ready  func() bool
+	// stats are the gateway routes' request statistics by name, carried over from the
+	// previous snapshot by name so that a reload does not reset them.
+	stats map[string]*telemetry.HTTPStats
+}
+
+// GatewayRouteStats are gateway route name's request statistics (nil when the snapshot
+// serves no gateway or it has no such route).
+func (s *Snapshot) GatewayRouteStats(name string) *telemetry.HTTPStats {
+	if s == nil || s.gw == nil {
+		return nil
+	}
+	return s.gw.stats[name]
 }
 
 // Gateway is the virtual gateway the snapshot serves (its gateway routes and
@@ -79,7 +92,14 @@ func CompileGateway(ctx context.Context, cfg *config.Config, name, source string
 	s.version = cfg.Digest()
 	s.node = name
 	s.localNodePort = 0
-	s.gw = &gatewayState{routes: sp.Routes, ready: opts.Ready}
+	s.gw = &gatewayState{routes: sp.Routes, ready: opts.Ready, stats: make(map[string]*telemetry.HTTPStats, len(sp.Routes.Routes))}
+	for _, rt := range sp.Routes.Routes {
+		st := prev.GatewayRouteStats(rt.Name)
+		if st == nil {
+			st = new(telemetry.HTTPStats)
+		}
+		s.gw.stats[rt.Name] = st
+	}
 	return s, nil
 }
 
