@@ -99,6 +99,63 @@ gatewayRoutes:
 	}
 }
 
+// TestGatewayGRPCHealthCheck: a gateway listener's grpc healthCheck is answered by meshd
+// itself (grpc.health.v1.Health/Check: SERVING while ready, NOT_SERVING while the admin's
+// /healthcheck/fail holds, the call itself OK either way), counted on no gateway route;
+// other calls on the listener are routed as before.
+func TestGatewayGRPCHealthCheck(t *testing.T) {
+	up := testutil.StartGRPC(t, func(s *grpc.Server) { healthpb.RegisterHealthServer(s, health.NewServer()) })
+	yaml := fmt.Sprintf(`
+mesh: {meshName: t}
+virtualNodes:
+  - virtualNodeName: echo
+    spec: {listeners: [{portMapping: {port: %d, protocol: grpc}}], serviceDiscovery: {static: {endpoints: ["127.0.0.1:%d"]}}}
+virtualServices:
+  - {virtualServiceName: echo.t.local, spec: {provider: {virtualNode: {virtualNodeName: echo}}}}
+virtualGateways:
+  - virtualGatewayName: edge
+    spec: {listeners: [{portMapping: {port: 8080, protocol: grpc}, healthCheck: {protocol: grpc, intervalMillis: 5000, timeoutMillis: 2000, healthyThreshold: 2, unhealthyThreshold: 2}}]}
+gatewayRoutes:
+  - gatewayRouteName: all
+    virtualGatewayName: edge
+    spec: {grpcRoute: {match: {serviceName: grpc.reflection.v1.ServerReflection}, action: {target: {virtualService: {virtualServiceName: echo.t.local}}}}}
+`, up.Port, up.Port)
+	srv := startGateway(t, "edge", yaml)
+	cc := grpcDial(t, srv.GatewayAddrs()[8080], "edge.example.com")
+	client := healthpb.NewHealthClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, step := range []struct {
+		call string
+		want healthpb.HealthCheckResponse_ServingStatus
+	}{{"", healthpb.HealthCheckResponse_SERVING}, {"/healthcheck/fail", healthpb.HealthCheckResponse_NOT_SERVING}, {"/healthcheck/ok", healthpb.HealthCheckResponse_SERVING}} {
+		if step.call != "" {
+			if code, _, body := adminCall(t, srv, "POST", step.call, ""); code != 200 {
+				t.Fatalf("POST %s: %d %s", step.call, code, body)
+			}
+		}
+		var md metadata.MD
+		resp, err := client.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&md))
+		if err != nil || resp.GetStatus() != step.want {
+			t.Fatalf("after %q: Check %v %v, want %v", step.call, resp, err, step.want)
+		}
+		if got := md.Get("x-meshd-error"); len(got) != 1 || got[0] != "health_check" {
+			t.Fatalf("after %q: x-meshd-error %q, want meshd's own answer (health_check)", step.call, got)
+		}
+	}
+	// Watch is not the health check: no gateway route matches it.
+	w, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err == nil {
+		_, err = w.Recv()
+	}
+	if status.Code(err) != codes.Unimplemented {
+		t.Fatalf("Watch: %v, want UNIMPLEMENTED (no gateway route)", err)
+	}
+	if m := scrape(t, srv, ""); m.metric("meshd_gateway_route_requests_total", lbls{"gateway_route": "all"}) != nil {
+		t.Errorf("the health checks were counted on gateway route all")
+	}
+}
+
 // TestGatewayTLS: a gateway listener with tls STRICT terminates TLS (the client
 // verifies the gateway's certificate of the mesh CA), and backendDefaults.clientPolicy
 // originates mTLS to the target: the upstream sees the virtual service name as SNI and

@@ -28,6 +28,9 @@ type GatewayListener struct {
 	// HealthPath is the path meshd answers itself on this listener (healthCheck.path of
 	// an http or http2 health check); "" when none.
 	HealthPath string
+	// GRPCHealth: meshd answers grpc.health.v1.Health/Check itself on this listener (a
+	// grpc health check).
+	GRPCHealth bool
 }
 
 // GatewayRoute is one compiled gateway route. Its exported fields are read-only.
@@ -79,10 +82,15 @@ func CompileGateway(cfg *config.Config, name string) (*Gateway, error) {
 	g := &Gateway{Name: name, Listeners: map[int]*GatewayListener{}}
 	for _, l := range gw.Spec.Listeners {
 		gl := &GatewayListener{Port: l.PortMapping.Port, Protocol: l.PortMapping.Protocol}
-		if hc := l.HealthCheck; hc != nil && (hc.Protocol == config.ProtoHTTP || hc.Protocol == config.ProtoHTTP2) {
-			gl.HealthPath = hc.Path
-			if gl.HealthPath == "" {
-				gl.HealthPath = "/"
+		if hc := l.HealthCheck; hc != nil {
+			switch hc.Protocol {
+			case config.ProtoHTTP, config.ProtoHTTP2:
+				gl.HealthPath = hc.Path
+				if gl.HealthPath == "" {
+					gl.HealthPath = "/"
+				}
+			case config.ProtoGRPC:
+				gl.GRPCHealth = true
 			}
 		}
 		g.Listeners[gl.Port] = gl

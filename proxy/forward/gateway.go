@@ -8,6 +8,22 @@ import (
 	"github.com/meshd/meshd/router"
 )
 
+// GRPCHealthCheckPath is the gRPC health checking protocol's Check method, which a
+// gateway listener with a grpc healthCheck answers itself.
+const GRPCHealthCheckPath = "/grpc.health.v1.Health/Check"
+
+// The serving status of a grpc.health.v1.HealthCheckResponse (its enum's numbers).
+const (
+	GRPCServing    = 1
+	GRPCNotServing = 2
+)
+
+// GRPCHealthMessage is the length-prefixed gRPC message of a HealthCheckResponse with
+// status st: the protobuf of field 1 (varint), framed uncompressed.
+func GRPCHealthMessage(st uint8) []byte {
+	return []byte{0, 0, 0, 0, 2, 0x08, st}
+}
+
 // resolveGateway routes one request that arrived on listener port of the virtual
 // gateway snap serves: meshd's own answer to the listener's health check; else the
 // first gateway route that matches, whose rewrites (path, Host) apply; then the target
@@ -28,6 +44,12 @@ func resolveGateway(snap *state.Snapshot, gw *router.Gateway, rr *router.Request
 			}
 			return Decision{Status: 503, Code: CodeHealthCheck, Msg: "meshd: gateway " + gw.Name + " is not ready\n"}
 		}
+	}
+	if l.GRPCHealth && rr.GRPC && rr.Path == GRPCHealthCheckPath {
+		if snap.GatewayReady() {
+			return Decision{Status: 200, Code: CodeHealthCheck, GRPCHealth: GRPCServing, Msg: "SERVING\n"}
+		}
+		return Decision{Status: 503, Code: CodeHealthCheck, GRPCHealth: GRPCNotServing, Msg: "NOT_SERVING\n"}
 	}
 	gr := gw.Match(port, rr)
 	if gr == nil {

@@ -158,6 +158,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	d = forward.Resolve(snap, env.Passthrough, s.kind, &rr, local, orig, rand.Uint64())
 	forward.NoteRoute(rec, &d)
+	if d.GRPCHealth != 0 {
+		noteLocal(rec, http.StatusOK, d.Code)
+		grpcHealthReply(w, d.GRPCHealth)
+		return
+	}
 	if d.Failed() || !env.Authorize(snap, &d, peer, &rr) {
 		noteLocal(rec, d.Status, d.Code)
 		LocalReply(w, rr.GRPC, d.Status, d.Code, "", d.Msg)
@@ -375,6 +380,17 @@ func LocalReply(w http.ResponseWriter, grpc bool, status int, code, limit, msg s
 	h.Set("Grpc-Status", forward.GRPCStatusString(status, code))
 	h.Set("Grpc-Message", forward.GRPCMessageEncode(strings.TrimSpace(msg)))
 	w.WriteHeader(http.StatusOK)
+}
+
+// grpcHealthReply answers a gRPC health check meshd serves itself: a HealthCheckResponse
+// with status st, then grpc-status 0 in the trailers.
+func grpcHealthReply(w http.ResponseWriter, st uint8) {
+	h := w.Header()
+	h.Set(forward.HeaderError, forward.CodeHealthCheck)
+	h.Set("Content-Type", "application/grpc")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(forward.GRPCHealthMessage(st))
+	h.Set(http.TrailerPrefix+"Grpc-Status", "0")
 }
 
 func localHTTPError(w http.ResponseWriter, status int, code, limit, msg string) {

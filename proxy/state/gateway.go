@@ -124,9 +124,6 @@ func GatewayStandIn(cfg *config.Config, name string) (*StandIn, error) {
 		return nil, fmt.Errorf("gateway %q: no virtual gateway of that name in the config", name)
 	}
 	gw := &cfg.VirtualGateways[gi]
-	if err := refuseGatewayFields(gi, gw); err != nil {
-		return nil, err
-	}
 	routes, err := router.CompileGateway(cfg, name)
 	if err != nil {
 		return nil, err
@@ -200,23 +197,6 @@ func withGatewayPools(nodes []config.VirtualNode, pools map[string]*config.Conne
 		out[i].Spec.Listeners = ls
 	}
 	return slices.Clip(out)
-}
-
-// refuseGatewayFields refuses what meshd does not serve on a gateway listener, naming
-// the field: a grpc health check (meshd answers http and http2 ones itself).
-func refuseGatewayFields(gi int, gw *config.VirtualGateway) error {
-	var list []config.FieldError
-	for j, l := range gw.Spec.Listeners {
-		lp := fmt.Sprintf("virtualGateways[%d].spec.listeners[%d]", gi, j)
-		if hc := l.HealthCheck; hc != nil && hc.Protocol == config.ProtoGRPC {
-			list = append(list, config.FieldError{Path: lp + ".healthCheck.protocol", Value: hc.Protocol,
-				Msg: "meshd answers a gateway listener's http and http2 health checks on their path itself; a grpc health check is not served: use protocol http or http2 with a path (docs/gateway.md#health-checks)"})
-		}
-	}
-	if len(list) > 0 {
-		return &config.Errors{List: list}
-	}
-	return nil
 }
 
 // gatewayError names the gateway's fields in an error about the stand-in node: its
