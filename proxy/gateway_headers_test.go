@@ -66,25 +66,14 @@ gatewayRoutes:
 `, h1port, h2port, rtRules, gwRules)
 }
 
-// echoGatewayHeaders answers with the request fields the gateway test looks at, one per
-// line, and response fields both rule sets change.
-func echoGatewayHeaders(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Server", "upstream/1.0")
-	w.Header().Set("Cache-Control", "max-age=60")
-	w.Header().Set("X-Served-By", "upstream")
-	for _, n := range []string{"X-Debug", "X-Gw", "X-Both", "X-Via", "X-Keep"} {
-		_, _ = io.WriteString(w, n+"="+strings.Join(r.Header.Values(n), "|")+"\n")
-	}
-}
-
 // TestGatewayRouteHeaders: a gateway route's own header rules apply, the request's
 // before the target route's (so the target route's set wins upstream) and the
 // response's after them (so the gateway route's set wins at the client), on the
 // HTTP/1.1 fast path, the bridge to an HTTP/2 upstream and the HTTP/2 front end;
 // %ROUTE_NAME% is the gateway route's name in its rules and the route's in the route's.
 func TestGatewayRouteHeaders(t *testing.T) {
-	h1up := testutil.StartHTTP(t, http.HandlerFunc(echoGatewayHeaders))
-	h2up := testutil.StartH2C(t, http.HandlerFunc(echoGatewayHeaders))
+	h1up := testutil.StartHTTP(t, echoFields("X-Debug", "X-Gw", "X-Both", "X-Via", "X-Keep"))
+	h2up := testutil.StartH2C(t, echoFields("X-Debug", "X-Gw", "X-Both", "X-Via", "X-Keep"))
 	srv := startGateway(t, "gw", gatewayHeadersYAML(h1up.Port, h2up.Port))
 	addr := srv.GatewayAddrs()[9080]
 	h1client := &http.Client{}
