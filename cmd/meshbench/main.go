@@ -73,6 +73,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	f, isFile := stderr.(*os.File)
 	plan.ProgressTTY = isFile && isTerminal(f)
 	plan.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if plan.Idle != nil {
+		return executeIdle(ctx, plan, dir, stdout, stderr)
+	}
 	return execute(ctx, plan, dir, stdout, stderr)
 }
 
@@ -98,34 +101,36 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 	var headers multiFlag
 	fs.Var(&headers, "H", "a request header 'Name: value' sent with every request (repeatable; not with --proto grpc)")
 	var (
-		method    = fs.String("method", "", "request method (default GET, POST with --req-body)")
-		cacert    = fs.String("cacert", "", "with an https --target: PEM file of the CAs its certificate is checked against (default: the system's)")
-		insecureF = fs.Bool("insecure", false, "with an https --target: do not check its certificate")
-		host      = fs.String("host", "", "with --target: the Host header to send (e.g. a virtual service name at a meshd egress port), for targets without host=")
-		label     = fs.String("label", "", "with one --target: the row name (default: the URL)")
-		targetPID = fs.Int("target-pid", 0, "with one --target: the process (with its children) whose CPU and RSS are the row's, e.g. the proxy the URL points at")
-		targetCmd = fs.String("target-cmd", "", "with one --target: a command (split on spaces, no shell) meshbench starts before measuring, waits for until the URL's port accepts connections, and stops at the end; its CPU and RSS are the row's")
-		baseURL   = fs.String("baseline", "", "with --target: the direct URL of the same upstream, measured in the same run as row "+bench.ScenarioBaseline+"; the targets' added latency (+p50, +p99) is counted from it")
-		scenarios = fs.String("scenarios", strings.Join(bench.AllScenarios(), ","), scenariosHelp)
-		protoS    = fs.String("proto", "h1", "protocol from the load generator: h1 (HTTP/1.1 keep-alive), h2c, or grpc (unary calls of "+bench.GRPCMethod+" by a grpc-go client, h2c to the upstream)")
-		streams   = fs.Int("streams", 1, "requests in flight per connection, as h2load -m (h2c and grpc; 1 = one at a time, h2c then with the client of earlier runs)")
-		rate      = fs.Float64("rate", 1000, "fixed-rate phase: total req/s, open loop (0 disables the phase)")
-		conns     = fs.Int("connections", 8, "fixed-rate phase: connections")
-		maxConns  = fs.Int("max-connections", 50, "max-throughput phase (closed loop): connections (0 disables the phase)")
-		duration  = fs.Duration("duration", time.Second, "measured time per scenario, phase and round")
-		warmup    = fs.Duration("warmup", 250*time.Millisecond, "unmeasured load before each measurement")
-		rounds    = fs.Int("rounds", 2, "interleaved rounds (A B … A B …)")
-		reqBody   = fs.Int("req-body", 0, "request body bytes (POST when > 0)")
-		respBody  = fs.Int("resp-body", 63, "response body bytes of the built-in upstream")
-		timeout   = fs.Duration("timeout", 5*time.Second, "per-request timeout")
-		sweep     = fs.Bool("sweep", false, "sweep mode: every rate in --sweep-rates × every count in --sweep-connections, plus max throughput")
-		sweepR    = fs.String("sweep-rates", "500,1000,2000,4000,8000,16000", "sweep mode: req/s list")
-		sweepC    = fs.String("sweep-connections", "8,50", "sweep mode: connections list")
-		cpus      = fs.String("cpus", "", "pin LOAD:PROXY:UPSTREAM to CPU lists, e.g. 0:1:1 or 0-1:2:3 (empty part = not pinned)")
-		meshd     = fs.String("meshd", "", "meshd binary (default: beside meshbench, else on PATH)")
-		baseline  = fs.String(baselineFlag, "", baselineHelp)
-		out       = fs.String("out", "", "report directory (default ./bench-report-<timestamp>)")
-		tlsHop    = fs.Bool(strings.TrimPrefix(bench.TLSFlag, "--"), false, "add after each two-hop scenario ("+bench.ScenarioMeshd2Hop+", "+bench.ScenarioHAProxy2Hop+
+		method     = fs.String("method", "", "request method (default GET, POST with --req-body)")
+		cacert     = fs.String("cacert", "", "with an https --target: PEM file of the CAs its certificate is checked against (default: the system's)")
+		insecureF  = fs.Bool("insecure", false, "with an https --target: do not check its certificate")
+		host       = fs.String("host", "", "with --target: the Host header to send (e.g. a virtual service name at a meshd egress port), for targets without host=")
+		label      = fs.String("label", "", "with one --target: the row name (default: the URL)")
+		targetPID  = fs.Int("target-pid", 0, "with one --target: the process (with its children) whose CPU and RSS are the row's, e.g. the proxy the URL points at")
+		targetCmd  = fs.String("target-cmd", "", "with one --target: a command (split on spaces, no shell) meshbench starts before measuring, waits for until the URL's port accepts connections, and stops at the end; its CPU and RSS are the row's")
+		baseURL    = fs.String("baseline", "", "with --target: the direct URL of the same upstream, measured in the same run as row "+bench.ScenarioBaseline+"; the targets' added latency (+p50, +p99) is counted from it")
+		scenarios  = fs.String("scenarios", strings.Join(bench.AllScenarios(), ","), scenariosHelp)
+		protoS     = fs.String("proto", "h1", "protocol from the load generator: h1 (HTTP/1.1 keep-alive), h2c, or grpc (unary calls of "+bench.GRPCMethod+" by a grpc-go client, h2c to the upstream)")
+		streams    = fs.Int("streams", 1, "requests in flight per connection, as h2load -m (h2c and grpc; 1 = one at a time, h2c then with the client of earlier runs)")
+		rate       = fs.Float64("rate", 1000, "fixed-rate phase: total req/s, open loop (0 disables the phase)")
+		conns      = fs.Int("connections", 8, "fixed-rate phase: connections")
+		maxConns   = fs.Int("max-connections", 50, "max-throughput phase (closed loop): connections (0 disables the phase)")
+		duration   = fs.Duration("duration", time.Second, "measured time per scenario, phase and round")
+		warmup     = fs.Duration("warmup", 250*time.Millisecond, "unmeasured load before each measurement")
+		rounds     = fs.Int("rounds", 2, "interleaved rounds (A B … A B …)")
+		reqBody    = fs.Int("req-body", 0, "request body bytes (POST when > 0)")
+		respBody   = fs.Int("resp-body", 63, "response body bytes of the built-in upstream")
+		timeout    = fs.Duration("timeout", 5*time.Second, "per-request timeout")
+		sweep      = fs.Bool("sweep", false, "sweep mode: every rate in --sweep-rates × every count in --sweep-connections, plus max throughput")
+		sweepR     = fs.String("sweep-rates", "500,1000,2000,4000,8000,16000", "sweep mode: req/s list")
+		sweepC     = fs.String("sweep-connections", "8,50", "sweep mode: connections list")
+		cpus       = fs.String("cpus", "", "pin LOAD:PROXY:UPSTREAM to CPU lists, e.g. 0:1:1 or 0-1:2:3 (empty part = not pinned)")
+		meshd      = fs.String("meshd", "", "meshd binary (default: beside meshbench, else on PATH)")
+		baseline   = fs.String(baselineFlag, "", baselineHelp)
+		out        = fs.String("out", "", "report directory (default ./bench-report-<timestamp>)")
+		idleConns  = fs.Int("idle-conns", 0, "instead of the load comparison: open this many HTTP/1.1 keep-alive clients through meshd (and haproxy when on PATH), one request each, leave them idle for --idle-settle, report each proxy's RSS (total and per connection) and check every client is answered again; with --scenarios meshd,haproxy, --meshd, --timeout, --out")
+		idleSettle = fs.Duration("idle-settle", 5*time.Second, "with --idle-conns: how long the clients stay idle before the RSS is read")
+		tlsHop     = fs.Bool(strings.TrimPrefix(bench.TLSFlag, "--"), false, "add after each two-hop scenario ("+bench.ScenarioMeshd2Hop+", "+bench.ScenarioHAProxy2Hop+
 			") its twin with mutual TLS between the two proxies ("+bench.ScenarioMeshd2HopTLS+", "+bench.ScenarioHAProxy2HopTLS+
 			"; certificates of a mesh CA made for the run), so the TLS hop's cost is measured in the same interleaved run")
 	)
@@ -280,6 +285,9 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 		dir = abs
 	}
 	plan.WorkDir = filepath.Join(dir, "configs")
+	if err := idleMode(fs, &plan, *idleConns, *idleSettle, explicit); err != nil {
+		return bench.Plan{}, "", err
+	}
 	return plan, dir, nil
 }
 
