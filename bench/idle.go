@@ -39,6 +39,8 @@ type IdlePlan struct {
 	WorkDir  string
 	Log      *slog.Logger
 	Progress io.Writer // nil: quiet
+
+	nofile uint64 // the fd limit RunIdle raised
 }
 
 // IdleResult is one proxy's figures.
@@ -273,9 +275,13 @@ func perConnKiB(start, idle uint64, n int) float64 {
 }
 
 // idleHAProxyConfig is HAProxyConfig with room for n clients (its maxconn is sized for
-// the load phases otherwise).
-func idleHAProxyConfig(port int, upstream string, n int) string {
-	return strings.Replace(HAProxyConfig(port, upstream, H1), "maxconn 4096", "maxconn "+strconv.Itoa(n+256), 1)
+// the load phases otherwise). HAProxy reserves two descriptors per connection (client
+// and server side) and refuses to start when the fd limit is below that; with
+// http-reuse the idle clients share a few server connections, so its limit is the
+// process's (ulimit-n) and the check a warning (no strict-limits).
+func idleHAProxyConfig(port int, upstream string, n int, nofile uint64) string {
+	return strings.Replace(HAProxyConfig(port, upstream, H1), "maxconn 4096",
+		"maxconn "+strconv.Itoa(n+256)+"\n    ulimit-n "+strconv.FormatUint(nofile, 10)+"\n    no strict-limits", 1)
 }
 
 // RunIdle measures plan.Scenarios one after the other against one built-in upstream.
@@ -293,6 +299,7 @@ func RunIdle(ctx context.Context, plan IdlePlan) ([]IdleResult, error) {
 	if err := CheckIdleConns(plan.Conns, nofile); err != nil {
 		return nil, err
 	}
+	plan.nofile = nofile
 	dir := plan.WorkDir
 	if dir == "" {
 		d, err := os.MkdirTemp("", "meshbench-idle-")
@@ -342,7 +349,7 @@ func runIdleOne(ctx context.Context, plan IdlePlan, e *env, name string) (IdleRe
 		in, err = startMeshdArgs(ctx, name, e, "--max-connections", strconv.Itoa(plan.Conns+64))
 	case ScenarioHAProxy:
 		in, err = startPeer(ctx, name, e, "haproxy", func(dir string, port int) ([]string, error) {
-			cfg, err := writeFile(dir, "haproxy.cfg", idleHAProxyConfig(port, e.upstream, plan.Conns))
+			cfg, err := writeFile(dir, "haproxy.cfg", idleHAProxyConfig(port, e.upstream, plan.Conns, plan.nofile))
 			if err != nil {
 				return nil, err
 			}

@@ -73,7 +73,7 @@ func (s *Server) acceptGateway(ln net.Listener, port int) {
 	go func() {
 		defer s.loopWG.Done()
 		a := listen.Acceptor{
-			Name: "gateway:" + strconv.Itoa(port), Tracker: &s.conns, Limit: &s.limits[forward.Ingress], Log: s.log,
+			Name: "gateway:" + strconv.Itoa(port), Tracker: &s.conns, Limit: &s.limits[forward.Ingress], Log: s.log, Parker: s.parker,
 			OrigDst: func(c net.Conn) netip.AddrPort {
 				var addr netip.Addr
 				if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
