@@ -249,7 +249,10 @@ func (c *h1conn) serve(first time.Time, resumed bool) bool {
 				// 32 KiB each) and, where it can, without a goroutine (its stack was 8-16 KiB),
 				// and take them back with the first bytes.
 				c.releaseBufs()
-				if c.park() {
+				// Before its first request the connection keeps its goroutine: the first
+				// request's bound (first) is its socket deadline's, which the Parker knows
+				// nothing of.
+				if first.IsZero() && c.park() {
 					return false
 				}
 				if err := c.wakeRead(); err != nil {
