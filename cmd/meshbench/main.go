@@ -12,6 +12,7 @@
 //	meshbench --proto h2c --streams 10   # h2c, 10 concurrent streams per connection (h2load -m 10)
 //	meshbench --proto grpc               # unary gRPC calls by a grpc-go client
 //	meshbench --tls --scenarios direct,meshd-2hop,haproxy-2hop   # the cost of a mutual-TLS hop, meshd next to haproxy
+//	meshbench --idle-conns 10000   # RSS of meshd (and haproxy) holding 10,000 idle keep-alive clients
 //
 // `meshbench internal ...` is used by the harness itself to run its upstream and the
 // httputil baseline as separate processes.
@@ -147,6 +148,8 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 			"  meshbench --target http://127.0.0.1:15001/ --label my-proxy --target-pid $(pidof my-proxy) --baseline http://127.0.0.1:8080/\n"+
 			"Several targets in one interleaved run (--target URL[,label=NAME][,host=HOST][,pid=PID][,cmd=CMD ARGS], cmd last):\n"+
 			"  meshbench --baseline http://127.0.0.1:8080/ --target http://127.0.0.1:15001/,label=meshd,pid=123 --target 'http://127.0.0.1:10000/,label=envoy,cmd=envoy -c envoy.yaml'\n\n")
+		fmt.Fprintf(stderr, "Memory of idle keep-alive clients (one request each, then idle), meshd next to haproxy:\n"+
+			"  meshbench --idle-conns 10000\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
