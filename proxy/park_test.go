@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -148,6 +149,11 @@ func TestIdleConnectionsPark(t *testing.T) {
 	if g := runtime.NumGoroutine(); g > base+200 {
 		t.Fatalf("%d goroutines with %d parked clients, %d before them: the idle connections keep goroutines", g, n, base)
 	}
+	// The parked count is on /stats and /stats/prometheus.
+	if _, b := adminGet(t, srv, "/stats"); !strings.Contains(string(b), fmt.Sprintf("server.downstream_cx_parked: %d\n", n)) {
+		t.Errorf("/stats lacks server.downstream_cx_parked: %d", n)
+	}
+	scrape(t, srv, "").expect(t, "meshd_downstream_connections_parked", lbls{}, n)
 	if err := parallel(n, func(i int) error { return cls[i].get("echo.t.local") }); err != nil {
 		t.Fatalf("second request after parking: %v", err)
 	}
