@@ -175,10 +175,12 @@ func (o *Options) served() string {
 func (s *Server) startGatewayServer() error {
 	if err := s.startGateway(); err != nil {
 		s.stopEMF()
+		s.stopParker()
 		return err
 	}
 	if err := s.StartAdmin(); err != nil {
 		s.stopEMF()
+		s.stopParker()
 		s.closeGateway()
 		return err
 	}

@@ -479,15 +479,18 @@ func (s *Server) Start() error {
 	var err error
 	if s.ingress, err = net.Listen("tcp", s.opts.IngressAddr); err != nil {
 		s.stopEMF()
+		s.stopParker()
 		return fmt.Errorf("ingress listener %s: %w", s.opts.IngressAddr, err)
 	}
 	if s.egress, err = net.Listen("tcp", s.opts.EgressAddr); err != nil {
 		s.stopEMF()
+		s.stopParker()
 		_ = s.ingress.Close()
 		return fmt.Errorf("egress listener %s: %w", s.opts.EgressAddr, err)
 	}
 	if err := s.StartAdmin(); err != nil {
 		s.stopEMF()
+		s.stopParker()
 		_ = s.ingress.Close()
 		_ = s.egress.Close()
 		return err
@@ -515,6 +518,13 @@ func (s *Server) startParker() {
 		return
 	}
 	s.parker = p
+}
+
+// stopParker stops the Parker of a server that failed to start.
+func (s *Server) stopParker() {
+	if s.parker != nil {
+		s.parker.Close()
+	}
 }
 
 // releaseIdleMemory returns to the system what a wave of connections going idle freed
@@ -627,11 +637,9 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.Drain(ctx, s.opt
 // the grace on SIGINT, an interactive stop). ctx ending cuts the grace short too.
 func (s *Server) Drain(ctx context.Context, grace time.Duration) error {
 	err := s.drainListeners(ctx, grace)
-	if s.parker != nil {
-		// After the listeners' connections are gone (or were closed at the drain
-		// timeout, unparking them): nothing is parked any more.
-		s.parker.Close()
-	}
+	// After the listeners' connections are gone (or were closed at the drain timeout,
+	// unparking them): nothing is parked any more.
+	s.stopParker()
 	if s.adminSrv != nil {
 		_ = s.adminSrv.Close()
 	}
