@@ -8,8 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
+	"syscall"
 )
 
 // releaseStartupPages drops meshd's mappings of its own binary's read-only pages (code
@@ -48,8 +47,8 @@ func releaseStartupPages() (int, error) {
 		if err1 != nil || err2 != nil || end <= start {
 			continue
 		}
-		// Raw addresses from /proc, not Go memory: the syscall, not unix.Madvise's slice.
-		if _, _, e := unix.Syscall(unix.SYS_MADVISE, uintptr(start), uintptr(end-start), unix.MADV_DONTNEED); e != 0 {
+		// Raw addresses from /proc, not Go memory: the syscall, not syscall.Madvise's slice.
+		if _, _, e := syscall.Syscall(syscall.SYS_MADVISE, uintptr(start), uintptr(end-start), syscall.MADV_DONTNEED); e != 0 {
 			return released, fmt.Errorf("madvise %s: %w", fields[0], e)
 		}
 		released += int(end - start)
