@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -86,11 +85,14 @@ func (p *Parker) now() time.Time {
 }
 
 func (p *Parker) park(c *Conn, expire time.Time, resume func(Wake)) bool {
-	sc, ok := c.Raw().(syscall.Conn)
-	if !ok {
+	// TCP only: a drain or a shed wakes a TCP socket by shutting its read side, while
+	// it closes any other kind, which would leave it in the set unreported (and its
+	// descriptor number free for another socket).
+	tcp := c.TCP()
+	if tcp == nil {
 		return false
 	}
-	rc, err := sc.SyscallConn()
+	rc, err := tcp.SyscallConn()
 	if err != nil {
 		return false
 	}
@@ -104,7 +106,8 @@ func (p *Parker) park(c *Conn, expire time.Time, resume func(Wake)) bool {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(uint32(e.id)), Pad: int32(uint32(e.id >> 32))}
 	var cerr error
 	// Under the Parker's lock: the loop cannot report the socket before it is in byID.
-	// Control keeps the descriptor open while it is registered.
+	// Control keeps the descriptor from closing while it is added; afterwards nothing
+	// closes a parked connection's socket without unparking it first (CloseNow).
 	if err := rc.Control(func(fd uintptr) {
 		e.fd = int(fd)
 		cerr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, e.fd, &ev)
