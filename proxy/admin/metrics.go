@@ -99,7 +99,7 @@ type metricFamilies struct {
 	lsRequests, lsByCode, lsDuration, lsInFlight, lsNoRoute, lsRateLimited *metricDef
 	lsFirstReqTimeouts                                                     *metricDef
 	lsConnsOpen, lsConnsRejected, lsConnsShed, lsFDExhausted, lsOverloadRq *metricDef
-	ovActive, ovEntered, ovHeap, adminReserve                              *metricDef
+	ovActive, ovEntered, ovHeap, adminReserve, parked                      *metricDef
 	lsAuthzAllowed, lsAuthzDenied                                          *metricDef
 	rtRequests, rtByCode, rtDuration, rtRetries, rtBudget, rtRetryOverflow *metricDef
 	rtTimeouts, rtRateLimited, rtMirror                                    *metricDef
@@ -162,6 +162,7 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.ovEntered, scopeServer, "meshd_overload_entered_total", counter, "Times meshd went past an overload watermark.", nil)
 	def(&f.ovHeap, scopeServer, "meshd_overload_heap_bytes", gauge, "The last heap sample the heap watermark was checked against (only with --overload-heap).", nil)
 	def(&f.adminReserve, scopeServer, "meshd_admin_fd_reserve", gauge, "File descriptors the admin listener holds in reserve for when the process has none left.", nil)
+	def(&f.parked, scopeServer, "meshd_downstream_connections_parked", gauge, "Idle HTTP/1.1 keep-alive connections parked without a goroutine or buffers (past the upstream hold; Linux).", nil)
 	// Egress L4 outside any cluster.
 	def(&f.egressDropped, scopeServer, "meshd_egress_tcp_dropped_total", counter, "Egress connections closed because they matched no backend and the egressFilter is DROP_ALL.", nil)
 	def(&f.passConns, scopeServer, "meshd_passthrough_tcp_connections_total", counter, "Egress connections relayed to their original destination (ALLOW_ALL).", nil)

@@ -102,6 +102,8 @@ type h1conn struct {
 	rh        forward.RouteRules
 	hv        router.HeaderVars
 	respExtra []h1.Header
+
+	end func(last *bufio.Reader) // Serve's caller's: closes the connection
 }
 
 // idleReadSize is what an idle connection reads before it takes its buffers back: a
@@ -126,60 +128,146 @@ func (p *prefixReader) Read(b []byte) (int, error) {
 
 // Serve serves the HTTP/1.1 requests of tc (br holds what the sniffer read) until the
 // client closes, a request says close, the server drains or an error ends the
-// connection. The caller closes tc, and then pools the reader Serve returns (not
-// necessarily br: an idle connection gives its buffers back and takes others; nil when
-// it ended without one).
-func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kind) (last *bufio.Reader) {
-	c := &h1conn{env: env, kind: kind, tc: tc, br: br, bw: getWriter(tc)}
-	defer func() { last = c.br }()
-	defer func() {
-		if c.bw != nil {
-			putWriter(c.bw)
-		}
-	}()
-	defer func() {
-		if c.linger {
-			tc.Linger(lingerTime, lingerBytes)
-		}
-	}()
-	c.rd = h1.NewReader(br, Limits)
-	c.hdrs.req = &c.req
-	c.fwd = forward.NewH1Forwarding()
-	c.recHdrs = forwardedHeaders{req: &c.req, fwd: c.fwd}
+// connection, then calls end with the reader to pool (not necessarily br: an idle
+// connection gives its buffers back and takes others; nil when it ended without one);
+// end closes tc. A connection idle past the hold may park (listen.Conn.Park): Serve then
+// returns at once, and the connection goes on, and ends, on another goroutine. The
+// caller must not touch tc after Serve returns.
+func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kind, end func(last *bufio.Reader)) {
+	client, local := "", 0
 	if ta, ok := tc.RemoteAddr().(*net.TCPAddr); ok {
-		c.client = ta.IP.String()
+		client = ta.IP.String()
 	}
 	if kind == forward.Ingress {
-		c.local = int(tc.Orig.Port())
+		local = int(tc.Orig.Port())
 	}
-	defer c.releaseUp()
+	c := (&idleConn{env: env, kind: kind, tc: tc, client: client, local: local, end: end}).take()
+	c.br, c.bw = br, getWriter(tc)
+	c.rd.Reset(br)
 	// The first request's head must be complete by first (the caller set it as tc's
 	// absolute bound, counted from accept); later ones wait up to KeepAliveIdle.
-	first := tc.Timer.Hard()
+	c.run(tc.Timer.Hard(), false)
+}
+
+// idleConn is what a parked connection keeps of its h1conn: what it needs to take one
+// again. The h1conn itself, with its request and response storage and its forwarding
+// scratch (about 4 KiB), goes back to connPool while the connection is parked.
+type idleConn struct {
+	env    *forward.Env
+	kind   forward.Kind
+	tc     *listen.Conn
+	client string // the peer IP, for x-forwarded-for
+	local  int
+	end    func(last *bufio.Reader)
+}
+
+// connPool holds the h1conns of parked and ended connections, their reusable storage
+// kept (recycle).
+var connPool = sync.Pool{New: func() any { return new(h1conn) }}
+
+// take returns an h1conn for the connection, from the pool.
+func (ic *idleConn) take() *h1conn {
+	c := connPool.Get().(*h1conn)
+	c.env, c.kind, c.tc, c.client, c.local, c.end = ic.env, ic.kind, ic.tc, ic.client, ic.local, ic.end
+	if c.fwd == nil {
+		c.fwd = forward.NewH1Forwarding()
+		c.rd = h1.NewReader(nil, Limits)
+	}
+	c.hdrs.req = &c.req
+	c.recHdrs = forwardedHeaders{req: &c.req, fwd: c.fwd}
+	return c
+}
+
+// recycle puts c back in the pool. Only the storage it owns outright stays (the
+// request's and response's, filled anew by the next read; the forwarding scratch):
+// everything that could point at a snapshot, a cluster, another connection or a
+// pooled buffer is cleared.
+func (c *h1conn) recycle() {
+	fwd, rd := c.fwd, c.rd
+	rd.Reset(nil)
+	req, resp := c.req, c.resp
+	*c = h1conn{fwd: fwd, rd: rd, req: req, resp: resp}
+	connPool.Put(c)
+}
+
+// run serves requests until the connection ends (then finish) or parks. resumed: the
+// connection was parked and the first bytes of its next request are read (wakeRead).
+func (c *h1conn) run(first time.Time, resumed bool) {
+	if c.serve(first, resumed) {
+		c.finish()
+	}
+}
+
+// finish ends the connection: what it holds goes back, and the caller's end closes it.
+func (c *h1conn) finish() {
+	c.releaseUp()
+	if c.linger {
+		c.tc.Linger(lingerTime, lingerBytes)
+	}
+	if c.bw != nil {
+		putWriter(c.bw)
+		c.bw = nil
+	}
+	end, last := c.end, c.br
+	c.br = nil
+	end(last)
+}
+
+// resume is a parked connection's way back (on a goroutine of its own): with the first
+// bytes of its next request, or, when it expired, was closed, or its client left, to
+// its end.
+func (ic *idleConn) resume(why listen.Wake) {
+	if why != listen.Ready {
+		ic.end(nil)
+		return
+	}
+	c := ic.take()
+	if c.wakeRead() != nil {
+		c.finish()
+		return
+	}
+	c.run(time.Time{}, true)
+}
+
+// serve is the request loop; it reports false when the connection parked (another
+// goroutine owns it now), true when it is to end.
+func (c *h1conn) serve(first time.Time, resumed bool) bool {
+	env, tc, kind := c.env, c.tc, c.kind
 	for {
-		tc.SetBusy(false)
-		if env.Draining.Load() {
-			return
-		}
-		if !c.holdUp() {
-			return
-		}
-		tc.SetIdleTimeout(env.KeepAliveIdle)
-		// Between requests the connection may idle for KeepAliveIdle; once a head has
-		// started, it must end within HeaderTimeout however the bytes are paced.
-		if c.idled {
-			// Idle past the hold: wait without buffers (10,000 idle keep-alive clients held
-			// 32 KiB each), and take them back with the first bytes.
-			if err := c.idleWait(); err != nil {
-				return
+		if !resumed {
+			tc.SetBusy(false)
+			if env.Draining.Load() {
+				return true
+			}
+			if !c.holdUp() {
+				return true
+			}
+			tc.SetIdleTimeout(env.KeepAliveIdle)
+			// Between requests the connection may idle for KeepAliveIdle; once a head has
+			// started, it must end within HeaderTimeout however the bytes are paced.
+			if c.idled {
+				// Idle past the hold: wait without buffers (10,000 idle keep-alive clients held
+				// 32 KiB each) and, where it can, without a goroutine (its stack was 8-16 KiB),
+				// and take them back with the first bytes.
+				c.releaseBufs()
+				// Before its first request the connection keeps its goroutine: the first
+				// request's bound (first) is its socket deadline's, which the Parker knows
+				// nothing of.
+				if first.IsZero() && c.park() {
+					return false
+				}
+				if err := c.wakeRead(); err != nil {
+					return true
+				}
 			}
 		}
+		resumed = false
 		if _, err := c.br.Peek(1); err != nil {
 			if !first.IsZero() && upstream.IsTimeout(err) {
 				// Nothing of a request arrived: nothing to answer, just close.
 				env.FirstRequestTimeouts[kind].Add(1)
 			}
-			return
+			return true
 		}
 		hard, limit := time.Now().Add(env.HeaderTimeout), env.HeaderTimeout
 		byFirst := !first.IsZero() && first.Before(hard)
@@ -201,18 +289,18 @@ func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kin
 				tc.SetIdleTimeout(env.StreamIdle) // a fresh deadline for the reply
 				c.localReply(408, forward.CodeHeaderTimeout, "meshd: request head not complete within "+limit.String()+"\n", true)
 			}
-			return
+			return true
 		}
 		first = time.Time{}
 		tc.SetIdleTimeout(env.StreamIdle)
 		if env.IsOverloaded() {
 			c.overloadReply()
-			return
+			return true
 		}
 		keep := c.handle()
 		c.observe()
 		if !keep {
-			return
+			return true
 		}
 	}
 }
@@ -246,15 +334,35 @@ func (c *h1conn) holdUp() bool {
 	return true
 }
 
-// idleWait gives the connection's buffers back, waits (KeepAliveIdle, set by the
-// caller) for the next request's first bytes with a small read of its own, then takes
-// pooled buffers again, the bytes read first in the reader. An error ends the connection
-// (the client left, the idle timeout, a drain's wake-up).
-func (c *h1conn) idleWait() error {
+// releaseBufs gives the idle connection's buffers back to the pools.
+func (c *h1conn) releaseBufs() {
 	listen.PutReader(c.br)
 	c.br = nil
 	putWriter(c.bw)
 	c.bw = nil
+}
+
+// park hands the idle connection to the listener's Parker until its next request (or
+// the end of its keep-alive idle, as waiting on the socket would have been), reporting
+// whether it did. Over TLS it parks as well: the hold's read ended in a timeout, so
+// crypto/tls holds no decrypted bytes and no complete record (a Read processes every
+// complete record it has before it waits), only part of one whose rest is still to
+// come on the socket, which wakes the connection as any input does.
+func (c *h1conn) park() bool {
+	ic := &idleConn{env: c.env, kind: c.kind, tc: c.tc, client: c.client, local: c.local, end: c.end}
+	if !c.tc.Park(time.Now().Add(c.env.KeepAliveIdle), ic.resume) {
+		return false
+	}
+	// Parked: another goroutine may resume it at once, with an h1conn of its own.
+	c.recycle()
+	return true
+}
+
+// wakeRead waits (KeepAliveIdle, set by the caller) for the next request's first bytes
+// with a small read of its own, then takes pooled buffers again, the bytes read first
+// in the reader. An error ends the connection (the client left, the idle timeout, a
+// drain's wake-up).
+func (c *h1conn) wakeRead() error {
 	n, err := c.tc.Read(c.small[:])
 	if n == 0 {
 		if err == nil {
