@@ -1,0 +1,34 @@
+package config
+
+import (
+	"testing"
+
+	"github.com/meshd/meshd/internal/meshgen"
+)
+
+// scaleSpec is issue 17's target: 100 virtual routers of 100 routes.
+var scaleSpec = meshgen.Spec{Routers: 100, RoutesPerRouter: 100}
+
+func BenchmarkParseScale(b *testing.B) {
+	data := scaleSpec.JSON()
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Parse(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkValidateScale(b *testing.B) {
+	c, err := Parse(scaleSpec.JSON())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.Validate(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
