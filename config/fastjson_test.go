@@ -156,7 +156,7 @@ func TestFastPathBudget(t *testing.T) {
 	}
 	b.WriteString("]}")
 	doc := b.String()
-	p := fastParser{s: doc, budget: 100}
+	p := fastParser{s: doc, budget: 100, intern: map[string]string{}}
 	var c Config
 	if p.value(reflect.ValueOf(&c).Elem()) {
 		t.Fatal("the fast path decoded past its budget")

@@ -32,3 +32,14 @@ func BenchmarkValidateScale(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkDigestScale(b *testing.B) {
+	c, err := Parse(scaleSpec.JSON())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = c.Digest()
+	}
+}

@@ -23,9 +23,14 @@ const indexMinRoutes = 8
 const maxIndexLists = 16
 
 type prefixIndex struct {
-	lengths []int                // distinct prefix lengths, ascending
-	byLen   []map[string][]int32 // per length: prefix → positions in Service.Routes, ascending
-	rest    []int32              // positions of the routes not indexed (no prefix match), ascending
+	lengths []int // distinct prefix lengths, ascending
+	// byLen maps, per length, a prefix to the position in Service.Routes of its one
+	// route, or, when several routes share the prefix, to -1-k where shared[k] lists
+	// their positions ascending. Most prefixes have one route, and a slice for each
+	// would double the index's memory.
+	byLen  []map[string]int32
+	shared [][]int32
+	rest   []int32 // positions of the routes not indexed (no prefix match), ascending
 }
 
 // newPrefixIndex indexes routes (a Service's, in match order), or returns nil when a
@@ -57,7 +62,16 @@ func newPrefixIndex(routes []*Route) *prefixIndex {
 	// Ascending lengths let match stop at the first one longer than the path.
 	x.lengths = slices.Sorted(maps.Keys(byLen))
 	for _, l := range x.lengths {
-		x.byLen = append(x.byLen, byLen[l])
+		m := make(map[string]int32, len(byLen[l]))
+		for prefix, ps := range byLen[l] {
+			if len(ps) == 1 {
+				m[prefix] = ps[0]
+				continue
+			}
+			m[prefix] = int32(-1 - len(x.shared))
+			x.shared = append(x.shared, ps)
+		}
+		x.byLen = append(x.byLen, m)
 	}
 	return x
 }
@@ -74,6 +88,7 @@ func indexable(rt *Route) bool {
 // candidate that matches in full wins, as in a scan. No allocation.
 func (x *prefixIndex) match(routes []*Route, r *Request, path, query string) *Route {
 	var lists [maxIndexLists][]int32
+	var one [maxIndexLists]int32 // backs the one-route lists
 	n := 0
 	if len(x.rest) > 0 {
 		lists[0] = x.rest
@@ -83,11 +98,16 @@ func (x *prefixIndex) match(routes []*Route, r *Request, path, query string) *Ro
 		if l > len(path) {
 			break
 		}
-		if ps, ok := x.byLen[i][path[:l]]; ok {
+		if v, ok := x.byLen[i][path[:l]]; ok {
 			if n == maxIndexLists {
 				return matchScan(routes, r, path, query)
 			}
-			lists[n] = ps
+			if v >= 0 {
+				one[n] = v
+				lists[n] = one[n : n+1]
+			} else {
+				lists[n] = x.shared[-1-v]
+			}
 			n++
 		}
 	}

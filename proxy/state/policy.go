@@ -86,7 +86,8 @@ func (s *Snapshot) compilePolicies(vn *config.VirtualNode, prev *Snapshot) error
 		if rt.Kind == config.ProtoTCP {
 			continue
 		}
-		p, err := compileRoutePolicy(rt, ingress[rt.ID], old[rt.Service+"/"+rt.Name], now)
+		key := rt.Service + "/" + rt.Name
+		p, err := compileRoutePolicy(rt, key, ingress[rt.ID], old[key], now)
 		if err != nil {
 			return err
 		}
@@ -118,13 +119,22 @@ func (s *Snapshot) compilePolicies(vn *config.VirtualNode, prev *Snapshot) error
 	return nil
 }
 
+// The retry policies most routes share: immutable, so one of each serves every route
+// of every snapshot (10,000 routes held 10,000 copies of the default).
+var (
+	defaultRetry = resilience.DefaultRetryPolicy()
+	noRetry      = resilience.NoRetryPolicy()
+)
+
 // compileRoutePolicy compiles rt's retry policy (App Mesh's default when the route sets
 // none; none at all for the node's own ingress routes, which lead to the local app) and
 // rate limit.
-func compileRoutePolicy(rt *router.Route, ingress bool, old *RoutePolicy, now time.Time) (*RoutePolicy, error) {
-	p := &RoutePolicy{key: rt.Service + "/" + rt.Name, counters: new(resilience.Counters), stats: new(telemetry.HTTPStats)}
+func compileRoutePolicy(rt *router.Route, key string, ingress bool, old *RoutePolicy, now time.Time) (*RoutePolicy, error) {
+	p := &RoutePolicy{key: key}
 	if old != nil {
 		p.counters, p.stats, p.mirrorStats = old.counters, old.stats, old.mirrorStats
+	} else {
+		p.counters, p.stats = new(resilience.Counters), new(telemetry.HTTPStats)
 	}
 	var in *resilience.RetryInput
 	switch {
@@ -138,9 +148,9 @@ func compileRoutePolicy(rt *router.Route, ingress bool, old *RoutePolicy, now ti
 	}
 	switch {
 	case ingress:
-		p.retry = resilience.NoRetryPolicy()
+		p.retry = noRetry
 	case in == nil:
-		p.retry, p.isDefault = resilience.DefaultRetryPolicy(), true
+		p.retry, p.isDefault = defaultRetry, true
 	default:
 		rp, err := resilience.CompileRetryPolicy(*in)
 		if err != nil {
