@@ -235,7 +235,9 @@ func (s *Holder) Apply(ctx context.Context, cfg *config.Config, req ApplyRequest
 	defer s.applyMu.Unlock()
 	prev := s.snap.Load()
 	att := Attempt{Source: req.Source, Time: time.Now(), DryRun: req.DryRun}
+	version := func() string { return "" } // the config's digest, once parsed
 	reject := func(stage string, err error) (*Snapshot, error) {
+		att.Version = version()
 		att.Result, att.Stage, att.Errors = ResultRejected, stage, ConfigErrors(err)
 		s.hist.record(att)
 		if !req.DryRun {
@@ -262,13 +264,18 @@ func (s *Holder) Apply(ctx context.Context, cfg *config.Config, req ApplyRequest
 			return reject(StageParse, err)
 		}
 	}
-	att.Version = cfg.Digest()
+	// The digest encodes the whole config (for 10,000 routes as long as the parse);
+	// it runs beside validation and compile, which need it only at the end. Every path
+	// from here waits for it (reject, compile), so the goroutine ends with Apply.
+	digest := make(chan string, 1)
+	go func(cfg *config.Config) { digest <- cfg.Digest() }(cfg)
+	version = sync.OnceValue(func() string { return <-digest })
 	if s.Mesh != "" && cfg.Mesh.MeshName != s.Mesh {
 		return reject(StageValidate, &config.Errors{List: []config.FieldError{{Path: "mesh.meshName", Value: cfg.Mesh.MeshName,
 			Msg: fmt.Sprintf("this sidecar serves mesh %q (%s); a config of another mesh is refused", s.Mesh, cmp.Or(s.MeshFrom, "Options.Mesh"))}}})
 	}
 	compileFor := func(ctx context.Context, cfg *config.Config, node, source string, prev *Snapshot, opts Options) (*Snapshot, error) {
-		return compile(ctx, cfg, att.Version, node, source, prev, opts)
+		return compile(ctx, cfg, version, node, source, prev, opts)
 	}
 	if s.Gateway {
 		compileFor = CompileGateway
@@ -281,6 +288,7 @@ func (s *Holder) Apply(ctx context.Context, cfg *config.Config, req ApplyRequest
 		}
 		return reject(StageCompile, err)
 	}
+	att.Version = version()
 	if req.DryRun {
 		next.Retire(prev) // close only what this compile built
 		att.Result = ResultValid

@@ -162,12 +162,13 @@ const DefaultFirstResolveWait = 2 * time.Second
 // Compile does not change prev: on error, the clusters it built are closed and prev
 // serves on untouched.
 func Compile(ctx context.Context, cfg *config.Config, node, source string, prev *Snapshot, opts Options) (*Snapshot, error) {
-	return compile(ctx, cfg, "", node, source, prev, opts)
+	return compile(ctx, cfg, nil, node, source, prev, opts)
 }
 
-// compile is Compile with cfg's version when the caller has it already ("": computed
-// here); the digest of a mesh of 10,000 routes costs as much as its parse.
-func compile(ctx context.Context, cfg *config.Config, version, node, source string, prev *Snapshot, opts Options) (_ *Snapshot, err error) {
+// compile is Compile with cfg's version from version when the caller computes it (nil:
+// computed here); the digest of a mesh of 10,000 routes costs as much as its parse, so
+// Holder.Apply computes it beside the compile.
+func compile(ctx context.Context, cfg *config.Config, version func() string, node, source string, prev *Snapshot, opts Options) (_ *Snapshot, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -188,8 +189,8 @@ func compile(ctx context.Context, cfg *config.Config, version, node, source stri
 	if err != nil {
 		return nil, fmt.Errorf("compile routes for node %q: %w", node, err)
 	}
-	if version == "" {
-		version = cfg.Digest()
+	if version == nil {
+		version = cfg.Digest
 	}
 	clock := opts.Cluster.Clock
 	if clock == nil {
@@ -197,7 +198,6 @@ func compile(ctx context.Context, cfg *config.Config, version, node, source stri
 	}
 	s := &Snapshot{
 		config:    cfg,
-		version:   version,
 		node:      node,
 		source:    source,
 		appliedAt: time.Now(),
@@ -285,6 +285,7 @@ func compile(ctx context.Context, cfg *config.Config, version, node, source stri
 	}
 	s.compileMirrors(prev)
 	waitFirstAnswers(ctx, waits, opts.FirstResolveWait)
+	s.version = version()
 	return s, nil
 }
 
