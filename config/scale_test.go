@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strconv"
 	"testing"
 
 	"github.com/meshd/meshd/internal/meshgen"
@@ -20,16 +21,22 @@ func BenchmarkParseScale(b *testing.B) {
 	}
 }
 
+// BenchmarkValidateScale: 10,000 routes, and 1,000 for the ratio: validation is linear
+// in the routes (no rule looks at every pair).
 func BenchmarkValidateScale(b *testing.B) {
-	c, err := Parse(scaleSpec.JSON())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := c.Validate(); err != nil {
+	for _, spec := range []meshgen.Spec{scaleSpec, {Routers: 100, RoutesPerRouter: 10}} {
+		c, err := Parse(spec.JSON())
+		if err != nil {
 			b.Fatal(err)
 		}
+		b.Run("routes="+strconv.Itoa(spec.Routes()), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.Validate(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
