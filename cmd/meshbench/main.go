@@ -146,6 +146,8 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 			"  meshbench --target http://127.0.0.1:15001/ --label my-proxy --target-pid $(pidof my-proxy) --baseline http://127.0.0.1:8080/\n"+
 			"Several targets in one interleaved run (--target URL[,label=NAME][,host=HOST][,pid=PID][,cmd=CMD ARGS], cmd last):\n"+
 			"  meshbench --baseline http://127.0.0.1:8080/ --target http://127.0.0.1:15001/,label=meshd,pid=123 --target 'http://127.0.0.1:10000/,label=envoy,cmd=envoy -c envoy.yaml'\n\n")
+		fmt.Fprintf(stderr, "meshd alone on a generated mesh of 10,000 routes (start to /ready, RSS, routing, a reload under load):\n"+
+			"  meshbench %s routes=10000 --duration 2s\n\n", bench.ScaleFlag)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
