@@ -95,7 +95,7 @@ var rules = []rule{
 	// proxy/upstream: gRPC for active health checks; tls for the handshake counters of
 	// the clusters that originate TLS (meshtls.HandshakeStats).
 	{pkg: "proxy/upstream", deps: "balancer config discovery internal/h1 internal/h2 internal/reqctx proxy/internal/deadline resilience router telemetry tls", mods: "google.golang.org/grpc"},
-	{pkg: "proxy/state", deps: "config discovery proxy/upstream resilience router telemetry tls"},
+	{pkg: "proxy/state", deps: "config discovery proxy/upstream resilience router telemetry tls", test: "internal/meshgen"},
 	{pkg: "proxy/forward", deps: "balancer config discovery internal/h1 internal/reqctx proxy/state proxy/upstream resilience router telemetry", mods: "golang.org/x/net"},
 	{pkg: "proxy/listen", deps: "proxy/intercept proxy/internal/deadline"},
 	// The front ends (frontEnds): they share forward, listen, state and upstream but never import each other.

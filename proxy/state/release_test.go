@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"runtime/metrics"
 	"testing"
+
+	"github.com/meshd/meshd/internal/meshgen"
 )
 
 func forcedGCs() uint64 {
@@ -41,5 +43,50 @@ func TestReleaseMemory(t *testing.T) {
 				t.Fatalf("%d forced collections, want %d", got, c.want)
 			}
 		})
+	}
+}
+
+// TestRouteStatsLazy: a route's statistics are made at its first request (Stats), the
+// admin's reader does not make them (StatsIfAny), and a reload carries them over by key,
+// so a request on either snapshot counts in the same statistics.
+func TestRouteStatsLazy(t *testing.T) {
+	h := &Holder{Node: "front", Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Options: originOptions(t)}
+	t.Cleanup(func() { h.Shutdown() })
+	apply := func(weight int) *Snapshot {
+		t.Helper()
+		snap, err := h.ApplyDocument(context.Background(), ApplyRequest{Data: meshgen.Spec{Routers: 1, RoutesPerRouter: 2, WeightV1: weight}.JSON(), Source: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return snap
+	}
+	policy := func(s *Snapshot, key string) *RoutePolicy {
+		t.Helper()
+		for _, p := range s.Policies() {
+			if p != nil && p.Key() == key {
+				return p
+			}
+		}
+		t.Fatalf("no policy %q", key)
+		return nil
+	}
+	key := meshgen.Service(0) + "/" + meshgen.RouteName(0, 1)
+	first := apply(90)
+	p1 := policy(first, key)
+	if p1.StatsIfAny() != nil {
+		t.Fatal("statistics made before any request")
+	}
+	st := p1.Stats()
+	if st == nil || p1.Stats() != st || p1.StatsIfAny() != st {
+		t.Fatal("Stats does not keep the statistics it made")
+	}
+	st.Classes[2].Add(1)
+	p2 := policy(apply(50), key)
+	if p2.StatsIfAny() != st || p2.Stats().Classes[2].Load() != 1 {
+		t.Fatal("the reload did not carry the statistics over")
+	}
+	other := policy(first, meshgen.Service(0)+"/"+meshgen.RouteName(0, 0))
+	if other.StatsIfAny() != nil {
+		t.Fatal("another route's statistics were made")
 	}
 }
