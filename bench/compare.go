@@ -29,6 +29,10 @@ type Phase struct {
 
 // Plan is one invocation of the harness.
 type Plan struct {
+	// Scale, when set, is the mesh-scale run (--scale, RunScale) instead of the
+	// comparison; Meshd, CPUsProxy, Phases[0] (connections, duration, warm-up),
+	// Timeout and WorkDir shape it.
+	Scale *ScaleSpec
 	// Scenarios to run side by side (see AllScenarios, KnownScenarios); ignored when
 	// Target is set. The TLS-hop scenarios (IsTLSHop) get certificates of a mesh CA
 	// made for the run, in WorkDir/tls.

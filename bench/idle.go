@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -237,19 +236,8 @@ func CheckIdleConns(n int, nofile uint64) error {
 
 // readRSS is VmRSS of pid in bytes.
 func readRSS(pid int) (uint64, error) {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			if f := strings.Fields(v); len(f) > 0 {
-				kb, err := strconv.ParseUint(f[0], 10, 64)
-				return kb << 10, err
-			}
-		}
-	}
-	return 0, fmt.Errorf("pid %d: no VmRSS", pid)
+	rss, _, err := readRSSHWM(pid)
+	return rss, err
 }
 
 // treeRSS sums VmRSS over the instance's processes (a taskset parent execs, so each

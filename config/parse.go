@@ -140,6 +140,15 @@ func Parse(data []byte) (*Config, error) {
 			Msg: fmt.Sprintf("config is %d bytes, larger than the %d byte limit", len(data), MaxConfigSize),
 		}}}
 	}
+	if c, ok := fastParseJSON(data); ok {
+		return c, nil
+	}
+	return parseSlow(data)
+}
+
+// parseSlow is Parse through the yaml.Node decoder alone: every input form, and the
+// errors with their lines. Parse's JSON fast path hands it what it does not accept.
+func parseSlow(data []byte) (*Config, error) {
 	files := []inputFile{{data: data}}
 	if bytes.HasPrefix(data, []byte(bundleMagic)) {
 		var err error

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -69,6 +70,12 @@ func PlanFor(sd *config.ServiceDiscovery, port int, meshPref string) (Plan, erro
 			s.Record, s.Port, s.Logical = RecordSRV, 0, false
 		} else if err := checkPort(port); err != nil {
 			return p, fmt.Errorf("serviceDiscovery.dns (hostname %q): listener port %w", d.Hostname, err)
+		} else if ip, ok := literalFor(d.Hostname, s.IPPreference); ok {
+			// A resolver answers an IP literal itself (getaddrinfo, Envoy's c-ares):
+			// asking DNS servers for "10.0.0.1" only waits for their NXDOMAIN, and a
+			// mesh of many such nodes waited at start for every one of them.
+			p.Fixed = append(p.Fixed, Endpoint{Address: join(ip, port), Weight: 1})
+			break
 		}
 		p.Names = append(p.Names, s)
 	case sd.AWSCloudMap != nil:
@@ -130,4 +137,21 @@ func (p Plan) Equal(q Plan) bool {
 		}
 	}
 	return true
+}
+
+// literalFor returns hostname as an address when it is an IP literal of a family pref
+// allows; a literal of the other family, or with a zone, is left to the resolver as
+// before.
+func literalFor(hostname, pref string) (netip.Addr, bool) {
+	ip, err := netip.ParseAddr(hostname)
+	if err != nil || ip.Zone() != "" {
+		return netip.Addr{}, false
+	}
+	switch {
+	case pref == IPv4Only && !ip.Unmap().Is4():
+		return netip.Addr{}, false
+	case pref == IPv6Only && ip.Unmap().Is4():
+		return netip.Addr{}, false
+	}
+	return ip, true
 }

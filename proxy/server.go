@@ -146,6 +146,10 @@ type Options struct {
 	// PersistPath, when set, is where each applied config is written (atomically), so
 	// a restart while the config source is unreachable can come up serving it.
 	PersistPath string
+	// ReleaseMemory, when set, hands the memory an applied config's parse and compile
+	// (and the config it replaced) left as garbage back to the OS before the apply
+	// returns (state.Holder.ReleaseMemory). meshd run sets it.
+	ReleaseMemory bool
 	// HTTP2 are the defences of downstream HTTP/2 connections (h2.DefaultLimits when
 	// zero, Envoy's edge defaults); the request head bounds (60 KiB, 100 fields) and the
 	// idle timeout (KeepAliveIdle) are set by meshd, whatever this says.
@@ -369,13 +373,14 @@ func New(opts Options) (*Server, error) {
 		MaxIdlePerEndpoint: opts.Limits.UpstreamIdlePerEndpoint,
 	}
 	s.state = state.Holder{
-		Node:        opts.served(),
-		Gateway:     opts.Gateway != "",
-		Mesh:        opts.Mesh,
-		MeshFrom:    opts.MeshFrom,
-		Options:     state.Options{Registry: s.registryFor, FirstResolveWait: opts.FirstResolveWait, Cluster: cluster, TLS: s.tls, Ready: s.Ready},
-		Log:         s.log,
-		PersistPath: opts.PersistPath,
+		Node:          opts.served(),
+		Gateway:       opts.Gateway != "",
+		Mesh:          opts.Mesh,
+		MeshFrom:      opts.MeshFrom,
+		Options:       state.Options{Registry: s.registryFor, FirstResolveWait: opts.FirstResolveWait, Cluster: cluster, TLS: s.tls, Ready: s.Ready},
+		Log:           s.log,
+		PersistPath:   opts.PersistPath,
+		ReleaseMemory: opts.ReleaseMemory,
 		OnSwap: func(prev, next *Snapshot) {
 			s.drainRemovedListeners(prev, next)
 			s.syncGateway(next)

@@ -20,6 +20,10 @@ type compiler struct {
 	routers  map[string]*config.VirtualRouter
 	clusters map[string]ClusterRef
 	opts     Options
+	// routesOf lists each router's routes (indexes into cfg.Routes, file order), built
+	// once: finding them by a scan of every route per router made compiling R routers
+	// of N routes cost R×R×N.
+	routesOf map[string][]int
 }
 
 // Options change how CompileWith builds a table. The zero value is Compile's.
@@ -173,11 +177,16 @@ func (c *compiler) routerService(s *Service, routerName string) error {
 		i  int
 		rt *config.Route
 	}
-	var rs []indexed
-	for i := range c.cfg.Routes {
-		if c.cfg.Routes[i].VirtualRouterName == routerName {
-			rs = append(rs, indexed{i, &c.cfg.Routes[i]})
+	if c.routesOf == nil {
+		c.routesOf = make(map[string][]int, len(c.routers))
+		for i := range c.cfg.Routes {
+			name := c.cfg.Routes[i].VirtualRouterName
+			c.routesOf[name] = append(c.routesOf[name], i)
 		}
+	}
+	rs := make([]indexed, 0, len(c.routesOf[routerName]))
+	for _, i := range c.routesOf[routerName] {
+		rs = append(rs, indexed{i, &c.cfg.Routes[i]})
 	}
 	// Lower priority number first; routes without one after every prioritized route;
 	// ties keep file order (stable sort).
@@ -200,6 +209,7 @@ func (c *compiler) routerService(s *Service, routerName string) error {
 		}
 		s.Routes = append(s.Routes, rt)
 	}
+	s.idx = newPrefixIndex(s.Routes)
 	return nil
 }
 

@@ -61,6 +61,10 @@ type Service struct {
 	Protocol string   // listener protocol: http | http2 | grpc | tcp ("" if the service has no provider)
 	Ports    []int    // listener ports of the provider (router or node), ascending
 	Routes   []*Route // in match order
+
+	// idx finds the routes a path's prefix selects without trying every route; nil
+	// for a service with few prefix routes, which Match scans.
+	idx *prefixIndex
 }
 
 // Route is one compiled route. Its exported fields are read-only.
@@ -169,7 +173,15 @@ func (s *Service) Match(r *Request) *Route {
 		return nil
 	}
 	path, query := splitQuery(r.Path)
-	for _, rt := range s.Routes {
+	if s.idx != nil {
+		return s.idx.match(s.Routes, r, path, query)
+	}
+	return matchScan(s.Routes, r, path, query)
+}
+
+// matchScan tries routes in order.
+func matchScan(routes []*Route, r *Request, path, query string) *Route {
+	for _, rt := range routes {
 		if rt.m.match(r, path, query) {
 			return rt
 		}

@@ -13,6 +13,7 @@
 //	meshbench --proto grpc               # unary gRPC calls by a grpc-go client
 //	meshbench --tls --scenarios direct,meshd-2hop,haproxy-2hop   # the cost of a mutual-TLS hop, meshd next to haproxy
 //	meshbench --idle-conns 10000   # RSS of meshd (and haproxy) holding 10,000 idle keep-alive clients
+//	meshbench --scale routes=10000   # meshd on a mesh of 10,000 routes: start, RSS, routing, a reload under load
 //
 // `meshbench internal ...` is used by the harness itself to run its upstream and the
 // httputil baseline as separate processes.
@@ -131,7 +132,10 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 		out       = fs.String("out", "", "report directory (default ./bench-report-<timestamp>)")
 		idleConns = fs.Int("idle-conns", 0, "instead of the load comparison: open this many HTTP/1.1 keep-alive clients through meshd (and haproxy when on PATH), one request each, leave them idle for --idle-settle, report each proxy's RSS (total and per connection) and check every client is answered again; with --scenarios meshd,haproxy, --meshd, --timeout, --out")
 		settle    = fs.Duration("idle-settle", 5*time.Second, "with --idle-conns: how long the clients stay idle before the RSS is read")
-		tlsHop    = fs.Bool(strings.TrimPrefix(bench.TLSFlag, "--"), false, "add after each two-hop scenario ("+bench.ScenarioMeshd2Hop+", "+bench.ScenarioHAProxy2Hop+
+		scale     = fs.String(strings.TrimPrefix(bench.ScaleFlag, "--"), "", "routes=N[,routers=R]: instead of the comparison, meshd alone on a generated mesh of N routes over R virtual routers "+
+			"(default 100; a prefix and a header match each): time from start to /ready, RSS, req/s and p50/p99 on the first and the last route, "+
+			"and a reload (PUT /config, weights changed) under load counting failed requests; uses --meshd, --cpus (PROXY), --max-connections, --duration, --warmup, --timeout, --out")
+		tlsHop = fs.Bool(strings.TrimPrefix(bench.TLSFlag, "--"), false, "add after each two-hop scenario ("+bench.ScenarioMeshd2Hop+", "+bench.ScenarioHAProxy2Hop+
 			") its twin with mutual TLS between the two proxies ("+bench.ScenarioMeshd2HopTLS+", "+bench.ScenarioHAProxy2HopTLS+
 			"; certificates of a mesh CA made for the run), so the TLS hop's cost is measured in the same interleaved run")
 	)
@@ -150,6 +154,8 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 			"  meshbench --baseline http://127.0.0.1:8080/ --target http://127.0.0.1:15001/,label=meshd,pid=123 --target 'http://127.0.0.1:10000/,label=envoy,cmd=envoy -c envoy.yaml'\n\n")
 		fmt.Fprintf(stderr, "Memory of idle keep-alive clients (one request each, then idle), meshd next to haproxy:\n"+
 			"  meshbench --idle-conns 10000\n\n")
+		fmt.Fprintf(stderr, "meshd alone on a generated mesh of 10,000 routes (start to /ready, RSS, routing, a reload under load):\n"+
+			"  meshbench %s routes=10000 --duration 2s\n\n", bench.ScaleFlag)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -160,6 +166,9 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 	}
 	if fs.NArg() > 0 {
 		return bench.Plan{}, "", fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *scale != "" {
+		return scalePlan(fs, *scale, *meshd, *cpus, *maxConns, *duration, *warmup, *timeout, *out)
 	}
 	proto, err := bench.ParseProto(*protoS)
 	if err != nil {
@@ -294,9 +303,91 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 	return plan, dir, nil
 }
 
+// scalePlan is the plan of a --scale run; the flags that shape the comparison are
+// refused with it, since it runs alone.
+func scalePlan(fs *flag.FlagSet, scale, meshd, cpus string, conns int, duration, warmup, timeout time.Duration, out string) (bench.Plan, string, error) {
+	spec, err := bench.ParseScale(scale)
+	if err != nil {
+		return bench.Plan{}, "", err
+	}
+	allowed := []string{"scale", "meshd", "cpus", "max-connections", "duration", "warmup", "timeout", "out"}
+	var bad string
+	fs.Visit(func(f *flag.Flag) {
+		if bad == "" && !slices.Contains(allowed, f.Name) {
+			bad = "--" + f.Name + " " + f.Value.String()
+		}
+	})
+	if bad != "" {
+		return bench.Plan{}, "", fmt.Errorf("%s: shapes the comparison, and %s %s runs alone (it takes --%s)", bad, bench.ScaleFlag, scale, strings.Join(allowed[1:], ", --"))
+	}
+	if conns < 1 {
+		return bench.Plan{}, "", fmt.Errorf("--max-connections %d: %s needs at least 1", conns, bench.ScaleFlag)
+	}
+	plan := bench.Plan{Scale: &spec, Meshd: meshd, Timeout: timeout,
+		Phases: []bench.Phase{{Name: "max", Connections: conns, Duration: duration, Warmup: warmup}}}
+	if cpus != "" {
+		parts := strings.Split(cpus, ":")
+		if len(parts) != 3 {
+			return bench.Plan{}, "", fmt.Errorf("--cpus %q: want LOAD:PROXY:UPSTREAM, e.g. 0:1:1", cpus)
+		}
+		if parts[2] != "" {
+			return bench.Plan{}, "", fmt.Errorf("--cpus %q: %s serves its upstream from meshbench's own process, pinned with LOAD; leave UPSTREAM empty", cpus, bench.ScaleFlag)
+		}
+		plan.CPUsLoad, plan.CPUsProxy = parts[0], parts[1]
+	}
+	dir := out
+	if dir == "" {
+		dir = "bench-report-" + time.Now().Format("20060102-150405")
+	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	plan.WorkDir = filepath.Join(dir, "configs")
+	return plan, dir, nil
+}
+
+// executeScale runs a --scale plan: the table to stdout, scale.json into dir.
+func executeScale(ctx context.Context, plan bench.Plan, dir string, stdout, stderr io.Writer) int {
+	bin, err := bench.FindMeshd(plan.Meshd)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshbench: %v\n", err)
+		return 1
+	}
+	if plan.CPUsLoad != "" {
+		if err := bench.PinSelf(plan.CPUsLoad); err != nil {
+			fmt.Fprintf(stderr, "meshbench: --cpus: %v\n", err)
+			return 1
+		}
+	}
+	ph := plan.Phases[0]
+	rep, err := bench.RunScale(ctx, bench.ScalePlan{Spec: *plan.Scale, Meshd: bin, Dir: plan.WorkDir, CPUs: plan.CPUsProxy,
+		Conns: ph.Connections, Duration: ph.Duration, Warmup: ph.Warmup, Timeout: plan.Timeout, Log: plan.Progress})
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(stderr, "meshbench: interrupted; meshd stopped")
+			return 130
+		}
+		fmt.Fprintf(stderr, "meshbench: %v\n", err)
+		return 1
+	}
+	path, err := bench.WriteScale(stdout, dir, rep)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshbench: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "\nReport written to %s\n", path)
+	if rep.Reload.Failed > 0 || !rep.ReloadDone {
+		return 1
+	}
+	return 0
+}
+
 // execute runs plan, prints the table to stdout and writes the report into dir.
 // It returns the exit code: 0, 1 on failure, 130 when ctx ended (Ctrl-C).
 func execute(ctx context.Context, plan bench.Plan, dir string, stdout, stderr io.Writer) int {
+	if plan.Scale != nil {
+		return executeScale(ctx, plan, dir, stdout, stderr)
+	}
 	rep, err := bench.Compare(ctx, plan)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -474,3 +474,34 @@ func TestGRPCStreamsRun(t *testing.T) {
 		}
 	}
 }
+
+// TestScaleFlag: --scale makes a plan of its own from the flags it takes, and refuses
+// the ones that shape the comparison.
+func TestScaleFlag(t *testing.T) {
+	var stderr bytes.Buffer
+	plan, dir, err := parsePlan([]string{"--scale", "routes=200", "--max-connections", "4", "--duration", "2s", "--warmup", "0s", "--timeout", "1s", "--cpus", "0:1:", "--out", t.TempDir()}, &stderr)
+	if err != nil {
+		t.Fatalf("parsePlan: %v (%s)", err, stderr.String())
+	}
+	if plan.Scale == nil || *plan.Scale != (bench.ScaleSpec{Routes: 200, Routers: 100}) {
+		t.Fatalf("scale %+v", plan.Scale)
+	}
+	if len(plan.Phases) != 1 || plan.Phases[0].Connections != 4 || plan.Phases[0].Duration != 2*time.Second || plan.Phases[0].Warmup != 0 ||
+		plan.Timeout != time.Second || plan.CPUsLoad != "0" || plan.CPUsProxy != "1" || plan.WorkDir != filepath.Join(dir, "configs") {
+		t.Fatalf("plan %+v", plan)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--scale", "routes=10,routers=3"}, "do not spread evenly"},
+		{[]string{"--scale", "routes=100", "--sweep"}, "--sweep true: shapes the comparison, and --scale routes=100 runs alone"},
+		{[]string{"--scale", "routes=100", "--target", "http://127.0.0.1:1/"}, "--target http://127.0.0.1:1/: shapes the comparison"},
+		{[]string{"--scale", "routes=100", "--cpus", "0:1:1"}, "leave UPSTREAM empty"},
+		{[]string{"--scale", "routes=100", "--max-connections", "0"}, "needs at least 1"},
+	} {
+		if _, _, err := parsePlan(tc.args, &stderr); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("parsePlan(%v) = %v, want an error containing %q", tc.args, err, tc.want)
+		}
+	}
+}

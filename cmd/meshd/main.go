@@ -460,6 +460,7 @@ func (f *runFlags) options(logger *slog.Logger, level *slog.LevelVar) (proxy.Opt
 		DrainTimeout:          f.drainTimeout,
 		DrainGrace:            f.drainGrace,
 		MaxReplayBody:         f.maxReplay,
+		ReleaseMemory:         true,
 		CloudWatchEMF:         f.emf,
 		CloudWatchEMFInterval: f.emfInterval,
 		DNSResolvers:          splitList(f.dnsResolvers),

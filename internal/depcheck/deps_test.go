@@ -57,6 +57,9 @@ type rule struct {
 // it. It allows exactly the imports in use, so a new edge is a decision made here and in
 // docs/ARCHITECTURE.md, not an accident.
 var rules = []rule{
+	// internal/meshgen: mesh configs of a chosen size (issue 17's scale shape), for the
+	// tests and benchmarks of config, router and proxy/state, and for meshbench --scale.
+	{pkg: "internal/meshgen"},
 	{pkg: "telemetry"},
 	// telemetry/accesslog: App Mesh access log formats and the file writer.
 	{pkg: "telemetry/accesslog", deps: "telemetry"},
@@ -64,7 +67,7 @@ var rules = []rule{
 	// gRPC and HTTP). Only cmd/meshd constructs it; the data plane sees telemetry.Tracer.
 	{pkg: "telemetry/tracing", deps: "telemetry", mods: "go.opentelemetry.io/otel go.opentelemetry.io/otel/sdk go.opentelemetry.io/otel/trace " +
 		"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"},
-	{pkg: "config", deps: "telemetry telemetry/accesslog", mods: "github.com/fsnotify/fsnotify go.yaml.in/yaml/v3"},
+	{pkg: "config", deps: "telemetry telemetry/accesslog", mods: "github.com/fsnotify/fsnotify go.yaml.in/yaml/v3", test: "internal/meshgen"},
 	{pkg: "resilience", deps: "telemetry", mods: "github.com/sony/gobreaker/v2"},
 	// tls (package meshtls): the mesh CA, certificate sources (files watched with
 	// fsnotify; SDS from a SPIFFE Workload API with go-spiffe) and the crypto/tls configs
@@ -76,7 +79,7 @@ var rules = []rule{
 	{pkg: "discovery/dnstest", mods: "github.com/miekg/dns"},
 	// discovery: the DNS client (Client) speaks DNS with miekg/dns; its tests run dnstest.
 	{pkg: "discovery", deps: "config", mods: "github.com/miekg/dns", test: "discovery/dnstest"},
-	{pkg: "router", deps: "config"},
+	{pkg: "router", deps: "config", test: "internal/meshgen"},
 	{pkg: "balancer", deps: "discovery resilience"},
 	{pkg: "internal/h1"},
 	// internal/reqctx: the request path's context (stream and attempt cancellation
@@ -92,7 +95,7 @@ var rules = []rule{
 	// proxy/upstream: gRPC for active health checks; tls for the handshake counters of
 	// the clusters that originate TLS (meshtls.HandshakeStats).
 	{pkg: "proxy/upstream", deps: "balancer config discovery internal/h1 internal/h2 internal/reqctx proxy/internal/deadline resilience router telemetry tls", mods: "google.golang.org/grpc"},
-	{pkg: "proxy/state", deps: "config discovery proxy/upstream resilience router telemetry tls"},
+	{pkg: "proxy/state", deps: "config discovery proxy/upstream resilience router telemetry tls", test: "internal/meshgen"},
 	{pkg: "proxy/forward", deps: "balancer config discovery internal/h1 internal/reqctx proxy/state proxy/upstream resilience router telemetry", mods: "golang.org/x/net"},
 	{pkg: "proxy/listen", deps: "proxy/intercept proxy/internal/deadline", mods: "golang.org/x/sys"},
 	// The front ends (frontEnds): they share forward, listen, state and upstream but never import each other.
@@ -112,7 +115,7 @@ var rules = []rule{
 	// Framer and hpack for the multiplexed h2c load generator; a grpc-go client (with
 	// protobuf's BytesValue as the message) for gRPC load; the tls package's mesh CA
 	// for the certificates of the TLS-hop scenarios.
-	{pkg: "bench", deps: "internal/h1 tls", mods: "golang.org/x/net golang.org/x/sys gonum.org/v1/plot google.golang.org/grpc google.golang.org/protobuf"},
+	{pkg: "bench", deps: "internal/h1 internal/meshgen tls", mods: "golang.org/x/net golang.org/x/sys gonum.org/v1/plot google.golang.org/grpc google.golang.org/protobuf"},
 	// Test-only packages: only test code imports them (and internal/testutil imports netnstest).
 	{pkg: "internal/netnstest", mods: "golang.org/x/sys"},
 	{pkg: "internal/testutil", deps: "config internal/netnstest proxy", mods: "google.golang.org/grpc"},

@@ -384,9 +384,14 @@ func (s *API) handleStatsText(w http.ResponseWriter, _ *http.Request) {
 	for name, c := range snap.Clusters() {
 		add("cluster."+name+".", c.Counters().Snapshot(), c.Stats())
 	}
+	zero := new(telemetry.HTTPStats) // a route's before its first request
 	for _, p := range snap.Policies() {
 		if p != nil {
-			add("route."+p.Key()+".", p.Counters().Snapshot(), p.Stats())
+			st := p.StatsIfAny()
+			if st == nil {
+				st = zero
+			}
+			add("route."+p.Key()+".", p.Counters().Snapshot(), st)
 			if ms := p.MirrorStats(); ms != nil {
 				for _, r := range MirrorResults(ms) {
 					lines = append(lines, "route."+p.Key()+".mirror_"+r.Name+": "+strconv.FormatUint(r.V, 10))

@@ -600,7 +600,7 @@ func (c *collector) collectListener(e *emitter, name string, st *telemetry.HTTPS
 
 func (c *collector) collectRoute(e *emitter, rt *router.Route, p *state.RoutePolicy) {
 	f := c.f
-	v := readHTTP(p.Stats())
+	v := readHTTP(p.StatsIfAny())
 	vs, name := rt.Service, rt.Name
 	e.requests(&v, f.rtRequests, f.rtByCode, vs, name)
 	if c.detailed {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,6 +106,13 @@ type Holder struct {
 	Log      *slog.Logger
 	// PersistPath, when set, is where each applied config is written (atomically).
 	PersistPath string
+	// ReleaseMemory, when set, makes each applied config end with debug.FreeOSMemory: a
+	// full collection, then the freed pages handed back to the OS. Parsing and compiling
+	// a mesh of 10,000 routes leaves about 100 MB of garbage (and a reload the config it
+	// replaced), which the runtime would otherwise return only slowly, so a sidecar's RSS
+	// would stay at that peak. It costs one collection per apply, at its end, when
+	// nothing of the apply is reachable but the new snapshot.
+	ReleaseMemory bool
 	// OnSwap, when set, runs after each swap (under no lock), e.g. to drain connections
 	// of listeners the new config removed.
 	OnSwap func(prev, next *Snapshot)
@@ -227,7 +235,9 @@ func (s *Holder) Apply(ctx context.Context, cfg *config.Config, req ApplyRequest
 	defer s.applyMu.Unlock()
 	prev := s.snap.Load()
 	att := Attempt{Source: req.Source, Time: time.Now(), DryRun: req.DryRun}
+	version := func() string { return "" } // the config's digest, once parsed
 	reject := func(stage string, err error) (*Snapshot, error) {
+		att.Version = version()
 		att.Result, att.Stage, att.Errors = ResultRejected, stage, ConfigErrors(err)
 		s.hist.record(att)
 		if !req.DryRun {
@@ -254,16 +264,23 @@ func (s *Holder) Apply(ctx context.Context, cfg *config.Config, req ApplyRequest
 			return reject(StageParse, err)
 		}
 	}
-	att.Version = cfg.Digest()
+	// The digest encodes the whole config (for 10,000 routes as long as the parse);
+	// it runs beside validation and compile, which need it only at the end. Every path
+	// from here waits for it (reject, compile), so the goroutine ends with Apply.
+	digest := make(chan string, 1)
+	go func(cfg *config.Config) { digest <- cfg.Digest() }(cfg)
+	version = sync.OnceValue(func() string { return <-digest })
 	if s.Mesh != "" && cfg.Mesh.MeshName != s.Mesh {
 		return reject(StageValidate, &config.Errors{List: []config.FieldError{{Path: "mesh.meshName", Value: cfg.Mesh.MeshName,
 			Msg: fmt.Sprintf("this sidecar serves mesh %q (%s); a config of another mesh is refused", s.Mesh, cmp.Or(s.MeshFrom, "Options.Mesh"))}}})
 	}
-	compile := Compile
-	if s.Gateway {
-		compile = CompileGateway
+	compileFor := func(ctx context.Context, cfg *config.Config, node, source string, prev *Snapshot, opts Options) (*Snapshot, error) {
+		return compile(ctx, cfg, version, node, source, prev, opts)
 	}
-	next, err := compile(ctx, cfg, s.Node, req.Source, prev, s.Options)
+	if s.Gateway {
+		compileFor = CompileGateway
+	}
+	next, err := compileFor(ctx, cfg, s.Node, req.Source, prev, s.Options)
 	if err != nil {
 		var fe *config.Errors
 		if errors.As(err, &fe) {
@@ -271,6 +288,7 @@ func (s *Holder) Apply(ctx context.Context, cfg *config.Config, req ApplyRequest
 		}
 		return reject(StageCompile, err)
 	}
+	att.Version = version()
 	if req.DryRun {
 		next.Retire(prev) // close only what this compile built
 		att.Result = ResultValid
@@ -295,6 +313,9 @@ func (s *Holder) Apply(ctx context.Context, cfg *config.Config, req ApplyRequest
 	s.Log.Info("config applied", "version", next.version, "source", req.Source, "clusters", len(next.clusters))
 	if s.PersistPath != "" {
 		s.persist(cfg, raw)
+	}
+	if s.ReleaseMemory {
+		debug.FreeOSMemory()
 	}
 	return next, nil
 }

@@ -3,6 +3,7 @@ package state
 import (
 	"fmt"
 	"reflect"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshd/meshd/config"
@@ -18,7 +19,7 @@ type RoutePolicy struct {
 	retry     *resilience.RetryPolicy
 	limit     *resilience.TokenBucket // nil: no route rate limit
 	counters  *resilience.Counters
-	stats     *telemetry.HTTPStats
+	stats     *routeStats
 	isDefault bool
 	limitCfg  *config.RateLimit
 	// mirror is the route's compiled mirror (mirror.go); mirrorStats its counters,
@@ -29,11 +30,32 @@ type RoutePolicy struct {
 
 // NewRoutePolicy is a policy with no rate limit, for tests of the pipeline.
 func NewRoutePolicy(key string, retry *resilience.RetryPolicy) *RoutePolicy {
-	return &RoutePolicy{key: key, retry: retry, counters: new(resilience.Counters), stats: new(telemetry.HTTPStats)}
+	return &RoutePolicy{key: key, retry: retry, counters: new(resilience.Counters), stats: new(routeStats)}
 }
 
-// Stats are the route's request statistics (carried across reloads by Key).
-func (p *RoutePolicy) Stats() *telemetry.HTTPStats { return p.stats }
+// routeStats holds a route's request statistics, made at the route's first request:
+// a mesh of 10,000 routes whose sidecar serves a few of them held 4 MB of zeros. The
+// cell is carried across reloads by key, so a request on the old snapshot and one on
+// the new count in the same statistics.
+type routeStats struct {
+	p atomic.Pointer[telemetry.HTTPStats]
+}
+
+func (c *routeStats) get() *telemetry.HTTPStats {
+	if s := c.p.Load(); s != nil {
+		return s
+	}
+	c.p.CompareAndSwap(nil, new(telemetry.HTTPStats))
+	return c.p.Load()
+}
+
+// Stats are the route's request statistics (carried across reloads by Key), made at
+// the first call: the request path's.
+func (p *RoutePolicy) Stats() *telemetry.HTTPStats { return p.stats.get() }
+
+// StatsIfAny is Stats for readers that count nothing (the admin API): nil while the
+// route has had no request, which reads as all zeros.
+func (p *RoutePolicy) StatsIfAny() *telemetry.HTTPStats { return p.stats.p.Load() }
 
 // Key is "<service>/<route>", stable across reloads: counters and buckets carry over by
 // it, and /stats names routes with it.
@@ -86,7 +108,8 @@ func (s *Snapshot) compilePolicies(vn *config.VirtualNode, prev *Snapshot) error
 		if rt.Kind == config.ProtoTCP {
 			continue
 		}
-		p, err := compileRoutePolicy(rt, ingress[rt.ID], old[rt.Service+"/"+rt.Name], now)
+		key := rt.Service + "/" + rt.Name
+		p, err := compileRoutePolicy(rt, key, ingress[rt.ID], old[key], now)
 		if err != nil {
 			return err
 		}
@@ -118,13 +141,22 @@ func (s *Snapshot) compilePolicies(vn *config.VirtualNode, prev *Snapshot) error
 	return nil
 }
 
+// The retry policies most routes share: immutable, so one of each serves every route
+// of every snapshot (10,000 routes held 10,000 copies of the default).
+var (
+	defaultRetry = resilience.DefaultRetryPolicy()
+	noRetry      = resilience.NoRetryPolicy()
+)
+
 // compileRoutePolicy compiles rt's retry policy (App Mesh's default when the route sets
 // none; none at all for the node's own ingress routes, which lead to the local app) and
 // rate limit.
-func compileRoutePolicy(rt *router.Route, ingress bool, old *RoutePolicy, now time.Time) (*RoutePolicy, error) {
-	p := &RoutePolicy{key: rt.Service + "/" + rt.Name, counters: new(resilience.Counters), stats: new(telemetry.HTTPStats)}
+func compileRoutePolicy(rt *router.Route, key string, ingress bool, old *RoutePolicy, now time.Time) (*RoutePolicy, error) {
+	p := &RoutePolicy{key: key}
 	if old != nil {
 		p.counters, p.stats, p.mirrorStats = old.counters, old.stats, old.mirrorStats
+	} else {
+		p.counters, p.stats = new(resilience.Counters), new(routeStats)
 	}
 	var in *resilience.RetryInput
 	switch {
@@ -138,9 +170,9 @@ func compileRoutePolicy(rt *router.Route, ingress bool, old *RoutePolicy, now ti
 	}
 	switch {
 	case ingress:
-		p.retry = resilience.NoRetryPolicy()
+		p.retry = noRetry
 	case in == nil:
-		p.retry, p.isDefault = resilience.DefaultRetryPolicy(), true
+		p.retry, p.isDefault = defaultRetry, true
 	default:
 		rp, err := resilience.CompileRetryPolicy(*in)
 		if err != nil {

@@ -161,7 +161,14 @@ const DefaultFirstResolveWait = 2 * time.Second
 // and a name that does not resolve is no error: its cluster stays empty until it does.
 // Compile does not change prev: on error, the clusters it built are closed and prev
 // serves on untouched.
-func Compile(ctx context.Context, cfg *config.Config, node, source string, prev *Snapshot, opts Options) (_ *Snapshot, err error) {
+func Compile(ctx context.Context, cfg *config.Config, node, source string, prev *Snapshot, opts Options) (*Snapshot, error) {
+	return compile(ctx, cfg, nil, node, source, prev, opts)
+}
+
+// compile is Compile with cfg's version from version when the caller computes it (nil:
+// computed here); the digest of a mesh of 10,000 routes costs as much as its parse, so
+// Holder.Apply computes it beside the compile.
+func compile(ctx context.Context, cfg *config.Config, version func() string, node, source string, prev *Snapshot, opts Options) (_ *Snapshot, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -182,13 +189,15 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 	if err != nil {
 		return nil, fmt.Errorf("compile routes for node %q: %w", node, err)
 	}
+	if version == nil {
+		version = cfg.Digest
+	}
 	clock := opts.Cluster.Clock
 	if clock == nil {
 		clock = resilience.SystemClock{}
 	}
 	s := &Snapshot{
 		config:    cfg,
-		version:   cfg.Digest(),
 		node:      node,
 		source:    source,
 		appliedAt: time.Now(),
@@ -276,6 +285,7 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 	}
 	s.compileMirrors(prev)
 	waitFirstAnswers(ctx, waits, opts.FirstResolveWait)
+	s.version = version()
 	return s, nil
 }
 
