@@ -58,6 +58,9 @@ type RoundTrip struct {
 	outURL   url.URL
 	cancel   *reqctx.Ctx // the current attempt's, until cancelled
 	idleBody *idleBody
+	// actx0 is the first attempt's context; a retry's is new, as an abandoned attempt's
+	// transport may still hold its context.
+	actx0 reqctx.Ctx
 }
 
 // deadlineSlack is how close to an attempt's deadline a failure counts as the deadline.
@@ -74,9 +77,16 @@ func NewRoundTrip(out *http.Request, cl *upstream.Cluster, idle time.Duration, m
 func NewOutRoundTrip(method, pathQuery, host string, hdr http.Header, body io.ReadCloser,
 	contentLength int64, trailer http.Header, cl *upstream.Cluster, idle time.Duration, maxReplay int) *RoundTrip {
 	rt := &RoundTrip{}
+	rt.InitOut(method, pathQuery, host, hdr, body, contentLength, trailer, cl, idle, maxReplay)
+	return rt
+}
+
+// InitOut is NewOutRoundTrip for a zero RoundTrip embedded in a larger per-request
+// object (one allocation less); it must be called once, before the RoundTrip is used.
+func (rt *RoundTrip) InitOut(method, pathQuery, host string, hdr http.Header, body io.ReadCloser,
+	contentLength int64, trailer http.Header, cl *upstream.Cluster, idle time.Duration, maxReplay int) {
 	initOutRequest(&rt.out0, &rt.outURL, method, pathQuery, host, hdr, body, contentLength, trailer)
 	rt.init(&rt.out0, cl, idle, maxReplay)
-	return rt
 }
 
 func (rt *RoundTrip) init(out *http.Request, cl *upstream.Cluster, idle time.Duration, maxReplay int) {
@@ -113,7 +123,13 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 	// reqctx: below a stream's reqctx.Ctx an attempt's context links in without a map
 	// or a lock shared with other streams, and the transports watch it without
 	// allocating (reqctx's doc has the profile).
-	actx := reqctx.New(parent)
+	var actx *reqctx.Ctx
+	if r.attempts == 0 {
+		actx = &r.actx0
+		actx.Init(parent)
+	} else {
+		actx = reqctx.New(parent)
+	}
 	if !deadline.IsZero() {
 		actx.SetDeadline(deadline)
 	}

@@ -117,7 +117,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Method:    r.Method,
 		Path:      r.URL.RequestURI(),
 		Scheme:    scheme,
-		GRPC:      strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc"),
+		GRPC:      strings.HasPrefix(first(r.Header["Content-Type"]), "application/grpc"),
 		Header:    forward.HTTPHeader(r.Header),
 	}
 	var local int
@@ -130,7 +130,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// The record of the request, for the statistics and the snapshot's observers.
-	rec := &telemetry.Request{Start: time.Now(), Listener: s.kind.String(), Protocol: "HTTP/2", Method: r.Method,
+	// What the request needs once, in one allocation: its record, the upstream exchange
+	// and the values of the forwarding fields.
+	one := &perRequest{}
+	rec := &one.rec
+	*rec = telemetry.Request{Start: time.Now(), Listener: s.kind.String(), Protocol: "HTTP/2", Method: r.Method,
 		Authority: r.Host, Path: rr.Path, Remote: r.RemoteAddr, Req: forward.HTTPHeader(r.Header), BytesReceived: max(r.ContentLength, 0),
 		TLS: r.TLS, Peer: peer, GRPC: rr.GRPC}
 	var d forward.Decision
@@ -178,7 +182,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	client, _, _ := net.SplitHostPort(r.RemoteAddr)
 	// The head was decoded for this request alone (internal/h2): forwarded in place.
-	hdr := forward.HTTPForwardingOwned(r.Header, client, peer, s.kind == forward.Ingress, scheme)
+	hdr := forward.HTTPForwardingInto(r.Header, client, peer, s.kind == forward.Ingress, scheme, one.spare[:0])
 	var rh *router.HeaderRules
 	var hv router.HeaderVars
 	if d.Route != nil && d.Route.Headers != nil {
@@ -186,7 +190,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hv = forward.RouteVars(&d, r.RemoteAddr, peer, snap.Node())
 		forward.ApplyRouteHTTP(hdr, rh, &hv, true)
 	}
-	call, idle := forward.NewCall(&d, env.StreamIdle, forward.GRPCTimeout(rr.GRPC, r.Header.Get("Grpc-Timeout")))
+	call, idle := forward.NewCall(&d, env.StreamIdle, forward.GRPCTimeout(rr.GRPC, first(r.Header["Grpc-Timeout"])))
 	call.Ctx = r.Context()
 	call.Span = span
 	var aff forward.Affinity
@@ -194,7 +198,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		aff = forward.HTTPAffinity(h, r.Header, client, rand.Uint64())
 		aff.Apply(&call)
 	}
-	x := forward.NewOutRoundTrip(r.Method, rr.Path, rr.Authority, hdr, r.Body, r.ContentLength, r.Trailer, d.Cluster, idle, env.ReplayBound())
+	x := &one.rt
+	x.InitOut(r.Method, rr.Path, rr.Authority, hdr, r.Body, r.ContentLength, r.Trailer, d.Cluster, idle, env.ReplayBound())
 	x.Ctx = r.Context()
 	pm := env.Mirrors.TakeRoundTrip(&d, r.Method, rr.Path, r.Host, hdr)
 	fl, err := forward.Do(&call, x)
@@ -222,6 +227,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	CopyResponse(w, x, &fl, rr.GRPC, rec)
 	pm.Finish(x)
+}
+
+// perRequest is what a request needs once, allocated together.
+type perRequest struct {
+	rec   telemetry.Request
+	rt    forward.RoundTrip
+	spare [4]string // the forwarding fields' values (forward.HTTPForwardingInto)
+}
+
+// first is a field's first value ("" when none): http.Header.Get for a canonical key,
+// without canonicalizing it again.
+func first(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[0]
 }
 
 // headerAdopter is a ResponseWriter that can take over a header map (internal/h2's).
@@ -273,8 +294,7 @@ func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Fligh
 		rec.BytesSent = n
 	}
 	if err != nil && grpc {
-		var de *forward.DownstreamError
-		if cause := x.TimeoutCause(); cause != nil && !errors.As(err, &de) {
+		if cause := x.TimeoutCause(); cause != nil && !isDownstream(err) {
 			fl.End(balancer.DoneInfo{Err: err, Status: resp.StatusCode, Latency: time.Since(fl.Start)}, true)
 			// The message names the timeout (cause), not the Read error: after the idle
 			// timer cut the attempt that is a bare "context canceled".
@@ -296,8 +316,7 @@ func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Fligh
 	}
 	// A copy error is the upstream's when reading failed, the client's when writing did;
 	// copyFlush tells them apart.
-	var de *forward.DownstreamError
-	fromUpstream := err != nil && !errors.As(err, &de)
+	fromUpstream := err != nil && !isDownstream(err)
 	fl.End(balancer.DoneInfo{Err: err, Status: resp.StatusCode, Latency: time.Since(fl.Start)}, err == nil || fromUpstream)
 	if fromUpstream {
 		if r, ok := w.(headRetractor); ok && r.RetractHead() {
@@ -320,6 +339,14 @@ func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Fligh
 		// Mid-body failure: abort the stream so the client sees an error, not a short body.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// isDownstream reports an error of the client's side. Its own function: the target of
+// errors.As escapes, and declared in CopyResponse it cost an allocation per response,
+// error or not.
+func isDownstream(err error) bool {
+	var de *forward.DownstreamError
+	return errors.As(err, &de)
 }
 
 // copyBufPool holds the 32 KiB relay buffers of the net/http path: one per response
