@@ -150,6 +150,7 @@ func (t *Transport) dial(ctx context.Context, addr string) (*clientConn, error) 
 	cc := &clientConn{t: t, addr: addr, nextID: 1}
 	cc.init(nc, nil, t.lim, t.Counters)
 	cc.side = cc
+	cc.removeHook = cc.unreserveLocked
 	lim := &cc.lim
 	err = cc.write(func() error {
 		cc.pend.b = append(cc.pend.b, clientPreface...)
@@ -354,7 +355,7 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 		cc.nextID += 2
 		st.init(&cc.core, id)
 		st.owner = cs
-		st.onRemove = cc.unreserveLocked
+		st.onRemove = cc.removeHook
 		st.localDone = !hasBody
 		cc.streams[id] = st
 		cc.live.Add(1)
@@ -763,7 +764,7 @@ func (cc *clientConn) onHeaders(f *http2.HeadersFrame) error {
 		return nil // interim responses are not relayed on this path
 	}
 	r := &cs.resp
-	r.Status = strconv.Itoa(status) + " " + http.StatusText(status)
+	r.Status = statusLine(status)
 	r.StatusCode = status
 	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
 	r.Header = hb.header
@@ -898,4 +899,22 @@ func trimSpace(s string) string {
 		s = s[:len(s)-1]
 	}
 	return s
+}
+
+// statusLines are the http.Response Status strings of the common codes, built once.
+var statusLines = func() map[int]string {
+	m := make(map[int]string)
+	for _, c := range []int{200, 201, 202, 204, 206, 301, 302, 304, 307, 308, 400, 401, 403, 404,
+		405, 408, 409, 410, 412, 413, 415, 422, 425, 429, 431, 500, 501, 502, 503, 504} {
+		m[c] = strconv.Itoa(c) + " " + http.StatusText(c)
+	}
+	return m
+}()
+
+// statusLine is net/http's Status of a response with code c: "200 OK".
+func statusLine(c int) string {
+	if s, ok := statusLines[c]; ok {
+		return s
+	}
+	return strconv.Itoa(c) + " " + http.StatusText(c)
 }

@@ -304,6 +304,9 @@ type core struct {
 
 	// side is the server or client connection: what ends a stream's remote half.
 	side interface{ endRemoteLocked(*stream) }
+	// removeHook is the side's hook for a stream leaving the connection (mu held),
+	// bound once per connection: a method value taken per stream costs an allocation.
+	removeHook func()
 
 	// reader-only state
 	hdec        *hpack.Decoder

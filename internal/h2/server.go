@@ -80,6 +80,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 	sc := &serverConn{srv: s, info: info}
 	sc.init(nc, br, s.lim, s.Counters)
 	sc.side = sc
+	sc.removeHook = sc.onRemove
 	sc.ctx.Init(ctx)
 	defer sc.ctx.Cancel()
 	s.mu.Lock()
@@ -647,7 +648,7 @@ func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 	if ended {
 		st.readErr = io.EOF
 	}
-	st.onRemove = sc.onRemove
+	st.onRemove = sc.removeHook
 	// Streams link into the connection's context without a map or a shared lock
 	// (reqctx); the attempts of forward.RoundTrip link into the stream's.
 	ss.ctx.Init(&sc.ctx)

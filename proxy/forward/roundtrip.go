@@ -272,7 +272,7 @@ func (r *RoundTrip) Close() {
 		r.cancel = nil
 	}
 	if r.watch != nil {
-		r.watch.stop()
+		r.watch.release()
 	}
 }
 
@@ -438,7 +438,7 @@ type idleWatch struct {
 	last  atomic.Int64  // the time of the last activity or arm, in ns since watchEpoch
 	agen  atomic.Uint64 // gen, for touch without the lock
 	mu    sync.Mutex
-	timer *time.Timer
+	timer *watchTimer // nil until the first arm, and after release
 	// running: the timer is scheduled (it may fire with nothing armed; it then stops).
 	running bool
 	cancel  *reqctx.Ctx
@@ -469,9 +469,9 @@ func (w *idleWatch) arm(phase uint8, cancel *reqctx.Ctx) uint64 {
 	w.phase, w.cancel, w.stalled = phase, cancel, false
 	switch {
 	case w.timer == nil:
-		w.timer = time.AfterFunc(w.idle, w.fire)
+		w.timer = startWatchTimer(w)
 	case !w.running:
-		w.timer.Reset(w.idle)
+		w.timer.t.Reset(w.idle)
 	}
 	w.running = true
 	return w.gen
@@ -485,7 +485,7 @@ func (w *idleWatch) fire() {
 		return
 	}
 	if left := w.idle - time.Duration(watchNow()-w.last.Load()); left > 0 {
-		w.timer.Reset(left)
+		w.timer.t.Reset(left)
 		w.mu.Unlock()
 		return
 	}
@@ -536,10 +536,60 @@ func (w *idleWatch) stop() {
 	w.mu.Lock()
 	w.phase = watchOff
 	if w.running {
-		w.timer.Stop()
+		w.timer.t.Stop()
 		w.running = false
 	}
 	w.mu.Unlock()
+}
+
+// release stops the watch for good and gives its timer back to the pool (RoundTrip.Close:
+// nothing arms it again).
+func (w *idleWatch) release() {
+	w.mu.Lock()
+	w.phase = watchOff
+	b := w.timer
+	w.timer = nil
+	if w.running {
+		b.t.Stop()
+		w.running = false
+	}
+	w.mu.Unlock()
+	if b != nil {
+		watchTimers.Put(b)
+	}
+}
+
+// watchTimer is an idle watch's timer, pooled: a time.AfterFunc per request (the timer
+// and its bound func) was two allocations per request. The timer calls the fire of the
+// watch it serves now. A call that was under way when the timer went back to the pool
+// may reach the watch's next user: harmless, since fire acts only on a watch that is
+// armed and idle for its whole timeout, and otherwise sleeps again for what is left (or
+// stops, off).
+type watchTimer struct {
+	t *time.Timer
+	w atomic.Pointer[idleWatch]
+}
+
+var watchTimers sync.Pool // of *watchTimer
+
+func (b *watchTimer) fire() {
+	if w := b.w.Load(); w != nil {
+		w.fire()
+	}
+}
+
+// startWatchTimer takes a timer from the pool for w and starts it for w.idle.
+func startWatchTimer(w *idleWatch) *watchTimer {
+	b, _ := watchTimers.Get().(*watchTimer)
+	if b == nil {
+		b = &watchTimer{}
+		b.w.Store(w)
+		b.t = time.AfterFunc(w.idle, b.fire)
+		return b
+	}
+	b.w.Store(w)
+	b.t.Reset(w.idle)
+	return b
 }
 
 // activityBody is a request body whose reads count as activity for the idle watch.
