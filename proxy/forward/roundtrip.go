@@ -215,7 +215,7 @@ func (r *RoundTrip) Replayable() bool { return r.bodyless || r.rb.replayable() }
 
 // Header implements Exchanger.
 func (r *RoundTrip) Header(name string) (string, bool) {
-	v := r.resp.Header.Values(name)
+	v := r.resp.Header[canonicalName(name)]
 	if len(v) == 0 {
 		return "", false
 	}
@@ -620,4 +620,17 @@ func (b *idleBody) Read(p []byte) (int, error) {
 		b.w.touch(b.gen)
 	}
 	return n, err
+}
+
+// canonicalName is http.CanonicalHeaderKey for the names the pipeline asks a response
+// for on every request (retriableHead, the retry wait), without building the canonical
+// string each time (for a lower-case name that is an allocation and a map lookup).
+func canonicalName(name string) string {
+	switch name {
+	case "grpc-status":
+		return "Grpc-Status"
+	case "retry-after":
+		return "Retry-After"
+	}
+	return http.CanonicalHeaderKey(name)
 }
