@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"github.com/meshd/meshd/internal/h1"
@@ -356,8 +357,7 @@ func HTTPForwardingInto(hdr http.Header, client, peer string, ingress bool, sche
 		}
 	}
 	if first(hdr["X-Request-Id"]) == "" {
-		var b [36]byte
-		hdr["X-Request-Id"] = oneValue(&spare, string(appendUUID(b[:0], rand.Uint64(), rand.Uint64())))
+		hdr["X-Request-Id"] = oneValue(&spare, newRequestID())
 	}
 	delete(hdr, headerPeerIdentityCanonical)
 	if ingress && peer != "" {
@@ -438,4 +438,37 @@ func first(vs []string) string {
 		return ""
 	}
 	return vs[0]
+}
+
+// idBatch is a run of random request ids formatted into one string, handed out as
+// substrings: one allocation per idBatchN requests instead of one per request. The
+// string is never changed, so an id stays valid as long as it is referenced.
+type idBatch struct {
+	s    string
+	next int
+}
+
+const (
+	uuidLen  = 36
+	idBatchN = 32
+)
+
+var idBatches = sync.Pool{New: func() any { return new(idBatch) }}
+
+// newRequestID is a random (version 4) UUID for an X-Request-Id.
+func newRequestID() string {
+	b := idBatches.Get().(*idBatch)
+	if b.next+uuidLen > len(b.s) {
+		var sb strings.Builder
+		sb.Grow(uuidLen * idBatchN)
+		var one [uuidLen]byte
+		for range idBatchN {
+			sb.Write(appendUUID(one[:0], rand.Uint64(), rand.Uint64()))
+		}
+		b.s, b.next = sb.String(), 0
+	}
+	id := b.s[b.next : b.next+uuidLen]
+	b.next += uuidLen
+	idBatches.Put(b)
+	return id
 }
