@@ -64,18 +64,25 @@ func (t *Transport) setup() {
 
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.RoundTripContext(req.Context(), req)
+}
+
+// RoundTripContext is RoundTrip under ctx instead of req's context: a caller that
+// sends the same request under a new context per attempt saves the request copy
+// WithContext would make.
+func (t *Transport) RoundTripContext(ctx context.Context, req *http.Request) (*http.Response, error) {
 	t.setup()
 	addr := req.URL.Host
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		addr = net.JoinHostPort(addr, "80")
 	}
 	for tries := 0; ; tries++ {
-		cc, err := t.conn(req.Context(), addr)
+		cc, err := t.conn(ctx, addr)
 		if err != nil {
 			closeBody(req)
 			return nil, err
 		}
-		resp, err := cc.roundTrip(req)
+		resp, err := cc.roundTrip(ctx, req)
 		if errors.Is(err, errNotUsable) && tries < 3 {
 			continue
 		}
@@ -327,6 +334,7 @@ type clientStream struct {
 	stream
 	cc      *clientConn
 	req     *http.Request
+	ctx     context.Context // the request's (RoundTripContext's)
 	resp    http.Response
 	body    responseBody
 	gotHead bool // (mu)
@@ -338,8 +346,8 @@ type clientStream struct {
 // that sends them without end would hold the stream until its deadline.
 const maxInterim = 16
 
-func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
-	cs := &clientStream{cc: cc, req: req}
+func (cc *clientConn) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+	cs := &clientStream{cc: cc, req: req, ctx: ctx}
 	st := &cs.stream
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	ran := false
@@ -387,7 +395,6 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("http2: write request head: %w", err)
 	}
 	cc.cnt.Streams.Add(1)
-	ctx := req.Context()
 	if rc, ok := ctx.(*reqctx.Ctx); ok {
 		// The request path's own context: a hook in an inline slot, removed with the
 		// stream (removeLocked), instead of context.AfterFunc's three allocations.
@@ -428,7 +435,7 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 // may end under a lock of the caller's (a server stream's removal, say).
 func (cs *clientStream) cancelled() {
 	go func() {
-		cs.cc.resetStream(&cs.stream, http2.ErrCodeCancel, cs.req.Context().Err())
+		cs.cc.resetStream(&cs.stream, http2.ErrCodeCancel, cs.ctx.Err())
 		cs.cc.probe()
 	}()
 }

@@ -58,9 +58,11 @@ type RoundTrip struct {
 	outURL   url.URL
 	cancel   *reqctx.Ctx // the current attempt's, until cancelled
 	idleBody *idleBody
-	// actx0 is the first attempt's context; a retry's is new, as an abandoned attempt's
-	// transport may still hold its context.
+	// actx0 and req0 are the first attempt's context and request (for a
+	// ContextRoundTripper); a retry's are new, as an abandoned attempt's transport may
+	// still hold them.
 	actx0 reqctx.Ctx
+	req0  http.Request
 }
 
 // deadlineSlack is how close to an attempt's deadline a failure counts as the deadline.
@@ -144,9 +146,23 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 		}
 		gen = r.watch.arm(watchHead, actx)
 	}
-	req := r.Out.WithContext(actx)
-	// The first attempt's URL lives in the RoundTrip; a retry's is new, as an abandoned
-	// attempt's transport may still hold its request.
+	// The first attempt's request and URL live in the RoundTrip; a retry's are new, as
+	// an abandoned attempt's transport may still hold its request. meshd's transports
+	// take the attempt's context beside the request; another RoundTripper gets it in a
+	// copy of the request.
+	rt := r.Cluster.RoundTripper()
+	crt, direct := rt.(upstream.ContextRoundTripper)
+	var req *http.Request
+	switch {
+	case !direct:
+		req = r.Out.WithContext(actx)
+	case r.attempts == 0:
+		req = &r.req0
+		*req = *r.Out
+	default:
+		req = new(http.Request)
+		*req = *r.Out
+	}
 	u := &r.u0
 	if r.attempts > 0 {
 		u = new(url.URL)
@@ -163,7 +179,13 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 	if r.watch != nil && req.Body != nil && req.Body != http.NoBody {
 		req.Body = &activityBody{ReadCloser: req.Body, w: r.watch, gen: gen}
 	}
-	resp, err := r.Cluster.RoundTripper().RoundTrip(req)
+	var resp *http.Response
+	var err error
+	if direct {
+		resp, err = crt.RoundTripContext(actx, req)
+	} else {
+		resp, err = rt.RoundTrip(req)
+	}
 	stalled := r.watch.endHead(gen)
 	if err != nil {
 		if r.watch != nil {

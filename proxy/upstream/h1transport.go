@@ -85,7 +85,11 @@ func (c *Cluster) poolFor(addr string) *Pool {
 
 // RoundTrip implements http.RoundTripper.
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	ctx := req.Context()
+	return t.RoundTripContext(req.Context(), req)
+}
+
+// RoundTripContext implements ContextRoundTripper.
+func (t *h1Transport) RoundTripContext(ctx context.Context, req *http.Request) (*http.Response, error) {
 	body := req.Body
 	if body == http.NoBody {
 		body = nil
