@@ -23,7 +23,8 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
-// Server serves HTTP/2 connections, each request through Handler on its own goroutine.
+// Server serves HTTP/2 connections, each request through Handler on its own goroutine
+// (ServeHTTPContext when Handler is a ContextHandler).
 type Server struct {
 	Handler  http.Handler
 	Limits   Limits
@@ -40,6 +41,13 @@ type Server struct {
 	down  bool
 	work  *workers
 	empty chan struct{} // closed when the last connection ends during Shutdown
+}
+
+// ContextHandler is a Handler that takes the request's context beside the request: the
+// server hands it the stream's own request, whose Context is then the background one,
+// instead of the copy WithContext would make per request.
+type ContextHandler interface {
+	ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r *http.Request)
 }
 
 // ConnInfo describes the downstream connection for the requests' fields.
@@ -768,7 +776,7 @@ func (ss *serverStream) run() { ss.sc.run(ss) }
 func (sc *serverConn) run(ss *serverStream) {
 	defer sc.handlers.Done()
 	defer ss.ctx.Cancel()
-	r := ss.req.WithContext(&ss.ctx)
+	ch, direct := sc.srv.Handler.(ContextHandler)
 	aborted := false
 	func() {
 		defer func() {
@@ -779,12 +787,14 @@ func (sc *serverConn) run(ss *serverStream) {
 				}
 			}
 		}()
-		switch ss.local {
-		case 0:
-			sc.srv.Handler.ServeHTTP(&ss.rw, r)
+		switch {
+		case ss.local == 0 && direct:
+			ch.ServeHTTPContext(&ss.ctx, &ss.rw, &ss.req)
+		case ss.local == 0:
+			sc.srv.Handler.ServeHTTP(&ss.rw, ss.req.WithContext(&ss.ctx))
 		default:
 			if f := sc.srv.LocalReply; f != nil {
-				f(&ss.rw, r, ss.local)
+				f(&ss.rw, ss.req.WithContext(&ss.ctx), ss.local)
 				return
 			}
 			ss.rw.Header().Set("Content-Type", "text/plain; charset=utf-8")

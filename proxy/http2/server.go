@@ -106,6 +106,12 @@ func (s *Server) ServeConn(tc *listen.Conn, br *bufio.Reader, firstBy time.Time)
 // ServeHTTP resolves one request, runs it through the forward pipeline and streams
 // the response back.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.ServeHTTPContext(r.Context(), w, r)
+}
+
+// ServeHTTPContext is ServeHTTP with the request's context beside it (h2.ContextHandler:
+// the HTTP/2 server saves a request copy per request); r's own context is not used.
+func (s *Server) ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r *http.Request) {
 	env := s.env
 	snap := env.State.Load()
 	scheme := "http"
@@ -123,7 +129,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var local int
 	var orig netip.AddrPort
 	var peer string // the verified identity of the caller (ingress mTLS)
-	if tc, ok := r.Context().Value(connKey{}).(*listen.Conn); ok {
+	if tc, ok := ctx.Value(connKey{}).(*listen.Conn); ok {
 		orig, peer = tc.Orig, tc.Peer
 		if s.kind == forward.Ingress {
 			local = int(orig.Port())
@@ -191,7 +197,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		forward.ApplyRouteHTTP(hdr, rh, &hv, true)
 	}
 	call, idle := forward.NewCall(&d, env.StreamIdle, forward.GRPCTimeout(rr.GRPC, first(r.Header["Grpc-Timeout"])))
-	call.Ctx = r.Context()
+	call.Ctx = ctx
 	call.Span = span
 	var aff forward.Affinity
 	if h := d.Cluster.Balancer().HashOn(); h != nil {
@@ -200,7 +206,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	x := &one.rt
 	x.InitOut(r.Method, rr.Path, rr.Authority, hdr, r.Body, r.ContentLength, r.Trailer, d.Cluster, idle, env.ReplayBound())
-	x.Ctx = r.Context()
+	x.Ctx = ctx
 	pm := env.Mirrors.TakeRoundTrip(&d, r.Method, rr.Path, r.Host, hdr)
 	fl, err := forward.Do(&call, x)
 	rec.Attempts = call.Attempts
