@@ -309,7 +309,7 @@ type core struct {
 	removeHook func()
 
 	// reader-only state
-	hdec        *hpack.Decoder
+	hdec        *hpackDecoder
 	hblock      headerBlock
 	emptyFrames int
 	ctlTokens   float64
@@ -340,7 +340,7 @@ func (c *core) init(nc net.Conn, br *bufio.Reader, lim Limits, cnt *Counters) {
 	}
 	c.cnt = cnt
 	c.henc = hpack.NewEncoder(&c.hbuf)
-	c.hdec = hpack.NewDecoder(4096, c.hblock.emit)
+	c.hdec = newHPACKDecoder(4096, c.hblock.emit)
 	c.hdec.SetMaxStringLength(int(lim.MaxHeaderListSize))
 	c.sendCond.L = &c.mu
 	c.streams = make(map[uint32]*stream)
