@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -16,7 +17,7 @@ func TestIdleWatchPooledTimer(t *testing.T) {
 	// Long enough that the call below, right after the arm, never finds the attempt idle.
 	const idle = time.Second
 	first := &idleWatch{idle: time.Hour}
-	c1 := reqctx.New(nil)
+	c1 := reqctx.New(context.Background())
 	first.arm(watchHead, c1)
 	b := first.timer
 	if b == nil || !first.running {
@@ -30,7 +31,7 @@ func TestIdleWatchPooledTimer(t *testing.T) {
 	// Take timers until the released one comes back (sync.Pool may drop it: then a new
 	// one serves, and the spurious call below is made on the timer actually in use).
 	second := &idleWatch{idle: idle}
-	c2 := reqctx.New(nil)
+	c2 := reqctx.New(context.Background())
 	second.arm(watchHead, c2)
 	if second.timer == nil {
 		t.Fatal("arm did not start a timer")
