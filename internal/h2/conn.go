@@ -1,4 +1,5 @@
-// Package h2 is meshd's HTTP/2 (RFC 9113) on golang.org/x/net/http2's Framer and hpack:
+// Package h2 is meshd's HTTP/2 (RFC 9113) on golang.org/x/net/http2's Framer and hpack
+// (its encoder; the decoder is this package's own, hpackdec.go):
 // a server (Serve: one connection, each request handed to an http.Handler) and a client
 // (Transport: an http.RoundTripper multiplexing streams over connections per address).
 //
