@@ -22,6 +22,10 @@ type HashOn struct {
 	Cookie     string
 	CookiePath string
 	CookieTTL  time.Duration
+	// CookieSecure and CookieSameSite ("" for none) are the generated cookie's
+	// attributes.
+	CookieSecure   bool
+	CookieSameSite string
 	// SourceIP hashes the downstream peer's IP address.
 	SourceIP bool
 
@@ -99,6 +103,13 @@ func (h *HashOn) GenerateCookie(rnd uint64) (value, setCookie string) {
 		b.WriteString(strconv.FormatInt(int64((h.CookieTTL+time.Second-1)/time.Second), 10))
 	}
 	b.WriteString("; HttpOnly")
+	if h.CookieSecure {
+		b.WriteString("; Secure")
+	}
+	if h.CookieSameSite != "" {
+		b.WriteString("; SameSite=")
+		b.WriteString(h.CookieSameSite)
+	}
 	return value, b.String()
 }
 

@@ -230,6 +230,9 @@ func TestGenerateCookie(t *testing.T) {
 	if want := "meshd-affinity=00000000deadbeef; Path=/shop; Max-Age=90; HttpOnly"; sc != want {
 		t.Errorf("Set-Cookie %q; want %q", sc, want)
 	}
+	if _, sc := (&HashOn{Cookie: "s", CookieSecure: true, CookieSameSite: "None"}).GenerateCookie(1); !strings.HasSuffix(sc, "; HttpOnly; Secure; SameSite=None") {
+		t.Errorf("Set-Cookie %q; want Secure and SameSite=None", sc)
+	}
 	_, session := (&HashOn{Cookie: "s"}).GenerateCookie(1)
 	if strings.Contains(session, "Max-Age") || !strings.Contains(session, "Path=/") {
 		t.Errorf("session cookie %q", session)

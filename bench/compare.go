@@ -65,6 +65,9 @@ type Plan struct {
 	ReqBody  int
 	RespBody int
 	Timeout  time.Duration // per request
+	// Idle, when set, replaces the load comparison with the idle-connection
+	// measurement (--idle-conns, RunIdle).
+	Idle *IdlePlan
 
 	// Self is the binary whose hidden `internal` subcommands (RunInternal) serve the
 	// upstream and the httputil proxy; SelfEnv is added to their environment.

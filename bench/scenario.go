@@ -432,6 +432,11 @@ virtualServices:
 // startMeshd starts the meshd scenarios: meshd and meshd-baseline (one sidecar, the
 // same config and pinning, different binaries), meshd-2hop and meshd-2hop-tls.
 func startMeshd(ctx context.Context, name string, e *env) (*instance, error) {
+	return startMeshdArgs(ctx, name, e)
+}
+
+// startMeshdArgs is startMeshd with extra arguments for every sidecar's meshd run.
+func startMeshdArgs(ctx context.Context, name string, e *env, extra ...string) (*instance, error) {
 	bin, why := e.meshd, e.meshdWhy
 	if name == ScenarioMeshdBaseline {
 		bin, why = e.baseline, e.baselineWhy
@@ -480,9 +485,9 @@ func startMeshd(ctx context.Context, name string, e *env) (*instance, error) {
 		// The drain grace (readiness fails while listeners serve on) is for orchestrators;
 		// a benchmark stopping its sidecar wants it gone at once. An environment variable,
 		// not a flag, so a baseline meshd from before the flag existed starts as well.
-		p, err := StartProc(ProcSpec{Name: name + "/" + sc.node, Dir: dir, CPUs: e.cpusProxy, Env: []string{"MESHD_DRAIN_GRACE=0s"}, Argv: []string{bin, "run", "-c", cfg,
+		p, err := StartProc(ProcSpec{Name: name + "/" + sc.node, Dir: dir, CPUs: e.cpusProxy, Env: []string{"MESHD_DRAIN_GRACE=0s"}, Argv: append([]string{bin, "run", "-c", cfg,
 			"--node", sc.node, "--admin-addr", admin,
-			"--ingress-port", strconv.Itoa(sc.ingress), "--egress-port", strconv.Itoa(sc.egress)}})
+			"--ingress-port", strconv.Itoa(sc.ingress), "--egress-port", strconv.Itoa(sc.egress)}, extra...)})
 		if err != nil {
 			in.stop()
 			return nil, err

@@ -21,6 +21,12 @@ type LBHashCookie struct {
 	TTL *Duration `json:"ttl,omitempty"`
 	// Path is the generated cookie's Path; absent: "/".
 	Path string `json:"path,omitempty"`
+	// Secure marks the generated cookie Secure (sent back over HTTPS only): for
+	// clients that reach the mesh over TLS, e.g. through a gateway's TLS listener.
+	Secure bool `json:"secure,omitempty"`
+	// SameSite is the generated cookie's SameSite attribute: Strict, Lax or None
+	// (None needs secure); absent: none set (the browser's default, Lax).
+	SameSite string `json:"sameSite,omitempty"`
 }
 
 // LBSlowStart is Envoy's slow_start_config: a new or recovered endpoint's weight ramps
@@ -61,6 +67,10 @@ func (v *validator) loadBalancing(path string, lb *LoadBalancing, tcpListeners [
 			v.duration(hp+".cookie.ttl", c.TTL)
 			if c.Path != "" && (c.Path[0] != '/' || strings.ContainsAny(c.Path, "; \t\r\n")) {
 				v.add(hp+".cookie.path", c.Path, "must start with / and hold no ';', space or control character")
+			}
+			v.optEnum(hp+".cookie.sameSite", c.SameSite, "Strict", "Lax", "None")
+			if c.SameSite == "None" && !c.Secure {
+				v.add(hp+".cookie.sameSite", c.SameSite, "None needs secure: true (browsers drop a SameSite=None cookie that is not Secure)")
 			}
 		}
 	}

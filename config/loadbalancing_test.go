@@ -27,6 +27,8 @@ func TestValidateLoadBalancing(t *testing.T) {
 		{"bad cookie name", LoadBalancing{Policy: LBRingHash, Hash: &LBHash{Cookie: &LBHashCookie{Name: "a=b"}}}, p + ".hash.cookie.name", "a=b", "not a valid cookie name"},
 		{"empty cookie name", LoadBalancing{Policy: LBRingHash, Hash: &LBHash{Cookie: &LBHashCookie{}}}, p + ".hash.cookie.name", "", "not a valid cookie name"},
 		{"cookie path", LoadBalancing{Policy: LBRingHash, Hash: &LBHash{Cookie: &LBHashCookie{Name: "s", Path: "shop"}}}, p + ".hash.cookie.path", "shop", "must start with /"},
+		{"cookie samesite", LoadBalancing{Policy: LBRingHash, Hash: &LBHash{Cookie: &LBHashCookie{Name: "s", SameSite: "strict"}}}, p + ".hash.cookie.sameSite", "strict", "one of"},
+		{"cookie samesite none", LoadBalancing{Policy: LBRingHash, Hash: &LBHash{Cookie: &LBHashCookie{Name: "s", SameSite: "None"}}}, p + ".hash.cookie.sameSite", "None", "needs secure"},
 		{"cookie ttl", LoadBalancing{Policy: LBRingHash, Hash: &LBHash{Cookie: &LBHashCookie{Name: "s", TTL: &Duration{Unit: "s", Value: -1}}}}, p + ".hash.cookie.ttl.value", "-1", "negative"},
 		{"header on tcp", LoadBalancing{Policy: LBRingHash, Hash: &LBHash{Header: "x-user"}}, p + ".hash", "header/cookie", "is tcp"},
 		{"slow start with hash", LoadBalancing{Policy: LBMaglev, Hash: &LBHash{SourceIP: true}, SlowStart: &LBSlowStart{Window: &Duration{Unit: "s", Value: 30}}}, p + ".slowStart", "set", "does not apply to policy MAGLEV"},

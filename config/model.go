@@ -657,6 +657,9 @@ type GatewayRouteSpec struct {
 type GatewayHTTPRoute struct {
 	Match  GatewayHTTPRouteMatch  `json:"match"`
 	Action GatewayHTTPRouteAction `json:"action"`
+	// Headers (extension): as on httpRoute; the gateway route's rules apply to the
+	// request before the target route's, and to the response after them.
+	Headers *HeaderManipulation `json:"headers,omitempty"`
 }
 
 type GatewayHTTPRouteMatch struct {
@@ -710,6 +713,8 @@ type GatewayHostnameRewrite struct {
 type GatewayGRPCRoute struct {
 	Match  GatewayGRPCRouteMatch `json:"match"`
 	Action GatewayGRPCAction     `json:"action"`
+	// Headers (extension): as on GatewayHTTPRoute.
+	Headers *HeaderManipulation `json:"headers,omitempty"`
 }
 
 type GatewayGRPCRouteMatch struct {

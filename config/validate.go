@@ -1204,6 +1204,7 @@ func (v *validator) gatewayRoute(path string, r *GatewayRoute) {
 		v.hostname(mp+".hostname", m.Hostname)
 		v.queryParams(mp+".queryParameters", m.QueryParameters)
 		v.gatewayTarget(hp+".action.target", &h.r.Action.Target)
+		v.headerManipulation(hp+".headers", h.r.Headers)
 		if rw := h.r.Action.Rewrite; rw != nil {
 			rp := hp + ".action.rewrite"
 			if rw.Prefix != nil {
@@ -1228,6 +1229,7 @@ func (v *validator) gatewayRoute(path string, r *GatewayRoute) {
 		v.hostname(gp+".match.hostname", m.Hostname)
 		v.headers(gp+".match.metadata", m.Metadata)
 		v.gatewayTarget(gp+".action.target", &g.Action.Target)
+		v.headerManipulation(gp+".headers", g.Headers)
 		if rw := g.Action.Rewrite; rw != nil {
 			v.enum(gp+".action.rewrite.defaultTargetHostname", rw.DefaultTargetHostname, "ENABLED", "DISABLED")
 		}

@@ -168,6 +168,18 @@ func TestAffinityHeaderH2Upstream(t *testing.T) {
 // TestAffinityCookie: a client without the cookie gets one (Set-Cookie with the
 // configured name, path and Max-Age) and, sending it back, stays on one endpoint for
 // 100 requests; different clients spread.
+// TestAffinityCookieAttributes: secure and sameSite shape the generated cookie.
+func TestAffinityCookieAttributes(t *testing.T) {
+	ports := whoUpstreams(t, 2, false)
+	srv := testutil.StartMeshd(t, "app", lbMesh(ports, "http", "{policy: MAGLEV, hash: {cookie: {name: aff, secure: true, sameSite: Strict}}}"))
+	for _, c := range []*http.Client{testutil.HTTPClient(t, srv.EgressAddr()), testutil.H2CClient(t, srv.EgressAddr())} {
+		_, resp := who(t, c, userReq(t, ""))
+		if sc := resp.Header.Get("Set-Cookie"); !strings.HasPrefix(sc, "aff=") || !strings.HasSuffix(sc, "; Path=/; HttpOnly; Secure; SameSite=Strict") {
+			t.Errorf("Set-Cookie %q, want Path=/; HttpOnly; Secure; SameSite=Strict", sc)
+		}
+	}
+}
+
 func TestAffinityCookie(t *testing.T) {
 	ports := whoUpstreams(t, 4, false)
 	srv := testutil.StartMeshd(t, "app", lbMesh(ports, "http", "{policy: RING_HASH, hash: {cookie: {name: meshd-aff, ttl: {unit: s, value: 600}, path: /}}}"))

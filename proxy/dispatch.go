@@ -22,8 +22,15 @@ import (
 //	                                                      (tcp listener: L4 relay)
 //	no tls / DISABLED, egress ─► classifyConn: sniffed (HTTP/1.1, h2c, TLS passthrough, opaque)
 func (s *Server) serveConn(tc *listen.Conn, kind forward.Kind) {
-	defer s.conns.Untrack(tc)
-	defer tc.Close()
+	// The HTTP/1.1 front end ends a connection itself (endH1), perhaps on another
+	// goroutine: an idle one parks without one.
+	handed := false
+	defer func() {
+		if !handed {
+			_ = tc.Close()
+			s.conns.Untrack(tc)
+		}
+	}()
 	if t, ok := tc.Conn.(*net.TCPConn); ok {
 		_ = t.SetNoDelay(true)
 	}
@@ -89,14 +96,20 @@ func (s *Server) serveConn(tc *listen.Conn, kind forward.Kind) {
 		listen.PutReader(br)
 	default:
 		tc.Timer.SetHard(firstBy) // http1.Serve takes it as its first request's deadline
-		last := http1.Serve(&s.env, tc, br, kind)
-		// Close before pooling: no read of tc through the reader can be pending afterwards
-		// (an HTTP/2 upstream's body writer stops reading the request body first).
-		_ = tc.Close()
-		if last != nil {
-			listen.PutReader(last)
-		}
+		handed = true
+		http1.Serve(&s.env, tc, br, kind, func(last *bufio.Reader) { s.endH1(tc, last) })
 	}
+}
+
+// endH1 ends a connection the HTTP/1.1 front end served.
+func (s *Server) endH1(tc *listen.Conn, last *bufio.Reader) {
+	// Close before pooling: no read of tc through the reader can be pending afterwards
+	// (an HTTP/2 upstream's body writer stops reading the request body first).
+	_ = tc.Close()
+	if last != nil {
+		listen.PutReader(last)
+	}
+	s.conns.Untrack(tc)
 }
 
 // classifyConn decides how serveConn serves a new connection: L7 (HTTP1 or HTTP2) or L4

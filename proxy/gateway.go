@@ -73,7 +73,7 @@ func (s *Server) acceptGateway(ln net.Listener, port int) {
 	go func() {
 		defer s.loopWG.Done()
 		a := listen.Acceptor{
-			Name: "gateway:" + strconv.Itoa(port), Tracker: &s.conns, Limit: &s.limits[forward.Ingress], Log: s.log,
+			Name: "gateway:" + strconv.Itoa(port), Tracker: &s.conns, Limit: &s.limits[forward.Ingress], Log: s.log, Parker: s.parker,
 			OrigDst: func(c net.Conn) netip.AddrPort {
 				var addr netip.Addr
 				if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
@@ -175,10 +175,12 @@ func (o *Options) served() string {
 func (s *Server) startGatewayServer() error {
 	if err := s.startGateway(); err != nil {
 		s.stopEMF()
+		s.stopParker()
 		return err
 	}
 	if err := s.StartAdmin(); err != nil {
 		s.stopEMF()
+		s.stopParker()
 		s.closeGateway()
 		return err
 	}

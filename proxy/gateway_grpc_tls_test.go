@@ -64,7 +64,8 @@ virtualGateways:
 gatewayRoutes:
   - gatewayRouteName: health
     virtualGatewayName: edge
-    spec: {grpcRoute: {match: {serviceName: grpc.health.v1.Health, metadata: [{name: x-tenant, match: {prefix: acme}}]}, action: {target: {virtualService: {virtualServiceName: health.t.local}}}}}
+    spec: {grpcRoute: {match: {serviceName: grpc.health.v1.Health, metadata: [{name: x-tenant, match: {prefix: acme}}]}, action: {target: {virtualService: {virtualServiceName: health.t.local}}},
+      headers: {response: {append: [{name: x-gateway-route, value: "%%ROUTE_NAME%%"}]}}}}
 `, v1.Port, v1.Port, v2.Port, v2.Port)
 	srv := startGateway(t, "edge", yaml)
 	cc := grpcDial(t, srv.GatewayAddrs()[8443], "api.example.com")
@@ -81,6 +82,9 @@ gatewayRoutes:
 			t.Fatalf("call %d: %v %v", i, resp, err)
 		}
 		seen[strings.Join(md.Get("x-version"), ",")]++
+		if gr := md.Get("x-gateway-route"); len(gr) != 1 || gr[0] != "health" {
+			t.Fatalf("call %d: x-gateway-route %q, want the gateway route's header rule's [health]", i, gr)
+		}
 	}
 	if seen["v1"]+seen["v2"] != calls {
 		t.Fatalf("answers by version %v, want only v1 and v2", seen)
@@ -92,6 +96,63 @@ gatewayRoutes:
 	// Without the metadata the gateway route does not match.
 	if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); status.Code(err) != codes.Unimplemented {
 		t.Fatalf("a call without x-tenant: %v, want UNIMPLEMENTED (no gateway route)", err)
+	}
+}
+
+// TestGatewayGRPCHealthCheck: a gateway listener's grpc healthCheck is answered by meshd
+// itself (grpc.health.v1.Health/Check: SERVING while ready, NOT_SERVING while the admin's
+// /healthcheck/fail holds, the call itself OK either way), counted on no gateway route;
+// other calls on the listener are routed as before.
+func TestGatewayGRPCHealthCheck(t *testing.T) {
+	up := testutil.StartGRPC(t, func(s *grpc.Server) { healthpb.RegisterHealthServer(s, health.NewServer()) })
+	yaml := fmt.Sprintf(`
+mesh: {meshName: t}
+virtualNodes:
+  - virtualNodeName: echo
+    spec: {listeners: [{portMapping: {port: %d, protocol: grpc}}], serviceDiscovery: {static: {endpoints: ["127.0.0.1:%d"]}}}
+virtualServices:
+  - {virtualServiceName: echo.t.local, spec: {provider: {virtualNode: {virtualNodeName: echo}}}}
+virtualGateways:
+  - virtualGatewayName: edge
+    spec: {listeners: [{portMapping: {port: 8080, protocol: grpc}, healthCheck: {protocol: grpc, intervalMillis: 5000, timeoutMillis: 2000, healthyThreshold: 2, unhealthyThreshold: 2}}]}
+gatewayRoutes:
+  - gatewayRouteName: all
+    virtualGatewayName: edge
+    spec: {grpcRoute: {match: {serviceName: grpc.reflection.v1.ServerReflection}, action: {target: {virtualService: {virtualServiceName: echo.t.local}}}}}
+`, up.Port, up.Port)
+	srv := startGateway(t, "edge", yaml)
+	cc := grpcDial(t, srv.GatewayAddrs()[8080], "edge.example.com")
+	client := healthpb.NewHealthClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, step := range []struct {
+		call string
+		want healthpb.HealthCheckResponse_ServingStatus
+	}{{"", healthpb.HealthCheckResponse_SERVING}, {"/healthcheck/fail", healthpb.HealthCheckResponse_NOT_SERVING}, {"/healthcheck/ok", healthpb.HealthCheckResponse_SERVING}} {
+		if step.call != "" {
+			if code, _, body := adminCall(t, srv, "POST", step.call, ""); code != 200 {
+				t.Fatalf("POST %s: %d %s", step.call, code, body)
+			}
+		}
+		var md metadata.MD
+		resp, err := client.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&md))
+		if err != nil || resp.GetStatus() != step.want {
+			t.Fatalf("after %q: Check %v %v, want %v", step.call, resp, err, step.want)
+		}
+		if got := md.Get("x-meshd-error"); len(got) != 1 || got[0] != "health_check" {
+			t.Fatalf("after %q: x-meshd-error %q, want meshd's own answer (health_check)", step.call, got)
+		}
+	}
+	// Watch is not the health check: no gateway route matches it.
+	w, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err == nil {
+		_, err = w.Recv()
+	}
+	if status.Code(err) != codes.Unimplemented {
+		t.Fatalf("Watch: %v, want UNIMPLEMENTED (no gateway route)", err)
+	}
+	if m := scrape(t, srv, ""); m.metric("meshd_gateway_route_requests_total", lbls{"gateway_route": "all"}) != nil {
+		t.Errorf("the health checks were counted on gateway route all")
 	}
 }
 

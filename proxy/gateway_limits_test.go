@@ -52,8 +52,6 @@ func TestGatewayRefusals(t *testing.T) {
 		gwRoute("red", "{httpRoute: {match: {prefix: /red}, action: {target: {virtualService: {virtualServiceName: red.local}}}}}"))
 	srv := startGateway(t, "gw", base)
 	for _, c := range []struct{ name, from, to, want string }{
-		{"grpc health check", "healthCheck: {protocol: http, path: /ping,", "healthCheck: {protocol: grpc,",
-			"virtualGateways[0].spec.listeners[0].healthCheck.protocol"},
 		{"two pools of one protocol", "        - {portMapping: {port: 9081, protocol: http}}\n",
 			"        - {portMapping: {port: 9081, protocol: http}, connectionPool: {http: {maxConnections: 1}}}\n        - {portMapping: {port: 9082, protocol: http}, connectionPool: {http: {maxConnections: 2}}}\n",
 			"virtualGateways[0].spec.listeners[2].connectionPool"},

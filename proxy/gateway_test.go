@@ -249,8 +249,9 @@ func decodeEchoBody(t *testing.T, body string) echoInfo {
 func TestGatewayAccessLogAndStats(t *testing.T) {
 	red := testutil.StartHTTP(t, echoHandler("red"))
 	logPath := filepath.Join(t.TempDir(), "gw.log")
-	yaml := gatewayMeshYAML(red.Port, red.Port, red.Port,
-		gwRoute("red", "{httpRoute: {match: {prefix: /red}, action: {target: {virtualService: {virtualServiceName: red.local}}}}}"))
+	routes := gwRoute("red", "{httpRoute: {match: {prefix: /red}, action: {target: {virtualService: {virtualServiceName: red.local}}}}}") +
+		gwRoute("color", "{httpRoute: {match: {prefix: /color}, action: {target: {virtualService: {virtualServiceName: color.local}}}}}")
+	yaml := gatewayMeshYAML(red.Port, red.Port, red.Port, routes)
 	yaml = strings.Replace(yaml, "  - virtualGatewayName: gw\n    spec:\n",
 		"  - virtualGatewayName: gw\n    spec:\n      logging: {accessLog: {file: {path: "+logPath+"}}}\n", 1)
 	srv := testutil.StartMeshdOpts(t, proxy.Options{Gateway: "gw", GatewayListen: gatewayListen, EnvoyStatsTags: true}, yaml)
@@ -259,13 +260,45 @@ func TestGatewayAccessLogAndStats(t *testing.T) {
 			t.Fatalf("request %d: %d %s", i, status, code)
 		}
 	}
-	lines := readLines(t, logPath, 3)
+	// Matched by gateway route color, then no route of color.local matches /nowhere.
+	if status, code, _ := gatewayEcho(t, srv.GatewayAddrs()[9080], "GET", "/color/nowhere", "gw", nil); status != 404 || code != "no_route" {
+		t.Fatalf("GET /color/nowhere: %d %s, want 404 no_route", status, code)
+	}
+	// Matched by no gateway route: counted on the listener only.
+	if status, code, _ := gatewayEcho(t, srv.GatewayAddrs()[9080], "GET", "/elsewhere", "gw", nil); status != 404 || code != "no_route" {
+		t.Fatalf("GET /elsewhere: %d %s, want 404 no_route", status, code)
+	}
+	// The statistics are recorded before the access log line is written: once the
+	// lines are there, so are the counts.
+	readLines(t, logPath, 5)
+	tags := lbls{"appmesh_mesh": "t", "appmesh_virtual_node": "gw"}
+	gwSeries := func(route, class string) lbls {
+		l := lbls{"virtual_gateway": "gw", "gateway_route": route, "code_class": class}
+		for k, v := range tags {
+			l[k] = v
+		}
+		return l
+	}
+	m := scrape(t, srv, "")
+	m.expect(t, "meshd_gateway_route_requests_total", gwSeries("red", "2xx"), 3)
+	m.expect(t, "meshd_gateway_route_requests_total", gwSeries("color", "4xx"), 1)
+	// A reload keeps a gateway route's counters (by its name).
+	if _, err := srv.Apply(context.Background(), testutil.ParseConfig(t, strings.Replace(yaml, "prefix: /color}", "prefix: /colour}", 1)), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if status, code, _ := gatewayEcho(t, srv.GatewayAddrs()[9080], "GET", "/red/again", "gw", nil); status != 200 {
+		t.Fatalf("after the reload: %d %s", status, code)
+	}
+	lines := readLines(t, logPath, 6)
+	m = scrape(t, srv, "")
+	m.expect(t, "meshd_gateway_route_requests_total", gwSeries("red", "2xx"), 4)
+	m.expect(t, "meshd_gateway_route_requests_total", gwSeries("color", "4xx"), 1)
 	if !strings.Contains(lines[0], `"GET /red/log HTTP/1.1" 200`) {
 		t.Errorf("access log line %q, want the client's request line and 200", lines[0])
 	}
 	f := scrape(t, srv, "")
 	f.expect(t, "envoy_cluster_upstream_rq_total", lbls{"envoy_cluster_name": fmt.Sprintf("cds_egress_t_red_http_%d", red.Port),
-		"appmesh_mesh": "t", "appmesh_virtual_node": "gw"}, 3)
+		"appmesh_mesh": "t", "appmesh_virtual_node": "gw"}, 4)
 }
 
 // TestGatewayHTTP2Listener: an http2Route serves the gateway's http2 listener (h2c

@@ -219,6 +219,6 @@ func (s *Server) overloadStats() admin.OverloadStats {
 	return admin.OverloadStats{
 		Active: o.active.Load(), Entered: o.entered.Load(), HeapBytes: o.heap.Load(),
 		HeapWatermark: o.heapMax, ConnectionWatermark: o.connMax, MaxConnections: s.conns.Max,
-		AdminFDReserve: s.reserve.Held(),
+		AdminFDReserve: s.reserve.Held(), Parked: s.ParkedConns(),
 	}
 }

@@ -19,23 +19,28 @@ const headersRoute = `{priority: 0, %s: {match: {prefix: /}, action: {weightedTa
               append: [{name: x-via, value: "%%ROUTE_NAME%%@%%VIRTUAL_SERVICE%%->%%UPSTREAM_CLUSTER%% from %%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%% (%%VIRTUAL_NODE%%) 100%%%%"}]},
     response: {remove: [server], set: [{name: cache-control, value: no-store}], append: [{name: x-served-by, value: "%%ROUTE_NAME%%"}]}}}}`
 
-// echoHeaders answers with the request fields the tests look at, one per line, and the
-// response fields the route's rules change.
-func echoHeaders(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Server", "upstream/1.0")
-	w.Header().Set("Cache-Control", "max-age=60")
-	w.Header().Set("X-Served-By", "upstream")
-	for _, n := range []string{"X-Debug", "X-Env", "X-Request-Id", "X-Via", "X-Keep"} {
-		_, _ = io.WriteString(w, n+"="+strings.Join(r.Header.Values(n), "|")+"\n")
+// echoFields answers with the request fields names, one per line ("Name=v1|v2"), and
+// sets the response fields the tests' rules change.
+func echoFields(names ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Server", "upstream/1.0")
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("X-Served-By", "upstream")
+		for _, n := range names {
+			_, _ = io.WriteString(w, n+"="+strings.Join(r.Header.Values(n), "|")+"\n")
+		}
 	}
 }
+
+// echoHeaders echoes the fields TestRouteHeaders looks at.
+var echoHeaders = echoFields("X-Debug", "X-Env", "X-Request-Id", "X-Via", "X-Keep")
 
 // TestRouteHeaders: a route's header rules change what the upstream gets and what the
 // client gets, on the HTTP/1.1 fast path, through the bridge to an HTTP/2 upstream and
 // on the HTTP/2 front end alike; variables expand; fields no rule names pass untouched.
 func TestRouteHeaders(t *testing.T) {
-	h1up := testutil.StartHTTP(t, http.HandlerFunc(echoHeaders))
-	h2up := testutil.StartH2C(t, http.HandlerFunc(echoHeaders))
+	h1up := testutil.StartHTTP(t, echoHeaders)
+	h2up := testutil.StartH2C(t, echoHeaders)
 	route := func(kind, node string) string { return fmt.Sprintf(headersRoute, kind, node) }
 	srv, h1client := meshDef{services: []svcDef{
 		{name: "h1.t.local", node: "h1svc", port: h1up.Port, routes: []string{route("httpRoute", "h1svc")}},

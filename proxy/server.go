@@ -21,6 +21,8 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
@@ -289,6 +291,9 @@ type Server struct {
 	cancel context.CancelFunc
 	loopWG sync.WaitGroup
 	reaper upstream.Reaper // closes idle pooled upstream connections
+	// parker holds the idle HTTP/1.1 keep-alive connections without their goroutines
+	// (listen.Parker; nil where it is not available: they keep their goroutines).
+	parker *listen.Parker
 
 	// DNS watcher registries by resolver set (registryFor).
 	regMu      sync.Mutex
@@ -467,21 +472,25 @@ func (s *Server) Start() error {
 	if err := s.startEMF(); err != nil {
 		return err
 	}
+	s.startParker()
 	if s.opts.Gateway != "" {
 		return s.startGatewayServer()
 	}
 	var err error
 	if s.ingress, err = net.Listen("tcp", s.opts.IngressAddr); err != nil {
 		s.stopEMF()
+		s.stopParker()
 		return fmt.Errorf("ingress listener %s: %w", s.opts.IngressAddr, err)
 	}
 	if s.egress, err = net.Listen("tcp", s.opts.EgressAddr); err != nil {
 		s.stopEMF()
+		s.stopParker()
 		_ = s.ingress.Close()
 		return fmt.Errorf("egress listener %s: %w", s.opts.EgressAddr, err)
 	}
 	if err := s.StartAdmin(); err != nil {
 		s.stopEMF()
+		s.stopParker()
 		_ = s.ingress.Close()
 		_ = s.egress.Close()
 		return err
@@ -498,13 +507,45 @@ func (s *Server) Start() error {
 	return nil
 }
 
+// startParker starts the Parker of idle connections; without one (not Linux, or epoll
+// refused) idle connections keep their goroutines, which costs memory, not function.
+func (s *Server) startParker() {
+	p, err := listen.NewParker(s.releaseIdleMemory)
+	if err != nil {
+		if !errors.Is(err, errors.ErrUnsupported) {
+			s.log.Warn("idle keep-alive connections keep a goroutine each (no parking)", "err", err)
+		}
+		return
+	}
+	s.parker = p
+}
+
+// stopParker stops the Parker of a server that failed to start.
+func (s *Server) stopParker() {
+	if s.parker != nil {
+		s.parker.Close()
+	}
+}
+
+// releaseIdleMemory returns to the system what a wave of connections going idle freed
+// (listen.NewParker's onSettle): their buffers sit in sync.Pools, which the second
+// collection after their return empties, and an idle process collects only every two
+// minutes; the scavenger then gives back only what exceeds the heap goal. Two
+// collections, once per wave of at least listen.SettleMin parked connections, off the
+// request path.
+func (s *Server) releaseIdleMemory() {
+	runtime.GC()
+	debug.FreeOSMemory()
+	s.log.Debug("idle connections parked; freed memory returned to the system", "parked", s.ParkedConns())
+}
+
 // accept runs ln's accept loop on a goroutine that Shutdown joins.
 func (s *Server) accept(ln net.Listener, kind forward.Kind) {
 	s.loopWG.Add(1)
 	go func() {
 		defer s.loopWG.Done()
 		a := listen.Acceptor{
-			Name: kind.String(), Tracker: &s.conns, Limit: &s.limits[kind], Log: s.log,
+			Name: kind.String(), Tracker: &s.conns, Limit: &s.limits[kind], Log: s.log, Parker: s.parker,
 			OrigDst:    func(c net.Conn) netip.AddrPort { return listen.OriginalDst(c, s.opts.OriginalDst) },
 			Serve:      func(tc *listen.Conn) { s.serveConn(tc, kind) },
 			Overloaded: s.over.active.Load,
@@ -596,6 +637,9 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.Drain(ctx, s.opt
 // the grace on SIGINT, an interactive stop). ctx ending cuts the grace short too.
 func (s *Server) Drain(ctx context.Context, grace time.Duration) error {
 	err := s.drainListeners(ctx, grace)
+	// After the listeners' connections are gone (or were closed at the drain timeout,
+	// unparking them): nothing is parked any more.
+	s.stopParker()
 	if s.adminSrv != nil {
 		_ = s.adminSrv.Close()
 	}
@@ -852,4 +896,13 @@ func (s *Server) startEgress6() {
 	}
 	s.egress6 = ln
 	s.accept(ln, forward.Egress)
+}
+
+// ParkedConns is the number of idle keep-alive connections parked without a goroutine
+// (listen.Parker).
+func (s *Server) ParkedConns() int {
+	if s.parker == nil {
+		return 0
+	}
+	return s.parker.Len()
 }

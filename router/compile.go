@@ -306,7 +306,7 @@ func (c *compiler) route(svc string, cr *config.Route) (*Route, error) {
 		}
 		rt.m.kind = kind
 		action, rt.HTTPRetry, rt.RateLimit = &h.Action, h.RetryPolicy, h.RateLimit
-		rt.Headers = compileHeaderRules(h.Headers)
+		rt.Headers = compileHeaderRules(h.Headers, false)
 		if h.Timeout != nil {
 			rt.PerRequestTimeout, rt.IdleTimeout = h.Timeout.PerRequest.D(), h.Timeout.Idle.D()
 		}
@@ -317,7 +317,7 @@ func (c *compiler) route(svc string, cr *config.Route) (*Route, error) {
 			return nil, err
 		}
 		action, rt.GRPCRetry, rt.RateLimit = &g.Action, g.RetryPolicy, g.RateLimit
-		rt.Headers = compileHeaderRules(g.Headers)
+		rt.Headers = compileHeaderRules(g.Headers, false)
 		if g.Timeout != nil {
 			rt.PerRequestTimeout, rt.IdleTimeout = g.Timeout.PerRequest.D(), g.Timeout.Idle.D()
 		}

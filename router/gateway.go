@@ -28,6 +28,9 @@ type GatewayListener struct {
 	// HealthPath is the path meshd answers itself on this listener (healthCheck.path of
 	// an http or http2 health check); "" when none.
 	HealthPath string
+	// GRPCHealth: meshd answers grpc.health.v1.Health/Check itself on this listener (a
+	// grpc health check).
+	GRPCHealth bool
 }
 
 // GatewayRoute is one compiled gateway route. Its exported fields are read-only.
@@ -50,6 +53,9 @@ type GatewayRoute struct {
 	// HostRewrite: Host/:authority becomes the target service's name
 	// (defaultTargetHostname ENABLED, App Mesh's default).
 	HostRewrite bool
+	// Headers are the gateway route's own header rules (the headers extension); nil
+	// when it has none.
+	Headers *HeaderRules
 }
 
 type rewriteMode uint8
@@ -76,10 +82,15 @@ func CompileGateway(cfg *config.Config, name string) (*Gateway, error) {
 	g := &Gateway{Name: name, Listeners: map[int]*GatewayListener{}}
 	for _, l := range gw.Spec.Listeners {
 		gl := &GatewayListener{Port: l.PortMapping.Port, Protocol: l.PortMapping.Protocol}
-		if hc := l.HealthCheck; hc != nil && (hc.Protocol == config.ProtoHTTP || hc.Protocol == config.ProtoHTTP2) {
-			gl.HealthPath = hc.Path
-			if gl.HealthPath == "" {
-				gl.HealthPath = "/"
+		if hc := l.HealthCheck; hc != nil {
+			switch hc.Protocol {
+			case config.ProtoHTTP, config.ProtoHTTP2:
+				gl.HealthPath = hc.Path
+				if gl.HealthPath == "" {
+					gl.HealthPath = "/"
+				}
+			case config.ProtoGRPC:
+				gl.GRPCHealth = true
 			}
 		}
 		g.Listeners[gl.Port] = gl
@@ -170,6 +181,7 @@ func compileGatewayRoute(gr *config.GatewayRoute, field string) (*GatewayRoute, 
 		if err := rt.compileRewrite(h, f+".action.rewrite"); err != nil {
 			return nil, err
 		}
+		rt.Headers = compileHeaderRules(h.Headers, true)
 	case s.GRPCRoute != nil:
 		g, f := s.GRPCRoute, field+".grpcRoute"
 		rt.Kind = config.ProtoGRPC
@@ -184,6 +196,7 @@ func compileGatewayRoute(gr *config.GatewayRoute, field string) (*GatewayRoute, 
 		if rw := g.Action.Rewrite; rw != nil && rw.DefaultTargetHostname == "DISABLED" {
 			rt.HostRewrite = false
 		}
+		rt.Headers = compileHeaderRules(g.Headers, true)
 	default:
 		return nil, fmt.Errorf("%s: set one of httpRoute, http2Route, grpcRoute", field)
 	}

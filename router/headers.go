@@ -22,11 +22,15 @@ type HeaderRule struct {
 	static      string
 	isStatic    bool
 	tmpl        config.HeaderTemplate
+	// gateway: a gateway route's rule, whose %ROUTE_NAME% is the gateway route's name.
+	gateway bool
 }
 
 // HeaderVars are what a rule's variables expand to for one request.
 type HeaderVars struct {
 	Remote, PeerSAN, Route, Service, Cluster, Node string
+	// GatewayRoute is the gateway route's name on a gateway ("" elsewhere).
+	GatewayRoute string
 }
 
 // Value is the rule's value for a request: a value without variables costs nothing.
@@ -52,7 +56,11 @@ func (r *HeaderRule) Value(v *HeaderVars) string {
 		case "DOWNSTREAM_PEER_URI_SAN":
 			b.WriteString(v.PeerSAN)
 		case "ROUTE_NAME":
-			b.WriteString(v.Route)
+			if r.gateway {
+				b.WriteString(v.GatewayRoute)
+			} else {
+				b.WriteString(v.Route)
+			}
 		case "VIRTUAL_SERVICE":
 			b.WriteString(v.Service)
 		case "UPSTREAM_CLUSTER":
@@ -64,7 +72,8 @@ func (r *HeaderRule) Value(v *HeaderVars) string {
 	return b.String()
 }
 
-func compileHeaderRules(h *config.HeaderManipulation) *HeaderRules {
+// compileHeaderRules compiles a route's rules; gateway for a gateway route's.
+func compileHeaderRules(h *config.HeaderManipulation, gateway bool) *HeaderRules {
 	if h == nil {
 		return nil
 	}
@@ -73,7 +82,7 @@ func compileHeaderRules(h *config.HeaderManipulation) *HeaderRules {
 		var rs []HeaderRule
 		for _, hv := range list {
 			t, _ := config.ParseHeaderTemplate(hv.Value) // validated
-			r := HeaderRule{Name: hv.Name, Lower: strings.ToLower(hv.Name), tmpl: t}
+			r := HeaderRule{Name: hv.Name, Lower: strings.ToLower(hv.Name), tmpl: t, gateway: gateway}
 			r.static, r.isStatic = t.Static()
 			rs = append(rs, r)
 		}

@@ -12,6 +12,7 @@
 //	meshbench --proto h2c --streams 10   # h2c, 10 concurrent streams per connection (h2load -m 10)
 //	meshbench --proto grpc               # unary gRPC calls by a grpc-go client
 //	meshbench --tls --scenarios direct,meshd-2hop,haproxy-2hop   # the cost of a mutual-TLS hop, meshd next to haproxy
+//	meshbench --idle-conns 10000   # RSS of meshd (and haproxy) holding 10,000 idle keep-alive clients
 //
 // `meshbench internal ...` is used by the harness itself to run its upstream and the
 // httputil baseline as separate processes.
@@ -73,6 +74,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	f, isFile := stderr.(*os.File)
 	plan.ProgressTTY = isFile && isTerminal(f)
 	plan.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if plan.Idle != nil {
+		return executeIdle(ctx, plan, dir, stdout, stderr)
+	}
 	return execute(ctx, plan, dir, stdout, stderr)
 }
 
@@ -125,6 +129,8 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 		meshd     = fs.String("meshd", "", "meshd binary (default: beside meshbench, else on PATH)")
 		baseline  = fs.String(baselineFlag, "", baselineHelp)
 		out       = fs.String("out", "", "report directory (default ./bench-report-<timestamp>)")
+		idleConns = fs.Int("idle-conns", 0, "instead of the load comparison: open this many HTTP/1.1 keep-alive clients through meshd (and haproxy when on PATH), one request each, leave them idle for --idle-settle, report each proxy's RSS (total and per connection) and check every client is answered again; with --scenarios meshd,haproxy, --meshd, --timeout, --out")
+		settle    = fs.Duration("idle-settle", 5*time.Second, "with --idle-conns: how long the clients stay idle before the RSS is read")
 		tlsHop    = fs.Bool(strings.TrimPrefix(bench.TLSFlag, "--"), false, "add after each two-hop scenario ("+bench.ScenarioMeshd2Hop+", "+bench.ScenarioHAProxy2Hop+
 			") its twin with mutual TLS between the two proxies ("+bench.ScenarioMeshd2HopTLS+", "+bench.ScenarioHAProxy2HopTLS+
 			"; certificates of a mesh CA made for the run), so the TLS hop's cost is measured in the same interleaved run")
@@ -142,6 +148,8 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 			"  meshbench --target http://127.0.0.1:15001/ --label my-proxy --target-pid $(pidof my-proxy) --baseline http://127.0.0.1:8080/\n"+
 			"Several targets in one interleaved run (--target URL[,label=NAME][,host=HOST][,pid=PID][,cmd=CMD ARGS], cmd last):\n"+
 			"  meshbench --baseline http://127.0.0.1:8080/ --target http://127.0.0.1:15001/,label=meshd,pid=123 --target 'http://127.0.0.1:10000/,label=envoy,cmd=envoy -c envoy.yaml'\n\n")
+		fmt.Fprintf(stderr, "Memory of idle keep-alive clients (one request each, then idle), meshd next to haproxy:\n"+
+			"  meshbench --idle-conns 10000\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -280,6 +288,9 @@ func parsePlan(args []string, stderr io.Writer) (bench.Plan, string, error) {
 		dir = abs
 	}
 	plan.WorkDir = filepath.Join(dir, "configs")
+	if err := idleMode(fs, &plan, *idleConns, *settle, explicit); err != nil {
+		return bench.Plan{}, "", err
+	}
 	return plan, dir, nil
 }
 

@@ -183,6 +183,7 @@ func TestDeployKubernetes(t *testing.T) {
 	}
 	meshes := map[string]string{} // ConfigMap name -> mesh.yaml
 	var pods []map[string]any
+	var services []map[string]any
 	for _, f := range files {
 		raw, err := os.ReadFile(f)
 		if err != nil {
@@ -203,13 +204,25 @@ func TestDeployKubernetes(t *testing.T) {
 				if pod, ok := get(d, "spec", "template", "spec").(map[string]any); ok {
 					pods = append(pods, pod)
 				}
+			case "Service":
+				services = append(services, d)
 			}
 		}
 	}
 	if len(pods) == 0 {
 		t.Fatal("no pod template in deploy/k8s")
 	}
+	gateways := 0
+	defer func() {
+		if gateways == 0 {
+			t.Error("no gateway Deployment in deploy/k8s (MESHD_GATEWAY)")
+		}
+	}()
 	for _, pod := range pods {
+		if gatewayPod(t, pod, meshes, services) {
+			gateways++
+			continue
+		}
 		inits, _ := pod["initContainers"].([]any)
 		if len(inits) < 2 {
 			t.Fatalf("want an iptables init container and a meshd sidecar, got %d init containers", len(inits))
@@ -274,6 +287,86 @@ func TestDeployKubernetes(t *testing.T) {
 			t.Errorf("ConfigMap %s mesh.yaml for node %q: %v", cmName, env["MESHD_NODE"], err)
 		}
 	}
+}
+
+// gatewayPod checks a pod whose meshd serves a virtual gateway (MESHD_GATEWAY set) and
+// reports whether it is one: meshd is a plain container (nothing to intercept), the
+// gateway compiles from the mounted config, the readiness probe asks the listener's
+// health check path, and a LoadBalancer Service sends to the listener port with the
+// NLB's health check on the same path.
+func gatewayPod(t *testing.T, pod map[string]any, meshes map[string]string, services []map[string]any) bool {
+	t.Helper()
+	var meshd any
+	env := map[string]string{}
+	for _, c := range append(slices.Clone(anys(pod["containers"])), anys(pod["initContainers"])...) {
+		for _, e := range anys(get(c, "env")) {
+			n, _ := get(e, "name").(string)
+			v, _ := get(e, "value").(string)
+			if n == "MESHD_GATEWAY" {
+				meshd = c
+			}
+			env[n] = v
+		}
+		if meshd != nil {
+			break
+		}
+		clear(env)
+	}
+	if meshd == nil {
+		return false
+	}
+	if len(anys(pod["initContainers"])) > 0 {
+		t.Errorf("gateway pod has init containers: a gateway intercepts nothing")
+	}
+	if cmd := strings.Join(append(strs(get(meshd, "command")), strs(get(meshd, "args"))...), " "); cmd != "meshd run" {
+		t.Errorf("gateway container runs %q, want meshd run", cmd)
+	}
+	var cmName string
+	for _, v := range anys(pod["volumes"]) {
+		if n, ok := get(v, "configMap", "name").(string); ok {
+			cmName = n
+		}
+	}
+	cfg, err := config.Parse([]byte(meshes[cmName]))
+	if err == nil {
+		err = cfg.Validate()
+	}
+	var gw *router.Gateway
+	if err == nil {
+		gw, err = router.CompileGateway(cfg, env["MESHD_GATEWAY"])
+	}
+	if err != nil {
+		t.Fatalf("ConfigMap %s mesh.yaml for gateway %q: %v", cmName, env["MESHD_GATEWAY"], err)
+	}
+	port, _ := get(meshd, "readinessProbe", "httpGet", "port").(float64)
+	path, _ := get(meshd, "readinessProbe", "httpGet", "path").(string)
+	l := gw.Listeners[int(port)]
+	if l == nil || l.HealthPath == "" || l.HealthPath != path {
+		t.Errorf("gateway readinessProbe asks %s on port %v; want a listener's healthCheck path", path, port)
+	}
+	found := false
+	for _, svc := range services {
+		if get(svc, "spec", "type") != "LoadBalancer" {
+			continue
+		}
+		for _, p := range anys(get(svc, "spec", "ports")) {
+			if tp, _ := get(p, "targetPort").(float64); int(tp) == int(port) {
+				found = true
+				if hp := get(svc, "metadata", "annotations", "service.beta.kubernetes.io/aws-load-balancer-healthcheck-path"); hp != path {
+					t.Errorf("NLB health check path %v, want the listener's %s", hp, path)
+				}
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no LoadBalancer Service sends to the gateway listener port %v", port)
+	}
+	return true
+}
+
+func anys(v any) []any {
+	l, _ := v.([]any)
+	return l
 }
 
 func TestDeploySystemd(t *testing.T) {

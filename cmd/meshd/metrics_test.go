@@ -22,8 +22,8 @@ import (
 // unknown host refused by DROP_ALL). meshd_ series are meshd's own; envoy_ series the
 // Envoy-compatible ones; the process and Go runtime collectors are not counted.
 const (
-	demoMeshdIdle    = 80
-	demoMeshdTraffic = 96
+	demoMeshdIdle    = 81
+	demoMeshdTraffic = 97
 	demoEnvoyIdle    = 82
 	demoEnvoyTraffic = 91
 )

@@ -94,7 +94,7 @@ var rules = []rule{
 	{pkg: "proxy/upstream", deps: "balancer config discovery internal/h1 internal/h2 internal/reqctx proxy/internal/deadline resilience router telemetry tls", mods: "google.golang.org/grpc"},
 	{pkg: "proxy/state", deps: "config discovery proxy/upstream resilience router telemetry tls"},
 	{pkg: "proxy/forward", deps: "balancer config discovery internal/h1 internal/reqctx proxy/state proxy/upstream resilience router telemetry", mods: "golang.org/x/net"},
-	{pkg: "proxy/listen", deps: "proxy/intercept proxy/internal/deadline"},
+	{pkg: "proxy/listen", deps: "proxy/intercept proxy/internal/deadline", mods: "golang.org/x/sys"},
 	// The front ends (frontEnds): they share forward, listen, state and upstream but never import each other.
 	{pkg: "proxy/http1", deps: "balancer internal/h1 proxy/forward proxy/internal/deadline proxy/listen proxy/state proxy/upstream router telemetry", mods: "golang.org/x/net"},
 	{pkg: "proxy/http2", deps: "balancer internal/h2 proxy/forward proxy/listen proxy/upstream router telemetry"},

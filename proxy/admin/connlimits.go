@@ -23,6 +23,7 @@ type OverloadStats struct {
 	HeapWatermark                       uint64 // 0: off
 	ConnectionWatermark, MaxConnections int    // 0: off, no bound
 	AdminFDReserve                      int    // descriptors the admin listener holds in reserve
+	Parked                              int    // idle keep-alive connections parked (listen.Parker)
 }
 
 func b2u(b bool) uint64 {
@@ -57,7 +58,8 @@ func (s *API) connStatsLines() []string {
 			"overload.heap_watermark: "+strconv.FormatUint(o.HeapWatermark, 10),
 			"overload.connection_watermark: "+strconv.Itoa(o.ConnectionWatermark),
 			"server.downstream_cx_max: "+strconv.Itoa(o.MaxConnections),
-			"server.admin_fd_reserve: "+strconv.Itoa(o.AdminFDReserve))
+			"server.admin_fd_reserve: "+strconv.Itoa(o.AdminFDReserve),
+			"server.downstream_cx_parked: "+strconv.Itoa(o.Parked))
 	}
 	return lines
 }
@@ -83,5 +85,6 @@ func (c *collector) collectConns(e *emitter) {
 			e.emit(f.ovHeap, float64(o.HeapBytes))
 		}
 		e.emit(f.adminReserve, float64(o.AdminFDReserve))
+		e.emit(f.parked, float64(o.Parked))
 	}
 }

@@ -71,6 +71,7 @@ type metricDef struct {
 // Label sets, in the mesh's names.
 var (
 	routeLabels    = []string{"virtual_service", "route"}
+	gwRouteLabels  = []string{"virtual_gateway", "gateway_route"}
 	clusterLabels  = []string{"virtual_node", "cluster"}
 	endpointLabels = []string{"virtual_node", "cluster", "address"}
 	listenerLabels = []string{"listener"}
@@ -98,10 +99,11 @@ type metricFamilies struct {
 	lsRequests, lsByCode, lsDuration, lsInFlight, lsNoRoute, lsRateLimited *metricDef
 	lsFirstReqTimeouts                                                     *metricDef
 	lsConnsOpen, lsConnsRejected, lsConnsShed, lsFDExhausted, lsOverloadRq *metricDef
-	ovActive, ovEntered, ovHeap, adminReserve                              *metricDef
+	ovActive, ovEntered, ovHeap, adminReserve, parked                      *metricDef
 	lsAuthzAllowed, lsAuthzDenied                                          *metricDef
 	rtRequests, rtByCode, rtDuration, rtRetries, rtBudget, rtRetryOverflow *metricDef
 	rtTimeouts, rtRateLimited, rtMirror                                    *metricDef
+	gwRequests, gwByCode, gwDuration, gwGRPC                               *metricDef
 	clRequests, clByCode, clDuration, clInFlight, clPending, clConns       *metricDef
 	clRetries, clBudget, clRetryOverflow, clRetriesActive, clTimeouts      *metricDef
 	clGRPC                                                                 *metricDef
@@ -160,6 +162,7 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.ovEntered, scopeServer, "meshd_overload_entered_total", counter, "Times meshd went past an overload watermark.", nil)
 	def(&f.ovHeap, scopeServer, "meshd_overload_heap_bytes", gauge, "The last heap sample the heap watermark was checked against (only with --overload-heap).", nil)
 	def(&f.adminReserve, scopeServer, "meshd_admin_fd_reserve", gauge, "File descriptors the admin listener holds in reserve for when the process has none left.", nil)
+	def(&f.parked, scopeServer, "meshd_downstream_connections_parked", gauge, "Idle HTTP/1.1 keep-alive connections parked without a goroutine or buffers (past the upstream hold; Linux).", nil)
 	// Egress L4 outside any cluster.
 	def(&f.egressDropped, scopeServer, "meshd_egress_tcp_dropped_total", counter, "Egress connections closed because they matched no backend and the egressFilter is DROP_ALL.", nil)
 	def(&f.passConns, scopeServer, "meshd_passthrough_tcp_connections_total", counter, "Egress connections relayed to their original destination (ALLOW_ALL).", nil)
@@ -191,6 +194,11 @@ func newMetricFamilies() *metricFamilies {
 	def(&f.rtTimeouts, scopeRoute, "meshd_route_timeouts_total", counter, "The route's requests answered 504 (or DEADLINE_EXCEEDED) by meshd's timeouts.", routeLabels)
 	def(&f.rtRateLimited, scopeRoute, "meshd_route_rate_limited_total", counter, "The route's requests refused with 429 by a rateLimit (the listener's or the route's).", routeLabels)
 	def(&f.rtMirror, scopeRoute, "meshd_route_mirror_requests_total", counter, "The route's requests sampled for its mirror, by result: sent (the mirror answered, any status), skipped_body (body not kept whole), skipped_overflow (the mirror cluster's bound of copies in flight), failed (no response).", with(routeLabels, "result"))
+	// Gateway routes (meshd run --gateway).
+	def(&f.gwRequests, scopeListener, "meshd_gateway_route_requests_total", counter, "HTTP requests a gateway route matched, by status class (none: no status was sent).", with(gwRouteLabels, "code_class"))
+	def(&f.gwByCode, scopeListener, "meshd_gateway_route_requests_by_code_total", counter, "HTTP requests a gateway route matched, by status code (the common codes only).", with(gwRouteLabels, "code"))
+	def(&f.gwDuration, scopeListener, "meshd_gateway_route_request_duration_seconds", histogram, "HTTP request duration of a gateway route's requests, head read to last response byte.", gwRouteLabels).Detailed = true
+	def(&f.gwGRPC, scopeListener, "meshd_gateway_route_grpc_calls_total", counter, "gRPC calls a gateway route matched, by grpc-status: ok (0) or error (any other, or none).", with(gwRouteLabels, "grpc_result"))
 	// Clusters: a target virtual node (port), or the local app (local:<port>).
 	def(&f.clRequests, scopeCluster, "meshd_cluster_requests_total", counter, "HTTP requests sent to the cluster, by final status class (none: no status was sent).", with(clusterLabels, "code_class"))
 	def(&f.clByCode, scopeCluster, "meshd_cluster_requests_by_code_total", counter, "HTTP requests sent to the cluster, by final status code (the common codes only).", with(clusterLabels, "code"))
@@ -548,6 +556,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			c.collectRoute(e, rt, p)
 		}
 	}
+	if gw := snap.Gateway(); gw != nil {
+		for _, gr := range gw.Routes {
+			c.collectGatewayRoute(e, gw.Name, gr.Name, snap.GatewayRouteStats(gr.Name))
+		}
+	}
 	names := make([]string, 0, len(snap.Clusters()))
 	for name := range snap.Clusters() {
 		names = append(names, name)
@@ -605,6 +618,22 @@ func (c *collector) collectRoute(e *emitter, rt *router.Route, p *state.RoutePol
 			e.emit(f.rtMirror, float64(r.V), vs, name, r.Name)
 		}
 	}
+}
+
+// collectGatewayRoute exports one gateway route's request statistics.
+func (c *collector) collectGatewayRoute(e *emitter, gateway, name string, st *telemetry.HTTPStats) {
+	if st == nil {
+		return
+	}
+	f := c.f
+	v := readHTTP(st)
+	e.requests(&v, f.gwRequests, f.gwByCode, gateway, name)
+	if c.detailed {
+		count, sum, b := v.seconds()
+		e.histogram(f.gwDuration, count, sum, b, gateway, name)
+	}
+	e.used(f.gwGRPC, v.grpc[0], gateway, name, "ok")
+	e.used(f.gwGRPC, v.grpc[1], gateway, name, "error")
 }
 
 // MirrorResult is one of a route's mirror counters, by its result label.

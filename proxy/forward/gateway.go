@@ -8,6 +8,22 @@ import (
 	"github.com/meshd/meshd/router"
 )
 
+// GRPCHealthCheckPath is the gRPC health checking protocol's Check method, which a
+// gateway listener with a grpc healthCheck answers itself.
+const GRPCHealthCheckPath = "/grpc.health.v1.Health/Check"
+
+// The serving status of a grpc.health.v1.HealthCheckResponse (its enum's numbers).
+const (
+	GRPCServing    = 1
+	GRPCNotServing = 2
+)
+
+// GRPCHealthMessage is the length-prefixed gRPC message of a HealthCheckResponse with
+// status st: the protobuf of field 1 (varint), framed uncompressed.
+func GRPCHealthMessage(st uint8) []byte {
+	return []byte{0, 0, 0, 0, 2, 0x08, st}
+}
+
 // resolveGateway routes one request that arrived on listener port of the virtual
 // gateway snap serves: meshd's own answer to the listener's health check; else the
 // first gateway route that matches, whose rewrites (path, Host) apply; then the target
@@ -29,11 +45,26 @@ func resolveGateway(snap *state.Snapshot, gw *router.Gateway, rr *router.Request
 			return Decision{Status: 503, Code: CodeHealthCheck, Msg: "meshd: gateway " + gw.Name + " is not ready\n"}
 		}
 	}
+	if l.GRPCHealth && rr.GRPC && rr.Path == GRPCHealthCheckPath {
+		if snap.GatewayReady() {
+			return Decision{Status: 200, Code: CodeHealthCheck, GRPCHealth: GRPCServing, Msg: "SERVING\n"}
+		}
+		return Decision{Status: 503, Code: CodeHealthCheck, GRPCHealth: GRPCNotServing, Msg: "NOT_SERVING\n"}
+	}
 	gr := gw.Match(port, rr)
 	if gr == nil {
 		return Decision{Status: 404, Code: CodeNoRoute,
 			Msg: "meshd: no gateway route of " + gw.Name + " matched " + rr.Method + " " + rr.Path + " on port " + strconv.Itoa(port) + "\n"}
 	}
+	d := gatewayTarget(snap, gr, rr, port, rnd)
+	// Counted on the gateway route whatever became of the request from here.
+	d.Gateway, d.GatewayStats = gr, snap.GatewayRouteStats(gr.Name)
+	return d
+}
+
+// gatewayTarget routes a request gateway route gr matched: its rewrites, then the
+// target service's routes.
+func gatewayTarget(snap *state.Snapshot, gr *router.GatewayRoute, rr *router.Request, port int, rnd uint64) Decision {
 	svc := snap.Table().Egress(gr.Service, 0)
 	if svc == nil {
 		return Decision{Status: 503, Code: CodeNoRoute, Msg: "meshd: gateway route " + gr.Name + ": virtual service " + gr.Service + " is not compiled\n"}

@@ -48,6 +48,15 @@ type Decision struct {
 	// Path and Host, when set, replace the request target (path and query) and the
 	// Host (:authority) sent upstream: a gateway route's rewrites (gateway.go).
 	Path, Host string
+	// Gateway is the gateway route that sent the request to Service (nil off a
+	// gateway): its header rules apply next to Route's (RouteRules).
+	Gateway *router.GatewayRoute
+	// GRPCHealth, when not 0, is the serving status meshd answers a gRPC health check
+	// with itself (a gateway listener's grpc healthCheck): the call ends OK with a
+	// HealthCheckResponse, not with an error status.
+	GRPCHealth uint8
+	// GatewayStats are Gateway's request statistics (nil off a gateway).
+	GatewayStats *telemetry.HTTPStats
 	// On failure (Route nil):
 	Status int
 	Code   string

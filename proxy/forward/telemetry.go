@@ -20,20 +20,22 @@ func NoteRoute(rec *telemetry.Request, d *Decision) {
 }
 
 // Finish ends one request's telemetry, the same for every front end: the listener's
-// in-flight count, the statistics of the listener, the route and the cluster (route and
-// cluster may be nil: the request was not routed), the span (nil: not traced) and the
+// in-flight count, the statistics of the listener, the route, the cluster and the gateway
+// route (those three may be nil: the request was not routed, or not by a gateway), the span (nil: not traced) and the
 // observers. rec.Start, Status, Code and Attempts must be set.
-func Finish(rec *telemetry.Request, listener, route, cluster *telemetry.HTTPStats, span telemetry.Span, obs []telemetry.Observer) {
+func Finish(rec *telemetry.Request, listener, route, cluster, gateway *telemetry.HTTPStats, span telemetry.Span, obs []telemetry.Observer) {
 	dur := time.Since(rec.Start)
 	listener.InFlight.Add(-1)
 	listener.Record(rec.Status, dur, 0, rec.Code)
 	retries := max(rec.Attempts-1, 0)
 	route.Record(rec.Status, dur, retries, rec.Code)
 	cluster.Record(rec.Status, dur, retries, rec.Code)
+	gateway.Record(rec.Status, dur, retries, rec.Code)
 	if rec.GRPC {
 		ok := grpcOK(rec)
 		route.RecordGRPC(ok)
 		cluster.RecordGRPC(ok)
+		gateway.RecordGRPC(ok)
 	}
 	if span == nil && len(obs) == 0 {
 		return

@@ -27,7 +27,7 @@ import (
 func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string) bool {
 	req := &c.req
 	hdr := forward.H1ToHTTP(req.Headers, c.fwd.Extra)
-	if c.rh != nil {
+	if c.rh.Any() {
 		forward.ApplyRouteHTTP(hdr, c.rh, &c.hv, true)
 	}
 	var body io.ReadCloser = http.NoBody
@@ -100,7 +100,7 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 	start := fl.Start
 	closeDown := c.closing() || req.Minor == 0 || unfinished
 	forward.RemoveHopByHop(resp.Header)
-	if c.rh != nil {
+	if c.rh.Any() {
 		forward.ApplyRouteHTTP(resp.Header, c.rh, &c.hv, false)
 	}
 	if c.aff.SetCookie != "" { // meshd's own field, after the route's rules

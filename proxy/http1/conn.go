@@ -84,7 +84,8 @@ type h1conn struct {
 	obs []telemetry.Observer
 	// The route's and cluster's statistics of the request in progress (nil: none).
 	routeStats, clusterStats *telemetry.HTTPStats
-	span                     telemetry.Span // the request's server span; nil: not traced
+	gatewayStats             *telemetry.HTTPStats // the gateway route's, on a gateway
+	span                     telemetry.Span       // the request's server span; nil: not traced
 	// linger: meshd ends the connection after a response it wrote whole, while the
 	// client may still be sending (an error answer to a request whose body or
 	// successors were not read, a close after a response delimited by the close):
@@ -98,9 +99,11 @@ type h1conn struct {
 	pre   prefixReader
 	// rh are the current request's route header rules (nil: none), hv their variables,
 	// respExtra the response fields they add.
-	rh        *router.HeaderRules
+	rh        forward.RouteRules
 	hv        router.HeaderVars
 	respExtra []h1.Header
+
+	end func(last *bufio.Reader) // Serve's caller's: closes the connection
 }
 
 // idleReadSize is what an idle connection reads before it takes its buffers back: a
@@ -125,60 +128,146 @@ func (p *prefixReader) Read(b []byte) (int, error) {
 
 // Serve serves the HTTP/1.1 requests of tc (br holds what the sniffer read) until the
 // client closes, a request says close, the server drains or an error ends the
-// connection. The caller closes tc, and then pools the reader Serve returns (not
-// necessarily br: an idle connection gives its buffers back and takes others; nil when
-// it ended without one).
-func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kind) (last *bufio.Reader) {
-	c := &h1conn{env: env, kind: kind, tc: tc, br: br, bw: getWriter(tc)}
-	defer func() { last = c.br }()
-	defer func() {
-		if c.bw != nil {
-			putWriter(c.bw)
-		}
-	}()
-	defer func() {
-		if c.linger {
-			tc.Linger(lingerTime, lingerBytes)
-		}
-	}()
-	c.rd = h1.NewReader(br, Limits)
-	c.hdrs.req = &c.req
-	c.fwd = forward.NewH1Forwarding()
-	c.recHdrs = forwardedHeaders{req: &c.req, fwd: c.fwd}
+// connection, then calls end with the reader to pool (not necessarily br: an idle
+// connection gives its buffers back and takes others; nil when it ended without one);
+// end closes tc. A connection idle past the hold may park (listen.Conn.Park): Serve then
+// returns at once, and the connection goes on, and ends, on another goroutine. The
+// caller must not touch tc after Serve returns.
+func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kind, end func(last *bufio.Reader)) {
+	client, local := "", 0
 	if ta, ok := tc.RemoteAddr().(*net.TCPAddr); ok {
-		c.client = ta.IP.String()
+		client = ta.IP.String()
 	}
 	if kind == forward.Ingress {
-		c.local = int(tc.Orig.Port())
+		local = int(tc.Orig.Port())
 	}
-	defer c.releaseUp()
+	c := (&idleConn{env: env, kind: kind, tc: tc, client: client, local: local, end: end}).take()
+	c.br, c.bw = br, getWriter(tc)
+	c.rd.Reset(br)
 	// The first request's head must be complete by first (the caller set it as tc's
 	// absolute bound, counted from accept); later ones wait up to KeepAliveIdle.
-	first := tc.Timer.Hard()
+	c.run(tc.Timer.Hard(), false)
+}
+
+// idleConn is what a parked connection keeps of its h1conn: what it needs to take one
+// again. The h1conn itself, with its request and response storage and its forwarding
+// scratch (about 4 KiB), goes back to connPool while the connection is parked.
+type idleConn struct {
+	env    *forward.Env
+	kind   forward.Kind
+	tc     *listen.Conn
+	client string // the peer IP, for x-forwarded-for
+	local  int
+	end    func(last *bufio.Reader)
+}
+
+// connPool holds the h1conns of parked and ended connections, their reusable storage
+// kept (recycle).
+var connPool = sync.Pool{New: func() any { return new(h1conn) }}
+
+// take returns an h1conn for the connection, from the pool.
+func (ic *idleConn) take() *h1conn {
+	c := connPool.Get().(*h1conn)
+	c.env, c.kind, c.tc, c.client, c.local, c.end = ic.env, ic.kind, ic.tc, ic.client, ic.local, ic.end
+	if c.fwd == nil {
+		c.fwd = forward.NewH1Forwarding()
+		c.rd = h1.NewReader(nil, Limits)
+	}
+	c.hdrs.req = &c.req
+	c.recHdrs = forwardedHeaders{req: &c.req, fwd: c.fwd}
+	return c
+}
+
+// recycle puts c back in the pool. Only the storage it owns outright stays (the
+// request's and response's, filled anew by the next read; the forwarding scratch):
+// everything that could point at a snapshot, a cluster, another connection or a
+// pooled buffer is cleared.
+func (c *h1conn) recycle() {
+	fwd, rd := c.fwd, c.rd
+	rd.Reset(nil)
+	req, resp := c.req, c.resp
+	*c = h1conn{fwd: fwd, rd: rd, req: req, resp: resp}
+	connPool.Put(c)
+}
+
+// run serves requests until the connection ends (then finish) or parks. resumed: the
+// connection was parked and the first bytes of its next request are read (wakeRead).
+func (c *h1conn) run(first time.Time, resumed bool) {
+	if c.serve(first, resumed) {
+		c.finish()
+	}
+}
+
+// finish ends the connection: what it holds goes back, and the caller's end closes it.
+func (c *h1conn) finish() {
+	c.releaseUp()
+	if c.linger {
+		c.tc.Linger(lingerTime, lingerBytes)
+	}
+	if c.bw != nil {
+		putWriter(c.bw)
+		c.bw = nil
+	}
+	end, last := c.end, c.br
+	c.br = nil
+	end(last)
+}
+
+// resume is a parked connection's way back (on a goroutine of its own): with the first
+// bytes of its next request, or, when it expired, was closed, or its client left, to
+// its end.
+func (ic *idleConn) resume(why listen.Wake) {
+	if why != listen.Ready {
+		ic.end(nil)
+		return
+	}
+	c := ic.take()
+	if c.wakeRead() != nil {
+		c.finish()
+		return
+	}
+	c.run(time.Time{}, true)
+}
+
+// serve is the request loop; it reports false when the connection parked (another
+// goroutine owns it now), true when it is to end.
+func (c *h1conn) serve(first time.Time, resumed bool) bool {
+	env, tc, kind := c.env, c.tc, c.kind
 	for {
-		tc.SetBusy(false)
-		if env.Draining.Load() {
-			return
-		}
-		if !c.holdUp() {
-			return
-		}
-		tc.SetIdleTimeout(env.KeepAliveIdle)
-		// Between requests the connection may idle for KeepAliveIdle; once a head has
-		// started, it must end within HeaderTimeout however the bytes are paced.
-		if c.idled {
-			// Idle past the hold: wait without buffers (10,000 idle keep-alive clients held
-			// 32 KiB each), and take them back with the first bytes.
-			if err := c.idleWait(); err != nil {
-				return
+		if !resumed {
+			tc.SetBusy(false)
+			if env.Draining.Load() {
+				return true
+			}
+			if !c.holdUp() {
+				return true
+			}
+			tc.SetIdleTimeout(env.KeepAliveIdle)
+			// Between requests the connection may idle for KeepAliveIdle; once a head has
+			// started, it must end within HeaderTimeout however the bytes are paced.
+			if c.idled {
+				// Idle past the hold: wait without buffers (10,000 idle keep-alive clients held
+				// 32 KiB each) and, where it can, without a goroutine (its stack was 8-16 KiB),
+				// and take them back with the first bytes.
+				c.releaseBufs()
+				// Before its first request the connection keeps its goroutine: the first
+				// request's bound (first) is its socket deadline's, which the Parker knows
+				// nothing of.
+				if first.IsZero() && c.park() {
+					return false
+				}
+				if err := c.wakeRead(); err != nil {
+					return true
+				}
 			}
 		}
+		resumed = false
 		if _, err := c.br.Peek(1); err != nil {
 			if !first.IsZero() && upstream.IsTimeout(err) {
 				// Nothing of a request arrived: nothing to answer, just close.
 				env.FirstRequestTimeouts[kind].Add(1)
 			}
-			return
+			return true
 		}
 		hard, limit := time.Now().Add(env.HeaderTimeout), env.HeaderTimeout
 		byFirst := !first.IsZero() && first.Before(hard)
@@ -200,18 +289,18 @@ func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kin
 				tc.SetIdleTimeout(env.StreamIdle) // a fresh deadline for the reply
 				c.localReply(408, forward.CodeHeaderTimeout, "meshd: request head not complete within "+limit.String()+"\n", true)
 			}
-			return
+			return true
 		}
 		first = time.Time{}
 		tc.SetIdleTimeout(env.StreamIdle)
 		if env.IsOverloaded() {
 			c.overloadReply()
-			return
+			return true
 		}
 		keep := c.handle()
 		c.observe()
 		if !keep {
-			return
+			return true
 		}
 	}
 }
@@ -245,15 +334,35 @@ func (c *h1conn) holdUp() bool {
 	return true
 }
 
-// idleWait gives the connection's buffers back, waits (KeepAliveIdle, set by the
-// caller) for the next request's first bytes with a small read of its own, then takes
-// pooled buffers again, the bytes read first in the reader. An error ends the connection
-// (the client left, the idle timeout, a drain's wake-up).
-func (c *h1conn) idleWait() error {
+// releaseBufs gives the idle connection's buffers back to the pools.
+func (c *h1conn) releaseBufs() {
 	listen.PutReader(c.br)
 	c.br = nil
 	putWriter(c.bw)
 	c.bw = nil
+}
+
+// park hands the idle connection to the listener's Parker until its next request (or
+// the end of its keep-alive idle, as waiting on the socket would have been), reporting
+// whether it did. Over TLS it parks as well: the hold's read ended in a timeout, so
+// crypto/tls holds no decrypted bytes and no complete record (a Read processes every
+// complete record it has before it waits), only part of one whose rest is still to
+// come on the socket, which wakes the connection as any input does.
+func (c *h1conn) park() bool {
+	ic := &idleConn{env: c.env, kind: c.kind, tc: c.tc, client: c.client, local: c.local, end: c.end}
+	if !c.tc.Park(time.Now().Add(c.env.KeepAliveIdle), ic.resume) {
+		return false
+	}
+	// Parked: another goroutine may resume it at once, with an h1conn of its own.
+	c.recycle()
+	return true
+}
+
+// wakeRead waits (KeepAliveIdle, set by the caller) for the next request's first bytes
+// with a small read of its own, then takes pooled buffers again, the bytes read first
+// in the reader. An error ends the connection (the client left, the idle timeout, a
+// drain's wake-up).
+func (c *h1conn) wakeRead() error {
 	n, err := c.tc.Read(c.small[:])
 	if n == 0 {
 		if err == nil {
@@ -295,7 +404,7 @@ func (c *h1conn) handle() bool {
 	req := &c.req
 	snap := c.env.State.Load()
 	c.startRecord(snap)
-	c.rh = nil
+	c.rh = forward.RouteRules{}
 
 	target := req.Target
 	authority := req.Host
@@ -354,9 +463,8 @@ func (c *h1conn) handle() bool {
 	}
 	// The forwarding rules apply once, whatever the upstream speaks.
 	c.fwd.Apply(req, c.client, c.tc.Peer, c.kind == forward.Ingress, scheme)
-	if d.Route != nil && d.Route.Headers != nil {
-		c.rh = d.Route.Headers
-		if c.rh.Vars { // the address string is built only for a rule that uses it
+	if c.rh = d.Rules(); c.rh.Any() {
+		if c.rh.Vars() { // the address string is built only for a rule that uses it
 			c.hv = forward.RouteVars(&d, c.tc.RemoteAddr().String(), c.tc.Peer, snap.Node())
 		}
 	}
@@ -364,7 +472,7 @@ func (c *h1conn) handle() bool {
 	if d.Cluster.HTTP2() {
 		return c.bridge(snap, &d, target) // the route's request rules apply to its net/http head
 	}
-	if c.rh != nil {
+	if c.rh.Any() {
 		c.fwd.ApplyRoute(req, c.rh, &c.hv)
 	}
 	return c.forward(&d, target)
@@ -615,12 +723,12 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 	c.rec.Status = status
 	written := c.tc.Written // what reached the client before this response: see midBodyFailure
 	var extra []h1.Header
-	if c.rh != nil {
+	if c.rh.Any() {
 		c.respExtra = forward.ApplyRouteResponse(resp, c.respExtra[:0], c.rh, &c.hv)
 		extra = c.respExtra
 	}
 	if c.aff.SetCookie != "" { // meshd's own field, after the route's rules
-		if c.rh == nil {
+		if !c.rh.Any() {
 			extra = c.respExtra[:0]
 		}
 		extra = append(extra, h1.Header{Name: "Set-Cookie", Value: c.aff.SetCookie})
@@ -707,7 +815,7 @@ func (c *h1conn) midBodyFailure(err error, written int64, closeDelimited bool) b
 // statistics; all of it when snap has observers.
 func (c *h1conn) startRecord(snap *state.Snapshot) {
 	c.obs = snap.Observers()
-	c.routeStats, c.clusterStats, c.span = nil, nil, nil
+	c.routeStats, c.clusterStats, c.gatewayStats, c.span = nil, nil, nil, nil
 	c.recHdrs.applied = false
 	c.env.ListenerStats(c.kind).InFlight.Add(1)
 	if c.obs == nil && c.env.Tracer == nil {
@@ -736,6 +844,7 @@ func (c *h1conn) recordDecision(d *forward.Decision) {
 	if d.Cluster != nil {
 		c.clusterStats = d.Cluster.Stats()
 	}
+	c.gatewayStats = d.GatewayStats
 	if c.obs != nil || c.span != nil {
 		forward.NoteRoute(&c.rec, d)
 	}
@@ -744,7 +853,7 @@ func (c *h1conn) recordDecision(d *forward.Decision) {
 // observe records the finished request in the statistics and hands its record to the
 // observers.
 func (c *h1conn) observe() {
-	forward.Finish(&c.rec, c.env.ListenerStats(c.kind), c.routeStats, c.clusterStats, c.span, c.obs)
+	forward.Finish(&c.rec, c.env.ListenerStats(c.kind), c.routeStats, c.clusterStats, c.gatewayStats, c.span, c.obs)
 	c.span = nil
 	c.rec.Req, c.rec.Resp = nil, nil
 }

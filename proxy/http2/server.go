@@ -158,7 +158,7 @@ func (s *Server) ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r 
 		if d.Cluster != nil {
 			cluster = d.Cluster.Stats()
 		}
-		forward.Finish(rec, ls, route, cluster, span, snap.Observers())
+		forward.Finish(rec, ls, route, cluster, d.GatewayStats, span, snap.Observers())
 	}()
 	if env.IsOverloaded() {
 		env.OverloadRejected[s.kind].Add(1)
@@ -168,6 +168,11 @@ func (s *Server) ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r 
 	}
 	d = forward.Resolve(snap, env.Passthrough, s.kind, &rr, local, orig, rand.Uint64())
 	forward.NoteRoute(rec, &d)
+	if d.GRPCHealth != 0 {
+		noteLocal(rec, http.StatusOK, d.Code)
+		grpcHealthReply(w, d.GRPCHealth)
+		return
+	}
 	if d.Failed() || !env.Authorize(snap, &d, peer, &rr) {
 		noteLocal(rec, d.Status, d.Code)
 		LocalReply(w, rr.GRPC, d.Status, d.Code, "", d.Msg)
@@ -189,10 +194,9 @@ func (s *Server) ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r 
 	client, _, _ := net.SplitHostPort(r.RemoteAddr)
 	// The head was decoded for this request alone (internal/h2): forwarded in place.
 	hdr := forward.HTTPForwardingInto(r.Header, client, peer, s.kind == forward.Ingress, scheme, one.spare[:0])
-	var rh *router.HeaderRules
 	var hv router.HeaderVars
-	if d.Route != nil && d.Route.Headers != nil {
-		rh = d.Route.Headers
+	rh := d.Rules()
+	if rh.Any() {
 		hv = forward.RouteVars(&d, r.RemoteAddr, peer, snap.Node())
 		forward.ApplyRouteHTTP(hdr, rh, &hv, true)
 	}
@@ -228,7 +232,7 @@ func (s *Server) ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r 
 	// The copy leaves at the response head when the body is whole by then (a unary
 	// call's is), else once the response was relayed.
 	pm.Try(x)
-	if rh != nil {
+	if rh.Any() {
 		forward.ApplyRouteHTTP(x.Response().Header, rh, &hv, false)
 	}
 	CopyResponse(w, x, &fl, rr.GRPC, rec)
@@ -409,6 +413,17 @@ func LocalReply(w http.ResponseWriter, grpc bool, status int, code, limit, msg s
 	h.Set("Grpc-Status", forward.GRPCStatusString(status, code))
 	h.Set("Grpc-Message", forward.GRPCMessageEncode(strings.TrimSpace(msg)))
 	w.WriteHeader(http.StatusOK)
+}
+
+// grpcHealthReply answers a gRPC health check meshd serves itself: a HealthCheckResponse
+// with status st, then grpc-status 0 in the trailers.
+func grpcHealthReply(w http.ResponseWriter, st uint8) {
+	h := w.Header()
+	h.Set(forward.HeaderError, forward.CodeHealthCheck)
+	h.Set("Content-Type", "application/grpc")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(forward.GRPCHealthMessage(st))
+	h.Set(http.TrailerPrefix+"Grpc-Status", "0")
 }
 
 func localHTTPError(w http.ResponseWriter, status int, code, limit, msg string) {

@@ -48,6 +48,11 @@ type Conn struct {
 	// was shed (woken to close) to make room.
 	lim  *Limit
 	shed bool
+
+	// parker parks the connection while it is idle (Park); nil: it never parks. Set at
+	// accept. parkedAs is its entry while parked, under the Parker's lock.
+	parker   *Parker
+	parkedAs *parked
 }
 
 const (
@@ -152,7 +157,14 @@ func (c *Conn) Linger(d time.Duration, max int64) {
 // CloseNow closes the socket under any TLS layer at once, without a TLS close_notify
 // (which could wait up to crypto/tls's 5 s on a peer that reads nothing): for another
 // goroutine than the connection's own, e.g. a drain that ran out of time.
-func (c *Conn) CloseNow() error { return c.Raw().Close() }
+// A parked connection is resumed (Closed) first: once its socket is closed, epoll would
+// never report it.
+func (c *Conn) CloseNow() error {
+	if c.parker != nil {
+		c.parker.unpark(c, Closed)
+	}
+	return c.Raw().Close()
+}
 
 // Raw is the network connection under any layer (TLS) the listener put over it.
 func (c *Conn) Raw() net.Conn {

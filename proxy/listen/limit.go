@@ -158,6 +158,8 @@ type Acceptor struct {
 	// downstream connections were shed: the server closes its idle pooled upstream
 	// connections there.
 	OnFDExhausted func()
+	// Parker, when set, parks the listener's idle keep-alive connections (Conn.Park).
+	Parker *Parker
 }
 
 // acceptLogEvery is the least time between two warnings of failing accepts of one
@@ -224,7 +226,7 @@ func (a *Acceptor) Run(ctx context.Context, ln net.Listener) {
 			Refuse(c)
 			continue
 		}
-		tc := &Conn{Conn: c, Orig: a.OrigDst(c)}
+		tc := &Conn{Conn: c, Orig: a.OrigDst(c), parker: a.Parker}
 		switch a.Tracker.Admit(tc, a.Limit) {
 		case Admitted:
 			go a.Serve(tc)

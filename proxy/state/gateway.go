@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/router"
+	"github.com/meshd/meshd/telemetry"
 )
 
 // gatewayState is what a gateway's snapshot holds beyond a node's: its compiled gateway
@@ -17,6 +18,18 @@ import (
 type gatewayState struct {
 	routes *router.Gateway
 	ready  func() bool
+	// stats are the gateway routes' request statistics by name, carried over from the
+	// previous snapshot by name so that a reload does not reset them.
+	stats map[string]*telemetry.HTTPStats
+}
+
+// GatewayRouteStats are gateway route name's request statistics (nil when the snapshot
+// serves no gateway or it has no such route).
+func (s *Snapshot) GatewayRouteStats(name string) *telemetry.HTTPStats {
+	if s == nil || s.gw == nil {
+		return nil
+	}
+	return s.gw.stats[name]
 }
 
 // Gateway is the virtual gateway the snapshot serves (its gateway routes and
@@ -79,7 +92,14 @@ func CompileGateway(ctx context.Context, cfg *config.Config, name, source string
 	s.version = cfg.Digest()
 	s.node = name
 	s.localNodePort = 0
-	s.gw = &gatewayState{routes: sp.Routes, ready: opts.Ready}
+	s.gw = &gatewayState{routes: sp.Routes, ready: opts.Ready, stats: make(map[string]*telemetry.HTTPStats, len(sp.Routes.Routes))}
+	for _, rt := range sp.Routes.Routes {
+		st := prev.GatewayRouteStats(rt.Name)
+		if st == nil {
+			st = new(telemetry.HTTPStats)
+		}
+		s.gw.stats[rt.Name] = st
+	}
 	return s, nil
 }
 
@@ -104,9 +124,6 @@ func GatewayStandIn(cfg *config.Config, name string) (*StandIn, error) {
 		return nil, fmt.Errorf("gateway %q: no virtual gateway of that name in the config", name)
 	}
 	gw := &cfg.VirtualGateways[gi]
-	if err := refuseGatewayFields(gi, gw); err != nil {
-		return nil, err
-	}
 	routes, err := router.CompileGateway(cfg, name)
 	if err != nil {
 		return nil, err
@@ -180,23 +197,6 @@ func withGatewayPools(nodes []config.VirtualNode, pools map[string]*config.Conne
 		out[i].Spec.Listeners = ls
 	}
 	return slices.Clip(out)
-}
-
-// refuseGatewayFields refuses what meshd does not serve on a gateway listener, naming
-// the field: a grpc health check (meshd answers http and http2 ones itself).
-func refuseGatewayFields(gi int, gw *config.VirtualGateway) error {
-	var list []config.FieldError
-	for j, l := range gw.Spec.Listeners {
-		lp := fmt.Sprintf("virtualGateways[%d].spec.listeners[%d]", gi, j)
-		if hc := l.HealthCheck; hc != nil && hc.Protocol == config.ProtoGRPC {
-			list = append(list, config.FieldError{Path: lp + ".healthCheck.protocol", Value: hc.Protocol,
-				Msg: "meshd answers a gateway listener's http and http2 health checks on their path itself; a grpc health check is not served: use protocol http or http2 with a path (docs/gateway.md#health-checks)"})
-		}
-	}
-	if len(list) > 0 {
-		return &config.Errors{List: list}
-	}
-	return nil
 }
 
 // gatewayError names the gateway's fields in an error about the stand-in node: its

@@ -20,6 +20,7 @@ func balancing(lb *config.LoadBalancing) (*balancer.HashOn, balancer.SlowStart) 
 		hash = &balancer.HashOn{Header: strings.ToLower(h.Header), HeaderKey: http.CanonicalHeaderKey(h.Header), SourceIP: h.SourceIP}
 		if c := h.Cookie; c != nil {
 			hash.Cookie, hash.CookiePath, hash.CookieTTL = c.Name, c.Path, c.TTL.D()
+			hash.CookieSecure, hash.CookieSameSite = c.Secure, c.SameSite
 		}
 	}
 	if ss := lb.SlowStart; ss != nil {
