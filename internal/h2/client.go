@@ -64,18 +64,25 @@ func (t *Transport) setup() {
 
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.RoundTripContext(req.Context(), req)
+}
+
+// RoundTripContext is RoundTrip under ctx instead of req's context: a caller that
+// sends the same request under a new context per attempt saves the request copy
+// WithContext would make.
+func (t *Transport) RoundTripContext(ctx context.Context, req *http.Request) (*http.Response, error) {
 	t.setup()
 	addr := req.URL.Host
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		addr = net.JoinHostPort(addr, "80")
 	}
 	for tries := 0; ; tries++ {
-		cc, err := t.conn(req.Context(), addr)
+		cc, err := t.conn(ctx, addr)
 		if err != nil {
 			closeBody(req)
 			return nil, err
 		}
-		resp, err := cc.roundTrip(req)
+		resp, err := cc.roundTrip(ctx, req)
 		if errors.Is(err, errNotUsable) && tries < 3 {
 			continue
 		}
@@ -150,6 +157,7 @@ func (t *Transport) dial(ctx context.Context, addr string) (*clientConn, error) 
 	cc := &clientConn{t: t, addr: addr, nextID: 1}
 	cc.init(nc, nil, t.lim, t.Counters)
 	cc.side = cc
+	cc.removeHook = cc.unreserveLocked
 	lim := &cc.lim
 	err = cc.write(func() error {
 		cc.pend.b = append(cc.pend.b, clientPreface...)
@@ -326,6 +334,7 @@ type clientStream struct {
 	stream
 	cc      *clientConn
 	req     *http.Request
+	ctx     context.Context // the request's (RoundTripContext's)
 	resp    http.Response
 	body    responseBody
 	gotHead bool // (mu)
@@ -337,8 +346,8 @@ type clientStream struct {
 // that sends them without end would hold the stream until its deadline.
 const maxInterim = 16
 
-func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
-	cs := &clientStream{cc: cc, req: req}
+func (cc *clientConn) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+	cs := &clientStream{cc: cc, req: req, ctx: ctx}
 	st := &cs.stream
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	ran := false
@@ -354,7 +363,7 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 		cc.nextID += 2
 		st.init(&cc.core, id)
 		st.owner = cs
-		st.onRemove = cc.unreserveLocked
+		st.onRemove = cc.removeHook
 		st.localDone = !hasBody
 		cc.streams[id] = st
 		cc.live.Add(1)
@@ -386,7 +395,6 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("http2: write request head: %w", err)
 	}
 	cc.cnt.Streams.Add(1)
-	ctx := req.Context()
 	if rc, ok := ctx.(*reqctx.Ctx); ok {
 		// The request path's own context: a hook in an inline slot, removed with the
 		// stream (removeLocked), instead of context.AfterFunc's three allocations.
@@ -427,7 +435,7 @@ func (cc *clientConn) roundTrip(req *http.Request) (*http.Response, error) {
 // may end under a lock of the caller's (a server stream's removal, say).
 func (cs *clientStream) cancelled() {
 	go func() {
-		cs.cc.resetStream(&cs.stream, http2.ErrCodeCancel, cs.req.Context().Err())
+		cs.cc.resetStream(&cs.stream, http2.ErrCodeCancel, cs.ctx.Err())
 		cs.cc.probe()
 	}()
 }
@@ -763,7 +771,7 @@ func (cc *clientConn) onHeaders(f *http2.HeadersFrame) error {
 		return nil // interim responses are not relayed on this path
 	}
 	r := &cs.resp
-	r.Status = strconv.Itoa(status) + " " + http.StatusText(status)
+	r.Status = statusLine(status)
 	r.StatusCode = status
 	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
 	r.Header = hb.header
@@ -898,4 +906,22 @@ func trimSpace(s string) string {
 		s = s[:len(s)-1]
 	}
 	return s
+}
+
+// statusLines are the http.Response Status strings of the common codes, built once.
+var statusLines = func() map[int]string {
+	m := make(map[int]string)
+	for _, c := range []int{200, 201, 202, 204, 206, 301, 302, 304, 307, 308, 400, 401, 403, 404,
+		405, 408, 409, 410, 412, 413, 415, 422, 425, 429, 431, 500, 501, 502, 503, 504} {
+		m[c] = strconv.Itoa(c) + " " + http.StatusText(c)
+	}
+	return m
+}()
+
+// statusLine is net/http's Status of a response with code c: "200 OK".
+func statusLine(c int) string {
+	if s, ok := statusLines[c]; ok {
+		return s
+	}
+	return strconv.Itoa(c) + " " + http.StatusText(c)
 }

@@ -1,4 +1,5 @@
-// Package h2 is meshd's HTTP/2 (RFC 9113) on golang.org/x/net/http2's Framer and hpack:
+// Package h2 is meshd's HTTP/2 (RFC 9113) on golang.org/x/net/http2's Framer and hpack
+// (its encoder; the decoder is this package's own, hpackdec.go):
 // a server (Serve: one connection, each request handed to an http.Handler) and a client
 // (Transport: an http.RoundTripper multiplexing streams over connections per address).
 //
@@ -304,9 +305,12 @@ type core struct {
 
 	// side is the server or client connection: what ends a stream's remote half.
 	side interface{ endRemoteLocked(*stream) }
+	// removeHook is the side's hook for a stream leaving the connection (mu held),
+	// bound once per connection: a method value taken per stream costs an allocation.
+	removeHook func()
 
 	// reader-only state
-	hdec        *hpack.Decoder
+	hdec        *hpackDecoder
 	hblock      headerBlock
 	emptyFrames int
 	ctlTokens   float64
@@ -337,7 +341,7 @@ func (c *core) init(nc net.Conn, br *bufio.Reader, lim Limits, cnt *Counters) {
 	}
 	c.cnt = cnt
 	c.henc = hpack.NewEncoder(&c.hbuf)
-	c.hdec = hpack.NewDecoder(4096, c.hblock.emit)
+	c.hdec = newHPACKDecoder(4096, c.hblock.emit)
 	c.hdec.SetMaxStringLength(int(lim.MaxHeaderListSize))
 	c.sendCond.L = &c.mu
 	c.streams = make(map[uint32]*stream)

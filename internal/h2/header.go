@@ -99,6 +99,9 @@ type headerBlock struct {
 	slab                                              []string // backing of the fields' first values
 }
 
+// slabSize is the number of first values one slab holds (see emit).
+const slabSize = 64
+
 const (
 	pMethod = 1 << iota
 	pScheme
@@ -109,7 +112,9 @@ const (
 )
 
 func (b *headerBlock) reset(response, trailers bool, maxSize uint32, maxFields int) {
-	*b = headerBlock{response: response, trailers: trailers, maxSize: maxSize, maxFields: maxFields, contentLength: -1}
+	// The slab outlives the block: its handed-out windows belong to earlier blocks'
+	// headers, and the free part past them serves the next blocks.
+	*b = headerBlock{response: response, trailers: trailers, maxSize: maxSize, maxFields: maxFields, contentLength: -1, slab: b.slab}
 }
 
 func (b *headerBlock) fail(msg string) {
@@ -172,11 +177,13 @@ func (b *headerBlock) emit(f hpack.HeaderField) {
 		b.header[k] = append(prev, f.Value)
 		return
 	}
-	// A field's first value is a one-element window of a block-wide slab: one
-	// allocation per header block instead of one per field (a later value of the same
-	// field appends past the window's capacity, so it copies and never overwrites).
+	// A field's first value is a one-element window of a connection-wide slab: one
+	// allocation per slabSize fields instead of one per field or per block. A window is
+	// never handed out twice (the slab only grows into its free part, and a full one is
+	// replaced, not reset), and a later value of the same field appends past the
+	// window's capacity, so it copies and never overwrites a neighbour.
 	if len(b.slab) == cap(b.slab) {
-		b.slab = make([]string, 0, 8)
+		b.slab = make([]string, 0, slabSize)
 	}
 	n := len(b.slab)
 	b.slab = append(b.slab, f.Value)

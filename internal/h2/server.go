@@ -23,7 +23,8 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
-// Server serves HTTP/2 connections, each request through Handler on its own goroutine.
+// Server serves HTTP/2 connections, each request through Handler on its own goroutine
+// (ServeHTTPContext when Handler is a ContextHandler).
 type Server struct {
 	Handler  http.Handler
 	Limits   Limits
@@ -40,6 +41,13 @@ type Server struct {
 	down  bool
 	work  *workers
 	empty chan struct{} // closed when the last connection ends during Shutdown
+}
+
+// ContextHandler is a Handler that takes the request's context beside the request: the
+// server hands it the stream's own request, whose Context is then the background one,
+// instead of the copy WithContext would make per request.
+type ContextHandler interface {
+	ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r *http.Request)
 }
 
 // ConnInfo describes the downstream connection for the requests' fields.
@@ -80,6 +88,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 	sc := &serverConn{srv: s, info: info}
 	sc.init(nc, br, s.lim, s.Counters)
 	sc.side = sc
+	sc.removeHook = sc.onRemove
 	sc.ctx.Init(ctx)
 	defer sc.ctx.Cancel()
 	s.mu.Lock()
@@ -630,7 +639,8 @@ type serverStream struct {
 	rw    responseWriter
 	body  requestBody
 	ctx   reqctx.Ctx
-	local int // 0, or a status meshd answers itself (431: header list too large)
+	local int     // 0, or a status meshd answers itself (431: header list too large)
+	url   url.URL // req.URL's storage, for the common :path (plainPath)
 }
 
 // newStream builds stream id's request and registers the stream; nil when the
@@ -646,7 +656,7 @@ func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 	if ended {
 		st.readErr = io.EOF
 	}
-	st.onRemove = sc.onRemove
+	st.onRemove = sc.removeHook
 	// Streams link into the connection's context without a map or a shared lock
 	// (reqctx); the attempts of forward.RoundTrip link into the stream's.
 	ss.ctx.Init(&sc.ctx)
@@ -664,7 +674,7 @@ func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 	}
 	r.Host = hb.authority
 	if r.Host == "" {
-		r.Host = r.Header.Get("Host")
+		r.Host = first(r.Header["Host"])
 	}
 	r.RequestURI = hb.path
 	r.RemoteAddr = sc.info.RemoteAddr
@@ -674,6 +684,11 @@ func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 		r.RequestURI = hb.authority
 	} else if hb.path == "*" {
 		r.URL = &url.URL{Path: "*"}
+	} else if plainPath(hb.path) {
+		// What url.ParseRequestURI makes of it, without its allocation.
+		ss.url = url.URL{}
+		ss.url.Path, ss.url.RawQuery, ss.url.ForceQuery = splitQuery(hb.path)
+		r.URL = &ss.url
 	} else if u, err := url.ParseRequestURI(hb.path); err == nil {
 		r.URL = u
 	} else if ss.local == 0 {
@@ -694,7 +709,7 @@ func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 		}
 		ss.body.ss = ss
 		r.Body = &ss.body
-		if decl, ok := r.Header["Trailer"]; ok || hb.header.Get("Te") != "" || hb.contentLength < 0 {
+		if decl, ok := r.Header["Trailer"]; ok || first(hb.header["Te"]) != "" || hb.contentLength < 0 {
 			// As net/http: the announced names are keys from the start (nil values), the
 			// values arrive with the end of the body.
 			r.Trailer = make(http.Header)
@@ -761,7 +776,7 @@ func (ss *serverStream) run() { ss.sc.run(ss) }
 func (sc *serverConn) run(ss *serverStream) {
 	defer sc.handlers.Done()
 	defer ss.ctx.Cancel()
-	r := ss.req.WithContext(&ss.ctx)
+	ch, direct := sc.srv.Handler.(ContextHandler)
 	aborted := false
 	func() {
 		defer func() {
@@ -772,12 +787,14 @@ func (sc *serverConn) run(ss *serverStream) {
 				}
 			}
 		}()
-		switch ss.local {
-		case 0:
-			sc.srv.Handler.ServeHTTP(&ss.rw, r)
+		switch {
+		case ss.local == 0 && direct:
+			ch.ServeHTTPContext(&ss.ctx, &ss.rw, &ss.req)
+		case ss.local == 0:
+			sc.srv.Handler.ServeHTTP(&ss.rw, ss.req.WithContext(&ss.ctx))
 		default:
 			if f := sc.srv.LocalReply; f != nil {
-				f(&ss.rw, r, ss.local)
+				f(&ss.rw, ss.req.WithContext(&ss.ctx), ss.local)
 				return
 			}
 			ss.rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -1119,7 +1136,7 @@ func (w *responseWriter) encodeHead(e *hpack.Encoder, whole bool) {
 		h = w.head
 	}
 	encodeHeader(e, h, func(k string) bool { return strings.HasPrefix(k, http.TrailerPrefix) })
-	if whole && w.bodyAllowed() && h.Get("Content-Length") == "" && w.head == nil {
+	if whole && w.bodyAllowed() && first(h["Content-Length"]) == "" && w.head == nil {
 		_ = e.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(w.written, 10)})
 	}
 }
@@ -1159,4 +1176,63 @@ func (st *stream) sendable() error {
 		return st.sendErr
 	}
 	return st.c.closeErr
+}
+
+// first is a field's first value ("" when none): http.Header.Get for a canonical key,
+// without canonicalizing it again.
+func first(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[0]
+}
+
+// plainPath reports a :path whose URL url.ParseRequestURI would build without
+// unescaping anything: an absolute path of unreserved characters and sub-delimiters
+// (RFC 3986, none that url escapes in a path), then any query without control
+// characters. Its URL is what splitQuery returns.
+func plainPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	i := 0
+	for ; i < len(p) && p[i] != '?'; i++ {
+		if !pathChar[p[i]] {
+			return false
+		}
+	}
+	for ; i < len(p); i++ {
+		if c := p[i]; c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// pathChar: the bytes a path may hold for url to keep it as it is (EscapedPath equal to
+// the input, RawPath empty).
+var pathChar = func() (t [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for _, c := range "-._~/$&+,;=:@" {
+		t[c] = true
+	}
+	return t
+}()
+
+// splitQuery is url.ParseRequestURI's split of a path and its query: a lone trailing
+// "?" is ForceQuery.
+func splitQuery(p string) (path, rawQuery string, force bool) {
+	path, rawQuery, found := strings.Cut(p, "?")
+	if found && rawQuery == "" && strings.Count(p, "?") == 1 {
+		return path, "", true
+	}
+	return path, rawQuery, false
 }

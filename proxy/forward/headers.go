@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"github.com/meshd/meshd/internal/h1"
@@ -272,7 +273,7 @@ func appendUUID(b []byte, hi, lo uint64) []byte {
 
 // RemoveHopByHop deletes the hop-by-hop fields of h and those its Connection fields name.
 func RemoveHopByHop(h http.Header) {
-	for _, f := range h.Values("Connection") {
+	for _, f := range h["Connection"] { // canonical key: Values would canonicalize it again
 		for _, name := range strings.Split(f, ",") {
 			if name = textproto.TrimString(name); name != "" {
 				h.Del(name)
@@ -311,6 +312,14 @@ var (
 // decoded for this request alone): it is changed in place and returned, saving the
 // copy.
 func HTTPForwardingOwned(hdr http.Header, client, peer string, ingress bool, scheme string) http.Header {
+	return HTTPForwardingInto(hdr, client, peer, ingress, scheme, nil)
+}
+
+// HTTPForwardingInto is HTTPForwardingOwned taking the value slices of the fields it
+// sets from spare (one-element windows of its unused capacity, so a later append to a
+// field copies and never overwrites its neighbour) while it has room: the caller's
+// per-request storage instead of an allocation per field.
+func HTTPForwardingInto(hdr http.Header, client, peer string, ingress bool, scheme string, spare []string) http.Header {
 	te := false
 	for _, v := range hdr["Te"] {
 		if httpguts.HeaderValuesContainsToken([]string{v}, "trailers") {
@@ -331,30 +340,42 @@ func HTTPForwardingOwned(hdr http.Header, client, peer string, ingress bool, sch
 				}
 			}
 			b.WriteString(client)
-			hdr["X-Forwarded-For"] = []string{b.String()}
+			hdr["X-Forwarded-For"] = oneValue(&spare, b.String())
 		} else {
-			hdr["X-Forwarded-For"] = []string{client}
+			hdr["X-Forwarded-For"] = oneValue(&spare, client)
 		}
 	}
-	if ingress || hdr.Get("X-Forwarded-Proto") == "" {
+	// Direct lookups: the keys are canonical, and Get would canonicalize them again.
+	if ingress || first(hdr["X-Forwarded-Proto"]) == "" {
 		switch scheme {
 		case "http":
 			hdr["X-Forwarded-Proto"] = valHTTP
 		case "https":
 			hdr["X-Forwarded-Proto"] = valHTTPS
 		default:
-			hdr["X-Forwarded-Proto"] = []string{scheme}
+			hdr["X-Forwarded-Proto"] = oneValue(&spare, scheme)
 		}
 	}
-	if hdr.Get("X-Request-Id") == "" {
-		var b [36]byte
-		hdr["X-Request-Id"] = []string{string(appendUUID(b[:0], rand.Uint64(), rand.Uint64()))}
+	if first(hdr["X-Request-Id"]) == "" {
+		hdr["X-Request-Id"] = oneValue(&spare, newRequestID())
 	}
 	delete(hdr, headerPeerIdentityCanonical)
 	if ingress && peer != "" {
-		hdr[headerPeerIdentityCanonical] = []string{peer}
+		hdr[headerPeerIdentityCanonical] = oneValue(&spare, peer)
 	}
 	return hdr
+}
+
+// oneValue is []string{v}, in the spare capacity of *spare when it has some.
+func oneValue(spare *[]string, v string) []string {
+	s := *spare
+	if len(s) == cap(s) {
+		return []string{v}
+	}
+	n := len(s)
+	s = append(s, v)
+	*spare = s
+	return s[n : n+1 : n+1]
 }
 
 // H1ToHTTP builds the http.Header of an HTTP/1.1 request forwarded to an HTTP/2
@@ -408,4 +429,46 @@ func (h HTTPHeader) GetJoined(name string) (string, bool) {
 		return v[0], true
 	}
 	return strings.Join(v, ","), true
+}
+
+// first is a field's first value, "" when it has none (http.Header.Get without
+// canonicalizing the key again).
+func first(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[0]
+}
+
+// idBatch is a run of random request ids formatted into one string, handed out as
+// substrings: one allocation per idBatchN requests instead of one per request. The
+// string is never changed, so an id stays valid as long as it is referenced.
+type idBatch struct {
+	s    string
+	next int
+}
+
+const (
+	uuidLen  = 36
+	idBatchN = 32
+)
+
+var idBatches = sync.Pool{New: func() any { return new(idBatch) }}
+
+// newRequestID is a random (version 4) UUID for an X-Request-Id.
+func newRequestID() string {
+	b := idBatches.Get().(*idBatch)
+	if b.next+uuidLen > len(b.s) {
+		var sb strings.Builder
+		sb.Grow(uuidLen * idBatchN)
+		var one [uuidLen]byte
+		for range idBatchN {
+			sb.Write(appendUUID(one[:0], rand.Uint64(), rand.Uint64()))
+		}
+		b.s, b.next = sb.String(), 0
+	}
+	id := b.s[b.next : b.next+uuidLen]
+	b.next += uuidLen
+	idBatches.Put(b)
+	return id
 }

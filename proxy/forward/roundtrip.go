@@ -58,6 +58,11 @@ type RoundTrip struct {
 	outURL   url.URL
 	cancel   *reqctx.Ctx // the current attempt's, until cancelled
 	idleBody *idleBody
+	// actx0 and req0 are the first attempt's context and request (for a
+	// ContextRoundTripper); a retry's are new, as an abandoned attempt's transport may
+	// still hold them.
+	actx0 reqctx.Ctx
+	req0  http.Request
 }
 
 // deadlineSlack is how close to an attempt's deadline a failure counts as the deadline.
@@ -74,9 +79,16 @@ func NewRoundTrip(out *http.Request, cl *upstream.Cluster, idle time.Duration, m
 func NewOutRoundTrip(method, pathQuery, host string, hdr http.Header, body io.ReadCloser,
 	contentLength int64, trailer http.Header, cl *upstream.Cluster, idle time.Duration, maxReplay int) *RoundTrip {
 	rt := &RoundTrip{}
+	rt.InitOut(method, pathQuery, host, hdr, body, contentLength, trailer, cl, idle, maxReplay)
+	return rt
+}
+
+// InitOut is NewOutRoundTrip for a zero RoundTrip embedded in a larger per-request
+// object (one allocation less); it must be called once, before the RoundTrip is used.
+func (rt *RoundTrip) InitOut(method, pathQuery, host string, hdr http.Header, body io.ReadCloser,
+	contentLength int64, trailer http.Header, cl *upstream.Cluster, idle time.Duration, maxReplay int) {
 	initOutRequest(&rt.out0, &rt.outURL, method, pathQuery, host, hdr, body, contentLength, trailer)
 	rt.init(&rt.out0, cl, idle, maxReplay)
-	return rt
 }
 
 func (rt *RoundTrip) init(out *http.Request, cl *upstream.Cluster, idle time.Duration, maxReplay int) {
@@ -113,7 +125,13 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 	// reqctx: below a stream's reqctx.Ctx an attempt's context links in without a map
 	// or a lock shared with other streams, and the transports watch it without
 	// allocating (reqctx's doc has the profile).
-	actx := reqctx.New(parent)
+	var actx *reqctx.Ctx
+	if r.attempts == 0 {
+		actx = &r.actx0
+		actx.Init(parent)
+	} else {
+		actx = reqctx.New(parent)
+	}
 	if !deadline.IsZero() {
 		actx.SetDeadline(deadline)
 	}
@@ -128,9 +146,23 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 		}
 		gen = r.watch.arm(watchHead, actx)
 	}
-	req := r.Out.WithContext(actx)
-	// The first attempt's URL lives in the RoundTrip; a retry's is new, as an abandoned
-	// attempt's transport may still hold its request.
+	// The first attempt's request and URL live in the RoundTrip; a retry's are new, as
+	// an abandoned attempt's transport may still hold its request. meshd's transports
+	// take the attempt's context beside the request; another RoundTripper gets it in a
+	// copy of the request.
+	rt := r.Cluster.RoundTripper()
+	crt, direct := rt.(upstream.ContextRoundTripper)
+	var req *http.Request
+	switch {
+	case !direct:
+		req = r.Out.WithContext(actx)
+	case r.attempts == 0:
+		req = &r.req0
+		*req = *r.Out
+	default:
+		req = new(http.Request)
+		*req = *r.Out
+	}
 	u := &r.u0
 	if r.attempts > 0 {
 		u = new(url.URL)
@@ -147,7 +179,13 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 	if r.watch != nil && req.Body != nil && req.Body != http.NoBody {
 		req.Body = &activityBody{ReadCloser: req.Body, w: r.watch, gen: gen}
 	}
-	resp, err := r.Cluster.RoundTripper().RoundTrip(req)
+	var resp *http.Response
+	var err error
+	if direct {
+		resp, err = crt.RoundTripContext(actx, req)
+	} else {
+		resp, err = rt.RoundTrip(req)
+	}
 	stalled := r.watch.endHead(gen)
 	if err != nil {
 		if r.watch != nil {
@@ -199,7 +237,7 @@ func (r *RoundTrip) Replayable() bool { return r.bodyless || r.rb.replayable() }
 
 // Header implements Exchanger.
 func (r *RoundTrip) Header(name string) (string, bool) {
-	v := r.resp.Header.Values(name)
+	v := r.resp.Header[canonicalName(name)]
 	if len(v) == 0 {
 		return "", false
 	}
@@ -256,7 +294,7 @@ func (r *RoundTrip) Close() {
 		r.cancel = nil
 	}
 	if r.watch != nil {
-		r.watch.stop()
+		r.watch.release()
 	}
 }
 
@@ -422,7 +460,7 @@ type idleWatch struct {
 	last  atomic.Int64  // the time of the last activity or arm, in ns since watchEpoch
 	agen  atomic.Uint64 // gen, for touch without the lock
 	mu    sync.Mutex
-	timer *time.Timer
+	timer *watchTimer // nil until the first arm, and after release
 	// running: the timer is scheduled (it may fire with nothing armed; it then stops).
 	running bool
 	cancel  *reqctx.Ctx
@@ -453,9 +491,9 @@ func (w *idleWatch) arm(phase uint8, cancel *reqctx.Ctx) uint64 {
 	w.phase, w.cancel, w.stalled = phase, cancel, false
 	switch {
 	case w.timer == nil:
-		w.timer = time.AfterFunc(w.idle, w.fire)
+		w.timer = startWatchTimer(w)
 	case !w.running:
-		w.timer.Reset(w.idle)
+		w.timer.t.Reset(w.idle)
 	}
 	w.running = true
 	return w.gen
@@ -469,7 +507,7 @@ func (w *idleWatch) fire() {
 		return
 	}
 	if left := w.idle - time.Duration(watchNow()-w.last.Load()); left > 0 {
-		w.timer.Reset(left)
+		w.timer.t.Reset(left)
 		w.mu.Unlock()
 		return
 	}
@@ -520,10 +558,60 @@ func (w *idleWatch) stop() {
 	w.mu.Lock()
 	w.phase = watchOff
 	if w.running {
-		w.timer.Stop()
+		w.timer.t.Stop()
 		w.running = false
 	}
 	w.mu.Unlock()
+}
+
+// release stops the watch for good and gives its timer back to the pool (RoundTrip.Close:
+// nothing arms it again).
+func (w *idleWatch) release() {
+	w.mu.Lock()
+	w.phase = watchOff
+	b := w.timer
+	w.timer = nil
+	if w.running {
+		b.t.Stop()
+		w.running = false
+	}
+	w.mu.Unlock()
+	if b != nil {
+		watchTimers.Put(b)
+	}
+}
+
+// watchTimer is an idle watch's timer, pooled: a time.AfterFunc per request (the timer
+// and its bound func) was two allocations per request. The timer calls the fire of the
+// watch it serves now. A call that was under way when the timer went back to the pool
+// may reach the watch's next user: harmless, since fire acts only on a watch that is
+// armed and idle for its whole timeout, and otherwise sleeps again for what is left (or
+// stops, off).
+type watchTimer struct {
+	t *time.Timer
+	w atomic.Pointer[idleWatch]
+}
+
+var watchTimers sync.Pool // of *watchTimer
+
+func (b *watchTimer) fire() {
+	if w := b.w.Load(); w != nil {
+		w.fire()
+	}
+}
+
+// startWatchTimer takes a timer from the pool for w and starts it for w.idle.
+func startWatchTimer(w *idleWatch) *watchTimer {
+	b, _ := watchTimers.Get().(*watchTimer)
+	if b == nil {
+		b = &watchTimer{}
+		b.w.Store(w)
+		b.t = time.AfterFunc(w.idle, b.fire)
+		return b
+	}
+	b.w.Store(w)
+	b.t.Reset(w.idle)
+	return b
 }
 
 // activityBody is a request body whose reads count as activity for the idle watch.
@@ -554,4 +642,17 @@ func (b *idleBody) Read(p []byte) (int, error) {
 		b.w.touch(b.gen)
 	}
 	return n, err
+}
+
+// canonicalName is http.CanonicalHeaderKey for the names the pipeline asks a response
+// for on every request (retriableHead, the retry wait), without building the canonical
+// string each time (for a lower-case name that is an allocation and a map lookup).
+func canonicalName(name string) string {
+	switch name {
+	case "grpc-status":
+		return "Grpc-Status"
+	case "retry-after":
+		return "Retry-After"
+	}
+	return http.CanonicalHeaderKey(name)
 }

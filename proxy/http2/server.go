@@ -106,6 +106,12 @@ func (s *Server) ServeConn(tc *listen.Conn, br *bufio.Reader, firstBy time.Time)
 // ServeHTTP resolves one request, runs it through the forward pipeline and streams
 // the response back.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.ServeHTTPContext(r.Context(), w, r)
+}
+
+// ServeHTTPContext is ServeHTTP with the request's context beside it (h2.ContextHandler:
+// the HTTP/2 server saves a request copy per request); r's own context is not used.
+func (s *Server) ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r *http.Request) {
 	env := s.env
 	snap := env.State.Load()
 	scheme := "http"
@@ -117,20 +123,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Method:    r.Method,
 		Path:      r.URL.RequestURI(),
 		Scheme:    scheme,
-		GRPC:      strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc"),
+		GRPC:      strings.HasPrefix(first(r.Header["Content-Type"]), "application/grpc"),
 		Header:    forward.HTTPHeader(r.Header),
 	}
 	var local int
 	var orig netip.AddrPort
 	var peer string // the verified identity of the caller (ingress mTLS)
-	if tc, ok := r.Context().Value(connKey{}).(*listen.Conn); ok {
+	if tc, ok := ctx.Value(connKey{}).(*listen.Conn); ok {
 		orig, peer = tc.Orig, tc.Peer
 		if s.kind == forward.Ingress {
 			local = int(orig.Port())
 		}
 	}
 	// The record of the request, for the statistics and the snapshot's observers.
-	rec := &telemetry.Request{Start: time.Now(), Listener: s.kind.String(), Protocol: "HTTP/2", Method: r.Method,
+	// What the request needs once, in one allocation: its record, the upstream exchange
+	// and the values of the forwarding fields.
+	one := &perRequest{}
+	rec := &one.rec
+	*rec = telemetry.Request{Start: time.Now(), Listener: s.kind.String(), Protocol: "HTTP/2", Method: r.Method,
 		Authority: r.Host, Path: rr.Path, Remote: r.RemoteAddr, Req: forward.HTTPHeader(r.Header), BytesReceived: max(r.ContentLength, 0),
 		TLS: r.TLS, Peer: peer, GRPC: rr.GRPC}
 	var d forward.Decision
@@ -183,23 +193,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	client, _, _ := net.SplitHostPort(r.RemoteAddr)
 	// The head was decoded for this request alone (internal/h2): forwarded in place.
-	hdr := forward.HTTPForwardingOwned(r.Header, client, peer, s.kind == forward.Ingress, scheme)
+	hdr := forward.HTTPForwardingInto(r.Header, client, peer, s.kind == forward.Ingress, scheme, one.spare[:0])
 	var hv router.HeaderVars
 	rh := d.Rules()
 	if rh.Any() {
 		hv = forward.RouteVars(&d, r.RemoteAddr, peer, snap.Node())
 		forward.ApplyRouteHTTP(hdr, rh, &hv, true)
 	}
-	call, idle := forward.NewCall(&d, env.StreamIdle, forward.GRPCTimeout(rr.GRPC, r.Header.Get("Grpc-Timeout")))
-	call.Ctx = r.Context()
+	call, idle := forward.NewCall(&d, env.StreamIdle, forward.GRPCTimeout(rr.GRPC, first(r.Header["Grpc-Timeout"])))
+	call.Ctx = ctx
 	call.Span = span
 	var aff forward.Affinity
 	if h := d.Cluster.Balancer().HashOn(); h != nil {
 		aff = forward.HTTPAffinity(h, r.Header, client, rand.Uint64())
 		aff.Apply(&call)
 	}
-	x := forward.NewOutRoundTrip(r.Method, rr.Path, rr.Authority, hdr, r.Body, r.ContentLength, r.Trailer, d.Cluster, idle, env.ReplayBound())
-	x.Ctx = r.Context()
+	x := &one.rt
+	x.InitOut(r.Method, rr.Path, rr.Authority, hdr, r.Body, r.ContentLength, r.Trailer, d.Cluster, idle, env.ReplayBound())
+	x.Ctx = ctx
 	pm := env.Mirrors.TakeRoundTrip(&d, r.Method, rr.Path, r.Host, hdr)
 	fl, err := forward.Do(&call, x)
 	rec.Attempts = call.Attempts
@@ -226,6 +237,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	CopyResponse(w, x, &fl, rr.GRPC, rec)
 	pm.Finish(x)
+}
+
+// perRequest is what a request needs once, allocated together.
+type perRequest struct {
+	rec   telemetry.Request
+	rt    forward.RoundTrip
+	spare [4]string // the forwarding fields' values (forward.HTTPForwardingInto)
+}
+
+// first is a field's first value ("" when none): http.Header.Get for a canonical key,
+// without canonicalizing it again.
+func first(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[0]
 }
 
 // headerAdopter is a ResponseWriter that can take over a header map (internal/h2's).
@@ -277,8 +304,7 @@ func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Fligh
 		rec.BytesSent = n
 	}
 	if err != nil && grpc {
-		var de *forward.DownstreamError
-		if cause := x.TimeoutCause(); cause != nil && !errors.As(err, &de) {
+		if cause := x.TimeoutCause(); cause != nil && !isDownstream(err) {
 			fl.End(balancer.DoneInfo{Err: err, Status: resp.StatusCode, Latency: time.Since(fl.Start)}, true)
 			// The message names the timeout (cause), not the Read error: after the idle
 			// timer cut the attempt that is a bare "context canceled".
@@ -300,8 +326,7 @@ func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Fligh
 	}
 	// A copy error is the upstream's when reading failed, the client's when writing did;
 	// copyFlush tells them apart.
-	var de *forward.DownstreamError
-	fromUpstream := err != nil && !errors.As(err, &de)
+	fromUpstream := err != nil && !isDownstream(err)
 	fl.End(balancer.DoneInfo{Err: err, Status: resp.StatusCode, Latency: time.Since(fl.Start)}, err == nil || fromUpstream)
 	if fromUpstream {
 		if r, ok := w.(headRetractor); ok && r.RetractHead() {
@@ -324,6 +349,14 @@ func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Fligh
 		// Mid-body failure: abort the stream so the client sees an error, not a short body.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// isDownstream reports an error of the client's side. Its own function: the target of
+// errors.As escapes, and declared in CopyResponse it cost an allocation per response,
+// error or not.
+func isDownstream(err error) bool {
+	var de *forward.DownstreamError
+	return errors.As(err, &de)
 }
 
 // copyBufPool holds the 32 KiB relay buffers of the net/http path: one per response

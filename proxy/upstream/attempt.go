@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -84,6 +85,13 @@ func (c *Cluster) L4() *L4Stats { return c.l4 }
 // transport over the endpoints' pools, the connections of the HTTP/1.1 fast path. Its
 // request's URL.Host is the endpoint's address.
 func (c *Cluster) RoundTripper() http.RoundTripper { return c.rt }
+
+// ContextRoundTripper is a RoundTripper that takes the request's context beside the
+// request (both of meshd's transports): the pipeline sends one request per attempt
+// under the attempt's context without copying the request for it (WithContext).
+type ContextRoundTripper interface {
+	RoundTripContext(ctx context.Context, req *http.Request) (*http.Response, error)
+}
 
 // OpenConns counts the cluster's open HTTP/1.1 upstream connections.
 func (c *Cluster) OpenConns() int64 { return c.openConns.Load() }

@@ -85,7 +85,11 @@ func (c *Cluster) poolFor(addr string) *Pool {
 
 // RoundTrip implements http.RoundTripper.
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	ctx := req.Context()
+	return t.RoundTripContext(req.Context(), req)
+}
+
+// RoundTripContext implements ContextRoundTripper.
+func (t *h1Transport) RoundTripContext(ctx context.Context, req *http.Request) (*http.Response, error) {
 	body := req.Body
 	if body == http.NoBody {
 		body = nil
@@ -449,6 +453,7 @@ func closeBody(b io.ReadCloser) {
 type h1Response struct {
 	http.Response
 	body h1Body
+	vals [8]string // the header's values, when it has at most 8 fields (buildHeader)
 }
 
 // newResponse builds the http.Response of the head hr: its fields copied out of the
@@ -476,7 +481,7 @@ func newResponse(req *http.Request, hr *h1.Response) *h1Response {
 	default:
 		resp.ContentLength = hr.ContentLength
 	}
-	resp.Header = buildHeader(hr.Headers, !hr.Chunked && hr.ContentLength >= 0)
+	resp.Header = buildHeader(hr.Headers, !hr.Chunked && hr.ContentLength >= 0, r.vals[:])
 	if hr.Chunked {
 		resp.Trailer = announcedTrailers(hr.Headers)
 	}
@@ -488,7 +493,9 @@ func newResponse(req *http.Request, hr *h1.Response) *h1Response {
 // Names are canonicalized as net/http's are (textproto.CanonicalMIMEHeaderKey: h1 names
 // are tokens). All names and values are copied into one string, and every value slice
 // is cut from one backing array.
-func buildHeader(hs []h1.Header, keepCL bool) http.Header {
+//
+// spare backs the values (each a one-element window) when it has room for them all.
+func buildHeader(hs []h1.Header, keepCL bool, spare []string) http.Header {
 	var arr [4]string
 	conn := arr[:0]
 	for i := range hs {
@@ -525,7 +532,10 @@ func buildHeader(hs []h1.Header, keepCL bool) http.Header {
 		}
 	}
 	s := b.String()
-	vals := make([]string, n)
+	vals := spare
+	if len(vals) < n {
+		vals = make([]string, n)
+	}
 	off, j := 0, 0
 	for i := range hs {
 		if !keep(hs[i].Name) {

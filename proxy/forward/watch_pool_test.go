@@ -1,0 +1,65 @@
+package forward
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/internal/reqctx"
+)
+
+// TestIdleWatchPooledTimer: a watch's timer goes back to the pool on release and serves
+// the next watch. The released watch's attempt is never cancelled by it; a call of the
+// timer's func that was under way at the release and reaches the next watch (spurious)
+// does not cancel that watch's fresh attempt; and the reused timer still fires the next
+// watch's idle timeout.
+func TestIdleWatchPooledTimer(t *testing.T) {
+	// Long enough that the call below, right after the arm, never finds the attempt idle.
+	const idle = time.Second
+	first := &idleWatch{idle: time.Hour}
+	c1 := reqctx.New(context.Background())
+	first.arm(watchHead, c1)
+	b := first.timer
+	if b == nil || !first.running {
+		t.Fatal("arm did not start a timer")
+	}
+	first.release()
+	if first.timer != nil || first.running {
+		t.Fatal("release kept the timer")
+	}
+
+	// Take timers until the released one comes back (sync.Pool may drop it: then a new
+	// one serves, and the spurious call below is made on the timer actually in use).
+	second := &idleWatch{idle: idle}
+	c2 := reqctx.New(context.Background())
+	second.arm(watchHead, c2)
+	if second.timer == nil {
+		t.Fatal("arm did not start a timer")
+	}
+	if second.timer == b {
+		t.Log("the released timer was reused")
+	}
+	// A late call of the timer's func right after the arm: the attempt is not idle yet.
+	second.timer.fire()
+	if c2.Err() != nil {
+		t.Fatalf("a spurious fire cancelled a fresh attempt: %v", c2.Err())
+	}
+	// The idle timeout itself still fires, through the pooled timer.
+	select {
+	case <-c2.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the idle timeout never fired through the pooled timer")
+	}
+	second.mu.Lock()
+	stalled := second.stalled
+	second.mu.Unlock()
+	if !stalled {
+		t.Fatal("the head's idle timeout did not mark the watch stalled")
+	}
+	if c1.Err() != nil {
+		t.Fatalf("the released watch's attempt was cancelled: %v", c1.Err())
+	}
+	// Released while fired: the timer goes back and a later release is a no-op.
+	second.release()
+	second.release()
+}
