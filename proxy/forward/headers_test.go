@@ -2,6 +2,7 @@ package forward
 
 import (
 	"bufio"
+	"fmt"
 	"net/http"
 	"net/textproto"
 	"strings"
@@ -156,5 +157,21 @@ func TestH1ForwardingPeerAllocs(t *testing.T) {
 	}
 	if v, ok := req.Get(HeaderPeerIdentity); ok {
 		t.Fatalf("the forged identity %q is still there", v)
+	}
+}
+
+// TestAppendUUID holds the request id's format: a version 4, variant 10 UUID, the bits
+// of the two random words in order, lower-case hex.
+func TestAppendUUID(t *testing.T) {
+	for _, w := range [][2]uint64{{0, 0}, {^uint64(0), ^uint64(0)}, {0x0123456789abcdef, 0xfedcba9876543210}, {0xdeadbeefcafef00d, 0x1}} {
+		hi := (w[0] &^ (0xf << 12)) | (4 << 12)
+		lo := (w[1] &^ (0x3 << 62)) | (0x2 << 62)
+		want := fmt.Sprintf("%08x-%04x-%04x-%04x-%012x", hi>>32, (hi>>16)&0xffff, hi&0xffff, lo>>48, lo&(1<<48-1))
+		if got := string(appendUUID([]byte("id="), w[0], w[1])); got != "id="+want {
+			t.Errorf("appendUUID(%#x, %#x) = %q, want %q", w[0], w[1], got, "id="+want)
+		}
+		if got := appendUUID(nil, w[0], w[1]); got[14] != '4' || !strings.ContainsRune("89ab", rune(got[19])) {
+			t.Errorf("appendUUID(%#x, %#x) = %q: not version 4, variant 10", w[0], w[1], got)
+		}
 	}
 }
