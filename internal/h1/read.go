@@ -417,11 +417,13 @@ func parseFieldLine(line []byte, bad int) (fieldSpan, *Error) {
 	for ve > vs && (line[ve-1] == ' ' || line[ve-1] == '\t') {
 		ve--
 	}
-	for j := vs; j < ve; j++ {
-		// RFC 9110 §5.5: NUL, CR, LF and other CTLs MUST be rejected (or replaced by SP,
-		// except NUL); rejecting is the only choice that cannot desynchronise a peer.
-		if !isFieldValueByte(line[j]) {
-			return fieldSpan{}, &Error{bad, fmt.Sprintf("invalid byte %#02x in value of field %q", line[j], line[:i])}
+	// RFC 9110 §5.5: NUL, CR, LF and other CTLs MUST be rejected (or replaced by SP,
+	// except NUL); rejecting is the only choice that cannot desynchronise a peer.
+	if !validFieldValue(line[vs:ve]) {
+		for j := vs; j < ve; j++ {
+			if !isFieldValueByte(line[j]) {
+				return fieldSpan{}, &Error{bad, fmt.Sprintf("invalid byte %#02x in value of field %q", line[j], line[:i])}
+			}
 		}
 	}
 	return fieldSpan{nameStart: 0, nameEnd: i, valStart: vs, valEnd: ve}, nil

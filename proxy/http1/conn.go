@@ -180,7 +180,7 @@ func Serve(env *forward.Env, tc *listen.Conn, br *bufio.Reader, kind forward.Kin
 			}
 			return
 		}
-		hard, limit := time.Now().Add(env.HeaderTimeout), env.HeaderTimeout
+		hard, limit := deadline.In(env.HeaderTimeout), env.HeaderTimeout
 		byFirst := !first.IsZero() && first.Before(hard)
 		if byFirst {
 			hard, limit = first, env.FirstRequestTimeout
@@ -661,7 +661,7 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 		// Kept for this downstream connection's next request: like a pooled one, a
 		// failure on it may be a stale keep-alive the server closed meanwhile.
 		u.Reused = true
-		u.LastUsed = time.Now()
+		u.LastUsed = start.Add(latency) // now, without reading the clock again
 		c.up = u
 	}
 	// The slot is freed after the connection is back in the pool: a request waiting for

@@ -23,6 +23,10 @@ func now() time.Duration { return time.Since(epoch) }
 // computes the wait without reading the wall clock).
 func at(d time.Duration) time.Time { return epoch.Add(d) }
 
+// In is the time d from now, read from the monotonic clock alone: for bounds that are
+// set per request, where time.Now's wall clock read is wasted.
+func In(d time.Duration) time.Time { return at(now() + d) }
+
 // setHard sets the absolute bound (zero: none); the next Read or Write applies it.
 func (t *Timer) SetHard(h time.Time) {
 	t.hard = h
