@@ -251,19 +251,28 @@ func removeFieldsAfter(hs []h1.Header, keep int, lower string) []h1.Header {
 	return out
 }
 
-// appendUUID formats a random (version 4) UUID. The digits are written at fixed
-// places in an array and appended once: appending them one by one cost 600
-// instructions per request (issue 17).
-func appendUUID(b []byte, hi, lo uint64) []byte {
+// hexPairs holds the two hex digits of every byte value.
+var hexPairs = func() (t [256][2]byte) {
 	const hex = "0123456789abcdef"
+	for i := range t {
+		t[i] = [2]byte{hex[i>>4], hex[i&0xf]}
+	}
+	return t
+}()
+
+// appendUUID formats a random (version 4) UUID. The digits are written at fixed
+// places in an array, a byte's two at a time, and appended once: appending them one by
+// one cost 600 instructions per request (issue 17).
+func appendUUID(b []byte, hi, lo uint64) []byte {
 	hi = (hi &^ (0xf << 12)) | (4 << 12)
 	lo = (lo &^ (0x3 << 62)) | (0x2 << 62)
 	var h, l [16]byte
-	for i := 15; i >= 0; i-- {
-		h[i] = hex[hi&0xf]
-		l[i] = hex[lo&0xf]
-		hi >>= 4
-		lo >>= 4
+	for i := 0; i < 16; i += 2 {
+		p, q := hexPairs[byte(hi>>56)], hexPairs[byte(lo>>56)]
+		hi <<= 8
+		lo <<= 8
+		h[i], h[i+1] = p[0], p[1]
+		l[i], l[i+1] = q[0], q[1]
 	}
 	var u [36]byte
 	copy(u[0:8], h[0:8])

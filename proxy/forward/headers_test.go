@@ -175,3 +175,30 @@ func TestAppendUUID(t *testing.T) {
 		}
 	}
 }
+
+// TestSplitHostPort holds the Host splitting routing uses: a port only after the last
+// colon of a name or IPv4 address, or after an IPv6 literal's bracket.
+func TestSplitHostPort(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		host string
+		port int
+	}{
+		{"svc.local", "svc.local", 0},
+		{"svc.local:8080", "svc.local", 8080},
+		{"10.0.0.1:80", "10.0.0.1", 80},
+		{"svc:", "svc", 0},
+		{"svc:99999", "svc", 0},
+		{"svc:8x", "svc", 0},
+		{"::1", "::1", 0},
+		{"fe80::1:80", "fe80::1:80", 0},
+		{"[::1]:8443", "::1", 8443},
+		{"[::1]", "::1", 0},
+		{"[::1", "[::1", 0},
+		{"", "", 0},
+	} {
+		if host, port := SplitHostPort(tt.in); host != tt.host || port != tt.port {
+			t.Errorf("SplitHostPort(%q) = %q, %d; want %q, %d", tt.in, host, port, tt.host, tt.port)
+		}
+	}
+}
