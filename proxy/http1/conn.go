@@ -428,7 +428,8 @@ func (c *h1conn) putBody() {
 // response back: the hot path. It reports whether the downstream connection can be kept.
 func (c *h1conn) forward(d *forward.Decision, target string) bool {
 	req := &c.req
-	call, idle := forward.NewCall(d, c.env.StreamIdle, 0)
+	var call forward.Call
+	idle := call.Init(d, c.env.StreamIdle, 0)
 	c.tc.SetIdleTimeout(idle)
 	c.x.target, c.x.idle, c.x.upgrade, c.x.sent, c.x.u = target, idle, req.Upgrade != "", false, nil
 	call.NoRetry = c.x.upgrade
