@@ -471,6 +471,7 @@ func (m *msgBuf) fieldsInto(hs *[]Header) fieldStats {
 		}
 		*hs = append(*hs, h)
 	}
+	m.noConn = fs.connCount == 0
 	return fs
 }
 

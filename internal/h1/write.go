@@ -225,7 +225,7 @@ func WriteRequestHead(w *bufio.Writer, req *Request, target string, extra []Head
 	if !req.hasHost {
 		writeField(w, "Host", req.Host)
 	}
-	conn := connectionNamesFields(req.Headers)
+	conn := !req.noConn && connectionNamesFields(req.Headers)
 	teTrailers := false
 	for i := range req.Headers {
 		h := &req.Headers[i]
@@ -293,7 +293,7 @@ func WriteResponseHead(w *bufio.Writer, resp *Response, extra []Header, keepUpgr
 		_, _ = w.WriteString(resp.Reason)
 		_, _ = w.WriteString("\r\n")
 	}
-	conn := connectionNamesFields(resp.Headers)
+	conn := !resp.noConn && connectionNamesFields(resp.Headers)
 	for i := range resp.Headers {
 		h := &resp.Headers[i]
 		switch classify(h.Name) {

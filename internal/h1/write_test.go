@@ -329,3 +329,34 @@ func TestZeroAlloc(t *testing.T) {
 		t.Errorf("CopyBody chunked allocs/op = %v, want 0", n)
 	}
 }
+
+// TestConnectionFieldsSkip: a parsed head without a Connection field lets the writers
+// skip the scan for fields it names; one with it, or a head built by hand, is scanned.
+func TestConnectionFieldsSkip(t *testing.T) {
+	read := func(s string) *Request {
+		var req Request
+		if err := NewReader(bufio.NewReader(strings.NewReader(s)), Limits{}).ReadRequest(&req); err != nil {
+			t.Fatal(err)
+		}
+		return &req
+	}
+	if read("GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\n").ConnectionFields() {
+		t.Error("a head without Connection: ConnectionFields true")
+	}
+	req := read("GET / HTTP/1.1\r\nHost: h\r\nConnection: x-a\r\nX-A: 1\r\nX-B: 2\r\n\r\n")
+	if !req.ConnectionFields() {
+		t.Error("a head with Connection: ConnectionFields false")
+	}
+	var b strings.Builder
+	w := bufio.NewWriter(&b)
+	if err := WriteRequestHead(w, req, "", nil, false); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Flush()
+	if strings.Contains(b.String(), "X-A") || !strings.Contains(b.String(), "X-B: 2") {
+		t.Errorf("written head %q: want X-A (named in Connection) dropped, X-B kept", b.String())
+	}
+	if !(&Request{}).ConnectionFields() {
+		t.Error("a Request built by hand: ConnectionFields false")
+	}
+}

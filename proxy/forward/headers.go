@@ -84,7 +84,7 @@ func NewH1Forwarding() *H1Forwarding {
 func (c *H1Forwarding) Apply(req *h1.Request, client, peer string, ingress bool, scheme string) {
 	c.Extra = c.Extra[:0]
 	c.scratch = c.scratch[:0]
-	if connectionNamesFields(req.Headers) {
+	if req.ConnectionFields() && connectionNamesFields(req.Headers) {
 		req.Headers = stripConnectionNamed(req.Headers)
 	}
 	xff, nxff, xffLen := -1, 0, 0
