@@ -380,7 +380,11 @@ func (u *Conn) Read(p []byte) (int, error) {
 
 func (u *Conn) Write(p []byte) (int, error) {
 	u.Timer.Refresh(u.NetConn)
-	u.wrote = true
+	if u.Timer.Bounded() {
+		// Only a bounded timer: the HTTP/1.1 transport and tunnels clear it and then
+		// write on another goroutine than the one reading.
+		u.wrote = true
+	}
 	var n int
 	var err error
 	if u.await {

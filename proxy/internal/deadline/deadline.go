@@ -85,10 +85,13 @@ func (t *Timer) slack() time.Duration {
 	return time.Second
 }
 
+// Bounded reports whether the timer has a bound (idle or absolute) to apply.
+func (t *Timer) Bounded() bool { return t.Idle > 0 || !t.hard.IsZero() }
+
 // unbounded clears the deadlines when there is no bound; it reports whether there was
 // none.
 func (t *Timer) unbounded(c net.Conn) bool {
-	if t.Idle > 0 || !t.hard.IsZero() {
+	if t.Bounded() {
 		return false
 	}
 	if t.setR != 0 || t.setW != 0 {
