@@ -5,6 +5,7 @@ package deadline
 
 import (
 	"errors"
+	"math"
 	"net"
 	"os"
 	"time"
@@ -68,7 +69,11 @@ func (t *Timer) want(n time.Duration) time.Duration {
 		w = t.hardAt
 	}
 	if t.Idle > 0 {
-		if d := n + t.Idle; w == 0 || d < w {
+		d := n + t.Idle
+		if d < n {
+			d = math.MaxInt64 // an idle bound of centuries: never
+		}
+		if w == 0 || d < w {
 			w = d
 		}
 	}

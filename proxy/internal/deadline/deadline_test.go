@@ -2,6 +2,7 @@ package deadline
 
 import (
 	"errors"
+	"math"
 	"net"
 	"os"
 	"testing"
@@ -196,5 +197,24 @@ func TestReadDeadlineLeftToFire(t *testing.T) {
 	}
 	if last := c.sets[len(c.sets)-1]; !last.Equal(hard) {
 		t.Fatalf("read deadline moves %v: want the last at the absolute bound %v", c.sets, hard)
+	}
+}
+
+// TestHugeIdleBound: an idle bound too long for the clock's arithmetic means no
+// deadline soon, not one in the past.
+func TestHugeIdleBound(t *testing.T) {
+	client, server := tcpPair(t)
+	var tm Timer
+	tm.Idle = time.Duration(math.MaxInt64)
+	go func() {
+		time.Sleep(30 * time.Millisecond)
+		_, _ = client.Write([]byte("x"))
+	}()
+	var b [1]byte
+	if n, err := read(&tm, server, b[:]); n != 1 || err != nil {
+		t.Fatalf("read under a huge idle bound: %d, %v; want the byte", n, err)
+	}
+	if _, err := server.Write(b[:]); err != nil {
+		t.Fatalf("write under a huge idle bound: %v", err)
 	}
 }
