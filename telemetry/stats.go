@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"math"
 	"sync/atomic"
 	"time"
 )
@@ -10,6 +11,15 @@ import (
 var LatencyBuckets = [...]float64{
 	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 }
+
+// latencyBounds are LatencyBuckets as durations: Record compares integers, where the
+// conversion of every duration to float seconds cost more than the search (issue 17).
+var latencyBounds = func() (b [len(LatencyBuckets)]time.Duration) {
+	for i, s := range LatencyBuckets {
+		b[i] = time.Duration(math.Round(s * float64(time.Second)))
+	}
+	return b
+}()
 
 // HTTPStats counts the requests of one route, cluster or listener: by status class and
 // by the common codes, their latency, and those in flight. Recording is a few atomic adds
@@ -70,9 +80,8 @@ func (s *HTTPStats) Record(status int, d time.Duration, retries int, code string
 			break
 		}
 	}
-	sec := d.Seconds()
 	i := 0
-	for i < len(LatencyBuckets) && sec > LatencyBuckets[i] {
+	for i < len(latencyBounds) && d > latencyBounds[i] {
 		i++
 	}
 	s.Buckets[i].Add(1)

@@ -26,6 +26,12 @@ var fuzzSeeds = []string{
 	"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\nhello",
 	"GET / HTTP/1.1\nHost: h\n\n",
 	"GET / HTTP/1.1\r\nHost: h\r\nX: a\x00\r\n\r\n",
+	// A head whole in the buffer is split in memory (bufferedHead): its edges.
+	"GET / HTTP/1.1\r\nHost: h\r\nX: a\n\r\n\r\n",
+	"GET / HTTP/1.1\nHost: h\r\n\r\n",
+	"\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: h\r\n X: folded\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\nGET / HTTP/1.1\r\n\r\n",
 }
 
 // FuzzReadRequest checks that the request parser never panics, reports only documented

@@ -87,7 +87,17 @@ func quote(s string) string {
 type msgBuf struct {
 	buf   []byte
 	spans []fieldSpan
+	// noConn is set when the head was parsed without a Connection field line: the
+	// writers and the forwarding rules then skip their scan for the fields a Connection
+	// field names (two passes over the fields per message; issue 17). A Connection field
+	// added to Headers afterwards is not looked at (meshd adds none: config refuses
+	// header rules on it).
+	noConn bool
 }
+
+// ConnectionFields reports whether the message may hold Connection field lines: false
+// only for a head read by a Reader that had none.
+func (m *msgBuf) ConnectionFields() bool { return !m.noConn }
 
 type fieldSpan struct {
 	nameStart, nameEnd, valStart, valEnd int

@@ -352,3 +352,36 @@ func TestSplitAbsoluteTarget(t *testing.T) {
 		}
 	}
 }
+
+// TestValidFieldValue holds the eight-at-a-time check to the byte-by-byte rule: every
+// byte value at every place of values of every length up to 24, alone and next to a tab
+// (allowed, and below 0x20 like the CTLs the word test looks for).
+func TestValidFieldValue(t *testing.T) {
+	bytewise := func(v []byte) bool {
+		for _, c := range v {
+			if !isFieldValueByte(c) {
+				return false
+			}
+		}
+		return true
+	}
+	for n := 0; n <= 24; n++ {
+		for pos := 0; pos < n; pos++ {
+			for c := 0; c < 256; c++ {
+				v := bytes.Repeat([]byte{'a'}, n)
+				v[pos] = byte(c)
+				if got, want := validFieldValue(v), bytewise(v); got != want {
+					t.Fatalf("validFieldValue(%q) = %v, want %v", v, got, want)
+				}
+				v[(pos+1)%n] = '\t'
+				if got, want := validFieldValue(v), bytewise(v); got != want {
+					t.Fatalf("validFieldValue(%q) = %v, want %v", v, got, want)
+				}
+				v[(pos+3)%n] = 0x80 | byte(c)
+				if got, want := validFieldValue(v), bytewise(v); got != want {
+					t.Fatalf("validFieldValue(%q) = %v, want %v", v, got, want)
+				}
+			}
+		}
+	}
+}

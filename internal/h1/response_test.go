@@ -77,15 +77,35 @@ func TestReadResponseRejects(t *testing.T) {
 		{"bare LF", "GET", "HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n"},
 		{"NUL in reason", "GET", "HTTP/1.1 200 O\x00K\r\n\r\n"},
 		{"too large", "GET", "HTTP/1.1 200 OK\r\nX: " + strings.Repeat("a", 200) + "\r\n\r\n"},
+		{"bare LF in a field", "GET", "HTTP/1.1 200 OK\r\nX: a\nContent-Length: 0\r\n\r\n"},
+		{"CR in a value", "GET", "HTTP/1.1 200 OK\r\nX: a\rb\r\nContent-Length: 0\r\n\r\n"},
+		{"empty line first", "GET", "\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
+		{"too many fields", "GET", "HTTP/1.1 200 OK\r\n" + strings.Repeat("X: a\r\n", 101) + "\r\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := NewReader(bufio.NewReader(strings.NewReader(tt.in)), Limits{MaxHeaderBytes: 100})
-			var resp Response
-			err := r.ReadResponse(&resp, tt.method)
-			var he *Error
-			if !errors.As(err, &he) || he.Status != 502 {
-				t.Fatalf("err = %v, want *Error 502", err)
+			// A head whole in the buffer is split in memory, one read byte by byte line by
+			// line: the same error either way.
+			var msgs [2]string
+			for i, oneByte := range []bool{false, true} {
+				var src io.Reader = strings.NewReader(tt.in)
+				if oneByte {
+					src = iotest.OneByteReader(src)
+				}
+				r := NewReader(bufio.NewReader(src), Limits{MaxHeaderBytes: 100})
+				if tt.name == "too many fields" {
+					r = NewReader(bufio.NewReader(src), Limits{})
+				}
+				var resp Response
+				err := r.ReadResponse(&resp, tt.method)
+				var he *Error
+				if !errors.As(err, &he) || he.Status != 502 {
+					t.Fatalf("one byte at a time %v: err = %v, want *Error 502", oneByte, err)
+				}
+				msgs[i] = err.Error()
+			}
+			if msgs[0] != msgs[1] {
+				t.Errorf("whole head: %q; byte by byte: %q", msgs[0], msgs[1])
 			}
 		})
 	}

@@ -133,20 +133,20 @@ func validAuthority(s string, requirePort bool) bool {
 			return false
 		}
 	} else {
+		// One pass: ':' is not a reg-name byte, so the host ends at the first byte the
+		// table refuses, which must be the port's colon.
 		host := s
 		for i := 0; i < len(s); i++ {
-			if s[i] == ':' {
+			if c := s[i]; !regNameTable[c] {
+				if c != ':' {
+					return false
+				}
 				host, port, hasPort = s[:i], s[i+1:], true
 				break
 			}
 		}
 		if host == "" {
 			return false
-		}
-		for i := 0; i < len(host); i++ {
-			if !regNameTable[host[i]] {
-				return false
-			}
 		}
 	}
 	if !hasPort {

@@ -329,3 +329,78 @@ func TestZeroAlloc(t *testing.T) {
 		t.Errorf("CopyBody chunked allocs/op = %v, want 0", n)
 	}
 }
+
+// TestConnectionFieldsSkip: a parsed head without a Connection field lets the writers
+// skip the scan for fields it names; one with it, or a head built by hand, is scanned.
+func TestConnectionFieldsSkip(t *testing.T) {
+	read := func(s string) *Request {
+		var req Request
+		if err := NewReader(bufio.NewReader(strings.NewReader(s)), Limits{}).ReadRequest(&req); err != nil {
+			t.Fatal(err)
+		}
+		return &req
+	}
+	if read("GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\n").ConnectionFields() {
+		t.Error("a head without Connection: ConnectionFields true")
+	}
+	req := read("GET / HTTP/1.1\r\nHost: h\r\nConnection: x-a\r\nX-A: 1\r\nX-B: 2\r\n\r\n")
+	if !req.ConnectionFields() {
+		t.Error("a head with Connection: ConnectionFields false")
+	}
+	var b strings.Builder
+	w := bufio.NewWriter(&b)
+	if err := WriteRequestHead(w, req, "", nil, false); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Flush()
+	if strings.Contains(b.String(), "X-A") || !strings.Contains(b.String(), "X-B: 2") {
+		t.Errorf("written head %q: want X-A (named in Connection) dropped, X-B kept", b.String())
+	}
+	if !(&Request{}).ConnectionFields() {
+		t.Error("a Request built by hand: ConnectionFields false")
+	}
+}
+
+// TestHeadWritersSmallBuffers: the head writers (which append a line in the writer's
+// free buffer when it fits) write the same bytes whatever the buffer's size and however
+// much it already holds, down to buffers smaller than one field.
+func TestHeadWritersSmallBuffers(t *testing.T) {
+	var req Request
+	in := "POST /upload?x=1 HTTP/1.1\r\nHost: svc.mesh.local:8080\r\nUser-Agent: t/1\r\nX-Long: " +
+		strings.Repeat("v", 300) + "\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\n\r\n"
+	if err := NewReader(bufio.NewReader(strings.NewReader(in)), Limits{}).ReadRequest(&req); err != nil {
+		t.Fatal(err)
+	}
+	var resp Response
+	rin := "HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nX-Long: " + strings.Repeat("r", 300) + "\r\nContent-Length: 12345\r\n\r\n"
+	if err := NewReader(bufio.NewReader(strings.NewReader(rin)), Limits{}).ReadResponse(&resp, "POST"); err != nil {
+		t.Fatal(err)
+	}
+	extra := []Header{{"X-Forwarded-For", "10.0.0.1"}, {"X-Request-Id", strings.Repeat("i", 36)}}
+	write := func(size, pre int) string {
+		var b strings.Builder
+		w := bufio.NewWriterSize(&b, size)
+		_, _ = w.WriteString(strings.Repeat("p", pre))
+		if err := WriteRequestHead(w, &req, "", extra, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteResponseHead(w, &resp, extra, false, true); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	want := write(64<<10, 0)
+	if !strings.Contains(want, "Content-Length: 12345\r\n") || !strings.Contains(want, "Transfer-Encoding: chunked\r\n") {
+		t.Fatalf("heads:\n%s", want)
+	}
+	for _, size := range []int{1, 7, 16, 24, 40, 100, 333, 4096} {
+		for _, pre := range []int{0, 3, 15} {
+			if got := write(size, pre); got != strings.Repeat("p", pre)+want {
+				t.Fatalf("buffer %d holding %d: got\n%q\nwant\n%q", size, pre, got, strings.Repeat("p", pre)+want)
+			}
+		}
+	}
+}

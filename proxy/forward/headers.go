@@ -85,7 +85,7 @@ func NewH1Forwarding() *H1Forwarding {
 func (c *H1Forwarding) Apply(req *h1.Request, client, peer string, ingress bool, scheme string) {
 	c.Extra = c.Extra[:0]
 	c.scratch = c.scratch[:0]
-	if connectionNamesFields(req.Headers) {
+	if req.ConnectionFields() && connectionNamesFields(req.Headers) {
 		req.Headers = stripConnectionNamed(req.Headers)
 	}
 	xff, nxff, xffLen := -1, 0, 0
@@ -252,23 +252,40 @@ func removeFieldsAfter(hs []h1.Header, keep int, lower string) []h1.Header {
 	return out
 }
 
-// appendUUID formats a random (version 4) UUID.
-func appendUUID(b []byte, hi, lo uint64) []byte {
+// hexPairs holds the two hex digits of every byte value.
+var hexPairs = func() (t [256][2]byte) {
 	const hex = "0123456789abcdef"
+	for i := range t {
+		t[i] = [2]byte{hex[i>>4], hex[i&0xf]}
+	}
+	return t
+}()
+
+// appendUUID formats a random (version 4) UUID. The digits are written at fixed
+// places in an array, a byte's two at a time, and appended once: appending them one by
+// one cost 600 instructions per request (issue 17).
+func appendUUID(b []byte, hi, lo uint64) []byte {
 	hi = (hi &^ (0xf << 12)) | (4 << 12)
 	lo = (lo &^ (0x3 << 62)) | (0x2 << 62)
-	var raw [16]byte
-	for i := 0; i < 8; i++ {
-		raw[i] = byte(hi >> (56 - 8*i))
-		raw[8+i] = byte(lo >> (56 - 8*i))
+	var h, l [16]byte
+	for i := 0; i < 16; i += 2 {
+		p, q := hexPairs[byte(hi>>56)], hexPairs[byte(lo>>56)]
+		hi <<= 8
+		lo <<= 8
+		h[i], h[i+1] = p[0], p[1]
+		l[i], l[i+1] = q[0], q[1]
 	}
-	for i, v := range raw {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			b = append(b, '-')
-		}
-		b = append(b, hex[v>>4], hex[v&0xf])
-	}
-	return b
+	var u [36]byte
+	copy(u[0:8], h[0:8])
+	u[8] = '-'
+	copy(u[9:13], h[8:12])
+	u[13] = '-'
+	copy(u[14:18], h[12:16])
+	u[18] = '-'
+	copy(u[19:23], l[0:4])
+	u[23] = '-'
+	copy(u[24:36], l[4:16])
+	return append(b, u[:]...)
 }
 
 // RemoveHopByHop deletes the hop-by-hop fields of h and those its Connection fields name.

@@ -2,6 +2,7 @@ package forward
 
 import (
 	"bufio"
+	"fmt"
 	"net/http"
 	"net/textproto"
 	"strings"
@@ -156,5 +157,48 @@ func TestH1ForwardingPeerAllocs(t *testing.T) {
 	}
 	if v, ok := req.Get(HeaderPeerIdentity); ok {
 		t.Fatalf("the forged identity %q is still there", v)
+	}
+}
+
+// TestAppendUUID holds the request id's format: a version 4, variant 10 UUID, the bits
+// of the two random words in order, lower-case hex.
+func TestAppendUUID(t *testing.T) {
+	for _, w := range [][2]uint64{{0, 0}, {^uint64(0), ^uint64(0)}, {0x0123456789abcdef, 0xfedcba9876543210}, {0xdeadbeefcafef00d, 0x1}} {
+		hi := (w[0] &^ (0xf << 12)) | (4 << 12)
+		lo := (w[1] &^ (0x3 << 62)) | (0x2 << 62)
+		want := fmt.Sprintf("%08x-%04x-%04x-%04x-%012x", hi>>32, (hi>>16)&0xffff, hi&0xffff, lo>>48, lo&(1<<48-1))
+		if got := string(appendUUID([]byte("id="), w[0], w[1])); got != "id="+want {
+			t.Errorf("appendUUID(%#x, %#x) = %q, want %q", w[0], w[1], got, "id="+want)
+		}
+		if got := appendUUID(nil, w[0], w[1]); got[14] != '4' || !strings.ContainsRune("89ab", rune(got[19])) {
+			t.Errorf("appendUUID(%#x, %#x) = %q: not version 4, variant 10", w[0], w[1], got)
+		}
+	}
+}
+
+// TestSplitHostPort holds the Host splitting routing uses: a port only after the last
+// colon of a name or IPv4 address, or after an IPv6 literal's bracket.
+func TestSplitHostPort(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		host string
+		port int
+	}{
+		{"svc.local", "svc.local", 0},
+		{"svc.local:8080", "svc.local", 8080},
+		{"10.0.0.1:80", "10.0.0.1", 80},
+		{"svc:", "svc", 0},
+		{"svc:99999", "svc", 0},
+		{"svc:8x", "svc", 0},
+		{"::1", "::1", 0},
+		{"fe80::1:80", "fe80::1:80", 0},
+		{"[::1]:8443", "::1", 8443},
+		{"[::1]", "::1", 0},
+		{"[::1", "[::1", 0},
+		{"", "", 0},
+	} {
+		if host, port := SplitHostPort(tt.in); host != tt.host || port != tt.port {
+			t.Errorf("SplitHostPort(%q) = %q, %d; want %q, %d", tt.in, host, port, tt.host, tt.port)
+		}
 	}
 }

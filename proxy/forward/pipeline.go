@@ -380,6 +380,13 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 // listener's) perRequest timeout, lowered, never raised, by a gRPC client's
 // grpc-timeout (0: none). idle is the exchange's idle timeout.
 func NewCall(d *Decision, streamIdle, grpcTimeout time.Duration) (c Call, idle time.Duration) {
+	idle = c.Init(d, streamIdle, grpcTimeout)
+	return c, idle
+}
+
+// Init is NewCall on a zero Call the caller holds: the HTTP/1.1 fast path's, where
+// returning the Call by value cost two copies of it per request (issue 17).
+func (c *Call) Init(d *Decision, streamIdle, grpcTimeout time.Duration) (idle time.Duration) {
 	timeout, idle := d.Timeouts(streamIdle)
 	if grpcTimeout > 0 && (timeout == 0 || grpcTimeout < timeout) {
 		timeout = grpcTimeout
@@ -388,7 +395,7 @@ func NewCall(d *Decision, streamIdle, grpcTimeout time.Duration) (c Call, idle t
 	if timeout > 0 {
 		c.Deadline = time.Now().Add(timeout)
 	}
-	return c, idle
+	return idle
 }
 
 // GRPCTimeout is the deadline a gRPC client asked for in grpc-timeout; 0 when absent,

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -262,16 +263,14 @@ func SplitHostPort(hostport string) (host string, port int) {
 		}
 		return host, port
 	}
-	for i := len(host) - 1; i >= 0; i-- {
-		if host[i] == ':' {
-			// More than one colon without brackets: an IPv6 literal with no port.
-			for j := 0; j < i; j++ {
-				if host[j] == ':' {
-					return hostport, 0
-				}
-			}
-			return host[:i], atoiPort(host[i+1:])
+	// IndexByte's vector search: a byte loop over the host was 130 instructions per
+	// request (issue 17).
+	if i := strings.IndexByte(host, ':'); i >= 0 {
+		// More than one colon without brackets: an IPv6 literal with no port.
+		if strings.IndexByte(host[i+1:], ':') >= 0 {
+			return hostport, 0
 		}
+		return host[:i], atoiPort(host[i+1:])
 	}
 	return host, 0
 }

@@ -269,7 +269,7 @@ func (c *h1conn) serve(first time.Time, resumed bool) bool {
 			}
 			return true
 		}
-		hard, limit := time.Now().Add(env.HeaderTimeout), env.HeaderTimeout
+		hard, limit := deadline.In(env.HeaderTimeout), env.HeaderTimeout
 		byFirst := !first.IsZero() && first.Before(hard)
 		if byFirst {
 			hard, limit = first, env.FirstRequestTimeout
@@ -536,7 +536,8 @@ func (c *h1conn) putBody() {
 // response back: the hot path. It reports whether the downstream connection can be kept.
 func (c *h1conn) forward(d *forward.Decision, target string) bool {
 	req := &c.req
-	call, idle := forward.NewCall(d, c.env.StreamIdle, 0)
+	var call forward.Call
+	idle := call.Init(d, c.env.StreamIdle, 0)
 	c.tc.SetIdleTimeout(idle)
 	c.x.target, c.x.idle, c.x.upgrade, c.x.sent, c.x.u = target, idle, req.Upgrade != "", false, nil
 	call.NoRetry = c.x.upgrade
@@ -769,7 +770,7 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 		// Kept for this downstream connection's next request: like a pooled one, a
 		// failure on it may be a stale keep-alive the server closed meanwhile.
 		u.Reused = true
-		u.LastUsed = time.Now()
+		u.LastUsed = start.Add(latency) // now, without reading the clock again
 		c.up = u
 	}
 	// The slot is freed after the connection is back in the pool: a request waiting for

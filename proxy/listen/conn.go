@@ -66,12 +66,17 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if c.Drain.Load() && c.state.Load() != active {
 		return 0, io.EOF
 	}
-	c.Timer.Refresh(c.Conn)
-	return c.Conn.Read(p)
+	c.Timer.RefreshRead(c.Conn)
+	for {
+		n, err := c.Conn.Read(p)
+		if n > 0 || err == nil || !c.Timer.Early(c.Conn, err) {
+			return n, err
+		}
+	}
 }
 
 func (c *Conn) Write(p []byte) (int, error) {
-	c.Timer.Refresh(c.Conn)
+	c.Timer.RefreshWrite(c.Conn)
 	n, err := c.Conn.Write(p)
 	c.Written += int64(n)
 	return n, err
