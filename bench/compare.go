@@ -130,17 +130,11 @@ func Compare(ctx context.Context, plan Plan) (*Report, error) {
 			return nil, fmt.Errorf("pin load generator: %w", err)
 		}
 	}
-	dir := plan.WorkDir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "meshbench-")
-		if err != nil {
-			return nil, fmt.Errorf("work dir: %w", err)
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("work dir %s: %w", dir, err)
+	dir, cleanup, err := workDir(plan.WorkDir, "meshbench-")
+	if err != nil {
+		return nil, err
 	}
+	defer cleanup()
 
 	var insts []*instance
 	defer func() {
@@ -457,4 +451,20 @@ func ReadMachine() Machine {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
 	return m
+}
+
+// workDir is dir, created if need be, or a temporary directory named by prefix that
+// cleanup removes (cleanup does nothing for a given dir: the caller keeps it).
+func workDir(dir, prefix string) (string, func(), error) {
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", nil, fmt.Errorf("work dir %s: %w", dir, err)
+		}
+		return dir, func() {}, nil
+	}
+	d, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, fmt.Errorf("work dir: %w", err)
+	}
+	return d, func() { os.RemoveAll(d) }, nil
 }

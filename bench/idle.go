@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -288,17 +287,11 @@ func RunIdle(ctx context.Context, plan IdlePlan) ([]IdleResult, error) {
 		return nil, err
 	}
 	plan.nofile = nofile
-	dir := plan.WorkDir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "meshbench-idle-")
-		if err != nil {
-			return nil, fmt.Errorf("work dir: %w", err)
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("work dir %s: %w", dir, err)
+	dir, cleanup, err := workDir(plan.WorkDir, "meshbench-idle-")
+	if err != nil {
+		return nil, err
 	}
+	defer cleanup()
 	up, err := StartProc(ProcSpec{Name: "upstream", Argv: []string{plan.Self, "internal", "upstream", "--listen", "127.0.0.1:0", "--body-size", "63"}, Env: plan.SelfEnv})
 	if err != nil {
 		return nil, err
