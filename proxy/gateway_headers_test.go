@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -90,21 +89,7 @@ func TestGatewayRouteHeaders(t *testing.T) {
 		{"h2c client, HTTP/2 upstream", "/h2/x", h2client, "gr-h2", "h2-route", "h2.local"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			req, _ := http.NewRequest("GET", "http://"+addr+c.path, nil)
-			req.Header.Set("X-Debug", "1")
-			req.Header.Set("X-Both", "client")
-			req.Header.Add("X-Via", "client")
-			req.Header.Set("X-Keep", "kept")
-			resp, err := c.client.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				t.Fatalf("status %d (%s): %s", resp.StatusCode, resp.Header.Get("X-Meshd-Error"), body)
-			}
-			got := string(body)
+			resp, got := fieldsRequest(t, c.client, "http://"+addr+c.path, "X-Debug", "1", "X-Both", "client", "X-Via", "client", "X-Keep", "kept")
 			for _, want := range []string{
 				"X-Debug=\n",
 				"X-Gw=" + c.gr + " on gw for " + c.svc + "\n",

@@ -32,6 +32,29 @@ func echoFields(names ...string) http.HandlerFunc {
 	}
 }
 
+// fieldsRequest sends a GET of url with the fields kv (name, value, ...) and returns the
+// response and its body, failing unless the status is 200.
+func fieldsRequest(t *testing.T, c *http.Client, url string, kv ...string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		req.Header.Add(kv[i], kv[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: status %d (%s) %v: %s", url, resp.StatusCode, resp.Header.Get("X-Meshd-Error"), err, body)
+	}
+	return resp, string(body)
+}
+
 // echoHeaders echoes the fields TestRouteHeaders looks at.
 var echoHeaders = echoFields("X-Debug", "X-Env", "X-Request-Id", "X-Via", "X-Keep")
 
@@ -59,18 +82,7 @@ func TestRouteHeaders(t *testing.T) {
 		{"h2c client, HTTP/2 upstream", "h2.t.local", h2client, "h2.t.local"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			req, _ := http.NewRequest("GET", "http://"+c.host+"/x", nil)
-			req.Header.Set("X-Debug", "1")
-			req.Header.Set("X-Env", "dev")
-			req.Header.Add("X-Via", "client")
-			req.Header.Set("X-Keep", "kept")
-			resp, err := c.client.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			got := string(body)
+			resp, got := fieldsRequest(t, c.client, "http://"+c.host+"/x", "X-Debug", "1", "X-Env", "dev", "X-Via", "client", "X-Keep", "kept")
 			node := strings.Split(c.host, ".")[0] + "svc" // its route is <node>-r0
 			for _, want := range []string{
 				"X-Debug=\n",
