@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -365,15 +366,54 @@ func PinSelf(cpus string) error {
 	return pinTasks(os.Getpid(), set)
 }
 
-// freePort returns a loopback port that was free a moment ago; the race with other
-// programs taking it is accepted for peers that cannot report their own port.
+// freePort returns a loopback port that was free a moment ago, for peers that cannot
+// report their own port. It is picked below the kernel's ephemeral range: a port the
+// kernel handed out (Listen on :0) goes back into the pool that the load generator's
+// own outgoing connections draw from, and one of them took it before the peer bound it
+// once in a loaded test run ("address already in use").
 func freePort() (int, error) {
+	lo, _ := ephemeralRange()
+	if lo > freePortBase+2048 {
+		for i := 0; i < 64; i++ {
+			p := freePortBase + rand.IntN(lo-freePortBase)
+			ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+			if err != nil {
+				continue
+			}
+			ln.Close()
+			return p, nil
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// freePortBase keeps freePort above the ports meshd and its examples use by default
+// (admin 9901, interception 15000/15001, upstreams at 8080 and so on).
+const freePortBase = 16384
+
+// ephemeralRange is the kernel's range of ports for outgoing connections (Linux's
+// default when it cannot be read).
+func ephemeralRange() (lo, hi int) {
+	lo, hi = 32768, 60999
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return lo, hi
+	}
+	l, err1 := strconv.Atoi(f[0])
+	h, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil || l <= 0 || h < l {
+		return lo, hi
+	}
+	return l, h
 }
 
 // dialCheck succeeds once addr accepts TCP connections.
