@@ -56,6 +56,9 @@ type GatewayRoute struct {
 	// Headers are the gateway route's own header rules (the headers extension); nil
 	// when it has none.
 	Headers *HeaderRules
+	// Index is the route's position in Gateway.Routes, so that per-route state of a
+	// snapshot (its statistics) is a slice index, not a lookup by name per request.
+	Index int
 }
 
 type rewriteMode uint8
@@ -108,6 +111,9 @@ func CompileGateway(cfg *config.Config, name string) (*Gateway, error) {
 		g.Routes = append(g.Routes, rt)
 	}
 	slices.SortStableFunc(g.Routes, compareGatewayRoutes)
+	for i, rt := range g.Routes {
+		rt.Index = i
+	}
 	return g, nil
 }
 

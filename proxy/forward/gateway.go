@@ -58,7 +58,7 @@ func resolveGateway(snap *state.Snapshot, gw *router.Gateway, rr *router.Request
 	}
 	d := gatewayTarget(snap, gr, rr, port, rnd)
 	// Counted on the gateway route whatever became of the request from here.
-	d.Gateway, d.GatewayStats = gr, snap.GatewayRouteStats(gr.Name)
+	d.Gateway, d.GatewayStats = gr, snap.GatewayStatsOf(gr)
 	return d
 }
 

@@ -19,8 +19,10 @@ type gatewayState struct {
 	routes *router.Gateway
 	ready  func() bool
 	// stats are the gateway routes' request statistics by name, carried over from the
-	// previous snapshot by name so that a reload does not reset them.
-	stats map[string]*telemetry.HTTPStats
+	// previous snapshot by name so that a reload does not reset them; byIndex holds the
+	// same by router.GatewayRoute.Index, for the request path.
+	stats   map[string]*telemetry.HTTPStats
+	byIndex []*telemetry.HTTPStats
 }
 
 // GatewayRouteStats are gateway route name's request statistics (nil when the snapshot
@@ -30,6 +32,18 @@ func (s *Snapshot) GatewayRouteStats(name string) *telemetry.HTTPStats {
 		return nil
 	}
 	return s.gw.stats[name]
+}
+
+// GatewayStatsOf are the request statistics of gr, a route of this snapshot's
+// Gateway() (nil for a route of another snapshot's gateway).
+func (s *Snapshot) GatewayStatsOf(gr *router.GatewayRoute) *telemetry.HTTPStats {
+	if s == nil || s.gw == nil || gr == nil {
+		return nil
+	}
+	if i := gr.Index; i >= 0 && i < len(s.gw.routes.Routes) && s.gw.routes.Routes[i] == gr {
+		return s.gw.byIndex[i]
+	}
+	return nil
 }
 
 // Gateway is the virtual gateway the snapshot serves (its gateway routes and
@@ -92,13 +106,15 @@ func CompileGateway(ctx context.Context, cfg *config.Config, name, source string
 	s.version = cfg.Digest()
 	s.node = name
 	s.localNodePort = 0
-	s.gw = &gatewayState{routes: sp.Routes, ready: opts.Ready, stats: make(map[string]*telemetry.HTTPStats, len(sp.Routes.Routes))}
-	for _, rt := range sp.Routes.Routes {
+	s.gw = &gatewayState{routes: sp.Routes, ready: opts.Ready, stats: make(map[string]*telemetry.HTTPStats, len(sp.Routes.Routes)),
+		byIndex: make([]*telemetry.HTTPStats, len(sp.Routes.Routes))}
+	for i, rt := range sp.Routes.Routes {
 		st := prev.GatewayRouteStats(rt.Name)
 		if st == nil {
 			st = new(telemetry.HTTPStats)
 		}
 		s.gw.stats[rt.Name] = st
+		s.gw.byIndex[i] = st
 	}
 	return s, nil
 }
