@@ -449,6 +449,10 @@ type EndpointStatus struct {
 	InFlight           int64
 	Requests, Failures uint64
 	Healthy, Ejected   bool
+	// RampPercent is the share of Weight the endpoint gets while slow start ramps it
+	// (its effective weight is Weight × RampPercent / 100); absent once it has its full
+	// weight, when slow start is off, and while it is not available.
+	RampPercent uint32 `json:",omitempty"`
 }
 
 // Snapshot lists the current endpoints, sorted by address. The counters are read one
@@ -465,6 +469,17 @@ func (c *Cluster) Snapshot() []EndpointStatus {
 			Failures: e.failures.Load(),
 			Healthy:  e.Healthy(),
 			Ejected:  e.Ejected(),
+		}
+	}
+	if p.ramping {
+		at := make(map[*Endpoint]int, len(p.eps))
+		for i, e := range p.eps {
+			at[e] = i
+		}
+		for i, e := range p.all {
+			if j, ok := at[e]; ok && p.raw[j] > 0 && p.w[j] < p.raw[j]*slowScale {
+				out[i].RampPercent = p.w[j] / p.raw[j]
+			}
 		}
 	}
 	return out

@@ -78,16 +78,19 @@ func TestSlowStartRamps(t *testing.T) {
 				}
 			}
 			check(0.10)
+			checkRamp(t, c, newAddr, 10)
 			clk.advance(window / 2)
 			if !c.Tick() {
 				t.Fatal("Tick: not ramping half-way")
 			}
 			check(0.5)
+			checkRamp(t, c, newAddr, 50)
 			clk.advance(window / 2)
 			if c.Tick() {
 				t.Fatal("Tick: still ramping after the window")
 			}
 			check(1)
+			checkRamp(t, c, newAddr, 0)
 
 			// An ejection ends: the endpoint ramps again.
 			c.SetEjected(newAddr, true)
@@ -150,5 +153,20 @@ func TestSlowStartKnown(t *testing.T) {
 	}
 	if got := share(t, c, 2100, set[0].Address); got < 0.46 || got > 0.49 {
 		t.Errorf("known endpoint's share %.3f; want 0.476", got)
+	}
+}
+
+// checkRamp checks the endpoint statuses (/clusters): addr ramps at percent of its weight
+// (0: it has its full weight), every other endpoint has its full weight.
+func checkRamp(t *testing.T, c *Cluster, addr string, percent uint32) {
+	t.Helper()
+	for _, st := range c.Snapshot() {
+		want := uint32(0)
+		if st.Address == addr {
+			want = percent
+		}
+		if st.RampPercent != want {
+			t.Errorf("endpoint %s: RampPercent %d, want %d", st.Address, st.RampPercent, want)
+		}
 	}
 }
