@@ -2,6 +2,8 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
 )
@@ -37,6 +39,13 @@ const maxEmptyLines = 4
 // After any error req's fields are unspecified and the connection must not be reused.
 func (r *Reader) ReadRequest(req *Request) error {
 	req.Reset()
+	if b, err := r.buffered(); err != nil {
+		return r.emptyRead(err, 414, 400, "request-line")
+	} else if n, lineEnd := r.scanHead(b, &req.msgBuf); n > 0 {
+		req.buf = append(req.buf, b[:n]...)
+		_, _ = r.br.Discard(n) // n bytes are buffered: Discard cannot fail
+		return req.parse(req.buf[:lineEnd-2])
+	}
 	var line []byte
 	for empty := 0; ; empty++ {
 		start := len(req.buf)
@@ -185,6 +194,13 @@ func (req *Request) parse(line []byte) error {
 // a *Error with Status 502 for any protocol violation; otherwise the read error, wrapped.
 func (r *Reader) ReadResponse(resp *Response, reqMethod string) error {
 	resp.Reset()
+	if b, err := r.buffered(); err != nil {
+		return r.emptyRead(err, 502, 502, "status-line")
+	} else if n, lineEnd := r.scanHead(b, &resp.msgBuf); n > 0 {
+		resp.buf = append(resp.buf, b[:n]...)
+		_, _ = r.br.Discard(n)
+		return resp.parse(resp.buf[:lineEnd-2], reqMethod)
+	}
 	var err error
 	resp.buf, err = r.readLine(resp.buf, r.lim.MaxHeaderBytes, 502, 502, "status-line")
 	if err != nil {
@@ -319,6 +335,109 @@ func parseVersion(v string) (major, minor int, err *Error) {
 		return 0, 0, &Error{505, errVersionUnsupported}
 	}
 	return major, minor, nil
+}
+
+// buffered returns the bytes buffered in the bufio.Reader, reading once if there are
+// none. An error comes only with nothing buffered.
+func (r *Reader) buffered() ([]byte, error) {
+	if n := r.br.Buffered(); n > 0 {
+		b, _ := r.br.Peek(n)
+		return b, nil
+	}
+	if _, err := r.br.Peek(1); err != nil {
+		return nil, err
+	}
+	b, _ := r.br.Peek(r.br.Buffered())
+	return b, nil
+}
+
+// emptyRead is what reading a start line returns when the first read fails with err and
+// nothing is buffered: the answers of the line-by-line path (io.EOF, or err wrapped).
+func (r *Reader) emptyRead(err error, tooLong, bad int, what string) error {
+	_, err = r.readLineMore(nil, nil, err, r.lim.MaxHeaderBytes, tooLong, bad, what)
+	return err
+}
+
+// scanHead parses a head lying whole in b, the bytes buffered in the bufio.Reader, in one
+// pass with the checks of the line-by-line path (readLine, readFields, parseFieldLine)
+// fused into the delimiter search: a field value is checked and its CR LF found eight
+// bytes at a time, the name by one table lookup per byte. It appends the field spans to
+// m (relative to the head's first byte) and returns the head's length n and its start
+// line's end, CR LF included. n is 0, with m's spans as they were, for a head not whole
+// in b and for anything the line-by-line path would not take as it is (an empty line
+// before the start line, a limit reached, a byte out of place): that path, which
+// consumes nothing twice since nothing was consumed here, then reads the same bytes and
+// answers the same, error included. The start line is only delimited here; parse checks
+// it. Reading per line cost a ReadSlice, a copy and a call per line (issue 17).
+func (r *Reader) scanHead(b []byte, m *msgBuf) (n, lineEnd int) {
+	max := r.lim.MaxHeaderBytes
+	i := bytes.IndexByte(b, '\n')
+	if i < 2 || b[i-1] != '\r' || i+1 > max {
+		return 0, 0
+	}
+	lineEnd = i + 1
+	spans := m.spans
+	pos := lineEnd
+	for {
+		if pos+1 >= len(b) {
+			return 0, 0
+		}
+		if b[pos] == '\r' {
+			if b[pos+1] != '\n' || pos+2-lineEnd > max {
+				return 0, 0
+			}
+			m.spans = spans
+			return pos + 2, lineEnd
+		}
+		if len(spans) == r.lim.MaxHeaders {
+			return 0, 0
+		}
+		j := pos
+		for j < len(b) && tcharTable[b[j]] {
+			j++
+		}
+		if j == pos || j == len(b) || b[j] != ':' {
+			return 0, 0
+		}
+		vs := j + 1
+		for vs < len(b) && (b[vs] == ' ' || b[vs] == '\t') {
+			vs++
+		}
+		k := valueEnd(b, vs)
+		if k+1 >= len(b) || b[k] != '\r' || b[k+1] != '\n' {
+			return 0, 0
+		}
+		ve := k
+		for ve > vs && (b[ve-1] == ' ' || b[ve-1] == '\t') {
+			ve--
+		}
+		spans = append(spans, fieldSpan{nameStart: pos, nameEnd: j, valStart: vs, valEnd: ve})
+		pos = k + 2
+	}
+}
+
+// valueEnd returns the index of the first byte from b[i:] that is not a field-value byte
+// (isFieldValueByte), or len(b): eight bytes a step while no byte of the word is below
+// 0x20 (CR, LF, the other CTLs and HTAB) or DEL, as validFieldValue does.
+func valueEnd(b []byte, i int) int {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for {
+		for i+8 <= len(b) {
+			x := binary.LittleEndian.Uint64(b[i:])
+			del := x ^ (0x7f * ones)
+			if ((x-0x20*ones)&^x|(del-ones)&^del)&highs != 0 {
+				break
+			}
+			i += 8
+		}
+		e := min(i+8, len(b))
+		for i < e && isFieldValueByte(b[i]) {
+			i++
+		}
+		if i < e || i == len(b) {
+			return i
+		}
+	}
 }
 
 // readLine appends one CRLF-terminated line (CRLF included) to buf. A line longer than max
