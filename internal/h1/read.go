@@ -15,6 +15,7 @@ import (
 type Reader struct {
 	br  *bufio.Reader
 	lim Limits
+	fs  fieldStats // the head being read's, kept here rather than copied between calls
 }
 
 // NewReader returns a Reader over br with l's limits (zero fields take the defaults).
@@ -41,10 +42,8 @@ func (r *Reader) ReadRequest(req *Request) error {
 	req.Reset()
 	if b, err := r.buffered(); err != nil {
 		return r.emptyRead(err, 414, 400, "request-line")
-	} else if n, lineEnd := r.scanHead(b, &req.msgBuf); n > 0 {
-		req.buf = append(req.buf, b[:n]...)
-		_, _ = r.br.Discard(n) // n bytes are buffered: Discard cannot fail
-		return req.parse(req.buf[:lineEnd-2])
+	} else if lineEnd := r.scanHead(b, &req.msgBuf, &req.Headers, &r.fs); lineEnd > 0 {
+		return req.parse(req.buf[:lineEnd-2], &r.fs)
 	}
 	var line []byte
 	for empty := 0; ; empty++ {
@@ -71,10 +70,12 @@ func (r *Reader) ReadRequest(req *Request) error {
 		return err
 	}
 	// req.buf may have moved while reading fields; take the strings only now.
-	return req.parse(req.buf[:lineEnd-2])
+	req.fieldsInto(&req.Headers, &r.fs)
+	return req.parse(req.buf[:lineEnd-2], &r.fs)
 }
 
-func (req *Request) parse(line []byte) error {
+// parse checks the request line and the fields' semantics; fs describes req.Headers.
+func (req *Request) parse(line []byte, fs *fieldStats) error {
 	// RFC 9112 §3: request-line = method SP request-target SP HTTP-version, single SPs.
 	sp1 := indexByte(line, ' ')
 	if sp1 < 0 {
@@ -108,7 +109,6 @@ func (req *Request) parse(line []byte) error {
 		return terr
 	}
 
-	fs := req.fieldsInto(&req.Headers)
 	// RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request without Host, with
 	// more than one Host field line, or with an invalid Host value.
 	if fs.hostCount > 1 {
@@ -196,10 +196,8 @@ func (r *Reader) ReadResponse(resp *Response, reqMethod string) error {
 	resp.Reset()
 	if b, err := r.buffered(); err != nil {
 		return r.emptyRead(err, 502, 502, "status-line")
-	} else if n, lineEnd := r.scanHead(b, &resp.msgBuf); n > 0 {
-		resp.buf = append(resp.buf, b[:n]...)
-		_, _ = r.br.Discard(n)
-		return resp.parse(resp.buf[:lineEnd-2], reqMethod)
+	} else if lineEnd := r.scanHead(b, &resp.msgBuf, &resp.Headers, &r.fs); lineEnd > 0 {
+		return resp.parse(resp.buf[:lineEnd-2], reqMethod, &r.fs)
 	}
 	var err error
 	resp.buf, err = r.readLine(resp.buf, r.lim.MaxHeaderBytes, 502, 502, "status-line")
@@ -213,10 +211,12 @@ func (r *Reader) ReadResponse(resp *Response, reqMethod string) error {
 	if err := r.readFields(&resp.msgBuf, 502, 502); err != nil {
 		return err
 	}
-	return resp.parse(resp.buf[:lineEnd-2], reqMethod)
+	resp.fieldsInto(&resp.Headers, &r.fs)
+	return resp.parse(resp.buf[:lineEnd-2], reqMethod, &r.fs)
 }
 
-func (resp *Response) parse(line []byte, reqMethod string) error {
+// parse checks the status line and the fields' semantics; fs describes resp.Headers.
+func (resp *Response) parse(line []byte, reqMethod string, fs *fieldStats) error {
 	// RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ].
 	// The SP before an empty reason is accepted when missing: servers omit it, and it
 	// cannot affect framing.
@@ -251,7 +251,6 @@ func (resp *Response) parse(line []byte, reqMethod string) error {
 		resp.Reason = b2s(reason)
 	}
 
-	fs := resp.fieldsInto(&resp.Headers)
 	keepAlive, upgrade := false, false
 	for i := range resp.Headers {
 		h := &resp.Headers[i]
@@ -340,15 +339,17 @@ func parseVersion(v string) (major, minor int, err *Error) {
 // buffered returns the bytes buffered in the bufio.Reader, reading once if there are
 // none. An error comes only with nothing buffered.
 func (r *Reader) buffered() ([]byte, error) {
-	if n := r.br.Buffered(); n > 0 {
-		b, _ := r.br.Peek(n)
-		return b, nil
-	}
-	if _, err := r.br.Peek(1); err != nil {
+	b, err := r.br.Peek(1)
+	if err != nil {
 		return nil, err
 	}
-	b, _ := r.br.Peek(r.br.Buffered())
-	return b, nil
+	// Peek's slice is of the reader's buffer from the first unread byte: its capacity
+	// reaches past the buffered bytes, which one Peek so gives (a second Peek of
+	// Buffered() bytes cost as much again).
+	if n := r.br.Buffered(); n <= cap(b) {
+		return b[:n], nil
+	}
+	return r.br.Peek(r.br.Buffered())
 }
 
 // emptyRead is what reading a start line returns when the first read fails with err and
@@ -361,43 +362,51 @@ func (r *Reader) emptyRead(err error, tooLong, bad int, what string) error {
 // scanHead parses a head lying whole in b, the bytes buffered in the bufio.Reader, in one
 // pass with the checks of the line-by-line path (readLine, readFields, parseFieldLine)
 // fused into the delimiter search: a field value is checked and its CR LF found eight
-// bytes at a time, the name by one table lookup per byte. It appends the field spans to
-// m (relative to the head's first byte) and returns the head's length n and its start
-// line's end, CR LF included. n is 0, with m's spans as they were, for a head not whole
-// in b and for anything the line-by-line path would not take as it is (an empty line
-// before the start line, a limit reached, a byte out of place): that path, which
-// consumes nothing twice since nothing was consumed here, then reads the same bytes and
-// answers the same, error included. The start line is only delimited here; parse checks
-// it. Reading per line cost a ReadSlice, a copy and a call per line (issue 17).
-func (r *Reader) scanHead(b []byte, m *msgBuf) (n, lineEnd int) {
-	max := r.lim.MaxHeaderBytes
+// bytes at a time, the name by one table lookup per byte. The buffered bytes are copied
+// into m.buf first (as many as its capacity takes, at least a small head's worth) so
+// that the fields go straight into hs, aliasing m.buf, with fs gathered on the way
+// (fieldsInto's work). It returns the start line's end, CR LF included, having consumed
+// the head from the bufio.Reader; or 0, with m.buf and hs empty, for a head not whole in
+// what was copied and for anything the line-by-line path would not take as it is (an
+// empty line before the start line, a limit reached, a byte out of place): that path,
+// since nothing was consumed here, then reads the same bytes and answers the same, error
+// included. The start line is only delimited here; parse checks it. Reading per line
+// cost a ReadSlice, a copy and a call per line (issue 17).
+func (r *Reader) scanHead(src []byte, m *msgBuf, hs *[]Header, fs *fieldStats) (lineEnd int) {
+	limit := r.lim.MaxHeaderBytes
+	b := append(m.buf[:0], src[:min(len(src), max(cap(m.buf), 1024))]...)
+	m.buf = b[:0]
 	i := bytes.IndexByte(b, '\n')
-	if i < 2 || b[i-1] != '\r' || i+1 > max {
-		return 0, 0
+	if i < 2 || b[i-1] != '\r' || i+1 > limit {
+		return 0
 	}
 	lineEnd = i + 1
-	spans := m.spans
+	*fs = fieldStats{upgradeIdx: -1, expectIdx: -1}
+	h := (*hs)[:0]
 	pos := lineEnd
 	for {
 		if pos+1 >= len(b) {
-			return 0, 0
+			break
 		}
 		if b[pos] == '\r' {
-			if b[pos+1] != '\n' || pos+2-lineEnd > max {
-				return 0, 0
+			if b[pos+1] != '\n' || pos+2-lineEnd > limit {
+				break
 			}
-			m.spans = spans
-			return pos + 2, lineEnd
+			*hs = h
+			m.buf = b[:pos+2]
+			m.noConn = fs.connCount == 0
+			_, _ = r.br.Discard(pos + 2) // that many bytes are buffered: Discard cannot fail
+			return lineEnd
 		}
-		if len(spans) == r.lim.MaxHeaders {
-			return 0, 0
+		if len(h) == r.lim.MaxHeaders {
+			break
 		}
 		j := pos
 		for j < len(b) && tcharTable[b[j]] {
 			j++
 		}
 		if j == pos || j == len(b) || b[j] != ':' {
-			return 0, 0
+			break
 		}
 		vs := j + 1
 		for vs < len(b) && (b[vs] == ' ' || b[vs] == '\t') {
@@ -405,15 +414,19 @@ func (r *Reader) scanHead(b []byte, m *msgBuf) (n, lineEnd int) {
 		}
 		k := valueEnd(b, vs)
 		if k+1 >= len(b) || b[k] != '\r' || b[k+1] != '\n' {
-			return 0, 0
+			break
 		}
 		ve := k
 		for ve > vs && (b[ve-1] == ' ' || b[ve-1] == '\t') {
 			ve--
 		}
-		spans = append(spans, fieldSpan{nameStart: pos, nameEnd: j, valStart: vs, valEnd: ve})
+		name, value := b2s(b[pos:j]), b2s(b[vs:ve])
+		fs.note(name, value, len(h))
+		h = append(h, Header{Name: name, Value: value})
 		pos = k + 2
 	}
+	*hs = h[:0]
+	return 0
 }
 
 // valueEnd returns the index of the first byte from b[i:] that is not a field-value byte
@@ -566,42 +579,61 @@ type fieldStats struct {
 }
 
 // fieldsInto turns the recorded spans into m's Headers (strings aliasing m.buf) and gathers the
-// framing-relevant fields.
-func (m *msgBuf) fieldsInto(hs *[]Header) fieldStats {
-	fs := fieldStats{upgradeIdx: -1, expectIdx: -1}
+// framing-relevant fields into fs.
+func (m *msgBuf) fieldsInto(hs *[]Header, fs *fieldStats) {
+	*fs = fieldStats{upgradeIdx: -1, expectIdx: -1}
 	for _, sp := range m.spans {
 		h := Header{Name: b2s(m.buf[sp.nameStart:sp.nameEnd]), Value: b2s(m.buf[sp.valStart:sp.valEnd])}
-		switch len(h.Name) {
-		case 4:
-			if equalFoldLower(h.Name, "host") {
-				fs.hostCount++
-				fs.host = h.Value
-			}
-		case 6:
-			if fs.expectIdx < 0 && equalFoldLower(h.Name, "expect") {
-				fs.expectIdx = len(*hs)
-			}
-		case 7:
-			if fs.upgradeIdx < 0 && equalFoldLower(h.Name, "upgrade") {
-				fs.upgradeIdx = len(*hs)
-			}
-		case 10:
-			if equalFoldLower(h.Name, "connection") {
-				fs.connCount++
-			}
-		case 14:
-			if equalFoldLower(h.Name, "content-length") {
-				fs.clCount++
-			}
-		case 17:
-			if equalFoldLower(h.Name, "transfer-encoding") {
-				fs.teCount++
-			}
-		}
+		fs.note(h.Name, h.Value, len(*hs))
 		*hs = append(*hs, h)
 	}
 	m.noConn = fs.connCount == 0
-	return fs
+}
+
+// note gathers the field line name: value, the idx-th of its message, into fs. name is
+// a token (its bytes tchars), so OR-ing 0x20 into each byte lowers its letters and maps
+// no other tchar onto a letter or '-' (only CR would reach '-'): a whole word compares
+// case-insensitively in one step.
+func (fs *fieldStats) note(name, value string, idx int) {
+	const sp4, sp8 = 0x20202020, 0x2020202020202020
+	switch len(name) {
+	case 4:
+		if le32(name)|sp4 == le32("host") {
+			fs.hostCount++
+			fs.host = value
+		}
+	case 6:
+		if fs.expectIdx < 0 && le32(name)|sp4 == le32("expe") && le32(name[2:])|sp4 == le32("pect") {
+			fs.expectIdx = idx
+		}
+	case 7:
+		if fs.upgradeIdx < 0 && le32(name)|sp4 == le32("upgr") && le32(name[3:])|sp4 == le32("rade") {
+			fs.upgradeIdx = idx
+		}
+	case 10:
+		if le64(name)|sp8 == le64("connecti") && le32(name[6:])|sp4 == le32("tion") {
+			fs.connCount++
+		}
+	case 14:
+		if le64(name)|sp8 == le64("content-") && le64(name[6:])|sp8 == le64("t-length") {
+			fs.clCount++
+		}
+	case 17:
+		if le64(name)|sp8 == le64("transfer") && le64(name[8:])|sp8 == le64("-encodin") && name[16]|0x20 == 'g' {
+			fs.teCount++
+		}
+	}
+}
+
+func le32(s string) uint32 {
+	_ = s[3]
+	return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
+}
+
+func le64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
 
 // checkChunked enforces that the Transfer-Encoding fields, taken together as one list

@@ -385,3 +385,51 @@ func TestValidFieldValue(t *testing.T) {
 		}
 	}
 }
+
+// TestNoteMatchesEqualFold checks fieldStats.note's word comparisons against
+// equalFoldLower on every token that differs from a framing field's name in one byte,
+// in either case.
+func TestNoteMatchesEqualFold(t *testing.T) {
+	names := []string{"host", "expect", "upgrade", "connection", "content-length", "transfer-encoding"}
+	count := func(fs *fieldStats) int {
+		n := fs.hostCount + fs.connCount + fs.clCount + fs.teCount
+		if fs.expectIdx >= 0 {
+			n++
+		}
+		if fs.upgradeIdx >= 0 {
+			n++
+		}
+		return n
+	}
+	checked := 0
+	for _, name := range names {
+		for _, base := range []string{name, strings.ToUpper(name)} {
+			for i := range len(base) {
+				for c := range 256 {
+					if !tcharTable[c] {
+						continue
+					}
+					v := base[:i] + string(rune(c))[:1] + base[i+1:]
+					if c >= 0x80 {
+						continue // not a tchar: never reaches note
+					}
+					fs := fieldStats{upgradeIdx: -1, expectIdx: -1}
+					fs.note(v, "x", 0)
+					want := 0
+					for _, n := range names {
+						if equalFoldLower(v, n) {
+							want = 1
+						}
+					}
+					if got := count(&fs); got != want {
+						t.Fatalf("note(%q) counted %d, equalFoldLower says %d", v, got, want)
+					}
+					checked++
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("nothing checked")
+	}
+}
