@@ -56,6 +56,11 @@ type h1conn struct {
 	resp h1.Response
 	rr   router.Request
 
+	// readAt is the monotonic reading taken as the request's head began to be read;
+	// ended the relay's at the response's end (zero: not relayed), which the request's
+	// statistics take as its end.
+	readAt, ended time.Time
+
 	hdrs joinedHeaders // c.req as the router's header getter
 	// recHdrs is the record's view of the request as forwarded: c.req's fields and
 	// the forwarding fields meshd added (the x-request-id it generated, for one).
@@ -269,7 +274,10 @@ func (c *h1conn) serve(first time.Time, resumed bool) bool {
 			}
 			return true
 		}
-		hard, limit := deadline.In(env.HeaderTimeout), env.HeaderTimeout
+		// One monotonic reading serves the head's deadline and, when nothing needs a
+		// timestamp, the request's start (startRecord).
+		c.readAt = deadline.Now()
+		hard, limit := c.readAt.Add(env.HeaderTimeout), env.HeaderTimeout
 		byFirst := !first.IsZero() && first.Before(hard)
 		if byFirst {
 			hard, limit = first, env.FirstRequestTimeout
@@ -542,6 +550,7 @@ func (c *h1conn) forward(d *forward.Decision, target string) bool {
 	c.x.target, c.x.idle, c.x.upgrade, c.x.sent, c.x.u = target, idle, req.Upgrade != "", false, nil
 	call.NoRetry = c.x.upgrade
 	call.Span = c.span
+	call.Start = c.rec.Start
 	c.aff.Apply(&call)
 	if !c.keepBody() {
 		return false
@@ -761,6 +770,7 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 	}
 	flushErr := c.bw.Flush()
 	latency := time.Since(start)
+	c.ended = start.Add(latency) // the request's end too: observe reads no clock
 	switch {
 	case resp.Close || untilClose || dechunk:
 		pool.Discard(u)
@@ -770,7 +780,7 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 		// Kept for this downstream connection's next request: like a pooled one, a
 		// failure on it may be a stale keep-alive the server closed meanwhile.
 		u.Reused = true
-		u.LastUsed = start.Add(latency) // now, without reading the clock again
+		u.LastUsed = c.ended // now, without reading the clock again
 		c.up = u
 	}
 	// The slot is freed after the connection is back in the pool: a request waiting for
@@ -820,9 +830,17 @@ func (c *h1conn) startRecord(snap *state.Snapshot) {
 	c.recHdrs.applied = false
 	c.env.ListenerStats(c.kind).InFlight.Add(1)
 	if c.obs == nil && c.env.Tracer == nil {
-		c.rec.Start, c.rec.Status, c.rec.Code, c.rec.Attempts = time.Now(), 0, "", 0
+		// Without observers or a tracer the start serves durations only: the head's
+		// monotonic reading does.
+		start := c.readAt
+		if start.IsZero() {
+			start = time.Now()
+		}
+		c.rec.Start, c.rec.Status, c.rec.Code, c.rec.Attempts = start, 0, "", 0
+		c.ended = time.Time{}
 		return
 	}
+	c.ended = time.Time{}
 	req := &c.req
 	c.rec = telemetry.Request{
 		Start: time.Now(), Listener: c.kind.String(), Protocol: req.Proto, Method: req.Method,
@@ -854,7 +872,11 @@ func (c *h1conn) recordDecision(d *forward.Decision) {
 // observe records the finished request in the statistics and hands its record to the
 // observers.
 func (c *h1conn) observe() {
-	forward.Finish(&c.rec, c.env.ListenerStats(c.kind), c.routeStats, c.clusterStats, c.gatewayStats, c.span, c.obs)
+	if !c.ended.IsZero() {
+		forward.FinishAt(&c.rec, c.ended, c.env.ListenerStats(c.kind), c.routeStats, c.clusterStats, c.gatewayStats, c.span, c.obs)
+	} else {
+		forward.Finish(&c.rec, c.env.ListenerStats(c.kind), c.routeStats, c.clusterStats, c.gatewayStats, c.span, c.obs)
+	}
 	c.span = nil
 	c.rec.Req, c.rec.Resp = nil, nil
 }

@@ -24,6 +24,11 @@ func now() time.Duration { return time.Since(epoch) }
 // computes the wait without reading the wall clock).
 func at(d time.Duration) time.Time { return epoch.Add(d) }
 
+// Now is the time now read from the monotonic clock alone: its wall clock reading is
+// epoch's advanced by the monotonic time since, so it serves durations and deadlines,
+// not timestamps.
+func Now() time.Time { return at(now()) }
+
 // In is the time d from now, read from the monotonic clock alone: for bounds that are
 // set per request, where time.Now's wall clock read is wasted.
 func In(d time.Duration) time.Time { return at(now() + d) }
