@@ -590,50 +590,35 @@ func (m *msgBuf) fieldsInto(hs *[]Header, fs *fieldStats) {
 	m.noConn = fs.connCount == 0
 }
 
-// note gathers the field line name: value, the idx-th of its message, into fs. name is
-// a token (its bytes tchars), so OR-ing 0x20 into each byte lowers its letters and maps
-// no other tchar onto a letter or '-' (only CR would reach '-'): a whole word compares
-// case-insensitively in one step.
+// note gathers the field line name: value, the idx-th of its message, into fs.
 func (fs *fieldStats) note(name, value string, idx int) {
-	const sp4, sp8 = 0x20202020, 0x2020202020202020
 	switch len(name) {
 	case 4:
-		if le32(name)|sp4 == le32("host") {
+		if keyHost.match(name) {
 			fs.hostCount++
 			fs.host = value
 		}
 	case 6:
-		if fs.expectIdx < 0 && le32(name)|sp4 == le32("expe") && le32(name[2:])|sp4 == le32("pect") {
+		if fs.expectIdx < 0 && keyExpect.match(name) {
 			fs.expectIdx = idx
 		}
 	case 7:
-		if fs.upgradeIdx < 0 && le32(name)|sp4 == le32("upgr") && le32(name[3:])|sp4 == le32("rade") {
+		if fs.upgradeIdx < 0 && keyUpgrade.match(name) {
 			fs.upgradeIdx = idx
 		}
 	case 10:
-		if le64(name)|sp8 == le64("connecti") && le32(name[6:])|sp4 == le32("tion") {
+		if keyConnection.match(name) {
 			fs.connCount++
 		}
 	case 14:
-		if le64(name)|sp8 == le64("content-") && le64(name[6:])|sp8 == le64("t-length") {
+		if keyContentLength.match(name) {
 			fs.clCount++
 		}
 	case 17:
-		if le64(name)|sp8 == le64("transfer") && le64(name[8:])|sp8 == le64("-encodin") && name[16]|0x20 == 'g' {
+		if keyTransferEncoding.match(name) {
 			fs.teCount++
 		}
 	}
-}
-
-func le32(s string) uint32 {
-	_ = s[3]
-	return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
-}
-
-func le64(s string) uint64 {
-	_ = s[7]
-	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
-		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
 
 // checkChunked enforces that the Transfer-Encoding fields, taken together as one list

@@ -386,50 +386,51 @@ func TestValidFieldValue(t *testing.T) {
 	}
 }
 
-// TestNoteMatchesEqualFold checks fieldStats.note's word comparisons against
-// equalFoldLower on every token that differs from a framing field's name in one byte,
-// in either case.
-func TestNoteMatchesEqualFold(t *testing.T) {
-	names := []string{"host", "expect", "upgrade", "connection", "content-length", "transfer-encoding"}
-	count := func(fs *fieldStats) int {
-		n := fs.hostCount + fs.connCount + fs.clCount + fs.teCount
-		if fs.expectIdx >= 0 {
-			n++
-		}
-		if fs.upgradeIdx >= 0 {
-			n++
-		}
-		return n
-	}
+// TestFoldKeysMatchEqualFold checks the word-at-a-time name comparisons (foldKey,
+// used by fieldStats.note and classify) against equalFoldLower on every string that
+// differs from one of the names in one byte, any byte, in either case.
+func TestFoldKeysMatchEqualFold(t *testing.T) {
+	keys := []*foldKey{&keyHost, &keyExpect, &keyUpgrade, &keyTrailer, &keyConnection, &keyKeepAlive,
+		&keyContentLength, &keyProxyConnection, &keyTransferEncoding, &keyProxyAuthn, &keyProxyAuthz}
 	checked := 0
-	for _, name := range names {
-		for _, base := range []string{name, strings.ToUpper(name)} {
+	for _, k := range keys {
+		for _, base := range []string{k.lit, strings.ToUpper(k.lit)} {
 			for i := range len(base) {
 				for c := range 256 {
-					if !tcharTable[c] {
-						continue
-					}
-					v := base[:i] + string(rune(c))[:1] + base[i+1:]
-					if c >= 0x80 {
-						continue // not a tchar: never reaches note
-					}
-					fs := fieldStats{upgradeIdx: -1, expectIdx: -1}
-					fs.note(v, "x", 0)
-					want := 0
-					for _, n := range names {
-						if equalFoldLower(v, n) {
-							want = 1
+					v := []byte(base)
+					v[i] = byte(c)
+					for _, other := range keys {
+						if len(other.lit) != len(v) {
+							continue
 						}
+						if got, want := other.match(string(v)), equalFoldLower(string(v), other.lit); got != want {
+							t.Fatalf("%q against %q: match %v, equalFoldLower %v", v, other.lit, got, want)
+						}
+						checked++
 					}
-					if got := count(&fs); got != want {
-						t.Fatalf("note(%q) counted %d, equalFoldLower says %d", v, got, want)
-					}
-					checked++
 				}
 			}
 		}
 	}
 	if checked == 0 {
 		t.Fatal("nothing checked")
+	}
+	fs := fieldStats{upgradeIdx: -1, expectIdx: -1}
+	for i, n := range []string{"HOST", "Expect", "upgrade", "Connection", "content-LENGTH", "Transfer-Encoding", "Hos", "hostt"} {
+		fs.note(n, "v", i)
+	}
+	if fs.hostCount != 1 || fs.expectIdx != 1 || fs.upgradeIdx != 2 || fs.connCount != 1 || fs.clCount != 1 || fs.teCount != 1 || fs.host != "v" {
+		t.Fatalf("note: %+v", fs)
+	}
+	for _, c := range []struct {
+		name string
+		want fieldClass
+	}{{"TE", fcTE}, {"Host", fcHost}, {"Upgrade", fcUpgrade}, {"trailer", fcTrailer}, {"CONNECTION", fcConnection},
+		{"Keep-Alive", fcHop}, {"Content-Length", fcContentLength}, {"Proxy-Connection", fcHop},
+		{"Transfer-Encoding", fcTransferEncoding}, {"Proxy-Authenticate", fcHop}, {"Proxy-Authorization", fcHop},
+		{"Content\rLength", fcOther}, {"X-Host", fcOther}} {
+		if got := classify(c.name); got != c.want {
+			t.Fatalf("classify(%q) = %d, want %d", c.name, got, c.want)
+		}
 	}
 }

@@ -33,41 +33,41 @@ func classify(name string) fieldClass {
 			return fcTE
 		}
 	case 4:
-		if equalFoldLower(name, "host") {
+		if keyHost.match(name) {
 			return fcHost
 		}
 	case 7:
-		if equalFoldLower(name, "upgrade") {
+		if keyUpgrade.match(name) {
 			return fcUpgrade
 		}
-		if equalFoldLower(name, "trailer") {
+		if keyTrailer.match(name) {
 			return fcTrailer
 		}
 	case 10:
-		if equalFoldLower(name, "connection") {
+		if keyConnection.match(name) {
 			return fcConnection
 		}
-		if equalFoldLower(name, "keep-alive") {
+		if keyKeepAlive.match(name) {
 			return fcHop
 		}
 	case 14:
-		if equalFoldLower(name, "content-length") {
+		if keyContentLength.match(name) {
 			return fcContentLength
 		}
 	case 16:
-		if equalFoldLower(name, "proxy-connection") {
+		if keyProxyConnection.match(name) {
 			return fcHop
 		}
 	case 17:
-		if equalFoldLower(name, "transfer-encoding") {
+		if keyTransferEncoding.match(name) {
 			return fcTransferEncoding
 		}
 	case 18:
-		if equalFoldLower(name, "proxy-authenticate") {
+		if keyProxyAuthn.match(name) {
 			return fcHop
 		}
 	case 19:
-		if equalFoldLower(name, "proxy-authorization") {
+		if keyProxyAuthz.match(name) {
 			return fcHop
 		}
 	}
