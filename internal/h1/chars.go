@@ -35,6 +35,16 @@ var regNameTable = func() (t [256]bool) {
 	return t
 }()
 
+// tchar8 is tcharTable as 0/1 bytes, to be ANDed.
+var tchar8 = func() (t [256]uint8) {
+	for c, ok := range tcharTable {
+		if ok {
+			t[c] = 1
+		}
+	}
+	return t
+}()
+
 func isTchar(c byte) bool { return tcharTable[c] }
 
 func isToken(s string) bool {

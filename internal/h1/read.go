@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math/bits"
 )
 
 // Reader parses message heads from a *bufio.Reader. It holds no buffers of its own: head
@@ -401,10 +402,7 @@ func (r *Reader) scanHead(src []byte, m *msgBuf, hs *[]Header, fs *fieldStats) (
 		if len(h) == r.lim.MaxHeaders {
 			break
 		}
-		j := pos
-		for j < len(b) && tcharTable[b[j]] {
-			j++
-		}
+		j := tokenEnd(b, pos)
 		if j == pos || j == len(b) || b[j] != ':' {
 			break
 		}
@@ -429,28 +427,48 @@ func (r *Reader) scanHead(src []byte, m *msgBuf, hs *[]Header, fs *fieldStats) (
 	return 0
 }
 
+// tokenEnd returns the index of the first byte from b[i:] that is not a tchar, or
+// len(b): four bytes a step while all four are (one table load each, no branch
+// between them).
+func tokenEnd(b []byte, i int) int {
+	for i+4 <= len(b) {
+		w := b[i : i+4 : i+4]
+		if tchar8[w[0]]&tchar8[w[1]]&tchar8[w[2]]&tchar8[w[3]] == 0 {
+			break
+		}
+		i += 4
+	}
+	for i < len(b) && tcharTable[b[i]] {
+		i++
+	}
+	return i
+}
+
 // valueEnd returns the index of the first byte from b[i:] that is not a field-value byte
 // (isFieldValueByte), or len(b): eight bytes a step while no byte of the word is below
-// 0x20 (CR, LF, the other CTLs and HTAB) or DEL, as validFieldValue does.
+// 0x20 (CR, LF, the other CTLs and HTAB) or DEL, as validFieldValue does. In a word
+// with such a byte the lowest flag of the test marks the first of them exactly (a borrow
+// only flags bytes above a flagged one), so an HTAB is stepped over and anything else
+// ends the value without a byte-by-byte walk.
 func valueEnd(b []byte, i int) int {
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	for {
-		for i+8 <= len(b) {
-			x := binary.LittleEndian.Uint64(b[i:])
-			del := x ^ (0x7f * ones)
-			if ((x-0x20*ones)&^x|(del-ones)&^del)&highs != 0 {
-				break
+	for i+8 <= len(b) {
+		x := binary.LittleEndian.Uint64(b[i:])
+		del := x ^ (0x7f * ones)
+		if m := ((x-0x20*ones)&^x | (del-ones)&^del) & highs; m != 0 {
+			i += bits.TrailingZeros64(m) >> 3
+			if b[i] != '\t' {
+				return i
 			}
-			i += 8
-		}
-		e := min(i+8, len(b))
-		for i < e && isFieldValueByte(b[i]) {
 			i++
+			continue
 		}
-		if i < e || i == len(b) {
-			return i
-		}
+		i += 8
 	}
+	for i < len(b) && isFieldValueByte(b[i]) {
+		i++
+	}
+	return i
 }
 
 // readLine appends one CRLF-terminated line (CRLF included) to buf. A line longer than max

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -431,6 +432,34 @@ func TestFoldKeysMatchEqualFold(t *testing.T) {
 		{"Content\rLength", fcOther}, {"X-Host", fcOther}} {
 		if got := classify(c.name); got != c.want {
 			t.Fatalf("classify(%q) = %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+// TestValueEndMatchesBytewise checks valueEnd's word-at-a-time search against a byte
+// by byte one on strings drawn from the bytes at the edges of the field-value class.
+func TestValueEndMatchesBytewise(t *testing.T) {
+	alphabet := []byte{'a', ' ', '\t', '\r', '\n', 0x7f, 0x80, 0xff, 0x00, 0x1f, 0x20, 0x7e, 0x21}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := 0; n < 200000; n++ {
+		b := make([]byte, rng.IntN(41))
+		for i := range b {
+			if rng.IntN(4) == 0 {
+				b[i] = alphabet[rng.IntN(len(alphabet))]
+			} else {
+				b[i] = 'x'
+			}
+		}
+		start := 0
+		if len(b) > 0 {
+			start = rng.IntN(len(b) + 1)
+		}
+		want := start
+		for want < len(b) && isFieldValueByte(b[want]) {
+			want++
+		}
+		if got := valueEnd(b, start); got != want {
+			t.Fatalf("valueEnd(%q, %d) = %d, want %d", b, start, got, want)
 		}
 	}
 }
