@@ -60,6 +60,7 @@ type h1conn struct {
 	// ended the relay's at the response's end (zero: not relayed), which the request's
 	// statistics take as its end.
 	readAt, ended time.Time
+	hosts         forward.HostCache // the egress Host's backend, while it repeats
 
 	hdrs joinedHeaders // c.req as the router's header getter
 	// recHdrs is the record's view of the request as forwarded: c.req's fields and
@@ -440,7 +441,7 @@ func (c *h1conn) handle() bool {
 	if ct, ok := req.Get("content-type"); ok && len(ct) >= 16 && ct[:16] == "application/grpc" {
 		c.rr.GRPC = true
 	}
-	d := forward.Resolve(snap, c.env.Passthrough, c.kind, &c.rr, c.local, c.tc.Orig, rand.Uint64())
+	d := forward.ResolveCached(snap, c.env.Passthrough, c.kind, &c.rr, c.local, c.tc.Orig, rand.Uint64(), &c.hosts)
 	c.recordDecision(&d)
 	if d.Failed() || !c.env.Authorize(snap, &d, c.tc.Peer, &c.rr) {
 		return c.drainBodyThenReply(d.Status, d.Code, d.Msg)
