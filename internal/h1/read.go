@@ -146,7 +146,7 @@ func (req *Request) parse(line []byte, fs *fieldStats) error {
 		req.Chunked = true
 	}
 	if fs.clCount > 0 {
-		n, err := parseContentLength(req.Headers, fs.clCount, 400)
+		n, err := fs.contentLength(req.Headers, 400)
 		if err != nil {
 			return err
 		}
@@ -289,7 +289,7 @@ func (resp *Response) parse(line []byte, reqMethod string, fs *fieldStats) error
 		// is dropped (hop-by-hop); in 1xx/204/CONNECT-2xx both are ignored and dropped
 		// (RFC 9110 §8.6, §9.3.6 forbid sending them).
 		if fs.clCount > 0 && !isConnect2xx && code >= 200 && code != 204 {
-			n, err := parseContentLength(resp.Headers, fs.clCount, 502)
+			n, err := fs.contentLength(resp.Headers, 502)
 			if err != nil {
 				return err
 			}
@@ -311,7 +311,7 @@ func (resp *Response) parse(line []byte, reqMethod string, fs *fieldStats) error
 		return nil
 	}
 	if fs.clCount > 0 {
-		n, err := parseContentLength(resp.Headers, fs.clCount, 502)
+		n, err := fs.contentLength(resp.Headers, 502)
 		if err != nil {
 			return err
 		}
@@ -594,6 +594,16 @@ type fieldStats struct {
 	host                                   string
 	hostCount, clCount, teCount, connCount int
 	upgradeIdx, expectIdx                  int
+	clIdx                                  int // the first Content-Length's index, when clCount > 0
+}
+
+// contentLength is parseContentLength over the fields fs describes, going straight to
+// the field note found (without comparing every name again).
+func (fs *fieldStats) contentLength(hs []Header, bad int) (int64, *Error) {
+	if fs.clCount == 1 && fs.clIdx < len(hs) {
+		return contentLengthValue(hs[fs.clIdx].Value, bad)
+	}
+	return parseContentLength(hs, fs.clCount, bad)
 }
 
 // fieldsInto turns the recorded spans into m's Headers (strings aliasing m.buf) and gathers the
@@ -630,6 +640,9 @@ func (fs *fieldStats) note(name, value string, idx int) {
 		}
 	case 14:
 		if keyContentLength.match(name) {
+			if fs.clCount == 0 {
+				fs.clIdx = idx
+			}
 			fs.clCount++
 		}
 	case 17:
@@ -707,23 +720,26 @@ func parseContentLength(hs []Header, count, bad int) (int64, *Error) {
 		return 0, &Error{bad, "more than one Content-Length field"}
 	}
 	for i := range hs {
-		if !equalFoldLower(hs[i].Name, "content-length") {
-			continue
+		if equalFoldLower(hs[i].Name, "content-length") {
+			return contentLengthValue(hs[i].Value, bad)
 		}
-		v := hs[i].Value
-		if v == "" || len(v) > 18 { // 18 digits always fit in an int64
-			return 0, &Error{bad, "invalid Content-Length " + quote(v)}
-		}
-		var n int64
-		for j := 0; j < len(v); j++ {
-			if !isDigit(v[j]) {
-				return 0, &Error{bad, "invalid Content-Length " + quote(v)}
-			}
-			n = n*10 + int64(v[j]-'0')
-		}
-		return n, nil
 	}
 	return -1, nil
+}
+
+// contentLengthValue parses a Content-Length value by parseContentLength's rules.
+func contentLengthValue(v string, bad int) (int64, *Error) {
+	if v == "" || len(v) > 18 { // 18 digits always fit in an int64
+		return 0, &Error{bad, "invalid Content-Length " + quote(v)}
+	}
+	var n int64
+	for j := 0; j < len(v); j++ {
+		if !isDigit(v[j]) {
+			return 0, &Error{bad, "invalid Content-Length " + quote(v)}
+		}
+		n = n*10 + int64(v[j]-'0')
+	}
+	return n, nil
 }
 
 func indexByte(b []byte, c byte) int {

@@ -268,12 +268,15 @@ func (c *h1conn) serve(first time.Time, resumed bool) bool {
 			}
 		}
 		resumed = false
-		if _, err := c.br.Peek(1); err != nil {
-			if !first.IsZero() && upstream.IsTimeout(err) {
-				// Nothing of a request arrived: nothing to answer, just close.
-				env.FirstRequestTimeouts[kind].Add(1)
+		// Bytes buffered (holdUp's wait read them) need no wait: Peek would return at once.
+		if c.br.Buffered() == 0 {
+			if _, err := c.br.Peek(1); err != nil {
+				if !first.IsZero() && upstream.IsTimeout(err) {
+					// Nothing of a request arrived: nothing to answer, just close.
+					env.FirstRequestTimeouts[kind].Add(1)
+				}
+				return true
 			}
-			return true
 		}
 		// One monotonic reading serves the head's deadline and, when nothing needs a
 		// timestamp, the request's start (startRecord).
