@@ -463,3 +463,26 @@ func TestValueEndMatchesBytewise(t *testing.T) {
 		}
 	}
 }
+
+// TestRegNameEndMatchesBytewise checks regNameEnd's four-byte steps against a byte by
+// byte walk on strings drawn from the bytes around the reg-name class.
+func TestRegNameEndMatchesBytewise(t *testing.T) {
+	alphabet := []byte{'a', 'Z', '0', '.', '-', ':', '%', '@', ' ', '[', 0x80, 0x00, '~', '!'}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 200000 {
+		b := make([]byte, rng.IntN(24))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+			if rng.IntN(3) > 0 {
+				b[i] = 'h'
+			}
+		}
+		want := 0
+		for want < len(b) && regNameTable[b[want]] {
+			want++
+		}
+		if got := regNameEnd(string(b)); got != want {
+			t.Fatalf("regNameEnd(%q) = %d, want %d", b, got, want)
+		}
+	}
+}
