@@ -280,13 +280,16 @@ func (c *h1conn) serve(first time.Time, resumed bool) bool {
 		}
 		// One monotonic reading serves the head's deadline and, when nothing needs a
 		// timestamp, the request's start (startRecord).
-		c.readAt = deadline.Now()
-		hard, limit := c.readAt.Add(env.HeaderTimeout), env.HeaderTimeout
-		byFirst := !first.IsZero() && first.Before(hard)
+		mono := deadline.Mono()
+		c.readAt = deadline.At(mono)
+		limit := env.HeaderTimeout
+		byFirst := !first.IsZero() && first.Before(deadline.At(mono+limit))
 		if byFirst {
-			hard, limit = first, env.FirstRequestTimeout
+			limit = env.FirstRequestTimeout
+			tc.Timer.SetHard(first)
+		} else {
+			tc.Timer.SetHardAt(mono + env.HeaderTimeout)
 		}
-		tc.Timer.SetHard(hard)
 		err := c.rd.ReadRequest(&c.req)
 		tc.Timer.SetHard(time.Time{})
 		tc.SetBusy(true)
