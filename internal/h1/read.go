@@ -17,7 +17,15 @@ type Reader struct {
 	br  *bufio.Reader
 	lim Limits
 	fs  fieldStats // the head being read's, kept here rather than copied between calls
+	// whole is set when the last ReadRequest found its head whole among the bytes
+	// already buffered: it read nothing.
+	whole bool
 }
+
+// HeadWasBuffered reports whether the last ReadRequest's head was whole in the buffer
+// when it was called (nothing read): a clock reading taken just before then stands for
+// the head's arrival.
+func (r *Reader) HeadWasBuffered() bool { return r.whole }
 
 // NewReader returns a Reader over br with l's limits (zero fields take the defaults).
 func NewReader(br *bufio.Reader, l Limits) *Reader {
@@ -41,9 +49,12 @@ const maxEmptyLines = 4
 // After any error req's fields are unspecified and the connection must not be reused.
 func (r *Reader) ReadRequest(req *Request) error {
 	req.Reset()
+	had := r.br.Buffered()
+	r.whole = false
 	if b, err := r.buffered(); err != nil {
 		return r.emptyRead(err, 414, 400, "request-line")
 	} else if lineEnd := r.scanHead(b, &req.msgBuf, &req.Headers, &r.fs); lineEnd > 0 {
+		r.whole = had > 0
 		return req.parse(req.buf[:lineEnd-2], &r.fs)
 	}
 	var line []byte

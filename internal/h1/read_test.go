@@ -486,3 +486,34 @@ func TestRegNameEndMatchesBytewise(t *testing.T) {
 		}
 	}
 }
+
+// TestHeadWasBuffered: a head whole among the bytes buffered before ReadRequest is
+// reported as such; one that took reads (one byte at a time, or nothing buffered at the
+// call) is not.
+func TestHeadWasBuffered(t *testing.T) {
+	const head = "GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+	for _, c := range []struct {
+		name       string
+		src        io.Reader
+		peek, want bool
+	}{
+		{"buffered", strings.NewReader(head), true, true},
+		{"nothing buffered at the call", strings.NewReader(head), false, false},
+		{"one byte a read", iotest.OneByteReader(strings.NewReader(head)), true, false},
+	} {
+		br := bufio.NewReader(c.src)
+		if c.peek {
+			if _, err := br.Peek(1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := NewReader(br, Limits{})
+		var req Request
+		if err := r.ReadRequest(&req); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got := r.HeadWasBuffered(); got != c.want {
+			t.Errorf("%s: HeadWasBuffered %v, want %v", c.name, got, c.want)
+		}
+	}
+}

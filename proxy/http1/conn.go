@@ -837,10 +837,12 @@ func (c *h1conn) startRecord(snap *state.Snapshot) {
 	c.recHdrs.applied = false
 	c.env.ListenerStats(c.kind).InFlight.Add(1)
 	if c.obs == nil && c.env.Tracer == nil {
-		// Without observers or a tracer the start serves durations only: the head's
-		// monotonic reading does.
+		// Without observers or a tracer the start serves durations only: the monotonic
+		// reading taken before the head was parsed does, when the head was whole in the
+		// buffer then (the statistics count from the head's arrival, not from a slow
+		// client's first byte).
 		start := c.readAt
-		if start.IsZero() {
+		if start.IsZero() || !c.rd.HeadWasBuffered() {
 			start = time.Now()
 		}
 		c.rec.Start, c.rec.Status, c.rec.Code, c.rec.Attempts = start, 0, "", 0
