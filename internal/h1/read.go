@@ -371,11 +371,16 @@ func (r *Reader) emptyRead(err error, tooLong, bad int, what string) error {
 	return err
 }
 
+// minHeadCopy is how much of the buffered bytes scanHead copies into a message whose
+// buffer is smaller: most heads fit, and a larger one, read line by line once, leaves
+// the buffer its size for the next.
+const minHeadCopy = 512
+
 // scanHead parses a head lying whole in b, the bytes buffered in the bufio.Reader, in one
 // pass with the checks of the line-by-line path (readLine, readFields, parseFieldLine)
 // fused into the delimiter search: a field value is checked and its CR LF found eight
-// bytes at a time, the name by one table lookup per byte. The buffered bytes are copied
-// into m.buf first (as many as its capacity takes, at least a small head's worth) so
+// bytes at a time, the name by table four bytes a step. The buffered bytes are copied
+// into m.buf first (as many as its capacity takes, at least minHeadCopy) so
 // that the fields go straight into hs, aliasing m.buf, with fs gathered on the way
 // (fieldsInto's work). It returns the start line's end, CR LF included, having consumed
 // the head from the bufio.Reader; or 0, with m.buf and hs empty, for a head not whole in
@@ -386,7 +391,7 @@ func (r *Reader) emptyRead(err error, tooLong, bad int, what string) error {
 // cost a ReadSlice, a copy and a call per line (issue 17).
 func (r *Reader) scanHead(src []byte, m *msgBuf, hs *[]Header, fs *fieldStats) (lineEnd int) {
 	limit := r.lim.MaxHeaderBytes
-	b := append(m.buf[:0], src[:min(len(src), max(cap(m.buf), 1024))]...)
+	b := append(m.buf[:0], src[:min(len(src), max(cap(m.buf), minHeadCopy))]...)
 	m.buf = b[:0]
 	i := bytes.IndexByte(b, '\n')
 	if i < 2 || b[i-1] != '\r' || i+1 > limit {
