@@ -69,39 +69,106 @@ func (s *HTTPStats) Record(status int, d time.Duration, retries int, code string
 	if s == nil {
 		return
 	}
-	class := 0
-	if status >= 100 && status < 600 {
-		class = status / 100
-	}
-	s.Classes[class].Add(1)
+	x := NewSample(status, d, retries, code)
+	s.Add(&x)
+}
+
+// Sample is one finished request as HTTPStats counts it: where it goes in each array,
+// worked out once for the listener's, the route's and the cluster's statistics (each
+// Record worked it out again: issue 17).
+type Sample struct {
+	class, code, bucket int // code: index in StatusCodes + 1, 0 for none
+	micros, retries     uint64
+	local               localKind
+}
+
+type localKind uint8
+
+const (
+	localNone localKind = iota
+	localTimeout
+	localRateLimited
+	localOverflow
+	localNoRoute
+	localNoHealthy
+	localProtocol
+)
+
+// codeIndex maps a status in 100-599 to its index in StatusCodes + 1 (0: not counted
+// one by one).
+var codeIndex = func() (t [600]uint8) {
 	for i, c := range StatusCodes {
-		if c == status {
-			s.Codes[i].Add(1)
-			break
-		}
+		t[c] = uint8(i + 1)
 	}
-	i := 0
-	for i < len(latencyBounds) && d > latencyBounds[i] {
-		i++
+	return t
+}()
+
+// NewSample works out where a finished request goes: its status (0: none sent), its
+// duration, its retries and meshd's own code (x-meshd-error, "" for the upstream's
+// answer).
+func NewSample(status int, d time.Duration, retries int, code string) Sample {
+	x := Sample{micros: uint64(d.Microseconds())}
+	if status >= 100 && status < 600 {
+		x.class = status / 100
+		x.code = int(codeIndex[status])
 	}
-	s.Buckets[i].Add(1)
-	s.SumMicros.Add(uint64(d.Microseconds()))
+	for x.bucket < len(latencyBounds) && d > latencyBounds[x.bucket] {
+		x.bucket++
+	}
 	if retries > 0 {
-		s.Retries.Add(uint64(retries))
+		x.retries = uint64(retries)
 	}
 	switch code {
 	case "":
 	case "upstream_timeout":
-		s.Timeouts.Add(1)
+		x.local = localTimeout
 	case "rate_limited":
-		s.RateLimited.Add(1)
+		x.local = localRateLimited
 	case "upstream_overflow":
-		s.Overflow.Add(1)
+		x.local = localOverflow
 	case "no_route", "egress_denied", "no_listener":
-		s.NoRoute.Add(1)
+		x.local = localNoRoute
 	case "no_healthy_upstream":
-		s.NoHealthy.Add(1)
+		x.local = localNoHealthy
 	case "upstream_protocol_error":
+		x.local = localProtocol
+	}
+	return x
+}
+
+// WithoutRetries is x with no retries: a listener's statistics do not count them.
+func (x Sample) WithoutRetries() Sample {
+	x.retries = 0
+	return x
+}
+
+// Add counts the finished request x.
+func (s *HTTPStats) Add(x *Sample) {
+	if s == nil {
+		return
+	}
+	s.Classes[x.class].Add(1)
+	if x.code > 0 {
+		s.Codes[x.code-1].Add(1)
+	}
+	s.Buckets[x.bucket].Add(1)
+	s.SumMicros.Add(x.micros)
+	if x.retries > 0 {
+		s.Retries.Add(x.retries)
+	}
+	switch x.local {
+	case localNone:
+	case localTimeout:
+		s.Timeouts.Add(1)
+	case localRateLimited:
+		s.RateLimited.Add(1)
+	case localOverflow:
+		s.Overflow.Add(1)
+	case localNoRoute:
+		s.NoRoute.Add(1)
+	case localNoHealthy:
+		s.NoHealthy.Add(1)
+	case localProtocol:
 		s.ProtocolErrors.Add(1)
 	}
 }

@@ -35,6 +35,16 @@ var regNameTable = func() (t [256]bool) {
 	return t
 }()
 
+// tchar8 is tcharTable as 0/1 bytes, to be ANDed.
+var tchar8 = func() (t [256]uint8) {
+	for c, ok := range tcharTable {
+		if ok {
+			t[c] = 1
+		}
+	}
+	return t
+}()
+
 func isTchar(c byte) bool { return tcharTable[c] }
 
 func isToken(s string) bool {
@@ -166,3 +176,83 @@ func listHasToken(list, tok string) bool {
 		list = rest
 	}
 }
+
+// foldKey is a lower-case field name (letters, digits and '-') made ready to be compared,
+// case-insensitively, with a name of its length a word at a time: OR-ing 0x20 into the
+// places of its letters lowers a name's letters there and maps no other byte onto a
+// letter, so the comparison is exact for any bytes. The words are the name's first
+// eight (or four) bytes, its last eight (or four), and for names over sixteen bytes the
+// eight after the first.
+type foldKey struct {
+	a, b, c foldWord
+	lit     string
+}
+
+type foldWord struct{ w, mask uint64 }
+
+func (x foldWord) eq(v uint64) bool { return v|x.mask == x.w }
+
+func mkFoldWord(lit string) (x foldWord) {
+	for i := 0; i < len(lit); i++ {
+		x.w |= uint64(lit[i]) << (8 * i)
+		if lit[i] >= 'a' && lit[i] <= 'z' {
+			x.mask |= 0x20 << (8 * i)
+		}
+	}
+	return x
+}
+
+func mkFoldKey(lit string) foldKey {
+	k := foldKey{lit: lit}
+	switch n := len(lit); {
+	case n >= 8:
+		k.a, k.c = mkFoldWord(lit[:8]), mkFoldWord(lit[n-8:])
+		if n > 16 {
+			k.b = mkFoldWord(lit[8:16])
+		}
+	case n >= 4:
+		k.a, k.c = mkFoldWord(lit[:4]), mkFoldWord(lit[n-4:])
+	}
+	return k
+}
+
+// match reports whether s equals k's name ignoring case; the caller has checked that
+// their lengths are equal.
+func (k *foldKey) match(s string) bool {
+	switch n := len(s); {
+	case n >= 8:
+		if !k.a.eq(le64(s)) || !k.c.eq(le64(s[n-8:])) {
+			return false
+		}
+		return n <= 16 || k.b.eq(le64(s[8:]))
+	case n >= 4:
+		return k.a.eq(uint64(le32(s))) && k.c.eq(uint64(le32(s[n-4:])))
+	}
+	return equalFoldLower(s, k.lit)
+}
+
+func le32(s string) uint32 {
+	_ = s[3]
+	return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
+}
+
+func le64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// The field names the codec tells apart, as foldKeys.
+var (
+	keyHost             = mkFoldKey("host")
+	keyExpect           = mkFoldKey("expect")
+	keyUpgrade          = mkFoldKey("upgrade")
+	keyTrailer          = mkFoldKey("trailer")
+	keyConnection       = mkFoldKey("connection")
+	keyKeepAlive        = mkFoldKey("keep-alive")
+	keyContentLength    = mkFoldKey("content-length")
+	keyProxyConnection  = mkFoldKey("proxy-connection")
+	keyTransferEncoding = mkFoldKey("transfer-encoding")
+	keyProxyAuthn       = mkFoldKey("proxy-authenticate")
+	keyProxyAuthz       = mkFoldKey("proxy-authorization")
+)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httputil"
+	"slices"
 	"testing"
 	"testing/iotest"
 )
@@ -179,4 +180,51 @@ func relay(c BodyCopy, data []byte, oneByte bool) (string, int64, error) {
 	n, err := c.Copy(bw, bufio.NewReader(src))
 	_ = bw.Flush()
 	return out.String(), n, err
+}
+
+// FuzzReadResponse checks that the response parser never panics, reports only
+// documented errors, and gives the same head or error however the bytes are split
+// across reads (a head whole in the buffer is parsed in one pass, others line by line).
+func FuzzReadResponse(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+		"HTTP/1.1 204 No Content\r\n\r\n",
+		"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX:\ta\t\r\n\r\n0\r\n\r\n",
+		"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+		"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
+		"HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n",
+		"HTTP/1.1 200\r\n\r\n",
+	} {
+		f.Add([]byte(s), false)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, head bool) {
+		method := "GET"
+		if head {
+			method = "HEAD"
+		}
+		read := func(src io.Reader) (Response, []Header, error) {
+			var resp Response
+			err := NewReader(bufio.NewReader(src), Limits{MaxHeaders: 8, MaxHeaderBytes: 512}).ReadResponse(&resp, method)
+			return resp, append([]Header(nil), resp.Headers...), err
+		}
+		r1, h1, err1 := read(bytes.NewReader(data))
+		r2, h2, err2 := read(iotest.OneByteReader(bytes.NewReader(data)))
+		if errString(err1) != errString(err2) {
+			t.Fatalf("one-byte reads differ: %v / %v", err1, err2)
+		}
+		if err1 != nil {
+			var he *Error
+			if !errors.As(err1, &he) && err1 != io.EOF && err1 != io.ErrUnexpectedEOF {
+				t.Fatalf("undocumented error %T %v", err1, err1)
+			}
+			return
+		}
+		if r1.Status != r2.Status || r1.Reason != r2.Reason || r1.Minor != r2.Minor || r1.ContentLength != r2.ContentLength ||
+			r1.Chunked != r2.Chunked || r1.Close != r2.Close || r1.NoBody != r2.NoBody || r1.Upgrade != r2.Upgrade ||
+			r1.ConnectionFields() != r2.ConnectionFields() || !slices.Equal(h1, h2) {
+			t.Fatalf("heads differ:\n%+v %q\n%+v %q", r1, h1, r2, h2)
+		}
+	})
 }

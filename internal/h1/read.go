@@ -2,8 +2,11 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
+	"math/bits"
 )
 
 // Reader parses message heads from a *bufio.Reader. It holds no buffers of its own: head
@@ -13,7 +16,16 @@ import (
 type Reader struct {
 	br  *bufio.Reader
 	lim Limits
+	fs  fieldStats // the head being read's, kept here rather than copied between calls
+	// whole is set when the last ReadRequest found its head whole among the bytes
+	// already buffered: it read nothing.
+	whole bool
 }
+
+// HeadWasBuffered reports whether the last ReadRequest's head was whole in the buffer
+// when it was called (nothing read): a clock reading taken just before then stands for
+// the head's arrival.
+func (r *Reader) HeadWasBuffered() bool { return r.whole }
 
 // NewReader returns a Reader over br with l's limits (zero fields take the defaults).
 func NewReader(br *bufio.Reader, l Limits) *Reader {
@@ -37,6 +49,14 @@ const maxEmptyLines = 4
 // After any error req's fields are unspecified and the connection must not be reused.
 func (r *Reader) ReadRequest(req *Request) error {
 	req.Reset()
+	had := r.br.Buffered()
+	r.whole = false
+	if b, err := r.buffered(); err != nil {
+		return r.emptyRead(err, 414, 400, "request-line")
+	} else if lineEnd := r.scanHead(b, &req.msgBuf, &req.Headers, &r.fs); lineEnd > 0 {
+		r.whole = had > 0
+		return req.parse(req.buf[:lineEnd-2], &r.fs)
+	}
 	var line []byte
 	for empty := 0; ; empty++ {
 		start := len(req.buf)
@@ -62,10 +82,12 @@ func (r *Reader) ReadRequest(req *Request) error {
 		return err
 	}
 	// req.buf may have moved while reading fields; take the strings only now.
-	return req.parse(req.buf[:lineEnd-2])
+	req.fieldsInto(&req.Headers, &r.fs)
+	return req.parse(req.buf[:lineEnd-2], &r.fs)
 }
 
-func (req *Request) parse(line []byte) error {
+// parse checks the request line and the fields' semantics; fs describes req.Headers.
+func (req *Request) parse(line []byte, fs *fieldStats) error {
 	// RFC 9112 §3: request-line = method SP request-target SP HTTP-version, single SPs.
 	sp1 := indexByte(line, ' ')
 	if sp1 < 0 {
@@ -99,7 +121,6 @@ func (req *Request) parse(line []byte) error {
 		return terr
 	}
 
-	fs := req.fieldsInto(&req.Headers)
 	// RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request without Host, with
 	// more than one Host field line, or with an invalid Host value.
 	if fs.hostCount > 1 {
@@ -136,7 +157,7 @@ func (req *Request) parse(line []byte) error {
 		req.Chunked = true
 	}
 	if fs.clCount > 0 {
-		n, err := parseContentLength(req.Headers, fs.clCount, 400)
+		n, err := fs.contentLength(req.Headers, 400)
 		if err != nil {
 			return err
 		}
@@ -185,6 +206,11 @@ func (req *Request) parse(line []byte) error {
 // a *Error with Status 502 for any protocol violation; otherwise the read error, wrapped.
 func (r *Reader) ReadResponse(resp *Response, reqMethod string) error {
 	resp.Reset()
+	if b, err := r.buffered(); err != nil {
+		return r.emptyRead(err, 502, 502, "status-line")
+	} else if lineEnd := r.scanHead(b, &resp.msgBuf, &resp.Headers, &r.fs); lineEnd > 0 {
+		return resp.parse(resp.buf[:lineEnd-2], reqMethod, &r.fs)
+	}
 	var err error
 	resp.buf, err = r.readLine(resp.buf, r.lim.MaxHeaderBytes, 502, 502, "status-line")
 	if err != nil {
@@ -197,10 +223,12 @@ func (r *Reader) ReadResponse(resp *Response, reqMethod string) error {
 	if err := r.readFields(&resp.msgBuf, 502, 502); err != nil {
 		return err
 	}
-	return resp.parse(resp.buf[:lineEnd-2], reqMethod)
+	resp.fieldsInto(&resp.Headers, &r.fs)
+	return resp.parse(resp.buf[:lineEnd-2], reqMethod, &r.fs)
 }
 
-func (resp *Response) parse(line []byte, reqMethod string) error {
+// parse checks the status line and the fields' semantics; fs describes resp.Headers.
+func (resp *Response) parse(line []byte, reqMethod string, fs *fieldStats) error {
 	// RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ].
 	// The SP before an empty reason is accepted when missing: servers omit it, and it
 	// cannot affect framing.
@@ -235,7 +263,6 @@ func (resp *Response) parse(line []byte, reqMethod string) error {
 		resp.Reason = b2s(reason)
 	}
 
-	fs := resp.fieldsInto(&resp.Headers)
 	keepAlive, upgrade := false, false
 	for i := range resp.Headers {
 		h := &resp.Headers[i]
@@ -273,7 +300,7 @@ func (resp *Response) parse(line []byte, reqMethod string) error {
 		// is dropped (hop-by-hop); in 1xx/204/CONNECT-2xx both are ignored and dropped
 		// (RFC 9110 §8.6, §9.3.6 forbid sending them).
 		if fs.clCount > 0 && !isConnect2xx && code >= 200 && code != 204 {
-			n, err := parseContentLength(resp.Headers, fs.clCount, 502)
+			n, err := fs.contentLength(resp.Headers, 502)
 			if err != nil {
 				return err
 			}
@@ -295,7 +322,7 @@ func (resp *Response) parse(line []byte, reqMethod string) error {
 		return nil
 	}
 	if fs.clCount > 0 {
-		n, err := parseContentLength(resp.Headers, fs.clCount, 502)
+		n, err := fs.contentLength(resp.Headers, 502)
 		if err != nil {
 			return err
 		}
@@ -319,6 +346,145 @@ func parseVersion(v string) (major, minor int, err *Error) {
 		return 0, 0, &Error{505, errVersionUnsupported}
 	}
 	return major, minor, nil
+}
+
+// buffered returns the bytes buffered in the bufio.Reader, reading once if there are
+// none. An error comes only with nothing buffered.
+func (r *Reader) buffered() ([]byte, error) {
+	b, err := r.br.Peek(1)
+	if err != nil {
+		return nil, err
+	}
+	// Peek's slice is of the reader's buffer from the first unread byte: its capacity
+	// reaches past the buffered bytes, which one Peek so gives (a second Peek of
+	// Buffered() bytes cost as much again).
+	if n := r.br.Buffered(); n <= cap(b) {
+		return b[:n], nil
+	}
+	return r.br.Peek(r.br.Buffered())
+}
+
+// emptyRead is what reading a start line returns when the first read fails with err and
+// nothing is buffered: the answers of the line-by-line path (io.EOF, or err wrapped).
+func (r *Reader) emptyRead(err error, tooLong, bad int, what string) error {
+	_, err = r.readLineMore(nil, nil, err, r.lim.MaxHeaderBytes, tooLong, bad, what)
+	return err
+}
+
+// minHeadCopy is how much of the buffered bytes scanHead copies into a message whose
+// buffer is smaller: most heads fit, and a larger one, read line by line once, leaves
+// the buffer its size for the next.
+const minHeadCopy = 512
+
+// scanHead parses a head lying whole in b, the bytes buffered in the bufio.Reader, in one
+// pass with the checks of the line-by-line path (readLine, readFields, parseFieldLine)
+// fused into the delimiter search: a field value is checked and its CR LF found eight
+// bytes at a time, the name by table four bytes a step. The buffered bytes are copied
+// into m.buf first (as many as its capacity takes, at least minHeadCopy) so
+// that the fields go straight into hs, aliasing m.buf, with fs gathered on the way
+// (fieldsInto's work). It returns the start line's end, CR LF included, having consumed
+// the head from the bufio.Reader; or 0, with m.buf and hs empty, for a head not whole in
+// what was copied and for anything the line-by-line path would not take as it is (an
+// empty line before the start line, a limit reached, a byte out of place): that path,
+// since nothing was consumed here, then reads the same bytes and answers the same, error
+// included. The start line is only delimited here; parse checks it. Reading per line
+// cost a ReadSlice, a copy and a call per line (issue 17).
+func (r *Reader) scanHead(src []byte, m *msgBuf, hs *[]Header, fs *fieldStats) (lineEnd int) {
+	limit := r.lim.MaxHeaderBytes
+	b := append(m.buf[:0], src[:min(len(src), max(cap(m.buf), minHeadCopy))]...)
+	m.buf = b[:0]
+	i := bytes.IndexByte(b, '\n')
+	if i < 2 || b[i-1] != '\r' || i+1 > limit {
+		return 0
+	}
+	lineEnd = i + 1
+	*fs = fieldStats{upgradeIdx: -1, expectIdx: -1}
+	h := (*hs)[:0]
+	pos := lineEnd
+	for {
+		if pos+1 >= len(b) {
+			break
+		}
+		if b[pos] == '\r' {
+			if b[pos+1] != '\n' || pos+2-lineEnd > limit {
+				break
+			}
+			*hs = h
+			m.buf = b[:pos+2]
+			m.noConn = fs.connCount == 0
+			_, _ = r.br.Discard(pos + 2) // that many bytes are buffered: Discard cannot fail
+			return lineEnd
+		}
+		if len(h) == r.lim.MaxHeaders {
+			break
+		}
+		j := tokenEnd(b, pos)
+		if j == pos || j == len(b) || b[j] != ':' {
+			break
+		}
+		vs := j + 1
+		for vs < len(b) && (b[vs] == ' ' || b[vs] == '\t') {
+			vs++
+		}
+		k := valueEnd(b, vs)
+		if k+1 >= len(b) || b[k] != '\r' || b[k+1] != '\n' {
+			break
+		}
+		ve := k
+		for ve > vs && (b[ve-1] == ' ' || b[ve-1] == '\t') {
+			ve--
+		}
+		name, value := b2s(b[pos:j]), b2s(b[vs:ve])
+		fs.note(name, value, len(h))
+		h = append(h, Header{Name: name, Value: value})
+		pos = k + 2
+	}
+	*hs = h[:0]
+	return 0
+}
+
+// tokenEnd returns the index of the first byte from b[i:] that is not a tchar, or
+// len(b): four bytes a step while all four are (one table load each, no branch
+// between them).
+func tokenEnd(b []byte, i int) int {
+	for i+4 <= len(b) {
+		w := b[i : i+4 : i+4]
+		if tchar8[w[0]]&tchar8[w[1]]&tchar8[w[2]]&tchar8[w[3]] == 0 {
+			break
+		}
+		i += 4
+	}
+	for i < len(b) && tcharTable[b[i]] {
+		i++
+	}
+	return i
+}
+
+// valueEnd returns the index of the first byte from b[i:] that is not a field-value byte
+// (isFieldValueByte), or len(b): eight bytes a step while no byte of the word is below
+// 0x20 (CR, LF, the other CTLs and HTAB) or DEL, as validFieldValue does. In a word
+// with such a byte the lowest flag of the test marks the first of them exactly (a borrow
+// only flags bytes above a flagged one), so an HTAB is stepped over and anything else
+// ends the value without a byte-by-byte walk.
+func valueEnd(b []byte, i int) int {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for i+8 <= len(b) {
+		x := binary.LittleEndian.Uint64(b[i:])
+		del := x ^ (0x7f * ones)
+		if m := ((x-0x20*ones)&^x | (del-ones)&^del) & highs; m != 0 {
+			i += bits.TrailingZeros64(m) >> 3
+			if b[i] != '\t' {
+				return i
+			}
+			i++
+			continue
+		}
+		i += 8
+	}
+	for i < len(b) && isFieldValueByte(b[i]) {
+		i++
+	}
+	return i
 }
 
 // readLine appends one CRLF-terminated line (CRLF included) to buf. A line longer than max
@@ -444,45 +610,62 @@ type fieldStats struct {
 	host                                   string
 	hostCount, clCount, teCount, connCount int
 	upgradeIdx, expectIdx                  int
+	clIdx                                  int // the first Content-Length's index, when clCount > 0
+}
+
+// contentLength is parseContentLength over the fields fs describes, going straight to
+// the field note found (without comparing every name again).
+func (fs *fieldStats) contentLength(hs []Header, bad int) (int64, *Error) {
+	if fs.clCount == 1 && fs.clIdx < len(hs) {
+		return contentLengthValue(hs[fs.clIdx].Value, bad)
+	}
+	return parseContentLength(hs, fs.clCount, bad)
 }
 
 // fieldsInto turns the recorded spans into m's Headers (strings aliasing m.buf) and gathers the
-// framing-relevant fields.
-func (m *msgBuf) fieldsInto(hs *[]Header) fieldStats {
-	fs := fieldStats{upgradeIdx: -1, expectIdx: -1}
+// framing-relevant fields into fs.
+func (m *msgBuf) fieldsInto(hs *[]Header, fs *fieldStats) {
+	*fs = fieldStats{upgradeIdx: -1, expectIdx: -1}
 	for _, sp := range m.spans {
 		h := Header{Name: b2s(m.buf[sp.nameStart:sp.nameEnd]), Value: b2s(m.buf[sp.valStart:sp.valEnd])}
-		switch len(h.Name) {
-		case 4:
-			if equalFoldLower(h.Name, "host") {
-				fs.hostCount++
-				fs.host = h.Value
-			}
-		case 6:
-			if fs.expectIdx < 0 && equalFoldLower(h.Name, "expect") {
-				fs.expectIdx = len(*hs)
-			}
-		case 7:
-			if fs.upgradeIdx < 0 && equalFoldLower(h.Name, "upgrade") {
-				fs.upgradeIdx = len(*hs)
-			}
-		case 10:
-			if equalFoldLower(h.Name, "connection") {
-				fs.connCount++
-			}
-		case 14:
-			if equalFoldLower(h.Name, "content-length") {
-				fs.clCount++
-			}
-		case 17:
-			if equalFoldLower(h.Name, "transfer-encoding") {
-				fs.teCount++
-			}
-		}
+		fs.note(h.Name, h.Value, len(*hs))
 		*hs = append(*hs, h)
 	}
 	m.noConn = fs.connCount == 0
-	return fs
+}
+
+// note gathers the field line name: value, the idx-th of its message, into fs.
+func (fs *fieldStats) note(name, value string, idx int) {
+	switch len(name) {
+	case 4:
+		if keyHost.match(name) {
+			fs.hostCount++
+			fs.host = value
+		}
+	case 6:
+		if fs.expectIdx < 0 && keyExpect.match(name) {
+			fs.expectIdx = idx
+		}
+	case 7:
+		if fs.upgradeIdx < 0 && keyUpgrade.match(name) {
+			fs.upgradeIdx = idx
+		}
+	case 10:
+		if keyConnection.match(name) {
+			fs.connCount++
+		}
+	case 14:
+		if keyContentLength.match(name) {
+			if fs.clCount == 0 {
+				fs.clIdx = idx
+			}
+			fs.clCount++
+		}
+	case 17:
+		if keyTransferEncoding.match(name) {
+			fs.teCount++
+		}
+	}
 }
 
 // checkChunked enforces that the Transfer-Encoding fields, taken together as one list
@@ -553,23 +736,26 @@ func parseContentLength(hs []Header, count, bad int) (int64, *Error) {
 		return 0, &Error{bad, "more than one Content-Length field"}
 	}
 	for i := range hs {
-		if !equalFoldLower(hs[i].Name, "content-length") {
-			continue
+		if equalFoldLower(hs[i].Name, "content-length") {
+			return contentLengthValue(hs[i].Value, bad)
 		}
-		v := hs[i].Value
-		if v == "" || len(v) > 18 { // 18 digits always fit in an int64
-			return 0, &Error{bad, "invalid Content-Length " + quote(v)}
-		}
-		var n int64
-		for j := 0; j < len(v); j++ {
-			if !isDigit(v[j]) {
-				return 0, &Error{bad, "invalid Content-Length " + quote(v)}
-			}
-			n = n*10 + int64(v[j]-'0')
-		}
-		return n, nil
 	}
 	return -1, nil
+}
+
+// contentLengthValue parses a Content-Length value by parseContentLength's rules.
+func contentLengthValue(v string, bad int) (int64, *Error) {
+	if v == "" || len(v) > 18 { // 18 digits always fit in an int64
+		return 0, &Error{bad, "invalid Content-Length " + quote(v)}
+	}
+	var n int64
+	for j := 0; j < len(v); j++ {
+		if !isDigit(v[j]) {
+			return 0, &Error{bad, "invalid Content-Length " + quote(v)}
+		}
+		n = n*10 + int64(v[j]-'0')
+	}
+	return n, nil
 }
 
 func indexByte(b []byte, c byte) int {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -382,6 +383,137 @@ func TestValidFieldValue(t *testing.T) {
 					t.Fatalf("validFieldValue(%q) = %v, want %v", v, got, want)
 				}
 			}
+		}
+	}
+}
+
+// TestFoldKeysMatchEqualFold checks the word-at-a-time name comparisons (foldKey,
+// used by fieldStats.note and classify) against equalFoldLower on every string that
+// differs from one of the names in one byte, any byte, in either case.
+func TestFoldKeysMatchEqualFold(t *testing.T) {
+	keys := []*foldKey{&keyHost, &keyExpect, &keyUpgrade, &keyTrailer, &keyConnection, &keyKeepAlive,
+		&keyContentLength, &keyProxyConnection, &keyTransferEncoding, &keyProxyAuthn, &keyProxyAuthz}
+	checked := 0
+	for _, k := range keys {
+		for _, base := range []string{k.lit, strings.ToUpper(k.lit)} {
+			for i := range len(base) {
+				for c := range 256 {
+					v := []byte(base)
+					v[i] = byte(c)
+					for _, other := range keys {
+						if len(other.lit) != len(v) {
+							continue
+						}
+						if got, want := other.match(string(v)), equalFoldLower(string(v), other.lit); got != want {
+							t.Fatalf("%q against %q: match %v, equalFoldLower %v", v, other.lit, got, want)
+						}
+						checked++
+					}
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("nothing checked")
+	}
+	fs := fieldStats{upgradeIdx: -1, expectIdx: -1}
+	for i, n := range []string{"HOST", "Expect", "upgrade", "Connection", "content-LENGTH", "Transfer-Encoding", "Hos", "hostt"} {
+		fs.note(n, "v", i)
+	}
+	if fs.hostCount != 1 || fs.expectIdx != 1 || fs.upgradeIdx != 2 || fs.connCount != 1 || fs.clCount != 1 || fs.teCount != 1 || fs.host != "v" {
+		t.Fatalf("note: %+v", fs)
+	}
+	for _, c := range []struct {
+		name string
+		want fieldClass
+	}{{"TE", fcTE}, {"Host", fcHost}, {"Upgrade", fcUpgrade}, {"trailer", fcTrailer}, {"CONNECTION", fcConnection},
+		{"Keep-Alive", fcHop}, {"Content-Length", fcContentLength}, {"Proxy-Connection", fcHop},
+		{"Transfer-Encoding", fcTransferEncoding}, {"Proxy-Authenticate", fcHop}, {"Proxy-Authorization", fcHop},
+		{"Content\rLength", fcOther}, {"X-Host", fcOther}} {
+		if got := classify(c.name); got != c.want {
+			t.Fatalf("classify(%q) = %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+// TestValueEndMatchesBytewise checks valueEnd's word-at-a-time search against a byte
+// by byte one on strings drawn from the bytes at the edges of the field-value class.
+func TestValueEndMatchesBytewise(t *testing.T) {
+	alphabet := []byte{'a', ' ', '\t', '\r', '\n', 0x7f, 0x80, 0xff, 0x00, 0x1f, 0x20, 0x7e, 0x21}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := 0; n < 200000; n++ {
+		b := make([]byte, rng.IntN(41))
+		for i := range b {
+			if rng.IntN(4) == 0 {
+				b[i] = alphabet[rng.IntN(len(alphabet))]
+			} else {
+				b[i] = 'x'
+			}
+		}
+		start := 0
+		if len(b) > 0 {
+			start = rng.IntN(len(b) + 1)
+		}
+		want := start
+		for want < len(b) && isFieldValueByte(b[want]) {
+			want++
+		}
+		if got := valueEnd(b, start); got != want {
+			t.Fatalf("valueEnd(%q, %d) = %d, want %d", b, start, got, want)
+		}
+	}
+}
+
+// TestRegNameEndMatchesBytewise checks regNameEnd's four-byte steps against a byte by
+// byte walk on strings drawn from the bytes around the reg-name class.
+func TestRegNameEndMatchesBytewise(t *testing.T) {
+	alphabet := []byte{'a', 'Z', '0', '.', '-', ':', '%', '@', ' ', '[', 0x80, 0x00, '~', '!'}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 200000 {
+		b := make([]byte, rng.IntN(24))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+			if rng.IntN(3) > 0 {
+				b[i] = 'h'
+			}
+		}
+		want := 0
+		for want < len(b) && regNameTable[b[want]] {
+			want++
+		}
+		if got := regNameEnd(string(b)); got != want {
+			t.Fatalf("regNameEnd(%q) = %d, want %d", b, got, want)
+		}
+	}
+}
+
+// TestHeadWasBuffered: a head whole among the bytes buffered before ReadRequest is
+// reported as such; one that took reads (one byte at a time, or nothing buffered at the
+// call) is not.
+func TestHeadWasBuffered(t *testing.T) {
+	const head = "GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+	for _, c := range []struct {
+		name       string
+		src        io.Reader
+		peek, want bool
+	}{
+		{"buffered", strings.NewReader(head), true, true},
+		{"nothing buffered at the call", strings.NewReader(head), false, false},
+		{"one byte a read", iotest.OneByteReader(strings.NewReader(head)), true, false},
+	} {
+		br := bufio.NewReader(c.src)
+		if c.peek {
+			if _, err := br.Peek(1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := NewReader(br, Limits{})
+		var req Request
+		if err := r.ReadRequest(&req); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got := r.HeadWasBuffered(); got != c.want {
+			t.Errorf("%s: HeadWasBuffered %v, want %v", c.name, got, c.want)
 		}
 	}
 }

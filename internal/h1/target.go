@@ -136,14 +136,11 @@ func validAuthority(s string, requirePort bool) bool {
 		// One pass: ':' is not a reg-name byte, so the host ends at the first byte the
 		// table refuses, which must be the port's colon.
 		host := s
-		for i := 0; i < len(s); i++ {
-			if c := s[i]; !regNameTable[c] {
-				if c != ':' {
-					return false
-				}
-				host, port, hasPort = s[:i], s[i+1:], true
-				break
+		if i := regNameEnd(s); i < len(s) {
+			if s[i] != ':' {
+				return false
 			}
+			host, port, hasPort = s[:i], s[i+1:], true
 		}
 		if host == "" {
 			return false
@@ -161,4 +158,32 @@ func validAuthority(s string, requirePort bool) bool {
 		}
 	}
 	return true
+}
+
+// regName8 is regNameTable as 0/1 bytes, to be ANDed.
+var regName8 = func() (t [256]uint8) {
+	for c, ok := range regNameTable {
+		if ok {
+			t[c] = 1
+		}
+	}
+	return t
+}()
+
+// regNameEnd returns the index of the first byte of s that is not a reg-name byte, or
+// len(s): four bytes a step while all four are (tokenEnd's way; a Host is checked per
+// request).
+func regNameEnd(s string) int {
+	i := 0
+	for i+4 <= len(s) {
+		w := s[i : i+4]
+		if regName8[w[0]]&regName8[w[1]]&regName8[w[2]]&regName8[w[3]] == 0 {
+			break
+		}
+		i += 4
+	}
+	for i < len(s) && regNameTable[s[i]] {
+		i++
+	}
+	return i
 }

@@ -33,41 +33,41 @@ func classify(name string) fieldClass {
 			return fcTE
 		}
 	case 4:
-		if equalFoldLower(name, "host") {
+		if keyHost.match(name) {
 			return fcHost
 		}
 	case 7:
-		if equalFoldLower(name, "upgrade") {
+		if keyUpgrade.match(name) {
 			return fcUpgrade
 		}
-		if equalFoldLower(name, "trailer") {
+		if keyTrailer.match(name) {
 			return fcTrailer
 		}
 	case 10:
-		if equalFoldLower(name, "connection") {
+		if keyConnection.match(name) {
 			return fcConnection
 		}
-		if equalFoldLower(name, "keep-alive") {
+		if keyKeepAlive.match(name) {
 			return fcHop
 		}
 	case 14:
-		if equalFoldLower(name, "content-length") {
+		if keyContentLength.match(name) {
 			return fcContentLength
 		}
 	case 16:
-		if equalFoldLower(name, "proxy-connection") {
+		if keyProxyConnection.match(name) {
 			return fcHop
 		}
 	case 17:
-		if equalFoldLower(name, "transfer-encoding") {
+		if keyTransferEncoding.match(name) {
 			return fcTransferEncoding
 		}
 	case 18:
-		if equalFoldLower(name, "proxy-authenticate") {
+		if keyProxyAuthn.match(name) {
 			return fcHop
 		}
 	case 19:
-		if equalFoldLower(name, "proxy-authorization") {
+		if keyProxyAuthz.match(name) {
 			return fcHop
 		}
 	}
@@ -210,20 +210,19 @@ func WriteRequestHead(w *bufio.Writer, req *Request, target string, extra []Head
 	if target == "" {
 		target = req.Target
 	}
-	if len(req.Method)+len(target)+11 <= w.Available() {
-		b := append(w.AvailableBuffer(), req.Method...)
-		b = append(b, ' ')
-		b = append(b, target...)
-		b = append(b, " HTTP/1.1\r\n"...)
-		_, _ = w.Write(b)
-	} else {
-		_, _ = w.WriteString(req.Method)
-		_ = w.WriteByte(' ')
-		_, _ = w.WriteString(target)
-		_, _ = w.WriteString(" HTTP/1.1\r\n")
+	// Room for the longest head these fields can make: the start line, Host, the fields,
+	// TE: trailers, Connection: upgrade, the framing field and the end.
+	need := len(req.Method) + len(target) + len(req.Host) + fieldsSize(req.Headers) + fieldsSize(extra) + 11 + 8 + 14 + 21 + headEndSize
+	b, err := headBuffer(w, need)
+	if err != nil {
+		return err
 	}
+	b = append(b, req.Method...)
+	b = append(b, ' ')
+	b = append(b, target...)
+	b = append(b, " HTTP/1.1\r\n"...)
 	if !req.hasHost {
-		writeField(w, "Host", req.Host)
+		b = appendField(b, "Host", req.Host)
 	}
 	conn := !req.noConn && connectionNamesFields(req.Headers)
 	teTrailers := false
@@ -232,7 +231,7 @@ func WriteRequestHead(w *bufio.Writer, req *Request, target string, extra []Head
 		switch classify(h.Name) {
 		case fcHost:
 			if req.hasHost {
-				writeField(w, h.Name, req.Host)
+				b = appendField(b, h.Name, req.Host)
 			}
 			continue
 		case fcTE:
@@ -246,7 +245,7 @@ func WriteRequestHead(w *bufio.Writer, req *Request, target string, extra []Head
 			if !keepUpgrade {
 				continue
 			}
-			writeField(w, h.Name, h.Value)
+			b = appendField(b, h.Name, h.Value)
 			continue
 		case fcContentLength, fcTransferEncoding, fcConnection, fcHop:
 			continue
@@ -254,15 +253,71 @@ func WriteRequestHead(w *bufio.Writer, req *Request, target string, extra []Head
 		if conn && namedInConnection(req.Headers, h.Name) {
 			continue
 		}
-		writeField(w, h.Name, h.Value)
+		b = appendField(b, h.Name, h.Value)
 	}
 	if teTrailers {
-		_, _ = w.WriteString("TE: trailers\r\n")
+		b = append(b, "TE: trailers\r\n"...)
 	}
 	if keepUpgrade {
-		_, _ = w.WriteString("Connection: upgrade\r\n")
+		b = append(b, "Connection: upgrade\r\n"...)
 	}
-	return writeExtraAndEnd(w, extra, req.Chunked, req.ContentLength)
+	b = appendExtraAndEnd(b, extra, req.Chunked, req.ContentLength)
+	_, err = w.Write(b)
+	return err
+}
+
+// headEndSize bounds what appendExtraAndEnd adds besides extra: the framing field (the
+// longer of "Transfer-Encoding: chunked" and a Content-Length of 19 digits) and the end.
+const headEndSize = 40 + 4
+
+// fieldsSize is the size of hs as field lines.
+func fieldsSize(hs []Header) int {
+	n := 0
+	for i := range hs {
+		n += len(hs[i].Name) + len(hs[i].Value) + 4
+	}
+	return n
+}
+
+// headBuffer returns the writer's free buffer with room for need bytes, the head then
+// made in it by appends and written with one Write (a Write per field line was a tenth
+// of meshd's instructions per request; issue 17). A head that does not fit in what is
+// free is flushed ahead of, and one larger than the whole buffer (rare: the buffer holds
+// kilobytes) is made in a buffer of its own.
+func headBuffer(w *bufio.Writer, need int) ([]byte, error) {
+	if need <= w.Available() {
+		return w.AvailableBuffer(), nil
+	}
+	if need <= w.Size() {
+		if err := w.Flush(); err != nil {
+			return nil, err
+		}
+		return w.AvailableBuffer(), nil
+	}
+	return make([]byte, 0, need), nil
+}
+
+// appendField appends the field line name: value.
+func appendField(b []byte, name, value string) []byte {
+	b = append(b, name...)
+	b = append(b, ':', ' ')
+	b = append(b, value...)
+	return append(b, '\r', '\n')
+}
+
+// appendExtraAndEnd is writeExtraAndEnd appending to b.
+func appendExtraAndEnd(b []byte, extra []Header, chunked bool, contentLength int64) []byte {
+	for i := range extra {
+		b = appendField(b, extra[i].Name, extra[i].Value)
+	}
+	if chunked {
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+	} else if contentLength >= 0 {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, contentLength, 10)
+		b = append(b, '\r', '\n')
+	}
+	return append(b, '\r', '\n')
 }
 
 // WriteResponseHead writes resp's head to w as an HTTP/1.1 response for a client: the
@@ -279,20 +334,18 @@ func WriteRequestHead(w *bufio.Writer, req *Request, target string, extra []Head
 // close set, and copy the body with BodyCopy.Dechunk. For 1xx heads pass close false. extra
 // follows WriteRequestHead's rules. Nothing is flushed. The only error is w's.
 func WriteResponseHead(w *bufio.Writer, resp *Response, extra []Header, keepUpgrade bool, close bool) error {
-	if len(resp.Reason)+32 <= w.Available() {
-		b := append(w.AvailableBuffer(), "HTTP/1.1 "...)
-		b = strconv.AppendInt(b, int64(resp.Status), 10)
-		b = append(b, ' ')
-		b = append(b, resp.Reason...)
-		b = append(b, '\r', '\n')
-		_, _ = w.Write(b)
-	} else {
-		_, _ = w.WriteString("HTTP/1.1 ")
-		_ = writeInt(w, int64(resp.Status), 10)
-		_ = w.WriteByte(' ')
-		_, _ = w.WriteString(resp.Reason)
-		_, _ = w.WriteString("\r\n")
+	// Room for the status line (a status of up to 20 digits), the fields, a Connection
+	// field and the framing field.
+	need := len(resp.Reason) + fieldsSize(resp.Headers) + fieldsSize(extra) + 32 + 21 + headEndSize
+	b, err := headBuffer(w, need)
+	if err != nil {
+		return err
 	}
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(resp.Status), 10)
+	b = append(b, ' ')
+	b = append(b, resp.Reason...)
+	b = append(b, '\r', '\n')
 	conn := !resp.noConn && connectionNamesFields(resp.Headers)
 	for i := range resp.Headers {
 		h := &resp.Headers[i]
@@ -303,7 +356,7 @@ func WriteResponseHead(w *bufio.Writer, resp *Response, extra []Header, keepUpgr
 			}
 		case fcUpgrade:
 			if keepUpgrade {
-				writeField(w, h.Name, h.Value)
+				b = appendField(b, h.Name, h.Value)
 			}
 			continue
 		case fcContentLength, fcTransferEncoding, fcConnection, fcHop, fcTE:
@@ -312,18 +365,21 @@ func WriteResponseHead(w *bufio.Writer, resp *Response, extra []Header, keepUpgr
 		if conn && namedInConnection(resp.Headers, h.Name) {
 			continue
 		}
-		writeField(w, h.Name, h.Value)
+		b = appendField(b, h.Name, h.Value)
 	}
 	switch {
 	case keepUpgrade:
-		_, _ = w.WriteString("Connection: upgrade\r\n")
+		b = append(b, "Connection: upgrade\r\n"...)
 	case close || resp.UntilClose():
-		_, _ = w.WriteString("Connection: close\r\n")
+		b = append(b, "Connection: close\r\n"...)
 	}
 	if resp.NoBody {
-		return writeExtraAndEnd(w, extra, false, resp.ContentLength)
+		b = appendExtraAndEnd(b, extra, false, resp.ContentLength)
+	} else {
+		b = appendExtraAndEnd(b, extra, resp.Chunked, resp.ContentLength)
 	}
-	return writeExtraAndEnd(w, extra, resp.Chunked, resp.ContentLength)
+	_, err = w.Write(b)
+	return err
 }
 
 // WriteSimpleResponse writes a complete locally generated response (meshd's own 400, 404,

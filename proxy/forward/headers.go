@@ -1,6 +1,8 @@
 package forward
 
 import (
+	"encoding/binary"
+	"math/bits"
 	"math/rand/v2"
 	"net/http"
 	"net/textproto"
@@ -252,40 +254,37 @@ func removeFieldsAfter(hs []h1.Header, keep int, lower string) []h1.Header {
 	return out
 }
 
-// hexPairs holds the two hex digits of every byte value.
-var hexPairs = func() (t [256][2]byte) {
-	const hex = "0123456789abcdef"
-	for i := range t {
-		t[i] = [2]byte{hex[i>>4], hex[i&0xf]}
-	}
-	return t
-}()
-
-// appendUUID formats a random (version 4) UUID. The digits are written at fixed
-// places in an array, a byte's two at a time, and appended once: appending them one by
-// one cost 600 instructions per request (issue 17).
+// appendUUID formats a random (version 4) UUID. The digits are made eight at a time in
+// a word (hex8) and stored at fixed places: a byte's two at a time from a table cost 200
+// instructions per request, one by one 600 (issue 17).
 func appendUUID(b []byte, hi, lo uint64) []byte {
 	hi = (hi &^ (0xf << 12)) | (4 << 12)
 	lo = (lo &^ (0x3 << 62)) | (0x2 << 62)
-	var h, l [16]byte
-	for i := 0; i < 16; i += 2 {
-		p, q := hexPairs[byte(hi>>56)], hexPairs[byte(lo>>56)]
-		hi <<= 8
-		lo <<= 8
-		h[i], h[i+1] = p[0], p[1]
-		l[i], l[i+1] = q[0], q[1]
-	}
 	var u [36]byte
-	copy(u[0:8], h[0:8])
-	u[8] = '-'
-	copy(u[9:13], h[8:12])
-	u[13] = '-'
-	copy(u[14:18], h[12:16])
-	u[18] = '-'
-	copy(u[19:23], l[0:4])
-	u[23] = '-'
-	copy(u[24:36], l[4:16])
+	binary.LittleEndian.PutUint64(u[0:], hex8(uint32(hi>>32)))
+	d := hex8(uint32(hi))
+	binary.LittleEndian.PutUint32(u[9:], uint32(d))
+	binary.LittleEndian.PutUint32(u[14:], uint32(d>>32))
+	e := hex8(uint32(lo >> 32))
+	binary.LittleEndian.PutUint32(u[19:], uint32(e))
+	binary.LittleEndian.PutUint32(u[24:], uint32(e>>32))
+	binary.LittleEndian.PutUint64(u[28:], hex8(uint32(lo)))
+	u[8], u[13], u[18], u[23] = '-', '-', '-', '-'
 	return append(b, u[:]...)
+}
+
+// hex8 is v's eight lower-case hex digits, the first in the word's lowest byte: the
+// nibbles spread one to a byte, each turned into its digit by adding '0', and 'a'-'0'-10
+// more where the nibble is over 9 (adding 6 carries into bit 4 exactly then).
+func hex8(v uint32) uint64 {
+	const ones = 0x0101010101010101
+	x := uint64(v)
+	x = (x | x<<16) & 0x0000ffff0000ffff
+	x = (x | x<<8) & 0x00ff00ff00ff00ff
+	x = (x | x<<4) & 0x0f0f0f0f0f0f0f0f
+	over9 := ((x + 6*ones) >> 4) & ones
+	x += '0'*ones + over9*('a'-'0'-10)
+	return bits.ReverseBytes64(x)
 }
 
 // RemoveHopByHop deletes the hop-by-hop fields of h and those its Connection fields name.

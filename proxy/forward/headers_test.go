@@ -3,6 +3,7 @@ package forward
 import (
 	"bufio"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/textproto"
 	"strings"
@@ -163,7 +164,12 @@ func TestH1ForwardingPeerAllocs(t *testing.T) {
 // TestAppendUUID holds the request id's format: a version 4, variant 10 UUID, the bits
 // of the two random words in order, lower-case hex.
 func TestAppendUUID(t *testing.T) {
-	for _, w := range [][2]uint64{{0, 0}, {^uint64(0), ^uint64(0)}, {0x0123456789abcdef, 0xfedcba9876543210}, {0xdeadbeefcafef00d, 0x1}} {
+	words := [][2]uint64{{0, 0}, {^uint64(0), ^uint64(0)}, {0x0123456789abcdef, 0xfedcba9876543210}, {0xdeadbeefcafef00d, 0x1}}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 10000 {
+		words = append(words, [2]uint64{rng.Uint64(), rng.Uint64()})
+	}
+	for _, w := range words {
 		hi := (w[0] &^ (0xf << 12)) | (4 << 12)
 		lo := (w[1] &^ (0x3 << 62)) | (0x2 << 62)
 		want := fmt.Sprintf("%08x-%04x-%04x-%04x-%012x", hi>>32, (hi>>16)&0xffff, hi&0xffff, lo>>48, lo&(1<<48-1))

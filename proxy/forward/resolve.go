@@ -124,6 +124,38 @@ func (p *Passthrough) decide(host string, port int) Decision {
 // falls back to orig (EgressByDst), and ALLOW_ALL forwards to orig rather than to the
 // authority. rnd picks among weighted targets. It sets rr.Port.
 func Resolve(snap *state.Snapshot, pt *Passthrough, kind Kind, rr *router.Request, local int, orig netip.AddrPort, rnd uint64) Decision {
+	return ResolveCached(snap, pt, kind, rr, local, orig, rnd, nil)
+}
+
+// HostCache remembers a connection's last egress authority and the backend service it
+// named, for the routing table it was looked up in: a keep-alive client sends the same
+// Host request after request, and comparing it with the last one costs less than the
+// table's case-folding map lookup (issue 17). A table is immutable, so a hit on the
+// same table gives what the lookup would. One per connection; the zero value is empty.
+type HostCache struct {
+	table *router.Table
+	svc   *router.Service
+	n     int
+	host  [64]byte // a copy: the request's Host aliases a buffer the next request reuses
+}
+
+// egress is Table.Egress through the cache.
+func (hc *HostCache) egress(t *router.Table, host string, port int) *router.Service {
+	if hc == nil || len(host) > len(hc.host) {
+		return t.Egress(host, port)
+	}
+	if hc.table == t && hc.n == len(host) && string(hc.host[:hc.n]) == host {
+		return hc.svc
+	}
+	svc := t.Egress(host, port)
+	if svc != nil {
+		hc.table, hc.svc, hc.n = t, svc, copy(hc.host[:], host)
+	}
+	return svc
+}
+
+// ResolveCached is Resolve with hc, the connection's HostCache (nil: none).
+func ResolveCached(snap *state.Snapshot, pt *Passthrough, kind Kind, rr *router.Request, local int, orig netip.AddrPort, rnd uint64, hc *HostCache) Decision {
 	var svc *router.Service
 	ingressPort := 0
 	if kind == Ingress {
@@ -146,7 +178,7 @@ func Resolve(snap *state.Snapshot, pt *Passthrough, kind Kind, rr *router.Reques
 				rr.Port = 80
 			}
 		}
-		svc = snap.Table().Egress(host, rr.Port)
+		svc = hc.egress(snap.Table(), host, rr.Port)
 		if svc == nil && orig.IsValid() {
 			svc = l7ByDst(snap, host, orig)
 		}

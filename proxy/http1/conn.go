@@ -56,6 +56,12 @@ type h1conn struct {
 	resp h1.Response
 	rr   router.Request
 
+	// readAt is the monotonic reading taken as the request's head began to be read;
+	// ended the relay's at the response's end (zero: not relayed), which the request's
+	// statistics take as its end.
+	readAt, ended time.Time
+	hosts         forward.HostCache // the egress Host's backend, while it repeats
+
 	hdrs joinedHeaders // c.req as the router's header getter
 	// recHdrs is the record's view of the request as forwarded: c.req's fields and
 	// the forwarding fields meshd added (the x-request-id it generated, for one).
@@ -262,19 +268,28 @@ func (c *h1conn) serve(first time.Time, resumed bool) bool {
 			}
 		}
 		resumed = false
-		if _, err := c.br.Peek(1); err != nil {
-			if !first.IsZero() && upstream.IsTimeout(err) {
-				// Nothing of a request arrived: nothing to answer, just close.
-				env.FirstRequestTimeouts[kind].Add(1)
+		// Bytes buffered (holdUp's wait read them) need no wait: Peek would return at once.
+		if c.br.Buffered() == 0 {
+			if _, err := c.br.Peek(1); err != nil {
+				if !first.IsZero() && upstream.IsTimeout(err) {
+					// Nothing of a request arrived: nothing to answer, just close.
+					env.FirstRequestTimeouts[kind].Add(1)
+				}
+				return true
 			}
-			return true
 		}
-		hard, limit := deadline.In(env.HeaderTimeout), env.HeaderTimeout
-		byFirst := !first.IsZero() && first.Before(hard)
+		// One monotonic reading serves the head's deadline and, when nothing needs a
+		// timestamp, the request's start (startRecord).
+		mono := deadline.Mono()
+		c.readAt = deadline.At(mono)
+		limit := env.HeaderTimeout
+		byFirst := !first.IsZero() && first.Before(deadline.At(mono+limit))
 		if byFirst {
-			hard, limit = first, env.FirstRequestTimeout
+			limit = env.FirstRequestTimeout
+			tc.Timer.SetHard(first)
+		} else {
+			tc.Timer.SetHardAt(mono + env.HeaderTimeout)
 		}
-		tc.Timer.SetHard(hard)
 		err := c.rd.ReadRequest(&c.req)
 		tc.Timer.SetHard(time.Time{})
 		tc.SetBusy(true)
@@ -432,7 +447,7 @@ func (c *h1conn) handle() bool {
 	if ct, ok := req.Get("content-type"); ok && len(ct) >= 16 && ct[:16] == "application/grpc" {
 		c.rr.GRPC = true
 	}
-	d := forward.Resolve(snap, c.env.Passthrough, c.kind, &c.rr, c.local, c.tc.Orig, rand.Uint64())
+	d := forward.ResolveCached(snap, c.env.Passthrough, c.kind, &c.rr, c.local, c.tc.Orig, rand.Uint64(), &c.hosts)
 	c.recordDecision(&d)
 	if d.Failed() || !c.env.Authorize(snap, &d, c.tc.Peer, &c.rr) {
 		return c.drainBodyThenReply(d.Status, d.Code, d.Msg)
@@ -542,6 +557,7 @@ func (c *h1conn) forward(d *forward.Decision, target string) bool {
 	c.x.target, c.x.idle, c.x.upgrade, c.x.sent, c.x.u = target, idle, req.Upgrade != "", false, nil
 	call.NoRetry = c.x.upgrade
 	call.Span = c.span
+	call.Start = c.rec.Start
 	c.aff.Apply(&call)
 	if !c.keepBody() {
 		return false
@@ -761,6 +777,7 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 	}
 	flushErr := c.bw.Flush()
 	latency := time.Since(start)
+	c.ended = start.Add(latency) // the request's end too: observe reads no clock
 	switch {
 	case resp.Close || untilClose || dechunk:
 		pool.Discard(u)
@@ -770,7 +787,7 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 		// Kept for this downstream connection's next request: like a pooled one, a
 		// failure on it may be a stale keep-alive the server closed meanwhile.
 		u.Reused = true
-		u.LastUsed = start.Add(latency) // now, without reading the clock again
+		u.LastUsed = c.ended // now, without reading the clock again
 		c.up = u
 	}
 	// The slot is freed after the connection is back in the pool: a request waiting for
@@ -820,9 +837,19 @@ func (c *h1conn) startRecord(snap *state.Snapshot) {
 	c.recHdrs.applied = false
 	c.env.ListenerStats(c.kind).InFlight.Add(1)
 	if c.obs == nil && c.env.Tracer == nil {
-		c.rec.Start, c.rec.Status, c.rec.Code, c.rec.Attempts = time.Now(), 0, "", 0
+		// Without observers or a tracer the start serves durations only: the monotonic
+		// reading taken before the head was parsed does, when the head was whole in the
+		// buffer then (the statistics count from the head's arrival, not from a slow
+		// client's first byte).
+		start := c.readAt
+		if start.IsZero() || !c.rd.HeadWasBuffered() {
+			start = time.Now()
+		}
+		c.rec.Start, c.rec.Status, c.rec.Code, c.rec.Attempts = start, 0, "", 0
+		c.ended = time.Time{}
 		return
 	}
+	c.ended = time.Time{}
 	req := &c.req
 	c.rec = telemetry.Request{
 		Start: time.Now(), Listener: c.kind.String(), Protocol: req.Proto, Method: req.Method,
@@ -854,7 +881,11 @@ func (c *h1conn) recordDecision(d *forward.Decision) {
 // observe records the finished request in the statistics and hands its record to the
 // observers.
 func (c *h1conn) observe() {
-	forward.Finish(&c.rec, c.env.ListenerStats(c.kind), c.routeStats, c.clusterStats, c.gatewayStats, c.span, c.obs)
+	if !c.ended.IsZero() {
+		forward.FinishAt(&c.rec, c.ended, c.env.ListenerStats(c.kind), c.routeStats, c.clusterStats, c.gatewayStats, c.span, c.obs)
+	} else {
+		forward.Finish(&c.rec, c.env.ListenerStats(c.kind), c.routeStats, c.clusterStats, c.gatewayStats, c.span, c.obs)
+	}
 	c.span = nil
 	c.rec.Req, c.rec.Resp = nil, nil
 }

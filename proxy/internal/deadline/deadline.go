@@ -24,16 +24,33 @@ func now() time.Duration { return time.Since(epoch) }
 // computes the wait without reading the wall clock).
 func at(d time.Duration) time.Time { return epoch.Add(d) }
 
+// Now is the time now read from the monotonic clock alone: its wall clock reading is
+// epoch's advanced by the monotonic time since, so it serves durations and deadlines,
+// not timestamps.
+func Now() time.Time { return at(now()) }
+
 // In is the time d from now, read from the monotonic clock alone: for bounds that are
 // set per request, where time.Now's wall clock read is wasted.
 func In(d time.Duration) time.Time { return at(now() + d) }
 
-// setHard sets the absolute bound (zero: none); the next Read or Write applies it.
+// SetHard sets the absolute bound (zero: none); the next Read or Write applies it.
 func (t *Timer) SetHard(h time.Time) {
-	t.hard = h
-	if !h.IsZero() {
+	t.hard = !h.IsZero()
+	if t.hard {
 		t.hardAt = max(h.Sub(epoch), 1) // a bound before epoch is past: 1 ns after it is too
 	}
+}
+
+// Mono is the monotonic time since epoch, for At and SetHardAt: a request's clock
+// reading kept as an offset costs no time.Time arithmetic to turn into a bound.
+func Mono() time.Duration { return now() }
+
+// At is the time an offset from Mono stands for (see Now).
+func At(d time.Duration) time.Time { return at(d) }
+
+// SetHardAt is SetHard for the time the offset d (from Mono) stands for.
+func (t *Timer) SetHardAt(d time.Duration) {
+	t.hard, t.hardAt = true, max(d, 1)
 }
 
 // Timer keeps a connection's deadline at min(hard, last activity + idle).
@@ -52,8 +69,8 @@ func (t *Timer) SetHard(h time.Time) {
 // costs a timer move per second of the short bound instead of two per request.
 type Timer struct {
 	Idle   time.Duration // 0: no idle bound
-	hard   time.Time     // zero: no absolute bound
-	hardAt time.Duration // hard as an offset from epoch, when hard is set
+	hard   bool          // an absolute bound is set
+	hardAt time.Duration // the bound as an offset from epoch, when hard is set
 	// last is the offset of the last RefreshRead: the read's activity, from which an
 	// early fire computes the deadline due.
 	last time.Duration
@@ -65,7 +82,7 @@ type Timer struct {
 // want is the deadline due for activity at offset n.
 func (t *Timer) want(n time.Duration) time.Duration {
 	w := time.Duration(0)
-	if !t.hard.IsZero() {
+	if t.hard {
 		w = t.hardAt
 	}
 	if t.Idle > 0 {
@@ -91,7 +108,7 @@ func (t *Timer) slack() time.Duration {
 }
 
 // Bounded reports whether the timer has a bound (idle or absolute) to apply.
-func (t *Timer) Bounded() bool { return t.Idle > 0 || !t.hard.IsZero() }
+func (t *Timer) Bounded() bool { return t.Idle > 0 || t.hard }
 
 // unbounded clears the deadlines when there is no bound; it reports whether there was
 // none.
@@ -118,7 +135,7 @@ func (t *Timer) Refresh(c net.Conn) {
 	want := t.want(n)
 	// An absolute bound is applied exactly: a per-request timeout must not inherit the
 	// previous request's deadline on a kept connection.
-	if t.setR != t.setW || t.setR == 0 || t.setR > want || (!t.hard.IsZero() && want == t.hardAt && t.setR != want) || want-t.setR >= t.slack() {
+	if t.setR != t.setW || t.setR == 0 || t.setR > want || (t.hard && want == t.hardAt && t.setR != want) || want-t.setR >= t.slack() {
 		t.setR, t.setW = want, want
 		_ = c.SetDeadline(at(want))
 	}
@@ -147,7 +164,7 @@ func (t *Timer) RefreshWrite(c net.Conn) {
 		return
 	}
 	want := t.want(now())
-	if t.setW == 0 || t.setW > want || (!t.hard.IsZero() && want == t.hardAt && t.setW != want) || want-t.setW >= t.slack() {
+	if t.setW == 0 || t.setW > want || (t.hard && want == t.hardAt && t.setW != want) || want-t.setW >= t.slack() {
 		t.setW = want
 		_ = c.SetWriteDeadline(at(want))
 	}
@@ -176,7 +193,12 @@ func (t *Timer) Early(c net.Conn, err error) bool {
 }
 
 // Hard is the absolute bound in force (zero: none).
-func (t *Timer) Hard() time.Time { return t.hard }
+func (t *Timer) Hard() time.Time {
+	if !t.hard {
+		return time.Time{}
+	}
+	return at(t.hardAt)
+}
 
 // Forget makes the next Refresh apply the wanted deadline whatever was set before: call
 // it after setting the connection's deadline directly.
