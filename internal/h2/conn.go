@@ -618,6 +618,7 @@ func (c *core) reserve(st *stream, want int) (int, error) {
 			return int(n), nil
 		}
 		if stall == nil {
+			st.stallArmed = true // (mu) its late call may still come: st is not reused
 			stall = time.AfterFunc(c.lim.WriteTimeout, func() {
 				c.resetStream(st, http2.ErrCodeCancel, fmt.Errorf("%w: the peer's flow-control window stayed closed for %v", ErrStalled, c.lim.WriteTimeout))
 			})
@@ -1058,6 +1059,9 @@ type stream struct {
 	cancel    *reqctx.Ctx
 	owner     any  // *serverStream or *clientStream
 	responded bool // server: the response head was sent (for rapid reset)
+	// stallArmed (mu): reserve armed its stall timer for st, whose call may come after
+	// the stream ended; such a server stream is never reused (serverConn.free).
+	stallArmed bool
 }
 
 func (st *stream) init(c *core, id uint32) {
