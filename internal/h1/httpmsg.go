@@ -149,17 +149,6 @@ func namedInValues(conn []string, name string) bool {
 	return false
 }
 
-// validValue reports whether v may be sent as a field value: field-vchar, SP and HTAB
-// only (RFC 9110 §5.5).
-func validValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if !isFieldValueByte(v[i]) {
-			return false
-		}
-	}
-	return true
-}
-
 // chunkHeadRoom is the room kept before the data of a chunk read straight into the write
 // buffer: the chunk-size (up to 8 hex digits) and its CRLF.
 const chunkHeadRoom = 10

@@ -618,6 +618,7 @@ func (c *core) reserve(st *stream, want int) (int, error) {
 			return int(n), nil
 		}
 		if stall == nil {
+			st.stallArmed = true // (mu) its late call may still come: st is not reused
 			stall = time.AfterFunc(c.lim.WriteTimeout, func() {
 				c.resetStream(st, http2.ErrCodeCancel, fmt.Errorf("%w: the peer's flow-control window stayed closed for %v", ErrStalled, c.lim.WriteTimeout))
 			})
@@ -1058,6 +1059,9 @@ type stream struct {
 	cancel    *reqctx.Ctx
 	owner     any  // *serverStream or *clientStream
 	responded bool // server: the response head was sent (for rapid reset)
+	// stallArmed (mu): reserve armed its stall timer for st, whose call may come after
+	// the stream ended; such a server stream is never reused (serverConn.free).
+	stallArmed bool
 }
 
 func (st *stream) init(c *core, id uint32) {
@@ -1166,16 +1170,20 @@ type task interface{ run() }
 // workers runs tasks on goroutines kept between tasks (up to maxIdle parked): a
 // request's goroutine grows its stack through the whole proxy path once, not once per
 // request, and is not created each time. stop ends the parked ones.
+//
+// A parked worker waits on ch alone: a receive costs a fraction of a select over ch and
+// a stop channel, which was paid once per request (issue 12). stop hands each parked
+// worker a nil task instead.
 type workers struct {
 	ch      chan task
 	idle    atomic.Int32
-	stopped chan struct{}
+	stopped atomic.Bool
 	once    sync.Once
 }
 
 const maxIdleWorkers = 256
 
-func newWorkers() *workers { return &workers{ch: make(chan task), stopped: make(chan struct{})} }
+func newWorkers() *workers { return &workers{ch: make(chan task)} }
 
 // spawn runs t on a parked worker, or a new goroutine when none waits.
 func (w *workers) spawn(t task) {
@@ -1189,21 +1197,38 @@ func (w *workers) spawn(t task) {
 func (w *workers) loop(t task) {
 	for {
 		t.run()
-		if w.idle.Add(1) > maxIdleWorkers {
+		// Counted before stopped is read: a stop that found no worker counted (and
+		// sent nothing) has set stopped before, and this worker sees it.
+		if w.idle.Add(1) > maxIdleWorkers || w.stopped.Load() {
 			w.idle.Add(-1)
 			return
 		}
-		select {
-		case t = <-w.ch:
-			w.idle.Add(-1)
-		case <-w.stopped:
-			w.idle.Add(-1)
+		t = <-w.ch
+		w.idle.Add(-1)
+		if t == nil {
 			return
 		}
 	}
 }
 
-func (w *workers) stop() { w.once.Do(func() { close(w.stopped) }) }
+// stop ends the parked workers, and those about to park, on a goroutine of its own: a
+// nil task each, until none is counted. A counted worker that took a task instead, or
+// saw stopped and left by itself, is looked for again after a moment.
+func (w *workers) stop() {
+	w.once.Do(func() {
+		w.stopped.Store(true)
+		go func() {
+			for w.idle.Load() > 0 {
+				t := time.NewTimer(10 * time.Millisecond)
+				select {
+				case w.ch <- nil:
+				case <-t.C:
+				}
+				t.Stop()
+			}
+		}()
+	})
+}
 
 // limitKeys are the names ParseLimits accepts, each with the field it sets.
 var limitKeys = map[string]func(l *Limits, v float64) error{

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -206,7 +207,15 @@ type serverConn struct {
 	peerGoAway bool   // (mu)
 	idle       *time.Timer
 	handlers   sync.WaitGroup
+	// free (mu) holds finished streams for the reader's next ones: a stream is a 1 KiB
+	// allocation per request, and what the collector spends grows with the bytes
+	// allocated (issue 12). Only this connection's reader takes them, between frames,
+	// so no reader still holds a stream it looked up when it is reused.
+	free []*serverStream
 }
+
+// maxFreeStreams bounds a connection's free streams (its concurrency limit's default).
+const maxFreeStreams = 100
 
 func (sc *serverConn) lastID() uint32 {
 	sc.mu.Lock()
@@ -508,6 +517,13 @@ func (sc *serverConn) onHeaders(f *http2.HeadersFrame) error {
 	sc.cnt.Streams.Add(1)
 	sc.handlers.Add(1)
 	sc.srv.work.spawn(ss)
+	if sc.br.Buffered() == 0 {
+		// The next read most likely finds the socket empty (EAGAIN) and parks this
+		// goroutine: yielding first lets the handler send the request upstream before
+		// that syscall instead of after it (at low load, where a request is alone on
+		// its connection, it was on every request's path).
+		runtime.Gosched()
+	}
 	return nil
 }
 
@@ -647,7 +663,8 @@ type serverStream struct {
 // connection closed meanwhile.
 func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 	hb := &sc.hblock
-	ss := &serverStream{sc: sc}
+	ss := sc.takeFree()
+	ss.sc = sc
 	st := &ss.stream
 	st.init(&sc.core, id)
 	st.owner = ss
@@ -772,10 +789,43 @@ func (sc *serverConn) opened() {
 
 func (ss *serverStream) run() { ss.sc.run(ss) }
 
+// takeFree returns a zeroed stream, a finished one when the connection keeps one.
+func (sc *serverConn) takeFree() *serverStream {
+	sc.mu.Lock()
+	n := len(sc.free)
+	if n == 0 {
+		sc.mu.Unlock()
+		return new(serverStream)
+	}
+	ss := sc.free[n-1]
+	sc.free[n-1] = nil
+	sc.free = sc.free[:n-1]
+	sc.mu.Unlock()
+	*ss = serverStream{}
+	return ss
+}
+
+// recycle keeps ss for the reader's next stream when nothing can reach it any more: its
+// handler returned without a panic, the response ended cleanly, the stream left the
+// connection, it had no request body (a body's reader, such as an upstream body writer,
+// may outlive the handler), and no stall timer was armed for it. Its context is
+// cancelled already (its children detached). A handler must not keep the request or
+// the ResponseWriter after it returns (net/http's contract).
+func (sc *serverConn) recycle(ss *serverStream) {
+	st := &ss.stream
+	if ss.req.Body != http.NoBody || !ss.rw.done || ss.rw.endErr != nil {
+		return
+	}
+	sc.mu.Lock()
+	if st.removed && !st.stallArmed && st.sendErr == nil && sc.closeErr == nil && len(sc.free) < maxFreeStreams {
+		sc.free = append(sc.free, ss)
+	}
+	sc.mu.Unlock()
+}
+
 // run serves one request on a worker goroutine.
 func (sc *serverConn) run(ss *serverStream) {
 	defer sc.handlers.Done()
-	defer ss.ctx.Cancel()
 	ch, direct := sc.srv.Handler.(ContextHandler)
 	aborted := false
 	func() {
@@ -816,6 +866,11 @@ func (sc *serverConn) run(ss *serverStream) {
 	sc.mu.Unlock()
 	if rst {
 		sc.resetStream(st, http2.ErrCodeNo, &StreamError{Code: http2.ErrCodeNo, Cause: errors.New("response complete")})
+	}
+	// Cancelled here, not deferred: once recycled, ss may be the reader's next stream.
+	ss.ctx.Cancel()
+	if !aborted {
+		sc.recycle(ss)
 	}
 }
 
@@ -871,6 +926,7 @@ type responseWriter struct {
 	done        bool
 	buf         []byte
 	written     int64
+	endErr      error // the end's failure (finish), returned again instead of a second try
 }
 
 func (w *responseWriter) Header() http.Header {
@@ -1006,16 +1062,28 @@ func (w *responseWriter) trailers() http.Header {
 	return t
 }
 
-// finish ends the response when the handler returns.
+// finish ends the response when the handler returns (or at EndResponse).
 func (w *responseWriter) finish() error {
 	if w.done {
 		return nil
 	}
+	if w.endErr != nil {
+		return w.endErr
+	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	return w.send(w.buf, true)
+	w.endErr = w.send(w.buf, true)
+	return w.endErr
 }
+
+// EndResponse sends what is left of the response, its trailers included, and ends the
+// stream now instead of when the handler returns: a proxy that has relayed the whole
+// response lets it leave before its own bookkeeping (statistics, the upstream
+// connection's release), which is then off the request's latency. The handler must
+// write nothing after it. A failure (the client gone) is the stream's: it is reset
+// when the handler returns, as it would have been then.
+func (w *responseWriter) EndResponse() error { return w.finish() }
 
 func (w *responseWriter) release() {
 	if w.buf != nil {

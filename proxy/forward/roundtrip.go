@@ -49,20 +49,17 @@ type RoundTrip struct {
 	actx     context.Context // the final attempt's
 	attempts int
 	// Storage for what every request needs once, allocated with the RoundTrip (one
-	// allocation instead of five): the idle watch, the final response's idle body, the
-	// first attempt's URL, and (NewOutRoundTrip) the upstream request and its URL.
+	// allocation instead of four): the idle watch, the final response's idle body, and
+	// (InitOut) the upstream request and its URL, which the first attempt sends.
 	watch0   idleWatch
 	ibody    idleBody
-	u0       url.URL
 	out0     http.Request
 	outURL   url.URL
 	cancel   *reqctx.Ctx // the current attempt's, until cancelled
 	idleBody *idleBody
-	// actx0 and req0 are the first attempt's context and request (for a
-	// ContextRoundTripper); a retry's are new, as an abandoned attempt's transport may
-	// still hold them.
+	// actx0 is the first attempt's context; a retry's is new, as an abandoned attempt's
+	// transport may still hold it.
 	actx0 reqctx.Ctx
-	req0  http.Request
 }
 
 // deadlineSlack is how close to an attempt's deadline a failure counts as the deadline.
@@ -146,29 +143,31 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 		}
 		gen = r.watch.arm(watchHead, actx)
 	}
-	// The first attempt's request and URL live in the RoundTrip; a retry's are new, as
-	// an abandoned attempt's transport may still hold its request. meshd's transports
-	// take the attempt's context beside the request; another RoundTripper gets it in a
-	// copy of the request.
+	// The first attempt sends the RoundTrip's own request (InitOut's), its URL's host and
+	// its body set in place: nothing reads them as they were after this point, and a
+	// retry copies the request and its URL (as it copies a caller's Out), since an
+	// abandoned attempt's transport may still read its own. meshd's transports take the
+	// attempt's context beside the request; another RoundTripper gets it in a copy of
+	// the request.
 	rt := r.Cluster.RoundTripper()
 	crt, direct := rt.(upstream.ContextRoundTripper)
+	own := r.attempts == 0 && r.Out == &r.out0
 	var req *http.Request
 	switch {
 	case !direct:
 		req = r.Out.WithContext(actx)
-	case r.attempts == 0:
-		req = &r.req0
-		*req = *r.Out
+	case own:
+		req = &r.out0
 	default:
 		req = new(http.Request)
 		*req = *r.Out
 	}
-	u := &r.u0
-	if r.attempts > 0 {
+	u := &r.outURL
+	if !own {
 		u = new(url.URL)
+		*u = *r.Out.URL
 	}
 	r.attempts++
-	*u = *r.Out.URL
 	u.Host = res.Endpoint.Address
 	req.URL = u
 	if r.rb != nil {

@@ -262,6 +262,10 @@ type headerAdopter interface{ AdoptHeader(http.Header) bool }
 // (internal/h2's).
 type headRetractor interface{ RetractHead() bool }
 
+// responseEnder is a ResponseWriter that can end its response before the handler
+// returns (internal/h2's).
+type responseEnder interface{ EndResponse() error }
+
 // noteLocal records an answer meshd gave itself.
 func noteLocal(rec *telemetry.Request, status int, code string) { rec.Status, rec.Code = status, code }
 
@@ -328,6 +332,15 @@ func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Fligh
 	// copyFlush tells them apart.
 	fromUpstream := err != nil && !isDownstream(err)
 	fl.End(balancer.DoneInfo{Err: err, Status: resp.StatusCode, Latency: time.Since(fl.Start)}, err == nil || fromUpstream)
+	if e, ok := w.(responseEnder); ok && err == nil {
+		// The response is whole and the attempt ended (its pool slot is free before
+		// the client can send its next request): it leaves now, before the statistics,
+		// the mirror and the upstream request's release, which are then off its
+		// latency. A failure is the client's; the stream is reset when the handler
+		// returns.
+		_ = e.EndResponse()
+		return
+	}
 	if fromUpstream {
 		if r, ok := w.(headRetractor); ok && r.RetractHead() {
 			// Nothing of the response has left: the client gets meshd's answer rather

@@ -558,7 +558,15 @@ func buildHeader(hs []h1.Header, keepCL bool, spare []string) http.Header {
 
 // writeCanonical writes name in net/http's canonical form: upper case first and after
 // each '-', lower case elsewhere.
+//
+// The name is built on the stack and appended once: a WriteByte per byte (its copy check
+// and append each time) was most of the response head's conversion (issue 12).
 func writeCanonical(b *strings.Builder, name string) {
+	var buf [64]byte
+	out := buf[:0]
+	if len(name) > len(buf) {
+		out = make([]byte, 0, len(name))
+	}
 	upper := true
 	for i := 0; i < len(name); i++ {
 		c := name[i]
@@ -567,9 +575,10 @@ func writeCanonical(b *strings.Builder, name string) {
 		} else if !upper && 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
-		b.WriteByte(c)
+		out = append(out, c)
 		upper = c == '-'
 	}
+	b.Write(out)
 }
 
 // announcedTrailers is the response's Trailer map before its body is read: the names its

@@ -1,0 +1,87 @@
+package h2
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestStreamReuseKeepsNothing: a connection reuses its finished streams (serverConn.free);
+// requests on one connection, bodyless ones (reused) between ones with a body (not
+// reused), concurrent and sequential, each see only their own method, path, header and
+// body, and each response carries only its own fields and trailer.
+func TestStreamReuseKeepsNothing(t *testing.T) {
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if v := r.Header.Get("X-Only-Odd"); v != "" {
+			w.Header().Set("X-Saw-Odd", v)
+		}
+		echo(w, r)
+	}), Limits{})
+	c := stdClient()
+	one := func(i int) error {
+		method, body := "GET", io.Reader(nil)
+		if i%5 == 4 {
+			method, body = "POST", strings.NewReader(fmt.Sprintf("body-%d", i))
+		}
+		req, _ := http.NewRequest(method, fmt.Sprintf("http://%s/r/%d?i=%d", addr, i, i), body)
+		req.Header.Set("X-Req", fmt.Sprint(i))
+		if i%2 == 1 {
+			req.Header.Set("X-Only-Odd", fmt.Sprint(i))
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		got, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		wantBody := "ok:"
+		if method == "POST" {
+			wantBody += fmt.Sprintf("body-%d", i)[:min(len(fmt.Sprintf("body-%d", i)), 10)]
+		}
+		odd := ""
+		if i%2 == 1 {
+			odd = fmt.Sprint(i)
+		}
+		switch {
+		case resp.Header.Get("X-Method") != method, resp.Header.Get("X-Path") != fmt.Sprintf("/r/%d?i=%d", i, i):
+			return fmt.Errorf("request %d: method %q path %q", i, resp.Header.Get("X-Method"), resp.Header.Get("X-Path"))
+		case resp.Header.Get("X-Saw-Odd") != odd:
+			return fmt.Errorf("request %d: X-Saw-Odd %q, want %q", i, resp.Header.Get("X-Saw-Odd"), odd)
+		case string(got) != wantBody:
+			return fmt.Errorf("request %d: body %q, want %q", i, got, wantBody)
+		case resp.Trailer.Get("X-Trailer") != fmt.Sprintf("t-%d", i):
+			return fmt.Errorf("request %d: trailer %q", i, resp.Trailer.Get("X-Trailer"))
+		}
+		return nil
+	}
+	for i := range 40 {
+		if err := one(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 25 {
+				if err := one(100 + w*25 + i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
