@@ -412,6 +412,9 @@ func (p *Pool) Get(ctx context.Context) (*Conn, error) {
 		p.idle = p.idle[:n-1]
 		if now.Sub(u.LastUsed) < maxIdleAge {
 			p.mu.Unlock()
+			if u.BR == nil {
+				u.attachBuffers()
+			}
 			return u, nil
 		}
 		p.mu.Unlock()
@@ -437,6 +440,55 @@ func (p *Pool) DialNew(ctx context.Context) (*Conn, error) {
 	u.BR = bufio.NewReaderSize(u, upstreamReadBuf)
 	u.BW = bufio.NewWriterSize(u, upstreamWriteBuf)
 	return u, nil
+}
+
+// Buffers of pooled connections that sat idle past bufferIdleAge go back to these
+// pools (the reaper's sweep), so that the connections a burst opened do not keep 32 KiB
+// each for as long as they stay pooled (up to maxIdleAge, and DefaultMaxIdlePerEndpoint
+// of them per endpoint); Get gives a connection buffers again before it is used.
+var (
+	readBufPool  sync.Pool // *bufio.Reader of upstreamReadBuf
+	writeBufPool sync.Pool // *bufio.Writer of upstreamWriteBuf
+)
+
+// bufferIdleAge is how long a pooled connection sits unused before the reaper takes its
+// buffers: long enough that a connection in steady use never loses them.
+const bufferIdleAge = 5 * time.Second
+
+// attachBuffers gives u read and write buffers again (after shedBuffers).
+func (u *Conn) attachBuffers() {
+	if br, _ := readBufPool.Get().(*bufio.Reader); br != nil {
+		br.Reset(u)
+		u.BR = br
+	} else {
+		u.BR = bufio.NewReaderSize(u, upstreamReadBuf)
+	}
+	if bw, _ := writeBufPool.Get().(*bufio.Writer); bw != nil {
+		bw.Reset(u)
+		u.BW = bw
+	} else {
+		u.BW = bufio.NewWriterSize(u, upstreamWriteBuf)
+	}
+	if u.RD != nil {
+		u.RD.Reset(u.BR)
+	}
+}
+
+// shedBuffers returns an idle connection's buffers to the pools when they hold nothing.
+// Only for a connection in its pool's idle list, under the pool's lock (no one else
+// holds it then).
+func (u *Conn) shedBuffers() {
+	if u.BR == nil || u.BR.Buffered() > 0 || u.BW.Buffered() > 0 {
+		return
+	}
+	u.BR.Reset(nil)
+	u.BW.Reset(nil)
+	readBufPool.Put(u.BR)
+	writeBufPool.Put(u.BW)
+	u.BR, u.BW = nil, nil
+	if u.RD != nil {
+		u.RD.Reset(nil)
+	}
 }
 
 // put returns a healthy connection after a complete exchange.
@@ -473,17 +525,21 @@ func (p *Pool) closeIdle() {
 	}
 }
 
-// reapIdle closes the idle connections that sat unused for maxAge at now. Without it a
-// connection the server closed stays in CLOSE_WAIT (and a descriptor stays open) until
-// the next get happens to pop it.
+// reapIdle closes the idle connections that sat unused for maxAge at now, and takes the
+// buffers of those unused for bufferIdleAge. Without it a connection the server closed
+// stays in CLOSE_WAIT (and a descriptor stays open) until the next get happens to pop it.
 func (p *Pool) reapIdle(now time.Time, maxAge time.Duration) {
 	p.mu.Lock()
 	keep := p.idle[:0]
 	var stale []*Conn
 	for _, u := range p.idle {
-		if now.Sub(u.LastUsed) >= maxAge {
+		switch idle := now.Sub(u.LastUsed); {
+		case idle >= maxAge:
 			stale = append(stale, u)
-		} else {
+		case idle >= bufferIdleAge:
+			u.shedBuffers()
+			keep = append(keep, u)
+		default:
 			keep = append(keep, u)
 		}
 	}
