@@ -230,6 +230,7 @@ func getAll(c *http.Client, url string, n, workers int) (failures []string, bodi
 func TestUpstreamGoAwayMovesStreams(t *testing.T) {
 	const goAwayAfter = 10
 	var ignored atomic.Int64 // streams that arrived after a GOAWAY
+	var goAways atomic.Int64
 	up := startRawH2(t, func(p *h2Peer, conn int) {
 		answered, gone := 0, false
 		for {
@@ -254,6 +255,7 @@ func TestUpstreamGoAwayMovesStreams(t *testing.T) {
 				if p.fr.WriteGoAway(id, http2.ErrCodeNo, nil) != nil {
 					return
 				}
+				goAways.Add(1)
 				gone = true
 			}
 			if p.flush() != nil {
@@ -288,8 +290,13 @@ func TestUpstreamGoAwayMovesStreams(t *testing.T) {
 			t.Logf("%d requests over %d upstream connections; %d streams crossed a GOAWAY so far", tc.n, len(conns), ignored.Load())
 		})
 	}
-	if r := readStats(t, srv).Clusters["svc"]["retries"]; r != ignored.Load() {
-		t.Errorf("cluster retries = %d, want one per stream above a GOAWAY (%d)", r, ignored.Load())
+	// One retry per stream above a GOAWAY. The peer counts the ones it read; a stream
+	// meshd sent just before closing the connection can be lost to the peer unread (the
+	// close resets a socket with unread input), so meshd may have retried up to the
+	// concurrency more per GOAWAY than the peer counted, never fewer.
+	const maxConc = 6
+	if r, ig := readStats(t, srv).Clusters["svc"]["retries"], ignored.Load(); r < ig || r > ig+maxConc*goAways.Load() {
+		t.Errorf("cluster retries = %d, want one per stream above a GOAWAY (%d counted by the peer, up to %d more unread after %d GOAWAYs)", r, ig, maxConc*goAways.Load(), goAways.Load())
 	}
 }
 
