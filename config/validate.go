@@ -1,9 +1,6 @@
 package config
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -121,21 +118,6 @@ func (c *Config) GatewayRoutesFor(gateway string) []*GatewayRoute {
 		}
 	}
 	return out
-}
-
-// Digest is a short stable hash of c's canonical JSON (the form /config prints),
-// used as the config version: equal configs have equal digests.
-func (c *Config) Digest() string {
-	b, err := json.Marshal(c)
-	if err != nil {
-		// The model is plain data (strings, ints, slices, and any values that
-		// came from JSON-compatible YAML), so Marshal cannot fail on a parsed
-		// config; a hand-built one with, say, a channel in Metadata still gets a
-		// digest, of its Go representation.
-		b = fmt.Appendf(nil, "%#v", c)
-	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:8])
 }
 
 type validator struct {
