@@ -219,5 +219,3 @@ func TestDigestScaleAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per digest", n)
 	}
 }
-
-
