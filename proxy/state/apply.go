@@ -208,6 +208,10 @@ type ApplyRequest struct {
 	IfMatch string
 	// DryRun parses, validates and compiles without swapping anything in.
 	DryRun bool
+	// DeferRelease skips Holder.ReleaseMemory's release after this apply: the caller
+	// releases the memory itself, later (meshd run's first config, once it serves, so
+	// that neither the collection nor the pages handed back are on the way to /ready).
+	DeferRelease bool
 }
 
 // ApplyDocument runs the apply pipeline: precondition, parse, validate, compile,
@@ -314,7 +318,7 @@ func (s *Holder) Apply(ctx context.Context, cfg *config.Config, req ApplyRequest
 	if s.PersistPath != "" {
 		s.persist(cfg, raw)
 	}
-	if s.ReleaseMemory {
+	if s.ReleaseMemory && !req.DeferRelease {
 		debug.FreeOSMemory()
 	}
 	return next, nil
