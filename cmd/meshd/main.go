@@ -661,7 +661,6 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "meshd run:", err)
 		return 2
 	}
-	warnIfNotExempt(logger, os.Geteuid(), os.Getegid())
 	warnUnsupportedEnv(logger)
 	f.warnGatewayEnv(logger)
 	if f.concurrency > 0 {
@@ -704,6 +703,9 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 		sighup: func(ctx context.Context, srv *proxy.Server) { applyFetched(ctx, srv, src, logger) },
 		source: src,
 		watch:  watch,
+		// Once serving: the check execs iptables-save (twice with both backends),
+		// ~20 ms that are no reason to answer /ready later.
+		ready: func(*proxy.Server) { warnIfNotExempt(logger, os.Geteuid(), os.Getegid()) },
 	})
 }
 
