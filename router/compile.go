@@ -202,6 +202,7 @@ func (c *compiler) routerService(s *Service, routerName string) error {
 		}
 		return cmp.Compare(*pa, *pb)
 	})
+	s.Routes = slices.Grow(s.Routes, len(rs))
 	for _, x := range rs {
 		rt, err := c.route(s.Name, x.rt)
 		if err != nil {
@@ -346,6 +347,7 @@ func (c *compiler) route(svc string, cr *config.Route) (*Route, error) {
 	if len(action.WeightedTargets) == 0 {
 		return nil, fmt.Errorf("%s.action.weightedTargets: empty", field)
 	}
+	rt.Targets = make([]Target, 0, len(action.WeightedTargets))
 	for i, wt := range action.WeightedTargets {
 		f := func() string { return fmt.Sprintf("%s.action.weightedTargets[%d]", field, i) }
 		if wt.Weight < 0 || int64(wt.Weight) > 1<<32-1 {
