@@ -873,17 +873,8 @@ func serveWith(opts proxy.Options, logger *slog.Logger, so serveOpts) int {
 		return 1
 	}
 	restoreGC()
-	if opts.ReleaseMemory {
-		// The first config's garbage, whose release applyInitial deferred (DeferRelease)
-		// to here: /ready already answers 200.
-		debug.FreeOSMemory()
-	}
-	// What only start-up used need not stay mapped (idle RSS 19 -> 7 MB).
-	if n, err := releaseStartupPages(); err != nil {
-		logger.Warn("start-up pages of the binary stay mapped", "err", err)
-	} else {
-		logger.Debug("start-up pages of the binary unmapped", "bytes", n)
-	}
+	// The watch starts first: /ready already answers 200, and a change of the source
+	// made from then on must not wait for the releases below.
 	var watchers sync.WaitGroup
 	if so.watch && so.source != nil {
 		watchers.Add(1)
@@ -894,6 +885,17 @@ func serveWith(opts proxy.Options, logger *slog.Logger, so serveOpts) int {
 				logger.Error("config watch failed; SIGHUP and PUT /config still reload", "err", err)
 			}
 		}()
+	}
+	if opts.ReleaseMemory {
+		// The first config's garbage, whose release applyInitial deferred (DeferRelease)
+		// to here.
+		debug.FreeOSMemory()
+	}
+	// What only start-up used need not stay mapped (idle RSS 19 -> 7 MB).
+	if n, err := releaseStartupPages(); err != nil {
+		logger.Warn("start-up pages of the binary stay mapped", "err", err)
+	} else {
+		logger.Debug("start-up pages of the binary unmapped", "bytes", n)
 	}
 	if so.ready != nil {
 		so.ready(srv)
