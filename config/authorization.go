@@ -160,7 +160,7 @@ func routeTargets(r *Route, n *VirtualNode, l *Listener) bool {
 // TLS on its listener: without a verified client certificate no caller has an
 // identity, and the policy would deny every request, so such a config is refused
 // rather than served as an outage.
-func (v *validator) authorization(path string, n *VirtualNode, l *Listener) {
+func (v *validator) authorization(path *fpath, n *VirtualNode, l *Listener) {
 	a := l.Authorization
 	switch t := l.TLS; {
 	case t == nil:
@@ -170,7 +170,7 @@ func (v *validator) authorization(path string, n *VirtualNode, l *Listener) {
 	case t.Validation == nil:
 		v.add(path, nil, "needs mutual TLS on this listener, and tls has no validation block: callers are asked for no certificate, so none has an identity and every request would be denied; add tls.validation.trust (the CA that signs your callers' certificates)")
 	}
-	ap := path + ".allow"
+	ap := path.f(".allow")
 	switch {
 	case len(a.Allow) == 0:
 		v.add(ap, nil, "needs at least one rule (a request that no rule allows is denied)")
@@ -180,17 +180,17 @@ func (v *validator) authorization(path string, n *VirtualNode, l *Listener) {
 	tcp := l.PortMapping.Protocol == ProtoTCP
 	for i := range a.Allow {
 		r := &a.Allow[i]
-		rp := fmt.Sprintf("%s[%d]", ap, i)
-		v.authzCallers(rp+".callers", r.Callers)
+		rp := ap.at(i)
+		v.authzCallers(rp.f(".callers"), r.Callers)
 		for _, f := range []struct {
 			name string
 			n    int
 		}{{"routes", len(r.Routes)}, {"pathPrefixes", len(r.PathPrefixes)}, {"methods", len(r.Methods)}} {
 			if f.n > maxAuthzEntries {
-				v.add(rp+"."+f.name, f.n, "at most %d entries", maxAuthzEntries)
+				v.add(rp.f("."+f.name), f.n, "at most %d entries", maxAuthzEntries)
 			}
 			if f.n > 0 && tcp {
-				v.add(rp+"."+f.name, nil, "applies to http, http2 and grpc listeners, not %q: a tcp connection is allowed or denied by its caller alone", l.PortMapping.Protocol)
+				v.add(rp.f("."+f.name), nil, "applies to http, http2 and grpc listeners, not %q: a tcp connection is allowed or denied by its caller alone", l.PortMapping.Protocol)
 			}
 		}
 		if tcp {
@@ -198,11 +198,11 @@ func (v *validator) authorization(path string, n *VirtualNode, l *Listener) {
 		}
 		for j, ref := range r.Routes {
 			if _, err := v.c.AuthorizationRoute(n, l, ref); err != nil {
-				v.add(fmt.Sprintf("%s.routes[%d]", rp, j), ref, "%v", err)
+				v.add(rp.f(".routes").at(j), ref, "%v", err)
 			}
 		}
 		for j, p := range r.PathPrefixes {
-			pp := fmt.Sprintf("%s.pathPrefixes[%d]", rp, j)
+			pp := rp.f(".pathPrefixes").at(j)
 			switch {
 			case !strings.HasPrefix(p, "/"):
 				v.add(pp, p, "must start with \"/\"")
@@ -211,7 +211,7 @@ func (v *validator) authorization(path string, n *VirtualNode, l *Listener) {
 			}
 		}
 		for j, m := range r.Methods {
-			v.enum(fmt.Sprintf("%s.methods[%d]", rp, j), m, httpMethods...)
+			v.enum(rp.f(".methods").at(j), m, httpMethods...)
 		}
 	}
 }
@@ -219,7 +219,7 @@ func (v *validator) authorization(path string, n *VirtualNode, l *Listener) {
 // authzCallers checks a rule's callers: each "*" (alone), a SPIFFE ID, or the name of a
 // virtual node of this config, which must have a SPIFFE ID (a mesh name that is a trust
 // domain, a node name that is a path segment).
-func (v *validator) authzCallers(path string, callers []string) {
+func (v *validator) authzCallers(path *fpath, callers []string) {
 	switch {
 	case len(callers) == 0:
 		v.add(path, nil, "needs at least one caller: a virtual node name, a SPIFFE ID, or \"*\" for any caller with a verified identity")
@@ -229,7 +229,7 @@ func (v *validator) authzCallers(path string, callers []string) {
 	}
 	seen := map[string]bool{}
 	for i, c := range callers {
-		cp := fmt.Sprintf("%s[%d]", path, i)
+		cp := path.at(i)
 		if seen[c] {
 			v.add(cp, c, "listed twice")
 			continue

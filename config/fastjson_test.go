@@ -90,6 +90,10 @@ var fastPathCases = []struct {
 	{"crlf", "{\r\n  \"mesh\": {\"meshName\": \"m\"}\r\n}\r\n", true},
 	{"leading tab", "\t{\"mesh\": {\"meshName\": \"m\"}}", false},
 	{"bom", "\ufeff{\"mesh\": {\"meshName\": \"m\"}}", false},
+	// Lists past 16 elements are counted ahead (countAhead); the count is only a hint.
+	{"long list", `{"mesh": {"meshName": "m"}, "virtualNodes": [` + strings.TrimSuffix(strings.Repeat(`{"virtualNodeName": "a,]}", "spec": {"backends": [{"virtualService": {"virtualServiceName": "[s]"}}]}}, `, 40), ", ") + `]}`, true},
+	{"long list of strings", `{"mesh": {"meshName": "m", "spec": {"serviceDiscovery": {"dnsResolvers": [` + strings.TrimSuffix(strings.Repeat(`"10.0.0.1", `, 17), ", ") + `]}}}}`, true},
+	{"long list, escaped quote after 16", `{"mesh": {"meshName": "m"}, "virtualNodes": [` + strings.Repeat(`{"virtualNodeName": "a"}, `, 17) + `{"virtualNodeName": "a\",]"}]}`, false},
 	{"nulls", `{"mesh": {"meshName": "m", "spec": null}, "virtualNodes": null, "routes": []}`, true},
 	{"empty lists", `{"mesh": {"meshName": "m"}, "virtualNodes": [{"virtualNodeName": "a", "spec": {"listeners": [], "backends": []}}]}`, true},
 	{"static endpoints both forms", `{"mesh": {"meshName": "m"}, "virtualNodes": [{"virtualNodeName": "a", "spec": {"serviceDiscovery": {"static": {"endpoints": ["10.0.0.1:80", {"address": "10.0.0.2", "weight": 3}]}}}}]}`, true},

@@ -5,16 +5,16 @@ package config
 // a path rewrite replaces a matched path, so it needs match.path; and a prefix rewrite
 // sets defaultPrefix DISABLED or a value, not both (DISABLED keeps the path, a value
 // replaces the prefix).
-func (v *validator) gatewayRewrite(rp string, m *GatewayHTTPRouteMatch, rw *GatewayHTTPRewrite) {
+func (v *validator) gatewayRewrite(rp *fpath, m *GatewayHTTPRouteMatch, rw *GatewayHTTPRewrite) {
 	if p := rw.Prefix; p != nil {
 		if m.Prefix == "" {
-			v.add(rp+".prefix", nil, "a prefix rewrite needs match.prefix")
+			v.add(rp.f(".prefix"), nil, "a prefix rewrite needs match.prefix")
 		}
 		if p.Value != "" && p.DefaultPrefix == "DISABLED" {
-			v.add(rp+".prefix", p.Value, "set one of value and defaultPrefix DISABLED")
+			v.add(rp.f(".prefix"), p.Value, "set one of value and defaultPrefix DISABLED")
 		}
 	}
 	if p := rw.Path; p != nil && m.Path == nil {
-		v.add(rp+".path.exact", p.Exact, "a path rewrite needs match.path")
+		v.add(rp.f(".path.exact"), p.Exact, "a path rewrite needs match.path")
 	}
 }

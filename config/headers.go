@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 )
 
@@ -116,7 +115,7 @@ func ParseHeaderTemplate(v string) (HeaderTemplate, error) {
 }
 
 // headerManipulation checks a route's header manipulation.
-func (v *validator) headerManipulation(path string, h *HeaderManipulation) {
+func (v *validator) headerManipulation(path *fpath, h *HeaderManipulation) {
 	if h == nil {
 		return
 	}
@@ -131,7 +130,7 @@ func (v *validator) headerManipulation(path string, h *HeaderManipulation) {
 		if ops == nil {
 			continue
 		}
-		sp := path + "." + so.side
+		sp := path.f("." + so.side)
 		if len(ops.Set)+len(ops.Append)+len(ops.Remove) == 0 {
 			v.add(sp, nil, "give set, append or remove")
 		}
@@ -140,22 +139,22 @@ func (v *validator) headerManipulation(path string, h *HeaderManipulation) {
 			list []HeaderValue
 		}{{"set", ops.Set}, {"append", ops.Append}} {
 			for i, hv := range kl.list {
-				p := sp + "." + kl.kind + "[" + strconv.Itoa(i) + "]"
-				v.headerName(p+".name", hv.Name)
+				p := sp.f("." + kl.kind).at(i)
+				v.headerName(p.f(".name"), hv.Name)
 				if strings.ContainsAny(hv.Value, "\r\n\x00") {
-					v.add(p+".value", hv.Value, "a field value cannot hold CR, LF or NUL")
+					v.add(p.f(".value"), hv.Value, "a field value cannot hold CR, LF or NUL")
 				} else if _, err := ParseHeaderTemplate(hv.Value); err != nil {
-					v.add(p+".value", hv.Value, "%v", err)
+					v.add(p.f(".value"), hv.Value, "%v", err)
 				}
 			}
 		}
 		for i, n := range ops.Remove {
-			v.headerName(sp+".remove["+strconv.Itoa(i)+"]", n)
+			v.headerName(sp.f(".remove").at(i), n)
 		}
 	}
 }
 
-func (v *validator) headerName(path, n string) {
+func (v *validator) headerName(path *fpath, n string) {
 	if n == "" {
 		v.add(path, nil, "a field name is required")
 		return

@@ -110,19 +110,29 @@ func readLimited(path string) ([]byte, error) {
 	}
 	defer f.Close()
 	// One byte past the limit so an oversized file is reported as such instead of
-	// being silently truncated. The buffer starts at the file's size (io.ReadAll would
-	// grow it from 512 bytes, copying a 3 MB mesh a dozen times); a file that grows
-	// meanwhile is read whole all the same.
+	// being silently truncated. The buffer starts at the file's size plus one (io.ReadAll
+	// would grow it from 512 bytes, copying a 3 MB mesh a dozen times), so the read that
+	// sees EOF needs no room of its own; a file that grows meanwhile is read whole all
+	// the same. Not a bytes.Buffer: its Grow clears the memory the read then overwrites.
 	size := 512
 	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-		size = int(min(fi.Size(), MaxConfigSize)) + bytes.MinRead // ReadFrom wants MinRead free to see EOF
+		size = int(min(fi.Size(), MaxConfigSize)) + 1
 	}
-	var b bytes.Buffer
-	b.Grow(size)
-	if _, err := b.ReadFrom(io.LimitReader(f, MaxConfigSize+1)); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+	b := make([]byte, 0, size)
+	r := io.LimitReader(f, MaxConfigSize+1)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
 	}
-	return b.Bytes(), nil
 }
 
 // inputFile is one file of the input: its name ("" for a lone document) and bytes.

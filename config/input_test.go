@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -401,5 +402,27 @@ func TestParseStreamErrorCap(t *testing.T) {
 	_, err = Parse([]byte("[" + strings.ReplaceAll(strings.TrimSpace(in), "\n", ",") + "]"))
 	if !errors.As(err, &errs) || len(errs.List) != maxParseErrors+1 || !strings.Contains(errs.List[maxParseErrors].Msg, "too many errors") {
 		t.Fatalf("error cap over a list: %v", err)
+	}
+}
+
+// TestReadLimited: a file is read whole at its exact size and at sizes around the
+// buffer's first capacity, and one past MaxConfigSize is read to MaxConfigSize+1 bytes
+// (for Parse to reject), never truncated to the limit.
+func TestReadLimited(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []int{0, 1, 511, 512, 513, 4096, 3 << 20, MaxConfigSize, MaxConfigSize + 1, MaxConfigSize + 4096} {
+		data := bytes.Repeat([]byte("x"), n)
+		path := filepath.Join(dir, "f")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := readLimited(path)
+		if err != nil {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		want := min(n, MaxConfigSize+1)
+		if len(got) != want || !bytes.Equal(got, data[:want]) {
+			t.Fatalf("%d bytes: read %d, want %d", n, len(got), want)
+		}
 	}
 }

@@ -39,16 +39,16 @@ type LBSlowStart struct {
 	MinWeightPercent *int `json:"minWeightPercent,omitempty"`
 }
 
-func (v *validator) loadBalancing(path string, lb *LoadBalancing, tcpListeners []int) {
-	v.optEnum(path+".policy", lb.Policy, LBLeastRequest, LBRoundRobin, LBRandom, LBRingHash, LBMaglev)
+func (v *validator) loadBalancing(path *fpath, lb *LoadBalancing, tcpListeners []int) {
+	v.optEnum(path.f(".policy"), lb.Policy, LBLeastRequest, LBRoundRobin, LBRandom, LBRingHash, LBMaglev)
 	hashing := lb.Policy == LBRingHash || lb.Policy == LBMaglev
 	switch h := lb.Hash; {
 	case hashing && h == nil:
-		v.add(path+".hash", nil, "is required with policy %s (header, cookie or sourceIp)", lb.Policy)
+		v.add(path.f(".hash"), nil, "is required with policy %s (header, cookie or sourceIp)", lb.Policy)
 	case !hashing && h != nil:
-		v.add(path+".hash", "set", "applies only to policy RING_HASH or MAGLEV, not %s", or(lb.Policy, LBLeastRequest))
+		v.add(path.f(".hash"), "set", "applies only to policy RING_HASH or MAGLEV, not %s", or(lb.Policy, LBLeastRequest))
 	case h != nil:
-		hp := path + ".hash"
+		hp := path.f(".hash")
 		if n := count(h.Header != "", h.Cookie != nil, h.SourceIP); n != 1 {
 			v.add(hp, nil, "needs exactly one of header, cookie, sourceIp (has %d)", n)
 		}
@@ -58,36 +58,36 @@ func (v *validator) loadBalancing(path string, lb *LoadBalancing, tcpListeners [
 			}
 		}
 		if h.Header != "" && !isToken(h.Header) {
-			v.add(hp+".header", h.Header, "is not a valid header name")
+			v.add(hp.f(".header"), h.Header, "is not a valid header name")
 		}
 		if c := h.Cookie; c != nil {
 			if !isToken(c.Name) {
-				v.add(hp+".cookie.name", c.Name, "is not a valid cookie name")
+				v.add(hp.f(".cookie.name"), c.Name, "is not a valid cookie name")
 			}
-			v.duration(hp+".cookie.ttl", c.TTL)
+			v.duration(hp.f(".cookie.ttl"), c.TTL)
 			if c.Path != "" && (c.Path[0] != '/' || strings.ContainsAny(c.Path, "; \t\r\n")) {
-				v.add(hp+".cookie.path", c.Path, "must start with / and hold no ';', space or control character")
+				v.add(hp.f(".cookie.path"), c.Path, "must start with / and hold no ';', space or control character")
 			}
-			v.optEnum(hp+".cookie.sameSite", c.SameSite, "Strict", "Lax", "None")
+			v.optEnum(hp.f(".cookie.sameSite"), c.SameSite, "Strict", "Lax", "None")
 			if c.SameSite == "None" && !c.Secure {
-				v.add(hp+".cookie.sameSite", c.SameSite, "None needs secure: true (browsers drop a SameSite=None cookie that is not Secure)")
+				v.add(hp.f(".cookie.sameSite"), c.SameSite, "None needs secure: true (browsers drop a SameSite=None cookie that is not Secure)")
 			}
 		}
 	}
 	if ss := lb.SlowStart; ss != nil {
-		sp := path + ".slowStart"
+		sp := path.f(".slowStart")
 		if hashing {
 			v.add(sp, "set", "does not apply to policy %s: a ramping weight would move the hashed keys", lb.Policy)
 		}
-		v.requiredDuration(sp+".window", ss.Window)
+		v.requiredDuration(sp.f(".window"), ss.Window)
 		if ss.Window != nil && ss.Window.Value <= 0 {
-			v.add(sp+".window.value", ss.Window.Value, "must be positive")
+			v.add(sp.f(".window.value"), ss.Window.Value, "must be positive")
 		}
 		if a := ss.Aggression; a != nil && !(*a > 0 && *a <= 100) {
-			v.add(sp+".aggression", *a, "must be > 0 and ≤ 100")
+			v.add(sp.f(".aggression"), *a, "must be > 0 and ≤ 100")
 		}
 		if m := ss.MinWeightPercent; m != nil {
-			v.between(sp+".minWeightPercent", int64(*m), 1, 100)
+			v.between(sp.f(".minWeightPercent"), int64(*m), 1, 100)
 		}
 	}
 }

@@ -16,14 +16,14 @@ type RouteMirror struct {
 }
 
 // mirror checks a route action's mirror (m may be nil).
-func (v *validator) mirror(path string, m *RouteMirror) {
+func (v *validator) mirror(path *fpath, m *RouteMirror) {
 	if m == nil {
 		return
 	}
 	if !(m.Percent > 0 && m.Percent <= 100) {
-		v.add(path+".percent", m.Percent, "must be above 0 and at most 100 (remove the mirror to stop mirroring)")
+		v.add(path.f(".percent"), m.Percent, "must be above 0 and at most 100 (remove the mirror to stop mirroring)")
 	}
 	if ls, ok := v.targetNode(path, m.VirtualNode, m.Port); ok && len(ls) == 0 {
-		v.add(path+".virtualNode", m.VirtualNode, "virtual node %q has no listener to send copies to", m.VirtualNode)
+		v.add(path.f(".virtualNode"), m.VirtualNode, "virtual node %q has no listener to send copies to", m.VirtualNode)
 	}
 }

@@ -148,7 +148,8 @@ type Options struct {
 	PersistPath string
 	// ReleaseMemory, when set, hands the memory an applied config's parse and compile
 	// (and the config it replaced) left as garbage back to the OS before the apply
-	// returns (state.Holder.ReleaseMemory). meshd run sets it.
+	// returns (state.Holder.ReleaseMemory), unless the request says DeferRelease.
+	// meshd run sets it, and defers its first config's release until it serves.
 	ReleaseMemory bool
 	// HTTP2 are the defences of downstream HTTP/2 connections (h2.DefaultLimits when
 	// zero, Envoy's edge defaults); the request head bounds (60 KiB, 100 fields) and the

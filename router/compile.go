@@ -202,6 +202,7 @@ func (c *compiler) routerService(s *Service, routerName string) error {
 		}
 		return cmp.Compare(*pa, *pb)
 	})
+	s.Routes = slices.Grow(s.Routes, len(rs))
 	for _, x := range rs {
 		rt, err := c.route(s.Name, x.rt)
 		if err != nil {
@@ -311,7 +312,7 @@ func (c *compiler) route(svc string, cr *config.Route) (*Route, error) {
 			h, kind = sp.HTTP2Route, kindHTTP2
 			rt.Kind, field = config.ProtoHTTP2, "spec.http2Route"
 		}
-		if rt.m, err = compileHTTPMatch(&h.Match, field+".match"); err != nil {
+		if rt.m, err = compileHTTPMatch(&h.Match, field); err != nil {
 			return nil, err
 		}
 		rt.m.kind = kind
@@ -323,7 +324,7 @@ func (c *compiler) route(svc string, cr *config.Route) (*Route, error) {
 	case sp.GRPCRoute != nil:
 		g := sp.GRPCRoute
 		rt.Kind, field = config.ProtoGRPC, "spec.grpcRoute"
-		if rt.m, err = compileGRPCMatch(&g.Match, field+".match"); err != nil {
+		if rt.m, err = compileGRPCMatch(&g.Match, field); err != nil {
 			return nil, err
 		}
 		action, rt.GRPCRetry, rt.RateLimit = &g.Action, g.RetryPolicy, g.RateLimit
@@ -346,14 +347,15 @@ func (c *compiler) route(svc string, cr *config.Route) (*Route, error) {
 	if len(action.WeightedTargets) == 0 {
 		return nil, fmt.Errorf("%s.action.weightedTargets: empty", field)
 	}
+	rt.Targets = make([]Target, 0, len(action.WeightedTargets))
 	for i, wt := range action.WeightedTargets {
-		f := fmt.Sprintf("%s.action.weightedTargets[%d]", field, i)
+		f := func() string { return fmt.Sprintf("%s.action.weightedTargets[%d]", field, i) }
 		if wt.Weight < 0 || int64(wt.Weight) > 1<<32-1 {
-			return nil, fmt.Errorf("%s.weight %d: out of range", f, wt.Weight)
+			return nil, fmt.Errorf("%s.weight %d: out of range", f(), wt.Weight)
 		}
 		cl, err := c.targetCluster(svc, wt)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f, err)
+			return nil, fmt.Errorf("%s: %w", f(), err)
 		}
 		rt.Targets = append(rt.Targets, Target{Cluster: cl, Weight: uint32(wt.Weight)})
 	}

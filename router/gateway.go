@@ -176,7 +176,7 @@ func compileGatewayRoute(gr *config.GatewayRoute, field string) (*GatewayRoute, 
 		rt.Kind = kind
 		m := &h.Match
 		mm, err := compileHTTPMatch(&config.HTTPRouteMatch{Prefix: m.Prefix, Path: m.Path, Headers: m.Headers,
-			Method: m.Method, QueryParameters: m.QueryParameters, Port: m.Port}, f+".match")
+			Method: m.Method, QueryParameters: m.QueryParameters, Port: m.Port}, f)
 		if err != nil {
 			return nil, err
 		}
@@ -192,7 +192,7 @@ func compileGatewayRoute(gr *config.GatewayRoute, field string) (*GatewayRoute, 
 		g, f := s.GRPCRoute, field+".grpcRoute"
 		rt.Kind = config.ProtoGRPC
 		mm, err := compileGRPCMatch(&config.GRPCRouteMatch{ServiceName: g.Match.ServiceName, Metadata: g.Match.Metadata,
-			Port: g.Match.Port}, f+".match")
+			Port: g.Match.Port}, f)
 		if err != nil {
 			return nil, err
 		}

@@ -298,17 +298,18 @@ func splitGRPCPath(path string) (service, method string, ok bool) {
 	return rest[:i], rest[i+1:], true
 }
 
-// compileHTTPMatch compiles an httpRoute / http2Route match; field is its path for errors.
-func compileHTTPMatch(m *config.HTTPRouteMatch, field string) (matcher, error) {
+// compileHTTPMatch compiles an httpRoute / http2Route match; route is the path of its
+// httpRoute (or http2Route) for errors.
+func compileHTTPMatch(m *config.HTTPRouteMatch, route string) (matcher, error) {
 	var out matcher
 	switch {
 	case m.Path != nil && m.Path.Regex != "":
 		if m.Path.Exact != "" {
-			return out, fmt.Errorf("%s.path: exact %q and regex %q are both set; set one", field, m.Path.Exact, m.Path.Regex)
+			return out, fmt.Errorf("%s.match.path: exact %q and regex %q are both set; set one", route, m.Path.Exact, m.Path.Regex)
 		}
 		re, err := compileFull(m.Path.Regex)
 		if err != nil {
-			return out, fmt.Errorf("%s.path.regex %q: %w", field, m.Path.Regex, err)
+			return out, fmt.Errorf("%s.match.path.regex %q: %w", route, m.Path.Regex, err)
 		}
 		out.pathKind, out.pathRe = pathRegex, re
 	case m.Path != nil && m.Path.Exact != "":
@@ -317,19 +318,19 @@ func compileHTTPMatch(m *config.HTTPRouteMatch, field string) (matcher, error) {
 		out.pathKind, out.path = pathPrefix, m.Prefix
 	}
 	if m.Prefix != "" && out.pathKind != pathPrefix {
-		return out, fmt.Errorf("%s: prefix %q and path are both set; set one", field, m.Prefix)
+		return out, fmt.Errorf("%s.match: prefix %q and path are both set; set one", route, m.Prefix)
 	}
 	out.method = m.Method
 	out.scheme = m.Scheme
 	out.port = m.Port
-	hs, err := compileHeaders(m.Headers, field+".headers")
+	hs, err := compileHeaders(m.Headers, route, ".match.headers")
 	if err != nil {
 		return out, err
 	}
 	out.headers = hs
 	for i, q := range m.QueryParameters {
 		if q.Name == "" {
-			return out, fmt.Errorf("%s.queryParameters[%d].name: empty", field, i)
+			return out, fmt.Errorf("%s.match.queryParameters[%d].name: empty", route, i)
 		}
 		qm := queryMatcher{name: q.Name}
 		if q.Match != nil {
@@ -340,12 +341,12 @@ func compileHTTPMatch(m *config.HTTPRouteMatch, field string) (matcher, error) {
 	return out, nil
 }
 
-func compileGRPCMatch(m *config.GRPCRouteMatch, field string) (matcher, error) {
+func compileGRPCMatch(m *config.GRPCRouteMatch, route string) (matcher, error) {
 	out := matcher{kind: kindGRPC, grpcService: m.ServiceName, grpcMethod: m.MethodName, port: m.Port}
 	if m.MethodName != "" && m.ServiceName == "" {
-		return out, fmt.Errorf("%s.methodName %q: requires serviceName", field, m.MethodName)
+		return out, fmt.Errorf("%s.match.methodName %q: requires serviceName", route, m.MethodName)
 	}
-	hs, err := compileHeaders(m.Metadata, field+".metadata")
+	hs, err := compileHeaders(m.Metadata, route, ".match.metadata")
 	if err != nil {
 		return out, err
 	}
@@ -353,12 +354,17 @@ func compileGRPCMatch(m *config.GRPCRouteMatch, field string) (matcher, error) {
 	return out, nil
 }
 
-func compileHeaders(hs []config.HeaderMatch, field string) ([]headerMatcher, error) {
+// compileHeaders compiles a match's header (or metadata) matchers; route+list is
+// their path for errors, formatted only for one.
+func compileHeaders(hs []config.HeaderMatch, route, list string) ([]headerMatcher, error) {
 	var out []headerMatcher
+	if len(hs) > 0 {
+		out = make([]headerMatcher, 0, len(hs))
+	}
 	for i, h := range hs {
-		f := fmt.Sprintf("%s[%d]", field, i)
+		f := func() string { return fmt.Sprintf("%s%s[%d]", route, list, i) }
 		if h.Name == "" {
-			return nil, fmt.Errorf("%s.name: empty", f)
+			return nil, fmt.Errorf("%s.name: empty", f())
 		}
 		hm := headerMatcher{name: strings.ToLower(h.Name), invert: h.Invert, kind: hdrPresent}
 		if mm := h.Match; mm != nil {
@@ -379,19 +385,19 @@ func compileHeaders(hs []config.HeaderMatch, field string) ([]headerMatcher, err
 				set++
 				re, err := compileFull(mm.Regex)
 				if err != nil {
-					return nil, fmt.Errorf("%s.match.regex %q: %w", f, mm.Regex, err)
+					return nil, fmt.Errorf("%s.match.regex %q: %w", f(), mm.Regex, err)
 				}
 				hm.kind, hm.re = hdrRegex, re
 			}
 			if mm.Range != nil {
 				set++
 				if mm.Range.End <= mm.Range.Start {
-					return nil, fmt.Errorf("%s.match.range: end %d must be greater than start %d", f, mm.Range.End, mm.Range.Start)
+					return nil, fmt.Errorf("%s.match.range: end %d must be greater than start %d", f(), mm.Range.End, mm.Range.Start)
 				}
 				hm.kind, hm.start, hm.end = hdrRange, mm.Range.Start, mm.Range.End
 			}
 			if set > 1 {
-				return nil, fmt.Errorf("%s.match: %d of exact, prefix, suffix, regex, range are set; set one", f, set)
+				return nil, fmt.Errorf("%s.match: %d of exact, prefix, suffix, regex, range are set; set one", f(), set)
 			}
 		}
 		out = append(out, hm)

@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -660,7 +661,6 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "meshd run:", err)
 		return 2
 	}
-	warnIfNotExempt(logger, os.Geteuid(), os.Getegid())
 	warnUnsupportedEnv(logger)
 	f.warnGatewayEnv(logger)
 	if f.concurrency > 0 {
@@ -703,6 +703,9 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 		sighup: func(ctx context.Context, srv *proxy.Server) { applyFetched(ctx, srv, src, logger) },
 		source: src,
 		watch:  watch,
+		// Once serving: the check execs iptables-save (twice with both backends),
+		// ~20 ms that are no reason to answer /ready later.
+		ready: func(*proxy.Server) { warnIfNotExempt(logger, os.Geteuid(), os.Getegid()) },
 	})
 }
 
@@ -727,7 +730,7 @@ func applyInitialWithin(ctx context.Context, srv *proxy.Server, src config.Sourc
 	doc, err := src.Fetch(fctx)
 	cancel()
 	if err == nil {
-		if _, err = srv.ApplyDocument(ctx, proxy.ApplyRequest{Data: doc.Data, Source: doc.Origin}); err == nil {
+		if _, err = srv.ApplyDocument(ctx, proxy.ApplyRequest{Data: doc.Data, Source: doc.Origin, DeferRelease: true}); err == nil {
 			src.Applied(doc)
 			return nil
 		}
@@ -740,7 +743,7 @@ func applyInitialWithin(ctx context.Context, srv *proxy.Server, src config.Sourc
 		return fmt.Errorf("%w (and no persisted config to fall back on: %w)", err, perr)
 	}
 	logger.Warn("config source failed; starting from the persisted last good config", "err", err, "persisted", persist)
-	_, aerr := srv.ApplyDocument(ctx, proxy.ApplyRequest{Data: data, Source: "persisted:" + persist})
+	_, aerr := srv.ApplyDocument(ctx, proxy.ApplyRequest{Data: data, Source: "persisted:" + persist, DeferRelease: true})
 	if aerr != nil {
 		return fmt.Errorf("%w; the persisted config too: %w", err, aerr)
 	}
@@ -802,6 +805,32 @@ func serve(cfg *config.Config, source string, opts proxy.Options, logger *slog.L
 	return serveWith(opts, logger, so)
 }
 
+// startupHeapBound is the heap at which the collector runs while startupGC has it off,
+// unless a memory limit (GOMEMLIMIT) or half the cgroup's memory is lower: a mesh of
+// 10,000 routes allocates ~30 MB from start to serving, so a config of that size never
+// reaches it, and a far larger one is collected as it would be at that size.
+const startupHeapBound = 128 << 20
+
+// startupGC turns the collector off until the first config is compiled and served
+// (the returned function turns it back on). Parsing and compiling a large config
+// allocates a heap that stays mostly live to the end, so the collections a growing
+// heap triggers on the way (at 4, 8, 16 MB...) would mark it again and again, for
+// little garbage; the one collection after serving (Options.ReleaseMemory) does it
+// once. A memory limit bounds the heap meanwhile (startupHeapBound).
+func startupGC(cgroupMax func() uint64) (restore func()) {
+	percent := debug.SetGCPercent(-1)
+	limit := debug.SetMemoryLimit(-1) // -1 reads it
+	bound := min(limit, startupHeapBound)
+	if m := cgroupMax(); m > 0 {
+		bound = min(bound, int64(m/2))
+	}
+	debug.SetMemoryLimit(bound)
+	return sync.OnceFunc(func() {
+		debug.SetMemoryLimit(limit)
+		debug.SetGCPercent(percent)
+	})
+}
+
 // serveOpts says where serveWith gets its config.
 type serveOpts struct {
 	initial func(context.Context, *proxy.Server) error // applies the first config
@@ -831,21 +860,21 @@ func serveWith(opts proxy.Options, logger *slog.Logger, so serveOpts) int {
 		logger.Error("cannot start", "err", err)
 		return 1
 	}
+	restoreGC := startupGC(cgroupMemoryMax)
 	if err := so.initial(ctx, srv); err != nil {
+		restoreGC()
 		logger.Error("config rejected", "err", err)
 		_ = srv.Shutdown(ctx)
 		return 1
 	}
 	if err := srv.Start(); err != nil {
+		restoreGC()
 		logger.Error("cannot start", "err", err)
 		return 1
 	}
-	// What only start-up used need not stay mapped (idle RSS 19 -> 7 MB).
-	if n, err := releaseStartupPages(); err != nil {
-		logger.Warn("start-up pages of the binary stay mapped", "err", err)
-	} else {
-		logger.Debug("start-up pages of the binary unmapped", "bytes", n)
-	}
+	restoreGC()
+	// The watch starts first: /ready already answers 200, and a change of the source
+	// made from then on must not wait for the releases below.
 	var watchers sync.WaitGroup
 	if so.watch && so.source != nil {
 		watchers.Add(1)
@@ -856,6 +885,17 @@ func serveWith(opts proxy.Options, logger *slog.Logger, so serveOpts) int {
 				logger.Error("config watch failed; SIGHUP and PUT /config still reload", "err", err)
 			}
 		}()
+	}
+	if opts.ReleaseMemory {
+		// The first config's garbage, whose release applyInitial deferred (DeferRelease)
+		// to here.
+		debug.FreeOSMemory()
+	}
+	// What only start-up used need not stay mapped (idle RSS 19 -> 7 MB).
+	if n, err := releaseStartupPages(); err != nil {
+		logger.Warn("start-up pages of the binary stay mapped", "err", err)
+	} else {
+		logger.Debug("start-up pages of the binary unmapped", "bytes", n)
 	}
 	if so.ready != nil {
 		so.ready(srv)

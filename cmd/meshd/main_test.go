@@ -5,11 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -279,5 +281,48 @@ func writeFile(t *testing.T, path, s string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStartupGC: the collector is off until the first config serves, bounded by a
+// memory limit (startupHeapBound, or half the cgroup's memory, or GOMEMLIMIT, the
+// lowest), and restore puts back what was set before, once.
+func TestStartupGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(250))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
+	for _, c := range []struct {
+		name      string
+		limit     int64
+		cgroup    uint64
+		wantBound int64
+	}{
+		{"no limits", math.MaxInt64, 0, startupHeapBound},
+		{"small cgroup", math.MaxInt64, 64 << 20, 32 << 20},
+		{"GOMEMLIMIT lower", 50 << 20, 0, 50 << 20},
+		{"large cgroup", math.MaxInt64, 1 << 30, startupHeapBound},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			debug.SetGCPercent(250)
+			debug.SetMemoryLimit(c.limit)
+			restore := startupGC(func() uint64 { return c.cgroup })
+			if p := debug.SetGCPercent(-1); p != -1 {
+				t.Errorf("GC percent %d during start-up, want -1 (off)", p)
+			}
+			if l := debug.SetMemoryLimit(-1); l != c.wantBound {
+				t.Errorf("memory limit %d during start-up, want %d", l, c.wantBound)
+			}
+			restore()
+			if p := debug.SetGCPercent(250); p != 250 {
+				t.Errorf("GC percent %d after, want 250", p)
+			}
+			if l := debug.SetMemoryLimit(-1); l != c.limit {
+				t.Errorf("memory limit %d after, want %d", l, c.limit)
+			}
+			debug.SetGCPercent(100)
+			restore() // once: a second call changes nothing
+			if p := debug.SetGCPercent(-1); p != 100 {
+				t.Errorf("a second restore set GC percent %d", p)
+			}
+		})
 	}
 }

@@ -17,25 +17,28 @@ func forcedGCs() uint64 {
 }
 
 // TestReleaseMemory: with ReleaseMemory an applied config ends with a forced collection
-// (debug.FreeOSMemory's), and without it, or when the config is rejected, none is run.
+// (debug.FreeOSMemory's), and without it, when the config is rejected, or when the
+// request defers the release to its caller, none is run.
 func TestReleaseMemory(t *testing.T) {
 	doc := []byte(`{"mesh": {"meshName": "shop"}, "virtualNodes": [{"virtualNodeName": "front", "spec": {"listeners": [{"portMapping": {"port": 9000, "protocol": "http"}}]}}]}`)
 	for _, c := range []struct {
 		name    string
 		release bool
+		defer_  bool
 		doc     []byte
 		applied bool
 		want    uint64
 	}{
-		{"applied, release", true, doc, true, 1},
-		{"applied, no release", false, doc, true, 0},
-		{"rejected, release", true, []byte(`{"mesh": {}}`), false, 0},
+		{"applied, release", true, false, doc, true, 1},
+		{"applied, no release", false, false, doc, true, 0},
+		{"rejected, release", true, false, []byte(`{"mesh": {}}`), false, 0},
+		{"applied, release deferred by the request", true, true, doc, true, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			h := &Holder{Node: "front", Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Options: originOptions(t), ReleaseMemory: c.release}
 			t.Cleanup(func() { h.Shutdown() })
 			before := forcedGCs()
-			_, err := h.ApplyDocument(context.Background(), ApplyRequest{Data: c.doc, Source: "test"})
+			_, err := h.ApplyDocument(context.Background(), ApplyRequest{Data: c.doc, Source: "test", DeferRelease: c.defer_})
 			if (err == nil) != c.applied {
 				t.Fatalf("apply: %v", err)
 			}

@@ -166,8 +166,7 @@ func Compile(ctx context.Context, cfg *config.Config, node, source string, prev 
 }
 
 // compile is Compile with cfg's version from version when the caller computes it (nil:
-// computed here); the digest of a mesh of 10,000 routes costs as much as its parse, so
-// Holder.Apply computes it beside the compile.
+// computed here); Holder.Apply computes it beside the compile.
 func compile(ctx context.Context, cfg *config.Config, version func() string, node, source string, prev *Snapshot, opts Options) (_ *Snapshot, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
