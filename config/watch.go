@@ -85,7 +85,7 @@ func (s *FileSource) Watch(ctx context.Context, deliver func(Document) error) er
 	if err := w.Add(dir); err != nil {
 		return fmt.Errorf("watch config %s: directory %s: %w", s.Path, dir, err)
 	}
-	fw := &fileWatch{src: s, abs: abs, dir: dir, isDir: isDir, w: w, log: telemetry.OrDiscard(s.Logger)}
+	fw := &fileWatch{src: s, abs: abs, dir: dir, isDir: isDir, w: w, log: telemetry.OrDiscard(s.Logger), recheck: true}
 	fw.rewatch()
 	return fw.loop(ctx, w.Events, w.Errors, deliver)
 }
@@ -100,6 +100,10 @@ type fileWatch struct {
 	extra  string // the target's directory when it is not dir, watched too
 	w      *fsnotify.Watcher
 	log    *slog.Logger
+	// recheck makes the loop read the file once before its first event: a change made
+	// after the config in force was read but before the watch existed sends no event
+	// (a canary's first weight change right after /ready answered 200 was lost so).
+	recheck bool
 }
 
 // rewatch follows abs's symlinks and moves the extra watch to the target's directory.
@@ -163,6 +167,8 @@ func (fw *fileWatch) loop(ctx context.Context, events <-chan fsnotify.Event, err
 	defer retry.settled()
 	if !fw.src.settled.any() {
 		retry.failed() // the file in place at start was never applied: try it again
+	} else if fw.recheck {
+		fw.check(deliver, retry)
 	}
 	var (
 		pending bool

@@ -335,3 +335,40 @@ func TestFileSourceWatchMissingDir(t *testing.T) {
 		t.Fatalf("Watch on a missing directory: %v", err)
 	}
 }
+
+// TestFileSourceWatchSeesChangeBeforeWatch: a file changed after the config in force was
+// read (Applied) but before Watch set its watch up sends no event; Watch reads the file
+// once at its start and delivers the change, and delivers nothing when the file is the
+// one in force.
+func TestFileSourceWatchSeesChangeBeforeWatch(t *testing.T) {
+	for _, changed := range []bool{true, false} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "mesh.yaml")
+		write(t, path, "v0")
+		src := &FileSource{Path: path, Debounce: 10 * time.Millisecond}
+		src.Applied(Document{Data: []byte("v0")})
+		if changed {
+			write(t, path, "v1")
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		got := make(chan string, 4)
+		done := make(chan error, 1)
+		go func() {
+			done <- src.Watch(ctx, func(d Document) error { got <- string(d.Data); return nil })
+		}()
+		select {
+		case v := <-got:
+			if !changed || v != "v1" {
+				t.Errorf("changed=%v: delivered %q", changed, v)
+			}
+		case <-time.After(500 * time.Millisecond):
+			if changed {
+				t.Error("the change made before the watch was not delivered")
+			}
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
