@@ -195,7 +195,10 @@ func TestCanaryBinary(t *testing.T) {
 		writeFile(t, cfg, canaryMesh(p1, p2))
 		p = startMeshd(t, bin, nil, "-c", cfg)
 		f = &canaryFlags{config: cfg, route: "app/main", canary: "app-v2", steps: "20,60,100", metrics: p.admin + "/stats/prometheus",
-			interval: 400 * time.Millisecond, maxErrorRate: 0.1, minRequests: 10}
+			interval: 400 * time.Millisecond, maxErrorRate: 0.1, minRequests: 10,
+			// A bound, so that a canary that never sees its requests fails the test
+			// instead of holding until go test's timeout.
+			timeout: 2 * time.Minute}
 		if err := f.check(true); err != nil {
 			t.Fatal(err)
 		}
