@@ -71,7 +71,13 @@ type H1Forwarding struct {
 	Extra   []h1.Header
 	scratch []byte
 	ids     *rand.PCG
+	draws   *rand.PCG // Draw's: kept apart from the ids, whose stream a client sees
 }
+
+// Draw is a uniform random number for the connection's routing choices (weighted
+// targets): a generator of the connection's, seeded from the global one, costs a third
+// of a draw from the global one per request (issue 17).
+func (c *H1Forwarding) Draw() uint64 { return c.draws.Uint64() }
 
 // NewH1Forwarding returns a forwarder with its buffers sized for the common request.
 func NewH1Forwarding() *H1Forwarding {
@@ -79,6 +85,7 @@ func NewH1Forwarding() *H1Forwarding {
 		Extra:   make([]h1.Header, 0, 6),
 		scratch: make([]byte, 0, 1024),
 		ids:     rand.NewPCG(rand.Uint64(), rand.Uint64()),
+		draws:   rand.NewPCG(rand.Uint64(), rand.Uint64()),
 	}
 }
 

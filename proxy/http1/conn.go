@@ -447,7 +447,7 @@ func (c *h1conn) handle() bool {
 	if ct, ok := req.Get("content-type"); ok && len(ct) >= 16 && ct[:16] == "application/grpc" {
 		c.rr.GRPC = true
 	}
-	d := forward.ResolveCached(snap, c.env.Passthrough, c.kind, &c.rr, c.local, c.tc.Orig, rand.Uint64(), &c.hosts)
+	d := forward.ResolveCached(snap, c.env.Passthrough, c.kind, &c.rr, c.local, c.tc.Orig, c.fwd.Draw(), &c.hosts)
 	c.recordDecision(&d)
 	if d.Failed() || !c.env.Authorize(snap, &d, c.tc.Peer, &c.rr) {
 		return c.drainBodyThenReply(d.Status, d.Code, d.Msg)
