@@ -99,20 +99,24 @@ func (c *H1Forwarding) Apply(req *h1.Request, client, peer string, ingress bool,
 	}
 	xff, nxff, xffLen := -1, 0, 0
 	haveProto, haveID, haveIdentity := false, false, false
+	// Told apart by length first: a field of none of these lengths costs one switch,
+	// not four comparisons (issue 17).
 	for i := range req.Headers {
-		switch n := req.Headers[i].Name; {
-		case EqualFoldASCII(n, HeaderPeerIdentity):
-			haveIdentity = true
-		case EqualFoldASCII(n, "x-forwarded-for"):
-			if xff < 0 {
-				xff = i
+		switch n := req.Headers[i].Name; len(n) {
+		case len(HeaderPeerIdentity):
+			haveIdentity = haveIdentity || EqualFoldASCII(n, HeaderPeerIdentity)
+		case len("x-forwarded-for"):
+			if EqualFoldASCII(n, "x-forwarded-for") {
+				if xff < 0 {
+					xff = i
+				}
+				nxff++
+				xffLen += len(req.Headers[i].Value) + 2
 			}
-			nxff++
-			xffLen += len(req.Headers[i].Value) + 2
-		case EqualFoldASCII(n, "x-forwarded-proto"):
-			haveProto = true
-		case EqualFoldASCII(n, "x-request-id"):
-			haveID = true
+		case len("x-forwarded-proto"):
+			haveProto = haveProto || EqualFoldASCII(n, "x-forwarded-proto")
+		case len("x-request-id"):
+			haveID = haveID || EqualFoldASCII(n, "x-request-id")
 		}
 	}
 	if client != "" {
