@@ -20,6 +20,30 @@ type Reader struct {
 	// whole is set when the last ReadRequest found its head whole among the bytes
 	// already buffered: it read nothing.
 	whole bool
+	host  hostMemo
+}
+
+// hostMemo is the last Host field value a Reader found valid, when it is short: a
+// keep-alive client sends the same Host on every request, and comparing it with the one
+// checked before costs a fraction of checking it again (issue 17). It is a copy, not a
+// view: the request's buffer is reused.
+type hostMemo struct {
+	n uint8
+	b [47]byte
+}
+
+// valid reports validAuthority(h, false), remembering h when it is valid.
+func (m *hostMemo) valid(h string) bool {
+	if int(m.n) == len(h) && m.n > 0 && string(m.b[:m.n]) == h {
+		return true
+	}
+	if !validAuthority(h, false) {
+		return false
+	}
+	if len(h) <= len(m.b) {
+		m.n = uint8(copy(m.b[:], h))
+	}
+	return true
 }
 
 // HeadWasBuffered reports whether the last ReadRequest's head was whole in the buffer
@@ -55,7 +79,7 @@ func (r *Reader) ReadRequest(req *Request) error {
 		return r.emptyRead(err, 414, 400, "request-line")
 	} else if lineEnd := r.scanHead(b, &req.msgBuf, &req.Headers, &r.fs); lineEnd > 0 {
 		r.whole = had > 0
-		return req.parse(req.buf[:lineEnd-2], &r.fs)
+		return req.parse(req.buf[:lineEnd-2], &r.fs, &r.host)
 	}
 	var line []byte
 	for empty := 0; ; empty++ {
@@ -83,11 +107,11 @@ func (r *Reader) ReadRequest(req *Request) error {
 	}
 	// req.buf may have moved while reading fields; take the strings only now.
 	req.fieldsInto(&req.Headers, &r.fs)
-	return req.parse(req.buf[:lineEnd-2], &r.fs)
+	return req.parse(req.buf[:lineEnd-2], &r.fs, &r.host)
 }
 
 // parse checks the request line and the fields' semantics; fs describes req.Headers.
-func (req *Request) parse(line []byte, fs *fieldStats) error {
+func (req *Request) parse(line []byte, fs *fieldStats, host *hostMemo) error {
 	// RFC 9112 §3: request-line = method SP request-target SP HTTP-version, single SPs.
 	sp1 := indexByte(line, ' ')
 	if sp1 < 0 {
@@ -129,7 +153,7 @@ func (req *Request) parse(line []byte, fs *fieldStats) error {
 	if fs.hostCount == 0 && minor == 1 {
 		return &Error{400, "HTTP/1.1 request without Host"}
 	}
-	if fs.hostCount == 1 && !validAuthority(fs.host, false) {
+	if fs.hostCount == 1 && !host.valid(fs.host) {
 		return &Error{400, "invalid Host " + quote(fs.host)}
 	}
 	req.hasHost = fs.hostCount == 1

@@ -517,3 +517,55 @@ func TestHeadWasBuffered(t *testing.T) {
 		}
 	}
 }
+
+// TestHostMemo reads requests on one Reader whose Hosts repeat, change, and go bad with
+// the length of the one remembered: the remembered Host answers only for itself, and a
+// bad one is refused as on a fresh Reader, whether its head is whole in the buffer or
+// read line by line.
+func TestHostMemo(t *testing.T) {
+	long := strings.Repeat("a", 60) + ".example"
+	steps := []struct {
+		host string
+		ok   bool
+	}{
+		{"upstream.bench.local", true},
+		{"upstream.bench.local", true},
+		{"upstream.bench.locaX", true},
+		{"upstream.bench.loc@l", false}, // the remembered one's length, a byte refused
+		{"upstream.bench.locaX", true},
+		{"upstream.bench.local:8080", true},
+		{"upstream.bench.local:80a", false},
+		{long, true}, // too long to remember: checked every time
+		{long, true},
+		{long[:len(long)-1] + "/", false},
+		{"", true}, // an empty Host is allowed for an origin-form target
+		{"[::1]:80", true},
+		{"[::1]:80", true},
+		{"[::1]x80", false},
+	}
+	for _, small := range []bool{false, true} {
+		var in strings.Builder
+		for _, s := range steps {
+			in.WriteString("GET / HTTP/1.1\r\nHost: " + s.host + "\r\n\r\n")
+		}
+		size := 4096
+		if small {
+			size = 16 // heads not whole in the buffer: the line-by-line path
+		}
+		r := NewReader(bufio.NewReaderSize(strings.NewReader(in.String()), size), Limits{})
+		for i, s := range steps {
+			var req Request
+			err := r.ReadRequest(&req)
+			if s.ok {
+				if err != nil || req.Host != s.host {
+					t.Fatalf("small=%v step %d Host %q: err %v, Host %q", small, i, s.host, err, req.Host)
+				}
+				continue
+			}
+			var he *Error
+			if !errors.As(err, &he) || he.Status != 400 || !strings.Contains(he.Msg, "invalid Host") {
+				t.Fatalf("small=%v step %d Host %q: err %v, want 400 invalid Host", small, i, s.host, err)
+			}
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -401,6 +402,21 @@ func TestHeadWritersSmallBuffers(t *testing.T) {
 			if got := write(size, pre); got != strings.Repeat("p", pre)+want {
 				t.Fatalf("buffer %d holding %d: got\n%q\nwant\n%q", size, pre, got, strings.Repeat("p", pre)+want)
 			}
+		}
+	}
+}
+
+// TestAppendDec checks the short decimal path against strconv at every value it takes
+// and at its edges.
+func TestAppendDec(t *testing.T) {
+	for _, v := range []int64{-1, -10000, 10000, 10001, 99999, 1 << 40, 9223372036854775807, -9223372036854775808} {
+		if got, want := string(appendDec([]byte("x"), v)), "x"+strconv.FormatInt(v, 10); got != want {
+			t.Errorf("appendDec(%d) = %q, want %q", v, got, want)
+		}
+	}
+	for v := int64(0); v <= 9999; v++ {
+		if got, want := string(appendDec(nil, v)), strconv.FormatInt(v, 10); got != want {
+			t.Fatalf("appendDec(%d) = %q, want %q", v, got, want)
 		}
 	}
 }

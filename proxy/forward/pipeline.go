@@ -229,8 +229,8 @@ func attempts(c *Call, x Exchanger) (Flight, error) {
 			endAttemptSpan(span, status, err)
 		}
 		release()
-		latency := time.Since(start)
 		if err != nil {
+			latency := time.Since(start)
 			if _, client := AsClientError(err); client {
 				cl.AttemptEnd(res, balancer.DoneInfo{Latency: latency}, false)
 				return Flight{}, err
@@ -260,8 +260,11 @@ func attempts(c *Call, x Exchanger) (Flight, error) {
 			continue
 		}
 		if policy == nil || !policy.MayRetry(retries+1) || !retriableHead(policy, status, x) || !x.Replayable() {
+			// The attempt's latency is the front end's to measure, at the response's
+			// end: a clock reading here would go unused (issue 17).
 			return Flight{Res: res, Status: status, Start: start}, nil
 		}
+		latency := time.Since(start) // before a wait for the retry, which it must not count
 		ra := time.Duration(-1)
 		if status == 429 || status == 503 {
 			if v, ok := x.Header("retry-after"); ok {

@@ -56,11 +56,13 @@ type h1conn struct {
 	resp h1.Response
 	rr   router.Request
 
-	// readAt is the monotonic reading taken as the request's head began to be read;
-	// ended the relay's at the response's end (zero: not relayed), which the request's
-	// statistics take as its end.
-	readAt, ended time.Time
-	hosts         forward.HostCache // the egress Host's backend, while it repeats
+	// readAt is the monotonic reading taken as the request's head began to be read.
+	// When relayed is set, dur is the request's duration from the record's start to the
+	// relay's reading at the response's end, which the statistics take.
+	readAt  time.Time
+	dur     time.Duration
+	relayed bool
+	hosts   forward.HostCache // the egress Host's backend, while it repeats
 
 	hdrs joinedHeaders // c.req as the router's header getter
 	// recHdrs is the record's view of the request as forwarded: c.req's fields and
@@ -447,7 +449,7 @@ func (c *h1conn) handle() bool {
 	if ct, ok := req.Get("content-type"); ok && len(ct) >= 16 && ct[:16] == "application/grpc" {
 		c.rr.GRPC = true
 	}
-	d := forward.ResolveCached(snap, c.env.Passthrough, c.kind, &c.rr, c.local, c.tc.Orig, rand.Uint64(), &c.hosts)
+	d := forward.ResolveCached(snap, c.env.Passthrough, c.kind, &c.rr, c.local, c.tc.Orig, c.fwd.Draw(), &c.hosts)
 	c.recordDecision(&d)
 	if d.Failed() || !c.env.Authorize(snap, &d, c.tc.Peer, &c.rr) {
 		return c.drainBodyThenReply(d.Status, d.Code, d.Msg)
@@ -777,7 +779,12 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 	}
 	flushErr := c.bw.Flush()
 	latency := time.Since(start)
-	c.ended = start.Add(latency) // the request's end too: observe reads no clock
+	// The request's end too: observe reads no clock. The final attempt started with the
+	// request unless an earlier one failed.
+	c.dur, c.relayed = latency, true
+	if start != c.rec.Start {
+		c.dur += start.Sub(c.rec.Start)
+	}
 	switch {
 	case resp.Close || untilClose || dechunk:
 		pool.Discard(u)
@@ -786,8 +793,8 @@ func (c *h1conn) relay(fl *forward.Flight, u *upstream.Conn) bool {
 	default:
 		// Kept for this downstream connection's next request: like a pooled one, a
 		// failure on it may be a stale keep-alive the server closed meanwhile.
+		// (LastUsed is not read before Pool.Put stamps it.)
 		u.Reused = true
-		u.LastUsed = c.ended // now, without reading the clock again
 		c.up = u
 	}
 	// The slot is freed after the connection is back in the pool: a request waiting for
@@ -846,10 +853,10 @@ func (c *h1conn) startRecord(snap *state.Snapshot) {
 			start = time.Now()
 		}
 		c.rec.Start, c.rec.Status, c.rec.Code, c.rec.Attempts = start, 0, "", 0
-		c.ended = time.Time{}
+		c.relayed = false
 		return
 	}
-	c.ended = time.Time{}
+	c.relayed = false
 	req := &c.req
 	c.rec = telemetry.Request{
 		Start: time.Now(), Listener: c.kind.String(), Protocol: req.Proto, Method: req.Method,
@@ -881,8 +888,8 @@ func (c *h1conn) recordDecision(d *forward.Decision) {
 // observe records the finished request in the statistics and hands its record to the
 // observers.
 func (c *h1conn) observe() {
-	if !c.ended.IsZero() {
-		forward.FinishAt(&c.rec, c.ended, c.env.ListenerStats(c.kind), c.routeStats, c.clusterStats, c.gatewayStats, c.span, c.obs)
+	if c.relayed {
+		forward.FinishAfter(&c.rec, c.dur, c.env.ListenerStats(c.kind), c.routeStats, c.clusterStats, c.gatewayStats, c.span, c.obs)
 	} else {
 		forward.Finish(&c.rec, c.env.ListenerStats(c.kind), c.routeStats, c.clusterStats, c.gatewayStats, c.span, c.obs)
 	}
