@@ -76,7 +76,9 @@ type Call struct {
 	Span telemetry.Span
 	// Start, when set, is the first attempt's start: a clock reading the front end took
 	// as the request began, a few microseconds earlier, which saves reading the clock
-	// again (issue 17). Zero: the attempt reads it.
+	// again (issue 17). Only for a request with nothing slow between that reading and
+	// Do (no request body read from the client meanwhile); Do drops it when it waited
+	// for a connection-pool slot. Zero: the attempt reads it.
 	Start time.Time
 }
 
@@ -111,14 +113,17 @@ func (f *Flight) End(info balancer.DoneInfo, blame bool) {
 // nothing unless the cluster has a breaker (one closure) or a retry sleeps (a timer).
 func Do(c *Call, x Exchanger) (Flight, error) {
 	cl := c.Decision.Cluster
-	if err := acquireSlot(cl, c.Ctx); err != nil {
+	waited, err := acquireSlot(cl, c.Ctx)
+	if err != nil {
 		return Flight{}, err
 	}
+	if waited {
+		// The front end's reading predates the wait: the first attempt's per-try
+		// timeout and latency count from when it starts, so it reads the clock.
+		c.Start = time.Time{}
+	}
 	br := cl.Breaker()
-	var (
-		f   Flight
-		err error
-	)
+	var f Flight
 	if br == nil {
 		f, err = attempts(c, x)
 	} else {
@@ -155,9 +160,11 @@ func outcome(status int, err error) resilience.Outcome {
 	return resilience.Success
 }
 
-func acquireSlot(cl *upstream.Cluster, ctx context.Context) error {
+// acquireSlot takes a connectionPool slot (a stream for HTTP/2 clusters); waited
+// reports that it had to wait for one.
+func acquireSlot(cl *upstream.Cluster, ctx context.Context) (waited bool, err error) {
 	if cl.HTTP2() {
-		return cl.AcquireStream()
+		return false, cl.AcquireStream()
 	}
 	if ctx == nil {
 		ctx = context.Background()

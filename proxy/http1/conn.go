@@ -79,6 +79,7 @@ type h1conn struct {
 		target     string
 		body       []byte // the request body kept for a replay (nil: none or streamed)
 		replayable bool   // the body can be sent again (none, or kept in body)
+		waitedBody bool   // keepBody read some of the body from the client
 		upgrade    bool
 		idle       time.Duration
 		sent       bool           // some of the request was written in the last attempt
@@ -506,7 +507,7 @@ var bodyPool = sync.Pool{New: func() any { b := make([]byte, forward.DefaultMaxR
 // to deliver the body (answered already).
 func (c *h1conn) keepBody() bool {
 	req := &c.req
-	c.x.body, c.x.replayable = nil, !req.HasBody()
+	c.x.body, c.x.replayable, c.x.waitedBody = nil, !req.HasBody(), false
 	if req.Chunked || req.ContentLength <= 0 {
 		return true
 	}
@@ -514,6 +515,7 @@ func (c *h1conn) keepBody() bool {
 		return true
 	}
 	n := int(req.ContentLength)
+	c.x.waitedBody = c.br.Buffered() < n
 	if n <= c.br.Size() {
 		b, err := c.br.Peek(n)
 		if err != nil {
@@ -559,10 +561,16 @@ func (c *h1conn) forward(d *forward.Decision, target string) bool {
 	c.x.target, c.x.idle, c.x.upgrade, c.x.sent, c.x.u = target, idle, req.Upgrade != "", false, nil
 	call.NoRetry = c.x.upgrade
 	call.Span = c.span
-	call.Start = c.rec.Start
 	c.aff.Apply(&call)
 	if !c.keepBody() {
 		return false
+	}
+	if !c.x.waitedBody {
+		// Nothing was read from the client since the head's reading (no body, one
+		// already buffered, or one the attempt streams): that reading stands for the
+		// first attempt's start. Waiting for a body to replay took the client's time,
+		// which must not count against the per-try timeout.
+		call.Start = c.rec.Start
 	}
 	defer c.putBody()
 	peeked := c.bodyBuf == nil && c.x.body != nil

@@ -237,22 +237,24 @@ func (c *Cluster) newRoundTripper() http.RoundTripper {
 	return &h1Transport{cl: c}
 }
 
-// acquireSlot enforces connectionPool.http: it returns at once when a slot is free,
+// AcquireSlot enforces connectionPool.http: it returns at once when a slot is free,
 // waits (bounded by ctx) when the pending queue has room, and fails with ErrOverflow
-// otherwise. release must be called exactly once after a nil error.
-func (c *Cluster) AcquireSlot(ctx context.Context) error {
+// otherwise. waited reports that it did not return at once (a clock reading taken
+// before the call is then stale). release must be called exactly once after a nil
+// error.
+func (c *Cluster) AcquireSlot(ctx context.Context) (waited bool, err error) {
 	if c.slots == nil {
-		return nil
+		return false, nil
 	}
 	select {
 	case c.slots <- struct{}{}:
-		return nil
+		return false, nil
 	default:
 	}
 	if c.pending.Add(1) > c.maxPending {
 		c.pending.Add(-1)
 		c.counters.OverflowMaxPendingRequests.Add(1)
-		return &Error{Kind: Overflow, Err: fmt.Errorf("cluster %s: maxConnections %d and maxPendingRequests %d reached: %w",
+		return false, &Error{Kind: Overflow, Err: fmt.Errorf("cluster %s: maxConnections %d and maxPendingRequests %d reached: %w",
 			c.ref.Name, cap(c.slots), c.maxPending, ErrOverflow), Limit: "maxPendingRequests"}
 	}
 	defer c.pending.Add(-1)
@@ -264,12 +266,12 @@ func (c *Cluster) AcquireSlot(ctx context.Context) error {
 	defer t.Stop()
 	select {
 	case c.slots <- struct{}{}:
-		return nil
+		return true, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return true, ctx.Err()
 	case <-t.C:
 		c.counters.OverflowMaxConnections.Add(1)
-		return &Error{Kind: Overflow, Err: fmt.Errorf("cluster %s: no connection slot within %v (maxConnections %d): %w",
+		return true, &Error{Kind: Overflow, Err: fmt.Errorf("cluster %s: no connection slot within %v (maxConnections %d): %w",
 			c.ref.Name, wait, cap(c.slots), ErrOverflow), Limit: "maxConnections"}
 	}
 }
