@@ -231,6 +231,8 @@ func TestUpstreamGoAwayMovesStreams(t *testing.T) {
 	const goAwayAfter = 10
 	var ignored atomic.Int64 // streams that arrived after a GOAWAY
 	var goAways atomic.Int64
+	var answeredMu sync.Mutex
+	answeredPaths := map[string]int{} // request path (unique per request) -> times answered
 	up := startRawH2(t, func(p *h2Peer, conn int) {
 		answered, gone := 0, false
 		for {
@@ -247,6 +249,9 @@ func TestUpstreamGoAwayMovesStreams(t *testing.T) {
 				continue
 			}
 			id := h.StreamID
+			answeredMu.Lock()
+			answeredPaths[h.PseudoValue("path")]++
+			answeredMu.Unlock()
 			if p.respond(id, fmt.Sprintf("conn %d stream %d", conn, id)) != nil {
 				return
 			}
@@ -276,7 +281,19 @@ func TestUpstreamGoAwayMovesStreams(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := up.Accepted()
+			answeredMu.Lock()
+			clear(answeredPaths)
+			answeredMu.Unlock()
 			failures, bodies := getAll(tc.client, "http://svc.t.local/", tc.n, tc.conc)
+			// A stream the upstream processed (at or below its GOAWAY's last stream id)
+			// is never sent again: each request's path was answered once.
+			answeredMu.Lock()
+			for path, n := range answeredPaths {
+				if n != 1 {
+					t.Errorf("upstream processed %s %d times", path, n)
+				}
+			}
+			answeredMu.Unlock()
 			for _, f := range failures {
 				t.Error(f)
 			}
