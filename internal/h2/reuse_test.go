@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestStreamReuseKeepsNothing: a connection reuses its finished streams (serverConn.free);
@@ -83,5 +84,48 @@ func TestStreamReuseKeepsNothing(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestKeepStreamIsNotReused: a stream whose handler called KeepStream (it left work
+// holding the stream's context) never serves a later request, while streams of other
+// requests are reused (the same context comes back).
+func TestKeepStreamIsNotReused(t *testing.T) {
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Keep") != "" {
+			w.(interface{ KeepStream() }).KeepStream()
+		}
+		w.Header().Set("X-Ctx", fmt.Sprintf("%p", r.Context()))
+		w.WriteHeader(http.StatusNoContent)
+	}), Limits{})
+	c := stdClient()
+	get := func(keep bool) string {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+		if keep {
+			req.Header.Set("X-Keep", "1")
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.Header.Get("X-Ctx")
+	}
+	seen := map[string]int{}
+	kept := map[string]bool{}
+	for i := range 60 {
+		p := get(i%6 == 0)
+		if kept[p] {
+			t.Fatalf("request %d got the stream (context %s) a KeepStream handler kept", i, p)
+		}
+		if i%6 == 0 {
+			kept[p] = true
+		}
+		seen[p]++
+		time.Sleep(time.Millisecond) // the finished stream is recycled before the next request
+	}
+	if len(seen) == 60 {
+		t.Fatal("no stream was reused in 60 sequential requests: the test shows nothing")
 	}
 }

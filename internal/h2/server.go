@@ -806,14 +806,15 @@ func (sc *serverConn) takeFree() *serverStream {
 }
 
 // recycle keeps ss for the reader's next stream when nothing can reach it any more: its
-// handler returned without a panic, the response ended cleanly, the stream left the
-// connection, it had no request body (a body's reader, such as an upstream body writer,
-// may outlive the handler), and no stall timer was armed for it. Its context is
+// handler returned without a panic and did not ask to keep it (KeepStream), the response
+// ended cleanly, the stream left the connection, it had no request body (a body's
+// reader, such as an upstream body writer, may outlive the handler), and no stall timer
+// was armed for it. Its context is
 // cancelled already (its children detached). A handler must not keep the request or
 // the ResponseWriter after it returns (net/http's contract).
 func (sc *serverConn) recycle(ss *serverStream) {
 	st := &ss.stream
-	if ss.req.Body != http.NoBody || !ss.rw.done || ss.rw.endErr != nil {
+	if ss.req.Body != http.NoBody || !ss.rw.done || ss.rw.endErr != nil || ss.rw.keep {
 		return
 	}
 	sc.mu.Lock()
@@ -927,6 +928,9 @@ type responseWriter struct {
 	buf         []byte
 	written     int64
 	endErr      error // the end's failure (finish), returned again instead of a second try
+	// keep: the handler asked that its stream not be reused (KeepStream): something it
+	// started may still reach the stream's context after it returns.
+	keep bool
 }
 
 func (w *responseWriter) Header() http.Header {
@@ -1084,6 +1088,12 @@ func (w *responseWriter) finish() error {
 // write nothing after it. A failure (the client gone) is the stream's: it is reset
 // when the handler returns, as it would have been then.
 func (w *responseWriter) EndResponse() error { return w.finish() }
+
+// KeepStream tells the server not to reuse the stream for a later request once the
+// handler returns: for a handler that leaves work behind holding the stream's context
+// (an upstream attempt it abandoned, whose transport may still ask the context for a
+// value or its deadline).
+func (w *responseWriter) KeepStream() { w.keep = true }
 
 func (w *responseWriter) release() {
 	if w.buf != nil {

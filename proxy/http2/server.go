@@ -214,6 +214,13 @@ func (s *Server) ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r 
 	pm := env.Mirrors.TakeRoundTrip(&d, r.Method, rr.Path, r.Host, hdr)
 	fl, err := forward.Do(&call, x)
 	rec.Attempts = call.Attempts
+	if call.Attempts > 1 || err != nil {
+		// An attempt abandoned on the way (a per-try timeout, a retry) may still run and
+		// hold the stream's context: the stream must not serve another request.
+		if k, ok := w.(streamKeeper); ok {
+			k.KeepStream()
+		}
+	}
 	if err != nil {
 		status, code := forward.Status(err)
 		if ce, ok := forward.AsClientError(err); ok {
@@ -261,6 +268,10 @@ type headerAdopter interface{ AdoptHeader(http.Header) bool }
 // headRetractor is a ResponseWriter that can drop a head that has not left yet
 // (internal/h2's).
 type headRetractor interface{ RetractHead() bool }
+
+// streamKeeper is a ResponseWriter whose stream the server may reuse after the handler
+// returns unless told not to (internal/h2's).
+type streamKeeper interface{ KeepStream() }
 
 // responseEnder is a ResponseWriter that can end its response before the handler
 // returns (internal/h2's).
