@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -91,9 +92,16 @@ func TestStreamReuseKeepsNothing(t *testing.T) {
 // holding the stream's context) never serves a later request, while streams of other
 // requests are reused (the same context comes back).
 func TestKeepStreamIsNotReused(t *testing.T) {
+	// The kept streams' contexts stay referenced here, so that the collector cannot free
+	// a kept stream and hand its address to a new one (which would look like reuse).
+	var keptMu sync.Mutex
+	var keptCtx []context.Context
 	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("X-Keep") != "" {
 			w.(interface{ KeepStream() }).KeepStream()
+			keptMu.Lock()
+			keptCtx = append(keptCtx, r.Context())
+			keptMu.Unlock()
 		}
 		w.Header().Set("X-Ctx", fmt.Sprintf("%p", r.Context()))
 		w.WriteHeader(http.StatusNoContent)
@@ -128,4 +136,9 @@ func TestKeepStreamIsNotReused(t *testing.T) {
 	if len(seen) == 60 {
 		t.Fatal("no stream was reused in 60 sequential requests: the test shows nothing")
 	}
+	keptMu.Lock()
+	if len(keptCtx) != 10 {
+		t.Errorf("%d kept streams, want 10", len(keptCtx))
+	}
+	keptMu.Unlock()
 }
