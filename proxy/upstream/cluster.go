@@ -439,8 +439,7 @@ func (p *Pool) DialNew(ctx context.Context) (*Conn, error) {
 	if u.Timer.Idle == 0 {
 		u.Timer.Idle = p.cl.streamIdle
 	}
-	u.BR = bufio.NewReaderSize(u, upstreamReadBuf)
-	u.BW = bufio.NewWriterSize(u, upstreamWriteBuf)
+	u.attachBuffers() // buffers an idle connection gave back, else new ones
 	return u, nil
 }
 
