@@ -118,6 +118,20 @@ func fastStructOf(t reflect.Type) (*fastStruct, bool) {
 
 var staticEndpointType = reflect.TypeFor[StaticEndpoint]()
 
+// colon passes a key's ':' with the blanks before it. YAML's implicit keys are one
+// line: a line break between a key and its colon, valid JSON, is a YAML error, so such
+// a document is the slow path's.
+func (p *fastParser) colon() bool {
+	for p.i < len(p.s) && (p.s[p.i] == ' ' || p.s[p.i] == '\t') {
+		p.i++
+	}
+	if p.i >= len(p.s) || p.s[p.i] != ':' {
+		return false
+	}
+	p.i++
+	return true
+}
+
 func (p *fastParser) ws() {
 	for p.i < len(p.s) {
 		switch p.s[p.i] {
@@ -341,11 +355,9 @@ func (p *fastParser) objectIn(v reflect.Value) bool {
 			return false
 		}
 		seen |= 1 << fi
-		p.ws()
-		if p.i >= len(p.s) || p.s[p.i] != ':' {
+		if !p.colon() {
 			return false
 		}
-		p.i++
 		if !p.value(v.FieldByIndex(fs.fields[fi].index)) {
 			return false
 		}
@@ -488,11 +500,9 @@ func (p *fastParser) skipValue(depth int) bool {
 				if _, ok := p.str(); !ok {
 					return false
 				}
-				p.ws()
-				if p.i >= len(p.s) || p.s[p.i] != ':' {
+				if !p.colon() {
 					return false
 				}
-				p.i++
 			}
 			if !p.skipValue(depth + 1) {
 				return false

@@ -89,6 +89,10 @@ var fastPathCases = []struct {
 	{"tab indented", "{\n\t\"mesh\": {\n\t\t\"meshName\": \"m\"\n\t}\n}\n", true},
 	{"crlf", "{\r\n  \"mesh\": {\"meshName\": \"m\"}\r\n}\r\n", true},
 	{"leading tab", "\t{\"mesh\": {\"meshName\": \"m\"}}", false},
+	{"blank before colon", "{\"mesh\" \t: {\"meshName\" : \"m\", \"metadata\": {\"a\"\t:1}}}", true},
+	// YAML's implicit keys are one line: valid JSON, a YAML error.
+	{"line break before colon", "{\"mesh\"\n:{}}", false},
+	{"line break before colon in metadata", "{\"mesh\": {\"meshName\": \"m\", \"metadata\": {\"a\" \r\n :1}}}", false},
 	{"bom", "\ufeff{\"mesh\": {\"meshName\": \"m\"}}", false},
 	// Lists past 16 elements are counted ahead (countAhead); the count is only a hint.
 	{"long list", `{"mesh": {"meshName": "m"}, "virtualNodes": [` + strings.TrimSuffix(strings.Repeat(`{"virtualNodeName": "a,]}", "spec": {"backends": [{"virtualService": {"virtualServiceName": "[s]"}}]}}, `, 40), ", ") + `]}`, true},
