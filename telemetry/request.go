@@ -61,7 +61,8 @@ type Request struct {
 
 // Observer receives each finished request, on the request's goroutine. Observe must be
 // quick and must not block: anything slow (writing a file) goes through a bounded queue
-// of its own.
+// of its own. It must not keep r (or what r's fields point to) after it returns: the
+// front ends reuse a finished request's record for the next one.
 type Observer interface {
 	Observe(r *Request)
 }

@@ -36,6 +36,12 @@ type Ctx struct {
 	hooks    [2]hook
 	more     []hook // hooks beyond the inline slots
 	nextID   uint32
+	// children: a Ctx was ever linked below this one (it may still ask it for a value
+	// or its deadline).
+	children bool
+	// quiet: see Reusable. Stored last by the cancel that ended c, so an owner that
+	// loads it true is ordered after everything that cancel (on any goroutine) did to c.
+	quiet atomic.Bool
 	// children: an intrusive doubly linked list, guarded by mu.
 	first *Ctx
 	// prev/next link this Ctx into its parent's children; guarded by the parent's mu.
@@ -75,6 +81,7 @@ func (c *Ctx) Init(parent context.Context) {
 			return
 		}
 		c.up.Store(p)
+		p.children = true
 		c.next = p.first
 		if p.first != nil {
 			p.first.prev = c
@@ -130,9 +137,9 @@ func (c *Ctx) cancel(err error, detach bool) {
 	} else {
 		close(c.done)
 	}
-	if c.timer != nil {
-		c.timer.Stop()
-	}
+	// Reusable's conditions that hold under mu: the deadline's timer stopped before it
+	// fired, no hook left to run (each user removed its own), no Ctx ever below.
+	quiet := (c.timer == nil || c.timer.Stop()) && c.hooks[0].id == 0 && c.hooks[1].id == 0 && len(c.more) == 0 && !c.children
 	hooks := c.hooks
 	c.hooks = [2]hook{}
 	more := c.more
@@ -164,16 +171,48 @@ func (c *Ctx) cancel(err error, detach bool) {
 	for _, h := range more {
 		h.f()
 	}
-	if detach {
-		c.detach()
+	if detach && !c.detach() {
+		quiet = false
+	}
+	if quiet {
+		// Nothing below touches c: a parent's cancel walk that called this is done
+		// with it once this returns.
+		c.quiet.Store(true)
 	}
 }
 
+// Reusable reports, after its owner's Cancel, whether nothing but the owner can reach c
+// any more, so that its memory may serve another request: the cancel that ended it
+// (the owner's, or its parent's, which is then over) stopped its deadline's timer
+// before it fired, found every hook removed by whoever added it, and no Ctx was ever
+// linked below it; and c left its parent cleanly (an owner's Cancel that a parent's
+// cancel walk did not overtake; a foreign parent's AfterFunc stopped before it ran).
+// An owner that cancelled nothing (ended by the deadline, or an earlier cancel still
+// under way on another goroutine) sees false.
+func (c *Ctx) Reusable() bool { return c.quiet.Load() }
+
+// HookSeq is the last hook id c gave out. A reused Ctx (its memory zeroed for another
+// request) continues from it (ContinueHookSeq), so that a stale Unhook of an id from
+// the earlier use cannot remove a new hook.
+func (c *Ctx) HookSeq() uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nextID
+}
+
+// ContinueHookSeq makes a zeroed c give out ids after seq. Call it before Init.
+func (c *Ctx) ContinueHookSeq(seq uint32) { c.nextID = seq }
+
 // detach removes c from its parent's children (or stops the watch of a foreign parent).
-func (c *Ctx) detach() {
+func (c *Ctx) detach() (left bool) {
+	left = true
+	if _, below := c.parent.(*Ctx); below && c.up.Load() == nil {
+		left = false // the parent's cancel took c off its list and may still reach it
+	}
 	if p := c.up.Load(); p != nil {
 		p.mu.Lock()
-		if c.up.Load() == p { // not already taken by the parent's cancel
+		left = c.up.Load() == p
+		if left { // not already taken by the parent's cancel
 			if c.prev != nil {
 				c.prev.next = c.next
 			} else if p.first == c {
@@ -187,9 +226,10 @@ func (c *Ctx) detach() {
 		}
 		p.mu.Unlock()
 	}
-	if c.stopUp != nil {
-		c.stopUp()
+	if c.stopUp != nil && !c.stopUp() {
+		left = false // the foreign parent's AfterFunc ran or is running
 	}
+	return left
 }
 
 // Hook registers f to run once when the Ctx ends (at once, on this goroutine, when it

@@ -185,3 +185,114 @@ func TestAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per stream + attempt, want 0", n)
 	}
 }
+
+// TestReusable: a Ctx's memory may serve another request only when no one but its owner
+// can reach it after the cancel that ended it.
+func TestReusable(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(c *Ctx) // ends c as the case says
+		want bool
+	}{
+		{"owner's cancel below a Ctx", func(c *Ctx) { c.Init(New(nil)); c.Cancel() }, true},
+		{"owner's cancel below Background", func(c *Ctx) { c.Init(context.Background()); c.Cancel() }, true},
+		{"owner's cancel below a foreign parent", func(c *Ctx) {
+			p, stop := context.WithCancel(context.Background())
+			t.Cleanup(stop)
+			c.Init(p)
+			c.Cancel()
+		}, true},
+		{"parent's cancel, over", func(c *Ctx) { p := New(nil); c.Init(p); p.Cancel(); c.Cancel() }, true},
+		{"parent cancelled before Init", func(c *Ctx) { p := New(nil); p.Cancel(); c.Init(p); c.Cancel() }, true},
+		{"a hook removed", func(c *Ctx) { c.Init(New(nil)); c.Unhook(c.Hook(func() {})); c.Cancel() }, true},
+		{"a hook left to run", func(c *Ctx) { c.Init(New(nil)); c.Hook(func() {}); c.Cancel() }, false},
+		{"a third hook left to run", func(c *Ctx) {
+			c.Init(New(nil))
+			for range 3 {
+				c.Hook(func() {})
+			}
+			c.Unhook(1)
+			c.Unhook(2)
+			c.Cancel()
+		}, false},
+		{"a child", func(c *Ctx) { c.Init(New(nil)); ch := New(c); ch.Cancel(); c.Cancel() }, false},
+		{"a context derived by package context", func(c *Ctx) {
+			c.Init(New(nil))
+			_, stop := context.WithCancel(c)
+			stop()
+			c.Cancel()
+		}, true},
+		{"a context derived and left", func(c *Ctx) {
+			c.Init(New(nil))
+			_, stop := context.WithCancel(c)
+			t.Cleanup(stop)
+			c.Cancel()
+		}, false},
+		{"deadline not reached", func(c *Ctx) { c.Init(New(nil)); c.SetDeadline(time.Now().Add(time.Hour)); c.Cancel() }, true},
+		{"deadline passed", func(c *Ctx) {
+			c.Init(New(nil))
+			c.SetDeadline(time.Now().Add(time.Millisecond))
+			<-c.Done()
+			c.Cancel()
+		}, false},
+		{"not cancelled", func(c *Ctx) { c.Init(New(nil)) }, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Ctx{}
+			tc.run(c)
+			if got := c.Reusable(); got != tc.want {
+				t.Fatalf("Reusable() = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestReusableParentRace: a parent's cancel walk on another goroutine and the owner's
+// Cancel race; whichever wins, an owner that sees Reusable may reuse the memory with
+// the walk over (the race detector checks the zeroing below against the walk).
+func TestReusableParentRace(t *testing.T) {
+	reused := 0
+	for range 2000 {
+		p := New(nil)
+		c := &Ctx{}
+		c.Init(p)
+		go p.Cancel()
+		c.Cancel()
+		if c.Reusable() {
+			seq := c.HookSeq()
+			*c = Ctx{}
+			c.ContinueHookSeq(seq)
+			c.Init(New(nil))
+			reused++
+		}
+	}
+	t.Logf("%d of 2000 reusable", reused)
+}
+
+// TestContinueHookSeq: an id handed out before a reuse cannot remove a hook added after.
+func TestContinueHookSeq(t *testing.T) {
+	c := New(nil)
+	old := c.Hook(func() {})
+	c.Unhook(old)
+	c.Cancel()
+	if !c.Reusable() {
+		t.Fatal("not reusable")
+	}
+	seq := c.HookSeq()
+	*c = Ctx{}
+	c.ContinueHookSeq(seq)
+	c.Init(New(nil))
+	ran := false
+	id := c.Hook(func() { ran = true })
+	if id == old {
+		t.Fatalf("the reused Ctx gave out id %d again", id)
+	}
+	if c.Unhook(old) {
+		t.Fatal("a stale id removed a new hook")
+	}
+	c.Cancel()
+	if !ran {
+		t.Fatal("the new hook did not run")
+	}
+}

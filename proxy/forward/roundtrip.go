@@ -60,6 +60,10 @@ type RoundTrip struct {
 	// actx0 is the first attempt's context; a retry's is new, as an abandoned attempt's
 	// transport may still hold it.
 	actx0 reqctx.Ctx
+	// closes counts Close calls; quiet: the first one found nothing but the owner able
+	// to reach the RoundTrip any more (Recycle).
+	closes uint8
+	quiet  bool
 }
 
 // deadlineSlack is how close to an attempt's deadline a failure counts as the deadline.
@@ -288,13 +292,36 @@ func (r *RoundTrip) Close() {
 		_ = r.resp.Body.Close()
 		r.resp = nil
 	}
+	ctxQuiet := false
 	if r.cancel != nil {
 		r.cancel.Cancel()
+		ctxQuiet = r.cancel == &r.actx0 && r.actx0.Reusable()
 		r.cancel = nil
 	}
+	watchQuiet := true
 	if r.watch != nil {
-		r.watch.release()
+		watchQuiet = r.watch.release()
 	}
+	r.closes++
+	r.quiet = r.closes == 1 && ctxQuiet && watchQuiet
+}
+
+// Recycle zeroes r for another request when nothing but its owner can reach it any more,
+// and reports whether it did; the owner then puts r's memory (or the object holding it)
+// back in its pool. That holds after Close on the clean path only: one attempt, on r's
+// own request (InitOut), without a request body (an HTTP/1.1 body writer may outlive
+// the exchange), to an HTTP/1.1 upstream (meshd's HTTP/1.1 transport lets go of the
+// request and the attempt's context when the body ends; an HTTP/2 stream's reader may
+// still hold them), an attempt context that Close found quiet (reqctx.Ctx.Reusable) and
+// an idle watch whose timer never fired. Anything else is left to the collector.
+func (r *RoundTrip) Recycle() bool {
+	if !r.quiet || r.attempts != 1 || r.Out != &r.out0 || r.rb != nil || r.Cluster == nil || r.Cluster.HTTP2() {
+		return false
+	}
+	seq := r.actx0.HookSeq()
+	*r = RoundTrip{}
+	r.actx0.ContinueHookSeq(seq)
+	return true
 }
 
 // OutRequest builds the upstream request of a net/http path: pathQuery split into the
@@ -467,6 +494,9 @@ type idleWatch struct {
 	phase   uint8
 	stalled bool // fired while waiting for a head (of generation gen)
 	fired   bool // fired during the body
+	// calls: the timer called fire at least once (such a call may still be under way
+	// when the watch is released, so its memory is not reused: RoundTrip.Recycle).
+	calls bool
 }
 
 const (
@@ -500,6 +530,7 @@ func (w *idleWatch) arm(phase uint8, cancel *reqctx.Ctx) uint64 {
 
 func (w *idleWatch) fire() {
 	w.mu.Lock()
+	w.calls = true
 	if w.phase == watchOff {
 		w.running = false
 		w.mu.Unlock()
@@ -564,20 +595,22 @@ func (w *idleWatch) stop() {
 }
 
 // release stops the watch for good and gives its timer back to the pool (RoundTrip.Close:
-// nothing arms it again).
-func (w *idleWatch) release() {
+// nothing arms it again). quiet reports that this call stopped a timer that never
+// called fire, so no call of it can be under way: the watch's memory may be reused.
+func (w *idleWatch) release() (quiet bool) {
 	w.mu.Lock()
 	w.phase = watchOff
 	b := w.timer
 	w.timer = nil
 	if w.running {
-		b.t.Stop()
+		quiet = b.t.Stop() && !w.calls
 		w.running = false
 	}
 	w.mu.Unlock()
 	if b != nil {
 		watchTimers.Put(b)
 	}
+	return quiet
 }
 
 // watchTimer is an idle watch's timer, pooled: a time.AfterFunc per request (the timer

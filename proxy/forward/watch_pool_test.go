@@ -63,3 +63,33 @@ func TestIdleWatchPooledTimer(t *testing.T) {
 	second.release()
 	second.release()
 }
+
+// TestIdleWatchReleaseQuiet: release says the watch's memory may be reused only when it
+// stopped a timer that never called fire (a call may be under way past the stop).
+func TestIdleWatchReleaseQuiet(t *testing.T) {
+	w := &idleWatch{idle: time.Hour}
+	w.arm(watchHead, reqctx.New(context.Background()))
+	w.endHead(w.gen)
+	w.arm(watchBody, reqctx.New(context.Background()))
+	if !w.release() {
+		t.Fatal("a timer stopped before it fired: release not quiet")
+	}
+
+	w = &idleWatch{idle: time.Hour}
+	w.arm(watchBody, reqctx.New(context.Background()))
+	w.timer.fire() // a call, as a fire that found the body active and slept again
+	if w.release() {
+		t.Fatal("a watch whose timer called fire: release quiet")
+	}
+
+	w = &idleWatch{idle: time.Millisecond}
+	c := reqctx.New(context.Background())
+	w.arm(watchBody, c)
+	<-c.Done() // the idle timeout fired
+	if w.release() {
+		t.Fatal("a watch that fired: release quiet")
+	}
+	if w.release() {
+		t.Fatal("a second release: quiet")
+	}
+}
