@@ -67,6 +67,13 @@ type requester interface {
 	close()
 }
 
+// connector is a requester that can open its connection ahead of its first request
+// (Run opens every connection before the clock starts). A failure is not kept: the
+// first request dials again and records it.
+type connector interface {
+	connect(ctx context.Context, deadline time.Time) error
+}
+
 // streamPeaker is a requester on a connection shared by several slots; it reports
 // the most requests that were in flight on that connection at once.
 type streamPeaker interface {
@@ -217,6 +224,19 @@ func (r *h1Requester) attach(src io.Reader) {
 	r.br.Reset(src)
 }
 
+func (r *h1Requester) connect(ctx context.Context, deadline time.Time) error {
+	if r.conn != nil {
+		return nil
+	}
+	c, err := dialTarget(ctx, r.t, "http/1.1", deadline)
+	if err != nil {
+		return err
+	}
+	r.conn = c
+	r.attach(c)
+	return nil
+}
+
 func (r *h1Requester) do(ctx context.Context, deadline time.Time) (int, error) {
 	if r.conn == nil {
 		c, err := dialTarget(ctx, r.t, "http/1.1", deadline)
@@ -342,6 +362,20 @@ func (r *h2Requester) close() {
 		r.cc = nil
 	}
 	r.tr.CloseIdleConnections()
+}
+
+func (r *h2Requester) connect(ctx context.Context, deadline time.Time) error {
+	if r.cc != nil {
+		return nil
+	}
+	rctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	cc, err := r.tr.NewClientConn(rctx, r.t.scheme(), r.t.addr)
+	if err != nil {
+		return err
+	}
+	r.cc = cc
+	return nil
 }
 
 func (r *h2Requester) do(ctx context.Context, deadline time.Time) (int, error) {

@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -135,6 +136,29 @@ func (s *grpcSlot) close() {
 }
 
 func (s *grpcSlot) peakStreams() int { return int(s.g.peak.Load()) }
+
+// connect makes the shared ClientConn and waits until it is ready (its slots all wait
+// on the same one).
+func (s *grpcSlot) connect(ctx context.Context, deadline time.Time) error {
+	cc, err := s.g.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	for {
+		st := cc.GetState()
+		if st == connectivity.Ready {
+			return nil
+		}
+		if st == connectivity.Idle {
+			cc.Connect()
+		}
+		if !cc.WaitForStateChange(ctx, st) {
+			return fmt.Errorf("gRPC connection to %s: %w (state %s)", s.g.t.addr, ctx.Err(), st)
+		}
+	}
+}
 
 // do makes one unary call. Its status is the gRPC status code: 0 (OK) on success;
 // any other code is an error of kind grpc_<CODE>.

@@ -146,6 +146,13 @@ func (s *muxSlot) close() {
 
 func (s *muxSlot) peakStreams() int { return s.m.peakStreams() }
 
+// connect opens the shared connection (once for all its slots: conn dials only when
+// there is none).
+func (s *muxSlot) connect(ctx context.Context, deadline time.Time) error {
+	_, err := s.m.conn(ctx, deadline)
+	return err
+}
+
 // do sends one request on the shared connection and waits for its response. A
 // stream the server did not process (GOAWAY, REFUSED_STREAM) is sent again on a new
 // connection within the same deadline, as an HTTP/2 client would.

@@ -316,3 +316,53 @@ func BenchmarkH1Request(b *testing.B) {
 		}
 	}
 }
+
+// slowConnectRequester takes dial (virtual time) to connect, then serves in svc.
+type slowConnectRequester struct {
+	dial, svc time.Duration
+	connected bool
+}
+
+func (r *slowConnectRequester) connect(context.Context, time.Time) error {
+	time.Sleep(r.dial)
+	r.connected = true
+	return nil
+}
+
+func (r *slowConnectRequester) do(context.Context, time.Time) (int, error) {
+	if !r.connected {
+		time.Sleep(r.dial) // a requester dials on its first request when not connected
+		r.connected = true
+	}
+	time.Sleep(r.svc)
+	return 200, nil
+}
+func (*slowConnectRequester) close() {}
+
+// TestConnectBeforeClock: connections that take most of a phase to come up (a loaded
+// machine's handshakes) are opened before the phase's clock starts, so the phase
+// measures requests: a 100 ms closed-loop phase over connections taking 90 ms to open
+// serves 100 ms of requests, and its measurement window starts after the dials.
+func TestConnectBeforeClock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var start time.Time
+		spec := LoadSpec{Addr: "fake", Connections: 4, Duration: 100 * time.Millisecond,
+			newRequester: func() requester { return &slowConnectRequester{dial: 90 * time.Millisecond, svc: time.Millisecond} },
+			AtMeasure: func(s bool) {
+				if s {
+					start = time.Now()
+				}
+			}}
+		t0 := time.Now()
+		res, err := Run(t.Context(), spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := start.Sub(t0); got != 90*time.Millisecond {
+			t.Errorf("the window started %v after Run began, want 90ms (after the dials)", got)
+		}
+		if n := res.Responses(); n != 4*100 {
+			t.Errorf("%d responses, want 400 (4 connections × 100 ms ÷ 1 ms)", n)
+		}
+	})
+}
