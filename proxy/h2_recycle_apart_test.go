@@ -20,10 +20,19 @@ import (
 // own path, fields and body, and get their own answer. Run under -race: a recycled
 // object still reached by an abandoned attempt or a timer is a reported race.
 func TestH2RecycleKeepsRequestsApart(t *testing.T) {
+	t.Run("h1-upstream", func(t *testing.T) { recycleApart(t, "") })
+	t.Run("h2-upstream", func(t *testing.T) { recycleApart(t, "http2") })
+}
+
+func recycleApart(t *testing.T, proto string) {
 	var mu sync.Mutex
 	seen := map[string]int{}
 	echo := echoHandler("up")
-	up := testutil.StartHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	start, route := func(t testing.TB, h http.Handler) *testutil.Upstream { return testutil.StartHTTP(t, h) }, "httpRoute"
+	if proto == "http2" {
+		start, route = testutil.StartH2C, "http2Route"
+	}
+	up := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		seen[r.URL.Path]++
 		n := seen[r.URL.Path]
@@ -41,8 +50,8 @@ func TestH2RecycleKeepsRequestsApart(t *testing.T) {
 		}
 		echo.ServeHTTP(w, r)
 	}))
-	srv, _ := meshDef{services: []svcDef{{name: "up.t.local", node: "up", port: up.Port, routes: []string{
-		`{httpRoute: {match: {prefix: /}, action: {weightedTargets: [{virtualNode: up, weight: 1}]},
+	srv, _ := meshDef{services: []svcDef{{name: "up.t.local", node: "up", port: up.Port, proto: proto, routes: []string{
+		`{` + route + `: {match: {prefix: /}, action: {weightedTargets: [{virtualNode: up, weight: 1}]},
 		  retryPolicy: {maxRetries: 2, perRetryTimeout: {unit: ms, value: 150}, httpRetryEvents: [server-error, gateway-error]}}}`}}}}.start(t)
 	client := testutil.H2CClient(t, srv.EgressAddr())
 

@@ -309,13 +309,14 @@ func (r *RoundTrip) Close() {
 // Recycle zeroes r for another request when nothing but its owner can reach it any more,
 // and reports whether it did; the owner then puts r's memory (or the object holding it)
 // back in its pool. That holds after Close on the clean path only: one attempt, on r's
-// own request (InitOut), without a request body (an HTTP/1.1 body writer may outlive
-// the exchange), to an HTTP/1.1 upstream (meshd's HTTP/1.1 transport lets go of the
-// request and the attempt's context when the body ends; an HTTP/2 stream's reader may
-// still hold them), an attempt context that Close found quiet (reqctx.Ctx.Reusable) and
-// an idle watch whose timer never fired. Anything else is left to the collector.
+// own request (InitOut), without a request body (a body writer may outlive the
+// exchange), an attempt context that Close found quiet (reqctx.Ctx.Reusable: meshd's
+// transports remove their hook when they are done with the exchange, the HTTP/1.1 one
+// when the body ends, the HTTP/2 one when its reader removes the stream, and read the
+// request only before its response head) and an idle watch whose timer never fired.
+// Anything else is left to the collector.
 func (r *RoundTrip) Recycle() bool {
-	if !r.quiet || r.attempts != 1 || r.Out != &r.out0 || r.rb != nil || r.Cluster == nil || r.Cluster.HTTP2() {
+	if !r.quiet || r.attempts != 1 || r.Out != &r.out0 || r.rb != nil {
 		return false
 	}
 	seq := r.actx0.HookSeq()
