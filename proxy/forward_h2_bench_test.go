@@ -30,6 +30,17 @@ func appendString(b []byte, s string) []byte {
 // rawH2Upstream answers every request (HEADERS with END_STREAM) with a pre-encoded
 // 200 and a 63-byte body, allocating nothing per request and keeping no HPACK state.
 func rawH2Upstream(tb testing.TB) (addr string, stop func()) {
+	return rawH2Peer(tb, false)
+}
+
+// rawGRPCUpstream answers every gRPC call (its request ends with a DATA frame) as a
+// gRPC server does: a pre-encoded head, one 10-byte message, and trailers carrying
+// grpc-status 0.
+func rawGRPCUpstream(tb testing.TB) (addr string, stop func()) {
+	return rawH2Peer(tb, true)
+}
+
+func rawH2Peer(tb testing.TB, grpc bool) (addr string, stop func()) {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -37,6 +48,11 @@ func rawH2Upstream(tb testing.TB) (addr string, stop func()) {
 	}
 	head := literalBlock(":status", "200", "content-type", "text/plain", "content-length", "63")
 	body := bytes.Repeat([]byte("x"), 63)
+	trailers := literalBlock("grpc-status", "0")
+	if grpc {
+		head = literalBlock(":status", "200", "content-type", "application/grpc")
+		body = append([]byte{0, 0, 0, 0, 10}, bytes.Repeat([]byte("y"), 10)...)
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -79,9 +95,14 @@ func rawH2Upstream(tb testing.TB) (addr string, stop func()) {
 							_ = fr.WriteWindowUpdate(0, recv)
 							recv = 0
 						}
+						if grpc && rf.flags&0x1 != 0 {
+							_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: rf.stream, BlockFragment: head, EndHeaders: true})
+							_ = fr.WriteData(rf.stream, false, body)
+							_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: rf.stream, BlockFragment: trailers, EndHeaders: true, EndStream: true})
+						}
 					case http2.FrameHeaders:
 						// The pre-encoded blocks of meshd's requests fit one frame; END_STREAM:
-						if rf.flags&0x1 != 0 {
+						if !grpc && rf.flags&0x1 != 0 {
 							_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: rf.stream, BlockFragment: head, EndHeaders: true})
 							_ = fr.WriteData(rf.stream, true, body)
 						}
@@ -164,11 +185,40 @@ func BenchmarkForwardH2C(b *testing.B) {
 	}
 }
 
+// BenchmarkForwardGRPC measures unary gRPC calls (a 10-byte message each way, trailers)
+// relayed by meshd's egress listener to an h2c gRPC upstream, one call at a time on
+// one client connection. Client and upstream allocate nothing per call.
+func BenchmarkForwardGRPC(b *testing.B) {
+	addr, stop := rawGRPCUpstream(b)
+	defer stop()
+	s := benchServerProto(b, addr, "grpc", Options{})
+	defer s.Shutdown(context.Background())
+	call := rawGRPCClient(b, s.EgressAddr())
+	for range 100 {
+		call()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		call()
+	}
+}
+
+// rawGRPCClient is rawH2CClient for unary gRPC calls: HEADERS, then one DATA frame with
+// a 10-byte message and END_STREAM; the call ends with the trailers' HEADERS.
+func rawGRPCClient(tb testing.TB, addr string) func() {
+	return rawH2Client(tb, addr, true)
+}
+
 // rawH2CClient opens an h2c connection to addr with x/net's Framer and returns a
 // function that sends one bodyless GET and reads its response to the end: the
 // lightest client there is, so what a benchmark or an allocation count measures is
 // meshd (and the raw upstream).
 func rawH2CClient(tb testing.TB, addr string) func() {
+	return rawH2Client(tb, addr, false)
+}
+
+func rawH2Client(tb testing.TB, addr string, grpc bool) func() {
 	tb.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -184,12 +234,22 @@ func rawH2CClient(tb testing.TB, addr string) func() {
 	_ = fr.WriteSettings()
 	_ = fr.WriteWindowUpdate(0, 1<<30)
 	req := literalBlock(":method", "GET", ":scheme", "http", ":authority", "upstream.bench.local", ":path", "/bench", "user-agent", "bench")
+	msg := append([]byte{0, 0, 0, 0, 10}, bytes.Repeat([]byte("m"), 10)...)
+	if grpc {
+		req = literalBlock(":method", "POST", ":scheme", "http", ":authority", "upstream.bench.local", ":path", "/bench.Svc/Unary",
+			"content-type", "application/grpc", "te", "trailers", "user-agent", "bench")
+	}
 	var id uint32 = 1
 	var recv uint32
 	var rf rawFrame
 	roundTrip := func() {
-		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: req, EndStream: true, EndHeaders: true}); err != nil {
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: req, EndStream: !grpc, EndHeaders: true}); err != nil {
 			tb.Fatal(err)
+		}
+		if grpc {
+			if err := fr.WriteData(id, true, msg); err != nil {
+				tb.Fatal(err)
+			}
 		}
 		for {
 			if err := rf.read(br); err != nil {
@@ -214,7 +274,16 @@ func rawH2CClient(tb testing.TB, addr string) func() {
 				}
 			case http2.FrameHeaders:
 				if rf.flags&0x1 != 0 && rf.stream == id {
-					tb.Fatalf("response without body")
+					if !grpc {
+						tb.Fatalf("response without body")
+					}
+					// The trailers end the call.
+					if recv > 1<<20 {
+						_ = fr.WriteWindowUpdate(0, recv)
+						recv = 0
+					}
+					id += 2
+					return
 				}
 			}
 		}

@@ -142,3 +142,64 @@ func TestKeepStreamIsNotReused(t *testing.T) {
 	}
 	keptMu.Unlock()
 }
+
+// TestReleaseBodyReusesStream: a stream whose request had a body is reused only when its
+// handler released the body (nothing reads it any more); each request on a reused stream
+// reads its own body.
+func TestReleaseBodyReusesStream(t *testing.T) {
+	var keptMu sync.Mutex
+	var keptCtx []context.Context // the unreleased streams' contexts, kept from the collector
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.Header.Get("X-Release") != "" {
+			w.(interface{ ReleaseBody() }).ReleaseBody()
+		} else {
+			keptMu.Lock()
+			keptCtx = append(keptCtx, r.Context())
+			keptMu.Unlock()
+		}
+		w.Header().Set("X-Ctx", fmt.Sprintf("%p", r.Context()))
+		_, _ = w.Write(b)
+	}), Limits{})
+	c := stdClient()
+	post := func(i int, release bool) string {
+		t.Helper()
+		body := fmt.Sprintf("body-%d", i)
+		req, _ := http.NewRequest("POST", "http://"+addr+"/", strings.NewReader(body))
+		if release {
+			req.Header.Set("X-Release", "1")
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(got) != body {
+			t.Fatalf("request %d read %q, want %q", i, got, body)
+		}
+		return resp.Header.Get("X-Ctx")
+	}
+	released := map[string]int{}
+	unreleased := map[string]bool{}
+	for i := range 60 {
+		p := post(i, i%3 != 0)
+		if unreleased[p] {
+			t.Fatalf("request %d got the stream (context %s) of a request whose body was not released", i, p)
+		}
+		if i%3 == 0 {
+			unreleased[p] = true
+		} else {
+			released[p]++
+		}
+		time.Sleep(time.Millisecond) // the finished stream is recycled before the next request
+	}
+	if len(released) == 40 {
+		t.Fatal("no stream of a released body was reused in 40 requests")
+	}
+	keptMu.Lock()
+	defer keptMu.Unlock()
+	if len(keptCtx) != 20 {
+		t.Errorf("%d unreleased streams, want 20", len(keptCtx))
+	}
+}

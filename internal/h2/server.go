@@ -807,14 +807,14 @@ func (sc *serverConn) takeFree() *serverStream {
 
 // recycle keeps ss for the reader's next stream when nothing can reach it any more: its
 // handler returned without a panic and did not ask to keep it (KeepStream), the response
-// ended cleanly, the stream left the connection, it had no request body (a body's
-// reader, such as an upstream body writer, may outlive the handler), and no stall timer
-// was armed for it. Its context is
+// ended cleanly, the stream left the connection, it had no request body or the handler
+// released it (ReleaseBody: a body's reader, such as an upstream body writer, may
+// otherwise outlive the handler), and no stall timer was armed for it. Its context is
 // cancelled already (its children detached). A handler must not keep the request or
 // the ResponseWriter after it returns (net/http's contract).
 func (sc *serverConn) recycle(ss *serverStream) {
 	st := &ss.stream
-	if ss.req.Body != http.NoBody || !ss.rw.done || ss.rw.endErr != nil || ss.rw.keep {
+	if (ss.req.Body != http.NoBody && !ss.rw.bodyFree) || !ss.rw.done || ss.rw.endErr != nil || ss.rw.keep {
 		return
 	}
 	sc.mu.Lock()
@@ -931,6 +931,8 @@ type responseWriter struct {
 	// keep: the handler asked that its stream not be reused (KeepStream): something it
 	// started may still reach the stream's context after it returns.
 	keep bool
+	// bodyFree: the handler said nothing reads the request body any more (ReleaseBody).
+	bodyFree bool
 }
 
 func (w *responseWriter) Header() http.Header {
@@ -1094,6 +1096,13 @@ func (w *responseWriter) EndResponse() error { return w.finish() }
 // (an upstream attempt it abandoned, whose transport may still ask the context for a
 // value or its deadline).
 func (w *responseWriter) KeepStream() { w.keep = true }
+
+// ReleaseBody tells the server that nothing reads the request body any more: the
+// handler's readers of it, on any goroutine (an upstream body writer), are done and will
+// not read it again. A stream whose request had a body may then be reused like a
+// bodyless one. Without it such a stream is left to the collector, since a reader that
+// outlives the handler would read the next request's body.
+func (w *responseWriter) ReleaseBody() { w.bodyFree = true }
 
 func (w *responseWriter) release() {
 	if w.buf != nil {

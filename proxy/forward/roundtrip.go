@@ -64,6 +64,8 @@ type RoundTrip struct {
 	// to reach the RoundTrip any more (Recycle).
 	closes uint8
 	quiet  bool
+	// direct: the final attempt went through meshd's own transport (ContextRoundTripper).
+	direct bool
 }
 
 // deadlineSlack is how close to an attempt's deadline a failure counts as the deadline.
@@ -172,6 +174,7 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 		*u = *r.Out.URL
 	}
 	r.attempts++
+	r.direct = direct
 	u.Host = res.Endpoint.Address
 	req.URL = u
 	if r.rb != nil {
@@ -309,14 +312,17 @@ func (r *RoundTrip) Close() {
 // Recycle zeroes r for another request when nothing but its owner can reach it any more,
 // and reports whether it did; the owner then puts r's memory (or the object holding it)
 // back in its pool. That holds after Close on the clean path only: one attempt, on r's
-// own request (InitOut), without a request body (a body writer may outlive the
-// exchange), an attempt context that Close found quiet (reqctx.Ctx.Reusable: meshd's
-// transports remove their hook when they are done with the exchange, the HTTP/1.1 one
-// when the body ends, the HTTP/2 one when its reader removes the stream, and read the
-// request only before its response head) and an idle watch whose timer never fired.
-// Anything else is left to the collector.
+// own request (InitOut), through meshd's own transport; an attempt context that Close
+// found quiet (reqctx.Ctx.Reusable: the transports remove their hook when they are done
+// with the exchange, the HTTP/1.1 one when the body ends, the HTTP/2 one when its
+// reader removes the stream, and read the request's head fields only before the
+// response head); a request body, if any, whose every attempt body the transport
+// closed (its body writer's last use of the request: a writer still running may
+// outlive the exchange); and an idle watch whose timer never fired. Anything else is
+// left to the collector.
 func (r *RoundTrip) Recycle() bool {
-	if !r.quiet || r.attempts != 1 || r.Out != &r.out0 || r.rb != nil {
+	if !r.quiet || r.attempts != 1 || r.Out != &r.out0 || !r.direct ||
+		(r.rb != nil && r.rb.opened.Load() != r.rb.closed.Load()) {
 		return false
 	}
 	seq := r.actx0.HookSeq()
@@ -383,6 +389,9 @@ type replayBody struct {
 	overflow bool  // more than limit bytes were read: no replay
 	srcErr   error // src's sticky end (io.EOF) or failure
 	gen      int
+	// opened and closed count the attempt bodies handed out and closed: when they are
+	// equal, no transport is reading one any more (RoundTrip.Recycle).
+	opened, closed atomic.Int32
 }
 
 var errStaleAttempt = errors.New("request body: superseded by a retry")
@@ -402,13 +411,15 @@ func (rb *replayBody) attempt() io.ReadCloser {
 	rb.mu.Lock()
 	defer rb.mu.Unlock()
 	rb.gen++
+	rb.opened.Add(1)
 	return &attemptBody{rb: rb, gen: rb.gen}
 }
 
 type attemptBody struct {
-	rb  *replayBody
-	gen int
-	off int
+	rb     *replayBody
+	gen    int
+	off    int
+	closed atomic.Bool
 }
 
 // fromBuf serves what the buffer holds beyond a's offset; mu is held.
@@ -468,8 +479,15 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close leaves src open: the downstream request owns it.
-func (a *attemptBody) Close() error { return nil }
+// Close leaves src open: the downstream request owns it. It counts the body closed:
+// meshd's transports close the request body as their last use of the request (the
+// HTTP/2 client's body writer when it ends, the HTTP/1.1 one likewise).
+func (a *attemptBody) Close() error {
+	if a.closed.CompareAndSwap(false, true) {
+		a.rb.closed.Add(1)
+	}
+	return nil
+}
 
 // idleWatch is a request's idle timeout: one timer, armed for each attempt's wait
 // for the response head and then for the gaps in the final response's body. Each arm

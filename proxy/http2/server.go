@@ -166,6 +166,11 @@ func (s *Server) ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r 
 		if recycle && span == nil && one.rt.Recycle() {
 			one.rec, one.spare = telemetry.Request{}, [4]string{}
 			perRequests.Put(one)
+			// Recycle found every upstream attempt's body closed: nothing reads the
+			// request body any more, and its stream may serve another request.
+			if b, ok := w.(bodyReleaser); ok && r.Body != http.NoBody {
+				b.ReleaseBody()
+			}
 		}
 	}()
 	if env.IsOverloaded() {
@@ -289,6 +294,10 @@ type headRetractor interface{ RetractHead() bool }
 // streamKeeper is a ResponseWriter whose stream the server may reuse after the handler
 // returns unless told not to (internal/h2's).
 type streamKeeper interface{ KeepStream() }
+
+// bodyReleaser is a ResponseWriter whose stream may be reused after a request with a
+// body once the handler says nothing reads the body any more (internal/h2's).
+type bodyReleaser interface{ ReleaseBody() }
 
 // responseEnder is a ResponseWriter that can end its response before the handler
 // returns (internal/h2's).
