@@ -607,7 +607,7 @@ func (w *idleWatch) stop() {
 	w.mu.Lock()
 	w.phase = watchOff
 	if w.running {
-		w.timer.t.Stop()
+		w.timer.stop()
 		w.running = false
 	}
 	w.mu.Unlock()
@@ -618,29 +618,53 @@ func (w *idleWatch) stop() {
 // called fire, so no call of it can be under way: the watch's memory may be reused.
 func (w *idleWatch) release() (quiet bool) {
 	w.mu.Lock()
-	w.phase = watchOff
-	b := w.timer
-	w.timer = nil
-	if w.running {
-		quiet = b.t.Stop() && !w.calls
-		w.running = false
-	}
+	b, quiet := w.releaseLocked()
 	w.mu.Unlock()
-	if b != nil {
+	if b != nil && !b.pending {
 		watchTimers.Put(b)
 	}
 	return quiet
 }
 
+// releaseLocked is release's part under w.mu: it takes the timer off the watch and
+// stops it. A timer whose call may still be pending (pending) stays out of the pool:
+// that call would reach the timer's next holder, whose watch may be recycled memory by
+// the time it runs.
+func (w *idleWatch) releaseLocked() (b *watchTimer, quiet bool) {
+	w.phase = watchOff
+	b = w.timer
+	w.timer = nil
+	if w.running {
+		quiet = b.stop() && !w.calls
+		w.running = false
+	}
+	return b, quiet
+}
+
 // watchTimer is an idle watch's timer, pooled: a time.AfterFunc per request (the timer
 // and its bound func) was two allocations per request. The timer calls the fire of the
-// watch it serves now. A call that was under way when the timer went back to the pool
-// may reach the watch's next user: harmless, since fire acts only on a watch that is
-// armed and idle for its whole timeout, and otherwise sleeps again for what is left (or
-// stops, off).
+// watch it serves now. A timer goes back to the pool only when it was stopped before
+// it fired (or its call already ran): a call still pending would reach the timer's next
+// holder, whose watch may be recycled memory by then (RoundTrip.Recycle; found in
+// review). A call under way in fire itself holds the watch it loaded, which a watch
+// whose timer ever called fire keeps from being recycled (calls).
 type watchTimer struct {
 	t *time.Timer
 	w atomic.Pointer[idleWatch]
+	// pending: a Stop found the timer fired, so a call of its func may not have run
+	// yet (time.AfterFunc runs it on a goroutine of its own); such a timer is never
+	// pooled (releaseLocked). Guarded by the holding watch's mu.
+	pending bool
+}
+
+// stop stops the timer and reports whether it stopped it before it fired; when it had
+// fired, a call of its func may be pending, and the timer is marked so.
+func (b *watchTimer) stop() bool {
+	if b.t.Stop() && !b.pending {
+		return true
+	}
+	b.pending = true
+	return false
 }
 
 var watchTimers sync.Pool // of *watchTimer

@@ -93,3 +93,41 @@ func TestIdleWatchReleaseQuiet(t *testing.T) {
 		t.Fatal("a second release: quiet")
 	}
 }
+
+// TestIdleWatchFiredTimerNotPooled: a timer that fired while its watch was being
+// released or stopped may have a call of its func still pending (time.AfterFunc runs it
+// on a goroutine of its own): it must not go back to the pool, where that call would
+// reach its next holder's watch, possibly recycled memory by then (review finding).
+func TestIdleWatchFiredTimerNotPooled(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(w *idleWatch) (*watchTimer, bool) // with w.mu held
+	}{
+		{"release", func(w *idleWatch) (*watchTimer, bool) { return w.releaseLocked() }},
+		{"stop, then release", func(w *idleWatch) (*watchTimer, bool) {
+			b := w.timer
+			if b.stop() {
+				t.Fatal("stop reported a fired timer stopped")
+			}
+			w.running = false
+			_, quiet := w.releaseLocked()
+			return b, quiet
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &idleWatch{idle: time.Millisecond}
+			w.arm(watchBody, reqctx.New(context.Background()))
+			w.mu.Lock()
+			// The timer fires meanwhile; its call of fire waits for w.mu.
+			time.Sleep(20 * time.Millisecond)
+			b, quiet := tc.end(w)
+			w.mu.Unlock()
+			if quiet {
+				t.Error("a watch whose timer fired was released quiet")
+			}
+			if b == nil || !b.pending {
+				t.Error("a timer with a call pending would go back to the pool")
+			}
+		})
+	}
+}
