@@ -366,3 +366,22 @@ func TestConnectBeforeClock(t *testing.T) {
 		}
 	})
 }
+
+// TestProgressStatus: the live line before the clock starts says the connections are
+// being opened (it printed a measuring time of 9223372036.9 s: the time since the zero
+// time), then the warm-up's time left, then the measurement's progress.
+func TestProgressStatus(t *testing.T) {
+	live := &Live{}
+	p := &progress{label: "round 1/1 max meshd", live: live, ph: Phase{Duration: 3 * time.Second, Warmup: time.Second}}
+	if got, want := p.status(time.Now()), "round 1/1 max meshd: connecting"; got != want {
+		t.Errorf("before the clock: %q, want %q", got, want)
+	}
+	start := time.Now()
+	live.reset(nil, start)
+	if got, want := p.status(start.Add(-400*time.Millisecond)), "round 1/1 max meshd: warm-up, 0.4s to the measurement, 0 responses, 0 errors"; got != want {
+		t.Errorf("warm-up: %q, want %q", got, want)
+	}
+	if got, want := p.status(start.Add(1500*time.Millisecond)), "round 1/1 max meshd: measuring 1.5s/3.0s, 0 responses, 0 req/s, 0 errors"; got != want {
+		t.Errorf("measuring: %q, want %q", got, want)
+	}
+}

@@ -60,18 +60,26 @@ func (p *progress) tick() {
 	if p.live == nil {
 		return
 	}
+	p.line(p.status(time.Now()))
+}
+
+// status is the live line at now.
+func (p *progress) status(now time.Time) string {
 	done, errs, start := p.live.Snapshot()
-	el := time.Since(start)
-	state := "measuring"
+	if start.IsZero() {
+		// Run has not started the clock: the connections are being opened.
+		return p.label + ": connecting"
+	}
+	el := now.Sub(start)
 	if el < 0 {
-		state, el = "warm-up", 0
+		return fmt.Sprintf("%s: warm-up, %.1fs to the measurement, %d responses, %d errors", p.label, (-el).Seconds(), done, errs)
 	}
 	rate := 0.0
 	if el > 0 {
 		rate = float64(done) / (el + p.ph.Warmup).Seconds()
 	}
-	p.line(fmt.Sprintf("%s: %s %.1fs/%.1fs, %d responses, %.0f req/s, %d errors",
-		p.label, state, el.Seconds(), p.ph.Duration.Seconds(), done, rate, errs))
+	return fmt.Sprintf("%s: measuring %.1fs/%.1fs, %d responses, %.0f req/s, %d errors",
+		p.label, el.Seconds(), p.ph.Duration.Seconds(), done, rate, errs)
 }
 
 func (p *progress) done(label string, r *Result) {
