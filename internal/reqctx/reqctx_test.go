@@ -194,7 +194,7 @@ func TestReusable(t *testing.T) {
 		run  func(c *Ctx) // ends c as the case says
 		want bool
 	}{
-		{"owner's cancel below a Ctx", func(c *Ctx) { c.Init(New(nil)); c.Cancel() }, true},
+		{"owner's cancel below a Ctx", func(c *Ctx) { c.Init(New(context.Background())); c.Cancel() }, true},
 		{"owner's cancel below Background", func(c *Ctx) { c.Init(context.Background()); c.Cancel() }, true},
 		{"owner's cancel below a foreign parent", func(c *Ctx) {
 			p, stop := context.WithCancel(context.Background())
@@ -202,12 +202,12 @@ func TestReusable(t *testing.T) {
 			c.Init(p)
 			c.Cancel()
 		}, true},
-		{"parent's cancel, over", func(c *Ctx) { p := New(nil); c.Init(p); p.Cancel(); c.Cancel() }, true},
-		{"parent cancelled before Init", func(c *Ctx) { p := New(nil); p.Cancel(); c.Init(p); c.Cancel() }, true},
-		{"a hook removed", func(c *Ctx) { c.Init(New(nil)); c.Unhook(c.Hook(func() {})); c.Cancel() }, true},
-		{"a hook left to run", func(c *Ctx) { c.Init(New(nil)); c.Hook(func() {}); c.Cancel() }, false},
+		{"parent's cancel, over", func(c *Ctx) { p := New(context.Background()); c.Init(p); p.Cancel(); c.Cancel() }, true},
+		{"parent cancelled before Init", func(c *Ctx) { p := New(context.Background()); p.Cancel(); c.Init(p); c.Cancel() }, true},
+		{"a hook removed", func(c *Ctx) { c.Init(New(context.Background())); c.Unhook(c.Hook(func() {})); c.Cancel() }, true},
+		{"a hook left to run", func(c *Ctx) { c.Init(New(context.Background())); c.Hook(func() {}); c.Cancel() }, false},
 		{"a third hook left to run", func(c *Ctx) {
-			c.Init(New(nil))
+			c.Init(New(context.Background()))
 			for range 3 {
 				c.Hook(func() {})
 			}
@@ -215,27 +215,27 @@ func TestReusable(t *testing.T) {
 			c.Unhook(2)
 			c.Cancel()
 		}, false},
-		{"a child", func(c *Ctx) { c.Init(New(nil)); ch := New(c); ch.Cancel(); c.Cancel() }, false},
+		{"a child", func(c *Ctx) { c.Init(New(context.Background())); ch := New(c); ch.Cancel(); c.Cancel() }, false},
 		{"a context derived by package context", func(c *Ctx) {
-			c.Init(New(nil))
+			c.Init(New(context.Background()))
 			_, stop := context.WithCancel(c)
 			stop()
 			c.Cancel()
 		}, true},
 		{"a context derived and left", func(c *Ctx) {
-			c.Init(New(nil))
+			c.Init(New(context.Background()))
 			_, stop := context.WithCancel(c)
 			t.Cleanup(stop)
 			c.Cancel()
 		}, false},
-		{"deadline not reached", func(c *Ctx) { c.Init(New(nil)); c.SetDeadline(time.Now().Add(time.Hour)); c.Cancel() }, true},
+		{"deadline not reached", func(c *Ctx) { c.Init(New(context.Background())); c.SetDeadline(time.Now().Add(time.Hour)); c.Cancel() }, true},
 		{"deadline passed", func(c *Ctx) {
-			c.Init(New(nil))
+			c.Init(New(context.Background()))
 			c.SetDeadline(time.Now().Add(time.Millisecond))
 			<-c.Done()
 			c.Cancel()
 		}, false},
-		{"not cancelled", func(c *Ctx) { c.Init(New(nil)) }, false},
+		{"not cancelled", func(c *Ctx) { c.Init(New(context.Background())) }, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -254,7 +254,7 @@ func TestReusable(t *testing.T) {
 func TestReusableParentRace(t *testing.T) {
 	reused := 0
 	for range 2000 {
-		p := New(nil)
+		p := New(context.Background())
 		c := &Ctx{}
 		c.Init(p)
 		go p.Cancel()
@@ -263,7 +263,7 @@ func TestReusableParentRace(t *testing.T) {
 			seq := c.HookSeq()
 			*c = Ctx{}
 			c.ContinueHookSeq(seq)
-			c.Init(New(nil))
+			c.Init(New(context.Background()))
 			reused++
 		}
 	}
@@ -272,7 +272,7 @@ func TestReusableParentRace(t *testing.T) {
 
 // TestContinueHookSeq: an id handed out before a reuse cannot remove a hook added after.
 func TestContinueHookSeq(t *testing.T) {
-	c := New(nil)
+	c := New(context.Background())
 	old := c.Hook(func() {})
 	c.Unhook(old)
 	c.Cancel()
@@ -282,7 +282,7 @@ func TestContinueHookSeq(t *testing.T) {
 	seq := c.HookSeq()
 	*c = Ctx{}
 	c.ContinueHookSeq(seq)
-	c.Init(New(nil))
+	c.Init(New(context.Background()))
 	ran := false
 	id := c.Hook(func() { ran = true })
 	if id == old {
