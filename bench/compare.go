@@ -356,9 +356,10 @@ func pathOr(p string) string {
 	return p
 }
 
-// cpuWindow is CPU time spent during one measured window.
+// cpuWindow is CPU time spent during one measured window, and the window's length.
 type cpuWindow struct {
 	proxy, upstream, loadgen time.Duration
+	wall                     time.Duration
 }
 
 func measure(ctx context.Context, plan Plan, ph Phase, in *instance, upstream *Proc, prog *progress, label string) (*Result, cpuWindow, error) {
@@ -384,6 +385,7 @@ func measure(ctx context.Context, plan Plan, ph Phase, in *instance, upstream *P
 		return w
 	}
 	var before cpuWindow
+	var startedAt time.Time
 	live := &Live{}
 	prog.set(label, live, ph)
 	spec := LoadSpec{Addr: in.addr, Host: in.host, Path: in.path, Proto: plan.Proto, Connections: ph.Connections, Streams: ph.Streams,
@@ -393,10 +395,11 @@ func measure(ctx context.Context, plan Plan, ph Phase, in *instance, upstream *P
 			mu.Lock()
 			defer mu.Unlock()
 			if start {
-				before = w
+				before, startedAt = w, time.Now()
 				return
 			}
-			cpu = cpuWindow{proxy: w.proxy - before.proxy, upstream: w.upstream - before.upstream, loadgen: w.loadgen - before.loadgen}
+			cpu = cpuWindow{proxy: w.proxy - before.proxy, upstream: w.upstream - before.upstream, loadgen: w.loadgen - before.loadgen,
+				wall: time.Since(startedAt)}
 		}}
 	res, err := Run(ctx, spec)
 	prog.done(label, res)
@@ -421,7 +424,18 @@ func newPhaseResult(plan Plan, ph Phase, in *instance) *PhaseResult {
 		RequestedQPS: qps, RequestedDuration: (ph.Duration * time.Duration(plan.Rounds)).String(), NumThreads: ph.Connections,
 		URL: u, Version: "meshbench", Scenario: in.name, Phase: ph.Name, Proto: rowProto(plan.Proto, in.tls != nil),
 		Rate: ph.Rate, Connections: ph.Connections, Streams: max(ph.Streams, 1), Proxies: len(in.pids()),
-		res: newResult(ph.Rate > 0)}
+		res: newResult(ph.Rate > 0), LoadgenCPUs: loadCPUs(plan.CPUsLoad)}
+}
+
+// loadCPUs is how many CPUs the load generator may run on: those it is pinned to, else
+// all of the machine's.
+func loadCPUs(list string) int {
+	if list != "" {
+		if set, err := ParseCPUList(list); err == nil && set.Count() > 0 {
+			return set.Count()
+		}
+	}
+	return runtime.NumCPU()
 }
 
 // rowProto names what a row's load spoke: the protocol, over TLS for https targets

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -423,6 +424,10 @@ func TestCompareTarget(t *testing.T) {
 	}
 	if hits.Load() < int64(fixed.Requests+maxr.Requests) {
 		t.Errorf("server saw %d requests", hits.Load())
+	}
+	// Unpinned, the load generator may use every CPU; it used some of them.
+	if maxr.LoadgenCPUs != runtime.NumCPU() || maxr.LoadgenBusy <= 0 || maxr.LoadgenBusy > 1.5 {
+		t.Errorf("load generator: %d CPUs, busy %.2f; want %d and a share in (0, 1]", maxr.LoadgenCPUs, maxr.LoadgenBusy, runtime.NumCPU())
 	}
 	var table bytes.Buffer
 	if err := WriteTable(&table, rep, false); err != nil {

@@ -116,8 +116,13 @@ type PhaseResult struct {
 	ProxyCPUPerRequest float64 `json:"proxyCPU_us_per_request"`
 	UpstreamCPUPerReq  float64 `json:"upstreamCPU_us_per_request"`
 	LoadgenCPUPerReq   float64 `json:"loadgenCPU_us_per_request"`
-	ProxyPeakRSSBytes  uint64  `json:"proxyPeakRSSBytes"`      // largest VmHWM of one proxy (per sidecar)
-	ProxyPeakRSSTotal  uint64  `json:"proxyPeakRSSTotalBytes"` // sum over the scenario's proxies
+	// LoadgenBusy is the share of its CPUs the load generator kept busy over the
+	// measured windows (1: all of them): near 1, the row's throughput and latency are
+	// the load generator's limit as much as the proxy's (clientBound).
+	LoadgenBusy       float64 `json:"loadgenBusy"`
+	LoadgenCPUs       int     `json:"loadgenCPUs"`            // the CPUs the load generator could use
+	ProxyPeakRSSBytes uint64  `json:"proxyPeakRSSBytes"`      // largest VmHWM of one proxy (per sidecar)
+	ProxyPeakRSSTotal uint64  `json:"proxyPeakRSSTotalBytes"` // sum over the scenario's proxies
 
 	res *Result
 	cpu cpuWindow
@@ -191,6 +196,7 @@ func (p *PhaseResult) add(r *Result, cpu cpuWindow) {
 	p.cpu.proxy += cpu.proxy
 	p.cpu.upstream += cpu.upstream
 	p.cpu.loadgen += cpu.loadgen
+	p.cpu.wall += cpu.wall
 }
 
 func us(d time.Duration) float64 { return float64(d) / 1e3 }
@@ -241,6 +247,24 @@ func (p *PhaseResult) finish(direct *PhaseResult) {
 		p.UpstreamCPUPerReq = us(p.cpu.upstream) / n
 		p.LoadgenCPUPerReq = us(p.cpu.loadgen) / n
 	}
+	if p.cpu.wall > 0 && p.LoadgenCPUs > 0 {
+		p.LoadgenBusy = p.cpu.loadgen.Seconds() / p.cpu.wall.Seconds() / float64(p.LoadgenCPUs)
+	}
+}
+
+// clientBoundAt is the load generator's busy share from which a row is flagged: its
+// CPUs were (nearly) saturated, so the proxy may have had capacity left.
+const clientBoundAt = 0.9
+
+// clientBound lists the rows whose load generator was saturated during their windows.
+func clientBound(rows []*PhaseResult) []string {
+	var out []string
+	for _, r := range rows {
+		if r.LoadgenBusy >= clientBoundAt {
+			out = append(out, fmt.Sprintf("%s: the load generator was busy %.0f%% of its %d CPU(s)", r.Scenario, 100*r.LoadgenBusy, r.LoadgenCPUs))
+		}
+	}
+	return out
 }
 
 // WriteJSON writes rep as indented JSON.
@@ -362,6 +386,7 @@ func WriteTable(w io.Writer, rep *Report, markdown bool) error {
 			}
 		}
 		list("Error responses (status ≥ 400: counted in req/s and errors, their latency kept out of the percentile columns, which are of successes only):", errorResponses(rows))
+		list("Load generator saturated (its CPU time over the measured windows ÷ its CPUs ≥ 90%): these rows' req/s and latency are the load generator's limit as much as the proxy's; compare their CPU µs/req, or give the load more CPUs:", clientBound(rows))
 		list("Ratios vs haproxy (x / haproxy; a two-hop scenario / the haproxy two-hop scenario of the same TLS; below 1 is better except req/s):", haproxyRatios(rows))
 		list("Over the Go floor (x / floor, the minimal Go relay: what the proxy costs above what Go and the kernel charge; one-hop scenarios):", floorRatios(rows))
 		list("TLS hop cost (x-2hop-tls − x-2hop; CPU of both proxies per request, latency percentiles):", tlsHopCost(rows))
