@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Phase is one load shape every scenario is measured under.
@@ -424,18 +426,19 @@ func newPhaseResult(plan Plan, ph Phase, in *instance) *PhaseResult {
 		RequestedQPS: qps, RequestedDuration: (ph.Duration * time.Duration(plan.Rounds)).String(), NumThreads: ph.Connections,
 		URL: u, Version: "meshbench", Scenario: in.name, Phase: ph.Name, Proto: rowProto(plan.Proto, in.tls != nil),
 		Rate: ph.Rate, Connections: ph.Connections, Streams: max(ph.Streams, 1), Proxies: len(in.pids()),
-		res: newResult(ph.Rate > 0), LoadgenCPUs: loadCPUs(plan.CPUsLoad)}
+		res: newResult(ph.Rate > 0), LoadgenCPUs: loadCPUs()}
 }
 
-// loadCPUs is how many CPUs the load generator may run on: those it is pinned to, else
-// all of the machine's.
-func loadCPUs(list string) int {
-	if list != "" {
-		if set, err := ParseCPUList(list); err == nil && set.Count() > 0 {
-			return set.Count()
-		}
+// loadCPUs is how many CPUs the load generator can run on: its affinity mask as the
+// kernel applied it (a --cpus list naming CPUs that are not online counts only those
+// that are), at most GOMAXPROCS (which Go derives from a cgroup's CPU quota).
+func loadCPUs() int {
+	n := runtime.GOMAXPROCS(0)
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err == nil && set.Count() > 0 {
+		n = min(n, set.Count())
 	}
-	return runtime.NumCPU()
+	return n
 }
 
 // rowProto names what a row's load spoke: the protocol, over TLS for https targets
