@@ -653,7 +653,8 @@ type watchTimer struct {
 	w atomic.Pointer[idleWatch]
 	// pending: a Stop found the timer fired, so a call of its func may not have run
 	// yet (time.AfterFunc runs it on a goroutine of its own); such a timer is never
-	// pooled (releaseLocked). Guarded by the holding watch's mu.
+	// pooled (releaseLocked). Written under the holding watch's mu; release reads it
+	// after taking the timer off the watch, when nothing else writes it.
 	pending bool
 }
 
