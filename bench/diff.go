@@ -52,6 +52,10 @@ var DiffMetrics = []DiffMetric{
 	{"RSS", "MiB", true, func(r *PhaseResult) (float64, bool) {
 		return float64(r.ProxyPeakRSSBytes) / (1 << 20), r.Proxies > 0 && r.ProxyPeakRSSBytes > 0
 	}},
+	// The load generator's busiest round (PhaseResult.LoadgenBusyMax): at 90% and above
+	// a run's figures are the client's limit as much as the proxy's. Absent from
+	// reports written before it was measured.
+	{"load busy", "%", true, func(r *PhaseResult) (float64, bool) { return 100 * r.LoadgenBusyMax, r.LoadgenCPUs > 0 }},
 }
 
 // DiffRow is one scenario under one phase, with each metric's value per report

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -91,5 +92,25 @@ func TestDiffReports(t *testing.T) {
 	}
 	if _, err := ReadReport(filepath.Join(dir, "x.json")); err == nil || !strings.Contains(err.Error(), "meshbench report.json") {
 		t.Errorf("foreign JSON: %v", err)
+	}
+}
+
+// TestDiffLoadBusy: compare sets the load generator's busiest round side by side, from
+// reports that measured it; a report written before it was measured has no value there.
+func TestDiffLoadBusy(t *testing.T) {
+	old := diffFixture(1000, 500, 20, false)
+	cur := diffFixture(1000, 500, 20, false)
+	cur.Results[0].LoadgenCPUs, cur.Results[0].LoadgenBusyMax = 1, 0.95
+	d, err := DiffReports([]string{"old", "new"}, []*Report{old, cur})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := slices.IndexFunc(DiffMetrics, func(dm DiffMetric) bool { return dm.Name == "load busy" })
+	if m < 0 {
+		t.Fatal("no load busy metric")
+	}
+	v := d.Rows[0].Values[m]
+	if !math.IsNaN(v[0]) || math.Abs(v[1]-95) > 1e-9 {
+		t.Errorf("load busy %v, want [NaN 95]", v)
 	}
 }
