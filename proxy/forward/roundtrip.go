@@ -187,7 +187,9 @@ func (r *RoundTrip) Exchange(res balancer.Result, deadline time.Time) (int, erro
 	}
 	var resp *http.Response
 	var err error
-	if direct {
+	if ert, ok := rt.(upstream.EndpointRoundTripper); ok && direct && res.Endpoint != nil {
+		resp, err = ert.RoundTripEndpoint(actx, req, res.Endpoint)
+	} else if direct {
 		resp, err = crt.RoundTripContext(actx, req)
 	} else {
 		resp, err = rt.RoundTrip(req)

@@ -93,6 +93,14 @@ type ContextRoundTripper interface {
 	RoundTripContext(ctx context.Context, req *http.Request) (*http.Response, error)
 }
 
+// EndpointRoundTripper is a ContextRoundTripper that also takes the balancer's pick:
+// meshd's HTTP/1.1 transport then takes the connection pool hung on the endpoint, as the
+// HTTP/1.1 front end does, instead of looking it up by address under the cluster's
+// lock on every request.
+type EndpointRoundTripper interface {
+	RoundTripEndpoint(ctx context.Context, req *http.Request, ep *balancer.Endpoint) (*http.Response, error)
+}
+
 // OpenConns counts the cluster's open HTTP/1.1 upstream connections.
 func (c *Cluster) OpenConns() int64 { return c.openConns.Load() }
 

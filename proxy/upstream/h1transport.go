@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshd/meshd/balancer"
 	"github.com/meshd/meshd/internal/reqctx"
 
 	"github.com/meshd/meshd/internal/h1"
@@ -90,6 +91,21 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // RoundTripContext implements ContextRoundTripper.
 func (t *h1Transport) RoundTripContext(ctx context.Context, req *http.Request) (*http.Response, error) {
+	return t.roundTrip(ctx, req, nil)
+}
+
+// RoundTripEndpoint implements EndpointRoundTripper: ep is the pick req.URL.Host names.
+func (t *h1Transport) RoundTripEndpoint(ctx context.Context, req *http.Request, ep *balancer.Endpoint) (*http.Response, error) {
+	p, _ := ep.Meta.(*Pool)
+	if p != nil && (p.cl != t.cl || p.addr != req.URL.Host) {
+		p = nil // not this cluster's endpoint, or not the request's address: look it up
+	}
+	return t.roundTrip(ctx, req, p)
+}
+
+// roundTrip sends req on a connection of pool (nil: the pool of req.URL.Host's
+// endpoint).
+func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request, pool *Pool) (*http.Response, error) {
 	body := req.Body
 	if body == http.NoBody {
 		body = nil
@@ -105,7 +121,9 @@ func (t *h1Transport) RoundTripContext(ctx context.Context, req *http.Request) (
 	}
 	var head h1.HeaderRequest
 	fillHead(&head, req, body != nil)
-	pool := t.cl.poolFor(req.URL.Host)
+	if pool == nil {
+		pool = t.cl.poolFor(req.URL.Host)
+	}
 	for attempt := 0; ; attempt++ {
 		var u *Conn
 		var err error

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/balancer"
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/internal/h1"
 	"github.com/meshd/meshd/internal/testutil"
@@ -794,4 +795,45 @@ func TestH1TransportStalledRequestBody(t *testing.T) {
 		_ = pw.CloseWithError(errors.New("client gone"))
 	}
 	waitOpen(t, c, 0)
+}
+
+// TestH1TransportEndpointPool: given the balancer's pick (RoundTripEndpoint), the
+// transport takes the connection pool hung on the endpoint, as the HTTP/1.1 front end
+// does, instead of looking it up by address: the one connection serves every request.
+// A pick that is not this cluster's endpoint, or not the request's address, is not
+// trusted: the pool is looked up by the request's address as before.
+func TestH1TransportEndpointPool(t *testing.T) {
+	name := func(n string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, n) })
+	}
+	a := testutil.StartHTTP(t, name("a"))
+	b := testutil.StartHTTP(t, name("b"))
+	ca, cb := h1Cluster(t, a.Addr), h1Cluster(t, b.Addr)
+	resA, err := ca.Pick(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resB, err := cb.Pick(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ert, ok := ca.RoundTripper().(upstream.EndpointRoundTripper)
+	if !ok {
+		t.Fatal("the HTTP/1.1 transport takes no endpoint")
+	}
+	for i, ep := range []*balancer.Endpoint{resA.Endpoint, resA.Endpoint, resB.Endpoint, resA.Endpoint} {
+		resp, err := ert.RoundTripEndpoint(context.Background(), outReq(t, context.Background(), "GET", a.Addr, "/", nil, 0), ep)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if string(got) != "a" {
+			t.Fatalf("request %d (pick %s) reached %q, want the request's address (a)", i, ep.Address, got)
+		}
+	}
+	waitOpen(t, ca, 1)
+	if n := cb.OpenConns(); n != 0 {
+		t.Fatalf("the other cluster opened %d connections", n)
+	}
 }
