@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -299,15 +300,27 @@ func StartRaw(t testing.TB, handle func(net.Conn)) *Upstream {
 	return &Upstream{Listener: ln, Addr: ln.Addr().String(), Port: ln.Port()}
 }
 
-// ClosedPort returns a loopback port nothing listens on (it was bound and released), for
-// endpoints whose connect must fail.
+// ClosedPort returns a loopback port nothing listens on, for endpoints whose connect
+// must fail. The port stays bound (a socket bound without listen, so a connect to it is
+// refused) until the test ends: a port that was only bound and released can be handed
+// to another test's listener, or be picked as the source port of a connect to itself
+// (a TCP self-connect that succeeds), and then the "refusing" endpoint answers. Both
+// were seen as rare failures of outlier tests under CI's parallel load.
 func ClosedPort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		t.Fatalf("listen: %v", err)
+		t.Fatalf("socket: %v", err)
 	}
-	p := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
-	return p
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	// No SO_REUSEADDR: the kernel then treats the port as taken for every other bind,
+	// and never picks it as an ephemeral port.
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("bind: %v", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("getsockname: %v", err)
+	}
+	return sa.(*syscall.SockaddrInet4).Port
 }
