@@ -28,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshd/meshd/internal/rawio"
 	"github.com/meshd/meshd/internal/reqctx"
 
 	"golang.org/x/net/http2"
@@ -253,7 +254,11 @@ var ErrConnClosed = errors.New("http2: connection closed")
 
 // core is the state both sides share.
 type core struct {
-	nc  net.Conn
+	nc net.Conn
+	// rio does nc's writes (and, on a client connection, its reads) with system calls
+	// that do not wake the runtime's sysmon thread when nc is a plain TCP socket
+	// (internal/rawio).
+	rio rawio.Conn
 	br  *bufio.Reader
 	fr  *http2.Framer
 	lim Limits
@@ -324,8 +329,9 @@ type core struct {
 
 func (c *core) init(nc net.Conn, br *bufio.Reader, lim Limits, cnt *Counters) {
 	c.nc = nc
+	c.rio.Init(nc)
 	if br == nil {
-		br = bufio.NewReaderSize(nc, 16<<10)
+		br = bufio.NewReaderSize(&c.rio, 16<<10)
 	}
 	c.br = br
 	c.pend.b = make([]byte, 0, writeBufferSize)
@@ -476,7 +482,7 @@ func (c *core) flushBatch() error {
 		c.wdeadline = now.Add(c.lim.WriteTimeout)
 		_ = c.nc.SetWriteDeadline(c.wdeadline)
 	}
-	_, err := c.nc.Write(buf)
+	_, err := c.rio.Write(buf)
 	c.wmu.Lock()
 	c.flushing = false
 	if cap(buf) <= 4*writeBufferSize {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshd/meshd/internal/rawio"
 	"github.com/meshd/meshd/proxy/intercept"
 	"github.com/meshd/meshd/proxy/internal/deadline"
 )
@@ -44,6 +45,11 @@ type Conn struct {
 
 	state atomic.Int32 // idle, active or kept
 
+	// io does the reads and writes of Conn when it is a plain TCP socket, with system
+	// calls that do not wake the runtime's sysmon thread (internal/rawio). Bound by
+	// NewConn and Wrap; a Conn built otherwise uses Conn's own Read and Write.
+	io rawio.Conn
+
 	// Under the Tracker's lock: the listener's limit it counts against, and whether it
 	// was shed (woken to close) to make room.
 	lim  *Limit
@@ -62,13 +68,28 @@ const (
 )
 
 // Read returns io.EOF at once on a connection told to drain while idle between requests.
+// NewConn is a downstream connection over c, whose original destination (iptables
+// REDIRECT) is orig.
+func NewConn(c net.Conn, orig netip.AddrPort) *Conn {
+	tc := &Conn{Conn: c, Orig: orig}
+	tc.io.Init(c)
+	return tc
+}
+
 func (c *Conn) Read(p []byte) (int, error) {
 	if c.Drain.Load() && c.state.Load() != active {
 		return 0, io.EOF
 	}
 	c.Timer.RefreshRead(c.Conn)
+	raw := c.io.For(c.Conn)
 	for {
-		n, err := c.Conn.Read(p)
+		var n int
+		var err error
+		if raw {
+			n, err = c.io.Read(p)
+		} else {
+			n, err = c.Conn.Read(p)
+		}
 		if n > 0 || err == nil || !c.Timer.Early(c.Conn, err) {
 			return n, err
 		}
@@ -77,7 +98,13 @@ func (c *Conn) Read(p []byte) (int, error) {
 
 func (c *Conn) Write(p []byte) (int, error) {
 	c.Timer.RefreshWrite(c.Conn)
-	n, err := c.Conn.Write(p)
+	var n int
+	var err error
+	if c.io.For(c.Conn) {
+		n, err = c.io.Write(p)
+	} else {
+		n, err = c.Conn.Write(p)
+	}
 	c.Written += int64(n)
 	return n, err
 }
@@ -237,6 +264,7 @@ func (t *Tracker) addLocked(c *Conn, l *Limit) {
 func (t *Tracker) Wrap(c *Conn, nc net.Conn) {
 	t.mu.Lock()
 	c.Conn = nc
+	c.io.Init(nc)
 	t.mu.Unlock()
 }
 

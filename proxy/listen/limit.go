@@ -226,7 +226,8 @@ func (a *Acceptor) Run(ctx context.Context, ln net.Listener) {
 			Refuse(c)
 			continue
 		}
-		tc := &Conn{Conn: c, Orig: a.OrigDst(c), parker: a.Parker}
+		tc := NewConn(c, a.OrigDst(c))
+		tc.parker = a.Parker
 		switch a.Tracker.Admit(tc, a.Limit) {
 		case Admitted:
 			go a.Serve(tc)

@@ -4,6 +4,8 @@ import (
 	"net"
 	"os"
 	"syscall"
+
+	"github.com/meshd/meshd/internal/rawio"
 )
 
 // FlushAwait flushes the request head buffered in BW and, when the connection is a
@@ -57,7 +59,13 @@ func (u *Conn) writeAwait(p []byte) (int, error) {
 	if n == len(p) {
 		return n, nil
 	}
-	m, err := u.NetConn.Write(p[n:])
+	var m int
+	var err error
+	if u.io.For(u.NetConn) {
+		m, err = u.io.Write(p[n:])
+	} else {
+		m, err = u.NetConn.Write(p[n:])
+	}
 	return n + m, err
 }
 
@@ -69,7 +77,7 @@ func (a *awaitState) run(fd uintptr) bool {
 	}
 	a.called = true
 	for a.n < len(a.p) {
-		m, err := syscall.Write(int(fd), a.p[a.n:])
+		m, err := rawio.Write(int(fd), a.p[a.n:])
 		if m > 0 {
 			a.n += m
 		}

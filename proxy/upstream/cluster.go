@@ -17,6 +17,7 @@ import (
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/internal/h1"
 	"github.com/meshd/meshd/internal/h2"
+	"github.com/meshd/meshd/internal/rawio"
 	"github.com/meshd/meshd/proxy/internal/deadline"
 	"github.com/meshd/meshd/resilience"
 	"github.com/meshd/meshd/router"
@@ -358,6 +359,9 @@ type Conn struct {
 	// rt is the HTTP/1.1 transport's response head and body reader (h1transport.go),
 	// made on its first exchange on the connection.
 	rt *h1State
+	// io does the reads and writes when NetConn is a plain TCP socket, with system calls
+	// that do not wake the runtime's sysmon thread (internal/rawio).
+	io rawio.Conn
 	// raw is the socket's raw connection when it is plain TCP (FlushAwait); await is set
 	// while FlushAwait flushes.
 	raw   syscall.RawConn
@@ -375,7 +379,13 @@ func (u *Conn) Read(p []byte) (int, error) {
 	} else {
 		u.Timer.Refresh(u.NetConn)
 	}
-	n, err := u.NetConn.Read(p)
+	var n int
+	var err error
+	if u.io.For(u.NetConn) {
+		n, err = u.io.Read(p)
+	} else {
+		n, err = u.NetConn.Read(p)
+	}
 	u.RX += int64(n)
 	return n, err
 }
@@ -391,6 +401,8 @@ func (u *Conn) Write(p []byte) (int, error) {
 	var err error
 	if u.await {
 		n, err = u.writeAwait(p)
+	} else if u.io.For(u.NetConn) {
+		n, err = u.io.Write(p)
 	} else {
 		n, err = u.NetConn.Write(p)
 	}
@@ -435,6 +447,7 @@ func (p *Pool) DialNew(ctx context.Context) (*Conn, error) {
 	}
 	p.cl.openConns.Add(1)
 	u := &Conn{NetConn: conn, Pool: p, raw: rawTCP(conn)}
+	u.io.Init(conn)
 	u.Timer.Idle = p.cl.idle
 	if u.Timer.Idle == 0 {
 		u.Timer.Idle = p.cl.streamIdle

@@ -1,0 +1,176 @@
+// Package rawio reads and writes plain TCP sockets with system calls the Go scheduler is
+// not told about.
+//
+// Why: every read and write of a net.Conn goes through syscall.Read or syscall.Write,
+// which call the runtime's entersyscall and exitsyscall. When the process was idle (all
+// Ps idle), entersyscall wakes the sysmon thread from its deep sleep (a futex wake), and
+// sysmon then polls every 20 µs until the process is idle again (nanosleep) before it
+// sleeps on a futex once more. At 1000 HTTP/2 requests a second, each request arriving
+// into an idle process, that cost meshd 1.6 futex and 1.3-1.6 nanosleep calls and about
+// three context switches per request more than HAProxy (perf stat, BENCHMARKS.md
+// "Session 9"); with sysmon kept out of deep sleep the counts matched HAProxy's. The
+// sockets are non-blocking, so a read or write returns at once (EAGAIN when it cannot
+// proceed, and the wait is the netpoller's, as for net.Conn): there is nothing for
+// entersyscall to hand off.
+//
+// Under the race detector the annotated syscall.Read and syscall.Write are used, so the
+// detector sees the same happens-before edges as with net.Conn.
+package rawio
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+)
+
+// Conn does the reads and writes of one connection. Init binds it to a net.Conn: a
+// *net.TCPConn gets raw system calls, anything else (a TLS connection, a test's pipe)
+// its own Read and Write. One Read and one Write may run at the same time (the state of
+// each is its own), but not two Reads or two Writes. A Conn must not be copied after
+// Init: the callbacks it hands the runtime point into it.
+type Conn struct {
+	nc net.Conn
+	rc syscall.RawConn
+	r  op
+	w  op
+}
+
+// op is one direction's call in progress; its step is bound once, so a raw call
+// allocates nothing.
+type op struct {
+	p    []byte
+	n    int
+	err  error
+	step func(fd uintptr) bool
+}
+
+// Init binds c to nc.
+func (c *Conn) Init(nc net.Conn) {
+	c.nc, c.rc = nc, nil
+	if tc, ok := nc.(*net.TCPConn); ok {
+		if rc, err := tc.SyscallConn(); err == nil {
+			c.rc = rc
+		}
+	}
+	if c.r.step == nil {
+		c.r.step = c.r.read
+		c.w.step = c.w.write
+	}
+}
+
+// For reports whether c was bound to nc (a caller whose connection may be replaced,
+// e.g. by a TLS layer, checks before using c).
+func (c *Conn) For(nc net.Conn) bool { return c.nc == nc && c.nc != nil }
+
+// Read is net.Conn.Read: it waits (in the netpoller, honouring the read deadline) until
+// something can be read, returns io.EOF at the end of the stream, and errors as
+// *net.OpError with Op "read".
+func (c *Conn) Read(p []byte) (int, error) {
+	if c.rc == nil {
+		return c.nc.Read(p)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	o := &c.r
+	o.p, o.n, o.err = p, 0, nil
+	werr := c.rc.Read(o.step)
+	n, err := o.n, o.err
+	o.p, o.err = nil, nil
+	switch {
+	case err != nil:
+		return 0, c.opError("read", os.NewSyscallError("read", err))
+	case werr != nil:
+		return 0, renamed(werr, "read")
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// Write is net.Conn.Write: all of p is written (waiting in the netpoller, honouring the
+// write deadline, while the socket buffer is full) unless an error comes first.
+func (c *Conn) Write(p []byte) (int, error) {
+	if c.rc == nil {
+		return c.nc.Write(p)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	o := &c.w
+	o.p, o.n, o.err = p, 0, nil
+	werr := c.rc.Write(o.step)
+	n, err := o.n, o.err
+	o.p, o.err = nil, nil
+	switch {
+	case err == io.ErrUnexpectedEOF:
+		return n, err
+	case err != nil:
+		return n, c.opError("write", os.NewSyscallError("write", err))
+	case werr != nil:
+		return n, renamed(werr, "write")
+	}
+	return n, nil
+}
+
+func (o *op) read(fd uintptr) bool {
+	for {
+		n, err := sysRead(int(fd), o.p)
+		switch err {
+		case nil:
+			o.n = n
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			o.err = err
+			return true
+		}
+	}
+}
+
+// maxRW bounds one write call, as the net package's does (1 GiB).
+const maxRW = 1 << 30
+
+func (o *op) write(fd uintptr) bool {
+	for o.n < len(o.p) {
+		n, err := sysWrite(int(fd), o.p[o.n:min(len(o.p), o.n+maxRW)])
+		if n > 0 {
+			o.n += n
+		}
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return false
+		case err != nil:
+			o.err = err
+			return true
+		case n == 0:
+			o.err = io.ErrUnexpectedEOF
+			return true
+		}
+	}
+	return true
+}
+
+// opError is the error the net package gives for a failed system call.
+func (c *Conn) opError(op string, err error) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: c.nc.LocalAddr(), Addr: c.nc.RemoteAddr(), Err: err}
+}
+
+// renamed gives the raw connection's own errors (a deadline, a closed connection),
+// which it names "raw-read" or "raw-write", the name net.Conn gives them.
+func renamed(err error, op string) error {
+	if oe, ok := err.(*net.OpError); ok {
+		oe.Op = op
+	}
+	return err
+}
+
+// Write is one write system call on fd (non-blocking), not announced to the scheduler
+// (see the package comment): for callers with a raw connection of their own.
+func Write(fd int, p []byte) (int, error) { return sysWrite(fd, p) }
