@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshd/meshd/internal/rawio"
 	"github.com/meshd/meshd/proxy/listen"
 	"github.com/meshd/meshd/proxy/state"
 	meshtls "github.com/meshd/meshd/tls"
@@ -128,7 +129,8 @@ func (s *Server) terminateTLS(tc *listen.Conn, br *bufio.Reader, port int, lis *
 		pre = bytes.Clone(b)
 	}
 	_ = raw.SetDeadline(time.Now().Add(s.opts.tlsHandshakeTimeout()))
-	tconn := tls.Server(listen.Prefixed(raw, pre), lis.Config)
+	// The TLS layer's socket I/O is raw too (internal/rawio).
+	tconn := tls.Server(listen.Prefixed(rawio.WrapTCP(raw), pre), lis.Config)
 	if err := tconn.Handshake(); err != nil {
 		s.handshakeFailed(tc, port, lis, st.Handshakes.Handshake(false, err), err, !tcp)
 		return 0, false

@@ -174,3 +174,28 @@ func renamed(err error, op string) error {
 // Write is one write system call on fd (non-blocking), not announced to the scheduler
 // (see the package comment): for callers with a raw connection of their own.
 func Write(fd int, p []byte) (int, error) { return sysWrite(fd, p) }
+
+// TCP is a plain TCP connection whose Read and Write are raw (Conn), for a layer that
+// reads and writes a net.Conn itself, such as crypto/tls. Everything else is the
+// embedded *net.TCPConn's; NetConn unwraps it.
+type TCP struct {
+	*net.TCPConn
+	io Conn
+}
+
+// WrapTCP is c as a *TCP when it is a *net.TCPConn, else c itself.
+func WrapTCP(c net.Conn) net.Conn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c
+	}
+	w := &TCP{TCPConn: tc}
+	w.io.Init(tc)
+	return w
+}
+
+func (c *TCP) Read(p []byte) (int, error)  { return c.io.Read(p) }
+func (c *TCP) Write(p []byte) (int, error) { return c.io.Write(p) }
+
+// NetConn is the wrapped connection.
+func (c *TCP) NetConn() net.Conn { return c.TCPConn }

@@ -277,3 +277,33 @@ func TestNoAllocations(t *testing.T) {
 		t.Fatalf("%v allocations per write and read, want 0", allocs)
 	}
 }
+
+// TestWrapTCP: a TCP connection wrapped for a layer such as crypto/tls reads and writes
+// through the raw calls and unwraps to the socket; anything else is returned as it is.
+func TestWrapTCP(t *testing.T) {
+	a, b := tcpPair(t)
+	w := WrapTCP(a)
+	rw, ok := w.(*TCP)
+	if !ok || rw.io.rc == nil || rw.NetConn() != net.Conn(a) {
+		t.Fatalf("WrapTCP(%T) = %T; want a *TCP with raw I/O over the connection", a, w)
+	}
+	if _, err := w.Write([]byte("through")); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 7)
+	if _, err := io.ReadFull(b, p); err != nil || string(p) != "through" {
+		t.Fatalf("peer read %q, %v", p, err)
+	}
+	if _, err := b.Write([]byte("back")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(w, p[:4]); err != nil || string(p[:4]) != "back" {
+		t.Fatalf("wrapped read %q, %v", p[:4], err)
+	}
+	x, y := net.Pipe()
+	defer x.Close()
+	defer y.Close()
+	if WrapTCP(x) != x {
+		t.Fatal("a pipe was wrapped")
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/internal/rawio"
 	meshtls "github.com/meshd/meshd/tls"
 )
 
@@ -93,7 +94,8 @@ func (c *Cluster) handshake(ctx context.Context, conn net.Conn, addr string, pro
 	if cfg.ClientSessionCache != nil {
 		cfg.ClientSessionCache = endpointSessions{cache: o.cfg.ClientSessionCache, addr: addr}
 	}
-	tc := tls.Client(conn, cfg)
+	// The TLS layer's socket I/O is raw too (internal/rawio).
+	tc := tls.Client(rawio.WrapTCP(conn), cfg)
 	err := tc.HandshakeContext(ctx)
 	resumed := false
 	if err == nil {
