@@ -89,15 +89,17 @@ var rules = []rule{
 	// the sidecars' Prometheus expositions read, each step judged).
 	{pkg: "internal/canary", deps: "config", mods: "go.yaml.in/yaml/v3 github.com/prometheus/common github.com/prometheus/client_model"},
 	// internal/h2: meshd's HTTP/2 on x/net/http2's Framer and hpack (and httpguts).
-	{pkg: "internal/h2", deps: "internal/reqctx", mods: "golang.org/x/net"},
+	// internal/rawio: socket reads and writes without entersyscall (no sysmon wake-ups).
+	{pkg: "internal/rawio"},
+	{pkg: "internal/h2", deps: "internal/rawio internal/reqctx", mods: "golang.org/x/net"},
 	{pkg: "proxy/internal/deadline"},
 	{pkg: "proxy/intercept", mods: "golang.org/x/sys"},
 	// proxy/upstream: gRPC for active health checks; tls for the handshake counters of
 	// the clusters that originate TLS (meshtls.HandshakeStats).
-	{pkg: "proxy/upstream", deps: "balancer config discovery internal/h1 internal/h2 internal/reqctx proxy/internal/deadline resilience router telemetry tls", mods: "google.golang.org/grpc"},
+	{pkg: "proxy/upstream", deps: "balancer config discovery internal/h1 internal/h2 internal/rawio internal/reqctx proxy/internal/deadline resilience router telemetry tls", mods: "google.golang.org/grpc"},
 	{pkg: "proxy/state", deps: "config discovery proxy/upstream resilience router telemetry tls", test: "internal/meshgen"},
 	{pkg: "proxy/forward", deps: "balancer config discovery internal/h1 internal/reqctx proxy/state proxy/upstream resilience router telemetry", mods: "golang.org/x/net"},
-	{pkg: "proxy/listen", deps: "proxy/intercept proxy/internal/deadline", mods: "golang.org/x/sys"},
+	{pkg: "proxy/listen", deps: "internal/rawio proxy/intercept proxy/internal/deadline", mods: "golang.org/x/sys"},
 	// The front ends (frontEnds): they share forward, listen, state and upstream but never import each other.
 	{pkg: "proxy/http1", deps: "balancer internal/h1 proxy/forward proxy/internal/deadline proxy/listen proxy/state proxy/upstream router telemetry", mods: "golang.org/x/net"},
 	{pkg: "proxy/http2", deps: "balancer internal/h2 proxy/forward proxy/listen proxy/upstream router telemetry"},
@@ -109,7 +111,7 @@ var rules = []rule{
 	// Prometheus text format (prometheus/common's expfmt into client_model's types); the
 	// tracing tests run meshd with a telemetry/tracing Tracer exporting to memory (the SDK's
 	// tracetest) or to an OTLP/HTTP receiver that decodes the protobuf.
-	{pkg: "proxy", deps: "config discovery internal/h2 proxy/admin proxy/forward proxy/http1 proxy/http2 proxy/l4 proxy/listen proxy/state proxy/upstream resilience telemetry telemetry/accesslog tls", test: "discovery/dnstest proxy/intercept telemetry/tracing github.com/miekg/dns github.com/prometheus/client_model github.com/prometheus/common " +
+	{pkg: "proxy", deps: "config discovery internal/h2 internal/rawio proxy/admin proxy/forward proxy/http1 proxy/http2 proxy/l4 proxy/listen proxy/state proxy/upstream resilience telemetry telemetry/accesslog tls", test: "discovery/dnstest proxy/intercept telemetry/tracing github.com/miekg/dns github.com/prometheus/client_model github.com/prometheus/common " +
 		"go.opentelemetry.io/otel/sdk go.opentelemetry.io/otel/trace go.opentelemetry.io/proto/otlp google.golang.org/protobuf"},
 	// bench: the proxy's HTTP/1.1 codec, so both parse responses alike; x/net's http2
 	// Framer and hpack for the multiplexed h2c load generator; a grpc-go client (with

@@ -46,6 +46,11 @@ type op struct {
 }
 
 // Init binds c to nc.
+//
+// The raw calls rely on the socket staying non-blocking, as the net package leaves it:
+// nothing may put it in blocking mode (e.g. through the descriptor of a
+// (*net.TCPConn).File duplicate, which shares the file status flags), or a read would
+// block a thread that holds a P, and a stop-the-world would wait for it.
 func (c *Conn) Init(nc net.Conn) {
 	c.nc, c.rc = nc, nil
 	if tc, ok := nc.(*net.TCPConn); ok {
@@ -71,7 +76,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return c.nc.Read(p)
 	}
 	if len(p) == 0 {
-		return 0, nil
+		return c.nc.Read(p) // net.Conn's answer (an error on a closed connection), rare
 	}
 	o := &c.r
 	o.p, o.n, o.err = p, 0, nil
@@ -96,7 +101,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return c.nc.Write(p)
 	}
 	if len(p) == 0 {
-		return 0, nil
+		return c.nc.Write(p)
 	}
 	o := &c.w
 	o.p, o.n, o.err = p, 0, nil
@@ -105,7 +110,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	o.p, o.err = nil, nil
 	switch {
 	case err == io.ErrUnexpectedEOF:
-		return n, err
+		return n, c.opError("write", err)
 	case err != nil:
 		return n, c.opError("write", os.NewSyscallError("write", err))
 	case werr != nil:
@@ -157,7 +162,8 @@ func (o *op) write(fd uintptr) bool {
 	return true
 }
 
-// opError is the error the net package gives for a failed system call.
+// opError is the error the net package gives for a failed system call. One difference:
+// Net is always "tcp", where net names a tcp6 listener's connections "tcp6".
 func (c *Conn) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: c.nc.LocalAddr(), Addr: c.nc.RemoteAddr(), Err: err}
 }

@@ -67,7 +67,6 @@ const (
 	kept                // idle between requests (keep-alive): the first to shed
 )
 
-// Read returns io.EOF at once on a connection told to drain while idle between requests.
 // NewConn is a downstream connection over c, whose original destination (iptables
 // REDIRECT) is orig.
 func NewConn(c net.Conn, orig netip.AddrPort) *Conn {
@@ -76,6 +75,7 @@ func NewConn(c net.Conn, orig netip.AddrPort) *Conn {
 	return tc
 }
 
+// Read returns io.EOF at once on a connection told to drain while idle between requests.
 func (c *Conn) Read(p []byte) (int, error) {
 	if c.Drain.Load() && c.state.Load() != active {
 		return 0, io.EOF
