@@ -469,6 +469,10 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-parse of %s: %v", out, err)
 		}
+		// Where a merged input's resources were written (origins, for Validate's error
+		// paths) is not part of the config, and its JSON is one document of meshd's
+		// layout, which has none: a list input ("[]" found by the fuzzer) kept them.
+		c.origins = nil
 		if !reflect.DeepEqual(c, c2) {
 			t.Fatalf("round trip changed the config:\n%+v\n%+v", c, c2)
 		}

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # perf stat of meshd and HAProxy at 1000 req/s (meshbench --target; h2c 8 connections x 10 streams by default), proxy+upstream on CPU 1, load on CPU 0.
 # Usage: bench/scripts/low-rate-stat.sh [MESHD] [OUT]   (from the repository root, bin/ built; RECORD=1 to perf record meshd;
-#        PROTO=h1 STREAMS=1 BINDOPT= for HTTP/1.1; XGODEBUG=... adds GODEBUG settings for meshd)
+#        PROTO=h1 STREAMS=1 BINDOPT= for HTTP/1.1; PROTO=grpc UPPROTO=grpc HPSERVEROPT='proto h2' for gRPC;
+#        XGODEBUG=... adds GODEBUG settings for meshd)
 set -uo pipefail
 MESHD=${1:-bin/meshd}; OUT=${2:-/tmp/low-rate-stat}; M=${MESHBENCH:-bin/meshbench}; mkdir -p $OUT; dir=$(mktemp -d)
-cat > "$dir/mesh.yaml" <<'YAML'
+cat > "$dir/mesh.yaml" <<YAML
 mesh: {meshName: bench, spec: {egressFilter: {type: DROP_ALL}}}
 virtualNodes:
   - virtualNodeName: client
@@ -14,7 +15,7 @@ virtualNodes:
       backends: [{virtualService: {virtualServiceName: upstream.bench.local}}]
   - virtualNodeName: upstream
     spec:
-      listeners: [{portMapping: {port: 29400, protocol: http}}]
+      listeners: [{portMapping: {port: 29400, protocol: ${UPPROTO:-http}}}]
       serviceDiscovery: {static: {endpoints: ["127.0.0.1:29400"]}}
 virtualServices:
   - virtualServiceName: upstream.bench.local
@@ -36,7 +37,7 @@ frontend bench
     bind 127.0.0.1:29403 ${BINDOPT-proto h2}
     default_backend upstream
 backend upstream
-    server up 127.0.0.1:29400
+    server up 127.0.0.1:29400 ${HPSERVEROPT:-}
 CFG
 taskset -c 1 "$M" internal upstream -listen 127.0.0.1:29400 >/dev/null 2>&1 & U=$!
 GODEBUG=${XGODEBUG:-} taskset -c 1 "$MESHD" run -c "$dir/mesh.yaml" --node client --admin-addr 127.0.0.1:19903 \
