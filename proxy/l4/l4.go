@@ -303,13 +303,13 @@ func relay(down, up net.Conn, idle time.Duration, st *upstream.L4Stats) error {
 	var wg sync.WaitGroup
 	var upErr error
 	wg.Go(func() {
-		upErr = r.pump(up, down, &st.BytesReceived)
+		upErr = r.pump(up, down, &st.BytesReceived, 0)
 		if upErr != nil {
 			_ = down.Close()
 			_ = up.Close()
 		}
 	})
-	downErr := r.pump(down, up, &st.BytesSent)
+	downErr := r.pump(down, up, &st.BytesSent, 1)
 	if downErr != nil {
 		_ = down.Close()
 		_ = up.Close()
@@ -333,11 +333,16 @@ type relayState struct {
 	idle, tick time.Duration
 	last       atomic.Int64 // unix nanos of the last observed progress, either way
 	closing    atomic.Bool
+	// quiet[d] says direction d's last wake moved nothing (or it has ended). A
+	// direction's progress is seen only when its read returns, at its tick: a busy
+	// direction whose goroutine was not scheduled for a while (a loaded machine) has
+	// not reported its bytes yet, and the silent one must not take that for idleness.
+	quiet [2]atomic.Bool
 }
 
 // pump copies src to dst until EOF (nil, after CloseWrite on dst), the idle timeout
 // (errL4Idle) or an error.
-func (r *relayState) pump(src, dst net.Conn, n *atomic.Int64) error {
+func (r *relayState) pump(src, dst net.Conn, n *atomic.Int64, dir int) error {
 	for {
 		_ = src.SetReadDeadline(time.Now().Add(r.tick))
 		w, err := readFrom(dst, src)
@@ -346,14 +351,18 @@ func (r *relayState) pump(src, dst net.Conn, n *atomic.Int64) error {
 			n.Add(w)
 			r.last.Store(now)
 		}
+		r.quiet[dir].Store(w == 0)
 		if err == nil {
+			r.quiet[dir].Store(true) // this direction is over: it moves nothing more
 			if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 				_ = cw.CloseWrite()
 			}
 			return nil
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			if time.Duration(now-r.last.Load()) >= r.idle {
+			// Idle only when neither direction has moved anything for the idle time and
+			// the other one's last wake found nothing either.
+			if w == 0 && time.Duration(now-r.last.Load()) >= r.idle && r.quiet[1-dir].Load() {
 				return errL4Idle
 			}
 			continue

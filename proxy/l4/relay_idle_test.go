@@ -5,6 +5,7 @@ import (
 	"github.com/meshd/meshd/proxy/upstream"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -85,5 +86,74 @@ func TestRelayOneWayStreamIsNotIdle(t *testing.T) {
 				t.Fatalf("client got %d bytes, relay counted %d, want %d", got, st.BytesReceived.Load(), want)
 			}
 		})
+	}
+}
+
+// scriptedConn is an upstream whose reads follow a script: each step waits, then gives
+// data or an error. It stands for a busy direction whose goroutine is not scheduled for
+// a while (a loaded machine): its bytes are on their way but not yet reported.
+type scriptedConn struct {
+	net.Conn // nil: only what relay uses is implemented
+	steps    chan scriptStep
+	closed   chan struct{}
+	once     sync.Once
+}
+
+type scriptStep struct {
+	wait time.Duration
+	data []byte
+	err  error
+}
+
+func (c *scriptedConn) Read(p []byte) (int, error) {
+	select {
+	case s := <-c.steps:
+		time.Sleep(s.wait)
+		return copy(p, s.data), s.err
+	case <-c.closed:
+		return 0, net.ErrClosed
+	}
+}
+func (c *scriptedConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c *scriptedConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *scriptedConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *scriptedConn) Close() error                     { c.once.Do(func() { close(c.closed) }); return nil }
+
+// A streaming direction that reports its progress late (its read returns after more
+// than the idle timeout, with bytes) keeps the relay open: the silent direction does not
+// take the missing report for idleness while the busy one's last wake moved data.
+func TestRelayLateProgressIsNotIdle(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	client, down := loopbackPair(t)
+	deadline := &net.OpError{Op: "read", Err: os.ErrDeadlineExceeded}
+	up := &scriptedConn{steps: make(chan scriptStep, 8), closed: make(chan struct{})}
+	chunk := make([]byte, 1024)
+	for _, s := range []scriptStep{
+		{data: chunk},                 // moved at once
+		{err: deadline},               // the tick: progress reported
+		{wait: 3 * idle, data: chunk}, // starved for three idle periods, then moved
+		{err: deadline},               // reported late
+		{err: io.EOF},                 // the upstream is done
+	} {
+		up.steps <- s
+	}
+	var st upstream.L4Stats
+	relayDone := make(chan error, 1)
+	go func() { relayDone <- relay(down, up, idle, &st) }()
+	got, err := io.Copy(io.Discard, client) // until the relay's CloseWrite after the upstream's EOF
+	if err != nil || got != 2048 {
+		t.Fatalf("client got %d bytes (%v), want both chunks and a clean end; relay: %v", got, err, <-relayDone)
+	}
+	_ = client.Close()
+	select {
+	case err := <-relayDone:
+		if errors.Is(err, errL4Idle) {
+			t.Fatalf("relay ended idle: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("relay did not end after both sides closed")
+	}
+	if st.IdleTimeouts.Load() != 0 {
+		t.Fatalf("%d idle timeouts counted", st.IdleTimeouts.Load())
 	}
 }
