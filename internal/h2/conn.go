@@ -1137,18 +1137,24 @@ func (st *stream) read(p []byte) (int, error) {
 	}
 	n := copy(p, st.buf[st.roff:])
 	st.roff += n
+	var err error
 	if st.roff == len(st.buf) {
 		st.buf = st.buf[:0]
 		st.roff = 0
 		if st.readErr != nil {
-			// The end arrived: nothing more will be appended.
+			// The end arrived: nothing more will be appended. It is returned with the
+			// last bytes, so a relay learns of the end (END_STREAM, trailers) in the same
+			// read and sends the last data with it in one write, not two: the upstream of
+			// a unary gRPC call got its END_STREAM in a second DATA frame and write, and
+			// the client its trailers after the data in another.
 			putBuf(st.buf)
 			st.buf = nil
+			err = st.readErr
 		}
 	}
 	c.mu.Unlock()
 	c.consumed(st, n)
-	return n, nil
+	return n, err
 }
 
 // poolBufSize is the size of the pooled stream buffers (received data, response

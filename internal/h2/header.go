@@ -288,8 +288,13 @@ func parseContentLength(s string) (int64, bool) {
 // only as "trailers". skip names more fields to leave out (canonical spelling).
 func encodeHeader(enc *hpack.Encoder, h http.Header, skip func(string) bool) {
 	for k, vs := range h {
+		// skip first: a head encoded at the response's end sees its trailers too
+		// ("Trailer:"-prefixed keys), whose lowercase form would cost a string each.
+		if skip != nil && skip(k) {
+			continue
+		}
 		lk := lower(k)
-		if isConnectionHeader(lk) || lk == "host" || (skip != nil && skip(k)) || !validFieldName(lk) {
+		if isConnectionHeader(lk) || lk == "host" || !validFieldName(lk) {
 			continue
 		}
 		if lk == "te" {

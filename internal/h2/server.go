@@ -1130,9 +1130,16 @@ func (w *responseWriter) send(data []byte, end bool) error {
 		if len(data) > 0 {
 			n = c.tryReserve(st, len(data))
 		}
-		head := func(e *hpack.Encoder) { w.encodeHead(e, end && len(data) == n) }
+		// The length of a whole body goes in the head; not with trailers (gRPC), where no
+		// client wants it and it would be one more field to encode per call.
+		head := func(e *hpack.Encoder) { w.encodeHead(e, end && len(data) == n && len(trailers) == 0) }
 		headEnd := endData && len(data) == 0
-		if headEnd || (n > 0 && endData && n == len(data)) {
+		// A whole response with trailers (a unary gRPC call's) leaves in one write: head,
+		// data and trailers. Written one by one, a connection with one stream wrote the
+		// trailers with a syscall of their own, and the client woke twice.
+		withTrailers := end && len(trailers) > 0 && n == len(data) && st.sendable() == nil
+		ending := headEnd || (n > 0 && endData && n == len(data)) || withTrailers
+		if ending {
 			st.closing()
 		}
 		err := c.write(func() error {
@@ -1140,7 +1147,12 @@ func (w *responseWriter) send(data []byte, end bool) error {
 				return err
 			}
 			if n > 0 {
-				return c.writeDataLocked(st.id, data[:n], endData && n == len(data))
+				if err := c.writeDataLocked(st.id, data[:n], endData && n == len(data)); err != nil {
+					return err
+				}
+			}
+			if withTrailers {
+				return c.writeHeadersLocked(st.id, true, func(e *hpack.Encoder) { encodeHeader(e, trailers, nil) })
 			}
 			return nil
 		})
@@ -1149,7 +1161,7 @@ func (w *responseWriter) send(data []byte, end bool) error {
 		}
 		c.mu.Lock()
 		st.responded = true
-		if headEnd || (n > 0 && endData && n == len(data)) {
+		if ending {
 			w.markDoneLocked()
 		}
 		c.mu.Unlock()

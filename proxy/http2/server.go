@@ -432,7 +432,9 @@ func copyFlush(w http.ResponseWriter, src io.Reader, stream bool) (int64, error)
 				return total, &forward.DownstreamError{Err: werr}
 			}
 			total += int64(n)
-			if stream {
+			// At the end (the last bytes came with io.EOF) the response's end flushes
+			// them, with the trailers, in one write.
+			if stream && err == nil {
 				if ferr := rc.Flush(); ferr != nil {
 					return total, &forward.DownstreamError{Err: ferr}
 				}
