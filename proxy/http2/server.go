@@ -433,8 +433,9 @@ func copyFlush(w http.ResponseWriter, src io.Reader, stream bool) (int64, error)
 			}
 			total += int64(n)
 			// At the end (the last bytes came with io.EOF) the response's end flushes
-			// them, with the trailers, in one write.
-			if stream && err == nil {
+			// them, with the trailers, in one write; bytes that came with an error still
+			// leave before it is handled.
+			if stream && err != io.EOF {
 				if ferr := rc.Flush(); ferr != nil {
 					return total, &forward.DownstreamError{Err: ferr}
 				}
