@@ -68,6 +68,23 @@ func (c *Conn) Init(nc net.Conn) {
 // e.g. by a TLS layer, checks before using c).
 func (c *Conn) For(nc net.Conn) bool { return c.nc == nc && c.nc != nil }
 
+// ReadOf is Read when c is bound to nc, else nc.Read: for a holder whose connection
+// may have been replaced since Init, or that was built without it.
+func (c *Conn) ReadOf(nc net.Conn, p []byte) (int, error) {
+	if c.For(nc) {
+		return c.Read(p)
+	}
+	return nc.Read(p)
+}
+
+// WriteOf is Write when c is bound to nc, else nc.Write (see ReadOf).
+func (c *Conn) WriteOf(nc net.Conn, p []byte) (int, error) {
+	if c.For(nc) {
+		return c.Write(p)
+	}
+	return nc.Write(p)
+}
+
 // Read is net.Conn.Read: it waits (in the netpoller, honouring the read deadline) until
 // something can be read, returns io.EOF at the end of the stream, and errors as
 // *net.OpError with Op "read".

@@ -274,3 +274,33 @@ func TestWrapTCP(t *testing.T) {
 		t.Fatal("a pipe was wrapped")
 	}
 }
+
+// TestReadOfWriteOf: bound to the connection given, the raw calls; otherwise that
+// connection's own (a holder whose connection was replaced, or never bound).
+func TestReadOfWriteOf(t *testing.T) {
+	a, b := tcpPair(t)
+	c := bound(t, a)
+	x, y := net.Pipe()
+	defer x.Close()
+	defer y.Close()
+	go func() { _, _ = c.WriteOf(x, []byte("pipe")) }() // not bound to x: x's own Write
+	p := make([]byte, 4)
+	if _, err := io.ReadFull(y, p); err != nil || string(p) != "pipe" {
+		t.Fatalf("WriteOf another conn: %q %v", p, err)
+	}
+	if _, err := c.WriteOf(a, []byte("tcp!")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(b, p); err != nil || string(p) != "tcp!" {
+		t.Fatalf("WriteOf the bound conn: %q %v", p, err)
+	}
+	_, _ = b.Write([]byte("back"))
+	if n, err := c.ReadOf(a, p); err != nil || string(p[:n]) != "back" {
+		t.Fatalf("ReadOf the bound conn: %q %v", p[:n], err)
+	}
+	var zero Conn
+	go func() { _, _ = y.Write([]byte("zero")) }()
+	if n, err := zero.ReadOf(x, p); err != nil || string(p[:n]) != "zero" {
+		t.Fatalf("ReadOf on an unbound Conn: %q %v", p[:n], err)
+	}
+}

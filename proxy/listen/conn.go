@@ -81,15 +81,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	c.Timer.RefreshRead(c.Conn)
-	raw := c.io.For(c.Conn)
 	for {
-		var n int
-		var err error
-		if raw {
-			n, err = c.io.Read(p)
-		} else {
-			n, err = c.Conn.Read(p)
-		}
+		n, err := c.io.ReadOf(c.Conn, p)
 		if n > 0 || err == nil || !c.Timer.Early(c.Conn, err) {
 			return n, err
 		}
@@ -98,13 +91,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 
 func (c *Conn) Write(p []byte) (int, error) {
 	c.Timer.RefreshWrite(c.Conn)
-	var n int
-	var err error
-	if c.io.For(c.Conn) {
-		n, err = c.io.Write(p)
-	} else {
-		n, err = c.Conn.Write(p)
-	}
+	n, err := c.io.WriteOf(c.Conn, p)
 	c.Written += int64(n)
 	return n, err
 }

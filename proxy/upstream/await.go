@@ -59,13 +59,7 @@ func (u *Conn) writeAwait(p []byte) (int, error) {
 	if n == len(p) {
 		return n, nil
 	}
-	var m int
-	var err error
-	if u.io.For(u.NetConn) {
-		m, err = u.io.Write(p[n:])
-	} else {
-		m, err = u.NetConn.Write(p[n:])
-	}
+	m, err := u.io.WriteOf(u.NetConn, p[n:])
 	return n + m, err
 }
 

@@ -379,13 +379,7 @@ func (u *Conn) Read(p []byte) (int, error) {
 	} else {
 		u.Timer.Refresh(u.NetConn)
 	}
-	var n int
-	var err error
-	if u.io.For(u.NetConn) {
-		n, err = u.io.Read(p)
-	} else {
-		n, err = u.NetConn.Read(p)
-	}
+	n, err := u.io.ReadOf(u.NetConn, p)
 	u.RX += int64(n)
 	return n, err
 }
@@ -401,10 +395,8 @@ func (u *Conn) Write(p []byte) (int, error) {
 	var err error
 	if u.await {
 		n, err = u.writeAwait(p)
-	} else if u.io.For(u.NetConn) {
-		n, err = u.io.Write(p)
 	} else {
-		n, err = u.NetConn.Write(p)
+		n, err = u.io.WriteOf(u.NetConn, p)
 	}
 	u.TX += int64(n)
 	return n, err
