@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // HeaderRequest is an HTTP/1.1 request head held the way net/http holds one (fields in an
@@ -58,8 +59,11 @@ func WriteHeaderRequest(w *bufio.Writer, r *HeaderRequest) error {
 	if !validValue(r.Host) {
 		return &InvalidFieldError{Name: "Host"}
 	}
-	var arr [32]string
-	keys := arr[:0]
+	// The fields are kept with their values as the map gives them: looking each key up
+	// again after the sort cost a map lookup per field (issue 12).
+	var arr [32]field
+	fields := arr[:0]
+	var conn []string
 	for k, vs := range r.Header {
 		if !isToken(k) {
 			return &InvalidFieldError{Name: k}
@@ -69,10 +73,12 @@ func WriteHeaderRequest(w *bufio.Writer, r *HeaderRequest) error {
 				return &InvalidFieldError{Name: k}
 			}
 		}
-		keys = append(keys, k)
+		if len(k) == len("Connection") && k == "Connection" {
+			conn = vs
+		}
+		fields = append(fields, field{k, vs})
 	}
-	slices.Sort(keys)
-	conn := r.Header["Connection"]
+	sortFields(fields)
 	path := r.Path
 	if path == "" {
 		path = "/"
@@ -87,10 +93,10 @@ func WriteHeaderRequest(w *bufio.Writer, r *HeaderRequest) error {
 	_, _ = w.WriteString(" HTTP/1.1\r\n")
 	writeField(w, "Host", r.Host)
 	teTrailers := false
-	for _, k := range keys {
-		switch classify(k) {
+	for _, f := range fields {
+		switch classify(f.name) {
 		case fcTE:
-			for _, v := range r.Header[k] {
+			for _, v := range f.values {
 				teTrailers = teTrailers || listHasToken(v, "trailers")
 			}
 			continue
@@ -98,11 +104,11 @@ func WriteHeaderRequest(w *bufio.Writer, r *HeaderRequest) error {
 		default:
 			continue
 		}
-		if len(conn) > 0 && namedInValues(conn, k) {
+		if len(conn) > 0 && namedInValues(conn, f.name) {
 			continue
 		}
-		for _, v := range r.Header[k] {
-			writeField(w, k, v)
+		for _, v := range f.values {
+			writeField(w, f.name, v)
 		}
 	}
 	if teTrailers {
@@ -130,6 +136,26 @@ func WriteHeaderRequest(w *bufio.Writer, r *HeaderRequest) error {
 		}
 	}
 	return writeExtraAndEnd(w, nil, r.Chunked, r.ContentLength)
+}
+
+// sortFields sorts fields by name: by insertion while they are few (a request's usual
+// dozen, where slices.SortFunc's generic machinery cost three times as much).
+func sortFields(fields []field) {
+	if len(fields) > 16 {
+		slices.SortFunc(fields, func(a, b field) int { return strings.Compare(a.name, b.name) })
+		return
+	}
+	for i := 1; i < len(fields); i++ {
+		for j := i; j > 0 && fields[j].name < fields[j-1].name; j-- {
+			fields[j], fields[j-1] = fields[j-1], fields[j]
+		}
+	}
+}
+
+// field is one key of an http.Header with its values.
+type field struct {
+	name   string
+	values []string
 }
 
 // namedInValues reports whether one of the Connection field values lists name.

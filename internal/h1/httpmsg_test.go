@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -154,3 +156,31 @@ func TestWriteBody(t *testing.T) {
 type brokenWriter struct{}
 
 func (brokenWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+
+// TestWriteHeaderRequestOrder: the fields leave sorted by name, below and above the
+// count where sortFields changes method, each with its values in order.
+func TestWriteHeaderRequestOrder(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 5, 16, 17, 40} {
+		h := http.Header{}
+		var names []string
+		for i := range n {
+			name := fmt.Sprintf("X-F%02d", (i*7)%n)
+			h[name] = []string{name + "-a", name + "-b"}
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		var want strings.Builder
+		want.WriteString("GET / HTTP/1.1\r\nHost: h\r\n")
+		for _, name := range names {
+			fmt.Fprintf(&want, "%s: %s-a\r\n%s: %s-b\r\n", name, name, name, name)
+		}
+		want.WriteString("\r\n")
+		got, err := writeHead(t, &HeaderRequest{Method: "GET", Host: "h", Header: h, ContentLength: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want.String() {
+			t.Errorf("%d fields:\n%s\nwant\n%s", n, got, want.String())
+		}
+	}
+}
