@@ -17,8 +17,11 @@ import (
 // objects, concurrent streams on one connection mixing clean requests, retried ones,
 // ones whose first attempt the per-try timeout abandoned (its transport may still be at
 // work when the retry answers) and ones with a body each reach the upstream with their
-// own path, fields and body, and get their own answer. Run under -race: a recycled
-// object still reached by an abandoned attempt or a timer is a reported race.
+// own path, fields and body, and get their own answer, with their own response fields
+// (the request's and the upstream response's header maps are recycled too; some
+// requests and responses carry more fields than a recycled map may hold). Run under
+// -race: a recycled object still reached by an abandoned attempt or a timer is a
+// reported race.
 func TestH2RecycleKeepsRequestsApart(t *testing.T) {
 	t.Run("h1-upstream", func(t *testing.T) { recycleApart(t, "") })
 	t.Run("h2-upstream", func(t *testing.T) { recycleApart(t, "http2") })
@@ -37,6 +40,13 @@ func recycleApart(t *testing.T, proto string) {
 		seen[r.URL.Path]++
 		n := seen[r.URL.Path]
 		mu.Unlock()
+		id := r.Header.Get("X-Request-Id")
+		w.Header().Set("X-Resp-"+id, id)
+		if strings.HasSuffix(id, "3") {
+			for k := range 10 {
+				w.Header().Set(fmt.Sprintf("X-Pad-%d", k), id)
+			}
+		}
 		switch {
 		case strings.HasPrefix(r.URL.Path, "/flaky/") && n == 1:
 			http.Error(w, "try again", http.StatusServiceUnavailable)
@@ -79,10 +89,18 @@ func recycleApart(t *testing.T, proto string) {
 				}
 				req.Header.Set("X-Request-Id", id)
 				req.Header.Set("X-Val", strings.Repeat(id, 20))
-				info, err := echoOnce(client, req)
+				req.Header.Set("X-Own-"+id, id)
+				if strings.HasSuffix(id, "7") {
+					for k := range 10 {
+						req.Header.Set(fmt.Sprintf("X-Fill-%d", k), id)
+					}
+				}
+				info, rh, err := echoOnceHeader(client, req)
 				switch {
 				case err != nil:
 					errs <- fmt.Errorf("%s %s: %w", kind, id, err)
+				case !onlyOwn(info.Header, "X-Own-", id) || !onlyOwn(rh, "X-Resp-", id):
+					errs <- fmt.Errorf("%s %s: another request's field: request %v, response %v", kind, id, info.Header, rh)
 				case info.Path != "/"+kind+"/"+id+"?q="+id || info.Method != method || info.Body != body ||
 					info.Header.Get("X-Request-Id") != id || info.Header.Get("X-Val") != strings.Repeat(id, 20) ||
 					info.Header.Get("X-Forwarded-For") != "127.0.0.1":
@@ -105,20 +123,38 @@ func recycleApart(t *testing.T, proto string) {
 	}
 }
 
+// onlyOwn reports whether h has exactly one field named prefix+something, prefix+id,
+// whose value is id.
+func onlyOwn(h http.Header, prefix, id string) bool {
+	n := 0
+	for k := range h {
+		if strings.HasPrefix(k, prefix) {
+			n++
+		}
+	}
+	return n == 1 && h.Get(prefix+id) == id
+}
+
 // echoOnce is getEcho returning its failure instead of ending the test (for goroutines).
 func echoOnce(c *http.Client, req *http.Request) (echoInfo, error) {
+	info, _, err := echoOnceHeader(c, req)
+	return info, err
+}
+
+// echoOnceHeader is echoOnce with the response's header.
+func echoOnceHeader(c *http.Client, req *http.Request) (echoInfo, http.Header, error) {
 	var info echoInfo
 	resp, err := c.Do(req)
 	if err != nil {
-		return info, err
+		return info, nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return info, err
+		return info, nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return info, fmt.Errorf("status %d (%s): %s", resp.StatusCode, resp.Header.Get("X-Meshd-Error"), b)
+		return info, nil, fmt.Errorf("status %d (%s): %s", resp.StatusCode, resp.Header.Get("X-Meshd-Error"), b)
 	}
-	return info, json.Unmarshal(b, &info)
+	return info, resp.Header, json.Unmarshal(b, &info)
 }

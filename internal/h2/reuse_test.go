@@ -203,3 +203,94 @@ func TestReleaseBodyReusesStream(t *testing.T) {
 		t.Errorf("%d unreleased streams, want 20", len(keptCtx))
 	}
 }
+
+// TestReleaseHeaderReusesMap: a request's header map serves a later request of its
+// connection only when its handler released it (ReleaseHeader) and it was small; every
+// request sees exactly its own fields, whichever map holds them.
+func TestReleaseHeaderReusesMap(t *testing.T) {
+	var mu sync.Mutex
+	var kept []http.Header // the maps not released, kept from the collector
+	bad := make(chan string, 1)
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		i := r.Header.Get("X-I")
+		// The request's regular fields are X-I, its own X-Own-<i> and, for every third
+		// one, 12 more (a map too large to keep), plus what the client adds.
+		for k := range r.Header {
+			if strings.HasPrefix(k, "X-Own-") && k != "X-Own-"+i {
+				select {
+				case bad <- fmt.Sprintf("request %s saw %s", i, k):
+				default:
+				}
+			}
+		}
+		if r.Header.Get("X-Own-"+i) != i {
+			select {
+			case bad <- fmt.Sprintf("request %s lost its X-Own-%s", i, i):
+			default:
+			}
+		}
+		if r.Header.Get("X-Release") != "" {
+			w.(interface{ ReleaseHeader() }).ReleaseHeader()
+		}
+		if r.Header.Get("X-Release") == "" || r.Header.Get("X-Pad-0") != "" {
+			// Referenced to the end, so that the collector cannot hand a map that must
+			// not come back to a new request (which would look like reuse).
+			mu.Lock()
+			kept = append(kept, r.Header)
+			mu.Unlock()
+		}
+		w.Header().Set("X-Map", fmt.Sprintf("%p", r.Header))
+		w.WriteHeader(http.StatusNoContent)
+	}), Limits{})
+	c := stdClient()
+	get := func(i int, release, large bool) string {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+		req.Header.Set("X-I", fmt.Sprint(i))
+		req.Header.Set(fmt.Sprintf("X-Own-%d", i), fmt.Sprint(i))
+		if release {
+			req.Header.Set("X-Release", "1")
+		}
+		if large {
+			for j := range 12 {
+				req.Header.Set(fmt.Sprintf("X-Pad-%d", j), "p")
+			}
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.Header.Get("X-Map")
+	}
+	small := map[string]int{}    // maps of released small requests, and how often each served
+	noReuse := map[string]bool{} // maps that must never come back
+	for i := range 90 {
+		release, large := i%4 != 0, i%3 == 0
+		p := get(i, release, large)
+		if noReuse[p] {
+			t.Fatalf("request %d got the header map %s of an unreleased or large request", i, p)
+		}
+		if release && !large {
+			small[p]++
+		} else {
+			noReuse[p] = true
+		}
+		time.Sleep(time.Millisecond) // the finished stream is recycled before the next request
+	}
+	select {
+	case msg := <-bad:
+		t.Fatal(msg)
+	default:
+	}
+	reused := 0
+	for _, n := range small {
+		reused += n - 1
+	}
+	if reused == 0 {
+		t.Fatal("no released header map served a second request in 90: the test shows nothing")
+	}
+	mu.Lock()
+	t.Logf("%d released small maps served %d later requests; %d maps kept", len(small), reused, len(kept))
+	mu.Unlock()
+}

@@ -212,6 +212,9 @@ type serverConn struct {
 	// allocated (issue 12). Only this connection's reader takes them, between frames,
 	// so no reader still holds a stream it looked up when it is reused.
 	free []*serverStream
+	// hdrFree (mu) holds request header maps their handlers gave back (ReleaseHeader),
+	// emptied, for the reader's next request blocks (headerBlock.spare).
+	hdrFree []http.Header
 }
 
 // maxFreeStreams bounds a connection's free streams (its concurrency limit's default).
@@ -454,6 +457,11 @@ func (sc *serverConn) onHeaders(f *http2.HeadersFrame) error {
 	}
 	sc.mu.Lock()
 	st := sc.streams[id]
+	if n := len(sc.hdrFree); n > 0 && sc.hblock.spare == nil {
+		sc.hblock.spare = sc.hdrFree[n-1]
+		sc.hdrFree[n-1] = nil
+		sc.hdrFree = sc.hdrFree[:n-1]
+	}
 	sc.mu.Unlock()
 	if st != nil || id <= sc.maxClientID {
 		if err := sc.readHeaderBlock(f, false, true); err != nil {
@@ -817,12 +825,25 @@ func (sc *serverConn) recycle(ss *serverStream) {
 	if (ss.req.Body != http.NoBody && !ss.rw.bodyFree) || !ss.rw.done || ss.rw.endErr != nil || ss.rw.keep {
 		return
 	}
+	// A small map only: a cleared map keeps its size, and ranging over a large one
+	// costs its capacity, not its length, on every later request it would serve.
+	h := ss.req.Header
+	if !ss.rw.headerFree || len(h) > maxSpareHeaderFields {
+		h = nil
+	}
+	clear(h)
 	sc.mu.Lock()
 	if st.removed && !st.stallArmed && st.sendErr == nil && sc.closeErr == nil && len(sc.free) < maxFreeStreams {
 		sc.free = append(sc.free, ss)
+		if h != nil && len(sc.hdrFree) < maxFreeStreams {
+			sc.hdrFree = append(sc.hdrFree, h)
+		}
 	}
 	sc.mu.Unlock()
 }
+
+// maxSpareHeaderFields bounds the maps recycle keeps: one group of a Go map.
+const maxSpareHeaderFields = 8
 
 // run serves one request on a worker goroutine.
 func (sc *serverConn) run(ss *serverStream) {
@@ -933,6 +954,9 @@ type responseWriter struct {
 	keep bool
 	// bodyFree: the handler said nothing reads the request body any more (ReleaseBody).
 	bodyFree bool
+	// headerFree: the handler said nothing uses the request's header map any more
+	// (ReleaseHeader).
+	headerFree bool
 }
 
 func (w *responseWriter) Header() http.Header {
@@ -1103,6 +1127,11 @@ func (w *responseWriter) KeepStream() { w.keep = true }
 // bodyless one. Without it such a stream is left to the collector, since a reader that
 // outlives the handler would read the next request's body.
 func (w *responseWriter) ReleaseBody() { w.bodyFree = true }
+
+// ReleaseHeader tells the server that nothing uses the request's header map (or the
+// value slices in it) any more once the handler returns, not even something the handler
+// started: the server may then clear it and fill it with a later request's fields.
+func (w *responseWriter) ReleaseHeader() { w.headerFree = true }
 
 func (w *responseWriter) release() {
 	if w.buf != nil {

@@ -291,6 +291,18 @@ func (r *RoundTrip) TimeoutCause() error {
 // Response is the final response head and its body, after Do succeeded.
 func (r *RoundTrip) Response() *http.Response { return r.resp }
 
+// TransportBody is the final attempt's response body as its transport returned it, under
+// the idle timeout's wrapper (upstream.ReleaseResponse); nil before a response.
+func (r *RoundTrip) TransportBody() io.ReadCloser {
+	if r.resp == nil {
+		return nil
+	}
+	if r.idleBody != nil && r.resp.Body == io.ReadCloser(r.idleBody) {
+		return r.idleBody.ReadCloser
+	}
+	return r.resp.Body
+}
+
 // Close releases the final attempt (its body and context). Safe to call twice.
 func (r *RoundTrip) Close() {
 	if r.resp != nil {

@@ -153,6 +153,8 @@ func (s *Server) ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r 
 	// recycle: the request ended on the clean path, where one's memory can serve the
 	// next request (perRequests).
 	recycle := false
+	var upResp *http.Response // the final attempt's response, once there is one
+	var upBody io.ReadCloser  // its body as its transport made it
 	defer func() {
 		var route, cluster *telemetry.HTTPStats
 		if d.Policy != nil {
@@ -171,6 +173,14 @@ func (s *Server) ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r 
 			if b, ok := w.(bodyReleaser); ok && r.Body != http.NoBody {
 				b.ReleaseBody()
 			}
+			// Nothing holds the header map either (the forwarded head was built in it:
+			// the attempts are over, no mirror copy or span kept it, and observers must
+			// not keep it): the server may fill it with a later request's fields.
+			if h, ok := w.(headerReleaser); ok {
+				h.ReleaseHeader()
+			}
+			// Nor the upstream's response head (or the downstream head it became).
+			upstream.ReleaseResponse(upResp, upBody)
 		}
 	}()
 	if env.IsOverloaded() {
@@ -246,6 +256,7 @@ func (s *Server) ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r 
 		return
 	}
 	defer x.Close()
+	upResp, upBody = x.Response(), x.TransportBody()
 	if aff.SetCookie != "" {
 		x.Response().Header.Add("Set-Cookie", aff.SetCookie)
 	}
@@ -298,6 +309,10 @@ type streamKeeper interface{ KeepStream() }
 // bodyReleaser is a ResponseWriter whose stream may be reused after a request with a
 // body once the handler says nothing reads the body any more (internal/h2's).
 type bodyReleaser interface{ ReleaseBody() }
+
+// headerReleaser is the server's side of the request header map's reuse
+// (internal/h2 responseWriter.ReleaseHeader).
+type headerReleaser interface{ ReleaseHeader() }
 
 // responseEnder is a ResponseWriter that can end its response before the handler
 // returns (internal/h2's).

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -377,7 +378,7 @@ func (t *h1Transport) exchange(ctx context.Context, req *http.Request, head *h1.
 		return &resp.Response, false, nil
 	}
 	u.rt.body.Reset(u.BR, hr.ContentLength, hr.Chunked, hr.UntilClose())
-	*rb = h1Body{u: u, ctx: ctx, stop: stop, w: w, resp: &resp.Response, reuse: reuse, chunked: hr.Chunked}
+	*rb = h1Body{u: u, ctx: ctx, stop: stop, w: w, resp: &resp.Response, owner: resp, reuse: reuse, chunked: hr.Chunked}
 	resp.Body = rb
 	return &resp.Response, false, nil
 }
@@ -472,6 +473,38 @@ type h1Response struct {
 	http.Response
 	body h1Body
 	vals [8]string // the header's values, when it has at most 8 fields (buildHeader)
+	// spare is the emptied header map of the response this one was before
+	// (ReleaseResponse), for buildHeader.
+	spare http.Header
+}
+
+// responses holds the h1Responses ReleaseResponse was given, for newResponse: the
+// response, its header map and their values were three of an h2c request's five
+// allocations, and half its bytes, when the upstream speaks HTTP/1.1 (issue 12).
+var responses sync.Pool
+
+// ReleaseResponse gives resp's memory back for a later response, when resp is one of
+// this transport's whose body was closed (its connection released); body is resp's
+// Body as the transport returned it (before any wrapper). The caller promises that
+// nothing uses resp, its header map or the value slices in it any more, on any
+// goroutine; anything else is left to the collector.
+func ReleaseResponse(resp *http.Response, body io.ReadCloser) {
+	if resp == nil {
+		return
+	}
+	b, ok := body.(*h1Body)
+	if !ok || b.owner == nil || &b.owner.Response != resp || !b.released.Load() {
+		return
+	}
+	r := b.owner
+	h := resp.Header
+	if len(h) > len(r.vals) {
+		// A cleared map keeps its size, and ranging over it costs its capacity.
+		h = nil
+	}
+	clear(h)
+	*r = h1Response{spare: h}
+	responses.Put(r)
 }
 
 // newResponse builds the http.Response of the head hr: its fields copied out of the
@@ -480,7 +513,10 @@ type h1Response struct {
 // 1xx/204/304, the Content-Length of a HEAD response; Trailer holding the announced
 // trailer names of a chunked body.
 func newResponse(req *http.Request, hr *h1.Response) *h1Response {
-	r := &h1Response{}
+	r, _ := responses.Get().(*h1Response)
+	if r == nil {
+		r = new(h1Response)
+	}
 	resp := &r.Response
 	resp.StatusCode = hr.Status
 	resp.Status = statusText(hr.Status, hr.Reason)
@@ -499,7 +535,8 @@ func newResponse(req *http.Request, hr *h1.Response) *h1Response {
 	default:
 		resp.ContentLength = hr.ContentLength
 	}
-	resp.Header = buildHeader(hr.Headers, !hr.Chunked && hr.ContentLength >= 0, r.vals[:])
+	resp.Header = buildHeader(hr.Headers, !hr.Chunked && hr.ContentLength >= 0, r.vals[:], r.spare)
+	r.spare = nil
 	if hr.Chunked {
 		resp.Trailer = announcedTrailers(hr.Headers)
 	}
@@ -512,8 +549,9 @@ func newResponse(req *http.Request, hr *h1.Response) *h1Response {
 // are tokens). All names and values are copied into one string, and every value slice
 // is cut from one backing array.
 //
-// spare backs the values (each a one-element window) when it has room for them all.
-func buildHeader(hs []h1.Header, keepCL bool, spare []string) http.Header {
+// spare backs the values (each a one-element window) when it has room for them all;
+// into, an empty map, is filled instead of a new one when it is not nil.
+func buildHeader(hs []h1.Header, keepCL bool, spare []string, into http.Header) http.Header {
 	var arr [4]string
 	conn := arr[:0]
 	for i := range hs {
@@ -537,7 +575,10 @@ func buildHeader(hs []h1.Header, keepCL bool, spare []string) http.Header {
 			n++
 		}
 	}
-	h := make(http.Header, n)
+	h := into
+	if h == nil {
+		h = make(http.Header, n)
+	}
 	if n == 0 {
 		return h
 	}
@@ -672,7 +713,8 @@ type h1Body struct {
 	stop    ctxWatch
 	w       *bodyWriter // the request body's writer, when it ran concurrently
 	resp    *http.Response
-	reuse   bool // the connection may be kept after the body
+	owner   *h1Response // resp's, for ReleaseResponse
+	reuse   bool        // the connection may be kept after the body
 	chunked bool
 
 	released atomic.Bool
