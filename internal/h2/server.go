@@ -665,6 +665,9 @@ type serverStream struct {
 	ctx   reqctx.Ctx
 	local int     // 0, or a status meshd answers itself (431: header list too large)
 	url   url.URL // req.URL's storage, for the common :path (plainPath)
+	// fields is the number of regular fields the request's header map was filled with
+	// (what its size follows; deletes since then shrink its length, not its size).
+	fields int
 }
 
 // newStream builds stream id's request and registers the stream; nil when the
@@ -682,6 +685,7 @@ func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 		st.readErr = io.EOF
 	}
 	st.onRemove = sc.removeHook
+	ss.fields = hb.fields
 	// Streams link into the connection's context without a map or a shared lock
 	// (reqctx); the attempts of forward.RoundTrip link into the stream's.
 	ss.ctx.Init(&sc.ctx)
@@ -828,14 +832,14 @@ func (sc *serverConn) recycle(ss *serverStream) {
 	// A small map only: a cleared map keeps its size, and ranging over a large one
 	// costs its capacity, not its length, on every later request it would serve.
 	h := ss.req.Header
-	if !ss.rw.headerFree || len(h) > maxSpareHeaderFields {
+	if !ss.rw.headerFree || ss.fields > maxSpareHeaderFields || len(h) > maxSpareHeaderFields {
 		h = nil
 	}
-	clear(h)
 	sc.mu.Lock()
 	if st.removed && !st.stallArmed && st.sendErr == nil && sc.closeErr == nil && len(sc.free) < maxFreeStreams {
 		sc.free = append(sc.free, ss)
 		if h != nil && len(sc.hdrFree) < maxFreeStreams {
+			clear(h)
 			sc.hdrFree = append(sc.hdrFree, h)
 		}
 	}

@@ -473,6 +473,9 @@ type h1Response struct {
 	http.Response
 	body h1Body
 	vals [8]string // the header's values, when it has at most 8 fields (buildHeader)
+	// fields is the number of fields the header map was filled with (what its size
+	// follows; deletes since then shrink its length, not its size).
+	fields int
 	// spare is the emptied header map of the response this one was before
 	// (ReleaseResponse), for buildHeader.
 	spare http.Header
@@ -498,7 +501,7 @@ func ReleaseResponse(resp *http.Response, body io.ReadCloser) {
 	}
 	r := b.owner
 	h := resp.Header
-	if len(h) > len(r.vals) {
+	if r.fields > len(r.vals) || len(h) > len(r.vals) {
 		// A cleared map keeps its size, and ranging over it costs its capacity.
 		h = nil
 	}
@@ -536,6 +539,7 @@ func newResponse(req *http.Request, hr *h1.Response) *h1Response {
 		resp.ContentLength = hr.ContentLength
 	}
 	resp.Header = buildHeader(hr.Headers, !hr.Chunked && hr.ContentLength >= 0, r.vals[:], r.spare)
+	r.fields = len(hr.Headers)
 	r.spare = nil
 	if hr.Chunked {
 		resp.Trailer = announcedTrailers(hr.Headers)
