@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -109,6 +110,85 @@ func TestHeaders(t *testing.T) {
 			t.Errorf("X-End = %q", resp.Header.Get("X-End"))
 		}
 	})
+}
+
+// TestHeadersH2C: the same removals on the HTTP/2 front end, whose decoder reports the
+// requests with no hop-by-hop field (the removal pass is skipped for them) and whose
+// HTTP/1.1 transport's responses come without them already.
+func TestHeadersH2C(t *testing.T) {
+	echo := testutil.StartHTTP(t, echoHandler("echo"))
+	// An HTTP/2 upstream too: the HTTP/1.1 writer drops hop-by-hop fields itself, the
+	// HTTP/2 one only the connection-specific ones.
+	echo2 := testutil.StartH2C(t, echoHandler("echo2"))
+	raw := testutil.StartRaw(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: X-Resp-Hop\r\nX-Resp-Hop: 1\r\nKeep-Alive: timeout=5\r\n"+
+				"Proxy-Connection: keep-alive\r\nProxy-Authenticate: Basic\r\nX-End: kept\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	srv, _ := meshDef{services: []svcDef{
+		{name: "echo.t.local", node: "echo", port: echo.Port},
+		{name: "echo2.t.local", node: "echo2", port: echo2.Port, proto: "http2"},
+		{name: "raw.t.local", node: "raw", port: raw.Port},
+	}}.start(t)
+	client := testutil.H2CClient(t, srv.EgressAddr())
+	for _, svc := range []string{"echo", "echo2"} {
+		t.Run(svc, func(t *testing.T) { headersH2C(t, client, svc) })
+	}
+	for range 3 {
+		resp, err := client.Get("http://raw.t.local/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "ok" {
+			t.Fatalf("status %d body %q", resp.StatusCode, body)
+		}
+		for _, name := range []string{"X-Resp-Hop", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Connection"} {
+			if v, ok := resp.Header[name]; ok {
+				t.Errorf("hop-by-hop %s reached the client: %q", name, v)
+			}
+		}
+		if resp.Header.Get("X-End") != "kept" {
+			t.Errorf("X-End = %q", resp.Header.Get("X-End"))
+		}
+	}
+}
+
+// headersH2C sends h2c requests with and without the hop-by-hop fields HTTP/2 admits
+// to svc (an echo upstream) and checks what reached it.
+func headersH2C(t *testing.T, client *http.Client, svc string) {
+	// Each hop-by-hop field HTTP/2 admits alone (the decoder must report each), none,
+	// and all of them.
+	for _, hops := range [][]string{{"Te"}, nil, {"Proxy-Authorization"}, {"Proxy-Authenticate"}, nil,
+		{"Te", "Proxy-Authorization", "Proxy-Authenticate"}} {
+		req, _ := http.NewRequest("GET", "http://"+svc+".t.local/h", nil)
+		req.Header.Set("X-End", "yes")
+		values := map[string]string{"Te": "trailers", "Proxy-Authorization": "Basic c2VjcmV0", "Proxy-Authenticate": "Basic"}
+		for _, name := range hops {
+			req.Header.Set(name, values[name])
+		}
+		hop := slices.Contains(hops, "Te")
+		info := getEcho(t, client, req)
+		h := info.Header
+		for _, name := range []string{"Proxy-Authorization", "Proxy-Authenticate"} {
+			if v, ok := h[name]; ok {
+				t.Errorf("hop-by-hop %s reached the upstream: %q (sent %v)", name, v, hops)
+			}
+		}
+		if got := h.Values("Te"); hop && (len(got) != 1 || got[0] != "trailers") || !hop && len(got) != 0 {
+			t.Errorf("hop-by-hop fields sent %v: TE = %q", hops, got)
+		}
+		if h.Get("X-End") != "yes" || h.Get("X-Forwarded-For") != "127.0.0.1" || h.Get("X-Forwarded-Proto") != "http" ||
+			!uuidV4.MatchString(h.Get("X-Request-Id")) {
+			t.Errorf("hop-by-hop fields sent %v: the upstream saw %v", hops, h)
+		}
+	}
 }
 
 // pattern is an endless reader of a fixed byte pattern: bodies are generated, never held.

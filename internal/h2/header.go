@@ -96,6 +96,9 @@ type headerBlock struct {
 	maxSize                                           uint32
 	maxFields                                         int
 	sawRegular                                        bool
+	// hop: a regular field h1.HopByHop names and HTTP/2 admits (te, trailer,
+	// proxy-authenticate, proxy-authorization; the connection-specific ones are refused).
+	hop bool
 	slab                                              []string // backing of the fields' first values
 	// spare is an emptied map a finished request of this connection gave back
 	// (serverConn.hdrFree): the next request block's fields go into it instead of a new
@@ -165,6 +168,9 @@ func (b *headerBlock) emit(f hpack.HeaderField) {
 			b.fail(`te other than "trailers"`)
 			return
 		}
+		b.hop = true
+	case "trailer", "proxy-authenticate", "proxy-authorization":
+		b.hop = true
 	case "content-length":
 		n, ok := parseContentLength(f.Value)
 		if !ok || (b.contentLength >= 0 && b.contentLength != n) {

@@ -668,6 +668,7 @@ type serverStream struct {
 	// fields is the number of regular fields the request's header map was filled with
 	// (what its size follows; deletes since then shrink its length, not its size).
 	fields int
+	hop    bool // the request has a hop-by-hop field (headerBlock.hop)
 }
 
 // newStream builds stream id's request and registers the stream; nil when the
@@ -685,7 +686,7 @@ func (sc *serverConn) newStream(id uint32, ended bool) *serverStream {
 		st.readErr = io.EOF
 	}
 	st.onRemove = sc.removeHook
-	ss.fields = hb.fields
+	ss.fields, ss.hop = hb.fields, hb.hop
 	// Streams link into the connection's context without a map or a shared lock
 	// (reqctx); the attempts of forward.RoundTrip link into the stream's.
 	ss.ctx.Init(&sc.ctx)
@@ -1118,6 +1119,12 @@ func (w *responseWriter) finish() error {
 // write nothing after it. A failure (the client gone) is the stream's: it is reset
 // when the handler returns, as it would have been then.
 func (w *responseWriter) EndResponse() error { return w.finish() }
+
+// RequestHopFree reports that the request's header holds none of the fields
+// h1.HopByHop names (HTTP/2 refuses the connection-specific ones; this request had no
+// te, trailer, proxy-authenticate or proxy-authorization either), so a proxy's pass
+// removing them would remove nothing.
+func (w *responseWriter) RequestHopFree() bool { return !w.ss.hop }
 
 // KeepStream tells the server not to reuse the stream for a later request once the
 // handler returns: for a handler that leaves work behind holding the stream's context

@@ -339,23 +339,27 @@ var (
 // decoded for this request alone): it is changed in place and returned, saving the
 // copy.
 func HTTPForwardingOwned(hdr http.Header, client, peer string, ingress bool, scheme string) http.Header {
-	return HTTPForwardingInto(hdr, client, peer, ingress, scheme, nil)
+	return HTTPForwardingInto(hdr, client, peer, ingress, scheme, nil, false)
 }
 
 // HTTPForwardingInto is HTTPForwardingOwned taking the value slices of the fields it
 // sets from spare (one-element windows of its unused capacity, so a later append to a
 // field copies and never overwrites its neighbour) while it has room: the caller's
-// per-request storage instead of an allocation per field.
-func HTTPForwardingInto(hdr http.Header, client, peer string, ingress bool, scheme string, spare []string) http.Header {
-	te := false
-	for _, v := range hdr["Te"] {
-		if httpguts.HeaderValuesContainsToken([]string{v}, "trailers") {
-			te = true
+// per-request storage instead of an allocation per field. hopFree says hdr is known to
+// hold no field RemoveHopByHop would remove (the HTTP/2 decoder's report), which saves
+// that pass over the map.
+func HTTPForwardingInto(hdr http.Header, client, peer string, ingress bool, scheme string, spare []string, hopFree bool) http.Header {
+	if !hopFree {
+		te := false
+		for _, v := range hdr["Te"] {
+			if httpguts.HeaderValuesContainsToken([]string{v}, "trailers") {
+				te = true
+			}
 		}
-	}
-	RemoveHopByHop(hdr)
-	if te {
-		hdr["Te"] = valTrailers
+		RemoveHopByHop(hdr)
+		if te {
+			hdr["Te"] = valTrailers
+		}
 	}
 	if client != "" {
 		if prior := hdr["X-Forwarded-For"]; len(prior) > 0 {

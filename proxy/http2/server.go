@@ -216,14 +216,19 @@ func (s *Server) ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r 
 	}
 	client, _, _ := net.SplitHostPort(r.RemoteAddr)
 	// The head was decoded for this request alone (internal/h2): forwarded in place.
-	hdr := forward.HTTPForwardingInto(r.Header, client, peer, s.kind == forward.Ingress, scheme, one.spare[:0])
+	hf, ok := w.(hopFreeReporter)
+	hdr := forward.HTTPForwardingInto(r.Header, client, peer, s.kind == forward.Ingress, scheme, one.spare[:0], ok && hf.RequestHopFree())
 	var hv router.HeaderVars
 	rh := d.Rules()
 	if rh.Any() {
 		hv = forward.RouteVars(&d, r.RemoteAddr, peer, snap.Node())
 		forward.ApplyRouteHTTP(hdr, rh, &hv, true)
 	}
-	call, idle := forward.NewCall(&d, env.StreamIdle, forward.GRPCTimeout(rr.GRPC, first(r.Header["Grpc-Timeout"])))
+	var grpcTimeout time.Duration
+	if rr.GRPC {
+		grpcTimeout = forward.GRPCTimeout(true, first(r.Header["Grpc-Timeout"]))
+	}
+	call, idle := forward.NewCall(&d, env.StreamIdle, grpcTimeout)
 	call.Ctx = ctx
 	call.Span = span
 	var aff forward.Affinity
@@ -266,7 +271,9 @@ func (s *Server) ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r 
 	if rh.Any() {
 		forward.ApplyRouteHTTP(x.Response().Header, rh, &hv, false)
 	}
-	clean := CopyResponse(w, x, &fl, rr.GRPC, rec)
+	// A response head of meshd's HTTP/1.1 transport holds no hop-by-hop field (it leaves
+	// them out), unless a route rule added one since.
+	clean := CopyResponse(w, x, &fl, rr.GRPC, rec, !rh.Any() && upstream.HopByHopFree(upBody))
 	pm.Finish(x)
 	// A mirror's copy may still be sending the forwarded head, whose X-Forwarded-*
 	// values are in one.spare; x.Close (deferred, before the statistics) decides the rest.
@@ -310,6 +317,10 @@ type streamKeeper interface{ KeepStream() }
 // body once the handler says nothing reads the body any more (internal/h2's).
 type bodyReleaser interface{ ReleaseBody() }
 
+// hopFreeReporter is internal/h2's report that a request has no hop-by-hop field
+// (responseWriter.RequestHopFree).
+type hopFreeReporter interface{ RequestHopFree() bool }
+
 // headerReleaser is the server's side of the request header map's reuse
 // (internal/h2 responseWriter.ReleaseHeader).
 type headerReleaser interface{ ReleaseHeader() }
@@ -328,14 +339,18 @@ func noteLocal(rec *telemetry.Request, status int, code string) { rec.Status, re
 // meshd's own timeout cut a gRPC call, the stream ends with trailers carrying
 // DEADLINE_EXCEEDED, which is what happened, as gRPC clients expect.
 //
-// It reports whether the response was relayed whole and ended (clean).
-func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Flight, grpc bool, rec *telemetry.Request) (clean bool) {
+// It reports whether the response was relayed whole and ended (clean). hopFree says
+// the response head is known to hold no hop-by-hop field, which saves the pass that
+// removes them.
+func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Flight, grpc bool, rec *telemetry.Request, hopFree bool) (clean bool) {
 	resp := x.Response()
 	if rec != nil {
 		rec.Status, rec.Upstream, rec.UpstreamTime = resp.StatusCode, fl.Res.Endpoint.Address, time.Since(fl.Start)
 		rec.Resp = forward.HTTPHeader(resp.Header)
 	}
-	forward.RemoveHopByHop(resp.Header)
+	if !hopFree {
+		forward.RemoveHopByHop(resp.Header)
+	}
 	var dst http.Header
 	if a, ok := w.(headerAdopter); ok && a.AdoptHeader(resp.Header) {
 		// The response head is this request's alone: it becomes the downstream head.

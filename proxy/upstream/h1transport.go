@@ -481,6 +481,15 @@ type h1Response struct {
 	spare http.Header
 }
 
+// HopByHopFree reports whether body (a response's Body as its transport returned it)
+// is this transport's, whose response head holds no hop-by-hop field: buildHeader
+// leaves out what h1.HopByHop names and what a Connection field lists, as
+// forward.RemoveHopByHop would remove.
+func HopByHopFree(body io.ReadCloser) bool {
+	_, ok := body.(*h1Body)
+	return ok
+}
+
 // responses holds the h1Responses ReleaseResponse was given, for newResponse: the
 // response, its header map and their values were three of an h2c request's five
 // allocations, and half its bytes, when the upstream speaks HTTP/1.1 (issue 12).
