@@ -98,8 +98,8 @@ type headerBlock struct {
 	sawRegular                                        bool
 	// hop: a regular field h1.HopByHop names and HTTP/2 admits (te, trailer,
 	// proxy-authenticate, proxy-authorization; the connection-specific ones are refused).
-	hop bool
-	slab                                              []string // backing of the fields' first values
+	hop  bool
+	slab []string // backing of the fields' first values
 	// spare is an emptied map a finished request of this connection gave back
 	// (serverConn.hdrFree): the next request block's fields go into it instead of a new
 	// map, two allocations and a seventh of an h2c request's bytes (issue 12).
