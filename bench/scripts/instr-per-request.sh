@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# User-space instructions per request of meshd, counted by cachegrind: meshd runs under
+# valgrind twice, once for a warm-up only and once for the warm-up and N more requests,
+# and the difference of the two counts is divided by N. Instruction counts do not move
+# with the machine's load, unlike CPU time on a shared VM; they miss what the kernel does.
+# meshd on CPU 1, the upstream and h2load on CPU 0.
+# Usage: bench/scripts/instr-per-request.sh [MESHD] [OUT] [N]   (from the repository root,
+#        bin/ built; PROTO=h1 for HTTP/1.1, default h2c with 10 streams per connection;
+#        needs valgrind and h2load; cg_annotate OUT/diff.out lists the functions)
+set -uo pipefail
+MESHD=${1:-bin/meshd}; OUT=${2:-/tmp/instr-per-request}; N=${3:-20000}; M=${MESHBENCH:-bin/meshbench}
+mkdir -p "$OUT"; dir=$(mktemp -d)
+cat > "$dir/mesh.yaml" <<'YAML'
+mesh: {meshName: bench, spec: {egressFilter: {type: DROP_ALL}}}
+virtualNodes:
+  - virtualNodeName: client
+    spec:
+      listeners: [{portMapping: {port: 18080, protocol: http}}]
+      serviceDiscovery: {static: {endpoints: ["127.0.0.1:18080"]}}
+      backends: [{virtualService: {virtualServiceName: upstream.bench.local}}]
+  - virtualNodeName: upstream
+    spec:
+      listeners: [{portMapping: {port: 29400, protocol: http}}]
+      serviceDiscovery: {static: {endpoints: ["127.0.0.1:29400"]}}
+virtualServices:
+  - virtualServiceName: upstream.bench.local
+    spec: {provider: {virtualNode: {virtualNodeName: upstream}}}
+YAML
+LOAD="-c 10 -m 10"
+if [ "${PROTO:-h2c}" = h1 ]; then LOAD="--h1 -c 10"; fi
+taskset -c 0 "$M" internal upstream -listen 127.0.0.1:29400 >/dev/null 2>&1 & U=$!
+trap 'kill $U 2>/dev/null; rm -rf "$dir"' EXIT
+H="-H :authority:upstream.bench.local"
+for n in 0 "$N"; do
+  # rdtscp off and no async preemption: valgrind runs neither faithfully.
+  GODEBUG=cpu.rdtscp=off,asyncpreemptoff=1 MESHD_DRAIN_GRACE=0s taskset -c 1 valgrind --tool=cachegrind --cache-sim=no \
+    --cachegrind-out-file="$OUT/cg.$n" "$MESHD" run -c "$dir/mesh.yaml" --node client --admin-addr 127.0.0.1:19903 \
+    --ingress-port 25020 --egress-port 29402 --log-level error >"$OUT/vg.$n.log" 2>&1 & D=$!
+  for _ in $(seq 600); do curl -fs -o /dev/null http://127.0.0.1:19903/ready && break; sleep 0.2; done
+  taskset -c 0 h2load $LOAD -n 2000 $H http://127.0.0.1:29402/ >/dev/null
+  if [ "$n" -gt 0 ]; then taskset -c 0 h2load $LOAD -n "$n" $H http://127.0.0.1:29402/ | grep "requests:"; fi
+  kill -TERM $D; wait $D
+done
+cg_diff "$OUT/cg.0" "$OUT/cg.$N" > "$OUT/diff.out" 2>/dev/null
+i0=$(grep -E "^summary:" "$OUT/cg.0" | awk '{print $2}'); i1=$(grep -E "^summary:" "$OUT/cg.$N" | awk '{print $2}')
+echo "instructions per request: $(( (i1 - i0) / N ))"
