@@ -91,7 +91,7 @@ var rules = []rule{
 	// internal/h2: meshd's HTTP/2 on x/net/http2's Framer and hpack (and httpguts).
 	// internal/rawio: socket reads and writes without entersyscall (no sysmon wake-ups).
 	{pkg: "internal/rawio"},
-	{pkg: "internal/h2", deps: "internal/rawio internal/reqctx", mods: "golang.org/x/net"},
+	{pkg: "internal/h2", deps: "internal/rawio internal/reqctx", mods: "golang.org/x/net", test: "internal/h1"},
 	{pkg: "proxy/internal/deadline"},
 	{pkg: "proxy/intercept", mods: "golang.org/x/sys"},
 	// proxy/upstream: gRPC for active health checks; tls for the handshake counters of
