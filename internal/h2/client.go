@@ -473,7 +473,10 @@ func (cs *clientStream) encodeRequest(e *hpack.Encoder) {
 		switch {
 		case r.ContentLength > 0:
 			_ = e.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(r.ContentLength, 10)})
-		case r.ContentLength == 0 && (r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch):
+		case r.ContentLength == 0 && (r.Body == nil || r.Body == http.NoBody) &&
+			(r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch):
+			// A zero ContentLength with a body is an unknown length (net/http's rule for
+			// client requests), not an empty body.
 			_ = e.WriteField(hpack.HeaderField{Name: "content-length", Value: "0"})
 		}
 	}
@@ -506,7 +509,7 @@ func (cs *clientStream) writeBody() {
 			if trailers {
 				t := req.Trailer
 				if err := cc.write(func() error {
-					return cc.writeHeadersLocked(st.id, true, func(e *hpack.Encoder) { encodeHeader(e, t, nil) })
+					return cc.writeHeadersLocked(st.id, true, func(e *hpack.Encoder) { encodeHeader(e, t, notTrailerField) })
 				}); err != nil {
 					return
 				}

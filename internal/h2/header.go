@@ -330,6 +330,21 @@ func encodeHeader(enc *hpack.Encoder, h http.Header, skip func(string) bool) {
 	}
 }
 
+// notTrailerField reports the fields a trailer section must not carry, which the
+// trailers meshd encodes leave out: framing (Content-Length, Transfer-Encoding, Host) and
+// hop-by-hop ones (Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade,
+// Proxy-Authenticate, Proxy-Authorization), the list internal/h1's body writers drop
+// from HTTP/1.1 trailers (RFC 9110 §6.5.1). encodeHeader drops the connection-specific
+// ones and Host anyway.
+func notTrailerField(k string) bool {
+	for _, n := range [...]string{"content-length", "te", "trailer", "proxy-authenticate", "proxy-authorization"} {
+		if len(k) == len(n) && strings.EqualFold(k, n) {
+			return true
+		}
+	}
+	return false
+}
+
 // errCode names an error code the way RFC 9113 spells it.
 func errCode(c http2.ErrCode) string { return c.String() }
 

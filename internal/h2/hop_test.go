@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"io"
 	"net/http"
 	"testing"
 
@@ -39,6 +40,91 @@ func TestDecoderHopMatchesH1(t *testing.T) {
 			t.Errorf("%s: noted as hop-by-hop, h1.HopByHop does not name it", name)
 		case !hop && b.err != "":
 			t.Errorf("%s: refused (%s), though not hop-by-hop", name, b.err)
+		}
+	}
+}
+
+// TestTrailerFieldsMatchH1: what the encoded trailers leave out (notTrailerField, and
+// what encodeHeader drops from any section) is what internal/h1 drops from HTTP/1.1
+// trailers (h1.TrailerField).
+func TestTrailerFieldsMatchH1(t *testing.T) {
+	names := []string{"te", "trailer", "upgrade", "connection", "keep-alive", "proxy-connection",
+		"transfer-encoding", "proxy-authenticate", "proxy-authorization", "host", "content-length",
+		"grpc-status", "grpc-message", "x-checksum", "content-type", "server-timing", "tee", "trailers"}
+	for _, name := range names {
+		dropped := notTrailerField(http.CanonicalHeaderKey(name)) || isConnectionHeader(name) || name == "host"
+		if want := !h1.TrailerField(http.CanonicalHeaderKey(name)); dropped != want {
+			t.Errorf("%s: left out of trailers %v, internal/h1 leaves it out %v", name, dropped, want)
+		}
+	}
+}
+
+// TestTrailersLeaveOutFraming: a handler's trailers reach the client without the fields
+// a trailer section must not carry.
+func TestTrailersLeaveOutFraming(t *testing.T) {
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Sum, Proxy-Authorization, Content-Length, Te")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("body"))
+		w.Header().Set("X-Sum", "42")
+		w.Header().Set("Proxy-Authorization", "Basic c2VjcmV0")
+		w.Header().Set("Content-Length", "4")
+		w.Header().Set("Te", "trailers")
+		w.Header().Set(http.TrailerPrefix+"Proxy-Authenticate", "Basic")
+		w.Header().Set(http.TrailerPrefix+"X-Late", "1")
+	}), Limits{})
+	resp, err := stdClient().Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Trailer.Get("X-Sum") != "42" || resp.Trailer.Get("X-Late") != "1" {
+		t.Fatalf("trailers %v, want X-Sum and X-Late", resp.Trailer)
+	}
+	for _, name := range []string{"Proxy-Authorization", "Proxy-Authenticate", "Content-Length", "Te"} {
+		if v := resp.Trailer.Get(name); v != "" {
+			t.Errorf("trailer %s reached the client: %q", name, v)
+		}
+	}
+}
+
+// TestRequestTrailersLeaveOutFraming: the client's request trailers reach the server
+// without the fields a trailer section must not carry.
+func TestRequestTrailersLeaveOutFraming(t *testing.T) {
+	got := make(chan http.Header, 1)
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		got <- r.Trailer.Clone()
+		w.WriteHeader(http.StatusNoContent)
+	}), Limits{})
+	tr := &Transport{Dial: dialer()}
+	defer tr.Close()
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("POST", "http://"+addr+"/", pr)
+	// ContentLength 0 with a body: an unknown length, as net/http reads it.
+	req.Trailer = http.Header{"X-Sum": nil, "Proxy-Authorization": nil, "Te": nil}
+	go func() {
+		_, _ = pw.Write([]byte("body"))
+		req.Trailer.Set("X-Sum", "42")
+		req.Trailer.Set("Proxy-Authorization", "Basic c2VjcmV0")
+		req.Trailer.Set("Te", "trailers")
+		pw.Close()
+	}()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	h := <-got
+	if h.Get("X-Sum") != "42" {
+		t.Fatalf("trailers %v, want X-Sum", h)
+	}
+	for _, name := range []string{"Proxy-Authorization", "Te"} {
+		if v := h.Get(name); v != "" {
+			t.Errorf("request trailer %s reached the server: %q", name, v)
 		}
 	}
 }

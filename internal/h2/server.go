@@ -1192,7 +1192,7 @@ func (w *responseWriter) send(data []byte, end bool) error {
 				}
 			}
 			if withTrailers {
-				return c.writeHeadersLocked(st.id, true, func(e *hpack.Encoder) { encodeHeader(e, trailers, nil) })
+				return c.writeHeadersLocked(st.id, true, func(e *hpack.Encoder) { encodeHeader(e, trailers, notTrailerField) })
 			}
 			return nil
 		})
@@ -1245,7 +1245,7 @@ func (w *responseWriter) send(data []byte, end bool) error {
 		if len(trailers) == 0 {
 			return c.fr.WriteData(st.id, true, nil)
 		}
-		return c.writeHeadersLocked(st.id, true, func(e *hpack.Encoder) { encodeHeader(e, trailers, nil) })
+		return c.writeHeadersLocked(st.id, true, func(e *hpack.Encoder) { encodeHeader(e, trailers, notTrailerField) })
 	})
 	if err != nil {
 		return err
