@@ -135,13 +135,8 @@ func onlyOwn(h http.Header, prefix, id string) bool {
 	return n == 1 && h.Get(prefix+id) == id
 }
 
-// echoOnce is getEcho returning its failure instead of ending the test (for goroutines).
-func echoOnce(c *http.Client, req *http.Request) (echoInfo, error) {
-	info, _, err := echoOnceHeader(c, req)
-	return info, err
-}
-
-// echoOnceHeader is echoOnce with the response's header.
+// echoOnceHeader is getEcho returning its failure instead of ending the test (for
+// goroutines), and the response's header.
 func echoOnceHeader(c *http.Client, req *http.Request) (echoInfo, http.Header, error) {
 	var info echoInfo
 	resp, err := c.Do(req)
