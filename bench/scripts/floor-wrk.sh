@@ -7,22 +7,8 @@ set -euo pipefail
 MESHD=${1:-bin/meshd}
 M=${2:-bin/meshbench}
 dir=$(mktemp -d)
-cat > "$dir/mesh.yaml" <<'YAML'
-mesh: {meshName: bench, spec: {egressFilter: {type: DROP_ALL}}}
-virtualNodes:
-  - virtualNodeName: client
-    spec:
-      listeners: [{portMapping: {port: 18080, protocol: http}}]
-      serviceDiscovery: {static: {endpoints: ["127.0.0.1:18080"]}}
-      backends: [{virtualService: {virtualServiceName: upstream.bench.local}}]
-  - virtualNodeName: upstream
-    spec:
-      listeners: [{portMapping: {port: 29400, protocol: http}}]
-      serviceDiscovery: {static: {endpoints: ["127.0.0.1:29400"]}}
-virtualServices:
-  - virtualServiceName: upstream.bench.local
-    spec: {provider: {virtualNode: {virtualNodeName: upstream}}}
-YAML
+. "$(dirname "$0")/lib.sh"
+write_mesh "$dir"
 taskset -c 1 "$M" internal upstream -listen 127.0.0.1:29400 >/dev/null 2>&1 & U=$!
 taskset -c 1 "$M" internal floor -listen 127.0.0.1:29401 -upstream 127.0.0.1:29400 >/dev/null 2>&1 & F=$!
 taskset -c 1 "$MESHD" run -c "$dir/mesh.yaml" --node client --admin-addr 127.0.0.1:19903 \

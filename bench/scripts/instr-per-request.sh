@@ -10,22 +10,8 @@
 set -uo pipefail
 MESHD=${1:-bin/meshd}; OUT=${2:-/tmp/instr-per-request}; N=${3:-20000}; M=${MESHBENCH:-bin/meshbench}
 mkdir -p "$OUT"; dir=$(mktemp -d)
-cat > "$dir/mesh.yaml" <<'YAML'
-mesh: {meshName: bench, spec: {egressFilter: {type: DROP_ALL}}}
-virtualNodes:
-  - virtualNodeName: client
-    spec:
-      listeners: [{portMapping: {port: 18080, protocol: http}}]
-      serviceDiscovery: {static: {endpoints: ["127.0.0.1:18080"]}}
-      backends: [{virtualService: {virtualServiceName: upstream.bench.local}}]
-  - virtualNodeName: upstream
-    spec:
-      listeners: [{portMapping: {port: 29400, protocol: http}}]
-      serviceDiscovery: {static: {endpoints: ["127.0.0.1:29400"]}}
-virtualServices:
-  - virtualServiceName: upstream.bench.local
-    spec: {provider: {virtualNode: {virtualNodeName: upstream}}}
-YAML
+. "$(dirname "$0")/lib.sh"
+write_mesh "$dir"
 LOAD="-c 10 -m 10"
 if [ "${PROTO:-h2c}" = h1 ]; then LOAD="--h1 -c 10"; fi
 taskset -c 0 "$M" internal upstream -listen 127.0.0.1:29400 >/dev/null 2>&1 & U=$!

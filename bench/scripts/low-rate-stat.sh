@@ -5,40 +5,9 @@
 #        XGODEBUG=... adds GODEBUG settings for meshd)
 set -uo pipefail
 MESHD=${1:-bin/meshd}; OUT=${2:-/tmp/low-rate-stat}; M=${MESHBENCH:-bin/meshbench}; mkdir -p $OUT; dir=$(mktemp -d)
-cat > "$dir/mesh.yaml" <<YAML
-mesh: {meshName: bench, spec: {egressFilter: {type: DROP_ALL}}}
-virtualNodes:
-  - virtualNodeName: client
-    spec:
-      listeners: [{portMapping: {port: 18080, protocol: http}}]
-      serviceDiscovery: {static: {endpoints: ["127.0.0.1:18080"]}}
-      backends: [{virtualService: {virtualServiceName: upstream.bench.local}}]
-  - virtualNodeName: upstream
-    spec:
-      listeners: [{portMapping: {port: 29400, protocol: ${UPPROTO:-http}}}]
-      serviceDiscovery: {static: {endpoints: ["127.0.0.1:29400"]}}
-virtualServices:
-  - virtualServiceName: upstream.bench.local
-    spec: {provider: {virtualNode: {virtualNodeName: upstream}}}
-YAML
-cat > "$dir/haproxy.cfg" <<CFG
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode http
-    option http-keep-alive
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    timeout http-keep-alive 30s
-    http-reuse always
-frontend bench
-    bind 127.0.0.1:29403 ${BINDOPT-proto h2}
-    default_backend upstream
-backend upstream
-    server up 127.0.0.1:29400 ${HPSERVEROPT:-}
-CFG
+. "$(dirname "$0")/lib.sh"
+write_mesh "$dir" "${UPPROTO:-http}"
+write_haproxy "$dir" "${BINDOPT-proto h2}" "${HPSERVEROPT:-}"
 taskset -c 1 "$M" internal upstream -listen 127.0.0.1:29400 >/dev/null 2>&1 & U=$!
 GODEBUG=${XGODEBUG:-} taskset -c 1 "$MESHD" run -c "$dir/mesh.yaml" --node client --admin-addr 127.0.0.1:19903 \
   --ingress-port 25020 --egress-port 29402 --log-level error >/dev/null 2>&1 & D=$!

@@ -8,42 +8,11 @@
 #        root, bin/ built; PROTO=h1 for HTTP/1.1: h2load --h1 -c 50; needs h2load, haproxy, bc)
 set -uo pipefail
 A=$1; B=$2; IT=${3:-6}; N=${4:-150000}; M=${MESHBENCH:-bin/meshbench}; dir=$(mktemp -d)
-cat > "$dir/mesh.yaml" <<YAML
-mesh: {meshName: bench, spec: {egressFilter: {type: DROP_ALL}}}
-virtualNodes:
-  - virtualNodeName: client
-    spec:
-      listeners: [{portMapping: {port: 18080, protocol: http}}]
-      serviceDiscovery: {static: {endpoints: ["127.0.0.1:18080"]}}
-      backends: [{virtualService: {virtualServiceName: upstream.bench.local}}]
-  - virtualNodeName: upstream
-    spec:
-      listeners: [{portMapping: {port: 29400, protocol: http}}]
-      serviceDiscovery: {static: {endpoints: ["127.0.0.1:29400"]}}
-virtualServices:
-  - virtualServiceName: upstream.bench.local
-    spec: {provider: {virtualNode: {virtualNodeName: upstream}}}
-YAML
+. "$(dirname "$0")/lib.sh"
+write_mesh "$dir"
 BIND="proto h2"; LOAD="-c 50 -m 10"
 if [ "${PROTO:-h2c}" = h1 ]; then BIND=""; LOAD="--h1 -c 50"; fi
-cat > "$dir/haproxy.cfg" <<CFG
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode http
-    option http-keep-alive
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    timeout http-keep-alive 30s
-    http-reuse always
-frontend bench
-    bind 127.0.0.1:29403 $BIND
-    default_backend upstream
-backend upstream
-    server up 127.0.0.1:29400
-CFG
+write_haproxy "$dir" "$BIND" ""
 taskset -c ${UPCPU:-1} "$M" internal upstream -listen 127.0.0.1:29400 >/dev/null 2>&1 & U=$!
 taskset -c 1 haproxy -f "$dir/haproxy.cfg" -db >/dev/null 2>&1 & HP=$!
 trap 'kill $U $HP 2>/dev/null; wait $U $HP 2>/dev/null; rm -rf "$dir"' EXIT
