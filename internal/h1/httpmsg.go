@@ -73,7 +73,7 @@ func WriteHeaderRequest(w *bufio.Writer, r *HeaderRequest) error {
 				return &InvalidFieldError{Name: k}
 			}
 		}
-		if len(k) == len("Connection") && k == "Connection" {
+		if k == "Connection" {
 			conn = vs
 		}
 		fields = append(fields, field{k, vs})
