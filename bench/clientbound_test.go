@@ -71,3 +71,38 @@ func TestLoadCPUs(t *testing.T) {
 		t.Errorf("with GOMAXPROCS 1 (a cgroup quota of one CPU): %d CPUs", got)
 	}
 }
+
+// TestRoundSpread: the ratio line against HAProxy gives, next to the whole run's CPU per
+// request ratio, the median and range of the per-round ratios (rounds are interleaved,
+// so round i of each row ran close in time), when both rows have three rounds or more.
+func TestRoundSpread(t *testing.T) {
+	row := func(name string, perReq ...float64) *PhaseResult {
+		p := &PhaseResult{Scenario: name, Phase: "max", Connections: 1, Streams: 1, Proxies: 1, LoadgenCPUs: 1, res: newResult(false)}
+		for _, us := range perReq { // 100 responses a round
+			r := newResult(false)
+			for range 100 {
+				r.Latency.Record(time.Millisecond)
+			}
+			r.RetCodes[200] = 100
+			r.Elapsed = time.Second
+			p.add(r, cpuWindow{proxy: time.Duration(us*100) * time.Microsecond, wall: time.Second})
+		}
+		p.finish(nil)
+		return p
+	}
+	// Per round: 1.5, 2.0, 1.2, 1.6 -> median 1.55, range 1.20-2.00; whole run 1.575.
+	meshd := row("meshd", 30, 40, 24, 32)
+	hp := row("haproxy", 20, 20, 20, 20)
+	if got := meshd.RoundProxyCPUPerReq; len(got) != 4 || got[1] != 40 {
+		t.Fatalf("per-round CPU %v, want 4 rounds, the second 40", got)
+	}
+	lines := haproxyRatios([]*PhaseResult{meshd, hp})
+	if len(lines) != 1 || !strings.Contains(lines[0], "CPU/req 1.57 (by round: median 1.55, 1.20-2.00)") {
+		t.Fatalf("ratio lines %q", lines)
+	}
+	// Two rounds say too little about the spread: the plain ratio only.
+	lines = haproxyRatios([]*PhaseResult{row("meshd", 30, 40), row("haproxy", 20, 20)})
+	if len(lines) != 1 || strings.Contains(lines[0], "by round") || !strings.Contains(lines[0], "CPU/req 1.75,") {
+		t.Fatalf("two rounds: %q", lines)
+	}
+}

@@ -114,6 +114,10 @@ type PhaseResult struct {
 	// CPU of all the scenario's proxy processes during the measured windows.
 	ProxyCPUSeconds    float64 `json:"proxyCPUSeconds"`
 	ProxyCPUPerRequest float64 `json:"proxyCPU_us_per_request"`
+	// RoundProxyCPUPerReq is each round's proxy CPU per request (0 for a round without
+	// responses): rounds are interleaved, so round i of two rows ran minutes apart at
+	// most, and their ratio per round shows how far the machine moved a comparison.
+	RoundProxyCPUPerReq []float64 `json:"roundProxyCPU_us_per_request,omitempty"`
 	UpstreamCPUPerReq  float64 `json:"upstreamCPU_us_per_request"`
 	LoadgenCPUPerReq   float64 `json:"loadgenCPU_us_per_request"`
 	// LoadgenBusy is the share of its CPUs the load generator kept busy over the
@@ -195,6 +199,11 @@ func (p *PhaseResult) add(r *Result, cpu cpuWindow) {
 	p.res.Merge(r)
 	p.rounds = append(p.rounds, roundLatency{h: r.Latency, elapsed: r.Elapsed})
 	p.RoundQPS = append(p.RoundQPS, r.Rate())
+	perReq := 0.0
+	if n := r.Responses(); n > 0 {
+		perReq = us(cpu.proxy) / float64(n)
+	}
+	p.RoundProxyCPUPerReq = append(p.RoundProxyCPUPerReq, perReq)
 	p.cpu.proxy += cpu.proxy
 	p.cpu.upstream += cpu.upstream
 	p.cpu.loadgen += cpu.loadgen
@@ -537,12 +546,37 @@ func haproxyRatios(rows []*PhaseResult) []string {
 		if peer != ScenarioHAProxy || r.Proxies != hp.Proxies {
 			name += " / " + peer
 		}
-		out = append(out, fmt.Sprintf("%s: req/s %s, CPU/req %s, added p50 %s, added p99 %s, RSS %s", name,
+		out = append(out, fmt.Sprintf("%s: req/s %s, CPU/req %s%s, added p50 %s, added p99 %s, RSS %s", name,
 			ratio(r.ActualQPS, hp.ActualQPS), ratio(r.ProxyCPUPerRequest, hp.ProxyCPUPerRequest),
+			roundSpread(r.RoundProxyCPUPerReq, hp.RoundProxyCPUPerReq),
 			addRatio(r.AddedP50US, hp.AddedP50US), addRatio(r.AddedP99US, hp.AddedP99US),
 			ratio(float64(r.ProxyPeakRSSBytes), float64(hp.ProxyPeakRSSBytes))))
 	}
 	return out
+}
+
+// roundSpread is " (by round: median M, lo-hi)" of the per-round ratios a[i]/b[i] when
+// both rows have the same three or more rounds with CPU figures: what one run's ratio
+// is worth on a machine whose speed moves between rounds; "" otherwise.
+func roundSpread(a, b []float64) string {
+	if len(a) < 3 || len(a) != len(b) {
+		return ""
+	}
+	var rs []float64
+	for i := range a {
+		if a[i] > 0 && b[i] > 0 {
+			rs = append(rs, a[i]/b[i])
+		}
+	}
+	if len(rs) < 3 {
+		return ""
+	}
+	slices.Sort(rs)
+	med := rs[len(rs)/2]
+	if len(rs)%2 == 0 {
+		med = (rs[len(rs)/2-1] + rs[len(rs)/2]) / 2
+	}
+	return fmt.Sprintf(" (by round: median %.2f, %.2f-%.2f)", med, rs[0], rs[len(rs)-1])
 }
 
 // floorRatios sets each one-hop proxy scenario against ScenarioFloor: CPU per request
