@@ -118,8 +118,8 @@ type PhaseResult struct {
 	// responses): rounds are interleaved, so round i of two rows ran minutes apart at
 	// most, and their ratio per round shows how far the machine moved a comparison.
 	RoundProxyCPUPerReq []float64 `json:"roundProxyCPU_us_per_request,omitempty"`
-	UpstreamCPUPerReq  float64 `json:"upstreamCPU_us_per_request"`
-	LoadgenCPUPerReq   float64 `json:"loadgenCPU_us_per_request"`
+	UpstreamCPUPerReq   float64   `json:"upstreamCPU_us_per_request"`
+	LoadgenCPUPerReq    float64   `json:"loadgenCPU_us_per_request"`
 	// LoadgenBusy is the share of its CPUs the load generator kept busy over the
 	// measured windows (1: all of them), LoadgenBusyMax the largest of one round's:
 	// near 1, the row's throughput and latency are the load generator's limit as much
