@@ -25,6 +25,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -253,6 +254,8 @@ type runFlags struct {
 	// --config-url credentials: headers, and a bearer token re-read at each fetch.
 	urlHeaders   headerList
 	urlTokenFile string
+	// cpuProfile: where a CPU profile of the whole run goes (bench/scripts/pgo-profile.sh).
+	cpuProfile string
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {
@@ -280,6 +283,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.ingressAddr, "ingress-bind", env("0.0.0.0", "MESHD_INGRESS_BIND"), "ingress bind address (env MESHD_INGRESS_BIND)")
 	fs.StringVar(&f.egressAddr, "egress-bind", env("127.0.0.1", "MESHD_EGRESS_BIND"), "egress bind address; loopback keeps meshd from being an open proxy (env MESHD_EGRESS_BIND)")
 	fs.StringVar(&f.logLevel, "log-level", env("info", "MESHD_LOG_LEVEL", "ENVOY_LOG_LEVEL"), "trace, debug, info, warning, error, critical or off (env MESHD_LOG_LEVEL, or App Mesh's ENVOY_LOG_LEVEL)")
+	fs.StringVar(&f.cpuProfile, "cpu-profile", env("", "MESHD_CPU_PROFILE"), "write a Go CPU profile (pprof) of the whole run to this file, finished when meshd exits; for performance reports and default.pgo (env MESHD_CPU_PROFILE)")
 	fs.StringVar(&f.logFormat, "log-format", env("text", "MESHD_LOG_FORMAT"), "text or json (env MESHD_LOG_FORMAT)")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", f.envDuration("drain-timeout", 20*time.Second, "MESHD_DRAIN_TIMEOUT", "LISTENER_DRAIN_WAIT_TIME_S"), "how long SIGTERM waits for in-flight requests (env MESHD_DRAIN_TIMEOUT)")
 	fs.DurationVar(&f.drainGrace, "drain-grace", f.envDuration("drain-grace", 3*time.Second, "MESHD_DRAIN_GRACE"), "after SIGTERM, how long /ready fails while the listeners keep serving, before they close and in-flight requests drain (env MESHD_DRAIN_GRACE; SIGINT skips it)")
@@ -656,6 +660,14 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 			return 2
 		}
 	}
+	if f.cpuProfile != "" {
+		stop, err := startCPUProfile(f.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "meshd run: --cpu-profile:", err)
+			return 2
+		}
+		defer stop()
+	}
 	logger, logLevel, err := telemetry.NewLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		fmt.Fprintln(stderr, "meshd run:", err)
@@ -1020,4 +1032,24 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// startCPUProfile profiles the process until the returned stop, which writes the
+// profile out; a file that cannot be created is an error at start, not a run that ends
+// without its profile.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "meshd run: --cpu-profile:", err)
+		}
+	}, nil
 }

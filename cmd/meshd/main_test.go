@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -324,5 +325,66 @@ func TestStartupGC(t *testing.T) {
 				t.Errorf("a second restore set GC percent %d", p)
 			}
 		})
+	}
+}
+
+// TestCPUProfileBinary: --cpu-profile writes a pprof profile (gzip-compressed protobuf)
+// of the run when meshd exits on SIGTERM, and a file that cannot be created stops meshd
+// at start, naming the flag.
+func TestCPUProfileBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the meshd binary; skipped with -short")
+	}
+	dir := t.TempDir()
+	bin := meshdBinary(t)
+	cfgPath := filepath.Join(dir, "mesh.yaml")
+	writeFile(t, cfgPath, `mesh: {meshName: m, spec: {egressFilter: {type: DROP_ALL}}}
+virtualNodes:
+  - virtualNodeName: client
+    spec:
+      listeners: [{portMapping: {port: 1234, protocol: http}}]
+      serviceDiscovery: {static: {endpoints: ["127.0.0.1:1234"]}}
+`)
+	prof := filepath.Join(dir, "meshd.pprof")
+	egress, ingress, admin := freePort(t), freePort(t), freePort(t)
+	args := []string{"run", "-c", cfgPath, "--node", "client",
+		"--egress-port", fmt.Sprint(egress), "--ingress-port", fmt.Sprint(ingress),
+		"--ingress-bind", "127.0.0.1", "--admin-addr", fmt.Sprintf("127.0.0.1:%d", admin), "--drain-grace", "0s"}
+	cmd := exec.Command(bin, append(args, "--cpu-profile", prof)...)
+	var logs syncBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	waitReady(t, fmt.Sprintf("http://127.0.0.1:%d/ready", admin))
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("meshd run: %v\n%s", err, logs.String())
+	}
+	f, err := os.Open(prof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("the profile is not gzip-compressed as pprof's are: %v", err)
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil || len(raw) == 0 {
+		t.Fatalf("profile: %d bytes, %v", len(raw), err)
+	}
+	// pprof's Profile message: its string table holds the sample type names.
+	if !bytes.Contains(raw, []byte("cpu")) || !bytes.Contains(raw, []byte("nanoseconds")) {
+		t.Fatalf("profile of %d bytes names no cpu/nanoseconds sample type", len(raw))
+	}
+
+	bad := exec.Command(bin, append(args, "--cpu-profile", filepath.Join(dir, "missing", "p.pprof"))...)
+	out, err := bad.CombinedOutput()
+	if code := bad.ProcessState.ExitCode(); code != 2 || !strings.Contains(string(out), "--cpu-profile") {
+		t.Fatalf("unwritable --cpu-profile: exit %d (%v), want 2 naming the flag:\n%s", code, err, out)
 	}
 }
