@@ -60,8 +60,10 @@ func WriteHeaderRequest(w *bufio.Writer, r *HeaderRequest) error {
 		return &InvalidFieldError{Name: "Host"}
 	}
 	// The fields are kept with their values as the map gives them: looking each key up
-	// again after the sort cost a map lookup per field (issue 12).
-	var arr [32]field
+	// again after the sort cost a map lookup per field (issue 12). The array holds a
+	// usual request's fields; it is zeroed at each call, in lines of the stack that are
+	// often cold (a goroutine per stream), so it is no larger than that.
+	var arr [16]field
 	fields := arr[:0]
 	var conn []string
 	for k, vs := range r.Header {
