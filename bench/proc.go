@@ -371,11 +371,18 @@ func PinSelf(cpus string) error {
 // kernel handed out (Listen on :0) goes back into the pool that the load generator's
 // own outgoing connections draw from, and one of them took it before the peer bound it
 // once in a loaded test run ("address already in use").
+//
+// A port is handed out once per process: a free port picked for one peer is still free
+// when the next is picked (nothing has bound it yet), and two peers of one run given the
+// same port had one fail to start ("bind: address already in use").
 func freePort() (int, error) {
 	lo, _ := ephemeralRange()
 	if lo > freePortBase+2048 {
 		for i := 0; i < 64; i++ {
 			p := freePortBase + rand.IntN(lo-freePortBase)
+			if !claimPort(p) {
+				continue
+			}
 			ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 			if err != nil {
 				continue
@@ -390,6 +397,26 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// handedOut holds the ports freePort returned (or found taken) in this process.
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
+// claimPort reports whether p was not handed out before, and marks it handed out.
+func claimPort(p int) bool {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports[p] {
+		return false
+	}
+	if handedOut.ports == nil {
+		handedOut.ports = make(map[int]bool)
+	}
+	handedOut.ports[p] = true
+	return true
 }
 
 // freePortBase keeps freePort above the ports meshd and its examples use by default

@@ -25,3 +25,19 @@ func TestFreePortBelowEphemeralRange(t *testing.T) {
 		ln.Close()
 	}
 }
+
+// freePort does not hand the same port out twice: the peers of one run are given their
+// ports before any of them binds, so a port still free is no proof it is not promised.
+func TestFreePortOncePerProcess(t *testing.T) {
+	seen := map[int]bool{}
+	for i := 0; i < 500; i++ {
+		p, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[p] {
+			t.Fatalf("freePort handed out %d twice (call %d)", p, i+1)
+		}
+		seen[p] = true
+	}
+}
