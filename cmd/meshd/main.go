@@ -661,7 +661,7 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 		}
 	}
 	if f.cpuProfile != "" {
-		stop, err := startCPUProfile(f.cpuProfile)
+		stop, err := startCPUProfile(f.cpuProfile, stderr)
 		if err != nil {
 			fmt.Fprintln(stderr, "meshd run: --cpu-profile:", err)
 			return 2
@@ -1037,7 +1037,7 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 // startCPUProfile profiles the process until the returned stop, which writes the
 // profile out; a file that cannot be created is an error at start, not a run that ends
 // without its profile.
-func startCPUProfile(path string) (stop func(), err error) {
+func startCPUProfile(path string, stderr io.Writer) (stop func(), err error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, err
@@ -1049,7 +1049,7 @@ func startCPUProfile(path string) (stop func(), err error) {
 	return func() {
 		pprof.StopCPUProfile()
 		if err := f.Close(); err != nil {
-			fmt.Fprintln(os.Stderr, "meshd run: --cpu-profile:", err)
+			fmt.Fprintln(stderr, "meshd run: --cpu-profile:", err)
 		}
 	}, nil
 }
