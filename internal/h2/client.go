@@ -575,10 +575,13 @@ func (b *responseBody) Read(p []byte) (int, error) {
 		if t != nil {
 			r := &b.cs.resp
 			if r.Trailer == nil {
-				r.Trailer = make(http.Header, len(t))
-			}
-			for k, v := range t {
-				r.Trailer[k] = v
+				// The decoder made t for this block alone (only request blocks reuse a
+				// map): it is the response's now, without a copy.
+				r.Trailer = t
+			} else {
+				for k, v := range t {
+					r.Trailer[k] = v
+				}
 			}
 		}
 	}

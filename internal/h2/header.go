@@ -307,26 +307,32 @@ func encodeHeader(enc *hpack.Encoder, h http.Header, skip func(string) bool) {
 		if skip != nil && skip(k) {
 			continue
 		}
-		lk := lower(k)
-		if isConnectionHeader(lk) || lk == "host" || !validFieldName(lk) {
-			continue
-		}
-		if lk == "te" {
-			for _, v := range vs {
-				if strings.EqualFold(strings.TrimSpace(v), "trailers") {
-					_ = enc.WriteField(hpack.HeaderField{Name: "te", Value: "trailers"})
-					break
-				}
-			}
-			continue
-		}
-		sensitive := lk == "authorization" || lk == "cookie" || lk == "proxy-authorization"
+		encodeField(enc, k, vs)
+	}
+}
+
+// encodeField encodes one field of h with its values: in lowercase, dropped when
+// HTTP/2 forbids it or its name is not a token, each value dropped when it is not valid.
+func encodeField(enc *hpack.Encoder, k string, vs []string) {
+	lk := lower(k)
+	if isConnectionHeader(lk) || lk == "host" || !validFieldName(lk) {
+		return
+	}
+	if lk == "te" {
 		for _, v := range vs {
-			if !validValue(v) {
-				continue
+			if strings.EqualFold(strings.TrimSpace(v), "trailers") {
+				_ = enc.WriteField(hpack.HeaderField{Name: "te", Value: "trailers"})
+				break
 			}
-			_ = enc.WriteField(hpack.HeaderField{Name: lk, Value: v, Sensitive: sensitive})
 		}
+		return
+	}
+	sensitive := lk == "authorization" || lk == "cookie" || lk == "proxy-authorization"
+	for _, v := range vs {
+		if !validValue(v) {
+			continue
+		}
+		_ = enc.WriteField(hpack.HeaderField{Name: lk, Value: v, Sensitive: sensitive})
 	}
 }
 

@@ -128,3 +128,36 @@ func TestRequestTrailersLeaveOutFraming(t *testing.T) {
 		}
 	}
 }
+
+// TestTrailerNamesOnce: a trailer set under two spellings of one name, or both announced
+// and "Trailer:"-prefixed, leaves as one field, the announced one's value winning, as
+// when the trailers were gathered in a map keyed by the canonical name.
+func TestTrailerNamesOnce(t *testing.T) {
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Sum")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("body"))
+		w.Header()[http.TrailerPrefix+"x-sum"] = []string{"prefixed"}
+		w.Header().Set("X-Sum", "announced")
+		w.Header()[http.TrailerPrefix+"X-Dup"] = []string{"a"}
+		w.Header()[http.TrailerPrefix+"x-dup"] = []string{"b"}
+		w.Header()[http.TrailerPrefix+"Grpc-Status"] = []string{"0"}
+	}), Limits{})
+	resp, err := stdClient().Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if v := resp.Trailer["X-Sum"]; len(v) != 1 || v[0] != "announced" {
+		t.Errorf("X-Sum trailer %q, want one field, announced", v)
+	}
+	if v := resp.Trailer["X-Dup"]; len(v) != 1 || (v[0] != "a" && v[0] != "b") {
+		t.Errorf("X-Dup trailer %q, want one field", v)
+	}
+	if v := resp.Trailer["Grpc-Status"]; len(v) != 1 || v[0] != "0" {
+		t.Errorf("Grpc-Status trailer %q, want 0", v)
+	}
+}

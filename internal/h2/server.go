@@ -1069,32 +1069,56 @@ func (w *responseWriter) FlushError() error {
 	return err
 }
 
-// trailers collects the trailer fields the handler set: "Trailer:"-prefixed keys, and
-// keys it announced in a Trailer field and set after the head.
-func (w *responseWriter) trailers() http.Header {
-	var t http.Header
+// trailerField is one trailer field the handler set, with its values.
+type trailerField struct {
+	name   string
+	values []string
+}
+
+// trailers collects the trailer fields the handler set, appended to buf: "Trailer:"-
+// prefixed keys, and keys it announced in a Trailer field and set after the head. A
+// slice, not a map: a unary gRPC call's one or two trailers cost no allocation then (a
+// map and its group did). Names equal but for case are one field, the later kept, as
+// a map keyed by the canonical name kept them.
+func (w *responseWriter) trailers(buf []trailerField) []trailerField {
 	for k, v := range w.header {
 		name, ok := strings.CutPrefix(k, http.TrailerPrefix)
 		if !ok {
 			continue
 		}
-		if t == nil {
-			t = make(http.Header, 2)
-		}
-		t[http.CanonicalHeaderKey(name)] = v
+		buf = addTrailer(buf, name, v)
 	}
 	for _, decl := range w.header["Trailer"] {
 		for name := range strings.SplitSeq(decl, ",") {
 			k := http.CanonicalHeaderKey(strings.TrimSpace(name))
 			if v, ok := w.header[k]; ok && k != "" && w.head != nil && w.head[k] == nil {
-				if t == nil {
-					t = make(http.Header, 2)
-				}
-				t[k] = v
+				buf = addTrailer(buf, k, v)
 			}
 		}
 	}
-	return t
+	return buf
+}
+
+// addTrailer appends the field, or replaces the values of one of the same name.
+func addTrailer(buf []trailerField, name string, values []string) []trailerField {
+	for i := range buf {
+		if strings.EqualFold(buf[i].name, name) {
+			buf[i].values = values
+			return buf
+		}
+	}
+	return append(buf, trailerField{name, values})
+}
+
+// encodeTrailers encodes the trailer fields, less those a trailer section must not
+// carry (notTrailerField).
+func encodeTrailers(enc *hpack.Encoder, fs []trailerField) {
+	for _, f := range fs {
+		if notTrailerField(f.name) {
+			continue
+		}
+		encodeField(enc, f.name, f.values)
+	}
 }
 
 // finish ends the response when the handler returns (or at EndResponse).
@@ -1160,9 +1184,10 @@ func (w *responseWriter) send(data []byte, end bool) error {
 	ss := w.ss
 	st := &ss.stream
 	c := st.c
-	var trailers http.Header
+	var tbuf [2]trailerField
+	var trailers []trailerField
 	if end {
-		trailers = w.trailers()
+		trailers = w.trailers(tbuf[:0])
 	}
 	endData := end && len(trailers) == 0
 	if !w.sentHeader {
@@ -1192,7 +1217,7 @@ func (w *responseWriter) send(data []byte, end bool) error {
 				}
 			}
 			if withTrailers {
-				return c.writeHeadersLocked(st.id, true, func(e *hpack.Encoder) { encodeHeader(e, trailers, notTrailerField) })
+				return c.writeHeadersLocked(st.id, true, func(e *hpack.Encoder) { encodeTrailers(e, trailers) })
 			}
 			return nil
 		})
@@ -1245,7 +1270,7 @@ func (w *responseWriter) send(data []byte, end bool) error {
 		if len(trailers) == 0 {
 			return c.fr.WriteData(st.id, true, nil)
 		}
-		return c.writeHeadersLocked(st.id, true, func(e *hpack.Encoder) { encodeHeader(e, trailers, notTrailerField) })
+		return c.writeHeadersLocked(st.id, true, func(e *hpack.Encoder) { encodeTrailers(e, trailers) })
 	})
 	if err != nil {
 		return err

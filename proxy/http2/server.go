@@ -381,8 +381,8 @@ func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Fligh
 			fl.End(balancer.DoneInfo{Err: err, Status: resp.StatusCode, Latency: time.Since(fl.Start)}, true)
 			// The message names the timeout (cause), not the Read error: after the idle
 			// timer cut the attempt that is a bare "context canceled".
-			dst[http.TrailerPrefix+"Grpc-Status"] = []string{strconv.Itoa(forward.GRPCDeadlineExceeded)}
-			dst[http.TrailerPrefix+"Grpc-Message"] = []string{forward.GRPCMessageEncode("meshd: upstream_timeout: " + cause.Error())}
+			dst[trailerGRPCStatus] = []string{strconv.Itoa(forward.GRPCDeadlineExceeded)}
+			dst[trailerGRPCMessage] = []string{forward.GRPCMessageEncode("meshd: upstream_timeout: " + cause.Error())}
 			dst[http.TrailerPrefix+forward.HeaderError] = []string{forward.CodeTimeout}
 			return false
 		}
@@ -391,7 +391,7 @@ func CopyResponse(w http.ResponseWriter, x *forward.RoundTrip, fl *forward.Fligh
 		if slices.Contains(announced, k) {
 			dst[k] = v
 		} else {
-			dst[http.TrailerPrefix+k] = v
+			dst[trailerKey(k)] = v
 		}
 	}
 	if rec != nil && len(resp.Trailer) > 0 {
@@ -520,4 +520,22 @@ func localHTTPError(w http.ResponseWriter, status int, code, limit, msg string) 
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, msg)
+}
+
+// The "Trailer:"-prefixed keys of gRPC's trailers, built once: CopyResponse sets one or
+// two per call, and a concatenation is an allocation each.
+const (
+	trailerGRPCStatus  = http.TrailerPrefix + "Grpc-Status"
+	trailerGRPCMessage = http.TrailerPrefix + "Grpc-Message"
+)
+
+// trailerKey is the key under which a trailer not announced in the head is set.
+func trailerKey(k string) string {
+	switch k {
+	case "Grpc-Status":
+		return trailerGRPCStatus
+	case "Grpc-Message":
+		return trailerGRPCMessage
+	}
+	return http.TrailerPrefix + k
 }
