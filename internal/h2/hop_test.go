@@ -62,7 +62,7 @@ func TestTrailerFieldsMatchH1(t *testing.T) {
 // TestTrailersLeaveOutFraming: a handler's trailers reach the client without the fields
 // a trailer section must not carry.
 func TestTrailersLeaveOutFraming(t *testing.T) {
-	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	trailer := serveTrailers(t, func(w http.ResponseWriter) {
 		w.Header().Set("Trailer", "X-Sum, Proxy-Authorization, Content-Length, Te")
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("body"))
@@ -72,20 +72,12 @@ func TestTrailersLeaveOutFraming(t *testing.T) {
 		w.Header().Set("Te", "trailers")
 		w.Header().Set(http.TrailerPrefix+"Proxy-Authenticate", "Basic")
 		w.Header().Set(http.TrailerPrefix+"X-Late", "1")
-	}), Limits{})
-	resp, err := stdClient().Get("http://" + addr + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadAll(resp.Body); err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.Trailer.Get("X-Sum") != "42" || resp.Trailer.Get("X-Late") != "1" {
-		t.Fatalf("trailers %v, want X-Sum and X-Late", resp.Trailer)
+	})
+	if trailer.Get("X-Sum") != "42" || trailer.Get("X-Late") != "1" {
+		t.Fatalf("trailers %v, want X-Sum and X-Late", trailer)
 	}
 	for _, name := range []string{"Proxy-Authorization", "Proxy-Authenticate", "Content-Length", "Te"} {
-		if v := resp.Trailer.Get(name); v != "" {
+		if v := trailer.Get(name); v != "" {
 			t.Errorf("trailer %s reached the client: %q", name, v)
 		}
 	}
@@ -133,7 +125,7 @@ func TestRequestTrailersLeaveOutFraming(t *testing.T) {
 // and "Trailer:"-prefixed, leaves as one field, the announced one's value winning, as
 // when the trailers were gathered in a map keyed by the canonical name.
 func TestTrailerNamesOnce(t *testing.T) {
-	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	trailer := serveTrailers(t, func(w http.ResponseWriter) {
 		w.Header().Set("Trailer", "X-Sum")
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("body"))
@@ -142,7 +134,22 @@ func TestTrailerNamesOnce(t *testing.T) {
 		w.Header()[http.TrailerPrefix+"X-Dup"] = []string{"a"}
 		w.Header()[http.TrailerPrefix+"x-dup"] = []string{"b"}
 		w.Header()[http.TrailerPrefix+"Grpc-Status"] = []string{"0"}
-	}), Limits{})
+	})
+	if v := trailer["X-Sum"]; len(v) != 1 || v[0] != "announced" {
+		t.Errorf("X-Sum trailer %q, want one field, announced", v)
+	}
+	if v := trailer["X-Dup"]; len(v) != 1 || (v[0] != "a" && v[0] != "b") {
+		t.Errorf("X-Dup trailer %q, want one field", v)
+	}
+	if v := trailer["Grpc-Status"]; len(v) != 1 || v[0] != "0" {
+		t.Errorf("Grpc-Status trailer %q, want 0", v)
+	}
+}
+
+// serveTrailers serves one GET with handler and returns the trailers the client got.
+func serveTrailers(t *testing.T, handler func(http.ResponseWriter)) http.Header {
+	t.Helper()
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { handler(w) }), Limits{})
 	resp, err := stdClient().Get("http://" + addr + "/")
 	if err != nil {
 		t.Fatal(err)
@@ -151,13 +158,5 @@ func TestTrailerNamesOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if v := resp.Trailer["X-Sum"]; len(v) != 1 || v[0] != "announced" {
-		t.Errorf("X-Sum trailer %q, want one field, announced", v)
-	}
-	if v := resp.Trailer["X-Dup"]; len(v) != 1 || (v[0] != "a" && v[0] != "b") {
-		t.Errorf("X-Dup trailer %q, want one field", v)
-	}
-	if v := resp.Trailer["Grpc-Status"]; len(v) != 1 || v[0] != "0" {
-		t.Errorf("Grpc-Status trailer %q, want 0", v)
-	}
+	return resp.Trailer
 }
