@@ -8,9 +8,9 @@
 #        bin/ built; PROTO=h1 for HTTP/1.1, default h2c with 10 streams per connection;
 #        needs valgrind and h2load; cg_annotate OUT/diff.out lists the functions;
 #        CACHESIM=yes adds cachegrind's simulated cache misses per request; MESHD=haproxy
-#        counts HAProxy instead, one thread, with the same load and upstream)
+#        (or haproxy as the first argument) counts HAProxy instead, one thread, with the same load and upstream)
 set -uo pipefail
-MESHD=${1:-bin/meshd}; OUT=${2:-/tmp/instr-per-request}; N=${3:-20000}; M=${MESHBENCH:-bin/meshbench}
+MESHD=${1:-${MESHD:-bin/meshd}}; OUT=${2:-/tmp/instr-per-request}; N=${3:-20000}; M=${MESHBENCH:-bin/meshbench}
 mkdir -p "$OUT"; dir=$(mktemp -d)
 . "$(dirname "$0")/lib.sh"
 write_mesh "$dir"

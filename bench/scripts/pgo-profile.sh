@@ -10,19 +10,26 @@ set -euo pipefail
 N=${1:-300000}; M=${MESHBENCH:-bin/meshbench}; dir=$(mktemp -d)
 . "$(dirname "$0")/lib.sh"
 taskset -c 0 "$M" internal upstream -listen 127.0.0.1:29400 >/dev/null 2>&1 & U=$!
-trap 'kill $U 2>/dev/null; rm -rf "$dir"' EXIT
+D=
+trap 'kill $U $D 2>/dev/null; rm -rf "$dir"' EXIT
 H="-H :authority:upstream.bench.local"
 profile() { # name upstream-protocol h2load-options
   write_mesh "$dir" "$2"
   taskset -c 1 bin/meshd run -c "$dir/mesh.yaml" --node client --admin-addr 127.0.0.1:19903 \
     --ingress-port 25020 --egress-port 29402 --log-level error --drain-grace 0s \
     --cpu-profile "$dir/$1.pprof" >/dev/null 2>&1 & D=$!
-  for _ in $(seq 100); do curl -fs -o /dev/null http://127.0.0.1:19903/ready && break; sleep 0.1; done
+  ready=
+  for _ in $(seq 100); do curl -fs -o /dev/null http://127.0.0.1:19903/ready && ready=1 && break; sleep 0.1; done
+  [ -n "$ready" ] || { echo "meshd did not become ready for $1" >&2; exit 1; }
   taskset -c 0 h2load $3 -n "$N" $H http://127.0.0.1:29402/ | grep -E "^requests:"
   kill -TERM $D; wait $D || true
+  D=
+  [ -s "$dir/$1.pprof" ] || { echo "no profile from the $1 load" >&2; exit 1; }
 }
 profile h2c-h1 http "-c 50 -m 10"
 profile h1-h1 http "--h1 -c 50"
 profile h2c-h2c http2 "-c 50 -m 10"
-go tool pprof -proto "$dir/h2c-h1.pprof" "$dir/h1-h1.pprof" "$dir/h2c-h2c.pprof" > cmd/meshd/default.pgo
+# Into place only once whole: a failed merge must not leave the committed profile empty.
+go tool pprof -proto "$dir/h2c-h1.pprof" "$dir/h1-h1.pprof" "$dir/h2c-h2c.pprof" > "$dir/merged.pgo"
+mv "$dir/merged.pgo" cmd/meshd/default.pgo
 echo "wrote cmd/meshd/default.pgo ($(wc -c < cmd/meshd/default.pgo) bytes)"

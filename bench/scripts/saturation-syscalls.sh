@@ -24,10 +24,11 @@ for s in read write recvfrom sendto readv writev epoll_pwait epoll_wait epoll_ct
 for t in "meshd $D 29402" "haproxy $HP 29403"; do
   set -- $t
   taskset -c 0 h2load $LOAD -n 30000 $H http://127.0.0.1:$3/ >/dev/null
-  perf stat -x, -e $EV -p $2 -o "$dir/stat" -- sleep 600 2>/dev/null & P=$!
+  perf stat -x, -e $EV -p $2 -o "$dir/stat" -- sleep 600 2>"$dir/perf.err" & P=$!
   sleep 0.3
   taskset -c 0 h2load $LOAD -n "$N" $H http://127.0.0.1:$3/ | grep -E "^requests:|req/s" | head -2
   pkill -P $P sleep; wait $P
+  grep -v Terminated "$dir/perf.err" >&2  # perf's own errors (a missing tracepoint, no permission)
   echo "== $1 (per request)"
   awk -F, -v n="$N" '$1 ~ /^[0-9]/ && $1 > 0 {printf "   %-36s %8.3f\n", $3, $1/n}' "$dir/stat"
 done

@@ -660,6 +660,13 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 			return 2
 		}
 	}
+	logger, logLevel, err := telemetry.NewLogger(stderr, f.logLevel, f.logFormat)
+	if err != nil {
+		fmt.Fprintln(stderr, "meshd run:", err)
+		return 2
+	}
+	// After the flags are checked: a run refused for a bad flag leaves an earlier
+	// profile at that path as it was.
 	if f.cpuProfile != "" {
 		stop, err := startCPUProfile(f.cpuProfile, stderr)
 		if err != nil {
@@ -667,11 +674,6 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 			return 2
 		}
 		defer stop()
-	}
-	logger, logLevel, err := telemetry.NewLogger(stderr, f.logLevel, f.logFormat)
-	if err != nil {
-		fmt.Fprintln(stderr, "meshd run:", err)
-		return 2
 	}
 	warnUnsupportedEnv(logger)
 	f.warnGatewayEnv(logger)

@@ -358,18 +358,22 @@ virtualNodes:
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	waitReady(t, fmt.Sprintf("http://127.0.0.1:%d/ready", admin))
+	// The profile covers the whole run: nothing of it is written before meshd exits
+	// (pprof writes it at StopCPUProfile), so a stop at start would show here.
+	if fi, err := os.Stat(prof); err != nil || fi.Size() != 0 {
+		t.Fatalf("profile while meshd runs: %v, %v; want an empty file, written at exit", fi, err)
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("meshd run: %v\n%s", err, logs.String())
 	}
-	f, err := os.Open(prof)
+	kept, err := os.ReadFile(prof)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
+	zr, err := gzip.NewReader(bytes.NewReader(kept))
 	if err != nil {
 		t.Fatalf("the profile is not gzip-compressed as pprof's are: %v", err)
 	}
@@ -380,6 +384,15 @@ virtualNodes:
 	// pprof's Profile message: its string table holds the sample type names.
 	if !bytes.Contains(raw, []byte("cpu")) || !bytes.Contains(raw, []byte("nanoseconds")) {
 		t.Fatalf("profile of %d bytes names no cpu/nanoseconds sample type", len(raw))
+	}
+
+	// A run refused for another flag leaves an earlier profile alone.
+	refused := exec.Command(bin, append(args, "--cpu-profile", prof, "--log-level", "loud")...)
+	if out, err := refused.CombinedOutput(); refused.ProcessState.ExitCode() != 2 {
+		t.Fatalf("--log-level loud: exit %d (%v), want 2:\n%s", refused.ProcessState.ExitCode(), err, out)
+	}
+	if fi, err := os.Stat(prof); err != nil || fi.Size() != int64(len(kept)) {
+		t.Fatalf("the profile after a refused run: %v, %v; want it kept (%d bytes)", fi, err, len(kept))
 	}
 
 	bad := exec.Command(bin, append(args, "--cpu-profile", filepath.Join(dir, "missing", "p.pprof"))...)

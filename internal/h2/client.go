@@ -462,12 +462,18 @@ func (cs *clientStream) encodeRequest(e *hpack.Encoder) {
 		// Announce the trailers: servers (net/http's among them) keep only announced ones.
 		names := make([]byte, 0, 32)
 		for k := range r.Trailer {
+			lk := lower(k)
+			if !validFieldName(lk) {
+				continue // never sent either (encodeField)
+			}
 			if len(names) > 0 {
 				names = append(names, ", "...)
 			}
-			names = append(names, lower(k)...)
+			names = append(names, lk...)
 		}
-		_ = e.WriteField(hpack.HeaderField{Name: "trailer", Value: string(names)})
+		if len(names) > 0 {
+			_ = e.WriteField(hpack.HeaderField{Name: "trailer", Value: string(names)})
+		}
 	}
 	if _, ok := r.Header["Content-Length"]; !ok {
 		switch {

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
@@ -51,6 +52,13 @@ func canonical(k string) string {
 func lower(k string) string {
 	if l, ok := commonLower[k]; ok {
 		return l
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] >= utf8.RuneSelf {
+			// Not a token, so validFieldName drops it; strings.ToLower would fold it
+			// into one first (the Kelvin sign into k: "X-O\u212a" became "x-ok").
+			return k
+		}
 	}
 	return strings.ToLower(k)
 }

@@ -134,6 +134,10 @@ func TestTrailerNamesOnce(t *testing.T) {
 		w.Header()[http.TrailerPrefix+"X-Dup"] = []string{"a"}
 		w.Header()[http.TrailerPrefix+"x-dup"] = []string{"b"}
 		w.Header()[http.TrailerPrefix+"Grpc-Status"] = []string{"0"}
+		// The Kelvin sign folds to k in Unicode, not in ASCII: this invalid name is
+		// another field, which the encoder drops, never a replacement of X-Ok's value.
+		w.Header()[http.TrailerPrefix+"X-Ok"] = []string{"good"}
+		w.Header()[http.TrailerPrefix+"X-O\u212a"] = []string{"bad"}
 	})
 	if v := trailer["X-Sum"]; len(v) != 1 || v[0] != "announced" {
 		t.Errorf("X-Sum trailer %q, want one field, announced", v)
@@ -143,6 +147,9 @@ func TestTrailerNamesOnce(t *testing.T) {
 	}
 	if v := trailer["Grpc-Status"]; len(v) != 1 || v[0] != "0" {
 		t.Errorf("Grpc-Status trailer %q, want 0", v)
+	}
+	if v := trailer["X-Ok"]; len(v) != 1 || v[0] != "good" {
+		t.Errorf("X-Ok trailer %q, want good alone", v)
 	}
 }
 

@@ -1099,10 +1099,12 @@ func (w *responseWriter) trailers(buf []trailerField) []trailerField {
 	return buf
 }
 
-// addTrailer appends the field, or replaces the values of one of the same name.
+// addTrailer appends the field, or replaces the values of one of the same name (ASCII
+// case folded: strings.EqualFold would take a name with the Kelvin sign for one with
+// a k, and let an invalid name replace a valid one).
 func addTrailer(buf []trailerField, name string, values []string) []trailerField {
 	for i := range buf {
-		if strings.EqualFold(buf[i].name, name) {
+		if asciiEqualFold(buf[i].name, name) {
 			buf[i].values = values
 			return buf
 		}
@@ -1399,4 +1401,24 @@ func splitQuery(p string) (path, rawQuery string, force bool) {
 		return path, "", true
 	}
 	return path, rawQuery, false
+}
+
+// asciiEqualFold reports whether a and b are equal under ASCII case folding only.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
