@@ -53,14 +53,26 @@ func lower(k string) string {
 	if l, ok := commonLower[k]; ok {
 		return l
 	}
+	upper := false
 	for i := 0; i < len(k); i++ {
-		if k[i] >= utf8.RuneSelf {
+		c := k[i]
+		if c >= utf8.RuneSelf {
 			// Not a token, so validFieldName drops it; strings.ToLower would fold it
 			// into one first (the Kelvin sign into k: "X-O\u212a" became "x-ok").
 			return k
 		}
+		upper = upper || 'A' <= c && c <= 'Z'
 	}
-	return strings.ToLower(k)
+	if !upper {
+		return k
+	}
+	b := []byte(k)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // connectionHeaders are the fields HTTP/2 forbids (RFC 9113 §8.2.2): a message that
