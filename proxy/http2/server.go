@@ -508,7 +508,7 @@ func grpcHealthReply(w http.ResponseWriter, st uint8) {
 	h.Set("Content-Type", "application/grpc")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(forward.GRPCHealthMessage(st))
-	h.Set(http.TrailerPrefix+"Grpc-Status", "0")
+	h.Set(trailerGRPCStatus, "0")
 }
 
 func localHTTPError(w http.ResponseWriter, status int, code, limit, msg string) {
