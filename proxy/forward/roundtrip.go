@@ -323,6 +323,16 @@ func (r *RoundTrip) Close() {
 	r.quiet = r.closes == 1 && ctxQuiet && watchQuiet
 }
 
+// Settled reports, after Close, whether nothing r started can still reach its parent
+// context (Ctx): no attempt was made, or the one attempt went through meshd's own
+// transport and Close found its context and idle watch quiet. An owner whose context
+// object is recycled (internal/h2's stream, KeepStream) must not reuse it otherwise: an
+// attempt's deadline timer, its idle watch or a transport still finishing on another
+// goroutine may yet detach the attempt's context from it, or ask it for a value.
+func (r *RoundTrip) Settled() bool {
+	return r.attempts == 0 || (r.quiet && r.attempts == 1 && r.direct)
+}
+
 // Recycle zeroes r for another request when nothing but its owner can reach it any more,
 // and reports whether it did; the owner then puts r's memory (or the object holding it)
 // back in its pool. That holds after Close on the clean path only: one attempt, on r's
@@ -335,7 +345,7 @@ func (r *RoundTrip) Close() {
 // outlive the exchange); and an idle watch whose timer never fired. Anything else is
 // left to the collector.
 func (r *RoundTrip) Recycle() bool {
-	if !r.quiet || r.attempts != 1 || r.Out != &r.out0 || !r.direct ||
+	if r.attempts == 0 || !r.Settled() || r.Out != &r.out0 ||
 		(r.rb != nil && r.rb.opened.Load() != r.rb.closed.Load()) {
 		return false
 	}

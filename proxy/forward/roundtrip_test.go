@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshd/meshd/balancer"
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/internal/reqctx"
 	"github.com/meshd/meshd/proxy/upstream"
 	"github.com/meshd/meshd/router"
 )
@@ -148,3 +149,78 @@ func TestRoundTripClientBodyFailure(t *testing.T) {
 type failingReader struct{ err error }
 
 func (r failingReader) Read([]byte) (int, error) { return 0, r.err }
+
+// TestRoundTripSettled: after Close, a RoundTrip says its attempt can no longer reach
+// the parent context only when that holds: on the clean path, not after the attempt's
+// deadline fired mid-body (its timer's goroutine ran the cancel, and its detach from
+// the parent), and not for an attempt that failed before a response.
+func TestRoundTripSettled(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					switch {
+					case strings.HasPrefix(line, "GET /slow "):
+						// A head, a byte of the body, then nothing until meshd gives up.
+						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nx")
+						_, _ = io.Copy(io.Discard, br)
+						return
+					case strings.HasPrefix(line, "GET /reset "):
+						return
+					case line == "\r\n":
+						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					}
+				}
+			}()
+		}
+	}()
+	cl := h1TestCluster(t, ln.Addr().String())
+	run := func(path string, deadline time.Time) (*RoundTrip, *reqctx.Ctx) {
+		parent := reqctx.New(nil)
+		rt := NewRoundTrip(OutRequest("GET", path, "svc", http.Header{}, nil, 0, nil), cl, 0, 0)
+		rt.Ctx = parent
+		res, err := cl.Pick(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		status, err := rt.Exchange(res, deadline)
+		if err == nil {
+			_, _ = io.ReadAll(rt.Response().Body)
+			rt.Close()
+		}
+		res.Done(balancer.DoneInfo{Status: status, Err: err})
+		return rt, parent
+	}
+	if rt := NewRoundTrip(OutRequest("GET", "/", "svc", http.Header{}, nil, 0, nil), cl, 0, 0); !rt.Settled() {
+		t.Error("a RoundTrip without an attempt is not settled")
+	}
+	if rt, _ := run("/ok", time.Time{}); !rt.Settled() {
+		t.Error("the clean path is not settled")
+	}
+	if rt, _ := run("/ok", time.Now().Add(time.Minute)); !rt.Settled() {
+		t.Error("the clean path with a deadline that did not fire is not settled")
+	}
+	rt, parent := run("/slow", time.Now().Add(50*time.Millisecond))
+	if rt.Settled() {
+		t.Error("settled after the attempt's deadline fired mid-body")
+	}
+	parent.Cancel()
+	if rt, _ := run("/reset", time.Time{}); rt.Settled() {
+		t.Error("settled after a failed attempt")
+	}
+}

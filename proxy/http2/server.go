@@ -164,6 +164,15 @@ func (s *Server) ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r 
 			cluster = d.Cluster.Stats()
 		}
 		forward.Finish(rec, ls, route, cluster, d.GatewayStats, span, snap.Observers())
+		// An attempt that did not settle (one abandoned by a per-try timeout or a retry,
+		// a failed one, one whose deadline fired mid-body) may still reach the stream's
+		// context from a transport's or a timer's goroutine: the stream must not serve
+		// another request, whose context would be that same memory zeroed.
+		if !one.rt.Settled() {
+			if k, ok := w.(streamKeeper); ok {
+				k.KeepStream()
+			}
+		}
 		// A span keeps the record; an observer must not (telemetry.Observer).
 		if recycle && span == nil && one.rt.Recycle() {
 			one.rec, one.spare = telemetry.Request{}, [4]string{}
@@ -242,13 +251,6 @@ func (s *Server) ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r 
 	pm := env.Mirrors.TakeRoundTrip(&d, r.Method, rr.Path, r.Host, hdr)
 	fl, err := forward.Do(&call, x)
 	rec.Attempts = call.Attempts
-	if call.Attempts > 1 || err != nil {
-		// An attempt abandoned on the way (a per-try timeout, a retry) may still run and
-		// hold the stream's context: the stream must not serve another request.
-		if k, ok := w.(streamKeeper); ok {
-			k.KeepStream()
-		}
-	}
 	if err != nil {
 		status, code := forward.Status(err)
 		if ce, ok := forward.AsClientError(err); ok {
