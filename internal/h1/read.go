@@ -110,6 +110,26 @@ func (r *Reader) ReadRequest(req *Request) error {
 	return req.parse(req.buf[:lineEnd-2], &r.fs, &r.host)
 }
 
+// ReadBufferedRequest is ReadRequest for a head that lies whole in the bufio.Reader's
+// buffer: it never reads from the connection. ok is false, with nothing consumed, when
+// the buffer does not hold a whole head (or holds one that only ReadRequest's
+// line-by-line path takes: ReadRequest then reads and answers it); otherwise err is
+// ReadRequest's for that head.
+func (r *Reader) ReadBufferedRequest(req *Request) (ok bool, err error) {
+	n := r.br.Buffered()
+	if n == 0 {
+		return false, nil
+	}
+	b, _ := r.br.Peek(n)
+	req.Reset()
+	lineEnd := r.scanHead(b, &req.msgBuf, &req.Headers, &r.fs)
+	if lineEnd == 0 {
+		return false, nil
+	}
+	r.whole = true
+	return true, req.parse(req.buf[:lineEnd-2], &r.fs, &r.host)
+}
+
 // parse checks the request line and the fields' semantics; fs describes req.Headers.
 func (req *Request) parse(line []byte, fs *fieldStats, host *hostMemo) error {
 	// RFC 9112 §3: request-line = method SP request-target SP HTTP-version, single SPs.

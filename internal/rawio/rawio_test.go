@@ -304,3 +304,105 @@ func TestReadOfWriteOf(t *testing.T) {
 		t.Fatalf("ReadOf on an unbound Conn: %q %v", p[:n], err)
 	}
 }
+
+// TestSessionKeepsReadiness: within one Session, input that arrives after a read found
+// the socket drained wakes the next wait, even though no read ran between them: the
+// callback reads "a", then (still in the callback) the peer sends "b" and the callback
+// waits without reading; the wait must end at once with "b" readable. (Between two
+// Reads, the second would clear that readiness, and a wait without a read first would
+// last until the deadline.) The wait's deadline ends a session that waits with nothing
+// to come, and the close of the peer shows as io.EOF.
+func TestSessionKeepsReadiness(t *testing.T) {
+	a, b := tcpPair(t)
+	cb := bound(t, b)
+	if _, err := a.Write([]byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var got []byte
+	buf := make([]byte, 16)
+	calls, blocked := 0, 0
+	err := cb.Session(func() bool {
+		calls++
+		for {
+			n, err := cb.SessionRead(buf)
+			switch {
+			case err == ErrWouldBlock:
+				blocked++
+				return false
+			case err != nil:
+				t.Errorf("read: %v", err)
+				return true
+			}
+			got = append(got, buf[:n]...)
+			if string(got) == "a" {
+				// Drained (1 byte of 16): the peer sends more now, and the callback
+				// waits without reading again.
+				if _, err := a.Write([]byte("b")); err != nil {
+					t.Error(err)
+					return true
+				}
+				time.Sleep(20 * time.Millisecond) // "b" has arrived: its edge came in the callback
+				return false
+			}
+			if string(got) == "ab" {
+				return true
+			}
+		}
+	})
+	if err != nil {
+		t.Fatalf("session: %v (got %q): the readiness of input that arrived in the callback was lost", err, got)
+	}
+	if string(got) != "ab" || calls != 2 || blocked != 0 {
+		t.Fatalf("got %q in %d calls with %d reads finding nothing, want \"ab\" in 2 calls and none", got, calls, blocked)
+	}
+
+	// Nothing more comes: the wait ends with the deadline's error, f not called again.
+	_ = b.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	calls = 0
+	err = cb.Session(func() bool {
+		calls++
+		if _, err := cb.SessionRead(buf); err != ErrWouldBlock {
+			t.Errorf("read with nothing sent: %v, want ErrWouldBlock", err)
+		}
+		return false
+	})
+	if !errors.Is(err, os.ErrDeadlineExceeded) || calls != 1 {
+		t.Fatalf("idle session: %v after %d calls, want the deadline's error after 1", err, calls)
+	}
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "read" {
+		t.Errorf("idle session's error %v, want a *net.OpError named read", err)
+	}
+
+	// The peer closes: SessionRead says io.EOF.
+	_ = b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = a.Close()
+	err = cb.Session(func() bool {
+		_, err := cb.SessionRead(buf)
+		if err == ErrWouldBlock {
+			return false
+		}
+		if err != io.EOF {
+			t.Errorf("read after the peer's close: %v, want io.EOF", err)
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSessionNotRaw: a connection without raw calls (here a pipe) has no Session.
+func TestSessionNotRaw(t *testing.T) {
+	p, q := net.Pipe()
+	defer p.Close()
+	defer q.Close()
+	c := bound(t, p)
+	if c.Raw() {
+		t.Fatal("a pipe reports raw calls")
+	}
+	if err := c.Session(func() bool { t.Error("f called"); return true }); err == nil {
+		t.Fatal("Session on a pipe did not fail")
+	}
+}

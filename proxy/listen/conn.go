@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/meshd/meshd/internal/rawio"
@@ -59,7 +60,99 @@ type Conn struct {
 	// accept. parkedAs is its entry while parked, under the Parker's lock.
 	parker   *Parker
 	parkedAs *parked
+
+	// The Session in progress (the serving goroutine's): its callback, whether Read is
+	// within it, whether the last read since the last wait found the socket drained,
+	// the error that ended it from within (a drain), and its step, made once.
+	sessF    func() bool
+	inSess   bool
+	drained  bool
+	sessErr  error
+	sessStep func() bool
 }
+
+// ErrWouldBlock is a Read's error within a Session when the socket has nothing more.
+var ErrWouldBlock = rawio.ErrWouldBlock
+
+// CanSession reports whether the connection is a plain TCP socket whose reads can run
+// in a Session.
+func (c *Conn) CanSession() bool { return c.io.For(c.Conn) && c.io.Raw() }
+
+// Session runs f within one wait for input (rawio.Conn.Session) and returns nil when f
+// returns true. Within f, Read never waits: it returns ErrWouldBlock when the socket has
+// nothing, and f returns false to wait for input, with the read deadline the Timer
+// wants then (the idle bound in force, from now). Drained reports whether a Read since
+// the last wait found the socket empty: then f may wait without reading first. A wait
+// ends the session with the deadline's error (one the Timer left in place that fired
+// early is moved, and the wait goes on in a new session), or io.EOF when the
+// connection was told to drain while idle.
+func (c *Conn) Session(f func() bool) error {
+	if c.sessStep == nil {
+		c.sessStep = c.step
+	}
+	c.sessF, c.sessErr = f, nil
+	defer func() { c.sessF, c.inSess = nil, false }()
+	for {
+		c.inSess, c.drained = true, false
+		err := c.io.Session(c.sessStep)
+		c.inSess = false
+		if err == nil {
+			return c.sessErr
+		}
+		if !c.Timer.Early(c.Conn, err) {
+			return err
+		}
+	}
+}
+
+// step is a session's callback: the caller's f, and the deadline before a wait.
+func (c *Conn) step() bool {
+	c.drained = false
+	if c.sessF() {
+		return true
+	}
+	if c.Drain.Load() && c.state.Load() != active {
+		c.sessErr = io.EOF
+		return true
+	}
+	c.Timer.RefreshRead(c.Conn)
+	return false
+}
+
+// InSession reports whether a Session is in progress: the connection's read lock is
+// held, and nothing may wait on its socket for input (syscall.RawConn.Read would
+// wait for that lock for ever).
+func (c *Conn) InSession() bool { return c.inSess }
+
+// PeerGone looks at the socket's input without taking it and without waiting: gone is
+// true when the client closed or reset it; more when it sent bytes not read yet; both
+// false when nothing is there (or the connection is not a TCP socket).
+func (c *Conn) PeerGone() (gone, more bool) {
+	t := c.TCP()
+	if t == nil {
+		return false, false
+	}
+	rc, err := t.SyscallConn()
+	if err != nil {
+		return false, false
+	}
+	var b [1]byte
+	_ = rc.Control(func(fd uintptr) {
+		n, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
+		case rerr != nil || n == 0:
+			gone = true
+		default:
+			more = true
+		}
+	})
+	return gone, more
+}
+
+// Drained reports, within a Session, whether a Read since the last wait found the
+// socket empty (it returned less than asked, or ErrWouldBlock).
+func (c *Conn) Drained() bool { return c.drained }
 
 const (
 	idle   int32 = iota // waiting for its first request
@@ -79,6 +172,11 @@ func NewConn(c net.Conn, orig netip.AddrPort) *Conn {
 func (c *Conn) Read(p []byte) (int, error) {
 	if c.Drain.Load() && c.state.Load() != active {
 		return 0, io.EOF
+	}
+	if c.inSess {
+		n, err := c.io.SessionRead(p)
+		c.drained = n < len(p)
+		return n, err
 	}
 	c.Timer.RefreshRead(c.Conn)
 	for {
