@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -149,5 +150,72 @@ func readOK(t *testing.T, br *bufio.Reader, round int) {
 	}
 	if _, err := io.CopyN(io.Discard, br, int64(cl)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestH1AbortInSession: a keep-alive request served in the session whose response body
+// is delimited by the close fails mid-body (the upstream resets after part of it): the
+// client gets what arrived and then a reset, as outside the session (the reset is the
+// only sign of the truncation), and meshd's goroutine does not wait for itself (a
+// socket closed inside the session's read would).
+func TestH1AbortInSession(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				ubr := bufio.NewReader(c)
+				for {
+					line, err := ubr.ReadSlice('\n')
+					if err != nil {
+						return
+					}
+					cut := bytes.HasPrefix(line, []byte("GET /cut"))
+					for len(line) != 2 {
+						if line, err = ubr.ReadSlice('\n'); err != nil {
+							return
+						}
+					}
+					if !cut {
+						_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+						continue
+					}
+					// No length: the body ends with the connection. Part of it, then a reset.
+					_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + string(bytes.Repeat([]byte("x"), 1000))))
+					time.Sleep(100 * time.Millisecond)
+					_ = c.(*net.TCPConn).SetLinger(0)
+					return
+				}
+			}()
+		}
+	}()
+	s := benchServer(t, ln.Addr().String(), Options{})
+	defer s.Shutdown(context.Background())
+	c, err := net.Dial("tcp", s.EgressAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	sessionRoundTrip(t, c, br, []byte("GET /ok HTTP/1.1\r\nHost: upstream.bench.local\r\n\r\n"))
+	if _, err := c.Write([]byte("GET /cut HTTP/1.1\r\nHost: upstream.bench.local\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(br)
+	var ne net.Error
+	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+		t.Fatalf("the client read %d bytes, then %v; want a reset after part of the body", len(b), err)
+	}
+	if !bytes.Contains(b, []byte("xxxx")) {
+		t.Errorf("the client got %q before the reset, want the head and part of the body", b)
 	}
 }

@@ -145,7 +145,9 @@ func (c *Conn) Raw() bool { return c.rc != nil }
 // afterwards sets the flag, and f may return false to wait without reading again: the
 // wait returns at once if input came meanwhile (edge-triggered readiness is never lost
 // inside a wait). Between two Reads, or two Sessions, that input's readiness would be
-// cleared, and waiting without reading first could wait for ever.
+// cleared, and waiting without reading first could wait for ever. (TCP urgent data is
+// the one exception: a read stops short at its mark with more queued, and the wait then
+// lasts until more input or the deadline. HTTP clients do not send it.)
 func (c *Conn) Session(f func() bool) error {
 	if c.rc == nil {
 		return errNotRaw

@@ -439,6 +439,9 @@ func (c *h1conn) sessionStep() bool {
 				return true
 			}
 		}
+		if c.sphase == phaseHold {
+			tc.SetIdleTimeout(env.KeepAliveIdle) // as after holdUp: for a reply to a bad head
+		}
 		c.sphase = phaseHead
 		c.readAt = deadline.Now()
 		ok, err := c.rd.ReadBufferedRequest(&c.req)

@@ -69,6 +69,13 @@ type Conn struct {
 	drained  bool
 	sessErr  error
 	sessStep func() bool
+	// abort: Abort was called within the session; the socket is closed as it ends.
+	abort bool
+	// sessOpen is set while a session may hold the socket's read lock, closing once
+	// CloseNow was called: together they keep CloseNow from calling Close while a
+	// session is open (Go's Close waits for the descriptor's users, here the session,
+	// to let go of it), and a session from opening once CloseNow ran.
+	sessOpen, closing atomic.Bool
 }
 
 // ErrWouldBlock is a Read's error within a Session when the socket has nothing more.
@@ -86,16 +93,34 @@ func (c *Conn) CanSession() bool { return c.io.For(c.Conn) && c.io.Raw() }
 // ends the session with the deadline's error (one the Timer left in place that fired
 // early is moved, and the wait goes on in a new session), or io.EOF when the
 // connection was told to drain while idle.
+//
+// Within f, Abort closes the socket only as the session ends, and another goroutine's
+// CloseNow shuts the socket down (what a blocked read or write sees) and leaves the
+// close to the connection's own goroutine: Go's Close waits until no call uses the
+// descriptor, and the session is such a call until f returns.
 func (c *Conn) Session(f func() bool) error {
 	if c.sessStep == nil {
 		c.sessStep = c.step
 	}
+	c.sessOpen.Store(true)
+	defer c.sessOpen.Store(false)
+	if c.closing.Load() {
+		return net.ErrClosed
+	}
 	c.sessF, c.sessErr = f, nil
 	defer func() { c.sessF, c.inSess = nil, false }()
 	for {
+		// As Read does before it reads: a deadline that passed (left in place while a
+		// request was served) is moved from now, or the wait would end before it began.
+		c.Timer.RefreshRead(c.Conn)
 		c.inSess, c.drained = true, false
 		err := c.io.Session(c.sessStep)
 		c.inSess = false
+		if c.abort {
+			c.abort = false
+			_ = c.Raw().Close()
+			return net.ErrClosed
+		}
 		if err == nil {
 			return c.sessErr
 		}
@@ -108,7 +133,7 @@ func (c *Conn) Session(f func() bool) error {
 // step is a session's callback: the caller's f, and the deadline before a wait.
 func (c *Conn) step() bool {
 	c.drained = false
-	if c.sessF() {
+	if c.sessF() || c.abort {
 		return true
 	}
 	if c.Drain.Load() && c.state.Load() != active {
@@ -239,6 +264,10 @@ func (c *Conn) Abort() {
 	if t := c.TCP(); t != nil {
 		_ = t.SetLinger(0)
 	}
+	if c.inSess {
+		c.abort = true // closed as the session ends (Session)
+		return
+	}
 	_ = c.Raw().Close()
 }
 
@@ -279,6 +308,17 @@ func (c *Conn) Linger(d time.Duration, max int64) {
 func (c *Conn) CloseNow() error {
 	if c.parker != nil {
 		c.parker.unpark(c, Closed)
+	}
+	c.closing.Store(true)
+	if c.sessOpen.Load() {
+		// Close would wait for the session (Session); a shutdown ends its reads and
+		// writes now, and the connection's goroutine closes the socket as it ends.
+		if t := c.TCP(); t != nil {
+			if rc, err := t.SyscallConn(); err == nil {
+				_ = rc.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+				return nil
+			}
+		}
 	}
 	return c.Raw().Close()
 }
