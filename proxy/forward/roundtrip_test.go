@@ -2,6 +2,7 @@ package forward
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -191,7 +192,7 @@ func TestRoundTripSettled(t *testing.T) {
 	}()
 	cl := h1TestCluster(t, ln.Addr().String())
 	run := func(path string, deadline time.Time) (*RoundTrip, *reqctx.Ctx) {
-		parent := reqctx.New(nil)
+		parent := reqctx.New(context.Background())
 		rt := NewRoundTrip(OutRequest("GET", path, "svc", http.Header{}, nil, 0, nil), cl, 0, 0)
 		rt.Ctx = parent
 		res, err := cl.Pick(nil)
