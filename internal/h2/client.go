@@ -441,7 +441,7 @@ func (cs *clientStream) cancelled() {
 }
 
 // encodeRequest writes the request head (wmu held).
-func (cs *clientStream) encodeRequest(e *hpack.Encoder) {
+func (cs *clientStream) encodeRequest(e *hpackEncoder) {
 	r := cs.req
 	host := r.Host
 	if host == "" {
@@ -515,7 +515,7 @@ func (cs *clientStream) writeBody() {
 			if trailers {
 				t := req.Trailer
 				if err := cc.write(func() error {
-					return cc.writeHeadersLocked(st.id, true, func(e *hpack.Encoder) { encodeHeader(e, t, notTrailerField) })
+					return cc.writeHeadersLocked(st.id, true, func(e *hpackEncoder) { encodeHeader(e, t, notTrailerField) })
 				}); err != nil {
 					return
 				}

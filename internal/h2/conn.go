@@ -14,7 +14,6 @@ package h2
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -32,7 +31,6 @@ import (
 	"github.com/meshd/meshd/internal/reqctx"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // Limits are one side's bounds and defences. The zero value of a field means its
@@ -284,8 +282,7 @@ type core struct {
 	// decide whether to write inline (one stream: nothing to batch with).
 	live      atomic.Int32
 	flushed   chan struct{} // closed when the flusher has stopped
-	henc      *hpack.Encoder
-	hbuf      bytes.Buffer
+	henc      hpackEncoder
 	werr      error
 	wdeadline time.Time
 
@@ -346,7 +343,6 @@ func (c *core) init(nc net.Conn, br *bufio.Reader, lim Limits, cnt *Counters) {
 		cnt = &Counters{}
 	}
 	c.cnt = cnt
-	c.henc = hpack.NewEncoder(&c.hbuf)
 	c.hdec = newHPACKDecoder(4096, c.hblock.emit)
 	c.hdec.SetMaxStringLength(int(lim.MaxHeaderListSize))
 	c.sendCond.L = &c.mu
@@ -536,10 +532,10 @@ func (c *core) closeAfterReader(err error) {
 
 // writeHeadersLocked encodes fields (with enc) and writes them as HEADERS and
 // CONTINUATION frames within the peer's frame size; wmu is held.
-func (c *core) writeHeadersLocked(id uint32, endStream bool, enc func(*hpack.Encoder)) error {
-	c.hbuf.Reset()
-	enc(c.henc)
-	block := c.hbuf.Bytes()
+func (c *core) writeHeadersLocked(id uint32, endStream bool, enc func(*hpackEncoder)) error {
+	c.henc.begin()
+	enc(&c.henc)
+	block := c.henc.buf
 	max := int(c.maxFrame())
 	first := true
 	for first || len(block) > 0 {

@@ -320,7 +320,7 @@ func parseContentLength(s string) (int64, bool) {
 // encodeHeader writes the regular fields of h (net/http spelling) to enc, lower-cased,
 // without the fields HTTP/2 forbids and without "Host" (carried as :authority); "te"
 // only as "trailers". skip names more fields to leave out (canonical spelling).
-func encodeHeader(enc *hpack.Encoder, h http.Header, skip func(string) bool) {
+func encodeHeader(enc *hpackEncoder, h http.Header, skip func(string) bool) {
 	for k, vs := range h {
 		// skip first: a head encoded at the response's end sees its trailers too
 		// ("Trailer:"-prefixed keys), whose lowercase form would cost a string each.
@@ -333,7 +333,7 @@ func encodeHeader(enc *hpack.Encoder, h http.Header, skip func(string) bool) {
 
 // encodeField encodes one field of h with its values: in lowercase, dropped when
 // HTTP/2 forbids it or its name is not a token, each value dropped when it is not valid.
-func encodeField(enc *hpack.Encoder, k string, vs []string) {
+func encodeField(enc *hpackEncoder, k string, vs []string) {
 	lk := lower(k)
 	if isConnectionHeader(lk) || lk == "host" || !validFieldName(lk) {
 		return

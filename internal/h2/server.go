@@ -1114,7 +1114,7 @@ func addTrailer(buf []trailerField, name string, values []string) []trailerField
 
 // encodeTrailers encodes the trailer fields, less those a trailer section must not
 // carry (notTrailerField).
-func encodeTrailers(enc *hpack.Encoder, fs []trailerField) {
+func encodeTrailers(enc *hpackEncoder, fs []trailerField) {
 	for _, f := range fs {
 		if notTrailerField(f.name) {
 			continue
@@ -1199,7 +1199,7 @@ func (w *responseWriter) send(data []byte, end bool) error {
 		}
 		// The length of a whole body goes in the head; not with trailers (gRPC), where no
 		// client wants it and it would be one more field to encode per call.
-		head := func(e *hpack.Encoder) { w.encodeHead(e, end && len(data) == n && len(trailers) == 0) }
+		head := func(e *hpackEncoder) { w.encodeHead(e, end && len(data) == n && len(trailers) == 0) }
 		headEnd := endData && len(data) == 0
 		// A whole response with trailers (a unary gRPC call's) leaves in one write: head,
 		// data and trailers. Written one by one, a connection with one stream wrote the
@@ -1219,7 +1219,7 @@ func (w *responseWriter) send(data []byte, end bool) error {
 				}
 			}
 			if withTrailers {
-				return c.writeHeadersLocked(st.id, true, func(e *hpack.Encoder) { encodeTrailers(e, trailers) })
+				return c.writeHeadersLocked(st.id, true, func(e *hpackEncoder) { encodeTrailers(e, trailers) })
 			}
 			return nil
 		})
@@ -1272,7 +1272,7 @@ func (w *responseWriter) send(data []byte, end bool) error {
 		if len(trailers) == 0 {
 			return c.fr.WriteData(st.id, true, nil)
 		}
-		return c.writeHeadersLocked(st.id, true, func(e *hpack.Encoder) { encodeTrailers(e, trailers) })
+		return c.writeHeadersLocked(st.id, true, func(e *hpackEncoder) { encodeTrailers(e, trailers) })
 	})
 	if err != nil {
 		return err
@@ -1295,7 +1295,7 @@ func (w *responseWriter) markDoneLocked() {
 
 // encodeHead writes the response head: :status, the handler's fields (not the
 // trailer ones), and content-length when the whole body is known at the first write.
-func (w *responseWriter) encodeHead(e *hpack.Encoder, whole bool) {
+func (w *responseWriter) encodeHead(e *hpackEncoder, whole bool) {
 	_ = e.WriteField(hpack.HeaderField{Name: ":status", Value: statusText(w.status)})
 	h := w.header
 	if w.head != nil {
