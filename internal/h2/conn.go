@@ -751,7 +751,7 @@ func (c *core) handleSettings(f *http2.SettingsFrame) error {
 	return err
 }
 
-// applySettingLocked applies one of the peer's settings; mu is held.
+// applySettingLocked applies one of the peer's settings; mu and wmu are held.
 func (c *core) applySettingLocked(s http2.Setting) error {
 	if err := s.Valid(); err != nil {
 		var ce http2.ConnectionError
@@ -771,6 +771,11 @@ func (c *core) applySettingLocked(s http2.Setting) error {
 			}
 			st.sendWin = int32(w)
 		}
+	case http2.SettingHeaderTableSize:
+		// The next block repeats the size update to 0 (wmu is held: handleSettings
+		// applies settings in a write): RFC 7541 needs none, since meshd's table is
+		// already empty, but nghttp2 before 1.47 expected one after every decrease.
+		c.henc.sized = false
 	case http2.SettingMaxFrameSize:
 		c.peerMaxFrame = s.Val
 	case http2.SettingMaxConcurrentStreams:

@@ -16,7 +16,8 @@ import "golang.org/x/net/http2/hpack"
 //
 // The dynamic table's size is set to 0 at the start of a connection's first block
 // (a size update): whatever the peer's decoder allows, meshd's table is empty, so no
-// later SETTINGS_HEADER_TABLE_SIZE can ask for a smaller one.
+// later SETTINGS_HEADER_TABLE_SIZE can ask for a smaller one. (The update is repeated
+// after each such setting all the same, for nghttp2 before 1.47, which expected one.)
 type hpackEncoder struct {
 	buf   []byte
 	sized bool // the table size update was written (the connection's first block)

@@ -95,10 +95,29 @@ func TestHPACKEncoderRoundTrip(t *testing.T) {
 	if string(e.buf) != "\x88" {
 		t.Errorf(":status 200 encodes as %x, want 88", e.buf)
 	}
-	e.begin()
-	_ = e.WriteField(hpack.HeaderField{Name: "content-length", Value: "63"})
-	if string(e.buf) != "\x0f\x0d\x0263" {
-		t.Errorf("content-length 63 encodes as %x, want 0f0d023633", e.buf)
+	for _, c := range []struct {
+		f    hpack.HeaderField
+		want string
+	}{
+		// Literal without indexing, name index 28 (4-bit prefix: 15 + 13), raw "63".
+		{hpack.HeaderField{Name: "content-length", Value: "63"}, "\x0f\x0d\x0263"},
+		// Name index 15, the 4-bit prefix's edge: all ones, then 0.
+		{hpack.HeaderField{Name: "accept-charset", Value: "x"}, "\x0f\x00\x01x"},
+		// Name index 14 fits the prefix; never indexed (0x10).
+		{hpack.HeaderField{Name: ":status", Value: "599", Sensitive: true}, "\x18\x03599"},
+		// A new name: 0x00, then the name and the value as raw strings.
+		{hpack.HeaderField{Name: "x-a", Value: ""}, "\x00\x03x-a\x00"},
+		// A 127-byte value, the 7-bit prefix's edge: all ones, then 0.
+		{hpack.HeaderField{Name: "x-a", Value: strings.Repeat("v", 127)}, "\x00\x03x-a\x7f\x00" + strings.Repeat("v", 127)},
+		// 128 and 300 bytes: continuation bytes (300-127 = 173 = 0x2d | 0x80, then 1).
+		{hpack.HeaderField{Name: "x-a", Value: strings.Repeat("v", 128)}, "\x00\x03x-a\x7f\x01" + strings.Repeat("v", 128)},
+		{hpack.HeaderField{Name: "x-a", Value: strings.Repeat("v", 300)}, "\x00\x03x-a\x7f\xad\x01" + strings.Repeat("v", 300)},
+	} {
+		e.begin()
+		_ = e.WriteField(c.f)
+		if string(e.buf) != c.want {
+			t.Errorf("%s: %q encodes as %x, want %x", c.f.Name, shortField(c.f).Value, e.buf, c.want)
+		}
 	}
 }
 
