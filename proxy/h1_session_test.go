@@ -49,39 +49,25 @@ func TestH1KeepAliveWaitsWithoutEmptyReads(t *testing.T) {
 // while it served a request. The hold is long (an hour), so a lost wake-up would not be
 // rescued by the hold's timeout; the client's read deadline (10 s) catches it.
 func TestH1PipelinedDuringSession(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-	go func() {
+	up := serveConns(t, func(c net.Conn) {
+		ubr := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := ubr.ReadSlice('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				ubr := bufio.NewReader(c)
-				for {
-					line, err := ubr.ReadSlice('\n')
-					if err != nil {
-						return
-					}
-					if bytes.HasPrefix(line, []byte("GET /slow")) {
-						time.Sleep(50 * time.Millisecond)
-					}
-					if len(line) == 2 {
-						if _, err := c.Write(resp); err != nil {
-							return
-						}
-					}
+			if bytes.HasPrefix(line, []byte("GET /slow")) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if len(line) == 2 {
+				if _, err := c.Write(resp); err != nil {
+					return
 				}
-			}()
+			}
 		}
-	}()
-	s := benchServer(t, ln.Addr().String(), Options{KeepAliveIdle: 2 * time.Hour, Limits: ConnLimits{UpstreamHold: time.Hour}})
+	})
+	s := benchServer(t, up, Options{KeepAliveIdle: 2 * time.Hour, Limits: ConnLimits{UpstreamHold: time.Hour}})
 	defer s.Shutdown(context.Background())
 	c, err := net.Dial("tcp", s.EgressAddr())
 	if err != nil {
@@ -159,45 +145,31 @@ func readOK(t *testing.T, br *bufio.Reader, round int) {
 // only sign of the truncation), and meshd's goroutine does not wait for itself (a
 // socket closed inside the session's read would).
 func TestH1AbortInSession(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
+	up := serveConns(t, func(c net.Conn) {
+		ubr := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := ubr.ReadSlice('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				ubr := bufio.NewReader(c)
-				for {
-					line, err := ubr.ReadSlice('\n')
-					if err != nil {
-						return
-					}
-					cut := bytes.HasPrefix(line, []byte("GET /cut"))
-					for len(line) != 2 {
-						if line, err = ubr.ReadSlice('\n'); err != nil {
-							return
-						}
-					}
-					if !cut {
-						_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-						continue
-					}
-					// No length: the body ends with the connection. Part of it, then a reset.
-					_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + string(bytes.Repeat([]byte("x"), 1000))))
-					time.Sleep(100 * time.Millisecond)
-					_ = c.(*net.TCPConn).SetLinger(0)
+			cut := bytes.HasPrefix(line, []byte("GET /cut"))
+			for len(line) != 2 {
+				if line, err = ubr.ReadSlice('\n'); err != nil {
 					return
 				}
-			}()
+			}
+			if !cut {
+				_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+				continue
+			}
+			// No length: the body ends with the connection. Part of it, then a reset.
+			_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + string(bytes.Repeat([]byte("x"), 1000))))
+			time.Sleep(100 * time.Millisecond)
+			_ = c.(*net.TCPConn).SetLinger(0)
+			return
 		}
-	}()
-	s := benchServer(t, ln.Addr().String(), Options{})
+	})
+	s := benchServer(t, up, Options{})
 	defer s.Shutdown(context.Background())
 	c, err := net.Dial("tcp", s.EgressAddr())
 	if err != nil {
@@ -218,4 +190,29 @@ func TestH1AbortInSession(t *testing.T) {
 	if !bytes.Contains(b, []byte("xxxx")) {
 		t.Errorf("the client got %q before the reset, want the head and part of the body", b)
 	}
+}
+
+// serveConns accepts connections on 127.0.0.1 until the test ends and runs handle on
+// each in a goroutine of its own (the connection closed when it returns); it returns the
+// address.
+func serveConns(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }

@@ -24,48 +24,59 @@ import (
 // the Content-Length given and records it.
 func closingUpstream(t *testing.T) (addr string, bodies chan string, accepted *atomic.Int64) {
 	t.Helper()
+	bodies = make(chan string, 16)
+	accepted = new(atomic.Int64)
+	addr = acceptEach(t, func(c net.Conn) {
+		accepted.Add(1)
+		br := bufio.NewReader(c)
+		n := 0
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if v, ok := strings.CutPrefix(line, "Content-Length: "); ok {
+				for _, d := range strings.TrimSpace(v) {
+					n = n*10 + int(d-'0')
+				}
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		b := make([]byte, n)
+		if _, err := io.ReadFull(br, b); err != nil {
+			return
+		}
+		bodies <- string(b)
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	return addr, bodies, accepted
+}
+
+// acceptEach accepts connections on 127.0.0.1 until the test ends and runs handle on each
+// in a goroutine of its own (the connection closed when it returns); it returns the
+// address.
+func acceptEach(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ln.Close() })
-	bodies = make(chan string, 16)
-	accepted = new(atomic.Int64)
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			accepted.Add(1)
 			go func() {
 				defer c.Close()
-				br := bufio.NewReader(c)
-				n := 0
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if v, ok := strings.CutPrefix(line, "Content-Length: "); ok {
-						for _, d := range strings.TrimSpace(v) {
-							n = n*10 + int(d-'0')
-						}
-					}
-					if line == "\r\n" {
-						break
-					}
-				}
-				b := make([]byte, n)
-				if _, err := io.ReadFull(br, b); err != nil {
-					return
-				}
-				bodies <- string(b)
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				handle(c)
 			}()
 		}
 	}()
-	return ln.Addr().String(), bodies, accepted
+	return ln.Addr().String()
 }
 
 func h1TestCluster(t *testing.T, addr string) *upstream.Cluster {
@@ -121,21 +132,8 @@ func TestRoundTripReplaysBodyOnStaleConnection(t *testing.T) {
 // transport sends it is the client's failure (*ClientError), never the endpoint's.
 func TestRoundTripClientBodyFailure(t *testing.T) {
 	// An upstream that reads and never answers: the body's failure is what ends it.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(io.Discard, c); _ = c.Close() }()
-		}
-	}()
-	cl := h1TestCluster(t, ln.Addr().String())
+	addr := acceptEach(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	cl := h1TestCluster(t, addr)
 	boom := errors.New("stream reset by the client")
 	for _, n := range []int64{100, -1} {
 		body := io.NopCloser(io.MultiReader(strings.NewReader("part"), failingReader{boom}))
@@ -156,41 +154,27 @@ func (r failingReader) Read([]byte) (int, error) { return 0, r.err }
 // deadline fired mid-body (its timer's goroutine ran the cancel, and its detach from
 // the parent), and not for an attempt that failed before a response.
 func TestRoundTripSettled(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
+	addr := acceptEach(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := br.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					switch {
-					case strings.HasPrefix(line, "GET /slow "):
-						// A head, a byte of the body, then nothing until meshd gives up.
-						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nx")
-						_, _ = io.Copy(io.Discard, br)
-						return
-					case strings.HasPrefix(line, "GET /reset "):
-						return
-					case line == "\r\n":
-						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-					}
-				}
-			}()
+			switch {
+			case strings.HasPrefix(line, "GET /slow "):
+				// A head, a byte of the body, then nothing until meshd gives up.
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nx")
+				_, _ = io.Copy(io.Discard, br)
+				return
+			case strings.HasPrefix(line, "GET /reset "):
+				return
+			case line == "\r\n":
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}
 		}
-	}()
-	cl := h1TestCluster(t, ln.Addr().String())
+	})
+	cl := h1TestCluster(t, addr)
 	run := func(path string, deadline time.Time) (*RoundTrip, *reqctx.Ctx) {
 		parent := reqctx.New(context.Background())
 		rt := NewRoundTrip(OutRequest("GET", path, "svc", http.Header{}, nil, 0, nil), cl, 0, 0)
