@@ -1,6 +1,7 @@
 package rawio
 
 import (
+	"net"
 	"syscall"
 	"testing"
 )
@@ -32,4 +33,36 @@ func TestRawCalls(t *testing.T) {
 	if n, err := Write(-1, []byte("x")); err != syscall.EBADF || n != 0 {
 		t.Fatalf("Write(-1): %d %v; want EBADF", n, err)
 	}
+}
+
+// BenchmarkReadNothing is the cost of a read that finds the socket empty (EAGAIN): the
+// system call a server makes between keep-alive requests when it reads before it waits
+// (Session's reason; BENCHMARKS "Session 12": 1.27-1.51 µs on the benchmark VM).
+// go test -run '^$' -bench ReadNothing ./internal/rawio
+func BenchmarkReadNothing(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() { c, _ := ln.Accept(); accepted <- c }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if s := <-accepted; s != nil {
+		defer s.Close()
+	}
+	rc, _ := c.(*net.TCPConn).SyscallConn()
+	p := make([]byte, 512)
+	b.ResetTimer()
+	_ = rc.Control(func(fd uintptr) {
+		for range b.N {
+			if _, err := rawRead(int(fd), p); err != syscall.EAGAIN {
+				b.Fatalf("read: %v, want EAGAIN", err)
+			}
+		}
+	})
 }
