@@ -829,18 +829,12 @@ func (c *h1conn) Wait(d time.Duration) bool {
 	_ = tcp.SetReadDeadline(end)
 	defer c.tc.Timer.Forget() // the connection's own deadline is applied again on next use
 	gone, more := false, false
-	var b [1]byte
 	err = rc.Read(func(fd uintptr) bool {
-		n, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
-			return false // not readable yet: wait (bounded by the read deadline)
-		case rerr != nil || n == 0:
-			gone = true // reset, or the client closed (EOF)
-		default:
-			more = true // pipelined bytes: the client is there
-		}
-		return true
+		// Not readable yet (empty): wait, bounded by the read deadline. Gone: reset, or the
+		// client closed. More: pipelined bytes, the client is there.
+		var empty bool
+		gone, more, empty = listen.PeekInput(fd)
+		return !empty
 	})
 	_ = tcp.SetReadDeadline(time.Time{})
 	if gone {

@@ -161,18 +161,23 @@ func (c *Conn) PeerGone() (gone, more bool) {
 	if err != nil {
 		return false, false
 	}
-	var b [1]byte
-	_ = rc.Control(func(fd uintptr) {
-		n, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
-		case rerr != nil || n == 0:
-			gone = true
-		default:
-			more = true
-		}
-	})
+	_ = rc.Control(func(fd uintptr) { gone, more, _ = PeekInput(fd) })
 	return gone, more
+}
+
+// PeekInput looks at socket fd's input without taking it and without waiting: gone when
+// the peer closed or reset it, more when bytes are there, neither (empty) when nothing
+// is there yet.
+func PeekInput(fd uintptr) (gone, more, empty bool) {
+	var b [1]byte
+	n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	switch {
+	case err == syscall.EAGAIN || err == syscall.EINTR:
+		return false, false, true
+	case err != nil || n == 0:
+		return true, false, false
+	}
+	return false, true, false
 }
 
 // Drained reports, within a Session, whether a Read since the last wait found the
