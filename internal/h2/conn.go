@@ -280,8 +280,18 @@ type core struct {
 	deferFlush bool
 	// live counts the streams in the streams map; writers read it without mu to
 	// decide whether to write inline (one stream: nothing to batch with).
-	live      atomic.Int32
-	flushed   chan struct{} // closed when the flusher has stopped
+	live    atomic.Int32
+	flushed chan struct{} // closed when the flusher has stopped
+	// linger (set before serving, server connections): closeConn half-closes the socket
+	// instead of closing it, and the reader discards what the peer still sends until the
+	// peer closes or lingerTimeout passes (its owner closes the socket then). A socket
+	// closed with unread input sends RST, and a RST makes the peer's kernel drop what it
+	// received and its application has not read yet: the end of the last responses and
+	// the GOAWAY, which the close had just flushed. A client's SETTINGS or PING
+	// acknowledgement arriving as the server closes is enough.
+	linger bool
+	// hardClose makes closeConn close at once (Server.Close).
+	hardClose atomic.Bool
 	henc      hpackEncoder
 	werr      error
 	wdeadline time.Time
@@ -1026,11 +1036,49 @@ func (c *core) closeConn(err error, goaway bool, lastID uint32, code http2.ErrCo
 	case c.kick <- struct{}{}:
 	default:
 	}
+	flushed := false
 	select {
 	case <-c.flushed:
+		flushed = true
 	case <-time.After(time.Second):
 	}
+	if flushed && c.halfClose() {
+		return
+	}
 	_ = c.nc.Close()
+}
+
+// lingerTimeout bounds the reads of a connection closed with linger (core.linger).
+const lingerTimeout = time.Second
+
+// halfClose is a lingering close's start: the write side shut (FIN after what was
+// flushed) and a deadline for the reader's discarding. False: close now (no linger, a
+// hard close, a write that failed, or a socket that cannot be half-closed).
+func (c *core) halfClose() bool {
+	if !c.linger || c.hardClose.Load() {
+		return false
+	}
+	c.wmu.Lock()
+	werr := c.werr
+	c.wmu.Unlock()
+	if werr != nil {
+		return false
+	}
+	cw, ok := c.nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return false
+	}
+	return c.nc.SetReadDeadline(time.Now().Add(lingerTimeout)) == nil
+}
+
+// isClosed reports whether closeConn has run.
+func (c *core) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
 }
 
 // stream is one stream's state, client or server side. Fields marked (mu) are guarded

@@ -88,6 +88,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 	s.setup()
 	sc := &serverConn{srv: s, info: info}
 	sc.init(nc, br, s.lim, s.Counters)
+	sc.linger = true
 	sc.side = sc
 	sc.removeHook = sc.onRemove
 	sc.ctx.Init(ctx)
@@ -102,6 +103,8 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 	s.mu.Unlock()
 	s.Counters.Conns.Add(1)
 	sc.serve()
+	// The reader is done: a lingering close ends here (closeConn only half-closed).
+	_ = nc.Close()
 	s.mu.Lock()
 	delete(s.conns, sc)
 	if s.down && len(s.conns) == 0 && s.empty != nil {
@@ -149,6 +152,7 @@ func (s *Server) Close() error {
 	conns := s.snapshot()
 	s.mu.Unlock()
 	for _, sc := range conns {
+		sc.hardClose.Store(true)
 		sc.closeConn(ErrConnClosed, true, sc.lastID(), http2.ErrCodeNo, "closed")
 	}
 	s.work.stop()
@@ -292,9 +296,23 @@ func (sc *serverConn) serve() {
 	if lim.IdleTimeout > 0 {
 		sc.idle = time.AfterFunc(lim.IdleTimeout, sc.idleFired)
 	}
-	first, waiting := true, true
+	first, waiting, lingering := true, true, false
 	for {
+		if !lingering && sc.isClosed() {
+			// closeConn ran (and half-closed: core.linger). Its read deadline may have
+			// been cleared since by this reader's handling of a frame read before.
+			lingering = true
+			_ = sc.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+		}
 		f, err := sc.fr.ReadFrame()
+		if lingering || sc.isClosed() {
+			// What the peer sends after the close is discarded, unanswered, until it
+			// closes too or the deadline passes.
+			if err != nil {
+				return
+			}
+			continue
+		}
 		if first && err == nil {
 			if _, ok := f.(*http2.SettingsFrame); !ok {
 				err = protocolError("first frame is not SETTINGS")

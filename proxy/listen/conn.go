@@ -3,6 +3,7 @@ package listen
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -286,16 +287,7 @@ func (c *Conn) Abort() {
 // The caller closes the connection afterwards, as before.
 func (c *Conn) Linger(d time.Duration, max int64) {
 	t := c.TCP()
-	if t == nil {
-		return
-	}
-	if tc, ok := c.Conn.(*tls.Conn); ok {
-		// close_notify before the FIN, as Close would send it: a body delimited by the
-		// close is complete only with it.
-		_ = tc.SetWriteDeadline(time.Now().Add(d))
-		_ = tc.CloseWrite()
-	}
-	if err := t.CloseWrite(); err != nil {
+	if t == nil || c.shutWrite(d) != nil {
 		return
 	}
 	if err := t.SetReadDeadline(time.Now().Add(d)); err != nil {
@@ -303,6 +295,27 @@ func (c *Conn) Linger(d time.Duration, max int64) {
 	}
 	// io.Discard reads into pooled buffers: nothing allocated per connection.
 	_, _ = io.CopyN(io.Discard, t, max)
+}
+
+// CloseWrite shuts the write side (a TLS close_notify first, bounded by a second), for
+// a connection whose own reader then reads what the client still sends until it closes
+// (the HTTP/2 server's lingering close; Linger is the same for a caller that reads
+// nothing else).
+func (c *Conn) CloseWrite() error { return c.shutWrite(time.Second) }
+
+// shutWrite is CloseWrite, the close_notify bounded by d.
+func (c *Conn) shutWrite(d time.Duration) error {
+	t := c.TCP()
+	if t == nil {
+		return errors.ErrUnsupported
+	}
+	if tc, ok := c.Conn.(*tls.Conn); ok {
+		// close_notify before the FIN, as Close would send it: a body delimited by the
+		// close is complete only with it.
+		_ = tc.SetWriteDeadline(time.Now().Add(d))
+		_ = tc.CloseWrite()
+	}
+	return t.CloseWrite()
 }
 
 // CloseNow closes the socket under any TLS layer at once, without a TLS close_notify
