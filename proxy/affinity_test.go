@@ -159,7 +159,13 @@ func TestAffinityHeader(t *testing.T) {
 func TestAffinityHeaderH2Upstream(t *testing.T) {
 	ports := whoUpstreams(t, 3, true)
 	srv := testutil.StartMeshd(t, "app", lbMesh(ports, "http2", "{policy: RING_HASH, hash: {header: x-user}}"))
-	got := stickiness(t, testutil.HTTPClient(t, srv.EgressAddr()), []string{"a1", "b2", "c3", "d4", "e5", "f6"}, 30)
+	// 24 users: with 6 all landed on one of the 3 endpoints about once in 243 runs
+	// (3 × (1/3)^6), as a -race run here did once; with 24, about once in 10^11.
+	var users []string
+	for i := range 24 {
+		users = append(users, fmt.Sprintf("user%d", i))
+	}
+	got := stickiness(t, testutil.HTTPClient(t, srv.EgressAddr()), users, 10)
 	if distinct(got) < 2 {
 		t.Errorf("all users on one endpoint: %v", got)
 	}
