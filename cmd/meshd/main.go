@@ -1044,14 +1044,38 @@ func startCPUProfile(path string, stderr io.Writer) (stop func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
+	w := &firstErrWriter{w: f}
+	if err := pprof.StartCPUProfile(w); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return func() {
 		pprof.StopCPUProfile()
-		if err := f.Close(); err != nil {
-			fmt.Fprintln(stderr, "meshd run: --cpu-profile:", err)
+		// runtime/pprof drops its writes' errors: a full disk would leave a truncated
+		// profile behind without a word.
+		werr := w.err
+		if err := f.Close(); err != nil && werr == nil {
+			werr = err
+		}
+		if werr != nil {
+			fmt.Fprintf(stderr, "meshd run: --cpu-profile: %s is incomplete: %v\n", path, werr)
 		}
 	}, nil
+}
+
+// firstErrWriter keeps the first error of the writes to w.
+type firstErrWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *firstErrWriter) Write(p []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	n, err := e.w.Write(p)
+	if err != nil {
+		e.err = err
+	}
+	return n, err
 }

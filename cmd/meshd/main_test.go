@@ -401,3 +401,21 @@ virtualNodes:
 		t.Fatalf("unwritable --cpu-profile: exit %d (%v), want 2 naming the flag:\n%s", code, err, out)
 	}
 }
+
+// TestCPUProfileWriteError: a profile that cannot be written whole (here /dev/full,
+// where every write fails with ENOSPC, as on a full disk) is reported when meshd stops;
+// runtime/pprof itself drops its write errors.
+func TestCPUProfileWriteError(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skipf("no /dev/full to stand for a full disk: %v", err)
+	}
+	var stderr bytes.Buffer
+	stop, err := startCPUProfile("/dev/full", &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if got := stderr.String(); !strings.Contains(got, "--cpu-profile: /dev/full is incomplete") || !strings.Contains(got, "no space left") {
+		t.Fatalf("stderr after a failed profile write: %q", got)
+	}
+}
