@@ -1064,11 +1064,29 @@ func (c *core) halfClose() bool {
 	if werr != nil {
 		return false
 	}
-	cw, ok := c.nc.(interface{ CloseWrite() error })
-	if !ok || cw.CloseWrite() != nil {
+	if closeWrite(c.nc) != nil {
 		return false
 	}
 	return c.nc.SetReadDeadline(time.Now().Add(lingerTimeout)) == nil
+}
+
+// closeWrite shuts nc's write side and that of every connection under it: over TLS a
+// close_notify, then the TCP socket's FIN (tls.Conn.CloseWrite leaves the socket open).
+func closeWrite(nc net.Conn) error {
+	for {
+		cw, ok := nc.(interface{ CloseWrite() error })
+		if !ok {
+			return errors.ErrUnsupported
+		}
+		if err := cw.CloseWrite(); err != nil {
+			return err
+		}
+		u, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		nc = u.NetConn()
+	}
 }
 
 // isClosed reports whether closeConn has run.

@@ -96,6 +96,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 	s.mu.Lock()
 	if s.down {
 		s.mu.Unlock()
+		sc.hardClose.Store(true) // no reader runs to end a linger
 		sc.closeConn(ErrConnClosed, false, 0, 0, "")
 		return
 	}
@@ -103,8 +104,6 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 	s.mu.Unlock()
 	s.Counters.Conns.Add(1)
 	sc.serve()
-	// The reader is done: a lingering close ends here (closeConn only half-closed).
-	_ = nc.Close()
 	s.mu.Lock()
 	delete(s.conns, sc)
 	if s.down && len(s.conns) == 0 && s.empty != nil {
@@ -154,6 +153,8 @@ func (s *Server) Close() error {
 	for _, sc := range conns {
 		sc.hardClose.Store(true)
 		sc.closeConn(ErrConnClosed, true, sc.lastID(), http2.ErrCodeNo, "closed")
+		// A connection closed before (lingering, or flushing) ends now too.
+		_ = sc.nc.Close()
 	}
 	s.work.stop()
 	return nil
@@ -252,6 +253,10 @@ func (sc *serverConn) goAway(code http2.ErrCode, debug string) {
 
 func (sc *serverConn) serve() {
 	defer func() {
+		// The reader is done: a lingering close ends here (closeConn only half-closed),
+		// and any other close too, before the wait for handlers that may not watch
+		// their context.
+		_ = sc.nc.Close()
 		sc.handlers.Wait()
 		if sc.idle != nil {
 			sc.idle.Stop()
@@ -270,8 +275,15 @@ func (sc *serverConn) serve() {
 		firstBy = time.Now().Add(DefaultFirstRequestTimeout)
 	}
 	_ = sc.nc.SetReadDeadline(firstBy)
+	if sc.isClosed() {
+		// closeConn ran already (a drain): its linger deadline, not the first request's.
+		_ = sc.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+	}
 	var pre [len(clientPreface)]byte
 	if _, err := io.ReadFull(sc.br, pre[:]); err != nil || string(pre[:]) != clientPreface {
+		if sc.isClosed() {
+			return // the linger's end, or a preface read after the close: not the client's fault
+		}
 		if isTimeout(err) {
 			sc.firstRequestTimeout(err)
 			return

@@ -3,7 +3,6 @@ package listen
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -287,27 +286,8 @@ func (c *Conn) Abort() {
 // The caller closes the connection afterwards, as before.
 func (c *Conn) Linger(d time.Duration, max int64) {
 	t := c.TCP()
-	if t == nil || c.shutWrite(d) != nil {
-		return
-	}
-	if err := t.SetReadDeadline(time.Now().Add(d)); err != nil {
-		return
-	}
-	// io.Discard reads into pooled buffers: nothing allocated per connection.
-	_, _ = io.CopyN(io.Discard, t, max)
-}
-
-// CloseWrite shuts the write side (a TLS close_notify first, bounded by a second), for
-// a connection whose own reader then reads what the client still sends until it closes
-// (the HTTP/2 server's lingering close; Linger is the same for a caller that reads
-// nothing else).
-func (c *Conn) CloseWrite() error { return c.shutWrite(time.Second) }
-
-// shutWrite is CloseWrite, the close_notify bounded by d.
-func (c *Conn) shutWrite(d time.Duration) error {
-	t := c.TCP()
 	if t == nil {
-		return errors.ErrUnsupported
+		return
 	}
 	if tc, ok := c.Conn.(*tls.Conn); ok {
 		// close_notify before the FIN, as Close would send it: a body delimited by the
@@ -315,7 +295,14 @@ func (c *Conn) shutWrite(d time.Duration) error {
 		_ = tc.SetWriteDeadline(time.Now().Add(d))
 		_ = tc.CloseWrite()
 	}
-	return t.CloseWrite()
+	if err := t.CloseWrite(); err != nil {
+		return
+	}
+	if err := t.SetReadDeadline(time.Now().Add(d)); err != nil {
+		return
+	}
+	// io.Discard reads into pooled buffers: nothing allocated per connection.
+	_, _ = io.CopyN(io.Discard, t, max)
 }
 
 // CloseNow closes the socket under any TLS layer at once, without a TLS close_notify
