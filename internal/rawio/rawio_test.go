@@ -13,7 +13,7 @@ import (
 )
 
 // tcpPair is a connected pair of loopback TCP connections, closed at cleanup.
-func tcpPair(t *testing.T) (a, b *net.TCPConn) {
+func tcpPair(t testing.TB) (a, b *net.TCPConn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
