@@ -206,10 +206,15 @@ func (c *Ctx) ContinueHookSeq(seq uint32) { c.nextID = seq }
 // detach removes c from its parent's children (or stops the watch of a foreign parent).
 func (c *Ctx) detach() (left bool) {
 	left = true
-	if _, below := c.parent.(*Ctx); below && c.up.Load() == nil {
+	// One load: with two (one for this check, one for the unlink below), a parent's
+	// cancel that took c off its list between them left c looking detached, so its
+	// owner reused the memory the cancel walk was still to write (a -race run in CI,
+	// TestReusableParentRace).
+	p := c.up.Load()
+	if _, below := c.parent.(*Ctx); below && p == nil {
 		left = false // the parent's cancel took c off its list and may still reach it
 	}
-	if p := c.up.Load(); p != nil {
+	if p != nil {
 		p.mu.Lock()
 		left = c.up.Load() == p
 		if left { // not already taken by the parent's cancel
