@@ -294,3 +294,54 @@ func TestReleaseHeaderReusesMap(t *testing.T) {
 	t.Logf("%d released small maps served %d later requests; %d maps kept", len(small), reused, len(kept))
 	mu.Unlock()
 }
+
+// TestDerivedContextStreamNotReused: a stream whose handler derived a context from the
+// request's with package context (context.WithTimeout) never serves a later request: the
+// derived context's stop may reach the stream's context from a timer goroutine after
+// the handler returned (reqctx.Ctx.Derived). Streams of other requests are reused.
+func TestDerivedContextStreamNotReused(t *testing.T) {
+	var keptMu sync.Mutex
+	var keptCtx []context.Context // kept from the collector (see TestKeepStreamIsNotReused)
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Derive") != "" {
+			ctx, cancel := context.WithTimeout(r.Context(), time.Hour)
+			cancel()
+			keptMu.Lock()
+			keptCtx = append(keptCtx, ctx, r.Context())
+			keptMu.Unlock()
+		}
+		w.Header().Set("X-Ctx", fmt.Sprintf("%p", r.Context()))
+		w.WriteHeader(http.StatusNoContent)
+	}), Limits{})
+	c := stdClient()
+	seen := map[string]int{}
+	derived := map[string]bool{}
+	for i := range 60 {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+		if i%6 == 0 {
+			req.Header.Set("X-Derive", "1")
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		p := resp.Header.Get("X-Ctx")
+		if derived[p] {
+			t.Fatalf("request %d got the stream (context %s) whose handler derived a context", i, p)
+		}
+		if i%6 == 0 {
+			derived[p] = true
+		}
+		seen[p]++
+		time.Sleep(time.Millisecond) // the finished stream is recycled before the next request
+	}
+	if len(seen) == 60 {
+		t.Fatal("no stream was reused in 60 sequential requests: the test shows nothing")
+	}
+	keptMu.Lock()
+	defer keptMu.Unlock()
+	if len(keptCtx) != 20 {
+		t.Errorf("%d derived contexts, want 20", len(keptCtx))
+	}
+}

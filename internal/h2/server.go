@@ -860,6 +860,12 @@ func (sc *serverConn) recycle(ss *serverStream) {
 	if (ss.req.Body != http.NoBody && !ss.rw.bodyFree) || !ss.rw.done || ss.rw.endErr != nil || ss.rw.keep {
 		return
 	}
+	// A handler that derived a context from the request's with package context (a
+	// WithTimeout) may be reached through it later: its stop can run from a timer
+	// goroutine after the handler returned (reqctx.Ctx.Derived).
+	if ss.ctx.Derived() {
+		return
+	}
 	// A small map only: a cleared map keeps its size, and ranging over a large one
 	// costs its capacity, not its length, on every later request it would serve.
 	h := ss.req.Header

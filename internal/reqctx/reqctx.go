@@ -39,6 +39,13 @@ type Ctx struct {
 	// children: a Ctx was ever linked below this one (it may still ask it for a value
 	// or its deadline).
 	children bool
+	// derived: package context derived a context from this one (AfterFunc). Such a
+	// context keeps a pointer to c that no hook count shows: its stop function may run
+	// Unhook late, from the timer goroutine of a WithTimeout that fired as its caller
+	// cancelled it (context's removeChild runs either way), and its Value and Deadline
+	// reach c for as long as anything holds it (net's dual-stack dial goroutine can
+	// outlive DialContext). So c is never reusable.
+	derived bool
 	// quiet: see Reusable. Stored last by the cancel that ended c, so an owner that
 	// loads it true is ordered after everything that cancel (on any goroutine) did to c.
 	quiet atomic.Bool
@@ -139,7 +146,7 @@ func (c *Ctx) cancel(err error, detach bool) {
 	}
 	// Reusable's conditions that hold under mu: the deadline's timer stopped before it
 	// fired, no hook left to run (each user removed its own), no Ctx ever below.
-	quiet := (c.timer == nil || c.timer.Stop()) && c.hooks[0].id == 0 && c.hooks[1].id == 0 && len(c.more) == 0 && !c.children
+	quiet := (c.timer == nil || c.timer.Stop()) && c.hooks[0].id == 0 && c.hooks[1].id == 0 && len(c.more) == 0 && !c.children && !c.derived
 	hooks := c.hooks
 	c.hooks = [2]hook{}
 	more := c.more
@@ -185,7 +192,7 @@ func (c *Ctx) cancel(err error, detach bool) {
 // any more, so that its memory may serve another request: the cancel that ended it
 // (the owner's, or its parent's, which is then over) stopped its deadline's timer
 // before it fired, found every hook removed by whoever added it, and no Ctx was ever
-// linked below it; and c left its parent cleanly (an owner's Cancel that a parent's
+// linked below it, nor derived by package context; and c left its parent cleanly (an owner's Cancel that a parent's
 // cancel walk did not overtake; a foreign parent's AfterFunc stopped before it ran).
 // An owner that cancelled nothing (ended by the deadline, or an earlier cancel still
 // under way on another goroutine) sees false.
@@ -244,6 +251,9 @@ func (c *Ctx) Hook(f func()) (id uint32) {
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
+		// f may hand c to another goroutine (a reset's), which the ended Ctx's
+		// Reusable could not account for.
+		c.quiet.Store(false)
 		f()
 		return 0
 	}
@@ -289,8 +299,19 @@ func (c *Ctx) Unhook(id uint32) bool {
 // AfterFunc makes Ctx an afterFuncer for package context: context.WithCancel and
 // context.AfterFunc over a Ctx register here instead of starting a goroutine.
 func (c *Ctx) AfterFunc(f func()) func() bool {
+	c.mu.Lock()
+	c.derived = true
+	c.mu.Unlock()
 	id := c.Hook(f)
 	return func() bool { return c.Unhook(id) }
+}
+
+// Derived reports whether package context ever derived a context from c (see the
+// field): for a holder of a Ctx whose memory is reused by rules other than Reusable's.
+func (c *Ctx) Derived() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.derived
 }
 
 // Deadline implements context.Context: its own deadline, else the parent's.

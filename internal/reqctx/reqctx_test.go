@@ -221,7 +221,7 @@ func TestReusable(t *testing.T) {
 			_, stop := context.WithCancel(c)
 			stop()
 			c.Cancel()
-		}, true},
+		}, false}, // its stop may still run late (TestDerivedTimeoutNotReusable)
 		{"a context derived and left", func(c *Ctx) {
 			c.Init(New(context.Background()))
 			_, stop := context.WithCancel(c)
@@ -294,5 +294,27 @@ func TestContinueHookSeq(t *testing.T) {
 	c.Cancel()
 	if !ran {
 		t.Fatal("the new hook did not run")
+	}
+}
+
+// TestDerivedTimeoutNotReusable: a context.WithTimeout over a Ctx whose timer fires as
+// its caller cancels it reaches the Ctx afterwards (context's removeChild unhooks from the
+// timer goroutine too), so the Ctx must not be reused: with Reusable true here, the
+// zeroing below raced with that late Unhook under -race (a connect timeout that fired
+// as the dial succeeded, in Cluster.Dial).
+func TestDerivedTimeoutNotReusable(t *testing.T) {
+	for range 200 {
+		c := &Ctx{}
+		c.Init(New(context.Background()))
+		d, cancel := context.WithTimeout(c, 50*time.Microsecond)
+		<-d.Done()
+		cancel()
+		c.Cancel()
+		if c.Reusable() {
+			t.Fatal("a Ctx package context derived from is reusable")
+		}
+		if !c.Derived() {
+			t.Fatal("Derived() false after context.WithTimeout")
+		}
 	}
 }

@@ -194,6 +194,12 @@ func TestRoundTripSettled(t *testing.T) {
 	if rt := NewRoundTrip(OutRequest("GET", "/", "svc", http.Header{}, nil, 0, nil), cl, 0, 0); !rt.Settled() {
 		t.Error("a RoundTrip without an attempt is not settled")
 	}
+	// The first request dials: the connect timeout is a context package context derives
+	// from the attempt's, which may reach it after the RoundTrip is done (its stop runs
+	// from the timer goroutine when the timeout fires as the dial succeeds).
+	if rt, _ := run("/ok", time.Time{}); rt.Settled() {
+		t.Error("a request that dialled its connection is settled")
+	}
 	if rt, _ := run("/ok", time.Time{}); !rt.Settled() {
 		t.Error("the clean path is not settled")
 	}
