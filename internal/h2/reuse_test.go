@@ -106,36 +106,7 @@ func TestKeepStreamIsNotReused(t *testing.T) {
 		w.Header().Set("X-Ctx", fmt.Sprintf("%p", r.Context()))
 		w.WriteHeader(http.StatusNoContent)
 	}), Limits{})
-	c := stdClient()
-	get := func(keep bool) string {
-		t.Helper()
-		req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
-		if keep {
-			req.Header.Set("X-Keep", "1")
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.Header.Get("X-Ctx")
-	}
-	seen := map[string]int{}
-	kept := map[string]bool{}
-	for i := range 60 {
-		p := get(i%6 == 0)
-		if kept[p] {
-			t.Fatalf("request %d got the stream (context %s) a KeepStream handler kept", i, p)
-		}
-		if i%6 == 0 {
-			kept[p] = true
-		}
-		seen[p]++
-		time.Sleep(time.Millisecond) // the finished stream is recycled before the next request
-	}
-	if len(seen) == 60 {
-		t.Fatal("no stream was reused in 60 sequential requests: the test shows nothing")
-	}
+	markedNeverReused(t, addr, "X-Keep")
 	keptMu.Lock()
 	if len(keptCtx) != 10 {
 		t.Errorf("%d kept streams, want 10", len(keptCtx))
@@ -313,13 +284,26 @@ func TestDerivedContextStreamNotReused(t *testing.T) {
 		w.Header().Set("X-Ctx", fmt.Sprintf("%p", r.Context()))
 		w.WriteHeader(http.StatusNoContent)
 	}), Limits{})
+	markedNeverReused(t, addr, "X-Derive")
+	keptMu.Lock()
+	defer keptMu.Unlock()
+	if len(keptCtx) != 20 {
+		t.Errorf("%d derived contexts, want 20", len(keptCtx))
+	}
+}
+
+// markedNeverReused sends 60 sequential requests to addr, every sixth with the header
+// mark set, and fails if a later request gets the stream (its context, which the
+// handler writes in X-Ctx) of a marked one, or if no stream was reused at all.
+func markedNeverReused(t *testing.T, addr, mark string) {
+	t.Helper()
 	c := stdClient()
 	seen := map[string]int{}
-	derived := map[string]bool{}
+	marked := map[string]bool{}
 	for i := range 60 {
 		req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
 		if i%6 == 0 {
-			req.Header.Set("X-Derive", "1")
+			req.Header.Set(mark, "1")
 		}
 		resp, err := c.Do(req)
 		if err != nil {
@@ -327,21 +311,16 @@ func TestDerivedContextStreamNotReused(t *testing.T) {
 		}
 		resp.Body.Close()
 		p := resp.Header.Get("X-Ctx")
-		if derived[p] {
-			t.Fatalf("request %d got the stream (context %s) whose handler derived a context", i, p)
+		if marked[p] {
+			t.Fatalf("request %d got the stream (context %s) of a request with %s", i, p, mark)
 		}
 		if i%6 == 0 {
-			derived[p] = true
+			marked[p] = true
 		}
 		seen[p]++
 		time.Sleep(time.Millisecond) // the finished stream is recycled before the next request
 	}
 	if len(seen) == 60 {
 		t.Fatal("no stream was reused in 60 sequential requests: the test shows nothing")
-	}
-	keptMu.Lock()
-	defer keptMu.Unlock()
-	if len(keptCtx) != 20 {
-		t.Errorf("%d derived contexts, want 20", len(keptCtx))
 	}
 }
