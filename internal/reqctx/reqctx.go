@@ -192,8 +192,9 @@ func (c *Ctx) cancel(err error, detach bool) {
 // any more, so that its memory may serve another request: the cancel that ended it
 // (the owner's, or its parent's, which is then over) stopped its deadline's timer
 // before it fired, found every hook removed by whoever added it, and no Ctx was ever
-// linked below it, nor derived by package context; and c left its parent cleanly (an owner's Cancel that a parent's
-// cancel walk did not overtake; a foreign parent's AfterFunc stopped before it ran).
+// linked below it nor a context derived from it by package context; and c left its
+// parent cleanly (an owner's Cancel that a parent's cancel walk did not overtake; a
+// foreign parent's AfterFunc stopped before it ran).
 // An owner that cancelled nothing (ended by the deadline, or an earlier cancel still
 // under way on another goroutine) sees false.
 func (c *Ctx) Reusable() bool { return c.quiet.Load() }
