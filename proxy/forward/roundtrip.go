@@ -412,6 +412,11 @@ type replayBody struct {
 	limit    int
 	overflow bool  // more than limit bytes were read: no replay
 	srcErr   error // src's sticky end (io.EOF) or failure
+	// taken counts the bytes read from src by any attempt. Once the buffer overflowed,
+	// only an attempt that has passed on every one of them (its off equals taken) may
+	// go on reading src: a stale attempt's read that overflowed the buffer took bytes
+	// the current attempt never saw, and reading on would send the body with a hole.
+	taken int
 	gen      int
 	// opened and closed count the attempt bodies handed out and closed: when they are
 	// equal, no transport is reading one any more (RoundTrip.Recycle).
@@ -482,16 +487,23 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 		rb.mu.Unlock()
 		return 0, err
 	}
+	if rb.overflow && a.off != rb.taken {
+		rb.mu.Unlock()
+		return 0, errNotReplayable
+	}
 	rb.mu.Unlock()
 	n, err := rb.src.Read(p)
 	rb.mu.Lock()
 	defer rb.mu.Unlock()
-	if n > 0 && !rb.overflow {
-		if len(rb.buf)+n <= rb.limit {
-			rb.buf = append(rb.buf, p[:n]...)
-			a.off += n
-		} else {
-			rb.overflow, rb.buf = true, nil
+	if n > 0 {
+		rb.taken += n
+		a.off += n
+		if !rb.overflow {
+			if len(rb.buf)+n <= rb.limit {
+				rb.buf = append(rb.buf, p[:n]...)
+			} else {
+				rb.overflow, rb.buf = true, nil
+			}
 		}
 	}
 	if err != nil {

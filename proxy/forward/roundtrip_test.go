@@ -215,3 +215,78 @@ func TestRoundTripSettled(t *testing.T) {
 		t.Error("settled after a failed attempt")
 	}
 }
+
+// stepReader hands out one slice sent on ch per Read (io.EOF once ch is closed) and
+// says on reading when a Read has started: a client body whose arrival the test paces.
+type stepReader struct {
+	ch      chan []byte
+	reading chan struct{}
+}
+
+func (s *stepReader) Read(p []byte) (int, error) {
+	s.reading <- struct{}{}
+	b, ok := <-s.ch
+	if !ok {
+		return 0, io.EOF
+	}
+	return copy(p, b), nil
+}
+
+func (s *stepReader) Close() error { return nil }
+
+// TestReplayAfterStaleOverflow: an abandoned attempt's body writer still waiting in a
+// read of the client's body when a retry starts takes the client's next bytes, and they
+// overflow the replay buffer. The retry must then fail (the body is no longer whole),
+// not go on reading the client and send the body without those bytes. The client sends
+// AAAA BBBBBBBB CCCC; before the fix the retry sent "CCCC" without an error.
+func TestReplayAfterStaleOverflow(t *testing.T) {
+	src := &stepReader{ch: make(chan []byte), reading: make(chan struct{}, 4)}
+	rb := &replayBody{src: src, limit: 10}
+	first := rb.attempt()
+	go func() { src.ch <- []byte("AAAA") }()
+	p := make([]byte, 64)
+	if n, err := first.Read(p); err != nil || string(p[:n]) != "AAAA" {
+		t.Fatalf("first attempt's read: %q, %v", p[:n], err)
+	}
+	staleDone := make(chan error, 1)
+	go func() {
+		_, err := first.Read(make([]byte, 64))
+		staleDone <- err
+	}()
+	<-src.reading // the first read
+	<-src.reading // the first attempt's writer waits for more of the client's body
+	if !rb.replayable() {
+		t.Fatal("4 of at most 10 bytes kept, yet not replayable")
+	}
+	retry := rb.attempt()
+	src.ch <- []byte("BBBBBBBB") // to the stale reader: 12 bytes, over the limit
+	if err := <-staleDone; !errors.Is(err, errStaleAttempt) {
+		t.Fatalf("the superseded attempt's read: %v, want errStaleAttempt", err)
+	}
+	go func() { src.ch <- []byte("CCCC"); close(src.ch) }()
+	got, err := io.ReadAll(retry)
+	if !errors.Is(err, errNotReplayable) {
+		t.Fatalf("the retry read %q, %v; want errNotReplayable (the client sent AAAABBBBBBBBCCCC)", got, err)
+	}
+	if rb.replayable() {
+		t.Fatal("replayable after the overflow")
+	}
+}
+
+// TestReplayOverflowStreamsOn: the attempt that overflows the buffer itself reads on
+// and passes on the whole body (only a replay is lost).
+func TestReplayOverflowStreamsOn(t *testing.T) {
+	src := &stepReader{ch: make(chan []byte), reading: make(chan struct{}, 8)}
+	rb := &replayBody{src: src, limit: 10}
+	a := rb.attempt()
+	go func() {
+		for _, b := range []string{"AAAA", "BBBBBBBB", "CCCC"} {
+			src.ch <- []byte(b)
+		}
+		close(src.ch)
+	}()
+	got, err := io.ReadAll(a)
+	if err != nil || string(got) != "AAAABBBBBBBBCCCC" {
+		t.Fatalf("read %q, %v; want the whole body", got, err)
+	}
+}
