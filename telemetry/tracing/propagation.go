@@ -130,11 +130,19 @@ type headerJoiner interface {
 }
 
 func (c getCarrier) Get(key string) string {
+	var v string
 	if j, ok := c.h.(headerJoiner); ok && key == "tracestate" {
-		v, _ := j.GetJoined(key)
-		return v
+		v, _ = j.GetJoined(key)
+	} else {
+		v, _ = c.h.Get(key)
 	}
-	v, _ := c.h.Get(key)
+	if key == "tracestate" {
+		// The trace state keeps parts of the string (otel's ParseTraceState does not
+		// copy) in the span contexts the exporter reads later; an HTTP/1.1 head's
+		// strings are views of the connection's buffer, which the next request
+		// overwrites. traceparent is parsed into IDs, nothing of it kept.
+		v = strings.Clone(v)
+	}
 	return v
 }
 func (getCarrier) Set(string, string) {}

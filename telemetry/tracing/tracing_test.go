@@ -322,6 +322,28 @@ func TestRecordStringsCopied(t *testing.T) {
 	checkAttrs(t, flushed(t, tr, exp)[0], map[string]any{"url.path": "/orig", "server.address": "svc.t.local", "user_agent.original": "ua-1"})
 }
 
+// TestTraceStateCopied: the caller's tracestate, a view of a connection buffer that the
+// next request overwrites, is what the exported spans carry (otel's trace state keeps
+// parts of the string it parses; it was exported as the next request's bytes).
+func TestTraceStateCopied(t *testing.T) {
+	tr, exp := newTestTracer(t, Config{SampleRatio: 1})
+	buf := []byte("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01vendor=secret1")
+	view := func(i, j int) string { return unsafe.String(&buf[i], j-i) }
+	rec := newRec("GET", "/")
+	sp := tr.StartRequest(hdr{"traceparent": view(0, 55), "tracestate": view(55, len(buf))}, rec)
+	if sp == nil {
+		t.Fatal("a sampled caller's request not traced")
+	}
+	rec.Status = 200
+	sp.End(rec)
+	copy(buf[55:], "OTHER=CLIENTXY")
+	for _, s := range flushed(t, tr, exp) {
+		if got := s.SpanContext.TraceState().String(); got != "vendor=secret1" {
+			t.Errorf("span %q exported tracestate %q, want the request's vendor=secret1", s.Name, got)
+		}
+	}
+}
+
 // TestConfigValidate: a bad field is an error naming it; no endpoint is tracing off.
 func TestConfigValidate(t *testing.T) {
 	for _, c := range []struct {
