@@ -513,6 +513,9 @@ func (cs *clientStream) writeBody() {
 		}
 		if end {
 			if trailers {
+				if st.sendable() != nil {
+					return // reset meanwhile: no HEADERS after the RST_STREAM
+				}
 				t := req.Trailer
 				if err := cc.write(func() error {
 					return cc.writeHeadersLocked(st.id, true, func(e *hpackEncoder) { encodeHeader(e, t, notTrailerField) })

@@ -48,7 +48,10 @@ func (c *h1conn) bridge(snap *state.Snapshot, d *forward.Decision, target string
 					if trailer == nil {
 						trailer = http.Header{}
 					}
-					trailer[textproto.CanonicalMIMEHeaderKey(name)] = nil
+					// A copy: an already canonical name comes back as it is, a view of
+					// the connection's buffer, which the next request overwrites while
+					// the upstream body writer may still encode the trailers.
+					trailer[strings.Clone(textproto.CanonicalMIMEHeaderKey(name))] = nil
 				}
 			}
 		}
