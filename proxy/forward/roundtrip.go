@@ -417,7 +417,7 @@ type replayBody struct {
 	// go on reading src: a stale attempt's read that overflowed the buffer took bytes
 	// the current attempt never saw, and reading on would send the body with a hole.
 	taken int
-	gen      int
+	gen   int
 	// opened and closed count the attempt bodies handed out and closed: when they are
 	// equal, no transport is reading one any more (RoundTrip.Recycle).
 	opened, closed atomic.Int32
