@@ -2,10 +2,13 @@ package proxy_test
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"testing"
 	"time"
@@ -70,5 +73,42 @@ func TestBridgeStreamsToHTTP1(t *testing.T) {
 				t.Fatalf("after the upstream died: %q %v, want a truncated body (unexpected EOF), not a reset", rest, err)
 			}
 		})
+	}
+}
+
+// TestBridgeSizedBodyKeepsConnection: HTTP/1.1 requests with a Content-Length body,
+// bridged to an h2c upstream, leave the client's keep-alive connection open. The
+// HTTP/2 client stops reading a body at its length, and the body reader said its end
+// only on a further read, so the bridge took every sized body for unfinished and closed
+// the connection after each response (Connection: close).
+func TestBridgeSizedBodyKeepsConnection(t *testing.T) {
+	up := testutil.StartH2C(t, echoHandler("svc"))
+	srv := testutil.StartMeshd(t, "app", lcMesh([]int{up.Port}, ""))
+	c := testutil.HTTPClient(t, srv.EgressAddr())
+	var conns, reused int
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+		conns++
+		if i.Reused {
+			reused++
+		}
+	}}
+	for i := range 5 {
+		body := strings.Repeat("b", 10+i*1000)
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "POST", "http://svc.t.local/", strings.NewReader(body))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var info echoInfo
+		if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Close || info.Body != body {
+			t.Fatalf("POST %d: %d, close %v, upstream got %d of %d body bytes", i, resp.StatusCode, resp.Close, len(info.Body), len(body))
+		}
+	}
+	if conns != 5 || reused != 4 {
+		t.Fatalf("5 POSTs took %d connections (%d reused), want one kept alive", conns-reused, reused)
 	}
 }

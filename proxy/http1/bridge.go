@@ -303,6 +303,12 @@ func (e *exactReader) Read(p []byte) (int, error) {
 	if err == io.EOF && e.n > 0 {
 		err = io.ErrUnexpectedEOF
 	}
+	if e.n == 0 && err == nil {
+		// The end with the last bytes: a reader that stops at the length (the HTTP/2
+		// client does) reads no further, and the body must still count as read to its
+		// end, or the downstream connection closes after the response.
+		err = io.EOF
+	}
 	return n, err
 }
 
