@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -299,7 +300,33 @@ var errL4Idle = errors.New("l4 connection idle timeout")
 // between idle and idle+tick).
 func relay(down, up net.Conn, idle time.Duration, st *upstream.L4Stats) error {
 	r := &relayState{idle: idle, tick: min(idle/2, max(time.Second, idle/8))}
-	r.last.Store(time.Now().UnixNano())
+	start := time.Now().UnixNano()
+	r.last.Store(start)
+	r.since[0].Store(start)
+	r.since[1].Store(start)
+	// The watchdog: a direction blocked writing to a peer that reads nothing never
+	// wakes at its read deadline, so the pumps alone cannot see a connection stalled
+	// that way (both ways, neither wakes at all). It closes both connections, which
+	// ends the blocked writes, once nothing moved for the idle time.
+	var wd atomic.Pointer[time.Timer] // the callback re-arms the timer it runs from
+	t := time.AfterFunc(time.Duration(math.MaxInt64), func() {
+		if r.done.Load() {
+			return
+		}
+		if r.stalled(time.Now().UnixNano(), [2]net.Conn{down, up}) {
+			r.idleClosed.Store(true)
+			_ = down.Close()
+			_ = up.Close()
+			return
+		}
+		wd.Load().Reset(r.tick)
+	})
+	wd.Store(t)
+	t.Reset(r.tick) // armed once stored: the callback finds it
+	defer func() {
+		r.done.Store(true)
+		t.Stop()
+	}()
 	var wg sync.WaitGroup
 	var upErr error
 	wg.Go(func() {
@@ -319,7 +346,7 @@ func relay(down, up net.Conn, idle time.Duration, st *upstream.L4Stats) error {
 	if err == nil {
 		err = upErr
 	}
-	if errors.Is(downErr, errL4Idle) || errors.Is(upErr, errL4Idle) {
+	if errors.Is(downErr, errL4Idle) || errors.Is(upErr, errL4Idle) || r.idleClosed.Load() {
 		st.IdleTimeouts.Add(1)
 		return errL4Idle
 	}
@@ -338,13 +365,56 @@ type relayState struct {
 	// direction whose goroutine was not scheduled for a while (a loaded machine) has
 	// not reported its bytes yet, and the silent one must not take that for idleness.
 	quiet [2]atomic.Bool
+	// since[d] is when direction d's current copy began (unix nanos). A copy returns at
+	// its read deadline, a tick, unless its goroutine is starved or it is blocked
+	// writing to a peer that reads nothing; the send queue tells the two apart.
+	since [2]atomic.Int64
+	// done ends the watchdog; idleClosed says it closed the connections.
+	done, idleClosed atomic.Bool
+	// The watchdog's own (one callback at a time): direction d's destination's send
+	// queue at its last look, and since when it has been that, full.
+	out   [2]int
+	outAt [2]int64
+}
+
+// stalled reports whether nothing moved either way for the idle time: each direction
+// quiet at its last wake, or in one copy for longer than idle+tick with its
+// destination's send queue full and unchanged for the idle time (the peer reads
+// nothing). dst[d] is direction d's destination (0: up→down, 1: down→up).
+func (r *relayState) stalled(now int64, dst [2]net.Conn) bool {
+	if time.Duration(now-r.last.Load()) < r.idle {
+		return false
+	}
+	for d := range 2 {
+		if r.quiet[d].Load() {
+			continue
+		}
+		if time.Duration(now-r.since[d].Load()) < r.idle+r.tick {
+			return false // its copy returns soon, with its progress
+		}
+		n, ok := unsent(dst[d])
+		if !ok || n == 0 {
+			r.outAt[d] = 0 // starved, not blocked: the peer takes what was sent
+			return false
+		}
+		if n != r.out[d] || r.outAt[d] == 0 {
+			r.out[d], r.outAt[d] = n, now
+			return false
+		}
+		if time.Duration(now-r.outAt[d]) < r.idle {
+			return false
+		}
+	}
+	return true
 }
 
 // pump copies src to dst until EOF (nil, after CloseWrite on dst), the idle timeout
 // (errL4Idle) or an error.
 func (r *relayState) pump(src, dst net.Conn, n *atomic.Int64, dir int) error {
 	for {
-		_ = src.SetReadDeadline(time.Now().Add(r.tick))
+		begin := time.Now()
+		r.since[dir].Store(begin.UnixNano())
+		_ = src.SetReadDeadline(begin.Add(r.tick))
 		w, err := readFrom(dst, src)
 		now := time.Now().UnixNano()
 		if w > 0 {

@@ -157,3 +157,55 @@ func TestRelayLateProgressIsNotIdle(t *testing.T) {
 		t.Fatalf("%d idle timeouts counted", st.IdleTimeouts.Load())
 	}
 }
+
+// writeForever writes to c until a write fails (the relay closed its side).
+func writeForever(c net.Conn) {
+	b := make([]byte, 64<<10)
+	for {
+		if _, err := c.Write(b); err != nil {
+			return
+		}
+	}
+}
+
+// TestRelayStalledReaderIsIdle: a client that stops reading while the upstream keeps
+// sending fills the socket buffers, and the relay's up→down copy blocks in its write,
+// where no read deadline reaches it. The connection made no progress for the idle
+// time, so it is closed as idle and counted, instead of holding its goroutines and its
+// connection slot until a drain.
+func TestRelayStalledReaderIsIdle(t *testing.T) {
+	_, down := loopbackPair(t) // the client end never reads
+	up, server := loopbackPair(t)
+	go writeForever(server)
+	var st upstream.L4Stats
+	done := make(chan error, 1)
+	go func() { done <- relay(down, up, 300*time.Millisecond, &st) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errL4Idle) || st.IdleTimeouts.Load() != 1 {
+			t.Fatalf("relay: %v, %d idle timeouts; want errL4Idle, counted once", err, st.IdleTimeouts.Load())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("relay still running 10 s after the traffic stalled (idle 300 ms)")
+	}
+}
+
+// TestRelayStalledBothWaysIsIdle: both peers send and neither reads, so both copies
+// block in their writes and neither ever wakes; the connection still ends as idle.
+func TestRelayStalledBothWaysIsIdle(t *testing.T) {
+	client, down := loopbackPair(t)
+	up, server := loopbackPair(t)
+	go writeForever(client)
+	go writeForever(server)
+	var st upstream.L4Stats
+	done := make(chan error, 1)
+	go func() { done <- relay(down, up, 300*time.Millisecond, &st) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errL4Idle) {
+			t.Fatalf("relay: %v, want errL4Idle", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("relay still running 10 s after both ways stalled (idle 300 ms)")
+	}
+}
