@@ -103,7 +103,7 @@ var rules = []rule{
 	// The front ends (frontEnds): they share forward, listen, state and upstream but never import each other.
 	{pkg: "proxy/http1", deps: "balancer internal/h1 proxy/forward proxy/internal/deadline proxy/listen proxy/state proxy/upstream router telemetry", mods: "golang.org/x/net"},
 	{pkg: "proxy/http2", deps: "balancer internal/h2 proxy/forward proxy/listen proxy/upstream router telemetry"},
-	{pkg: "proxy/l4", deps: "balancer config proxy/forward proxy/listen proxy/state proxy/upstream router"},
+	{pkg: "proxy/l4", deps: "balancer config proxy/forward proxy/listen proxy/state proxy/upstream router", mods: "golang.org/x/sys"},
 	// proxy/admin: client_golang for the Prometheus exposition (/stats/prometheus); tls for
 	// the handshake counters and the certificate sources' stats.
 	{pkg: "proxy/admin", deps: "balancer config discovery internal/h2 proxy/forward proxy/l4 proxy/state proxy/upstream resilience router telemetry tls", mods: "github.com/prometheus/client_golang"},

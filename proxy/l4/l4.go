@@ -371,15 +371,16 @@ type relayState struct {
 	since [2]atomic.Int64
 	// done ends the watchdog; idleClosed says it closed the connections.
 	done, idleClosed atomic.Bool
-	// The watchdog's own (one callback at a time): direction d's destination's send
-	// queue at its last look, and since when it has been that, full.
-	out   [2]int
-	outAt [2]int64
+	// The watchdog's own (one callback at a time): the bytes direction d's destination
+	// had acknowledged at its last look, and since when that has stood still with data
+	// queued (0: not so).
+	acked   [2]uint64
+	stillAt [2]int64
 }
 
 // stalled reports whether nothing moved either way for the idle time: each direction
-// quiet at its last wake, or in one copy for longer than idle+tick with its
-// destination's send queue full and unchanged for the idle time (the peer reads
+// quiet at its last wake, or in one copy for longer than idle+tick with data queued
+// for its destination and nothing of it acknowledged for the idle time (the peer reads
 // nothing). dst[d] is direction d's destination (0: up→down, 1: down→up).
 func (r *relayState) stalled(now int64, dst [2]net.Conn) bool {
 	if time.Duration(now-r.last.Load()) < r.idle {
@@ -392,16 +393,16 @@ func (r *relayState) stalled(now int64, dst [2]net.Conn) bool {
 		if time.Duration(now-r.since[d].Load()) < r.idle+r.tick {
 			return false // its copy returns soon, with its progress
 		}
-		n, ok := unsent(dst[d])
-		if !ok || n == 0 {
-			r.outAt[d] = 0 // starved, not blocked: the peer takes what was sent
+		queued, acked, ok := sendState(dst[d])
+		if !ok || queued == 0 {
+			r.stillAt[d] = 0 // starved, not blocked: the peer has taken what was sent
 			return false
 		}
-		if n != r.out[d] || r.outAt[d] == 0 {
-			r.out[d], r.outAt[d] = n, now
+		if acked != r.acked[d] || r.stillAt[d] == 0 {
+			r.acked[d], r.stillAt[d] = acked, now // the peer reads, if slowly
 			return false
 		}
-		if time.Duration(now-r.outAt[d]) < r.idle {
+		if time.Duration(now-r.stillAt[d]) < r.idle {
 			return false
 		}
 	}

@@ -209,3 +209,36 @@ func TestRelayStalledBothWaysIsIdle(t *testing.T) {
 		t.Fatal("relay still running 10 s after both ways stalled (idle 300 ms)")
 	}
 }
+
+// TestRelaySlowReaderIsNotIdle: a client that reads, slowly, what the upstream floods
+// it with keeps the connection: the blocked copy returns rarely, but its destination
+// keeps acknowledging bytes, which is progress.
+func TestRelaySlowReaderIsNotIdle(t *testing.T) {
+	client, down := loopbackPair(t)
+	up, server := loopbackPair(t)
+	go writeForever(server)
+	var st upstream.L4Stats
+	done := make(chan error, 1)
+	go func() { done <- relay(down, up, 300*time.Millisecond, &st) }()
+	// 64 KiB every 50 ms: the client's kernel opens its window again only once a
+	// sizeable part of its buffer is free (twice the loopback MSS), so a reader much
+	// slower than that looks stopped at a 300 ms idle timeout; at an idle timeout of
+	// minutes the same holds for readers of a few hundred bytes a second.
+	b := make([]byte, 64<<10)
+	for range 40 { // 2 s, about 1.3 MB/s
+		select {
+		case err := <-done:
+			t.Fatalf("relay ended while the client was reading: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if _, err := io.ReadFull(client, b); err != nil {
+			t.Fatalf("client read: %v", err)
+		}
+	}
+	_ = client.Close()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("relay still running after the client closed")
+	}
+}
