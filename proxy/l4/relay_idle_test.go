@@ -177,6 +177,13 @@ func TestRelayStalledReaderIsIdle(t *testing.T) {
 	_, down := loopbackPair(t) // the client end never reads
 	up, server := loopbackPair(t)
 	go writeForever(server)
+	relayEndsIdle(t, down, up)
+}
+
+// relayEndsIdle relays down and up with a 300 ms idle timeout and fails unless the
+// relay ends as idle, counted once, within 10 s.
+func relayEndsIdle(t *testing.T, down, up net.Conn) {
+	t.Helper()
 	var st upstream.L4Stats
 	done := make(chan error, 1)
 	go func() { done <- relay(down, up, 300*time.Millisecond, &st) }()
@@ -197,17 +204,7 @@ func TestRelayStalledBothWaysIsIdle(t *testing.T) {
 	up, server := loopbackPair(t)
 	go writeForever(client)
 	go writeForever(server)
-	var st upstream.L4Stats
-	done := make(chan error, 1)
-	go func() { done <- relay(down, up, 300*time.Millisecond, &st) }()
-	select {
-	case err := <-done:
-		if !errors.Is(err, errL4Idle) {
-			t.Fatalf("relay: %v, want errL4Idle", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("relay still running 10 s after both ways stalled (idle 300 ms)")
-	}
+	relayEndsIdle(t, down, up)
 }
 
 // TestRelaySlowReaderIsNotIdle: a client that reads, slowly, what the upstream floods
