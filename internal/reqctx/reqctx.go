@@ -45,7 +45,9 @@ type Ctx struct {
 	// cancelled it (context's removeChild runs either way), and its Value and Deadline
 	// reach c for as long as anything holds it (net's dual-stack dial goroutine can
 	// outlive DialContext). So c is never reusable.
-	derived bool
+	// Atomic: the HTTP/2 server asks for each stream it would recycle (Derived), and a
+	// lock there would be one per request.
+	derived atomic.Bool
 	// quiet: see Reusable. Stored last by the cancel that ended c, so an owner that
 	// loads it true is ordered after everything that cancel (on any goroutine) did to c.
 	quiet atomic.Bool
@@ -146,7 +148,7 @@ func (c *Ctx) cancel(err error, detach bool) {
 	}
 	// Reusable's conditions that hold under mu: the deadline's timer stopped before it
 	// fired, no hook left to run (each user removed its own), no Ctx ever below.
-	quiet := (c.timer == nil || c.timer.Stop()) && c.hooks[0].id == 0 && c.hooks[1].id == 0 && len(c.more) == 0 && !c.children && !c.derived
+	quiet := (c.timer == nil || c.timer.Stop()) && c.hooks[0].id == 0 && c.hooks[1].id == 0 && len(c.more) == 0 && !c.children && !c.derived.Load()
 	hooks := c.hooks
 	c.hooks = [2]hook{}
 	more := c.more
@@ -300,20 +302,14 @@ func (c *Ctx) Unhook(id uint32) bool {
 // AfterFunc makes Ctx an afterFuncer for package context: context.WithCancel and
 // context.AfterFunc over a Ctx register here instead of starting a goroutine.
 func (c *Ctx) AfterFunc(f func()) func() bool {
-	c.mu.Lock()
-	c.derived = true
-	c.mu.Unlock()
+	c.derived.Store(true) // before Hook takes mu: a cancel that finds the hook sees it
 	id := c.Hook(f)
 	return func() bool { return c.Unhook(id) }
 }
 
 // Derived reports whether package context ever derived a context from c (see the
 // field): for a holder of a Ctx whose memory is reused by rules other than Reusable's.
-func (c *Ctx) Derived() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.derived
-}
+func (c *Ctx) Derived() bool { return c.derived.Load() }
 
 // Deadline implements context.Context: its own deadline, else the parent's.
 func (c *Ctx) Deadline() (time.Time, bool) {
